@@ -1,0 +1,371 @@
+/* relay-https client: command line parsing, help text, logging. */
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rhc_opts.h"
+
+int rhc_verbose;
+
+void rhc_vlog(int level, const char *fmt, va_list ap)
+{
+    char line[1024];
+
+    if (level > rhc_verbose)
+        return;
+    /* One write per line so that lines of a busy forward do not interleave. */
+    int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+    if (n < 0)
+        return;
+    if ((size_t)n > sizeof(line) - 2)
+        n = (int)sizeof(line) - 2;
+    line[n++] = '\n';
+    fprintf(stderr, "relay-https: %.*s", n, line);
+    fflush(stderr);
+}
+
+void rhc_log(int level, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    rhc_vlog(level, fmt, ap);
+    va_end(ap);
+}
+
+static const char usage_text[] =
+"usage: relay-https forward -L [ADDR:]PORT [options] URL TARGET\n"
+"       relay-https stdio [options] URL TARGET\n"
+"       relay-https --help | --version\n";
+
+static const char help_text[] =
+"\n"
+"Carries TCP connections over HTTPS to a mod_relay_https endpoint.\n"
+"URL is the relay base (e.g. https://example.com/relay), TARGET a target name\n"
+"the server declares (RelayTarget).\n"
+"\n"
+"Modes:\n"
+"  forward      listen locally; every accepted connection becomes one tunnel\n"
+"  stdio        carry stdin/stdout over one tunnel (ssh ProxyCommand)\n"
+"\n"
+"Options:\n"
+"  -L, --listen [ADDR:]PORT   forward: where to listen (ADDR default 127.0.0.1;\n"
+"                             IPv6 as [ADDR]:PORT; PORT 0 picks a free port)\n"
+"  -u, --user USER:PASS       HTTP Basic credentials for the server\n"
+"  -H, --header 'Name: value' extra request header (repeatable)\n"
+"      --cacert FILE          CA certificates to verify the server\n"
+"  -k, --insecure             do not verify the server's certificate\n"
+"      --cert FILE            client certificate (PEM)\n"
+"      --key FILE             client certificate key (PEM)\n"
+"  -x, --proxy URL            HTTP(S) proxy (default: https_proxy, HTTPS_PROXY,\n"
+"                             all_proxy from the environment; no_proxy applies)\n"
+"  -U, --proxy-user USER:PASS proxy credentials (Basic, Digest, NTLM, Negotiate)\n"
+"      --proxy-cacert FILE    CA certificates to verify an HTTPS proxy\n"
+"      --proxy-insecure       do not verify the proxy's certificate\n"
+"      --connect-timeout SECONDS  connection timeout (default 15)\n"
+"      --http1.1              use HTTP/1.1 (default)\n"
+"      --http2                use HTTP/2 over TLS when the server offers it\n"
+"  -v, --verbose              say what happens; -vv adds libcurl's trace\n"
+"                             (session secrets and credentials are masked)\n"
+"  -h, --help                 this text\n"
+"  -V, --version              version\n"
+"\n"
+"Exit codes:\n"
+"   0  ok\n"
+"   1  other error\n"
+"   2  usage error\n"
+"   3  server unreachable (DNS, connect, timeout)\n"
+"   4  TLS verification or handshake failed\n"
+"   5  authentication or authorization refused by the server (401/403)\n"
+"   6  proxy refused or wants authentication (407, CONNECT refused)\n"
+"   7  unknown target (404 on open)\n"
+"   8  target refused or unreachable (502/504 on open)\n"
+"   9  session lost (reset, protocol error, connection cut)\n"
+"  10  local error (bind/listen failed, stdin/stdout error)\n"
+"forward exits non-zero only when it cannot start; failed tunnels are logged.\n";
+
+enum {
+    OPT_CACERT = 256, OPT_CERT, OPT_KEY, OPT_PROXY_CACERT, OPT_PROXY_INSECURE,
+    OPT_CONNECT_TIMEOUT, OPT_HTTP11, OPT_HTTP2
+};
+
+static const struct option long_opts[] = {
+    { "listen",          required_argument, NULL, 'L' },
+    { "user",            required_argument, NULL, 'u' },
+    { "header",          required_argument, NULL, 'H' },
+    { "cacert",          required_argument, NULL, OPT_CACERT },
+    { "insecure",        no_argument,       NULL, 'k' },
+    { "cert",            required_argument, NULL, OPT_CERT },
+    { "key",             required_argument, NULL, OPT_KEY },
+    { "proxy",           required_argument, NULL, 'x' },
+    { "proxy-user",      required_argument, NULL, 'U' },
+    { "proxy-cacert",    required_argument, NULL, OPT_PROXY_CACERT },
+    { "proxy-insecure",  no_argument,       NULL, OPT_PROXY_INSECURE },
+    { "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
+    { "http1.1",         no_argument,       NULL, OPT_HTTP11 },
+    { "http2",           no_argument,       NULL, OPT_HTTP2 },
+    { "verbose",         no_argument,       NULL, 'v' },
+    { "help",            no_argument,       NULL, 'h' },
+    { "version",         no_argument,       NULL, 'V' },
+    { NULL, 0, NULL, 0 }
+};
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    rhc_vlog(0, fmt, ap);
+    va_end(ap);
+    fputs(usage_text, stderr);
+    fputs("Try 'relay-https --help' for more.\n", stderr);
+    return RHC_EXIT_USAGE;
+}
+
+static void print_version(void)
+{
+    curl_version_info_data *ci = curl_version_info(CURLVERSION_NOW);
+
+    printf("relay-https %s (libcurl %s%s%s)\n", RHC_VERSION, ci->version,
+           ci->ssl_version ? ", " : "", ci->ssl_version ? ci->ssl_version : "");
+}
+
+/* Files are checked here so that a typo is a usage error, not a TLS error later. */
+static int check_file(const char *opt, const char *path)
+{
+    if (access(path, R_OK) != 0)
+        return usage_error("%s %s: %s", opt, path, strerror(errno));
+    return -1;
+}
+
+/* Copies a USER:PASS argument and masks the password in argv so that ps does not
+ * show it for the life of the process (curl does the same). */
+static char *take_secret(char *arg)
+{
+    char *copy = strdup(arg);
+    char *colon = strchr(arg, ':');
+
+    if (colon)
+        for (char *p = colon + 1; *p; ++p)
+            *p = '*';
+    return copy;
+}
+
+static int parse_listen(const char *arg, struct rhc_opts *o)
+{
+    const char *port;
+    char *host = NULL;
+
+    if (arg[0] == '[') {
+        const char *end = strchr(arg, ']');
+        if (!end || end[1] != ':')
+            return usage_error("-L %s: expected [ADDR]:PORT", arg);
+        host = strndup(arg + 1, (size_t)(end - arg - 1));
+        port = end + 2;
+    } else {
+        const char *colon = strrchr(arg, ':');
+        if (colon && strchr(arg, ':') != colon)
+            return usage_error("-L %s: write IPv6 addresses as [ADDR]:PORT", arg);
+        if (colon) {
+            host = strndup(arg, (size_t)(colon - arg));
+            port = colon + 1;
+        } else {
+            port = arg;
+        }
+    }
+    size_t plen = strlen(port);
+    char *end = NULL;
+    long pv = strtol(port, &end, 10);
+    if (plen == 0 || plen > 5 || *end || pv < 0 || pv > 65535 || !isdigit((unsigned char)port[0])) {
+        free(host);
+        return usage_error("-L %s: bad port", arg);
+    }
+    free(o->listen_host);
+    free(o->listen_port);
+    o->listen_host = (host && *host) ? host : (free(host), strdup("127.0.0.1"));
+    o->listen_port = strdup(port);
+    return -1;
+}
+
+static int valid_target(const char *t)
+{
+    size_t n = strlen(t);
+
+    if (n < 1 || n > 63)
+        return 0;
+    for (size_t i = 0; i < n; ++i)
+        if (!isalnum((unsigned char)t[i]) && t[i] != '.' && t[i] != '_' && t[i] != '-')
+            return 0;
+    return 1;
+}
+
+static int set_url(const char *arg, struct rhc_opts *o)
+{
+    if (strncasecmp(arg, "https://", 8) != 0 && strncasecmp(arg, "http://", 7) != 0)
+        return usage_error("%s: URL must start with https:// or http://", arg);
+    if (strpbrk(arg, "?# \t\r\n"))
+        return usage_error("%s: URL must not carry a query, fragment or spaces", arg);
+    size_t n = strlen(arg);
+    while (n > 0 && arg[n - 1] == '/')
+        --n;
+    o->base_url = strndup(arg, n);
+    return -1;
+}
+
+int rhc_opts_parse(int argc, char **argv, struct rhc_opts *o)
+{
+    int rc = -1;
+    int c;
+
+    memset(o, 0, sizeof(*o));
+    o->connect_timeout_ms = 15000;
+    o->http_version = CURL_HTTP_VERSION_1_1;
+
+    if (argc < 2)
+        return usage_error("missing mode");
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        fputs(usage_text, stdout);
+        fputs(help_text, stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version")) {
+        print_version();
+        return 0;
+    }
+    if (!strcmp(argv[1], "forward"))
+        o->mode = RHC_MODE_FORWARD;
+    else if (!strcmp(argv[1], "stdio"))
+        o->mode = RHC_MODE_STDIO;
+    else
+        return usage_error("unknown mode '%s'", argv[1]);
+
+    /* The mode takes argv[0]'s place for getopt; GNU getopt lets options follow
+     * the positional arguments too. */
+    argc -= 1;
+    argv += 1;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":L:u:H:kx:U:vhV", long_opts, NULL)) != -1) {
+        switch (c) {
+        case 'L':
+            if (o->mode != RHC_MODE_FORWARD)
+                return usage_error("-L is for forward mode only");
+            if ((rc = parse_listen(optarg, o)) >= 0)
+                return rc;
+            break;
+        case 'u':
+            free((char *)o->user);
+            o->user = take_secret(optarg);
+            break;
+        case 'U':
+            free((char *)o->proxy_user);
+            o->proxy_user = take_secret(optarg);
+            break;
+        case 'H': {
+            const char *colon = strchr(optarg, ':');
+            if (!colon || colon == optarg || strpbrk(optarg, "\r\n"))
+                return usage_error("-H %s: expected 'Name: value'", optarg);
+            struct curl_slist *l = curl_slist_append(o->headers, optarg);
+            if (!l)
+                return usage_error("out of memory");
+            o->headers = l;
+            break;
+        }
+        case OPT_CACERT:
+            if ((rc = check_file("--cacert", optarg)) >= 0)
+                return rc;
+            o->cacert = optarg;
+            break;
+        case OPT_CERT:
+            if ((rc = check_file("--cert", optarg)) >= 0)
+                return rc;
+            o->cert = optarg;
+            break;
+        case OPT_KEY:
+            if ((rc = check_file("--key", optarg)) >= 0)
+                return rc;
+            o->key = optarg;
+            break;
+        case OPT_PROXY_CACERT:
+            if ((rc = check_file("--proxy-cacert", optarg)) >= 0)
+                return rc;
+            o->proxy_cacert = optarg;
+            break;
+        case 'k':
+            o->insecure = 1;
+            break;
+        case OPT_PROXY_INSECURE:
+            o->proxy_insecure = 1;
+            break;
+        case 'x':
+            o->proxy = optarg;
+            break;
+        case OPT_CONNECT_TIMEOUT: {
+            char *end = NULL;
+            errno = 0;
+            double s = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !(s > 0) || s > 3600)
+                return usage_error("--connect-timeout %s: expected seconds (0 < s <= 3600)", optarg);
+            o->connect_timeout_ms = (long)(s * 1000.0 + 0.5);
+            if (o->connect_timeout_ms < 1)
+                o->connect_timeout_ms = 1;
+            break;
+        }
+        case OPT_HTTP11:
+            o->http_version = CURL_HTTP_VERSION_1_1;
+            break;
+        case OPT_HTTP2:
+            o->http_version = CURL_HTTP_VERSION_2TLS;
+            break;
+        case 'v':
+            ++o->verbose;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            fputs(help_text, stdout);
+            return 0;
+        case 'V':
+            print_version();
+            return 0;
+        case ':':
+            return usage_error("option %s needs an argument", argv[optind - 1]);
+        default:
+            if (optopt)
+                return usage_error("unknown option -%c", optopt);
+            return usage_error("unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 2)
+        return usage_error("expected URL and TARGET (%d argument%s given)",
+                           argc - optind, argc - optind == 1 ? "" : "s");
+    if ((rc = set_url(argv[optind], o)) >= 0)
+        return rc;
+    if (!valid_target(argv[optind + 1]))
+        return usage_error("%s: TARGET must be 1 to 63 of [A-Za-z0-9._-]", argv[optind + 1]);
+    o->target = strdup(argv[optind + 1]);
+    if (o->mode == RHC_MODE_FORWARD && !o->listen_port)
+        return usage_error("forward needs -L [ADDR:]PORT");
+    if (o->key && !o->cert)
+        return usage_error("--key needs --cert");
+    if (!o->base_url || !o->target)
+        return usage_error("out of memory");
+    rhc_verbose = o->verbose;
+    return -1;
+}
+
+void rhc_opts_free(struct rhc_opts *o)
+{
+    free(o->listen_host);
+    free(o->listen_port);
+    free(o->base_url);
+    free(o->target);
+    free((char *)o->user);
+    free((char *)o->proxy_user);
+    curl_slist_free_all(o->headers);
+    memset(o, 0, sizeof(*o));
+}

@@ -1,0 +1,68 @@
+/* relay-https client: command line, help text, exit codes and logging. */
+#ifndef RHC_OPTS_H
+#define RHC_OPTS_H
+
+#include <stdarg.h>
+#include <curl/curl.h>
+
+#define RHC_VERSION "0.1.0"
+#define RHC_USER_AGENT "relay-https/" RHC_VERSION
+
+/* Exit codes: scripts rely on these, keep them stable (also listed in --help).
+ *  0  ok
+ *  1  other error
+ *  2  usage error
+ *  3  server unreachable (DNS, connect, timeout; also a gateway in front of it)
+ *  4  TLS verification or handshake failed
+ *  5  HTTP authentication/authorization refused by the server (401/403)
+ *  6  proxy refused or wants authentication (407, CONNECT refused)
+ *  7  unknown target (404 on open)
+ *  8  target refused or unreachable (502/504 from the module on open)
+ *  9  session lost (410/416/409, R frame, protocol error, connection cut)
+ * 10  local error (bind/listen failed, stdin/stdout error)
+ */
+enum rhc_exit {
+    RHC_EXIT_OK = 0,
+    RHC_EXIT_ERROR = 1,
+    RHC_EXIT_USAGE = 2,
+    RHC_EXIT_UNREACHABLE = 3,
+    RHC_EXIT_TLS = 4,
+    RHC_EXIT_AUTH = 5,
+    RHC_EXIT_PROXY = 6,
+    RHC_EXIT_NO_TARGET = 7,
+    RHC_EXIT_TARGET = 8,
+    RHC_EXIT_LOST = 9,
+    RHC_EXIT_LOCAL = 10
+};
+
+enum rhc_mode { RHC_MODE_FORWARD = 1, RHC_MODE_STDIO };
+
+struct rhc_opts {
+    enum rhc_mode mode;
+    char *listen_host;          /* forward: address to bind (default 127.0.0.1) */
+    char *listen_port;          /* forward: port (string for getaddrinfo) */
+    char *base_url;             /* URL without trailing '/' */
+    char *target;
+    const char *cacert, *cert, *key;
+    const char *user, *proxy, *proxy_user, *proxy_cacert;
+    int insecure, proxy_insecure;
+    int verbose;
+    long connect_timeout_ms;
+    long http_version;          /* CURL_HTTP_VERSION_* */
+    struct curl_slist *headers; /* user -H headers */
+};
+
+/* Parses argv into o. Returns -1 to go on, or an exit code to exit with at once
+ * (0 after --help/--version, RHC_EXIT_USAGE after a message on stderr). */
+int rhc_opts_parse(int argc, char **argv, struct rhc_opts *o);
+void rhc_opts_free(struct rhc_opts *o);
+
+/* Logging to stderr, every line prefixed "relay-https: ". */
+extern int rhc_verbose;
+void rhc_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void rhc_vlog(int level, const char *fmt, va_list ap);
+#define rhc_err(...)  rhc_log(0, __VA_ARGS__)
+#define rhc_info(...) rhc_log(1, __VA_ARGS__)
+#define rhc_debug(...) rhc_log(2, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,52 @@
+/* relay-https client: tunnel sessions over one libcurl multi handle, driven by
+ * one poll() loop (curl_multi_socket_action) that also watches the local fds. */
+#ifndef RHC_TUNNEL_H
+#define RHC_TUNNEL_H
+
+#include <poll.h>
+#include <stddef.h>
+
+#include "rhc_opts.h"
+
+typedef struct rhc_ctx rhc_ctx;
+typedef struct rhc_tunnel rhc_tunnel;
+
+enum rhc_local_kind {
+    RHC_LOCAL_SOCKET,   /* forward: one owned non-blocking socket, closed at the end
+                           (with RST when the session failed) */
+    RHC_LOCAL_STDIO     /* stdio: fd 0 in, fd 1 out; fd 1 is replaced by /dev/null
+                           when the server finishes (see rhc_stdio_prepare) */
+};
+
+/* Called once when a tunnel ends, code is an rhc_exit value (0: clean end).
+ * The tunnel is freed right after. */
+typedef void (*rhc_done_fn)(void *arg, int code);
+
+rhc_ctx *rhc_ctx_new(const struct rhc_opts *o);
+void rhc_ctx_free(rhc_ctx *c);
+
+/* Starts a session (POST open). Never returns NULL for RHC_LOCAL_SOCKET without
+ * having closed fd; on NULL nothing was started (out of memory). */
+rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, int in_fd, int out_fd, enum rhc_local_kind kind,
+                             const char *label, rhc_done_fn done, void *arg);
+
+size_t rhc_ctx_tunnels(const rhc_ctx *c);   /* live tunnels */
+size_t rhc_ctx_pending(const rhc_ctx *c);   /* live tunnels + best-effort close requests */
+
+/* Fails every live tunnel with the given reason (they send close requests). */
+void rhc_ctx_abort_all(rhc_ctx *c, const char *why);
+
+/* One round of the event loop: polls the caller's extra fds (their revents are
+ * set on return) together with the tunnels' local fds and curl's sockets, waits at
+ * most max_wait_ms (-1: until something happens or a timer is due), then runs
+ * everything that is ready. Returns -1 only when poll() itself fails. */
+int rhc_ctx_step(rhc_ctx *c, struct pollfd *extra, size_t nextra, long max_wait_ms);
+
+/* stdio mode: makes fd 0 and 1 non-blocking when they are pipes or sockets
+ * (ttys and files stay blocking and are only read when poll says so). Returns 0,
+ * or an errno value when a descriptor is unusable. rhc_stdio_restore puts the
+ * original flags back (call it before exiting). */
+int rhc_stdio_prepare(void);
+void rhc_stdio_restore(void);
+
+#endif

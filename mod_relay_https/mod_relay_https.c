@@ -1,0 +1,31 @@
+/* mod_relay_https: host a TCP relay under a path of an Apache website.
+ * This file only wires the pieces into httpd. */
+#define RH_MODULE_MAIN
+#include <httpd.h>
+#include <http_config.h>
+#include <http_protocol.h>
+#include <http_request.h>
+
+#include "mod_relay_https.h"
+#include "rh_config.h"
+#include "rh_daemon.h"
+#include "rh_handler.h"
+
+static void register_hooks(apr_pool_t *p)
+{
+    ap_hook_post_config(rh_daemon_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(rh_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+AP_DECLARE_MODULE(relay_https) = {
+    STANDARD20_MODULE_STUFF,
+    rh_create_dir_conf,
+    rh_merge_dir_conf,
+    rh_create_srv_conf,
+    rh_merge_srv_conf,
+    rh_cmds,
+    register_hooks,
+#if defined(AP_MODULE_FLAG_ALWAYS_MERGE)
+    AP_MODULE_FLAG_ALWAYS_MERGE
+#endif
+};

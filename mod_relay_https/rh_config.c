@@ -1,0 +1,172 @@
+#include <string.h>
+#include <apr_strings.h>
+#include <apr_network_io.h>
+#include <http_core.h>
+
+#include "mod_relay_https.h"
+#include "rh_config.h"
+#include "rh_registry.h"
+
+void *rh_create_dir_conf(apr_pool_t *p, char *dir)
+{
+    rh_dir_conf *dc = apr_pcalloc(p, sizeof(*dc));
+    dc->location = dir ? apr_pstrdup(p, dir) : NULL;
+    dc->targets = apr_array_make(p, 4, sizeof(rh_target));
+    dc->bufsize = dc->idle_s = dc->connect_s = -1;
+    return dc;
+}
+
+void *rh_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    rh_dir_conf *base = basev, *add = addv;
+    rh_dir_conf *dc = apr_pcalloc(p, sizeof(*dc));
+    dc->location = add->location ? add->location : base->location;
+    /* inner sections add targets and may redefine a name of an outer one */
+    dc->targets = apr_array_copy(p, add->targets);
+    for (int i = 0; i < base->targets->nelts; ++i) {
+        const rh_target *t = &APR_ARRAY_IDX(base->targets, i, rh_target);
+        if (!rh_find_target(add, t->name))
+            APR_ARRAY_PUSH(dc->targets, rh_target) = *t;
+    }
+    dc->bufsize = add->bufsize >= 0 ? add->bufsize : base->bufsize;
+    dc->idle_s = add->idle_s >= 0 ? add->idle_s : base->idle_s;
+    dc->connect_s = add->connect_s >= 0 ? add->connect_s : base->connect_s;
+    return dc;
+}
+
+void *rh_create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    return apr_pcalloc(p, sizeof(rh_srv_conf));
+}
+
+void *rh_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    rh_srv_conf *base = basev, *add = addv;
+    rh_srv_conf *sc = apr_pcalloc(p, sizeof(*sc));
+    sc->max_sessions = add->max_sessions ? add->max_sessions : base->max_sessions;
+    sc->socket_path = add->socket_path ? add->socket_path : base->socket_path;
+    return sc;
+}
+
+const rh_target *rh_find_target(const rh_dir_conf *dc, const char *name)
+{
+    for (int i = 0; i < dc->targets->nelts; ++i) {
+        const rh_target *t = &APR_ARRAY_IDX(dc->targets, i, rh_target);
+        if (!strcmp(t->name, name))
+            return t;
+    }
+    return NULL;
+}
+
+int rh_dir_bufsize(const rh_dir_conf *dc)
+{
+    return dc->bufsize > 0 ? dc->bufsize : RH_DEFAULT_BUFSIZE;
+}
+
+int rh_dir_idle(const rh_dir_conf *dc)
+{
+    return dc->idle_s > 0 ? dc->idle_s : RH_DEFAULT_IDLE_S;
+}
+
+int rh_dir_connect(const rh_dir_conf *dc)
+{
+    return dc->connect_s > 0 ? dc->connect_s : RH_DEFAULT_CONNECT_S;
+}
+
+int rh_valid_target_name(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n >= RH_TARGET_MAX)
+        return 0;
+    for (size_t i = 0; i < n; ++i) {
+        char ch = name[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')
+              || ch == '.' || ch == '_' || ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static const char *set_target(cmd_parms *cmd, void *dcv, const char *name, const char *addr)
+{
+    rh_dir_conf *dc = dcv;
+    char *host = NULL, *scope = NULL;
+    apr_port_t port = 0;
+
+    if (!rh_valid_target_name(name))
+        return apr_psprintf(cmd->pool, "RelayTarget: invalid name '%s' (use 1-%d of "
+                            "A-Z a-z 0-9 . _ -)", name, RH_TARGET_MAX - 1);
+    if (rh_find_target(dc, name))
+        return apr_psprintf(cmd->pool, "RelayTarget: duplicate name '%s' in this section",
+                            name);
+    if (apr_parse_addr_port(&host, &scope, &port, addr, cmd->pool) != APR_SUCCESS
+        || !host || port == 0 || scope)
+        return apr_psprintf(cmd->pool, "RelayTarget %s: '%s' is not HOST:PORT "
+                            "(e.g. 127.0.0.1:22 or [::1]:22)", name, addr);
+    rh_target *t = apr_array_push(dc->targets);
+    t->name = apr_pstrdup(cmd->pool, name);
+    t->host = host;
+    t->port = port;
+    return NULL;
+}
+
+static const char *set_int(cmd_parms *cmd, const char *arg, long min, long max, int *out)
+{
+    char *end;
+    apr_int64_t v = apr_strtoi64(arg, &end, 10);
+    if (!*arg || *end || v < min || v > max)
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a number from %ld to %ld",
+                            cmd->cmd->name, arg, min, max);
+    *out = (int)v;
+    return NULL;
+}
+
+static const char *set_bufsize(cmd_parms *cmd, void *dcv, const char *arg)
+{
+    return set_int(cmd, arg, 4096, 64L * 1024 * 1024, &((rh_dir_conf *)dcv)->bufsize);
+}
+
+static const char *set_idle(cmd_parms *cmd, void *dcv, const char *arg)
+{
+    return set_int(cmd, arg, 1, 7L * 86400, &((rh_dir_conf *)dcv)->idle_s);
+}
+
+static const char *set_connect(cmd_parms *cmd, void *dcv, const char *arg)
+{
+    return set_int(cmd, arg, 1, 3600, &((rh_dir_conf *)dcv)->connect_s);
+}
+
+static const char *set_max_sessions(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    rh_srv_conf *sc = ap_get_module_config(cmd->server->module_config, &relay_https_module);
+    if (err)
+        return err;
+    return set_int(cmd, arg, 1, 1000000, &sc->max_sessions);
+}
+
+static const char *set_socket(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    rh_srv_conf *sc = ap_get_module_config(cmd->server->module_config, &relay_https_module);
+    if (err)
+        return err;
+    sc->socket_path = ap_runtime_dir_relative(cmd->pool, arg);
+    return NULL;
+}
+
+const command_rec rh_cmds[] = {
+    AP_INIT_TAKE2("RelayTarget", set_target, NULL, RSRC_CONF | ACCESS_CONF,
+                  "RelayTarget NAME HOST:PORT - a TCP service clients may reach by NAME"),
+    AP_INIT_TAKE1("RelayBufferSize", set_bufsize, NULL, RSRC_CONF | ACCESS_CONF,
+                  "bytes buffered per session and direction (default 262144)"),
+    AP_INIT_TAKE1("RelayIdleTimeout", set_idle, NULL, RSRC_CONF | ACCESS_CONF,
+                  "seconds a session may go unheard from before it is closed (default 300)"),
+    AP_INIT_TAKE1("RelayConnectTimeout", set_connect, NULL, RSRC_CONF | ACCESS_CONF,
+                  "seconds to wait for a target to accept a connection (default 10)"),
+    AP_INIT_TAKE1("RelayMaxSessions", set_max_sessions, NULL, RSRC_CONF,
+                  "size of the shared session table (default 4096)"),
+    AP_INIT_TAKE1("RelaySocket", set_socket, NULL, RSRC_CONF,
+                  "path of the relay core's unix socket (default in DefaultRuntimeDir)"),
+    { NULL }
+};

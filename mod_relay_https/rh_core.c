@@ -1,0 +1,1187 @@
+/* The relay core event loop.
+ *
+ * Every session has a target socket and two bounded rings: up (client -> target)
+ * and down (target -> client). httpd children attach to a session over the
+ * unix socket: a PUSH connection feeds frames into the up ring, a PULL
+ * connection drains the down ring as frames. Flow control is the rings' bound:
+ * a full ring stops reading its source, so TCP slows the sender. Nothing is
+ * polled: an idle session has no event armed but its target's readability and
+ * one entry in the timer heap. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+#include <openssl/rand.h>
+
+#include "rh_core.h"
+#include "rh_frame.h"
+#include "rh_ipc.h"
+#include "rh_ring.h"
+
+#define PUSH_IN_MAX  (RH_FRAME_MAX + RH_FRAME_HDR)
+#define OUT_MAX      (RH_IPC_LINE_MAX + 2 * RH_FRAME_HDR + 256)
+#define MAX_EVENTS   256
+
+enum { SRC_LISTEN = 1, SRC_STOP, SRC_CONN, SRC_TARGET };
+enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PULL, CK_REPLY };
+
+typedef struct session session;
+typedef struct conn conn;
+
+struct conn {
+    int src;                 /* SRC_CONN: first member, epoll's data.ptr */
+    int fd;
+    uint32_t ev;             /* armed epoll mask */
+    int kind;
+    int closed;
+    session *s;
+    unsigned char line[RH_IPC_LINE_MAX];
+    size_t line_len;
+    unsigned char *in;       /* push input, PUSH_IN_MAX */
+    size_t in_off, in_len;
+    int eof;                 /* push: the handler ended the body */
+    rh_frame_parser fp;
+    unsigned char out[OUT_MAX];
+    size_t out_off, out_len;
+    size_t frame_left;       /* pull: payload of the current D frame still to send */
+    long last_write;         /* pull: for heartbeats */
+    conn *next_dead;
+};
+
+struct session {
+    int src;                 /* SRC_TARGET */
+    int fd;
+    uint32_t ev;
+    uint32_t slot, gen;
+    char sid[RH_SID_LEN + 1];
+    char target[RH_TARGET_MAX];
+    unsigned char secret[RH_SECRET_LEN];
+    rh_ring up, down;
+    uint64_t up_acc, up_wr, down_rd, down_sent;
+    unsigned connecting:1, up_fin:1, up_shut:1, down_eof:1, down_reset:1,
+             down_fin_sent:1, dead:1, reset:1;
+    char reason[128];
+    conn *push, *pull, *opener;
+    long last_heard, connect_deadline;
+    unsigned idle_s;
+    long deadline;           /* key in the timer heap */
+    size_t heap_idx;
+    session *next_dead;
+};
+
+typedef struct core {
+    const rh_core_config *cfg;
+    int ep;
+    int stop_seen;
+    session **by_slot;
+    session **heap;
+    size_t heap_len;
+    session *dead_sessions;
+    conn *dead_conns;
+    long listen_paused_until;
+    int listen_src;
+    int stop_src;
+} core;
+
+static int stop_fd = -1;
+static long hb_ms = 20000;   /* heartbeat interval, from the config */
+
+void rh_core_request_stop(void)
+{
+    uint64_t one = 1;
+    if (stop_fd >= 0) {
+        ssize_t rv = write(stop_fd, &one, sizeof(one));
+        (void)rv;
+    }
+}
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static void logf_(core *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void logf_(core *c, int level, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    if (!c->cfg->log || level > c->cfg->log_level)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    c->cfg->log(c->cfg->log_ctx, level, buf);
+}
+
+/* ---- epoll -------------------------------------------------------------- */
+
+/* fds are added once and then only modified; ARMED marks "added" so that an
+ * empty event mask is still told apart from "not registered" (EPOLLET, the bit
+ * it borrows, is never used). */
+#define ARMED 0x80000000u
+
+static void arm_mask(core *c, int fd, void *ptr, uint32_t *cur, uint32_t want)
+{
+    want |= ARMED;
+    if (*cur == want)
+        return;
+    struct epoll_event e = { .events = want & ~ARMED, .data.ptr = ptr };
+    int op = *cur ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(c->ep, op, fd, &e) == 0)
+        *cur = want;
+    else
+        logf_(c, RH_LOG_ERR, "epoll_ctl(%d): %s", fd, strerror(errno));
+}
+
+/* ---- timer heap (sessions keyed by deadline) ----------------------------- */
+
+static void heap_swap(core *c, size_t a, size_t b)
+{
+    session *t = c->heap[a];
+    c->heap[a] = c->heap[b];
+    c->heap[b] = t;
+    c->heap[a]->heap_idx = a;
+    c->heap[b]->heap_idx = b;
+}
+
+static void heap_fix(core *c, size_t i)
+{
+    while (i > 0 && c->heap[(i - 1) / 2]->deadline > c->heap[i]->deadline) {
+        heap_swap(c, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < c->heap_len && c->heap[l]->deadline < c->heap[m]->deadline)
+            m = l;
+        if (r < c->heap_len && c->heap[r]->deadline < c->heap[m]->deadline)
+            m = r;
+        if (m == i)
+            break;
+        heap_swap(c, i, m);
+        i = m;
+    }
+}
+
+static void heap_push(core *c, session *s)
+{
+    s->heap_idx = c->heap_len;
+    c->heap[c->heap_len++] = s;
+    heap_fix(c, s->heap_idx);
+}
+
+static void heap_remove(core *c, session *s)
+{
+    size_t i = s->heap_idx;
+    if (i >= c->heap_len || c->heap[i] != s)
+        return;
+    c->heap_len--;
+    if (i != c->heap_len) {
+        c->heap[i] = c->heap[c->heap_len];
+        c->heap[i]->heap_idx = i;
+        heap_fix(c, i);
+    }
+    s->heap_idx = (size_t)-1;
+}
+
+static long session_next_deadline(const session *s)
+{
+    long d = s->last_heard + (long)s->idle_s * 1000L;
+    if (s->connecting && s->connect_deadline < d)
+        d = s->connect_deadline;
+    if (s->pull) {
+        long hb = s->pull->last_write + hb_ms;
+        if (hb < d)
+            d = hb;
+    }
+    return d;
+}
+
+/* ---- connections ---------------------------------------------------------- */
+
+static void conn_kill(core *c, conn *k)
+{
+    if (k->closed)
+        return;
+    k->closed = 1;
+    epoll_ctl(c->ep, EPOLL_CTL_DEL, k->fd, NULL);
+    close(k->fd);
+    k->fd = -1;
+    k->next_dead = c->dead_conns;
+    c->dead_conns = k;
+}
+
+static int out_put(conn *k, const void *data, size_t len)
+{
+    if (k->out_off == k->out_len)
+        k->out_off = k->out_len = 0;
+    if (len > OUT_MAX - k->out_len)
+        return -1;
+    memcpy(k->out + k->out_len, data, len);
+    k->out_len += len;
+    return 0;
+}
+
+static void out_printf(conn *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_printf(conn *k, const char *fmt, ...)
+{
+    char buf[RH_IPC_LINE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n > sizeof(buf) - 2)
+        n = (int)sizeof(buf) - 2;
+    buf[n++] = '\n';
+    out_put(k, buf, (size_t)n);
+}
+
+static void out_frame(conn *k, int type, const void *payload, size_t len)
+{
+    unsigned char h[RH_FRAME_HDR];
+    rh_frame_hdr(h, type, len);
+    out_put(k, h, sizeof(h));
+    if (len)
+        out_put(k, payload, len);
+}
+
+/* Writes what is pending in out; returns 0 when all is written, 1 when the socket
+ * is full, -1 on error. */
+static int out_flush(conn *k)
+{
+    while (k->out_off < k->out_len) {
+        ssize_t n = send(k->fd, k->out + k->out_off, k->out_len - k->out_off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            k->out_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 1;
+        return -1;
+    }
+    k->out_off = k->out_len = 0;
+    return 0;
+}
+
+/* A reply-only connection: send what is pending, then close. */
+static void conn_reply_done(core *c, conn *k)
+{
+    k->kind = CK_REPLY;
+    k->s = NULL;
+    int rv = out_flush(k);
+    if (rv != 1) {
+        conn_kill(c, k);
+        return;
+    }
+    arm_mask(c, k->fd, k, &k->ev, EPOLLOUT);
+}
+
+static void conn_error(core *c, conn *k, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void conn_error(core *c, conn *k, int status, const char *fmt, ...)
+{
+    char msg[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    k->out_off = k->out_len = 0;
+    out_printf(k, "ERR %d %s", status, msg);
+    conn_reply_done(c, k);
+}
+
+/* ---- sessions ------------------------------------------------------------- */
+
+static void session_update(core *c, session *s);
+static void session_pump(core *c, session *s);
+
+static void session_free_now(core *c, session *s)
+{
+    if (s->fd >= 0) {
+        if (s->reset) {
+            struct linger lg = { 1, 0 };   /* RST: the target must not take it as a clean end */
+            setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        }
+        epoll_ctl(c->ep, EPOLL_CTL_DEL, s->fd, NULL);
+        close(s->fd);
+        s->fd = -1;
+    }
+    rh_ring_release(&s->up);
+    rh_ring_release(&s->down);
+    c->by_slot[s->slot] = NULL;
+    rh_registry_count(c->cfg->reg, s->slot, s->up_acc, s->down_sent);
+    rh_registry_release(c->cfg->reg, s->slot);
+    heap_remove(c, s);
+    free(s);
+}
+
+/* Ends a session. Attached connections get a last word: the push a DONE or an
+ * error, the pull an F (clean) or R frame when it is between frames. */
+static void session_end(core *c, session *s, int reset, const char *reason)
+{
+    if (s->dead)
+        return;
+    s->dead = 1;
+    s->reset = reset;
+    snprintf(s->reason, sizeof(s->reason), "%s", reason);
+    logf_(c, reset ? RH_LOG_INFO : RH_LOG_DEBUG,
+          "session %s closed (%s) target=%s up=%" PRIu64 " down=%" PRIu64,
+          s->sid, reason, s->target, s->up_acc, s->down_sent);
+    if (s->opener) {
+        conn *k = s->opener;
+        s->opener = NULL;
+        k->s = NULL;
+        conn_error(c, k, 502, "%s", reason);
+    }
+    if (s->push) {
+        conn *k = s->push;
+        s->push = NULL;
+        k->s = NULL;
+        if (reset)
+            conn_error(c, k, 410, "session closed: %s", reason);
+        else {
+            out_printf(k, "DONE %" PRIu64, s->up_acc);
+            conn_reply_done(c, k);
+        }
+    }
+    if (s->pull) {
+        conn *k = s->pull;
+        s->pull = NULL;
+        k->s = NULL;
+        if (k->frame_left == 0 && reset)
+            out_frame(k, RH_FRAME_RESET, reason, strlen(reason));
+        if (k->frame_left == 0)
+            conn_reply_done(c, k);
+        else
+            conn_kill(c, k);
+    }
+    s->next_dead = c->dead_sessions;
+    c->dead_sessions = s;
+}
+
+static session *session_find(core *c, const char *token, int *status, const char **why)
+{
+    uint32_t slot, gen;
+    unsigned char secret[RH_SECRET_LEN];
+    if (rh_token_parse(token, &slot, &gen, secret) != 0) {
+        *status = 400;
+        *why = "malformed session token";
+        return NULL;
+    }
+    session *s = slot < c->cfg->reg->nslots ? c->by_slot[slot] : NULL;
+    int ok = s && !s->dead && s->gen == gen;
+    if (ok)
+        ok = rh_ct_equal(s->secret, secret, RH_SECRET_LEN);
+    if (!ok) {
+        *status = 410;
+        *why = "unknown or expired session";
+        return NULL;
+    }
+    return s;
+}
+
+/* ---- the up direction: push frames -> ring -> target --------------------- */
+
+static int target_write_direct(core *c, session *s, const unsigned char *data, size_t len)
+{
+    /* ring empty: hand the bytes straight to the target, ring only the rest */
+    size_t done = 0;
+    if (rh_ring_len(&s->up) == 0 && !s->connecting) {
+        while (done < len) {
+            ssize_t n = send(s->fd, data + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0) {
+                done += (size_t)n;
+                s->up_wr += (uint64_t)n;
+                continue;
+            }
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                break;
+            return -1;
+        }
+    }
+    if (done < len)
+        rh_ring_put(&s->up, data + done, len - done);
+    return 0;
+}
+
+static void push_process(core *c, session *s)
+{
+    conn *k = s->push;
+    if (!k)
+        return;
+    while (k->in_off < k->in_len && !s->dead) {
+        size_t avail = k->in_len - k->in_off;
+        size_t room = rh_ring_space(&s->up);
+        size_t feed = avail < room ? avail : room;
+        rh_frame_event ev;
+        if (feed == 0)
+            break;
+        size_t used = rh_frame_parse(&k->fp, k->in + k->in_off, feed, "DHFRA", &ev);
+        k->in_off += used;
+        switch (ev.type) {
+        case RH_FEV_DATA:
+            if (s->up_fin) {
+                conn_error(c, k, 400, "data frame after fin");
+                s->push = NULL;
+                k->s = NULL;
+                session_end(c, s, 1, "protocol error: data after fin");
+                return;
+            }
+            s->up_acc += ev.len;
+            if (target_write_direct(c, s, ev.data, ev.len) != 0) {
+                session_end(c, s, 1, "target reset the connection");
+                return;
+            }
+            break;
+        case RH_FEV_FIN:
+            s->up_fin = 1;
+            break;
+        case RH_FEV_RESET: {
+            char why[160];
+            snprintf(why, sizeof(why), "reset by client%s%.*s", ev.len ? ": " : "",
+                     (int)(ev.len > 100 ? 100 : ev.len), (const char *)ev.data);
+            session_end(c, s, 1, why);
+            return;
+        }
+        case RH_FEV_ERROR: {
+            char why[160];
+            snprintf(why, sizeof(why), "bad frame: %s", k->fp.error);
+            s->push = NULL;
+            k->s = NULL;
+            conn_error(c, k, 400, "%s", why);
+            session_end(c, s, 1, why);
+            return;
+        }
+        default:   /* H, A (version 1 keeps nothing to acknowledge), NONE */
+            break;
+        }
+        if (used == 0 && ev.type == RH_FEV_NONE)
+            break;
+    }
+    if (k->in_off == k->in_len)
+        k->in_off = k->in_len = 0;
+    if (k->eof && k->in_len == 0 && s->push == k) {
+        /* the body ended: the push is done, the session goes on */
+        s->push = NULL;
+        k->s = NULL;
+        out_printf(k, "DONE %" PRIu64, s->up_acc);
+        conn_reply_done(c, k);
+    }
+}
+
+static void target_write(core *c, session *s)
+{
+    while (rh_ring_len(&s->up)) {
+        struct iovec iov[2];
+        int n = rh_ring_read_iov(&s->up, iov, (size_t)-1);
+        ssize_t w = writev(s->fd, iov, n);
+        if (w > 0) {
+            rh_ring_consume(&s->up, (size_t)w);
+            s->up_wr += (uint64_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        session_end(c, s, 1, "target reset the connection");
+        return;
+    }
+    if (s->up_fin && !s->up_shut) {
+        shutdown(s->fd, SHUT_WR);   /* carry the client's half-close */
+        s->up_shut = 1;
+    }
+}
+
+/* ---- the down direction: target -> ring -> pull frames ------------------- */
+
+static void target_read(core *c, session *s)
+{
+    while (!s->down_eof && rh_ring_space(&s->down)) {
+        struct iovec iov[2];
+        int n = rh_ring_write_iov(&s->down, iov);
+        if (!n)
+            return;
+        ssize_t r = readv(s->fd, iov, n);
+        if (r > 0) {
+            rh_ring_commit(&s->down, (size_t)r);
+            s->down_rd += (uint64_t)r;
+            continue;
+        }
+        if (r == 0) {
+            s->down_eof = 1;
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        /* the target reset: deliver what it sent, then tell the client */
+        s->down_eof = 1;
+        s->down_reset = 1;
+        snprintf(s->reason, sizeof(s->reason), "target reset the connection: %s",
+                 strerror(errno));
+        return;
+    }
+}
+
+static void pull_write(core *c, session *s)
+{
+    conn *k = s->pull;
+    while (k && !s->dead) {
+        struct iovec iov[3];
+        int n = 0;
+        size_t head = k->out_len - k->out_off;
+        if (head) {
+            iov[n].iov_base = k->out + k->out_off;
+            iov[n].iov_len = head;
+            n++;
+        }
+        if (k->frame_left)
+            n += rh_ring_read_iov(&s->down, iov + n, k->frame_left);
+        if (n == 0) {
+            /* between frames: start the next one */
+            size_t have = rh_ring_len(&s->down);
+            if (have) {
+                size_t len = have < RH_FRAME_MAX ? have : RH_FRAME_MAX;
+                unsigned char h[RH_FRAME_HDR];
+                rh_frame_hdr(h, RH_FRAME_DATA, len);
+                out_put(k, h, sizeof(h));
+                k->frame_left = len;
+                continue;
+            }
+            if (s->down_eof && !s->down_fin_sent) {
+                if (s->down_reset)
+                    out_frame(k, RH_FRAME_RESET, s->reason, strlen(s->reason));
+                else
+                    out_frame(k, RH_FRAME_FIN, NULL, 0);
+                s->down_fin_sent = 1;
+                continue;
+            }
+            if (s->down_fin_sent) {
+                /* all sent: this pull response ends */
+                s->pull = NULL;
+                k->s = NULL;
+                conn_reply_done(c, k);
+                if (s->down_reset)
+                    session_end(c, s, 1, s->reason);
+            }
+            return;
+        }
+        ssize_t w = writev(k->fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            /* the handler went away (client gone): the pull detaches */
+            s->pull = NULL;
+            k->s = NULL;
+            conn_kill(c, k);
+            return;
+        }
+        k->last_write = now_ms();
+        size_t w1 = (size_t)w;
+        size_t from_out = w1 < head ? w1 : head;
+        k->out_off += from_out;
+        if (k->out_off == k->out_len)
+            k->out_off = k->out_len = 0;
+        w1 -= from_out;
+        if (w1) {
+            rh_ring_consume(&s->down, w1);
+            k->frame_left -= w1;
+            s->down_sent += w1;
+        }
+    }
+}
+
+/* Moves whatever can move, then arms epoll for what is waited on. */
+static void session_pump(core *c, session *s)
+{
+    for (int round = 0; round < 4 && !s->dead && !s->connecting; ++round) {
+        uint64_t before = s->up_wr + s->down_rd + s->down_sent + s->up_acc;
+        push_process(c, s);
+        if (s->dead)
+            break;
+        target_write(c, s);
+        if (s->dead)
+            break;
+        target_read(c, s);
+        pull_write(c, s);
+        if (before == s->up_wr + s->down_rd + s->down_sent + s->up_acc)
+            break;
+    }
+    if (!s->dead && s->up_shut && s->down_fin_sent && !s->pull && !s->down_reset)
+        session_end(c, s, 0, "closed by both ends");
+    if (!s->dead)
+        session_update(c, s);
+}
+
+static void session_update(core *c, session *s)
+{
+    uint32_t want = 0;
+    if (s->connecting)
+        want = EPOLLOUT;
+    else {
+        if (!s->down_eof && rh_ring_space(&s->down))
+            want |= EPOLLIN;
+        if (rh_ring_len(&s->up) || (s->up_fin && !s->up_shut))
+            want |= EPOLLOUT;
+    }
+    arm_mask(c, s->fd, s, &s->ev, want);
+    rh_registry_count(c->cfg->reg, s->slot, s->up_acc, s->down_sent);
+
+    conn *k = s->push;
+    if (k) {
+        uint32_t w = 0;
+        if (!k->eof && k->in_len < PUSH_IN_MAX && rh_ring_space(&s->up))
+            w |= EPOLLIN;
+        if (k->out_len > k->out_off)
+            w |= EPOLLOUT;
+        arm_mask(c, k->fd, k, &k->ev, w);
+    }
+    k = s->pull;
+    if (k) {
+        uint32_t w = EPOLLIN;   /* tells us when the handler goes away */
+        if (k->out_len > k->out_off || rh_ring_len(&s->down)
+            || (s->down_eof && !s->down_fin_sent))
+            w |= EPOLLOUT;
+        arm_mask(c, k->fd, k, &k->ev, w);
+    }
+    long d = session_next_deadline(s);
+    if (d < s->deadline) {
+        s->deadline = d;
+        heap_fix(c, s->heap_idx);
+    }
+}
+
+/* ---- requests ------------------------------------------------------------- */
+
+static void open_finish(core *c, session *s)
+{
+    int err = 0;
+    socklen_t el = sizeof(err);
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
+        err = errno;
+    if (err) {
+        char why[160];
+        snprintf(why, sizeof(why), "connecting to target '%s' failed: %s", s->target,
+                 strerror(err));
+        session_end(c, s, 1, why);
+        return;
+    }
+    s->connecting = 0;
+    rh_registry_set_state(c->cfg->reg, s->slot, RH_SLOT_OPEN);
+    int one = 1;
+    setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    logf_(c, RH_LOG_DEBUG, "session %s open target=%s", s->sid, s->target);
+    conn *k = s->opener;
+    s->opener = NULL;
+    if (k) {
+        char tok[RH_TOKEN_LEN + 1];
+        rh_token_format(tok, s->slot, s->gen, s->secret);
+        k->s = NULL;
+        out_printf(k, "OK %s", tok);
+        conn_reply_done(c, k);
+    }
+    s->last_heard = now_ms();
+    session_pump(c, s);
+}
+
+static void req_open(core *c, conn *k, const rh_ipc_req *rq)
+{
+    union { struct sockaddr_in v4; struct sockaddr_in6 v6; } sa;
+    socklen_t salen;
+    unsigned char secret[RH_SECRET_LEN];
+    uint32_t slot, gen;
+    session *s = NULL;
+
+    memset(&sa, 0, sizeof(sa));
+    if (inet_pton(AF_INET, rq->host, &sa.v4.sin_addr) == 1) {
+        sa.v4.sin_family = AF_INET;
+        sa.v4.sin_port = htons((uint16_t)rq->port);
+        salen = sizeof(sa.v4);
+    } else if (inet_pton(AF_INET6, rq->host, &sa.v6.sin6_addr) == 1) {
+        sa.v6.sin6_family = AF_INET6;
+        sa.v6.sin6_port = htons((uint16_t)rq->port);
+        salen = sizeof(sa.v6);
+    } else {
+        conn_error(c, k, 400, "target address is not numeric");
+        return;
+    }
+    if (RAND_bytes(secret, sizeof(secret)) != 1) {
+        conn_error(c, k, 503, "no randomness for a session token");
+        return;
+    }
+    if (rh_registry_alloc(c->cfg->reg, rq->target, secret, &slot, &gen) != RH_REG_OK) {
+        conn_error(c, k, 503, "session table full (RelayMaxSessions)");
+        return;
+    }
+    s = calloc(1, sizeof(*s));
+    if (!s) {
+        rh_registry_release(c->cfg->reg, slot);
+        conn_error(c, k, 503, "out of memory");
+        return;
+    }
+    s->src = SRC_TARGET;
+    s->slot = slot;
+    s->gen = gen;
+    memcpy(s->secret, secret, sizeof(secret));
+    rh_sid_format(s->sid, slot, gen);
+    snprintf(s->target, sizeof(s->target), "%s", rq->target);
+    rh_ring_init(&s->up, rq->bufsize);
+    rh_ring_init(&s->down, rq->bufsize);
+    s->idle_s = rq->idle_s;
+    s->last_heard = now_ms();
+    s->connect_deadline = s->last_heard + 1000L * rq->connect_s;
+    s->connecting = 1;
+    s->opener = k;
+    k->kind = CK_OPEN;
+    k->s = s;
+    c->by_slot[slot] = s;
+    s->deadline = session_next_deadline(s);
+    heap_push(c, s);
+
+    s->fd = socket(((struct sockaddr *)&sa)->sa_family,
+                   SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->fd < 0) {
+        session_end(c, s, 1, "cannot create a socket");
+        return;
+    }
+    if (connect(s->fd, (struct sockaddr *)&sa, salen) == 0) {
+        open_finish(c, s);
+        return;
+    }
+    if (errno != EINPROGRESS) {
+        char why[160];
+        snprintf(why, sizeof(why), "connecting to target '%s' failed: %s", s->target,
+                 strerror(errno));
+        session_end(c, s, 1, why);
+        return;
+    }
+    arm_mask(c, s->fd, s, &s->ev, EPOLLOUT);
+    arm_mask(c, k->fd, k, &k->ev, EPOLLIN);  /* the handler giving up shows as EOF */
+}
+
+static void req_push(core *c, conn *k, const rh_ipc_req *rq)
+{
+    int st;
+    const char *why;
+    session *s = session_find(c, rq->token, &st, &why);
+    if (!s) {
+        conn_error(c, k, st, "%s", why);
+        return;
+    }
+    s->last_heard = now_ms();
+    if (s->push) {
+        conn_error(c, k, 409, "a push is already active for this session");
+        return;
+    }
+    if (s->up_fin) {
+        conn_error(c, k, 409, "the client already finished sending (fin)");
+        return;
+    }
+    if (rq->offset != s->up_acc) {
+        conn_error(c, k, 409, "push offset %" PRIu64 " does not match accepted %" PRIu64,
+                   rq->offset, s->up_acc);
+        return;
+    }
+    k->in = malloc(PUSH_IN_MAX);
+    if (!k->in) {
+        conn_error(c, k, 503, "out of memory");
+        return;
+    }
+    /* bytes that came behind the request line are the first frames */
+    size_t nl = (size_t)((unsigned char *)memchr(k->line, '\n', k->line_len) - k->line) + 1;
+    memcpy(k->in, k->line + nl, k->line_len - nl);
+    k->in_len = k->line_len - nl;
+    k->kind = CK_PUSH;
+    k->s = s;
+    s->push = k;
+    rh_frame_parser_init(&k->fp);
+    out_printf(k, "OK %" PRIu64, s->up_acc);
+    session_pump(c, s);
+}
+
+static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
+{
+    int st;
+    const char *why;
+    session *s = session_find(c, rq->token, &st, &why);
+    if (!s) {
+        conn_error(c, k, st, "%s", why);
+        return;
+    }
+    s->last_heard = now_ms();
+    if (s->pull) {
+        conn_error(c, k, 409, "a pull is already active for this session");
+        return;
+    }
+    if (strcmp(rq->mode, "stream") != 0) {
+        conn_error(c, k, 400, "unsupported pull mode '%s'", rq->mode);
+        return;
+    }
+    if (rq->offset != s->down_sent) {
+        conn_error(c, k, 416, "ack %" PRIu64 " does not match sent %" PRIu64
+                   ": bytes were lost and the session cannot resume", rq->offset, s->down_sent);
+        session_end(c, s, 1, "down bytes lost with a cut pull");
+        return;
+    }
+    if (s->down_fin_sent) {
+        conn_error(c, k, 410, "session already finished");
+        return;
+    }
+    k->kind = CK_PULL;
+    k->s = s;
+    k->last_write = now_ms();
+    s->pull = k;
+    out_printf(k, "OK %" PRIu64, s->down_sent);
+    session_pump(c, s);
+}
+
+static void req_close(core *c, conn *k, const rh_ipc_req *rq)
+{
+    int st;
+    const char *why;
+    session *s = session_find(c, rq->token, &st, &why);
+    if (!s) {
+        conn_error(c, k, st, "%s", why);
+        return;
+    }
+    session_end(c, s, 1, "closed by client");
+    out_printf(k, "OK");
+    conn_reply_done(c, k);
+}
+
+static void req_stat(core *c, conn *k)
+{
+    const rh_registry *r = c->cfg->reg;
+    out_printf(k, "OK active=%u opened=%" PRIu64 " closed=%" PRIu64, r->active,
+               r->total_opened, r->total_closed);
+    conn_reply_done(c, k);
+}
+
+static void conn_new_readable(core *c, conn *k)
+{
+    ssize_t n = recv(k->fd, k->line + k->line_len, sizeof(k->line) - k->line_len, 0);
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        conn_kill(c, k);
+        return;
+    }
+    k->line_len += (size_t)n;
+    unsigned char *nl = memchr(k->line, '\n', k->line_len);
+    if (!nl) {
+        if (k->line_len == sizeof(k->line))
+            conn_error(c, k, 400, "request line too long");
+        return;
+    }
+    char line[RH_IPC_LINE_MAX];
+    size_t ll = (size_t)(nl - k->line);
+    memcpy(line, k->line, ll);
+    line[ll] = '\0';
+    rh_ipc_req rq;
+    if (rh_ipc_parse_req(line, &rq) != 0) {
+        conn_error(c, k, 400, "malformed core request");
+        return;
+    }
+    switch (rq.op) {
+    case RH_IPC_OPEN:  req_open(c, k, &rq); break;
+    case RH_IPC_PUSH:  req_push(c, k, &rq); break;
+    case RH_IPC_PULL:  req_pull(c, k, &rq); break;
+    case RH_IPC_CLOSE: req_close(c, k, &rq); break;
+    case RH_IPC_STAT:  req_stat(c, k); break;
+    default:           conn_error(c, k, 400, "unknown core request"); break;
+    }
+}
+
+static void conn_event(core *c, conn *k, uint32_t events)
+{
+    session *s = k->s;
+    switch (k->kind) {
+    case CK_NEW:
+        conn_new_readable(c, k);
+        return;
+    case CK_OPEN:
+        /* the handler gave up waiting for the connect */
+        if (s)
+            session_end(c, s, 1, "opener went away");
+        conn_kill(c, k);
+        return;
+    case CK_REPLY:
+        if (out_flush(k) != 1)
+            conn_kill(c, k);
+        return;
+    case CK_PUSH:
+        if (events & EPOLLOUT) {
+            if (out_flush(k) < 0) {
+                s->push = NULL;
+                k->s = NULL;
+                conn_kill(c, k);
+                return;
+            }
+        }
+        if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+            if (k->in_off && k->in_len == PUSH_IN_MAX) {
+                memmove(k->in, k->in + k->in_off, k->in_len - k->in_off);
+                k->in_len -= k->in_off;
+                k->in_off = 0;
+            }
+            if (k->in_len < PUSH_IN_MAX) {
+                ssize_t n = recv(k->fd, k->in + k->in_len, PUSH_IN_MAX - k->in_len, 0);
+                if (n > 0) {
+                    k->in_len += (size_t)n;
+                    s->last_heard = now_ms();
+                } else if (n == 0) {
+                    k->eof = 1;
+                } else if (errno != EAGAIN && errno != EINTR) {
+                    k->eof = 1;
+                }
+            }
+        }
+        session_pump(c, s);
+        return;
+    case CK_PULL:
+        if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+            char junk[256];
+            ssize_t n = recv(k->fd, junk, sizeof(junk), 0);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                s->pull = NULL;
+                k->s = NULL;
+                conn_kill(c, k);
+                logf_(c, RH_LOG_DEBUG, "session %s: pull detached", s->sid);
+                session_update(c, s);
+                return;
+            }
+        }
+        session_pump(c, s);
+        return;
+    }
+}
+
+static void target_event(core *c, session *s, uint32_t events)
+{
+    if (s->connecting) {
+        open_finish(c, s);
+        return;
+    }
+    session_pump(c, s);
+}
+
+static void session_timer(core *c, session *s, long now)
+{
+    if (s->connecting && now >= s->connect_deadline) {
+        if (s->opener) {
+            conn *k = s->opener;
+            s->opener = NULL;
+            k->s = NULL;
+            conn_error(c, k, 504, "connecting to target '%s' timed out", s->target);
+        }
+        session_end(c, s, 1, "connect timeout");
+        return;
+    }
+    if (now >= s->last_heard + (long)s->idle_s * 1000L) {
+        session_end(c, s, 1, "idle timeout");
+        return;
+    }
+    if (s->pull && now >= s->pull->last_write + hb_ms
+        && s->pull->frame_left == 0 && s->pull->out_len == s->pull->out_off) {
+        out_frame(s->pull, RH_FRAME_HEARTBEAT, NULL, 0);
+        pull_write(c, s);
+        if (s->dead)
+            return;
+    }
+    s->deadline = session_next_deadline(s);
+    if (s->deadline <= now)
+        s->deadline = now + 1000;
+    heap_fix(c, s->heap_idx);
+    session_update(c, s);
+}
+
+static void accept_all(core *c)
+{
+    for (;;) {
+        int fd = accept4(c->cfg->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS) {
+                logf_(c, RH_LOG_ERR, "accept: %s; pausing new requests for 100 ms",
+                      strerror(errno));
+                epoll_ctl(c->ep, EPOLL_CTL_DEL, c->cfg->listen_fd, NULL);
+                c->listen_paused_until = now_ms() + 100;
+            }
+            return;
+        }
+        conn *k = calloc(1, sizeof(*k));
+        if (!k) {
+            close(fd);
+            return;
+        }
+        k->src = SRC_CONN;
+        k->fd = fd;
+        k->kind = CK_NEW;
+        arm_mask(c, fd, k, &k->ev, EPOLLIN);
+    }
+}
+
+static void reap(core *c)
+{
+    while (c->dead_sessions) {
+        session *s = c->dead_sessions;
+        c->dead_sessions = s->next_dead;
+        session_free_now(c, s);
+    }
+    while (c->dead_conns) {
+        conn *k = c->dead_conns;
+        c->dead_conns = k->next_dead;
+        free(k->in);
+        free(k);
+    }
+}
+
+int rh_core_run(const rh_core_config *cfg)
+{
+    core C, *c = &C;
+    struct epoll_event evs[MAX_EVENTS];
+    int rv = RH_CORE_EXIT_FATAL;
+
+    memset(c, 0, sizeof(*c));
+    c->cfg = cfg;
+    c->ep = -1;
+    c->listen_src = SRC_LISTEN;
+    c->stop_src = SRC_STOP;
+    if (cfg->heartbeat_s > 0)
+        hb_ms = 1000L * cfg->heartbeat_s;
+    c->by_slot = calloc(cfg->reg->nslots, sizeof(*c->by_slot));
+    c->heap = calloc(cfg->reg->nslots, sizeof(*c->heap));
+    if (!c->by_slot || !c->heap)
+        goto leave;
+
+    /* many sessions need many descriptors: take what the hard limit allows */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+
+    c->ep = epoll_create1(EPOLL_CLOEXEC);
+    stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (c->ep < 0 || stop_fd < 0) {
+        logf_(c, RH_LOG_ERR, "core start: %s", strerror(errno));
+        goto leave;
+    }
+    int fl = fcntl(cfg->listen_fd, F_GETFL);
+    fcntl(cfg->listen_fd, F_SETFL, fl | O_NONBLOCK);
+    struct epoll_event e = { .events = EPOLLIN, .data.ptr = &c->listen_src };
+    struct epoll_event e2 = { .events = EPOLLIN, .data.ptr = &c->stop_src };
+    if (epoll_ctl(c->ep, EPOLL_CTL_ADD, cfg->listen_fd, &e) != 0
+        || epoll_ctl(c->ep, EPOLL_CTL_ADD, stop_fd, &e2) != 0) {
+        logf_(c, RH_LOG_ERR, "core start: epoll: %s", strerror(errno));
+        goto leave;
+    }
+    rv = 0;
+    logf_(c, RH_LOG_INFO, "relay core running (pid %d, %u session slots)", (int)getpid(),
+          cfg->reg->nslots);
+
+    while (!c->stop_seen) {
+        long now = now_ms();
+        int timeout = -1;
+        if (c->heap_len) {
+            long d = c->heap[0]->deadline - now;
+            timeout = d < 0 ? 0 : (d > 60000 ? 60000 : (int)d);
+        }
+        if (c->listen_paused_until) {
+            long d = c->listen_paused_until - now;
+            if (d <= 0) {
+                c->listen_paused_until = 0;
+                epoll_ctl(c->ep, EPOLL_CTL_ADD, cfg->listen_fd, &e);
+                continue;
+            }
+            if (timeout < 0 || d < timeout)
+                timeout = (int)d;
+        }
+        int n = epoll_wait(c->ep, evs, MAX_EVENTS, timeout);
+        if (n < 0 && errno != EINTR) {
+            logf_(c, RH_LOG_ERR, "epoll_wait: %s", strerror(errno));
+            break;
+        }
+        for (int i = 0; i < n; ++i) {
+            int src = *(int *)evs[i].data.ptr;
+            if (src == SRC_LISTEN)
+                accept_all(c);
+            else if (src == SRC_STOP)
+                c->stop_seen = 1;
+            else if (src == SRC_CONN) {
+                conn *k = evs[i].data.ptr;
+                if (!k->closed)
+                    conn_event(c, k, evs[i].events);
+            } else if (src == SRC_TARGET) {
+                session *s = evs[i].data.ptr;
+                if (!s->dead)
+                    target_event(c, s, evs[i].events);
+            }
+        }
+        /* dead objects are freed only after the whole batch: later events of the
+         * batch may still point at them */
+        now = now_ms();
+        while (c->heap_len && c->heap[0]->deadline <= now) {
+            session *s = c->heap[0];
+            if (s->dead) {
+                heap_remove(c, s);
+                continue;
+            }
+            session_timer(c, s, now);
+        }
+        reap(c);
+    }
+
+    /* stopping: every session ends, targets see a clean close */
+    for (uint32_t i = 0; i < cfg->reg->nslots; ++i) {
+        session *s = c->by_slot[i];
+        if (s && !s->dead) {
+            session_end(c, s, 1, "relay server stopping");
+            s->reset = 0;   /* the client hears R; the target gets a plain FIN */
+        }
+    }
+    reap(c);
+    logf_(c, RH_LOG_INFO, "relay core stopped");
+
+leave:
+    if (c->ep >= 0)
+        close(c->ep);
+    if (stop_fd >= 0) {
+        close(stop_fd);
+        stop_fd = -1;
+    }
+    free(c->by_slot);
+    free(c->heap);
+    return rv;
+}

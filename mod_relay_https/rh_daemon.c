@@ -1,0 +1,248 @@
+/* The relay core runs in its own process, forked from the httpd parent in
+ * post_config the way mod_cgid forks cgid: children come and go (MaxRequests,
+ * graceful restarts, crashes) but the sessions' sockets live in the core. */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <apr_shm.h>
+#include <apr_signal.h>
+#include <apr_strings.h>
+#include <apr_thread_proc.h>
+#include <ap_listen.h>
+#include <ap_mpm.h>
+#include <http_core.h>
+#include <http_main.h>
+#include <mpm_common.h>
+#include <unixd.h>
+
+#include "mod_relay_https.h"
+#include "rh_config.h"
+#include "rh_core.h"
+#include "rh_daemon.h"
+
+static const char *g_socket;
+static rh_registry *g_reg;
+static apr_shm_t *g_shm;
+static int g_listen_fd = -1;
+static apr_proc_t *g_proc;
+static server_rec *g_server;
+static apr_pool_t *g_pconf;
+static int g_stopping;
+
+const char *rh_daemon_socket(void) { return g_socket; }
+const rh_registry *rh_daemon_registry(void) { return g_reg; }
+
+static void core_log(void *ctx, int level, const char *msg)
+{
+    ap_log_error(APLOG_MARK, level, 0, (server_rec *)ctx, RHLOG(1001) "core: %s", msg);
+}
+
+static void core_signal(int sig)
+{
+    rh_core_request_stop();
+}
+
+/* In the forked process: become the core. Never returns. */
+static void core_main(void)
+{
+    rh_core_config cfg;
+    int rv;
+
+    apr_signal(SIGTERM, core_signal);
+    apr_signal(SIGHUP, core_signal);
+    apr_signal(SIGINT, core_signal);
+    apr_signal(SIGUSR1, SIG_IGN);   /* graceful restart of the children, not ours */
+    apr_signal(SIGWINCH, SIG_IGN);
+    apr_signal(SIGPIPE, SIG_IGN);
+    apr_signal(SIGCHLD, SIG_DFL);
+    ap_close_listeners();           /* the core never accepts HTTP */
+
+    if (ap_run_drop_privileges(g_pconf, g_server)) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, g_server,
+                     RHLOG(1002) "relay core could not drop privileges");
+        _exit(RH_CORE_EXIT_FATAL);
+    }
+    rh_registry_init(g_reg, g_reg->nslots);
+    g_reg->core_pid = getpid();
+    g_reg->core_started = (int64_t)apr_time_sec(apr_time_now());
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.listen_fd = g_listen_fd;
+    cfg.reg = g_reg;
+    cfg.heartbeat_s = RH_HEARTBEAT_S;
+    cfg.log = core_log;
+    cfg.log_ctx = g_server;
+    cfg.log_level = APLOG_MODULE_IS_LEVEL(g_server, APLOG_MODULE_INDEX, APLOG_DEBUG)
+                    ? RH_LOG_DEBUG : RH_LOG_INFO;
+    rv = rh_core_run(&cfg);
+    g_reg->core_pid = 0;
+    _exit(rv);
+}
+
+static void core_maint(int reason, void *data, apr_wait_t status);
+
+static apr_status_t core_fork(void)
+{
+    apr_proc_t *proc = apr_pcalloc(g_pconf, sizeof(*proc));
+    apr_status_t rv = apr_proc_fork(proc, g_pconf);
+    if (rv == APR_INCHILD)
+        core_main();
+    if (rv != APR_INPARENT) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, g_server,
+                     RHLOG(1003) "cannot fork the relay core");
+        return rv;
+    }
+    g_proc = proc;
+    apr_proc_other_child_register(proc, core_maint, proc, NULL, g_pconf);
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, g_server,
+                 RHLOG(1004) "relay core started, pid %d", (int)proc->pid);
+    return APR_SUCCESS;
+}
+
+/* httpd tells us when the core dies: respawn it unless it failed to start. */
+static void core_maint(int reason, void *data, apr_wait_t status)
+{
+    apr_proc_t *proc = data;
+    switch (reason) {
+    case APR_OC_REASON_DEATH:
+        apr_proc_other_child_unregister(data);
+        if (g_proc == proc)
+            g_proc = NULL;
+        if (g_stopping)
+            break;
+        if (WIFEXITED(status) && WEXITSTATUS(status) == RH_CORE_EXIT_FATAL) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, g_server, RHLOG(1005)
+                         "relay core could not start; not restarting it "
+                         "(see the messages above)");
+            break;
+        }
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, g_server, RHLOG(1006)
+                     "relay core (pid %d) died (%s %d); its sessions are lost, "
+                     "starting a new one", (int)proc->pid,
+                     WIFSIGNALED(status) ? "signal" : "exit",
+                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        core_fork();
+        break;
+    case APR_OC_REASON_LOST:
+        apr_proc_other_child_unregister(data);
+        if (g_proc == proc)
+            g_proc = NULL;
+        if (!g_stopping)
+            core_fork();
+        break;
+    case APR_OC_REASON_RESTART:
+    case APR_OC_REASON_UNREGISTER:
+    default:
+        break;
+    }
+}
+
+/* pconf cleanup: the generation ends, the core goes with it (for now). */
+static apr_status_t core_stop(void *data)
+{
+    g_stopping = 1;
+    if (g_proc) {
+        apr_proc_t *proc = g_proc;
+        int waited = 0;
+        apr_proc_other_child_unregister(proc);
+        kill(proc->pid, SIGTERM);
+        /* give it a moment to say goodbye to its sessions, then insist */
+        while (waitpid(proc->pid, NULL, WNOHANG) == 0) {
+            if (waited >= 3000) {
+                kill(proc->pid, SIGKILL);
+                waitpid(proc->pid, NULL, 0);
+                break;
+            }
+            apr_sleep(apr_time_from_msec(10));
+            waited += 10;
+        }
+        g_proc = NULL;
+    }
+    if (g_listen_fd >= 0) {
+        close(g_listen_fd);
+        g_listen_fd = -1;
+    }
+    if (g_socket)
+        unlink(g_socket);
+    return APR_SUCCESS;
+}
+
+static int make_socket(apr_pool_t *p, server_rec *s)
+{
+    struct sockaddr_un sa;
+    mode_t old;
+    int fd;
+
+    if (strlen(g_socket) >= sizeof(sa.sun_path)) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, RHLOG(1010)
+                     "relay socket path too long: %s (set RelaySocket)", g_socket);
+        return -1;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    strcpy(sa.sun_path, g_socket);
+    unlink(g_socket);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    old = umask(0077);   /* only httpd's own user may talk to the core */
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        umask(old);
+        goto fail;
+    }
+    umask(old);
+    if (listen(fd, SOMAXCONN) != 0)
+        goto fail;
+    if (geteuid() == 0 && chown(g_socket, ap_unixd_config.user_id, -1) != 0)
+        goto fail;
+    return fd;
+fail:
+    ap_log_error(APLOG_MARK, APLOG_CRIT, errno, s, RHLOG(1011)
+                 "cannot create the relay socket %s", g_socket);
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                          server_rec *s)
+{
+    rh_srv_conf *sc = ap_get_module_config(s->module_config, &relay_https_module);
+    apr_status_t rv;
+    uint32_t nslots;
+
+    /* the first pass only checks the configuration */
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
+        return OK;
+
+    g_server = s;
+    g_pconf = pconf;
+    g_stopping = 0;
+    nslots = sc->max_sessions > 0 ? (uint32_t)sc->max_sessions : RH_DEFAULT_MAX_SESSIONS;
+    rv = apr_shm_create(&g_shm, rh_registry_size(nslots), NULL, pconf);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RHLOG(1012)
+                     "cannot create the shared session table (%u slots)", nslots);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    g_reg = apr_shm_baseaddr_get(g_shm);
+    memset(g_reg, 0, rh_registry_size(nslots));
+    rh_registry_init(g_reg, nslots);
+
+    g_socket = sc->socket_path ? sc->socket_path
+             : ap_runtime_dir_relative(pconf, apr_psprintf(pconf, "relay_https.%ld.sock",
+                                                           (long)getpid()));
+    g_listen_fd = make_socket(pconf, s);
+    if (g_listen_fd < 0)
+        return HTTP_INTERNAL_SERVER_ERROR;
+    apr_pool_cleanup_register(pconf, NULL, core_stop, apr_pool_cleanup_null);
+    if (core_fork() != APR_SUCCESS)
+        return HTTP_INTERNAL_SERVER_ERROR;
+    return OK;
+}

@@ -1,0 +1,16 @@
+/* Starting, supervising and stopping the relay core process from httpd. */
+#ifndef RH_DAEMON_H
+#define RH_DAEMON_H
+
+#include <httpd.h>
+#include "rh_registry.h"
+
+/* post_config: create the registry and socket, fork the core. */
+int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                          server_rec *s);
+
+/* For handlers in the children (set before the MPM forks them). */
+const char *rh_daemon_socket(void);
+const rh_registry *rh_daemon_registry(void);
+
+#endif

@@ -1,0 +1,443 @@
+/* Thin glue: check the request, then pipe bytes between Apache's filter chains
+ * and the relay core's unix socket. All session logic lives in the core. */
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <apr_strings.h>
+#include <apr_buckets.h>
+#include <http_core.h>
+#include <http_protocol.h>
+#include <http_request.h>
+#include <util_filter.h>
+
+#include "mod_relay_https.h"
+#include "rh_config.h"
+#include "rh_daemon.h"
+#include "rh_ipc.h"
+#include "rh_registry.h"
+
+#define PULL_BUF        (64 * 1024)
+#define CORE_REPLY_MS   10000
+
+typedef struct rh_req {
+    request_rec *r;
+    const rh_dir_conf *dc;
+    const rh_target *target;
+    const char *op;
+    rh_slot_view view;
+    int fd;                 /* to the core */
+} rh_req;
+
+/* One-line plain-text error, the same shape for every status we produce. */
+static int fail(request_rec *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(request_rec *r, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    const char *msg = apr_pvsprintf(r->pool, fmt, ap);
+    va_end(ap);
+    ap_log_rerror(APLOG_MARK, status >= 500 ? APLOG_WARNING : APLOG_DEBUG, 0, r,
+                  RHLOG(2001) "%d %s", status, msg);
+    r->status = status;
+    if (status == HTTP_SERVICE_UNAVAILABLE)
+        apr_table_setn(r->headers_out, "Retry-After", "1");
+    ap_set_content_type(r, "text/plain; charset=utf-8");
+    const char *body = apr_pstrcat(r->pool, "mod_relay_https: ", msg, "\n", NULL);
+    ap_set_content_length(r, (apr_off_t)strlen(body));
+    ap_rputs(body, r);
+    return OK;
+}
+
+static int method_not_allowed(request_rec *r, const char *allow)
+{
+    apr_table_setn(r->headers_out, "Allow", allow);
+    return fail(r, HTTP_METHOD_NOT_ALLOWED, "method %s not allowed here (use %s)",
+                r->method, allow);
+}
+
+static int parse_u64(const char *s, apr_uint64_t *v)
+{
+    char *end;
+    if (!s || !*s || *s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    apr_uint64_t x = (apr_uint64_t)apr_strtoi64(s, &end, 10);
+    if (errno || *end)
+        return -1;
+    *v = x;
+    return 0;
+}
+
+static apr_status_t close_fd(void *data)
+{
+    close((int)(long)data);
+    return APR_SUCCESS;
+}
+
+/* Sends one request line and reads the core's answer. */
+static int core_ask(rh_req *q, const rh_ipc_req *rq, rh_ipc_reply *rep, int timeout_ms)
+{
+    char line[RH_IPC_LINE_MAX];
+    int n = rh_ipc_format_req(line, sizeof(line), rq);
+    if (n < 0)
+        return -EINVAL;
+    q->fd = -1;
+    const char *path = rh_daemon_socket();
+    int fd = path ? rh_ipc_connect(path, 5000) : -ENOENT;
+    if (fd < 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, -fd, q->r, RHLOG(2002)
+                      "cannot reach the relay core at %s", path ? path : "(none)");
+        return fd;
+    }
+    q->fd = fd;
+    apr_pool_cleanup_register(q->r->pool, (void *)(long)fd, close_fd, apr_pool_cleanup_null);
+    int rv = rh_ipc_write_all(fd, line, (size_t)n, 5000);
+    if (rv == 0)
+        rv = rh_ipc_read_line(fd, line, sizeof(line), timeout_ms);
+    if (rv < 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, -rv, q->r, RHLOG(2003)
+                      "no answer from the relay core");
+        return rv;
+    }
+    if (rh_ipc_parse_reply(line, rep) != 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r, RHLOG(2004)
+                      "bad answer from the relay core: %s", line);
+        return -EPROTO;
+    }
+    return 0;
+}
+
+static int core_unavailable(request_rec *r)
+{
+    return fail(r, HTTP_SERVICE_UNAVAILABLE, "relay core unavailable, try again");
+}
+
+static void common_headers(request_rec *r)
+{
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    apr_table_setn(r->headers_out, "X-Accel-Buffering", "no");
+    apr_table_setn(r->subprocess_env, "no-gzip", "1");   /* compressing would buffer */
+}
+
+/* The token in Relay-Session, checked against the shared registry. */
+static int check_session(rh_req *q, const char **token)
+{
+    request_rec *r = q->r;
+    *token = apr_table_get(r->headers_in, "Relay-Session");
+    if (!*token)
+        return fail(r, HTTP_BAD_REQUEST, "missing Relay-Session header");
+    const rh_registry *reg = rh_daemon_registry();
+    int rv = reg ? rh_registry_check(reg, *token, &q->view) : RH_REG_UNKNOWN;
+    if (rv == RH_REG_MALFORMED)
+        return fail(r, HTTP_BAD_REQUEST, "malformed Relay-Session token");
+    if (rv != RH_REG_OK || strcmp(q->view.target, q->target->name) != 0)
+        return fail(r, HTTP_GONE, "unknown or expired session");
+    char sid[RH_SID_LEN + 1];
+    rh_sid_format(sid, q->view.slot, q->view.gen);
+    apr_table_setn(r->notes, "relay-session", apr_pstrdup(r->pool, sid));
+    return DECLINED;   /* = go on */
+}
+
+static int do_open(rh_req *q)
+{
+    request_rec *r = q->r;
+    apr_sockaddr_t *sa;
+    char *ip;
+    rh_ipc_req rq;
+    rh_ipc_reply rep;
+
+    if (r->method_number != M_POST)
+        return method_not_allowed(r, "POST");
+    if (ap_discard_request_body(r) != OK)
+        return fail(r, HTTP_BAD_REQUEST, "unreadable request body");
+    if (apr_sockaddr_info_get(&sa, q->target->host, APR_UNSPEC, q->target->port, 0,
+                              r->pool) != APR_SUCCESS
+        || apr_sockaddr_ip_get(&ip, sa) != APR_SUCCESS)
+        return fail(r, HTTP_BAD_GATEWAY, "cannot resolve the address of target '%s'",
+                    q->target->name);
+    memset(&rq, 0, sizeof(rq));
+    rq.op = RH_IPC_OPEN;
+    apr_cpystrn(rq.target, q->target->name, sizeof(rq.target));
+    apr_cpystrn(rq.host, ip, sizeof(rq.host));
+    rq.port = q->target->port;
+    rq.bufsize = (unsigned)rh_dir_bufsize(q->dc);
+    rq.idle_s = (unsigned)rh_dir_idle(q->dc);
+    rq.connect_s = (unsigned)rh_dir_connect(q->dc);
+    if (core_ask(q, &rq, &rep, (rh_dir_connect(q->dc) + 5) * 1000) != 0)
+        return core_unavailable(r);
+    if (!rep.ok)
+        return fail(r, rep.status, "%s", rep.text);
+    if (strlen(rep.text) != RH_TOKEN_LEN)
+        return core_unavailable(r);
+    apr_table_setn(r->notes, "relay-session", apr_pstrndup(r->pool, rep.text, RH_SID_LEN));
+    apr_table_setn(r->headers_out, "Relay-Session", apr_pstrdup(r->pool, rep.text));
+    apr_table_setn(r->headers_out, "Relay-Buffer", apr_itoa(r->pool, rh_dir_bufsize(q->dc)));
+    apr_table_setn(r->headers_out, "Relay-Idle-Timeout", apr_itoa(r->pool, rh_dir_idle(q->dc)));
+    apr_table_setn(r->headers_out, "Relay-Heartbeat", apr_itoa(r->pool, RH_HEARTBEAT_S));
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2010) "session %.*s opened to %s",
+                  RH_SID_LEN, rep.text, q->target->name);
+    r->status = HTTP_CREATED;
+    ap_set_content_length(r, 0);
+    return OK;
+}
+
+static int do_push(rh_req *q)
+{
+    request_rec *r = q->r;
+    conn_rec *c = r->connection;
+    const char *token;
+    apr_uint64_t offset;
+    rh_ipc_req rq;
+    rh_ipc_reply rep;
+    apr_bucket_brigade *bb;
+    int rv, eos = 0, core_gone = 0, client_gone = 0;
+    int write_ms = (rh_dir_idle(q->dc) + 10) * 1000;
+
+    /* an error answer must not wait for a body that may never end */
+    if (r->method_number != M_POST) {
+        c->keepalive = AP_CONN_CLOSE;
+        return method_not_allowed(r, "POST");
+    }
+    if ((rv = check_session(q, &token)) != DECLINED) {
+        c->keepalive = AP_CONN_CLOSE;
+        return rv;
+    }
+    if (parse_u64(apr_table_get(r->headers_in, "Relay-Offset"), &offset) != 0) {
+        c->keepalive = AP_CONN_CLOSE;
+        return fail(r, HTTP_BAD_REQUEST, "missing or malformed Relay-Offset header");
+    }
+    memset(&rq, 0, sizeof(rq));
+    rq.op = RH_IPC_PUSH;
+    apr_cpystrn(rq.token, token, sizeof(rq.token));
+    rq.offset = offset;
+    if (core_ask(q, &rq, &rep, CORE_REPLY_MS) != 0) {
+        c->keepalive = AP_CONN_CLOSE;
+        return core_unavailable(r);
+    }
+    if (!rep.ok) {
+        c->keepalive = AP_CONN_CLOSE;
+        if (rep.status == HTTP_CONFLICT)
+            apr_table_setn(r->headers_out, "Relay-Offset",
+                           apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, q->view.up_bytes));
+        return fail(r, rep.status, "%s", rep.text);
+    }
+    /* a push body may idle for long; heartbeats and RelayIdleTimeout cover it */
+    ap_remove_input_filter_byhandle(c->input_filters, "reqtimeout");
+
+    bb = apr_brigade_create(r->pool, c->bucket_alloc);
+    while (!eos && !core_gone) {
+        apr_status_t st = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
+                                         APR_BLOCK_READ, 65536);
+        if (st != APR_SUCCESS) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, st, r, RHLOG(2020)
+                          "push body ended early (client gone or cut)");
+            client_gone = 1;
+            break;
+        }
+        for (apr_bucket *b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
+             b = APR_BUCKET_NEXT(b)) {
+            const char *data;
+            apr_size_t len;
+            if (APR_BUCKET_IS_EOS(b)) {
+                eos = 1;
+                break;
+            }
+            if (APR_BUCKET_IS_METADATA(b))
+                continue;
+            if (apr_bucket_read(b, &data, &len, APR_BLOCK_READ) != APR_SUCCESS) {
+                client_gone = 1;
+                break;
+            }
+            if (len && rh_ipc_write_all(q->fd, data, len, write_ms) != 0) {
+                core_gone = 1;   /* the core refused more: its answer says why */
+                break;
+            }
+        }
+        apr_brigade_cleanup(bb);
+        if (client_gone)
+            break;
+    }
+    shutdown(q->fd, SHUT_WR);
+    if (client_gone) {
+        c->keepalive = AP_CONN_CLOSE;
+        return fail(r, HTTP_BAD_REQUEST, "push body ended before its end (connection cut?)");
+    }
+    char line[RH_IPC_LINE_MAX];
+    if (rh_ipc_read_line(q->fd, line, sizeof(line), write_ms) < 0
+        || rh_ipc_parse_reply(line, &rep) != 0) {
+        c->keepalive = AP_CONN_CLOSE;
+        return core_unavailable(r);
+    }
+    if (!rep.ok) {
+        c->keepalive = AP_CONN_CLOSE;
+        return fail(r, rep.status, "%s", rep.text);
+    }
+    apr_table_setn(r->headers_out, "Relay-Offset",
+                   apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
+    r->status = HTTP_OK;
+    ap_set_content_length(r, 0);
+    return OK;
+}
+
+static int do_pull(rh_req *q)
+{
+    request_rec *r = q->r;
+    conn_rec *c = r->connection;
+    const char *token;
+    apr_uint64_t ack;
+    rh_ipc_req rq;
+    rh_ipc_reply rep;
+    int rv;
+
+    if (r->method_number != M_POST && r->method_number != M_GET)
+        return method_not_allowed(r, "GET, POST");
+    if (ap_discard_request_body(r) != OK)
+        return fail(r, HTTP_BAD_REQUEST, "unreadable request body");
+    if ((rv = check_session(q, &token)) != DECLINED)
+        return rv;
+    if (parse_u64(apr_table_get(r->headers_in, "Relay-Ack"), &ack) != 0)
+        return fail(r, HTTP_BAD_REQUEST, "missing or malformed Relay-Ack header");
+    memset(&rq, 0, sizeof(rq));
+    rq.op = RH_IPC_PULL;
+    apr_cpystrn(rq.token, token, sizeof(rq.token));
+    rq.offset = ack;
+    apr_cpystrn(rq.mode, "stream", sizeof(rq.mode));
+    if (core_ask(q, &rq, &rep, CORE_REPLY_MS) != 0)
+        return core_unavailable(r);
+    if (!rep.ok)
+        return fail(r, rep.status, "%s", rep.text);
+
+    r->status = HTTP_OK;
+    ap_set_content_type(r, "application/octet-stream");
+    apr_table_setn(r->headers_out, "Relay-Offset",
+                   apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
+
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, c->bucket_alloc);
+    char *buf = apr_palloc(r->pool, PULL_BUF);
+    /* headers now: the client waits for them before it trusts the stream */
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
+    if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || c->aborted)
+        return OK;
+    apr_brigade_cleanup(bb);
+    for (;;) {
+        /* the core sends at least a heartbeat every RH_HEARTBEAT_S */
+        ssize_t n = rh_ipc_read(q->fd, buf, PULL_BUF, RH_HEARTBEAT_S * 3 * 1000);
+        if (n <= 0) {
+            if (n < 0)
+                ap_log_rerror(APLOG_MARK, APLOG_DEBUG, (apr_status_t)-n, r, RHLOG(2030)
+                              "pull: relay core stream ended");
+            break;
+        }
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_transient_create(buf, (apr_size_t)n,
+                                                                 c->bucket_alloc));
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
+        if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || c->aborted) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2031)
+                          "pull: client went away");
+            return OK;
+        }
+        apr_brigade_cleanup(bb);
+    }
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
+    ap_pass_brigade(r->output_filters, bb);
+    return OK;
+}
+
+static int do_close(rh_req *q)
+{
+    request_rec *r = q->r;
+    const char *token;
+    rh_ipc_req rq;
+    rh_ipc_reply rep;
+    int rv;
+
+    if (r->method_number != M_POST)
+        return method_not_allowed(r, "POST");
+    if (ap_discard_request_body(r) != OK)
+        return fail(r, HTTP_BAD_REQUEST, "unreadable request body");
+    if ((rv = check_session(q, &token)) != DECLINED)
+        return rv;
+    memset(&rq, 0, sizeof(rq));
+    rq.op = RH_IPC_CLOSE;
+    apr_cpystrn(rq.token, token, sizeof(rq.token));
+    if (core_ask(q, &rq, &rep, CORE_REPLY_MS) != 0)
+        return core_unavailable(r);
+    if (!rep.ok)
+        return fail(r, rep.status, "%s", rep.text);
+    r->status = HTTP_NO_CONTENT;
+    return OK;
+}
+
+/* Splits the URI below the location into TARGET and OP. */
+static int split_uri(request_rec *r, const rh_dir_conf *dc, const char **target,
+                     const char **op)
+{
+    const char *rel = r->uri;
+    size_t ll = dc->location ? strlen(dc->location) : 0;
+    if (ll && !strncmp(rel, dc->location, ll) && (rel[ll] == '/' || rel[ll] == '\0'))
+        rel += ll;
+    else {
+        /* not under a plain <Location> prefix: take the last two segments */
+        const char *last = strrchr(rel, '/');
+        const char *p = last;
+        while (p > rel && *(p - 1) != '/')
+            --p;
+        rel = p > rel ? p - 1 : rel;
+    }
+    while (*rel == '/')
+        ++rel;
+    if (!*rel)
+        return 0;   /* the base itself */
+    const char *slash = strchr(rel, '/');
+    if (!slash || strchr(slash + 1, '/'))
+        return -1;
+    *target = apr_pstrndup(r->pool, rel, (apr_size_t)(slash - rel));
+    *op = slash + 1;
+    return 1;
+}
+
+int rh_handler(request_rec *r)
+{
+    rh_req q;
+    const char *target = NULL, *op = NULL;
+
+    if (!r->handler || strcmp(r->handler, "relay-https") != 0)
+        return DECLINED;
+    memset(&q, 0, sizeof(q));
+    q.r = r;
+    q.fd = -1;
+    q.dc = ap_get_module_config(r->per_dir_config, &relay_https_module);
+    common_headers(r);
+
+    int where = split_uri(r, q.dc, &target, &op);
+    if (where == 0) {
+        if (r->method_number != M_GET)
+            return method_not_allowed(r, "GET");
+        ap_set_content_type(r, "text/plain; charset=utf-8");
+        ap_rputs("mod_relay_https: relay endpoint\n", r);
+        return OK;
+    }
+    if (where < 0 || !rh_valid_target_name(target))
+        return fail(r, HTTP_NOT_FOUND, "no such relay endpoint");
+    const char *ver = apr_table_get(r->headers_in, "Relay-Version");
+    if (ver && strcmp(ver, "1") != 0)
+        return fail(r, HTTP_BAD_REQUEST, "unsupported Relay-Version %s (this server speaks 1)",
+                    ver);
+    q.target = rh_find_target(q.dc, target);
+    if (!q.target)
+        return fail(r, HTTP_NOT_FOUND, "unknown target '%s'", target);
+    q.op = op;
+    if (!strcmp(op, "open"))
+        return do_open(&q);
+    if (!strcmp(op, "push"))
+        return do_push(&q);
+    if (!strcmp(op, "pull"))
+        return do_pull(&q);
+    if (!strcmp(op, "close"))
+        return do_close(&q);
+    return fail(r, HTTP_NOT_FOUND, "no such relay endpoint '%s'", op);
+}

@@ -1,0 +1,9 @@
+/* The request handler: maps HTTP requests onto relay core requests. */
+#ifndef RH_HANDLER_H
+#define RH_HANDLER_H
+
+#include <httpd.h>
+
+int rh_handler(request_rec *r);
+
+#endif

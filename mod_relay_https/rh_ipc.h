@@ -1,0 +1,55 @@
+/* The handler <-> relay core exchange over the core's unix socket: one text line
+ * per request, one per reply, then raw frames. httpd-independent. */
+#ifndef RH_IPC_H
+#define RH_IPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define RH_IPC_LINE_MAX 512
+
+typedef enum {
+    RH_IPC_NONE = 0,
+    RH_IPC_OPEN,   /* OPEN target ip port bufsize idle_s connect_s */
+    RH_IPC_PUSH,   /* PUSH token offset        then frames until EOF */
+    RH_IPC_PULL,   /* PULL token ack mode      then frames from the core */
+    RH_IPC_CLOSE,  /* CLOSE token */
+    RH_IPC_STAT    /* STAT: one line of counters */
+} rh_ipc_op;
+
+typedef struct rh_ipc_req {
+    rh_ipc_op op;
+    char target[64];
+    char host[64];      /* numeric address: the glue resolves names */
+    unsigned port;
+    unsigned bufsize;
+    unsigned idle_s;
+    unsigned connect_s;
+    char token[64];
+    uint64_t offset;    /* push: offset of first byte; pull: ack */
+    char mode[16];      /* pull: "stream" */
+} rh_ipc_req;
+
+/* Replies: "OK <text>", "DONE <offset>", "ERR <status> <message>". */
+typedef struct rh_ipc_reply {
+    int ok;             /* 1 for OK/DONE */
+    int done;           /* 1 for DONE */
+    int status;         /* HTTP status for ERR */
+    char text[RH_IPC_LINE_MAX];
+    uint64_t num;       /* first number of an OK/DONE, if any */
+} rh_ipc_reply;
+
+int rh_ipc_parse_req(const char *line, rh_ipc_req *req);
+int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req);
+int rh_ipc_parse_reply(const char *line, rh_ipc_reply *rep);
+
+/* Blocking helpers with timeouts (milliseconds), for the httpd side. They return
+ * a negative errno on failure (-ETIMEDOUT when the wait ran out). */
+int rh_ipc_connect(const char *path, int timeout_ms);
+int rh_ipc_write_all(int fd, const void *buf, size_t len, int timeout_ms);
+ssize_t rh_ipc_read(int fd, void *buf, size_t len, int timeout_ms);
+/* Reads one line (without the newline) and nothing past it. */
+int rh_ipc_read_line(int fd, char *buf, size_t max, int timeout_ms);
+
+#endif

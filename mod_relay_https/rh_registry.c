@@ -1,0 +1,246 @@
+/* Single writer (the core), many readers (httpd children): each slot is guarded by
+ * a sequence counter so a reader never acts on a half-written slot. */
+#include <string.h>
+#include <stdio.h>
+#include <time.h>
+#include "rh_registry.h"
+
+#define RH_REG_MAGIC 0x52485231u  /* "RHR1" */
+#define NIL 0xffffffffu
+
+size_t rh_registry_size(uint32_t nslots)
+{
+    return sizeof(rh_registry) + (size_t)nslots * sizeof(rh_slot);
+}
+
+rh_registry *rh_registry_init(void *mem, uint32_t nslots)
+{
+    rh_registry *reg = mem;
+    int keep_gen = reg->magic == RH_REG_MAGIC && reg->nslots == nslots;
+
+    reg->nslots = nslots;
+    reg->active = 0;
+    reg->core_pid = 0;
+    reg->core_started = 0;
+    if (!keep_gen) {
+        reg->total_opened = reg->total_closed = 0;
+        reg->total_up = reg->total_down = 0;
+    }
+    for (uint32_t i = 0; i < nslots; ++i) {
+        rh_slot *s = &reg->slots[i];
+        uint32_t gen = keep_gen ? s->gen : 0;
+        memset(s, 0, sizeof(*s));
+        s->gen = gen;
+        s->next_free = i + 1 < nslots ? i + 1 : NIL;
+    }
+    reg->free_head = nslots ? 0 : NIL;
+    __atomic_store_n(&reg->magic, RH_REG_MAGIC, __ATOMIC_RELEASE);
+    return reg;
+}
+
+static void write_begin(rh_slot *s)
+{
+    __atomic_add_fetch(&s->seq, 1, __ATOMIC_ACQ_REL);
+}
+
+static void write_end(rh_slot *s)
+{
+    __atomic_add_fetch(&s->seq, 1, __ATOMIC_RELEASE);
+}
+
+int rh_registry_alloc(rh_registry *reg, const char *target,
+                      const unsigned char secret[RH_SECRET_LEN],
+                      uint32_t *slot, uint32_t *gen)
+{
+    uint32_t i = reg->free_head;
+    if (i == NIL)
+        return RH_REG_FULL;
+    rh_slot *s = &reg->slots[i];
+    reg->free_head = s->next_free;
+    write_begin(s);
+    s->gen++;
+    s->state = RH_SLOT_CONNECTING;
+    s->next_free = NIL;
+    memcpy(s->secret, secret, RH_SECRET_LEN);
+    snprintf(s->target, sizeof(s->target), "%s", target);
+    s->opened_at = (int64_t)time(NULL);
+    s->up_bytes = s->down_bytes = 0;
+    write_end(s);
+    reg->active++;
+    reg->total_opened++;
+    *slot = i;
+    *gen = s->gen;
+    return RH_REG_OK;
+}
+
+void rh_registry_set_state(rh_registry *reg, uint32_t slot, uint32_t state)
+{
+    rh_slot *s = &reg->slots[slot];
+    write_begin(s);
+    s->state = state;
+    write_end(s);
+}
+
+void rh_registry_count(rh_registry *reg, uint32_t slot, uint64_t up, uint64_t down)
+{
+    rh_slot *s = &reg->slots[slot];
+    write_begin(s);
+    s->up_bytes = up;
+    s->down_bytes = down;
+    write_end(s);
+}
+
+void rh_registry_release(rh_registry *reg, uint32_t slot)
+{
+    rh_slot *s = &reg->slots[slot];
+    if (s->state == RH_SLOT_FREE)
+        return;
+    reg->total_up += s->up_bytes;
+    reg->total_down += s->down_bytes;
+    write_begin(s);
+    s->state = RH_SLOT_FREE;
+    memset(s->secret, 0, sizeof(s->secret));
+    s->target[0] = '\0';
+    write_end(s);
+    s->next_free = reg->free_head;
+    reg->free_head = slot;
+    reg->active--;
+    reg->total_closed++;
+}
+
+/* Copies a slot under its seqlock; gives up after a few tries (writer busy). */
+static int snapshot(const rh_registry *reg, uint32_t slot, rh_slot *copy)
+{
+    const rh_slot *s = &reg->slots[slot];
+    for (int tries = 0; tries < 100; ++tries) {
+        uint32_t a = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
+        if (a & 1)
+            continue;
+        memcpy(copy, (const void *)s, sizeof(*copy));
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        uint32_t b = __atomic_load_n(&s->seq, __ATOMIC_RELAXED);
+        if (a == b)
+            return 0;
+    }
+    return -1;
+}
+
+static void fill_view(rh_slot_view *v, uint32_t slot, const rh_slot *c)
+{
+    v->slot = slot;
+    v->gen = c->gen;
+    v->state = c->state;
+    memcpy(v->target, c->target, sizeof(v->target));
+    v->target[RH_TARGET_MAX - 1] = '\0';
+    v->opened_at = c->opened_at;
+    v->up_bytes = c->up_bytes;
+    v->down_bytes = c->down_bytes;
+}
+
+int rh_registry_view(const rh_registry *reg, uint32_t slot, rh_slot_view *view)
+{
+    rh_slot copy;
+    if (__atomic_load_n(&reg->magic, __ATOMIC_ACQUIRE) != RH_REG_MAGIC || slot >= reg->nslots)
+        return RH_REG_UNKNOWN;
+    if (snapshot(reg, slot, &copy) != 0 || copy.state == RH_SLOT_FREE)
+        return RH_REG_UNKNOWN;
+    fill_view(view, slot, &copy);
+    return RH_REG_OK;
+}
+
+int rh_registry_check(const rh_registry *reg, const char *token, rh_slot_view *view)
+{
+    uint32_t slot, gen;
+    unsigned char secret[RH_SECRET_LEN];
+    rh_slot copy;
+
+    if (!token || rh_token_parse(token, &slot, &gen, secret) != 0)
+        return RH_REG_MALFORMED;
+    if (__atomic_load_n(&reg->magic, __ATOMIC_ACQUIRE) != RH_REG_MAGIC || slot >= reg->nslots)
+        return RH_REG_UNKNOWN;
+    if (snapshot(reg, slot, &copy) != 0)
+        return RH_REG_UNKNOWN;
+    /* evaluate every part so the time taken does not depend on which one failed */
+    int ok = rh_ct_equal(copy.secret, secret, RH_SECRET_LEN);
+    ok &= copy.gen == gen;
+    ok &= copy.state != RH_SLOT_FREE;
+    if (!ok)
+        return RH_REG_UNKNOWN;
+    if (view)
+        fill_view(view, slot, &copy);
+    return RH_REG_OK;
+}
+
+int rh_ct_equal(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    volatile unsigned char d = 0;
+    for (size_t i = 0; i < n; ++i)
+        d |= a[i] ^ b[i];
+    return d == 0;
+}
+
+static const char hexd[] = "0123456789abcdef";
+
+static void put_hex32(char *out, uint32_t v)
+{
+    for (int i = 7; i >= 0; --i) {
+        out[i] = hexd[v & 0xf];
+        v >>= 4;
+    }
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static int get_hex32(const char *in, uint32_t *v)
+{
+    uint32_t x = 0;
+    for (int i = 0; i < 8; ++i) {
+        int h = hexval(in[i]);
+        if (h < 0)
+            return -1;
+        x = (x << 4) | (uint32_t)h;
+    }
+    *v = x;
+    return 0;
+}
+
+void rh_sid_format(char *out, uint32_t slot, uint32_t gen)
+{
+    put_hex32(out, slot);
+    put_hex32(out + 8, gen);
+    out[RH_SID_LEN] = '\0';
+}
+
+void rh_token_format(char *out, uint32_t slot, uint32_t gen,
+                     const unsigned char secret[RH_SECRET_LEN])
+{
+    rh_sid_format(out, slot, gen);
+    for (int i = 0; i < RH_SECRET_LEN; ++i) {
+        out[RH_SID_LEN + 2 * i] = hexd[secret[i] >> 4];
+        out[RH_SID_LEN + 2 * i + 1] = hexd[secret[i] & 0xf];
+    }
+    out[RH_TOKEN_LEN] = '\0';
+}
+
+int rh_token_parse(const char *tok, uint32_t *slot, uint32_t *gen,
+                   unsigned char secret[RH_SECRET_LEN])
+{
+    if (strlen(tok) != RH_TOKEN_LEN)
+        return -1;
+    if (get_hex32(tok, slot) || get_hex32(tok + 8, gen))
+        return -1;
+    for (int i = 0; i < RH_SECRET_LEN; ++i) {
+        int hi = hexval(tok[RH_SID_LEN + 2 * i]);
+        int lo = hexval(tok[RH_SID_LEN + 2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        secret[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return 0;
+}

@@ -1,0 +1,79 @@
+/* The session registry: a table in shared memory that every httpd child reads and
+ * only the relay core writes. httpd-independent; the glue hands it the memory. */
+#ifndef RH_REGISTRY_H
+#define RH_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RH_SECRET_LEN   16                 /* 128 bits */
+#define RH_TOKEN_LEN    48                 /* 8 hex slot + 8 hex gen + 32 hex secret */
+#define RH_SID_LEN      16                 /* the public session id: slot + gen */
+#define RH_TARGET_MAX   64                 /* name length incl. NUL */
+
+enum { RH_SLOT_FREE = 0, RH_SLOT_CONNECTING = 1, RH_SLOT_OPEN = 2 };
+
+typedef struct rh_slot {
+    uint32_t seq;        /* seqlock: odd while the core writes the slot */
+    uint32_t gen;        /* bumped on every allocation: part of the token */
+    uint32_t state;
+    uint32_t next_free;  /* free list link, core only */
+    unsigned char secret[RH_SECRET_LEN];
+    char target[RH_TARGET_MAX];
+    int64_t opened_at;   /* unix seconds */
+    uint64_t up_bytes;   /* client -> target, bytes accepted */
+    uint64_t down_bytes; /* target -> client, bytes sent */
+} rh_slot;
+
+typedef struct rh_registry {
+    uint32_t magic;
+    uint32_t nslots;
+    uint32_t free_head;  /* core only */
+    uint32_t active;     /* sessions in use */
+    int64_t core_pid;
+    int64_t core_started;
+    uint64_t total_opened;
+    uint64_t total_closed;
+    uint64_t total_up;   /* bytes of closed sessions */
+    uint64_t total_down;
+    rh_slot slots[];
+} rh_registry;
+
+/* A consistent copy of one slot, as a reader sees it. */
+typedef struct rh_slot_view {
+    uint32_t slot, gen, state;
+    char target[RH_TARGET_MAX];
+    int64_t opened_at;
+    uint64_t up_bytes, down_bytes;
+} rh_slot_view;
+
+enum { RH_REG_OK = 0, RH_REG_MALFORMED = -1, RH_REG_UNKNOWN = -2, RH_REG_FULL = -3 };
+
+size_t rh_registry_size(uint32_t nslots);
+/* Formats mem as an empty registry. Keeps slot generations if mem already held a
+ * registry of the same size, so tokens of an earlier core never match again. */
+rh_registry *rh_registry_init(void *mem, uint32_t nslots);
+
+/* Core side. */
+int rh_registry_alloc(rh_registry *reg, const char *target,
+                      const unsigned char secret[RH_SECRET_LEN],
+                      uint32_t *slot, uint32_t *gen);
+void rh_registry_set_state(rh_registry *reg, uint32_t slot, uint32_t state);
+void rh_registry_count(rh_registry *reg, uint32_t slot, uint64_t up, uint64_t down);
+void rh_registry_release(rh_registry *reg, uint32_t slot);
+
+/* Reader side (any process): checks a token, constant time on the secret. */
+int rh_registry_check(const rh_registry *reg, const char *token, rh_slot_view *view);
+int rh_registry_view(const rh_registry *reg, uint32_t slot, rh_slot_view *view);
+
+/* Token text helpers. out must hold RH_TOKEN_LEN + 1 bytes. */
+void rh_token_format(char *out, uint32_t slot, uint32_t gen,
+                     const unsigned char secret[RH_SECRET_LEN]);
+int rh_token_parse(const char *tok, uint32_t *slot, uint32_t *gen,
+                   unsigned char secret[RH_SECRET_LEN]);
+/* The public id: first RH_SID_LEN characters of a token. out: RH_SID_LEN + 1. */
+void rh_sid_format(char *out, uint32_t slot, uint32_t gen);
+/* Constant-time comparison. */
+int rh_ct_equal(const unsigned char *a, const unsigned char *b, size_t n);
+
+#endif

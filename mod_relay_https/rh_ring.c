@@ -1,0 +1,91 @@
+#include <stdlib.h>
+#include <string.h>
+#include "rh_ring.h"
+
+void rh_ring_init(rh_ring *r, size_t cap)
+{
+    r->buf = NULL;
+    r->cap = cap;
+    r->head = 0;
+    r->len = 0;
+}
+
+void rh_ring_release(rh_ring *r)
+{
+    free(r->buf);
+    r->buf = NULL;
+    r->head = 0;
+    r->len = 0;
+}
+
+int rh_ring_write_iov(rh_ring *r, struct iovec iov[2])
+{
+    if (r->len >= r->cap)
+        return 0;
+    if (!r->buf) {
+        r->buf = malloc(r->cap);
+        if (!r->buf)
+            return 0;
+        r->head = 0;
+    }
+    size_t tail = (r->head + r->len) % r->cap;
+    size_t space = r->cap - r->len;
+    size_t first = r->cap - tail;
+    if (first >= space) {
+        iov[0].iov_base = r->buf + tail;
+        iov[0].iov_len = space;
+        return 1;
+    }
+    iov[0].iov_base = r->buf + tail;
+    iov[0].iov_len = first;
+    iov[1].iov_base = r->buf;
+    iov[1].iov_len = space - first;
+    return 2;
+}
+
+void rh_ring_commit(rh_ring *r, size_t n)
+{
+    r->len += n;
+}
+
+size_t rh_ring_put(rh_ring *r, const void *data, size_t len)
+{
+    struct iovec iov[2];
+    int n = rh_ring_write_iov(r, iov);
+    size_t done = 0;
+    for (int i = 0; i < n && done < len; ++i) {
+        size_t k = iov[i].iov_len < len - done ? iov[i].iov_len : len - done;
+        memcpy(iov[i].iov_base, (const unsigned char *)data + done, k);
+        done += k;
+    }
+    rh_ring_commit(r, done);
+    return done;
+}
+
+int rh_ring_read_iov(const rh_ring *r, struct iovec iov[2], size_t max)
+{
+    size_t len = r->len < max ? r->len : max;
+    if (!len)
+        return 0;
+    size_t first = r->cap - r->head;
+    if (first >= len) {
+        iov[0].iov_base = r->buf + r->head;
+        iov[0].iov_len = len;
+        return 1;
+    }
+    iov[0].iov_base = r->buf + r->head;
+    iov[0].iov_len = first;
+    iov[1].iov_base = r->buf;
+    iov[1].iov_len = len - first;
+    return 2;
+}
+
+void rh_ring_consume(rh_ring *r, size_t n)
+{
+    if (n >= r->len) {
+        rh_ring_release(r);
+        return;
+    }
+    r->head = (r->head + n) % r->cap;
+    r->len -= n;
+}

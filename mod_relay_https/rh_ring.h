@@ -1,0 +1,35 @@
+/* Bounded byte ring for one direction of a session. The memory is allocated on
+ * first use and released when the ring drains, so an idle session holds none. */
+#ifndef RH_RING_H
+#define RH_RING_H
+
+#include <stddef.h>
+#include <sys/uio.h>
+
+typedef struct rh_ring {
+    unsigned char *buf;
+    size_t cap;    /* bound, fixed at init */
+    size_t head;   /* index of the oldest byte */
+    size_t len;    /* bytes stored */
+} rh_ring;
+
+void rh_ring_init(rh_ring *r, size_t cap);
+void rh_ring_release(rh_ring *r);
+
+static inline size_t rh_ring_len(const rh_ring *r) { return r->len; }
+static inline size_t rh_ring_space(const rh_ring *r) { return r->cap - r->len; }
+
+/* Fills iov (up to 2 entries) with the free space, allocating the buffer if needed.
+ * Returns the number of entries, 0 when full or out of memory. */
+int rh_ring_write_iov(rh_ring *r, struct iovec iov[2]);
+/* Marks n bytes written through rh_ring_write_iov as stored. */
+void rh_ring_commit(rh_ring *r, size_t n);
+/* Copies up to len bytes in; returns how many fit. */
+size_t rh_ring_put(rh_ring *r, const void *data, size_t len);
+
+/* Fills iov (up to 2 entries) with up to max stored bytes, oldest first. */
+int rh_ring_read_iov(const rh_ring *r, struct iovec iov[2], size_t max);
+/* Drops n bytes from the front; frees the buffer when the ring becomes empty. */
+void rh_ring_consume(rh_ring *r, size_t n);
+
+#endif
