@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -34,6 +35,7 @@ static apr_proc_t *g_proc;
 static server_rec *g_server;
 static apr_pool_t *g_pconf;
 static int g_stopping;
+static int g_registered;   /* APR segfaults on unregistering twice */
 
 const char *rh_daemon_socket(void) { return g_socket; }
 const rh_registry *rh_daemon_registry(void) { return g_reg; }
@@ -68,6 +70,11 @@ static void core_main(void)
                      RHLOG(1002) "relay core could not drop privileges");
         _exit(RH_CORE_EXIT_FATAL);
     }
+    /* never outlive the httpd parent, whatever way it goes (set after the
+     * uid change, which clears it) */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() == 1)
+        _exit(0);
     rh_registry_init(g_reg, g_reg->nslots);
     g_reg->core_pid = getpid();
     g_reg->core_started = (int64_t)apr_time_sec(apr_time_now());
@@ -100,21 +107,33 @@ static apr_status_t core_fork(void)
     }
     g_proc = proc;
     apr_proc_other_child_register(proc, core_maint, proc, NULL, g_pconf);
+    g_registered = 1;
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, g_server,
                  RHLOG(1004) "relay core started, pid %d", (int)proc->pid);
     return APR_SUCCESS;
 }
 
 /* httpd tells us when the core dies: respawn it unless it failed to start. */
+static int server_stopping(void)
+{
+    int state = AP_MPMQ_RUNNING;
+    if (g_stopping)
+        return 1;
+    if (ap_mpm_query(AP_MPMQ_MPM_STATE, &state) == APR_SUCCESS && state == AP_MPMQ_STOPPING)
+        return 1;
+    return 0;
+}
+
 static void core_maint(int reason, void *data, apr_wait_t status)
 {
     apr_proc_t *proc = data;
     switch (reason) {
     case APR_OC_REASON_DEATH:
         apr_proc_other_child_unregister(data);
+        g_registered = 0;
         if (g_proc == proc)
             g_proc = NULL;
-        if (g_stopping)
+        if (server_stopping())
             break;
         if (WIFEXITED(status) && WEXITSTATUS(status) == RH_CORE_EXIT_FATAL) {
             ap_log_error(APLOG_MARK, APLOG_CRIT, 0, g_server, RHLOG(1005)
@@ -131,13 +150,16 @@ static void core_maint(int reason, void *data, apr_wait_t status)
         break;
     case APR_OC_REASON_LOST:
         apr_proc_other_child_unregister(data);
+        g_registered = 0;
         if (g_proc == proc)
             g_proc = NULL;
-        if (!g_stopping)
+        if (!server_stopping())
             core_fork();
         break;
-    case APR_OC_REASON_RESTART:
     case APR_OC_REASON_UNREGISTER:
+        g_registered = 0;   /* APR's own pool cleanup did it */
+        break;
+    case APR_OC_REASON_RESTART:
     default:
         break;
     }
@@ -146,11 +168,16 @@ static void core_maint(int reason, void *data, apr_wait_t status)
 /* pconf cleanup: the generation ends, the core goes with it (for now). */
 static apr_status_t core_stop(void *data)
 {
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, g_server, RHLOG(1007)
+                 "stopping the relay core (pid %d)", g_proc ? (int)g_proc->pid : -1);
     g_stopping = 1;
     if (g_proc) {
         apr_proc_t *proc = g_proc;
         int waited = 0;
-        apr_proc_other_child_unregister(proc);
+        if (g_registered) {
+            apr_proc_other_child_unregister(proc);
+            g_registered = 0;
+        }
         kill(proc->pid, SIGTERM);
         /* give it a moment to say goodbye to its sessions, then insist */
         while (waitpid(proc->pid, NULL, WNOHANG) == 0) {

@@ -1,6 +1,7 @@
 /* Thin glue: check the request, then pipe bytes between Apache's filter chains
  * and the relay core's unix socket. All session logic lives in the core. */
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -8,6 +9,8 @@
 
 #include <apr_strings.h>
 #include <apr_buckets.h>
+#include <apr_poll.h>
+#include <apr_portable.h>
 #include <http_core.h>
 #include <http_protocol.h>
 #include <http_request.h>
@@ -347,6 +350,189 @@ static int do_pull(rh_req *q)
     return OK;
 }
 
+/* Raw descriptor behind the pollfd httpd gives for a connection's input: the
+ * socket (HTTP/1.1) or mod_http2's notification pipe (HTTP/2 stream). */
+static int client_input_fd(conn_rec *c)
+{
+    apr_pollfd_t pfd;
+    apr_os_sock_t sock;
+    apr_os_file_t file;
+    memset(&pfd, 0, sizeof(pfd));
+    if (ap_get_pollfd_from_conn(c, &pfd, NULL) != APR_SUCCESS)
+        return -1;
+    if (pfd.desc_type == APR_POLL_SOCKET && apr_os_sock_get(&sock, pfd.desc.s) == APR_SUCCESS)
+        return (int)sock;
+    if (pfd.desc_type == APR_POLL_FILE && apr_os_file_get(&file, pfd.desc.f) == APR_SUCCESS)
+        return (int)file;
+    return -1;
+}
+
+/* One request carries both directions: its body is the push, its response the
+ * pull (HTTP/2, or an HTTP/1.1 path that allows it). Both core connections are
+ * served from this one thread: input is read non-blocking and the thread sleeps
+ * in poll() on the client input, the core's pull socket and, while the core is
+ * not taking push bytes, the push socket. */
+static int do_duplex(rh_req *q)
+{
+    request_rec *r = q->r;
+    conn_rec *c = r->connection;
+    const char *token;
+    apr_uint64_t offset, ack;
+    rh_ipc_req rq;
+    rh_ipc_reply rep;
+    int rv, fd_up, fd_down, cfd;
+    int up_eos = 0, down_done = 0, idle_ms = RH_HEARTBEAT_S * 3 * 1000;
+    char *pend = NULL;
+    apr_size_t pend_len = 0, pend_off = 0;
+
+    if (r->method_number != M_POST) {
+        c->keepalive = AP_CONN_CLOSE;
+        return method_not_allowed(r, "POST");
+    }
+    if ((rv = check_session(q, &token)) != DECLINED) {
+        c->keepalive = AP_CONN_CLOSE;
+        return rv;
+    }
+    if (parse_u64(apr_table_get(r->headers_in, "Relay-Offset"), &offset) != 0
+        || parse_u64(apr_table_get(r->headers_in, "Relay-Ack"), &ack) != 0) {
+        c->keepalive = AP_CONN_CLOSE;
+        return fail(r, HTTP_BAD_REQUEST, "missing or malformed Relay-Offset or Relay-Ack header");
+    }
+    cfd = client_input_fd(c);
+    if (cfd < 0) {
+        c->keepalive = AP_CONN_CLOSE;
+        return fail(r, HTTP_NOT_IMPLEMENTED, "duplex is not available on this connection "
+                    "(use HTTP/2, or the stream transport)");
+    }
+    memset(&rq, 0, sizeof(rq));
+    rq.op = RH_IPC_PUSH;
+    apr_cpystrn(rq.token, token, sizeof(rq.token));
+    rq.offset = offset;
+    if (core_ask(q, &rq, &rep, CORE_REPLY_MS) != 0) {
+        c->keepalive = AP_CONN_CLOSE;
+        return core_unavailable(r);
+    }
+    if (!rep.ok) {
+        c->keepalive = AP_CONN_CLOSE;
+        return fail(r, rep.status, "%s", rep.text);
+    }
+    fd_up = q->fd;
+    rq.op = RH_IPC_PULL;
+    rq.offset = ack;
+    apr_cpystrn(rq.mode, "stream", sizeof(rq.mode));
+    if (core_ask(q, &rq, &rep, CORE_REPLY_MS) != 0) {
+        c->keepalive = AP_CONN_CLOSE;
+        return core_unavailable(r);
+    }
+    if (!rep.ok) {
+        c->keepalive = AP_CONN_CLOSE;
+        return fail(r, rep.status, "%s", rep.text);
+    }
+    fd_down = q->fd;
+    ap_remove_input_filter_byhandle(c->input_filters, "reqtimeout");
+
+    r->status = HTTP_OK;
+    ap_set_content_type(r, "application/octet-stream");
+    apr_table_setn(r->headers_out, "Relay-Offset",
+                   apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
+    apr_bucket_brigade *out = apr_brigade_create(r->pool, c->bucket_alloc);
+    apr_bucket_brigade *in = apr_brigade_create(r->pool, c->bucket_alloc);
+    char *buf = apr_palloc(r->pool, PULL_BUF);
+    APR_BRIGADE_INSERT_TAIL(out, apr_bucket_flush_create(c->bucket_alloc));
+    if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS || c->aborted)
+        return OK;
+    apr_brigade_cleanup(out);
+
+    while (!down_done || !up_eos) {
+        int progress = 0;
+        /* up: client body -> core, as long as the core takes it */
+        while (!up_eos && pend_off == pend_len) {
+            apr_status_t st = ap_get_brigade(r->input_filters, in, AP_MODE_READBYTES,
+                                             APR_NONBLOCK_READ, PULL_BUF);
+            if (APR_STATUS_IS_EAGAIN(st))
+                break;
+            if (st != APR_SUCCESS) {
+                ap_log_rerror(APLOG_MARK, APLOG_DEBUG, st, r, RHLOG(2040)
+                              "duplex: request body ended early");
+                goto leave;
+            }
+            if (!APR_BRIGADE_EMPTY(in) && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(in)))
+                up_eos = 1;
+            apr_size_t len = PULL_BUF;
+            if (!pend)
+                pend = apr_palloc(r->pool, PULL_BUF);
+            if (apr_brigade_flatten(in, pend, &len) != APR_SUCCESS)
+                goto leave;
+            apr_brigade_cleanup(in);
+            pend_off = 0;
+            pend_len = len;
+            progress = 1;
+            if (up_eos && pend_len == 0)
+                shutdown(fd_up, SHUT_WR);
+        }
+        while (pend_off < pend_len) {
+            ssize_t n = send(fd_up, pend + pend_off, pend_len - pend_off,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0) {
+                pend_off += (apr_size_t)n;
+                progress = 1;
+                if (pend_off == pend_len && up_eos)
+                    shutdown(fd_up, SHUT_WR);
+                continue;
+            }
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+                break;
+            up_eos = 1;   /* the core ended the push: the session is over */
+            pend_off = pend_len;
+            break;
+        }
+        /* down: core -> response, flushed chunk by chunk */
+        while (!down_done) {
+            ssize_t n = recv(fd_down, buf, PULL_BUF, MSG_DONTWAIT);
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+                break;
+            if (n <= 0) {
+                down_done = 1;
+                break;
+            }
+            progress = 1;
+            APR_BRIGADE_INSERT_TAIL(out, apr_bucket_transient_create(buf, (apr_size_t)n,
+                                                                      c->bucket_alloc));
+            APR_BRIGADE_INSERT_TAIL(out, apr_bucket_flush_create(c->bucket_alloc));
+            if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS || c->aborted)
+                goto leave;
+            apr_brigade_cleanup(out);
+        }
+        if (down_done && up_eos)
+            break;
+        if (progress)
+            continue;
+        struct pollfd pf[3];
+        int np = 0;
+        if (!up_eos && pend_off == pend_len)
+            pf[np++] = (struct pollfd){ .fd = cfd, .events = POLLIN };
+        if (pend_off < pend_len)
+            pf[np++] = (struct pollfd){ .fd = fd_up, .events = POLLOUT };
+        if (!down_done)
+            pf[np++] = (struct pollfd){ .fd = fd_down, .events = POLLIN };
+        if (np == 0)
+            break;
+        rv = poll(pf, (nfds_t)np, idle_ms);
+        if (rv == 0) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2041)
+                          "duplex: nothing moved for %d s, ending", idle_ms / 1000);
+            goto leave;
+        }
+        if (rv < 0 && errno != EINTR)
+            goto leave;
+    }
+    APR_BRIGADE_INSERT_TAIL(out, apr_bucket_eos_create(c->bucket_alloc));
+    ap_pass_brigade(r->output_filters, out);
+leave:
+    c->keepalive = AP_CONN_CLOSE;
+    return OK;
+}
+
 static int do_close(rh_req *q)
 {
     request_rec *r = q->r;
@@ -439,5 +625,7 @@ int rh_handler(request_rec *r)
         return do_pull(&q);
     if (!strcmp(op, "close"))
         return do_close(&q);
+    if (!strcmp(op, "duplex"))
+        return do_duplex(&q);
     return fail(r, HTTP_NOT_FOUND, "no such relay endpoint '%s'", op);
 }

@@ -7,6 +7,7 @@ them are skipped with the path that is missing; everything else still runs.
 
 import os
 import signal
+import warnings
 
 import pytest
 
@@ -51,9 +52,16 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     if rep.failed and call.when in ("call", "setup"):
-        for a in list(harness.Apache.instances):
+        for a in list(dict.fromkeys(harness.Apache.used)):
             rep.sections.append(
-                ("apache %s :%d error_log (tail)" % (a.mpm, a.port), a.error_log_tail(40)))
+                ("apache %s :%d error_log (tail, %s)" % (a.mpm, a.port, a.error_log),
+                 a.error_log_tail(40)))
+
+
+@pytest.fixture(autouse=True)
+def _reset_used_apaches():
+    harness.Apache.used.clear()
+    yield
 
 
 # ---------------------------------------------------------------------------
@@ -124,6 +132,7 @@ class ApacheFactory:
                prefork_children, extra_conf)
         a = self.cache.get(key)
         if a is not None and a.running():
+            harness.Apache.used.append(a)
             return a
         root = str(self.tmp.mktemp("apache-%s" % mpm))
         a = harness.Apache(root, self.tls["cert"], self.tls["key"], mpm=mpm, module=module,
@@ -133,6 +142,7 @@ class ApacheFactory:
         if start:
             a.start()
         self.cache[key] = a
+        harness.Apache.used.append(a)
         return a
 
     def stop_all(self):
@@ -151,9 +161,13 @@ def apache_factory(tmp_path_factory, tls):
     yield f
     leftovers = f.stop_all()
     if leftovers:
-        msg = "; ".join("apache %s (%s): pids %s survived SIGTERM for 20 s and were SIGKILLed"
-                        % (a.mpm, a.conf_path, pids) for a, pids in leftovers)
-        pytest.fail("processes left behind after stopping apache: " + msg, pytrace=False)
+        msg = "; ".join("apache %s (%s): %s still running 5 s after the parent exited "
+                        "on SIGTERM (SIGKILLed)" % (a.mpm, a.conf_path, ", ".join(pids))
+                        for a, pids in leftovers)
+        # test_clean_stop fails on this explicitly; here it is only reported, since a
+        # failure raised while pytest tears down the session (e.g. after -x) is unreadable.
+        warnings.warn(pytest.PytestWarning("processes left behind after stopping apache: "
+                                           + msg))
 
 
 @pytest.fixture(params=harness.MPMS)

@@ -271,6 +271,7 @@ class Apache:
     """One apache2 instance in its own directory, with its own config."""
 
     instances = set()
+    used = []   # instances handed to the current test (for failure reports)
 
     def __init__(self, root, cert, key, mpm="event", module=None, targets=None,
                  keepalive=True, prefork_children=8, extra_conf="",
@@ -301,6 +302,7 @@ class Apache:
         self.run_dir = os.path.join(self.root, "run")
         self.lock_dir = os.path.join(self.root, "lock")
         self.leftovers = []
+        self.exit_code = None
 
     # ---- URLs ----
     @property
@@ -492,6 +494,18 @@ class Apache:
                 out.append(int(d))
         return out
 
+    def describe_pid(self, pid):
+        """'pid N (user, ppid): error_log lines naming it' -- for leftover reports."""
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                st = dict(l.split(":", 1) for l in f if ":" in l)
+            who = "uid %s, ppid %s" % (st.get("Uid", "?").split()[0], st.get("PPid", "?").strip())
+        except OSError:
+            who = "gone"
+        named = [l for l in self.error_log_text().splitlines()
+                 if re.search(r"\bpid %d\b" % pid, l) and "[pid %d:" % pid not in l]
+        return "pid %d (%s)%s" % (pid, who, (": " + " | ".join(named[-2:])) if named else "")
+
     def stop(self, timeout=15):
         """Stop apache (SIGTERM), wait for every process of it to go, SIGKILL leftovers.
 
@@ -507,10 +521,11 @@ class Apache:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 pass
+        self.exit_code = self.proc.poll()   # None: did not exit within timeout
         gone = wait_for(lambda: not self.pids(), 5, interval=0.1)
         if not gone:
-            self.leftovers = self.pids()
-            for pid in self.leftovers:
+            self.leftovers = [self.describe_pid(p) for p in self.pids()]
+            for pid in self.pids():
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
@@ -553,9 +568,9 @@ class Apache:
         return "\n".join(self.error_log_text(start).splitlines()[-n:])
 
     def sessions(self, start=0):
-        """(opened ids in order, closed ids set) from the error_log since mark start."""
+        """(distinct opened ids in order, closed ids set) from the error_log since mark start."""
         text = self.error_log_text(start)
-        opened = [m.group(1) for m in SESSION_OPEN_RE.finditer(text)]
+        opened = list(dict.fromkeys(m.group(1) for m in SESSION_OPEN_RE.finditer(text)))
         closed = set(m.group(1) for m in SESSION_CLOSED_RE.finditer(text))
         return opened, closed
 
@@ -682,7 +697,7 @@ def curl(url, method="POST", headers=(), data=None, max_time=10, extra=(), cacer
 class Forward:
     """A running `relay-https forward -L 127.0.0.1:PORT URL TARGET`."""
 
-    def __init__(self, client, url, target, cacert=None, insecure=False, verbose=False,
+    def __init__(self, client, url, target, cacert=None, insecure=False, verbose=True,
                  port=None, extra_args=(), ready_timeout=15):
         self.port = port or free_port()
         cmd = [client, "forward", "-L", "127.0.0.1:%d" % self.port]

@@ -34,7 +34,7 @@ def test_examples_pass_configtest(tmp_path, module_so, tls, uncomment):
              .replace("/etc/ssl/certs/ssl-cert-snakeoil.pem", tls["cert"])
              .replace("/etc/ssl/private/ssl-cert-snakeoil.key", tls["key"]))
     if uncomment:
-        un = lambda t: re.sub(r"^(\s*)#((?:Relay|LogLevel|LogFormat|CustomLog)\b)", r"\1\2", t,
+        un = lambda t: re.sub(r"^(\s*)#((?:Relay\w+|LogLevel|LogFormat|CustomLog)\b)", r"\1\2", t,
                               flags=re.M)
         conf, vhost = un(conf), un(vhost)
         assert "\n    RelayMaxSessions" in conf and "\n        RelayIdleTimeout" in vhost

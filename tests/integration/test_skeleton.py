@@ -106,6 +106,32 @@ def test_forward_20mb_each_way(relay_apache, mpm, client_bin, tls, echo_server):
     print("%s: 20 MB each way in %.2f s" % (mpm, res["elapsed"]))
 
 
+@pytest.mark.rh_timeout(180)
+@pytest.mark.parametrize("mpm", ["worker", "event"])  # mod_http2 does not run under prefork
+def test_forward_over_http2(relay_apache, mpm, client_bin, tls):
+    """The client's --http2: sessions multiplexed as HTTP/2 streams."""
+    a = relay_apache
+    mark = a.error_log_mark()
+    log_start = len(a.relay_log_entries())
+    n, size = 10, 1 * MB
+    payloads = [os.urandom(size) for _ in range(n)]
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"],
+                 extra_args=["--http2"]) as fw:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=n) as ex:
+            results = list(ex.map(
+                lambda p: pump("127.0.0.1", fw.port, payload=p, timeout=120), payloads))
+        bad = [(i, r) for i, r in enumerate(results)
+               if r["error"] or r["recv_sha"] != r["sent_sha"] or r["received"] != size]
+        assert not bad, "%d of %d sessions failed, e.g. %s\nforward stderr:\n%s" % (
+            len(bad), n, bad[:3], fw.stderr_text())
+        opened = assert_sessions_closed(a, mark, timeout=20, min_opened=n)
+    assert harness.wait_for(
+        lambda: sum(1 for e in a.relay_log_entries()[log_start:] if e[1] in opened) >= 3 * n, 10)
+    protos = set(e[2].rsplit(" ", 1)[-1] for e in a.relay_log_entries()[log_start:]
+                 if e[1] in opened)
+    assert protos == {"HTTP/2.0"}, "requests were not all HTTP/2: %s" % protos
+
+
 @pytest.mark.rh_timeout(120)
 def test_prefork_session_requests_span_processes(apache_factory, module_so, targets,
                                                  client_bin, tls):
@@ -114,7 +140,8 @@ def test_prefork_session_requests_span_processes(apache_factory, module_so, targ
     assert len(a.pids()) >= 9, "prefork should run a parent and >= 8 children: %s" % a.pids()
     # KeepAlive Off: every response closes its connection.
     r = curl(a.base_url + "/", method="GET")
-    assert r.status == 200 and (r.header("Connection") or "").lower() == "close", r
+    conn = [x.strip() for x in (r.header("Connection") or "").lower().split(",")]
+    assert r.status == 200 and "close" in conn, r
 
     mark = a.error_log_mark()
     with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"]) as fw:
@@ -395,6 +422,34 @@ def test_config_duplicate_target(apache_factory, module_so, targets):
     line = _line_of(text, "RelayTarget dup 127.0.0.1:2")
     assert "line %d of %s" % (line, path) in r.stdout, r.stdout
     assert "dup" in r.stdout.split("line %d" % line, 1)[1], r.stdout
+
+
+@pytest.mark.rh_timeout(90)
+@pytest.mark.parametrize("with_module", [False, True], ids=["plain", "module"])
+def test_clean_stop(tmp_path, tls, mpm, with_module, targets, request):
+    """SIGTERM stops apache cleanly: exit code 0, no process of it left (relay core
+    included), no error logged while stopping."""
+    module = request.getfixturevalue("module_so") if with_module else None
+    a = harness.Apache(str(tmp_path / "apache"), tls["cert"], tls["key"], mpm=mpm,
+                       module=module, targets=targets)
+    harness.Apache.used.append(a)
+    a.prepare()
+    a.start()
+    try:
+        if module:
+            token, _ = open_session(a.relay_url)
+            r = curl(a.relay_url + "/echo/close", headers=["Relay-Session: " + token])
+            assert r.status == 204, r
+        mark = a.error_log_mark()
+    finally:
+        a.stop()
+    log = a.error_log_text(mark)
+    assert a.exit_code == 0, "apache exited with %r on SIGTERM%s:\n%s" % (
+        a.exit_code, " (killed by signal %d)" % -a.exit_code
+        if a.exit_code and a.exit_code < 0 else "", log)
+    assert not a.leftovers, "processes left after apache exited: %s" % a.leftovers
+    errors = [l for l in log.splitlines() if re.search(r":(error|crit|alert|emerg)\]", l)]
+    assert not errors, "errors logged while stopping:\n" + "\n".join(errors)
 
 
 # ---------------------------------------------------------------------------

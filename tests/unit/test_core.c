@@ -1,0 +1,1909 @@
+/* The relay core event loop, driven exactly as the httpd handler drives it: the
+ * core runs in a thread on a unix socket in a private directory, the registry
+ * lives in malloc'd memory, targets are loopback TCP sockets that the test
+ * controls, and every wait has a timeout. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__SANITIZE_ADDRESS__)
+/* from libasan (sanitizer/allocator_interface.h, not always installed) */
+size_t __sanitizer_get_current_allocated_bytes(void);
+#endif
+#include "tests.h"
+#include "rh_core.h"
+#include "rh_frame.h"
+#include "rh_ipc.h"
+#include "rh_registry.h"
+
+#define IO_MS 3000            /* every single blocking step in these tests */
+
+/* ---- time ------------------------------------------------------------------ */
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* Polls cond every 5 ms until it holds or ms ran out; yields whether it held. */
+#define WAIT_FOR(cond, ms) __extension__ ({                              \
+        long wf_end_ = now_ms() + (ms);                                  \
+        int wf_ok_;                                                      \
+        while (!(wf_ok_ = !!(cond)) && now_ms() < wf_end_)               \
+            sleep_ms(5);                                                 \
+        wf_ok_; })
+
+/* ---- the core under test ----------------------------------------------------- */
+
+typedef struct core_fx {
+    char dir[64];
+    char path[128];
+    int lfd;
+    rh_registry *reg;
+    rh_core_config cfg;
+    pthread_t th;
+    int thread_created;
+    int rv;
+    pthread_mutex_t mu;
+    char log[1 << 16];
+    size_t log_len;
+} core_fx;
+
+static core_fx CF;
+
+/* test fds, closed by the teardown if a test fails half way */
+static int tracked[128];
+static int ntracked;
+
+static int track(int fd)
+{
+    if (fd >= 0 && ntracked < (int)(sizeof(tracked) / sizeof(tracked[0])))
+        tracked[ntracked++] = fd;
+    return fd;
+}
+
+static void xclose(int fd)
+{
+    if (fd < 0)
+        return;
+    for (int i = 0; i < ntracked; ++i)
+        if (tracked[i] == fd) {
+            tracked[i] = tracked[--ntracked];
+            break;
+        }
+    close(fd);
+}
+
+static void core_log(void *ctx, int level, const char *msg)
+{
+    core_fx *f = ctx;
+    pthread_mutex_lock(&f->mu);
+    int n = snprintf(f->log + f->log_len, sizeof(f->log) - f->log_len, "<%d> %s\n", level, msg);
+    if (n > 0 && f->log_len + (size_t)n < sizeof(f->log))
+        f->log_len += (size_t)n;
+    pthread_mutex_unlock(&f->mu);
+}
+
+static int log_has(const char *needle)
+{
+    pthread_mutex_lock(&CF.mu);
+    int r = strstr(CF.log, needle) != NULL;
+    pthread_mutex_unlock(&CF.mu);
+    return r;
+}
+
+static void *core_thread(void *arg)
+{
+    CF.rv = rh_core_run(&CF.cfg);
+    return NULL;
+}
+
+static uint32_t reg_active(void)
+{
+    return __atomic_load_n(&CF.reg->active, __ATOMIC_ACQUIRE);
+}
+
+static void core_start(uint32_t nslots, int heartbeat_s)
+{
+    struct sockaddr_un sa;
+
+    ck_assert_int_eq(CF.thread_created, 0);
+    memset(CF.log, 0, sizeof(CF.log));
+    CF.log_len = 0;
+    strcpy(CF.dir, "/tmp/rh_core_test.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(CF.dir));
+    snprintf(CF.path, sizeof(CF.path), "%s/core.sock", CF.dir);
+    CF.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(CF.lfd, 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    strcpy(sa.sun_path, CF.path);
+    ck_assert_int_eq(bind(CF.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(listen(CF.lfd, 128), 0);
+
+    void *mem = calloc(1, rh_registry_size(nslots));
+    ck_assert_ptr_nonnull(mem);
+    CF.reg = rh_registry_init(mem, nslots);
+
+    memset(&CF.cfg, 0, sizeof(CF.cfg));
+    CF.cfg.listen_fd = CF.lfd;
+    CF.cfg.reg = CF.reg;
+    CF.cfg.heartbeat_s = heartbeat_s;
+    CF.cfg.log = core_log;
+    CF.cfg.log_ctx = &CF;
+    CF.cfg.log_level = RH_LOG_DEBUG;
+    CF.rv = -1;
+    ck_assert_int_eq(pthread_create(&CF.th, NULL, core_thread, NULL), 0);
+    CF.thread_created = 1;
+    /* rh_core_request_stop() only works once the core has set itself up */
+    ck_assert_msg(WAIT_FOR(log_has("relay core running"), IO_MS),
+                  "the core did not start; log:\n%s", CF.log);
+}
+
+/* Stops the core; returns 0 when it ended in time. */
+static int core_stop_quiet(void)
+{
+    int rc = 0;
+    if (CF.thread_created) {
+        rh_core_request_stop();
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 5;
+        rc = pthread_timedjoin_np(CF.th, NULL, &ts);
+        if (rc != 0) {
+            /* cannot recover a wedged core thread: fail loudly */
+            fprintf(stderr, "relay core did not stop within 5 s; log:\n%s\n", CF.log);
+            abort();
+        }
+        CF.thread_created = 0;
+    }
+    if (CF.lfd > 0) {
+        close(CF.lfd);
+        CF.lfd = -1;
+        unlink(CF.path);
+        rmdir(CF.dir);
+    }
+    return rc;
+}
+
+static void core_stop(void)
+{
+    ck_assert_int_eq(core_stop_quiet(), 0);
+    ck_assert_int_eq(CF.rv, 0);
+    ck_assert_uint_eq(reg_active(), 0);
+    ck_assert(log_has("relay core stopped"));
+}
+
+static void frd_free_all(void);
+
+static void fx_setup(void)
+{
+    memset(&CF, 0, sizeof(CF));
+    CF.lfd = -1;
+    pthread_mutex_init(&CF.mu, NULL);
+    ntracked = 0;
+}
+
+static void fx_teardown(void)
+{
+    core_stop_quiet();
+    while (ntracked)
+        xclose(tracked[0]);
+    frd_free_all();
+    free(CF.reg);
+    CF.reg = NULL;
+    pthread_mutex_destroy(&CF.mu);
+}
+
+/* CPU time the core thread has used, in ms (a busy loop shows up here). */
+static long core_cpu_ms(void)
+{
+    clockid_t cid;
+    struct timespec ts;
+    ck_assert_int_eq(pthread_getcpuclockid(CF.th, &cid), 0);
+    ck_assert_int_eq(clock_gettime(cid, &ts), 0);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* ---- targets: loopback TCP sockets driven by the test ------------------------ */
+
+static int tcp_listen(int *port, int rcvbuf, int backlog)
+{
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof(sa);
+    int fd = track(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    ck_assert_int_ge(fd, 0);
+    if (rcvbuf > 0)   /* inherited by accepted sockets; must be set before listen */
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(listen(fd, backlog), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+static int tcp_accept(int lfd, int ms)
+{
+    struct pollfd p = { lfd, POLLIN, 0 };
+    if (poll(&p, 1, ms) != 1)
+        return -1;
+    return track(accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC));
+}
+
+/* A loopback port with nobody listening. */
+static int closed_port(void)
+{
+    int port;
+    int fd = tcp_listen(&port, 0, 1);
+    xclose(fd);
+    return port;
+}
+
+/* Reads from a target until EOF, reset or timeout, appending at most cap bytes to
+ * got. Returns 0 on EOF, -ECONNRESET (or another -errno), or -ETIMEDOUT. */
+static int target_read_end(int fd, int ms, unsigned char *got, size_t cap, size_t *len)
+{
+    long end = now_ms() + ms;
+    for (;;) {
+        long left = end - now_ms();
+        if (left <= 0)
+            return -ETIMEDOUT;
+        struct pollfd p = { fd, POLLIN, 0 };
+        if (poll(&p, 1, (int)left) != 1)
+            continue;
+        unsigned char buf[65536];
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n == 0)
+            return 0;
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (got && len) {
+            size_t k = (size_t)n < cap - *len ? (size_t)n : cap - *len;
+            memcpy(got + *len, buf, k);
+            *len += k;
+        }
+    }
+}
+
+/* Reads exactly want bytes from a target. */
+static void target_expect(int fd, const char *want)
+{
+    size_t n = strlen(want), have = 0;
+    char buf[256];
+    long end = now_ms() + IO_MS;
+    ck_assert_uint_lt(n, sizeof(buf));
+    while (have < n) {
+        long left = end - now_ms();
+        ck_assert_msg(left > 0, "target got only %zu of %zu bytes", have, n);
+        struct pollfd p = { fd, POLLIN, 0 };
+        poll(&p, 1, (int)left);
+        ssize_t r = recv(fd, buf + have, n - have, 0);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        ck_assert_msg(r > 0, "target: %s", r == 0 ? "EOF" : strerror(errno));
+        have += (size_t)r;
+    }
+    ck_assert_mem_eq(buf, want, n);
+}
+
+static void target_send(int fd, const void *data, size_t len)
+{
+    ck_assert_int_eq(rh_ipc_write_all(fd, data, len, IO_MS), 0);
+}
+
+static void target_reset(int fd)
+{
+    struct linger lg = { 1, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    xclose(fd);
+}
+
+/* ---- the handler's side of the core protocol ----------------------------------- */
+
+static int cx(void)
+{
+    int fd = rh_ipc_connect(CF.path, IO_MS);
+    ck_assert_msg(fd >= 0, "connect to the core: %s", strerror(-fd));
+    return track(fd);
+}
+
+static void send_all(int fd, const void *data, size_t len)
+{
+    int rv = rh_ipc_write_all(fd, data, len, IO_MS);
+    ck_assert_msg(rv == 0, "write to the core: %s", strerror(-rv));
+}
+
+static void send_str(int fd, const char *s)
+{
+    send_all(fd, s, strlen(s));
+}
+
+static void read_reply(int fd, char *buf, size_t max, int ms)
+{
+    int rv = rh_ipc_read_line(fd, buf, max, ms);
+    ck_assert_msg(rv >= 0, "no reply from the core: %s", strerror(-rv));
+}
+
+/* One request line, one reply line. */
+static void req(char *reply, size_t max, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void req(char *reply, size_t max, const char *fmt, ...)
+{
+    char line[RH_IPC_LINE_MAX + 64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    int fd = cx();
+    send_str(fd, line);
+    read_reply(fd, reply, max, IO_MS + 2000);
+    xclose(fd);
+}
+
+#define ASSERT_PREFIX(s, p) \
+    ck_assert_msg(strncmp((s), (p), strlen(p)) == 0, "expected \"%s...\", got \"%s\"", (p), (s))
+
+static void assert_token(const char *tok)
+{
+    ck_assert_msg(strlen(tok) == RH_TOKEN_LEN, "token \"%s\" has the wrong length", tok);
+    for (int i = 0; i < RH_TOKEN_LEN; ++i)
+        ck_assert_msg(isdigit((unsigned char)tok[i]) || (tok[i] >= 'a' && tok[i] <= 'f'),
+                      "token \"%s\": not lowercase hex at %d", tok, i);
+}
+
+static void open_session(int port, unsigned bufsize, unsigned idle_s, char tok[RH_TOKEN_LEN + 1])
+{
+    char reply[RH_IPC_LINE_MAX];
+    req(reply, sizeof(reply), "OPEN t1 127.0.0.1 %d %u %u 5\n", port, bufsize, idle_s);
+    ASSERT_PREFIX(reply, "OK ");
+    assert_token(reply + 3);
+    strcpy(tok, reply + 3);
+}
+
+/* PUSH/PULL: the request line, the OK line; the connection then carries frames. */
+static int attach(const char *verb, const char *tok, uint64_t off, const char *extra)
+{
+    char line[RH_IPC_LINE_MAX], want[64];
+    int fd = cx();
+    snprintf(line, sizeof(line), "%s %s %llu%s\n", verb, tok, (unsigned long long)off, extra);
+    send_str(fd, line);
+    read_reply(fd, line, sizeof(line), IO_MS);
+    snprintf(want, sizeof(want), "OK %llu", (unsigned long long)off);
+    ck_assert_msg(strcmp(line, want) == 0, "%s: expected \"%s\", got \"%s\"", verb, want, line);
+    return fd;
+}
+
+static int push_open(const char *tok, uint64_t off)
+{
+    return attach("PUSH", tok, off, "");
+}
+
+static int pull_open(const char *tok, uint64_t ack)
+{
+    return attach("PULL", tok, ack, " stream");
+}
+
+/* A request that must be refused: returns the reply line. */
+static void attach_refused(char *reply, size_t max, const char *verb, const char *tok,
+                           uint64_t off, const char *extra)
+{
+    req(reply, max, "%s %s %llu%s\n", verb, tok, (unsigned long long)off, extra);
+    ck_assert_msg(strncmp(reply, "ERR ", 4) == 0, "%s was accepted: \"%s\"", verb, reply);
+}
+
+static void send_frame(int fd, int type, const void *payload, size_t len)
+{
+    unsigned char h[RH_FRAME_HDR];
+    rh_frame_hdr(h, type, len);
+    send_all(fd, h, sizeof(h));
+    if (len)
+        send_all(fd, payload, len);
+}
+
+/* Frame reader for a pull connection. */
+typedef struct frd {
+    int fd;
+    rh_frame_parser p;
+    unsigned char buf[1 << 17];
+    size_t off, len;
+} frd;
+
+/* readers still allocated, freed by the teardown if a test fails half way */
+static frd *readers[16];
+
+static frd *frd_new(int fd)
+{
+    frd *r = calloc(1, sizeof(*r));
+    ck_assert_ptr_nonnull(r);
+    r->fd = fd;
+    rh_frame_parser_init(&r->p);
+    for (int i = 0; i < 16; ++i)
+        if (!readers[i]) {
+            readers[i] = r;
+            return r;
+        }
+    ck_abort_msg("too many frame readers");
+    return NULL;
+}
+
+static void frd_free(frd *r)
+{
+    for (int i = 0; i < 16; ++i)
+        if (readers[i] == r)
+            readers[i] = NULL;
+    free(r);
+}
+
+static void frd_free_all(void)
+{
+    for (int i = 0; i < 16; ++i)
+        frd_free(readers[i]);
+}
+
+/* Next event (DATA pieces as they come; ev->data valid until the next call):
+ * 1 = event, 0 = clean EOF, negative errno (-ETIMEDOUT) otherwise. */
+static int frd_next(frd *r, int ms, rh_frame_event *ev)
+{
+    long end = now_ms() + ms;
+    for (;;) {
+        while (r->off < r->len) {
+            size_t used = rh_frame_parse(&r->p, r->buf + r->off, r->len - r->off, "DHFRE", ev);
+            r->off += used;
+            if (ev->type != RH_FEV_NONE)
+                return 1;
+        }
+        r->off = r->len = 0;
+        long left = end - now_ms();
+        ssize_t n = rh_ipc_read(r->fd, r->buf, sizeof(r->buf), left > 0 ? (int)left : 0);
+        if (n == 0)
+            return r->p.type || r->p.hdr_have ? -EPROTO : 0;
+        if (n < 0)
+            return (int)n;
+        r->len = (size_t)n;
+    }
+}
+
+/* Skips heartbeats; returns the next other event (asserting one came). */
+static void frd_expect(frd *r, rh_frame_event_type type, rh_frame_event *ev)
+{
+    int rv;
+    do
+        rv = frd_next(r, IO_MS, ev);
+    while (rv == 1 && ev->type == RH_FEV_HEARTBEAT && type != RH_FEV_HEARTBEAT);
+    ck_assert_msg(rv == 1, "pull: no event (%s), expected %d", rv == 0 ? "EOF" : strerror(-rv),
+                  type);
+    ck_assert_msg(ev->type == type, "pull: event %d, expected %d", ev->type, type);
+}
+
+/* Reads exactly the string want as D payload (in any number of frames). */
+static void frd_expect_data(frd *r, const char *want)
+{
+    size_t n = strlen(want), have = 0;
+    char got[4096];
+    ck_assert_uint_lt(n, sizeof(got));
+    while (have < n) {
+        rh_frame_event ev;
+        frd_expect(r, RH_FEV_DATA, &ev);
+        ck_assert_uint_le(have + ev.len, n);
+        memcpy(got + have, ev.data, ev.len);
+        have += ev.len;
+    }
+    ck_assert_mem_eq(got, want, n);
+}
+
+static void frd_expect_eof(frd *r)
+{
+    rh_frame_event ev;
+    int rv;
+    do
+        rv = frd_next(r, IO_MS, &ev);
+    while (rv == 1 && ev.type == RH_FEV_HEARTBEAT);
+    ck_assert_msg(rv == 0, "pull: expected the end of the stream, got %s",
+                  rv == 1 ? "an event" : strerror(-rv));
+}
+
+static int session_alive(const char *tok)
+{
+    rh_slot_view v;
+    return rh_registry_check(CF.reg, tok, &v) == RH_REG_OK;
+}
+
+/* deterministic stream contents by offset */
+static unsigned char gen_byte(uint64_t i)
+{
+    return (unsigned char)((i * 2654435761u) >> 13 ^ (i >> 7) ^ i);
+}
+
+/* ---- tests: requests without sessions ------------------------------------------ */
+
+START_TEST(test_stat_and_bad_requests)
+{
+    char reply[RH_IPC_LINE_MAX];
+    core_start(8, 20);
+    req(reply, sizeof(reply), "STAT\n");
+    ck_assert_str_eq(reply, "OK active=0 opened=0 closed=0");
+    req(reply, sizeof(reply), "HELLO\n");
+    ASSERT_PREFIX(reply, "ERR 400 ");
+    req(reply, sizeof(reply), "OPEN t1 127.0.0.1 0 4096 10 5\n");
+    ASSERT_PREFIX(reply, "ERR 400 ");
+    req(reply, sizeof(reply), "OPEN t1 localhost 80 4096 10 5\n");
+    ASSERT_PREFIX(reply, "ERR 400 ");
+    req(reply, sizeof(reply), "PUSH abc\n");
+    ASSERT_PREFIX(reply, "ERR 400 ");
+
+    /* a request line that never ends */
+    int fd = cx();
+    char big[RH_IPC_LINE_MAX + 100];
+    memset(big, 'A', sizeof(big));
+    send_all(fd, big, RH_IPC_LINE_MAX);
+    read_reply(fd, reply, sizeof(reply), IO_MS);
+    ASSERT_PREFIX(reply, "ERR 400 ");
+    xclose(fd);
+
+    /* clients that go away without a word do not disturb the core */
+    for (int i = 0; i < 5; ++i)
+        xclose(cx());
+    fd = cx();
+    send_str(fd, "STA");
+    xclose(fd);
+    req(reply, sizeof(reply), "STAT\n");
+    ck_assert_str_eq(reply, "OK active=0 opened=0 closed=0");
+    ck_assert_uint_eq(reg_active(), 0);
+    core_stop();
+}
+END_TEST
+
+/* ---- tests: open / close ----------------------------------------------------------- */
+
+START_TEST(test_open_refused)
+{
+    char reply[RH_IPC_LINE_MAX];
+    core_start(8, 20);
+    int port = closed_port();
+    req(reply, sizeof(reply), "OPEN t1 127.0.0.1 %d 4096 10 5\n", port);
+    ASSERT_PREFIX(reply, "ERR 502 ");
+    ck_assert_msg(strstr(reply, "refused") != NULL, "reply: %s", reply);
+    ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
+    req(reply, sizeof(reply), "STAT\n");
+    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1");
+    core_stop();
+}
+END_TEST
+
+START_TEST(test_open_then_close)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 4096, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    ck_assert_int_ge(t, 0);
+
+    rh_slot_view v;
+    ck_assert_int_eq(rh_registry_check(CF.reg, tok, &v), RH_REG_OK);
+    ck_assert_int_eq(v.state, RH_SLOT_OPEN);
+    ck_assert_str_eq(v.target, "t1");
+    ck_assert(v.up_bytes == 0 && v.down_bytes == 0);
+    ck_assert_uint_eq(reg_active(), 1);
+    /* the token names the slot and generation the registry shows */
+    uint32_t slot, gen;
+    unsigned char secret[RH_SECRET_LEN];
+    ck_assert_int_eq(rh_token_parse(tok, &slot, &gen, secret), 0);
+    ck_assert_uint_eq(v.slot, slot);
+    ck_assert_uint_eq(v.gen, gen);
+    req(reply, sizeof(reply), "STAT\n");
+    ck_assert_str_eq(reply, "OK active=1 opened=1 closed=0");
+
+    req(reply, sizeof(reply), "CLOSE %s\n", tok);
+    ck_assert_str_eq(reply, "OK");
+    /* close is an abort: the target sees a reset, not a clean end */
+    ck_assert_int_eq(target_read_end(t, IO_MS, NULL, 0, NULL), -ECONNRESET);
+    ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
+    ck_assert_int_eq(rh_registry_check(CF.reg, tok, &v), RH_REG_UNKNOWN);
+    ck_assert(log_has("closed by client"));
+
+    attach_refused(reply, sizeof(reply), "PUSH", tok, 0, "");
+    ASSERT_PREFIX(reply, "ERR 410 ");
+    attach_refused(reply, sizeof(reply), "PULL", tok, 0, " stream");
+    ASSERT_PREFIX(reply, "ERR 410 ");
+    req(reply, sizeof(reply), "CLOSE %s\n", tok);
+    ASSERT_PREFIX(reply, "ERR 410 ");
+    req(reply, sizeof(reply), "STAT\n");
+    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1");
+    core_stop();
+}
+END_TEST
+
+/* The session table is bounded; a freed slot comes back with a new generation. */
+START_TEST(test_table_full)
+{
+    char tok[RH_TOKEN_LEN + 1], tok2[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(1, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 4096, 30, tok);
+    req(reply, sizeof(reply), "OPEN t1 127.0.0.1 %d 4096 30 5\n", port);
+    ASSERT_PREFIX(reply, "ERR 503 ");
+    req(reply, sizeof(reply), "CLOSE %s\n", tok);
+    ck_assert_str_eq(reply, "OK");
+    ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
+    open_session(port, 4096, 30, tok2);
+    ck_assert(strncmp(tok, tok2, 8) == 0);            /* same slot */
+    ck_assert(strncmp(tok + 8, tok2 + 8, 8) != 0);    /* new generation */
+    attach_refused(reply, sizeof(reply), "PUSH", tok, 0, "");
+    ASSERT_PREFIX(reply, "ERR 410 ");
+    ck_assert(session_alive(tok2));
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* A target that accepts no connection: its backlog is full, SYNs are dropped. */
+static int blackhole_listen(int *port, int fillers[2])
+{
+    int l = tcp_listen(port, 0, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons((uint16_t)*port);
+    for (int i = 0; i < 2; ++i) {
+        fillers[i] = track(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0));
+        connect(fillers[i], (struct sockaddr *)&sa, sizeof(sa));
+    }
+    sleep_ms(50);
+    return l;
+}
+
+START_TEST(test_connect_timeout)
+{
+    char reply[RH_IPC_LINE_MAX];
+    int port, fill[2];
+    core_start(8, 20);
+    int l = blackhole_listen(&port, fill);
+    long t0 = now_ms();
+    req(reply, sizeof(reply), "OPEN t1 127.0.0.1 %d 4096 30 1\n", port);
+    long dt = now_ms() - t0;
+    ASSERT_PREFIX(reply, "ERR 504 ");
+    ck_assert_msg(dt >= 900 && dt < 2500, "connect timeout after %ld ms (1 s asked)", dt);
+    ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
+    ck_assert(log_has("connect timeout"));
+
+    /* the handler giving up while the core connects frees the session too */
+    int fd = cx();
+    char line[128];
+    snprintf(line, sizeof(line), "OPEN t1 127.0.0.1 %d 4096 30 10\n", port);
+    send_str(fd, line);
+    ck_assert(WAIT_FOR(reg_active() == 1, IO_MS));
+    xclose(fd);
+    ck_assert_msg(WAIT_FOR(reg_active() == 0, 1000), "session of a vanished opener kept");
+    ck_assert(log_has("opener went away"));
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* ---- tests: data ------------------------------------------------------------------- */
+
+/* A push stream that writes generated D frames (with H and A frames between them)
+ * through a non-blocking socket. */
+typedef struct psend {
+    int fd;
+    unsigned seed;
+    uint64_t queued;          /* payload bytes put into frames so far */
+    uint64_t limit;           /* payload bytes to send in total */
+    unsigned char frame[RH_FRAME_HDR + RH_FRAME_MAX];
+    size_t flen, foff;
+    int fixed;                /* 1: always full 65536 D frames, no H/A */
+} psend;
+
+/* Sends as much as the socket takes; returns bytes written (0: would block). */
+static size_t psend_pump(psend *ps)
+{
+    size_t wrote = 0;
+    for (;;) {
+        if (ps->foff == ps->flen) {
+            if (ps->queued >= ps->limit)
+                return wrote;
+            unsigned r = (unsigned)rand_r(&ps->seed);
+            if (!ps->fixed && r % 11 == 0) {            /* heartbeat with padding */
+                size_t pad = r % 300;
+                rh_frame_hdr(ps->frame, RH_FRAME_HEARTBEAT, pad);
+                memset(ps->frame + RH_FRAME_HDR, 'h', pad);
+                ps->flen = RH_FRAME_HDR + pad;
+            } else if (!ps->fixed && r % 13 == 0) {     /* ack (ignored by v1) */
+                rh_frame_hdr(ps->frame, RH_FRAME_ACK, 8);
+                rh_put_u64(ps->frame + RH_FRAME_HDR, ps->queued);
+                ps->flen = RH_FRAME_HDR + 8;
+            } else {
+                uint64_t left = ps->limit - ps->queued;
+                size_t len = ps->fixed ? RH_FRAME_MAX : 1 + (size_t)(r % RH_FRAME_MAX);
+                if (r % 5 == 0 && !ps->fixed)
+                    len = 1 + r % 64;                   /* many small ones too */
+                if (len > left)
+                    len = (size_t)left;
+                rh_frame_hdr(ps->frame, RH_FRAME_DATA, len);
+                for (size_t i = 0; i < len; ++i)
+                    ps->frame[RH_FRAME_HDR + i] = gen_byte(ps->queued + i);
+                ps->queued += len;
+                ps->flen = RH_FRAME_HDR + len;
+            }
+            ps->foff = 0;
+        }
+        ssize_t n = send(ps->fd, ps->frame + ps->foff, ps->flen - ps->foff,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            ps->foff += (size_t)n;
+            wrote += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        ck_assert_msg(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK),
+                      "push write: %s", strerror(errno));
+        return wrote;
+    }
+}
+
+static int psend_done(const psend *ps)
+{
+    return ps->queued >= ps->limit && ps->foff == ps->flen;
+}
+
+/* Sends data through push, echoes it at the target, receives it on pull and
+ * compares every byte; then half-closes and checks the session ends cleanly. */
+static void roundtrip(unsigned bufsize, uint64_t total)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, bufsize, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    ck_assert_int_ge(t, 0);
+    int push = push_open(tok, 0);
+    int pull = pull_open(tok, 0);
+    frd *pr = frd_new(pull);
+
+    psend ps;
+    memset(&ps, 0, sizeof(ps));
+    ps.fd = push;
+    ps.seed = bufsize;
+    ps.limit = total;
+    static unsigned char echo[1 << 18];
+    size_t eoff = 0, elen = 0;
+    uint64_t got = 0, target_rx = 0;
+    long end = now_ms() + 15000;
+
+    while (got < total) {
+        ck_assert_msg(now_ms() < end, "round trip stalled: sent %llu, target %llu, got %llu",
+                      (unsigned long long)ps.queued, (unsigned long long)target_rx,
+                      (unsigned long long)got);
+        struct pollfd pf[3] = {
+            { push, psend_done(&ps) ? 0 : POLLOUT, 0 },
+            { pull, POLLIN, 0 },
+            { t, (short)((elen < sizeof(echo) ? POLLIN : 0) | (elen > eoff ? POLLOUT : 0)), 0 },
+        };
+        poll(pf, 3, 100);
+        if (!psend_done(&ps))
+            psend_pump(&ps);
+        /* the echo target */
+        if (elen < sizeof(echo)) {
+            ssize_t n = recv(t, echo + elen, sizeof(echo) - elen, MSG_DONTWAIT);
+            ck_assert_msg(n != 0, "target saw EOF early");
+            if (n > 0) {
+                elen += (size_t)n;
+                target_rx += (uint64_t)n;
+            }
+        }
+        if (elen > eoff) {
+            ssize_t n = send(t, echo + eoff, elen - eoff, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n > 0)
+                eoff += (size_t)n;
+            if (eoff == elen)
+                eoff = elen = 0;
+        }
+        /* the pull */
+        rh_frame_event ev;
+        int rv;
+        while ((rv = frd_next(pr, 0, &ev)) == 1) {
+            ck_assert_msg(ev.type == RH_FEV_DATA || ev.type == RH_FEV_HEARTBEAT,
+                          "unexpected pull event %d", ev.type);
+            if (ev.type != RH_FEV_DATA)
+                continue;
+            ck_assert_uint_le(got + ev.len, total);
+            for (size_t i = 0; i < ev.len; ++i)
+                if (ev.data[i] != gen_byte(got + i))
+                    ck_abort_msg("byte %llu differs", (unsigned long long)(got + i));
+            got += ev.len;
+        }
+        ck_assert_msg(rv == -ETIMEDOUT, "pull stream broke: %s", rv ? strerror(-rv) : "EOF");
+    }
+    ck_assert(got == total);
+
+    /* the registry counts what was accepted and what was sent */
+    rh_slot_view v;
+    ck_assert(WAIT_FOR(rh_registry_check(CF.reg, tok, &v) == RH_REG_OK
+                       && v.down_bytes == total, IO_MS));
+    ck_assert(v.up_bytes == total);
+
+    /* the client finishes: F, end of the push body */
+    send_frame(push, RH_FRAME_FIN, NULL, 0);
+    shutdown(push, SHUT_WR);
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    char want[64];
+    snprintf(want, sizeof(want), "DONE %llu", (unsigned long long)total);
+    ck_assert_str_eq(reply, want);
+    /* the target sees the half-close and closes in turn */
+    ck_assert_int_eq(target_read_end(t, IO_MS, NULL, 0, NULL), 0);
+    xclose(t);
+    rh_frame_event ev;
+    frd_expect(pr, RH_FEV_FIN, &ev);
+    frd_expect_eof(pr);
+    ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
+    ck_assert(log_has("closed by both ends"));
+    req(reply, sizeof(reply), "STAT\n");
+    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1");
+    ck_assert(CF.reg->total_up == total && CF.reg->total_down == total);
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+
+START_TEST(test_roundtrip_1mb)
+{
+    roundtrip(262144, 1u << 20);
+}
+END_TEST
+
+/* The smallest buffer: rings wrap all the time and flow control is constant. */
+START_TEST(test_roundtrip_small_buffers)
+{
+    roundtrip(_i == 0 ? 4096 : 1024, 1u << 20);
+}
+END_TEST
+
+/* F is a half-close: the target sees EOF, and may still answer. */
+START_TEST(test_half_close)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    int pull = pull_open(tok, 0);
+    frd *pr = frd_new(pull);
+    int push = push_open(tok, 0);
+    send_frame(push, RH_FRAME_DATA, "ping", 4);
+    send_frame(push, RH_FRAME_FIN, NULL, 0);
+    shutdown(push, SHUT_WR);
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "DONE 4");
+    unsigned char got[16];
+    size_t gl = 0;
+    ck_assert_int_eq(target_read_end(t, IO_MS, got, sizeof(got), &gl), 0);   /* EOF */
+    ck_assert_uint_eq(gl, 4);
+    ck_assert_mem_eq(got, "ping", 4);
+    /* the session is half-closed, not over */
+    ck_assert(session_alive(tok));
+    /* a new push after F is refused */
+    attach_refused(reply, sizeof(reply), "PUSH", tok, 4, "");
+    ASSERT_PREFIX(reply, "ERR 409 ");
+
+    target_send(t, "pong", 4);
+    frd_expect_data(pr, "pong");
+    ck_assert(session_alive(tok));
+    xclose(t);                                          /* the target ends too */
+    rh_frame_event ev;
+    frd_expect(pr, RH_FEV_FIN, &ev);
+    frd_expect_eof(pr);
+    ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
+    ck_assert(CF.reg->total_up == 4 && CF.reg->total_down == 4);
+    attach_refused(reply, sizeof(reply), "PULL", tok, 4, " stream");
+    ASSERT_PREFIX(reply, "ERR 410 ");
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* The target finishes first; the session lives on until the client's F. */
+START_TEST(test_target_closes_first)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    int pull = pull_open(tok, 0);
+    frd *pr = frd_new(pull);
+    target_send(t, "bye", 3);
+    shutdown(t, SHUT_WR);
+    frd_expect_data(pr, "bye");
+    rh_frame_event ev;
+    frd_expect(pr, RH_FEV_FIN, &ev);
+    frd_expect_eof(pr);
+    ck_assert(session_alive(tok));
+    /* everything was delivered: another pull has nothing to wait for */
+    attach_refused(reply, sizeof(reply), "PULL", tok, 3, " stream");
+    ASSERT_PREFIX(reply, "ERR 410 ");
+    /* the up direction still works */
+    int push = push_open(tok, 0);
+    send_frame(push, RH_FRAME_DATA, "last", 4);
+    send_frame(push, RH_FRAME_FIN, NULL, 0);
+    shutdown(push, SHUT_WR);
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "DONE 4");
+    unsigned char got[16];
+    size_t gl = 0;
+    ck_assert_int_eq(target_read_end(t, IO_MS, got, sizeof(got), &gl), 0);
+    ck_assert_uint_eq(gl, 4);
+    ck_assert_mem_eq(got, "last", 4);
+    ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* Frames that arrive in the same write as the PUSH line are not lost. */
+START_TEST(test_frames_behind_request_line)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    unsigned char msg[256];
+    int n = snprintf((char *)msg, sizeof(msg), "PUSH %s 0\n", tok);
+    size_t at = (size_t)n;
+    rh_frame_hdr(msg + at, RH_FRAME_DATA, 5);
+    memcpy(msg + at + 4, "fast!", 5);
+    at += 9;
+    rh_frame_hdr(msg + at, RH_FRAME_HEARTBEAT, 0);
+    at += 4;
+    rh_frame_hdr(msg + at, RH_FRAME_DATA, 3);
+    memcpy(msg + at + 4, "xyz", 3);
+    at += 7;
+    int push = cx();
+    send_all(push, msg, at);
+    shutdown(push, SHUT_WR);
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "OK 0");
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "DONE 8");
+    target_expect(t, "fast!xyz");
+    ck_assert(session_alive(tok));
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* Several sessions at once, each with its own target, interleaved. */
+START_TEST(test_many_sessions)
+{
+    enum { N = 6 };
+    char tok[N][RH_TOKEN_LEN + 1], msg[64], reply[RH_IPC_LINE_MAX];
+    int port, t[N], push[N], ended[N] = { 0 };
+    frd *pr[N];
+    core_start(N, 20);
+    int l = tcp_listen(&port, 0, N);
+    for (int i = 0; i < N; ++i) {
+        open_session(port, 4096, 30, tok[i]);
+        t[i] = tcp_accept(l, IO_MS);            /* connections queue in open order */
+        ck_assert_int_ge(t[i], 0);
+    }
+    ck_assert_uint_eq(reg_active(), N);
+    for (int i = 0; i < N; ++i) {
+        push[i] = push_open(tok[i], 0);
+        pr[i] = frd_new(pull_open(tok[i], 0));
+    }
+    for (int i = N - 1; i >= 0; --i) {
+        snprintf(msg, sizeof(msg), "to target %d", i);
+        send_frame(push[i], RH_FRAME_DATA, msg, strlen(msg));
+    }
+    for (int i = 0; i < N; ++i) {
+        snprintf(msg, sizeof(msg), "to target %d", i);
+        target_expect(t[i], msg);
+        snprintf(msg, sizeof(msg), "from target %d", i);
+        target_send(t[i], msg, strlen(msg));
+    }
+    for (int i = N - 1; i >= 0; --i) {
+        snprintf(msg, sizeof(msg), "from target %d", i);
+        frd_expect_data(pr[i], msg);
+    }
+    /* end them in a scrambled order: close, reset, fin */
+    for (int k = 0; k < N; ++k) {
+        int i = (k * 5 + 1) % N;
+        rh_frame_event ev;
+        if (k % 3 == 0) {
+            req(reply, sizeof(reply), "CLOSE %s\n", tok[i]);
+            ck_assert_str_eq(reply, "OK");
+            frd_expect(pr[i], RH_FEV_RESET, &ev);
+        } else if (k % 3 == 1) {
+            send_frame(push[i], RH_FRAME_RESET, NULL, 0);
+            frd_expect(pr[i], RH_FEV_RESET, &ev);
+        } else {
+            send_frame(push[i], RH_FRAME_FIN, NULL, 0);
+            ck_assert_int_eq(target_read_end(t[i], IO_MS, NULL, 0, NULL), 0);
+            xclose(t[i]);
+            frd_expect(pr[i], RH_FEV_FIN, &ev);
+        }
+        frd_expect_eof(pr[i]);
+        ended[i] = 1;
+        ck_assert(WAIT_FOR(!session_alive(tok[i]) && reg_active() == (uint32_t)(N - 1 - k),
+                           IO_MS));
+        for (int j = 0; j < N; ++j)
+            ck_assert_msg(ended[j] || session_alive(tok[j]), "session %d ended with %d", j, i);
+        frd_free(pr[i]);
+    }
+    req(reply, sizeof(reply), "STAT\n");
+    ck_assert_str_eq(reply, "OK active=0 opened=6 closed=6");
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* A numeric IPv6 target (skipped where the host has no ::1). */
+START_TEST(test_ipv6_target)
+{
+    char reply[RH_IPC_LINE_MAX], tok[RH_TOKEN_LEN + 1];
+    int l = track(socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    struct sockaddr_in6 sa;
+    socklen_t sl = sizeof(sa);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin6_family = AF_INET6;
+    sa.sin6_addr = in6addr_loopback;
+    if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(l, 4) != 0) {
+        fprintf(stderr, "test_ipv6_target: no IPv6 loopback here, skipped\n");
+        return;
+    }
+    getsockname(l, (struct sockaddr *)&sa, &sl);
+    core_start(4, 20);
+    req(reply, sizeof(reply), "OPEN v6 ::1 %d 4096 30 5\n", ntohs(sa.sin6_port));
+    ASSERT_PREFIX(reply, "OK ");
+    strcpy(tok, reply + 3);
+    int t = tcp_accept(l, IO_MS);
+    ck_assert_int_ge(t, 0);
+    int push = push_open(tok, 0);
+    send_frame(push, RH_FRAME_DATA, "six", 3);
+    target_expect(t, "six");
+    rh_slot_view v;
+    ck_assert_int_eq(rh_registry_check(CF.reg, tok, &v), RH_REG_OK);
+    ck_assert_str_eq(v.target, "v6");
+    core_stop();
+}
+END_TEST
+
+/* ---- tests: resets and errors -------------------------------------------------------- */
+
+START_TEST(test_push_reset)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    int pull = pull_open(tok, 0);
+    frd *pr = frd_new(pull);
+    int push = push_open(tok, 0);
+    send_frame(push, RH_FRAME_DATA, "abc", 3);
+    target_expect(t, "abc");
+    send_frame(push, RH_FRAME_RESET, "client abort", 12);
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    ASSERT_PREFIX(reply, "ERR 410 ");
+    ck_assert_msg(strstr(reply, "client abort") != NULL, "reply: %s", reply);
+    rh_frame_event ev;
+    frd_expect(pr, RH_FEV_RESET, &ev);
+    ck_assert_msg(ev.len >= 12 && memmem(ev.data, ev.len, "client abort", 12) != NULL,
+                  "R reason: %.*s", (int)ev.len, (const char *)ev.data);
+    frd_expect_eof(pr);
+    ck_assert_int_eq(target_read_end(t, IO_MS, NULL, 0, NULL), -ECONNRESET);
+    ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
+    ck_assert(!session_alive(tok));
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+START_TEST(test_push_bad_frames)
+{
+    /* 0: unknown type, 1: E on a push, 2: too long, 3: data after F */
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    int pull = pull_open(tok, 0);
+    frd *pr = frd_new(pull);
+    int push = push_open(tok, 0);
+    unsigned char h[RH_FRAME_HDR];
+    switch (_i) {
+    case 0:
+        rh_frame_hdr(h, 'Z', 0);
+        send_all(push, h, 4);
+        break;
+    case 1:
+        rh_frame_hdr(h, RH_FRAME_END, 0);
+        send_all(push, h, 4);
+        break;
+    case 2:
+        rh_frame_hdr(h, RH_FRAME_DATA, RH_FRAME_MAX + 1);
+        send_all(push, h, 4);
+        break;
+    default:
+        send_frame(push, RH_FRAME_FIN, NULL, 0);
+        send_frame(push, RH_FRAME_DATA, "late", 4);
+        break;
+    }
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    ASSERT_PREFIX(reply, "ERR 400 ");
+    rh_frame_event ev;
+    frd_expect(pr, RH_FEV_RESET, &ev);
+    frd_expect_eof(pr);
+    /* the target is reset; after F it has seen the half-close first, and a
+     * socket that saw FIN reports EOF, not the later RST */
+    int rv = target_read_end(t, IO_MS, NULL, 0, NULL);
+    if (_i == 3)
+        ck_assert_msg(rv == 0 || rv == -ECONNRESET, "target: %s", strerror(-rv));
+    else
+        ck_assert_msg(rv == -ECONNRESET, "target: %s", rv ? strerror(-rv) : "clean EOF");
+    ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* A target reset: the bytes it sent first still arrive, then R. */
+START_TEST(test_target_reset)
+{
+    char tok[RH_TOKEN_LEN + 1];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    int pull = pull_open(tok, 0);
+    frd *pr = frd_new(pull);
+    target_send(t, "abc", 3);
+    frd_expect_data(pr, "abc");
+    target_reset(t);
+    rh_frame_event ev;
+    frd_expect(pr, RH_FEV_RESET, &ev);
+    ck_assert_msg(memmem(ev.data, ev.len, "reset", 5) != NULL, "R reason: %.*s",
+                  (int)ev.len, (const char *)ev.data);
+    frd_expect_eof(pr);
+    ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
+    ck_assert(CF.reg->total_down == 3);
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+START_TEST(test_conflicts)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+
+    int push = push_open(tok, 0);
+    attach_refused(reply, sizeof(reply), "PUSH", tok, 0, "");
+    ASSERT_PREFIX(reply, "ERR 409 ");
+    int pull = pull_open(tok, 0);
+    attach_refused(reply, sizeof(reply), "PULL", tok, 0, " stream");
+    ASSERT_PREFIX(reply, "ERR 409 ");
+    /* the refused requests did not disturb the attached ones */
+    send_frame(push, RH_FRAME_DATA, "hey", 3);
+    target_expect(t, "hey");
+    target_send(t, "yo", 2);
+    frd *pr = frd_new(pull);
+    frd_expect_data(pr, "yo");
+
+    /* the push body ends: DONE with the accepted offset */
+    shutdown(push, SHUT_WR);
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "DONE 3");
+    xclose(push);
+    /* the next push must start exactly there */
+    attach_refused(reply, sizeof(reply), "PUSH", tok, 0, "");
+    ASSERT_PREFIX(reply, "ERR 409 ");
+    ck_assert_msg(strstr(reply, "3") != NULL, "reply: %s", reply);
+    attach_refused(reply, sizeof(reply), "PUSH", tok, 5, "");
+    ASSERT_PREFIX(reply, "ERR 409 ");
+    push = push_open(tok, 3);
+    send_frame(push, RH_FRAME_DATA, "!", 1);
+    target_expect(t, "!");
+    shutdown(push, SHUT_WR);
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "DONE 4");
+    ck_assert(session_alive(tok));
+    rh_slot_view v;
+    ck_assert_int_eq(rh_registry_check(CF.reg, tok, &v), RH_REG_OK);
+    ck_assert(v.up_bytes == 4 && v.down_bytes == 2);
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+START_TEST(test_pull_ack_mismatch)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    attach_refused(reply, sizeof(reply), "PULL", tok, 0, " batch");
+    ASSERT_PREFIX(reply, "ERR 400 ");
+    ck_assert(session_alive(tok));
+    /* asking for bytes the core does not have: 416 and the session is over */
+    attach_refused(reply, sizeof(reply), "PULL", tok, 7, " stream");
+    ASSERT_PREFIX(reply, "ERR 416 ");
+    ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
+    ck_assert_int_eq(target_read_end(t, IO_MS, NULL, 0, NULL), -ECONNRESET);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+START_TEST(test_bad_tokens)
+{
+    char tok[RH_TOKEN_LEN + 1], bad[128], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    ck_assert_int_ge(t, 0);
+
+    /* malformed: non-hex, too short, too long for the protocol */
+    strcpy(bad, tok);
+    bad[20] = 'z';
+    attach_refused(reply, sizeof(reply), "PUSH", bad, 0, "");
+    ASSERT_PREFIX(reply, "ERR 400 ");
+    snprintf(bad, sizeof(bad), "%.47s", tok);
+    attach_refused(reply, sizeof(reply), "PULL", bad, 0, " stream");
+    ASSERT_PREFIX(reply, "ERR 400 ");
+    snprintf(bad, sizeof(bad), "%s%s", tok, "00");
+    attach_refused(reply, sizeof(reply), "PUSH", bad, 0, "");
+    ASSERT_PREFIX(reply, "ERR 400 ");
+    snprintf(bad, sizeof(bad), "%s%s", tok, tok);    /* does not fit the line field */
+    attach_refused(reply, sizeof(reply), "PUSH", bad, 0, "");
+    ASSERT_PREFIX(reply, "ERR 400 ");
+
+    /* well-formed but unknown: wrong secret, generation, slot */
+    strcpy(bad, tok);
+    bad[RH_TOKEN_LEN - 1] = bad[RH_TOKEN_LEN - 1] == '0' ? '1' : '0';
+    attach_refused(reply, sizeof(reply), "PUSH", bad, 0, "");
+    ASSERT_PREFIX(reply, "ERR 410 ");
+    attach_refused(reply, sizeof(reply), "PULL", bad, 0, " stream");
+    ASSERT_PREFIX(reply, "ERR 410 ");
+    req(reply, sizeof(reply), "CLOSE %s\n", bad);
+    ASSERT_PREFIX(reply, "ERR 410 ");
+    strcpy(bad, tok);
+    bad[15] = bad[15] == '0' ? '1' : '0';
+    attach_refused(reply, sizeof(reply), "PUSH", bad, 0, "");
+    ASSERT_PREFIX(reply, "ERR 410 ");
+    strcpy(bad, tok);
+    memcpy(bad, "ffffffff", 8);
+    attach_refused(reply, sizeof(reply), "PUSH", bad, 0, "");
+    ASSERT_PREFIX(reply, "ERR 410 ");
+    memcpy(bad, "00000007", 8);                       /* a free slot in range */
+    attach_refused(reply, sizeof(reply), "PUSH", bad, 0, "");
+    ASSERT_PREFIX(reply, "ERR 410 ");
+
+    /* none of that touched the real session */
+    ck_assert(session_alive(tok));
+    int push = push_open(tok, 0);
+    send_frame(push, RH_FRAME_DATA, "ok", 2);
+    target_expect(t, "ok");
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* ---- tests: timers -------------------------------------------------------------------- */
+
+START_TEST(test_idle_timeout)
+{
+    char tok[RH_TOKEN_LEN + 1], tok2[RH_TOKEN_LEN + 1], keep[3][RH_TOKEN_LEN + 1];
+    char reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    /* long-lived sessions around the short ones share the timer heap */
+    open_session(port, 65536, 30, keep[0]);
+    open_session(port, 65536, 1, tok);
+    int tk0 = tcp_accept(l, IO_MS);
+    int t = tcp_accept(l, IO_MS);
+    open_session(port, 65536, 30, keep[1]);
+    open_session(port, 65536, 1, tok2);               /* nothing attached at all */
+    int tk1 = tcp_accept(l, IO_MS);
+    int t2 = tcp_accept(l, IO_MS);
+    open_session(port, 65536, 30, keep[2]);
+    ck_assert(tk0 >= 0 && tk1 >= 0);
+    long t0 = now_ms();
+    int pull = pull_open(tok, 0);
+    frd *pr = frd_new(pull);
+    rh_frame_event ev;
+    frd_expect(pr, RH_FEV_RESET, &ev);
+    long dt = now_ms() - t0;
+    ck_assert_msg(dt >= 800 && dt < 2500, "idle reset after %ld ms (1 s asked)", dt);
+    ck_assert_msg(memmem(ev.data, ev.len, "idle", 4) != NULL, "R reason: %.*s",
+                  (int)ev.len, (const char *)ev.data);
+    frd_expect_eof(pr);
+    ck_assert_msg(WAIT_FOR(reg_active() == 3, 2000), "%u sessions left", reg_active());
+    ck_assert_int_eq(target_read_end(t, IO_MS, NULL, 0, NULL), -ECONNRESET);
+    ck_assert_int_eq(target_read_end(t2, IO_MS, NULL, 0, NULL), -ECONNRESET);
+    ck_assert(log_has("idle timeout"));
+    ck_assert(!session_alive(tok) && !session_alive(tok2));
+    for (int i = 0; i < 3; ++i)
+        ck_assert_msg(session_alive(keep[i]), "session %d with idle 30 s ended", i);
+    /* taking one out of the middle of the heap leaves the others in order */
+    req(reply, sizeof(reply), "CLOSE %s\n", keep[1]);
+    ck_assert_str_eq(reply, "OK");
+    ck_assert(WAIT_FOR(reg_active() == 2, IO_MS));
+    ck_assert(session_alive(keep[0]) && session_alive(keep[2]));
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* Frames on the push keep a session alive past its idle timeout. */
+START_TEST(test_idle_refreshed_by_push)
+{
+    char tok[RH_TOKEN_LEN + 1];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 1, tok);
+    int t = tcp_accept(l, IO_MS);
+    int push = push_open(tok, 0);
+    long end = now_ms() + 1800;
+    while (now_ms() < end) {
+        send_frame(push, RH_FRAME_HEARTBEAT, NULL, 0);
+        sleep_ms(200);
+        ck_assert_msg(session_alive(tok), "session reset although the push was busy");
+    }
+    send_frame(push, RH_FRAME_DATA, "still", 5);
+    target_expect(t, "still");
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* PROTOCOL.md: idle means "no request, no frame, no byte either way". Bytes the
+ * target sends keep the session alive as well. */
+START_TEST(test_idle_refreshed_by_target_bytes)
+{
+    char tok[RH_TOKEN_LEN + 1];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 1, tok);
+    int t = tcp_accept(l, IO_MS);
+    int pull = pull_open(tok, 0);
+    frd *pr = frd_new(pull);
+    long end = now_ms() + 1800;
+    long t0 = now_ms();
+    while (now_ms() < end) {
+        /* no assertion on the send: a reset shows up on the pull with its reason */
+        ssize_t n = send(t, "d", 1, MSG_NOSIGNAL);
+        (void)n;
+        rh_frame_event ev;
+        int rv = frd_next(pr, IO_MS, &ev);
+        ck_assert_msg(rv == 1 && ev.type == RH_FEV_DATA,
+                      "after %ld ms of a byte every 200 ms from the target, the pull got "
+                      "%s (event %c: \"%.*s\")", now_ms() - t0,
+                      rv == 1 ? "a non-data frame" : "no frame",
+                      rv == 1 ? (int)"?DHFRAE?"[ev.type] : '-',
+                      rv == 1 ? (int)ev.len : 0, rv == 1 ? (const char *)ev.data : "");
+        sleep_ms(200);
+    }
+    ck_assert(session_alive(tok));
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+START_TEST(test_heartbeat)
+{
+    char tok[RH_TOKEN_LEN + 1];
+    int port;
+    core_start(8, 1);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    ck_assert_int_ge(t, 0);
+    long t0 = now_ms();
+    int pull = pull_open(tok, 0);
+    frd *pr = frd_new(pull);
+    rh_frame_event ev;
+    ck_assert_int_eq(frd_next(pr, 2500, &ev), 1);
+    long dt = now_ms() - t0;
+    ck_assert_int_eq(ev.type, RH_FEV_HEARTBEAT);
+    ck_assert_msg(dt >= 700 && dt <= 2200, "first heartbeat after %ld ms (1 s asked)", dt);
+    t0 = now_ms();
+    ck_assert_int_eq(frd_next(pr, 2500, &ev), 1);
+    ck_assert_int_eq(ev.type, RH_FEV_HEARTBEAT);
+    dt = now_ms() - t0;
+    ck_assert_msg(dt >= 700 && dt <= 2200, "second heartbeat after %ld ms", dt);
+    /* data resets the heartbeat clock and goes first */
+    target_send(t, "x", 1);
+    frd_expect_data(pr, "x");
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* ---- tests: flow control and memory -------------------------------------------------- */
+
+/* Writes to fd until it stays unwritable for quiet_ms (or max bytes / 8 s pass).
+ * Returns the bytes written. */
+static uint64_t fill_until_blocked(psend *ps, int quiet_ms, uint64_t max)
+{
+    long end = now_ms() + 8000;
+    uint64_t wrote = 0;
+    for (;;) {
+        ck_assert_msg(now_ms() < end && wrote < max,
+                      "the relay kept taking data: %llu bytes", (unsigned long long)wrote);
+        wrote += psend_pump(ps);
+        struct pollfd p = { ps->fd, POLLOUT, 0 };
+        if (poll(&p, 1, quiet_ms) == 0)
+            return wrote;
+    }
+}
+
+START_TEST(test_flow_control_up)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 4096, 8);              /* a small window at the target */
+    open_session(port, 4096, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    ck_assert_int_ge(t, 0);
+    int push = push_open(tok, 0);
+    psend ps;
+    memset(&ps, 0, sizeof(ps));
+    ps.fd = push;
+    ps.fixed = 1;
+    ps.limit = UINT64_MAX;
+    /* the target reads nothing: the core must stop reading the push */
+    uint64_t wrote = fill_until_blocked(&ps, 300, 64u << 20);
+    ck_assert_msg(wrote < (48u << 20), "%llu bytes before the push blocked",
+                  (unsigned long long)wrote);
+    rh_slot_view v;
+    ck_assert_int_eq(rh_registry_check(CF.reg, tok, &v), RH_REG_OK);
+    uint64_t acc = v.up_bytes;
+    ck_assert(acc <= ps.queued);
+    long cpu0 = core_cpu_ms();
+    sleep_ms(300);
+    long cpu = core_cpu_ms() - cpu0;
+    ck_assert_int_eq(rh_registry_check(CF.reg, tok, &v), RH_REG_OK);
+    ck_assert_msg(v.up_bytes == acc, "the core kept accepting (%llu -> %llu)",
+                  (unsigned long long)acc, (unsigned long long)v.up_bytes);
+    ck_assert_msg(cpu < 100, "the core burnt %ld ms of CPU in 300 ms while blocked", cpu);
+    struct pollfd p = { push, POLLOUT, 0 };
+    ck_assert_int_eq(poll(&p, 1, 0), 0);
+
+    /* the target starts reading: everything arrives, in order, and the push
+     * goes on to a fixed total, then ends */
+    ps.limit = ps.queued + (1u << 20);
+    uint64_t rx = 0;
+    long end = now_ms() + 10000;
+    int fin_sent = 0;
+    unsigned char buf[65536];
+    for (;;) {
+        ck_assert_msg(now_ms() < end, "stalled: target has %llu of %llu (push queued %llu)",
+                      (unsigned long long)rx, (unsigned long long)ps.limit,
+                      (unsigned long long)ps.queued);
+        if (!psend_done(&ps))
+            psend_pump(&ps);
+        else if (!fin_sent) {
+            send_frame(push, RH_FRAME_FIN, NULL, 0);
+            shutdown(push, SHUT_WR);
+            fin_sent = 1;
+        }
+        struct pollfd pf[2] = { { t, POLLIN, 0 }, { push, psend_done(&ps) ? 0 : POLLOUT, 0 } };
+        poll(pf, 2, 100);
+        ssize_t n = recv(t, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            ck_assert_msg(errno == EAGAIN, "target: %s", strerror(errno));
+            continue;
+        }
+        for (ssize_t i = 0; i < n; ++i)
+            if (buf[i] != gen_byte(rx + (uint64_t)i))
+                ck_abort_msg("target byte %llu differs", (unsigned long long)(rx + (uint64_t)i));
+        rx += (uint64_t)n;
+    }
+    ck_assert(rx == ps.limit);
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    char want[64];
+    snprintf(want, sizeof(want), "DONE %llu", (unsigned long long)ps.limit);
+    ck_assert_str_eq(reply, want);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+START_TEST(test_flow_control_down)
+{
+    char tok[RH_TOKEN_LEN + 1];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 4096, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    int pull = pull_open(tok, 0);
+    int small = 4096;
+    setsockopt(pull, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    /* the client reads nothing: the core must stop reading the target */
+    uint64_t wrote = 0;
+    {
+        unsigned char buf[65536];
+        long end = now_ms() + 8000;
+        for (;;) {
+            ck_assert_msg(now_ms() < end && wrote < (64u << 20), "the relay kept reading");
+            for (size_t i = 0; i < sizeof(buf); ++i)
+                buf[i] = gen_byte(wrote + i);
+            ssize_t n = send(t, buf, sizeof(buf), MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n > 0) {
+                wrote += (uint64_t)n;
+                continue;
+            }
+            ck_assert_int_eq(errno, EAGAIN);
+            struct pollfd p = { t, POLLOUT, 0 };
+            if (poll(&p, 1, 300) == 0)
+                break;
+        }
+    }
+    ck_assert_msg(wrote < (48u << 20), "%llu bytes before the target blocked",
+                  (unsigned long long)wrote);
+    rh_slot_view v;
+    ck_assert_int_eq(rh_registry_check(CF.reg, tok, &v), RH_REG_OK);
+    uint64_t sent = v.down_bytes;
+    long cpu0 = core_cpu_ms();
+    sleep_ms(300);
+    long cpu = core_cpu_ms() - cpu0;
+    ck_assert_int_eq(rh_registry_check(CF.reg, tok, &v), RH_REG_OK);
+    ck_assert(v.down_bytes == sent);
+    ck_assert_msg(cpu < 100, "the core burnt %ld ms of CPU in 300 ms while blocked", cpu);
+
+    /* the client reads: everything arrives in order */
+    shutdown(t, SHUT_WR);
+    frd *pr = frd_new(pull);
+    uint64_t got = 0;
+    long end = now_ms() + 10000;
+    for (;;) {
+        rh_frame_event ev;
+        ck_assert_msg(now_ms() < end, "stalled at %llu of %llu", (unsigned long long)got,
+                      (unsigned long long)wrote);
+        int rv = frd_next(pr, IO_MS, &ev);
+        ck_assert_msg(rv == 1, "pull: %s", rv ? strerror(-rv) : "EOF");
+        if (ev.type == RH_FEV_FIN)
+            break;
+        ck_assert_int_eq(ev.type, RH_FEV_DATA);
+        ck_assert_uint_le(ev.len, RH_FRAME_MAX);
+        for (size_t i = 0; i < ev.len; ++i)
+            if (ev.data[i] != gen_byte(got + i))
+                ck_abort_msg("byte %llu differs", (unsigned long long)(got + i));
+        got += ev.len;
+    }
+    ck_assert(got == wrote);
+    frd_expect_eof(pr);
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* Bytes the allocator hands out right now (all threads). */
+static size_t heap_in_use(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return __sanitizer_get_current_allocated_bytes();
+#else
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+#endif
+}
+
+/* rh_ring.h: "The memory is allocated on first use and released when the ring
+ * drains, so an idle session holds none." */
+START_TEST(test_idle_sessions_hold_no_buffers)
+{
+    char tok[8][RH_TOKEN_LEN + 1];
+    int port;
+    const unsigned bufsize = 4u << 20;
+    core_start(16, 20);
+    int l = tcp_listen(&port, 0, 16);
+    size_t before = heap_in_use();
+    for (int i = 0; i < 8; ++i) {
+        open_session(port, bufsize, 30, tok[i]);
+        ck_assert_int_ge(tcp_accept(l, IO_MS), 0);
+    }
+    /* one of them has carried data (the rings drained since) */
+    int pull = pull_open(tok[0], 0);
+    ck_assert_int_ge(pull, 0);
+    int push = push_open(tok[0], 0);
+    send_frame(push, RH_FRAME_DATA, "x", 1);
+    sleep_ms(200);
+    size_t after = heap_in_use();
+    long grown = (long)after - (long)before;
+    ck_assert_msg(grown < (long)(4u << 20),
+                  "8 idle sessions hold %ld KB (bufsize %u KB each direction)",
+                  grown / 1024, bufsize / 1024);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* ---- tests: busy loops --------------------------------------------------------------- */
+
+/* The client sent F, the target answered and closed, but no pull is attached
+ * yet: nothing can move, so the core must sleep. */
+START_TEST(test_no_busy_loop_when_both_closed_without_pull)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    int push = push_open(tok, 0);
+    send_frame(push, RH_FRAME_DATA, "q", 1);
+    send_frame(push, RH_FRAME_FIN, NULL, 0);
+    shutdown(push, SHUT_WR);
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "DONE 1");
+    unsigned char got[8];
+    size_t gl = 0;
+    ck_assert_int_eq(target_read_end(t, IO_MS, got, sizeof(got), &gl), 0);
+    target_send(t, "a", 1);
+    xclose(t);
+    sleep_ms(100);
+    long cpu0 = core_cpu_ms();
+    sleep_ms(400);
+    long cpu = core_cpu_ms() - cpu0;
+    ck_assert_msg(cpu < 100, "the core burnt %ld ms of CPU in 400 ms with nothing to do", cpu);
+    /* the pull collects the end */
+    int pull = pull_open(tok, 0);
+    frd *pr = frd_new(pull);
+    frd_expect_data(pr, "a");
+    rh_frame_event ev;
+    frd_expect(pr, RH_FEV_FIN, &ev);
+    frd_expect_eof(pr);
+    ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+START_TEST(test_no_busy_loop_after_target_reset_without_pull)
+{
+    char tok[RH_TOKEN_LEN + 1];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    target_send(t, "zz", 2);
+    target_reset(t);
+    sleep_ms(100);
+    long cpu0 = core_cpu_ms();
+    sleep_ms(400);
+    long cpu = core_cpu_ms() - cpu0;
+    ck_assert_msg(cpu < 100, "the core burnt %ld ms of CPU in 400 ms with nothing to do", cpu);
+    int pull = pull_open(tok, 0);
+    frd *pr = frd_new(pull);
+    frd_expect_data(pr, "zz");
+    rh_frame_event ev;
+    frd_expect(pr, RH_FEV_RESET, &ev);
+    frd_expect_eof(pr);
+    ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* The handler drops a push connection whose data the core cannot take yet. */
+START_TEST(test_no_busy_loop_push_gone_while_blocked)
+{
+    char tok[RH_TOKEN_LEN + 1];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 4096, 8);
+    open_session(port, 4096, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    ck_assert_int_ge(t, 0);
+    int push = push_open(tok, 0);
+    psend ps;
+    memset(&ps, 0, sizeof(ps));
+    ps.fd = push;
+    ps.fixed = 1;
+    ps.limit = UINT64_MAX;
+    fill_until_blocked(&ps, 300, 64u << 20);
+    xclose(push);
+    sleep_ms(100);
+    long cpu0 = core_cpu_ms();
+    sleep_ms(400);
+    long cpu = core_cpu_ms() - cpu0;
+    ck_assert_msg(cpu < 100, "the core burnt %ld ms of CPU in 400 ms waiting for the target",
+                  cpu);
+    ck_assert(session_alive(tok));
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* ---- tests: reattach and shutdown ---------------------------------------------------- */
+
+START_TEST(test_pull_reattach)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    int pull = pull_open(tok, 0);
+    frd *pr = frd_new(pull);
+    target_send(t, "first", 5);
+    frd_expect_data(pr, "first");
+    xclose(pull);
+    ck_assert(WAIT_FOR(log_has("pull detached"), IO_MS));
+    ck_assert(session_alive(tok));
+    target_send(t, "second", 6);
+    sleep_ms(50);
+    /* the ack must be what was sent */
+    pull = pull_open(tok, 5);
+    frd_free(pr);
+    pr = frd_new(pull);
+    frd_expect_data(pr, "second");
+    attach_refused(reply, sizeof(reply), "PULL", tok, 11, " stream");
+    ASSERT_PREFIX(reply, "ERR 409 ");
+    rh_slot_view v;
+    ck_assert_int_eq(rh_registry_check(CF.reg, tok, &v), RH_REG_OK);
+    ck_assert(v.down_bytes == 11);
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* Stopping the core: clients hear R, targets get a clean FIN. */
+START_TEST(test_stop_with_sessions)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    int pull = pull_open(tok, 0);
+    int push = push_open(tok, 0);
+    send_frame(push, RH_FRAME_DATA, "a", 1);
+    target_expect(t, "a");
+    core_stop();
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    ASSERT_PREFIX(reply, "ERR 410 ");
+    ck_assert_msg(strstr(reply, "stopping") != NULL, "reply: %s", reply);
+    frd *pr = frd_new(pull);
+    rh_frame_event ev;
+    frd_expect(pr, RH_FEV_RESET, &ev);
+    ck_assert_msg(memmem(ev.data, ev.len, "stopping", 8) != NULL, "R reason: %.*s",
+                  (int)ev.len, (const char *)ev.data);
+    frd_expect_eof(pr);
+    ck_assert_int_eq(target_read_end(t, IO_MS, NULL, 0, NULL), 0);   /* FIN, not RST */
+    frd_free(pr);
+    xclose(l);
+}
+END_TEST
+
+Suite *core_suite(void)
+{
+    Suite *s = suite_create("core");
+
+    TCase *tc = tcase_create("requests");
+    tcase_add_checked_fixture(tc, fx_setup, fx_teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_stat_and_bad_requests);
+    tcase_add_test(tc, test_open_refused);
+    tcase_add_test(tc, test_open_then_close);
+    tcase_add_test(tc, test_table_full);
+    tcase_add_test(tc, test_connect_timeout);
+    tcase_add_test(tc, test_bad_tokens);
+    tcase_add_test(tc, test_conflicts);
+    tcase_add_test(tc, test_pull_ack_mismatch);
+    suite_add_tcase(s, tc);
+
+    TCase *td = tcase_create("data");
+    tcase_add_checked_fixture(td, fx_setup, fx_teardown);
+    tcase_set_timeout(td, 30);
+    tcase_add_test(td, test_roundtrip_1mb);
+    tcase_add_loop_test(td, test_roundtrip_small_buffers, 0, 2);
+    tcase_add_test(td, test_half_close);
+    tcase_add_test(td, test_target_closes_first);
+    tcase_add_test(td, test_frames_behind_request_line);
+    tcase_add_test(td, test_many_sessions);
+    tcase_add_test(td, test_ipv6_target);
+    tcase_add_test(td, test_push_reset);
+    tcase_add_loop_test(td, test_push_bad_frames, 0, 4);
+    tcase_add_test(td, test_target_reset);
+    tcase_add_test(td, test_pull_reattach);
+    tcase_add_test(td, test_stop_with_sessions);
+    suite_add_tcase(s, td);
+
+    TCase *tt = tcase_create("timers");
+    tcase_add_checked_fixture(tt, fx_setup, fx_teardown);
+    tcase_set_timeout(tt, 30);
+    tcase_add_test(tt, test_idle_timeout);
+    tcase_add_test(tt, test_idle_refreshed_by_push);
+    tcase_add_test(tt, test_idle_refreshed_by_target_bytes);
+    tcase_add_test(tt, test_heartbeat);
+    suite_add_tcase(s, tt);
+
+    TCase *tf = tcase_create("flow");
+    tcase_add_checked_fixture(tf, fx_setup, fx_teardown);
+    tcase_set_timeout(tf, 30);
+    tcase_add_test(tf, test_flow_control_up);
+    tcase_add_test(tf, test_flow_control_down);
+    tcase_add_test(tf, test_idle_sessions_hold_no_buffers);
+    tcase_add_test(tf, test_no_busy_loop_when_both_closed_without_pull);
+    tcase_add_test(tf, test_no_busy_loop_after_target_reset_without_pull);
+    tcase_add_test(tf, test_no_busy_loop_push_gone_while_blocked);
+    suite_add_tcase(s, tf);
+    return s;
+}

@@ -1,0 +1,273 @@
+/* Bounded ring: lazy allocation, wrap-around, bounds, and a randomized model test. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tests.h"
+#include "rh_ring.h"
+
+/* ck_assert_* records a checkpoint per call (a pipe write in fork mode); the
+ * randomized loop checks with this instead and only reports failures. */
+#define REQUIRE(c, ...) do { if (!(c)) ck_abort_msg(__VA_ARGS__); } while (0)
+
+/* Copies up to max stored bytes out through rh_ring_read_iov. */
+static size_t ring_peek(const rh_ring *r, unsigned char *out, size_t max)
+{
+    struct iovec iov[2];
+    int n = rh_ring_read_iov(r, iov, max);
+    REQUIRE(n >= 0 && n <= 2, "read_iov gave %d entries", n);
+    size_t got = 0;
+    for (int i = 0; i < n; ++i) {
+        REQUIRE(iov[i].iov_len > 0, "empty iov entry %d", i);
+        memcpy(out + got, iov[i].iov_base, iov[i].iov_len);
+        got += iov[i].iov_len;
+    }
+    return got;
+}
+
+START_TEST(test_lazy_allocation)
+{
+    rh_ring r;
+    rh_ring_init(&r, 100);
+    ck_assert_ptr_null(r.buf);
+    ck_assert_uint_eq(rh_ring_len(&r), 0);
+    ck_assert_uint_eq(rh_ring_space(&r), 100);
+    /* reading an empty ring neither allocates nor returns entries */
+    struct iovec iov[2];
+    ck_assert_int_eq(rh_ring_read_iov(&r, iov, 100), 0);
+    ck_assert_ptr_null(r.buf);
+    rh_ring_consume(&r, 0);
+    ck_assert_ptr_null(r.buf);
+
+    ck_assert_uint_eq(rh_ring_put(&r, "hello", 5), 5);
+    ck_assert_ptr_nonnull(r.buf);
+    ck_assert_uint_eq(rh_ring_len(&r), 5);
+    ck_assert_uint_eq(rh_ring_space(&r), 95);
+
+    rh_ring_consume(&r, 2);
+    ck_assert_ptr_nonnull(r.buf);
+    ck_assert_uint_eq(rh_ring_len(&r), 3);
+    unsigned char out[8];
+    ck_assert_uint_eq(ring_peek(&r, out, 8), 3);
+    ck_assert_mem_eq(out, "llo", 3);
+
+    /* drained: the memory goes back */
+    rh_ring_consume(&r, 3);
+    ck_assert_ptr_null(r.buf);
+    ck_assert_uint_eq(rh_ring_len(&r), 0);
+    ck_assert_uint_eq(rh_ring_space(&r), 100);
+
+    /* and comes back on the next write, at the start */
+    ck_assert_uint_eq(rh_ring_put(&r, "x", 1), 1);
+    ck_assert_ptr_nonnull(r.buf);
+    ck_assert_uint_eq(r.head, 0);
+    rh_ring_release(&r);
+    ck_assert_ptr_null(r.buf);
+    ck_assert_uint_eq(rh_ring_len(&r), 0);
+    ck_assert_uint_eq(r.cap, 100);
+}
+END_TEST
+
+START_TEST(test_consume_more_than_len_releases)
+{
+    rh_ring r;
+    rh_ring_init(&r, 16);
+    rh_ring_put(&r, "abcdef", 6);
+    rh_ring_consume(&r, 1000);
+    ck_assert_ptr_null(r.buf);
+    ck_assert_uint_eq(rh_ring_len(&r), 0);
+}
+END_TEST
+
+START_TEST(test_write_iov_commit)
+{
+    rh_ring r;
+    struct iovec iov[2];
+    rh_ring_init(&r, 10);
+    int n = rh_ring_write_iov(&r, iov);
+    ck_assert_int_eq(n, 1);
+    ck_assert_ptr_nonnull(r.buf);
+    ck_assert_ptr_eq(iov[0].iov_base, r.buf);
+    ck_assert_uint_eq(iov[0].iov_len, 10);
+    memcpy(iov[0].iov_base, "0123", 4);
+    rh_ring_commit(&r, 4);
+    ck_assert_uint_eq(rh_ring_len(&r), 4);
+    n = rh_ring_write_iov(&r, iov);
+    ck_assert_int_eq(n, 1);
+    ck_assert_ptr_eq(iov[0].iov_base, r.buf + 4);
+    ck_assert_uint_eq(iov[0].iov_len, 6);
+    rh_ring_release(&r);
+}
+END_TEST
+
+START_TEST(test_wrap_around)
+{
+    rh_ring r;
+    struct iovec iov[2];
+    unsigned char out[16];
+    rh_ring_init(&r, 10);
+    ck_assert_uint_eq(rh_ring_put(&r, "ABCDEFGH", 8), 8);
+    rh_ring_consume(&r, 6);                    /* head 6, "GH" stored */
+    ck_assert_uint_eq(r.head, 6);
+    ck_assert_uint_eq(rh_ring_len(&r), 2);
+
+    /* free space wraps: [8,10) and [0,6) */
+    int n = rh_ring_write_iov(&r, iov);
+    ck_assert_int_eq(n, 2);
+    ck_assert_ptr_eq(iov[0].iov_base, r.buf + 8);
+    ck_assert_uint_eq(iov[0].iov_len, 2);
+    ck_assert_ptr_eq(iov[1].iov_base, r.buf);
+    ck_assert_uint_eq(iov[1].iov_len, 6);
+
+    ck_assert_uint_eq(rh_ring_put(&r, "ijklmnop", 8), 8);
+    ck_assert_uint_eq(rh_ring_len(&r), 10);
+    ck_assert_uint_eq(rh_ring_space(&r), 0);
+    ck_assert_int_eq(rh_ring_write_iov(&r, iov), 0);
+
+    /* stored bytes wrap too: [6,10) and [0,6) */
+    n = rh_ring_read_iov(&r, iov, (size_t)-1);
+    ck_assert_int_eq(n, 2);
+    ck_assert_ptr_eq(iov[0].iov_base, r.buf + 6);
+    ck_assert_uint_eq(iov[0].iov_len, 4);
+    ck_assert_ptr_eq(iov[1].iov_base, r.buf);
+    ck_assert_uint_eq(iov[1].iov_len, 6);
+    ck_assert_uint_eq(ring_peek(&r, out, sizeof(out)), 10);
+    ck_assert_mem_eq(out, "GHijklmnop", 10);
+
+    /* max limits what read_iov hands out, with or without the wrap */
+    n = rh_ring_read_iov(&r, iov, 3);
+    ck_assert_int_eq(n, 1);
+    ck_assert_uint_eq(iov[0].iov_len, 3);
+    n = rh_ring_read_iov(&r, iov, 5);
+    ck_assert_int_eq(n, 2);
+    ck_assert_uint_eq(iov[0].iov_len + iov[1].iov_len, 5);
+    ck_assert_uint_eq(ring_peek(&r, out, 5), 5);
+    ck_assert_mem_eq(out, "GHijk", 5);
+
+    rh_ring_consume(&r, 4);                    /* head wraps to 0 */
+    ck_assert_uint_eq(r.head, 0);
+    ck_assert_uint_eq(ring_peek(&r, out, sizeof(out)), 6);
+    ck_assert_mem_eq(out, "klmnop", 6);
+    rh_ring_release(&r);
+}
+END_TEST
+
+START_TEST(test_put_beyond_capacity)
+{
+    rh_ring r;
+    unsigned char out[32];
+    rh_ring_init(&r, 8);
+    ck_assert_uint_eq(rh_ring_put(&r, "0123456789abc", 13), 8);
+    ck_assert_uint_eq(rh_ring_len(&r), 8);
+    ck_assert_uint_eq(rh_ring_space(&r), 0);
+    ck_assert_uint_eq(rh_ring_put(&r, "zz", 2), 0);
+    ck_assert_uint_eq(rh_ring_len(&r), 8);
+    ck_assert_uint_eq(ring_peek(&r, out, sizeof(out)), 8);
+    ck_assert_mem_eq(out, "01234567", 8);
+    /* partial across the wrap */
+    rh_ring_consume(&r, 5);
+    ck_assert_uint_eq(rh_ring_put(&r, "ABCDEFGHIJ", 10), 5);
+    ck_assert_uint_eq(rh_ring_len(&r), 8);
+    ck_assert_uint_eq(ring_peek(&r, out, sizeof(out)), 8);
+    ck_assert_mem_eq(out, "567ABCDE", 8);
+    rh_ring_release(&r);
+}
+END_TEST
+
+/* Randomized operations against a plain array model. */
+START_TEST(test_random_model)
+{
+    unsigned seed = 12345u + (unsigned)_i;
+    for (int round = 0; round < 200; ++round) {
+        size_t cap = 1 + (size_t)(rand_r(&seed) % 97);
+        rh_ring r;
+        rh_ring_init(&r, cap);
+        unsigned char model[256];
+        size_t mlen = 0;
+        unsigned char next = 0;
+        for (int op = 0; op < 500; ++op) {
+            int what = rand_r(&seed) % 4;
+            if (what == 0) {                         /* put */
+                unsigned char in[200];
+                size_t len = (size_t)(rand_r(&seed) % 150);
+                for (size_t i = 0; i < len; ++i)
+                    in[i] = next++;
+                size_t want = len < cap - mlen ? len : cap - mlen;
+                size_t got = rh_ring_put(&r, in, len);
+                REQUIRE(got == want, "got == want (cap %zu)", cap);
+                memcpy(model + mlen, in, got);
+                mlen += got;
+                next = (unsigned char)(next - (len - got));   /* not stored: reuse */
+            } else if (what == 1) {                  /* write_iov + partial commit */
+                struct iovec iov[2];
+                int n = rh_ring_write_iov(&r, iov);
+                if (mlen == cap) {
+                    REQUIRE(n == 0, "n == 0 (cap %zu)", cap);
+                    continue;
+                }
+                REQUIRE(n >= 1, "n >= 1 (cap %zu)", cap);
+                size_t space = 0;
+                for (int i = 0; i < n; ++i) {
+                    REQUIRE(iov[i].iov_base >= (void *)r.buf
+                              && (unsigned char *)iov[i].iov_base + iov[i].iov_len
+                                 <= r.buf + cap, "model mismatch (cap %zu)", cap);
+                    space += iov[i].iov_len;
+                }
+                REQUIRE(space == cap - mlen, "space == cap - mlen (cap %zu)", cap);
+                size_t k = (size_t)(rand_r(&seed) % (space + 1));
+                size_t done = 0;
+                for (int i = 0; i < n && done < k; ++i) {
+                    size_t m = iov[i].iov_len < k - done ? iov[i].iov_len : k - done;
+                    for (size_t j = 0; j < m; ++j)
+                        ((unsigned char *)iov[i].iov_base)[j] = next++;
+                    memcpy(model + mlen + done, iov[i].iov_base, m);
+                    done += m;
+                }
+                rh_ring_commit(&r, k);
+                mlen += k;
+            } else if (what == 2) {                  /* consume */
+                size_t k = (size_t)(rand_r(&seed) % (mlen + 3));
+                rh_ring_consume(&r, k);
+                if (k >= mlen)
+                    mlen = 0;
+                else {
+                    memmove(model, model + k, mlen - k);
+                    mlen -= k;
+                }
+                if (mlen == 0)
+                    REQUIRE(r.buf == NULL, "r.buf not NULL");
+            } else {                                 /* read with a limit */
+                unsigned char out[256];
+                size_t max = (size_t)(rand_r(&seed) % (cap + 5));
+                size_t got = ring_peek(&r, out, max);
+                REQUIRE(got == (mlen < max ? mlen : max), "read %zu of %zu (cap %zu)", got, mlen, cap);
+                REQUIRE(memcmp(out, model, got) == 0, "model mismatch (cap %zu)", cap);
+            }
+            REQUIRE(rh_ring_len(&r) == mlen, "rh_ring_len(&r) == mlen (cap %zu)", cap);
+            REQUIRE(rh_ring_len(&r) <= cap, "rh_ring_len(&r) <= cap (cap %zu)", cap);
+            REQUIRE(rh_ring_space(&r) == cap - mlen, "rh_ring_space(&r) == cap - mlen (cap %zu)", cap);
+            REQUIRE(r.head < cap, "r.head < cap (cap %zu)", cap);
+            if (mlen)
+                REQUIRE(r.buf != NULL, "r.buf NULL");
+        }
+        unsigned char out[256];
+        REQUIRE(ring_peek(&r, out, sizeof(out)) == mlen, "final length (cap %zu)", cap);
+        REQUIRE(memcmp(out, model, mlen) == 0, "model mismatch (cap %zu)", cap);
+        rh_ring_release(&r);
+    }
+}
+END_TEST
+
+Suite *ring_suite(void)
+{
+    Suite *s = suite_create("ring");
+    TCase *tc = tcase_create("ring");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_lazy_allocation);
+    tcase_add_test(tc, test_consume_more_than_len_releases);
+    tcase_add_test(tc, test_write_iov_commit);
+    tcase_add_test(tc, test_wrap_around);
+    tcase_add_test(tc, test_put_beyond_capacity);
+    tcase_add_loop_test(tc, test_random_model, 0, 4);
+    suite_add_tcase(s, tc);
+    return s;
+}

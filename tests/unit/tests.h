@@ -1,0 +1,13 @@
+/* Unit tests for the httpd-independent relay core (Debian's check library). */
+#ifndef RH_UNIT_TESTS_H
+#define RH_UNIT_TESTS_H
+
+#include <check.h>
+
+Suite *frame_suite(void);
+Suite *ring_suite(void);
+Suite *registry_suite(void);
+Suite *ipc_suite(void);
+Suite *core_suite(void);
+
+#endif
