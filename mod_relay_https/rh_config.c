@@ -12,7 +12,7 @@ void *rh_create_dir_conf(apr_pool_t *p, char *dir)
     rh_dir_conf *dc = apr_pcalloc(p, sizeof(*dc));
     dc->location = dir ? apr_pstrdup(p, dir) : NULL;
     dc->targets = apr_array_make(p, 4, sizeof(rh_target));
-    dc->bufsize = dc->idle_s = dc->connect_s = -1;
+    dc->bufsize = dc->idle_s = dc->connect_s = dc->poll_s = -1;
     return dc;
 }
 
@@ -31,6 +31,7 @@ void *rh_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     dc->bufsize = add->bufsize >= 0 ? add->bufsize : base->bufsize;
     dc->idle_s = add->idle_s >= 0 ? add->idle_s : base->idle_s;
     dc->connect_s = add->connect_s >= 0 ? add->connect_s : base->connect_s;
+    dc->poll_s = add->poll_s >= 0 ? add->poll_s : base->poll_s;
     return dc;
 }
 
@@ -71,6 +72,11 @@ int rh_dir_idle(const rh_dir_conf *dc)
 int rh_dir_connect(const rh_dir_conf *dc)
 {
     return dc->connect_s > 0 ? dc->connect_s : RH_DEFAULT_CONNECT_S;
+}
+
+int rh_dir_poll(const rh_dir_conf *dc)
+{
+    return dc->poll_s > 0 ? dc->poll_s : RH_DEFAULT_POLL_S;
 }
 
 int rh_valid_target_name(const char *name)
@@ -136,6 +142,11 @@ static const char *set_connect(cmd_parms *cmd, void *dcv, const char *arg)
     return set_int(cmd, arg, 1, 3600, &((rh_dir_conf *)dcv)->connect_s);
 }
 
+static const char *set_poll(cmd_parms *cmd, void *dcv, const char *arg)
+{
+    return set_int(cmd, arg, 1, 3600, &((rh_dir_conf *)dcv)->poll_s);
+}
+
 static const char *set_max_sessions(cmd_parms *cmd, void *dummy, const char *arg)
 {
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
@@ -164,6 +175,8 @@ const command_rec rh_cmds[] = {
                   "seconds a session may go unheard from before it is closed (default 300)"),
     AP_INIT_TAKE1("RelayConnectTimeout", set_connect, NULL, RSRC_CONF | ACCESS_CONF,
                   "seconds to wait for a target to accept a connection (default 10)"),
+    AP_INIT_TAKE1("RelayPollTimeout", set_poll, NULL, RSRC_CONF | ACCESS_CONF,
+                  "seconds a batch pull waits for data before it answers empty (default 25)"),
     AP_INIT_TAKE1("RelayMaxSessions", set_max_sessions, NULL, RSRC_CONF,
                   "size of the shared session table (default 4096)"),
     AP_INIT_TAKE1("RelaySocket", set_socket, NULL, RSRC_CONF,

@@ -11,6 +11,7 @@
 #define RH_DEFAULT_CONNECT_S    10
 #define RH_DEFAULT_MAX_SESSIONS 4096
 #define RH_HEARTBEAT_S          20
+#define RH_DEFAULT_POLL_S       25
 
 typedef struct rh_target {
     const char *name;
@@ -24,6 +25,7 @@ typedef struct rh_dir_conf {
     int bufsize;                 /* -1: unset */
     int idle_s;
     int connect_s;
+    int poll_s;
 } rh_dir_conf;
 
 typedef struct rh_srv_conf {
@@ -42,6 +44,7 @@ const rh_target *rh_find_target(const rh_dir_conf *dc, const char *name);
 int rh_dir_bufsize(const rh_dir_conf *dc);
 int rh_dir_idle(const rh_dir_conf *dc);
 int rh_dir_connect(const rh_dir_conf *dc);
+int rh_dir_poll(const rh_dir_conf *dc);
 int rh_valid_target_name(const char *name);
 
 #endif

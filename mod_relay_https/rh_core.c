@@ -39,7 +39,10 @@
 #define MAX_EVENTS   256
 
 enum { SRC_LISTEN = 1, SRC_STOP, SRC_CONN, SRC_TARGET };
-enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PULL, CK_REPLY };
+enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY };
+
+#define PUSH_WAIT_MAX 8     /* pushes queued behind the active one, per session */
+#define POLL_DEFAULT_S 25
 
 typedef struct session session;
 typedef struct conn conn;
@@ -61,6 +64,14 @@ struct conn {
     size_t out_off, out_len;
     size_t frame_left;       /* pull: payload of the current D frame still to send */
     long last_write;         /* pull: for heartbeats */
+    uint64_t a_sent;         /* pull: up offset last told in an A frame */
+    int batch;               /* pull: a long-poll answered in one piece */
+    int batch_started;
+    size_t batch_data;       /* pull, batch: D payload still to send in this answer */
+    int batch_term;          /* pull, batch: the frame that ends the answer */
+    long poll_deadline;      /* pull, batch: answer empty at this time */
+    uint64_t want_off;       /* waiting push: where its bytes start */
+    long wait_until;         /* waiting push: refused with 409 at this time */
     conn *next_dead;
 };
 
@@ -78,6 +89,8 @@ struct session {
              down_fin_sent:1, dead:1, reset:1;
     char reason[128];
     conn *push, *pull, *opener;
+    conn *push_wait[PUSH_WAIT_MAX];
+    int nwait;
     long last_heard, connect_deadline;
     unsigned idle_s;
     long deadline;           /* key in the timer heap */
@@ -141,6 +154,13 @@ static void logf_(core *c, int level, const char *fmt, ...)
 
 static void arm_mask(core *c, int fd, void *ptr, uint32_t *cur, uint32_t want)
 {
+    if (!want) {
+        /* epoll reports HUP/ERR whatever the mask: an fd nobody waits on must go */
+        if (*cur)
+            epoll_ctl(c->ep, EPOLL_CTL_DEL, fd, NULL);
+        *cur = 0;
+        return;
+    }
     want |= ARMED;
     if (*cur == want)
         return;
@@ -208,11 +228,16 @@ static long session_next_deadline(const session *s)
     long d = s->last_heard + (long)s->idle_s * 1000L;
     if (s->connecting && s->connect_deadline < d)
         d = s->connect_deadline;
-    if (s->pull) {
+    if (s->pull && !s->pull->batch) {
         long hb = s->pull->last_write + hb_ms;
         if (hb < d)
             d = hb;
     }
+    if (s->pull && s->pull->batch && !s->pull->batch_started && s->pull->poll_deadline < d)
+        d = s->pull->poll_deadline;
+    for (int i = 0; i < s->nwait; ++i)
+        if (s->push_wait[i]->wait_until < d)
+            d = s->push_wait[i]->wait_until;
     return d;
 }
 
@@ -318,6 +343,7 @@ static void conn_error(core *c, conn *k, int status, const char *fmt, ...)
 
 static void session_update(core *c, session *s);
 static void session_pump(core *c, session *s);
+static void push_next(core *c, session *s);
 
 static void session_free_now(core *c, session *s)
 {
@@ -347,7 +373,8 @@ static void session_end(core *c, session *s, int reset, const char *reason)
         return;
     s->dead = 1;
     s->reset = reset;
-    snprintf(s->reason, sizeof(s->reason), "%s", reason);
+    if (reason != s->reason)
+        snprintf(s->reason, sizeof(s->reason), "%s", reason);
     logf_(c, reset ? RH_LOG_INFO : RH_LOG_DEBUG,
           "session %s closed (%s) target=%s up=%" PRIu64 " down=%" PRIu64,
           s->sid, reason, s->target, s->up_acc, s->down_sent);
@@ -368,16 +395,34 @@ static void session_end(core *c, session *s, int reset, const char *reason)
             conn_reply_done(c, k);
         }
     }
+    for (int i = 0; i < s->nwait; ++i) {
+        conn *k = s->push_wait[i];
+        k->s = NULL;
+        conn_error(c, k, 410, "session closed: %s", reason);
+    }
+    s->nwait = 0;
     if (s->pull) {
         conn *k = s->pull;
         s->pull = NULL;
         k->s = NULL;
-        if (k->frame_left == 0 && reset)
-            out_frame(k, RH_FRAME_RESET, reason, strlen(reason));
-        if (k->frame_left == 0)
+        if (k->batch && !k->batch_started) {
+            /* a waiting long-poll gets a complete answer: A, then R or E */
+            int term = reset ? RH_FRAME_RESET : RH_FRAME_END;
+            size_t rl = reset ? strlen(reason) : 0;
+            unsigned char a[8];
+            rh_put_u64(a, s->up_acc);
+            out_printf(k, "OK %" PRIu64 " %zu", s->down_sent,
+                       (size_t)(RH_FRAME_HDR + 8 + RH_FRAME_HDR) + rl);
+            out_frame(k, RH_FRAME_ACK, a, 8);
+            out_frame(k, term, reason, rl);
             conn_reply_done(c, k);
-        else
-            conn_kill(c, k);
+        } else if (k->batch || k->frame_left) {
+            conn_kill(c, k);   /* mid-answer: the client sees it cut */
+        } else {
+            if (reset)
+                out_frame(k, RH_FRAME_RESET, reason, strlen(reason));
+            conn_reply_done(c, k);
+        }
     }
     s->next_dead = c->dead_sessions;
     c->dead_sessions = s;
@@ -495,12 +540,14 @@ static void push_process(core *c, session *s)
     }
 }
 
+static ssize_t writev_nosig(int fd, struct iovec *iov, int n);
+
 static void target_write(core *c, session *s)
 {
     while (rh_ring_len(&s->up)) {
         struct iovec iov[2];
         int n = rh_ring_read_iov(&s->up, iov, (size_t)-1);
-        ssize_t w = writev(s->fd, iov, n);
+        ssize_t w = writev_nosig(s->fd, iov, n);
         if (w > 0) {
             rh_ring_consume(&s->up, (size_t)w);
             s->up_wr += (uint64_t)w;
@@ -523,6 +570,25 @@ static void target_write(core *c, session *s)
 
 static void target_read(core *c, session *s)
 {
+    if (!s->down.buf && !s->down_eof) {
+        /* allocate the ring only when bytes are there: idle sessions hold none */
+        char b;
+        ssize_t r = recv(s->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        if (r == 0) {
+            s->down_eof = 1;   /* FIN and nothing before it: no ring needed */
+            return;
+        }
+        if (r < 0) {
+            /* the peek took the socket error: record it here */
+            s->down_eof = 1;
+            s->down_reset = 1;
+            snprintf(s->reason, sizeof(s->reason), "target reset the connection: %s",
+                     strerror(errno));
+            return;
+        }
+    }
     while (!s->down_eof && rh_ring_space(&s->down)) {
         struct iovec iov[2];
         int n = rh_ring_write_iov(&s->down, iov);
@@ -551,9 +617,49 @@ static void target_read(core *c, session *s)
     }
 }
 
+/* writev that never raises SIGPIPE, whatever the process does with it */
+static ssize_t writev_nosig(int fd, struct iovec *iov, int n)
+{
+    struct msghdr m;
+    memset(&m, 0, sizeof(m));
+    m.msg_iov = iov;
+    m.msg_iovlen = (size_t)n;
+    return sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* A batch answer is sized when it starts: the line says how many bytes follow,
+ * so the handler can send a Content-Length and buffering proxies pass it on. */
+static void batch_start(session *s, conn *k)
+{
+    size_t data = rh_ring_len(&s->down);
+    size_t nframes = (data + RH_FRAME_MAX - 1) / RH_FRAME_MAX;
+    size_t term_len = 0;
+    unsigned char a[8];
+
+    if (s->down_eof)
+        k->batch_term = s->down_reset ? RH_FRAME_RESET : RH_FRAME_FIN;
+    else
+        k->batch_term = RH_FRAME_END;
+    if (k->batch_term == RH_FRAME_RESET)
+        term_len = strlen(s->reason);
+    size_t total = RH_FRAME_HDR + 8 + data + nframes * RH_FRAME_HDR + RH_FRAME_HDR + term_len;
+    out_printf(k, "OK %" PRIu64 " %zu", s->down_sent, total);
+    rh_put_u64(a, s->up_acc);
+    out_frame(k, RH_FRAME_ACK, a, 8);
+    k->a_sent = s->up_acc;
+    k->batch_data = data;
+    k->batch_started = 1;
+}
+
 static void pull_write(core *c, session *s)
 {
     conn *k = s->pull;
+    if (k && k->batch && !k->batch_started) {
+        /* a long-poll answers as soon as there is anything, or when it runs out */
+        if (!rh_ring_len(&s->down) && !s->down_eof && now_ms() < k->poll_deadline)
+            return;
+        batch_start(s, k);
+    }
     while (k && !s->dead) {
         struct iovec iov[3];
         int n = 0;
@@ -565,9 +671,44 @@ static void pull_write(core *c, session *s)
         }
         if (k->frame_left)
             n += rh_ring_read_iov(&s->down, iov + n, k->frame_left);
+        if (n == 0 && k->batch) {
+            if (k->batch_data) {
+                size_t len = k->batch_data < RH_FRAME_MAX ? k->batch_data : RH_FRAME_MAX;
+                unsigned char h[RH_FRAME_HDR];
+                rh_frame_hdr(h, RH_FRAME_DATA, len);
+                out_put(k, h, sizeof(h));
+                k->frame_left = len;
+                k->batch_data -= len;
+                continue;
+            }
+            /* every byte of the answer is out but its last frame */
+            int term = k->batch_term;
+            if (term == RH_FRAME_RESET)
+                out_frame(k, term, s->reason, strlen(s->reason));
+            else
+                out_frame(k, term, NULL, 0);
+            if (term != RH_FRAME_END)
+                s->down_fin_sent = 1;
+            s->pull = NULL;
+            k->s = NULL;
+            conn_reply_done(c, k);
+            if (term == RH_FRAME_RESET) {
+                char why[sizeof(s->reason)];
+                memcpy(why, s->reason, sizeof(why));
+                session_end(c, s, 1, why);
+            }
+            return;
+        }
         if (n == 0) {
-            /* between frames: start the next one */
+            /* between frames: tell how far the up direction got, then data */
             size_t have = rh_ring_len(&s->down);
+            if (s->up_acc != k->a_sent && (!have || s->up_acc - k->a_sent >= 65536)) {
+                unsigned char a[8];
+                rh_put_u64(a, s->up_acc);
+                out_frame(k, RH_FRAME_ACK, a, 8);
+                k->a_sent = s->up_acc;
+                continue;
+            }
             if (have) {
                 size_t len = have < RH_FRAME_MAX ? have : RH_FRAME_MAX;
                 unsigned char h[RH_FRAME_HDR];
@@ -589,12 +730,15 @@ static void pull_write(core *c, session *s)
                 s->pull = NULL;
                 k->s = NULL;
                 conn_reply_done(c, k);
-                if (s->down_reset)
-                    session_end(c, s, 1, s->reason);
+                if (s->down_reset) {
+                    char why[sizeof(s->reason)];
+                    memcpy(why, s->reason, sizeof(why));
+                    session_end(c, s, 1, why);
+                }
             }
             return;
         }
-        ssize_t w = writev(k->fd, iov, n);
+        ssize_t w = writev_nosig(k->fd, iov, n);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -626,6 +770,9 @@ static void session_pump(core *c, session *s)
 {
     for (int round = 0; round < 4 && !s->dead && !s->connecting; ++round) {
         uint64_t before = s->up_wr + s->down_rd + s->down_sent + s->up_acc;
+        conn *push_before = s->push;
+        if (!s->push && s->nwait)
+            push_next(c, s);
         push_process(c, s);
         if (s->dead)
             break;
@@ -634,11 +781,18 @@ static void session_pump(core *c, session *s)
             break;
         target_read(c, s);
         pull_write(c, s);
-        if (before == s->up_wr + s->down_rd + s->down_sent + s->up_acc)
+        if (before == s->up_wr + s->down_rd + s->down_sent + s->up_acc
+            && !(push_before && !s->push && s->nwait))
             break;
     }
     if (!s->dead && s->up_shut && s->down_fin_sent && !s->pull && !s->down_reset)
         session_end(c, s, 0, "closed by both ends");
+    if (!s->dead && s->down_reset && !rh_ring_len(&s->down) && !s->pull) {
+        /* the target reset and nothing is left to deliver: free it now */
+        char why[sizeof(s->reason)];
+        memcpy(why, s->reason, sizeof(why));
+        session_end(c, s, 1, why);
+    }
     if (!s->dead)
         session_update(c, s);
 }
@@ -669,8 +823,10 @@ static void session_update(core *c, session *s)
     k = s->pull;
     if (k) {
         uint32_t w = EPOLLIN;   /* tells us when the handler goes away */
-        if (k->out_len > k->out_off || rh_ring_len(&s->down)
-            || (s->down_eof && !s->down_fin_sent))
+        if (k->batch)
+            w |= k->batch_started ? EPOLLOUT : 0;
+        else if (k->out_len > k->out_off || rh_ring_len(&s->down)
+                 || (s->down_eof && !s->down_fin_sent) || s->up_acc != k->a_sent)
             w |= EPOLLOUT;
         arm_mask(c, k->fd, k, &k->ev, w);
     }
@@ -789,6 +945,8 @@ static void req_open(core *c, conn *k, const rh_ipc_req *rq)
     arm_mask(c, k->fd, k, &k->ev, EPOLLIN);  /* the handler giving up shows as EOF */
 }
 
+static void push_attach(core *c, session *s, conn *k);
+
 static void req_push(core *c, conn *k, const rh_ipc_req *rq)
 {
     int st;
@@ -799,19 +957,42 @@ static void req_push(core *c, conn *k, const rh_ipc_req *rq)
         return;
     }
     s->last_heard = now_ms();
-    if (s->push) {
-        conn_error(c, k, 409, "a push is already active for this session");
-        return;
-    }
     if (s->up_fin) {
         conn_error(c, k, 409, "the client already finished sending (fin)");
         return;
     }
-    if (rq->offset != s->up_acc) {
-        conn_error(c, k, 409, "push offset %" PRIu64 " does not match accepted %" PRIu64,
+    if (rq->offset < s->up_acc) {
+        conn_error(c, k, 409, "push offset %" PRIu64 " is below accepted %" PRIu64,
                    rq->offset, s->up_acc);
         return;
     }
+    if (s->push || rq->offset > s->up_acc) {
+        /* a later push of several in flight: it waits for its turn, unread */
+        if (s->nwait >= PUSH_WAIT_MAX) {
+            conn_error(c, k, 409, "too many pushes in flight for this session");
+            return;
+        }
+        k->kind = CK_PUSHWAIT;
+        k->s = s;
+        k->want_off = rq->offset;
+        k->wait_until = now_ms() + (long)s->idle_s * 1000L;
+        s->push_wait[s->nwait++] = k;
+        /* nothing is read while it waits, but a handler that hangs up must be seen:
+         * epoll reports HUP/ERR whatever the mask */
+        arm_mask(c, k->fd, k, &k->ev, EPOLLHUP);
+        if (k->wait_until < s->deadline) {
+            s->deadline = k->wait_until;
+            heap_fix(c, s->heap_idx);
+        }
+        return;
+    }
+    push_attach(c, s, k);
+    session_pump(c, s);
+}
+
+/* Makes k the session's active push and tells the handler to send its body. */
+static void push_attach(core *c, session *s, conn *k)
+{
     k->in = malloc(PUSH_IN_MAX);
     if (!k->in) {
         conn_error(c, k, 503, "out of memory");
@@ -826,7 +1007,26 @@ static void req_push(core *c, conn *k, const rh_ipc_req *rq)
     s->push = k;
     rh_frame_parser_init(&k->fp);
     out_printf(k, "OK %" PRIu64, s->up_acc);
-    session_pump(c, s);
+}
+
+/* The active push ended: start the waiting one that continues where it stopped. */
+static void push_next(core *c, session *s)
+{
+    for (int i = 0; i < s->nwait && !s->push; ) {
+        conn *k = s->push_wait[i];
+        if (k->want_off > s->up_acc) {
+            ++i;
+            continue;
+        }
+        s->push_wait[i] = s->push_wait[--s->nwait];
+        if (k->want_off < s->up_acc) {
+            k->s = NULL;
+            conn_error(c, k, 409, "push offset %" PRIu64 " is below accepted %" PRIu64,
+                       k->want_off, s->up_acc);
+            continue;
+        }
+        push_attach(c, s, k);
+    }
 }
 
 static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
@@ -843,7 +1043,8 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
         conn_error(c, k, 409, "a pull is already active for this session");
         return;
     }
-    if (strcmp(rq->mode, "stream") != 0) {
+    int batch = !strcmp(rq->mode, "batch");
+    if (!batch && strcmp(rq->mode, "stream") != 0) {
         conn_error(c, k, 400, "unsupported pull mode '%s'", rq->mode);
         return;
     }
@@ -861,7 +1062,22 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
     k->s = s;
     k->last_write = now_ms();
     s->pull = k;
-    out_printf(k, "OK %" PRIu64, s->down_sent);
+    if (batch) {
+        k->batch = 1;
+        k->poll_deadline = k->last_write + 1000L * (rq->poll_s ? rq->poll_s : POLL_DEFAULT_S);
+    } else {
+        /* an H at once lets the client see whether the path buffers responses */
+        unsigned char a[8];
+        out_printf(k, "OK %" PRIu64, s->down_sent);
+        out_frame(k, RH_FRAME_HEARTBEAT, NULL, 0);
+        rh_put_u64(a, s->up_acc);
+        out_frame(k, RH_FRAME_ACK, a, 8);
+        k->a_sent = s->up_acc;
+    }
+    if (s->deadline > session_next_deadline(s)) {
+        s->deadline = session_next_deadline(s);
+        heap_fix(c, s->heap_idx);
+    }
     session_pump(c, s);
 }
 
@@ -939,6 +1155,17 @@ static void conn_event(core *c, conn *k, uint32_t events)
         if (out_flush(k) != 1)
             conn_kill(c, k);
         return;
+    case CK_PUSHWAIT:
+        /* the handler hung up while waiting: its place is free again */
+        if (s)
+            for (int i = 0; i < s->nwait; ++i)
+                if (s->push_wait[i] == k) {
+                    s->push_wait[i] = s->push_wait[--s->nwait];
+                    break;
+                }
+        k->s = NULL;
+        conn_kill(c, k);
+        return;
     case CK_PUSH:
         if (events & EPOLLOUT) {
             if (out_flush(k) < 0) {
@@ -1011,7 +1238,24 @@ static void session_timer(core *c, session *s, long now)
         session_end(c, s, 1, "idle timeout");
         return;
     }
-    if (s->pull && now >= s->pull->last_write + hb_ms
+    for (int i = 0; i < s->nwait; ) {
+        conn *k = s->push_wait[i];
+        if (now < k->wait_until) {
+            ++i;
+            continue;
+        }
+        s->push_wait[i] = s->push_wait[--s->nwait];
+        k->s = NULL;
+        conn_error(c, k, 409, "push offset %" PRIu64 " not reached within the idle timeout "
+                   "(accepted %" PRIu64 ")", k->want_off, s->up_acc);
+    }
+    if (s->pull && s->pull->batch && !s->pull->batch_started
+        && now >= s->pull->poll_deadline) {
+        pull_write(c, s);   /* the long-poll ran out: an empty answer */
+        if (s->dead)
+            return;
+    }
+    if (s->pull && !s->pull->batch && now >= s->pull->last_write + hb_ms
         && s->pull->frame_left == 0 && s->pull->out_len == s->pull->out_off) {
         out_frame(s->pull, RH_FRAME_HEARTBEAT, NULL, 0);
         pull_write(c, s);
@@ -1078,8 +1322,7 @@ int rh_core_run(const rh_core_config *cfg)
     c->ep = -1;
     c->listen_src = SRC_LISTEN;
     c->stop_src = SRC_STOP;
-    if (cfg->heartbeat_s > 0)
-        hb_ms = 1000L * cfg->heartbeat_s;
+    hb_ms = cfg->heartbeat_s > 0 ? 1000L * cfg->heartbeat_s : 20000;
     c->by_slot = calloc(cfg->reg->nslots, sizeof(*c->by_slot));
     c->heap = calloc(cfg->reg->nslots, sizeof(*c->heap));
     if (!c->by_slot || !c->heap)

@@ -217,7 +217,8 @@ static int do_push(rh_req *q)
     rq.op = RH_IPC_PUSH;
     apr_cpystrn(rq.token, token, sizeof(rq.token));
     rq.offset = offset;
-    if (core_ask(q, &rq, &rep, CORE_REPLY_MS) != 0) {
+    /* a push ahead of others in flight waits for them: up to the idle timeout */
+    if (core_ask(q, &rq, &rep, write_ms) != 0) {
         c->keepalive = AP_CONN_CLOSE;
         return core_unavailable(r);
     }
@@ -304,12 +305,17 @@ static int do_pull(rh_req *q)
         return rv;
     if (parse_u64(apr_table_get(r->headers_in, "Relay-Ack"), &ack) != 0)
         return fail(r, HTTP_BAD_REQUEST, "missing or malformed Relay-Ack header");
+    const char *mode = apr_table_get(r->headers_in, "Relay-Mode");
+    int batch = mode && !strcasecmp(mode, "batch");
+    if (mode && !batch && strcasecmp(mode, "stream") != 0)
+        return fail(r, HTTP_BAD_REQUEST, "unknown Relay-Mode '%s' (stream or batch)", mode);
     memset(&rq, 0, sizeof(rq));
     rq.op = RH_IPC_PULL;
     apr_cpystrn(rq.token, token, sizeof(rq.token));
     rq.offset = ack;
-    apr_cpystrn(rq.mode, "stream", sizeof(rq.mode));
-    if (core_ask(q, &rq, &rep, CORE_REPLY_MS) != 0)
+    apr_cpystrn(rq.mode, batch ? "batch" : "stream", sizeof(rq.mode));
+    rq.poll_s = batch ? (unsigned)rh_dir_poll(q->dc) : 0;
+    if (core_ask(q, &rq, &rep, batch ? (rh_dir_poll(q->dc) + 10) * 1000 : CORE_REPLY_MS) != 0)
         return core_unavailable(r);
     if (!rep.ok)
         return fail(r, rep.status, "%s", rep.text);
@@ -318,23 +324,38 @@ static int do_pull(rh_req *q)
     ap_set_content_type(r, "application/octet-stream");
     apr_table_setn(r->headers_out, "Relay-Offset",
                    apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
+    apr_off_t remain = -1;
+    if (batch) {
+        /* "OK <offset> <length>": the answer is complete, say how long it is */
+        const char *sp = strchr(rep.text, ' ');
+        apr_uint64_t len;
+        if (!sp || parse_u64(sp + 1, &len) != 0)
+            return core_unavailable(r);
+        remain = (apr_off_t)len;
+        ap_set_content_length(r, remain);
+    }
 
     apr_bucket_brigade *bb = apr_brigade_create(r->pool, c->bucket_alloc);
     char *buf = apr_palloc(r->pool, PULL_BUF);
-    /* headers now: the client waits for them before it trusts the stream */
-    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
-    if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || c->aborted)
-        return OK;
-    apr_brigade_cleanup(bb);
-    for (;;) {
+    if (!batch) {
+        /* headers now: the client waits for them before it trusts the stream */
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
+        if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || c->aborted)
+            return OK;
+        apr_brigade_cleanup(bb);
+    }
+    while (remain != 0) {
         /* the core sends at least a heartbeat every RH_HEARTBEAT_S */
-        ssize_t n = rh_ipc_read(q->fd, buf, PULL_BUF, RH_HEARTBEAT_S * 3 * 1000);
+        apr_size_t want = remain > 0 && remain < PULL_BUF ? (apr_size_t)remain : PULL_BUF;
+        ssize_t n = rh_ipc_read(q->fd, buf, want, RH_HEARTBEAT_S * 3 * 1000);
         if (n <= 0) {
             if (n < 0)
                 ap_log_rerror(APLOG_MARK, APLOG_DEBUG, (apr_status_t)-n, r, RHLOG(2030)
                               "pull: relay core stream ended");
             break;
         }
+        if (remain > 0)
+            remain -= n;
         APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_transient_create(buf, (apr_size_t)n,
                                                                  c->bucket_alloc));
         APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));

@@ -71,11 +71,14 @@ int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
             return -1;
         return 0;
     }
-    if ((!strcmp(w[0], "PUSH") && n == 3) || (!strcmp(w[0], "PULL") && n == 4)) {
+    if ((!strcmp(w[0], "PUSH") && n == 3) || (!strcmp(w[0], "PULL") && (n == 4 || n == 5))) {
         req->op = w[0][1] == 'U' && w[0][2] == 'S' ? RH_IPC_PUSH : RH_IPC_PULL;
         if (copy_word(req->token, sizeof(req->token), w[1]) || parse_u64(w[2], &req->offset))
             return -1;
         if (req->op == RH_IPC_PULL && copy_word(req->mode, sizeof(req->mode), w[3]))
+            return -1;
+        if (req->op == RH_IPC_PULL && n == 5
+            && (parse_uint(w[4], &req->poll_s, 3600) || req->poll_s == 0))
             return -1;
         return 0;
     }
@@ -102,8 +105,12 @@ int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req)
         n = snprintf(buf, len, "PUSH %s %" PRIu64 "\n", req->token, req->offset);
         break;
     case RH_IPC_PULL:
-        n = snprintf(buf, len, "PULL %s %" PRIu64 " %s\n", req->token, req->offset,
-                     req->mode[0] ? req->mode : "stream");
+        if (req->poll_s)
+            n = snprintf(buf, len, "PULL %s %" PRIu64 " %s %u\n", req->token, req->offset,
+                         req->mode[0] ? req->mode : "stream", req->poll_s);
+        else
+            n = snprintf(buf, len, "PULL %s %" PRIu64 " %s\n", req->token, req->offset,
+                         req->mode[0] ? req->mode : "stream");
         break;
     case RH_IPC_CLOSE:
         n = snprintf(buf, len, "CLOSE %s\n", req->token);

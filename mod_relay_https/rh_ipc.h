@@ -13,7 +13,7 @@ typedef enum {
     RH_IPC_NONE = 0,
     RH_IPC_OPEN,   /* OPEN target ip port bufsize idle_s connect_s */
     RH_IPC_PUSH,   /* PUSH token offset        then frames until EOF */
-    RH_IPC_PULL,   /* PULL token ack mode      then frames from the core */
+    RH_IPC_PULL,   /* PULL token ack mode [poll_s]  then frames from the core */
     RH_IPC_CLOSE,  /* CLOSE token */
     RH_IPC_STAT    /* STAT: one line of counters */
 } rh_ipc_op;
@@ -28,7 +28,8 @@ typedef struct rh_ipc_req {
     unsigned connect_s;
     char token[64];
     uint64_t offset;    /* push: offset of first byte; pull: ack */
-    char mode[16];      /* pull: "stream" */
+    char mode[16];      /* pull: "stream" or "batch" */
+    unsigned poll_s;    /* pull, batch: answer empty after this long */
 } rh_ipc_req;
 
 /* Replies: "OK <text>", "DONE <offset>", "ERR <status> <message>". */

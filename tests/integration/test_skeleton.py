@@ -125,8 +125,9 @@ def test_forward_over_http2(relay_apache, mpm, client_bin, tls):
         assert not bad, "%d of %d sessions failed, e.g. %s\nforward stderr:\n%s" % (
             len(bad), n, bad[:3], fw.stderr_text())
         opened = assert_sessions_closed(a, mark, timeout=20, min_opened=n)
+    # open + duplex (auto picks duplex on HTTP/2), or open + push + pull
     assert harness.wait_for(
-        lambda: sum(1 for e in a.relay_log_entries()[log_start:] if e[1] in opened) >= 3 * n, 10)
+        lambda: sum(1 for e in a.relay_log_entries()[log_start:] if e[1] in opened) >= 2 * n, 10)
     protos = set(e[2].rsplit(" ", 1)[-1] for e in a.relay_log_entries()[log_start:]
                  if e[1] in opened)
     assert protos == {"HTTP/2.0"}, "requests were not all HTTP/2: %s" % protos
@@ -340,6 +341,28 @@ def test_refused_target(relay_apache, client_bin, tls):
     assert_sessions_closed(a, mark, timeout=10, min_opened=0)
 
 
+@pytest.mark.rh_timeout(90)
+@pytest.mark.parametrize("mpm", ["event"])
+@pytest.mark.parametrize("case,code", [("unknown-target", 7), ("untrusted-cert", 4),
+                                       ("unreachable", 3)])
+def test_client_exit_codes(relay_apache, mpm, client_bin, tls, refused_port, case, code):
+    """Scripts can tell failures apart: documented exit codes with a one-line message."""
+    a = relay_apache
+    url, target, cacert = a.relay_url, "echo", tls["ca"]
+    if case == "unknown-target":
+        target = "nosuchtarget"
+    elif case == "untrusted-cert":
+        cacert = None            # the test CA is not in the system store
+    elif case == "unreachable":
+        url = "https://127.0.0.1:%d/relay" % refused_port
+    s = run_stdio(client_bin, url, target, b"hello\n", cacert=cacert, timeout=40)
+    assert not s["timed_out"], s
+    assert s["rc"] == code, (s["rc"], s["stderr"])
+    msg = s["stderr"].strip()
+    assert msg and len(msg) < 2000, s
+    assert s["stdout"] == b"", s
+
+
 # ---------------------------------------------------------------------------
 # Secrets, timeouts, configuration
 # ---------------------------------------------------------------------------
@@ -382,6 +405,37 @@ def test_idle_timeout(relay_apache):
     assert elapsed <= 6.0, "idle session closed only after %.2f s" % elapsed
     g = curl(a.idle_url + "/echo/pull", headers=["Relay-Session: " + token, "Relay-Ack: 0"])
     assert g.status == 410, g
+
+
+@pytest.mark.rh_timeout(60)
+def test_idle_timeout_spares_active_session(relay_apache, client_bin, tls):
+    """Bytes flowing count as activity: a session trickling a byte every 0.5 s for
+    5 s outlives RelayIdleTimeout 2."""
+    a = relay_apache
+    mark = a.error_log_mark()
+    with Forward(client_bin, a.idle_url, "echo", cacert=tls["ca"]) as fw:
+        s = harness.socket.create_connection(("127.0.0.1", fw.port), timeout=10)
+        got = b""
+        try:
+            for i in range(10):
+                b = bytes([65 + i])
+                s.sendall(b)
+                got += s.recv(16)
+                time.sleep(0.5)
+            s.shutdown(harness.socket.SHUT_WR)
+            while True:
+                x = s.recv(16)
+                if not x:
+                    break
+                got += x
+        except OSError as e:
+            raise AssertionError("session died after %r: %r\nforward:\n%s\nerror_log:\n%s"
+                                 % (got, e, fw.stderr_text(), a.error_log_tail(20, mark)))
+        finally:
+            s.close()
+        assert got == b"ABCDEFGHIJ", (got, fw.stderr_text(), a.error_log_tail(20, mark))
+        assert_sessions_closed(a, mark, timeout=10, min_opened=1)
+    assert "idle" not in a.error_log_text(mark).lower(), a.error_log_tail(20, mark)
 
 
 def _configtest(apache_factory, mpm, module_so, targets, location_body):
@@ -448,8 +502,67 @@ def test_clean_stop(tmp_path, tls, mpm, with_module, targets, request):
         a.exit_code, " (killed by signal %d)" % -a.exit_code
         if a.exit_code and a.exit_code < 0 else "", log)
     assert not a.leftovers, "processes left after apache exited: %s" % a.leftovers
-    errors = [l for l in log.splitlines() if re.search(r":(error|crit|alert|emerg)\]", l)]
-    assert not errors, "errors logged while stopping:\n" + "\n".join(errors)
+    # (Apache's own messages are not judged here: mpm_event may log AH03093 for a
+    # keep-alive connection caught by the stop.)
+    errors = [l for l in log.splitlines()
+              if re.search(r"\[relay_https:(error|crit|alert|emerg)\]", l)]
+    assert not errors, "the module logged errors while stopping:\n" + "\n".join(errors)
+
+
+@pytest.mark.rh_timeout(60)
+def test_target_reset_frees_session(relay_apache):
+    """A target that resets the connection (never pulled by the client) frees the
+    session at once; the client then sees 410 (or an R frame)."""
+    a = relay_apache
+    mark = a.error_log_mark()
+    r = curl(a.relay_url + "/reset/open")
+    if r.status == 502:
+        return  # reset before the open completed: nothing was created
+    assert r.status == 201, r
+    token = r.header("Relay-Session")
+    sid = token[:16]
+    closed = harness.wait_for(lambda: sid in a.sessions(mark)[1], 5, interval=0.1)
+    assert closed, ("session %s to a target that reset the connection not freed in 5 s:\n%s"
+                    % (sid, a.error_log_tail(20, mark)))
+    q = curl(a.relay_url + "/reset/pull", headers=["Relay-Session: " + token, "Relay-Ack: 0"])
+    if q.status == 200:
+        assert [f[0] for f in parse_frames(q.body) if f[0] != b"H"][-1:] == [b"R"], q
+    else:
+        assert q.status == 410, q
+
+
+@pytest.mark.rh_timeout(60)
+def test_core_idle_cpu(relay_apache):
+    """The relay core sleeps when nothing happens, also with sessions parked in
+    odd states: both directions finished but never pulled; target reset, never pulled."""
+    a = relay_apache
+    pid = a.core_pid()
+    assert pid, ("no 'relay core started, pid N' line in the error_log (pattern %r)"
+                 % harness.CORE_STARTED_RE.pattern)
+    tokens = []
+    t1, _ = open_session(a.relay_url)
+    tokens.append(t1)
+    p = curl(a.relay_url + "/echo/push", data=frame(b"D", b"abc") + frame(b"F"),
+             headers=["Relay-Session: " + t1, "Relay-Offset: 0",
+                      "Transfer-Encoding: chunked"])
+    assert p.status == 200, p
+    r = curl(a.relay_url + "/reset/open")
+    if r.status == 201:
+        tokens.append(r.header("Relay-Session"))
+    else:
+        assert r.status == 502, r
+    time.sleep(0.7)  # the echo has answered and closed; the reset target has reset
+    try:
+        c0 = harness.proc_cpu_seconds(pid)
+        assert c0 is not None, "relay core pid %d is gone" % pid
+        time.sleep(1.0)
+        c1 = harness.proc_cpu_seconds(pid)
+        assert c1 is not None, "relay core pid %d died" % pid
+        assert c1 - c0 < 0.15, ("relay core burnt %.2f s of CPU in 1 s with nothing to do"
+                                % (c1 - c0))
+    finally:
+        for tok in tokens:
+            curl(a.relay_url + "/echo/close", headers=["Relay-Session: " + tok])
 
 
 # ---------------------------------------------------------------------------
@@ -462,5 +575,5 @@ def test_registry_empty_at_end(relay_apache):
     token, _ = open_session(a.relay_url)
     r = curl(a.relay_url + "/echo/close", headers=["Relay-Session: " + token])
     assert r.status == 204, r
-    opened = assert_sessions_closed(a, 0, timeout=20, min_opened=1)
+    opened = assert_sessions_closed(a, 0, timeout=10, min_opened=1)
     assert token[:16] in opened, (token[:16], opened[-5:])

@@ -209,7 +209,7 @@ START_TEST(test_random_model)
                 for (int i = 0; i < n; ++i) {
                     REQUIRE(iov[i].iov_base >= (void *)r.buf
                               && (unsigned char *)iov[i].iov_base + iov[i].iov_len
-                                 <= r.buf + cap, "model mismatch (cap %zu)", cap);
+                                 <= r.buf + cap, "iov outside the buffer (cap %zu)", cap);
                     space += iov[i].iov_len;
                 }
                 REQUIRE(space == cap - mlen, "space == cap - mlen (cap %zu)", cap);
