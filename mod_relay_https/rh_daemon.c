@@ -27,18 +27,27 @@
 #include "rh_core.h"
 #include "rh_daemon.h"
 
-static const char *g_socket;
-static rh_registry *g_reg;
-static apr_shm_t *g_shm;
-static int g_listen_fd = -1;
-static apr_proc_t *g_proc;
+/* What outlives a restart of httpd's configuration: the core process, its
+ * socket and the session table stay; only stop ends them. The module is
+ * unloaded and loaded again on every restart, so this lives in httpd's
+ * retained data, and pointers in it never point into the module. */
+typedef struct rh_retained {
+    int ready;
+    apr_proc_t proc;        /* the core; pid 0 when there is none */
+    apr_shm_t *shm;
+    rh_registry *reg;
+    uint32_t nslots;
+    int listen_fd;
+    char socket[256];
+} rh_retained;
+
+static rh_retained *g_ret;
 static server_rec *g_server;
 static apr_pool_t *g_pconf;
-static int g_stopping;
 static int g_registered;   /* APR segfaults on unregistering twice */
 
-const char *rh_daemon_socket(void) { return g_socket; }
-const rh_registry *rh_daemon_registry(void) { return g_reg; }
+const char *rh_daemon_socket(void) { return g_ret && g_ret->ready ? g_ret->socket : NULL; }
+const rh_registry *rh_daemon_registry(void) { return g_ret && g_ret->ready ? g_ret->reg : NULL; }
 
 static void core_log(void *ctx, int level, const char *msg)
 {
@@ -57,9 +66,11 @@ static void core_main(void)
     int rv;
 
     apr_signal(SIGTERM, core_signal);
-    apr_signal(SIGHUP, core_signal);
     apr_signal(SIGINT, core_signal);
-    apr_signal(SIGUSR1, SIG_IGN);   /* graceful restart of the children, not ours */
+    /* restarts of httpd (SIGHUP, graceful SIGUSR1, graceful-stop SIGWINCH) are
+     * sent to the whole process group; the core stays through them */
+    apr_signal(SIGHUP, SIG_IGN);
+    apr_signal(SIGUSR1, SIG_IGN);
     apr_signal(SIGWINCH, SIG_IGN);
     apr_signal(SIGPIPE, SIG_IGN);
     apr_signal(SIGCHLD, SIG_DFL);
@@ -75,29 +86,36 @@ static void core_main(void)
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() == 1)
         _exit(0);
-    rh_registry_init(g_reg, g_reg->nslots);
-    g_reg->core_pid = getpid();
-    g_reg->core_started = (int64_t)apr_time_sec(apr_time_now());
+    rh_registry_init(g_ret->reg, g_ret->nslots);
+    g_ret->reg->core_pid = getpid();
+    g_ret->reg->core_started = (int64_t)apr_time_sec(apr_time_now());
 
     memset(&cfg, 0, sizeof(cfg));
-    cfg.listen_fd = g_listen_fd;
-    cfg.reg = g_reg;
+    cfg.listen_fd = g_ret->listen_fd;
+    cfg.reg = g_ret->reg;
     cfg.heartbeat_s = RH_HEARTBEAT_S;
     cfg.log = core_log;
     cfg.log_ctx = g_server;
     cfg.log_level = APLOG_MODULE_IS_LEVEL(g_server, APLOG_MODULE_INDEX, APLOG_DEBUG)
                     ? RH_LOG_DEBUG : RH_LOG_INFO;
     rv = rh_core_run(&cfg);
-    g_reg->core_pid = 0;
+    g_ret->reg->core_pid = 0;
     _exit(rv);
 }
 
 static void core_maint(int reason, void *data, apr_wait_t status);
 
+static void watch_core(void)
+{
+    /* registered per generation (pconf): the callback lives in this module */
+    apr_proc_other_child_register(&g_ret->proc, core_maint, &g_ret->proc, NULL, g_pconf);
+    g_registered = 1;
+}
+
 static apr_status_t core_fork(void)
 {
-    apr_proc_t *proc = apr_pcalloc(g_pconf, sizeof(*proc));
-    apr_status_t rv = apr_proc_fork(proc, g_pconf);
+    apr_proc_t proc;
+    apr_status_t rv = apr_proc_fork(&proc, g_pconf);
     if (rv == APR_INCHILD)
         core_main();
     if (rv != APR_INPARENT) {
@@ -105,56 +123,46 @@ static apr_status_t core_fork(void)
                      RHLOG(1003) "cannot fork the relay core");
         return rv;
     }
-    g_proc = proc;
-    apr_proc_other_child_register(proc, core_maint, proc, NULL, g_pconf);
-    g_registered = 1;
+    g_ret->proc = proc;
+    watch_core();
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, g_server,
-                 RHLOG(1004) "relay core started, pid %d", (int)proc->pid);
+                 RHLOG(1004) "relay core started, pid %d", (int)proc.pid);
     return APR_SUCCESS;
 }
 
-/* httpd tells us when the core dies: respawn it unless it failed to start. */
 static int server_stopping(void)
 {
     int state = AP_MPMQ_RUNNING;
-    if (g_stopping)
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_EXITING)
         return 1;
     if (ap_mpm_query(AP_MPMQ_MPM_STATE, &state) == APR_SUCCESS && state == AP_MPMQ_STOPPING)
         return 1;
     return 0;
 }
 
+/* httpd tells us when the core dies: respawn it unless it failed to start. */
 static void core_maint(int reason, void *data, apr_wait_t status)
 {
-    apr_proc_t *proc = data;
     switch (reason) {
     case APR_OC_REASON_DEATH:
+    case APR_OC_REASON_LOST:
         apr_proc_other_child_unregister(data);
         g_registered = 0;
-        if (g_proc == proc)
-            g_proc = NULL;
+        g_ret->proc.pid = 0;
         if (server_stopping())
             break;
-        if (WIFEXITED(status) && WEXITSTATUS(status) == RH_CORE_EXIT_FATAL) {
+        if (reason == APR_OC_REASON_DEATH && WIFEXITED(status)
+            && WEXITSTATUS(status) == RH_CORE_EXIT_FATAL) {
             ap_log_error(APLOG_MARK, APLOG_CRIT, 0, g_server, RHLOG(1005)
                          "relay core could not start; not restarting it "
                          "(see the messages above)");
             break;
         }
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, g_server, RHLOG(1006)
-                     "relay core (pid %d) died (%s %d); its sessions are lost, "
-                     "starting a new one", (int)proc->pid,
+                     "relay core died (%s %d); its sessions are lost, starting a new one",
                      WIFSIGNALED(status) ? "signal" : "exit",
                      WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
         core_fork();
-        break;
-    case APR_OC_REASON_LOST:
-        apr_proc_other_child_unregister(data);
-        g_registered = 0;
-        if (g_proc == proc)
-            g_proc = NULL;
-        if (!server_stopping())
-            core_fork();
         break;
     case APR_OC_REASON_UNREGISTER:
         g_registered = 0;   /* APR's own pool cleanup did it */
@@ -165,56 +173,59 @@ static void core_maint(int reason, void *data, apr_wait_t status)
     }
 }
 
-/* pconf cleanup: the generation ends, the core goes with it (for now). */
-static apr_status_t core_stop(void *data)
+/* pconf cleanup: on a restart the core stays (it is found again by the next
+ * generation); when httpd exits, the core goes, and its socket with it. */
+static apr_status_t generation_end(void *data)
 {
-    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, g_server, RHLOG(1007)
-                 "stopping the relay core (pid %d)", g_proc ? (int)g_proc->pid : -1);
-    g_stopping = 1;
-    if (g_proc) {
-        apr_proc_t *proc = g_proc;
+    if (g_registered) {
+        apr_proc_other_child_unregister(&g_ret->proc);
+        g_registered = 0;
+    }
+    if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_EXITING)
+        return APR_SUCCESS;
+    if (g_ret->proc.pid > 0) {
+        pid_t pid = g_ret->proc.pid;
         int waited = 0;
-        if (g_registered) {
-            apr_proc_other_child_unregister(proc);
-            g_registered = 0;
-        }
-        kill(proc->pid, SIGTERM);
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, g_server, RHLOG(1007)
+                     "stopping the relay core (pid %d)", (int)pid);
+        kill(pid, SIGTERM);
         /* give it a moment to say goodbye to its sessions, then insist */
-        while (waitpid(proc->pid, NULL, WNOHANG) == 0) {
+        while (waitpid(pid, NULL, WNOHANG) == 0) {
             if (waited >= 3000) {
-                kill(proc->pid, SIGKILL);
-                waitpid(proc->pid, NULL, 0);
+                kill(pid, SIGKILL);
+                waitpid(pid, NULL, 0);
                 break;
             }
             apr_sleep(apr_time_from_msec(10));
             waited += 10;
         }
-        g_proc = NULL;
+        g_ret->proc.pid = 0;
     }
-    if (g_listen_fd >= 0) {
-        close(g_listen_fd);
-        g_listen_fd = -1;
+    if (g_ret->listen_fd >= 0) {
+        close(g_ret->listen_fd);
+        g_ret->listen_fd = -1;
     }
-    if (g_socket)
-        unlink(g_socket);
+    unlink(g_ret->socket);
+    g_ret->ready = 0;
     return APR_SUCCESS;
 }
 
-static int make_socket(apr_pool_t *p, server_rec *s)
+static int make_socket(server_rec *s)
 {
     struct sockaddr_un sa;
     mode_t old;
     int fd;
+    const char *path = g_ret->socket;
 
-    if (strlen(g_socket) >= sizeof(sa.sun_path)) {
+    if (strlen(path) >= sizeof(sa.sun_path)) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, RHLOG(1010)
-                     "relay socket path too long: %s (set RelaySocket)", g_socket);
+                     "relay socket path too long: %s (set RelaySocket)", path);
         return -1;
     }
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
-    strcpy(sa.sun_path, g_socket);
-    unlink(g_socket);
+    strcpy(sa.sun_path, path);
+    unlink(path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         goto fail;
@@ -226,12 +237,12 @@ static int make_socket(apr_pool_t *p, server_rec *s)
     umask(old);
     if (listen(fd, SOMAXCONN) != 0)
         goto fail;
-    if (geteuid() == 0 && chown(g_socket, ap_unixd_config.user_id, -1) != 0)
+    if (geteuid() == 0 && chown(path, ap_unixd_config.user_id, -1) != 0)
         goto fail;
     return fd;
 fail:
     ap_log_error(APLOG_MARK, APLOG_CRIT, errno, s, RHLOG(1011)
-                 "cannot create the relay socket %s", g_socket);
+                 "cannot create the relay socket %s", path);
     if (fd >= 0)
         close(fd);
     return -1;
@@ -243,6 +254,7 @@ int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     rh_srv_conf *sc = ap_get_module_config(s->module_config, &relay_https_module);
     apr_status_t rv;
     uint32_t nslots;
+    const char *path;
 
     /* the first pass only checks the configuration */
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
@@ -250,25 +262,54 @@ int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
 
     g_server = s;
     g_pconf = pconf;
-    g_stopping = 0;
+    g_ret = ap_retained_data_get("mod_relay_https");
+    if (!g_ret) {
+        g_ret = ap_retained_data_create("mod_relay_https", sizeof(*g_ret));
+        memset(g_ret, 0, sizeof(*g_ret));
+        g_ret->listen_fd = -1;
+    }
     nslots = sc->max_sessions > 0 ? (uint32_t)sc->max_sessions : RH_DEFAULT_MAX_SESSIONS;
-    rv = apr_shm_create(&g_shm, rh_registry_size(nslots), NULL, pconf);
+    path = sc->socket_path ? sc->socket_path
+         : ap_runtime_dir_relative(ptemp, apr_psprintf(ptemp, "relay_https.%ld.sock",
+                                                       (long)getpid()));
+    apr_pool_cleanup_register(pconf, NULL, generation_end, apr_pool_cleanup_null);
+
+    if (g_ret->ready) {
+        /* a restart: the core and its sessions go on */
+        if (nslots != g_ret->nslots || strcmp(path, g_ret->socket) != 0)
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RHLOG(1013)
+                         "RelayMaxSessions and RelaySocket changes take effect at the "
+                         "next full stop and start, not on a restart");
+        if (g_ret->proc.pid > 0 && kill(g_ret->proc.pid, 0) == 0) {
+            watch_core();
+            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, RHLOG(1008)
+                         "relay core (pid %d) kept across the restart", (int)g_ret->proc.pid);
+            return OK;
+        }
+        return core_fork() == APR_SUCCESS ? OK : HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the table lives in the process pool: restarts keep it */
+    rv = apr_shm_create(&g_ret->shm, rh_registry_size(nslots), NULL, s->process->pool);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RHLOG(1012)
                      "cannot create the shared session table (%u slots)", nslots);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    g_reg = apr_shm_baseaddr_get(g_shm);
-    memset(g_reg, 0, rh_registry_size(nslots));
-    rh_registry_init(g_reg, nslots);
-
-    g_socket = sc->socket_path ? sc->socket_path
-             : ap_runtime_dir_relative(pconf, apr_psprintf(pconf, "relay_https.%ld.sock",
-                                                           (long)getpid()));
-    g_listen_fd = make_socket(pconf, s);
-    if (g_listen_fd < 0)
+    g_ret->reg = apr_shm_baseaddr_get(g_ret->shm);
+    g_ret->nslots = nslots;
+    memset(g_ret->reg, 0, rh_registry_size(nslots));
+    rh_registry_init(g_ret->reg, nslots);
+    if (strlen(path) >= sizeof(g_ret->socket)) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, RHLOG(1010)
+                     "relay socket path too long: %s (set RelaySocket)", path);
         return HTTP_INTERNAL_SERVER_ERROR;
-    apr_pool_cleanup_register(pconf, NULL, core_stop, apr_pool_cleanup_null);
+    }
+    strcpy(g_ret->socket, path);
+    g_ret->listen_fd = make_socket(s);
+    if (g_ret->listen_fd < 0)
+        return HTTP_INTERNAL_SERVER_ERROR;
+    g_ret->ready = 1;
     if (core_fork() != APR_SUCCESS)
         return HTTP_INTERNAL_SERVER_ERROR;
     return OK;
