@@ -71,6 +71,7 @@ struct conn {
     int batch_term;          /* pull, batch: the frame that ends the answer */
     long poll_deadline;      /* pull, batch: answer empty at this time */
     uint64_t want_off;       /* waiting push: where its bytes start */
+    uint64_t skip;           /* push: leading data bytes the session already has */
     long wait_until;         /* waiting push: refused with 409 at this time */
     conn *next_dead;
 };
@@ -85,6 +86,9 @@ struct session {
     unsigned char secret[RH_SECRET_LEN];
     rh_ring up, down;
     uint64_t up_acc, up_wr, down_rd, down_sent;
+    uint64_t down_acked;     /* resumable: the down ring starts at this offset */
+    unsigned resumable:1, finished:1;
+    long linger_until;       /* resumable, finished: freed at this time */
     unsigned connecting:1, up_fin:1, up_shut:1, down_eof:1, down_reset:1,
              down_fin_sent:1, dead:1, reset:1;
     char reason[128];
@@ -111,6 +115,22 @@ typedef struct core {
     int listen_src;
     int stop_src;
 } core;
+
+/* Down bytes held but not yet handed to a pull. A resumable session keeps
+ * bytes it sent until the client acknowledges them, so it can send them again
+ * after a cut; the ring then holds [down_acked, down_rd). */
+static size_t down_unsent(const session *s)
+{
+    return rh_ring_len(&s->down) - (size_t)(s->down_sent - s->down_acked);
+}
+
+static void down_ack(session *s, uint64_t ack)
+{
+    if (!s->resumable || ack <= s->down_acked || ack > s->down_sent)
+        return;
+    rh_ring_consume(&s->down, (size_t)(ack - s->down_acked));
+    s->down_acked = ack;
+}
 
 static int stop_fd = -1;
 static long hb_ms = 20000;   /* heartbeat interval, from the config */
@@ -228,6 +248,8 @@ static long session_next_deadline(const session *s)
     long d = s->last_heard + (long)s->idle_s * 1000L;
     if (s->connecting && s->connect_deadline < d)
         d = s->connect_deadline;
+    if (s->finished && s->linger_until < d)
+        d = s->linger_until;
     if (s->pull && !s->pull->batch) {
         long hb = s->pull->last_write + hb_ms;
         if (hb < d)
@@ -491,6 +513,15 @@ static void push_process(core *c, session *s)
         k->in_off += used;
         switch (ev.type) {
         case RH_FEV_DATA:
+            if (k->skip) {
+                /* a retried push: drop what the session already has */
+                size_t drop = ev.len < k->skip ? ev.len : (size_t)k->skip;
+                k->skip -= drop;
+                ev.data += drop;
+                ev.len -= drop;
+                if (!ev.len)
+                    break;
+            }
             if (s->up_fin) {
                 conn_error(c, k, 400, "data frame after fin");
                 s->push = NULL;
@@ -505,7 +536,10 @@ static void push_process(core *c, session *s)
             }
             break;
         case RH_FEV_FIN:
-            s->up_fin = 1;
+            s->up_fin = 1;   /* again after a retry: no harm */
+            break;
+        case RH_FEV_ACK:
+            down_ack(s, ev.offset);
             break;
         case RH_FEV_RESET: {
             char why[160];
@@ -523,7 +557,7 @@ static void push_process(core *c, session *s)
             session_end(c, s, 1, why);
             return;
         }
-        default:   /* H, A (version 1 keeps nothing to acknowledge), NONE */
+        default:   /* H, NONE */
             break;
         }
         if (used == 0 && ev.type == RH_FEV_NONE)
@@ -631,7 +665,7 @@ static ssize_t writev_nosig(int fd, struct iovec *iov, int n)
  * so the handler can send a Content-Length and buffering proxies pass it on. */
 static void batch_start(session *s, conn *k)
 {
-    size_t data = rh_ring_len(&s->down);
+    size_t data = down_unsent(s);
     size_t nframes = (data + RH_FRAME_MAX - 1) / RH_FRAME_MAX;
     size_t term_len = 0;
     unsigned char a[8];
@@ -656,7 +690,7 @@ static void pull_write(core *c, session *s)
     conn *k = s->pull;
     if (k && k->batch && !k->batch_started) {
         /* a long-poll answers as soon as there is anything, or when it runs out */
-        if (!rh_ring_len(&s->down) && !s->down_eof && now_ms() < k->poll_deadline)
+        if (!down_unsent(s) && !s->down_eof && now_ms() < k->poll_deadline)
             return;
         batch_start(s, k);
     }
@@ -670,7 +704,8 @@ static void pull_write(core *c, session *s)
             n++;
         }
         if (k->frame_left)
-            n += rh_ring_read_iov(&s->down, iov + n, k->frame_left);
+            n += rh_ring_peek_iov(&s->down, iov + n, (size_t)(s->down_sent - s->down_acked),
+                                  k->frame_left);
         if (n == 0 && k->batch) {
             if (k->batch_data) {
                 size_t len = k->batch_data < RH_FRAME_MAX ? k->batch_data : RH_FRAME_MAX;
@@ -701,7 +736,7 @@ static void pull_write(core *c, session *s)
         }
         if (n == 0) {
             /* between frames: tell how far the up direction got, then data */
-            size_t have = rh_ring_len(&s->down);
+            size_t have = down_unsent(s);
             if (s->up_acc != k->a_sent && (!have || s->up_acc - k->a_sent >= 65536)) {
                 unsigned char a[8];
                 rh_put_u64(a, s->up_acc);
@@ -758,9 +793,12 @@ static void pull_write(core *c, session *s)
             k->out_off = k->out_len = 0;
         w1 -= from_out;
         if (w1) {
-            rh_ring_consume(&s->down, w1);
             k->frame_left -= w1;
             s->down_sent += w1;
+            if (!s->resumable) {
+                rh_ring_consume(&s->down, w1);
+                s->down_acked = s->down_sent;
+            }
         }
     }
 }
@@ -785,9 +823,20 @@ static void session_pump(core *c, session *s)
             && !(push_before && !s->push && s->nwait))
             break;
     }
-    if (!s->dead && s->up_shut && s->down_fin_sent && !s->pull && !s->down_reset)
-        session_end(c, s, 0, "closed by both ends");
-    if (!s->dead && s->down_reset && !rh_ring_len(&s->down) && !s->pull) {
+    if (!s->dead && s->up_shut && s->down_fin_sent && !s->pull && !s->down_reset) {
+        if (!s->resumable)
+            session_end(c, s, 0, "closed by both ends");
+        else if (!s->finished) {
+            /* the client may still come back for the last bytes: linger until it
+             * says close, or a little while */
+            long now = now_ms();
+            long linger = s->idle_s < 30 ? 1000L * s->idle_s : 30000L;
+            s->finished = 1;
+            s->linger_until = now + linger;
+        }
+    }
+    if (!s->dead && s->down_reset && !down_unsent(s) && !s->pull
+        && (!s->resumable || s->down_acked == s->down_sent)) {
         /* the target reset and nothing is left to deliver: free it now */
         char why[sizeof(s->reason)];
         memcpy(why, s->reason, sizeof(why));
@@ -825,7 +874,7 @@ static void session_update(core *c, session *s)
         uint32_t w = EPOLLIN;   /* tells us when the handler goes away */
         if (k->batch)
             w |= k->batch_started ? EPOLLOUT : 0;
-        else if (k->out_len > k->out_off || rh_ring_len(&s->down)
+        else if (k->out_len > k->out_off || down_unsent(s)
                  || (s->down_eof && !s->down_fin_sent) || s->up_acc != k->a_sent)
             w |= EPOLLOUT;
         arm_mask(c, k->fd, k, &k->ev, w);
@@ -914,6 +963,7 @@ static void req_open(core *c, conn *k, const rh_ipc_req *rq)
     rh_ring_init(&s->up, rq->bufsize);
     rh_ring_init(&s->down, rq->bufsize);
     s->idle_s = rq->idle_s;
+    s->resumable = rq->resume ? 1 : 0;
     s->last_heard = now_ms();
     s->connect_deadline = s->last_heard + 1000L * rq->connect_s;
     s->connecting = 1;
@@ -957,6 +1007,22 @@ static void req_push(core *c, conn *k, const rh_ipc_req *rq)
         return;
     }
     s->last_heard = now_ms();
+    if (s->resumable && rq->offset <= s->up_acc) {
+        /* a retry after a cut: it replaces a push the server may still think is
+         * alive, and what the session already has is dropped from it */
+        if (s->push) {
+            conn *old = s->push;
+            s->push = NULL;
+            old->s = NULL;
+            conn_kill(c, old);
+            logf_(c, RH_LOG_DEBUG, "session %s: push taken over at %" PRIu64, s->sid,
+                  rq->offset);
+        }
+        k->skip = s->up_acc - rq->offset;
+        push_attach(c, s, k);
+        session_pump(c, s);
+        return;
+    }
     if (s->up_fin) {
         conn_error(c, k, 409, "the client already finished sending (fin)");
         return;
@@ -1039,13 +1105,33 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
         return;
     }
     s->last_heard = now_ms();
-    if (s->pull) {
-        conn_error(c, k, 409, "a pull is already active for this session");
-        return;
-    }
     int batch = !strcmp(rq->mode, "batch");
     if (!batch && strcmp(rq->mode, "stream") != 0) {
         conn_error(c, k, 400, "unsupported pull mode '%s'", rq->mode);
+        return;
+    }
+    if (s->resumable) {
+        if (rq->offset < s->down_acked || rq->offset > s->down_sent) {
+            conn_error(c, k, 416, "ack %" PRIu64 " is outside the bytes kept (%" PRIu64
+                       " to %" PRIu64 ")", rq->offset, s->down_acked, s->down_sent);
+            return;
+        }
+        /* resume: a new pull replaces one the server may still think is alive,
+         * and everything after the client's ack is sent again */
+        if (s->pull) {
+            conn *old = s->pull;
+            s->pull = NULL;
+            old->s = NULL;
+            conn_kill(c, old);
+            logf_(c, RH_LOG_DEBUG, "session %s: pull taken over at %" PRIu64, s->sid,
+                  rq->offset);
+        }
+        down_ack(s, rq->offset);
+        s->down_sent = rq->offset;
+        s->down_fin_sent = 0;   /* it asks again: it did not get the F */
+    }
+    if (s->pull) {
+        conn_error(c, k, 409, "a pull is already active for this session");
         return;
     }
     if (rq->offset != s->down_sent) {
@@ -1090,7 +1176,10 @@ static void req_close(core *c, conn *k, const rh_ipc_req *rq)
         conn_error(c, k, st, "%s", why);
         return;
     }
-    session_end(c, s, 1, "closed by client");
+    if (s->finished)
+        session_end(c, s, 0, "closed by both ends");
+    else
+        session_end(c, s, 1, "closed by client");
     out_printf(k, "OK");
     conn_reply_done(c, k);
 }
@@ -1232,6 +1321,10 @@ static void session_timer(core *c, session *s, long now)
             conn_error(c, k, 504, "connecting to target '%s' timed out", s->target);
         }
         session_end(c, s, 1, "connect timeout");
+        return;
+    }
+    if (s->finished && now >= s->linger_until) {
+        session_end(c, s, 0, "closed by both ends");
         return;
     }
     if (now >= s->last_heard + (long)s->idle_s * 1000L) {

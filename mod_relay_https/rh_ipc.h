@@ -11,7 +11,7 @@
 
 typedef enum {
     RH_IPC_NONE = 0,
-    RH_IPC_OPEN,   /* OPEN target ip port bufsize idle_s connect_s */
+    RH_IPC_OPEN,   /* OPEN target ip port bufsize idle_s connect_s [resume] */
     RH_IPC_PUSH,   /* PUSH token offset        then frames until EOF */
     RH_IPC_PULL,   /* PULL token ack mode [poll_s]  then frames from the core */
     RH_IPC_CLOSE,  /* CLOSE token */
@@ -26,6 +26,7 @@ typedef struct rh_ipc_req {
     unsigned bufsize;
     unsigned idle_s;
     unsigned connect_s;
+    int resume;         /* open: keep down bytes until acknowledged */
     char token[64];
     uint64_t offset;    /* push: offset of first byte; pull: ack */
     char mode[16];      /* pull: "stream" or "batch" */

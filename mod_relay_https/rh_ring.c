@@ -64,16 +64,24 @@ size_t rh_ring_put(rh_ring *r, const void *data, size_t len)
 
 int rh_ring_read_iov(const rh_ring *r, struct iovec iov[2], size_t max)
 {
-    size_t len = r->len < max ? r->len : max;
+    return rh_ring_peek_iov(r, iov, 0, max);
+}
+
+int rh_ring_peek_iov(const rh_ring *r, struct iovec iov[2], size_t skip, size_t max)
+{
+    if (skip >= r->len)
+        return 0;
+    size_t len = r->len - skip < max ? r->len - skip : max;
     if (!len)
         return 0;
-    size_t first = r->cap - r->head;
+    size_t start = (r->head + skip) % r->cap;
+    size_t first = r->cap - start;
     if (first >= len) {
-        iov[0].iov_base = r->buf + r->head;
+        iov[0].iov_base = r->buf + start;
         iov[0].iov_len = len;
         return 1;
     }
-    iov[0].iov_base = r->buf + r->head;
+    iov[0].iov_base = r->buf + start;
     iov[0].iov_len = first;
     iov[1].iov_base = r->buf;
     iov[1].iov_len = len - first;

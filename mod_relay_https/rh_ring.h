@@ -29,6 +29,8 @@ size_t rh_ring_put(rh_ring *r, const void *data, size_t len);
 
 /* Fills iov (up to 2 entries) with up to max stored bytes, oldest first. */
 int rh_ring_read_iov(const rh_ring *r, struct iovec iov[2], size_t max);
+/* The same, starting skip bytes after the oldest (bytes kept but already sent). */
+int rh_ring_peek_iov(const rh_ring *r, struct iovec iov[2], size_t skip, size_t max);
 /* Drops n bytes from the front; frees the buffer when the ring becomes empty. */
 void rh_ring_consume(rh_ring *r, size_t n);
 
