@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "rhc_opts.h"
@@ -55,7 +56,12 @@ static const char help_text[] =
 "Options:\n"
 "  -L, --listen [ADDR:]PORT   forward: where to listen (ADDR default 127.0.0.1;\n"
 "                             IPv6 as [ADDR]:PORT; PORT 0 picks a free port)\n"
-"  -u, --user USER:PASS       HTTP Basic credentials for the server\n"
+"      --transport MODE       how bytes travel: auto (default), duplex, stream,\n"
+"                             batch, or PUSH/PULL to mix stream and batch\n"
+"                             (e.g. batch/stream; see below)\n"
+"  -u, --user USER:PASS       credentials for the server\n"
+"      --auth METHOD          basic (default: sent at once), digest or any\n"
+"                             (digest and any use HTTP/1.1)\n"
 "  -H, --header 'Name: value' extra request header (repeatable)\n"
 "      --cacert FILE          CA certificates to verify the server\n"
 "  -k, --insecure             do not verify the server's certificate\n"
@@ -63,16 +69,32 @@ static const char help_text[] =
 "      --key FILE             client certificate key (PEM)\n"
 "  -x, --proxy URL            HTTP(S) proxy (default: https_proxy, HTTPS_PROXY,\n"
 "                             all_proxy from the environment; no_proxy applies)\n"
-"  -U, --proxy-user USER:PASS proxy credentials (Basic, Digest, NTLM, Negotiate)\n"
+"  -U, --proxy-user USER:PASS proxy credentials; '-U :' with --proxy-auth\n"
+"                             negotiate uses the Kerberos/GSS-API credentials\n"
+"                             of the environment\n"
+"      --proxy-auth METHOD    basic, digest, ntlm, negotiate or any (default any)\n"
 "      --proxy-cacert FILE    CA certificates to verify an HTTPS proxy\n"
 "      --proxy-insecure       do not verify the proxy's certificate\n"
 "      --connect-timeout SECONDS  connection timeout (default 15)\n"
-"      --http1.1              use HTTP/1.1 (default)\n"
-"      --http2                use HTTP/2 over TLS when the server offers it\n"
-"  -v, --verbose              say what happens; -vv adds libcurl's trace\n"
-"                             (session secrets and credentials are masked)\n"
+"      --http1.1              use HTTP/1.1 only\n"
+"      --http2                use HTTP/2 over TLS when the server offers it (ALPN;\n"
+"                             the default for --transport auto and duplex)\n"
+"      --http2-prior-knowledge  speak HTTP/2 at once (also on http:// URLs)\n"
+"  -v, --verbose              say what happens (transport choices, fallbacks);\n"
+"                             -vv adds libcurl's trace (session secrets and\n"
+"                             credentials are masked)\n"
 "  -h, --help                 this text\n"
 "  -V, --version              version\n"
+"\n"
+"Transports:\n"
+"  duplex   one request carries both directions (needs HTTP/2 end to end)\n"
+"  stream   one long upload and one long download (direct paths, CONNECT\n"
+"           proxies, intermediaries that stream)\n"
+"  batch    complete requests with Content-Length, several in flight, and\n"
+"           long-poll downloads: passes proxies that buffer whole bodies\n"
+"  auto     duplex when the connection is HTTP/2, else stream; falls back\n"
+"           (duplex, stream, batch) when an intermediary holds bytes back, and\n"
+"           later sessions of the same process start with what worked\n"
 "\n"
 "Exit codes:\n"
 "   0  ok\n"
@@ -90,7 +112,8 @@ static const char help_text[] =
 
 enum {
     OPT_CACERT = 256, OPT_CERT, OPT_KEY, OPT_PROXY_CACERT, OPT_PROXY_INSECURE,
-    OPT_CONNECT_TIMEOUT, OPT_HTTP11, OPT_HTTP2
+    OPT_CONNECT_TIMEOUT, OPT_HTTP11, OPT_HTTP2, OPT_HTTP2_PK, OPT_TRANSPORT, OPT_AUTH,
+    OPT_PROXY_AUTH
 };
 
 static const struct option long_opts[] = {
@@ -108,6 +131,10 @@ static const struct option long_opts[] = {
     { "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
     { "http1.1",         no_argument,       NULL, OPT_HTTP11 },
     { "http2",           no_argument,       NULL, OPT_HTTP2 },
+    { "http2-prior-knowledge", no_argument, NULL, OPT_HTTP2_PK },
+    { "transport",       required_argument, NULL, OPT_TRANSPORT },
+    { "auth",            required_argument, NULL, OPT_AUTH },
+    { "proxy-auth",      required_argument, NULL, OPT_PROXY_AUTH },
     { "verbose",         no_argument,       NULL, 'v' },
     { "help",            no_argument,       NULL, 'h' },
     { "version",         no_argument,       NULL, 'V' },
@@ -155,6 +182,32 @@ static char *take_secret(char *arg)
             *p = '*';
     return copy;
 }
+
+struct word { const char *name; unsigned long value; };
+
+/* Looks arg up in a NULL-terminated table; -1 when it is not there. */
+static int lookup(const struct word *w, const char *arg, unsigned long *out)
+{
+    for (; w->name; ++w)
+        if (!strcasecmp(w->name, arg)) {
+            *out = w->value;
+            return 0;
+        }
+    return -1;
+}
+
+static const struct word transports[] = {
+    { "auto", RHC_XP_AUTO }, { "duplex", RHC_XP_DUPLEX }, { "stream", RHC_XP_STREAM },
+    { "batch", RHC_XP_BATCH }, { NULL, 0 }
+};
+static const struct word server_auths[] = {
+    { "basic", CURLAUTH_BASIC }, { "digest", CURLAUTH_DIGEST }, { "any", CURLAUTH_ANY },
+    { NULL, 0 }
+};
+static const struct word proxy_auths[] = {
+    { "basic", CURLAUTH_BASIC }, { "digest", CURLAUTH_DIGEST }, { "ntlm", CURLAUTH_NTLM },
+    { "negotiate", CURLAUTH_NEGOTIATE }, { "any", CURLAUTH_ANY }, { NULL, 0 }
+};
 
 static int parse_listen(const char *arg, struct rhc_opts *o)
 {
@@ -224,7 +277,6 @@ int rhc_opts_parse(int argc, char **argv, struct rhc_opts *o)
 
     memset(o, 0, sizeof(*o));
     o->connect_timeout_ms = 15000;
-    o->http_version = CURL_HTTP_VERSION_1_1;
 
     if (argc < 2)
         return usage_error("missing mode");
@@ -322,6 +374,35 @@ int rhc_opts_parse(int argc, char **argv, struct rhc_opts *o)
         case OPT_HTTP2:
             o->http_version = CURL_HTTP_VERSION_2TLS;
             break;
+        case OPT_HTTP2_PK:
+            o->http_version = CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
+            break;
+        case OPT_TRANSPORT: {
+            unsigned long v, d;
+            char up[16];
+            const char *slash = strchr(optarg, '/');
+            size_t n = slash ? (size_t)(slash - optarg) : strlen(optarg);
+            snprintf(up, sizeof(up), "%.*s", (int)(n < sizeof(up) ? n : sizeof(up) - 1), optarg);
+            if (lookup(transports, up, &v) < 0 || (slash && lookup(transports, slash + 1, &d) < 0))
+                return usage_error("--transport %s: expected auto, duplex, stream or batch "
+                                   "(or PUSH/PULL: stream/batch, batch/stream)", optarg);
+            if (!slash)
+                d = v;
+            if (v != d && (v < RHC_XP_STREAM || d < RHC_XP_STREAM))
+                return usage_error("--transport %s: only stream and batch mix", optarg);
+            o->transport = (enum rhc_transport)v;
+            o->transport_down = (enum rhc_transport)d;
+            break;
+        }
+        case OPT_AUTH:
+            if (lookup(server_auths, optarg, &o->auth) < 0)
+                return usage_error("--auth %s: expected basic, digest or any", optarg);
+            break;
+        case OPT_PROXY_AUTH:
+            if (lookup(proxy_auths, optarg, &o->proxy_auth) < 0)
+                return usage_error("--proxy-auth %s: expected basic, digest, ntlm, negotiate or any",
+                                   optarg);
+            break;
         case 'v':
             ++o->verbose;
             break;
@@ -352,6 +433,9 @@ int rhc_opts_parse(int argc, char **argv, struct rhc_opts *o)
         return usage_error("forward needs -L [ADDR:]PORT");
     if (o->key && !o->cert)
         return usage_error("--key needs --cert");
+    if (o->auth && !o->user)
+        return usage_error("--auth needs --user USER:PASS");
+
     if (!o->base_url || !o->target)
         return usage_error("out of memory");
     rhc_verbose = o->verbose;

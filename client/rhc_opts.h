@@ -37,6 +37,15 @@ enum rhc_exit {
 
 enum rhc_mode { RHC_MODE_FORWARD = 1, RHC_MODE_STDIO };
 
+/* How a session's bytes travel (docs/PROTOCOL.md, "Transports"). The order is the
+ * fallback order: auto starts at the best the path allows and only moves down. */
+enum rhc_transport {
+    RHC_XP_AUTO = 0,
+    RHC_XP_DUPLEX,      /* one duplex request: body = up, response = down (HTTP/2) */
+    RHC_XP_STREAM,      /* one streamed push + one long pull */
+    RHC_XP_BATCH        /* Content-Length pushes (several in flight) + long-poll pulls */
+};
+
 struct rhc_opts {
     enum rhc_mode mode;
     char *listen_host;          /* forward: address to bind (default 127.0.0.1) */
@@ -48,7 +57,11 @@ struct rhc_opts {
     int insecure, proxy_insecure;
     int verbose;
     long connect_timeout_ms;
-    long http_version;          /* CURL_HTTP_VERSION_* */
+    long http_version;          /* CURL_HTTP_VERSION_*; 0: chosen by the transport */
+    enum rhc_transport transport;      /* for pushes (and pulls, unless ... */
+    enum rhc_transport transport_down; /* ... this differs: --transport PUSH/PULL) */
+    unsigned long auth;         /* CURLAUTH_* for the server (--auth); 0: Basic */
+    unsigned long proxy_auth;   /* CURLAUTH_* for the proxy (--proxy-auth); 0: any */
     struct curl_slist *headers; /* user -H headers */
 };
 

@@ -1,13 +1,35 @@
-/* relay-https client: one tunnel session = open, then one streamed push (up) and
- * one long pull (down) at once, all on one curl multi handle driven by our own
- * poll() loop through curl_multi_socket_action. See docs/PROTOCOL.md.
+/* relay-https client: tunnel sessions over one libcurl multi handle, driven by
+ * one poll() loop (curl_multi_socket_action) that also watches the local fds.
+ * See docs/PROTOCOL.md.
+ *
+ * A session carries its bytes with one transport per direction:
+ *   duplex  one POST .../duplex: its body is the up frame stream, its response
+ *           the down frame stream (HTTP/2 end to end);
+ *   stream  one streamed push (a chunked body that stays open) and one long pull;
+ *   batch   complete pushes with Content-Length, up to BATCH_INFLIGHT in flight
+ *           (the server applies them in offset order), and long-poll pulls that
+ *           come back with a Content-Length as soon as there is anything.
+ * --transport auto starts with the best the connection allows (duplex on HTTP/2,
+ * else stream), watches for intermediaries that hold bytes back (no first frame
+ * on a response within PROBE_FIRST_MS; pushed bytes not acknowledged by A frames
+ * for ACK_STALL_MS) and falls back duplex -> stream -> batch, per direction; the
+ * process remembers what worked for its later sessions.
+ *
+ * Up bytes read from the local side go into a ring (t->ubuf) and stay there
+ * until the server confirms them (A frames, push answers). A push can therefore
+ * be ended, cut, retried or replaced by another transport without losing or
+ * doubling a byte: every push says where its bytes start (Relay-Offset) and the
+ * server refuses (409 with its own offset) what it already has. Down bytes are
+ * only ever taken from the response they arrive on at the offset we expect
+ * (version 1 servers keep no copy of what they handed out), so pulls are only
+ * switched when the old one has ended or gave nothing but a heartbeat.
  *
  * Nothing blocks: local fds are non-blocking (or, for a tty/file on stdio, only
  * touched when poll says so), curl callbacks never wait, and flow control in
- * both directions uses curl's pause: the push read callback pauses when the local
- * side has nothing, the pull write callback pauses while 256 KiB of undelivered
- * bytes wait for the local side. Callbacks only record what happened; tunnels
- * are started, restarted and freed from the loop, outside of any curl callback. */
+ * both directions uses curl's pause: a streamed body pauses when the local side
+ * has nothing, a response pauses while OBUF_SOFT undelivered bytes wait for the
+ * local side. Callbacks only record what happened; requests are started,
+ * restarted and freed from the loop, outside of any curl callback. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -31,20 +53,36 @@
 #include "rhc_tunnel.h"
 
 #define PULL_BUFFERSIZE   (256L * 1024)   /* curl receive buffer of a pull */
-#define PUSH_BUFFERSIZE   (256L * 1024)   /* curl upload buffer of a push */
-#define OBUF_SOFT         (256u * 1024)   /* pull pauses while this much waits locally */
+#define PUSH_BUFFERSIZE   (256L * 1024)   /* curl upload buffer of a streamed body */
+#define OBUF_SOFT         (256u * 1024)   /* responses pause while this much waits locally */
 #define OBUF_MAX          (4u * 1024 * 1024) /* hard cap: soft cap + one curl callback */
-#define HEARTBEAT_MS      20000           /* H frame after this much push silence */
+#define UPBUF_INIT        (64u * 1024)    /* up ring: first size ... */
+#define UPBUF_MAX         (2u * 1024 * 1024) /* ... and largest */
+#define UP_AHEAD_MAX      (512u * 1024)   /* local bytes read ahead of the pushes */
+#define BATCH_BODY_MAX    (256u * 1024)   /* frames in one batch push */
+#define BATCH_DATA_MAX    (BATCH_BODY_MAX - 5 * RH_FRAME_HDR) /* 4 D frames + F */
+#define BATCH_INFLIGHT    4               /* batch pushes in flight ... */
+#define BATCH_SLOTS       8               /* ... (more only when one is split: 413) */
+#define BATCH_DATA_MIN    (16u * 1024)    /* smallest push a 413 can make us send */
+#define HEARTBEAT_MS      20000           /* H frame after this much silence on a streamed body */
 #define PULL_DEAD_MS      60000           /* server heartbeats every 20 s: 60 s silence = dead */
+#define PROBE_FIRST_MS    2000            /* auto: a stream response shows its first frame by then */
+#define ACK_STALL_MS      3000            /* auto: pushed bytes acknowledged by then */
+#define DOWN_QUIET_MS     1000            /* ... judged only when no down data came for this long */
+#define SWITCH_GRACE_MIN  100             /* after a pull switch, up bytes wait this long ... */
+#define SWITCH_GRACE_MAX  1000            /* ... (2 round trips, within these bounds) */
+#define SWITCH_WAIT_MS    10000           /* an ended duplex body gets this long to be confirmed */
 #define OPEN_TIMEOUT_MS   30000
 #define CLOSE_TIMEOUT_MS  5000
 #define LINGER_MS         5000            /* time for an R frame to leave before teardown */
+#define RETRY_MAX         12              /* tries of a refused or cut push / pull in a row */
 #define TOKEN_LEN         48
 #define SID_LEN           16
 #define BODY_MAX          200             /* bytes of an error body kept for messages */
 
-enum req_kind { REQ_OPEN, REQ_PULL, REQ_PUSH, REQ_CLOSE };
-static const char *const kind_name[] = { "open", "pull", "push", "close" };
+enum req_kind { REQ_OPEN, REQ_PULL, REQ_PUSH, REQ_DUPLEX, REQ_CLOSE };
+static const char *const kind_name[] = { "open", "pull", "push", "duplex", "close" };
+static const char *const xp_name[] = { "auto", "duplex", "stream", "batch" };
 
 struct rhc_req {
     enum req_kind kind;
@@ -57,12 +95,38 @@ struct rhc_req {
     long status;                /* final HTTP status once its headers ended */
     int hdr_done;
     int have_offset;
-    uint64_t offset;            /* Relay-Offset */
+    uint64_t offset;            /* Relay-Offset of the answer */
     int have_token;
+    int proxy_said;             /* the answer has a proxy's marks (X-Squid-Error, Proxy-Status) */
     char token[TOKEN_LEN + 1];  /* Relay-Session of an open answer */
     size_t body_len;
     char body[BODY_MAX + 1];    /* start of an error body */
     char errbuf[CURL_ERROR_SIZE];
+    int64_t started;
+
+    /* pull, duplex: the response is a frame stream */
+    int batch;                  /* pull with Relay-Mode: batch */
+    rh_frame_parser parser;
+    int got_frame;              /* a complete frame (the initial H, say) arrived */
+    uint64_t rx_data;           /* D bytes taken from this response */
+    int saw_end, saw_fin;       /* E / F frame */
+    int recv_paused;
+
+    /* push, duplex: the request body */
+    int streamed;               /* body made by the read callback as we go */
+    uint64_t p_off;             /* Relay-Offset sent */
+    uint64_t p_end;             /* batch: end of its data */
+    int p_fin;                  /* batch: ends with F; streamed: F emitted */
+    int p_r;                    /* streamed: R emitted */
+    unsigned char *p_body;      /* batch: the frames */
+    size_t p_len;
+    int send_paused;
+    int end_wanted;             /* streamed: end the body at the next chance */
+    int body_ended;             /* streamed: the read callback said end */
+    uint64_t emitted;           /* streamed: body bytes handed to curl */
+    int acked_any;              /* streamed: the server confirmed bytes of this body */
+    unsigned tries;             /* batch push: attempts so far */
+    int64_t retry_at;           /* batch push: waits (out of the multi) until then */
 };
 
 struct rhc_tunnel {
@@ -77,31 +141,53 @@ struct rhc_tunnel {
 
     char token[TOKEN_LEN + 1];
     char sid[SID_LEN + 1];      /* public part of the token, the only part we print */
-    struct rhc_req *open, *pull, *push;
+    struct rhc_req *open;
+    unsigned open_retries;
 
-    /* up: local -> push */
-    uint64_t up_off;            /* bytes framed into the push so far */
+    /* transports */
+    enum rhc_transport up_x, down_x;
+    int auto_x;                 /* --transport auto: probe and fall back */
+    struct rhc_req *duplex;     /* carries down (down_x duplex), and up until ended */
+    struct rhc_req *pull;       /* stream or batch pull */
+    struct rhc_req *spush;      /* stream push */
+    struct rhc_req *bpush[BATCH_SLOTS];
+    int nbpush;
+    int up_switching;           /* an ended streamed body is being confirmed */
+    int64_t switch_since;
+    int64_t probe_until;        /* auto: the down response must show a frame by then */
+    int64_t up_fallback_at;     /* auto: pushes go batch then (after a pull switch) */
+    int up_hold;                /* auto, path not proven: no up byte goes out yet */
+    int64_t hold_until;         /* ... until the down response shows a frame, or then */
+    unsigned restarts;          /* sessions started over (nothing exchanged yet) */
+    int64_t rtt_ms;             /* open: from request sent to answer */
+
+    /* up: local -> ring -> pushes */
+    unsigned char *ubuf;        /* ring of up bytes [up_base, up_base + ulen) */
+    size_t ucap, uhead, ulen;
+    uint64_t up_base;           /* offset of the oldest byte kept */
+    uint64_t up_sent;           /* bytes handed to pushes (may go back: rewind) */
+    uint64_t up_acked;          /* bytes the server confirmed */
+    int up_lossy;               /* kept bytes were dropped before being confirmed */
     int up_eof;                 /* local read side gave EOF */
-    int up_fin_sent, up_r_sent; /* F / R frame handed to curl */
-    int up_r_pending;           /* local side failed: send R */
-    int up_done;                /* push answered 200 after F */
-    int push_paused;            /* read callback paused: waiting for local data */
-    uint64_t push_emitted;      /* body bytes handed to curl by this push */
+    int up_fin_sent;            /* F handed to a push */
+    int up_done;                /* a push with F was accepted */
+    int up_r_pending, up_r_sent;/* local side failed: R frame on the streamed body */
     int hb_pending;
     int64_t push_last_emit;
+    int64_t ack_wait_since;     /* up_sent > up_acked since then, no ack came */
+    unsigned up_retries;        /* streamed body refused or cut, in a row */
+    int64_t spush_at;           /* start the stream push (again) then */
 
-    /* down: pull -> local */
-    rh_frame_parser parser;
-    uint64_t down_off;          /* data bytes received from pulls so far */
-    int down_fin, down_end;     /* F / E frame seen */
-    int pull_paused;            /* write callback paused: obuf waits for the local side */
-    unsigned pulls;             /* pulls started (all but the first follow an E) */
-    unsigned repull_409;        /* 409 answers to a re-pull in a row */
-    unsigned pull_retries;      /* pulls lost before any answer, in a row */
-    int pull_fresh;             /* next pull on a new connection */
-    int64_t repull_at;          /* 0, or when to retry a re-pull */
-    unsigned open_retries;
+    /* down: responses -> local */
+    uint64_t down_off;          /* data bytes received so far */
+    int down_fin;               /* F frame seen */
+    unsigned pulls;             /* pulls / duplexes started */
+    unsigned down_retries;      /* refused (409) or lost-before-answer, in a row */
+    int down_fresh;             /* next pull on a new connection */
+    int64_t repull_at;          /* 0, or when to start the next down request */
     int64_t pull_last_rx;
+    int64_t last_down_data;
+    int switched_pull;          /* a stream pull was given up: a 416 then means why */
     int out_shut;               /* local output closed after F */
     int out_err;
     int out_blocked;            /* last write hit EAGAIN: wait for POLLOUT */
@@ -123,6 +209,7 @@ struct cfd {
 struct rhc_ctx {
     const struct rhc_opts *o;
     CURLM *multi;
+    CURLSH *share;              /* TLS sessions and DNS shared by all requests */
     int64_t curl_deadline;      /* -1: curl has no timer */
     struct cfd *cfds;           /* sockets curl wants watched */
     size_t ncfds, capcfds;
@@ -133,6 +220,11 @@ struct rhc_ctx {
     struct pollfd *pfds;        /* scratch for poll() */
     rhc_tunnel **powner;        /* tunnel of each local pollfd */
     size_t cappfds;
+    /* auto: what later sessions start with (only ever moves towards batch) */
+    enum rhc_transport best_up, best_down;
+    char why_up[320], why_down[320];
+    int proven[RHC_XP_BATCH + 1];   /* a response of this transport showed a frame in time */
+    size_t batch_max;           /* data bytes per batch push (smaller after a 413) */
 };
 
 static int64_t now_ms(void)
@@ -143,12 +235,23 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static uint64_t up_read_off(const rhc_tunnel *t)
+{
+    return t->up_base + t->ulen;
+}
+
 /* ---------------------------------------------------------------- messages */
 
-/* Keeps the first line of a server body, printable ASCII only. */
+/* Keeps the first line of a server body, printable ASCII only (an HTML error
+ * page, of a proxy say, says nothing in its first line: dropped). */
 static void body_line(const struct rhc_req *r, char *out, size_t outsz)
 {
     size_t n = 0;
+
+    if (r->body_len && r->body[0] == '<') {
+        out[0] = '\0';
+        return;
+    }
 
     for (size_t i = 0; i < r->body_len && n + 1 < outsz; ++i) {
         unsigned char ch = (unsigned char)r->body[i];
@@ -192,15 +295,46 @@ static void t_fail(rhc_tunnel *t, int code, const char *fmt, ...)
     va_end(ap);
 }
 
+/* The proxy's answer to CONNECT, when there was one and it said no. */
+static long connect_refusal(const struct rhc_req *r)
+{
+    long cc = 0;
+
+    if (curl_easy_getinfo(r->h, CURLINFO_HTTP_CONNECTCODE, &cc) != CURLE_OK)
+        return 0;
+    return (cc && (cc < 200 || cc > 299)) ? cc : 0;
+}
+
+/* The proxy libcurl uses for our URL, as far as we can tell (-x, or the
+ * environment when no_proxy does not muddle it), else NULL. */
+static const char *proxy_in_use(const struct rhc_opts *o)
+{
+    static const char *const https_vars[] = { "https_proxy", "HTTPS_PROXY", "all_proxy",
+                                              "ALL_PROXY", NULL };
+    static const char *const http_vars[] = { "http_proxy", "all_proxy", "ALL_PROXY", NULL };
+    const char *const *vars = strncasecmp(o->base_url, "https:", 6) ? http_vars : https_vars;
+
+    if (o->proxy)
+        return *o->proxy ? o->proxy : NULL;
+    if (getenv("no_proxy") || getenv("NO_PROXY"))
+        return NULL;
+    for (; *vars; ++vars) {
+        const char *v = getenv(*vars);
+        if (v && *v)
+            return v;
+    }
+    return NULL;
+}
+
 /* Exit code for an HTTP answer other than the expected one. */
 static int http_exit_code(const struct rhc_req *r, int from_module)
 {
     long s = r->status;
 
+    if (s == 407 || connect_refusal(r) || (r->proxy_said && !from_module))
+        return RHC_EXIT_PROXY;
     if (s == 401 || s == 403)
         return RHC_EXIT_AUTH;
-    if (s == 407)
-        return RHC_EXIT_PROXY;
     if (r->kind != REQ_OPEN)
         return RHC_EXIT_LOST;
     if (s == 404)
@@ -215,14 +349,23 @@ static int http_exit_code(const struct rhc_req *r, int from_module)
 }
 
 /* What the user can do about the usual refusals. */
-static const char *hint(const rhc_tunnel *t, int code, long status)
+static const char *hint(const rhc_tunnel *t, int code, long status, int proxy_tls)
 {
     const struct rhc_opts *o = t->ctx->o;
 
-    if (code == RHC_EXIT_AUTH && status == 401 && !o->user)
-        return " (the server wants credentials: -u USER:PASS)";
-    if (code == RHC_EXIT_PROXY && status == 407 && !o->proxy_user)
-        return " (the proxy wants credentials: -U USER:PASS)";
+    if (code == RHC_EXIT_AUTH && status == 401)
+        return !o->user ? " (the server wants credentials: -u USER:PASS)"
+               : o->auth && o->auth != CURLAUTH_BASIC ? " (check the credentials given with -u)"
+               : " (check the credentials given with -u; --auth digest or any if the server "
+                 "does not take Basic)";
+    if (code == RHC_EXIT_PROXY && status == 407)
+        return o->proxy_user ? " (the proxy did not take the credentials given with -U; "
+                               "try --proxy-auth ntlm, negotiate or digest)"
+                             : " (the proxy wants credentials: -U USER:PASS, or -U : "
+                               "--proxy-auth negotiate for Kerberos)";
+    if (code == RHC_EXIT_TLS && proxy_tls)
+        return o->proxy_cacert || o->proxy_insecure ? ""
+               : " (give the proxy's CA with --proxy-cacert FILE)";
     if (code == RHC_EXIT_TLS && status == 0 && !o->cacert && !o->insecure)
         return " (give its CA with --cacert FILE; behind a TLS-inspecting proxy, the proxy's CA)";
     return "";
@@ -231,24 +374,45 @@ static const char *hint(const rhc_tunnel *t, int code, long status)
 static void fail_http(rhc_tunnel *t, const struct rhc_req *r, const char *what)
 {
     char line[BODY_MAX + 1];
+    long cc = connect_refusal(r);
 
     body_line(r, line, sizeof(line));
     int from_module = !strncmp(line, "mod_relay_https:", 16);
     int code = http_exit_code(r, from_module);
-    t_fail(t, code, "%s: HTTP %ld%s%s%s", what, r->status,
-           line[0] ? ": " : "", line, hint(t, code, r->status));
+    long st = cc ? cc : r->status;
+    const char *kind = "";
+
+    if (cc == 407 || r->status == 407)
+        kind = "proxy authentication required: ";
+    else if (cc)
+        kind = "the proxy refused to connect to the server: ";
+    else if (code == RHC_EXIT_PROXY)
+        kind = "the proxy refused the request: ";
+    else if (code == RHC_EXIT_AUTH)
+        kind = "access refused by the server: ";
+    else if (code == RHC_EXIT_NO_TARGET)
+        kind = from_module ? "unknown target: " : "no relay at this URL: ";
+    else if (code == RHC_EXIT_TARGET)
+        kind = "the server cannot reach the target: ";
+    t_fail(t, code, "%s: %sHTTP %ld%s%s%s", what, kind, st,
+           line[0] ? ": " : "", line, hint(t, code, st, 0));
     if (r->status == 410 || r->status == 416)
         t->server_gone = 1;     /* the server has already forgotten the session */
 }
 
 static int curl_exit_code(const struct rhc_req *r, CURLcode rc)
 {
-    long cc = 0;
     int in_session = r->kind != REQ_OPEN;
+    long cc = connect_refusal(r);
 
-    if (curl_easy_getinfo(r->h, CURLINFO_HTTP_CONNECTCODE, &cc) == CURLE_OK && cc &&
-        (cc < 200 || cc > 299))
+    if (cc == 502 || cc == 503 || cc == 504)
+        return in_session ? RHC_EXIT_LOST : RHC_EXIT_UNREACHABLE;  /* the proxy could not */
+    if (cc)
         return RHC_EXIT_PROXY;
+    /* TLS 1.3: a refused client certificate shows as an alert on the first read */
+    if ((rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR) && strstr(r->errbuf, "alert") &&
+        (strstr(r->errbuf, "SSL") || strstr(r->errbuf, "TLS")))
+        return RHC_EXIT_TLS;
     switch (rc) {
     case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_COULDNT_RESOLVE_HOST:
@@ -285,12 +449,41 @@ static int curl_exit_code(const struct rhc_req *r, CURLcode rc)
 static void fail_curl(rhc_tunnel *t, const struct rhc_req *r, CURLcode rc, const char *what)
 {
     int code = curl_exit_code(r, rc);
-    long cc = 0;
+    long cc = connect_refusal(r);
+    long pv = 0;
+    const char *msg = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
+    const char *kind = "";
+    int proxy_tls = 0;
 
-    curl_easy_getinfo(r->h, CURLINFO_HTTP_CONNECTCODE, &cc);
-    t_fail(t, code, "%s: %s%s", what, r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc),
-           hint(t, code, code == RHC_EXIT_PROXY ? cc :
-                         rc == CURLE_PEER_FAILED_VERIFICATION ? 0 : -1));
+    if (code == RHC_EXIT_TLS) {
+        /* whose certificate: an HTTPS proxy's or the server's */
+        if (curl_easy_getinfo(r->h, CURLINFO_PROXY_SSL_VERIFYRESULT, &pv) == CURLE_OK && pv)
+            proxy_tls = 1;
+        kind = proxy_tls ? "TLS with the proxy failed: "
+               : rc == CURLE_PEER_FAILED_VERIFICATION ? "the server's certificate was not verified: "
+               : "TLS failed: ";
+        if (!proxy_tls && strstr(msg, "certificate required") && !t->ctx->o->cert) {
+            t_fail(t, code, "%s: %s%s (the server wants a client certificate: --cert FILE)",
+                   what, kind, msg);
+            return;
+        }
+    } else if (cc == 407) {
+        kind = "proxy authentication required: ";
+    } else if (cc == 502 || cc == 503 || cc == 504) {
+        kind = "the proxy cannot reach the server: ";
+    } else if (cc) {
+        kind = "the proxy refused to connect to the server: ";
+    } else if (code == RHC_EXIT_UNREACHABLE) {
+        if (rc == CURLE_COULDNT_RESOLVE_PROXY)
+            kind = "cannot resolve the proxy: ";
+        else if (rc == CURLE_COULDNT_CONNECT && proxy_in_use(t->ctx->o))
+            kind = "cannot reach the proxy: ";
+        else
+            kind = "server unreachable: ";
+    }
+    t_fail(t, code, "%s: %s%s%s", what, kind, msg,
+           hint(t, code, code == RHC_EXIT_TLS ? (rc == CURLE_PEER_FAILED_VERIFICATION ? 0 : -1)
+                                              : cc, proxy_tls));
 }
 
 /* ---------------------------------------------------------------- curl callbacks */
@@ -331,7 +524,7 @@ static int header_is(const char *line, size_t len, const char *name, const char 
     return 1;
 }
 
-static int pull_headers_done(struct rhc_req *r);
+static int down_headers_done(struct rhc_req *r);
 
 static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
 {
@@ -339,6 +532,7 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
     size_t len = size * nitems;
     const char *v;
     size_t vl;
+    int down = r->t && (r->kind == REQ_PULL || r->kind == REQ_DUPLEX);
 
     if (len >= 5 && !strncmp(buf, "HTTP/", 5)) {
         /* A new response (after a 1xx or an auth round): forget the last one. */
@@ -346,6 +540,7 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
         r->hdr_done = 0;
         r->have_offset = 0;
         r->have_token = 0;
+        r->proxy_said = 0;
         r->body_len = 0;
         return len;
     }
@@ -356,14 +551,17 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
             return len;
         r->status = code;
         r->hdr_done = 1;
-        if (r->kind == REQ_PULL && r->t && !pull_headers_done(r))
+        if (down && !down_headers_done(r))
             return 0;
         return len;
     }
-    if (r->kind == REQ_PULL && r->t)
+    if (down)
         r->t->pull_last_rx = now_ms();
     if (header_is(buf, len, "Relay-Offset", &v, &vl)) {
         r->have_offset = parse_u64(v, vl, &r->offset);
+    } else if (header_is(buf, len, "X-Squid-Error", &v, &vl) ||
+               header_is(buf, len, "Proxy-Status", &v, &vl)) {
+        r->proxy_said = 1;
     } else if (r->kind == REQ_OPEN && header_is(buf, len, "Relay-Session", &v, &vl)) {
         int ok = vl == TOKEN_LEN;
         for (size_t i = 0; ok && i < vl; ++i)
@@ -442,6 +640,7 @@ static void req_free(struct rhc_req *r)
         curl_easy_cleanup(r->h);
     }
     curl_slist_free_all(r->hdrs);
+    free(r->p_body);
     free(r);
 }
 
@@ -464,11 +663,27 @@ static int add_header(struct rhc_req *r, const char *fmt, ...)
     return 0;
 }
 
-static size_t pull_write(char *ptr, size_t size, size_t nmemb, void *ud);
-static size_t push_read(char *buf, size_t size, size_t nitems, void *ud);
-static int push_seek(void *ud, curl_off_t offset, int origin);
+/* The HTTP version to ask for: HTTP/2 through ALPN where duplex may be wanted. */
+static long http_version(const struct rhc_opts *o)
+{
+    /* A challenge (Digest) must come before a streamed body goes out: HTTP/1.1
+     * with Expect: 100-continue does that; over HTTP/2 libcurl sends the body,
+     * gets the 401 and cannot take the body back. */
+    if (o->user && o->auth && o->auth != CURLAUTH_BASIC)
+        return CURL_HTTP_VERSION_1_1;
+    if (o->http_version)
+        return o->http_version;
+    if (o->transport == RHC_XP_AUTO || o->transport == RHC_XP_DUPLEX)
+        return CURL_HTTP_VERSION_2TLS;
+    return CURL_HTTP_VERSION_1_1;
+}
 
-/* Builds a request with everything the options ask for, not yet added to multi. */
+static size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud);
+static size_t body_read(char *buf, size_t size, size_t nitems, void *ud);
+static int body_seek(void *ud, curl_off_t offset, int origin);
+
+/* Builds a request with everything the options ask for; the caller adds its own
+ * headers and options, then req_go. */
 static struct rhc_req *req_new(rhc_ctx *c, rhc_tunnel *t, enum req_kind kind,
                                const char *token)
 {
@@ -482,6 +697,7 @@ static struct rhc_req *req_new(rhc_ctx *c, rhc_tunnel *t, enum req_kind kind,
     r->kind = kind;
     r->ctx = c;
     r->t = t;
+    r->started = now_ms();
     if (!(r->h = curl_easy_init()))
         goto leave;
 
@@ -500,27 +716,18 @@ static struct rhc_req *req_new(rhc_ctx *c, rhc_tunnel *t, enum req_kind kind,
         goto leave;
     if (token && add_header(r, "Relay-Session: %s", token) < 0)
         goto leave;
-    if (kind == REQ_PULL && add_header(r, "Relay-Ack: %" PRIu64, t->down_off) < 0)
-        goto leave;
-    /* push: POST of unknown size, so libcurl sends it chunked over HTTP/1.1 and
-     * as plain DATA frames over HTTP/2 (a hand-made Transfer-Encoding header
-     * would be wrong there). */
-    if (kind == REQ_PUSH &&
-        (add_header(r, "Relay-Offset: %" PRIu64, t->up_off) < 0 ||
-         add_header(r, "Content-Type: application/octet-stream") < 0 ||
-         add_header(r, "Expect:") < 0))   /* no 100-continue round trip */
-        goto leave;
-    /* Empty POST bodies: no form content type for inspecting proxies to parse. */
-    if (kind != REQ_PUSH && add_header(r, "Content-Type:") < 0)
-        goto leave;
 
     CURL *h = r->h;
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(h, CURLOPT_SHARE, c->share);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_USERAGENT, RHC_USER_AGENT);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, o->http_version);
+    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, http_version(o));
+    /* Several requests of a session wait for one HTTP/2 connection rather than
+     * each opening its own. */
+    curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     /* Pushes and pulls idle for long; keepalive finds a dead path. */
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -530,8 +737,9 @@ static struct rhc_req *req_new(rhc_ctx *c, rhc_tunnel *t, enum req_kind kind,
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(h, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->hdrs);
     curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_cb);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
     if (o->cacert)
         curl_easy_setopt(h, CURLOPT_CAINFO, o->cacert);
     if (o->insecure) {
@@ -543,16 +751,20 @@ static struct rhc_req *req_new(rhc_ctx *c, rhc_tunnel *t, enum req_kind kind,
     if (o->key)
         curl_easy_setopt(h, CURLOPT_SSLKEY, o->key);
     if (o->user) {
-        /* Basic is sent at once: a streamed push body cannot be rewound for a
-         * challenge round. */
+        /* Basic (the default) is sent at once: a streamed body cannot be rewound
+         * for a challenge round. Digest/any: see the Expect header below. */
         curl_easy_setopt(h, CURLOPT_USERPWD, o->user);
-        curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)(o->auth ? o->auth : CURLAUTH_BASIC));
     }
     if (o->proxy)   /* else libcurl reads https_proxy, all_proxy, no_proxy itself */
         curl_easy_setopt(h, CURLOPT_PROXY, o->proxy);
-    if (o->proxy_user) {
-        curl_easy_setopt(h, CURLOPT_PROXYUSERPWD, o->proxy_user);
-        curl_easy_setopt(h, CURLOPT_PROXYAUTH, (long)CURLAUTH_ANY);
+    if (o->proxy_user || o->proxy_auth) {
+        unsigned long pa = o->proxy_auth ? o->proxy_auth : CURLAUTH_ANY;
+        if (o->proxy_user)
+            curl_easy_setopt(h, CURLOPT_PROXYUSERPWD, o->proxy_user);
+        else if (pa & CURLAUTH_NEGOTIATE)
+            curl_easy_setopt(h, CURLOPT_PROXYUSERPWD, ":");   /* GSS-API credentials */
+        curl_easy_setopt(h, CURLOPT_PROXYAUTH, (long)pa);
     }
     if (o->proxy_cacert)
         curl_easy_setopt(h, CURLOPT_PROXY_CAINFO, o->proxy_cacert);
@@ -565,59 +777,88 @@ static struct rhc_req *req_new(rhc_ctx *c, rhc_tunnel *t, enum req_kind kind,
         curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, debug_cb);
         curl_easy_setopt(h, CURLOPT_DEBUGDATA, r);
     }
-
-    if (t && ((kind == REQ_PULL && t->pull_fresh) || (kind == REQ_OPEN && t->open_retries)))
-        curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
-    switch (kind) {
-    case REQ_PUSH:
-        curl_easy_setopt(h, CURLOPT_READFUNCTION, push_read);
-        curl_easy_setopt(h, CURLOPT_READDATA, r);
-        curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, push_seek);
-        curl_easy_setopt(h, CURLOPT_SEEKDATA, r);
-        /* A pooled keep-alive connection may be closing just as we reuse it (a
-         * busy Apache drops idle ones); curl then resends the request, which a
-         * streamed body cannot do. A new connection has no such race. */
-        curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
-        curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, PUSH_BUFFERSIZE);
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_cb);
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
-        break;
-    case REQ_PULL:
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
-        curl_easy_setopt(h, CURLOPT_BUFFERSIZE, PULL_BUFFERSIZE);
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, pull_write);
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
-        break;
-    case REQ_OPEN:
-    case REQ_CLOSE: {
-        long total = kind == REQ_OPEN ? OPEN_TIMEOUT_MS : CLOSE_TIMEOUT_MS;
-        if (kind == REQ_OPEN && total < o->connect_timeout_ms + 15000)
-            total = o->connect_timeout_ms + 15000;
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, total);
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_cb);
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
-        break;
-    }
-    }
-    if (curl_multi_add_handle(c->multi, h) != CURLM_OK)
-        goto leave;
     ok = 1;
 leave:
     free(url);
     if (!ok) {
-        if (r->h) {
-            curl_easy_cleanup(r->h);
-            r->h = NULL;
-        }
         req_free(r);
         return NULL;
     }
     return r;
 }
 
+/* An empty POST body (open, close, pull). */
+static void req_empty_body(struct rhc_req *r)
+{
+    curl_easy_setopt(r->h, CURLOPT_POSTFIELDSIZE, 0L);
+    curl_easy_setopt(r->h, CURLOPT_POSTFIELDS, "");
+}
+
+/* A body made as we go: chunked over HTTP/1.1, plain DATA frames over HTTP/2 (a
+ * hand-made Transfer-Encoding header would be wrong there). */
+static int req_streamed_body(struct rhc_req *r)
+{
+    const struct rhc_opts *o = r->ctx->o;
+
+    r->streamed = 1;
+    curl_easy_setopt(r->h, CURLOPT_READFUNCTION, body_read);
+    curl_easy_setopt(r->h, CURLOPT_READDATA, r);
+    curl_easy_setopt(r->h, CURLOPT_SEEKFUNCTION, body_seek);
+    curl_easy_setopt(r->h, CURLOPT_SEEKDATA, r);
+    curl_easy_setopt(r->h, CURLOPT_UPLOAD_BUFFERSIZE, PUSH_BUFFERSIZE);
+    /* No 100-continue round trip, unless an authentication challenge may come
+     * (Digest): then the server's 401 comes before any body byte is made. */
+    if (!(o->user && o->auth && o->auth != CURLAUTH_BASIC) && add_header(r, "Expect:") < 0)
+        return -1;
+    return add_header(r, "Content-Type: application/octet-stream");
+}
+
+static int req_go(struct rhc_req *r)
+{
+    curl_easy_setopt(r->h, CURLOPT_HTTPHEADER, r->hdrs);
+    if (curl_multi_add_handle(r->ctx->multi, r->h) != CURLM_OK)
+        return -1;
+    return 0;
+}
+
+/* Pausing one direction of a request keeps the other as it is. */
+static void req_pause_apply(struct rhc_req *r)
+{
+    curl_easy_pause(r->h, (r->send_paused ? CURLPAUSE_SEND : 0) |
+                          (r->recv_paused ? CURLPAUSE_RECV : 0));
+}
+
+static void unpause_send(struct rhc_req *r)
+{
+    if (r && r->send_paused) {
+        r->send_paused = 0;
+        req_pause_apply(r);
+    }
+}
+
+static void unpause_recv(struct rhc_req *r)
+{
+    if (r && r->recv_paused) {
+        r->recv_paused = 0;
+        /* May call resp_write at once with the data curl held back. */
+        req_pause_apply(r);
+    }
+}
+
+/* The request that carries down bytes now, and the one whose body streams up. */
+static struct rhc_req *down_req(const rhc_tunnel *t)
+{
+    return t->down_x == RHC_XP_DUPLEX ? t->duplex : t->pull;
+}
+
+static struct rhc_req *up_streamer(const rhc_tunnel *t)
+{
+    if (t->up_x == RHC_XP_DUPLEX)
+        return t->duplex;
+    if (t->up_x == RHC_XP_STREAM)
+        return t->spush;
+    return NULL;
+}
 /* ---------------------------------------------------------------- local side */
 
 static int fd_ready(int fd, short ev)
@@ -627,24 +868,20 @@ static int fd_ready(int fd, short ev)
     return poll(&p, 1, 0) > 0;
 }
 
-static void unpause_push(rhc_tunnel *t)
-{
-    if (t->push && t->push_paused) {
-        t->push_paused = 0;
-        curl_easy_pause(t->push->h, CURLPAUSE_CONT);
-    }
-}
-
 /* The local side failed: tell the server with an R frame on the push when it is
  * still open (the teardown waits a little for it), else the teardown POSTs close. */
 static void local_abort(rhc_tunnel *t, const char *what, int err)
 {
+    struct rhc_req *sc = up_streamer(t);
+
     t_fail(t, RHC_EXIT_LOCAL, "%s: %s", what, strerror(err));
-    if (t->push && !t->up_fin_sent && !t->up_r_sent && !t->up_r_pending) {
+    if (sc && !sc->body_ended && !sc->end_wanted && !sc->p_fin && !t->up_r_sent &&
+        !t->up_r_pending) {
         t->up_r_pending = 1;
         t->linger_until = now_ms() + LINGER_MS;
-        /* t_advance unpauses the push: this may run inside another handle's
-         * callback, where pausing a different handle is better avoided. */
+        /* t_advance unpauses the body: this may run inside another handle's
+         * callback, where pausing a different handle is better avoided. (A batch
+         * session is told by the close request of the teardown.) */
     }
 }
 
@@ -677,7 +914,7 @@ static int obuf_append(rhc_tunnel *t, const unsigned char *p, size_t n)
 
 /* Hands down bytes to the local side. A non-blocking fd gets them through obuf,
  * written once per loop round (after curl handed over all it had, typically a
- * whole receive buffer in 16 KiB callbacks): fewer, larger writes. The pull
+ * whole receive buffer in 16 KiB callbacks): fewer, larger writes. The response
  * pauses while OBUF_SOFT bytes wait, so obuf stays bounded. A blocking fd (tty,
  * file on stdio) is written at once. */
 static void deliver(rhc_tunnel *t, const unsigned char *p, size_t n)
@@ -707,7 +944,7 @@ static void deliver(rhc_tunnel *t, const unsigned char *p, size_t n)
     }
 }
 
-/* Local fd writable: flush obuf, then let the pull continue. */
+/* Local fd writable: flush obuf, then let the response continue. */
 static void drain_out(rhc_tunnel *t)
 {
     while (t->olen > 0 && !t->out_err) {
@@ -731,11 +968,12 @@ static void drain_out(rhc_tunnel *t)
     if (t->olen == 0)
         t->ohead = 0;
     /* Resume below half the cap, so that pause/unpause does not ping-pong. */
-    if (t->olen < OBUF_SOFT / 2 && t->pull && t->pull_paused && !t->fail_code) {
-        t->pull_paused = 0;
+    struct rhc_req *d = down_req(t);
+    if (t->olen < OBUF_SOFT / 2 && d && d->recv_paused && !t->fail_code) {
         t->pull_last_rx = now_ms();
-        /* May call pull_write at once with the data curl held back. */
-        curl_easy_pause(t->pull->h, CURLPAUSE_CONT);
+        if (t->ack_wait_since)      /* acks could not come while it was paused */
+            t->ack_wait_since = t->pull_last_rx;
+        unpause_recv(d);
     }
 }
 
@@ -798,7 +1036,156 @@ void rhc_stdio_restore(void)
         }
 }
 
-/* ---------------------------------------------------------------- push (up) */
+
+/* ---------------------------------------------------------------- up ring */
+
+/* Grows the ring (it starts empty) towards UPBUF_MAX; -1 when it cannot. */
+static int up_grow(rhc_tunnel *t)
+{
+    size_t cap = t->ucap ? t->ucap * 2 : UPBUF_INIT;
+
+    if (cap > UPBUF_MAX)
+        cap = UPBUF_MAX;
+    if (cap <= t->ucap)
+        return -1;
+    unsigned char *nb = malloc(cap);
+    if (!nb)
+        return -1;
+    if (t->ulen) {
+        size_t first = t->ucap - t->uhead;
+        if (first > t->ulen)
+            first = t->ulen;
+        memcpy(nb, t->ubuf + t->uhead, first);
+        memcpy(nb + first, t->ubuf, t->ulen - first);
+    }
+    free(t->ubuf);
+    t->ubuf = nb;
+    t->ucap = cap;
+    t->uhead = 0;
+    return 0;
+}
+
+/* Forgets the bytes below upto. */
+static void up_release(rhc_tunnel *t, uint64_t upto)
+{
+    if (upto <= t->up_base || !t->ulen)
+        return;
+    uint64_t n = upto - t->up_base;
+    if (n > t->ulen)
+        n = t->ulen;
+    t->uhead = (t->uhead + (size_t)n) % t->ucap;
+    t->ulen -= (size_t)n;
+    t->up_base += n;
+    if (!t->ulen)
+        t->uhead = 0;
+}
+
+/* Copies n kept bytes from up offset off (up_base <= off, off + n <= read). */
+static void up_copy(const rhc_tunnel *t, uint64_t off, unsigned char *dst, size_t n)
+{
+    size_t pos = (t->uhead + (size_t)(off - t->up_base)) % t->ucap;
+    size_t first = t->ucap - pos < n ? t->ucap - pos : n;
+
+    memcpy(dst, t->ubuf + pos, first);
+    if (n > first)
+        memcpy(dst + first, t->ubuf, n - first);
+}
+
+/* The server confirmed the up bytes below x. */
+static void up_ack(rhc_tunnel *t, uint64_t x)
+{
+    struct rhc_req *sc = up_streamer(t);
+
+    if (x <= t->up_acked)
+        return;
+    t->up_acked = x;
+    t->up_retries = 0;
+    if (sc && x > sc->p_off)
+        sc->acked_any = 1;      /* this body streams: bytes of it got through */
+    /* After a rewind the server may have had more than we thought: go on from
+     * there (a push that started lower is refused with 409 anyway). */
+    if (t->up_sent < x)
+        t->up_sent = x;
+    t->ack_wait_since = t->up_sent > x ? now_ms() : 0;
+    up_release(t, x);
+}
+
+/* Sends the up bytes from x again (the server has everything below x, and
+ * nothing that was sent from x on can count). */
+static int up_rewind(rhc_tunnel *t, uint64_t x, const char *why)
+{
+    if (x < t->up_base || x > up_read_off(t)) {
+        t_fail(t, RHC_EXIT_LOST, "%s: the server has %" PRIu64 " up bytes, but bytes from "
+               "%" PRIu64 " were %s", why, x, t->up_base,
+               x < t->up_base ? "no longer kept (nothing was confirmed for too long)"
+                              : "never sent");
+        return -1;
+    }
+    if (x != t->up_sent)
+        t_log(t, 2, "%s: up bytes from %" PRIu64 " go again (%" PRIu64 " were sent)",
+              why, x, t->up_sent);
+    t->up_sent = x;
+    if (!t->up_done)
+        t->up_fin_sent = 0;
+    t->ack_wait_since = 0;
+    return 0;
+}
+
+/* Reads what the local side has into the ring, at most UP_AHEAD_MAX bytes ahead
+ * of what the pushes took. */
+static void up_fill(rhc_tunnel *t)
+{
+    while (!t->up_eof && !t->fail_code && up_read_off(t) - t->up_sent < UP_AHEAD_MAX) {
+        if (t->ucap - t->ulen < 16384) {
+            if (t->ucap < UPBUF_MAX) {
+                up_grow(t);
+            } else if (t->up_x != RHC_XP_BATCH && t->up_sent > t->up_base &&
+                       up_streamer(t) && up_streamer(t)->acked_any) {
+                /* A streamed body that has shown to get through keeps going
+                 * although nothing was confirmed for long (acks wait behind down
+                 * bytes the local side does not take): drop the oldest kept bytes
+                 * rather than stop reading. Only a cut push can then not be
+                 * repaired. (A body not yet shown to get through keeps them all:
+                 * reading stops until the fallback.) */
+                if (t->up_sent > t->up_acked)
+                    t->up_lossy = 1;
+                up_release(t, t->up_sent);
+            }
+        }
+        size_t room = t->ucap - t->ulen;
+        if (room == 0)
+            break;
+        if (!t->in_nb && !fd_ready(t->in_fd, POLLIN))
+            break;
+        struct iovec iov[2];
+        int niov = 0;
+        size_t tail = (t->uhead + t->ulen) % t->ucap;
+        size_t seg = t->ucap - tail < room ? t->ucap - tail : room;
+        iov[niov++] = (struct iovec){ .iov_base = t->ubuf + tail, .iov_len = seg };
+        if (room > seg)
+            iov[niov++] = (struct iovec){ .iov_base = t->ubuf, .iov_len = room - seg };
+        ssize_t n = readv(t->in_fd, iov, niov);
+        if (n > 0) {
+            t->ulen += (size_t)n;
+            if (!t->in_nb || (size_t)n < room)
+                break;      /* short read: nothing more for now */
+            continue;
+        }
+        if (n == 0) {
+            t->up_eof = 1;
+            t_log(t, 2, "local EOF after %" PRIu64 " bytes", up_read_off(t));
+            break;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            local_abort(t, t->kind == RHC_LOCAL_STDIO ? "read from stdin"
+                                                      : "read from local connection", errno);
+        break;
+    }
+}
+
+/* ---------------------------------------------------------------- streamed bodies */
 
 static size_t emit(char *buf, int type, const void *payload, size_t n)
 {
@@ -808,65 +1195,45 @@ static size_t emit(char *buf, int type, const void *payload, size_t n)
     return RH_FRAME_HDR + n;
 }
 
-/* curl wants push body bytes: read the local side straight into curl's buffer
- * behind a 4-byte frame header (no extra copy), up to the room curl gives. */
-static size_t push_read(char *buf, size_t size, size_t nitems, void *ud)
+/* curl wants body bytes of a stream push or a duplex: frames straight from the
+ * ring into curl's buffer, as many as it has room for. */
+static size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
 {
     struct rhc_req *r = ud;
     rhc_tunnel *t = r->t;
     size_t room = size * nitems;
     size_t used = 0;
 
-    if (t->up_fin_sent || t->up_r_sent)
-        return 0;                               /* the body ends after F or R */
+    if (r->body_ended)
+        return 0;
+    if (r->end_wanted || r->p_fin || r->p_r) {
+        r->body_ended = 1;          /* the body ends after F or R, or when given up */
+        return 0;
+    }
     if (t->fail_code && !t->up_r_pending) {
-        t->push_paused = 1;                     /* tearing down: stay quiet */
+        r->send_paused = 1;         /* tearing down: stay quiet */
         return CURL_READFUNC_PAUSE;
     }
+    if (!t->up_r_pending)
+        up_fill(t);
     if (t->hb_pending && room >= RH_FRAME_HDR) {
         used += emit(buf, RH_FRAME_HEARTBEAT, NULL, 0);
         t->hb_pending = 0;
     }
-    /* One readv straight into curl's buffer: 64 KiB payload slots with a 4-byte
-     * gap before each for its frame header. Only the last slot used can be
-     * short, so the frames come out contiguous. */
-    while (!t->up_eof && !t->up_r_pending && room - used > RH_FRAME_HDR) {
-        struct iovec iov[8];
-        int niov = 0;
-        size_t pos = used;
-        while (niov < 8 && room - pos > RH_FRAME_HDR) {
-            size_t slot = room - pos - RH_FRAME_HDR;
-            if (slot > RH_FRAME_MAX)
-                slot = RH_FRAME_MAX;
-            iov[niov].iov_base = buf + pos + RH_FRAME_HDR;
-            iov[niov++].iov_len = slot;
-            pos += RH_FRAME_HDR + slot;
-        }
-        if (!t->in_nb && !fd_ready(t->in_fd, POLLIN))
-            break;
-        ssize_t n = readv(t->in_fd, iov, niov);
-        if (n > 0) {
-            size_t left = (size_t)n;
-            t->up_off += (uint64_t)n;
-            for (int i = 0; i < niov && left > 0; ++i) {
-                size_t take = left < iov[i].iov_len ? left : iov[i].iov_len;
-                rh_frame_hdr((unsigned char *)buf + used, RH_FRAME_DATA, take);
-                used += RH_FRAME_HDR + take;
-                left -= take;
-            }
-            break;      /* short or full: either way curl has work now */
-        }
-        if (n == 0) {
-            t->up_eof = 1;
-            break;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            break;
-        local_abort(t, t->kind == RHC_LOCAL_STDIO ? "read from stdin" : "read from local connection",
-                    errno);
-        break;
+    /* held: while the first response of an unproven path is awaited, nothing
+     * goes up, so that the session can still start over if that response never
+     * comes */
+    uint64_t have = t->up_hold && !t->up_r_pending ? t->up_sent : up_read_off(t);
+    while (!t->up_r_pending && t->up_sent < have && room - used > RH_FRAME_HDR) {
+        size_t n = room - used - RH_FRAME_HDR;
+        if (n > RH_FRAME_MAX)
+            n = RH_FRAME_MAX;
+        if (n > have - t->up_sent)
+            n = (size_t)(have - t->up_sent);
+        rh_frame_hdr((unsigned char *)buf + used, RH_FRAME_DATA, n);
+        up_copy(t, t->up_sent, (unsigned char *)buf + used + RH_FRAME_HDR, n);
+        used += RH_FRAME_HDR + n;
+        t->up_sent += n;
     }
     if (t->up_r_pending) {
         static const char why[] = "client: local connection failed";
@@ -874,52 +1241,142 @@ static size_t push_read(char *buf, size_t size, size_t nitems, void *ud)
             used += emit(buf + used, RH_FRAME_RESET, why, sizeof(why) - 1);
             t->up_r_pending = 0;
             t->up_r_sent = 1;
+            r->p_r = 1;
         }
-    } else if (t->up_eof && !t->up_fin_sent && room - used >= RH_FRAME_HDR) {
+    } else if (t->up_eof && t->up_sent == up_read_off(t) && !t->up_fin_sent &&
+               room - used >= RH_FRAME_HDR && !t->up_hold) {
         used += emit(buf + used, RH_FRAME_FIN, NULL, 0);
         t->up_fin_sent = 1;
-        t_log(t, 1, "local EOF after %" PRIu64 " bytes: sent F", t->up_off);
+        r->p_fin = 1;
+        t_log(t, 1, "local EOF after %" PRIu64 " bytes: sent F", have);
     }
     if (used == 0) {
-        t->push_paused = 1;
+        r->send_paused = 1;
         return CURL_READFUNC_PAUSE;
     }
-    t->push_last_emit = now_ms();
-    t->push_emitted += used;
+    int64_t now = now_ms();
+    t->push_last_emit = now;
+    if (t->up_sent > t->up_acked && !t->ack_wait_since)
+        t->ack_wait_since = now;
+    r->emitted += used;
     return used;
 }
 
-/* curl wants to send the body again (a retried request): fine as long as no
- * byte of it was produced, since the bytes read from the local side are gone. */
-static int push_seek(void *ud, curl_off_t offset, int origin)
+/* curl wants to send the body again (an authentication round, or a retry on a
+ * new connection): the ring still has the bytes, so the body starts over at its
+ * Relay-Offset; the server refuses (409) what it already had. */
+static int body_seek(void *ud, curl_off_t offset, int origin)
 {
     struct rhc_req *r = ud;
+    rhc_tunnel *t = r->t;
 
-    if (offset == 0 && origin == SEEK_SET && r->t->push_emitted == 0)
+    if (offset != 0 || origin != SEEK_SET)
+        return CURL_SEEKFUNC_CANTSEEK;
+    if (r->emitted == 0)
         return CURL_SEEKFUNC_OK;
-    return CURL_SEEKFUNC_CANTSEEK;
+    if (r->p_r || r->body_ended || r->p_off < t->up_base || r->p_off < t->up_acked)
+        return CURL_SEEKFUNC_CANTSEEK;
+    t->up_sent = r->p_off;
+    if (r->p_fin && !t->up_done)
+        t->up_fin_sent = 0;
+    r->p_fin = 0;
+    r->emitted = 0;
+    return CURL_SEEKFUNC_OK;
 }
 
-/* ---------------------------------------------------------------- pull (down) */
+/* ---------------------------------------------------------------- batch pushes */
 
-static int pull_headers_done(struct rhc_req *r)
+/* A complete push of the up bytes [off, end), with F when fin: the frames are
+ * copied from the ring, so the ring may move on while curl sends them. */
+static struct rhc_req *bpush_new(rhc_tunnel *t, uint64_t off, uint64_t end, int fin,
+                                 unsigned tries)
+{
+    struct rhc_req *r = req_new(t->ctx, t, REQ_PUSH, t->token);
+    size_t data = (size_t)(end - off);
+    size_t nframes = (data + RH_FRAME_MAX - 1) / RH_FRAME_MAX;
+    size_t len = data + nframes * RH_FRAME_HDR + (fin ? RH_FRAME_HDR : 0);
+
+    if (!r)
+        return NULL;
+    r->p_off = off;
+    r->p_end = end;
+    r->p_fin = fin;
+    r->tries = tries;
+    if (!(r->p_body = malloc(len ? len : 1)))
+        goto fail;
+    size_t pos = 0;
+    for (uint64_t o = off; o < end; ) {
+        size_t n = end - o > RH_FRAME_MAX ? RH_FRAME_MAX : (size_t)(end - o);
+        rh_frame_hdr(r->p_body + pos, RH_FRAME_DATA, n);
+        up_copy(t, o, r->p_body + pos + RH_FRAME_HDR, n);
+        pos += RH_FRAME_HDR + n;
+        o += n;
+    }
+    if (fin)
+        rh_frame_hdr(r->p_body + pos, RH_FRAME_FIN, 0);
+    r->p_len = len;
+    if (add_header(r, "Relay-Offset: %" PRIu64, off) < 0 ||
+        add_header(r, "Content-Type: application/octet-stream") < 0 ||
+        add_header(r, "Expect:") < 0)
+        goto fail;
+    curl_easy_setopt(r->h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    curl_easy_setopt(r->h, CURLOPT_POSTFIELDS, (char *)r->p_body);
+    if (tries)
+        curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
+    if (req_go(r) < 0)
+        goto fail;
+    t_log(t, 3, "push %" PRIu64 "..%" PRIu64 "%s", off, end, fin ? " + F" : "");
+    return r;
+fail:
+    req_free(r);
+    return NULL;
+}
+
+/* Sends what waits in the ring as one more batch push. */
+static int start_bpush(rhc_tunnel *t)
+{
+    uint64_t have = up_read_off(t);
+    uint64_t n = have - t->up_sent;
+
+    if (n > t->ctx->batch_max)
+        n = t->ctx->batch_max;
+    int fin = t->up_eof && !t->up_fin_sent && t->up_sent + n == have;
+    struct rhc_req *r = bpush_new(t, t->up_sent, t->up_sent + n, fin, 0);
+    if (!r) {
+        t_fail(t, RHC_EXIT_ERROR, "push: cannot start a request (out of memory)");
+        return -1;
+    }
+    t->bpush[t->nbpush++] = r;
+    t->up_sent += n;
+    if (fin) {
+        t->up_fin_sent = 1;
+        t_log(t, 1, "local EOF after %" PRIu64 " bytes: sent F", have);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- responses (down) */
+
+static int down_headers_done(struct rhc_req *r)
 {
     rhc_tunnel *t = r->t;
 
     if (r->status != 200)
         return 1;                   /* the body is an error text; judged when done */
-    t->repull_409 = 0;
-    t->pull_retries = 0;
-    t->pull_fresh = 0;
+    t->down_fresh = 0;
+    t->down_retries = 0;
     if (!r->have_offset || r->offset != t->down_off) {
-        t_fail(t, RHC_EXIT_LOST, "pull: server resumes at offset %s%" PRIu64 ", expected %" PRIu64,
-               r->have_offset ? "" : "(missing) ", r->have_offset ? r->offset : 0, t->down_off);
+        t_fail(t, RHC_EXIT_LOST, "%s: server resumes at offset %s%" PRIu64 ", expected %" PRIu64,
+               kind_name[r->kind], r->have_offset ? "" : "(missing) ",
+               r->have_offset ? r->offset : 0, t->down_off);
         return 0;
     }
     return 1;
 }
 
-static size_t pull_write(char *ptr, size_t size, size_t nmemb, void *ud)
+/* Frames of a pull or duplex response: data goes to the local side, A frames
+ * confirm up bytes. */
+static size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     struct rhc_req *r = ud;
     rhc_tunnel *t = r->t;
@@ -933,37 +1390,63 @@ static size_t pull_write(char *ptr, size_t size, size_t nmemb, void *ud)
     if (t->olen >= OBUF_SOFT) {
         /* Nothing of this call is consumed; curl hands the same bytes again on
          * unpause, so the parser sees every byte exactly once. */
-        t->pull_paused = 1;
+        r->recv_paused = 1;
         return CURL_WRITEFUNC_PAUSE;
     }
-    t->pull_last_rx = now_ms();
+    int64_t now = now_ms();
+    t->pull_last_rx = now;
     while (off < len) {
         rh_frame_event ev;
-        size_t n = rh_frame_parse(&t->parser, (const unsigned char *)ptr + off, len - off,
-                                  "DHFRE", &ev);
+        size_t n = rh_frame_parse(&r->parser, (const unsigned char *)ptr + off, len - off,
+                                  "DHFREA", &ev);
         off += n;
-        if (ev.type != RH_FEV_NONE && ev.type != RH_FEV_ERROR && (t->down_fin || t->down_end)) {
-            t_fail(t, RHC_EXIT_LOST, "pull: protocol error: frame after %s",
-                   t->down_fin ? "F" : "E");
+        if (ev.type == RH_FEV_NONE) {
+            if (n == 0)
+                off = len;          /* cannot happen: the parser takes all it gets */
+            continue;
+        }
+        if (ev.type != RH_FEV_ERROR && (r->saw_fin || r->saw_end)) {
+            t_fail(t, RHC_EXIT_LOST, "%s: protocol error: frame after %s", kind_name[r->kind],
+                   r->saw_fin ? "F" : "E");
             return 0;
+        }
+        if (!r->got_frame) {
+            r->got_frame = 1;
+            if (!r->batch) {
+                /* the path passes this transport's responses: up bytes may go */
+                t->ctx->proven[r->kind == REQ_DUPLEX ? RHC_XP_DUPLEX : RHC_XP_STREAM] = 1;
+                t->up_hold = 0;
+            }
         }
         switch (ev.type) {
         case RH_FEV_NONE:
-            if (n == 0)
-                off = len;          /* cannot happen: the parser takes all it gets */
             break;
         case RH_FEV_DATA:
             t->down_off += ev.len;
+            r->rx_data += ev.len;
+            t->last_down_data = now;
             deliver(t, ev.data, ev.len);
             break;
         case RH_FEV_HEARTBEAT:
             break;
+        case RH_FEV_ACK:
+            if (ev.offset > up_read_off(t)) {
+                t_fail(t, RHC_EXIT_LOST, "%s: protocol error: server confirms %" PRIu64
+                       " up bytes of %" PRIu64, kind_name[r->kind], ev.offset, up_read_off(t));
+                return 0;
+            }
+            up_ack(t, ev.offset);
+            break;
         case RH_FEV_FIN:
+            r->saw_fin = 1;
             t->down_fin = 1;
             t_log(t, 1, "server finished after %" PRIu64 " bytes (F)", t->down_off);
             break;
         case RH_FEV_END:
-            t->down_end = 1;
+            r->saw_end = 1;
+            /* a duplex whose response ended: its body ends too, then a new one */
+            if (r->kind == REQ_DUPLEX && r->streamed)
+                r->end_wanted = 1;
             break;
         case RH_FEV_RESET: {
             char why[256];
@@ -975,10 +1458,9 @@ static size_t pull_write(char *ptr, size_t size, size_t nmemb, void *ud)
             t->server_gone = 1;
             return 0;
         }
-        case RH_FEV_ACK:            /* not allowed down; the parser rejects it */
         case RH_FEV_ERROR:
-            t_fail(t, RHC_EXIT_LOST, "pull: protocol error: %s",
-                   t->parser.error ? t->parser.error : "bad frame");
+            t_fail(t, RHC_EXIT_LOST, "%s: protocol error: %s", kind_name[r->kind],
+                   r->parser.error ? r->parser.error : "bad frame");
             return 0;
         }
         if (t->fail_code)
@@ -989,34 +1471,121 @@ static size_t pull_write(char *ptr, size_t size, size_t nmemb, void *ud)
 
 /* ---------------------------------------------------------------- session */
 
-static int start_pull(rhc_tunnel *t)
+static int64_t backoff_ms(unsigned n)
 {
-    rh_frame_parser_init(&t->parser);
-    t->down_end = 0;
-    t->pull_paused = 0;
-    t->pull_last_rx = now_ms();
-    t->repull_at = 0;
-    ++t->pulls;
-    t->pull = req_new(t->ctx, t, REQ_PULL, t->token);
-    if (!t->pull) {
-        t_fail(t, RHC_EXIT_ERROR, "pull: cannot start a request (out of memory)");
-        return -1;
-    }
-    t_log(t, 2, "pull from offset %" PRIu64, t->down_off);
-    return 0;
+    return n >= 5 ? 1000 : 50L << n;   /* 50, 100, 200, 400, 800, 1000, ... */
 }
 
-static int start_push(rhc_tunnel *t)
+static int start_pull(rhc_tunnel *t)
 {
-    t->push_paused = 0;
-    t->push_emitted = 0;
-    t->push_last_emit = now_ms();
-    t->push = req_new(t->ctx, t, REQ_PUSH, t->token);
-    if (!t->push) {
-        t_fail(t, RHC_EXIT_ERROR, "push: cannot start a request (out of memory)");
-        return -1;
-    }
+    int batch = t->down_x == RHC_XP_BATCH;
+    struct rhc_req *r = req_new(t->ctx, t, REQ_PULL, t->token);
+    int64_t now = now_ms();
+
+    if (!r || add_header(r, "Relay-Ack: %" PRIu64, t->down_off) < 0 ||
+        add_header(r, "Content-Type:") < 0 ||
+        (batch && add_header(r, "Relay-Mode: batch") < 0))
+        goto fail;
+    r->batch = batch;
+    rh_frame_parser_init(&r->parser);
+    req_empty_body(r);
+    curl_easy_setopt(r->h, CURLOPT_BUFFERSIZE, PULL_BUFFERSIZE);
+    curl_easy_setopt(r->h, CURLOPT_WRITEFUNCTION, resp_write);
+    if (t->down_fresh)
+        curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
+    if (req_go(r) < 0)
+        goto fail;
+    t->pull = r;
+    t->repull_at = 0;
+    t->pull_last_rx = now;
+    t->probe_until = t->auto_x && !batch ? now + PROBE_FIRST_MS : 0;
+    ++t->pulls;
+    t_log(t, 2, "%s pull from offset %" PRIu64, batch ? "batch" : "stream", t->down_off);
     return 0;
+fail:
+    req_free(r);
+    t_fail(t, RHC_EXIT_ERROR, "pull: cannot start a request (out of memory)");
+    return -1;
+}
+
+static int start_spush(rhc_tunnel *t)
+{
+    struct rhc_req *r = req_new(t->ctx, t, REQ_PUSH, t->token);
+
+    if (!r || add_header(r, "Relay-Offset: %" PRIu64, t->up_sent) < 0 ||
+        req_streamed_body(r) < 0)
+        goto fail;
+    r->p_off = t->up_sent;
+    /* A pooled keep-alive connection may be closing just as we reuse it (a
+     * busy Apache drops idle ones); curl then resends the request, and a
+     * streamed body that has gone out in part would go again. A new
+     * connection has no such race. */
+    curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
+    if (req_go(r) < 0)
+        goto fail;
+    t->spush = r;
+    t->spush_at = 0;
+    t->push_last_emit = now_ms();
+    t->ack_wait_since = 0;
+    t_log(t, 2, "stream push from offset %" PRIu64, t->up_sent);
+    return 0;
+fail:
+    req_free(r);
+    t_fail(t, RHC_EXIT_ERROR, "push: cannot start a request (out of memory)");
+    return -1;
+}
+
+/* One request for both directions. It starts where the server surely is: up
+ * bytes from the last confirmed offset (the server refuses, with its offset,
+ * what it already has). */
+static int start_duplex(rhc_tunnel *t)
+{
+    if (up_rewind(t, t->up_acked, "duplex") < 0)
+        return -1;
+
+    struct rhc_req *r = req_new(t->ctx, t, REQ_DUPLEX, t->token);
+    int64_t now = now_ms();
+
+    if (!r || add_header(r, "Relay-Offset: %" PRIu64, t->up_sent) < 0 ||
+        add_header(r, "Relay-Ack: %" PRIu64, t->down_off) < 0 ||
+        req_streamed_body(r) < 0)
+        goto fail;
+    r->p_off = t->up_sent;
+    rh_frame_parser_init(&r->parser);
+    curl_easy_setopt(r->h, CURLOPT_BUFFERSIZE, PULL_BUFFERSIZE);
+    curl_easy_setopt(r->h, CURLOPT_WRITEFUNCTION, resp_write);
+    if (t->down_fresh)
+        curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
+    if (req_go(r) < 0)
+        goto fail;
+    t->duplex = r;
+    t->repull_at = 0;
+    t->pull_last_rx = now;
+    t->push_last_emit = now;
+    t->ack_wait_since = 0;
+    t->probe_until = t->auto_x ? now + PROBE_FIRST_MS : 0;
+    ++t->pulls;
+    t_log(t, 2, "duplex from up offset %" PRIu64 ", down offset %" PRIu64, t->up_sent,
+          t->down_off);
+    return 0;
+fail:
+    req_free(r);
+    t_fail(t, RHC_EXIT_ERROR, "duplex: cannot start a request (out of memory)");
+    return -1;
+}
+
+/* Starts the request that carries down bytes next. */
+static void start_down(rhc_tunnel *t)
+{
+    if (t->down_fin || t->fail_code)
+        return;
+    if (t->down_x == RHC_XP_DUPLEX && t->up_x == RHC_XP_DUPLEX && !t->up_done) {
+        start_duplex(t);
+        return;
+    }
+    if (t->down_x == RHC_XP_DUPLEX)
+        t->down_x = RHC_XP_STREAM;  /* up went elsewhere: down goes on alone */
+    start_pull(t);
 }
 
 static void start_close(rhc_ctx *c, const char *token, const char *label, const char *sid)
@@ -1025,11 +1594,213 @@ static void start_close(rhc_ctx *c, const char *token, const char *label, const 
 
     if (!r)
         return;
+    if (add_header(r, "Content-Type:") < 0) {
+        req_free(r);
+        return;
+    }
+    req_empty_body(r);
+    curl_easy_setopt(r->h, CURLOPT_TIMEOUT_MS, (long)CLOSE_TIMEOUT_MS);
+    if (req_go(r) < 0) {
+        req_free(r);
+        return;
+    }
     snprintf(r->label, sizeof(r->label), "%s%ssession %s", label, *label ? ": " : "", sid);
     r->next = c->closers;
     c->closers = r;
     ++c->nclosers;
 }
+
+static struct rhc_req *start_open(rhc_tunnel *t)
+{
+    const struct rhc_opts *o = t->ctx->o;
+    struct rhc_req *r = req_new(t->ctx, t, REQ_OPEN, NULL);
+    long total = OPEN_TIMEOUT_MS;
+
+    if (!r)
+        return NULL;
+    if (add_header(r, "Content-Type:") < 0)
+        goto fail;
+    if (total < o->connect_timeout_ms + 15000)
+        total = o->connect_timeout_ms + 15000;
+    req_empty_body(r);
+    curl_easy_setopt(r->h, CURLOPT_TIMEOUT_MS, total);
+    if (t->open_retries)
+        curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
+    if (req_go(r) < 0)
+        goto fail;
+    return r;
+fail:
+    req_free(r);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- transport choice */
+
+static const char *xp_pair(enum rhc_transport up, enum rhc_transport down, char *buf,
+                           size_t bufsz)
+{
+    if (up == down)
+        snprintf(buf, bufsz, "%s", xp_name[up]);
+    else
+        snprintf(buf, bufsz, "push %s, pull %s", xp_name[up], xp_name[down]);
+    return buf;
+}
+
+/* Remembers for the later sessions of this process. */
+static void note_best(rhc_ctx *c, int up, enum rhc_transport x, const char *why)
+{
+    if (up && x > c->best_up) {
+        c->best_up = x;
+        snprintf(c->why_up, sizeof(c->why_up), "%s", why);
+    }
+    if (!up && x > c->best_down) {
+        c->best_down = x;
+        snprintf(c->why_down, sizeof(c->why_down), "%s", why);
+    }
+}
+
+/* Picks the transports of a session once its open was answered. */
+static void choose_transport(rhc_tunnel *t, struct rhc_req *open)
+{
+    rhc_ctx *c = t->ctx;
+    const struct rhc_opts *o = c->o;
+    long hv = 0;
+    char why[800], pair[64];
+
+    curl_easy_getinfo(open->h, CURLINFO_HTTP_VERSION, &hv);
+    const char *hs = hv == CURL_HTTP_VERSION_2_0 ? "HTTP/2" :
+                     hv == CURL_HTTP_VERSION_1_0 ? "HTTP/1.0" : "HTTP/1.1";
+    if (o->transport != RHC_XP_AUTO) {
+        t->up_x = o->transport;
+        t->down_x = o->transport_down;
+        if (t->up_x == t->down_x)
+            snprintf(why, sizeof(why), "--transport %s; the connection speaks %s",
+                     xp_name[t->up_x], hs);
+        else
+            snprintf(why, sizeof(why), "--transport %s/%s; the connection speaks %s",
+                     xp_name[t->up_x], xp_name[t->down_x], hs);
+    } else {
+        t->auto_x = 1;
+        if (hv == CURL_HTTP_VERSION_2_0 && c->best_up <= RHC_XP_DUPLEX &&
+            c->best_down <= RHC_XP_DUPLEX) {
+            t->up_x = t->down_x = RHC_XP_DUPLEX;
+            snprintf(why, sizeof(why), "auto: the connection to the server speaks HTTP/2");
+        } else {
+            t->up_x = c->best_up > RHC_XP_STREAM ? c->best_up : RHC_XP_STREAM;
+            t->down_x = c->best_down > RHC_XP_STREAM ? c->best_down : RHC_XP_STREAM;
+            /* without streamed responses there are no timely A frames to watch a
+             * streamed push with */
+            if (t->down_x == RHC_XP_BATCH)
+                t->up_x = RHC_XP_BATCH;
+            int n = snprintf(why, sizeof(why), "auto: %s",
+                             hv == CURL_HTTP_VERSION_2_0
+                             ? "HTTP/2, but duplex did not get through earlier"
+                             : "the connection speaks HTTP/1.1, not HTTP/2");
+            if (t->down_x == RHC_XP_BATCH && n > 0 && (size_t)n < sizeof(why))
+                n += snprintf(why + n, sizeof(why) - (size_t)n, "; earlier: %s", c->why_down);
+            else if (t->up_x == RHC_XP_BATCH && n > 0 && (size_t)n < sizeof(why))
+                n += snprintf(why + n, sizeof(why) - (size_t)n, "; earlier: %s", c->why_up);
+        }
+    }
+    t_log(t, 1, "transport: %s (%s)", xp_pair(t->up_x, t->down_x, pair, sizeof(pair)), why);
+    /* A path not seen to pass this transport's responses yet: up bytes wait for
+     * the first frame (about one round trip), so that, should it never come, the
+     * session can start over on batch without the target having seen a byte. */
+    t->up_hold = t->auto_x && t->down_x != RHC_XP_BATCH && !c->proven[t->down_x] &&
+                 !t->restarts;
+    if (t->down_x == RHC_XP_DUPLEX) {
+        start_duplex(t);
+        return;
+    }
+    if (start_pull(t) == 0 && t->up_x == RHC_XP_STREAM)
+        start_spush(t);
+    /* batch pushes start from t_advance as soon as there are bytes */
+}
+
+/* After the down side moved to a new request, the server must have taken that
+ * request before up bytes that make the target answer reach it (else the answer
+ * would go to the request given up): up bytes wait about two round trips. */
+static int64_t switch_grace(const rhc_tunnel *t)
+{
+    int64_t g = 2 * t->rtt_ms;
+
+    return g < SWITCH_GRACE_MIN ? SWITCH_GRACE_MIN : g > SWITCH_GRACE_MAX ? SWITCH_GRACE_MAX : g;
+}
+
+/* Pushes move to batch: a streamed body is ended (the server then confirms how
+ * far it got, and batch pushes go on from there). */
+static void fallback_up(rhc_tunnel *t, const char *why)
+{
+    struct rhc_req *sc = up_streamer(t);
+
+    if (t->up_x == RHC_XP_BATCH)
+        return;
+    t_log(t, 1, "transport: push %s -> batch (%s)", xp_name[t->up_x], why);
+    note_best(t->ctx, 1, RHC_XP_BATCH, why);
+    t->up_x = RHC_XP_BATCH;
+    t->ack_wait_since = 0;
+    t->spush_at = 0;
+    t->up_fallback_at = 0;
+    if (sc && !sc->body_ended && !sc->p_fin && !sc->p_r) {
+        sc->end_wanted = 1;         /* up_kick lets the read callback end it */
+        t->up_switching = 1;
+        t->switch_since = now_ms();
+    }
+}
+
+/* The down side stalled before it gave a byte: switch to the next transport.
+ * Only called while the response gave nothing but heartbeats, so no down byte
+ * can be lost by giving it up (unless an intermediary holds some back). */
+static void fallback_down(rhc_tunnel *t, const char *why)
+{
+    rhc_ctx *c = t->ctx;
+
+    if (t->down_x == RHC_XP_DUPLEX) {
+        int up_on_it = t->up_x == RHC_XP_DUPLEX;
+        t_log(t, 1, "transport: duplex -> stream (%s)", why);
+        if (t->up_switching) {
+            /* its ended body goes with it: batch pushes go on from what was confirmed */
+            t->up_switching = 0;
+            if (up_rewind(t, t->up_acked, "duplex given up") < 0)
+                return;
+        }
+        note_best(c, 0, RHC_XP_STREAM, why);
+        note_best(c, 1, RHC_XP_STREAM, why);
+        req_free(t->duplex);
+        t->duplex = NULL;
+        t->down_x = RHC_XP_STREAM;
+        t->switched_pull = 1;
+        if (up_on_it) {
+            t->up_x = RHC_XP_STREAM;
+            if (up_rewind(t, t->up_acked, "duplex given up") < 0)
+                return;
+        }
+        if (start_pull(t) == 0 && up_on_it)
+            t->spush_at = now_ms() + switch_grace(t);
+        return;
+    }
+    if (t->down_x == RHC_XP_STREAM) {
+        t_log(t, 1, "transport: pull stream -> batch (%s)", why);
+        note_best(c, 0, RHC_XP_BATCH, why);
+        note_best(c, 1, RHC_XP_BATCH, why);
+        req_free(t->pull);
+        t->pull = NULL;
+        t->down_x = RHC_XP_BATCH;
+        t->switched_pull = 1;
+        start_pull(t);
+        /* Batch answers carry A frames only when they come (down bytes, or the
+         * poll timeout): a streamed push could not be watched any more. It is
+         * ended a little later (an intermediary may release its bytes then), and
+         * held up bytes wait as long: a server that does not let the new pull
+         * take over says so (409) in that time, and the session starts over. */
+        if (t->up_x != RHC_XP_BATCH)
+            t->up_fallback_at = now_ms() + switch_grace(t);
+        if (t->up_hold)
+            t->hold_until = now_ms() + switch_grace(t);
+    }
+}
+
+/* ---------------------------------------------------------------- completions */
 
 /* The request's connection died before any answer came (typically a pooled
  * keep-alive connection the server was closing; curl's own retries may all land
@@ -1040,14 +1811,459 @@ static int died_unanswered(const struct rhc_req *r, CURLcode rc)
                             rc == CURLE_GOT_NOTHING);
 }
 
+/* A push that may be tried again: cut or refused before an answer. */
+static int transient(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_COULDNT_CONNECT:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static const char *req_error(const struct rhc_req *r, CURLcode rc)
+{
+    return r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
+}
+
+static void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
+{
+    rhc_ctx *c = t->ctx;
+    char what[384];
+
+    snprintf(what, sizeof(what), "open %.300s/%s", c->o->base_url, c->o->target);
+    if (died_unanswered(r, rc) && t->open_retries < 2 && !t->fail_code) {
+        /* At worst the server made a session we never hear of; it idles out. */
+        t_log(t, 1, "open: %s; trying again on a new connection", req_error(r, rc));
+        req_free(r);
+        ++t->open_retries;
+        if (!(t->open = start_open(t)))
+            t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");
+        return;
+    }
+    if (r->hdr_done && r->status != 201)
+        fail_http(t, r, what);
+    else if (rc != CURLE_OK)
+        fail_curl(t, r, rc, what);
+    else if (!r->have_token)
+        t_fail(t, RHC_EXIT_ERROR, "%s: HTTP 201 without a valid Relay-Session", what);
+    if (t->fail_code)
+        return;
+    memcpy(t->token, r->token, sizeof(t->token));
+    memcpy(t->sid, r->token, SID_LEN);
+    t->sid[SID_LEN] = '\0';
+    curl_off_t pre = 0, first = 0;
+    curl_easy_getinfo(r->h, CURLINFO_PRETRANSFER_TIME_T, &pre);
+    curl_easy_getinfo(r->h, CURLINFO_STARTTRANSFER_TIME_T, &first);
+    t->rtt_ms = first > pre ? (int64_t)((first - pre) / 1000) : 0;
+    t_log(t, 1, "session %s opened", t->sid);
+    choose_transport(t, r);
+    req_free(r);
+    t->open = NULL;
+}
+
+/* The down request is given up without an answer: start another one later. */
+static void down_again(rhc_tunnel *t, struct rhc_req *r, const char *why)
+{
+    t_log(t, 2, "%s: %s; trying again", kind_name[r->kind], why);
+    if (r == t->pull)
+        t->pull = NULL;
+    if (r == t->duplex)
+        t->duplex = NULL;
+    req_free(r);
+    t->repull_at = now_ms() + backoff_ms(t->down_retries++);
+}
+
+/* Nothing went up yet (held) and nothing came down: the session is given up
+ * (close) and a new one opened, which starts with what this one learned. The
+ * target sees one connection that opened and closed; the local side sees
+ * nothing. */
+static void restart_session(rhc_tunnel *t, const char *why)
+{
+    rhc_ctx *c = t->ctx;
+
+    t_log(t, 1, "transport: starting over with a new session (%s; nothing was exchanged yet)",
+          why);
+    req_free(t->pull);
+    req_free(t->spush);
+    req_free(t->duplex);
+    for (int i = 0; i < t->nbpush; ++i)
+        req_free(t->bpush[i]);
+    t->pull = t->spush = t->duplex = NULL;
+    t->nbpush = 0;
+    start_close(c, t->token, t->label, t->sid);
+    memset(t->token, 0, sizeof(t->token));
+    t->up_x = t->down_x = RHC_XP_AUTO;
+    t->auto_x = 0;
+    t->up_switching = 0;
+    t->probe_until = t->up_fallback_at = t->hold_until = 0;
+    t->repull_at = t->spush_at = 0;
+    t->up_hold = 0;
+    t->switched_pull = 0;
+    t->down_retries = t->up_retries = 0;
+    t->ack_wait_since = 0;
+    t->up_sent = t->up_acked = 0;
+    t->up_fin_sent = 0;
+    ++t->restarts;
+    if (!(t->open = start_open(t)))
+        t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");
+}
+
+static void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
+{
+    if (t->fail_code)
+        return;
+    /* A pull right after another one (after E, or a given-up stream pull) may
+     * reach the server before it has finished with the one before: "second
+     * pull". No byte was handed out, so trying again shortly is safe. */
+    if (r->hdr_done && r->status == 409 && t->switched_pull && t->up_hold &&
+        t->up_sent == 0 && t->down_off == 0 && !t->restarts) {
+        t->pull = NULL;
+        req_free(r);
+        restart_session(t, "the server keeps the stream pull that was given up");
+        return;
+    }
+    if (r->hdr_done && r->status == 409 && t->down_retries < RETRY_MAX) {
+        down_again(t, r, "HTTP 409 (the previous pull is still active)");
+        return;
+    }
+    if (r->hdr_done && r->status == 409 && t->switched_pull) {
+        t_fail(t, RHC_EXIT_LOST, "pull: HTTP 409: the stream pull that was given up is still "
+               "held open by an intermediary, and the server does not let a new pull take "
+               "over; later sessions of this process start with batch pulls");
+        return;
+    }
+    /* No byte came, so none can be lost: pull again with the same ack (a server
+     * that did send some answers 416, never misplaced bytes). */
+    if (died_unanswered(r, rc) && t->down_retries < 3) {
+        t_log(t, 1, "pull: %s; trying again on a new connection", req_error(r, rc));
+        t->down_fresh = 1;
+        down_again(t, r, req_error(r, rc));
+        return;
+    }
+    /* After F or E the frames have said all; how the response ended (a missing
+     * last chunk, say) does not matter any more. */
+    if (r->hdr_done && r->status == 416 && t->switched_pull)
+        t_fail(t, RHC_EXIT_LOST, "pull: HTTP 416: down bytes were lost with the stream pull that "
+               "was given up (an intermediary held them back); later sessions of this "
+               "process start with batch pulls");
+    else if (r->hdr_done && r->status != 200)
+        fail_http(t, r, "pull");
+    else if (!r->saw_end && !r->saw_fin && rc != CURLE_OK)
+        fail_curl(t, r, rc, "pull");
+    else if (!r->saw_end && !r->saw_fin)
+        t_fail(t, RHC_EXIT_LOST, "pull: response ended without F or E (connection cut?)");
+    if (t->fail_code)
+        return;
+    int again = r->saw_end;
+    t->down_retries = 0;
+    t->pull = NULL;
+    req_free(r);
+    if (again) {
+        t_log(t, 3, "pull ended (E) at offset %" PRIu64 ", pulling again", t->down_off);
+        start_down(t);
+    }
+}
+
+/* The up bytes of an ended or failed streamed body: go on from where the
+ * server surely is, on the current up transport. */
+static void up_restart(rhc_tunnel *t, int64_t delay)
+{
+    if (t->fail_code || t->up_done)
+        return;
+    if (t->up_x == RHC_XP_STREAM)
+        t->spush_at = now_ms() + delay;
+    /* duplex: the next duplex carries them; batch: t_advance */
+}
+
+static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
+{
+    int64_t delay = -1;
+
+    t->linger_until = 0;        /* nothing more can go out on this push */
+    if (t->up_r_sent) {
+        if (rc == CURLE_OK)
+            t->server_gone = 1;     /* the server got our R */
+        return;
+    }
+    if (t->fail_code)
+        return;
+    t->spush = NULL;
+    if (r->end_wanted)
+        t->up_switching = 0;
+    if (r->hdr_done && r->status == 200) {
+        uint64_t x = r->have_offset ? r->offset : t->up_sent;
+        if (x > up_read_off(t)) {
+            t_fail(t, RHC_EXIT_LOST, "push: protocol error: server confirms %" PRIu64
+                   " up bytes of %" PRIu64, x, up_read_off(t));
+        } else {
+            up_ack(t, x);
+            if (r->p_fin && x == up_read_off(t)) {
+                t->up_done = 1;
+                t->up_retries = 0;
+            } else if (up_rewind(t, x, "push ended") == 0) {
+                if (r->end_wanted)
+                    t_log(t, 2, "stream push ended at %" PRIu64 ": pushes go on as batch", x);
+                else
+                    delay = 0;  /* the server ended it early: a new one goes on */
+            }
+        }
+    } else if (t->auto_x && !r->acked_any &&
+               ((r->hdr_done && r->status == 413) ||
+                (!r->hdr_done && rc != CURLE_OK && transient(rc) && t->up_retries >= 1))) {
+        /* An intermediary that refuses long bodies (nginx: client_max_body_size)
+         * answers 413, or cuts the connection while the body goes. It passed
+         * nothing on, so the kept bytes go again, in batch pushes. */
+        char why[320];
+        if (r->hdr_done)
+            snprintf(why, sizeof(why), "HTTP %ld on a streamed push: an intermediary refuses "
+                     "long request bodies", r->status);
+        else
+            snprintf(why, sizeof(why), "streamed pushes cut before a byte was confirmed: %s",
+                     req_error(r, rc));
+        fallback_up(t, why);
+        up_rewind(t, t->up_acked, "streamed push refused");
+    } else if (r->hdr_done && r->status == 409 && t->up_retries < RETRY_MAX) {
+        char line[BODY_MAX + 1];
+        body_line(r, line, sizeof(line));
+        uint64_t x = r->have_offset ? r->offset : t->up_acked;
+        if (x > up_read_off(t)) {
+            t_fail(t, RHC_EXIT_LOST, "push: protocol error: server confirms %" PRIu64
+                   " up bytes of %" PRIu64, x, up_read_off(t));
+        } else if (strstr(line, "finished") && t->up_eof && x == up_read_off(t)) {
+            up_ack(t, x);
+            t->up_done = 1;     /* an earlier push had it all, F included */
+        } else {
+            up_ack(t, x);
+            if (up_rewind(t, x > t->up_acked ? x : t->up_acked, "push refused") == 0)
+                delay = x > r->p_off ? 0 : backoff_ms(t->up_retries);
+            ++t->up_retries;
+            t_log(t, 2, "push: HTTP 409 (%s): going on from %" PRIu64, line, t->up_sent);
+        }
+    } else if (!r->hdr_done && rc != CURLE_OK && transient(rc) && t->up_retries < RETRY_MAX) {
+        /* Cut: nothing is sure beyond what the server confirmed. */
+        t_log(t, 1, "push: %s; going on from offset %" PRIu64 " on a new connection",
+              req_error(r, rc), t->up_acked);
+        if (up_rewind(t, t->up_acked, "push cut") == 0)
+            delay = backoff_ms(t->up_retries);
+        ++t->up_retries;
+    } else if (r->hdr_done && r->status != 200) {
+        fail_http(t, r, "push");
+    } else {
+        fail_curl(t, r, rc, "push");
+    }
+    req_free(r);
+    if (delay >= 0)
+        up_restart(t, delay);
+}
+
+static void bpush_forget(rhc_tunnel *t, struct rhc_req *r)
+{
+    for (int i = 0; i < t->nbpush; ++i)
+        if (t->bpush[i] == r) {
+            t->bpush[i] = t->bpush[--t->nbpush];
+            t->bpush[t->nbpush] = NULL;
+            break;
+        }
+    req_free(r);
+}
+
+static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
+{
+    int64_t delay = -1;
+    uint64_t from = r->p_off;
+    char line[BODY_MAX + 1];
+
+    if (t->fail_code)
+        return;
+    body_line(r, line, sizeof(line));
+    if (r->hdr_done && r->have_offset && r->offset > up_read_off(t)) {
+        t_fail(t, RHC_EXIT_LOST, "push: protocol error: server confirms %" PRIu64
+               " up bytes of %" PRIu64, r->offset, up_read_off(t));
+        return;
+    }
+    if (r->hdr_done && r->status == 200) {
+        uint64_t x = r->have_offset ? r->offset : r->p_end;
+        if (x < r->p_end) {
+            t_fail(t, RHC_EXIT_LOST, "push: the server took %" PRIu64 " of the up bytes %"
+                   PRIu64 "..%" PRIu64, x, r->p_off, r->p_end);
+            return;
+        }
+        up_ack(t, x);
+    } else if (r->hdr_done && r->status == 409 && r->have_offset) {
+        /* The server has up bytes up to x. A push that reached it before
+         * (curl's own retry of a request it thinks was lost, say) is done; a
+         * push it only had in part goes again from there; a push whose turn
+         * had not come (or came too early) goes again after a while. */
+        uint64_t x = r->offset;
+        up_ack(t, x);
+        if (x >= r->p_end && (!r->p_fin || strstr(line, "finished"))) {
+            t_log(t, 3, "push %" PRIu64 "..%" PRIu64 ": the server had it already", r->p_off,
+                  r->p_end);
+        } else if (x > r->p_off) {
+            from = x < r->p_end ? x : r->p_end;
+            delay = 0;
+        } else {
+            delay = backoff_ms(r->tries);
+        }
+    } else if (r->hdr_done && r->status == 409) {
+        delay = backoff_ms(r->tries);
+    } else if (r->hdr_done && r->status == 413 && r->p_end - r->p_off > BATCH_DATA_MIN &&
+               t->nbpush < BATCH_SLOTS) {
+        /* an intermediary with a small body limit: halve the pushes, this one too
+         * (its second half goes in a push of its own) */
+        rhc_ctx *c = t->ctx;
+        size_t half = (size_t)((r->p_end - r->p_off) / 2);
+        if (half < BATCH_DATA_MIN)
+            half = BATCH_DATA_MIN;
+        if (c->batch_max > half) {
+            c->batch_max = half;
+            t_log(t, 1, "push: HTTP 413 (an intermediary limits request bodies): pushes now "
+                  "carry at most %zu bytes", half);
+        }
+        struct rhc_req *rest = bpush_new(t, r->p_off + half, r->p_end, r->p_fin, 0);
+        if (!rest) {
+            t_fail(t, RHC_EXIT_ERROR, "push: cannot start a request (out of memory)");
+            return;
+        }
+        t->bpush[t->nbpush++] = rest;
+        r->p_end = r->p_off + half;
+        r->p_fin = 0;
+        delay = 0;
+    } else if (!r->hdr_done && rc != CURLE_OK && transient(rc)) {
+        t_log(t, 1, "push %" PRIu64 "..%" PRIu64 ": %s; sending it again", r->p_off, r->p_end,
+              req_error(r, rc));
+        delay = backoff_ms(r->tries);
+    } else if (r->hdr_done) {
+        fail_http(t, r, "push");
+        return;
+    } else {
+        fail_curl(t, r, rc, "push");
+        return;
+    }
+    if (delay < 0) {
+        if (r->p_fin) {
+            t->up_done = 1;
+            t_log(t, 2, "push with F confirmed at %" PRIu64, r->p_end);
+        }
+        bpush_forget(t, r);
+        return;
+    }
+    if (from < t->up_acked)
+        from = t->up_acked < r->p_end ? t->up_acked : r->p_end;
+    if (r->tries + 1 >= RETRY_MAX) {
+        t_fail(t, RHC_EXIT_LOST, "push %" PRIu64 "..%" PRIu64 ": refused or cut %u times "
+               "(last: %s)", r->p_off, r->p_end, r->tries + 1,
+               r->hdr_done ? line : req_error(r, rc));
+        return;
+    }
+    if (r->hdr_done && r->status == 409)
+        t_log(t, 3, "push %" PRIu64 "..%" PRIu64 ": HTTP 409 (%s), again from %" PRIu64
+              " in %" PRId64 " ms", r->p_off, r->p_end, line, from, delay);
+    /* It waits out of the multi; t_timers sends it again. */
+    curl_multi_remove_handle(t->ctx->multi, r->h);
+    r->p_off = from;
+    ++r->tries;
+    r->retry_at = now_ms() + delay;
+    if (r->retry_at == 0)
+        r->retry_at = 1;
+}
+
+static void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
+{
+    rhc_ctx *c = t->ctx;
+    int up_on_it = t->up_x == RHC_XP_DUPLEX;
+    char line[BODY_MAX + 1];
+
+    t->linger_until = 0;
+    if (t->up_r_sent && r->p_r) {
+        if (rc == CURLE_OK)
+            t->server_gone = 1;
+        return;
+    }
+    if (t->fail_code)
+        return;
+    body_line(r, line, sizeof(line));
+    if (r->hdr_done && (r->status == 501 || r->status == 404 || r->status == 405) &&
+        !r->got_frame) {
+        /* A server or path without duplex: nothing of this request counted. */
+        char why[300];
+        snprintf(why, sizeof(why), "the server answered duplex with HTTP %ld%s%s", r->status,
+                 line[0] ? ": " : "", line);
+        t_log(t, 1, "transport: duplex -> stream (%s)", why);
+        if (t->auto_x) {
+            note_best(c, 0, RHC_XP_STREAM, why);
+            note_best(c, 1, RHC_XP_STREAM, why);
+        }
+        t->duplex = NULL;
+        req_free(r);
+        t->down_x = RHC_XP_STREAM;
+        if (up_on_it) {
+            t->up_x = RHC_XP_STREAM;
+            if (up_rewind(t, t->up_acked, "duplex refused") < 0)
+                return;
+        }
+        if (start_pull(t) == 0 && up_on_it)
+            start_spush(t);
+        return;
+    }
+    if (r->hdr_done && r->status == 409 && t->down_retries < RETRY_MAX) {
+        /* the previous push or pull of the session is still active on the server,
+         * or it has more up bytes than we thought (then it says how many) */
+        if (r->have_offset && r->offset <= up_read_off(t))
+            up_ack(t, r->offset);
+        down_again(t, r, line[0] ? line : "HTTP 409");
+        return;
+    }
+    if (died_unanswered(r, rc) && t->down_retries < 3) {
+        t_log(t, 1, "duplex: %s; trying again on a new connection", req_error(r, rc));
+        t->down_fresh = 1;
+        down_again(t, r, req_error(r, rc));
+        return;
+    }
+    if (r->hdr_done && r->status != 200)
+        fail_http(t, r, "duplex");
+    else if (!r->saw_end && !r->saw_fin && rc != CURLE_OK)
+        fail_curl(t, r, rc, "duplex");
+    else if (!r->saw_end && !r->saw_fin)
+        t_fail(t, RHC_EXIT_LOST, "duplex: response ended without F or E (connection cut?)");
+    if (t->fail_code)
+        return;
+    /* Complete: the server has read the whole body (it answers to the end only
+     * then), so a body with F means the up direction is done. */
+    t->down_retries = 0;
+    t->duplex = NULL;
+    if (r->end_wanted && t->up_switching)
+        t->up_switching = 0;
+    if (up_on_it && r->p_fin)
+        t->up_done = 1;
+    req_free(r);
+    if (up_on_it && !t->up_done && t->down_fin) {
+        /* down is over, up is not: a stream push carries the rest */
+        t->up_x = RHC_XP_STREAM;
+        if (up_rewind(t, t->up_acked, "duplex ended") == 0)
+            start_spush(t);
+        return;
+    }
+    if (up_on_it && !t->up_done)
+        up_rewind(t, t->up_acked, "duplex ended");
+    start_down(t);
+}
+
 static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
 {
     rhc_tunnel *t = r->t;
-    char what[384];
 
     if (!t) {   /* detached close */
         if (rc != CURLE_OK)
-            rhc_info("%s: close: %s", r->label, r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
+            rhc_info("%s: close: %s", r->label, req_error(r, rc));
         else
             rhc_info("%s: close: HTTP %ld", r->label, r->status);
         for (struct rhc_req **pp = &c->closers; *pp; pp = &(*pp)->next)
@@ -1059,106 +2275,28 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
         req_free(r);
         return;
     }
-
     switch (r->kind) {
     case REQ_OPEN:
-        snprintf(what, sizeof(what), "open %.300s/%s", c->o->base_url, c->o->target);
-        if (died_unanswered(r, rc) && t->open_retries < 2 && !t->fail_code) {
-            /* At worst the server made a session we never hear of; it idles out. */
-            t_log(t, 1, "open: %s; trying again on a new connection",
-                  r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
-            req_free(r);
-            ++t->open_retries;
-            if (!(t->open = req_new(c, t, REQ_OPEN, NULL)))
-                t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");
-            break;
-        }
-        if (r->hdr_done && r->status != 201)
-            fail_http(t, r, what);
-        else if (rc != CURLE_OK)
-            fail_curl(t, r, rc, what);
-        else if (!r->have_token)
-            t_fail(t, RHC_EXIT_ERROR, "%s: HTTP 201 without a valid Relay-Session", what);
-        if (t->fail_code)
-            break;
-        memcpy(t->token, r->token, sizeof(t->token));
-        memcpy(t->sid, r->token, SID_LEN);
-        t->sid[SID_LEN] = '\0';
-        req_free(r);
-        t->open = NULL;
-        t_log(t, 1, "session %s opened", t->sid);
-        if (start_pull(t) == 0)
-            start_push(t);
+        open_done(t, r, rc);
         break;
     case REQ_PULL:
-        if (t->fail_code)
-            break;
-        /* A re-pull right after E may reach the server before it has finished
-         * with the pull that sent the E: "second pull". No byte was handed out,
-         * so trying again shortly is safe. */
-        if (r->hdr_done && r->status == 409 && t->pulls > 1 && t->repull_409 < 3) {
-            req_free(r);
-            t->pull = NULL;
-            t->repull_at = now_ms() + (50 << t->repull_409++);
-            t_log(t, 2, "pull: HTTP 409 after E, trying again");
-            break;
-        }
-        /* No byte came, so none can be lost: pull again with the same ack (a
-         * server that did send some answers 416, never misplaced bytes). */
-        if (died_unanswered(r, rc) && t->pull_retries < 2) {
-            t_log(t, 1, "pull: %s; trying again on a new connection",
-                  r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
-            req_free(r);
-            t->pull = NULL;
-            t->pull_fresh = 1;
-            t->repull_at = now_ms() + (50 << t->pull_retries++);
-            break;
-        }
-        /* After F or E the frames have said all; how the response ended (a
-         * missing last chunk, say) does not matter any more. */
-        if (r->hdr_done && r->status != 200)
-            fail_http(t, r, "pull");
-        else if (!t->down_end && !t->down_fin && rc != CURLE_OK)
-            fail_curl(t, r, rc, "pull");
-        else if (!t->down_end && !t->down_fin)
-            t_fail(t, RHC_EXIT_LOST, "pull: response ended without F or E (connection cut?)");
-        if (t->fail_code)
-            break;
-        req_free(r);
-        t->pull = NULL;
-        if (t->down_end) {
-            t_log(t, 2, "pull ended (E) at offset %" PRIu64 ", pulling again", t->down_off);
-            start_pull(t);
-        }
+        pull_done(t, r, rc);
         break;
     case REQ_PUSH:
-        t->linger_until = 0;    /* nothing more can go out on this push */
-        if (t->up_r_sent) {
-            if (rc == CURLE_OK)
-                t->server_gone = 1;     /* the server got our R */
-            break;
-        }
-        if (t->fail_code)
-            break;
-        if (r->hdr_done && r->status != 200)
-            fail_http(t, r, "push");
-        else if (rc != CURLE_OK)
-            fail_curl(t, r, rc, "push");
-        else if (!t->up_fin_sent)
-            t_fail(t, RHC_EXIT_LOST, "push: answered before the body ended");
-        else if (r->have_offset && r->offset != t->up_off)
-            t_fail(t, RHC_EXIT_LOST, "push: server accepted %" PRIu64 " of %" PRIu64 " bytes",
-                   r->offset, t->up_off);
-        if (t->fail_code)
-            break;
-        t->up_done = 1;
-        req_free(r);
-        t->push = NULL;
+        if (r->streamed)
+            spush_done(t, r, rc);
+        else
+            bpush_done(t, r, rc);
+        break;
+    case REQ_DUPLEX:
+        duplex_done(t, r, rc);
         break;
     case REQ_CLOSE:
         break;
     }
 }
+
+/* ---------------------------------------------------------------- tunnel life */
 
 static void t_finish(rhc_tunnel *t)
 {
@@ -1167,8 +2305,12 @@ static void t_finish(rhc_tunnel *t)
 
     req_free(t->open);
     req_free(t->pull);
-    req_free(t->push);
-    t->open = t->pull = t->push = NULL;
+    req_free(t->spush);
+    req_free(t->duplex);
+    for (int i = 0; i < t->nbpush; ++i)
+        req_free(t->bpush[i]);
+    t->open = t->pull = t->spush = t->duplex = NULL;
+    t->nbpush = 0;
     if (code && t->token[0] && !t->server_gone)
         start_close(c, t->token, t->label, t->sid);
     if (t->kind == RHC_LOCAL_SOCKET) {
@@ -1183,7 +2325,7 @@ static void t_finish(rhc_tunnel *t)
         t_log(t, 0, "%s", t->fail_msg);
     else
         t_log(t, 1, "session %s closed cleanly (up %" PRIu64 " bytes, down %" PRIu64 " bytes)",
-              t->sid, t->up_off, t->down_off);
+              t->sid, up_read_off(t), t->down_off);
 
     if (t->prev)
         t->prev->next = t->next;
@@ -1195,7 +2337,34 @@ static void t_finish(rhc_tunnel *t)
     if (t->done)
         t->done(t->done_arg, code);
     free(t->obuf);
+    free(t->ubuf);
     free(t);
+}
+
+/* Lets the up side move: wakes a streamed body that has something to say, or
+ * starts batch pushes for what waits in the ring. */
+static void up_kick(rhc_tunnel *t)
+{
+    struct rhc_req *sc = up_streamer(t);
+
+    /* bodies being ended must get to say so */
+    if (t->spush && t->spush->end_wanted)
+        unpause_send(t->spush);
+    if (t->duplex && t->duplex->end_wanted)
+        unpause_send(t->duplex);
+    if (sc) {
+        if (sc->send_paused &&
+            (t->up_r_pending || t->hb_pending ||
+             (!t->up_hold && (up_read_off(t) > t->up_sent || (t->up_eof && !t->up_fin_sent)))))
+            unpause_send(sc);
+        return;
+    }
+    if (t->fail_code || t->up_x != RHC_XP_BATCH || t->up_switching || t->up_done || t->up_hold)
+        return;
+    while (t->nbpush < BATCH_INFLIGHT &&
+           (up_read_off(t) > t->up_sent || (t->up_eof && !t->up_fin_sent)))
+        if (start_bpush(t) < 0)
+            break;
 }
 
 /* Moves a tunnel on after events; frees it when it is over. */
@@ -1203,61 +2372,180 @@ static void t_advance(rhc_tunnel *t, int64_t now)
 {
     if (t->olen > 0 && !t->out_blocked && !t->out_err && !t->fail_code)
         drain_out(t);
-    /* Something to send while the push waits for local data: wake it. */
-    if (t->push && t->push_paused &&
-        (t->up_r_pending || t->hb_pending || (t->up_eof && !t->up_fin_sent)))
-        unpause_push(t);
+    /* an ended duplex body: its bytes are confirmed once A frames say so */
+    if (t->up_switching && t->duplex && t->duplex->body_ended && t->up_acked >= t->up_sent)
+        t->up_switching = 0;
+    up_kick(t);
     if (t->fail_code) {
-        if (t->linger_until && t->push && now < t->linger_until)
+        if (t->linger_until && (t->spush || t->duplex) && now < t->linger_until)
             return;     /* give the R frame its chance */
         t_finish(t);
         return;
     }
     if (t->down_fin && t->olen == 0 && !t->out_shut)
         shut_output(t);
-    if (t->out_shut && t->up_done && !t->pull)
+    if (t->out_shut && t->up_done && !t->pull && !t->duplex && !t->spush && !t->nbpush &&
+        !t->open)
         t_finish(t);
+}
+
+/* auto: when pushed bytes count as stuck in an intermediary, or -1. Judged only
+ * while the body has had no byte confirmed at all (an intermediary that buffers
+ * whole bodies; a slow target shows progress first), while the down response
+ * flows (A frames come on it) and has been quiet of data for a moment (A frames
+ * wait behind down data). */
+static int64_t stall_deadline(const rhc_tunnel *t)
+{
+    struct rhc_req *sc = up_streamer(t), *dr = down_req(t);
+
+    if (!t->auto_x || !sc || sc->end_wanted || sc->body_ended || sc->acked_any ||
+        t->up_switching || !t->ack_wait_since)
+        return -1;
+    if (!dr || dr->batch || !dr->got_frame || dr->recv_paused)
+        return -1;
+    int64_t a = t->ack_wait_since + ACK_STALL_MS, b = t->last_down_data + DOWN_QUIET_MS;
+    return a > b ? a : b;
+}
+
+/* auto: when the down response counts as held back, or -1. */
+static int64_t probe_deadline(const rhc_tunnel *t)
+{
+    struct rhc_req *dr = down_req(t);
+
+    if (!t->auto_x || !t->probe_until || !dr || dr->got_frame || dr->batch ||
+        (dr->hdr_done && dr->status != 200))
+        return -1;
+    return t->probe_until;
+}
+
+static void min_deadline(int64_t *d, int64_t v)
+{
+    if (v >= 0 && (*d < 0 || v < *d))
+        *d = v;
 }
 
 /* Next time this tunnel needs a look without any fd event, or -1. */
 static int64_t t_deadline(const rhc_tunnel *t)
 {
     int64_t d = -1;
+    struct rhc_req *sc = up_streamer(t), *dr = down_req(t);
 
     if (t->fail_code)       /* due now, unless an R frame is on its way */
-        return t->linger_until && t->push ? t->linger_until : 0;
+        return t->linger_until && (t->spush || t->duplex) ? t->linger_until : 0;
     if (t->olen > 0 && !t->out_blocked && !t->out_err)
         return 0;           /* output to flush (normally done in the same round) */
-    if (t->push && t->push_paused && !t->up_fin_sent)
-        d = t->push_last_emit + HEARTBEAT_MS;
-    if (t->pull && !t->pull_paused) {
-        int64_t p = t->pull_last_rx + PULL_DEAD_MS;
-        if (d < 0 || p < d)
-            d = p;
-    }
-    if (t->repull_at && (d < 0 || t->repull_at < d))
-        d = t->repull_at;
+    if (sc && sc->send_paused && !sc->p_fin && !sc->body_ended)
+        min_deadline(&d, t->push_last_emit + HEARTBEAT_MS);
+    if (dr && !dr->recv_paused)
+        min_deadline(&d, t->pull_last_rx + PULL_DEAD_MS);
+    if (t->repull_at)
+        min_deadline(&d, t->repull_at);
+    if (t->spush_at)
+        min_deadline(&d, t->spush_at);
+    for (int i = 0; i < t->nbpush; ++i)
+        if (t->bpush[i]->retry_at)
+            min_deadline(&d, t->bpush[i]->retry_at);
+    min_deadline(&d, stall_deadline(t));
+    min_deadline(&d, probe_deadline(t));
+    if (t->up_switching && t->duplex)
+        min_deadline(&d, t->switch_since + SWITCH_WAIT_MS);
+    if (t->up_fallback_at)
+        min_deadline(&d, t->up_fallback_at);
+    if (t->hold_until)
+        min_deadline(&d, t->hold_until);
     return d;
 }
 
 static void t_timers(rhc_tunnel *t, int64_t now)
 {
+    struct rhc_req *sc = up_streamer(t), *dr = down_req(t);
+    int64_t d;
+
     if (t->fail_code)
         return;
-    if (t->push && t->push_paused && !t->up_fin_sent && now >= t->push_last_emit + HEARTBEAT_MS) {
+    if (sc && sc->send_paused && !sc->p_fin && !sc->body_ended &&
+        now >= t->push_last_emit + HEARTBEAT_MS) {
         t->hb_pending = 1;
-        unpause_push(t);
+        unpause_send(sc);
     }
-    if (!t->pull && t->repull_at && now >= t->repull_at)
-        start_pull(t);
-    if (t->pull && !t->pull_paused && now >= t->pull_last_rx + PULL_DEAD_MS)
-        t_fail(t, RHC_EXIT_LOST, "pull: nothing from the server for %d s (not even a heartbeat)",
-               PULL_DEAD_MS / 1000);
+    if (!dr && t->repull_at && now >= t->repull_at) {
+        t->repull_at = 0;
+        start_down(t);
+    }
+    if (t->up_x == RHC_XP_STREAM && !t->spush && t->spush_at && now >= t->spush_at &&
+        !t->up_done) {
+        t->spush_at = 0;
+        start_spush(t);
+    }
+    for (int i = 0; i < t->nbpush && !t->fail_code; ++i) {
+        struct rhc_req *r = t->bpush[i];
+        if (!r->retry_at || now < r->retry_at)
+            continue;
+        /* bytes the server confirmed meanwhile (by later pushes) need not go again */
+        uint64_t from = r->p_off > t->up_acked ? r->p_off : t->up_acked;
+        if (from >= r->p_end && !r->p_fin) {
+            bpush_forget(t, r);
+            --i;
+            continue;
+        }
+        if (from > r->p_end)
+            from = r->p_end;
+        struct rhc_req *n = bpush_new(t, from, r->p_end, r->p_fin, r->tries);
+        if (!n) {
+            t_fail(t, RHC_EXIT_ERROR, "push: cannot start a request (out of memory)");
+            break;
+        }
+        t->bpush[i] = n;
+        req_free(r);
+    }
+    dr = down_req(t);
+    if (dr && !dr->recv_paused && now >= t->pull_last_rx + PULL_DEAD_MS)
+        t_fail(t, RHC_EXIT_LOST, "%s: nothing from the server for %d s (not even a heartbeat)",
+               kind_name[dr->kind], PULL_DEAD_MS / 1000);
+    if (t->fail_code)
+        return;
+    if ((d = probe_deadline(t)) >= 0 && now >= d) {
+        fallback_down(t, "no first frame on the response within 2 s: an intermediary "
+                         "holds responses back");
+        return;
+    }
+    if (t->hold_until && now >= t->hold_until) {
+        t->hold_until = 0;
+        t->up_hold = 0;
+    }
+    if (t->up_fallback_at && now >= t->up_fallback_at) {
+        fallback_up(t, "pulls go batch, so streamed pushes cannot be watched");
+        return;
+    }
+    if ((d = stall_deadline(t)) >= 0 && now >= d) {
+        fallback_up(t, "pushed bytes not acknowledged within 3 s: an intermediary holds "
+                       "request bodies back");
+        return;
+    }
+    if (t->up_switching && t->duplex && now >= t->switch_since + SWITCH_WAIT_MS) {
+        /* the ended duplex body was never confirmed: batch goes on from what was */
+        t->up_switching = 0;
+        up_rewind(t, t->up_acked, "ended duplex body not confirmed");
+    }
+}
+
+/* The ring can take local bytes now. */
+static int up_can_read(const rhc_tunnel *t)
+{
+    struct rhc_req *sc = up_streamer(t);
+
+    if (!t->up_x || t->up_eof || t->fail_code || t->up_r_pending || t->up_done)
+        return 0;
+    if (up_read_off(t) - t->up_sent >= UP_AHEAD_MAX)
+        return 0;
+    if (t->ucap > t->ulen || t->ucap < UPBUF_MAX)
+        return 1;
+    return sc && sc->acked_any && t->up_sent > t->up_base;
 }
 
 static short t_events_in(const rhc_tunnel *t)
 {
-    return (t->push && t->push_paused && !t->up_eof && !t->fail_code) ? POLLIN : 0;
+    return up_can_read(t) ? POLLIN : 0;
 }
 
 static short t_events_out(const rhc_tunnel *t)
@@ -1268,7 +2556,7 @@ static short t_events_out(const rhc_tunnel *t)
 static void t_local_event(rhc_tunnel *t, int fd, short revents)
 {
     if (fd == t->in_fd && (revents & (POLLIN | POLLHUP | POLLERR)) && t_events_in(t))
-        unpause_push(t);
+        up_fill(t);     /* t_advance hands the bytes on */
     if (fd == t->out_fd && (revents & (POLLOUT | POLLHUP | POLLERR)) && t_events_out(t)) {
         t->out_blocked = 0;
         drain_out(t);
@@ -1296,7 +2584,6 @@ rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, int in_fd, int out_fd, enum rhc_local_k
     t->done = done;
     t->done_arg = arg;
     snprintf(t->label, sizeof(t->label), "%s", label ? label : "");
-    rh_frame_parser_init(&t->parser);
 
     t->next = c->tunnels;
     if (c->tunnels)
@@ -1305,13 +2592,12 @@ rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, int in_fd, int out_fd, enum rhc_local_k
     ++c->ntunnels;
 
     t_log(t, 1, "open %s/%s", c->o->base_url, c->o->target);
-    t->open = req_new(c, t, REQ_OPEN, NULL);
+    t->open = start_open(t);
     if (!t->open)
         t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");
     /* A failure is reported by the next rhc_ctx_step, like any other. */
     return t;
 }
-
 /* ---------------------------------------------------------------- loop */
 
 static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
@@ -1370,6 +2656,14 @@ rhc_ctx *rhc_ctx_new(const struct rhc_opts *o)
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    /* Batch sessions keep several connections busy: keep them for reuse. */
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, 64L);
+    if ((c->share = curl_share_init())) {
+        curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+        curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    }
+    c->best_up = c->best_down = RHC_XP_DUPLEX;
+    c->batch_max = BATCH_DATA_MAX;
     return c;
 }
 
@@ -1390,6 +2684,8 @@ void rhc_ctx_free(rhc_ctx *c)
         req_free(r);
     }
     curl_multi_cleanup(c->multi);
+    if (c->share)
+        curl_share_cleanup(c->share);
     free(c->cfds);
     free(c->pfds);
     free(c->powner);

@@ -176,16 +176,19 @@ cat <<EOF
 
 The demo worked: the site served its page, and TCP data went through
 https://127.0.0.1:$HTTPS_PORT/relay to the echo target and back.
-
-To try it yourself:
-  DEMO_KEEP=1 $0        # keeps this Apache + tunnel running until Ctrl-C
-  then, in another terminal:
-  socat - TCP:127.0.0.1:$LOCAL_PORT     # type lines, see them echoed
 On a real server, see conf.d-examples/ (a2enmod relay_https; <Location /relay> ...).
 EOF
 
 if [ "${DEMO_KEEP:-}" = 1 ]; then
-  echo
-  echo "Running: Apache pid $APACHE_PID, forward on 127.0.0.1:$LOCAL_PORT, files in $DIR. Ctrl-C to stop."
+  cat <<EOF
+
+Still running (Ctrl-C stops everything and removes $DIR):
+  socat - TCP:127.0.0.1:$LOCAL_PORT          # type lines, see them echoed through the relay
+  $CLIENT stdio --cacert $DIR/server.crt $URL echo
+  curl --cacert $DIR/server.crt https://127.0.0.1:$HTTPS_PORT/
+  tail -f $DIR/logs/access.log $DIR/logs/error.log
+EOF
   wait "$FWD_PID" || true
+else
+  echo "To try it by hand: DEMO_KEEP=1 $0   (keeps Apache and the tunnel running until Ctrl-C)"
 fi

@@ -106,14 +106,22 @@ def echo_server():
 
 
 @pytest.fixture(scope="session")
+def reset_server():
+    srv = harness.ResetServer()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
 def refused_port():
     return harness.free_port()
 
 
 @pytest.fixture(scope="session")
-def targets(echo_server, refused_port):
+def targets(echo_server, refused_port, reset_server):
     return {"echo": "127.0.0.1:%d" % echo_server.port,
-            "refused": "127.0.0.1:%d" % refused_port}
+            "refused": "127.0.0.1:%d" % refused_port,
+            "reset": "127.0.0.1:%d" % reset_server.port}
 
 
 # ---------------------------------------------------------------------------

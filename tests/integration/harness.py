@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import threading
@@ -40,6 +41,9 @@ SESSION_OPEN_RE = re.compile(
     r"\[relay_https:[a-z0-9]+\].*\bsession ([0-9a-f]{16}) open(?:ed)?\b")
 SESSION_CLOSED_RE = re.compile(
     r"\[relay_https:[a-z0-9]+\].*\bsession ([0-9a-f]{16}) (?:closed|freed)\b")
+
+# The module logs (at debug) the pid of its relay core process when it starts it.
+CORE_STARTED_RE = re.compile(r"\[relay_https:[a-z0-9]+\].*relay core started, pid (\d+)")
 
 # The access-log format that shows which child served which session's request.
 RELAY_LOGFORMAT = '%P %{relay-session}n \\"%r\\" %>s'
@@ -259,6 +263,52 @@ class EchoServer:
                 pass
 
 
+class ResetServer:
+    """Accepts connections and resets them at once (RST: SO_LINGER 0, close)."""
+
+    def __init__(self, delay=0.2):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.delay = delay
+        self.accepted = 0
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Timer(self.delay, self._reset, args=(c,)).start()
+
+    @staticmethod
+    def _reset(c):
+        try:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+        except OSError:
+            pass
+
+    def stop(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def proc_cpu_seconds(pid):
+    """utime + stime of a process, in seconds (None if it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 # --------------------------------------------------------------------------
 # Apache
 # --------------------------------------------------------------------------
@@ -349,6 +399,9 @@ class Apache:
             add("User %s" % self.run_user)
             add("Group %s" % self.run_user)
         add("Timeout 60")
+        # Debian's mods-available/reqtimeout.conf, kept on as on a stock server
+        add("RequestReadTimeout header=20-40,minrate=500")
+        add("RequestReadTimeout body=10,minrate=500")
         add("KeepAlive %s" % ("On" if self.keepalive else "Off"))
         add("MaxKeepAliveRequests 0")
         add("KeepAliveTimeout 5")
@@ -453,7 +506,7 @@ class Apache:
         _register(self.proc)
         Apache.instances.add(self)
         ok = wait_for(self._ready, timeout, interval=0.1)
-        if not ok:
+        if not ok or self.proc.poll() is not None:
             rc = self.proc.poll()
             self.stop()
             raise ApacheStartError(
@@ -573,6 +626,11 @@ class Apache:
         opened = list(dict.fromkeys(m.group(1) for m in SESSION_OPEN_RE.finditer(text)))
         closed = set(m.group(1) for m in SESSION_CLOSED_RE.finditer(text))
         return opened, closed
+
+    def core_pid(self):
+        """The pid of the module's relay core (last 'relay core started' line), or None."""
+        pids = CORE_STARTED_RE.findall(self.error_log_text())
+        return int(pids[-1]) if pids else None
 
     def relay_log_entries(self):
         """[(pid, session-note, request line, status)] from the %P/%{relay-session}n log."""
@@ -698,7 +756,7 @@ class Forward:
     """A running `relay-https forward -L 127.0.0.1:PORT URL TARGET`."""
 
     def __init__(self, client, url, target, cacert=None, insecure=False, verbose=True,
-                 port=None, extra_args=(), ready_timeout=15):
+                 port=None, extra_args=(), ready_timeout=15, env=None):
         self.port = port or free_port()
         cmd = [client, "forward", "-L", "127.0.0.1:%d" % self.port]
         if cacert:
@@ -712,7 +770,7 @@ class Forward:
         self.stderr_lines = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                     stderr=subprocess.PIPE, start_new_session=True, env=env)
         _register(self.proc)
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
@@ -811,7 +869,7 @@ def pump(host, port, nbytes=None, payload=None, timeout=120, chunk=65536):
     return res
 
 
-def run_stdio(client, url, target, payload, cacert=None, timeout=120, extra_args=()):
+def run_stdio(client, url, target, payload, cacert=None, timeout=120, extra_args=(), env=None):
     """Run `relay-https stdio`, feed payload on stdin (then EOF), read stdout to EOF.
 
     Returns dict(rc, stdout, stderr, elapsed)."""
@@ -821,7 +879,7 @@ def run_stdio(client, url, target, payload, cacert=None, timeout=120, extra_args
     cmd += list(extra_args) + [url, target]
     start = time.monotonic()
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, start_new_session=True)
+                         stderr=subprocess.PIPE, start_new_session=True, env=env)
     _register(p)
     out_chunks, err_chunks = [], []
 

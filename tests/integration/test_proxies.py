@@ -1,0 +1,389 @@
+"""Through every proxy: the relay-https client reaches Apache + mod_relay_https through
+real intermediaries, each started here on loopback from a generated configuration:
+
+- squid as a forward proxy: CONNECT (with and without Basic proxy auth, --proxy and
+  https_proxy), and as a plain HTTP proxy in front of Apache's plain-HTTP port (what a
+  TLS-inspecting proxy looks like to the client: no CONNECT, it sees every request);
+- nginx as a buffering reverse proxy (proxy_buffering on, proxy_request_buffering on);
+- haproxy and nginx cutting anything idle for 30 s, in front of a tunnel left idle for
+  2 minutes.
+"""
+
+import hashlib
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+import harness
+import intermediaries as im
+from harness import Forward, assert_sessions_closed, pump, run_stdio
+
+MB = 1024 * 1024
+PROXY_USER, PROXY_PASS = "proxyuser", "proxy-S3cret"
+
+
+# ---------------------------------------------------------------------------
+# Fixtures: one Apache (event MPM, TLS + a plain-HTTP vhost) and the intermediaries,
+# all shared by the tests of this module.
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def plain_port():
+    return harness.free_port()
+
+
+@pytest.fixture(scope="module")
+def _apache_conf(plain_port):
+    return im.mode_log_conf() + "\n" + im.plain_http_vhost_conf(plain_port)
+
+
+@pytest.fixture(scope="module")
+def _apache(apache_factory, module_so, targets, _apache_conf):
+    return apache_factory.get("event", module=module_so, targets=targets,
+                              extra_conf=_apache_conf)
+
+
+@pytest.fixture
+def apache(apache_factory, module_so, targets, _apache_conf, _apache):
+    """The shared Apache (re-registered per test, so failures show its error_log)."""
+    a = apache_factory.get("event", module=module_so, targets=targets,
+                           extra_conf=_apache_conf)
+    assert a is _apache
+    return a
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("intermediaries"))
+    harness.make_traversable(d)
+    return d
+
+
+def _started(daemon):
+    daemon.start()
+    return daemon
+
+
+@pytest.fixture(scope="module")
+def squid(workdir, _apache):
+    s = _started(im.Squid(os.path.join(workdir, "squid"), connect_ports=[_apache.port]))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def squid_auth(workdir, _apache):
+    s = _started(im.Squid(os.path.join(workdir, "squid-auth"), connect_ports=[_apache.port],
+                          auth=(PROXY_USER, PROXY_PASS)))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def nginx_ignoring_accel(workdir, _apache):
+    """nginx that also ignores the module's `X-Accel-Buffering: no` (proxy_ignore_headers):
+    request bodies are buffered whole; responses go through nginx's proxy buffers."""
+    n = _started(im.Nginx(os.path.join(workdir, "nginx-ignore-accel"), _apache.port,
+                          ignore_accel_buffering=True))
+    yield n
+    n.stop()
+
+
+@pytest.fixture(scope="module")
+def nginx_stock(workdir, _apache):
+    """nginx with proxy_buffering on and proxy_request_buffering on, which honours the
+    module's X-Accel-Buffering: no (responses stream, request bodies are buffered whole)."""
+    n = _started(im.Nginx(os.path.join(workdir, "nginx-stock"), _apache.port))
+    yield n
+    n.stop()
+
+
+@pytest.fixture(scope="module")
+def haproxy_holding(workdir, _apache):
+    """haproxy holding every response until its body is complete (up to 30 s:
+    `http-response wait-for-body`), like a proxy that scans whole responses.
+    `option http-no-delay` so that haproxy's own send coalescing does not add 200 ms."""
+    h = _started(im.HAProxy(os.path.join(workdir, "haproxy-holding"), _apache.port,
+                            timeout_s=60, hold_responses_s=30, no_delay=True))
+    yield h
+    h.stop()
+
+
+def _forward(client_bin, url, tls, *args, env=None, cacert=True):
+    return Forward(client_bin, url, "echo", cacert=tls["ca"] if cacert else None,
+                   extra_args=list(args), env=env if env is not None else im.clean_env())
+
+
+def _check_pump(res, fw, size, what):
+    if res["error"] or res["received"] != size or res["recv_sha"] != res["sent_sha"]:
+        time.sleep(1)       # let the client's last -v lines arrive for the report
+    assert res["error"] is None, "%s: %s\nclient -v:\n%s" % (what, res, fw.stderr_text())
+    assert res["received"] == res["sent"] == size, \
+        "%s: sent %d, received %d of %d\nclient -v:\n%s" % (
+            what, res["sent"], res["received"], size, fw.stderr_text())
+    assert res["recv_sha"] == res["sent_sha"], "%s: sha256 differs" % what
+
+
+def _new_lines(lines, start):
+    return lines[start:]
+
+
+# ---------------------------------------------------------------------------
+# squid, CONNECT
+# ---------------------------------------------------------------------------
+
+@pytest.mark.rh_timeout(150)
+def test_squid_connect_5mb_each_way(apache, squid, client_bin, tls):
+    """--proxy http://squid: the client reaches Apache's TLS port over CONNECT."""
+    a = apache
+    mark = a.error_log_mark()
+    n_log = len(squid.access_lines())
+    with _forward(client_bin, a.relay_url, tls, "--proxy", squid.url) as fw:
+        res = pump("127.0.0.1", fw.port, nbytes=5 * MB, timeout=120)
+        _check_pump(res, fw, 5 * MB, "5 MB through squid (CONNECT)")
+        assert_sessions_closed(a, mark, timeout=15, min_opened=1)
+    connects = [l for l in squid.access_lines()[n_log:]
+                if " CONNECT 127.0.0.1:%d " % a.port in l]
+    assert connects, ("squid's access log shows no CONNECT to 127.0.0.1:%d: the client did "
+                      "not use the proxy\n%s" % (a.port, squid.describe()))
+    print("squid CONNECT: 5 MB each way in %.2f s (%d CONNECTs)" % (res["elapsed"],
+                                                                    len(connects)))
+
+
+@pytest.mark.rh_timeout(90)
+def test_squid_proxy_auth_missing_exit_6(apache, squid_auth, client_bin, tls):
+    """The proxy wants Basic auth and the client has none: exit code 6, clear message."""
+    a = apache
+    mark = a.error_log_mark()
+    s = run_stdio(client_bin, a.relay_url, "echo", b"hello\n", cacert=tls["ca"], timeout=60,
+                  extra_args=["--proxy", squid_auth.url], env=im.clean_env())
+    assert not s["timed_out"], "relay-https stdio hung: %s" % s
+    assert s["rc"] == 6, ("expected exit 6 (proxy refused / wants authentication), got %r\n"
+                          "stderr:\n%s\n%s" % (s["rc"], s["stderr"], squid_auth.describe()))
+    msg = s["stderr"]
+    assert "407" in msg and "proxy" in msg.lower(), \
+        "the message should say the proxy wants authentication (407): %r" % msg
+    assert s["stdout"] == b"", s
+    opened, _ = a.sessions(mark)
+    assert not opened, "a session was opened although the proxy refused: %s" % opened
+
+
+@pytest.mark.rh_timeout(90)
+def test_squid_proxy_auth_wrong_password_exit_6(apache, squid_auth, client_bin, tls):
+    s = run_stdio(client_bin, apache.relay_url, "echo", b"hello\n", cacert=tls["ca"],
+                  timeout=60, env=im.clean_env(),
+                  extra_args=["--proxy", squid_auth.url,
+                              "--proxy-user", "%s:wrong" % PROXY_USER])
+    assert not s["timed_out"], "relay-https stdio hung: %s" % s
+    assert s["rc"] == 6, (s["rc"], s["stderr"])
+    assert "407" in s["stderr"], s["stderr"]
+
+
+@pytest.mark.rh_timeout(150)
+def test_squid_proxy_auth_5mb_each_way(apache, squid_auth, client_bin, tls):
+    """With --proxy-user the same proxy lets the tunnel through."""
+    a = apache
+    mark = a.error_log_mark()
+    n_log = len(squid_auth.access_lines())
+    with _forward(client_bin, a.relay_url, tls, "--proxy", squid_auth.url,
+                  "--proxy-user", "%s:%s" % (PROXY_USER, PROXY_PASS)) as fw:
+        res = pump("127.0.0.1", fw.port, nbytes=5 * MB, timeout=120)
+        _check_pump(res, fw, 5 * MB, "5 MB through squid with proxy auth")
+        assert_sessions_closed(a, mark, timeout=15, min_opened=1)
+        assert PROXY_PASS not in "\n".join(fw.lines()), "the -v output shows the proxy password"
+    ok = [l for l in squid_auth.access_lines()[n_log:]
+          if " CONNECT 127.0.0.1:%d %s " % (a.port, PROXY_USER) in l and "/200 " in l]
+    assert ok, ("squid's access log shows no authenticated CONNECT (user %s):\n%s"
+                % (PROXY_USER, squid_auth.describe()))
+
+
+@pytest.mark.rh_timeout(150)
+def test_squid_via_https_proxy_env(apache, squid, client_bin, tls):
+    """No --proxy: the https_proxy environment variable picks the proxy."""
+    a = apache
+    mark = a.error_log_mark()
+    n_log = len(squid.access_lines())
+    env = im.clean_env(https_proxy=squid.url)
+    with _forward(client_bin, a.relay_url, tls, env=env) as fw:
+        res = pump("127.0.0.1", fw.port, nbytes=5 * MB, timeout=120)
+        _check_pump(res, fw, 5 * MB, "5 MB through squid chosen by https_proxy")
+        assert_sessions_closed(a, mark, timeout=15, min_opened=1)
+    connects = [l for l in squid.access_lines()[n_log:]
+                if " CONNECT 127.0.0.1:%d " % a.port in l]
+    assert connects, ("https_proxy=%s was ignored: squid saw no CONNECT\n%s"
+                      % (squid.url, squid.describe()))
+
+
+@pytest.mark.rh_timeout(90)
+def test_squid_proxy_auth_via_env_missing_exit_6(apache, squid_auth, client_bin, tls):
+    """HTTPS_PROXY (upper case) is honoured too, and the 407 still maps to exit 6."""
+    env = im.clean_env(HTTPS_PROXY=squid_auth.url)
+    s = run_stdio(client_bin, apache.relay_url, "echo", b"hello\n", cacert=tls["ca"],
+                  timeout=60, env=env)
+    assert not s["timed_out"], s
+    assert s["rc"] == 6, (s["rc"], s["stderr"])
+
+
+# ---------------------------------------------------------------------------
+# squid as a plain HTTP proxy (the TLS-inspecting case: no CONNECT)
+# ---------------------------------------------------------------------------
+
+@pytest.mark.rh_timeout(180)
+def test_squid_plain_http_proxy_5mb_each_way(apache, squid, client_bin, plain_port):
+    """http://APACHE/relay through squid: every request goes through the proxy as an
+    HTTP request (absolute URI), as through a TLS-inspecting proxy."""
+    a = apache
+    mark = a.error_log_mark()
+    n_log = len(squid.access_lines())
+    url = "http://127.0.0.1:%d/relay" % plain_port
+    with _forward(client_bin, url, {"ca": None}, "--proxy", squid.url, cacert=False) as fw:
+        res = pump("127.0.0.1", fw.port, nbytes=5 * MB, timeout=150)
+        _check_pump(res, fw, 5 * MB, "5 MB through squid as a plain HTTP proxy")
+        assert_sessions_closed(a, mark, timeout=15, min_opened=1)
+        print("transport lines:", im.transport_lines(fw.lines()))
+    lines = squid.access_lines()[n_log:]
+    seen = [l for l in lines if "http://127.0.0.1:%d/relay/echo/" % plain_port in l]
+    assert any("/relay/echo/open" in l for l in seen), \
+        "squid did not carry the requests (no POST http://...:%d/relay/echo/open):\n%s" % (
+            plain_port, squid.describe())
+    assert not any(" CONNECT " in l for l in lines), "the client used CONNECT: %s" % lines
+    print("squid plain HTTP: 5 MB each way in %.2f s" % res["elapsed"])
+
+
+# ---------------------------------------------------------------------------
+# nginx as a buffering reverse proxy
+# ---------------------------------------------------------------------------
+
+def _auto_through(apache, proxy, label, client_bin):
+    """--transport auto (the default) through a reverse proxy: ends on a working transport
+    (not duplex), moves 10 MB each way, and a one-byte echo costs about two HTTP round
+    trips through the same proxy (median of 20, <= 3 x median GET + 5 ms)."""
+    a = apache
+    mark = a.error_log_mark()
+    log_start = len(im.mode_log_entries(a))
+    url = proxy.url + "/relay"
+    # no --transport: the default (auto) must find its way
+    with _forward(client_bin, url, {"ca": None}, cacert=False) as fw:
+        res = pump("127.0.0.1", fw.port, nbytes=10 * MB, timeout=200)
+        _check_pump(res, fw, 10 * MB, "10 MB through %s" % label)
+        assert_sessions_closed(a, mark, timeout=20, min_opened=1)
+        used = im.last_transport(fw.lines())
+        assert used is not None, ("the client's -v output does not say which transport it "
+                                  "uses (no line with 'transport: ...'):\n%s" % fw.stderr_text())
+        assert "duplex" not in used, "ended on duplex behind %s:\n%s" % (label, "\n".join(
+            im.transport_lines(fw.lines())))
+        entries = im.mode_log_entries(a)[log_start:]
+        assert not any("/duplex" in e[2] and e[3] == 200 for e in entries), entries
+
+        # interactive latency: one byte through the tunnel vs one HTTP GET through the proxy
+        n_lines = len(fw.lines())
+        http = im.http_rtts(proxy.port, "/index.html", n=20)
+        try:
+            echo = im.echo_rtts(fw.port, n=20, warmup=3)
+        except (OSError, AssertionError) as e:
+            raise AssertionError("one-byte echoes through %s failed: %r\nclient -v:\n%s\n%s"
+                                 % (label, e, "\n".join(fw.lines()[n_lines:]),
+                                    proxy.describe()))
+        used_echo = im.last_transport(fw.lines()[n_lines:])
+    med_http, med_echo = im.median_ms(http), im.median_ms(echo)
+    print("%s: transport %s (echo session: %s); 10 MB each way in %.2f s; median echo "
+          "%.2f ms, median HTTP GET %.2f ms" % (label, used, used_echo, res["elapsed"],
+                                                med_echo, med_http))
+    assert med_echo <= 3 * med_http + 5.0, (
+        "one-byte echo through %s (transport %s) takes %.2f ms (median of 20) vs "
+        "%.2f ms for one HTTP GET through the same proxy: more than 3 x + 5 ms "
+        "(echo samples ms: %s)" % (label, used_echo, med_echo, med_http,
+                                   ["%.1f" % (x * 1000) for x in sorted(echo)]))
+
+
+@pytest.mark.rh_timeout(300)
+@pytest.mark.parametrize("which", ["stock", "ignores-x-accel-buffering"])
+def test_nginx_buffering_auto_transport(request, apache, which, client_bin):
+    """nginx as a buffering reverse proxy (proxy_buffering on, proxy_request_buffering on,
+    default timeouts and client_max_body_size) in front of Apache's TLS port."""
+    nginx = request.getfixturevalue("nginx_stock" if which == "stock"
+                                    else "nginx_ignoring_accel")
+    _auto_through(apache, nginx, "nginx (%s)" % which, client_bin)
+
+
+@pytest.mark.rh_timeout(300)
+def test_response_holding_proxy_auto_transport(apache, haproxy_holding, client_bin):
+    """A proxy that holds responses until they are complete (haproxy wait-for-body):
+    streamed pulls never arrive, batch long-polls do."""
+    _auto_through(apache, haproxy_holding, "haproxy holding responses", client_bin)
+
+
+# ---------------------------------------------------------------------------
+# Intermediaries that cut anything idle for 30 s; a tunnel idle for 2 minutes
+# ---------------------------------------------------------------------------
+
+IDLE_S = 120
+
+
+@pytest.mark.slow
+@pytest.mark.rh_timeout(IDLE_S + 120)
+def test_idle_2min_through_30s_cutting_intermediaries(apache, client_bin, workdir):
+    """haproxy (timeout client/server 30s) and nginx (proxy_read/send_timeout 30s), side
+    by side: a tunnel through each carries data, stays idle for 2 minutes (4 x the cut),
+    then carries data again on the same local TCP connection, with the same client."""
+    a = apache
+    mark = a.error_log_mark()
+    ha = im.HAProxy(os.path.join(workdir, "haproxy-30s"), a.port, timeout_s=30)
+    ng = im.Nginx(os.path.join(workdir, "nginx-30s"), a.port, read_timeout=30,
+                  send_timeout=30)
+    paths = {"haproxy": ha, "nginx": ng}
+    fws, socks = {}, {}
+    try:
+        for d in paths.values():
+            d.start()
+        for name, d in paths.items():
+            fws[name] = _forward(client_bin, d.url + "/relay", {"ca": None}, cacert=False)
+        before = {}
+        for name, fw in fws.items():
+            s = socket.create_connection(("127.0.0.1", fw.port), timeout=30)
+            socks[name] = s
+            payload = os.urandom(64 * 1024)
+            got, why = im.exchange(s, payload, timeout=60)
+            assert got == payload, "%s: first 64 KB did not come back (%s, %d bytes)\n%s\n%s" % (
+                name, why, len(got), fw.stderr_text(), paths[name].describe())
+            before[name] = (s.getsockname(), len(fw.lines()))
+        time.sleep(IDLE_S)
+        failures = []
+        results = {}
+
+        def after(name):
+            fw, s = fws[name], socks[name]
+            payload = os.urandom(1 * MB)
+            got, why = im.exchange(s, payload, timeout=60)
+            results[name] = (got, why, payload)
+
+        ts = [threading.Thread(target=after, args=(n,), daemon=True) for n in fws]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(75)
+        for name, fw in fws.items():
+            got, why, payload = results.get(name, (b"", "no result", b"x"))
+            alive = fw.proc.poll() is None
+            same = socks[name].getsockname() == before[name][0]
+            if not (alive and same and hashlib.sha256(got).digest()
+                    == hashlib.sha256(payload).digest()):
+                failures.append(
+                    "%s: after %d s idle: %d of %d bytes back (%s); client alive=%s; "
+                    "same local connection=%s\nclient -v since the idle period:\n%s\n%s"
+                    % (name, IDLE_S, len(got), len(payload), why, alive, same,
+                       "\n".join(fw.lines()[before[name][1]:][-40:]), paths[name].describe()))
+        assert not failures, "\n\n".join(failures)
+        for name, s in socks.items():
+            s.shutdown(socket.SHUT_WR)
+        assert_sessions_closed(a, mark, timeout=20, min_opened=2)
+    finally:
+        for s in socks.values():
+            s.close()
+        for fw in fws.values():
+            fw.stop()
+        for d in paths.values():
+            d.stop()

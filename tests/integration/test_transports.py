@@ -1,0 +1,160 @@
+"""Every transport (stream, batch, duplex where HTTP/2 is available) under every MPM,
+forced with --transport, checked end to end (sha256) and on the server side (which
+requests Apache saw: duplex, push/pull, Relay-Mode: batch long-polls).  Also: HTTP/2
+duplex at volume, and mod_reqtimeout (on, with Debian's settings) leaving an idle
+stream push alone."""
+
+import os
+import socket
+import time
+
+import pytest
+
+import harness
+import intermediaries as im
+from harness import Forward, assert_sessions_closed, pump
+
+MB = 1024 * 1024
+
+# LogLevel after the harness's: keep relay_https at debug, and show mod_reqtimeout's
+# own messages (it logs its timeouts at info).
+EXTRA_CONF = im.mode_log_conf() + "\nLogLevel warn relay_https:debug reqtimeout:info"
+
+
+def _apache(apache_factory, mpm, module_so, targets):
+    return apache_factory.get(mpm, module=module_so, targets=targets, extra_conf=EXTRA_CONF)
+
+
+def _session_entries(a, log_start, opened):
+    return [e for e in im.mode_log_entries(a)[log_start:] if e[1] in opened]
+
+
+MATRIX = [(m, t) for m in harness.MPMS for t in ("stream", "batch", "duplex")
+          if not (m == "prefork" and t == "duplex")]   # mod_http2 does not run under prefork
+
+
+@pytest.mark.rh_timeout(150)
+@pytest.mark.parametrize("mpm,transport", MATRIX, ids=["%s-%s" % x for x in MATRIX])
+def test_transport_matrix_2mb(apache_factory, mpm, transport, module_so, targets, client_bin,
+                              tls):
+    a = _apache(apache_factory, mpm, module_so, targets)
+    mark = a.error_log_mark()
+    log_start = len(im.mode_log_entries(a))
+    size = 2 * MB
+    args = ["--transport", transport]
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"], extra_args=args,
+                 env=im.clean_env()) as fw:
+        res = pump("127.0.0.1", fw.port, nbytes=size, timeout=120)
+        assert res["error"] is None, (res, fw.stderr_text())
+        assert res["received"] == res["sent"] == size, (res, fw.stderr_text())
+        assert res["recv_sha"] == res["sent_sha"], res
+        opened = assert_sessions_closed(a, mark, timeout=15, min_opened=1)
+        said = im.last_transport(fw.lines())
+        assert said in (None, transport), (
+            "--transport %s, but the client says it uses %s:\n%s"
+            % (transport, said, "\n".join(im.transport_lines(fw.lines()))))
+
+    # what Apache saw (the access log is written when each request ends)
+    def entries():
+        e = _session_entries(a, log_start, opened)
+        ok = any("/open " in x[2] for x in e) and (
+            any("/duplex " in x[2] for x in e) if transport == "duplex" else
+            any("/pull " in x[2] for x in e) and any("/push " in x[2] for x in e))
+        return e if ok else None
+    e = harness.wait_for(entries, 10, interval=0.2)
+    e = e or _session_entries(a, log_start, opened)
+    show = "\n".join("%s %s mode=%s" % (x[2], x[3], x[4]) for x in e)
+    duplex = [x for x in e if "/duplex " in x[2]]
+    pulls = [x for x in e if "/pull " in x[2]]
+    pushes = [x for x in e if "/push " in x[2]]
+    if transport == "duplex":
+        assert duplex and all(x[2].endswith("HTTP/2.0") for x in duplex), \
+            "--transport duplex: no HTTP/2 duplex request in the log:\n" + show
+        assert all(x[3] == 200 for x in duplex), show
+        assert not pulls and not pushes, "duplex session also used push/pull:\n" + show
+    else:
+        assert not duplex, "--transport %s used duplex:\n%s" % (transport, show)
+        assert pulls and pushes, "no push/pull requests in the log:\n" + show
+        modes = set(x[4].lower() for x in pulls)
+        if transport == "batch":
+            assert modes == {"batch"}, "batch pulls must carry Relay-Mode: batch:\n" + show
+            assert all(x[3] == 200 for x in pulls + pushes), show
+        else:
+            assert "batch" not in modes, "stream transport sent batch long-polls:\n" + show
+    print("%s %s: 2 MB each way in %.2f s, %d requests" % (mpm, transport, res["elapsed"],
+                                                           len(e)))
+
+
+@pytest.mark.rh_timeout(240)
+@pytest.mark.parametrize("mpm", ["event"])
+def test_http2_duplex_20mb(apache_factory, mpm, module_so, targets, client_bin, tls):
+    """--transport duplex through mod_http2: 20 MB each way, and the access log shows
+    the HTTP/2.0 requests to /duplex."""
+    a = _apache(apache_factory, mpm, module_so, targets)
+    mark = a.error_log_mark()
+    with open(a.access_log, "rb") as f:
+        f.seek(0, 2)
+        acc_start = f.tell()
+    size = 20 * MB
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"],
+                 extra_args=["--transport", "duplex"], env=im.clean_env()) as fw:
+        res = pump("127.0.0.1", fw.port, nbytes=size, timeout=180)
+        assert res["error"] is None, (res, fw.stderr_text())
+        assert res["received"] == res["sent"] == size, (res, fw.stderr_text())
+        assert res["recv_sha"] == res["sent_sha"], res
+        assert_sessions_closed(a, mark, timeout=15, min_opened=1)
+
+    def duplex_lines():
+        with open(a.access_log, "r", errors="replace") as f:
+            f.seek(acc_start)
+            lines = f.read().splitlines()
+        d = [l for l in lines if '"POST /relay/echo/duplex HTTP/2.0" 200 ' in l]
+        return d or None
+    d = harness.wait_for(duplex_lines, 10, interval=0.2)
+    assert d, "access log (combined) has no 'POST /relay/echo/duplex HTTP/2.0' 200:\n%s" % (
+        harness._read(a.access_log)[-3000:])
+    print("h2 duplex: 20 MB each way in %.2f s (%.1f MB/s each way)"
+          % (res["elapsed"], 20 / res["elapsed"]))
+
+
+@pytest.mark.slow
+@pytest.mark.rh_timeout(120)
+def test_stream_idle_25s_survives_reqtimeout(apache_factory, module_so, targets, client_bin,
+                                              tls):
+    """mod_reqtimeout is on (RequestReadTimeout body=10,minrate=500): a stream tunnel idle
+    for 25 s still carries data; the push body was not cut."""
+    a = _apache(apache_factory, "event", module_so, targets)
+    conf = harness._read(a.conf_path)
+    assert "LoadModule reqtimeout_module" in conf and "RequestReadTimeout body=10" in conf
+    mark = a.error_log_mark()
+    log_start = len(im.mode_log_entries(a))
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"],
+                 extra_args=["--transport", "stream", "--http1.1"], env=im.clean_env()) as fw:
+        s = socket.create_connection(("127.0.0.1", fw.port), timeout=30)
+        try:
+            first = os.urandom(1024)
+            got, why = im.exchange(s, first, timeout=30)
+            assert got == first, (why, fw.stderr_text())
+            n_lines = len(fw.lines())
+            time.sleep(25)
+            payload = os.urandom(1 * MB)
+            got, why = im.exchange(s, payload, timeout=60)
+            assert got == payload, (
+                "after 25 s idle: %d of %d bytes back (%s)\nclient -v:\n%s\nerror_log:\n%s"
+                % (len(got), len(payload), why, "\n".join(fw.lines()[n_lines:]),
+                   a.error_log_tail(30, mark)))
+            s.shutdown(socket.SHUT_WR)
+            assert s.recv(16) == b""
+        finally:
+            s.close()
+        opened = assert_sessions_closed(a, mark, timeout=15, min_opened=1)
+        assert fw.proc.poll() is None
+    log = a.error_log_text(mark)
+    cut = [l for l in log.splitlines()
+           if "AH01382" in l or "Request body read timeout" in l or "RH2020" in l
+           or "push body ended early" in l]
+    assert not cut, "the push body was cut while idle:\n" + "\n".join(cut)
+    e = harness.wait_for(lambda: [x for x in _session_entries(a, log_start, opened)
+                                  if "/push " in x[2]] or None, 10, interval=0.2) or []
+    assert len(e) == 1 and e[0][3] == 200, \
+        "stream transport: expected one push (200) for the whole session: %s" % e
