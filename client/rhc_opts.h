@@ -12,10 +12,11 @@
  *  0  ok
  *  1  other error
  *  2  usage error
- *  3  server unreachable (DNS, connect, timeout; also a gateway in front of it)
+ *  3  server unreachable (DNS, connect, timeout; also a gateway or proxy in front
+ *     of it, and the proxy itself)
  *  4  TLS verification or handshake failed
  *  5  HTTP authentication/authorization refused by the server (401/403)
- *  6  proxy refused or wants authentication (407, CONNECT refused)
+ *  6  proxy refused or wants authentication (407, a proxy's 403, CONNECT refused)
  *  7  unknown target (404 on open)
  *  8  target refused or unreachable (502/504 from the module on open)
  *  9  session lost (410/416/409, R frame, protocol error, connection cut)

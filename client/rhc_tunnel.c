@@ -12,8 +12,12 @@
  * --transport auto starts with the best the connection allows (duplex on HTTP/2,
  * else stream), watches for intermediaries that hold bytes back (no first frame
  * on a response within PROBE_FIRST_MS; pushed bytes not acknowledged by A frames
- * for ACK_STALL_MS) and falls back duplex -> stream -> batch, per direction; the
- * process remembers what worked for its later sessions.
+ * for ACK_STALL_MS; a 413 on a streamed body) and falls back duplex -> stream ->
+ * batch, per direction; the process remembers what worked for its later
+ * sessions. On a path not proven yet, up bytes wait for the first frame of the
+ * down response (up_hold, about one round trip): if it never comes, nothing has
+ * reached the target and the session can start over on batch (restart_session)
+ * even where the server keeps the given-up pull attached.
  *
  * Up bytes read from the local side go into a ring (t->ubuf) and stay there
  * until the server confirms them (A frames, push answers). A push can therefore
@@ -69,6 +73,8 @@
 #define PROBE_FIRST_MS    2000            /* auto: a stream response shows its first frame by then */
 #define ACK_STALL_MS      3000            /* auto: pushed bytes acknowledged by then */
 #define DOWN_QUIET_MS     1000            /* ... judged only when no down data came for this long */
+#define FLUSH_PAD         (32u * 1024)    /* padded H that pushes a partly filled buffer on */
+#define FLUSH_MAX         3               /* padded H frames per stall */
 #define SWITCH_GRACE_MIN  100             /* after a pull switch, up bytes wait this long ... */
 #define SWITCH_GRACE_MAX  1000            /* ... (2 round trips, within these bounds) */
 #define SWITCH_WAIT_MS    10000           /* an ended duplex body gets this long to be confirmed */
@@ -97,6 +103,8 @@ struct rhc_req {
     int have_offset;
     uint64_t offset;            /* Relay-Offset of the answer */
     int have_token;
+    int resume_ok;              /* open: the server keeps bytes until acknowledged */
+    uint64_t buffer;            /* open: Relay-Buffer */
     int proxy_said;             /* the answer has a proxy's marks (X-Squid-Error, Proxy-Status) */
     char token[TOKEN_LEN + 1];  /* Relay-Session of an open answer */
     size_t body_len;
@@ -141,6 +149,9 @@ struct rhc_tunnel {
 
     char token[TOKEN_LEN + 1];
     char sid[SID_LEN + 1];      /* public part of the token, the only part we print */
+    int resume;                 /* the server keeps bytes until acknowledged (Resume) */
+    uint64_t ack_every;         /* resume: acknowledge down bytes this often */
+    uint64_t down_acked_sent;   /* resume: down offset told to the server */
     struct rhc_req *open;
     unsigned open_retries;
 
@@ -156,6 +167,7 @@ struct rhc_tunnel {
     int64_t switch_since;
     int64_t probe_until;        /* auto: the down response must show a frame by then */
     int64_t up_fallback_at;     /* auto: pushes go batch then (after a pull switch) */
+    const char *up_fallback_why;
     int up_hold;                /* auto, path not proven: no up byte goes out yet */
     int64_t hold_until;         /* ... until the down response shows a frame, or then */
     unsigned restarts;          /* sessions started over (nothing exchanged yet) */
@@ -173,6 +185,8 @@ struct rhc_tunnel {
     int up_done;                /* a push with F was accepted */
     int up_r_pending, up_r_sent;/* local side failed: R frame on the streamed body */
     int hb_pending;
+    size_t hb_pad;              /* the pending H carries this much padding */
+    unsigned pads;              /* padded H frames sent since the last confirmation */
     int64_t push_last_emit;
     int64_t ack_wait_since;     /* up_sent > up_acked since then, no ack came */
     unsigned up_retries;        /* streamed body refused or cut, in a row */
@@ -540,6 +554,7 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
         r->hdr_done = 0;
         r->have_offset = 0;
         r->have_token = 0;
+        r->resume_ok = 0;
         r->proxy_said = 0;
         r->body_len = 0;
         return len;
@@ -559,6 +574,10 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
         r->t->pull_last_rx = now_ms();
     if (header_is(buf, len, "Relay-Offset", &v, &vl)) {
         r->have_offset = parse_u64(v, vl, &r->offset);
+    } else if (r->kind == REQ_OPEN && header_is(buf, len, "Relay-Resume", &v, &vl)) {
+        r->resume_ok = vl == 1 && v[0] == '1';
+    } else if (r->kind == REQ_OPEN && header_is(buf, len, "Relay-Buffer", &v, &vl)) {
+        parse_u64(v, vl, &r->buffer);
     } else if (header_is(buf, len, "X-Squid-Error", &v, &vl) ||
                header_is(buf, len, "Proxy-Status", &v, &vl)) {
         r->proxy_said = 1;
@@ -1100,6 +1119,13 @@ static void up_ack(rhc_tunnel *t, uint64_t x)
         return;
     t->up_acked = x;
     t->up_retries = 0;
+    if (t->pads && t->auto_x && t->up_x != RHC_XP_BATCH && !t->up_fallback_at) {
+        /* the padding got them through: small writes would wait each time */
+        t->up_fallback_at = now_ms();
+        t->up_fallback_why = "up bytes got through only behind a padded heartbeat: an "
+                             "intermediary holds small request body chunks";
+    }
+    t->pads = 0;
     if (sc && x > sc->p_off)
         sc->acked_any = 1;      /* this body streams: bytes of it got through */
     /* After a rewind the server may have had more than we thought: go on from
@@ -1131,6 +1157,20 @@ static int up_rewind(rhc_tunnel *t, uint64_t x, const char *why)
     return 0;
 }
 
+/* The ring is full of bytes a streamed body sent but the server did not confirm
+ * yet. Normally reading waits for the confirmations (A frames). But they come on
+ * the down response, and while that one is paused because the local side does
+ * not take its bytes, waiting could deadlock an application that writes before
+ * it reads: then the oldest kept bytes are dropped and reading goes on. Only a
+ * cut push could then not be repaired. (Never for a body not yet seen to get
+ * through: its bytes may have to go again in batch pushes.) */
+static int up_may_forget(const rhc_tunnel *t)
+{
+    struct rhc_req *sc = up_streamer(t), *dr = down_req(t);
+
+    return sc && sc->acked_any && dr && dr->recv_paused && t->up_sent > t->up_base;
+}
+
 /* Reads what the local side has into the ring, at most UP_AHEAD_MAX bytes ahead
  * of what the pushes took. */
 static void up_fill(rhc_tunnel *t)
@@ -1139,14 +1179,8 @@ static void up_fill(rhc_tunnel *t)
         if (t->ucap - t->ulen < 16384) {
             if (t->ucap < UPBUF_MAX) {
                 up_grow(t);
-            } else if (t->up_x != RHC_XP_BATCH && t->up_sent > t->up_base &&
-                       up_streamer(t) && up_streamer(t)->acked_any) {
-                /* A streamed body that has shown to get through keeps going
-                 * although nothing was confirmed for long (acks wait behind down
-                 * bytes the local side does not take): drop the oldest kept bytes
-                 * rather than stop reading. Only a cut push can then not be
-                 * repaired. (A body not yet shown to get through keeps them all:
-                 * reading stops until the fallback.) */
+            } else if (up_may_forget(t)) {
+                /* see up_may_forget */
                 if (t->up_sent > t->up_acked)
                     t->up_lossy = 1;
                 up_release(t, t->up_sent);
@@ -1187,12 +1221,35 @@ static void up_fill(rhc_tunnel *t)
 
 /* ---------------------------------------------------------------- streamed bodies */
 
+
 static size_t emit(char *buf, int type, const void *payload, size_t n)
 {
     rh_frame_hdr((unsigned char *)buf, type, n);
     if (n)
         memcpy(buf + RH_FRAME_HDR, payload, n);
     return RH_FRAME_HDR + n;
+}
+
+/* Resume: down bytes received but not yet acknowledged to the server. */
+static uint64_t ack_gap(const rhc_tunnel *t)
+{
+    return t->resume ? t->down_off - t->down_acked_sent : 0;
+}
+
+/* Resume: a streamed body that sent F stays open for A frames until the down
+ * direction is over (the server keeps what it sent until told). */
+static int fin_keeps_open(const rhc_tunnel *t)
+{
+    return t->resume && !t->down_fin && !t->fail_code;
+}
+
+static size_t emit_ack(rhc_tunnel *t, char *buf)
+{
+    unsigned char a[8];
+
+    rh_put_u64(a, t->down_off);
+    t->down_acked_sent = t->down_off;
+    return emit(buf, RH_FRAME_ACK, a, 8);
 }
 
 /* curl wants body bytes of a stream push or a duplex: frames straight from the
@@ -1206,8 +1263,10 @@ static size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
 
     if (r->body_ended)
         return 0;
-    if (r->end_wanted || r->p_fin || r->p_r) {
-        r->body_ended = 1;          /* the body ends after F or R, or when given up */
+    /* The body ends after R, when given up, or after F; with resume, only once
+     * the down direction is over too: until then it carries A frames. */
+    if (r->end_wanted || r->p_r || (r->p_fin && !fin_keeps_open(t))) {
+        r->body_ended = 1;
         return 0;
     }
     if (t->fail_code && !t->up_r_pending) {
@@ -1216,9 +1275,16 @@ static size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
     }
     if (!t->up_r_pending)
         up_fill(t);
-    if (t->hb_pending && room >= RH_FRAME_HDR) {
-        used += emit(buf, RH_FRAME_HEARTBEAT, NULL, 0);
+    if (ack_gap(t) && room >= RH_FRAME_HDR + 8)
+        used += emit_ack(t, buf + used);
+    if (t->hb_pending && room - used >= RH_FRAME_HDR) {
+        size_t pad = t->hb_pad < room - used - RH_FRAME_HDR ? t->hb_pad
+                                                            : room - used - RH_FRAME_HDR;
+        rh_frame_hdr((unsigned char *)buf + used, RH_FRAME_HEARTBEAT, pad);
+        memset(buf + used + RH_FRAME_HDR, 0, pad);
+        used += RH_FRAME_HDR + pad;
         t->hb_pending = 0;
+        t->hb_pad = 0;
     }
     /* held: while the first response of an unproven path is awaited, nothing
      * goes up, so that the session can still start over if that response never
@@ -1294,7 +1360,9 @@ static struct rhc_req *bpush_new(rhc_tunnel *t, uint64_t off, uint64_t end, int 
     struct rhc_req *r = req_new(t->ctx, t, REQ_PUSH, t->token);
     size_t data = (size_t)(end - off);
     size_t nframes = (data + RH_FRAME_MAX - 1) / RH_FRAME_MAX;
-    size_t len = data + nframes * RH_FRAME_HDR + (fin ? RH_FRAME_HDR : 0);
+    int ack = ack_gap(t) > 0;   /* resume: down bytes received, told on the way */
+    size_t len = (ack ? RH_FRAME_HDR + 8 : 0) + data + nframes * RH_FRAME_HDR +
+                 (fin ? RH_FRAME_HDR : 0);
 
     if (!r)
         return NULL;
@@ -1304,7 +1372,7 @@ static struct rhc_req *bpush_new(rhc_tunnel *t, uint64_t off, uint64_t end, int 
     r->tries = tries;
     if (!(r->p_body = malloc(len ? len : 1)))
         goto fail;
-    size_t pos = 0;
+    size_t pos = ack ? emit_ack(t, (char *)r->p_body) : 0;
     for (uint64_t o = off; o < end; ) {
         size_t n = end - o > RH_FRAME_MAX ? RH_FRAME_MAX : (size_t)(end - o);
         rh_frame_hdr(r->p_body + pos, RH_FRAME_DATA, n);
@@ -1340,7 +1408,7 @@ static int start_bpush(rhc_tunnel *t)
 
     if (n > t->ctx->batch_max)
         n = t->ctx->batch_max;
-    int fin = t->up_eof && !t->up_fin_sent && t->up_sent + n == have;
+    int fin = t->up_eof && !t->up_fin_sent && !t->up_done && t->up_sent + n == have;
     struct rhc_req *r = bpush_new(t, t->up_sent, t->up_sent + n, fin, 0);
     if (!r) {
         t_fail(t, RHC_EXIT_ERROR, "push: cannot start a request (out of memory)");
@@ -1498,6 +1566,7 @@ static int start_pull(rhc_tunnel *t)
     t->pull = r;
     t->repull_at = 0;
     t->pull_last_rx = now;
+    t->down_acked_sent = t->down_off;   /* Relay-Ack */
     t->probe_until = t->auto_x && !batch ? now + PROBE_FIRST_MS : 0;
     ++t->pulls;
     t_log(t, 2, "%s pull from offset %" PRIu64, batch ? "batch" : "stream", t->down_off);
@@ -1561,6 +1630,7 @@ static int start_duplex(rhc_tunnel *t)
     t->duplex = r;
     t->repull_at = 0;
     t->pull_last_rx = now;
+    t->down_acked_sent = t->down_off;   /* Relay-Ack */
     t->push_last_emit = now;
     t->ack_wait_since = 0;
     t->probe_until = t->auto_x ? now + PROBE_FIRST_MS : 0;
@@ -1610,6 +1680,21 @@ static void start_close(rhc_ctx *c, const char *token, const char *label, const 
     ++c->nclosers;
 }
 
+/* Resume (the server keeps down bytes until acknowledged) is asked for only
+ * where the pulls will be batch long-polls: each one acknowledges with its
+ * Relay-Ack. On a streamed pull the acknowledgements would have to travel as A
+ * frames in the push body, behind up bytes that may wait for the target, which
+ * waits for down bytes to leave, which wait for the acknowledgements: an echo
+ * with both directions busy stalls. */
+static int want_resume(const rhc_tunnel *t)
+{
+    const struct rhc_opts *o = t->ctx->o;
+
+    if (o->transport == RHC_XP_AUTO)
+        return t->ctx->best_down == RHC_XP_BATCH;
+    return o->transport_down == RHC_XP_BATCH;
+}
+
 static struct rhc_req *start_open(rhc_tunnel *t)
 {
     const struct rhc_opts *o = t->ctx->o;
@@ -1618,7 +1703,7 @@ static struct rhc_req *start_open(rhc_tunnel *t)
 
     if (!r)
         return NULL;
-    if (add_header(r, "Content-Type:") < 0)
+    if (add_header(r, "Content-Type:") < 0 || (want_resume(t) && add_header(r, "Relay-Resume: 1") < 0))
         goto fail;
     if (total < o->connect_timeout_ms + 15000)
         total = o->connect_timeout_ms + 15000;
@@ -1707,7 +1792,7 @@ static void choose_transport(rhc_tunnel *t, struct rhc_req *open)
      * the first frame (about one round trip), so that, should it never come, the
      * session can start over on batch without the target having seen a byte. */
     t->up_hold = t->auto_x && t->down_x != RHC_XP_BATCH && !c->proven[t->down_x] &&
-                 !t->restarts;
+                 !t->restarts && !t->resume;
     if (t->down_x == RHC_XP_DUPLEX) {
         start_duplex(t);
         return;
@@ -1793,8 +1878,10 @@ static void fallback_down(rhc_tunnel *t, const char *why)
          * ended a little later (an intermediary may release its bytes then), and
          * held up bytes wait as long: a server that does not let the new pull
          * take over says so (409) in that time, and the session starts over. */
-        if (t->up_x != RHC_XP_BATCH)
+        if (t->up_x != RHC_XP_BATCH) {
             t->up_fallback_at = now_ms() + switch_grace(t);
+            t->up_fallback_why = "pulls go batch, so streamed pushes cannot be watched";
+        }
         if (t->up_hold)
             t->hold_until = now_ms() + switch_grace(t);
     }
@@ -1859,6 +1946,11 @@ static void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     memcpy(t->token, r->token, sizeof(t->token));
     memcpy(t->sid, r->token, SID_LEN);
     t->sid[SID_LEN] = '\0';
+    t->resume = r->resume_ok;
+    /* the server keeps what it sent until acknowledged: acknowledge at least every
+     * quarter of its buffer, or it stops reading the target */
+    t->ack_every = (r->buffer >= 16384 ? r->buffer : 262144) / 4;
+    t->down_acked_sent = t->down_off;
     curl_off_t pre = 0, first = 0;
     curl_easy_getinfo(r->h, CURLINFO_PRETRANSFER_TIME_T, &pre);
     curl_easy_getinfo(r->h, CURLINFO_STARTTRANSFER_TIME_T, &first);
@@ -1904,6 +1996,8 @@ static void restart_session(rhc_tunnel *t, const char *why)
     t->auto_x = 0;
     t->up_switching = 0;
     t->probe_until = t->up_fallback_at = t->hold_until = 0;
+    t->up_fallback_why = NULL;
+    t->pads = 0;
     t->repull_at = t->spush_at = 0;
     t->up_hold = 0;
     t->switched_pull = 0;
@@ -1934,6 +2028,10 @@ static void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         down_again(t, r, "HTTP 409 (the previous pull is still active)");
         return;
     }
+    if (r->hdr_done && r->status == 503 && t->down_retries < RETRY_MAX) {
+        down_again(t, r, "HTTP 503 (the relay core is busy)");
+        return;
+    }
     if (r->hdr_done && r->status == 409 && t->switched_pull) {
         t_fail(t, RHC_EXIT_LOST, "pull: HTTP 409: the stream pull that was given up is still "
                "held open by an intermediary, and the server does not let a new pull take "
@@ -1956,7 +2054,15 @@ static void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
                "process start with batch pulls");
     else if (r->hdr_done && r->status != 200)
         fail_http(t, r, "pull");
-    else if (!r->saw_end && !r->saw_fin && rc != CURLE_OK)
+    else if (!r->saw_end && !r->saw_fin && t->resume && t->down_retries < RETRY_MAX &&
+             (rc == CURLE_OK || transient(rc))) {
+        /* cut: the server kept what it sent; a new pull from what arrived */
+        t_log(t, 1, "pull: %s; resuming at offset %" PRIu64 " on a new connection",
+              rc != CURLE_OK ? req_error(r, rc) : "response ended early", t->down_off);
+        t->down_fresh = 1;
+        down_again(t, r, "cut");
+        return;
+    } else if (!r->saw_end && !r->saw_fin && rc != CURLE_OK)
         fail_curl(t, r, rc, "pull");
     else if (!r->saw_end && !r->saw_fin)
         t_fail(t, RHC_EXIT_LOST, "pull: response ended without F or E (connection cut?)");
@@ -2030,6 +2136,12 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
                      req_error(r, rc));
         fallback_up(t, why);
         up_rewind(t, t->up_acked, "streamed push refused");
+    } else if (r->hdr_done && r->status == 503 && t->up_retries < RETRY_MAX) {
+        /* the relay core is busy: nothing of this push counted beyond what the
+         * server confirmed */
+        if (up_rewind(t, t->up_acked, "push refused (503)") == 0)
+            delay = backoff_ms(t->up_retries);
+        ++t->up_retries;
     } else if (r->hdr_done && r->status == 409 && t->up_retries < RETRY_MAX) {
         char line[BODY_MAX + 1];
         body_line(r, line, sizeof(line));
@@ -2113,8 +2225,8 @@ static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         } else {
             delay = backoff_ms(r->tries);
         }
-    } else if (r->hdr_done && r->status == 409) {
-        delay = backoff_ms(r->tries);
+    } else if (r->hdr_done && (r->status == 409 || r->status == 503)) {
+        delay = backoff_ms(r->tries);   /* 503: the relay core is busy (Retry-After) */
     } else if (r->hdr_done && r->status == 413 && r->p_end - r->p_off > BATCH_DATA_MIN &&
                t->nbpush < BATCH_SLOTS) {
         /* an intermediary with a small body limit: halve the pushes, this one too
@@ -2214,6 +2326,12 @@ static void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             start_spush(t);
         return;
     }
+    if (r->hdr_done && r->status == 503 && t->down_retries < RETRY_MAX) {
+        if (up_on_it && up_rewind(t, t->up_acked, "duplex refused (503)") < 0)
+            return;
+        down_again(t, r, "HTTP 503 (the relay core is busy)");
+        return;
+    }
     if (r->hdr_done && r->status == 409 && t->down_retries < RETRY_MAX) {
         /* the previous push or pull of the session is still active on the server,
          * or it has more up bytes than we thought (then it says how many) */
@@ -2228,12 +2346,23 @@ static void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         down_again(t, r, req_error(r, rc));
         return;
     }
-    if (r->hdr_done && r->status != 200)
+    if (r->hdr_done && r->status != 200) {
         fail_http(t, r, "duplex");
-    else if (!r->saw_end && !r->saw_fin && rc != CURLE_OK)
+    } else if (!r->saw_end && !r->saw_fin && t->resume && t->down_retries < RETRY_MAX &&
+               (rc == CURLE_OK || transient(rc))) {
+        /* cut: both directions go on from what the server confirmed / we got */
+        t_log(t, 1, "duplex: %s; resuming on a new connection",
+              rc != CURLE_OK ? req_error(r, rc) : "response ended early");
+        if (up_on_it && up_rewind(t, t->up_acked, "duplex cut") < 0)
+            return;
+        t->down_fresh = 1;
+        down_again(t, r, "cut");
+        return;
+    } else if (!r->saw_end && !r->saw_fin && rc != CURLE_OK) {
         fail_curl(t, r, rc, "duplex");
-    else if (!r->saw_end && !r->saw_fin)
+    } else if (!r->saw_end && !r->saw_fin) {
         t_fail(t, RHC_EXIT_LOST, "duplex: response ended without F or E (connection cut?)");
+    }
     if (t->fail_code)
         return;
     /* Complete: the server has read the whole body (it answers to the end only
@@ -2311,7 +2440,9 @@ static void t_finish(rhc_tunnel *t)
         req_free(t->bpush[i]);
     t->open = t->pull = t->spush = t->duplex = NULL;
     t->nbpush = 0;
-    if (code && t->token[0] && !t->server_gone)
+    /* a resumable session lingers on the server after a clean end, for a client
+     * that missed the last bytes: this one has them all */
+    if ((code || t->resume) && t->token[0] && !t->server_gone)
         start_close(c, t->token, t->label, t->sid);
     if (t->kind == RHC_LOCAL_SOCKET) {
         if (code) {
@@ -2354,17 +2485,23 @@ static void up_kick(rhc_tunnel *t)
         unpause_send(t->duplex);
     if (sc) {
         if (sc->send_paused &&
-            (t->up_r_pending || t->hb_pending ||
+            (t->up_r_pending || t->hb_pending || ack_gap(t) >= t->ack_every ||
+             (sc->p_fin && !fin_keeps_open(t)) ||
              (!t->up_hold && (up_read_off(t) > t->up_sent || (t->up_eof && !t->up_fin_sent)))))
             unpause_send(sc);
         return;
     }
-    if (t->fail_code || t->up_x != RHC_XP_BATCH || t->up_switching || t->up_done || t->up_hold)
+    if (t->fail_code || t->up_x != RHC_XP_BATCH || t->up_switching || t->up_hold)
         return;
-    while (t->nbpush < BATCH_INFLIGHT &&
+    while (!t->up_done && t->nbpush < BATCH_INFLIGHT &&
            (up_read_off(t) > t->up_sent || (t->up_eof && !t->up_fin_sent)))
         if (start_bpush(t) < 0)
-            break;
+            return;
+    /* resume, pulls that stream: the server keeps what it sent until told; with
+     * nothing to push, a push of just an A frame tells it */
+    struct rhc_req *dr = down_req(t);
+    if (ack_gap(t) >= t->ack_every && dr && !dr->batch && t->nbpush < BATCH_INFLIGHT)
+        start_bpush(t);
 }
 
 /* Moves a tunnel on after events; frees it when it is over. */
@@ -2407,6 +2544,21 @@ static int64_t stall_deadline(const rhc_tunnel *t)
     return a > b ? a : b;
 }
 
+/* When the up bytes of a body that got through before count as stuck in a
+ * partly filled buffer, or -1 (any transport mode: see t_timers). */
+static int64_t flush_deadline(const rhc_tunnel *t)
+{
+    struct rhc_req *sc = up_streamer(t), *dr = down_req(t);
+
+    if (!sc || !sc->acked_any || sc->end_wanted || sc->body_ended || sc->p_fin ||
+        t->up_switching || !t->ack_wait_since || t->pads >= FLUSH_MAX || t->hb_pending)
+        return -1;
+    if (!dr || dr->batch || !dr->got_frame || dr->recv_paused)
+        return -1;
+    int64_t a = t->ack_wait_since + ACK_STALL_MS, b = t->last_down_data + DOWN_QUIET_MS;
+    return a > b ? a : b;
+}
+
 /* auto: when the down response counts as held back, or -1. */
 static int64_t probe_deadline(const rhc_tunnel *t)
 {
@@ -2434,7 +2586,7 @@ static int64_t t_deadline(const rhc_tunnel *t)
         return t->linger_until && (t->spush || t->duplex) ? t->linger_until : 0;
     if (t->olen > 0 && !t->out_blocked && !t->out_err)
         return 0;           /* output to flush (normally done in the same round) */
-    if (sc && sc->send_paused && !sc->p_fin && !sc->body_ended)
+    if (sc && sc->send_paused && !sc->body_ended)
         min_deadline(&d, t->push_last_emit + HEARTBEAT_MS);
     if (dr && !dr->recv_paused)
         min_deadline(&d, t->pull_last_rx + PULL_DEAD_MS);
@@ -2446,6 +2598,7 @@ static int64_t t_deadline(const rhc_tunnel *t)
         if (t->bpush[i]->retry_at)
             min_deadline(&d, t->bpush[i]->retry_at);
     min_deadline(&d, stall_deadline(t));
+    min_deadline(&d, flush_deadline(t));
     min_deadline(&d, probe_deadline(t));
     if (t->up_switching && t->duplex)
         min_deadline(&d, t->switch_since + SWITCH_WAIT_MS);
@@ -2463,7 +2616,7 @@ static void t_timers(rhc_tunnel *t, int64_t now)
 
     if (t->fail_code)
         return;
-    if (sc && sc->send_paused && !sc->p_fin && !sc->body_ended &&
+    if (sc && sc->send_paused && !sc->body_ended &&
         now >= t->push_last_emit + HEARTBEAT_MS) {
         t->hb_pending = 1;
         unpause_send(sc);
@@ -2506,7 +2659,7 @@ static void t_timers(rhc_tunnel *t, int64_t now)
         return;
     if ((d = probe_deadline(t)) >= 0 && now >= d) {
         fallback_down(t, "no first frame on the response within 2 s: an intermediary "
-                         "holds responses back");
+                         "holds the request or its response back");
         return;
     }
     if (t->hold_until && now >= t->hold_until) {
@@ -2514,8 +2667,22 @@ static void t_timers(rhc_tunnel *t, int64_t now)
         t->up_hold = 0;
     }
     if (t->up_fallback_at && now >= t->up_fallback_at) {
-        fallback_up(t, "pulls go batch, so streamed pushes cannot be watched");
+        fallback_up(t, t->up_fallback_why ? t->up_fallback_why
+                       : "pulls go batch, so streamed pushes cannot be watched");
         return;
+    }
+    if ((d = flush_deadline(t)) >= 0 && now >= d) {
+        /* Bytes of a body that got through before are stuck: an intermediary
+         * may hold a partly filled buffer (haproxy's http-buffer-request over
+         * HTTP/2 does): a padded heartbeat fills it. A target that is just slow
+         * costs FLUSH_MAX x FLUSH_PAD bytes. */
+        t->hb_pending = 1;
+        t->hb_pad = FLUSH_PAD;
+        ++t->pads;
+        t->ack_wait_since = now;
+        t_log(t, 2, "up bytes from %" PRIu64 " not confirmed for %d s: padded heartbeat",
+              t->up_acked, ACK_STALL_MS / 1000);
+        unpause_send(sc);
     }
     if ((d = stall_deadline(t)) >= 0 && now >= d) {
         fallback_up(t, "pushed bytes not acknowledged within 3 s: an intermediary holds "
@@ -2532,15 +2699,13 @@ static void t_timers(rhc_tunnel *t, int64_t now)
 /* The ring can take local bytes now. */
 static int up_can_read(const rhc_tunnel *t)
 {
-    struct rhc_req *sc = up_streamer(t);
-
     if (!t->up_x || t->up_eof || t->fail_code || t->up_r_pending || t->up_done)
         return 0;
     if (up_read_off(t) - t->up_sent >= UP_AHEAD_MAX)
         return 0;
     if (t->ucap > t->ulen || t->ucap < UPBUF_MAX)
         return 1;
-    return sc && sc->acked_any && t->up_sent > t->up_base;
+    return up_may_forget(t);
 }
 
 static short t_events_in(const rhc_tunnel *t)
