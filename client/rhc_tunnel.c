@@ -66,6 +66,7 @@
 #define BATCH_BODY_MAX    (256u * 1024)   /* frames in one batch push */
 #define BATCH_DATA_MAX    (BATCH_BODY_MAX - 5 * RH_FRAME_HDR) /* 4 D frames + F */
 #define BATCH_INFLIGHT    4               /* batch pushes in flight ... */
+#define PROBE_NO_HEADERS_MS 10000     /* extra wait for a first frame when no headers came */
 #define BATCH_SLOTS       8               /* ... (more only when one is split: 413) */
 #define BATCH_DATA_MIN    (16u * 1024)    /* smallest push a 413 can make us send */
 #define HEARTBEAT_MS      20000           /* H frame after this much silence on a streamed body */
@@ -2567,7 +2568,9 @@ static int64_t probe_deadline(const rhc_tunnel *t)
     if (!t->auto_x || !t->probe_until || !dr || dr->got_frame || dr->batch ||
         (dr->hdr_done && dr->status != 200))
         return -1;
-    return t->probe_until;
+    /* no response headers yet: the request may just wait for a free server
+     * worker (a prefork burst); give that longer before calling it held back */
+    return dr->hdr_done ? t->probe_until : t->probe_until + PROBE_NO_HEADERS_MS;
 }
 
 static void min_deadline(int64_t *d, int64_t v)
@@ -2658,8 +2661,9 @@ static void t_timers(rhc_tunnel *t, int64_t now)
     if (t->fail_code)
         return;
     if ((d = probe_deadline(t)) >= 0 && now >= d) {
-        fallback_down(t, "no first frame on the response within 2 s: an intermediary "
-                         "holds the request or its response back");
+        fallback_down(t, "no first frame on the response in time (2 s after its "
+                         "headers, 12 s without): an intermediary holds the request or "
+                         "its response back");
         return;
     }
     if (t->hold_until && now >= t->hold_until) {

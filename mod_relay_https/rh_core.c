@@ -72,6 +72,7 @@ struct conn {
     long poll_deadline;      /* pull, batch: answer empty at this time */
     uint64_t want_off;       /* waiting push: where its bytes start */
     uint64_t skip;           /* push: leading data bytes the session already has */
+    uint64_t start_off;      /* push: the offset it started at */
     long wait_until;         /* waiting push: refused with 409 at this time */
     conn *next_dead;
 };
@@ -1009,16 +1010,23 @@ static void req_push(core *c, conn *k, const rh_ipc_req *rq)
     s->last_heard = now_ms();
     if (s->resumable && rq->offset <= s->up_acc) {
         /* a retry after a cut: it replaces a push the server may still think is
-         * alive, and what the session already has is dropped from it */
+         * alive, and what the session already has is dropped from it; a late
+         * push that began before the active one must not cut it off */
+        if (s->push && rq->offset < s->push->start_off) {
+            conn_error(c, k, 409, "push offset %" PRIu64 " is below accepted %" PRIu64,
+                       rq->offset, s->up_acc);
+            return;
+        }
         if (s->push) {
             conn *old = s->push;
             s->push = NULL;
             old->s = NULL;
-            conn_kill(c, old);
+            conn_error(c, old, 409, "replaced by a newer push of this session");
             logf_(c, RH_LOG_DEBUG, "session %s: push taken over at %" PRIu64, s->sid,
                   rq->offset);
         }
         k->skip = s->up_acc - rq->offset;
+        k->start_off = rq->offset;
         push_attach(c, s, k);
         session_pump(c, s);
         return;
@@ -1052,6 +1060,7 @@ static void req_push(core *c, conn *k, const rh_ipc_req *rq)
         }
         return;
     }
+    k->start_off = rq->offset;
     push_attach(c, s, k);
     session_pump(c, s);
 }
@@ -1091,6 +1100,7 @@ static void push_next(core *c, session *s)
                        k->want_off, s->up_acc);
             continue;
         }
+        k->start_off = k->want_off;
         push_attach(c, s, k);
     }
 }
