@@ -144,8 +144,12 @@ def test_client_cert_missing_exit_4(apache, client_bin, tls, cert_ports, proto):
     s = run_stdio(client_bin, url, "echo", b"hello\n", cacert=tls["ca"], timeout=40,
                   env=im.clean_env())
     assert not s["timed_out"], "relay-https stdio hung: %s" % s
-    assert s["rc"] == 4, ("expected exit 4 (TLS handshake failed: the server requires a "
-                          "client certificate), got %r:\n%s" % (s["rc"], s["stderr"]))
+    # TLS 1.3 sends the refusal after the handshake; when the server's close wins
+    # the race, libcurl sees a dropped connection, not the alert (documented: 3)
+    allowed = (4,) if proto == "tls1.2" else (4, 3)
+    assert s["rc"] in allowed, ("expected exit %s (TLS handshake failed: the server "
+                                "requires a client certificate), got %r:\n%s"
+                                % (allowed, s["rc"], s["stderr"]))
     assert s["stderr"].strip() and s["stdout"] == b"", s
     assert not a.sessions(mark)[0]
 
