@@ -193,13 +193,39 @@ static int do_open(rh_req *q)
     return OK;
 }
 
+/* Asks the core to start a push at offset; on refusal answers the request
+ * (with the accepted offset on a 409) and returns that status, else DECLINED.
+ * A push ahead of others in flight waits for them: up to the idle timeout. */
+static int start_push(rh_req *q, const char *token, apr_uint64_t offset, int timeout_ms)
+{
+    request_rec *r = q->r;
+    rh_ipc_req rq;
+    rh_ipc_reply rep;
+
+    memset(&rq, 0, sizeof(rq));
+    rq.op = RH_IPC_PUSH;
+    apr_cpystrn(rq.token, token, sizeof(rq.token));
+    rq.offset = offset;
+    if (core_ask(q, &rq, &rep, timeout_ms) != 0) {
+        r->connection->keepalive = AP_CONN_CLOSE;
+        return core_unavailable(r);
+    }
+    if (!rep.ok) {
+        r->connection->keepalive = AP_CONN_CLOSE;
+        if (rep.status == HTTP_CONFLICT)
+            apr_table_setn(r->headers_out, "Relay-Offset",
+                           apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, q->view.up_bytes));
+        return fail(r, rep.status, "%s", rep.text);
+    }
+    return DECLINED;
+}
+
 static int do_push(rh_req *q)
 {
     request_rec *r = q->r;
     conn_rec *c = r->connection;
     const char *token;
     apr_uint64_t offset;
-    rh_ipc_req rq;
     rh_ipc_reply rep;
     apr_bucket_brigade *bb;
     int rv, eos = 0, core_gone = 0, client_gone = 0;
@@ -218,22 +244,8 @@ static int do_push(rh_req *q)
         c->keepalive = AP_CONN_CLOSE;
         return fail(r, HTTP_BAD_REQUEST, "missing or malformed Relay-Offset header");
     }
-    memset(&rq, 0, sizeof(rq));
-    rq.op = RH_IPC_PUSH;
-    apr_cpystrn(rq.token, token, sizeof(rq.token));
-    rq.offset = offset;
-    /* a push ahead of others in flight waits for them: up to the idle timeout */
-    if (core_ask(q, &rq, &rep, write_ms) != 0) {
-        c->keepalive = AP_CONN_CLOSE;
-        return core_unavailable(r);
-    }
-    if (!rep.ok) {
-        c->keepalive = AP_CONN_CLOSE;
-        if (rep.status == HTTP_CONFLICT)
-            apr_table_setn(r->headers_out, "Relay-Offset",
-                           apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, q->view.up_bytes));
-        return fail(r, rep.status, "%s", rep.text);
-    }
+    if ((rv = start_push(q, token, offset, write_ms)) != DECLINED)
+        return rv;
     /* a push body may idle for long; heartbeats and RelayIdleTimeout cover it */
     ap_remove_input_filter_byhandle(c->input_filters, "reqtimeout");
 
@@ -430,19 +442,11 @@ static int do_duplex(rh_req *q)
         return fail(r, HTTP_NOT_IMPLEMENTED, "duplex is not available on this connection "
                     "(use HTTP/2, or the stream transport)");
     }
-    memset(&rq, 0, sizeof(rq));
-    rq.op = RH_IPC_PUSH;
-    apr_cpystrn(rq.token, token, sizeof(rq.token));
-    rq.offset = offset;
-    if (core_ask(q, &rq, &rep, CORE_REPLY_MS) != 0) {
-        c->keepalive = AP_CONN_CLOSE;
-        return core_unavailable(r);
-    }
-    if (!rep.ok) {
-        c->keepalive = AP_CONN_CLOSE;
-        return fail(r, rep.status, "%s", rep.text);
-    }
+    if ((rv = start_push(q, token, offset, (rh_dir_idle(q->dc) + 10) * 1000)) != DECLINED)
+        return rv;
     fd_up = q->fd;
+    memset(&rq, 0, sizeof(rq));
+    apr_cpystrn(rq.token, token, sizeof(rq.token));
     rq.op = RH_IPC_PULL;
     rq.offset = ack;
     apr_cpystrn(rq.mode, "stream", sizeof(rq.mode));
