@@ -1194,6 +1194,28 @@ static void req_close(core *c, conn *k, const rh_ipc_req *rq)
     conn_reply_done(c, k);
 }
 
+/* An acknowledgement on its own request, so it never waits behind up data. */
+static void req_ack(core *c, conn *k, const rh_ipc_req *rq)
+{
+    int st;
+    const char *why;
+    session *s = session_find(c, rq->token, &st, &why);
+    if (!s) {
+        conn_error(c, k, st, "%s", why);
+        return;
+    }
+    s->last_heard = now_ms();
+    if (rq->offset > s->down_sent) {
+        conn_error(c, k, 416, "ack %" PRIu64 " is beyond the bytes sent (%" PRIu64 ")",
+                   rq->offset, s->down_sent);
+        return;
+    }
+    down_ack(s, rq->offset);
+    out_printf(k, "OK %" PRIu64, s->down_acked);
+    conn_reply_done(c, k);
+    session_pump(c, s);   /* freed room may let the target be read again */
+}
+
 static void req_stat(core *c, conn *k)
 {
     const rh_registry *r = c->cfg->reg;
@@ -1232,6 +1254,7 @@ static void conn_new_readable(core *c, conn *k)
     case RH_IPC_PUSH:  req_push(c, k, &rq); break;
     case RH_IPC_PULL:  req_pull(c, k, &rq); break;
     case RH_IPC_CLOSE: req_close(c, k, &rq); break;
+    case RH_IPC_ACK:   req_ack(c, k, &rq); break;
     case RH_IPC_STAT:  req_stat(c, k); break;
     default:           conn_error(c, k, 400, "unknown core request"); break;
     }

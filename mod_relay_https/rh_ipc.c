@@ -83,6 +83,12 @@ int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
             return -1;
         return 0;
     }
+    if (!strcmp(w[0], "ACK") && n == 3) {
+        req->op = RH_IPC_ACK;
+        if (copy_word(req->token, sizeof(req->token), w[1]) || parse_u64(w[2], &req->offset))
+            return -1;
+        return 0;
+    }
     if (!strcmp(w[0], "CLOSE") && n == 2) {
         req->op = RH_IPC_CLOSE;
         return copy_word(req->token, sizeof(req->token), w[1]);
@@ -113,6 +119,9 @@ int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req)
         else
             n = snprintf(buf, len, "PULL %s %" PRIu64 " %s\n", req->token, req->offset,
                          req->mode[0] ? req->mode : "stream");
+        break;
+    case RH_IPC_ACK:
+        n = snprintf(buf, len, "ACK %s %" PRIu64 "\n", req->token, req->offset);
         break;
     case RH_IPC_CLOSE:
         n = snprintf(buf, len, "CLOSE %s\n", req->token);

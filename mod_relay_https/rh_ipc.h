@@ -15,6 +15,7 @@ typedef enum {
     RH_IPC_PUSH,   /* PUSH token offset        then frames until EOF */
     RH_IPC_PULL,   /* PULL token ack mode [poll_s]  then frames from the core */
     RH_IPC_CLOSE,  /* CLOSE token */
+    RH_IPC_ACK,    /* ACK token offset: down bytes the client has received */
     RH_IPC_STAT    /* STAT: one line of counters */
 } rh_ipc_op;
 
