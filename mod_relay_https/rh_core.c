@@ -451,13 +451,14 @@ static void session_end(core *c, session *s, int reset, const char *reason)
     c->dead_sessions = s;
 }
 
-static session *session_find(core *c, const char *token, int *status, const char **why)
+/* The session a request's token names, heard from now; or NULL, and the
+ * request has its answer (400 malformed, 410 unknown or expired). */
+static session *session_find(core *c, conn *k, const char *token)
 {
     uint32_t slot, gen;
     unsigned char secret[RH_SECRET_LEN];
     if (rh_token_parse(token, &slot, &gen, secret) != 0) {
-        *status = 400;
-        *why = "malformed session token";
+        conn_error(c, k, 400, "malformed session token");
         return NULL;
     }
     session *s = slot < c->cfg->reg->nslots ? c->by_slot[slot] : NULL;
@@ -465,10 +466,10 @@ static session *session_find(core *c, const char *token, int *status, const char
     if (ok)
         ok = rh_ct_equal(s->secret, secret, RH_SECRET_LEN);
     if (!ok) {
-        *status = 410;
-        *why = "unknown or expired session";
+        conn_error(c, k, 410, "unknown or expired session");
         return NULL;
     }
+    s->last_heard = now_ms();
     return s;
 }
 
@@ -1000,14 +1001,9 @@ static void push_attach(core *c, session *s, conn *k);
 
 static void req_push(core *c, conn *k, const rh_ipc_req *rq)
 {
-    int st;
-    const char *why;
-    session *s = session_find(c, rq->token, &st, &why);
-    if (!s) {
-        conn_error(c, k, st, "%s", why);
+    session *s = session_find(c, k, rq->token);
+    if (!s)
         return;
-    }
-    s->last_heard = now_ms();
     if (s->resumable && rq->offset <= s->up_acc) {
         /* a retry after a cut: it replaces a push the server may still think is
          * alive, and what the session already has is dropped from it; a late
@@ -1107,14 +1103,9 @@ static void push_next(core *c, session *s)
 
 static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
 {
-    int st;
-    const char *why;
-    session *s = session_find(c, rq->token, &st, &why);
-    if (!s) {
-        conn_error(c, k, st, "%s", why);
+    session *s = session_find(c, k, rq->token);
+    if (!s)
         return;
-    }
-    s->last_heard = now_ms();
     int batch = !strcmp(rq->mode, "batch");
     if (!batch && strcmp(rq->mode, "stream") != 0) {
         conn_error(c, k, 400, "unsupported pull mode '%s'", rq->mode);
@@ -1179,13 +1170,9 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
 
 static void req_close(core *c, conn *k, const rh_ipc_req *rq)
 {
-    int st;
-    const char *why;
-    session *s = session_find(c, rq->token, &st, &why);
-    if (!s) {
-        conn_error(c, k, st, "%s", why);
+    session *s = session_find(c, k, rq->token);
+    if (!s)
         return;
-    }
     if (s->finished)
         session_end(c, s, 0, "closed by both ends");
     else
@@ -1197,14 +1184,9 @@ static void req_close(core *c, conn *k, const rh_ipc_req *rq)
 /* An acknowledgement on its own request, so it never waits behind up data. */
 static void req_ack(core *c, conn *k, const rh_ipc_req *rq)
 {
-    int st;
-    const char *why;
-    session *s = session_find(c, rq->token, &st, &why);
-    if (!s) {
-        conn_error(c, k, st, "%s", why);
+    session *s = session_find(c, k, rq->token);
+    if (!s)
         return;
-    }
-    s->last_heard = now_ms();
     if (rq->offset > s->down_sent) {
         conn_error(c, k, 416, "ack %" PRIu64 " is beyond the bytes sent (%" PRIu64 ")",
                    rq->offset, s->down_sent);

@@ -563,7 +563,9 @@ leave:
     return OK;
 }
 
-static int do_close(rh_req *q)
+/* close and ack: a session request with no body that the core answers at once;
+ * the client hears 204. */
+static int do_control(rh_req *q, rh_ipc_op op)
 {
     request_rec *r = q->r;
     const char *token;
@@ -578,37 +580,11 @@ static int do_close(rh_req *q)
     if ((rv = check_session(q, &token)) != DECLINED)
         return rv;
     memset(&rq, 0, sizeof(rq));
-    rq.op = RH_IPC_CLOSE;
+    rq.op = op;
     apr_cpystrn(rq.token, token, sizeof(rq.token));
-    if (core_ask(q, &rq, &rep, CORE_REPLY_MS) != 0)
-        return core_unavailable(r);
-    if (!rep.ok)
-        return fail(r, rep.status, "%s", rep.text);
-    r->status = HTTP_NO_CONTENT;
-    return OK;
-}
-
-static int do_ack(rh_req *q)
-{
-    request_rec *r = q->r;
-    const char *token;
-    apr_uint64_t ack;
-    rh_ipc_req rq;
-    rh_ipc_reply rep;
-    int rv;
-
-    if (r->method_number != M_POST)
-        return method_not_allowed(r, "POST");
-    if (ap_discard_request_body(r) != OK)
-        return fail(r, HTTP_BAD_REQUEST, "unreadable request body");
-    if ((rv = check_session(q, &token)) != DECLINED)
-        return rv;
-    if (parse_u64(apr_table_get(r->headers_in, "Relay-Ack"), &ack) != 0)
+    if (op == RH_IPC_ACK
+        && parse_u64(apr_table_get(r->headers_in, "Relay-Ack"), &rq.offset) != 0)
         return fail(r, HTTP_BAD_REQUEST, "missing or malformed Relay-Ack header");
-    memset(&rq, 0, sizeof(rq));
-    rq.op = RH_IPC_ACK;
-    apr_cpystrn(rq.token, token, sizeof(rq.token));
-    rq.offset = ack;
     if (core_ask(q, &rq, &rep, CORE_REPLY_MS) != 0)
         return core_unavailable(r);
     if (!rep.ok)
@@ -683,10 +659,10 @@ int rh_handler(request_rec *r)
     if (!strcmp(op, "pull"))
         return do_pull(&q);
     if (!strcmp(op, "close"))
-        return do_close(&q);
+        return do_control(&q, RH_IPC_CLOSE);
     if (!strcmp(op, "duplex"))
         return do_duplex(&q);
     if (!strcmp(op, "ack"))
-        return do_ack(&q);
+        return do_control(&q, RH_IPC_ACK);
     return fail(r, HTTP_NOT_FOUND, "no such relay endpoint '%s'", op);
 }
