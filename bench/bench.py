@@ -1,0 +1,1104 @@
+#!/usr/bin/python3
+"""The mod_relay_https benchmark harness (issue #5).
+
+Measures, in one run on one machine, side by side:
+
+  raw         loopback TCP, straight to the target (the limit)
+  tls         TLS alone: stunnel4 client -> stunnel4 server -> target
+  connect     Apache's CONNECT over TLS (mod_proxy_connect), client side proxytunnel
+  websocket   websockify behind Apache (mod_proxy_http upgrade=websocket), client
+              side our TCP-to-WebSocket bridge (rhbench wsbridge)
+  httptunnel  GNU httptunnel htc -> hts (plain HTTP, no TLS)
+  duplex      relay-https --transport duplex (HTTP/2)
+  stream      relay-https --transport stream (HTTP/1.1)
+  batch       relay-https --transport batch (HTTP/1.1)
+  batch-nginx relay-https --transport batch through the buffering nginx of the proxy tests
+
+each straight on loopback and through the harness's delay proxy (rhbench delay,
+20 ms each way between the client side and the server side). Figures per path:
+single-stream throughput up and down, one-byte echo round trip (median, p99),
+100 concurrent streams, idle tunnels held, server memory per idle tunnel, server
+CPU seconds per GB. Output: results.csv, results.md, plots (gnuplot) in the
+output directory; --update-docs rewrites the generated block of docs/BENCHMARKS.md.
+
+Everything it starts runs on 127.0.0.1 from a temporary directory and is stopped
+at exit. Run as root or not (Apache then drops to www-data).
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import select
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+
+import harness  # noqa: E402
+import intermediaries as im  # noqa: E402
+
+PATHS = ["raw", "tls", "connect", "websocket", "httptunnel",
+         "duplex", "stream", "batch", "batch-nginx"]
+OURS = ("duplex", "stream", "batch", "batch-nginx")
+VARIANTS = ["loopback", "delay"]
+FIGURES = ["up", "down", "multi", "echo", "idle"]
+
+TARGET_NAME = "bench"
+MB = 1000 * 1000
+
+# Idle tunnels: how far each path's ramp goes, and why not further.
+IDLE_CAP = {
+    "websocket": (300, "websockify forks one Python process per connection"),
+    "httptunnel": (1, "hts serves one tunnel at a time"),
+    "batch-nginx": (0, "same server cost as batch, plus nginx; not measured"),
+}
+
+STUNNEL = "/usr/bin/stunnel4"
+PROXYTUNNEL = "/usr/bin/proxytunnel"
+WEBSOCKIFY = "/usr/bin/websockify"
+HTC = "/usr/bin/htc"
+HTS = "/usr/bin/hts"
+GNUPLOT = "/usr/bin/gnuplot"
+PEER_BINS = {"tls": [STUNNEL], "connect": [PROXYTUNNEL], "websocket": [WEBSOCKIFY],
+             "httptunnel": [HTC, HTS], "batch-nginx": [im.NGINX]}
+
+# Event MPM settings for thousands of held requests (each open pull or push holds a
+# worker thread; see docs/BENCHMARKS.md).
+EVENT_CONF = """
+<IfModule mpm_event_module>
+    ServerLimit 48
+    ThreadLimit 256
+    ThreadsPerChild 256
+    MaxRequestWorkers 12288
+    StartServers 2
+    MinSpareThreads 64
+    MaxSpareThreads 12288
+    ThreadStackSize {stack}
+    MaxConnectionsPerChild 0
+    AsyncRequestWorkerFactor 4
+</IfModule>
+H2MaxWorkers 512
+H2MinWorkers 8
+"""
+
+
+def log(msg):
+    sys.stderr.write("bench: %s\n" % msg)
+    sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------
+# processes: /proc readings
+# --------------------------------------------------------------------------
+
+def _stat(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def proc_tree(roots):
+    """roots and all their descendants (live), as a set of pids."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = _stat(int(d))
+            if st and st[0] != "Z":
+                parent[int(d)] = int(st[1])
+    out = set(p for p in roots if p in parent)
+    changed = True
+    while changed:
+        changed = False
+        for p, pp in parent.items():
+            if pp in out and p not in out:
+                out.add(p)
+                changed = True
+    return out
+
+
+def cpu_seconds(pids):
+    """utime + stime + reaped children's, summed."""
+    tck = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in pids:
+        st = _stat(p)
+        if st:
+            total += int(st[11]) + int(st[12]) + int(st[13]) + int(st[14])
+    return total / tck
+
+
+def pss_kib(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open("/proc/%d/smaps_rollup" % p) as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def threads_of(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def mem_available_kib():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    return 0
+
+
+def slab_kib():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("Slab:"):
+                return int(line.split()[1])
+    return 0
+
+
+# --------------------------------------------------------------------------
+# helper processes
+# --------------------------------------------------------------------------
+
+class Proc:
+    """A helper process in its own group, registered with the test harness so that
+    it is killed at exit. Optionally waits for a "PORT n" line on stdout."""
+
+    def __init__(self, cmd, name, logdir, want_port=False, stdin=False, ready_port=None,
+                 timeout=20, env=None):
+        self.name = name
+        self.cmd = [str(c) for c in cmd]
+        self.log_path = os.path.join(logdir, "%s.log" % name)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.cmd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if want_port else self._log, stderr=self._log,
+            start_new_session=True, env=env)
+        harness._register(self.proc)
+        self.port = None
+        if want_port:
+            line = _readline(self.proc.stdout, timeout)
+            m = re.match(r"PORT (\d+)", line or "")
+            if not m:
+                self.stop()
+                raise RuntimeError("%s did not report its port: %r; log:\n%s"
+                                   % (name, line, self.log_tail()))
+            self.port = int(m.group(1))
+        if ready_port:
+            ok = harness.wait_for(lambda: self.proc.poll() is not None or
+                                  im._port_open(ready_port), timeout, interval=0.05)
+            if not ok or self.proc.poll() is not None:
+                rc = self.proc.poll()
+                self.stop()
+                raise RuntimeError("%s did not listen on %d (exit %r); cmd: %s; log:\n%s"
+                                   % (name, ready_port, rc, " ".join(self.cmd), self.log_tail()))
+            self.port = ready_port
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def log_tail(self, n=20):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "\n".join(f.read().splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self):
+        harness.kill_proc(self.proc, grace=3)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._log.close()
+
+
+def _readline(stream, timeout):
+    """One line from a pipe, or None after timeout."""
+    fd = stream.fileno()
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        r, _, _ = select.select([fd], [], [], left)
+        if not r:
+            return None
+        b = os.read(fd, 1)
+        if not b:
+            break
+        buf += b
+    return buf.decode("utf-8", "replace").strip()
+
+
+def parse_kv(line):
+    out = {}
+    for m in re.finditer(r'(\w+)=("([^"]*)"|\S+)', line or ""):
+        v = m.group(3) if m.group(3) is not None else m.group(2)
+        try:
+            v = float(v)
+        except ValueError:
+            pass
+        out[m.group(1)] = v
+    return out
+
+
+# --------------------------------------------------------------------------
+# the bench
+# --------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.work = tempfile.mkdtemp(prefix="rh-bench-", dir=args.tmpdir)
+        harness.make_traversable(self.work)
+        os.chmod(self.work, 0o755)
+        self.logdir = os.path.join(self.work, "logs")
+        os.makedirs(self.logdir)
+        os.chmod(self.logdir, 0o777)
+        self.bindir = os.path.join(self.work, "bin")
+        os.makedirs(self.bindir)
+        self.apache = None
+        self.nginx = None
+        self.websockify = None
+        self.target = None
+        self.helpers = []
+        self.rows = []          # dicts: path, variant, metric, value, unit, note
+        self.notes = []
+        self.extra = {}         # (path, variant) -> dict of extra facts
+
+    # ---- set-up ----
+    def build(self):
+        bd = harness.build_dir()
+        so = os.path.join(bd, "mod_relay_https", ".libs", "mod_relay_https.so")
+        cl = os.path.join(bd, "client", "relay-https")
+        for f in (so, cl):
+            if not os.path.exists(f):
+                raise SystemExit("bench: %s is missing: run make first (RH_BUILD_DIR=%s)" % (f, bd))
+        self.module = os.path.join(self.bindir, "mod_relay_https.so")
+        self.client = os.path.join(self.bindir, "relay-https")
+        shutil.copy2(so, self.module)
+        shutil.copy2(cl, self.client)
+        os.chmod(self.module, 0o755)
+        self.tool = os.path.join(self.bindir, "rhbench")
+        cmd = ["gcc", "-std=c99", "-O2", "-g", "-Wall", "-Wextra", "-o", self.tool,
+               os.path.join(HERE, "rhbench.c"), "-lssl", "-lcrypto", "-lpthread"]
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0 or "warning" in r.stdout:
+            raise SystemExit("bench: building rhbench failed:\n%s" % r.stdout)
+        self.client_version = subprocess.run([self.client, "--version"], stdout=subprocess.PIPE,
+                                             stderr=subprocess.STDOUT, text=True).stdout.strip()
+
+    def start_base(self):
+        certdir = os.path.join(self.work, "cert")
+        self.ca, self.cert, self.key = harness.make_cert(certdir)
+        harness.make_traversable(certdir)
+        self.target = Proc([self.tool, "server", 0], "target", self.logdir, want_port=True)
+        self.helpers.append(self.target)
+        self.ws_port = harness.free_port()
+        self.apache_port = harness.free_port()
+        self.start_apache()
+        if self.wants("websocket"):
+            self.websockify = Proc([WEBSOCKIFY, "127.0.0.1:%d" % self.ws_port,
+                                    "127.0.0.1:%d" % self.target.port],
+                                   "websockify", self.logdir, ready_port=self.ws_port)
+            self.helpers.append(self.websockify)
+        if self.wants("batch-nginx"):
+            self.nginx = im.Nginx(os.path.join(self.work, "nginx"), self.apache_port)
+            self.nginx.start()
+
+    def wants(self, path):
+        return path in self.args.paths
+
+    def apache_conf(self):
+        m = harness.APACHE_MODULES
+        return "\n".join([
+            "LoadModule proxy_module %s/mod_proxy.so" % m,
+            "LoadModule proxy_connect_module %s/mod_proxy_connect.so" % m,
+            "LoadModule proxy_http_module %s/mod_proxy_http.so" % m,
+            "RelayMaxSessions 8192",
+            EVENT_CONF.format(stack=self.args.thread_stack),
+            "# Apache's own CONNECT path: a TLS forward proxy that may only reach the target",
+            "ProxyRequests On",
+            "AllowCONNECT %d" % self.target.port,
+            "<Proxy \"*\">",
+            "    Require ip 127.0.0.1",
+            "</Proxy>",
+            "# the WebSocket path: websockify behind mod_proxy_http",
+            "ProxyPass /ws/ http://127.0.0.1:%d/ upgrade=websocket" % self.ws_port,
+            "<Location /relay>",
+            "    RelayIdleTimeout 600",
+            "</Location>",
+        ])
+
+    def start_apache(self):
+        root = os.path.join(self.work, "apache")
+        if os.path.isdir(root):
+            shutil.rmtree(root)
+        self.apache = harness.Apache(root, self.cert, self.key, mpm="event", module=self.module,
+                                     targets={TARGET_NAME: "127.0.0.1:%d" % self.target.port},
+                                     log_level_debug=False, idle_location=False,
+                                     extra_conf=self.apache_conf(), port=self.apache_port)
+        self.apache.prepare()
+        self.apache.start(timeout=60)
+
+    def restart_apache(self):
+        self.apache.stop()
+        self.start_apache()
+
+    def stop_all(self):
+        for h in reversed(self.helpers):
+            h.stop()
+        self.helpers = []
+        if self.nginx:
+            self.nginx.stop()
+        if self.apache:
+            self.apache.stop()
+
+    # ---- process sets ----
+    def apache_pids(self):
+        return set(self.apache.pids()) if self.apache else set()
+
+    def core_pid(self):
+        """The relay core: the Apache parent's single-threaded child."""
+        pids = self.apache_pids()
+        parent = self.apache.proc.pid if self.apache.proc else None
+        for p in pids:
+            st = _stat(p)
+            if st and int(st[1]) == parent and threads_of(p) == 1:
+                return p
+        return None
+
+    # ---- a path ----
+    def start_path(self, path, variant):
+        """Start the client and server sides of path; returns (entry_port, server_roots,
+        client_roots, stop_fn)."""
+        procs = []
+
+        def helper(*a, **kw):
+            p = Proc(*a, **kw)
+            procs.append(p)
+            return p
+
+        def upstream(port, label):
+            """The server side as the client side sees it: port, or a delay proxy to it."""
+            if variant == "loopback":
+                return port
+            d = helper([self.tool, "delay", 0, "127.0.0.1:%d" % port, self.args.delay_ms,
+                        self.args.delay_window], "delay-%s-%s" % (path, label), self.logdir,
+                       want_port=True)
+            return d.port
+
+        tgt = self.target.port
+        server, client = set(), set()
+        if path == "raw":
+            entry = upstream(tgt, "target")
+        elif path == "tls":
+            sport = harness.free_port()
+            conf = os.path.join(self.work, "stunnel-server.conf")
+            with open(conf, "w") as f:
+                f.write("foreground = yes\npid =\nsyslog = no\ndebug = 3\n"
+                        "[srv]\naccept = 127.0.0.1:%d\nconnect = 127.0.0.1:%d\n"
+                        "cert = %s\nkey = %s\n" % (sport, tgt, self.cert, self.key))
+            s = helper([STUNNEL, conf], "stunnel-server-%s" % variant, self.logdir,
+                       ready_port=sport)
+            server.add(s.pid)
+            up = upstream(sport, "stunnel")
+            entry = harness.free_port()
+            conf = os.path.join(self.work, "stunnel-client.conf")
+            with open(conf, "w") as f:
+                f.write("foreground = yes\npid =\nsyslog = no\ndebug = 3\n"
+                        "[cli]\nclient = yes\naccept = 127.0.0.1:%d\nconnect = 127.0.0.1:%d\n"
+                        % (entry, up))
+            c = helper([STUNNEL, conf], "stunnel-client-%s" % variant, self.logdir,
+                       ready_port=entry)
+            client.add(c.pid)
+        elif path == "connect":
+            up = upstream(self.apache_port, "apache")
+            entry = harness.free_port()
+            c = helper([PROXYTUNNEL, "-a", entry, "-E", "-z", "-q",
+                        "-p", "127.0.0.1:%d" % up, "-d", "127.0.0.1:%d" % tgt],
+                       "proxytunnel-%s" % variant, self.logdir, ready_port=entry)
+            client.add(c.pid)
+            server |= self.apache_pids()
+        elif path == "websocket":
+            up = upstream(self.apache_port, "apache")
+            c = helper([self.tool, "wsbridge", 0, "127.0.0.1:%d" % up, "/ws/"],
+                       "wsbridge-%s" % variant, self.logdir, want_port=True)
+            entry = c.port
+            client.add(c.pid)
+            server |= self.apache_pids() | {self.websockify.pid}
+        elif path == "httptunnel":
+            hport = harness.free_port()
+            s = helper([HTS, "-w", "-F", "127.0.0.1:%d" % tgt, "127.0.0.1:%d" % hport],
+                       "hts-%s" % variant, self.logdir, ready_port=hport)
+            server.add(s.pid)
+            up = upstream(hport, "hts")
+            entry = harness.free_port()
+            c = helper([HTC, "-w", "-F", entry, "127.0.0.1:%d" % up],
+                       "htc-%s" % variant, self.logdir, ready_port=entry)
+            client.add(c.pid)
+        elif path in OURS:
+            if path == "batch-nginx":
+                up = upstream(self.nginx.port, "nginx")
+                url = "http://127.0.0.1:%d/relay" % up
+                server |= {self.nginx.proc.pid}
+            else:
+                up = upstream(self.apache_port, "apache")
+                url = "https://127.0.0.1:%d/relay" % up
+            transport = "batch" if path == "batch-nginx" else path
+            extra = ["--transport", transport]
+            extra += ["--http2"] if transport == "duplex" else ["--http1.1"]
+            entry = harness.free_port()
+            cmd = [self.client, "forward", "-L", "127.0.0.1:%d" % entry]
+            if url.startswith("https"):
+                cmd += ["--cacert", self.ca]
+            cmd += extra + [url, TARGET_NAME]
+            c = helper(cmd, "relay-https-%s-%s" % (path, variant), self.logdir,
+                       ready_port=entry, env=im.clean_env())
+            client.add(c.pid)
+            server |= self.apache_pids()
+        else:
+            raise ValueError(path)
+
+        def stop():
+            for p in reversed(procs):
+                p.stop()
+        return entry, server, client, stop
+
+    # ---- measurements ----
+    def record(self, path, variant, metric, value, unit, note=""):
+        self.rows.append({"path": path, "variant": variant, "metric": metric,
+                          "value": value, "unit": unit, "note": note})
+
+    def tool_run(self, args, timeout):
+        try:
+            r = subprocess.run([self.tool] + [str(a) for a in args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": "timed out after %ss" % timeout}
+        kv = parse_kv(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "")
+        if r.returncode != 0 and "error" not in kv:
+            kv["error"] = (r.stderr.strip() or "exit %d" % r.returncode)[-300:]
+        return kv
+
+    def measure_thr(self, path, variant, entry, direction, streams, server, client):
+        a = self.args
+        cap = a.seconds
+        timeout = cap * 3 + 60
+        # probe: a short transfer to size the real one (>= bytes, or about cap seconds)
+        probe_bytes = max(min(a.bytes // 10, 20 * MB), 1 * MB)
+        pr = self.tool_run(["thr", "127.0.0.1:%d" % entry, direction, probe_bytes,
+                            streams if streams > 1 else 1, timeout], timeout + 10)
+        if pr.get("error") or not pr.get("mbps"):
+            return None, "probe: %s" % pr.get("error", "no figure")
+        rate = pr["mbps"] * MB
+        nbytes = int(min(a.bytes, max(probe_bytes, rate * cap)))
+        s0, c0 = cpu_seconds(proc_tree(server)), cpu_seconds(proc_tree(client))
+        r = self.tool_run(["thr", "127.0.0.1:%d" % entry, direction, nbytes, streams, timeout],
+                          timeout + 10)
+        s1, c1 = cpu_seconds(proc_tree(server)), cpu_seconds(proc_tree(client))
+        if r.get("error") or not r.get("mbps"):
+            return None, r.get("error", "no figure")
+        r["server_cpu"] = s1 - s0
+        r["client_cpu"] = c1 - c0
+        return r, None
+
+    def measure_path(self, path, variant):
+        a = self.args
+        log("%s / %s: starting" % (path, variant))
+        try:
+            entry, server, client, stop = self.start_path(path, variant)
+        except Exception as e:  # a path that cannot start is reported, not fatal
+            log("%s / %s: cannot start: %s" % (path, variant, e))
+            self.record(path, variant, "error", 0, "", "cannot start: %s" % str(e)[:300])
+            return
+        try:
+            # warm-up and check: a few echoes
+            w = self.tool_run(["echo", "127.0.0.1:%d" % entry, 5, 1, 30], 60)
+            if w.get("error"):
+                self.record(path, variant, "error", 0, "", "echo check: %s" % w["error"])
+                log("%s / %s: echo check failed: %s" % (path, variant, w["error"]))
+                return
+            if "echo" in a.figures:
+                n = a.echo_count if variant == "loopback" else a.echo_count_delay
+                e = self.tool_run(["echo", "127.0.0.1:%d" % entry, n, max(n // 20, 3), 60],
+                                  n * 2 + 120)
+                if e.get("error"):
+                    self.record(path, variant, "error", 0, "", "echo: %s" % e["error"])
+                else:
+                    self.record(path, variant, "echo_median", e["median_us"] / 1000, "ms")
+                    self.record(path, variant, "echo_p99", e["p99_us"] / 1000, "ms")
+                    self.record(path, variant, "setup", e["setup_us"] / 1000, "ms",
+                                "connect to first echo byte")
+                log("%s / %s: echo median %.3f ms p99 %.3f ms" % (
+                    path, variant, e.get("median_us", 0) / 1000, e.get("p99_us", 0) / 1000))
+            moved, scpu, ccpu = 0, 0.0, 0.0
+            for direction in ("up", "down"):
+                if direction not in a.figures:
+                    continue
+                r, err = self.measure_thr(path, variant, entry, direction, 1, server, client)
+                if err:
+                    self.record(path, variant, "error", 0, "", "%s: %s" % (direction, err))
+                    log("%s / %s: %s failed: %s" % (path, variant, direction, err))
+                    continue
+                self.record(path, variant, "thr_" + direction, r["mbps"], "MB/s",
+                            "%.0f MB in %.2f s" % (r["bytes"] / MB, r["seconds"]))
+                moved += r["bytes"]
+                scpu += r["server_cpu"]
+                ccpu += r["client_cpu"]
+                log("%s / %s: %s %.1f MB/s (%.0f MB; server cpu %.2f s, client cpu %.2f s)" % (
+                    path, variant, direction, r["mbps"], r["bytes"] / MB, r["server_cpu"],
+                    r["client_cpu"]))
+            if moved and server:
+                self.record(path, variant, "server_cpu_per_gb", scpu / (moved / 1e9), "s/GB",
+                            "single-stream up + down")
+            if moved and client:
+                self.record(path, variant, "client_cpu_per_gb", ccpu / (moved / 1e9), "s/GB",
+                            "single-stream up + down")
+            if "multi" in a.figures:
+                if path == "httptunnel":
+                    self.record(path, variant, "thr_multi", None, "MB/s",
+                                "n/a: one tunnel per htc/hts pair")
+                else:
+                    r, err = self.measure_thr(path, variant, entry, "down", a.streams,
+                                              server, client)
+                    if err:
+                        self.record(path, variant, "error", 0, "", "multi: %s" % err)
+                        log("%s / %s: multi failed: %s" % (path, variant, err))
+                    else:
+                        self.record(path, variant, "thr_multi", r["mbps"], "MB/s",
+                                    "%d streams down, %.0f MB" % (a.streams, r["bytes"] / MB))
+                        log("%s / %s: %d streams %.1f MB/s" % (path, variant, a.streams,
+                                                                r["mbps"]))
+        finally:
+            stop()
+
+    def measure_idle(self, path):
+        a = self.args
+        cap, why = IDLE_CAP.get(path, (a.idle, ""))
+        n = min(a.idle, cap) if cap else 0
+        if n == 0:
+            self.record(path, "loopback", "idle_held", None, "tunnels", "n/a: %s" % why)
+            return
+        if path != "raw" and path != "tls" and path != "httptunnel":
+            # a fresh Apache, so that children and threads left by another path do not count
+            self.restart_apache()
+        log("%s: idle ramp to %d" % (path, n))
+        try:
+            entry, server, client, stop = self.start_path(path, "loopback")
+        except Exception as e:
+            self.record(path, "loopback", "error", 0, "", "idle: cannot start: %s" % e)
+            return
+        try:
+            w = self.tool_run(["echo", "127.0.0.1:%d" % entry, 3, 1, 30], 60)
+            if w.get("error"):
+                self.record(path, "loopback", "error", 0, "", "idle echo check: %s" % w["error"])
+                return
+            time.sleep(1.0)
+            stree = proc_tree(server)
+            pss0 = pss_kib(stree)
+            avail0 = mem_available_kib()
+            core = self.core_pid() if path in OURS else None
+            core0 = pss_kib([core]) if core else 0
+            if path == "connect":
+                args = ["idle", "127.0.0.1:0", n, 1, 30, "connect-tls", "127.0.0.1:%d" % self.apache_port,
+                        "127.0.0.1:%d" % self.target.port]
+            else:
+                args = ["idle", "127.0.0.1:%d" % entry, n, a.idle_batch, 30]
+            t0 = time.monotonic()
+            p = subprocess.Popen([self.tool] + [str(x) for x in args], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 start_new_session=True)
+            harness._register(p)
+            try:
+                line = _readline(p.stdout, a.idle_timeout) or ""
+                ramp = time.monotonic() - t0
+                m = re.match(r"HELD (\d+)", line)
+                held = int(m.group(1)) if m else 0
+                err = parse_kv(line).get("error", "" if m else "no answer: %r" % line)
+                if not m:
+                    err += " " + p.stderr.read1(2000).decode("utf-8", "replace").strip()
+                time.sleep(a.idle_settle)
+                stree = proc_tree(server)
+                ctree = proc_tree(client)
+                pss1 = pss_kib(stree)
+                avail1 = mem_available_kib()
+                core1 = pss_kib([core]) if core else 0
+                nthreads = sum(threads_of(x) for x in stree)
+                nprocs = len(stree)
+                s0, c0 = cpu_seconds(stree), cpu_seconds(ctree)
+                time.sleep(a.idle_hold)
+                s1, c1 = cpu_seconds(proc_tree(server)), cpu_seconds(proc_tree(client))
+                try:
+                    p.stdin.write(b"check\n")
+                    p.stdin.flush()
+                except OSError:
+                    pass
+                alive_line = _readline(p.stdout, 120) or ""
+                am = re.match(r"ALIVE (\d+)", alive_line)
+                alive = int(am.group(1)) if am else 0
+            finally:
+                try:
+                    p.stdin.close()
+                except OSError:
+                    pass
+                try:
+                    p.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    harness.kill_proc(p)
+                harness._unregister(p)
+            note = "ramp %.1f s; %d alive after %.0f s idle" % (ramp, alive, a.idle_hold)
+            if err:
+                note += "; stopped: %s" % err
+            if held >= n and cap < a.idle:
+                note += "; capped at %d: %s" % (cap, why)
+            self.record(path, "loopback", "idle_held", alive, "tunnels", note)
+            log("%s: held %d, alive %d (%s)" % (path, held, alive, note))
+            if held and server:
+                self.record(path, "loopback", "mem_per_idle", (pss1 - pss0) / held, "KiB",
+                            "server PSS %d -> %d KiB; %d processes, %d threads"
+                            % (pss0, pss1, nprocs, nthreads))
+                self.record(path, "loopback", "idle_cpu", (s1 - s0), "s",
+                            "server CPU seconds during %.0f s with %d idle tunnels"
+                            % (a.idle_hold, held))
+            if held:
+                self.record(path, "loopback", "sys_mem_per_idle", (avail0 - avail1) / held, "KiB",
+                            "MemAvailable drop / tunnel: both sides, target, kernel")
+                self.record(path, "loopback", "client_idle_cpu", (c1 - c0), "s",
+                            "client CPU seconds during the idle hold")
+            if core:
+                self.extra[(path, "core_kib_per_idle")] = (core1 - core0) / max(held, 1)
+                self.record(path, "loopback", "core_mem_per_idle", (core1 - core0) / max(held, 1),
+                            "KiB", "relay core PSS only")
+        finally:
+            stop()
+
+    # ---- the run ----
+    def run(self):
+        a = self.args
+        started = time.time()
+        self.build()
+        self.start_base()
+        for variant in a.variants:
+            for path in a.paths:
+                if any(f in a.figures for f in ("up", "down", "multi", "echo")):
+                    self.measure_path(path, variant)
+        if "idle" in a.figures and "loopback" in a.variants:
+            for path in a.paths:
+                self.measure_idle(path)
+        self.elapsed = time.time() - started
+
+
+# --------------------------------------------------------------------------
+# reports
+# --------------------------------------------------------------------------
+
+COLUMNS = [  # metric, header, format, better
+    ("thr_up", "up MB/s", "%.0f", "high"),
+    ("thr_down", "down MB/s", "%.0f", "high"),
+    ("thr_multi", "100 streams MB/s", "%.0f", "high"),
+    ("echo_median", "echo median ms", "%.3f", "low"),
+    ("echo_p99", "echo p99 ms", "%.3f", "low"),
+    ("setup", "setup ms", "%.1f", "low"),
+    ("server_cpu_per_gb", "server CPU s/GB", "%.2f", "low"),
+    ("client_cpu_per_gb", "client CPU s/GB", "%.2f", "low"),
+    ("idle_held", "idle tunnels held", "%.0f", "high"),
+    ("mem_per_idle", "server KiB/idle tunnel", "%.1f", "low"),
+    ("idle_cpu", "server CPU s idle", "%.2f", "low"),
+]
+
+
+def value(rows, path, variant, metric):
+    for r in rows:
+        if r["path"] == path and r["variant"] == variant and r["metric"] == metric:
+            return r["value"]
+    return None
+
+
+def ratio(v, ref):
+    if v is None or ref in (None, 0):
+        return None
+    return v / ref
+
+
+def write_csv(rows, path):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "variant", "metric", "value", "unit", "ratio_to_connect",
+                    "ratio_to_raw", "note"])
+        for r in rows:
+            if r["metric"] == "error":
+                w.writerow([r["path"], r["variant"], "error", "", "", "", "", r["note"]])
+                continue
+            rc = ratio(r["value"], value(rows, "connect", r["variant"], r["metric"]))
+            rr = ratio(r["value"], value(rows, "raw", r["variant"], r["metric"]))
+            fmt = lambda x: "" if x is None else ("%.6g" % x)
+            w.writerow([r["path"], r["variant"], r["metric"], fmt(r["value"]), r["unit"],
+                        fmt(rc), fmt(rr), r["note"]])
+
+
+def _cell(rows, path, variant, metric, fmt, with_ratio):
+    v = value(rows, path, variant, metric)
+    if v is None:
+        return "-"
+    s = fmt % v
+    if with_ratio and path not in ("connect",):
+        rc = ratio(v, value(rows, "connect", variant, metric))
+        if rc is not None:
+            s += " (%.2f C)" % rc
+    return s
+
+
+def targets(rows):
+    """[(target text, figure, threshold text, met: True/False/None)]"""
+    out = []
+
+    def v(p, var, m):
+        return value(rows, p, var, m)
+
+    def check(text, num, den, factor, cmp="ge", unit="x"):
+        if num is None or den is None or den == 0:
+            out.append((text, "-", "no figure", None))
+            return
+        r = num / den
+        met = r >= factor if cmp == "ge" else r <= factor
+        out.append((text, "%.2f x" % r, "%s %.2f x" % (">=" if cmp == "ge" else "<=", factor),
+                    met))
+
+    for var in ("loopback", "delay"):
+        for t in ("stream", "duplex"):
+            for d in ("up", "down"):
+                m = "thr_" + d
+                check("%s %s throughput vs CONNECT (%s)" % (t, d, var), v(t, var, m),
+                      v("connect", var, m), 0.9)
+                check("%s %s throughput vs WebSocket (%s)" % (t, d, var), v(t, var, m),
+                      v("websocket", var, m), 2.5)
+    for d in ("up", "down"):
+        m = "thr_" + d
+        check("batch %s vs stream (loopback)" % d, v("batch", "loopback", m),
+              v("stream", "loopback", m), 0.5)
+        check("batch %s vs httptunnel (loopback)" % d, v("batch", "loopback", m),
+              v("httptunnel", "loopback", m), 1.0)
+        check("batch %s vs CONNECT (delay)" % d, v("batch", "delay", m),
+              v("connect", "delay", m), 0.5)
+        for var in ("loopback", "delay"):
+            check("batch via nginx %s vs stream (%s)" % (d, var), v("batch-nginx", var, m),
+                  v("stream", var, m), 0.25)
+    for t, f in (("stream", 1.5), ("duplex", 1.5), ("batch", 3.0)):
+        check("%s echo median vs CONNECT (loopback)" % t, v(t, "loopback", "echo_median"),
+              v("connect", "loopback", "echo_median"), f, "le")
+    for t in ("stream", "duplex", "batch", "batch-nginx"):
+        e, c = v(t, "delay", "echo_median"), v("connect", "delay", "echo_median")
+        if e is None or c is None:
+            out.append(("%s echo within one extra round trip of CONNECT (delay)" % t, "-",
+                        "no figure", None))
+        else:
+            out.append(("%s echo within one extra round trip of CONNECT (delay)" % t,
+                        "%.1f ms vs %.1f ms" % (e, c), "<= CONNECT + 40 ms", e <= c + 40.0))
+    for t in ("duplex", "stream", "batch"):
+        h = v(t, "loopback", "idle_held")
+        out.append(("%s: 5000 idle tunnels held (event MPM)" % t,
+                    "-" if h is None else "%d" % h, ">= 5000", None if h is None else h >= 5000))
+        mm = v(t, "loopback", "mem_per_idle")
+        out.append(("%s: server memory per idle tunnel" % t,
+                    "-" if mm is None else "%.1f KiB" % mm, "<= 128 KiB",
+                    None if mm is None else mm <= 128))
+        ic = v(t, "loopback", "idle_cpu")
+        out.append(("%s: server CPU while idle" % t, "-" if ic is None else "%.2f s" % ic,
+                    "~0 (< 0.05 s per hold)", None if ic is None else ic < 0.05))
+    return out
+
+
+def markdown(bench, rows):
+    a = bench.args
+    L = []
+    add = L.append
+    add("Run %s, %s; %.0f s in all." % (datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                                       "quick mode" if a.quick else "full mode",
+                                       getattr(bench, "elapsed", 0)))
+    add("")
+    add("Command: `%s`" % a.command_line)
+    add("")
+    add("Machine: %s" % machine_text())
+    add("")
+    for var in a.variants:
+        title = ("straight on loopback" if var == "loopback" else
+                 "through the delay proxy (%s ms each way)" % a.delay_ms)
+        add("#### %s" % title)
+        add("")
+        cols = [c for c in COLUMNS if any(value(rows, p, var, c[0]) is not None for p in a.paths)]
+        add("| path | " + " | ".join(c[1] for c in cols) + " |")
+        add("|---|" + "---|" * len(cols))
+        for p in a.paths:
+            cells = [_cell(rows, p, var, c[0], c[2], c[0] in ("thr_up", "thr_down", "thr_multi",
+                                                                "echo_median"))
+                     for c in cols]
+            add("| %s | %s |" % (p, " | ".join(cells)))
+        add("")
+        add("(x C) = ratio to the CONNECT path on the same variant. Ratios to raw: results.csv.")
+        add("")
+    errs = [r for r in rows if r["metric"] == "error"]
+    notes = [r for r in rows if r["note"] and r["metric"] in ("idle_held", "mem_per_idle",
+                                                               "thr_multi")]
+    if notes or errs:
+        add("Notes:")
+        add("")
+        for r in notes:
+            add("- %s / %s %s: %s" % (r["path"], r["variant"], r["metric"], r["note"]))
+        for r in errs:
+            add("- %s / %s FAILED: %s" % (r["path"], r["variant"], r["note"]))
+        add("")
+    add("#### Targets")
+    add("")
+    add("| target | figure | wanted | met |")
+    add("|---|---|---|---|")
+    for text, fig, want, met in targets(rows):
+        add("| %s | %s | %s | %s |" % (text, fig, want,
+                                        {True: "yes", False: "**no**", None: "-"}[met]))
+    add("")
+    return "\n".join(L)
+
+
+def machine_text():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) // 1024
+    pk = []
+    for p in ("apache2", "libcurl4", "libssl3", "nginx-light", "stunnel4", "proxytunnel",
+              "websockify", "httptunnel"):
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", p], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+        pk.append("%s %s" % (p, r.stdout.strip() or "?"))
+    load = os.getloadavg()
+    return ("%d cores (nproc), %s, %d MiB RAM, kernel %s, Debian %s; load average at the "
+            "end %.2f %.2f %.2f; packages: %s" % (
+                os.cpu_count(), cpu, mem, platform.release(), _debian_version(),
+                load[0], load[1], load[2], ", ".join(pk)))
+
+
+def _debian_version():
+    try:
+        with open("/etc/debian_version") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def plots(rows, outdir, variants, paths):
+    """Throughput and echo bar charts (gnuplot, SVG); returns the files written."""
+    if not os.path.exists(GNUPLOT):
+        return []
+    files = []
+    dat = os.path.join(outdir, "plot.dat")
+    with open(dat, "w") as f:
+        f.write("# path " + " ".join("%s_%s" % (m, v) for v in variants
+                                     for m in ("up", "down", "multi", "echo")) + "\n")
+        for p in paths:
+            vals = []
+            for v in variants:
+                for m in ("thr_up", "thr_down", "thr_multi", "echo_median"):
+                    x = value(rows, p, v, m)
+                    vals.append("%.6g" % x if x is not None else "NaN")
+            f.write("%s %s\n" % (p, " ".join(vals)))
+    for i, v in enumerate(variants):
+        base = 2 + 4 * i
+        if not any(value(rows, p, v, m) is not None for p in paths
+                   for m in ("thr_up", "thr_down", "thr_multi", "echo_median")):
+            continue
+        thr = os.path.join(outdir, "throughput-%s.svg" % v)
+        echo = os.path.join(outdir, "echo-%s.svg" % v)
+        script = """
+set terminal svg size 900,420 dynamic font "sans,11"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set boxwidth 0.9
+set xtics rotate by -30
+set grid ytics
+set key top right
+set datafile missing "NaN"
+set output "{thr}"
+set title "Throughput, {v} (MB/s, higher is better)"
+set ylabel "MB/s"
+plot "{dat}" using {c1}:xtic(1) title "single stream up", "" using {c2} title "single stream down", "" using {c3} title "100 streams down"
+set output "{echo}"
+set title "One-byte echo round trip, {v} (median, ms, lower is better)"
+set ylabel "ms"
+set logscale y
+plot "{dat}" using {c4}:xtic(1) title "echo median"
+""".format(thr=thr, echo=echo, v=v, dat=dat, c1=base, c2=base + 1, c3=base + 2, c4=base + 3)
+        r = subprocess.run([GNUPLOT], input=script, text=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+        if r.returncode == 0:
+            files += [thr, echo]
+        else:
+            log("gnuplot failed: %s" % r.stderr[-500:])
+    return files
+
+
+BEGIN, END = "<!-- bench:begin (generated by bench/bench.py) -->", "<!-- bench:end -->"
+
+
+def update_docs(md, plot_files):
+    doc = os.path.join(REPO, "docs", "BENCHMARKS.md")
+    try:
+        with open(doc) as f:
+            text = f.read()
+    except OSError:
+        text = "# Benchmarks\n\n%s\n%s\n" % (BEGIN, END)
+    block = md
+    for p in plot_files:
+        name = "bench-" + os.path.basename(p)
+        shutil.copy2(p, os.path.join(REPO, "docs", name))
+        block += "\n![%s](%s)\n" % (name, name)
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        text = head + BEGIN + "\n" + block + "\n" + END + tail
+    else:
+        text += "\n" + BEGIN + "\n" + block + "\n" + END + "\n"
+    with open(doc, "w") as f:
+        f.write(text)
+    log("updated %s" % doc)
+
+
+# --------------------------------------------------------------------------
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--paths", default=",".join(PATHS),
+                    help="comma-separated subset of: %s" % ",".join(PATHS))
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="loopback,delay")
+    ap.add_argument("--figures", default=",".join(FIGURES),
+                    help="comma-separated subset of: %s" % ",".join(FIGURES))
+    ap.add_argument("--quick", action="store_true",
+                    help="a seconds-long smoke: small transfers, few echoes, 20 idle tunnels")
+    ap.add_argument("--bytes", type=int, default=200 * MB,
+                    help="bytes per throughput figure (default 200 MB)")
+    ap.add_argument("--seconds", type=float, default=30,
+                    help="... or about this long, whichever comes first (default 30)")
+    ap.add_argument("--streams", type=int, default=100)
+    ap.add_argument("--echo-count", type=int, default=2000)
+    ap.add_argument("--echo-count-delay", type=int, default=200)
+    ap.add_argument("--idle", type=int, default=5000, help="idle tunnels to ramp up to")
+    ap.add_argument("--idle-batch", type=int, default=50)
+    ap.add_argument("--idle-hold", type=float, default=10.0)
+    ap.add_argument("--idle-settle", type=float, default=3.0)
+    ap.add_argument("--idle-timeout", type=float, default=900.0)
+    ap.add_argument("--delay-ms", type=float, default=20.0)
+    ap.add_argument("--delay-window", type=int, default=16 * 1024 * 1024,
+                    help="bytes the delay proxy holds per direction (default 16 MiB)")
+    ap.add_argument("--thread-stack", type=int, default=65536, help="Apache ThreadStackSize")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"),
+                    help="output directory (default bench/results)")
+    ap.add_argument("--tmpdir", default="/tmp")
+    ap.add_argument("--update-docs", action="store_true",
+                    help="rewrite the generated block of docs/BENCHMARKS.md and its plots")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    a = ap.parse_args(argv)
+    a.command_line = " ".join(shlex.quote(x) for x in [os.path.relpath(sys.argv[0], REPO)] + argv)
+    a.paths = [p for p in a.paths.split(",") if p]
+    a.variants = [v for v in a.variants.split(",") if v]
+    a.figures = [f for f in a.figures.split(",") if f]
+    for p in a.paths:
+        if p not in PATHS:
+            ap.error("unknown path %s" % p)
+    for v in a.variants:
+        if v not in VARIANTS:
+            ap.error("unknown variant %s" % v)
+    if a.quick:
+        a.bytes = min(a.bytes, 20 * MB)
+        a.seconds = min(a.seconds, 2)
+        a.streams = min(a.streams, 10)
+        a.echo_count = min(a.echo_count, 100)
+        a.echo_count_delay = min(a.echo_count_delay, 10)
+        a.idle = min(a.idle, 20)
+        a.idle_hold = min(a.idle_hold, 1)
+        a.idle_settle = min(a.idle_settle, 0.5)
+    return a
+
+
+def main(argv=None):
+    a = parse_args(sys.argv[1:] if argv is None else argv)
+    missing = sorted(set(b for p in a.paths for b in PEER_BINS.get(p, []) if not os.path.exists(b)))
+    if missing:
+        raise SystemExit("bench: missing peer programs %s (./quickstart installs them)"
+                         % " ".join(missing))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4 * a.idle + 1000:
+        log("RLIMIT_NOFILE is %d: the idle ramp may stop early (raise ulimit -Hn)" % soft)
+    b = Bench(a)
+    log("working in %s" % b.work)
+    try:
+        b.run()
+    finally:
+        b.stop_all()
+    os.makedirs(a.out, exist_ok=True)
+    csv_path = os.path.join(a.out, "results.csv")
+    write_csv(b.rows, csv_path)
+    md = markdown(b, b.rows)
+    md_path = os.path.join(a.out, "results.md")
+    with open(md_path, "w") as f:
+        f.write(md + "\n")
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump({"rows": b.rows, "args": {k: v for k, v in vars(a).items()}}, f, indent=1)
+    pf = plots(b.rows, a.out, a.variants, a.paths)
+    if a.update_docs:
+        update_docs(md, pf)
+    if not a.keep:
+        shutil.rmtree(b.work, ignore_errors=True)
+    else:
+        log("kept %s" % b.work)
+    sys.stdout.write(md + "\n")
+    log("wrote %s, %s%s" % (csv_path, md_path, "".join(", " + p for p in pf)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
