@@ -59,6 +59,9 @@ static const char help_text[] =
 "      --transport MODE       how bytes travel: auto (default), duplex, stream,\n"
 "                             batch, or PUSH/PULL to mix stream and batch\n"
 "                             (e.g. batch/stream; see below)\n"
+"      --no-resume            do not ask the server to keep sent bytes until\n"
+"                             acknowledged: a cut connection then ends the\n"
+"                             tunnel (default: every cut is resumed)\n"
 "  -u, --user USER:PASS       credentials for the server\n"
 "      --auth METHOD          basic (default: sent at once), digest or any\n"
 "                             (digest and any use HTTP/1.1)\n"
@@ -114,7 +117,7 @@ static const char help_text[] =
 enum {
     OPT_CACERT = 256, OPT_CERT, OPT_KEY, OPT_PROXY_CACERT, OPT_PROXY_INSECURE,
     OPT_CONNECT_TIMEOUT, OPT_HTTP11, OPT_HTTP2, OPT_HTTP2_PK, OPT_TRANSPORT, OPT_AUTH,
-    OPT_PROXY_AUTH
+    OPT_PROXY_AUTH, OPT_NO_RESUME
 };
 
 static const struct option long_opts[] = {
@@ -134,6 +137,7 @@ static const struct option long_opts[] = {
     { "http2",           no_argument,       NULL, OPT_HTTP2 },
     { "http2-prior-knowledge", no_argument, NULL, OPT_HTTP2_PK },
     { "transport",       required_argument, NULL, OPT_TRANSPORT },
+    { "no-resume",       no_argument,       NULL, OPT_NO_RESUME },
     { "auth",            required_argument, NULL, OPT_AUTH },
     { "proxy-auth",      required_argument, NULL, OPT_PROXY_AUTH },
     { "verbose",         no_argument,       NULL, 'v' },
@@ -354,6 +358,9 @@ int rhc_opts_parse(int argc, char **argv, struct rhc_opts *o)
             break;
         case OPT_PROXY_INSECURE:
             o->proxy_insecure = 1;
+            break;
+        case OPT_NO_RESUME:
+            o->no_resume = 1;
             break;
         case 'x':
             o->proxy = optarg;

@@ -56,6 +56,7 @@ struct rhc_opts {
     const char *cacert, *cert, *key;
     const char *user, *proxy, *proxy_user, *proxy_cacert;
     int insecure, proxy_insecure;
+    int no_resume;              /* --no-resume: sessions are not opened resumable */
     int verbose;
     long connect_timeout_ms;
     long http_version;          /* CURL_HTTP_VERSION_*; 0: chosen by the transport */

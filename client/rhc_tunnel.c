@@ -82,13 +82,15 @@
 #define OPEN_TIMEOUT_MS   30000
 #define CLOSE_TIMEOUT_MS  5000
 #define LINGER_MS         5000            /* time for an R frame to leave before teardown */
+#define ACK_IDLE_MS       200             /* resume: acknowledge what came once down is quiet this long */
+#define ACK_TIMEOUT_MS    15000
 #define RETRY_MAX         12              /* tries of a refused or cut push / pull in a row */
 #define TOKEN_LEN         48
 #define SID_LEN           16
 #define BODY_MAX          200             /* bytes of an error body kept for messages */
 
-enum req_kind { REQ_OPEN, REQ_PULL, REQ_PUSH, REQ_DUPLEX, REQ_CLOSE };
-static const char *const kind_name[] = { "open", "pull", "push", "duplex", "close" };
+enum req_kind { REQ_OPEN, REQ_PULL, REQ_PUSH, REQ_DUPLEX, REQ_CLOSE, REQ_ACK };
+static const char *const kind_name[] = { "open", "pull", "push", "duplex", "close", "ack" };
 static const char *const xp_name[] = { "auto", "duplex", "stream", "batch" };
 
 struct rhc_req {
@@ -131,6 +133,7 @@ struct rhc_req {
     size_t p_len;
     int send_paused;
     int end_wanted;             /* streamed: end the body at the next chance */
+    int refresh;                /* stream push ended only to learn the server's offset */
     int body_ended;             /* streamed: the read callback said end */
     uint64_t emitted;           /* streamed: body bytes handed to curl */
     int acked_any;              /* streamed: the server confirmed bytes of this body */
@@ -152,7 +155,11 @@ struct rhc_tunnel {
     char sid[SID_LEN + 1];      /* public part of the token, the only part we print */
     int resume;                 /* the server keeps bytes until acknowledged (Resume) */
     uint64_t ack_every;         /* resume: acknowledge down bytes this often */
-    uint64_t down_acked_sent;   /* resume: down offset told to the server */
+    uint64_t down_acked_sent;   /* resume: down offset told to the server (maybe in flight) */
+    uint64_t down_acked_conf;   /* resume: ... and confirmed by it */
+    struct rhc_req *ackreq;     /* resume, streamed down: the ack request in flight */
+    unsigned ack_fails;         /* ack requests failed in a row */
+    int64_t ack_retry_at;
     struct rhc_req *open;
     unsigned open_retries;
 
@@ -699,6 +706,7 @@ static long http_version(const struct rhc_opts *o)
 }
 
 static size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud);
+static const char *req_error(const struct rhc_req *r, CURLcode rc);
 static size_t body_read(char *buf, size_t size, size_t nitems, void *ud);
 static int body_seek(void *ud, curl_off_t offset, int origin);
 
@@ -1237,21 +1245,6 @@ static uint64_t ack_gap(const rhc_tunnel *t)
     return t->resume ? t->down_off - t->down_acked_sent : 0;
 }
 
-/* Resume: a streamed body that sent F stays open for A frames until the down
- * direction is over (the server keeps what it sent until told). */
-static int fin_keeps_open(const rhc_tunnel *t)
-{
-    return t->resume && !t->down_fin && !t->fail_code;
-}
-
-static size_t emit_ack(rhc_tunnel *t, char *buf)
-{
-    unsigned char a[8];
-
-    rh_put_u64(a, t->down_off);
-    t->down_acked_sent = t->down_off;
-    return emit(buf, RH_FRAME_ACK, a, 8);
-}
 
 /* curl wants body bytes of a stream push or a duplex: frames straight from the
  * ring into curl's buffer, as many as it has room for. */
@@ -1264,9 +1257,11 @@ static size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
 
     if (r->body_ended)
         return 0;
-    /* The body ends after R, when given up, or after F; with resume, only once
-     * the down direction is over too: until then it carries A frames. */
-    if (r->end_wanted || r->p_r || (r->p_fin && !fin_keeps_open(t))) {
+    /* The body ends after R, when given up, or after F. (Acknowledgements of
+     * down bytes never ride in a streamed body: behind up bytes that wait for
+     * the target, which waits for down bytes to leave, they would stall an
+     * echo. They go on pulls and ack requests of their own.) */
+    if (r->end_wanted || r->p_r || r->p_fin) {
         r->body_ended = 1;
         return 0;
     }
@@ -1276,8 +1271,6 @@ static size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
     }
     if (!t->up_r_pending)
         up_fill(t);
-    if (ack_gap(t) && room >= RH_FRAME_HDR + 8)
-        used += emit_ack(t, buf + used);
     if (t->hb_pending && room - used >= RH_FRAME_HDR) {
         size_t pad = t->hb_pad < room - used - RH_FRAME_HDR ? t->hb_pad
                                                             : room - used - RH_FRAME_HDR;
@@ -1361,9 +1354,7 @@ static struct rhc_req *bpush_new(rhc_tunnel *t, uint64_t off, uint64_t end, int 
     struct rhc_req *r = req_new(t->ctx, t, REQ_PUSH, t->token);
     size_t data = (size_t)(end - off);
     size_t nframes = (data + RH_FRAME_MAX - 1) / RH_FRAME_MAX;
-    int ack = ack_gap(t) > 0;   /* resume: down bytes received, told on the way */
-    size_t len = (ack ? RH_FRAME_HDR + 8 : 0) + data + nframes * RH_FRAME_HDR +
-                 (fin ? RH_FRAME_HDR : 0);
+    size_t len = data + nframes * RH_FRAME_HDR + (fin ? RH_FRAME_HDR : 0);
 
     if (!r)
         return NULL;
@@ -1373,7 +1364,7 @@ static struct rhc_req *bpush_new(rhc_tunnel *t, uint64_t off, uint64_t end, int 
     r->tries = tries;
     if (!(r->p_body = malloc(len ? len : 1)))
         goto fail;
-    size_t pos = ack ? emit_ack(t, (char *)r->p_body) : 0;
+    size_t pos = 0;
     for (uint64_t o = off; o < end; ) {
         size_t n = end - o > RH_FRAME_MAX ? RH_FRAME_MAX : (size_t)(end - o);
         rh_frame_hdr(r->p_body + pos, RH_FRAME_DATA, n);
@@ -1567,7 +1558,7 @@ static int start_pull(rhc_tunnel *t)
     t->pull = r;
     t->repull_at = 0;
     t->pull_last_rx = now;
-    t->down_acked_sent = t->down_off;   /* Relay-Ack */
+    t->down_acked_sent = t->down_acked_conf = t->down_off;   /* Relay-Ack */
     t->probe_until = t->auto_x && !batch ? now + PROBE_FIRST_MS : 0;
     ++t->pulls;
     t_log(t, 2, "%s pull from offset %" PRIu64, batch ? "batch" : "stream", t->down_off);
@@ -1631,7 +1622,7 @@ static int start_duplex(rhc_tunnel *t)
     t->duplex = r;
     t->repull_at = 0;
     t->pull_last_rx = now;
-    t->down_acked_sent = t->down_off;   /* Relay-Ack */
+    t->down_acked_sent = t->down_acked_conf = t->down_off;   /* Relay-Ack */
     t->push_last_emit = now;
     t->ack_wait_since = 0;
     t->probe_until = t->auto_x ? now + PROBE_FIRST_MS : 0;
@@ -1643,6 +1634,76 @@ fail:
     req_free(r);
     t_fail(t, RHC_EXIT_ERROR, "duplex: cannot start a request (out of memory)");
     return -1;
+}
+
+/* Resume with a streamed down direction: the server keeps what it sent until
+ * told, in its buffer; an ack request tells it, on a request of its own (see
+ * body_read for why not in a body). One at a time: once a quarter of the
+ * server's buffer came, or once down is quiet, so that an idle session holds no
+ * memory there. */
+static void maybe_ack(rhc_tunnel *t, int64_t now)
+{
+    struct rhc_req *dr = down_req(t);
+    uint64_t gap = ack_gap(t);
+
+    if (!gap || t->ackreq || t->fail_code || !dr || dr->batch || now < t->ack_retry_at)
+        return;
+    if (gap < t->ack_every && now < t->last_down_data + ACK_IDLE_MS)
+        return;
+    struct rhc_req *r = req_new(t->ctx, t, REQ_ACK, t->token);
+    if (!r || add_header(r, "Relay-Ack: %" PRIu64, t->down_off) < 0 ||
+        add_header(r, "Content-Type:") < 0)
+        goto fail;
+    req_empty_body(r);
+    r->offset = t->down_off;
+    curl_easy_setopt(r->h, CURLOPT_TIMEOUT_MS, (long)ACK_TIMEOUT_MS);
+    if (req_go(r) < 0)
+        goto fail;
+    t->ackreq = r;
+    t->down_acked_sent = t->down_off;
+    t_log(t, 3, "ack %" PRIu64, t->down_off);
+    return;
+fail:
+    req_free(r);
+    t_fail(t, RHC_EXIT_ERROR, "ack: cannot start a request (out of memory)");
+}
+
+/* When maybe_ack wants a look without an fd event, or -1. */
+static int64_t ack_deadline(const rhc_tunnel *t)
+{
+    struct rhc_req *dr = down_req(t);
+
+    if (!ack_gap(t) || t->ackreq || !dr || dr->batch)
+        return -1;
+    int64_t d = t->last_down_data + ACK_IDLE_MS;
+    return d > t->ack_retry_at ? d : t->ack_retry_at;
+}
+
+static void ack_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
+{
+    t->ackreq = NULL;
+    if (rc == CURLE_OK && r->hdr_done && (r->status == 204 || r->status == 200)) {
+        if (r->offset > t->down_acked_conf)
+            t->down_acked_conf = r->offset;
+        t->ack_fails = 0;
+    } else if (rc == CURLE_OK && r->hdr_done && r->status == 416) {
+        /* beyond what the server sent: it cannot be (a server that went back
+         * without telling); the pull will find out */
+        t_log(t, 1, "ack: HTTP 416 for offset %" PRIu64, r->offset);
+        t->down_acked_sent = t->down_acked_conf;
+        t->ack_retry_at = now_ms() + 1000;
+    } else {
+        /* a cut, or the session is gone (the pull says so): try again later */
+        char line[BODY_MAX + 1];
+        body_line(r, line, sizeof(line));
+        if (rc != CURLE_OK)
+            t_log(t, 2, "ack: %s; trying again", req_error(r, rc));
+        else
+            t_log(t, 2, "ack: HTTP %ld %s; trying again", r->status, line);
+        t->down_acked_sent = t->down_acked_conf;
+        t->ack_retry_at = now_ms() + backoff_ms(t->ack_fails++);
+    }
+    req_free(r);
 }
 
 /* Starts the request that carries down bytes next. */
@@ -1689,11 +1750,7 @@ static void start_close(rhc_ctx *c, const char *token, const char *label, const 
  * with both directions busy stalls. */
 static int want_resume(const rhc_tunnel *t)
 {
-    const struct rhc_opts *o = t->ctx->o;
-
-    if (o->transport == RHC_XP_AUTO)
-        return t->ctx->best_down == RHC_XP_BATCH;
-    return o->transport_down == RHC_XP_BATCH;
+    return !t->ctx->o->no_resume;
 }
 
 static struct rhc_req *start_open(rhc_tunnel *t)
@@ -1951,7 +2008,7 @@ static void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     /* the server keeps what it sent until acknowledged: acknowledge at least every
      * quarter of its buffer, or it stops reading the target */
     t->ack_every = (r->buffer >= 16384 ? r->buffer : 262144) / 4;
-    t->down_acked_sent = t->down_off;
+    t->down_acked_sent = t->down_acked_conf = t->down_off;
     curl_off_t pre = 0, first = 0;
     curl_easy_getinfo(r->h, CURLINFO_PRETRANSFER_TIME_T, &pre);
     curl_easy_getinfo(r->h, CURLINFO_STARTTRANSFER_TIME_T, &first);
@@ -1987,9 +2044,10 @@ static void restart_session(rhc_tunnel *t, const char *why)
     req_free(t->pull);
     req_free(t->spush);
     req_free(t->duplex);
+    req_free(t->ackreq);
     for (int i = 0; i < t->nbpush; ++i)
         req_free(t->bpush[i]);
-    t->pull = t->spush = t->duplex = NULL;
+    t->pull = t->spush = t->duplex = t->ackreq = NULL;
     t->nbpush = 0;
     start_close(c, t->token, t->label, t->sid);
     memset(t->token, 0, sizeof(t->token));
@@ -2116,7 +2174,9 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
                 t->up_done = 1;
                 t->up_retries = 0;
             } else if (up_rewind(t, x, "push ended") == 0) {
-                if (r->end_wanted)
+                if (r->refresh)
+                    delay = 0;  /* the ring is free again: a new push goes on */
+                else if (r->end_wanted)
                     t_log(t, 2, "stream push ended at %" PRIu64 ": pushes go on as batch", x);
                 else
                     delay = 0;  /* the server ended it early: a new one goes on */
@@ -2421,6 +2481,9 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
     case REQ_DUPLEX:
         duplex_done(t, r, rc);
         break;
+    case REQ_ACK:
+        ack_done(t, r, rc);
+        break;
     case REQ_CLOSE:
         break;
     }
@@ -2437,9 +2500,10 @@ static void t_finish(rhc_tunnel *t)
     req_free(t->pull);
     req_free(t->spush);
     req_free(t->duplex);
+    req_free(t->ackreq);
     for (int i = 0; i < t->nbpush; ++i)
         req_free(t->bpush[i]);
-    t->open = t->pull = t->spush = t->duplex = NULL;
+    t->open = t->pull = t->spush = t->duplex = t->ackreq = NULL;
     t->nbpush = 0;
     /* a resumable session lingers on the server after a clean end, for a client
      * that missed the last bytes: this one has them all */
@@ -2486,8 +2550,7 @@ static void up_kick(rhc_tunnel *t)
         unpause_send(t->duplex);
     if (sc) {
         if (sc->send_paused &&
-            (t->up_r_pending || t->hb_pending || ack_gap(t) >= t->ack_every ||
-             (sc->p_fin && !fin_keeps_open(t)) ||
+            (t->up_r_pending || t->hb_pending || sc->p_fin ||
              (!t->up_hold && (up_read_off(t) > t->up_sent || (t->up_eof && !t->up_fin_sent)))))
             unpause_send(sc);
         return;
@@ -2498,11 +2561,28 @@ static void up_kick(rhc_tunnel *t)
            (up_read_off(t) > t->up_sent || (t->up_eof && !t->up_fin_sent)))
         if (start_bpush(t) < 0)
             return;
-    /* resume, pulls that stream: the server keeps what it sent until told; with
-     * nothing to push, a push of just an A frame tells it */
-    struct rhc_req *dr = down_req(t);
-    if (ack_gap(t) >= t->ack_every && dr && !dr->batch && t->nbpush < BATCH_INFLIGHT)
-        start_bpush(t);
+}
+
+/* A streamed body whose ring is full of sent bytes, after the down direction
+ * ended: no A frames will come to confirm them. Without help the ring would
+ * never free up, and the local EOF (or more bytes) would never be read. So the
+ * body is ended: a stream push's answer says how far the server got and a new
+ * push goes on; after a duplex, a stream push goes on from what was confirmed
+ * (the server drops what it already has). */
+static void spush_refresh(rhc_tunnel *t)
+{
+    struct rhc_req *sc = up_streamer(t);
+
+    if (!sc || sc->end_wanted || sc->body_ended || sc->p_fin || sc->p_r || !t->down_fin ||
+        (sc == t->spush && down_req(t)) || t->up_eof || t->fail_code || t->up_switching)
+        return;
+    if (t->ucap < UPBUF_MAX || t->ucap - t->ulen >= 16384 || t->up_sent < up_read_off(t))
+        return;
+    t_log(t, 2, "up ring full of unconfirmed bytes after the down direction ended: "
+          "ending the push to learn the server's offset");
+    sc->end_wanted = 1;
+    sc->refresh = 1;
+    unpause_send(sc);
 }
 
 /* Moves a tunnel on after events; frees it when it is over. */
@@ -2513,7 +2593,10 @@ static void t_advance(rhc_tunnel *t, int64_t now)
     /* an ended duplex body: its bytes are confirmed once A frames say so */
     if (t->up_switching && t->duplex && t->duplex->body_ended && t->up_acked >= t->up_sent)
         t->up_switching = 0;
+    spush_refresh(t);
     up_kick(t);
+    if (t->resume)
+        maybe_ack(t, now);
     if (t->fail_code) {
         if (t->linger_until && (t->spush || t->duplex) && now < t->linger_until)
             return;     /* give the R frame its chance */
@@ -2523,7 +2606,7 @@ static void t_advance(rhc_tunnel *t, int64_t now)
     if (t->down_fin && t->olen == 0 && !t->out_shut)
         shut_output(t);
     if (t->out_shut && t->up_done && !t->pull && !t->duplex && !t->spush && !t->nbpush &&
-        !t->open)
+        !t->open && !t->ackreq)
         t_finish(t);
 }
 
@@ -2603,6 +2686,8 @@ static int64_t t_deadline(const rhc_tunnel *t)
     min_deadline(&d, stall_deadline(t));
     min_deadline(&d, flush_deadline(t));
     min_deadline(&d, probe_deadline(t));
+    if (t->resume)
+        min_deadline(&d, ack_deadline(t));
     if (t->up_switching && t->duplex)
         min_deadline(&d, t->switch_since + SWITCH_WAIT_MS);
     if (t->up_fallback_at)

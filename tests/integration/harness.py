@@ -190,6 +190,15 @@ def make_traversable(path):
 # Backends
 # --------------------------------------------------------------------------
 
+def listener(backlog=256):
+    """A TCP socket listening on a free 127.0.0.1 port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+    return sock
+
+
 class EchoServer:
     """Threaded TCP echo server on 127.0.0.1.
 
@@ -198,10 +207,7 @@ class EchoServer:
     """
 
     def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(256)
+        self.sock = listener()
         self.port = self.sock.getsockname()[1]
         self.lock = threading.Lock()
         self.accepted = 0
@@ -806,8 +812,9 @@ class Forward:
         self.stop()
 
 
-def pump(host, port, nbytes=None, payload=None, timeout=120, chunk=65536):
-    """Connect, send payload (or nbytes random bytes) while reading concurrently.
+def pump(host, port, nbytes=None, payload=None, timeout=120, chunk=65536, rate=None):
+    """Connect, send payload (or nbytes random bytes) while reading concurrently;
+    at most `rate` bytes/s when given (so that faults land in the middle).
 
     After sending everything, shut down the write side; read until EOF.
     Returns dict(sent_sha, recv_sha, sent, received, error, elapsed)."""
@@ -828,8 +835,12 @@ def pump(host, port, nbytes=None, payload=None, timeout=120, chunk=65536):
         off = 0
         try:
             while off < len(mv):
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     raise TimeoutError("send timed out after %d of %d bytes" % (off, len(mv)))
+                if rate and off > rate * (now - start):
+                    time.sleep(min(0.05, off / rate - (now - start)))
+                    continue
                 try:
                     n = s.send(mv[off:off + chunk])
                 except socket.timeout:

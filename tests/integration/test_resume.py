@@ -91,35 +91,3 @@ def test_resume_final_bytes_after_clean_end(relay_apache, mpm):
     sid = token[:16]
     assert harness.wait_for(lambda: sid in a.sessions(mark)[1], 5, interval=0.1)
     assert "closed by both ends" in a.error_log_tail(50, mark)
-
-
-@pytest.mark.rh_timeout(180)
-def test_graceful_restarts_during_transfer(relay_apache, client_bin, tls):
-    """Graceful restarts (logrotate does one daily) in the middle of a transfer:
-    the relay core and its sessions go on, every byte arrives once, in order."""
-    import signal
-    import threading
-    a = relay_apache
-    mark = a.error_log_mark()
-    payload = os.urandom(100 * 1024 * 1024)
-    with harness.Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"]) as fw:
-        result = {}
-        t = threading.Thread(target=lambda: result.update(
-            harness.pump("127.0.0.1", fw.port, payload=payload, timeout=150)))
-        t.start()
-        for _ in range(2):
-            time.sleep(0.15)
-            a.proc.send_signal(signal.SIGUSR1)   # apachectl -k graceful
-        t.join(160)
-        assert not t.is_alive(), "transfer hung across graceful restarts"
-        assert not result.get("error"), (result, fw.stderr_text())
-        assert result["received"] == len(payload), result
-        assert result["recv_sha"] == result["sent_sha"], result
-        # the restarts happened while the bytes were on their way
-        assert result["elapsed"] > 0.3, result
-    log = a.error_log_text(mark)
-    assert "kept across the restart" in log, a.error_log_tail(30, mark)
-    assert "died" not in log, a.error_log_tail(30, mark)
-    # and new sessions work after the restarts
-    token, _ = open_session(a.relay_url)
-    assert curl(a.relay_url + "/echo/close", headers=["Relay-Session: " + token]).status == 204

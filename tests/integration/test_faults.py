@@ -1,0 +1,370 @@
+"""No byte lost: fault injection with the real parts (docs/PROTOCOL.md, Resume).
+
+A chaos proxy cuts the client's connections at random points; graceful restarts,
+SIGKILLed children and a SIGKILLed relay core hit a transfer in flight; the far
+end closes or resets. Every byte arrives once and in order, or the tunnel ends
+with a clear error and never with wrong bytes.
+"""
+import hashlib
+import os
+import re
+import random
+import signal
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+import harness
+from chaos import ChaosProxy
+from harness import Forward, curl, pump
+from test_skeleton import open_session
+
+MB = 1024 * 1024
+CLOSED_RE = re.compile(r"session ([0-9a-f]{16}) closed \(([^)]*)\) target=\S+ up=(\d+) down=(\d+)")
+
+
+def _closed(a, mark, sid=None):
+    """{sid: (reason, up, down)} of the sessions closed since mark."""
+    out = {}
+    for m in CLOSED_RE.finditer(a.error_log_text(mark)):
+        out[m.group(1)] = (m.group(2), int(m.group(3)), int(m.group(4)))
+    return out
+
+
+def _transfer(fw_port, payload, result, timeout, rate=None):
+    result.update(pump("127.0.0.1", fw_port, payload=payload, timeout=timeout, rate=rate))
+
+
+def _start_transfer(fw, size, rate, timeout):
+    """A paced echo transfer of size random bytes in a thread: (thread, payload, result)."""
+    payload = os.urandom(size)
+    res = {}
+    t = threading.Thread(target=_transfer, args=(fw.port, payload, res, timeout, rate))
+    t.start()
+    return t, payload, res
+
+
+def _assert_intact(res, size, fw):
+    assert res["error"] is None, (res, fw.stderr_text())
+    assert res["received"] == res["sent"] == size, (res, fw.stderr_text())
+    assert res["recv_sha"] == res["sent_sha"], res
+
+
+# ---------------------------------------------------------------------------
+# A chaos proxy between the client and Apache
+# ---------------------------------------------------------------------------
+
+TRANSPORTS = [
+    ("stream", ["--transport", "stream", "--http1.1"]),
+    ("batch", ["--transport", "batch", "--http1.1"]),
+    ("duplex", ["--transport", "duplex", "--http2"]),
+]
+
+
+@pytest.mark.rh_timeout(300)
+@pytest.mark.parametrize("mpm", ["event"])
+@pytest.mark.parametrize("name,args", TRANSPORTS, ids=[t[0] for t in TRANSPORTS])
+def test_chaos_cuts(relay_apache, mpm, client_bin, tls, name, args):
+    """100 MB each way while every connection is cut after 0.5 to 3 s (RST or
+    FIN, at random): sha256 equal, and the target saw each byte exactly once."""
+    a = relay_apache
+    mark = a.error_log_mark()
+    size = 100 * MB
+    payload = os.urandom(size)
+    with ChaosProxy(a.port, seed=hash(name) & 0xffff) as chaos:
+        url = "https://127.0.0.1:%d/relay" % chaos.port
+        with Forward(client_bin, url, "echo", cacert=tls["ca"], extra_args=args) as fw:
+            # paced at 10 MB/s: at full loopback speed the 100 MB would be
+            # through before the first cut
+            res = pump("127.0.0.1", fw.port, payload=payload, timeout=250, rate=10 * MB)
+            _assert_intact(res, size, fw)
+            resumed = [l for l in fw.lines() if "resum" in l or "trying again" in l]
+            stats = chaos.stats()
+    print("%s: 100 MB each way in %.1f s through %d cuts; client: %d resumes" % (
+        name, res["elapsed"], stats["cuts"], len(resumed)))
+    # the check could not fail if nothing had been cut in the middle of things
+    assert stats["cuts"] >= 3, stats
+    assert resumed, "no cut hit a request of the session:\n" + fw.stderr_text()
+    # the echo target got (and sent back) each byte exactly once
+    assert harness.wait_for(lambda: _closed(a, mark), 15), a.error_log_tail(30, mark)
+    (reason, up, down), = _closed(a, mark).values()
+    assert (up, down) == (size, size), (reason, up, down)
+
+
+# ---------------------------------------------------------------------------
+# Graceful restarts, dying children, a dying core
+# ---------------------------------------------------------------------------
+
+@pytest.mark.rh_timeout(240)
+@pytest.mark.parametrize("mpm", harness.MPMS)
+def test_five_graceful_restarts_during_transfer(relay_apache, mpm, client_bin, tls):
+    """apachectl -k graceful five times during one transfer (paced, so that
+    every restart lands in the middle of it): every byte arrives once, in order."""
+    a = relay_apache
+    mark = a.error_log_mark()
+    size = 60 * MB
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"]) as fw:
+        t, payload, res = _start_transfer(fw, size, 15 * MB, 200)
+        for _ in range(5):
+            time.sleep(0.6)
+            assert t.is_alive(), "transfer ended before the restarts: %s" % res
+            a.proc.send_signal(signal.SIGUSR1)      # apachectl -k graceful
+        t.join(210)
+        assert not t.is_alive(), "transfer hung across graceful restarts"
+        _assert_intact(res, size, fw)
+    log = a.error_log_text(mark)
+    assert log.count("kept across the restart") >= 5, a.error_log_tail(40, mark)
+    assert "died" not in log, a.error_log_tail(30, mark)
+    token, _ = open_session(a.relay_url)
+    assert curl(a.relay_url + "/echo/close", headers=["Relay-Session: " + token]).status == 204
+
+
+def _serving_children(a):
+    """Apache children that hold an established TCP connection on Apache's port."""
+    inodes = set()
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    p = line.split()
+                    if int(p[1].rsplit(":", 1)[1], 16) == a.port and p[3] == "01":
+                        inodes.add(p[9])
+        except OSError:
+            pass
+    core = a.core_pid()
+    out = []
+    for pid in a.pids():
+        if pid in (a.proc.pid, core):
+            continue
+        try:
+            for fd in os.listdir("/proc/%d/fd" % pid):
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    out.append(pid)
+                    break
+        except OSError:
+            continue
+    return out
+
+
+@pytest.mark.rh_timeout(240)
+@pytest.mark.parametrize("mpm", harness.MPMS)
+def test_sigkill_children_during_transfer(relay_apache, mpm, client_bin, tls):
+    """Children SIGKILLed in the middle of requests (the ones serving the
+    tunnel, and random others): the client resumes, the session goes on intact."""
+    a = relay_apache
+    mark = a.error_log_mark()
+    size = 60 * MB
+    rng = random.Random(7)
+    killed = []
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"]) as fw:
+        t, payload, res = _start_transfer(fw, size, 12 * MB, 200)
+        for i in range(6):
+            time.sleep(0.6)
+            if not t.is_alive():
+                break
+            serving = _serving_children(a)
+            others = [p for p in a.pids() if p not in (a.proc.pid, a.core_pid())]
+            pool = serving if (i % 2 == 0 and serving) else others
+            if pool:
+                victim = rng.choice(pool)
+                try:
+                    os.kill(victim, signal.SIGKILL)
+                    killed.append((victim, victim in serving))
+                except ProcessLookupError:
+                    pass
+        t.join(210)
+        assert not t.is_alive(), "transfer hung after children were killed"
+        _assert_intact(res, size, fw)
+        resumed = [l for l in fw.lines() if "resum" in l or "trying again" in l]
+    assert any(s for _, s in killed), "no child serving the tunnel was killed: %s" % killed
+    assert resumed, fw.stderr_text()
+    (reason, up, down), = [v for v in _closed(a, mark).values()]
+    assert (up, down) == (size, size), (reason, up, down)
+    token, _ = open_session(a.relay_url)
+    assert curl(a.relay_url + "/echo/close", headers=["Relay-Session: " + token]).status == 204
+
+
+@pytest.mark.rh_timeout(180)
+@pytest.mark.parametrize("mpm", ["prefork", "event"])
+def test_sigkill_core(relay_apache, mpm, client_bin, tls):
+    """The relay core SIGKILLed: httpd starts a new one; the tunnels it held end
+    with a clear error (a reset, never wrong bytes), new sessions work at once."""
+    a = relay_apache
+    old_core = a.core_pid()
+    assert old_core, a.error_log_tail(20)
+    size = 60 * MB
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"]) as fw:
+        t, payload, res = _start_transfer(fw, size, 10 * MB, 120)
+        time.sleep(1.0)
+        assert t.is_alive(), res
+        os.kill(old_core, signal.SIGKILL)
+        assert harness.wait_for(lambda: a.core_pid() not in (None, old_core), 10), \
+            a.error_log_tail(20)
+        # new sessions work at once, on the same running client
+        small = pump("127.0.0.1", fw.port, nbytes=MB, timeout=30)
+        assert small["error"] is None and small["recv_sha"] == small["sent_sha"], \
+            (small, fw.stderr_text())
+        t.join(130)
+        assert not t.is_alive(), "the tunnel of the killed core hung"
+        # the old tunnel ended with an error, and what did arrive is exactly the
+        # start of what was sent
+        assert res["received"] < size, res
+        assert res["error"] or res["received"] < res["sent"], res
+        got = hashlib.sha256(payload[:res["received"]]).hexdigest()
+        assert got == res["recv_sha"], "wrong bytes after the core died"
+        assert harness.wait_for(lambda: any("session" in l and ("lost" in l or "gone" in l or
+                                                                 "410" in l)
+                                            for l in fw.lines()), 10), fw.stderr_text()
+
+
+# ---------------------------------------------------------------------------
+# The far end: FIN as FIN, RST as an error, after every byte
+# ---------------------------------------------------------------------------
+
+class ScriptedTarget:
+    """A target that sends `send` bytes, then ends with FIN or RST (`end`),
+    and records what it received and how its peer ended."""
+
+    def __init__(self, send, end, wait_before_end=0.5):
+        self.sock = harness.listener(8)
+        self.port = self.sock.getsockname()[1]
+        self.payload = os.urandom(send)
+        self.end, self.wait = end, wait_before_end
+        self.received = hashlib.sha256()
+        self.nreceived = 0
+        self.peer_end = None        # "fin" or "rst"
+        self.done = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        c, _ = self.sock.accept()
+        reader = threading.Thread(target=self._read, args=(c,), daemon=True)
+        reader.start()
+        try:
+            c.sendall(self.payload)
+            time.sleep(self.wait)
+            if self.end == "fin":
+                c.shutdown(socket.SHUT_WR)
+                reader.join(60)
+            else:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                # the reader thread's recv holds the socket open past close():
+                # wake it first (SHUT_RD sends nothing), so close() resets now
+                c.shutdown(socket.SHUT_RD)
+                reader.join(5)
+                c.close()
+        except OSError:
+            pass
+
+    def _read(self, c):
+        try:
+            while True:
+                b = c.recv(65536)
+                if not b:
+                    self.peer_end = "fin"
+                    break
+                self.received.update(b)
+                self.nreceived += len(b)
+        except ConnectionResetError:
+            self.peer_end = "rst"
+        except OSError:
+            pass
+        self.done.set()
+
+    def stop(self):
+        self.sock.close()
+
+
+XP_ARGS = {name: args for name, args in TRANSPORTS}
+
+
+def _far_end_apache(apache_factory, module_so, targets, target):
+    t = dict(targets)
+    t["scripted"] = "127.0.0.1:%d" % target.port
+    return apache_factory.get("event", module=module_so, targets=t)
+
+
+def _read_all(s, timeout=30):
+    h, n, end = hashlib.sha256(), 0, None
+    s.settimeout(timeout)
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                end = "fin"
+                break
+            h.update(b)
+            n += len(b)
+    except ConnectionResetError:
+        end = "rst"
+    return h.hexdigest(), n, end
+
+
+@pytest.mark.rh_timeout(120)
+@pytest.mark.parametrize("xp", ["stream", "batch", "duplex"])
+def test_target_fin_is_fin_and_half_close_goes_on(apache_factory, module_so, targets,
+                                                  client_bin, tls, xp):
+    """The target sends 3 MB and shuts its write side: the local side gets the 3 MB
+    then EOF, and can still send; its own FIN then reaches the target as FIN."""
+    tgt = ScriptedTarget(3 * MB, "fin")
+    a = _far_end_apache(apache_factory, module_so, targets, tgt)
+    with Forward(client_bin, a.relay_url, "scripted", cacert=tls["ca"],
+                 extra_args=XP_ARGS[xp]) as fw:
+        s = socket.create_connection(("127.0.0.1", fw.port))
+        sha, n, end = _read_all(s)
+        assert (n, end) == (len(tgt.payload), "fin"), (n, end, fw.stderr_text())
+        assert sha == hashlib.sha256(tgt.payload).hexdigest()
+        up = os.urandom(2 * MB)
+        s.sendall(up)                   # after the far end's FIN: still carried
+        s.shutdown(socket.SHUT_WR)
+        assert tgt.done.wait(30), fw.stderr_text()
+        assert tgt.peer_end == "fin" and tgt.nreceived == len(up), (tgt.peer_end, tgt.nreceived)
+        assert tgt.received.hexdigest() == hashlib.sha256(up).hexdigest()
+        s.close()
+    tgt.stop()
+
+
+@pytest.mark.rh_timeout(120)
+@pytest.mark.parametrize("xp", ["stream", "batch", "duplex"])
+def test_target_rst_is_an_error_after_every_byte(apache_factory, module_so, targets,
+                                                 client_bin, tls, xp):
+    """The target sends 3 MB and resets: the local side gets every byte, then a
+    reset (not a clean EOF)."""
+    tgt = ScriptedTarget(3 * MB, "rst")
+    a = _far_end_apache(apache_factory, module_so, targets, tgt)
+    with Forward(client_bin, a.relay_url, "scripted", cacert=tls["ca"],
+                 extra_args=XP_ARGS[xp]) as fw:
+        s = socket.create_connection(("127.0.0.1", fw.port))
+        sha, n, end = _read_all(s)
+        assert n == len(tgt.payload) and sha == hashlib.sha256(tgt.payload).hexdigest(), \
+            (n, fw.stderr_text())
+        assert end == "rst", (end, fw.stderr_text())
+        s.close()
+    tgt.stop()
+
+
+@pytest.mark.rh_timeout(120)
+@pytest.mark.parametrize("xp", ["stream", "batch", "duplex"])
+def test_local_rst_reaches_target_as_rst(apache_factory, module_so, targets, client_bin,
+                                         tls, xp):
+    """The local side sends 2 MB and resets: the target gets the bytes, then a reset."""
+    tgt = ScriptedTarget(0, "fin", wait_before_end=60)
+    a = _far_end_apache(apache_factory, module_so, targets, tgt)
+    with Forward(client_bin, a.relay_url, "scripted", cacert=tls["ca"],
+                 extra_args=XP_ARGS[xp]) as fw:
+        s = socket.create_connection(("127.0.0.1", fw.port))
+        up = os.urandom(2 * MB)
+        s.sendall(up)
+        assert harness.wait_for(lambda: tgt.nreceived == len(up), 30), \
+            (tgt.nreceived, fw.stderr_text())
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        assert tgt.done.wait(30), fw.stderr_text()
+        assert tgt.peer_end == "rst", (tgt.peer_end, fw.stderr_text())
+        assert tgt.received.hexdigest() == hashlib.sha256(up).hexdigest()
+    tgt.stop()
