@@ -119,7 +119,7 @@ def proc_tree(roots):
     for d in os.listdir("/proc"):
         if d.isdigit():
             st = _stat(int(d))
-            if st and st[0] != "Z":
+            if st:   # zombies too: their CPU counts until they are reaped
                 parent[int(d)] = int(st[1])
     out = set(p for p in roots if p in parent)
     changed = True
@@ -519,7 +519,7 @@ class Bench:
         # probe: a short transfer to size the real one (>= bytes, or about cap seconds)
         probe_bytes = max(min(a.bytes // 10, 20 * MB), 1 * MB)
         pr = self.tool_run(["thr", "127.0.0.1:%d" % entry, direction, probe_bytes,
-                            streams if streams > 1 else 1, timeout], timeout + 10)
+                            streams, a.probe_timeout], a.probe_timeout + 10)
         if pr.get("error") or not pr.get("mbps"):
             return None, "probe: %s" % pr.get("error", "no figure")
         rate = pr["mbps"] * MB
@@ -543,6 +543,17 @@ class Bench:
             log("%s / %s: cannot start: %s" % (path, variant, e))
             self.record(path, variant, "error", 0, "", "cannot start: %s" % str(e)[:300])
             return
+        state = {"entry": entry, "stop": stop}
+
+        def fresh():
+            """hts serves one tunnel at a time, and a stuck one blocks it: httptunnel
+            gets a new htc/hts pair for every measurement."""
+            if path == "httptunnel":
+                state["stop"]()
+                state["entry"], s2, c2, state["stop"] = self.start_path(path, variant)
+                server.clear(); server.update(s2)
+                client.clear(); client.update(c2)
+            return state["entry"]
         try:
             # warm-up and check: a few echoes
             w = self.tool_run(["echo", "127.0.0.1:%d" % entry, 5, 1, 30], 60)
@@ -551,6 +562,7 @@ class Bench:
                 log("%s / %s: echo check failed: %s" % (path, variant, w["error"]))
                 return
             if "echo" in a.figures:
+                entry = fresh()
                 n = a.echo_count if variant == "loopback" else a.echo_count_delay
                 e = self.tool_run(["echo", "127.0.0.1:%d" % entry, n, max(n // 20, 3), 60],
                                   n * 2 + 120)
@@ -567,6 +579,7 @@ class Bench:
             for direction in ("up", "down"):
                 if direction not in a.figures:
                     continue
+                entry = fresh()
                 r, err = self.measure_thr(path, variant, entry, direction, 1, server, client)
                 if err:
                     self.record(path, variant, "error", 0, "", "%s: %s" % (direction, err))
@@ -591,6 +604,7 @@ class Bench:
                     self.record(path, variant, "thr_multi", None, "MB/s",
                                 "n/a: one tunnel per htc/hts pair")
                 else:
+                    entry = fresh()
                     r, err = self.measure_thr(path, variant, entry, "down", a.streams,
                                               server, client)
                     if err:
@@ -602,7 +616,7 @@ class Bench:
                         log("%s / %s: %d streams %.1f MB/s" % (path, variant, a.streams,
                                                                 r["mbps"]))
         finally:
-            stop()
+            state["stop"]()
 
     def measure_idle(self, path):
         a = self.args
@@ -1028,6 +1042,8 @@ def parse_args(argv):
     ap.add_argument("--idle-hold", type=float, default=10.0)
     ap.add_argument("--idle-settle", type=float, default=3.0)
     ap.add_argument("--idle-timeout", type=float, default=900.0)
+    ap.add_argument("--probe-timeout", type=float, default=30.0,
+                    help="seconds for the probe that sizes each transfer")
     ap.add_argument("--delay-ms", type=float, default=20.0)
     ap.add_argument("--delay-window", type=int, default=16 * 1024 * 1024,
                     help="bytes the delay proxy holds per direction (default 16 MiB)")

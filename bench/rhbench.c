@@ -15,7 +15,7 @@
  * The target protocol: a connection starts with a 16-byte header, op (1 byte),
  * 7 bytes of padding, count (8 bytes, big endian).
  *   'U' sink: the server answers 'R', reads count bytes, answers the count (8 bytes)
- *   'D' source: the server answers 'R', then sends count bytes
+ *   'D' source: the server answers 'R', waits for one byte (go), sends count bytes
  *   'E' echo: every byte read is sent back, until EOF
  * Port 0 for a listener picks a free one; the port is printed on stdout
  * ("PORT n"). Output lines are key=value, for the harness to parse. */
@@ -234,7 +234,9 @@ static void *serve_conn(void *arg)
         if (write_all(fd, reply, 8) < 0) goto out;
     } else if (hdr[0] == 'D') {
         uint64_t sent = 0;
-        if (write_all(fd, "R", 1) < 0) goto out;
+        char go;
+        /* ready; the client says go once every stream is ready */
+        if (write_all(fd, "R", 1) < 0 || read_full(fd, &go, 1) < 0) goto out;
         while (sent < count) {
             size_t off = (size_t)(sent % PAT_LEN), n = PAT_LEN - off;
             if (n > IO_CHUNK) n = IO_CHUNK;
@@ -332,6 +334,10 @@ static void *thr_run(void *arg)
     while (!sh->go) pthread_cond_wait(&sh->cv, &sh->mu);
     pthread_mutex_unlock(&sh->mu);
     if (!ok) goto out;
+    if (!sh->up && write_all(fd, "G", 1) < 0) {
+        snprintf(st->err, sizeof st->err, "go: %s", strerror(errno));
+        goto out;
+    }
     if (sh->up) {
         uint64_t sent = 0;
         unsigned char reply[8];
@@ -1022,17 +1028,10 @@ static void *wsb_conn(void *arg)
                 else break;
             }
         }
-        /* TLS -> frames -> local */
-        while (!s_eof && wb_room(&in) > 0 && wb_room(&down) >= WS_BUF / 2) {
-            int r = SSL_read(ssl, in.b + in.wr, (int)(WS_BUF - in.wr));
-            if (r > 0) { in.wr += (size_t)r; progress = 1; }
-            else {
-                int e = SSL_get_error(ssl, r);
-                if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) s_eof = 1;
-                break;
-            }
-            /* parse complete frames (server frames are not masked) */
-            for (;;) {
+        /* TLS -> frames -> local: parse what is buffered first, then read more */
+        for (;;) {
+            /* complete frames (server frames are not masked) */
+            while (wb_room(&down) >= WS_BUF / 2) {
                 size_t avail = wb_len(&in);
                 unsigned char *h = in.b + in.rd;
                 if (avail < 2) break;
@@ -1040,8 +1039,8 @@ static void *wsb_conn(void *arg)
                 if (n == 126) { if (avail < 4) break; n = ((size_t)h[2] << 8) | h[3]; hl = 4; }
                 else if (n == 127) { if (avail < 10) break; n = (size_t)get_be64(h + 2); hl = 10; }
                 if (h[1] & 0x80) hl += 4;
-                if (avail < hl + n) break;
                 if (n > WS_BUF / 2) { s_eof = 1; break; }
+                if (avail < hl + n) break;
                 int op = h[0] & 0x0f;
                 if (op == 0 || op == 1 || op == 2) {
                     if (h[1] & 0x80) ws_mask(h + hl, n, h + hl - 4);
@@ -1053,8 +1052,14 @@ static void *wsb_conn(void *arg)
                     ws_frame(&up, 10, h + hl, n);
                 }
                 in.rd += hl + n;
-                if (wb_room(&down) < WS_BUF / 2) break;
+                progress = 1;
             }
+            if (s_eof || wb_room(&in) == 0 || wb_room(&down) < WS_BUF / 2) break;
+            int r = SSL_read(ssl, in.b + in.wr, (int)(WS_BUF - in.wr));
+            if (r > 0) { in.wr += (size_t)r; progress = 1; continue; }
+            int e = SSL_get_error(ssl, r);
+            if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) s_eof = 1;
+            break;
         }
         if (wb_len(&down)) {
             ssize_t n = write(cfd, down.b + down.rd, wb_len(&down));
