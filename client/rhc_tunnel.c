@@ -61,13 +61,13 @@
 #define OBUF_SOFT         (256u * 1024)   /* responses pause while this much waits locally */
 #define OBUF_MAX          (4u * 1024 * 1024) /* hard cap: soft cap + one curl callback */
 #define UPBUF_INIT        (64u * 1024)    /* up ring: first size ... */
-#define UPBUF_MAX         (2u * 1024 * 1024) /* ... and largest */
+#define UPBUF_MAX         (16u * 1024 * 1024) /* ... and largest: bytes in flight, unconfirmed */
 #define UP_AHEAD_MAX      (512u * 1024)   /* local bytes read ahead of the pushes */
-#define BATCH_BODY_MAX    (256u * 1024)   /* frames in one batch push */
-#define BATCH_DATA_MAX    (BATCH_BODY_MAX - 5 * RH_FRAME_HDR) /* 4 D frames + F */
-#define BATCH_INFLIGHT    4               /* batch pushes in flight ... */
+#define BATCH_BODY_MAX    (1024u * 1024)  /* frames in one batch push */
+#define BATCH_DATA_MAX    (BATCH_BODY_MAX - 17 * RH_FRAME_HDR) /* 16 D frames + F */
+#define BATCH_INFLIGHT    8               /* batch pushes in flight (a WAN round trip each) ... */
 #define PROBE_NO_HEADERS_MS 10000     /* extra wait for a first frame when no headers came */
-#define BATCH_SLOTS       8               /* ... (more only when one is split: 413) */
+#define BATCH_SLOTS       12              /* ... (more only when one is split: 413) */
 #define BATCH_DATA_MIN    (16u * 1024)    /* smallest push a 413 can make us send */
 #define HEARTBEAT_MS      20000           /* H frame after this much silence on a streamed body */
 #define PULL_DEAD_MS      60000           /* server heartbeats every 20 s: 60 s silence = dead */
@@ -100,7 +100,8 @@ struct rhc_req {
     rhc_ctx *ctx;
     rhc_tunnel *t;              /* NULL for a detached close */
     struct rhc_req *next;       /* list of detached closes */
-    char label[144];            /* detached close: whose session */
+    char label[112];            /* detached close: whose session (tunnel label) ... */
+    char sid[SID_LEN + 1];      /* ... and its public id */
     long status;                /* final HTTP status once its headers ended */
     int hdr_done;
     int have_offset;
@@ -108,6 +109,7 @@ struct rhc_req {
     int have_token;
     int resume_ok;              /* open: the server keeps bytes until acknowledged */
     uint64_t buffer;            /* open: Relay-Buffer */
+    uint64_t window;            /* open: Relay-Window (bytes kept until acknowledged) */
     int proxy_said;             /* the answer has a proxy's marks (X-Squid-Error, Proxy-Status) */
     char token[TOKEN_LEN + 1];  /* Relay-Session of an open answer */
     size_t body_len;
@@ -586,6 +588,8 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
         r->resume_ok = vl == 1 && v[0] == '1';
     } else if (r->kind == REQ_OPEN && header_is(buf, len, "Relay-Buffer", &v, &vl)) {
         parse_u64(v, vl, &r->buffer);
+    } else if (r->kind == REQ_OPEN && header_is(buf, len, "Relay-Window", &v, &vl)) {
+        parse_u64(v, vl, &r->window);
     } else if (header_is(buf, len, "X-Squid-Error", &v, &vl) ||
                header_is(buf, len, "Proxy-Status", &v, &vl)) {
         r->proxy_said = 1;
@@ -1720,7 +1724,8 @@ static void start_down(rhc_tunnel *t)
     start_pull(t);
 }
 
-static void start_close(rhc_ctx *c, const char *token, const char *label, const char *sid)
+static void start_close_try(rhc_ctx *c, const char *token, const char *label,
+                            const char *sid, unsigned tries)
 {
     struct rhc_req *r = req_new(c, NULL, REQ_CLOSE, token);
 
@@ -1732,14 +1737,24 @@ static void start_close(rhc_ctx *c, const char *token, const char *label, const 
     }
     req_empty_body(r);
     curl_easy_setopt(r->h, CURLOPT_TIMEOUT_MS, (long)CLOSE_TIMEOUT_MS);
+    if (tries)
+        curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
+    r->tries = tries;
     if (req_go(r) < 0) {
         req_free(r);
         return;
     }
-    snprintf(r->label, sizeof(r->label), "%s%ssession %s", label, *label ? ": " : "", sid);
+    snprintf(r->token, sizeof(r->token), "%s", token);
+    snprintf(r->label, sizeof(r->label), "%s", label);
+    snprintf(r->sid, sizeof(r->sid), "%s", sid);
     r->next = c->closers;
     c->closers = r;
     ++c->nclosers;
+}
+
+static void start_close(rhc_ctx *c, const char *token, const char *label, const char *sid)
+{
+    start_close_try(c, token, label, sid, 0);
 }
 
 /* Resume (the server keeps down bytes until acknowledged) is asked for only
@@ -2005,9 +2020,11 @@ static void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     memcpy(t->sid, r->token, SID_LEN);
     t->sid[SID_LEN] = '\0';
     t->resume = r->resume_ok;
-    /* the server keeps what it sent until acknowledged: acknowledge at least every
-     * quarter of its buffer, or it stops reading the target */
-    t->ack_every = (r->buffer >= 16384 ? r->buffer : 262144) / 4;
+    /* the server keeps what it sent until acknowledged, up to its window (older
+     * servers: within Relay-Buffer): acknowledge every quarter of that, or it
+     * stops reading the target */
+    uint64_t keep = r->window >= 16384 ? r->window : r->buffer >= 16384 ? r->buffer : 262144;
+    t->ack_every = keep / 4;
     t->down_acked_sent = t->down_acked_conf = t->down_off;
     curl_off_t pre = 0, first = 0;
     curl_easy_getinfo(r->h, CURLINFO_PRETRANSFER_TIME_T, &pre);
@@ -2452,10 +2469,15 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
     rhc_tunnel *t = r->t;
 
     if (!t) {   /* detached close */
-        if (rc != CURLE_OK)
-            rhc_info("%s: close: %s", r->label, req_error(r, rc));
+        /* a pooled connection the server was closing: once more on a new one,
+         * else the session lingers on the server until it times out */
+        const char *sep = r->label[0] ? ": " : "";
+        if (rc != CURLE_OK && !r->hdr_done && transient(rc) && r->tries < 2)
+            start_close_try(c, r->token, r->label, r->sid, r->tries + 1);
+        else if (rc != CURLE_OK)
+            rhc_info("%s%ssession %s: close: %s", r->label, sep, r->sid, req_error(r, rc));
         else
-            rhc_info("%s: close: HTTP %ld", r->label, r->status);
+            rhc_info("%s%ssession %s: close: HTTP %ld", r->label, sep, r->sid, r->status);
         for (struct rhc_req **pp = &c->closers; *pp; pp = &(*pp)->next)
             if (*pp == r) {
                 *pp = r->next;

@@ -12,7 +12,7 @@ void *rh_create_dir_conf(apr_pool_t *p, char *dir)
     rh_dir_conf *dc = apr_pcalloc(p, sizeof(*dc));
     dc->location = dir ? apr_pstrdup(p, dir) : NULL;
     dc->targets = apr_array_make(p, 4, sizeof(rh_target));
-    dc->bufsize = dc->idle_s = dc->connect_s = dc->poll_s = -1;
+    dc->bufsize = dc->window = dc->idle_s = dc->connect_s = dc->poll_s = -1;
     return dc;
 }
 
@@ -29,6 +29,7 @@ void *rh_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
             APR_ARRAY_PUSH(dc->targets, rh_target) = *t;
     }
     dc->bufsize = add->bufsize >= 0 ? add->bufsize : base->bufsize;
+    dc->window = add->window >= 0 ? add->window : base->window;
     dc->idle_s = add->idle_s >= 0 ? add->idle_s : base->idle_s;
     dc->connect_s = add->connect_s >= 0 ? add->connect_s : base->connect_s;
     dc->poll_s = add->poll_s >= 0 ? add->poll_s : base->poll_s;
@@ -62,6 +63,11 @@ const rh_target *rh_find_target(const rh_dir_conf *dc, const char *name)
 int rh_dir_bufsize(const rh_dir_conf *dc)
 {
     return dc->bufsize > 0 ? dc->bufsize : RH_DEFAULT_BUFSIZE;
+}
+
+int rh_dir_window(const rh_dir_conf *dc)
+{
+    return dc->window >= 0 ? dc->window : RH_DEFAULT_WINDOW;
 }
 
 int rh_dir_idle(const rh_dir_conf *dc)
@@ -132,6 +138,11 @@ static const char *set_bufsize(cmd_parms *cmd, void *dcv, const char *arg)
     return set_int(cmd, arg, 4096, 64L * 1024 * 1024, &((rh_dir_conf *)dcv)->bufsize);
 }
 
+static const char *set_window(cmd_parms *cmd, void *dcv, const char *arg)
+{
+    return set_int(cmd, arg, 0, 256L * 1024 * 1024, &((rh_dir_conf *)dcv)->window);
+}
+
 static const char *set_idle(cmd_parms *cmd, void *dcv, const char *arg)
 {
     return set_int(cmd, arg, 1, 7L * 86400, &((rh_dir_conf *)dcv)->idle_s);
@@ -169,6 +180,9 @@ static const char *set_socket(cmd_parms *cmd, void *dummy, const char *arg)
 const command_rec rh_cmds[] = {
     AP_INIT_TAKE2("RelayTarget", set_target, NULL, RSRC_CONF | ACCESS_CONF,
                   "RelayTarget NAME HOST:PORT - a TCP service clients may reach by NAME"),
+    AP_INIT_TAKE1("RelayResumeWindow", set_window, NULL, RSRC_CONF | ACCESS_CONF,
+                  "bytes sent but not yet acknowledged a resumable session may keep, "
+                  "per session (default 16777216; 0: no resume)"),
     AP_INIT_TAKE1("RelayBufferSize", set_bufsize, NULL, RSRC_CONF | ACCESS_CONF,
                   "bytes buffered per session and direction (default 262144)"),
     AP_INIT_TAKE1("RelayIdleTimeout", set_idle, NULL, RSRC_CONF | ACCESS_CONF,

@@ -7,6 +7,7 @@
 #include <apr_tables.h>
 
 #define RH_DEFAULT_BUFSIZE      (256 * 1024)
+#define RH_DEFAULT_WINDOW       (16 * 1024 * 1024)
 #define RH_DEFAULT_IDLE_S       300
 #define RH_DEFAULT_CONNECT_S    10
 #define RH_DEFAULT_MAX_SESSIONS 4096
@@ -23,6 +24,7 @@ typedef struct rh_dir_conf {
     const char *location;        /* the <Location> path, to find the endpoint */
     apr_array_header_t *targets; /* of rh_target */
     int bufsize;                 /* -1: unset */
+    int window;                  /* -1: unset */
     int idle_s;
     int connect_s;
     int poll_s;
@@ -42,6 +44,7 @@ void *rh_merge_srv_conf(apr_pool_t *p, void *base, void *add);
 
 const rh_target *rh_find_target(const rh_dir_conf *dc, const char *name);
 int rh_dir_bufsize(const rh_dir_conf *dc);
+int rh_dir_window(const rh_dir_conf *dc);
 int rh_dir_idle(const rh_dir_conf *dc);
 int rh_dir_connect(const rh_dir_conf *dc);
 int rh_dir_poll(const rh_dir_conf *dc);

@@ -88,6 +88,8 @@ struct session {
     rh_ring up, down;
     uint64_t up_acc, up_wr, down_rd, down_sent;
     uint64_t down_acked;     /* resumable: the down ring starts at this offset */
+    size_t readahead;        /* down bytes read from the target and not yet sent, at most */
+    size_t window;           /* resumable: sent bytes kept until acknowledged, at most */
     unsigned resumable:1, finished:1;
     long linger_until;       /* resumable, finished: freed at this time */
     unsigned connecting:1, up_fin:1, up_shut:1, down_eof:1, down_reset:1,
@@ -625,11 +627,18 @@ static void target_read(core *c, session *s)
             return;
         }
     }
-    while (!s->down_eof && rh_ring_space(&s->down)) {
+    while (!s->down_eof && rh_ring_space(&s->down) && down_unsent(s) < s->readahead) {
         struct iovec iov[2];
         int n = rh_ring_write_iov(&s->down, iov);
         if (!n)
             return;
+        size_t lim = s->readahead - down_unsent(s);
+        if (iov[0].iov_len >= lim) {
+            iov[0].iov_len = lim;
+            n = 1;
+        } else if (n == 2 && iov[0].iov_len + iov[1].iov_len > lim) {
+            iov[1].iov_len = lim - iov[0].iov_len;
+        }
         ssize_t r = readv(s->fd, iov, n);
         if (r > 0) {
             rh_ring_commit(&s->down, (size_t)r);
@@ -854,7 +863,7 @@ static void session_update(core *c, session *s)
     if (s->connecting)
         want = EPOLLOUT;
     else {
-        if (!s->down_eof && rh_ring_space(&s->down))
+        if (!s->down_eof && rh_ring_space(&s->down) && down_unsent(s) < s->readahead)
             want |= EPOLLIN;
         if (rh_ring_len(&s->up) || (s->up_fin && !s->up_shut))
             want |= EPOLLOUT;
@@ -962,8 +971,12 @@ static void req_open(core *c, conn *k, const rh_ipc_req *rq)
     memcpy(s->secret, secret, sizeof(secret));
     rh_sid_format(s->sid, slot, gen);
     snprintf(s->target, sizeof(s->target), "%s", rq->target);
+    /* down: read ahead up to bufsize, plus (resumable) up to window bytes sent
+     * and kept until acknowledged: the ring grows only as far as used */
     rh_ring_init(&s->up, rq->bufsize);
-    rh_ring_init(&s->down, rq->bufsize);
+    rh_ring_init(&s->down, (size_t)rq->bufsize + (rq->resume ? rq->window : 0));
+    s->readahead = rq->bufsize;
+    s->window = rq->resume ? rq->window : 0;
     s->idle_s = rq->idle_s;
     s->resumable = rq->resume ? 1 : 0;
     s->last_heard = now_ms();
@@ -1149,6 +1162,10 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
     k->s = s;
     k->last_write = now_ms();
     s->pull = k;
+    /* a stream pull drains the ring as the target fills it: reading ahead by
+     * bufsize is enough. A batch pull takes a round trip per answer, so each
+     * answer carries all the ring may hold (the window included) */
+    s->readahead = batch ? s->down.cap : s->down.cap - (s->resumable ? s->window : 0);
     if (batch) {
         k->batch = 1;
         k->poll_deadline = k->last_write + 1000L * (rq->poll_s ? rq->poll_s : POLL_DEFAULT_S);

@@ -172,7 +172,8 @@ static int do_open(rh_req *q)
     rq.connect_s = (unsigned)rh_dir_connect(q->dc);
     /* a client that can resume asks the server to keep bytes until acknowledged */
     const char *res = apr_table_get(r->headers_in, "Relay-Resume");
-    rq.resume = res && !strcmp(res, "1");
+    rq.window = (unsigned)rh_dir_window(q->dc);
+    rq.resume = res && !strcmp(res, "1") && rq.window > 0;
     if (core_ask(q, &rq, &rep, (rh_dir_connect(q->dc) + 5) * 1000) != 0)
         return core_unavailable(r);
     if (!rep.ok)
@@ -184,8 +185,10 @@ static int do_open(rh_req *q)
     apr_table_setn(r->headers_out, "Relay-Buffer", apr_itoa(r->pool, rh_dir_bufsize(q->dc)));
     apr_table_setn(r->headers_out, "Relay-Idle-Timeout", apr_itoa(r->pool, rh_dir_idle(q->dc)));
     apr_table_setn(r->headers_out, "Relay-Heartbeat", apr_itoa(r->pool, RH_HEARTBEAT_S));
-    if (rq.resume)
+    if (rq.resume) {
         apr_table_setn(r->headers_out, "Relay-Resume", "1");
+        apr_table_setn(r->headers_out, "Relay-Window", apr_itoa(r->pool, (int)rq.window));
+    }
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2010) "session %.*s opened to %s",
                   RH_SID_LEN, rep.text, q->target->name);
     r->status = HTTP_CREATED;

@@ -60,8 +60,10 @@ int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
     }
     if (n == 0)
         return -1;
-    if (!strcmp(w[0], "OPEN") && (n == 7 || (n == 8 && !strcmp(w[7], "resume")))) {
+    if (!strcmp(w[0], "OPEN") && (n == 7 || (n == 8 && !strncmp(w[7], "resume=", 7)))) {
         req->resume = n == 8;
+        if (req->resume && (parse_uint(w[7] + 7, &req->window, 1u << 30) || !req->window))
+            return -1;
         req->op = RH_IPC_OPEN;
         if (copy_word(req->target, sizeof(req->target), w[1])
             || copy_word(req->host, sizeof(req->host), w[2])
@@ -105,9 +107,13 @@ int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req)
     int n;
     switch (req->op) {
     case RH_IPC_OPEN:
-        n = snprintf(buf, len, "OPEN %s %s %u %u %u %u%s\n", req->target, req->host,
-                     req->port, req->bufsize, req->idle_s, req->connect_s,
-                     req->resume ? " resume" : "");
+        if (req->resume)
+            n = snprintf(buf, len, "OPEN %s %s %u %u %u %u resume=%u\n", req->target,
+                         req->host, req->port, req->bufsize, req->idle_s, req->connect_s,
+                         req->window);
+        else
+            n = snprintf(buf, len, "OPEN %s %s %u %u %u %u\n", req->target, req->host,
+                         req->port, req->bufsize, req->idle_s, req->connect_s);
         break;
     case RH_IPC_PUSH:
         n = snprintf(buf, len, "PUSH %s %" PRIu64 "\n", req->token, req->offset);

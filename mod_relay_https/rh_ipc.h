@@ -11,7 +11,7 @@
 
 typedef enum {
     RH_IPC_NONE = 0,
-    RH_IPC_OPEN,   /* OPEN target ip port bufsize idle_s connect_s [resume] */
+    RH_IPC_OPEN,   /* OPEN target ip port bufsize idle_s connect_s [resume=window] */
     RH_IPC_PUSH,   /* PUSH token offset        then frames until EOF */
     RH_IPC_PULL,   /* PULL token ack mode [poll_s]  then frames from the core */
     RH_IPC_CLOSE,  /* CLOSE token */
@@ -25,6 +25,7 @@ typedef struct rh_ipc_req {
     char host[64];      /* numeric address: the glue resolves names */
     unsigned port;
     unsigned bufsize;
+    unsigned window;           /* OPEN resume: bytes kept until acknowledged */
     unsigned idle_s;
     unsigned connect_s;
     int resume;         /* open: keep down bytes until acknowledged */

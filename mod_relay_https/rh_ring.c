@@ -2,10 +2,13 @@
 #include <string.h>
 #include "rh_ring.h"
 
+#define RING_FIRST (64u * 1024)   /* first allocation */
+
 void rh_ring_init(rh_ring *r, size_t cap)
 {
     r->buf = NULL;
     r->cap = cap;
+    r->size = 0;
     r->head = 0;
     r->len = 0;
 }
@@ -14,23 +17,46 @@ void rh_ring_release(rh_ring *r)
 {
     free(r->buf);
     r->buf = NULL;
+    r->size = 0;
     r->head = 0;
     r->len = 0;
+}
+
+/* Moves the bytes into a buffer of nsize, oldest first at index 0. */
+static int ring_resize(rh_ring *r, size_t nsize)
+{
+    unsigned char *nb = malloc(nsize);
+    if (!nb)
+        return -1;
+    if (r->len) {
+        size_t first = r->size - r->head < r->len ? r->size - r->head : r->len;
+        memcpy(nb, r->buf + r->head, first);
+        memcpy(nb + first, r->buf, r->len - first);
+    }
+    free(r->buf);
+    r->buf = nb;
+    r->size = nsize;
+    r->head = 0;
+    return 0;
 }
 
 int rh_ring_write_iov(rh_ring *r, struct iovec iov[2])
 {
     if (r->len >= r->cap)
         return 0;
-    if (!r->buf) {
-        r->buf = malloc(r->cap);
-        if (!r->buf)
+    /* grow once more than half is used, so reads stay large */
+    if (r->size < r->cap && (!r->buf || r->size - r->len < r->size / 2)) {
+        size_t n = r->size ? r->size * 2 : RING_FIRST;
+        if (n > r->cap)
+            n = r->cap;
+        if (ring_resize(r, n) < 0 && !r->buf)
             return 0;
-        r->head = 0;
     }
-    size_t tail = (r->head + r->len) % r->cap;
-    size_t space = r->cap - r->len;
-    size_t first = r->cap - tail;
+    size_t tail = (r->head + r->len) % r->size;
+    size_t space = r->size - r->len;
+    size_t first = r->size - tail;
+    if (!space)
+        return 0;
     if (first >= space) {
         iov[0].iov_base = r->buf + tail;
         iov[0].iov_len = space;
@@ -50,15 +76,20 @@ void rh_ring_commit(rh_ring *r, size_t n)
 
 size_t rh_ring_put(rh_ring *r, const void *data, size_t len)
 {
-    struct iovec iov[2];
-    int n = rh_ring_write_iov(r, iov);
     size_t done = 0;
-    for (int i = 0; i < n && done < len; ++i) {
-        size_t k = iov[i].iov_len < len - done ? iov[i].iov_len : len - done;
-        memcpy(iov[i].iov_base, (const unsigned char *)data + done, k);
-        done += k;
+    while (done < len) {
+        struct iovec iov[2];
+        int n = rh_ring_write_iov(r, iov);
+        size_t before = done;
+        for (int i = 0; i < n && done < len; ++i) {
+            size_t k = iov[i].iov_len < len - done ? iov[i].iov_len : len - done;
+            memcpy(iov[i].iov_base, (const unsigned char *)data + done, k);
+            done += k;
+        }
+        rh_ring_commit(r, done - before);
+        if (done == before)
+            break;
     }
-    rh_ring_commit(r, done);
     return done;
 }
 
@@ -74,8 +105,8 @@ int rh_ring_peek_iov(const rh_ring *r, struct iovec iov[2], size_t skip, size_t 
     size_t len = r->len - skip < max ? r->len - skip : max;
     if (!len)
         return 0;
-    size_t start = (r->head + skip) % r->cap;
-    size_t first = r->cap - start;
+    size_t start = (r->head + skip) % r->size;
+    size_t first = r->size - start;
     if (first >= len) {
         iov[0].iov_base = r->buf + start;
         iov[0].iov_len = len;
@@ -94,6 +125,6 @@ void rh_ring_consume(rh_ring *r, size_t n)
         rh_ring_release(r);
         return;
     }
-    r->head = (r->head + n) % r->cap;
+    r->head = (r->head + n) % r->size;
     r->len -= n;
 }

@@ -1,5 +1,7 @@
 /* Bounded byte ring for one direction of a session. The memory is allocated on
- * first use and released when the ring drains, so an idle session holds none. */
+ * first use, grows (doubling) as the bytes stored need it, up to the bound, and
+ * is released when the ring drains: an idle session holds none, and a bound set
+ * for long fat paths costs only the sessions that fill it. */
 #ifndef RH_RING_H
 #define RH_RING_H
 
@@ -9,6 +11,7 @@
 typedef struct rh_ring {
     unsigned char *buf;
     size_t cap;    /* bound, fixed at init */
+    size_t size;   /* bytes allocated (<= cap) */
     size_t head;   /* index of the oldest byte */
     size_t len;    /* bytes stored */
 } rh_ring;
@@ -19,7 +22,8 @@ void rh_ring_release(rh_ring *r);
 static inline size_t rh_ring_len(const rh_ring *r) { return r->len; }
 static inline size_t rh_ring_space(const rh_ring *r) { return r->cap - r->len; }
 
-/* Fills iov (up to 2 entries) with the free space, allocating the buffer if needed.
+/* Fills iov (up to 2 entries) with free space, allocating or growing the buffer
+ * if needed (it may offer less than rh_ring_space; ask again after commit).
  * Returns the number of entries, 0 when full or out of memory. */
 int rh_ring_write_iov(rh_ring *r, struct iovec iov[2]);
 /* Marks n bytes written through rh_ring_write_iov as stored. */

@@ -125,6 +125,15 @@ START_TEST(test_parse_fields)
     parse_ok("OPEN a 1.2.3.4 1 1024 1 1", &rq);      /* the smallest values */
     ck_assert_uint_eq(rq.port, 1);
     ck_assert_uint_eq(rq.bufsize, 1024);
+    ck_assert_int_eq(rq.resume, 0);
+    parse_ok("OPEN web 127.0.0.1 8080 4096 60 5 resume=16777216", &rq);
+    ck_assert_int_eq(rq.resume, 1);
+    ck_assert_uint_eq(rq.window, 16777216);
+    roundtrip(&rq);
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 resume");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 resume=0");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 resume=x");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 keep=5");
     parse_ok("PUSH " TOK " 42", &rq);
     ck_assert_int_eq(rq.op, RH_IPC_PUSH);
     ck_assert_str_eq(rq.token, TOK);

@@ -257,6 +257,50 @@ START_TEST(test_random_model)
 }
 END_TEST
 
+/* A large bound: the buffer starts small and doubles as bytes need it, keeping
+ * their order across a wrapped ring, never beyond the bound; an emptied ring
+ * frees it. A stream of numbered bytes is put and consumed in random steps. */
+START_TEST(test_growth)
+{
+    const size_t cap = 1000000;
+    unsigned seed = 777u + (unsigned)_i;
+    unsigned char *in = malloc(cap), *out = malloc(cap);
+    uint32_t put_n = 0, got_n = 0;
+    size_t grew_to = 0;
+    rh_ring r;
+
+    ck_assert_ptr_nonnull(in);
+    ck_assert_ptr_nonnull(out);
+    rh_ring_init(&r, cap);
+    for (int step = 0; step < 400; ++step) {
+        size_t len = (size_t)(rand_r(&seed) % 200000);
+        for (size_t i = 0; i < len; ++i)
+            in[i] = (unsigned char)((put_n + i) * 2654435761u >> 24);
+        size_t want = len < cap - rh_ring_len(&r) ? len : cap - rh_ring_len(&r);
+        size_t got = rh_ring_put(&r, in, len);
+        REQUIRE(got == want, "put %zu of %zu", got, want);
+        put_n += (uint32_t)got;
+        REQUIRE(r.size <= cap && r.size >= rh_ring_len(&r), "size %zu len %zu", r.size,
+                rh_ring_len(&r));
+        if (r.size > grew_to)
+            grew_to = r.size;
+        size_t take = (size_t)(rand_r(&seed) % 200000);
+        size_t n = ring_peek(&r, out, take);
+        for (size_t i = 0; i < n; ++i)
+            REQUIRE(out[i] == (unsigned char)((got_n + i) * 2654435761u >> 24),
+                    "byte %u out of order", (unsigned)(got_n + i));
+        rh_ring_consume(&r, n);
+        got_n += (uint32_t)n;
+        if (!rh_ring_len(&r))
+            REQUIRE(r.buf == NULL && r.size == 0, "an empty ring keeps its buffer");
+    }
+    REQUIRE(grew_to == cap, "the buffer never reached the bound (%zu)", grew_to);
+    rh_ring_release(&r);
+    free(in);
+    free(out);
+}
+END_TEST
+
 Suite *ring_suite(void)
 {
     Suite *s = suite_create("ring");
@@ -268,6 +312,7 @@ Suite *ring_suite(void)
     tcase_add_test(tc, test_wrap_around);
     tcase_add_test(tc, test_put_beyond_capacity);
     tcase_add_loop_test(tc, test_random_model, 0, 4);
+    tcase_add_loop_test(tc, test_growth, 0, 2);
     suite_add_tcase(s, tc);
     return s;
 }
