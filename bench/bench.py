@@ -58,10 +58,14 @@ VARIANTS = ["loopback", "delay"]
 FIGURES = ["up", "down", "multi", "echo", "idle"]
 
 TARGET_NAME = "bench"
+# client/relay-https.c MAX_TUNNELS is 1024: the idle ramp spreads over forwarders
+MAX_TUNNELS_PER_FORWARD = 1000
 MB = 1000 * 1000
 
 # Idle tunnels: how far each path's ramp goes, and why not further.
 IDLE_CAP = {
+    "duplex": (1000, "each duplex stream holds an h2 worker: the ramp slows to ~10/s and "
+                     "stops at H2MaxWorkers x the children holding the h2 connections"),
     "websocket": (300, "websockify forks one Python process per connection"),
     "httptunnel": (1, "hts serves one tunnel at a time"),
     "batch-nginx": (0, "same server cost as batch, plus nginx; not measured"),
@@ -91,8 +95,8 @@ EVENT_CONF = """
     MaxConnectionsPerChild 0
     AsyncRequestWorkerFactor 4
 </IfModule>
-H2MaxWorkers 512
-H2MinWorkers 8
+H2MaxWorkers {h2max}
+H2MinWorkers {h2min}
 """
 
 
@@ -347,7 +351,8 @@ class Bench:
             "LoadModule proxy_connect_module %s/mod_proxy_connect.so" % m,
             "LoadModule proxy_http_module %s/mod_proxy_http.so" % m,
             "RelayMaxSessions 8192",
-            EVENT_CONF.format(stack=self.args.thread_stack),
+            EVENT_CONF.format(stack=self.args.thread_stack, h2min=self.args.h2_min_workers,
+                              h2max=self.args.h2_max_workers),
             "# Apache's own CONNECT path: a TLS forward proxy that may only reach the target",
             "ProxyRequests On",
             "AllowCONNECT %d" % self.target.port,
@@ -400,9 +405,10 @@ class Bench:
         return None
 
     # ---- a path ----
-    def start_path(self, path, variant):
+    def start_path(self, path, variant, tunnels=1):
         """Start the client and server sides of path; returns (entry_port, server_roots,
-        client_roots, stop_fn)."""
+        client_roots, stop_fn). self.entries: every entry port (relay-https forward takes
+        at most MAX_TUNNELS_PER_FORWARD tunnels: more tunnels, more forwarders)."""
         procs = []
 
         def helper(*a, **kw):
@@ -421,6 +427,7 @@ class Bench:
 
         tgt = self.target.port
         server, client = set(), set()
+        self.entries = None
         if path == "raw":
             entry = upstream(tgt, "target")
         elif path == "tls":
@@ -479,14 +486,20 @@ class Bench:
             transport = "batch" if path == "batch-nginx" else path
             extra = ["--transport", transport]
             extra += ["--http2"] if transport == "duplex" else ["--http1.1"]
-            entry = harness.free_port()
-            cmd = [self.client, "forward", "-L", "127.0.0.1:%d" % entry]
-            if url.startswith("https"):
-                cmd += ["--cacert", self.ca]
-            cmd += extra + [url, TARGET_NAME]
-            c = helper(cmd, "relay-https-%s-%s" % (path, variant), self.logdir,
-                       ready_port=entry, env=im.clean_env())
-            client.add(c.pid)
+            nfwd = max(1, -(-tunnels // MAX_TUNNELS_PER_FORWARD))
+            entries = []
+            for i in range(nfwd):
+                entry = harness.free_port()
+                cmd = [self.client, "forward", "-L", "127.0.0.1:%d" % entry]
+                if url.startswith("https"):
+                    cmd += ["--cacert", self.ca]
+                cmd += extra + [url, TARGET_NAME]
+                c = helper(cmd, "relay-https-%s-%s-%d" % (path, variant, i), self.logdir,
+                           ready_port=entry, env=im.clean_env())
+                client.add(c.pid)
+                entries.append(entry)
+            entry = entries[0]
+            self.entries = entries
             server |= self.apache_pids()
         else:
             raise ValueError(path)
@@ -630,7 +643,7 @@ class Bench:
             self.restart_apache()
         log("%s: idle ramp to %d" % (path, n))
         try:
-            entry, server, client, stop = self.start_path(path, "loopback")
+            entry, server, client, stop = self.start_path(path, "loopback", tunnels=n)
         except Exception as e:
             self.record(path, "loopback", "error", 0, "", "idle: cannot start: %s" % e)
             return
@@ -649,7 +662,9 @@ class Bench:
                 args = ["idle", "127.0.0.1:0", n, 1, 30, "connect-tls", "127.0.0.1:%d" % self.apache_port,
                         "127.0.0.1:%d" % self.target.port]
             else:
-                args = ["idle", "127.0.0.1:%d" % entry, n, a.idle_batch, 30]
+                ports = self.entries or [entry]
+                args = ["idle", "127.0.0.1:" + ",".join(str(x) for x in ports), n,
+                        a.idle_batch, 30]
             t0 = time.monotonic()
             p = subprocess.Popen([self.tool] + [str(x) for x in args], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -1047,7 +1062,11 @@ def parse_args(argv):
     ap.add_argument("--delay-ms", type=float, default=20.0)
     ap.add_argument("--delay-window", type=int, default=16 * 1024 * 1024,
                     help="bytes the delay proxy holds per direction (default 16 MiB)")
-    ap.add_argument("--thread-stack", type=int, default=65536, help="Apache ThreadStackSize")
+    ap.add_argument("--thread-stack", type=int, default=262144,
+                    help="Apache ThreadStackSize (65536 crashes children: docs/BENCHMARKS.md)")
+    ap.add_argument("--h2-min-workers", type=int, default=512,
+                    help="H2MinWorkers (h2 workers start lazily otherwise: duplex ramps stall)")
+    ap.add_argument("--h2-max-workers", type=int, default=512, help="H2MaxWorkers")
     ap.add_argument("--out", default=os.path.join(HERE, "results"),
                     help="output directory (default bench/results)")
     ap.add_argument("--tmpdir", default="/tmp")

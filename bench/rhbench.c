@@ -5,7 +5,7 @@
  *                                  throughput through a path (one or many streams)
  *   rhbench echo HOST:PORT COUNT WARMUP TIMEOUT_S
  *                                  one-byte round trips: setup, median, p99
- *   rhbench idle HOST:PORT N BATCH TIMEOUT_S [connect-tls PROXY:PORT TARGET:PORT]
+ *   rhbench idle HOST:PORT[,PORT...] N BATCH TIMEOUT_S [connect-tls PROXY:PORT TARGET:PORT]
  *                                  open and hold N idle tunnels (stdin drives it)
  *   rhbench delay LISTEN_PORT HOST:PORT DELAY_MS WINDOW_BYTES
  *                                  TCP proxy adding DELAY_MS in each direction
@@ -564,8 +564,23 @@ static int wait_echoes(struct idle_conn *c, int n, char *state, double timeout)
 static int cmd_idle(int argc, char **argv)
 {
     if (argc < 4) die("usage: idle HOST:PORT N BATCH TIMEOUT_S [connect-tls PROXY:PORT TARGET:PORT]");
-    struct sockaddr_in sa;
-    parse_hostport(argv[0], &sa);
+    /* HOST:PORT[,PORT...]: tunnels go round-robin to the ports (several forwarders) */
+    struct sockaddr_in sa, eps[64];
+    int neps = 0;
+    {
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s", argv[0]);
+        char *colon = strrchr(buf, ':');
+        if (!colon) die("bad HOST:PORT '%s'", argv[0]);
+        *colon = 0;
+        for (char *p = strtok(colon + 1, ","); p && neps < 64; p = strtok(NULL, ",")) {
+            char one[1100];
+            snprintf(one, sizeof one, "%s:%s", buf, p);
+            parse_hostport(one, &eps[neps++]);
+        }
+        if (!neps) die("no port in '%s'", argv[0]);
+        sa = eps[0];
+    }
     int n = atoi(argv[1]), batch = atoi(argv[2]);
     double timeout = atof(argv[3]);
     SSL_CTX *ctx = NULL;
@@ -598,7 +613,7 @@ static int cmd_idle(int argc, char **argv)
                     break;
                 }
             } else {
-                c[i].fd = connect_to(&sa);
+                c[i].fd = connect_to(&eps[i % neps]);
                 if (c[i].fd < 0) {
                     snprintf(err, sizeof err, "connect %d: %s", i, strerror(errno));
                     break;
