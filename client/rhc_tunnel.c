@@ -84,6 +84,8 @@
 #define LINGER_MS         5000            /* time for an R frame to leave before teardown */
 #define ACK_IDLE_MS       200             /* resume: acknowledge what came once down is quiet this long */
 #define ACK_TIMEOUT_MS    15000
+#define ACK_MAX_GAP       (1024u * 1024)  /* resume: acknowledge at least this often */
+#define IDLE_MARGIN_MS    5000            /* resume: stop trying this long before the server forgets */
 #define RETRY_MAX         12              /* tries of a refused or cut push / pull in a row */
 #define TOKEN_LEN         48
 #define SID_LEN           16
@@ -110,6 +112,7 @@ struct rhc_req {
     int resume_ok;              /* open: the server keeps bytes until acknowledged */
     uint64_t buffer;            /* open: Relay-Buffer */
     uint64_t window;            /* open: Relay-Window (bytes kept until acknowledged) */
+    uint64_t idle_s;            /* open: Relay-Idle-Timeout */
     int proxy_said;             /* the answer has a proxy's marks (X-Squid-Error, Proxy-Status) */
     char token[TOKEN_LEN + 1];  /* Relay-Session of an open answer */
     size_t body_len;
@@ -156,6 +159,8 @@ struct rhc_tunnel {
     char token[TOKEN_LEN + 1];
     char sid[SID_LEN + 1];      /* public part of the token, the only part we print */
     int resume;                 /* the server keeps bytes until acknowledged (Resume) */
+    int64_t idle_ms;            /* resume: the server keeps the session this long unheard */
+    int64_t last_contact;       /* a request of the session last got an answer then */
     uint64_t ack_every;         /* resume: acknowledge down bytes this often */
     uint64_t down_acked_sent;   /* resume: down offset told to the server (maybe in flight) */
     uint64_t down_acked_conf;   /* resume: ... and confirmed by it */
@@ -576,6 +581,8 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
             return len;
         r->status = code;
         r->hdr_done = 1;
+        if (r->t && code >= 200 && code < 300)
+            r->t->last_contact = now_ms();   /* the server heard from the session */
         if (down && !down_headers_done(r))
             return 0;
         return len;
@@ -590,6 +597,8 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
         parse_u64(v, vl, &r->buffer);
     } else if (r->kind == REQ_OPEN && header_is(buf, len, "Relay-Window", &v, &vl)) {
         parse_u64(v, vl, &r->window);
+    } else if (r->kind == REQ_OPEN && header_is(buf, len, "Relay-Idle-Timeout", &v, &vl)) {
+        parse_u64(v, vl, &r->idle_s);
     } else if (header_is(buf, len, "X-Squid-Error", &v, &vl) ||
                header_is(buf, len, "Proxy-Status", &v, &vl)) {
         r->proxy_said = 1;
@@ -1982,6 +1991,8 @@ static int transient(CURLcode rc)
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
     case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT:  /* a connect that timed out: the path is down */
+    case CURLE_SSL_CONNECT_ERROR:   /* cut during the handshake */
         return 1;
     default:
         return 0;
@@ -2020,11 +2031,18 @@ static void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     memcpy(t->sid, r->token, SID_LEN);
     t->sid[SID_LEN] = '\0';
     t->resume = r->resume_ok;
+    t->idle_ms = 1000 * (int64_t)(r->idle_s ? r->idle_s : 300);
+    t->last_contact = now_ms();
     /* the server keeps what it sent until acknowledged, up to its window (older
      * servers: within Relay-Buffer): acknowledge every quarter of that, or it
      * stops reading the target */
     uint64_t keep = r->window >= 16384 ? r->window : r->buffer >= 16384 ? r->buffer : 262144;
     t->ack_every = keep / 4;
+    /* but no less often than every ACK_MAX_GAP: on a fast short path that keeps
+     * the server's memory down; on a long one the acks (one in flight) cover
+     * more each as the gap grows during their round trip */
+    if (t->ack_every > ACK_MAX_GAP)
+        t->ack_every = ACK_MAX_GAP;
     t->down_acked_sent = t->down_acked_conf = t->down_off;
     curl_off_t pre = 0, first = 0;
     curl_easy_getinfo(r->h, CURLINFO_PRETRANSFER_TIME_T, &pre);
@@ -2034,6 +2052,18 @@ static void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     choose_transport(t, r);
     req_free(r);
     t->open = NULL;
+}
+
+/* Another try after a cut? A resumable session goes on trying,
+ * with backoff, as long as the server keeps it (RelayIdleTimeout since it last
+ * heard from us, less a margin): a cut shorter than that goes unnoticed
+ * locally. Otherwise a few tries in a row. (Refusals, 409 and 503, always
+ * get RETRY_MAX tries in a row.) */
+static int retry_ok(const rhc_tunnel *t, unsigned n)
+{
+    if (t->resume)
+        return now_ms() - t->last_contact < t->idle_ms - IDLE_MARGIN_MS;
+    return n < RETRY_MAX;
 }
 
 /* The down request is given up without an answer: start another one later. */
@@ -2116,7 +2146,7 @@ static void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     }
     /* No byte came, so none can be lost: pull again with the same ack (a server
      * that did send some answers 416, never misplaced bytes). */
-    if (died_unanswered(r, rc) && t->down_retries < 3) {
+    if (died_unanswered(r, rc) && (t->resume ? retry_ok(t, 0) : t->down_retries < 3)) {
         t_log(t, 1, "pull: %s; trying again on a new connection", req_error(r, rc));
         t->down_fresh = 1;
         down_again(t, r, req_error(r, rc));
@@ -2130,7 +2160,7 @@ static void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
                "process start with batch pulls");
     else if (r->hdr_done && r->status != 200)
         fail_http(t, r, "pull");
-    else if (!r->saw_end && !r->saw_fin && t->resume && t->down_retries < RETRY_MAX &&
+    else if (!r->saw_end && !r->saw_fin && t->resume && retry_ok(t, t->down_retries) &&
              (rc == CURLE_OK || transient(rc))) {
         /* cut: the server kept what it sent; a new pull from what arrived */
         t_log(t, 1, "pull: %s; resuming at offset %" PRIu64 " on a new connection",
@@ -2237,7 +2267,7 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             ++t->up_retries;
             t_log(t, 2, "push: HTTP 409 (%s): going on from %" PRIu64, line, t->up_sent);
         }
-    } else if (!r->hdr_done && rc != CURLE_OK && transient(rc) && t->up_retries < RETRY_MAX) {
+    } else if (!r->hdr_done && rc != CURLE_OK && transient(rc) && retry_ok(t, t->up_retries)) {
         /* Cut: nothing is sure beyond what the server confirmed. */
         t_log(t, 1, "push: %s; going on from offset %" PRIu64 " on a new connection",
               req_error(r, rc), t->up_acked);
@@ -2348,7 +2378,7 @@ static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     }
     if (from < t->up_acked)
         from = t->up_acked < r->p_end ? t->up_acked : r->p_end;
-    if (r->tries + 1 >= RETRY_MAX) {
+    if (r->hdr_done ? r->tries + 1 >= RETRY_MAX : !retry_ok(t, r->tries + 1)) {
         t_fail(t, RHC_EXIT_LOST, "push %" PRIu64 "..%" PRIu64 ": refused or cut %u times "
                "(last: %s)", r->p_off, r->p_end, r->tries + 1,
                r->hdr_done ? line : req_error(r, rc));
@@ -2418,7 +2448,7 @@ static void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         down_again(t, r, line[0] ? line : "HTTP 409");
         return;
     }
-    if (died_unanswered(r, rc) && t->down_retries < 3) {
+    if (died_unanswered(r, rc) && (t->resume ? retry_ok(t, 0) : t->down_retries < 3)) {
         t_log(t, 1, "duplex: %s; trying again on a new connection", req_error(r, rc));
         t->down_fresh = 1;
         down_again(t, r, req_error(r, rc));
@@ -2426,7 +2456,7 @@ static void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     }
     if (r->hdr_done && r->status != 200) {
         fail_http(t, r, "duplex");
-    } else if (!r->saw_end && !r->saw_fin && t->resume && t->down_retries < RETRY_MAX &&
+    } else if (!r->saw_end && !r->saw_fin && t->resume && retry_ok(t, t->down_retries) &&
                (rc == CURLE_OK || transient(rc))) {
         /* cut: both directions go on from what the server confirmed / we got */
         t_log(t, 1, "duplex: %s; resuming on a new connection",
@@ -2762,9 +2792,18 @@ static void t_timers(rhc_tunnel *t, int64_t now)
         req_free(r);
     }
     dr = down_req(t);
-    if (dr && !dr->recv_paused && now >= t->pull_last_rx + PULL_DEAD_MS)
-        t_fail(t, RHC_EXIT_LOST, "%s: nothing from the server for %d s (not even a heartbeat)",
-               kind_name[dr->kind], PULL_DEAD_MS / 1000);
+    if (dr && !dr->recv_paused && now >= t->pull_last_rx + PULL_DEAD_MS) {
+        if (t->resume && retry_ok(t, t->down_retries) && dr->kind == REQ_PULL) {
+            /* a path that went silent (no RST): a new pull, the server resends */
+            t_log(t, 1, "pull: nothing from the server for %d s; resuming at offset %" PRIu64
+                  " on a new connection", PULL_DEAD_MS / 1000, t->down_off);
+            t->down_fresh = 1;
+            down_again(t, dr, "silent");
+        } else {
+            t_fail(t, RHC_EXIT_LOST, "%s: nothing from the server for %d s (not even a "
+                   "heartbeat)", kind_name[dr->kind], PULL_DEAD_MS / 1000);
+        }
+    }
     if (t->fail_code)
         return;
     if ((d = probe_deadline(t)) >= 0 && now >= d) {

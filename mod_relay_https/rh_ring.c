@@ -22,21 +22,23 @@ void rh_ring_release(rh_ring *r)
     r->len = 0;
 }
 
-/* Moves the bytes into a buffer of nsize, oldest first at index 0. */
+/* Grows the buffer to nsize in place where the allocator can (realloc: large
+ * blocks are remapped, not copied, and never held twice). When the bytes wrap,
+ * the older segment (head to the old end) moves to the new end, so they stay
+ * in order with the free space between the two segments. */
 static int ring_resize(rh_ring *r, size_t nsize)
 {
-    unsigned char *nb = malloc(nsize);
+    size_t osize = r->size;
+    unsigned char *nb = realloc(r->buf, nsize);
     if (!nb)
         return -1;
-    if (r->len) {
-        size_t first = r->size - r->head < r->len ? r->size - r->head : r->len;
-        memcpy(nb, r->buf + r->head, first);
-        memcpy(nb + first, r->buf, r->len - first);
-    }
-    free(r->buf);
     r->buf = nb;
     r->size = nsize;
-    r->head = 0;
+    if (r->len && r->head + r->len > osize) {
+        size_t seg = osize - r->head;
+        memmove(nb + nsize - seg, nb + r->head, seg);
+        r->head = nsize - seg;
+    }
     return 0;
 }
 

@@ -12,6 +12,7 @@ import random
 import socket
 import struct
 import threading
+import time
 
 import harness
 
@@ -28,8 +29,9 @@ class ChaosProxy:
         self.accepted = 0
         self.cuts = 0            # connections cut while both sides were open
         self.cut_bytes = 0       # bytes that had passed through the cut connections
-        self.active = set()
+        self.active = {}
         self.cutting = True
+        self.down_until = 0.0    # blackout: connections refused (reset) until then
         self._stop = False
         threading.Thread(target=self._accept_loop, daemon=True).start()
 
@@ -41,6 +43,10 @@ class ChaosProxy:
                 c, _ = self.sock.accept()
             except OSError:
                 return
+            if time.monotonic() < self.down_until:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                c.close()
+                continue
             try:
                 u = socket.create_connection(self.upstream, timeout=5)
             except OSError:
@@ -52,7 +58,7 @@ class ChaosProxy:
             conn = {"c": c, "u": u, "bytes": 0, "open": 2, "cut": False, "armed": False}
             with self.lock:
                 self.accepted += 1
-                self.active.add(id(conn))
+                self.active[id(conn)] = conn
             life = self.rng.uniform(self.min_life, self.max_life)
             conn["rst"] = self.rng.random() < 0.5
             t = threading.Timer(life, self._arm, args=(conn,))
@@ -102,7 +108,7 @@ class ChaosProxy:
             except OSError:
                 pass
         with self.lock:
-            self.active.discard(id(conn))
+            self.active.pop(id(conn), None)
 
     def _arm(self, conn):
         conn["armed"] = True
@@ -118,6 +124,20 @@ class ChaosProxy:
         self._close(conn, rst)
 
     # -- control ------------------------------------------------------------
+
+    def blackout(self, seconds):
+        """The path goes down: every connection is reset now, and new ones are
+        reset at once for `seconds`."""
+        self.down_until = time.monotonic() + seconds
+        with self.lock:
+            conns = list(self.active.values())
+        for conn in conns:
+            with self.lock:
+                if conn["cut"]:
+                    continue
+                conn["cut"] = True
+                self.cuts += 1
+            self._close(conn, rst=True)
 
     def stats(self):
         with self.lock:

@@ -94,6 +94,27 @@ def test_chaos_cuts(relay_apache, mpm, client_bin, tls, name, args):
     assert (up, down) == (size, size), (reason, up, down)
 
 
+@pytest.mark.rh_timeout(120)
+@pytest.mark.parametrize("mpm", ["event"])
+def test_path_down_for_20s(relay_apache, mpm, client_bin, tls):
+    """The path to the server goes down for 20 s (every connection reset, new
+    ones refused) in the middle of a transfer: the client keeps trying with
+    backoff and goes on where it was; the local connection notices nothing."""
+    a = relay_apache
+    size = 30 * MB
+    with ChaosProxy(a.port, min_life=1000, max_life=1000) as chaos:
+        url = "https://127.0.0.1:%d/relay" % chaos.port
+        with Forward(client_bin, url, "echo", cacert=tls["ca"]) as fw:
+            t, payload, res = _start_transfer(fw, size, 10 * MB, 100)
+            time.sleep(1.0)
+            assert t.is_alive(), res
+            chaos.blackout(20)
+            t.join(100)
+            assert not t.is_alive(), "transfer hung after the path came back"
+            _assert_intact(res, size, fw)
+    assert res["elapsed"] > 20, res
+
+
 # ---------------------------------------------------------------------------
 # Graceful restarts, dying children, a dying core
 # ---------------------------------------------------------------------------
