@@ -64,8 +64,9 @@ MB = 1000 * 1000
 
 # Idle tunnels: how far each path's ramp goes, and why not further.
 IDLE_CAP = {
-    "duplex": (1000, "each duplex stream holds an h2 worker: the ramp slows to ~10/s and "
-                     "stops at H2MaxWorkers x the children holding the h2 connections"),
+    "duplex": (1000, "mod_http2 runs at most processing_limit streams per connection "
+                     "(6 at first, raised only as streams complete): long-lived duplex "
+                     "streams stall beyond that"),
     "websocket": (300, "websockify forks one Python process per connection"),
     "httptunnel": (1, "hts serves one tunnel at a time"),
     "batch-nginx": (0, "same server cost as batch, plus nginx; not measured"),
@@ -1064,8 +1065,9 @@ def parse_args(argv):
                     help="bytes the delay proxy holds per direction (default 16 MiB)")
     ap.add_argument("--thread-stack", type=int, default=262144,
                     help="Apache ThreadStackSize (65536 crashes children: docs/BENCHMARKS.md)")
-    ap.add_argument("--h2-min-workers", type=int, default=512,
-                    help="H2MinWorkers (h2 workers start lazily otherwise: duplex ramps stall)")
+    ap.add_argument("--h2-min-workers", type=int, default=16,
+                    help="H2MinWorkers (per child: a high value times 40+ children "
+                         "exhausts the machine's threads)")
     ap.add_argument("--h2-max-workers", type=int, default=512, help="H2MaxWorkers")
     ap.add_argument("--out", default=os.path.join(HERE, "results"),
                     help="output directory (default bench/results)")
