@@ -47,6 +47,12 @@ def _start_transfer(fw, size, rate, timeout):
     return t, payload, res
 
 
+def _resumes(fw):
+    """The client's lines that tell of a cut request it went on from."""
+    marks = ("resum", "trying again", "going on from", "sending it again")
+    return [l for l in fw.lines() if any(m in l for m in marks)]
+
+
 def _assert_intact(res, size, fw):
     assert res["error"] is None, (res, fw.stderr_text())
     assert res["received"] == res["sent"] == size, (res, fw.stderr_text())
@@ -81,7 +87,7 @@ def test_chaos_cuts(relay_apache, mpm, client_bin, tls, name, args):
             # through before the first cut
             res = pump("127.0.0.1", fw.port, payload=payload, timeout=250, rate=10 * MB)
             _assert_intact(res, size, fw)
-            resumed = [l for l in fw.lines() if "resum" in l or "trying again" in l]
+            resumed = _resumes(fw)
             stats = chaos.stats()
     print("%s: 100 MB each way in %.1f s through %d cuts; client: %d resumes" % (
         name, res["elapsed"], stats["cuts"], len(resumed)))
@@ -201,7 +207,7 @@ def test_sigkill_children_during_transfer(relay_apache, mpm, client_bin, tls):
         t.join(210)
         assert not t.is_alive(), "transfer hung after children were killed"
         _assert_intact(res, size, fw)
-        resumed = [l for l in fw.lines() if "resum" in l or "trying again" in l]
+        resumed = _resumes(fw)
     assert any(s for _, s in killed), "no child serving the tunnel was killed: %s" % killed
     assert resumed, fw.stderr_text()
     (reason, up, down), = [v for v in _closed(a, mark).values()]
