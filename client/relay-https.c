@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,7 +25,10 @@
 #include "rhc_opts.h"
 #include "rhc_tunnel.h"
 
-#define MAX_TUNNELS       1024     /* forward: stop accepting beyond this */
+#define FDS_PER_TUNNEL    4        /* local socket + push, pull, ack connections (HTTP/1.1) */
+#define FDS_SPARE         64
+
+static size_t max_tunnels = 256;   /* forward: stop accepting beyond this (raise_fd_limit) */
 #define ACCEPT_BACKOFF_MS 1000     /* after EMFILE and friends */
 #define STOP_GRACE_MS     5000     /* time for close requests after a signal */
 
@@ -165,7 +169,7 @@ static int listen_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
 /* Accepts what is waiting; returns -1 when accepting must pause (fd limit). */
 static int accept_some(rhc_ctx *c, int lfd, unsigned long *serial)
 {
-    while (rhc_ctx_tunnels(c) < MAX_TUNNELS) {
+    while (rhc_ctx_tunnels(c) < max_tunnels) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
         int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -188,12 +192,35 @@ static int accept_some(rhc_ctx *c, int lfd, unsigned long *serial)
     return 0;
 }
 
+/* A forwarder may hold thousands of tunnels, each a few descriptors: the soft
+ * descriptor limit (often 1024) goes up to the hard one, and the number of
+ * tunnels accepted at once follows from what is allowed. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (1u << 20) ? (1u << 20)
+                                                                              : rl.rlim_max;
+        struct rlimit n = { want, rl.rlim_max };
+        if (want > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &n) == 0)
+            rl.rlim_cur = want;
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > FDS_SPARE + FDS_PER_TUNNEL)
+        max_tunnels = (size_t)(rl.rlim_cur - FDS_SPARE) / FDS_PER_TUNNEL;
+    rhc_info("up to %zu tunnels at once (descriptor limit %llu)", max_tunnels,
+             (unsigned long long)rl.rlim_cur);
+}
+
 static int run_forward(rhc_ctx *c, const struct rhc_opts *o)
 {
     char bound[128];
     unsigned long serial = 0;
     int64_t accept_again = 0;
 
+    raise_fd_limit();
     int lfd = listen_socket(o, bound, sizeof(bound));
     if (lfd < 0)
         return RHC_EXIT_LOCAL;
@@ -202,7 +229,7 @@ static int run_forward(rhc_ctx *c, const struct rhc_opts *o)
 
     for (;;) {
         int64_t now = mono_ms();
-        int can_accept = now >= accept_again && rhc_ctx_tunnels(c) < MAX_TUNNELS;
+        int can_accept = now >= accept_again && rhc_ctx_tunnels(c) < max_tunnels;
         struct pollfd ex[2] = {
             { .fd = sig_pipe[0], .events = POLLIN },
             { .fd = can_accept ? lfd : -1, .events = POLLIN },

@@ -79,6 +79,8 @@
 #define SWITCH_GRACE_MIN  100             /* after a pull switch, up bytes wait this long ... */
 #define SWITCH_GRACE_MAX  1000            /* ... (2 round trips, within these bounds) */
 #define SWITCH_WAIT_MS    10000           /* an ended duplex body gets this long to be confirmed */
+#define H2_STREAMS_PER_CONN 6             /* see rhc_ctx_new */
+#define H2_RESETS_MAX     4               /* see duplex_done */
 #define OPEN_TIMEOUT_MS   30000
 #define CLOSE_TIMEOUT_MS  5000
 #define LINGER_MS         5000            /* time for an R frame to leave before teardown */
@@ -161,6 +163,7 @@ struct rhc_tunnel {
     int resume;                 /* the server keeps bytes until acknowledged (Resume) */
     int64_t idle_ms;            /* resume: the server keeps the session this long unheard */
     int64_t last_contact;       /* a request of the session last got an answer then */
+    unsigned h2_resets;         /* duplex streams reset unanswered, in a row */
     uint64_t ack_every;         /* resume: acknowledge down bytes this often */
     uint64_t down_acked_sent;   /* resume: down offset told to the server (maybe in flight) */
     uint64_t down_acked_conf;   /* resume: ... and confirmed by it */
@@ -581,8 +584,10 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
             return len;
         r->status = code;
         r->hdr_done = 1;
-        if (r->t && code >= 200 && code < 300)
+        if (r->t && code >= 200 && code < 300) {
             r->t->last_contact = now_ms();   /* the server heard from the session */
+            r->t->h2_resets = 0;
+        }
         if (down && !down_headers_done(r))
             return 0;
         return len;
@@ -2454,6 +2459,16 @@ static void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         down_again(t, r, req_error(r, rc));
         return;
     }
+    /* A stream reset with no answer while the connection lives: the server
+     * refused the request. mod_http2 resets a duplex its handler refused before
+     * reading the body (410 for a session a restarted relay core no longer
+     * has) without sending the answer; a few in a row mean just that. */
+    if (rc == CURLE_HTTP2_STREAM && !r->hdr_done && ++t->h2_resets >= H2_RESETS_MAX) {
+        t_fail(t, RHC_EXIT_LOST, "duplex: the server reset the stream %u times in a row "
+               "without an answer: the session is gone (relay core restarted?)",
+               t->h2_resets);
+        return;
+    }
     if (r->hdr_done && r->status != 200) {
         fail_http(t, r, "duplex");
     } else if (!r->saw_end && !r->saw_fin && t->resume && retry_ok(t, t->down_retries) &&
@@ -2973,6 +2988,10 @@ rhc_ctx *rhc_ctx_new(const struct rhc_opts *o)
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
     /* Batch sessions keep several connections busy: keep them for reuse. */
     curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, 64L);
+    /* mod_http2 works on at most 6 streams of a connection at first and raises
+     * that only as streams complete; a duplex stream lasts as long as its
+     * tunnel, so a 7th would wait for ever: more go on a new connection. */
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)H2_STREAMS_PER_CONN);
     if ((c->share = curl_share_init())) {
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);

@@ -117,6 +117,33 @@ def test_http2_duplex_20mb(apache_factory, mpm, module_so, targets, client_bin, 
           % (res["elapsed"], 20 / res["elapsed"]))
 
 
+@pytest.mark.rh_timeout(120)
+@pytest.mark.parametrize("mpm", ["event"])
+def test_http2_duplex_many_tunnels_held_open(apache_factory, mpm, module_so, targets,
+                                            client_bin, tls):
+    """20 duplex tunnels through one client, all held open at once: each echoes.
+    (mod_http2 works on only 6 streams of a connection until some complete, and a
+    duplex stream lasts its tunnel's life: the client spreads them.)"""
+    a = _apache(apache_factory, mpm, module_so, targets)
+    n = 20
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"],
+                 extra_args=["--transport", "duplex"], env=im.clean_env()) as fw:
+        socks = [socket.create_connection(("127.0.0.1", fw.port), timeout=20)
+                 for _ in range(n)]
+        for i, s in enumerate(socks):
+            s.sendall(b"tunnel %02d\n" % i)
+        for i, s in enumerate(socks):
+            want = b"tunnel %02d\n" % i
+            got = b""
+            while len(got) < len(want):
+                b = s.recv(64)       # times out (20 s) if the tunnel waits in a queue
+                assert b, "tunnel %d closed: %s" % (i, fw.stderr_text())
+                got += b
+            assert got == want
+        for s in socks:
+            s.close()
+
+
 @pytest.mark.slow
 @pytest.mark.rh_timeout(120)
 def test_stream_idle_25s_survives_reqtimeout(apache_factory, module_so, targets, client_bin,
