@@ -58,6 +58,17 @@ def pytest_runtest_makereport(item, call):
                  a.error_log_tail(40)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sanitizer_reports():
+    """--enable-sanitizers builds: any ASan/UBSan report of any process fails the run."""
+    harness.sanitizer_setup()
+    yield
+    reports = harness.sanitizer_reports()
+    if reports:
+        pytest.fail("sanitizer reports in %s:\n%s" % (harness.SAN_DIR, "\n".join(
+            "--- %s ---\n%s" % (n, t[:4000]) for n, t in reports[:5])), pytrace=False)
+
+
 @pytest.fixture(autouse=True)
 def _reset_used_apaches():
     harness.Apache.used.clear()

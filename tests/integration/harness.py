@@ -27,6 +27,47 @@ import time
 # --------------------------------------------------------------------------
 
 APACHE_BIN = os.environ.get("RH_APACHE_BIN", "/usr/sbin/apache2")
+
+# ./configure --enable-sanitizers: the module and client are built with ASan and
+# UBSan (make check sets RH_SANITIZERS=1). apache2 itself is not, so libasan is
+# preloaded into it; every process writes its reports under SAN_DIR, which the
+# test session checks at its end (conftest.py).
+SANITIZERS = os.environ.get("RH_SANITIZERS") == "1"
+SAN_DIR = os.environ.get("RH_SAN_DIR") or os.path.join(tempfile.gettempdir(),
+                                                       "rh-sanitizers-%d" % os.getpid())
+
+
+def sanitizer_setup():
+    """With SANITIZERS: the report directory, and the environment every child
+    process (apache2, the client) inherits. Returns the directory or None."""
+    if not SANITIZERS:
+        return None
+    os.makedirs(SAN_DIR, exist_ok=True)
+    os.chmod(SAN_DIR, 0o1777)       # apache's children run as www-data
+    lib = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
+                         text=True).stdout.strip()
+    if lib and os.path.isabs(lib):
+        os.environ["RH_ASAN_PRELOAD"] = lib
+    # leaks: httpd frees its pools at exit only in part, by design
+    os.environ["ASAN_OPTIONS"] = "detect_leaks=0:log_path=%s/asan" % SAN_DIR
+    os.environ["UBSAN_OPTIONS"] = "print_stacktrace=1:log_path=%s/ubsan" % SAN_DIR
+    return SAN_DIR
+
+
+def apache_env():
+    """The environment apache2 runs in: libasan preloaded in sanitizer builds."""
+    if os.environ.get("RH_ASAN_PRELOAD"):
+        return dict(os.environ, LD_PRELOAD=os.environ["RH_ASAN_PRELOAD"])
+    return None
+
+
+def sanitizer_reports():
+    """(file, text) of every report written so far."""
+    out = []
+    if SANITIZERS and os.path.isdir(SAN_DIR):
+        for n in sorted(os.listdir(SAN_DIR)):
+            out.append((n, _read(os.path.join(SAN_DIR, n))))
+    return out
 APACHE_MODULES = os.environ.get("RH_APACHE_MODULES", "/usr/lib/apache2/modules")
 CURL = os.environ.get("RH_CURL", "/usr/bin/curl")
 OPENSSL = os.environ.get("RH_OPENSSL", "/usr/bin/openssl")
@@ -502,7 +543,7 @@ class Apache:
         """apache2 -t; returns CompletedProcess (text)."""
         return subprocess.run([APACHE_BIN, "-t", "-f", conf_path or self.conf_path],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=60)
+                              text=True, timeout=60, env=apache_env())
 
     def start(self, timeout=30):
         if not os.path.exists(self.conf_path):
@@ -511,7 +552,7 @@ class Apache:
         self.proc = subprocess.Popen(
             [APACHE_BIN, "-f", self.conf_path, "-DFOREGROUND"],
             stdin=subprocess.DEVNULL, stdout=self._errlog_fh, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            start_new_session=True, env=apache_env())
         _register(self.proc)
         Apache.instances.add(self)
         ok = wait_for(self._ready, timeout, interval=0.1)

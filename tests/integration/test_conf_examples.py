@@ -54,6 +54,7 @@ def test_examples_pass_configtest(tmp_path, module_so, tls, uncomment):
         "mime", "dir", "socache_shmcb", "ssl", "http2")])
     path = tmp_path / "httpd.conf"
     path.write_text("\n".join([base, load, conf, vhost]) + "\n")
-    r = subprocess.run([harness.APACHE_BIN, "-t", "-f", str(path)], stdout=subprocess.PIPE,
+    r = subprocess.run([harness.APACHE_BIN, "-t", "-f", str(path)], env=harness.apache_env(),
+                       stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True, timeout=60)
     assert r.returncode == 0 and "Syntax OK" in r.stdout, r.stdout

@@ -149,6 +149,30 @@ def test_five_graceful_restarts_during_transfer(relay_apache, mpm, client_bin, t
     assert curl(a.relay_url + "/echo/close", headers=["Relay-Session: " + token]).status == 204
 
 
+@pytest.mark.rh_timeout(120)
+def test_new_targets_apply_after_graceful(apache_factory, module_so, targets, client_bin, tls):
+    """A reload with a changed RelayTarget list: a tunnel opened before goes on
+    (its target stays what it was), sessions opened after see the new list."""
+    a = apache_factory.get("event", module=module_so, targets=targets,
+                           extra_conf="# reload test")
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"]) as fw:
+        t, payload, res = _start_transfer(fw, 20 * MB, 8 * MB, 100)
+        time.sleep(0.5)
+        mark = a.error_log_mark()
+        a.targets = {"echo2": targets["echo"], "refused": targets["refused"]}
+        a.prepare()
+        a.proc.send_signal(signal.SIGUSR1)          # apachectl -k graceful
+        assert harness.wait_for(lambda: "resuming normal operations" in
+                                a.error_log_text(mark), 15), a.error_log_tail(20, mark)
+        t.join(100)
+        assert not t.is_alive(), "transfer hung across the reload"
+        _assert_intact(res, 20 * MB, fw)
+    token, _ = open_session(a.relay_url, target="echo2")
+    assert curl(a.relay_url + "/echo2/close", headers=["Relay-Session: " + token]).status == 204
+    r = curl(a.relay_url + "/echo/open")
+    assert r.status == 404 and b"mod_relay_https:" in r.body, r
+
+
 def _serving_children(a):
     """Apache children that hold an established TCP connection on Apache's port."""
     inodes = set()
