@@ -64,9 +64,6 @@ MB = 1000 * 1000
 
 # Idle tunnels: how far each path's ramp goes, and why not further.
 IDLE_CAP = {
-    "duplex": (1000, "beyond about 1650 duplex tunnels new ones close before their first "
-                     "echo (4225 server threads by then: an h2 connection per 6 tunnels, "
-                     "an h2 worker per stream); not investigated yet"),
     "websocket": (300, "websockify forks one Python process per connection"),
     "httptunnel": (1, "hts serves one tunnel at a time"),
     "batch-nginx": (0, "same server cost as batch, plus nginx; not measured"),

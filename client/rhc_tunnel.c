@@ -1981,8 +1981,10 @@ static void fallback_down(rhc_tunnel *t, const char *why)
  * on such connections when a busy server drops its idle ones). */
 static int died_unanswered(const struct rhc_req *r, CURLcode rc)
 {
+    /* CURLE_HTTP2: an h2 connection the server is closing (GOAWAY after
+     * MaxKeepAliveRequests, say) refused a new stream on it */
     return !r->hdr_done && (rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR ||
-                            rc == CURLE_GOT_NOTHING);
+                            rc == CURLE_GOT_NOTHING || rc == CURLE_HTTP2);
 }
 
 /* A push that may be tried again: cut or refused before an answer. */
