@@ -62,6 +62,7 @@
 #define OBUF_MAX          (4u * 1024 * 1024) /* hard cap: soft cap + one curl callback */
 #define UPBUF_INIT        (64u * 1024)    /* up ring: first size ... */
 #define UPBUF_MAX         (16u * 1024 * 1024) /* ... and largest: bytes in flight, unconfirmed */
+#define UPBUF_ROOM_MIN    16384u          /* up ring: grow (or count as full) below this room */
 #define UP_AHEAD_MAX      (512u * 1024)   /* local bytes read ahead of the pushes */
 #define BATCH_BODY_MAX    (1024u * 1024)  /* frames in one batch push */
 #define BATCH_DATA_MAX    (BATCH_BODY_MAX - 17 * RH_FRAME_HDR) /* 16 D frames + F */
@@ -1203,7 +1204,7 @@ static int up_may_forget(const rhc_tunnel *t)
 static void up_fill(rhc_tunnel *t)
 {
     while (!t->up_eof && !t->fail_code && up_read_off(t) - t->up_sent < UP_AHEAD_MAX) {
-        if (t->ucap - t->ulen < 16384) {
+        if (t->ucap - t->ulen < UPBUF_ROOM_MIN) {
             if (t->ucap < UPBUF_MAX) {
                 up_grow(t);
             } else if (up_may_forget(t)) {
@@ -2073,6 +2074,13 @@ static int retry_ok(const rhc_tunnel *t, unsigned n)
     return n < RETRY_MAX;
 }
 
+/* A down request died before any answer: another try? (Without resume, only a
+ * few: no byte came, so none can be lost, but the path may be gone.) */
+static int unanswered_retry_ok(const rhc_tunnel *t)
+{
+    return t->resume ? retry_ok(t, t->down_retries) : t->down_retries < 3;
+}
+
 /* The down request is given up without an answer: start another one later. */
 static void down_again(rhc_tunnel *t, struct rhc_req *r, const char *why)
 {
@@ -2153,7 +2161,7 @@ static void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     }
     /* No byte came, so none can be lost: pull again with the same ack (a server
      * that did send some answers 416, never misplaced bytes). */
-    if (died_unanswered(r, rc) && (t->resume ? retry_ok(t, 0) : t->down_retries < 3)) {
+    if (died_unanswered(r, rc) && unanswered_retry_ok(t)) {
         t_log(t, 1, "pull: %s; trying again on a new connection", req_error(r, rc));
         t->down_fresh = 1;
         down_again(t, r, req_error(r, rc));
@@ -2455,7 +2463,7 @@ static void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         down_again(t, r, line[0] ? line : "HTTP 409");
         return;
     }
-    if (died_unanswered(r, rc) && (t->resume ? retry_ok(t, 0) : t->down_retries < 3)) {
+    if (died_unanswered(r, rc) && unanswered_retry_ok(t)) {
         t_log(t, 1, "duplex: %s; trying again on a new connection", req_error(r, rc));
         t->down_fresh = 1;
         down_again(t, r, req_error(r, rc));
@@ -2645,7 +2653,8 @@ static void spush_refresh(rhc_tunnel *t)
     if (!sc || sc->end_wanted || sc->body_ended || sc->p_fin || sc->p_r || !t->down_fin ||
         (sc == t->spush && down_req(t)) || t->up_eof || t->fail_code || t->up_switching)
         return;
-    if (t->ucap < UPBUF_MAX || t->ucap - t->ulen >= 16384 || t->up_sent < up_read_off(t))
+    if (t->ucap < UPBUF_MAX || t->ucap - t->ulen >= UPBUF_ROOM_MIN ||
+        t->up_sent < up_read_off(t))
         return;
     t_log(t, 2, "up ring full of unconfirmed bytes after the down direction ended: "
           "ending the push to learn the server's offset");

@@ -89,7 +89,7 @@ struct session {
     uint64_t up_acc, up_wr, down_rd, down_sent;
     uint64_t down_acked;     /* resumable: the down ring starts at this offset */
     size_t readahead;        /* down bytes read from the target and not yet sent, at most */
-    size_t window;           /* resumable: sent bytes kept until acknowledged, at most */
+    size_t window;           /* sent bytes kept until acknowledged, at most (0: not resumable) */
     unsigned resumable:1, finished:1;
     long linger_until;       /* resumable, finished: freed at this time */
     unsigned connecting:1, up_fin:1, up_shut:1, down_eof:1, down_reset:1,
@@ -125,6 +125,12 @@ typedef struct core {
 static size_t down_unsent(const session *s)
 {
     return rh_ring_len(&s->down) - (size_t)(s->down_sent - s->down_acked);
+}
+
+/* The target may be read: room in the ring, and not too far ahead of the pull. */
+static int down_wants_read(const session *s)
+{
+    return !s->down_eof && rh_ring_space(&s->down) && down_unsent(s) < s->readahead;
 }
 
 static void down_ack(session *s, uint64_t ack)
@@ -627,7 +633,7 @@ static void target_read(core *c, session *s)
             return;
         }
     }
-    while (!s->down_eof && rh_ring_space(&s->down) && down_unsent(s) < s->readahead) {
+    while (down_wants_read(s)) {
         struct iovec iov[2];
         int n = rh_ring_write_iov(&s->down, iov);
         if (!n)
@@ -863,7 +869,7 @@ static void session_update(core *c, session *s)
     if (s->connecting)
         want = EPOLLOUT;
     else {
-        if (!s->down_eof && rh_ring_space(&s->down) && down_unsent(s) < s->readahead)
+        if (down_wants_read(s))
             want |= EPOLLIN;
         if (rh_ring_len(&s->up) || (s->up_fin && !s->up_shut))
             want |= EPOLLOUT;
@@ -1165,7 +1171,7 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
     /* a stream pull drains the ring as the target fills it: reading ahead by
      * bufsize is enough. A batch pull takes a round trip per answer, so each
      * answer carries all the ring may hold (the window included) */
-    s->readahead = batch ? s->down.cap : s->down.cap - (s->resumable ? s->window : 0);
+    s->readahead = batch ? s->down.cap : s->down.cap - s->window;
     if (batch) {
         k->batch = 1;
         k->poll_deadline = k->last_write + 1000L * (rq->poll_s ? rq->poll_s : POLL_DEFAULT_S);

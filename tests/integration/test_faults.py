@@ -26,7 +26,7 @@ MB = 1024 * 1024
 CLOSED_RE = re.compile(r"session ([0-9a-f]{16}) closed \(([^)]*)\) target=\S+ up=(\d+) down=(\d+)")
 
 
-def _closed(a, mark, sid=None):
+def _closed(a, mark):
     """{sid: (reason, up, down)} of the sessions closed since mark."""
     out = {}
     for m in CLOSED_RE.finditer(a.error_log_text(mark)):
@@ -269,7 +269,7 @@ def test_sigkill_children_during_transfer(relay_apache, mpm, client_bin, tls):
         resumed = _resumes(fw)
     assert any(s for _, s in killed), "no child serving the tunnel was killed: %s" % killed
     assert resumed, fw.stderr_text()
-    (reason, up, down), = [v for v in _closed(a, mark).values()]
+    (reason, up, down), = _closed(a, mark).values()
     assert (up, down) == (size, size), (reason, up, down)
     token, _ = open_session(a.relay_url)
     assert curl(a.relay_url + "/echo/close", headers=["Relay-Session: " + token]).status == 204
