@@ -81,6 +81,7 @@
 #define SWITCH_GRACE_MAX  1000            /* ... (2 round trips, within these bounds) */
 #define SWITCH_WAIT_MS    10000           /* an ended duplex body gets this long to be confirmed */
 #define H2_STREAMS_PER_CONN 6             /* see rhc_ctx_new */
+#define H2_MUX_SAFE_CURL  0x080100        /* first libcurl that may carry several (8.1.0) */
 #define H2_RESETS_MAX     4               /* see duplex_done */
 #define OPEN_TIMEOUT_MS   30000
 #define CLOSE_TIMEOUT_MS  5000
@@ -2981,6 +2982,19 @@ static int timer_cb(CURLM *m, long timeout_ms, void *userp)
     return 0;
 }
 
+/* libcurl before 8.1.0 copies the DATA of one h2 stream into the buffer of
+ * another transfer while it works for that one, and after a pause hands out a
+ * pointer into its connection buffer that later input overwrites: with several
+ * long streams on one connection (tunnels, their acks) response bytes arrive
+ * altered, 48 bytes in a MiB now and then (Debian 12's 7.88.1 does it here;
+ * curl issue 10525 and the rewrite in 8.1.0). There each stream gets a
+ * connection of its own: more TLS connections, never a wrong byte. */
+static int h2_streams_per_conn(void)
+{
+    const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+    return v && v->version_num >= H2_MUX_SAFE_CURL ? H2_STREAMS_PER_CONN : 1;
+}
+
 rhc_ctx *rhc_ctx_new(const struct rhc_opts *o)
 {
     rhc_ctx *c = calloc(1, sizeof(*c));
@@ -3002,7 +3016,7 @@ rhc_ctx *rhc_ctx_new(const struct rhc_opts *o)
     /* mod_http2 works on at most 6 streams of a connection at first and raises
      * that only as streams complete; a duplex stream lasts as long as its
      * tunnel, so a 7th would wait for ever: more go on a new connection. */
-    curl_multi_setopt(c->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)H2_STREAMS_PER_CONN);
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)h2_streams_per_conn());
     if ((c->share = curl_share_init())) {
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);

@@ -29,7 +29,8 @@
 typedef struct rh_req {
     request_rec *r;
     const rh_dir_conf *dc;
-    const rh_target *target;
+    const char *target_name;    /* as named in the URL */
+    const rh_target *target;    /* its configuration; looked up for open only */
     const char *op;
     rh_slot_view view;
     int fd;                 /* to the core */
@@ -138,7 +139,7 @@ static int check_session(rh_req *q, const char **token)
     int rv = reg ? rh_registry_check(reg, *token, &q->view) : RH_REG_UNKNOWN;
     if (rv == RH_REG_MALFORMED)
         return fail(r, HTTP_BAD_REQUEST, "malformed Relay-Session token");
-    if (rv != RH_REG_OK || strcmp(q->view.target, q->target->name) != 0)
+    if (rv != RH_REG_OK || strcmp(q->view.target, q->target_name) != 0)
         return fail(r, HTTP_GONE, "unknown or expired session");
     char sid[RH_SID_LEN + 1];
     rh_sid_format(sid, q->view.slot, q->view.gen);
@@ -438,7 +439,7 @@ static int do_duplex(rh_req *q)
     int rv, fd_up, fd_down, cfd;
     int up_eos = 0, down_done = 0, idle_ms = RH_HEARTBEAT_S * 3 * 1000;
     char *pend = NULL;
-    apr_size_t pend_len = 0, pend_off = 0;
+    apr_size_t pend_len = 0, pend_off = 0, pend_cap = 0;
 
     if (r->method_number != M_POST) {
         c->keepalive = AP_CONN_CLOSE;
@@ -484,7 +485,6 @@ static int do_duplex(rh_req *q)
                    apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
     apr_bucket_brigade *out = apr_brigade_create(r->pool, c->bucket_alloc);
     apr_bucket_brigade *in = apr_brigade_create(r->pool, c->bucket_alloc);
-    char *buf = apr_palloc(r->pool, PULL_BUF);
     APR_BRIGADE_INSERT_TAIL(out, apr_bucket_flush_create(c->bucket_alloc));
     if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS || c->aborted)
         return OK;
@@ -505,9 +505,15 @@ static int do_duplex(rh_req *q)
             }
             if (!APR_BRIGADE_EMPTY(in) && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(in)))
                 up_eos = 1;
-            apr_size_t len = PULL_BUF;
-            if (!pend)
-                pend = apr_palloc(r->pool, PULL_BUF);
+            /* take all of it: a filter may hand more than was asked for */
+            apr_off_t blen = 0;
+            if (apr_brigade_length(in, 1, &blen) != APR_SUCCESS)
+                goto leave;
+            if (!pend || (apr_size_t)blen > pend_cap) {
+                pend_cap = (apr_size_t)blen > PULL_BUF ? (apr_size_t)blen : PULL_BUF;
+                pend = apr_palloc(r->pool, pend_cap);
+            }
+            apr_size_t len = pend_cap;
             if (apr_brigade_flatten(in, pend, &len) != APR_SUCCESS)
                 goto leave;
             apr_brigade_cleanup(in);
@@ -535,7 +541,10 @@ static int do_duplex(rh_req *q)
         }
         /* down: core -> response, flushed chunk by chunk */
         while (!down_done) {
+            char *buf = apr_bucket_alloc(PULL_BUF, c->bucket_alloc);
             ssize_t n = recv(fd_down, buf, PULL_BUF, MSG_DONTWAIT);
+            if (n <= 0)
+                apr_bucket_free(buf);
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
                 break;
             if (n <= 0) {
@@ -543,8 +552,9 @@ static int do_duplex(rh_req *q)
                 break;
             }
             progress = 1;
-            APR_BRIGADE_INSERT_TAIL(out, apr_bucket_transient_create(buf, (apr_size_t)n,
-                                                                      c->bucket_alloc));
+            APR_BRIGADE_INSERT_TAIL(out, apr_bucket_heap_create(buf, (apr_size_t)n,
+                                                                 apr_bucket_free,
+                                                                 c->bucket_alloc));
             APR_BRIGADE_INSERT_TAIL(out, apr_bucket_flush_create(c->bucket_alloc));
             if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS || c->aborted)
                 goto leave;
@@ -665,12 +675,16 @@ int rh_handler(request_rec *r)
     if (ver && strcmp(ver, "1") != 0)
         return fail(r, HTTP_BAD_REQUEST, "unsupported Relay-Version %s (this server speaks 1)",
                     ver);
-    q.target = rh_find_target(q.dc, target);
-    if (!q.target)
-        return fail(r, HTTP_NOT_FOUND, "unknown target '%s'", target);
+    q.target_name = target;
     q.op = op;
-    if (!strcmp(op, "open"))
+    if (!strcmp(op, "open")) {
+        /* Only an open consults the RelayTarget list: a session opened before a
+         * reload that removed its target goes on to the address it was given. */
+        q.target = rh_find_target(q.dc, target);
+        if (!q.target)
+            return fail(r, HTTP_NOT_FOUND, "unknown target '%s'", target);
         return do_open(&q);
+    }
     if (!strcmp(op, "push"))
         return do_push(&q);
     if (!strcmp(op, "pull"))
