@@ -95,6 +95,7 @@ EVENT_CONF = """
 </IfModule>
 H2MaxWorkers {h2max}
 H2MinWorkers {h2min}
+{maxmemfree}
 """
 
 
@@ -350,7 +351,9 @@ class Bench:
             "LoadModule proxy_http_module %s/mod_proxy_http.so" % m,
             "RelayMaxSessions 8192",
             EVENT_CONF.format(stack=self.args.thread_stack, h2min=self.args.h2_min_workers,
-                              h2max=self.args.h2_max_workers),
+                              h2max=self.args.h2_max_workers,
+                              maxmemfree=("MaxMemFree %d" % self.args.max_mem_free
+                                          if self.args.max_mem_free else "")),
             "# Apache's own CONNECT path: a TLS forward proxy that may only reach the target",
             "ProxyRequests On",
             "AllowCONNECT %d" % self.target.port,
@@ -1066,6 +1069,8 @@ def parse_args(argv):
                     help="H2MinWorkers (per child: a high value times 40+ children "
                          "exhausts the machine's threads)")
     ap.add_argument("--h2-max-workers", type=int, default=512, help="H2MaxWorkers")
+    ap.add_argument("--max-mem-free", type=int, default=0,
+                    help="Apache MaxMemFree in KiB (0: not set, httpd's default)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"),
                     help="output directory (default bench/results)")
     ap.add_argument("--tmpdir", default="/tmp")
