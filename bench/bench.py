@@ -1069,8 +1069,12 @@ def parse_args(argv):
                     help="H2MinWorkers (per child: a high value times 40+ children "
                          "exhausts the machine's threads)")
     ap.add_argument("--h2-max-workers", type=int, default=512, help="H2MaxWorkers")
-    ap.add_argument("--max-mem-free", type=int, default=0,
-                    help="Apache MaxMemFree in KiB (0: not set, httpd's default)")
+    ap.add_argument("--max-mem-free", type=int, default=64,
+                    help="Apache MaxMemFree in KiB (0: not set, httpd's unlimited default); "
+                         "set, it also makes mod_ssl release idle connections' buffers")
+    ap.add_argument("--malloc-arena-max", type=int, default=2,
+                    help="MALLOC_ARENA_MAX for every process of the run (0: glibc's default, "
+                         "8 per core); see docs/BENCHMARKS.md, idle memory")
     ap.add_argument("--out", default=os.path.join(HERE, "results"),
                     help="output directory (default bench/results)")
     ap.add_argument("--tmpdir", default="/tmp")
@@ -1112,6 +1116,8 @@ def main(argv=None):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 4 * a.idle + 1000:
         log("RLIMIT_NOFILE is %d: the idle ramp may stop early (raise ulimit -Hn)" % soft)
+    if a.malloc_arena_max:
+        os.environ["MALLOC_ARENA_MAX"] = str(a.malloc_arena_max)
     b = Bench(a)
     log("working in %s" % b.work)
     try:
