@@ -62,6 +62,10 @@ static const char help_text[] =
 "      --no-resume            do not ask the server to keep sent bytes until\n"
 "                             acknowledged: a cut connection then ends the\n"
 "                             tunnel (default: every cut is resumed)\n"
+"      --idle-push SECONDS    end a stream push after this long with nothing\n"
+"                             to send (the next bytes start a new one), so\n"
+"                             an idle tunnel holds one request on the server,\n"
+"                             not two; 0 keeps it open (default 60)\n"
 "  -u, --user USER:PASS       credentials for the server\n"
 "      --auth METHOD          basic (default: sent at once), digest or any\n"
 "                             (digest and any use HTTP/1.1)\n"
@@ -117,7 +121,7 @@ static const char help_text[] =
 enum {
     OPT_CACERT = 256, OPT_CERT, OPT_KEY, OPT_PROXY_CACERT, OPT_PROXY_INSECURE,
     OPT_CONNECT_TIMEOUT, OPT_HTTP11, OPT_HTTP2, OPT_HTTP2_PK, OPT_TRANSPORT, OPT_AUTH,
-    OPT_PROXY_AUTH, OPT_NO_RESUME
+    OPT_PROXY_AUTH, OPT_NO_RESUME, OPT_IDLE_PUSH
 };
 
 static const struct option long_opts[] = {
@@ -138,6 +142,7 @@ static const struct option long_opts[] = {
     { "http2-prior-knowledge", no_argument, NULL, OPT_HTTP2_PK },
     { "transport",       required_argument, NULL, OPT_TRANSPORT },
     { "no-resume",       no_argument,       NULL, OPT_NO_RESUME },
+    { "idle-push",       required_argument, NULL, OPT_IDLE_PUSH },
     { "auth",            required_argument, NULL, OPT_AUTH },
     { "proxy-auth",      required_argument, NULL, OPT_PROXY_AUTH },
     { "verbose",         no_argument,       NULL, 'v' },
@@ -282,6 +287,7 @@ int rhc_opts_parse(int argc, char **argv, struct rhc_opts *o)
 
     memset(o, 0, sizeof(*o));
     o->connect_timeout_ms = 15000;
+    o->park_ms = 60000;
 
     if (argc < 2)
         return usage_error("missing mode");
@@ -362,6 +368,15 @@ int rhc_opts_parse(int argc, char **argv, struct rhc_opts *o)
         case OPT_NO_RESUME:
             o->no_resume = 1;
             break;
+        case OPT_IDLE_PUSH: {
+            char *end = NULL;
+            errno = 0;
+            double s = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !(s >= 0) || s > 86400)
+                return usage_error("--idle-push %s: expected seconds (0 to 86400)", optarg);
+            o->park_ms = (long)(s * 1000.0 + 0.5);
+            break;
+        }
         case 'x':
             o->proxy = optarg;
             break;

@@ -57,6 +57,7 @@ struct rhc_opts {
     const char *user, *proxy, *proxy_user, *proxy_cacert;
     int insecure, proxy_insecure;
     int no_resume;              /* --no-resume: sessions are not opened resumable */
+    long park_ms;               /* --idle-push: end an idle stream push after this (0: never) */
     int verbose;
     long connect_timeout_ms;
     long http_version;          /* CURL_HTTP_VERSION_*; 0: chosen by the transport */

@@ -143,6 +143,7 @@ struct rhc_req {
     int send_paused;
     int end_wanted;             /* streamed: end the body at the next chance */
     int refresh;                /* stream push ended only to learn the server's offset */
+    int parking;                /* stream push ended because the tunnel is idle */
     int body_ended;             /* streamed: the read callback said end */
     uint64_t emitted;           /* streamed: body bytes handed to curl */
     int acked_any;              /* streamed: the server confirmed bytes of this body */
@@ -208,6 +209,9 @@ struct rhc_tunnel {
     size_t hb_pad;              /* the pending H carries this much padding */
     unsigned pads;              /* padded H frames sent since the last confirmation */
     int64_t push_last_emit;
+    int64_t up_last_data;       /* when up data last went into a streamed body */
+    int spush_parked;           /* no stream push until there is something to send */
+    int64_t park_keep_at;       /* parked: an ack then tells the server we are here */
     int64_t ack_wait_since;     /* up_sent > up_acked since then, no ack came */
     unsigned up_retries;        /* streamed body refused or cut, in a row */
     int64_t spush_at;           /* start the stream push (again) then */
@@ -1274,6 +1278,7 @@ static size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
     rhc_tunnel *t = r->t;
     size_t room = size * nitems;
     size_t used = 0;
+    uint64_t sent_before = t->up_sent;
 
     if (r->body_ended)
         return 0;
@@ -1336,6 +1341,8 @@ static size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
     }
     int64_t now = now_ms();
     t->push_last_emit = now;
+    if (t->up_sent > sent_before)
+        t->up_last_data = now;
     if (t->up_sent > t->up_acked && !t->ack_wait_since)
         t->ack_wait_since = now;
     r->emitted += used;
@@ -1666,9 +1673,13 @@ static void maybe_ack(rhc_tunnel *t, int64_t now)
     struct rhc_req *dr = down_req(t);
     uint64_t gap = ack_gap(t);
 
-    if (!gap || t->ackreq || t->fail_code || !dr || dr->batch || now < t->ack_retry_at)
+    /* parked, no push heartbeats reach the server: an ack now and then does */
+    int keep = t->spush_parked && now >= t->park_keep_at;
+
+    if ((!gap && !keep) || t->ackreq || t->fail_code || !dr || dr->batch ||
+        now < t->ack_retry_at)
         return;
-    if (gap < t->ack_every && now < t->last_down_data + ACK_IDLE_MS)
+    if (!keep && gap < t->ack_every && now < t->last_down_data + ACK_IDLE_MS)
         return;
     struct rhc_req *r = req_new(t->ctx, t, REQ_ACK, t->token);
     if (!r || add_header(r, "Relay-Ack: %" PRIu64, t->down_off) < 0 ||
@@ -1681,6 +1692,7 @@ static void maybe_ack(rhc_tunnel *t, int64_t now)
         goto fail;
     t->ackreq = r;
     t->down_acked_sent = t->down_off;
+    t->park_keep_at = now + t->idle_ms / 3;
     t_log(t, 3, "ack %" PRIu64, t->down_off);
     return;
 fail:
@@ -1693,8 +1705,11 @@ static int64_t ack_deadline(const rhc_tunnel *t)
 {
     struct rhc_req *dr = down_req(t);
 
-    if (!ack_gap(t) || t->ackreq || !dr || dr->batch)
+    if (t->ackreq || !dr || dr->batch)
         return -1;
+    if (!ack_gap(t))
+        return t->spush_parked ? (t->park_keep_at > t->ack_retry_at ? t->park_keep_at
+                                                                      : t->ack_retry_at) : -1;
     int64_t d = t->last_down_data + ACK_IDLE_MS;
     return d > t->ack_retry_at ? d : t->ack_retry_at;
 }
@@ -2237,7 +2252,11 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
                 t->up_done = 1;
                 t->up_retries = 0;
             } else if (up_rewind(t, x, "push ended") == 0) {
-                if (r->refresh)
+                if (r->parking && x == t->up_sent) {
+                    t->spush_parked = 1;    /* up_kick starts the next one */
+                    t->park_keep_at = now_ms() + t->idle_ms / 3;
+                    t_log(t, 2, "stream push ended: idle for %ld ms", t->ctx->o->park_ms);
+                } else if (r->refresh || r->parking)
                     delay = 0;  /* the ring is free again: a new push goes on */
                 else if (r->end_wanted)
                     t_log(t, 2, "stream push ended at %" PRIu64 ": pushes go on as batch", x);
@@ -2633,6 +2652,12 @@ static void up_kick(rhc_tunnel *t)
             unpause_send(sc);
         return;
     }
+    if (t->spush_parked && t->up_x == RHC_XP_STREAM && !t->fail_code &&
+        (t->up_r_pending || up_read_off(t) > t->up_sent || (t->up_eof && !t->up_fin_sent))) {
+        t->spush_parked = 0;
+        start_spush(t);
+        return;
+    }
     if (t->fail_code || t->up_x != RHC_XP_BATCH || t->up_switching || t->up_hold)
         return;
     while (!t->up_done && t->nbpush < BATCH_INFLIGHT &&
@@ -2664,6 +2689,33 @@ static void spush_refresh(rhc_tunnel *t)
     unpause_send(sc);
 }
 
+/* A stream push that has had nothing to send for --idle-push, every byte of
+ * it confirmed, is ended, and the next one starts with the next bytes: an idle
+ * stream tunnel then holds one request on the server (the pull) instead of two,
+ * which halves what it costs there (a worker thread and a TLS connection each).
+ * The first bytes after the pause wait for a new request: one round trip. */
+static int64_t park_at(const rhc_tunnel *t)
+{
+    const struct rhc_req *sc = t->spush;
+    if (!sc || t->up_x != RHC_XP_STREAM || !sc->send_paused || sc->end_wanted ||
+        !t->resume || sc->body_ended || sc->p_fin || sc->p_r || t->up_switching || t->up_hold ||
+        t->up_eof || t->up_r_pending || t->fail_code || t->up_acked != t->up_sent ||
+        up_read_off(t) != t->up_sent || t->probe_until || t->ctx->o->park_ms <= 0)
+        return -1;
+    int64_t since = t->up_last_data > sc->started ? t->up_last_data : sc->started;
+    return since + t->ctx->o->park_ms;
+}
+
+static void push_park(rhc_tunnel *t, int64_t now)
+{
+    int64_t at = park_at(t);
+    if (at < 0 || now < at)
+        return;
+    t->spush->end_wanted = 1;
+    t->spush->parking = 1;
+    unpause_send(t->spush);
+}
+
 /* Moves a tunnel on after events; frees it when it is over. */
 static void t_advance(rhc_tunnel *t, int64_t now)
 {
@@ -2673,6 +2725,7 @@ static void t_advance(rhc_tunnel *t, int64_t now)
     if (t->up_switching && t->duplex && t->duplex->body_ended && t->up_acked >= t->up_sent)
         t->up_switching = 0;
     spush_refresh(t);
+    push_park(t, now);
     up_kick(t);
     if (t->resume)
         maybe_ack(t, now);
@@ -2742,6 +2795,13 @@ static void min_deadline(int64_t *d, int64_t v)
 }
 
 /* Next time this tunnel needs a look without any fd event, or -1. */
+/* Streamed bodies say they are alive often enough for the server's idle
+ * timeout, which counts from the last thing it heard. */
+static int64_t hb_every(const rhc_tunnel *t)
+{
+    return t->idle_ms > 0 && t->idle_ms / 3 < HEARTBEAT_MS ? t->idle_ms / 3 : HEARTBEAT_MS;
+}
+
 static int64_t t_deadline(const rhc_tunnel *t)
 {
     int64_t d = -1;
@@ -2752,13 +2812,14 @@ static int64_t t_deadline(const rhc_tunnel *t)
     if (t->olen > 0 && !t->out_blocked && !t->out_err)
         return 0;           /* output to flush (normally done in the same round) */
     if (sc && sc->send_paused && !sc->body_ended)
-        min_deadline(&d, t->push_last_emit + HEARTBEAT_MS);
+        min_deadline(&d, t->push_last_emit + hb_every(t));
     if (dr && !dr->recv_paused)
         min_deadline(&d, t->pull_last_rx + PULL_DEAD_MS);
     if (t->repull_at)
         min_deadline(&d, t->repull_at);
     if (t->spush_at)
         min_deadline(&d, t->spush_at);
+    min_deadline(&d, park_at(t));
     for (int i = 0; i < t->nbpush; ++i)
         if (t->bpush[i]->retry_at)
             min_deadline(&d, t->bpush[i]->retry_at);
@@ -2784,7 +2845,7 @@ static void t_timers(rhc_tunnel *t, int64_t now)
     if (t->fail_code)
         return;
     if (sc && sc->send_paused && !sc->body_ended &&
-        now >= t->push_last_emit + HEARTBEAT_MS) {
+        now >= t->push_last_emit + hb_every(t)) {
         t->hb_pending = 1;
         unpause_send(sc);
     }

@@ -180,15 +180,21 @@ def test_http2_duplex_many_tunnels_held_open(apache_factory, mpm, module_so, tar
 @pytest.mark.rh_timeout(120)
 def test_stream_idle_25s_survives_reqtimeout(apache_factory, module_so, targets, client_bin,
                                               tls):
-    """mod_reqtimeout is on (RequestReadTimeout body=10,minrate=500): a stream tunnel idle
-    for 25 s still carries data; the push body was not cut."""
-    a = _apache(apache_factory, "event", module_so, targets)
+    """mod_reqtimeout is on (RequestReadTimeout body=10,minrate=500), and RelayIdleTimeout
+    is 12 s: a stream tunnel idle for 25 s still carries data. While idle, the client
+    keeps the session alive (heartbeats, then acks) and, after 10 s (--idle-push 10),
+    ends its push so that the server holds only the pull: a push has completed (200)
+    before the data after the pause, and no body was cut."""
+    a = apache_factory.get("event", module=module_so, targets=targets,
+                           extra_conf=EXTRA_CONF + "\n<Location /relay>\n"
+                                      "    RelayIdleTimeout 12\n</Location>")
     conf = harness._read(a.conf_path)
     assert "LoadModule reqtimeout_module" in conf and "RequestReadTimeout body=10" in conf
     mark = a.error_log_mark()
     log_start = len(im.mode_log_entries(a))
     with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"],
-                 extra_args=["--transport", "stream", "--http1.1"], env=im.clean_env()) as fw:
+                 extra_args=["--transport", "stream", "--http1.1", "--idle-push", "10"],
+                 env=im.clean_env()) as fw:
         s = socket.create_connection(("127.0.0.1", fw.port), timeout=30)
         try:
             first = os.urandom(1024)
@@ -196,6 +202,12 @@ def test_stream_idle_25s_survives_reqtimeout(apache_factory, module_so, targets,
             assert got == first, (why, fw.stderr_text())
             n_lines = len(fw.lines())
             time.sleep(25)
+            sessions = a.sessions(mark)[0]
+            pushes_idle = [x for x in _session_entries(a, log_start, sessions)
+                           if "/push " in x[2]]
+            assert len(pushes_idle) == 1 and pushes_idle[0][3] == 200, (
+                "after 25 s idle the push should have ended (200): %s\n%s"
+                % (pushes_idle, "\n".join(fw.lines()[n_lines:])))
             payload = os.urandom(1 * MB)
             got, why = im.exchange(s, payload, timeout=60)
             assert got == payload, (
@@ -211,9 +223,9 @@ def test_stream_idle_25s_survives_reqtimeout(apache_factory, module_so, targets,
     log = a.error_log_text(mark)
     cut = [l for l in log.splitlines()
            if "AH01382" in l or "Request body read timeout" in l or "RH2020" in l
-           or "push body ended early" in l]
-    assert not cut, "the push body was cut while idle:\n" + "\n".join(cut)
+           or "push body ended early" in l or "idle timeout" in l]
+    assert not cut, "a body was cut, or the session timed out, while idle:\n" + "\n".join(cut)
     e = harness.wait_for(lambda: [x for x in _session_entries(a, log_start, opened)
                                   if "/push " in x[2]] or None, 10, interval=0.2) or []
-    assert len(e) == 1 and e[0][3] == 200, \
-        "stream transport: expected one push (200) for the whole session: %s" % e
+    assert len(e) == 2 and all(x[3] == 200 for x in e), \
+        "stream transport: expected the idle push and one after it (200): %s" % e
