@@ -65,6 +65,8 @@
 #define UPBUF_ROOM_MIN    16384u          /* up ring: grow (or count as full) below this room */
 #define UP_AHEAD_MAX      (512u * 1024)   /* local bytes read ahead of the pushes */
 #define BATCH_BODY_MAX    (1024u * 1024)  /* frames in one batch push */
+#define SPUSH_BODY_MAX    (256ull << 20)  /* a stream push body ends after this; a new one goes on */
+#define SPUSH_BODY_MIN    (1ull << 20)    /* ... and after a 413 never below this */
 #define BATCH_DATA_MAX    (BATCH_BODY_MAX - 17 * RH_FRAME_HDR) /* 16 D frames + F */
 #define BATCH_INFLIGHT    8               /* batch pushes in flight (a WAN round trip each) ... */
 #define PROBE_NO_HEADERS_MS 10000     /* extra wait for a first frame when no headers came */
@@ -263,6 +265,7 @@ struct rhc_ctx {
     char why_up[320], why_down[320];
     int proven[RHC_XP_BATCH + 1];   /* a response of this transport showed a frame in time */
     size_t batch_max;           /* data bytes per batch push (smaller after a 413) */
+    uint64_t spush_max;         /* body bytes per stream push (smaller after a 413) */
 };
 
 static int64_t now_ms(void)
@@ -1286,6 +1289,15 @@ static size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
      * down bytes never ride in a streamed body: behind up bytes that wait for
      * the target, which waits for down bytes to leave, they would stall an
      * echo. They go on pulls and ack requests of their own.) */
+    /* Bodies have limits: httpd's LimitRequestBody is 1 GiB by default, and
+     * proxies often set less. A stream push ends well before, and the answer's
+     * offset starts the next one (spush_done). */
+    if (r->kind == REQ_PUSH && !r->end_wanted && !r->p_fin && !r->p_r && !t->up_r_pending &&
+        r->emitted >= t->ctx->spush_max) {
+        r->end_wanted = 1;
+        r->refresh = 1;
+        t_log(t, 2, "stream push: %" PRIu64 " bytes sent, ending it for a new one", r->emitted);
+    }
     if (r->end_wanted || r->p_r || r->p_fin) {
         r->body_ended = 1;
         return 0;
@@ -2279,6 +2291,22 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
                      req_error(r, rc));
         fallback_up(t, why);
         up_rewind(t, t->up_acked, "streamed push refused");
+    } else if (r->hdr_done && r->status == 413 && r->acked_any && t->resume &&
+               retry_ok(t, t->up_retries)) {
+        /* Bytes went through, then the body grew beyond a limit on the way (an
+         * intermediary's, or LimitRequestBody): later pushes stay below half of
+         * what this one carried, and this one goes on from what was confirmed. */
+        uint64_t cap = r->emitted / 2;
+        if (cap < SPUSH_BODY_MIN)
+            cap = SPUSH_BODY_MIN;
+        if (cap < t->ctx->spush_max)
+            t->ctx->spush_max = cap;
+        t_log(t, 1, "push: HTTP 413 after %" PRIu64 " body bytes: stream pushes now end "
+              "after %" PRIu64 "; going on from offset %" PRIu64, r->emitted,
+              t->ctx->spush_max, t->up_acked);
+        if (up_rewind(t, t->up_acked, "push too long") == 0)
+            delay = backoff_ms(t->up_retries);
+        ++t->up_retries;
     } else if (r->hdr_done && r->status == 503 && t->up_retries < RETRY_MAX) {
         /* the relay core is busy: nothing of this push counted beyond what the
          * server confirmed */
@@ -3084,6 +3112,7 @@ rhc_ctx *rhc_ctx_new(const struct rhc_opts *o)
     }
     c->best_up = c->best_down = RHC_XP_DUPLEX;
     c->batch_max = BATCH_DATA_MAX;
+    c->spush_max = SPUSH_BODY_MAX;
     return c;
 }
 

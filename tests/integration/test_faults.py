@@ -175,6 +175,27 @@ def test_new_targets_apply_after_graceful(apache_factory, module_so, targets, cl
     assert r.status == 404 and b"mod_relay_https:" in r.body, r
 
 
+@pytest.mark.rh_timeout(120)
+def test_stream_push_beyond_a_body_limit(apache_factory, module_so, targets, client_bin, tls):
+    """LimitRequestBody (httpd's default is 1 GiB; proxies often allow less) set to
+    4 MB on the relay: a 30 MB stream tunnel gets 413 once, after 4 MB went
+    through, then keeps its pushes below half of that, and every byte arrives once."""
+    a = apache_factory.get("event", module=module_so, targets=targets,
+                           extra_conf="<Location /relay>\n    LimitRequestBody 4000000\n"
+                                      "</Location>")
+    mark = a.error_log_mark()
+    size = 30 * MB
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"],
+                 extra_args=["--transport", "stream", "--http1.1"]) as fw:
+        res = pump("127.0.0.1", fw.port, nbytes=size, timeout=90)
+        _assert_intact(res, size, fw)
+        said = [l for l in fw.lines() if "HTTP 413 after" in l]
+        assert len(said) == 1, fw.stderr_text()
+    text = harness.wait_for(lambda: "closed (" in a.error_log_text(mark)
+                            and a.error_log_text(mark), 15)
+    assert text and "up=%d down=%d" % (size, size) in text, a.error_log_tail(20, mark)
+
+
 def _vm_hwm_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
