@@ -1104,8 +1104,16 @@ def parse_args(argv):
     return a
 
 
+def _exit_on_signal(signum, frame):
+    # SIGTERM or SIGHUP (a timeout, a closed terminal): unwind, so that the
+    # finally below and the harness's atexit stop Apache, nginx and the peers
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
     a = parse_args(sys.argv[1:] if argv is None else argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     missing = sorted(set(b for p in a.paths for b in PEER_BINS.get(p, []) if not os.path.exists(b)))
     if missing:
         raise SystemExit("bench: missing peer programs %s (./quickstart installs them)"
