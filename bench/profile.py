@@ -29,9 +29,7 @@ MODES = {"stream": ["--transport", "stream", "--http1.1"],
 
 
 def sink_server():
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(16)
+    ls = harness.listener()
 
     def drain(c):
         try:

@@ -1285,10 +1285,6 @@ static size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
 
     if (r->body_ended)
         return 0;
-    /* The body ends after R, when given up, or after F. (Acknowledgements of
-     * down bytes never ride in a streamed body: behind up bytes that wait for
-     * the target, which waits for down bytes to leave, they would stall an
-     * echo. They go on pulls and ack requests of their own.) */
     /* Bodies have limits: httpd's LimitRequestBody is 1 GiB by default, and
      * proxies often set less. A stream push ends well before, and the answer's
      * offset starts the next one (spush_done). */
@@ -1298,6 +1294,10 @@ static size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
         r->refresh = 1;
         t_log(t, 2, "stream push: %" PRIu64 " bytes sent, ending it for a new one", r->emitted);
     }
+    /* The body ends after R, when given up, or after F. (Acknowledgements of
+     * down bytes never ride in a streamed body: behind up bytes that wait for
+     * the target, which waits for down bytes to leave, they would stall an
+     * echo. They go on pulls and ack requests of their own.) */
     if (r->end_wanted || r->p_r || r->p_fin) {
         r->body_ended = 1;
         return 0;
@@ -1680,6 +1680,13 @@ fail:
  * body_read for why not in a body). One at a time: once a quarter of the
  * server's buffer came, or once down is quiet, so that an idle session holds no
  * memory there. */
+/* The server forgets a session not heard from for its idle timeout: whatever
+ * keeps an idle session alive comes at least three times as often. */
+static int64_t alive_every(const rhc_tunnel *t)
+{
+    return t->idle_ms / 3;
+}
+
 static void maybe_ack(rhc_tunnel *t, int64_t now)
 {
     struct rhc_req *dr = down_req(t);
@@ -1704,7 +1711,7 @@ static void maybe_ack(rhc_tunnel *t, int64_t now)
         goto fail;
     t->ackreq = r;
     t->down_acked_sent = t->down_off;
-    t->park_keep_at = now + t->idle_ms / 3;
+    t->park_keep_at = now + alive_every(t);
     t_log(t, 3, "ack %" PRIu64, t->down_off);
     return;
 fail:
@@ -1717,12 +1724,16 @@ static int64_t ack_deadline(const rhc_tunnel *t)
 {
     struct rhc_req *dr = down_req(t);
 
+    int64_t d;
+
     if (t->ackreq || !dr || dr->batch)
         return -1;
-    if (!ack_gap(t))
-        return t->spush_parked ? (t->park_keep_at > t->ack_retry_at ? t->park_keep_at
-                                                                      : t->ack_retry_at) : -1;
-    int64_t d = t->last_down_data + ACK_IDLE_MS;
+    if (ack_gap(t))
+        d = t->last_down_data + ACK_IDLE_MS;
+    else if (t->spush_parked)
+        d = t->park_keep_at;        /* the keep-alive ack */
+    else
+        return -1;
     return d > t->ack_retry_at ? d : t->ack_retry_at;
 }
 
@@ -2266,7 +2277,7 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             } else if (up_rewind(t, x, "push ended") == 0) {
                 if (r->parking && x == t->up_sent) {
                     t->spush_parked = 1;    /* up_kick starts the next one */
-                    t->park_keep_at = now_ms() + t->idle_ms / 3;
+                    t->park_keep_at = now_ms() + alive_every(t);
                     t_log(t, 2, "stream push ended: idle for %ld ms", t->ctx->o->park_ms);
                 } else if (r->refresh || r->parking)
                     delay = 0;  /* the ring is free again: a new push goes on */
@@ -2822,14 +2833,14 @@ static void min_deadline(int64_t *d, int64_t v)
         *d = v;
 }
 
-/* Next time this tunnel needs a look without any fd event, or -1. */
 /* Streamed bodies say they are alive often enough for the server's idle
  * timeout, which counts from the last thing it heard. */
 static int64_t hb_every(const rhc_tunnel *t)
 {
-    return t->idle_ms > 0 && t->idle_ms / 3 < HEARTBEAT_MS ? t->idle_ms / 3 : HEARTBEAT_MS;
+    return t->idle_ms > 0 && alive_every(t) < HEARTBEAT_MS ? alive_every(t) : HEARTBEAT_MS;
 }
 
+/* Next time this tunnel needs a look without any fd event, or -1. */
 static int64_t t_deadline(const rhc_tunnel *t)
 {
     int64_t d = -1;
