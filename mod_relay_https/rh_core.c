@@ -73,6 +73,9 @@ struct conn {
     uint64_t want_off;       /* waiting push: where its bytes start */
     uint64_t skip;           /* push: leading data bytes the session already has */
     uint64_t start_off;      /* push: the offset it started at */
+    int has_len;             /* push: the handler knows the body's length */
+    uint64_t body_len;       /* push: that length (frame bytes) */
+    uint64_t body_in;        /* push: body bytes received so far */
     long wait_until;         /* waiting push: refused with 409 at this time */
     conn *next_dead;
 };
@@ -1023,7 +1026,13 @@ static void req_push(core *c, conn *k, const rh_ipc_req *rq)
     session *s = session_find(c, k, rq->token);
     if (!s)
         return;
-    if (s->resumable && rq->offset <= s->up_acc) {
+    k->has_len = rq->has_len;
+    k->body_len = rq->body_len;
+    /* the active push holds its whole body and only its end is still to come:
+     * a push that starts where it stops is the next one, not a retry */
+    int next_one = s->push && s->push->has_len && s->push->body_in >= s->push->body_len
+        && rq->offset == s->up_acc;
+    if (s->resumable && rq->offset <= s->up_acc && !next_one) {
         /* a retry after a cut: it replaces a push the server may still think is
          * alive, and what the session already has is dropped from it; a late
          * push that began before the active one must not cut it off */
@@ -1092,6 +1101,7 @@ static void push_attach(core *c, session *s, conn *k)
     size_t nl = (size_t)((unsigned char *)memchr(k->line, '\n', k->line_len) - k->line) + 1;
     memcpy(k->in, k->line + nl, k->line_len - nl);
     k->in_len = k->line_len - nl;
+    k->body_in = k->in_len;
     k->kind = CK_PUSH;
     k->s = s;
     s->push = k;
@@ -1312,6 +1322,7 @@ static void conn_event(core *c, conn *k, uint32_t events)
                 ssize_t n = recv(k->fd, k->in + k->in_len, PUSH_IN_MAX - k->in_len, 0);
                 if (n > 0) {
                     k->in_len += (size_t)n;
+                    k->body_in += (uint64_t)n;
                     s->last_heard = now_ms();
                 } else if (n == 0) {
                     k->eof = 1;

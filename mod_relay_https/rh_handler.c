@@ -211,6 +211,11 @@ static int start_push(rh_req *q, const char *token, apr_uint64_t offset, int tim
     rq.op = RH_IPC_PUSH;
     apr_cpystrn(rq.token, token, sizeof(rq.token));
     rq.offset = offset;
+    /* with the body's length the core can tell the next push from a retry of
+     * this one while it still waits for this one's end */
+    if (!apr_table_get(r->headers_in, "Transfer-Encoding")
+        && parse_u64(apr_table_get(r->headers_in, "Content-Length"), &rq.body_len) == 0)
+        rq.has_len = 1;
     if (core_ask(q, &rq, &rep, timeout_ms) != 0) {
         r->connection->keepalive = AP_CONN_CLOSE;
         return core_unavailable(r);

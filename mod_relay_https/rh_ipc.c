@@ -74,10 +74,16 @@ int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
             return -1;
         return 0;
     }
-    if ((!strcmp(w[0], "PUSH") && n == 3) || (!strcmp(w[0], "PULL") && (n == 4 || n == 5))) {
+    if ((!strcmp(w[0], "PUSH") && (n == 3 || (n == 4 && !strncmp(w[3], "len=", 4))))
+        || (!strcmp(w[0], "PULL") && (n == 4 || n == 5))) {
         req->op = w[0][1] == 'U' && w[0][2] == 'S' ? RH_IPC_PUSH : RH_IPC_PULL;
         if (copy_word(req->token, sizeof(req->token), w[1]) || parse_u64(w[2], &req->offset))
             return -1;
+        if (req->op == RH_IPC_PUSH && n == 4) {
+            if (parse_u64(w[3] + 4, &req->body_len))
+                return -1;
+            req->has_len = 1;
+        }
         if (req->op == RH_IPC_PULL && copy_word(req->mode, sizeof(req->mode), w[3]))
             return -1;
         if (req->op == RH_IPC_PULL && n == 5
@@ -116,7 +122,11 @@ int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req)
                          req->port, req->bufsize, req->idle_s, req->connect_s);
         break;
     case RH_IPC_PUSH:
-        n = snprintf(buf, len, "PUSH %s %" PRIu64 "\n", req->token, req->offset);
+        if (req->has_len)
+            n = snprintf(buf, len, "PUSH %s %" PRIu64 " len=%" PRIu64 "\n", req->token,
+                         req->offset, req->body_len);
+        else
+            n = snprintf(buf, len, "PUSH %s %" PRIu64 "\n", req->token, req->offset);
         break;
     case RH_IPC_PULL:
         if (req->poll_s)

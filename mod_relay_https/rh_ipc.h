@@ -12,7 +12,7 @@
 typedef enum {
     RH_IPC_NONE = 0,
     RH_IPC_OPEN,   /* OPEN target ip port bufsize idle_s connect_s [resume=window] */
-    RH_IPC_PUSH,   /* PUSH token offset        then frames until EOF */
+    RH_IPC_PUSH,   /* PUSH token offset [len=N] then frames until EOF; N = body bytes */
     RH_IPC_PULL,   /* PULL token ack mode [poll_s]  then frames from the core */
     RH_IPC_CLOSE,  /* CLOSE token */
     RH_IPC_ACK,    /* ACK token offset: down bytes the client has received */
@@ -31,6 +31,8 @@ typedef struct rh_ipc_req {
     int resume;         /* open: keep down bytes until acknowledged */
     char token[64];
     uint64_t offset;    /* push: offset of first byte; pull: ack */
+    int has_len;        /* push: the body's length is known (Content-Length) */
+    uint64_t body_len;  /* push: body bytes (frames) the handler will pass */
     char mode[16];      /* pull: "stream" or "batch" */
     unsigned poll_s;    /* pull, batch: answer empty after this long */
 } rh_ipc_req;

@@ -1501,6 +1501,85 @@ START_TEST(test_push_queue)
 }
 END_TEST
 
+/* Resumable: a push at the accepted offset is the next one when the active push
+ * has its whole body (the handler said its length), and waits; otherwise it is a
+ * retry after a cut and takes over. */
+static int push_send_len(const char *tok, uint64_t off, const void *frames, size_t len,
+                         size_t body_len)
+{
+    char line[RH_IPC_LINE_MAX + 4096];
+    int fd = cx();
+    int n = snprintf(line, sizeof(line), "PUSH %s %llu len=%zu\n", tok,
+                     (unsigned long long)off, body_len);
+    ck_assert(n > 0 && (size_t)n + len <= sizeof(line));
+    if (len)
+        memcpy(line + n, frames, len);
+    send_all(fd, line, (size_t)n + len);
+    return fd;
+}
+
+START_TEST(test_resumable_next_push_or_retry)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    unsigned char f[64];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    req(reply, sizeof(reply), "OPEN t1 127.0.0.1 %d 65536 30 5 resume=65536\n", port);
+    ASSERT_PREFIX(reply, "OK ");
+    strcpy(tok, reply + 3);
+    int t = tcp_accept(l, IO_MS);
+
+    /* A holds its whole body but has not ended; B starts where A stops */
+    size_t fl = frame_put(f, RH_FRAME_DATA, "hello", 5);
+    int a = push_send_len(tok, 0, f, fl, fl);
+    read_reply(a, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "OK 0");
+    target_expect(t, "hello");
+    fl = frame_put(f, RH_FRAME_DATA, "world", 5);
+    int b = push_send_len(tok, 5, f, fl, fl);
+    assert_no_reply(b, 200, "the next push while the complete one has not ended");
+    assert_no_reply(a, 1, "a complete push while the next one waits");
+    shutdown(a, SHUT_WR);
+    read_reply(a, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "DONE 5");
+    read_reply(b, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "OK 5");
+    target_expect(t, "world");
+
+    /* C, the next one again, announces more body than it will send */
+    fl = frame_put(f, RH_FRAME_DATA, "abc", 3);
+    int c = push_send_len(tok, 10, f, fl, fl + 8);
+    assert_no_reply(c, 200, "the next push while the complete one has not ended");
+    shutdown(b, SHUT_WR);
+    read_reply(b, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "DONE 10");
+    xclose(b);
+    read_reply(c, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "OK 10");
+    target_expect(t, "abc");
+    /* C has not sent all it announced: a push at the accepted offset is a retry
+     * after a cut and replaces it */
+    int d = push_send_len(tok, 13, NULL, 0, 100);
+    read_reply(d, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "OK 13");
+    read_reply(c, reply, sizeof(reply), IO_MS);
+    ASSERT_PREFIX(reply, "ERR 409 ");
+    xclose(c);
+    send_frame(d, RH_FRAME_DATA, "xyz", 3);
+    target_expect(t, "xyz");
+    send_frame(d, RH_FRAME_FIN, NULL, 0);
+    shutdown(d, SHUT_WR);
+    read_reply(d, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "DONE 16");
+    ck_assert_int_eq(target_read_end(t, IO_MS, NULL, 0, NULL), 0);
+    xclose(d);
+    xclose(t);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
 /* At most 8 pushes wait per session; a reset refuses the waiting ones with 410.
  * _i: 0 the client closes the session, 1 an active push sends R. */
 START_TEST(test_push_queue_limit_and_reset)
@@ -2785,6 +2864,7 @@ Suite *core_suite(void)
     tcase_add_test(td, test_stop_with_sessions);
     tcase_add_test(td, test_pull_acks);
     tcase_add_test(td, test_push_queue);
+    tcase_add_test(td, test_resumable_next_push_or_retry);
     tcase_add_loop_test(td, test_push_queue_limit_and_reset, 0, 2);
     tcase_add_test(td, test_push_wait_hangup);
     tcase_add_test(td, test_push_wait_timeout);

@@ -90,6 +90,9 @@ START_TEST(test_roundtrip_all_ops)
     roundtrip(&rq);
     rq.offset = 0;
     roundtrip(&rq);
+    rq.has_len = 1;
+    rq.body_len = 1048594;
+    roundtrip(&rq);
 
     memset(&rq, 0, sizeof(rq));
     rq.op = RH_IPC_PULL;
@@ -138,6 +141,10 @@ START_TEST(test_parse_fields)
     ck_assert_int_eq(rq.op, RH_IPC_PUSH);
     ck_assert_str_eq(rq.token, TOK);
     ck_assert(rq.offset == 42);
+    ck_assert_int_eq(rq.has_len, 0);
+    parse_ok("PUSH " TOK " 42 len=0", &rq);
+    ck_assert_int_eq(rq.has_len, 1);
+    ck_assert(rq.body_len == 0);
     parse_ok("PULL " TOK " 18446744073709551615 stream", &rq);
     ck_assert_int_eq(rq.op, RH_IPC_PULL);
     ck_assert(rq.offset == UINT64_MAX);
@@ -162,6 +169,9 @@ START_TEST(test_parse_rejects)
     parse_bad("OPEN");
     parse_bad("PUSH " TOK);
     parse_bad("PUSH " TOK " 1 2");
+    parse_bad("PUSH " TOK " 1 len=");
+    parse_bad("PUSH " TOK " 1 len=-4");
+    parse_bad("PUSH " TOK " 1 len=4 x");
     parse_bad("PULL " TOK " 1");
     parse_bad("PULL " TOK " 1 stream extra");
     parse_bad("CLOSE");
