@@ -444,18 +444,29 @@ static int push_open(const char *tok, uint64_t off)
     return attach("PUSH", tok, off, "");
 }
 
-/* A PUSH request line and, in the same write, len bytes of frames; no reply is
- * read (a push that must wait for its turn gets none yet). */
-static int push_send(const char *tok, uint64_t off, const void *frames, size_t len)
+/* A PUSH request line (with " len=<body_len>" unless body_len is NO_LEN) and, in
+ * the same write, len bytes of frames; no reply is read (a push that must wait
+ * for its turn gets none yet). */
+#define NO_LEN SIZE_MAX
+static int push_send_len(const char *tok, uint64_t off, const void *frames, size_t len,
+                         size_t body_len)
 {
-    char line[RH_IPC_LINE_MAX + 4096];
+    char line[RH_IPC_LINE_MAX + 4096], extra[32] = "";
     int fd = cx();
-    int n = snprintf(line, sizeof(line), "PUSH %s %llu\n", tok, (unsigned long long)off);
+    if (body_len != NO_LEN)
+        snprintf(extra, sizeof(extra), " len=%zu", body_len);
+    int n = snprintf(line, sizeof(line), "PUSH %s %llu%s\n", tok, (unsigned long long)off,
+                     extra);
     ck_assert(n > 0 && (size_t)n + len <= sizeof(line));
     if (len)
         memcpy(line + n, frames, len);
     send_all(fd, line, (size_t)n + len);
     return fd;
+}
+
+static int push_send(const char *tok, uint64_t off, const void *frames, size_t len)
+{
+    return push_send_len(tok, off, frames, len, NO_LEN);
 }
 
 static int pull_open(const char *tok, uint64_t ack)
@@ -1504,20 +1515,6 @@ END_TEST
 /* Resumable: a push at the accepted offset is the next one when the active push
  * has its whole body (the handler said its length), and waits; otherwise it is a
  * retry after a cut and takes over. */
-static int push_send_len(const char *tok, uint64_t off, const void *frames, size_t len,
-                         size_t body_len)
-{
-    char line[RH_IPC_LINE_MAX + 4096];
-    int fd = cx();
-    int n = snprintf(line, sizeof(line), "PUSH %s %llu len=%zu\n", tok,
-                     (unsigned long long)off, body_len);
-    ck_assert(n > 0 && (size_t)n + len <= sizeof(line));
-    if (len)
-        memcpy(line + n, frames, len);
-    send_all(fd, line, (size_t)n + len);
-    return fd;
-}
-
 START_TEST(test_resumable_next_push_or_retry)
 {
     char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
