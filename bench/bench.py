@@ -548,6 +548,26 @@ class Bench:
         r["client_cpu"] = c1 - c0
         return r, None
 
+    def measure_request_rtt(self, n):
+        """One HTTPS request on a kept-alive connection to this Apache (curl, the static
+        page, HTTP/1.1): what every batch push pays on top of the bytes' own trip, so
+        CONNECT echo + this is the floor of a batch echo."""
+        url = "https://127.0.0.1:%d/index.html" % self.apache_port
+        n = max(n // 2, 20)
+        cmd = ["curl", "-s", "--cacert", self.ca, "-w", "%{time_total}\n"]
+        cmd += ["-o", "/dev/null", url] * n
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=n + 60).stdout
+            ts = sorted(float(x) for x in out.split()[n // 10:])   # the first ones warm up
+        except (subprocess.SubprocessError, ValueError) as e:
+            log("request round trip: %s" % e)
+            return
+        if ts:
+            self.record("connect", "loopback", "req_rtt", ts[len(ts) // 2] * 1000, "ms",
+                        "one HTTPS request, kept-alive connection, curl, static page")
+            log("connect / loopback: HTTPS request round trip %.3f ms" %
+                (ts[len(ts) // 2] * 1000))
+
     def measure_path(self, path, variant):
         a = self.args
         log("%s / %s: starting" % (path, variant))
@@ -589,6 +609,8 @@ class Bench:
                                 "connect to first echo byte")
                 log("%s / %s: echo median %.3f ms p99 %.3f ms" % (
                     path, variant, e.get("median_us", 0) / 1000, e.get("p99_us", 0) / 1000))
+                if path == "connect" and variant == "loopback":
+                    self.measure_request_rtt(n)
             moved, scpu, ccpu = 0, 0.0, 0.0
             for direction in ("up", "down"):
                 if direction not in a.figures:
@@ -761,6 +783,7 @@ COLUMNS = [  # metric, header, format, better
     ("echo_median", "echo median ms", "%.3f", "low"),
     ("echo_p99", "echo p99 ms", "%.3f", "low"),
     ("setup", "setup ms", "%.1f", "low"),
+    ("req_rtt", "HTTPS request ms", "%.3f", "low"),
     ("server_cpu_per_gb", "server CPU s/GB", "%.2f", "low"),
     ("client_cpu_per_gb", "client CPU s/GB", "%.2f", "low"),
     ("idle_held", "idle tunnels held", "%.0f", "high"),
@@ -848,6 +871,11 @@ def targets(rows):
     for t, f in (("stream", 1.5), ("duplex", 1.5), ("batch", 3.0)):
         check("%s echo median vs CONNECT (loopback)" % t, v(t, "loopback", "echo_median"),
               v("connect", "loopback", "echo_median"), f, "le")
+    # a batch echo is the bytes' trip (as CONNECT's) plus one HTTP request through
+    # Apache: the floor no GET/POST transport goes under
+    ce, rq = v("connect", "loopback", "echo_median"), v("connect", "loopback", "req_rtt")
+    check("floor of a batch echo: CONNECT echo + one HTTPS request, vs CONNECT (loopback)",
+          None if ce is None or rq is None else ce + rq, ce, 3.0, "le")
     for t in ("stream", "duplex", "batch", "batch-nginx"):
         e, c = v(t, "delay", "echo_median"), v("connect", "delay", "echo_median")
         if e is None or c is None:

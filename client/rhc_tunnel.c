@@ -91,6 +91,7 @@
 #define ACK_IDLE_MS       200             /* resume: acknowledge what came once down is quiet this long */
 #define ACK_TIMEOUT_MS    15000
 #define ACK_MAX_GAP       (1024u * 1024)  /* resume: acknowledge at least this often */
+#define ACK_INFLIGHT      6               /* resume: ack requests in flight at once */
 #define IDLE_MARGIN_MS    5000            /* resume: stop trying this long before the server forgets */
 #define RETRY_MAX         12              /* tries of a refused or cut push / pull in a row */
 #define TOKEN_LEN         48
@@ -172,7 +173,8 @@ struct rhc_tunnel {
     uint64_t ack_every;         /* resume: acknowledge down bytes this often */
     uint64_t down_acked_sent;   /* resume: down offset told to the server (maybe in flight) */
     uint64_t down_acked_conf;   /* resume: ... and confirmed by it */
-    struct rhc_req *ackreq;     /* resume, streamed down: the ack request in flight */
+    struct rhc_req *ackreq[ACK_INFLIGHT]; /* resume, streamed down: acks in flight */
+    int nack;                   /* how many */
     unsigned ack_fails;         /* ack requests failed in a row */
     int64_t ack_retry_at;
     struct rhc_req *open;
@@ -1695,8 +1697,12 @@ static void maybe_ack(rhc_tunnel *t, int64_t now)
     /* parked, no push heartbeats reach the server: an ack now and then does */
     int keep = t->spush_parked && now >= t->park_keep_at;
 
-    if ((!gap && !keep) || t->ackreq || t->fail_code || !dr || dr->batch ||
+    if ((!gap && !keep) || t->nack == ACK_INFLIGHT || t->fail_code || !dr || dr->batch ||
         now < t->ack_retry_at)
+        return;
+    /* on a long path one ack in flight lets the server's window fill in two
+     * round trips, not one: more go out, but only for a full gap each */
+    if (t->nack && gap < t->ack_every)
         return;
     if (!keep && gap < t->ack_every && now < t->last_down_data + ACK_IDLE_MS)
         return;
@@ -1709,7 +1715,7 @@ static void maybe_ack(rhc_tunnel *t, int64_t now)
     curl_easy_setopt(r->h, CURLOPT_TIMEOUT_MS, (long)ACK_TIMEOUT_MS);
     if (req_go(r) < 0)
         goto fail;
-    t->ackreq = r;
+    t->ackreq[t->nack++] = r;
     t->down_acked_sent = t->down_off;
     t->park_keep_at = now + alive_every(t);
     t_log(t, 3, "ack %" PRIu64, t->down_off);
@@ -1726,7 +1732,7 @@ static int64_t ack_deadline(const rhc_tunnel *t)
 
     int64_t d;
 
-    if (t->ackreq || !dr || dr->batch)
+    if (t->nack || !dr || dr->batch)
         return -1;
     if (ack_gap(t))
         d = t->last_down_data + ACK_IDLE_MS;
@@ -1737,9 +1743,20 @@ static int64_t ack_deadline(const rhc_tunnel *t)
     return d > t->ack_retry_at ? d : t->ack_retry_at;
 }
 
+static void acks_free(rhc_tunnel *t)
+{
+    for (int i = 0; i < t->nack; ++i)
+        req_free(t->ackreq[i]);
+    t->nack = 0;
+}
+
 static void ack_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
 {
-    t->ackreq = NULL;
+    for (int i = 0; i < t->nack; ++i)
+        if (t->ackreq[i] == r) {
+            t->ackreq[i] = t->ackreq[--t->nack];
+            break;
+        }
     if (rc == CURLE_OK && r->hdr_done && (r->status == 204 || r->status == 200)) {
         if (r->offset > t->down_acked_conf)
             t->down_acked_conf = r->offset;
@@ -2086,8 +2103,8 @@ static void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     uint64_t keep = r->window >= 16384 ? r->window : r->buffer >= 16384 ? r->buffer : 262144;
     t->ack_every = keep / 4;
     /* but no less often than every ACK_MAX_GAP: on a fast short path that keeps
-     * the server's memory down; on a long one the acks (one in flight) cover
-     * more each as the gap grows during their round trip */
+     * the server's memory down; on a long one the acks (ACK_INFLIGHT in
+     * flight) cover more each as the gap grows during their round trip */
     if (t->ack_every > ACK_MAX_GAP)
         t->ack_every = ACK_MAX_GAP;
     t->down_acked_sent = t->down_acked_conf = t->down_off;
@@ -2145,10 +2162,10 @@ static void restart_session(rhc_tunnel *t, const char *why)
     req_free(t->pull);
     req_free(t->spush);
     req_free(t->duplex);
-    req_free(t->ackreq);
+    acks_free(t);
     for (int i = 0; i < t->nbpush; ++i)
         req_free(t->bpush[i]);
-    t->pull = t->spush = t->duplex = t->ackreq = NULL;
+    t->pull = t->spush = t->duplex = NULL;
     t->nbpush = 0;
     start_close(c, t->token, t->label, t->sid);
     memset(t->token, 0, sizeof(t->token));
@@ -2636,10 +2653,10 @@ static void t_finish(rhc_tunnel *t)
     req_free(t->pull);
     req_free(t->spush);
     req_free(t->duplex);
-    req_free(t->ackreq);
+    acks_free(t);
     for (int i = 0; i < t->nbpush; ++i)
         req_free(t->bpush[i]);
-    t->open = t->pull = t->spush = t->duplex = t->ackreq = NULL;
+    t->open = t->pull = t->spush = t->duplex = NULL;
     t->nbpush = 0;
     /* a resumable session lingers on the server after a clean end, for a client
      * that missed the last bytes: this one has them all */
@@ -2777,7 +2794,7 @@ static void t_advance(rhc_tunnel *t, int64_t now)
     if (t->down_fin && t->olen == 0 && !t->out_shut)
         shut_output(t);
     if (t->out_shut && t->up_done && !t->pull && !t->duplex && !t->spush && !t->nbpush &&
-        !t->open && !t->ackreq)
+        !t->open && !t->nack)
         t_finish(t);
 }
 

@@ -883,6 +883,10 @@ static void session_update(core *c, session *s)
     conn *k = s->push;
     if (k) {
         uint32_t w = 0;
+        /* a reply line goes out now, not after one more epoll round: the
+         * handler waits for it before it sends the body (an echo's latency) */
+        if (k->out_len > k->out_off)
+            (void)out_flush(k);   /* an error shows again on EPOLLOUT */
         if (!k->eof && k->in_len < PUSH_IN_MAX && rh_ring_space(&s->up))
             w |= EPOLLIN;
         if (k->out_len > k->out_off)

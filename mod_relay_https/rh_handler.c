@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <apr_strings.h>
@@ -24,6 +25,8 @@
 
 #define PULL_BUF        (64 * 1024)
 #define PULL_COALESCE   4           /* PULL_BUF reads passed on under one flush, at most */
+#define DOWN_BLOCK      8000        /* httpd's own bucket size (APR_BUCKET_BUFF_SIZE) */
+#define DOWN_NBLOCKS    8           /* blocks filled by one read: about PULL_BUF */
 #define CORE_REPLY_MS   10000
 
 typedef struct rh_req {
@@ -75,6 +78,92 @@ static int parse_u64(const char *s, apr_uint64_t *v)
         return -1;
     *v = x;
     return 0;
+}
+
+/* Down bytes on HTTP/2 become heap buckets of httpd's own size, filled by one
+ * readv. mod_http2 sets every bucket aside and copies it into the connection's
+ * own: a 64 KiB block per read on both sides is what MaxMemFree makes APR unmap
+ * when freed and fault in again on the next read, and that halved duplex
+ * throughput. Blocks of this size stay on the allocators' free lists. Blocks not
+ * filled wait for the next read. HTTP/1.1 writes what it is given at once (each
+ * read ends in a flush): there one reused buffer, in transient buckets, makes
+ * fewer and fuller TLS records. */
+typedef struct {
+    apr_bucket_alloc_t *ba;
+    int h2;                     /* blocks (HTTP/2), else the transient buffer */
+    char *buf;                  /* HTTP/1.1: PULL_COALESCE reads of PULL_BUF */
+    char *blk[DOWN_NBLOCKS];
+} rh_blocks;
+
+static apr_status_t blocks_free(void *data)
+{
+    rh_blocks *bk = data;
+    for (int i = 0; i < DOWN_NBLOCKS; ++i)
+        if (bk->blk[i]) {
+            apr_bucket_free(bk->blk[i]);
+            bk->blk[i] = NULL;
+        }
+    return APR_SUCCESS;
+}
+
+static rh_blocks *blocks_make(request_rec *r)
+{
+    rh_blocks *bk = apr_pcalloc(r->pool, sizeof(*bk));
+    bk->ba = r->connection->bucket_alloc;
+    bk->h2 = r->connection->master != NULL;
+    if (!bk->h2)
+        bk->buf = apr_palloc(r->pool, PULL_BUF * PULL_COALESCE);
+    apr_pool_cleanup_register(r->pool, bk, blocks_free, apr_pool_cleanup_null);
+    return bk;
+}
+
+/* Reads up to max bytes without blocking and appends them to bb; slot: the
+ * how-manieth read under the same flush (0 to PULL_COALESCE - 1). Returns the
+ * bytes read, 0 at the end of the stream, or -errno (-EAGAIN: nothing yet). */
+static ssize_t read_blocks(rh_blocks *bk, int fd, apr_bucket_brigade *bb, apr_size_t max,
+                           int slot)
+{
+    struct iovec iov[DOWN_NBLOCKS];
+    struct msghdr mh;
+    int n = 0, used = 0;
+    apr_size_t want = 0;
+    ssize_t got;
+
+    if (!bk->h2) {
+        char *at = bk->buf + (apr_size_t)slot * PULL_BUF;
+        do
+            got = recv(fd, at, max < PULL_BUF ? max : PULL_BUF, MSG_DONTWAIT);
+        while (got < 0 && errno == EINTR);
+        if (got <= 0)
+            return got < 0 ? -errno : 0;
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_transient_create(at, (apr_size_t)got, bk->ba));
+        return got;
+    }
+
+    while (n < DOWN_NBLOCKS && want < max) {
+        if (!bk->blk[n])
+            bk->blk[n] = apr_bucket_alloc(DOWN_BLOCK, bk->ba);
+        iov[n].iov_base = bk->blk[n];
+        iov[n].iov_len = max - want < DOWN_BLOCK ? max - want : DOWN_BLOCK;
+        want += iov[n++].iov_len;
+    }
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = iov;
+    mh.msg_iovlen = (size_t)n;
+    do
+        got = recvmsg(fd, &mh, MSG_DONTWAIT);
+    while (got < 0 && errno == EINTR);
+    if (got <= 0)
+        return got < 0 ? -errno : 0;
+    for (apr_size_t left = (apr_size_t)got; left; ++used) {
+        apr_size_t l = left < iov[used].iov_len ? left : iov[used].iov_len;
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_heap_create(bk->blk[used], l, apr_bucket_free,
+                                                           bk->ba));
+        left -= l;
+    }
+    for (int i = 0; i < DOWN_NBLOCKS; ++i)
+        bk->blk[i] = i + used < DOWN_NBLOCKS ? bk->blk[i + used] : NULL;
+    return got;
 }
 
 static apr_status_t close_fd(void *data)
@@ -363,7 +452,7 @@ static int do_pull(rh_req *q)
     }
 
     apr_bucket_brigade *bb = apr_brigade_create(r->pool, c->bucket_alloc);
-    char *buf = apr_palloc(r->pool, PULL_BUF * PULL_COALESCE);
+    rh_blocks *bk = blocks_make(r);
     if (!batch) {
         /* headers now: the client waits for them before it trusts the stream */
         APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
@@ -374,7 +463,15 @@ static int do_pull(rh_req *q)
     while (remain != 0) {
         /* the core sends at least a heartbeat every RH_HEARTBEAT_S */
         apr_size_t want = remain > 0 && remain < PULL_BUF ? (apr_size_t)remain : PULL_BUF;
-        ssize_t n = rh_ipc_read(q->fd, buf, want, RH_HEARTBEAT_S * 3 * 1000);
+        ssize_t n = read_blocks(bk, q->fd, bb, want, 0);
+        if (n == -EAGAIN) {
+            struct pollfd pf = { q->fd, POLLIN, 0 };
+            blocks_free(bk);   /* a tunnel that waits holds no buffers */
+            int pr = poll(&pf, 1, RH_HEARTBEAT_S * 3 * 1000);
+            if (pr > 0 || (pr < 0 && errno == EINTR))
+                continue;
+            n = pr == 0 ? -ETIMEDOUT : -errno;
+        }
         if (n <= 0) {
             if (n < 0)
                 ap_log_rerror(APLOG_MARK, APLOG_DEBUG, (apr_status_t)-n, r, RHLOG(2030)
@@ -383,20 +480,15 @@ static int do_pull(rh_req *q)
         }
         if (remain > 0)
             remain -= n;
-        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_transient_create(buf, (apr_size_t)n,
-                                                                 c->bucket_alloc));
         /* what the core has ready goes out with it, under one flush: fewer,
          * fuller TLS writes when the tunnel is busy, no wait when it is not */
         for (int i = 1; i < PULL_COALESCE && remain != 0; ++i) {
-            char *more = buf + (apr_size_t)i * PULL_BUF;
             want = remain > 0 && remain < PULL_BUF ? (apr_size_t)remain : PULL_BUF;
-            ssize_t m = recv(q->fd, more, want, MSG_DONTWAIT);
+            ssize_t m = read_blocks(bk, q->fd, bb, want, i);
             if (m <= 0)
-                break;      /* nothing ready (or the end: the blocking read sees it) */
+                break;      /* nothing ready (or the end: the next read sees it) */
             if (remain > 0)
                 remain -= m;
-            APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_transient_create(more, (apr_size_t)m,
-                                                                     c->bucket_alloc));
         }
         APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
         if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || c->aborted) {
@@ -490,6 +582,7 @@ static int do_duplex(rh_req *q)
                    apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
     apr_bucket_brigade *out = apr_brigade_create(r->pool, c->bucket_alloc);
     apr_bucket_brigade *in = apr_brigade_create(r->pool, c->bucket_alloc);
+    rh_blocks *bk = blocks_make(r);
     APR_BRIGADE_INSERT_TAIL(out, apr_bucket_flush_create(c->bucket_alloc));
     if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS || c->aborted)
         return OK;
@@ -546,20 +639,14 @@ static int do_duplex(rh_req *q)
         }
         /* down: core -> response, flushed chunk by chunk */
         while (!down_done) {
-            char *buf = apr_bucket_alloc(PULL_BUF, c->bucket_alloc);
-            ssize_t n = recv(fd_down, buf, PULL_BUF, MSG_DONTWAIT);
-            if (n <= 0)
-                apr_bucket_free(buf);
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            ssize_t n = read_blocks(bk, fd_down, out, PULL_BUF, 0);
+            if (n == -EAGAIN || n == -EWOULDBLOCK)
                 break;
             if (n <= 0) {
                 down_done = 1;
                 break;
             }
             progress = 1;
-            APR_BRIGADE_INSERT_TAIL(out, apr_bucket_heap_create(buf, (apr_size_t)n,
-                                                                 apr_bucket_free,
-                                                                 c->bucket_alloc));
             APR_BRIGADE_INSERT_TAIL(out, apr_bucket_flush_create(c->bucket_alloc));
             if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS || c->aborted)
                 goto leave;
@@ -579,6 +666,7 @@ static int do_duplex(rh_req *q)
             pf[np++] = (struct pollfd){ .fd = fd_down, .events = POLLIN };
         if (np == 0)
             break;
+        blocks_free(bk);   /* a tunnel that waits holds no buffers */
         rv = poll(pf, (nfds_t)np, idle_ms);
         if (rv == 0) {
             ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2041)
