@@ -64,13 +64,14 @@
 #define UPBUF_MAX         (16u * 1024 * 1024) /* ... and largest: bytes in flight, unconfirmed */
 #define UPBUF_ROOM_MIN    16384u          /* up ring: grow (or count as full) below this room */
 #define UP_AHEAD_MAX      (512u * 1024)   /* local bytes read ahead of the pushes */
-#define BATCH_BODY_MAX    (1024u * 1024)  /* frames in one batch push */
+#define BATCH_BODY_MAX    (2048u * 1024)  /* frames in one batch push */
 #define SPUSH_BODY_MAX    (256ull << 20)  /* a stream push body ends after this; a new one goes on */
 #define SPUSH_BODY_MIN    (1ull << 20)    /* ... and after a 413 never below this */
-#define BATCH_DATA_MAX    (BATCH_BODY_MAX - 17 * RH_FRAME_HDR) /* 16 D frames + F */
+/* data bytes of a full push: D frames of RH_FRAME_MAX, room for an F */
+#define BATCH_DATA_MAX    (BATCH_BODY_MAX - (BATCH_BODY_MAX / RH_FRAME_MAX + 2) * RH_FRAME_HDR)
 #define BATCH_INFLIGHT    8               /* batch pushes in flight (a WAN round trip each) ... */
 #define PROBE_NO_HEADERS_MS 10000     /* extra wait for a first frame when no headers came */
-#define BATCH_SLOTS       12              /* ... (more only when one is split: 413) */
+#define BATCH_SLOTS       (2 * BATCH_INFLIGHT) /* ... (more only when one is split: 413) */
 #define BATCH_DATA_MIN    (16u * 1024)    /* smallest push a 413 can make us send */
 #define HEARTBEAT_MS      20000           /* H frame after this much silence on a streamed body */
 #define PULL_DEAD_MS      60000           /* server heartbeats every 20 s: 60 s silence = dead */
@@ -2427,11 +2428,20 @@ static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     } else if (r->hdr_done && (r->status == 409 || r->status == 503)) {
         delay = backoff_ms(r->tries);   /* 503: the relay core is busy (Retry-After) */
     } else if (r->hdr_done && r->status == 413 && r->p_end - r->p_off > BATCH_DATA_MIN &&
-               t->nbpush < BATCH_SLOTS) {
-        /* an intermediary with a small body limit: halve the pushes, this one too
-         * (its second half goes in a push of its own) */
+               t->nbpush >= BATCH_SLOTS) {
+        delay = backoff_ms(r->tries);   /* split when a slot is free: pushes are smaller now */
+    } else if (r->hdr_done && r->status == 413 && r->p_end - r->p_off > BATCH_DATA_MIN) {
+        /* an intermediary with a small body limit: pushes get bodies of the
+         * largest power of two below this one's (limits are 1m, 2m...: nginx's
+         * default takes 1 MiB bodies, not half of whatever failed), this one too
+         * (the rest goes in a push of its own) */
         rhc_ctx *c = t->ctx;
-        size_t half = (size_t)((r->p_end - r->p_off) / 2);
+        size_t body = 1, data = (size_t)(r->p_end - r->p_off);
+        while (body * 2 < r->p_len)
+            body *= 2;
+        size_t half = body - ((body + RH_FRAME_MAX - 1) / RH_FRAME_MAX + 1) * RH_FRAME_HDR;
+        if (half >= data)
+            half = (data + 1) / 2;
         if (half < BATCH_DATA_MIN)
             half = BATCH_DATA_MIN;
         if (c->batch_max > half) {

@@ -309,6 +309,28 @@ def test_nginx_buffering_auto_transport(request, apache, which, client_bin):
     _auto_through(apache, nginx, "nginx (%s)" % which, client_bin)
 
 
+@pytest.mark.rh_timeout(120)
+def test_batch_pushes_fit_nginx_body_limit(apache, nginx_stock, client_bin):
+    """Batch pushes carry 2 MiB bodies; nginx's default client_max_body_size (1m) answers
+    413. The client must split them without losing a byte and go on with bodies of
+    exactly 1 MiB (the power of two below what failed), not halve again and again."""
+    a = apache
+    mark = a.error_log_mark()
+    with _forward(client_bin, nginx_stock.url + "/relay", {"ca": None}, "--transport",
+                  "batch", cacert=False) as fw:
+        res = pump("127.0.0.1", fw.port, nbytes=24 * MB, timeout=100, chunk=1 << 20)
+        _check_pump(res, fw, 24 * MB, "24 MB of batch pushes through nginx")
+        assert_sessions_closed(a, mark, timeout=20, min_opened=1)
+        said = [l for l in fw.lines() if "HTTP 413" in l and "pushes now carry" in l]
+        assert said, ("no push was refused with 413 by nginx's 1m body limit, so the split "
+                      "was not exercised:\n%s" % fw.stderr_text())
+        sizes = [int(l.split("at most ")[1].split()[0]) for l in said]
+        full = 1048576 - 17 * 4          # 16 D frames and an F in 1 MiB
+        assert min(sizes) == full, (
+            "pushes were cut to %s data bytes after nginx's 413, want %d (bodies of 1 MiB)"
+            "\n%s" % (sizes, full, "\n".join(said)))
+
+
 @pytest.mark.rh_timeout(300)
 def test_response_holding_proxy_auto_transport(apache, haproxy_holding, client_bin):
     """A proxy that holds responses until they are complete (haproxy wait-for-body):
