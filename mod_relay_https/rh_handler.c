@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -140,6 +141,20 @@ static ssize_t read_blocks(rh_blocks *bk, int fd, apr_bucket_brigade *bb, apr_si
         return got;
     }
 
+    /* blocks only for what is there: a read that finds nothing must not
+     * allocate (and the wait after it free) a block set every time round */
+    int avail = 0;
+    if (ioctl(fd, FIONREAD, &avail) == 0 && avail == 0) {
+        char c;
+        do
+            got = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        while (got < 0 && errno == EINTR);
+        if (got <= 0)
+            return got < 0 ? -errno : 0;
+        avail = 1;
+    }
+    if (avail > 0 && (apr_size_t)avail < max)
+        max = (apr_size_t)avail;
     while (n < DOWN_NBLOCKS && want < max) {
         if (!bk->blk[n])
             bk->blk[n] = apr_bucket_alloc(DOWN_BLOCK, bk->ba);
