@@ -181,6 +181,27 @@ static ssize_t read_blocks(rh_blocks *bk, int fd, apr_bucket_brigade *bb, apr_si
     return got;
 }
 
+/* Takes mod_reqtimeout out of this request's input: a push or duplex body idles
+ * between keystrokes; heartbeats and RelayIdleTimeout cover it. Removing it from
+ * c->input_filters alone is not enough: ap_remove_input_filter fixes only the
+ * connection's list head, and a request filter in front of it (mod_http2's on
+ * a stream, which got mod_reqtimeout from the stream's process_connection)
+ * still points at it, so an idle duplex stream died after the body timeout. */
+static void drop_reqtimeout(request_rec *r)
+{
+    ap_filter_rec_t *rec = ap_get_input_filter_handle("reqtimeout");
+    ap_filter_t **heads[3] = { &r->input_filters, &r->proto_input_filters,
+                               &r->connection->input_filters };
+    if (!rec)
+        return;
+    for (int i = 0; i < 3; ++i)
+        for (ap_filter_t **pp = heads[i]; *pp; )
+            if ((*pp)->frec == rec)
+                *pp = (*pp)->next;
+            else
+                pp = &(*pp)->next;
+}
+
 static apr_status_t close_fd(void *data)
 {
     close((int)(long)data);
@@ -361,7 +382,7 @@ static int do_push(rh_req *q)
     if ((rv = start_push(q, token, offset, write_ms)) != DECLINED)
         return rv;
     /* a push body may idle for long; heartbeats and RelayIdleTimeout cover it */
-    ap_remove_input_filter_byhandle(c->input_filters, "reqtimeout");
+    drop_reqtimeout(r);
 
     bb = apr_brigade_create(r->pool, c->bucket_alloc);
     while (!eos && !core_gone) {
@@ -589,7 +610,7 @@ static int do_duplex(rh_req *q)
         return fail(r, rep.status, "%s", rep.text);
     }
     fd_down = q->fd;
-    ap_remove_input_filter_byhandle(c->input_filters, "reqtimeout");
+    drop_reqtimeout(r);
 
     r->status = HTTP_OK;
     ap_set_content_type(r, "application/octet-stream");

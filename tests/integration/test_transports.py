@@ -177,6 +177,48 @@ def test_http2_duplex_many_tunnels_held_open(apache_factory, mpm, module_so, tar
 
 @pytest.mark.slow
 @pytest.mark.rh_timeout(120)
+def test_duplex_idle_30s_survives_reqtimeout(apache_factory, module_so, targets, client_bin,
+                                             tls):
+    """mod_reqtimeout is on (RequestReadTimeout body=10,minrate=500): an HTTP/2 duplex
+    stream idle for 30 s must stay the same request. mod_http2 gives each stream
+    mod_reqtimeout of its own, and taking it off only the connection's filter list
+    left the stream's request filter pointing at it: every idle duplex ended after
+    ~20 s ("request body ended early", a stream reset, a resume on a new
+    connection), which 5000 idle tunnels paid in CPU and lost tunnels."""
+    a = apache_factory.get("event", module=module_so, targets=targets, extra_conf=EXTRA_CONF)
+    conf = harness._read(a.conf_path)
+    assert "LoadModule reqtimeout_module" in conf and "RequestReadTimeout body=10" in conf
+    mark = a.error_log_mark()
+    log_start = len(im.mode_log_entries(a))
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"],
+                 extra_args=["--transport", "duplex", "--http2"], env=im.clean_env()) as fw:
+        s = socket.create_connection(("127.0.0.1", fw.port), timeout=30)
+        try:
+            first = os.urandom(1024)
+            got, why = im.exchange(s, first, timeout=30)
+            assert got == first, (why, fw.stderr_text())
+            n_lines = len(fw.lines())
+            time.sleep(30)
+            payload = os.urandom(1 * MB)
+            got, why = im.exchange(s, payload, timeout=60)
+            assert got == payload, (why, "\n".join(fw.lines()[n_lines:]))
+            idle_lines = fw.lines()[n_lines:]
+            s.shutdown(socket.SHUT_WR)
+            assert s.recv(16) == b""
+        finally:
+            s.close()
+        assert_sessions_closed(a, mark, timeout=15, min_opened=1)
+    resumed = [l for l in idle_lines if "resuming" in l or "duplex:" in l and "error" in l]
+    cut = [l for l in a.error_log_text(mark).splitlines() if "RH2040" in l or "RH2041" in l]
+    duplexes = harness.wait_for(lambda: [x for x in im.mode_log_entries(a)[log_start:]
+                                         if "/duplex" in x[2]] or None, 10, interval=0.2) or []
+    assert not resumed and not cut and len(duplexes) == 1, (
+        "the idle duplex stream was cut and resumed:\nclient:\n%s\nerror_log:\n%s\n"
+        "duplex requests: %s" % ("\n".join(resumed), "\n".join(cut), duplexes))
+
+
+@pytest.mark.slow
+@pytest.mark.rh_timeout(120)
 def test_stream_idle_25s_survives_reqtimeout(apache_factory, module_so, targets, client_bin,
                                               tls):
     """mod_reqtimeout is on (RequestReadTimeout body=10,minrate=500), and RelayIdleTimeout
