@@ -175,6 +175,20 @@ def test_http2_duplex_many_tunnels_held_open(apache_factory, mpm, module_so, tar
             s.close()
 
 
+def _exchange_then_idle(fw, seconds):
+    """A socket through fw that carried 1 KB, then idled for seconds; and the
+    client's log length before the idle."""
+    s = socket.create_connection(("127.0.0.1", fw.port), timeout=30)
+    first = os.urandom(1024)
+    got, why = im.exchange(s, first, timeout=30)
+    if got != first:
+        s.close()
+        raise AssertionError((why, fw.stderr_text()))
+    n_lines = len(fw.lines())
+    time.sleep(seconds)
+    return s, n_lines
+
+
 @pytest.mark.slow
 @pytest.mark.rh_timeout(120)
 def test_duplex_idle_30s_survives_reqtimeout(apache_factory, module_so, targets, client_bin,
@@ -192,13 +206,8 @@ def test_duplex_idle_30s_survives_reqtimeout(apache_factory, module_so, targets,
     log_start = len(im.mode_log_entries(a))
     with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"],
                  extra_args=["--transport", "duplex", "--http2"], env=im.clean_env()) as fw:
-        s = socket.create_connection(("127.0.0.1", fw.port), timeout=30)
+        s, n_lines = _exchange_then_idle(fw, 30)
         try:
-            first = os.urandom(1024)
-            got, why = im.exchange(s, first, timeout=30)
-            assert got == first, (why, fw.stderr_text())
-            n_lines = len(fw.lines())
-            time.sleep(30)
             payload = os.urandom(1 * MB)
             got, why = im.exchange(s, payload, timeout=60)
             assert got == payload, (why, "\n".join(fw.lines()[n_lines:]))
@@ -236,13 +245,8 @@ def test_stream_idle_25s_survives_reqtimeout(apache_factory, module_so, targets,
     with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"],
                  extra_args=["--transport", "stream", "--http1.1", "--idle-push", "10"],
                  env=im.clean_env()) as fw:
-        s = socket.create_connection(("127.0.0.1", fw.port), timeout=30)
+        s, n_lines = _exchange_then_idle(fw, 25)
         try:
-            first = os.urandom(1024)
-            got, why = im.exchange(s, first, timeout=30)
-            assert got == first, (why, fw.stderr_text())
-            n_lines = len(fw.lines())
-            time.sleep(25)
             sessions = a.sessions(mark)[0]
             pushes_idle = [x for x in _session_entries(a, log_start, sessions)
                            if "/push " in x[2]]
