@@ -67,8 +67,9 @@
 #define BATCH_BODY_MAX    (2048u * 1024)  /* frames in one batch push */
 #define SPUSH_BODY_MAX    (256ull << 20)  /* a stream push body ends after this; a new one goes on */
 #define SPUSH_BODY_MIN    (1ull << 20)    /* ... and after a 413 never below this */
-/* data bytes of a full push: D frames of RH_FRAME_MAX, room for an F */
-#define BATCH_DATA_MAX    (BATCH_BODY_MAX - (BATCH_BODY_MAX / RH_FRAME_MAX + 2) * RH_FRAME_HDR)
+/* data bytes that fit a push body of B bytes: D frames of RH_FRAME_MAX and an F */
+#define DATA_IN_BODY(B)   ((B) - (((B) + RH_FRAME_MAX - 1) / RH_FRAME_MAX + 1) * RH_FRAME_HDR)
+#define BATCH_DATA_MAX    DATA_IN_BODY(BATCH_BODY_MAX)
 #define BATCH_INFLIGHT    8               /* batch pushes in flight (a WAN round trip each) ... */
 #define PROBE_NO_HEADERS_MS 10000     /* extra wait for a first frame when no headers came */
 #define BATCH_SLOTS       (2 * BATCH_INFLIGHT) /* ... (more only when one is split: 413) */
@@ -1744,11 +1745,19 @@ static int64_t ack_deadline(const rhc_tunnel *t)
     return d > t->ack_retry_at ? d : t->ack_retry_at;
 }
 
-static void acks_free(rhc_tunnel *t)
+/* Every request of the session in flight (the open aside). */
+static void reqs_free(rhc_tunnel *t)
 {
+    req_free(t->pull);
+    req_free(t->spush);
+    req_free(t->duplex);
+    t->pull = t->spush = t->duplex = NULL;
     for (int i = 0; i < t->nack; ++i)
         req_free(t->ackreq[i]);
     t->nack = 0;
+    for (int i = 0; i < t->nbpush; ++i)
+        req_free(t->bpush[i]);
+    t->nbpush = 0;
 }
 
 static void ack_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
@@ -2160,14 +2169,7 @@ static void restart_session(rhc_tunnel *t, const char *why)
 
     t_log(t, 1, "transport: starting over with a new session (%s; nothing was exchanged yet)",
           why);
-    req_free(t->pull);
-    req_free(t->spush);
-    req_free(t->duplex);
-    acks_free(t);
-    for (int i = 0; i < t->nbpush; ++i)
-        req_free(t->bpush[i]);
-    t->pull = t->spush = t->duplex = NULL;
-    t->nbpush = 0;
+    reqs_free(t);
     start_close(c, t->token, t->label, t->sid);
     memset(t->token, 0, sizeof(t->token));
     t->up_x = t->down_x = RHC_XP_AUTO;
@@ -2439,7 +2441,7 @@ static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         size_t body = 1, data = (size_t)(r->p_end - r->p_off);
         while (body * 2 < r->p_len)
             body *= 2;
-        size_t half = body - ((body + RH_FRAME_MAX - 1) / RH_FRAME_MAX + 1) * RH_FRAME_HDR;
+        size_t half = DATA_IN_BODY(body);
         if (half >= data)
             half = (data + 1) / 2;
         if (half < BATCH_DATA_MIN)
@@ -2660,14 +2662,8 @@ static void t_finish(rhc_tunnel *t)
     int code = t->fail_code;
 
     req_free(t->open);
-    req_free(t->pull);
-    req_free(t->spush);
-    req_free(t->duplex);
-    acks_free(t);
-    for (int i = 0; i < t->nbpush; ++i)
-        req_free(t->bpush[i]);
-    t->open = t->pull = t->spush = t->duplex = NULL;
-    t->nbpush = 0;
+    t->open = NULL;
+    reqs_free(t);
     /* a resumable session lingers on the server after a clean end, for a client
      * that missed the last bytes: this one has them all */
     if ((code || t->resume) && t->token[0] && !t->server_gone)

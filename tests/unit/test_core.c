@@ -417,13 +417,23 @@ static void assert_token(const char *tok)
                       "token \"%s\": not lowercase hex at %d", tok, i);
 }
 
-static void open_session(int port, unsigned bufsize, unsigned idle_s, char tok[RH_TOKEN_LEN + 1])
+/* window: a resumable session keeping that many sent bytes; 0: not resumable */
+static void open_session_window(int port, unsigned bufsize, unsigned idle_s, unsigned window,
+                                char tok[RH_TOKEN_LEN + 1])
 {
-    char reply[RH_IPC_LINE_MAX];
-    req(reply, sizeof(reply), "OPEN t1 127.0.0.1 %d %u %u 5\n", port, bufsize, idle_s);
+    char reply[RH_IPC_LINE_MAX], resume[32] = "";
+    if (window)
+        snprintf(resume, sizeof(resume), " resume=%u", window);
+    req(reply, sizeof(reply), "OPEN t1 127.0.0.1 %d %u %u 5%s\n", port, bufsize, idle_s,
+        resume);
     ASSERT_PREFIX(reply, "OK ");
     assert_token(reply + 3);
     strcpy(tok, reply + 3);
+}
+
+static void open_session(int port, unsigned bufsize, unsigned idle_s, char tok[RH_TOKEN_LEN + 1])
+{
+    open_session_window(port, bufsize, idle_s, 0, tok);
 }
 
 /* PUSH/PULL: the request line, the OK line; the connection then carries frames. */
@@ -1522,9 +1532,7 @@ START_TEST(test_resumable_next_push_or_retry)
     int port;
     core_start(8, 20);
     int l = tcp_listen(&port, 0, 8);
-    req(reply, sizeof(reply), "OPEN t1 127.0.0.1 %d 65536 30 5 resume=65536\n", port);
-    ASSERT_PREFIX(reply, "OK ");
-    strcpy(tok, reply + 3);
+    open_session_window(port, 65536, 30, 65536, tok);
     int t = tcp_accept(l, IO_MS);
 
     /* A holds its whole body but has not ended; B starts where A stops */
