@@ -21,6 +21,7 @@
  *  8  target refused or unreachable (502/504 from the module on open)
  *  9  session lost (410/416/409, R frame, protocol error, connection cut)
  * 10  local error (bind/listen failed, stdin/stdout error)
+ * 11  integrity check failed: a byte would have been delivered wrong (never is)
  */
 enum rhc_exit {
     RHC_EXIT_OK = 0,
@@ -33,7 +34,8 @@ enum rhc_exit {
     RHC_EXIT_NO_TARGET = 7,
     RHC_EXIT_TARGET = 8,
     RHC_EXIT_LOST = 9,
-    RHC_EXIT_LOCAL = 10
+    RHC_EXIT_LOCAL = 10,
+    RHC_EXIT_INTEGRITY = 11
 };
 
 enum rhc_mode { RHC_MODE_FORWARD = 1, RHC_MODE_STDIO };

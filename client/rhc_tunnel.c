@@ -53,6 +53,7 @@
 
 #include <curl/curl.h>
 
+#include "rh_crc32c.h"
 #include "rh_frame.h"
 #include "rhc_tunnel.h"
 
@@ -67,8 +68,12 @@
 #define BATCH_BODY_MAX    (2048u * 1024)  /* frames in one batch push */
 #define SPUSH_BODY_MAX    (256ull << 20)  /* a stream push body ends after this; a new one goes on */
 #define SPUSH_BODY_MIN    (1ull << 20)    /* ... and after a 413 never below this */
-/* data bytes that fit a push body of B bytes: D frames of RH_FRAME_MAX and an F */
-#define DATA_IN_BODY(B)   ((B) - (((B) + RH_FRAME_MAX - 1) / RH_FRAME_MAX + 1) * RH_FRAME_HDR)
+#define CHECK_FRAME       (RH_FRAME_HDR + RH_FRAME_CHECK_LEN)  /* follows every D frame */
+#define UP_MARKS          32              /* CRCs at recent up frame ends (acks land there) */
+/* data bytes that fit a push body of B bytes: D frames of RH_FRAME_MAX, each with
+ * its C frame, and an F */
+#define DATA_IN_BODY(B)   ((B) - (((B) + RH_FRAME_MAX - 1) / RH_FRAME_MAX) \
+                                 * (RH_FRAME_HDR + CHECK_FRAME) - RH_FRAME_HDR)
 #define BATCH_DATA_MAX    DATA_IN_BODY(BATCH_BODY_MAX)
 #define BATCH_INFLIGHT    8               /* batch pushes in flight (a WAN round trip each) ... */
 #define PROBE_NO_HEADERS_MS 10000     /* extra wait for a first frame when no headers came */
@@ -119,6 +124,7 @@ struct rhc_req {
     uint64_t offset;            /* Relay-Offset of the answer */
     int have_token;
     int resume_ok;              /* open: the server keeps bytes until acknowledged */
+    int check_ok;               /* open: the server sends and checks C frames */
     uint64_t buffer;            /* open: Relay-Buffer */
     uint64_t window;            /* open: Relay-Window (bytes kept until acknowledged) */
     uint64_t idle_s;            /* open: Relay-Idle-Timeout */
@@ -133,7 +139,9 @@ struct rhc_req {
     int batch;                  /* pull with Relay-Mode: batch */
     rh_frame_parser parser;
     int got_frame;              /* a complete frame (the initial H, say) arrived */
-    uint64_t rx_data;           /* D bytes taken from this response */
+    uint64_t rx_data;           /* D bytes taken from this response (checked) */
+    unsigned char *pend;        /* D bytes waiting for their C frame, RH_FRAME_MAX */
+    size_t pend_len;
     int saw_end, saw_fin;       /* E / F frame */
     int recv_paused;
 
@@ -206,7 +214,9 @@ struct rhc_tunnel {
     uint64_t up_base;           /* offset of the oldest byte kept */
     uint64_t up_sent;           /* bytes handed to pushes (may go back: rewind) */
     uint64_t up_acked;          /* bytes the server confirmed */
-    int up_lossy;               /* kept bytes were dropped before being confirmed */
+    uint32_t up_crc_base;       /* CRC32C of up bytes [0, up_base) */
+    struct { uint64_t off; uint32_t crc; } umarks[UP_MARKS];  /* ... [0, off) */
+    unsigned numark;
     int up_eof;                 /* local read side gave EOF */
     int up_fin_sent;            /* F handed to a push */
     int up_done;                /* a push with F was accepted */
@@ -223,7 +233,8 @@ struct rhc_tunnel {
     int64_t spush_at;           /* start the stream push (again) then */
 
     /* down: responses -> local */
-    uint64_t down_off;          /* data bytes received so far */
+    uint64_t down_off;          /* data bytes received (and checked) so far */
+    uint32_t down_crc;          /* CRC32C of down bytes [0, down_off) */
     int down_fin;               /* F frame seen */
     unsigned pulls;             /* pulls / duplexes started */
     unsigned down_retries;      /* refused (409) or lost-before-answer, in a row */
@@ -380,6 +391,8 @@ static int http_exit_code(const struct rhc_req *r, int from_module)
         return RHC_EXIT_PROXY;
     if (s == 401 || s == 403)
         return RHC_EXIT_AUTH;
+    if (s == RH_STATUS_INTEGRITY && from_module)
+        return RHC_EXIT_INTEGRITY;
     if (r->kind != REQ_OPEN)
         return RHC_EXIT_LOST;
     if (s == 404)
@@ -586,6 +599,7 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
         r->have_offset = 0;
         r->have_token = 0;
         r->resume_ok = 0;
+        r->check_ok = 0;
         r->proxy_said = 0;
         r->body_len = 0;
         return len;
@@ -611,6 +625,9 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
         r->have_offset = parse_u64(v, vl, &r->offset);
     } else if (r->kind == REQ_OPEN && header_is(buf, len, "Relay-Resume", &v, &vl)) {
         r->resume_ok = vl == 1 && v[0] == '1';
+    } else if (r->kind == REQ_OPEN && header_is(buf, len, RH_HDR_INTEGRITY, &v, &vl)) {
+        r->check_ok = vl == strlen(RH_INTEGRITY_CRC32C) &&
+                      !strncmp(v, RH_INTEGRITY_CRC32C, vl);
     } else if (r->kind == REQ_OPEN && header_is(buf, len, "Relay-Buffer", &v, &vl)) {
         parse_u64(v, vl, &r->buffer);
     } else if (r->kind == REQ_OPEN && header_is(buf, len, "Relay-Window", &v, &vl)) {
@@ -699,6 +716,7 @@ static void req_free(struct rhc_req *r)
     }
     curl_slist_free_all(r->hdrs);
     free(r->p_body);
+    free(r->pend);
     free(r);
 }
 
@@ -1124,6 +1142,8 @@ static int up_grow(rhc_tunnel *t)
     return 0;
 }
 
+static uint32_t up_crc_at(rhc_tunnel *t, uint64_t off);
+
 /* Forgets the bytes below upto. */
 static void up_release(rhc_tunnel *t, uint64_t upto)
 {
@@ -1132,6 +1152,7 @@ static void up_release(rhc_tunnel *t, uint64_t upto)
     uint64_t n = upto - t->up_base;
     if (n > t->ulen)
         n = t->ulen;
+    t->up_crc_base = up_crc_at(t, t->up_base + n);
     t->uhead = (t->uhead + (size_t)n) % t->ucap;
     t->ulen -= (size_t)n;
     t->up_base += n;
@@ -1148,6 +1169,46 @@ static void up_copy(const rhc_tunnel *t, uint64_t off, unsigned char *dst, size_
     memcpy(dst, t->ubuf + pos, first);
     if (n > first)
         memcpy(dst + first, t->ubuf, n - first);
+}
+
+/* CRC32C of kept up bytes [off, off + n), continuing crc. */
+static uint32_t up_hash(const rhc_tunnel *t, uint32_t crc, uint64_t off, size_t n)
+{
+    if (!n)
+        return crc;
+    size_t pos = (t->uhead + (size_t)(off - t->up_base)) % t->ucap;
+    size_t first = t->ucap - pos < n ? t->ucap - pos : n;
+
+    crc = rh_crc32c(crc, t->ubuf + pos, first);
+    if (n > first)
+        crc = rh_crc32c(crc, t->ubuf, n - first);
+    return crc;
+}
+
+static void up_mark(rhc_tunnel *t, uint64_t off, uint32_t crc)
+{
+    t->umarks[t->numark].off = off;
+    t->umarks[t->numark].crc = crc;
+    t->numark = (t->numark + 1) % UP_MARKS;
+}
+
+/* CRC32C of up bytes [0, off), up_base <= off <= up_read_off: from the nearest
+ * remembered point below (frames are sent in order, acks land on frame ends). */
+static uint32_t up_crc_at(rhc_tunnel *t, uint64_t off)
+{
+    uint64_t from = t->up_base;
+    uint32_t crc = t->up_crc_base;
+
+    for (unsigned i = 0; i < UP_MARKS; ++i)
+        if (t->umarks[i].off <= off && t->umarks[i].off > from) {
+            from = t->umarks[i].off;
+            crc = t->umarks[i].crc;
+        }
+    if (off > from) {
+        crc = up_hash(t, crc, from, (size_t)(off - from));
+        up_mark(t, off, crc);
+    }
+    return crc;
 }
 
 /* The server confirmed the up bytes below x. */
@@ -1168,12 +1229,16 @@ static void up_ack(rhc_tunnel *t, uint64_t x)
     t->pads = 0;
     if (sc && x > sc->p_off)
         sc->acked_any = 1;      /* this body streams: bytes of it got through */
-    /* After a rewind the server may have had more than we thought: go on from
-     * there (a push that started lower is refused with 409 anyway). */
-    if (t->up_sent < x)
+    /* After a rewind the server may have had more than we thought. A body still
+     * streaming must stay contiguous: the server counts its data bytes from the
+     * body's Relay-Offset and drops the ones it has, so jumping ahead inside it
+     * would make it drop new bytes (a skip) and then count the rest at the wrong
+     * offsets. It goes on from where it is; the next push starts at x. */
+    int streaming = sc && !sc->body_ended && !sc->p_fin && !sc->p_r;
+    if (t->up_sent < x && !streaming)
         t->up_sent = x;
     t->ack_wait_since = t->up_sent > x ? now_ms() : 0;
-    up_release(t, x);
+    up_release(t, x < t->up_sent ? x : t->up_sent);
 }
 
 /* Sends the up bytes from x again (the server has everything below x, and
@@ -1197,34 +1262,16 @@ static int up_rewind(rhc_tunnel *t, uint64_t x, const char *why)
     return 0;
 }
 
-/* The ring is full of bytes a streamed body sent but the server did not confirm
- * yet. Normally reading waits for the confirmations (A frames). But they come on
- * the down response, and while that one is paused because the local side does
- * not take its bytes, waiting could deadlock an application that writes before
- * it reads: then the oldest kept bytes are dropped and reading goes on. Only a
- * cut push could then not be repaired. (Never for a body not yet seen to get
- * through: its bytes may have to go again in batch pushes.) */
-static int up_may_forget(const rhc_tunnel *t)
-{
-    struct rhc_req *sc = up_streamer(t), *dr = down_req(t);
-
-    return sc && sc->acked_any && dr && dr->recv_paused && t->up_sent > t->up_base;
-}
-
 /* Reads what the local side has into the ring, at most UP_AHEAD_MAX bytes ahead
  * of what the pushes took. */
 static void up_fill(rhc_tunnel *t)
 {
     while (!t->up_eof && !t->fail_code && up_read_off(t) - t->up_sent < UP_AHEAD_MAX) {
         if (t->ucap - t->ulen < UPBUF_ROOM_MIN) {
-            if (t->ucap < UPBUF_MAX) {
+            /* A full ring waits for confirmations (backpressure): unconfirmed
+             * bytes are never dropped, a cut may need them again. */
+            if (t->ucap < UPBUF_MAX)
                 up_grow(t);
-            } else if (up_may_forget(t)) {
-                /* see up_may_forget */
-                if (t->up_sent > t->up_acked)
-                    t->up_lossy = 1;
-                up_release(t, t->up_sent);
-            }
         }
         size_t room = t->ucap - t->ulen;
         if (room == 0)
@@ -1325,16 +1372,23 @@ static size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
      * goes up, so that the session can still start over if that response never
      * comes */
     uint64_t have = t->up_hold && !t->up_r_pending ? t->up_sent : up_read_off(t);
-    while (!t->up_r_pending && t->up_sent < have && room - used > RH_FRAME_HDR) {
-        size_t n = room - used - RH_FRAME_HDR;
+    /* every D frame is followed by its C frame (docs/PROTOCOL.md, Integrity) */
+    while (!t->up_r_pending && t->up_sent < have &&
+           room - used > RH_FRAME_HDR + CHECK_FRAME) {
+        size_t n = room - used - RH_FRAME_HDR - CHECK_FRAME;
         if (n > RH_FRAME_MAX)
             n = RH_FRAME_MAX;
         if (n > have - t->up_sent)
             n = (size_t)(have - t->up_sent);
+        uint32_t crc = up_crc_at(t, t->up_sent);
+        unsigned char *d = (unsigned char *)buf + used + RH_FRAME_HDR;
         rh_frame_hdr((unsigned char *)buf + used, RH_FRAME_DATA, n);
-        up_copy(t, t->up_sent, (unsigned char *)buf + used + RH_FRAME_HDR, n);
+        up_copy(t, t->up_sent, d, n);
+        crc = rh_crc32c(crc, d, n);
         used += RH_FRAME_HDR + n;
         t->up_sent += n;
+        used += rh_frame_check((unsigned char *)buf + used, t->up_sent, crc);
+        up_mark(t, t->up_sent, crc);
     }
     if (t->up_r_pending) {
         static const char why[] = "client: local connection failed";
@@ -1397,7 +1451,7 @@ static struct rhc_req *bpush_new(rhc_tunnel *t, uint64_t off, uint64_t end, int 
     struct rhc_req *r = req_new(t->ctx, t, REQ_PUSH, t->token);
     size_t data = (size_t)(end - off);
     size_t nframes = (data + RH_FRAME_MAX - 1) / RH_FRAME_MAX;
-    size_t len = data + nframes * RH_FRAME_HDR + (fin ? RH_FRAME_HDR : 0);
+    size_t len = data + nframes * (RH_FRAME_HDR + CHECK_FRAME) + (fin ? RH_FRAME_HDR : 0);
 
     if (!r)
         return NULL;
@@ -1408,13 +1462,17 @@ static struct rhc_req *bpush_new(rhc_tunnel *t, uint64_t off, uint64_t end, int 
     if (!(r->p_body = malloc(len ? len : 1)))
         goto fail;
     size_t pos = 0;
+    uint32_t crc = up_crc_at(t, off);
     for (uint64_t o = off; o < end; ) {
         size_t n = end - o > RH_FRAME_MAX ? RH_FRAME_MAX : (size_t)(end - o);
         rh_frame_hdr(r->p_body + pos, RH_FRAME_DATA, n);
         up_copy(t, o, r->p_body + pos + RH_FRAME_HDR, n);
+        crc = rh_crc32c(crc, r->p_body + pos + RH_FRAME_HDR, n);
         pos += RH_FRAME_HDR + n;
         o += n;
+        pos += rh_frame_check(r->p_body + pos, o, crc);
     }
+    up_mark(t, end, crc);
     if (fin)
         rh_frame_hdr(r->p_body + pos, RH_FRAME_FIN, 0);
     r->p_len = len;
@@ -1477,8 +1535,50 @@ static int down_headers_done(struct rhc_req *r)
     return 1;
 }
 
-/* Frames of a pull or duplex response: data goes to the local side, A frames
- * confirm up bytes. */
+/* D bytes wait in the response's pend buffer until their C frame vouches for
+ * them: a cut response loses only unchecked bytes, which the next pull sends
+ * again, and a wrong byte never reaches the local side. */
+static int down_take(rhc_tunnel *t, struct rhc_req *r, const unsigned char *p, size_t n)
+{
+    if (!r->pend && !(r->pend = malloc(RH_FRAME_MAX))) {
+        t_fail(t, RHC_EXIT_ERROR, "internal: out of memory");
+        return -1;
+    }
+    if (n > RH_FRAME_MAX - r->pend_len) {
+        t_fail(t, RHC_EXIT_INTEGRITY, "%s: " RH_REASON_INTEGRITY ": down data after %" PRIu64
+               " without a check frame", kind_name[r->kind], t->down_off);
+        return -1;
+    }
+    memcpy(r->pend + r->pend_len, p, n);
+    r->pend_len += n;
+    return 0;
+}
+
+static int down_check(rhc_tunnel *t, struct rhc_req *r, const rh_frame_event *ev,
+                      int64_t now)
+{
+    uint32_t crc = rh_crc32c(t->down_crc, r->pend, r->pend_len);
+    uint64_t end = t->down_off + r->pend_len;
+
+    if (ev->offset != end || ev->crc != crc) {
+        t_fail(t, RHC_EXIT_INTEGRITY, "%s: " RH_REASON_INTEGRITY ": down bytes %" PRIu64
+               "..%" PRIu64 " (server's check at %" PRIu64 ", crc %08" PRIx32 ", ours %08"
+               PRIx32 "); none of them was delivered", kind_name[r->kind], t->down_off, end,
+               ev->offset, ev->crc, crc);
+        return -1;
+    }
+    t->down_crc = crc;
+    t->down_off = end;
+    r->rx_data += r->pend_len;
+    if (r->pend_len)
+        t->last_down_data = now;
+    deliver(t, r->pend, r->pend_len);
+    r->pend_len = 0;
+    return 0;
+}
+
+/* Frames of a pull or duplex response: data goes to the local side once
+ * checked, A frames confirm up bytes. */
 static size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     struct rhc_req *r = ud;
@@ -1501,7 +1601,7 @@ static size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
     while (off < len) {
         rh_frame_event ev;
         size_t n = rh_frame_parse(&r->parser, (const unsigned char *)ptr + off, len - off,
-                                  "DHFREA", &ev);
+                                  "DHFREAC", &ev);
         off += n;
         if (ev.type == RH_FEV_NONE) {
             if (n == 0)
@@ -1525,10 +1625,12 @@ static size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
         case RH_FEV_NONE:
             break;
         case RH_FEV_DATA:
-            t->down_off += ev.len;
-            r->rx_data += ev.len;
-            t->last_down_data = now;
-            deliver(t, ev.data, ev.len);
+            if (down_take(t, r, ev.data, ev.len) != 0)
+                return 0;
+            break;
+        case RH_FEV_CHECK:
+            if (down_check(t, r, &ev, now) != 0)
+                return 0;
             break;
         case RH_FEV_HEARTBEAT:
             break;
@@ -1541,6 +1643,11 @@ static size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
             up_ack(t, ev.offset);
             break;
         case RH_FEV_FIN:
+            if (r->pend_len) {
+                t_fail(t, RHC_EXIT_INTEGRITY, "%s: " RH_REASON_INTEGRITY ": F after unchecked "
+                       "down bytes at %" PRIu64, kind_name[r->kind], t->down_off);
+                return 0;
+            }
             r->saw_fin = 1;
             t->down_fin = 1;
             t_log(t, 1, "server finished after %" PRIu64 " bytes (F)", t->down_off);
@@ -1557,7 +1664,9 @@ static size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
             for (size_t i = 0; i < ev.len && k + 1 < sizeof(why); ++i)
                 why[k++] = (ev.data[i] >= 0x20 && ev.data[i] < 0x7f) ? (char)ev.data[i] : '?';
             why[k] = '\0';
-            t_fail(t, RHC_EXIT_LOST, "session reset by the server%s%s", k ? ": " : "", why);
+            t_fail(t, strncmp(why, RH_REASON_INTEGRITY, strlen(RH_REASON_INTEGRITY))
+                      ? RHC_EXIT_LOST : RHC_EXIT_INTEGRITY,
+                   "session reset by the server%s%s", k ? ": " : "", why);
             t->server_gone = 1;
             return 0;
         }
@@ -1857,7 +1966,9 @@ static struct rhc_req *start_open(rhc_tunnel *t)
 
     if (!r)
         return NULL;
-    if (add_header(r, "Content-Type:") < 0 || (want_resume(t) && add_header(r, "Relay-Resume: 1") < 0))
+    if (add_header(r, "Content-Type:") < 0 ||
+        add_header(r, RH_HDR_INTEGRITY ": " RH_INTEGRITY_CRC32C) < 0 ||
+        (want_resume(t) && add_header(r, "Relay-Resume: 1") < 0))
         goto fail;
     if (total < o->connect_timeout_ms + 15000)
         total = o->connect_timeout_ms + 15000;
@@ -2099,6 +2210,9 @@ static void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         fail_curl(t, r, rc, what);
     else if (!r->have_token)
         t_fail(t, RHC_EXIT_ERROR, "%s: HTTP 201 without a valid Relay-Session", what);
+    else if (!r->check_ok)
+        t_fail(t, RHC_EXIT_ERROR, "%s: the server does not check the bytes end to end (no "
+               RH_HDR_INTEGRITY " in its answer): it runs an older mod_relay_https", what);
     if (t->fail_code)
         return;
     memcpy(t->token, r->token, sizeof(t->token));
@@ -3003,9 +3117,7 @@ static int up_can_read(const rhc_tunnel *t)
         return 0;
     if (up_read_off(t) - t->up_sent >= UP_AHEAD_MAX)
         return 0;
-    if (t->ucap > t->ulen || t->ucap < UPBUF_MAX)
-        return 1;
-    return up_may_forget(t);
+    return t->ucap > t->ulen || t->ucap < UPBUF_MAX;
 }
 
 static short t_events_in(const rhc_tunnel *t)

@@ -30,6 +30,7 @@
 #include <openssl/rand.h>
 
 #include "rh_core.h"
+#include "rh_crc32c.h"
 #include "rh_frame.h"
 #include "rh_ipc.h"
 #include "rh_ring.h"
@@ -42,6 +43,8 @@ enum { SRC_LISTEN = 1, SRC_STOP, SRC_CONN, SRC_TARGET };
 enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY };
 
 #define PUSH_WAIT_MAX 8     /* pushes queued behind the active one, per session */
+#define CRC_MARKS     32    /* down: CRCs of the last frame ends, for acks at them */
+#define CHECK_FRAME   (RH_FRAME_HDR + RH_FRAME_CHECK_LEN)
 #define POLL_DEFAULT_S 25
 
 typedef struct session session;
@@ -65,6 +68,8 @@ struct conn {
     size_t frame_left;       /* pull: payload of the current D frame still to send */
     long last_write;         /* pull: for heartbeats */
     uint64_t a_sent;         /* pull: up offset last told in an A frame */
+    int check_due;           /* pull, checked: a C frame follows the current D frame */
+    uint32_t frame_crc;      /* ... carrying this CRC of the bytes up to its end */
     int batch;               /* pull: a long-poll answered in one piece */
     int batch_started;
     size_t batch_data;       /* pull, batch: D payload still to send in this answer */
@@ -94,6 +99,17 @@ struct session {
     size_t readahead;        /* down bytes read from the target and not yet sent, at most */
     size_t window;           /* sent bytes kept until acknowledged, at most (0: not resumable) */
     unsigned resumable:1, finished:1;
+    /* end-to-end checks (check=crc32c): up bytes count as accepted only once a
+     * C frame vouched for them; the ring holds [up_wr, up_rcv), and only
+     * [up_wr, up_acc) may go to the target */
+    unsigned check:1;
+    uint64_t up_rcv;
+    uint32_t up_crc_acc, up_crc_rcv;   /* CRC32C of up bytes [0, up_acc), [0, up_rcv) */
+    uint32_t down_crc_acked;           /* ... of down bytes [0, down_acked) */
+    uint32_t down_crc_sent;            /* ... [0, down_crc_off): a frame end */
+    uint64_t down_crc_off;
+    struct { uint64_t off; uint32_t crc; } marks[CRC_MARKS];  /* recent frame ends */
+    unsigned nmark;
     long linger_until;       /* resumable, finished: freed at this time */
     unsigned connecting:1, up_fin:1, up_shut:1, down_eof:1, down_reset:1,
              down_fin_sent:1, dead:1, reset:1;
@@ -120,7 +136,12 @@ typedef struct core {
     long listen_paused_until;
     int listen_src;
     int stop_src;
+    uint64_t integrity_failures;   /* sessions ended by a failed check */
 } core;
+
+/* Test only (RELAY_HTTPS_TEST_FLIP=up:N or down:N): flips the byte at that offset
+ * of every checked session after its CRC was taken, to prove the check catches it. */
+static uint64_t flip_up = UINT64_MAX, flip_down = UINT64_MAX;
 
 /* Down bytes held but not yet handed to a pull. A resumable session keeps
  * bytes it sent until the client acknowledges them, so it can send them again
@@ -136,10 +157,36 @@ static int down_wants_read(const session *s)
     return !s->down_eof && rh_ring_space(&s->down) && down_unsent(s) < s->readahead;
 }
 
+/* CRC32C of the down ring's bytes [from, from + n) (from >= down_acked), on crc. */
+static uint32_t down_crc_range(const session *s, uint32_t crc, uint64_t from, size_t n)
+{
+    struct iovec iov[2];
+    int k = rh_ring_peek_iov(&s->down, iov, (size_t)(from - s->down_acked), n);
+    for (int i = 0; i < k; ++i)
+        crc = rh_crc32c(crc, iov[i].iov_base, iov[i].iov_len);
+    return crc;
+}
+
+/* The CRC of down bytes [0, off), down_acked <= off <= down_sent: remembered
+ * when off is a recent frame end (acks land there), else computed. */
+static uint32_t down_crc_at(const session *s, uint64_t off)
+{
+    if (off == s->down_acked)
+        return s->down_crc_acked;
+    if (off == s->down_crc_off)
+        return s->down_crc_sent;
+    for (unsigned i = 0; i < CRC_MARKS; ++i)
+        if (s->marks[i].off == off)
+            return s->marks[i].crc;
+    return down_crc_range(s, s->down_crc_acked, s->down_acked, (size_t)(off - s->down_acked));
+}
+
 static void down_ack(session *s, uint64_t ack)
 {
     if (!s->resumable || ack <= s->down_acked || ack > s->down_sent)
         return;
+    if (s->check)
+        s->down_crc_acked = down_crc_at(s, ack);
     rh_ring_consume(&s->down, (size_t)(ack - s->down_acked));
     s->down_acked = ack;
 }
@@ -510,6 +557,95 @@ static int target_write_direct(core *c, session *s, const unsigned char *data, s
     return 0;
 }
 
+/* Up bytes received but not vouched for by a C frame are forgotten when their
+ * push goes away: a retry sends them again. */
+static void up_drop_unchecked(session *s)
+{
+    if (s->up_rcv > s->up_acc) {
+        rh_ring_drop_tail(&s->up, (size_t)(s->up_rcv - s->up_acc));
+        s->up_rcv = s->up_acc;
+        s->up_crc_rcv = s->up_crc_acc;
+    }
+}
+
+/* Detaches the session's active push (its connection is answered elsewhere). */
+static void push_detach(session *s)
+{
+    if (s->push) {
+        s->push->s = NULL;
+        s->push = NULL;
+    }
+    up_drop_unchecked(s);
+}
+
+/* A failed check: the bytes never reach the target or the client. */
+static void integrity_fail(core *c, session *s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void integrity_fail(core *c, session *s, const char *fmt, ...)
+{
+    char why[sizeof(s->reason)], detail[96];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    snprintf(why, sizeof(why), RH_REASON_INTEGRITY ": %s", detail);
+    ++c->integrity_failures;
+    logf_(c, RH_LOG_ERR, "session %s: %s", s->sid, why);
+    conn *k = s->push;
+    push_detach(s);
+    if (k)
+        conn_error(c, k, RH_STATUS_INTEGRITY, "%s", why);
+    session_end(c, s, 1, why);
+}
+
+/* Push data of a checked session waits in the ring for its C frame. */
+static int up_take_checked(core *c, session *s, rh_frame_event *ev)
+{
+    if (s->up_rcv - s->up_acc + ev->len > RH_FRAME_MAX) {
+        integrity_fail(c, s, "up data beyond %" PRIu64 " without a check frame", s->up_acc);
+        return -1;
+    }
+    if (flip_up >= s->up_rcv && flip_up < s->up_rcv + ev->len)
+        ((unsigned char *)ev->data)[flip_up - s->up_rcv] ^= 0x01;
+    rh_ring_put(&s->up, ev->data, ev->len);
+    s->up_crc_rcv = rh_crc32c(s->up_crc_rcv, ev->data, ev->len);
+    s->up_rcv += ev->len;
+    return 0;
+}
+
+/* A C frame: the client's CRC of its up bytes [0, offset). Frames wholly within
+ * what a retried push skips cannot be checked (those bytes are not kept) and
+ * need not be: the session already checked them once. */
+static int up_check(core *c, session *s, conn *k, const rh_frame_event *ev)
+{
+    if (k->skip)
+        return 0;
+    if (ev->offset != s->up_rcv || ev->crc != s->up_crc_rcv) {
+        integrity_fail(c, s, "up bytes to %" PRIu64 " (client's check at %" PRIu64
+                       ", crc %08x, server's %08x)", s->up_rcv, ev->offset, ev->crc,
+                       s->up_crc_rcv);
+        return -1;
+    }
+    s->up_acc = s->up_rcv;
+    s->up_crc_acc = s->up_crc_rcv;
+    return 0;
+}
+
+/* How many input bytes the frame parser may see now: data only as far as the
+ * up ring has room, a header alone (so a D header never drags its payload in). */
+static size_t push_feed(const conn *k, const session *s, size_t avail)
+{
+    size_t lim;
+    if (k->fp.type == RH_FRAME_DATA)
+        lim = rh_ring_space(&s->up);
+    else if (!k->fp.type)
+        lim = RH_FRAME_HDR - k->fp.hdr_have;
+    else
+        lim = avail;
+    return avail < lim ? avail : lim;
+}
+
 static void push_process(core *c, session *s)
 {
     conn *k = s->push;
@@ -517,12 +653,12 @@ static void push_process(core *c, session *s)
         return;
     while (k->in_off < k->in_len && !s->dead) {
         size_t avail = k->in_len - k->in_off;
-        size_t room = rh_ring_space(&s->up);
-        size_t feed = avail < room ? avail : room;
+        size_t feed = push_feed(k, s, avail);
         rh_frame_event ev;
         if (feed == 0)
             break;
-        size_t used = rh_frame_parse(&k->fp, k->in + k->in_off, feed, "DHFRA", &ev);
+        size_t used = rh_frame_parse(&k->fp, k->in + k->in_off, feed,
+                                     s->check ? "DHFRAC" : "DHFRA", &ev);
         k->in_off += used;
         switch (ev.type) {
         case RH_FEV_DATA:
@@ -536,19 +672,32 @@ static void push_process(core *c, session *s)
                     break;
             }
             if (s->up_fin) {
+                push_detach(s);
                 conn_error(c, k, 400, "data frame after fin");
-                s->push = NULL;
-                k->s = NULL;
                 session_end(c, s, 1, "protocol error: data after fin");
                 return;
             }
+            if (s->check) {
+                if (up_take_checked(c, s, &ev) != 0)
+                    return;
+                break;
+            }
             s->up_acc += ev.len;
+            s->up_rcv = s->up_acc;
             if (target_write_direct(c, s, ev.data, ev.len) != 0) {
                 session_end(c, s, 1, "target reset the connection");
                 return;
             }
             break;
+        case RH_FEV_CHECK:
+            if (up_check(c, s, k, &ev) != 0)
+                return;
+            break;
         case RH_FEV_FIN:
+            if (s->up_rcv != s->up_acc) {
+                integrity_fail(c, s, "fin after unchecked up bytes at %" PRIu64, s->up_acc);
+                return;
+            }
             s->up_fin = 1;   /* again after a retry: no harm */
             break;
         case RH_FEV_ACK:
@@ -564,8 +713,7 @@ static void push_process(core *c, session *s)
         case RH_FEV_ERROR: {
             char why[160];
             snprintf(why, sizeof(why), "bad frame: %s", k->fp.error);
-            s->push = NULL;
-            k->s = NULL;
+            push_detach(s);
             conn_error(c, k, 400, "%s", why);
             session_end(c, s, 1, why);
             return;
@@ -580,8 +728,7 @@ static void push_process(core *c, session *s)
         k->in_off = k->in_len = 0;
     if (k->eof && k->in_len == 0 && s->push == k) {
         /* the body ended: the push is done, the session goes on */
-        s->push = NULL;
-        k->s = NULL;
+        push_detach(s);
         out_printf(k, "DONE %" PRIu64, s->up_acc);
         conn_reply_done(c, k);
     }
@@ -591,9 +738,9 @@ static ssize_t writev_nosig(int fd, struct iovec *iov, int n);
 
 static void target_write(core *c, session *s)
 {
-    while (rh_ring_len(&s->up)) {
+    while (s->up_acc > s->up_wr) {
         struct iovec iov[2];
-        int n = rh_ring_read_iov(&s->up, iov, (size_t)-1);
+        int n = rh_ring_read_iov(&s->up, iov, (size_t)(s->up_acc - s->up_wr));
         ssize_t w = writev_nosig(s->fd, iov, n);
         if (w > 0) {
             rh_ring_consume(&s->up, (size_t)w);
@@ -607,7 +754,7 @@ static void target_write(core *c, session *s)
         session_end(c, s, 1, "target reset the connection");
         return;
     }
-    if (s->up_fin && !s->up_shut) {
+    if (s->up_fin && !s->up_shut && !rh_ring_len(&s->up)) {
         shutdown(s->fd, SHUT_WR);   /* carry the client's half-close */
         s->up_shut = 1;
     }
@@ -681,6 +828,36 @@ static ssize_t writev_nosig(int fd, struct iovec *iov, int n)
     return sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
+/* A D frame of len bytes starts at down_sent: its C frame will carry the CRC
+ * of everything up to its end. */
+static void down_frame_begin(session *s, conn *k, size_t len)
+{
+    uint32_t crc = s->down_sent == s->down_crc_off ? s->down_crc_sent
+                                                   : down_crc_at(s, s->down_sent);
+    k->frame_crc = down_crc_range(s, crc, s->down_sent, len);
+    k->check_due = 1;
+    if (flip_down >= s->down_sent && flip_down < s->down_sent + len) {
+        struct iovec iov[2];
+        if (rh_ring_peek_iov(&s->down, iov, (size_t)(flip_down - s->down_acked), 1) > 0)
+            *(unsigned char *)iov[0].iov_base ^= 0x01;
+    }
+}
+
+/* The D frame is out: its C frame follows at once. */
+static void down_frame_end(session *s, conn *k)
+{
+    unsigned char cf[CHECK_FRAME];
+    out_put(k, cf, rh_frame_check(cf, s->down_sent, k->frame_crc));
+    k->check_due = 0;
+    s->down_crc_sent = k->frame_crc;
+    s->down_crc_off = s->down_sent;
+    s->marks[s->nmark].off = s->down_sent;
+    s->marks[s->nmark].crc = k->frame_crc;
+    s->nmark = (s->nmark + 1) % CRC_MARKS;
+    if (!s->resumable)
+        s->down_crc_acked = k->frame_crc;
+}
+
 /* A batch answer is sized when it starts: the line says how many bytes follow,
  * so the handler can send a Content-Length and buffering proxies pass it on. */
 static void batch_start(session *s, conn *k)
@@ -696,7 +873,8 @@ static void batch_start(session *s, conn *k)
         k->batch_term = RH_FRAME_END;
     if (k->batch_term == RH_FRAME_RESET)
         term_len = strlen(s->reason);
-    size_t total = RH_FRAME_HDR + 8 + data + nframes * RH_FRAME_HDR + RH_FRAME_HDR + term_len;
+    size_t total = RH_FRAME_HDR + 8 + data + nframes * RH_FRAME_HDR + RH_FRAME_HDR + term_len
+                   + (s->check ? nframes * CHECK_FRAME : 0);
     out_printf(k, "OK %" PRIu64 " %zu", s->down_sent, total);
     rh_put_u64(a, s->up_acc);
     out_frame(k, RH_FRAME_ACK, a, 8);
@@ -734,6 +912,8 @@ static void pull_write(core *c, session *s)
                 out_put(k, h, sizeof(h));
                 k->frame_left = len;
                 k->batch_data -= len;
+                if (s->check)
+                    down_frame_begin(s, k, len);
                 continue;
             }
             /* every byte of the answer is out but its last frame */
@@ -770,6 +950,8 @@ static void pull_write(core *c, session *s)
                 rh_frame_hdr(h, RH_FRAME_DATA, len);
                 out_put(k, h, sizeof(h));
                 k->frame_left = len;
+                if (s->check)
+                    down_frame_begin(s, k, len);
                 continue;
             }
             if (s->down_eof && !s->down_fin_sent) {
@@ -819,6 +1001,8 @@ static void pull_write(core *c, session *s)
                 rh_ring_consume(&s->down, w1);
                 s->down_acked = s->down_sent;
             }
+            if (k->check_due && !k->frame_left)
+                down_frame_end(s, k);
         }
     }
 }
@@ -827,7 +1011,7 @@ static void pull_write(core *c, session *s)
 static void session_pump(core *c, session *s)
 {
     for (int round = 0; round < 4 && !s->dead && !s->connecting; ++round) {
-        uint64_t before = s->up_wr + s->down_rd + s->down_sent + s->up_acc;
+        uint64_t before = s->up_wr + s->down_rd + s->down_sent + s->up_acc + s->up_rcv;
         conn *push_before = s->push;
         if (!s->push && s->nwait)
             push_next(c, s);
@@ -839,7 +1023,7 @@ static void session_pump(core *c, session *s)
             break;
         target_read(c, s);
         pull_write(c, s);
-        if (before == s->up_wr + s->down_rd + s->down_sent + s->up_acc
+        if (before == s->up_wr + s->down_rd + s->down_sent + s->up_acc + s->up_rcv
             && !(push_before && !s->push && s->nwait))
             break;
     }
@@ -992,6 +1176,9 @@ static void req_open(core *c, conn *k, const rh_ipc_req *rq)
     s->window = rq->resume ? rq->window : 0;
     s->idle_s = rq->idle_s;
     s->resumable = rq->resume ? 1 : 0;
+    s->check = rq->check ? 1 : 0;
+    if (s->check && s->up.cap < 2 * RH_FRAME_MAX)
+        rh_ring_init(&s->up, 2 * RH_FRAME_MAX);   /* a D frame waits whole for its C */
     s->last_heard = now_ms();
     s->connect_deadline = s->last_heard + 1000L * rq->connect_s;
     s->connecting = 1;
@@ -1047,8 +1234,7 @@ static void req_push(core *c, conn *k, const rh_ipc_req *rq)
         }
         if (s->push) {
             conn *old = s->push;
-            s->push = NULL;
-            old->s = NULL;
+            push_detach(s);
             conn_error(c, old, 409, "replaced by a newer push of this session");
             logf_(c, RH_LOG_DEBUG, "session %s: push taken over at %" PRIu64, s->sid,
                   rq->offset);
@@ -1161,7 +1347,9 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
                   rq->offset);
         }
         down_ack(s, rq->offset);
-        s->down_sent = rq->offset;
+        s->down_sent = rq->offset;   /* == down_acked now */
+        s->down_crc_sent = s->down_crc_acked;
+        s->down_crc_off = s->down_sent;
         s->down_fin_sent = 0;   /* it asks again: it did not get the F */
     }
     if (s->pull) {
@@ -1238,8 +1426,8 @@ static void req_ack(core *c, conn *k, const rh_ipc_req *rq)
 static void req_stat(core *c, conn *k)
 {
     const rh_registry *r = c->cfg->reg;
-    out_printf(k, "OK active=%u opened=%" PRIu64 " closed=%" PRIu64, r->active,
-               r->total_opened, r->total_closed);
+    out_printf(k, "OK active=%u opened=%" PRIu64 " closed=%" PRIu64 " integrity=%" PRIu64,
+               r->active, r->total_opened, r->total_closed, c->integrity_failures);
     conn_reply_done(c, k);
 }
 
@@ -1310,8 +1498,7 @@ static void conn_event(core *c, conn *k, uint32_t events)
     case CK_PUSH:
         if (events & EPOLLOUT) {
             if (out_flush(k) < 0) {
-                s->push = NULL;
-                k->s = NULL;
+                push_detach(s);
                 conn_kill(c, k);
                 return;
             }
@@ -1469,6 +1656,11 @@ int rh_core_run(const rh_core_config *cfg)
     c->listen_src = SRC_LISTEN;
     c->stop_src = SRC_STOP;
     hb_ms = cfg->heartbeat_s > 0 ? 1000L * cfg->heartbeat_s : 20000;
+    const char *flip = getenv("RELAY_HTTPS_TEST_FLIP");
+    if (flip && !strncmp(flip, "up:", 3))
+        flip_up = strtoull(flip + 3, NULL, 10);
+    else if (flip && !strncmp(flip, "down:", 5))
+        flip_down = strtoull(flip + 5, NULL, 10);
     c->by_slot = calloc(cfg->reg->nslots, sizeof(*c->by_slot));
     c->heap = calloc(cfg->reg->nslots, sizeof(*c->heap));
     if (!c->by_slot || !c->heap)

@@ -26,6 +26,20 @@ uint64_t rh_get_u64(const unsigned char in[8])
     return v;
 }
 
+size_t rh_frame_check(unsigned char out[RH_FRAME_HDR + RH_FRAME_CHECK_LEN], uint64_t offset,
+                      uint32_t crc)
+{
+    unsigned char *p = out + RH_FRAME_HDR;
+
+    rh_frame_hdr(out, RH_FRAME_CHECK, RH_FRAME_CHECK_LEN);
+    rh_put_u64(p, offset);
+    p[8] = (unsigned char)(crc >> 24);
+    p[9] = (unsigned char)(crc >> 16);
+    p[10] = (unsigned char)(crc >> 8);
+    p[11] = (unsigned char)crc;
+    return RH_FRAME_HDR + RH_FRAME_CHECK_LEN;
+}
+
 void rh_frame_parser_init(rh_frame_parser *p)
 {
     memset(p, 0, sizeof(*p));
@@ -46,6 +60,12 @@ static void finish_small(rh_frame_parser *p, rh_frame_event *ev)
     case RH_FRAME_ACK:
         ev->type = RH_FEV_ACK;
         ev->offset = rh_get_u64(p->small);
+        break;
+    case RH_FRAME_CHECK:
+        ev->type = RH_FEV_CHECK;
+        ev->offset = rh_get_u64(p->small);
+        ev->crc = (uint32_t)p->small[8] << 24 | (uint32_t)p->small[9] << 16 |
+                  (uint32_t)p->small[10] << 8 | p->small[11];
         break;
     case RH_FRAME_RESET:
         ev->type = RH_FEV_RESET;
@@ -78,6 +98,7 @@ size_t rh_frame_parse(rh_frame_parser *p, const unsigned char *buf, size_t len,
     ev->data = NULL;
     ev->len = 0;
     ev->offset = 0;
+    ev->crc = 0;
     if (p->error) {
         ev->type = RH_FEV_ERROR;
         return 0;
@@ -96,6 +117,8 @@ size_t rh_frame_parse(rh_frame_parser *p, const unsigned char *buf, size_t len,
                 return fail(p, ev, "frame too long", used);
             if (type == RH_FRAME_ACK && flen != 8)
                 return fail(p, ev, "ack frame must carry 8 bytes", used);
+            if (type == RH_FRAME_CHECK && flen != RH_FRAME_CHECK_LEN)
+                return fail(p, ev, "check frame must carry 12 bytes", used);
             if ((type == RH_FRAME_FIN || type == RH_FRAME_END) && flen != 0)
                 return fail(p, ev, "fin/end frame must be empty", used);
             if (type == RH_FRAME_DATA && flen == 0)
@@ -124,7 +147,7 @@ size_t rh_frame_parse(rh_frame_parser *p, const unsigned char *buf, size_t len,
             }
             return used;
         }
-        /* A, R, H: collect (R truncated to the buffer) or skip */
+        /* A, C, R, H: collect (R truncated to the buffer) or skip */
         size_t n = len - used;
         if (n > p->remain)
             n = p->remain;

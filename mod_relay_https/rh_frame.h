@@ -6,6 +6,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Open: the client asks for end-to-end checks, the server confirms (PROTOCOL.md) */
+#define RH_HDR_INTEGRITY  "Relay-Integrity"
+#define RH_INTEGRITY_CRC32C "crc32c"
+/* a failed check: push answer status, and how R frames and error bodies begin */
+#define RH_STATUS_INTEGRITY 422
+#define RH_REASON_INTEGRITY "integrity check failed"
+
 #define RH_FRAME_HDR      4
 #define RH_FRAME_MAX      65536u   /* largest payload a receiver accepts */
 
@@ -15,6 +22,8 @@
 #define RH_FRAME_RESET    'R'
 #define RH_FRAME_ACK      'A'
 #define RH_FRAME_END      'E'
+#define RH_FRAME_CHECK    'C'
+#define RH_FRAME_CHECK_LEN 12      /* C payload: u64 offset, u32 CRC32C, big endian */
 
 /* Writes a frame header for a payload of len bytes into out[4]. */
 void rh_frame_hdr(unsigned char out[RH_FRAME_HDR], int type, size_t len);
@@ -39,6 +48,7 @@ typedef enum {
     RH_FEV_RESET,      /* ev->data/ev->len: reason (may be truncated to 255) */
     RH_FEV_ACK,        /* ev->offset */
     RH_FEV_END,
+    RH_FEV_CHECK,      /* ev->offset, ev->crc: the direction's bytes [0, offset) */
     RH_FEV_ERROR       /* parser->error says why */
 } rh_frame_event_type;
 
@@ -47,6 +57,7 @@ typedef struct rh_frame_event {
     const unsigned char *data;
     size_t len;
     uint64_t offset;
+    uint32_t crc;
 } rh_frame_event;
 
 void rh_frame_parser_init(rh_frame_parser *p);
@@ -61,5 +72,9 @@ size_t rh_frame_parse(rh_frame_parser *p, const unsigned char *buf, size_t len,
 /* Helpers for 64-bit big-endian offsets in A frames. */
 void rh_put_u64(unsigned char out[8], uint64_t v);
 uint64_t rh_get_u64(const unsigned char in[8]);
+
+/* Writes a whole C frame (header and payload) into out; returns its length. */
+size_t rh_frame_check(unsigned char out[RH_FRAME_HDR + RH_FRAME_CHECK_LEN], uint64_t offset,
+                      uint32_t crc);
 
 #endif

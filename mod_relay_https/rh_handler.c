@@ -21,6 +21,7 @@
 #include "mod_relay_https.h"
 #include "rh_config.h"
 #include "rh_daemon.h"
+#include "rh_frame.h"
 #include "rh_ipc.h"
 #include "rh_registry.h"
 
@@ -301,6 +302,9 @@ static int do_open(rh_req *q)
     const char *res = apr_table_get(r->headers_in, "Relay-Resume");
     rq.window = (unsigned)rh_dir_window(q->dc);
     rq.resume = res && !strcmp(res, "1") && rq.window > 0;
+    /* end-to-end checks: C frames after every D frame, both ways */
+    const char *chk = apr_table_get(r->headers_in, RH_HDR_INTEGRITY);
+    rq.check = chk && !strcmp(chk, RH_INTEGRITY_CRC32C);
     if (core_ask(q, &rq, &rep, (rh_dir_connect(q->dc) + 5) * 1000) != 0)
         return core_unavailable(r);
     if (!rep.ok)
@@ -316,6 +320,8 @@ static int do_open(rh_req *q)
         apr_table_setn(r->headers_out, "Relay-Resume", "1");
         apr_table_setn(r->headers_out, "Relay-Window", apr_itoa(r->pool, (int)rq.window));
     }
+    if (rq.check)
+        apr_table_setn(r->headers_out, RH_HDR_INTEGRITY, RH_INTEGRITY_CRC32C);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2010) "session %.*s opened to %s",
                   RH_SID_LEN, rep.text, q->target->name);
     r->status = HTTP_CREATED;

@@ -45,7 +45,7 @@ static int parse_uint(const char *s, unsigned *v, unsigned max)
 int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
 {
     char buf[RH_IPC_LINE_MAX];
-    char *w[8];
+    char *w[9];
     int n = 0;
     char *save = NULL;
 
@@ -54,16 +54,25 @@ int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
         return -1;
     strcpy(buf, line);
     for (char *t = strtok_r(buf, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
-        if (n == 8)
+        if (n == 9)
             return -1;
         w[n++] = t;
     }
     if (n == 0)
         return -1;
-    if (!strcmp(w[0], "OPEN") && (n == 7 || (n == 8 && !strncmp(w[7], "resume=", 7)))) {
-        req->resume = n == 8;
-        if (req->resume && (parse_uint(w[7] + 7, &req->window, 1u << 30) || !req->window))
-            return -1;
+    if (!strcmp(w[0], "OPEN") && n >= 7) {
+        /* options after the fixed words, each at most once */
+        for (int i = 7; i < n; ++i) {
+            if (!strncmp(w[i], "resume=", 7) && !req->resume) {
+                req->resume = 1;
+                if (parse_uint(w[i] + 7, &req->window, 1u << 30) || !req->window)
+                    return -1;
+            } else if (!strcmp(w[i], "check=crc32c") && !req->check) {
+                req->check = 1;
+            } else {
+                return -1;
+            }
+        }
         req->op = RH_IPC_OPEN;
         if (copy_word(req->target, sizeof(req->target), w[1])
             || copy_word(req->host, sizeof(req->host), w[2])
@@ -114,12 +123,13 @@ int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req)
     switch (req->op) {
     case RH_IPC_OPEN:
         if (req->resume)
-            n = snprintf(buf, len, "OPEN %s %s %u %u %u %u resume=%u\n", req->target,
+            n = snprintf(buf, len, "OPEN %s %s %u %u %u %u resume=%u%s\n", req->target,
                          req->host, req->port, req->bufsize, req->idle_s, req->connect_s,
-                         req->window);
+                         req->window, req->check ? " check=crc32c" : "");
         else
-            n = snprintf(buf, len, "OPEN %s %s %u %u %u %u\n", req->target, req->host,
-                         req->port, req->bufsize, req->idle_s, req->connect_s);
+            n = snprintf(buf, len, "OPEN %s %s %u %u %u %u%s\n", req->target, req->host,
+                         req->port, req->bufsize, req->idle_s, req->connect_s,
+                         req->check ? " check=crc32c" : "");
         break;
     case RH_IPC_PUSH:
         if (req->has_len)

@@ -11,7 +11,7 @@
 
 typedef enum {
     RH_IPC_NONE = 0,
-    RH_IPC_OPEN,   /* OPEN target ip port bufsize idle_s connect_s [resume=window] */
+    RH_IPC_OPEN,   /* OPEN target ip port bufsize idle_s connect_s [resume=window] [check=crc32c] */
     RH_IPC_PUSH,   /* PUSH token offset [len=N] then frames until EOF; N = body bytes */
     RH_IPC_PULL,   /* PULL token ack mode [poll_s]  then frames from the core */
     RH_IPC_CLOSE,  /* CLOSE token */
@@ -29,6 +29,7 @@ typedef struct rh_ipc_req {
     unsigned idle_s;
     unsigned connect_s;
     int resume;         /* open: keep down bytes until acknowledged */
+    int check;          /* open: C frames (CRC32C) follow every D frame, both ways */
     char token[64];
     uint64_t offset;    /* push: offset of first byte; pull: ack */
     int has_len;        /* push: the body's length is known (Content-Length) */

@@ -2,12 +2,18 @@
 #include <string.h>
 #include "rh_ring.h"
 
-#define RING_FIRST (64u * 1024)   /* first allocation */
+#define RING_FIRST (64u * 1024)   /* first allocation, by default */
 
 void rh_ring_init(rh_ring *r, size_t cap)
 {
+    rh_ring_init_first(r, cap, 0);
+}
+
+void rh_ring_init_first(rh_ring *r, size_t cap, size_t first)
+{
     r->buf = NULL;
     r->cap = cap;
+    r->first = first ? first : RING_FIRST;
     r->size = 0;
     r->head = 0;
     r->len = 0;
@@ -46,9 +52,10 @@ int rh_ring_write_iov(rh_ring *r, struct iovec iov[2])
 {
     if (r->len >= r->cap)
         return 0;
-    /* grow once more than half is used, so reads stay large */
-    if (r->size < r->cap && (!r->buf || r->size - r->len < r->size / 2)) {
-        size_t n = r->size ? r->size * 2 : RING_FIRST;
+    /* grow once more than half is used, so reads stay large (rounding up,
+     * or a 1-byte buffer, half of which is 0, would never grow) */
+    if (r->size < r->cap && (!r->buf || r->size - r->len < (r->size + 1) / 2)) {
+        size_t n = r->size ? r->size * 2 : r->first;
         if (n > r->cap)
             n = r->cap;
         if (ring_resize(r, n) < 0 && !r->buf)
@@ -121,6 +128,19 @@ int rh_ring_peek_iov(const rh_ring *r, struct iovec iov[2], size_t skip, size_t 
     return 2;
 }
 
+size_t rh_ring_copy_out(const rh_ring *r, size_t skip, void *dst, size_t n)
+{
+    struct iovec iov[2];
+    int k = rh_ring_peek_iov(r, iov, skip, n);
+    size_t done = 0;
+
+    for (int i = 0; i < k; ++i) {
+        memcpy((unsigned char *)dst + done, iov[i].iov_base, iov[i].iov_len);
+        done += iov[i].iov_len;
+    }
+    return done;
+}
+
 void rh_ring_consume(rh_ring *r, size_t n)
 {
     if (n >= r->len) {
@@ -128,5 +148,14 @@ void rh_ring_consume(rh_ring *r, size_t n)
         return;
     }
     r->head = (r->head + n) % r->size;
+    r->len -= n;
+}
+
+void rh_ring_drop_tail(rh_ring *r, size_t n)
+{
+    if (n >= r->len) {
+        rh_ring_consume(r, r->len);   /* empty: the buffer goes too */
+        return;
+    }
     r->len -= n;
 }

@@ -11,12 +11,16 @@
 typedef struct rh_ring {
     unsigned char *buf;
     size_t cap;    /* bound, fixed at init */
+    size_t first;  /* size of the first allocation (then doubling) */
     size_t size;   /* bytes allocated (<= cap) */
     size_t head;   /* index of the oldest byte */
     size_t len;    /* bytes stored */
 } rh_ring;
 
 void rh_ring_init(rh_ring *r, size_t cap);
+/* The same with the first allocation sized first bytes instead of 64 KiB (0:
+ * the default): small rings, and tests that make a ring grow with few bytes. */
+void rh_ring_init_first(rh_ring *r, size_t cap, size_t first);
 void rh_ring_release(rh_ring *r);
 
 static inline size_t rh_ring_len(const rh_ring *r) { return r->len; }
@@ -35,7 +39,15 @@ size_t rh_ring_put(rh_ring *r, const void *data, size_t len);
 int rh_ring_read_iov(const rh_ring *r, struct iovec iov[2], size_t max);
 /* The same, starting skip bytes after the oldest (bytes kept but already sent). */
 int rh_ring_peek_iov(const rh_ring *r, struct iovec iov[2], size_t skip, size_t max);
-/* Drops n bytes from the front; frees the buffer when the ring becomes empty. */
+/* Copies up to n stored bytes, starting skip bytes after the oldest, to dst
+ * (for a reader that needs them contiguous, or sends them again from an older
+ * offset). Returns how many were copied: less than n only where the ring ends. */
+size_t rh_ring_copy_out(const rh_ring *r, size_t skip, void *dst, size_t n);
+/* Drops n bytes from the front; frees the buffer when the ring becomes empty.
+ * rh_ring_consume(r, 0) on an empty ring frees a buffer that write_iov
+ * allocated but nothing was committed to (a read that found nothing). */
 void rh_ring_consume(rh_ring *r, size_t n);
+/* Drops the n newest bytes (bytes taken in but then refused). */
+void rh_ring_drop_tail(rh_ring *r, size_t n);
 
 #endif

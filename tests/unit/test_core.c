@@ -828,7 +828,7 @@ START_TEST(test_stat_and_bad_requests)
     char reply[RH_IPC_LINE_MAX];
     core_start(8, 20);
     req(reply, sizeof(reply), "STAT\n");
-    ck_assert_str_eq(reply, "OK active=0 opened=0 closed=0");
+    ck_assert_str_eq(reply, "OK active=0 opened=0 closed=0 integrity=0");
     req(reply, sizeof(reply), "HELLO\n");
     ASSERT_PREFIX(reply, "ERR 400 ");
     req(reply, sizeof(reply), "OPEN t1 127.0.0.1 0 4096 10 5\n");
@@ -854,7 +854,7 @@ START_TEST(test_stat_and_bad_requests)
     send_str(fd, "STA");
     xclose(fd);
     req(reply, sizeof(reply), "STAT\n");
-    ck_assert_str_eq(reply, "OK active=0 opened=0 closed=0");
+    ck_assert_str_eq(reply, "OK active=0 opened=0 closed=0 integrity=0");
     ck_assert_uint_eq(reg_active(), 0);
     core_stop();
 }
@@ -872,7 +872,7 @@ START_TEST(test_open_refused)
     ck_assert_msg(strstr(reply, "refused") != NULL, "reply: %s", reply);
     ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
     req(reply, sizeof(reply), "STAT\n");
-    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1");
+    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1 integrity=0");
     core_stop();
 }
 END_TEST
@@ -900,7 +900,7 @@ START_TEST(test_open_then_close)
     ck_assert_uint_eq(v.slot, slot);
     ck_assert_uint_eq(v.gen, gen);
     req(reply, sizeof(reply), "STAT\n");
-    ck_assert_str_eq(reply, "OK active=1 opened=1 closed=0");
+    ck_assert_str_eq(reply, "OK active=1 opened=1 closed=0 integrity=0");
 
     req(reply, sizeof(reply), "CLOSE %s\n", tok);
     ck_assert_str_eq(reply, "OK");
@@ -917,7 +917,7 @@ START_TEST(test_open_then_close)
     req(reply, sizeof(reply), "CLOSE %s\n", tok);
     ASSERT_PREFIX(reply, "ERR 410 ");
     req(reply, sizeof(reply), "STAT\n");
-    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1");
+    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1 integrity=0");
     core_stop();
 }
 END_TEST
@@ -1157,7 +1157,7 @@ static void roundtrip(unsigned bufsize, uint64_t total)
     ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
     ck_assert(log_has("closed by both ends"));
     req(reply, sizeof(reply), "STAT\n");
-    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1");
+    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1 integrity=0");
     ck_assert(CF.reg->total_up == total && CF.reg->total_down == total);
     frd_free(pr);
     xclose(l);
@@ -1353,7 +1353,7 @@ START_TEST(test_many_sessions)
         frd_free(pr[i]);
     }
     req(reply, sizeof(reply), "STAT\n");
-    ck_assert_str_eq(reply, "OK active=0 opened=6 closed=6");
+    ck_assert_str_eq(reply, "OK active=0 opened=6 closed=6 integrity=0");
     xclose(l);
     core_stop();
 }

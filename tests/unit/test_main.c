@@ -12,6 +12,8 @@ int main(void)
 
     SRunner *sr = srunner_create(frame_suite());
     srunner_add_suite(sr, ring_suite());
+    srunner_add_suite(sr, ring_model_suite());
+    srunner_add_suite(sr, crc32c_suite());
     srunner_add_suite(sr, registry_suite());
     srunner_add_suite(sr, ipc_suite());
     srunner_add_suite(sr, core_suite());

@@ -173,6 +173,142 @@ START_TEST(test_put_beyond_capacity)
 }
 END_TEST
 
+START_TEST(test_copy_out)
+{
+    rh_ring r;
+    unsigned char out[16];
+    rh_ring_init(&r, 10);
+    /* an empty ring copies nothing, and allocates nothing */
+    ck_assert_uint_eq(rh_ring_copy_out(&r, 0, out, sizeof(out)), 0);
+    ck_assert_ptr_null(r.buf);
+    rh_ring_put(&r, "ABCDEFGH", 8);
+    rh_ring_consume(&r, 6);
+    rh_ring_put(&r, "ijklmnop", 8);         /* "GHijklmnop", wrapped at 'k' */
+    memset(out, '.', sizeof(out));
+    ck_assert_uint_eq(rh_ring_copy_out(&r, 0, out, sizeof(out)), 10);
+    ck_assert_mem_eq(out, "GHijklmnop", 10);
+    ck_assert_uint_eq(out[10], '.');        /* nothing written past what was copied */
+    /* from an offset, across the wrap, limited by n */
+    ck_assert_uint_eq(rh_ring_copy_out(&r, 3, out, 4), 4);
+    ck_assert_mem_eq(out, "jklm", 4);
+    ck_assert_uint_eq(rh_ring_copy_out(&r, 4, out, sizeof(out)), 6);
+    ck_assert_mem_eq(out, "klmnop", 6);
+    ck_assert_uint_eq(rh_ring_copy_out(&r, 9, out, sizeof(out)), 1);
+    ck_assert_uint_eq(out[0], 'p');
+    /* at or past the end, or nothing asked */
+    ck_assert_uint_eq(rh_ring_copy_out(&r, 10, out, sizeof(out)), 0);
+    ck_assert_uint_eq(rh_ring_copy_out(&r, 1000, out, sizeof(out)), 0);
+    ck_assert_uint_eq(rh_ring_copy_out(&r, 2, out, 0), 0);
+    /* copying takes nothing away */
+    ck_assert_uint_eq(rh_ring_len(&r), 10);
+    rh_ring_release(&r);
+}
+END_TEST
+
+/* A write that found nothing to read (write_iov, then no commit) leaves an
+ * allocated empty ring; consume(0) gives the memory back. */
+START_TEST(test_consume_zero_releases_unused)
+{
+    rh_ring r;
+    struct iovec iov[2];
+    rh_ring_init(&r, 100);
+    ck_assert_int_eq(rh_ring_write_iov(&r, iov), 1);
+    ck_assert_ptr_nonnull(r.buf);
+    rh_ring_commit(&r, 0);
+    ck_assert_ptr_nonnull(r.buf);
+    rh_ring_consume(&r, 0);
+    ck_assert_ptr_null(r.buf);
+    ck_assert_uint_eq(r.size, 0);
+    /* but not a ring that holds bytes */
+    rh_ring_put(&r, "ab", 2);
+    rh_ring_consume(&r, 0);
+    ck_assert_ptr_nonnull(r.buf);
+    ck_assert_uint_eq(rh_ring_len(&r), 2);
+    rh_ring_release(&r);
+}
+END_TEST
+
+/* rh_ring_init_first: the first allocation has the given size and doubles from
+ * there, up to the bound; 0 is the default (64 KiB). */
+START_TEST(test_init_first)
+{
+    rh_ring r;
+    struct iovec iov[2];
+    rh_ring_init_first(&r, 100, 8);
+    ck_assert_ptr_null(r.buf);
+    ck_assert_int_eq(rh_ring_write_iov(&r, iov), 1);
+    ck_assert_uint_eq(r.size, 8);
+    ck_assert_uint_eq(iov[0].iov_len, 8);
+    rh_ring_commit(&r, 5);                  /* more than half used: grows next time */
+    ck_assert_int_eq(rh_ring_write_iov(&r, iov), 1);
+    ck_assert_uint_eq(r.size, 16);
+    ck_assert_uint_eq(iov[0].iov_len, 11);
+    ck_assert_uint_eq(rh_ring_put(&r, "0123456789abcdefghijklmnopqrstuvwxyz", 36), 36);
+    ck_assert_uint_eq(rh_ring_len(&r), 41);
+    ck_assert_uint_eq(r.size, 64);
+    ck_assert_uint_eq(rh_ring_put(&r, "0123456789abcdefghijklmnopqrstuvwxyz"
+                                      "0123456789abcdefghijklmnopqrstuvwxyz", 72), 59);
+    ck_assert_uint_eq(r.size, 100);         /* clamped to the bound */
+    rh_ring_release(&r);
+
+    rh_ring_init_first(&r, 1u << 20, 0);
+    ck_assert_uint_eq(rh_ring_put(&r, "x", 1), 1);
+    ck_assert_uint_eq(r.size, 64u * 1024);
+    rh_ring_release(&r);
+    rh_ring_init_first(&r, 10, 4096);       /* larger than the bound: the bound */
+    ck_assert_uint_eq(rh_ring_put(&r, "x", 1), 1);
+    ck_assert_uint_eq(r.size, 10);
+    rh_ring_release(&r);
+}
+END_TEST
+
+/* The client's up buffer on a ring: bytes read from the local side are kept
+ * from offset base until the server confirms them, sent from any offset in
+ * between (again after a rewind), and dropped from the front on confirmation.
+ * The offsets are 64-bit and live outside the ring: skip = offset - base. */
+START_TEST(test_offset_window)
+{
+    rh_ring r;
+    struct iovec iov[2];
+    unsigned char out[64];
+    uint64_t base = 1000000, sent = base, off;    /* as after a resumed session */
+
+    rh_ring_init_first(&r, 32, 8);
+    /* read from the local side through readv-style iovecs */
+    for (int round = 0; round < 3; ++round) {
+        int n = rh_ring_write_iov(&r, iov);
+        ck_assert_int_ge(n, 1);
+        size_t k = iov[0].iov_len < 6 ? iov[0].iov_len : 6;
+        for (size_t j = 0; j < k; ++j)
+            ((unsigned char *)iov[0].iov_base)[j] = (unsigned char)('a' + round * 6 + j);
+        rh_ring_commit(&r, k);
+    }
+    ck_assert_uint_eq(rh_ring_len(&r), 18);   /* "abcdefghijklmnopqr" at [base, base+18) */
+    /* a push sends 10 from sent */
+    ck_assert_uint_eq(rh_ring_copy_out(&r, (size_t)(sent - base), out, 10), 10);
+    ck_assert_mem_eq(out, "abcdefghij", 10);
+    sent += 10;
+    /* the server confirms 4: drop them */
+    off = base + 4;
+    rh_ring_consume(&r, (size_t)(off - base));
+    base = off;
+    /* the push is cut; the server says it has 6: rewind and send again */
+    sent = base + 2;
+    ck_assert_uint_eq(rh_ring_copy_out(&r, (size_t)(sent - base), out, sizeof(out)), 12);
+    ck_assert_mem_eq(out, "ghijklmnopqr", 12);
+    /* more local bytes, across the wrap (the buffer grew to 32 by now) */
+    ck_assert_uint_eq(rh_ring_put(&r, "STUVWXYZ0123456789", 18), 18);
+    ck_assert_uint_eq(rh_ring_len(&r), 32);
+    ck_assert_uint_eq(rh_ring_space(&r), 0);
+    ck_assert_uint_eq(rh_ring_copy_out(&r, (size_t)(sent - base), out, sizeof(out)), 30);
+    ck_assert_mem_eq(out, "ghijklmnopqrSTUVWXYZ0123456789", 30);
+    /* everything confirmed: nothing kept, no memory held */
+    rh_ring_consume(&r, rh_ring_len(&r));
+    ck_assert_ptr_null(r.buf);
+    rh_ring_release(&r);
+}
+END_TEST
+
 /* Randomized operations against a plain array model. */
 START_TEST(test_random_model)
 {
@@ -311,6 +447,10 @@ Suite *ring_suite(void)
     tcase_add_test(tc, test_write_iov_commit);
     tcase_add_test(tc, test_wrap_around);
     tcase_add_test(tc, test_put_beyond_capacity);
+    tcase_add_test(tc, test_copy_out);
+    tcase_add_test(tc, test_consume_zero_releases_unused);
+    tcase_add_test(tc, test_init_first);
+    tcase_add_test(tc, test_offset_window);
     tcase_add_loop_test(tc, test_random_model, 0, 4);
     tcase_add_loop_test(tc, test_growth, 0, 2);
     suite_add_tcase(s, tc);

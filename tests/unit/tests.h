@@ -6,6 +6,8 @@
 
 Suite *frame_suite(void);
 Suite *ring_suite(void);
+Suite *ring_model_suite(void);
+Suite *crc32c_suite(void);
 Suite *registry_suite(void);
 Suite *ipc_suite(void);
 Suite *core_suite(void);
