@@ -81,6 +81,12 @@
 #define BATCH_DATA_MIN    (16u * 1024)    /* smallest push a 413 can make us send */
 #define HEARTBEAT_MS      20000           /* H frame after this much silence on a streamed body */
 #define PULL_DEAD_MS      60000           /* server heartbeats every 20 s: 60 s silence = dead */
+#define BUSY_MARGIN_MS    5000            /* our busy window ends this much before the server's */
+#define BUSY_POLL_DEAD_MS (RH_BUSY_POLL_MS + 3000)  /* busy: a long-poll answers by then */
+#define BUSY_HB_DEAD_MS   (4 * RH_BUSY_HEARTBEAT_MS) /* busy: a stream shows a frame by then */
+#define UP_DEAD_MS        5000            /* up bytes unconfirmed this long, server alive:
+                                             the request carrying them is dead ... */
+#define UP_DEAD_MAX_MS    60000           /* ... (doubling while nothing moves, up to this) */
 #define PROBE_FIRST_MS    2000            /* auto: a stream response shows its first frame by then */
 #define ACK_STALL_MS      3000            /* auto: pushed bytes acknowledged by then */
 #define DOWN_QUIET_MS     1000            /* ... judged only when no down data came for this long */
@@ -229,6 +235,8 @@ struct rhc_tunnel {
     int spush_parked;           /* no stream push until there is something to send */
     int64_t park_keep_at;       /* parked: an ack then tells the server we are here */
     int64_t ack_wait_since;     /* up_sent > up_acked since then, no ack came */
+    int64_t up_dead_ms;         /* unconfirmed this long: the push is dead (see up_dead_at) */
+    int64_t last_busy;          /* down bytes came or up bytes were confirmed then */
     unsigned up_retries;        /* streamed body refused or cut, in a row */
     int64_t spush_at;           /* start the stream push (again) then */
 
@@ -1220,6 +1228,8 @@ static void up_ack(rhc_tunnel *t, uint64_t x)
         return;
     t->up_acked = x;
     t->up_retries = 0;
+    t->up_dead_ms = UP_DEAD_MS;
+    t->last_busy = now_ms();
     if (t->pads && t->auto_x && t->up_x != RHC_XP_BATCH && !t->up_fallback_at) {
         /* the padding got them through: small writes would wait each time */
         t->up_fallback_at = now_ms();
@@ -1509,6 +1519,8 @@ static int start_bpush(rhc_tunnel *t)
     }
     t->bpush[t->nbpush++] = r;
     t->up_sent += n;
+    if (!t->ack_wait_since)
+        t->ack_wait_since = now_ms();
     if (fin) {
         t->up_fin_sent = 1;
         t_log(t, 1, "local EOF after %" PRIu64 " bytes: sent F", have);
@@ -1571,7 +1583,7 @@ static int down_check(rhc_tunnel *t, struct rhc_req *r, const rh_frame_event *ev
     t->down_off = end;
     r->rx_data += r->pend_len;
     if (r->pend_len)
-        t->last_down_data = now;
+        t->last_down_data = t->last_busy = now;
     deliver(t, r->pend, r->pend_len);
     r->pend_len = 0;
     return 0;
@@ -2951,6 +2963,33 @@ static int64_t flush_deadline(const rhc_tunnel *t)
     return a > b ? a : b;
 }
 
+/* Liveness (docs/PROTOCOL.md): while data moves, the server heartbeats a silent
+ * stream every RH_BUSY_HEARTBEAT_MS and answers a long-poll within
+ * RH_BUSY_POLL_MS, so a response that stays silent longer went into a black
+ * hole (a proxy or NAT that holds the connection and passes nothing): it is
+ * given up in seconds instead of PULL_DEAD_MS. Our busy window is shorter than
+ * the server's: it saw the same data earlier. */
+static int64_t pull_dead_ms(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now)
+{
+    if (!t->last_busy || now - t->last_busy >= RH_BUSY_WINDOW_MS - BUSY_MARGIN_MS)
+        return PULL_DEAD_MS;
+    return dr->batch ? BUSY_POLL_DEAD_MS : BUSY_HB_DEAD_MS;
+}
+
+/* When the requests carrying unconfirmed up bytes count as dead, or -1: nothing
+ * was confirmed for up_dead_ms while the down response shows the server alive.
+ * A target that takes nothing looks the same; the interval doubles while
+ * nothing moves, so that costs a request now and then. */
+static int64_t up_dead_at(const rhc_tunnel *t, int64_t now)
+{
+    struct rhc_req *dr = down_req(t);
+
+    if (!t->resume || !t->ack_wait_since || t->up_sent <= t->up_acked || t->up_switching ||
+        t->fail_code || !dr || dr->recv_paused || now - t->pull_last_rx >= pull_dead_ms(t, dr, now))
+        return -1;
+    return t->ack_wait_since + (t->up_dead_ms ? t->up_dead_ms : UP_DEAD_MS);
+}
+
 /* auto: when the down response counts as held back, or -1. */
 static int64_t probe_deadline(const rhc_tunnel *t)
 {
@@ -2989,8 +3028,10 @@ static int64_t t_deadline(const rhc_tunnel *t)
         return 0;           /* output to flush (normally done in the same round) */
     if (sc && sc->send_paused && !sc->body_ended)
         min_deadline(&d, t->push_last_emit + hb_every(t));
+    int64_t now = now_ms();
     if (dr && !dr->recv_paused)
-        min_deadline(&d, t->pull_last_rx + PULL_DEAD_MS);
+        min_deadline(&d, t->pull_last_rx + pull_dead_ms(t, dr, now));
+    min_deadline(&d, up_dead_at(t, now));
     if (t->repull_at)
         min_deadline(&d, t->repull_at);
     if (t->spush_at)
@@ -3011,6 +3052,43 @@ static int64_t t_deadline(const rhc_tunnel *t)
     if (t->hold_until)
         min_deadline(&d, t->hold_until);
     return d;
+}
+
+/* The requests carrying unconfirmed up bytes went silent: they go again from
+ * what the server confirmed, on new connections. */
+static void up_dead(rhc_tunnel *t, int64_t now)
+{
+    struct rhc_req *sc = up_streamer(t);
+    int64_t ms = now - t->ack_wait_since;
+
+    t_log(t, 1, "up bytes from %" PRIu64 " not confirmed for %" PRId64 " ms while the server "
+          "answers: giving up the request that carries them", t->up_acked, ms);
+    t->ack_wait_since = now;
+    t->up_dead_ms = 2 * (t->up_dead_ms ? t->up_dead_ms : UP_DEAD_MS);
+    if (t->up_dead_ms > UP_DEAD_MAX_MS)
+        t->up_dead_ms = UP_DEAD_MAX_MS;
+    if (sc && !sc->body_ended) {
+        snprintf(sc->errbuf, sizeof(sc->errbuf), "up bytes not confirmed for %" PRId64 " ms",
+                 ms);
+        if (sc == t->duplex) {
+            t->down_fresh = 1;
+            duplex_done(t, sc, CURLE_OPERATION_TIMEDOUT);   /* as if cut */
+        } else {
+            spush_done(t, sc, CURLE_OPERATION_TIMEDOUT);
+        }
+        return;
+    }
+    for (int i = 0; i < t->nbpush; ++i) {
+        struct rhc_req *r = t->bpush[i];
+        if (r->retry_at)
+            continue;
+        /* it waits out of the multi; t_timers sends it again (a new connection) */
+        curl_multi_remove_handle(t->ctx->multi, r->h);
+        if (r->p_off < t->up_acked)
+            r->p_off = t->up_acked < r->p_end ? t->up_acked : r->p_end;
+        ++r->tries;
+        r->retry_at = now ? now : 1;
+    }
 }
 
 static void t_timers(rhc_tunnel *t, int64_t now)
@@ -3056,18 +3134,28 @@ static void t_timers(rhc_tunnel *t, int64_t now)
         req_free(r);
     }
     dr = down_req(t);
-    if (dr && !dr->recv_paused && now >= t->pull_last_rx + PULL_DEAD_MS) {
-        if (t->resume && retry_ok(t, t->down_retries) && dr->kind == REQ_PULL) {
-            /* a path that went silent (no RST): a new pull, the server resends */
-            t_log(t, 1, "pull: nothing from the server for %d s; resuming at offset %" PRIu64
-                  " on a new connection", PULL_DEAD_MS / 1000, t->down_off);
+    if (dr && !dr->recv_paused && now >= t->pull_last_rx + pull_dead_ms(t, dr, now)) {
+        int64_t ms = now - t->pull_last_rx;
+        if (t->resume && retry_ok(t, t->down_retries)) {
+            /* a path that went silent (no RST): a new request, the server resends */
+            t_log(t, 1, "%s: nothing from the server for %" PRId64 " ms; resuming at offset %"
+                  PRIu64 " on a new connection", kind_name[dr->kind], ms, t->down_off);
+            snprintf(dr->errbuf, sizeof(dr->errbuf), "nothing from the server for %" PRId64
+                     " ms", ms);
             t->down_fresh = 1;
-            down_again(t, dr, "silent");
+            if (dr->kind == REQ_DUPLEX)
+                duplex_done(t, dr, CURLE_OPERATION_TIMEDOUT);   /* as if cut */
+            else
+                down_again(t, dr, "silent");
         } else {
-            t_fail(t, RHC_EXIT_LOST, "%s: nothing from the server for %d s (not even a "
-                   "heartbeat)", kind_name[dr->kind], PULL_DEAD_MS / 1000);
+            t_fail(t, RHC_EXIT_LOST, "%s: nothing from the server for %" PRId64 " ms (not even "
+                   "a heartbeat)", kind_name[dr->kind], ms);
         }
     }
+    if (t->fail_code)
+        return;
+    if ((d = up_dead_at(t, now)) >= 0 && now >= d)
+        up_dead(t, now);
     if (t->fail_code)
         return;
     if ((d = probe_deadline(t)) >= 0 && now >= d) {

@@ -118,6 +118,7 @@ struct session {
     conn *push_wait[PUSH_WAIT_MAX];
     int nwait;
     long last_heard, connect_deadline;
+    long last_data;          /* down bytes went to a pull or up bytes were accepted */
     unsigned idle_s;
     long deadline;           /* key in the timer heap */
     size_t heap_idx;
@@ -302,6 +303,25 @@ static void heap_remove(core *c, session *s)
     s->heap_idx = (size_t)-1;
 }
 
+/* A session whose data moved lately is watched closely by its client: its
+ * silent stream pull gets a heartbeat every second instead of every hb_ms. */
+static long pull_hb_ms(const session *s, long now)
+{
+    return now - s->last_data < RH_BUSY_WINDOW_MS ? RH_BUSY_HEARTBEAT_MS : hb_ms;
+}
+
+/* When a waiting long-poll answers empty: its poll time, or soon while the
+ * session is busy (data that moves during the poll brings the answer closer,
+ * so its A frame confirms new up bytes in time). */
+static long batch_due(const session *s, const conn *k)
+{
+    long from = k->last_write > s->last_data ? k->last_write : s->last_data;
+    if (s->last_data && from + RH_BUSY_POLL_MS < k->poll_deadline
+        && from - s->last_data < RH_BUSY_WINDOW_MS)
+        return from + RH_BUSY_POLL_MS;
+    return k->poll_deadline;
+}
+
 static long session_next_deadline(const session *s)
 {
     long d = s->last_heard + (long)s->idle_s * 1000L;
@@ -310,12 +330,12 @@ static long session_next_deadline(const session *s)
     if (s->finished && s->linger_until < d)
         d = s->linger_until;
     if (s->pull && !s->pull->batch) {
-        long hb = s->pull->last_write + hb_ms;
+        long hb = s->pull->last_write + pull_hb_ms(s, now_ms());
         if (hb < d)
             d = hb;
     }
-    if (s->pull && s->pull->batch && !s->pull->batch_started && s->pull->poll_deadline < d)
-        d = s->pull->poll_deadline;
+    if (s->pull && s->pull->batch && !s->pull->batch_started && batch_due(s, s->pull) < d)
+        d = batch_due(s, s->pull);
     for (int i = 0; i < s->nwait; ++i)
         if (s->push_wait[i]->wait_until < d)
             d = s->push_wait[i]->wait_until;
@@ -629,6 +649,7 @@ static int up_check(core *c, session *s, conn *k, const rh_frame_event *ev)
     }
     s->up_acc = s->up_rcv;
     s->up_crc_acc = s->up_crc_rcv;
+    s->last_data = now_ms();
     return 0;
 }
 
@@ -684,6 +705,7 @@ static void push_process(core *c, session *s)
             }
             s->up_acc += ev.len;
             s->up_rcv = s->up_acc;
+            s->last_data = s->last_heard;
             if (target_write_direct(c, s, ev.data, ev.len) != 0) {
                 session_end(c, s, 1, "target reset the connection");
                 return;
@@ -888,7 +910,7 @@ static void pull_write(core *c, session *s)
     conn *k = s->pull;
     if (k && k->batch && !k->batch_started) {
         /* a long-poll answers as soon as there is anything, or when it runs out */
-        if (!down_unsent(s) && !s->down_eof && now_ms() < k->poll_deadline)
+        if (!down_unsent(s) && !s->down_eof && now_ms() < batch_due(s, k))
             return;
         batch_start(s, k);
     }
@@ -1003,6 +1025,7 @@ static void pull_write(core *c, session *s)
             }
             if (k->check_due && !k->frame_left)
                 down_frame_end(s, k);
+            s->last_data = k->last_write;
         }
     }
 }
@@ -1583,12 +1606,12 @@ static void session_timer(core *c, session *s, long now)
                    "(accepted %" PRIu64 ")", k->want_off, s->up_acc);
     }
     if (s->pull && s->pull->batch && !s->pull->batch_started
-        && now >= s->pull->poll_deadline) {
+        && now >= batch_due(s, s->pull)) {
         pull_write(c, s);   /* the long-poll ran out: an empty answer */
         if (s->dead)
             return;
     }
-    if (s->pull && !s->pull->batch && now >= s->pull->last_write + hb_ms
+    if (s->pull && !s->pull->batch && now >= s->pull->last_write + pull_hb_ms(s, now)
         && s->pull->frame_left == 0 && s->pull->out_len == s->pull->out_off) {
         out_frame(s->pull, RH_FRAME_HEARTBEAT, NULL, 0);
         pull_write(c, s);

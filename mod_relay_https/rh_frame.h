@@ -13,6 +13,14 @@
 #define RH_STATUS_INTEGRITY 422
 #define RH_REASON_INTEGRITY "integrity check failed"
 
+/* Liveness (PROTOCOL.md, Liveness): for RH_BUSY_WINDOW_MS after data moved, the
+ * server heartbeats a silent stream pull every RH_BUSY_HEARTBEAT_MS and answers a
+ * batch long-poll within RH_BUSY_POLL_MS, so a client notices a connection that
+ * went silent in seconds; idle sessions keep the slow pace */
+#define RH_BUSY_WINDOW_MS    15000
+#define RH_BUSY_HEARTBEAT_MS 1000
+#define RH_BUSY_POLL_MS      2000
+
 #define RH_FRAME_HDR      4
 #define RH_FRAME_MAX      65536u   /* largest payload a receiver accepts */
 
