@@ -82,9 +82,9 @@
 #define HEARTBEAT_MS      20000           /* H frame after this much silence on a streamed body */
 #define PULL_DEAD_MS      60000           /* server heartbeats every 20 s: 60 s silence = dead */
 #define BUSY_MARGIN_MS    5000            /* our busy window ends this much before the server's */
-#define BUSY_POLL_DEAD_MS (RH_BUSY_POLL_MS + 3000)  /* busy: a long-poll answers by then */
-#define BUSY_HB_DEAD_MS   (4 * RH_BUSY_HEARTBEAT_MS) /* busy: a stream shows a frame by then */
-#define UP_DEAD_MS        5000            /* up bytes unconfirmed this long, server alive:
+#define BUSY_POLL_DEAD_MS (RH_BUSY_POLL_MS + 2000)  /* busy: a long-poll answers by then */
+#define BUSY_HB_DEAD_MS   (3 * RH_BUSY_HEARTBEAT_MS) /* busy: a stream shows a frame by then */
+#define UP_DEAD_MS        3000            /* up bytes unconfirmed this long, server alive:
                                              the request carrying them is dead ... */
 #define UP_DEAD_MAX_MS    60000           /* ... (doubling while nothing moves, up to this) */
 #define PROBE_FIRST_MS    2000            /* auto: a stream response shows its first frame by then */

@@ -1680,6 +1680,7 @@ int rh_core_run(const rh_core_config *cfg)
     c->stop_src = SRC_STOP;
     hb_ms = cfg->heartbeat_s > 0 ? 1000L * cfg->heartbeat_s : 20000;
     const char *flip = getenv("RELAY_HTTPS_TEST_FLIP");
+    flip_up = flip_down = UINT64_MAX;   /* a run without the variable flips nothing */
     if (flip && !strncmp(flip, "up:", 3))
         flip_up = strtoull(flip + 3, NULL, 10);
     else if (flip && !strncmp(flip, "down:", 5))

@@ -19,7 +19,7 @@
  * went silent in seconds; idle sessions keep the slow pace */
 #define RH_BUSY_WINDOW_MS    15000
 #define RH_BUSY_HEARTBEAT_MS 1000
-#define RH_BUSY_POLL_MS      2000
+#define RH_BUSY_POLL_MS      1000
 
 #define RH_FRAME_HDR      4
 #define RH_FRAME_MAX      65536u   /* largest payload a receiver accepts */

@@ -57,6 +57,9 @@ static void roundtrip(const rh_ipc_req *in)
     ck_assert_uint_eq(out.bufsize, in->bufsize);
     ck_assert_uint_eq(out.idle_s, in->idle_s);
     ck_assert_uint_eq(out.connect_s, in->connect_s);
+    ck_assert_int_eq(out.resume, in->resume);
+    ck_assert_uint_eq(out.window, in->window);
+    ck_assert_int_eq(out.check, in->check);
     ck_assert_str_eq(out.token, in->token);
     ck_assert(out.offset == in->offset);
     if (in->op == RH_IPC_PULL)
@@ -154,6 +157,92 @@ START_TEST(test_parse_fields)
     ck_assert_str_eq(rq.token, TOK);
     parse_ok("STAT", &rq);
     ck_assert_int_eq(rq.op, RH_IPC_STAT);
+}
+END_TEST
+
+/* OPEN's options: resume=<window> and check=crc32c, in either order, each at
+ * most once; formatting puts them in one order. */
+START_TEST(test_open_options)
+{
+    rh_ipc_req rq;
+    char buf[RH_IPC_LINE_MAX];
+
+    parse_ok("OPEN web 127.0.0.1 8080 4096 60 5", &rq);
+    ck_assert_int_eq(rq.check, 0);
+    ck_assert_int_eq(rq.resume, 0);
+
+    parse_ok("OPEN web 127.0.0.1 8080 4096 60 5 check=crc32c", &rq);
+    ck_assert_int_eq(rq.op, RH_IPC_OPEN);
+    ck_assert_int_eq(rq.check, 1);
+    ck_assert_int_eq(rq.resume, 0);
+    ck_assert_uint_eq(rq.window, 0);
+    ck_assert_uint_eq(rq.connect_s, 5);   /* the option is not taken for a field */
+    ck_assert_int_gt(rh_ipc_format_req(buf, sizeof(buf), &rq), 0);
+    ck_assert_str_eq(buf, "OPEN web 127.0.0.1 8080 4096 60 5 check=crc32c\n");
+    roundtrip(&rq);
+
+    const char *both[] = {
+        "OPEN web 127.0.0.1 8080 4096 60 5 resume=65536 check=crc32c",
+        "OPEN web 127.0.0.1 8080 4096 60 5 check=crc32c resume=65536",
+    };
+    for (int i = 0; i < 2; ++i) {
+        parse_ok(both[i], &rq);
+        ck_assert_int_eq(rq.check, 1);
+        ck_assert_int_eq(rq.resume, 1);
+        ck_assert_uint_eq(rq.window, 65536);
+        ck_assert_str_eq(rq.host, "127.0.0.1");
+        ck_assert_uint_eq(rq.port, 8080);
+        ck_assert_int_gt(rh_ipc_format_req(buf, sizeof(buf), &rq), 0);
+        ck_assert_str_eq(buf, "OPEN web 127.0.0.1 8080 4096 60 5 resume=65536 check=crc32c\n");
+        roundtrip(&rq);
+    }
+
+    /* from the struct: what the handler sends */
+    memset(&rq, 0, sizeof(rq));
+    rq.op = RH_IPC_OPEN;
+    strcpy(rq.target, "db");
+    strcpy(rq.host, "::1");
+    rq.port = 5432;
+    rq.bufsize = 262144;
+    rq.idle_s = 300;
+    rq.connect_s = 10;
+    rq.check = 1;
+    ck_assert_int_gt(rh_ipc_format_req(buf, sizeof(buf), &rq), 0);
+    ck_assert_str_eq(buf, "OPEN db ::1 5432 262144 300 10 check=crc32c\n");
+    roundtrip(&rq);
+    rq.resume = 1;
+    rq.window = 16777216;
+    ck_assert_int_gt(rh_ipc_format_req(buf, sizeof(buf), &rq), 0);
+    ck_assert_str_eq(buf, "OPEN db ::1 5432 262144 300 10 resume=16777216 check=crc32c\n");
+    roundtrip(&rq);
+    rq.check = 0;
+    ck_assert_int_gt(rh_ipc_format_req(buf, sizeof(buf), &rq), 0);
+    ck_assert_str_eq(buf, "OPEN db ::1 5432 262144 300 10 resume=16777216\n");
+    roundtrip(&rq);
+
+    /* each option at most once */
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 check=crc32c check=crc32c");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 resume=4096 resume=4096");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 resume=4096 resume=8192");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 check=crc32c resume=4096 check=crc32c");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 resume=4096 check=crc32c resume=4096");
+    /* unknown options and values */
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 check=crc32");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 check=CRC32C");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 check=crc32c,md5");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 check=");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 check");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 crc32c");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 Check=crc32c");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 check=crc32c x");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 check=crc32c resume=0");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 5 check=crc32c resume=x");
+    /* options do not stand in for the fixed words */
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 check=crc32c");
+    parse_bad("OPEN web 127.0.0.1 8080 4096 60 resume=4096 check=crc32c");
+    /* only OPEN has them */
+    parse_bad("PUSH " TOK " 0 check=crc32c");
+    parse_bad("PULL " TOK " 0 stream check=crc32c");
 }
 END_TEST
 
@@ -572,6 +661,7 @@ Suite *ipc_suite(void)
     TCase *tc = tcase_create("lines");
     tcase_add_test(tc, test_roundtrip_all_ops);
     tcase_add_test(tc, test_parse_fields);
+    tcase_add_test(tc, test_open_options);
     tcase_add_test(tc, test_parse_rejects);
     tcase_add_test(tc, test_format_errors);
     tcase_add_test(tc, test_reply_parse);
