@@ -19,7 +19,7 @@
  * reached the target and the session can start over on batch (restart_session)
  * even where the server keeps the given-up pull attached.
  *
- * Up bytes read from the local side go into a ring (t->ubuf) and stay there
+ * Up bytes read from the local side go into a ring (t->up, rh_ring) and stay there
  * until the server confirms them (A frames, push answers). A push can therefore
  * be ended, cut, retried or replaced by another transport without losing or
  * doubling a byte: every push says where its bytes start (Relay-Offset) and the
@@ -55,15 +55,15 @@
 
 #include "rh_crc32c.h"
 #include "rh_frame.h"
+#include "rh_ring.h"
 #include "rhc_tunnel.h"
 
 #define PULL_BUFFERSIZE   (256L * 1024)   /* curl receive buffer of a pull */
 #define PUSH_BUFFERSIZE   (256L * 1024)   /* curl upload buffer of a streamed body */
 #define OBUF_SOFT         (256u * 1024)   /* responses pause while this much waits locally */
 #define OBUF_MAX          (4u * 1024 * 1024) /* hard cap: soft cap + one curl callback */
-#define UPBUF_INIT        (64u * 1024)    /* up ring: first size ... */
-#define UPBUF_MAX         (16u * 1024 * 1024) /* ... and largest: bytes in flight, unconfirmed */
-#define UPBUF_ROOM_MIN    16384u          /* up ring: grow (or count as full) below this room */
+#define UPBUF_MAX         (16u * 1024 * 1024) /* up ring bound: bytes in flight, unconfirmed */
+#define UPBUF_ROOM_MIN    16384u          /* up ring: counts as full below this room */
 #define UP_AHEAD_MAX      (512u * 1024)   /* local bytes read ahead of the pushes */
 #define BATCH_BODY_MAX    (2048u * 1024)  /* frames in one batch push */
 #define SPUSH_BODY_MAX    (256ull << 20)  /* a stream push body ends after this; a new one goes on */
@@ -166,7 +166,8 @@ struct rhc_req {
     int body_ended;             /* streamed: the read callback said end */
     uint64_t emitted;           /* streamed: body bytes handed to curl */
     int acked_any;              /* streamed: the server confirmed bytes of this body */
-    unsigned tries;             /* batch push: attempts so far */
+    unsigned tries;             /* batch push, close: attempts so far */
+    int integrity;              /* close: tells the server a check failed here */
     int64_t retry_at;           /* batch push: waits (out of the multi) until then */
 };
 
@@ -215,8 +216,7 @@ struct rhc_tunnel {
     int64_t rtt_ms;             /* open: from request sent to answer */
 
     /* up: local -> ring -> pushes */
-    unsigned char *ubuf;        /* ring of up bytes [up_base, up_base + ulen) */
-    size_t ucap, uhead, ulen;
+    rh_ring up;                 /* up bytes [up_base, up_read_off) */
     uint64_t up_base;           /* offset of the oldest byte kept */
     uint64_t up_sent;           /* bytes handed to pushes (may go back: rewind) */
     uint64_t up_acked;          /* bytes the server confirmed */
@@ -301,7 +301,7 @@ static int64_t now_ms(void)
 
 static uint64_t up_read_off(const rhc_tunnel *t)
 {
-    return t->up_base + t->ulen;
+    return t->up_base + rh_ring_len(&t->up);
 }
 
 /* ---------------------------------------------------------------- messages */
@@ -1124,72 +1124,36 @@ void rhc_stdio_restore(void)
 
 /* ---------------------------------------------------------------- up ring */
 
-/* Grows the ring (it starts empty) towards UPBUF_MAX; -1 when it cannot. */
-static int up_grow(rhc_tunnel *t)
-{
-    size_t cap = t->ucap ? t->ucap * 2 : UPBUF_INIT;
-
-    if (cap > UPBUF_MAX)
-        cap = UPBUF_MAX;
-    if (cap <= t->ucap)
-        return -1;
-    unsigned char *nb = malloc(cap);
-    if (!nb)
-        return -1;
-    if (t->ulen) {
-        size_t first = t->ucap - t->uhead;
-        if (first > t->ulen)
-            first = t->ulen;
-        memcpy(nb, t->ubuf + t->uhead, first);
-        memcpy(nb + first, t->ubuf, t->ulen - first);
-    }
-    free(t->ubuf);
-    t->ubuf = nb;
-    t->ucap = cap;
-    t->uhead = 0;
-    return 0;
-}
-
 static uint32_t up_crc_at(rhc_tunnel *t, uint64_t off);
 
 /* Forgets the bytes below upto. */
 static void up_release(rhc_tunnel *t, uint64_t upto)
 {
-    if (upto <= t->up_base || !t->ulen)
+    size_t len = rh_ring_len(&t->up);
+    if (upto <= t->up_base || !len)
         return;
     uint64_t n = upto - t->up_base;
-    if (n > t->ulen)
-        n = t->ulen;
+    if (n > len)
+        n = len;
     t->up_crc_base = up_crc_at(t, t->up_base + n);
-    t->uhead = (t->uhead + (size_t)n) % t->ucap;
-    t->ulen -= (size_t)n;
+    rh_ring_consume(&t->up, (size_t)n);
     t->up_base += n;
-    if (!t->ulen)
-        t->uhead = 0;
 }
 
 /* Copies n kept bytes from up offset off (up_base <= off, off + n <= read). */
 static void up_copy(const rhc_tunnel *t, uint64_t off, unsigned char *dst, size_t n)
 {
-    size_t pos = (t->uhead + (size_t)(off - t->up_base)) % t->ucap;
-    size_t first = t->ucap - pos < n ? t->ucap - pos : n;
-
-    memcpy(dst, t->ubuf + pos, first);
-    if (n > first)
-        memcpy(dst + first, t->ubuf, n - first);
+    rh_ring_copy_out(&t->up, (size_t)(off - t->up_base), dst, n);
 }
 
 /* CRC32C of kept up bytes [off, off + n), continuing crc. */
 static uint32_t up_hash(const rhc_tunnel *t, uint32_t crc, uint64_t off, size_t n)
 {
-    if (!n)
-        return crc;
-    size_t pos = (t->uhead + (size_t)(off - t->up_base)) % t->ucap;
-    size_t first = t->ucap - pos < n ? t->ucap - pos : n;
+    struct iovec iov[2];
+    int k = n ? rh_ring_peek_iov(&t->up, iov, (size_t)(off - t->up_base), n) : 0;
 
-    crc = rh_crc32c(crc, t->ubuf + pos, first);
-    if (n > first)
-        crc = rh_crc32c(crc, t->ubuf, n - first);
+    for (int i = 0; i < k; ++i)
+        crc = rh_crc32c(crc, iov[i].iov_base, iov[i].iov_len);
     return crc;
 }
 
@@ -1277,27 +1241,24 @@ static int up_rewind(rhc_tunnel *t, uint64_t x, const char *why)
 static void up_fill(rhc_tunnel *t)
 {
     while (!t->up_eof && !t->fail_code && up_read_off(t) - t->up_sent < UP_AHEAD_MAX) {
-        if (t->ucap - t->ulen < UPBUF_ROOM_MIN) {
-            /* A full ring waits for confirmations (backpressure): unconfirmed
-             * bytes are never dropped, a cut may need them again. */
-            if (t->ucap < UPBUF_MAX)
-                up_grow(t);
-        }
-        size_t room = t->ucap - t->ulen;
-        if (room == 0)
+        /* A full ring waits for confirmations (backpressure): unconfirmed
+         * bytes are never dropped, a cut may need them again. */
+        if (!rh_ring_space(&t->up))
             break;
         if (!t->in_nb && !fd_ready(t->in_fd, POLLIN))
             break;
         struct iovec iov[2];
-        int niov = 0;
-        size_t tail = (t->uhead + t->ulen) % t->ucap;
-        size_t seg = t->ucap - tail < room ? t->ucap - tail : room;
-        iov[niov++] = (struct iovec){ .iov_base = t->ubuf + tail, .iov_len = seg };
-        if (room > seg)
-            iov[niov++] = (struct iovec){ .iov_base = t->ubuf, .iov_len = room - seg };
+        int niov = rh_ring_write_iov(&t->up, iov);   /* grows the ring as used */
+        if (niov == 0) {
+            local_abort(t, "keep local bytes (out of memory)", ENOMEM);
+            break;
+        }
+        size_t room = iov[0].iov_len + (niov > 1 ? iov[1].iov_len : 0);
         ssize_t n = readv(t->in_fd, iov, niov);
+        if (n <= 0)
+            rh_ring_consume(&t->up, 0);   /* frees a buffer that took nothing */
         if (n > 0) {
-            t->ulen += (size_t)n;
+            rh_ring_commit(&t->up, (size_t)n);
             if (!t->in_nb || (size_t)n < room)
                 break;      /* short read: nothing more for now */
             continue;
@@ -1892,6 +1853,8 @@ static void ack_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         if (r->offset > t->down_acked_conf)
             t->down_acked_conf = r->offset;
         t->ack_fails = 0;
+    } else if (rc == CURLE_OK && r->hdr_done && r->status == RH_STATUS_INTEGRITY) {
+        fail_http(t, r, "ack");     /* the session failed a check: nothing to wait for */
     } else if (rc == CURLE_OK && r->hdr_done && r->status == 416) {
         /* beyond what the server sent: it cannot be (a server that went back
          * without telling); the pull will find out */
@@ -1927,13 +1890,15 @@ static void start_down(rhc_tunnel *t)
 }
 
 static void start_close_try(rhc_ctx *c, const char *token, const char *label,
-                            const char *sid, unsigned tries)
+                            const char *sid, unsigned tries, int integrity)
 {
     struct rhc_req *r = req_new(c, NULL, REQ_CLOSE, token);
 
     if (!r)
         return;
-    if (add_header(r, "Content-Type:") < 0) {
+    /* the server logs and counts a failed check we found, as its own */
+    if (add_header(r, "Content-Type:") < 0 ||
+        (integrity && add_header(r, RH_HDR_REASON ": " RH_REASON_TOKEN_INTEGRITY) < 0)) {
         req_free(r);
         return;
     }
@@ -1942,6 +1907,7 @@ static void start_close_try(rhc_ctx *c, const char *token, const char *label,
     if (tries)
         curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
     r->tries = tries;
+    r->integrity = integrity;
     if (req_go(r) < 0) {
         req_free(r);
         return;
@@ -1956,7 +1922,7 @@ static void start_close_try(rhc_ctx *c, const char *token, const char *label,
 
 static void start_close(rhc_ctx *c, const char *token, const char *label, const char *sid)
 {
-    start_close_try(c, token, label, sid, 0);
+    start_close_try(c, token, label, sid, 0, 0);
 }
 
 /* Resume (the server keeps down bytes until acknowledged) is asked for only
@@ -2742,7 +2708,7 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
          * else the session lingers on the server until it times out */
         const char *sep = r->label[0] ? ": " : "";
         if (rc != CURLE_OK && !r->hdr_done && transient(rc) && r->tries < 2)
-            start_close_try(c, r->token, r->label, r->sid, r->tries + 1);
+            start_close_try(c, r->token, r->label, r->sid, r->tries + 1, r->integrity);
         else if (rc != CURLE_OK)
             rhc_info("%s%ssession %s: close: %s", r->label, sep, r->sid, req_error(r, rc));
         else
@@ -2793,7 +2759,7 @@ static void t_finish(rhc_tunnel *t)
     /* a resumable session lingers on the server after a clean end, for a client
      * that missed the last bytes: this one has them all */
     if ((code || t->resume) && t->token[0] && !t->server_gone)
-        start_close(c, t->token, t->label, t->sid);
+        start_close_try(c, t->token, t->label, t->sid, 0, code == RHC_EXIT_INTEGRITY);
     if (t->kind == RHC_LOCAL_SOCKET) {
         if (code) {
             /* A broken tunnel must not look like a clean end to the application. */
@@ -2818,7 +2784,7 @@ static void t_finish(rhc_tunnel *t)
     if (t->done)
         t->done(t->done_arg, code);
     free(t->obuf);
-    free(t->ubuf);
+    rh_ring_release(&t->up);
     free(t);
 }
 
@@ -2867,8 +2833,7 @@ static void spush_refresh(rhc_tunnel *t)
     if (!sc || sc->end_wanted || sc->body_ended || sc->p_fin || sc->p_r || !t->down_fin ||
         (sc == t->spush && down_req(t)) || t->up_eof || t->fail_code || t->up_switching)
         return;
-    if (t->ucap < UPBUF_MAX || t->ucap - t->ulen >= UPBUF_ROOM_MIN ||
-        t->up_sent < up_read_off(t))
+    if (rh_ring_space(&t->up) >= UPBUF_ROOM_MIN || t->up_sent < up_read_off(t))
         return;
     t_log(t, 2, "up ring full of unconfirmed bytes after the down direction ended: "
           "ending the push to learn the server's offset");
@@ -3205,7 +3170,7 @@ static int up_can_read(const rhc_tunnel *t)
         return 0;
     if (up_read_off(t) - t->up_sent >= UP_AHEAD_MAX)
         return 0;
-    return t->ucap > t->ulen || t->ucap < UPBUF_MAX;
+    return rh_ring_space(&t->up) > 0;
 }
 
 static short t_events_in(const rhc_tunnel *t)
@@ -3239,6 +3204,7 @@ rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, int in_fd, int out_fd, enum rhc_local_k
         return NULL;
     }
     t->ctx = c;
+    rh_ring_init(&t->up, UPBUF_MAX);
     t->kind = kind;
     t->in_fd = in_fd;
     t->out_fd = out_fd;

@@ -44,6 +44,7 @@ enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY };
 
 #define PUSH_WAIT_MAX 8     /* pushes queued behind the active one, per session */
 #define CRC_MARKS     32    /* down: CRCs of the last frame ends, for acks at them */
+#define FAILED_LINGER_MS 30000  /* a session that failed a check answers 422 this long */
 #define CHECK_FRAME   (RH_FRAME_HDR + RH_FRAME_CHECK_LEN)
 #define POLL_DEFAULT_S 25
 
@@ -102,7 +103,7 @@ struct session {
     /* end-to-end checks (check=crc32c): up bytes count as accepted only once a
      * C frame vouched for them; the ring holds [up_wr, up_rcv), and only
      * [up_wr, up_acc) may go to the target */
-    unsigned check:1;
+    unsigned check:1, failed_check:1;
     uint64_t up_rcv;
     uint32_t up_crc_acc, up_crc_rcv;   /* CRC32C of up bytes [0, up_acc), [0, up_rcv) */
     uint32_t down_crc_acked;           /* ... of down bytes [0, down_acked) */
@@ -490,7 +491,8 @@ static void session_end(core *c, session *s, int reset, const char *reason)
         s->push = NULL;
         k->s = NULL;
         if (reset)
-            conn_error(c, k, 410, "session closed: %s", reason);
+            conn_error(c, k, s->failed_check ? RH_STATUS_INTEGRITY : 410,
+                       "session closed: %s", reason);
         else {
             out_printf(k, "DONE %" PRIu64, s->up_acc);
             conn_reply_done(c, k);
@@ -499,7 +501,8 @@ static void session_end(core *c, session *s, int reset, const char *reason)
     for (int i = 0; i < s->nwait; ++i) {
         conn *k = s->push_wait[i];
         k->s = NULL;
-        conn_error(c, k, 410, "session closed: %s", reason);
+        conn_error(c, k, s->failed_check ? RH_STATUS_INTEGRITY : 410, "session closed: %s",
+                   reason);
     }
     s->nwait = 0;
     if (s->pull) {
@@ -525,6 +528,20 @@ static void session_end(core *c, session *s, int reset, const char *reason)
             conn_reply_done(c, k);
         }
     }
+    if (s->failed_check) {
+        /* kept a while without its target, so that every request of the session
+         * hears why it ended (422), not just that it did (410) */
+        struct linger lg = { 1, 0 };
+        setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        epoll_ctl(c->ep, EPOLL_CTL_DEL, s->fd, NULL);
+        close(s->fd);
+        s->fd = -1;
+        rh_ring_release(&s->up);
+        rh_ring_release(&s->down);
+        s->deadline = now_ms() + FAILED_LINGER_MS;
+        heap_fix(c, s->heap_idx);
+        return;
+    }
     s->next_dead = c->dead_sessions;
     c->dead_sessions = s;
 }
@@ -540,10 +557,14 @@ static session *session_find(core *c, conn *k, const char *token)
         return NULL;
     }
     session *s = slot < c->cfg->reg->nslots ? c->by_slot[slot] : NULL;
-    int ok = s && !s->dead && s->gen == gen;
+    int ok = s && s->gen == gen;
     if (ok)
         ok = rh_ct_equal(s->secret, secret, RH_SECRET_LEN);
-    if (!ok) {
+    if (ok && s->dead && s->failed_check) {
+        conn_error(c, k, RH_STATUS_INTEGRITY, "session closed: %s", s->reason);
+        return NULL;
+    }
+    if (!ok || s->dead) {
         conn_error(c, k, 410, "unknown or expired session");
         return NULL;
     }
@@ -616,6 +637,7 @@ static void integrity_fail(core *c, session *s, const char *fmt, ...)
     push_detach(s);
     if (k)
         conn_error(c, k, RH_STATUS_INTEGRITY, "%s", why);
+    s->failed_check = 1;
     session_end(c, s, 1, why);
 }
 
@@ -1421,7 +1443,13 @@ static void req_close(core *c, conn *k, const rh_ipc_req *rq)
     session *s = session_find(c, k, rq->token);
     if (!s)
         return;
-    if (s->finished)
+    if (rq->integrity) {
+        /* the client's check of down bytes failed: as serious as ours */
+        ++c->integrity_failures;
+        logf_(c, RH_LOG_ERR, "session %s: " RH_REASON_INTEGRITY " (down bytes, found by the "
+              "client)", s->sid);
+        session_end(c, s, 1, RH_REASON_INTEGRITY " (down bytes, found by the client)");
+    } else if (s->finished)
         session_end(c, s, 0, "closed by both ends");
     else
         session_end(c, s, 1, "closed by client");
@@ -1761,6 +1789,10 @@ int rh_core_run(const rh_core_config *cfg)
             session *s = c->heap[0];
             if (s->dead) {
                 heap_remove(c, s);
+                if (s->failed_check) {   /* its linger ended */
+                    s->next_dead = c->dead_sessions;
+                    c->dead_sessions = s;
+                }
                 continue;
             }
             session_timer(c, s, now);

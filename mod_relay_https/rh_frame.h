@@ -12,6 +12,9 @@
 /* a failed check: push answer status, and how R frames and error bodies begin */
 #define RH_STATUS_INTEGRITY 422
 #define RH_REASON_INTEGRITY "integrity check failed"
+/* close: the client says why (so the server logs and counts its failed check) */
+#define RH_HDR_REASON     "Relay-Reason"
+#define RH_REASON_TOKEN_INTEGRITY "integrity"
 
 /* Liveness (PROTOCOL.md, Liveness): for RH_BUSY_WINDOW_MS after data moved, the
  * server heartbeats a silent stream pull every RH_BUSY_HEARTBEAT_MS and answers a

@@ -747,6 +747,8 @@ static int do_control(rh_req *q, rh_ipc_op op)
     if (op == RH_IPC_ACK
         && parse_u64(apr_table_get(r->headers_in, "Relay-Ack"), &rq.offset) != 0)
         return fail(r, HTTP_BAD_REQUEST, "missing or malformed Relay-Ack header");
+    const char *why = apr_table_get(r->headers_in, RH_HDR_REASON);
+    rq.integrity = op == RH_IPC_CLOSE && why && !strcmp(why, RH_REASON_TOKEN_INTEGRITY);
     if (core_ask(q, &rq, &rep, CORE_REPLY_MS) != 0)
         return core_unavailable(r);
     if (!rep.ok)

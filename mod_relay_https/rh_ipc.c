@@ -106,8 +106,9 @@ int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
             return -1;
         return 0;
     }
-    if (!strcmp(w[0], "CLOSE") && n == 2) {
+    if (!strcmp(w[0], "CLOSE") && (n == 2 || (n == 3 && !strcmp(w[2], "integrity")))) {
         req->op = RH_IPC_CLOSE;
+        req->integrity = n == 3;
         return copy_word(req->token, sizeof(req->token), w[1]);
     }
     if (!strcmp(w[0], "STAT") && n == 1) {
@@ -150,7 +151,7 @@ int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req)
         n = snprintf(buf, len, "ACK %s %" PRIu64 "\n", req->token, req->offset);
         break;
     case RH_IPC_CLOSE:
-        n = snprintf(buf, len, "CLOSE %s\n", req->token);
+        n = snprintf(buf, len, "CLOSE %s%s\n", req->token, req->integrity ? " integrity" : "");
         break;
     case RH_IPC_STAT:
         n = snprintf(buf, len, "STAT\n");

@@ -14,7 +14,7 @@ typedef enum {
     RH_IPC_OPEN,   /* OPEN target ip port bufsize idle_s connect_s [resume=window] [check=crc32c] */
     RH_IPC_PUSH,   /* PUSH token offset [len=N] then frames until EOF; N = body bytes */
     RH_IPC_PULL,   /* PULL token ack mode [poll_s]  then frames from the core */
-    RH_IPC_CLOSE,  /* CLOSE token */
+    RH_IPC_CLOSE,  /* CLOSE token [integrity]: the client found a failed check */
     RH_IPC_ACK,    /* ACK token offset: down bytes the client has received */
     RH_IPC_STAT    /* STAT: one line of counters */
 } rh_ipc_op;
@@ -30,6 +30,7 @@ typedef struct rh_ipc_req {
     unsigned connect_s;
     int resume;         /* open: keep down bytes until acknowledged */
     int check;          /* open: C frames (CRC32C) follow every D frame, both ways */
+    int integrity;      /* close: because the client's check failed */
     char token[64];
     uint64_t offset;    /* push: offset of first byte; pull: ack */
     int has_len;        /* push: the body's length is known (Content-Length) */

@@ -146,9 +146,9 @@ class ApacheFactory:
         self.cache = {}
 
     def get(self, mpm, module=None, targets=None, keepalive=True, prefork_children=8,
-            extra_conf="", start=True):
+            extra_conf="", start=True, env=None):
         key = (mpm, module, tuple(sorted((targets or {}).items())), keepalive,
-               prefork_children, extra_conf)
+               prefork_children, extra_conf, tuple(sorted((env or {}).items())))
         a = self.cache.get(key)
         if a is not None and a.running():
             harness.Apache.used.append(a)
@@ -156,7 +156,8 @@ class ApacheFactory:
         root = str(self.tmp.mktemp("apache-%s" % mpm))
         a = harness.Apache(root, self.tls["cert"], self.tls["key"], mpm=mpm, module=module,
                            targets=targets, keepalive=keepalive,
-                           prefork_children=prefork_children, extra_conf=extra_conf)
+                           prefork_children=prefork_children, extra_conf=extra_conf,
+                           env=env)
         a.prepare()
         if start:
             a.start()

@@ -54,11 +54,14 @@ def sanitizer_setup():
     return SAN_DIR
 
 
-def apache_env():
-    """The environment apache2 runs in: libasan preloaded in sanitizer builds."""
+def apache_env(extra=None):
+    """The environment apache2 runs in: libasan preloaded in sanitizer builds,
+    plus extra (a test switch of the relay core, say)."""
+    env = dict(os.environ)
     if os.environ.get("RH_ASAN_PRELOAD"):
-        return dict(os.environ, LD_PRELOAD=os.environ["RH_ASAN_PRELOAD"])
-    return None
+        env["LD_PRELOAD"] = os.environ["RH_ASAN_PRELOAD"]
+    env.update(extra or {})
+    return env
 
 
 def sanitizer_reports():
@@ -373,7 +376,7 @@ class Apache:
     def __init__(self, root, cert, key, mpm="event", module=None, targets=None,
                  keepalive=True, prefork_children=8, extra_conf="",
                  idle_location=True, log_level_debug=True, run_user=None,
-                 port=None):
+                 port=None, env=None):
         assert mpm in MPMS, mpm
         self.root = os.path.abspath(root)
         self.cert, self.key = cert, key
@@ -389,6 +392,7 @@ class Apache:
             run_user = "www-data"
         self.run_user = run_user
         self.port = port or free_port()
+        self.env = env
         self.proc = None
         self.conf_path = os.path.join(self.root, "conf", "httpd.conf")
         self.error_log = os.path.join(self.root, "logs", "error.log")
@@ -543,7 +547,7 @@ class Apache:
         """apache2 -t; returns CompletedProcess (text)."""
         return subprocess.run([APACHE_BIN, "-t", "-f", conf_path or self.conf_path],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=60, env=apache_env())
+                              text=True, timeout=60, env=apache_env(self.env))
 
     def start(self, timeout=30):
         if not os.path.exists(self.conf_path):
@@ -552,7 +556,7 @@ class Apache:
         self.proc = subprocess.Popen(
             [APACHE_BIN, "-f", self.conf_path, "-DFOREGROUND"],
             stdin=subprocess.DEVNULL, stdout=self._errlog_fh, stderr=subprocess.STDOUT,
-            start_new_session=True, env=apache_env())
+            start_new_session=True, env=apache_env(self.env))
         _register(self.proc)
         Apache.instances.add(self)
         ok = wait_for(self._ready, timeout, interval=0.1)
