@@ -2453,6 +2453,18 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             ++t->up_retries;
             t_log(t, 2, "push: HTTP 409 (%s): going on from %" PRIu64, line, t->up_sent);
         }
+    } else if (r->hdr_done && r->status == 400 && r->have_offset &&
+               retry_ok(t, t->up_retries)) {
+        /* the body was cut on the way; the server says how far it got */
+        char line[BODY_MAX + 1];
+        body_line(r, line, sizeof(line));
+        if (r->offset <= up_read_off(t))
+            up_ack(t, r->offset);
+        t_log(t, 1, "push: cut on the way (%s); going on from offset %" PRIu64
+              " on a new connection", line, t->up_acked);
+        if (up_rewind(t, t->up_acked, "push cut on the way") == 0)
+            delay = backoff_ms(t->up_retries);
+        ++t->up_retries;
     } else if (!r->hdr_done && rc != CURLE_OK && transient(rc) && retry_ok(t, t->up_retries)) {
         /* Cut: nothing is sure beyond what the server confirmed. */
         t_log(t, 1, "push: %s; going on from offset %" PRIu64 " on a new connection",
@@ -2521,6 +2533,12 @@ static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         }
     } else if (r->hdr_done && (r->status == 409 || r->status == 503)) {
         delay = backoff_ms(r->tries);   /* 503: the relay core is busy (Retry-After) */
+    } else if (r->hdr_done && r->status == 400 && r->have_offset) {
+        /* the body was cut on the way (the server says how far it got) */
+        up_ack(t, r->offset);
+        t_log(t, 1, "push %" PRIu64 "..%" PRIu64 ": cut on the way (%s); sending it again",
+              r->p_off, r->p_end, line);
+        delay = backoff_ms(r->tries);
     } else if (r->hdr_done && r->status == 413 && r->p_end - r->p_off > BATCH_DATA_MIN &&
                t->nbpush >= BATCH_SLOTS) {
         delay = backoff_ms(r->tries);   /* split when a slot is free: pushes are smaller now */
@@ -3032,7 +3050,7 @@ static void up_dead(rhc_tunnel *t, int64_t now)
     t->up_dead_ms = 2 * (t->up_dead_ms ? t->up_dead_ms : UP_DEAD_MS);
     if (t->up_dead_ms > UP_DEAD_MAX_MS)
         t->up_dead_ms = UP_DEAD_MAX_MS;
-    if (sc && !sc->body_ended) {
+    if (sc) {   /* a body still going, or one that ended and waits for its answer */
         snprintf(sc->errbuf, sizeof(sc->errbuf), "up bytes not confirmed for %" PRId64 " ms",
                  ms);
         if (sc == t->duplex) {

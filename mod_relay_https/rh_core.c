@@ -1401,7 +1401,8 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
         conn_error(c, k, 409, "a pull is already active for this session");
         return;
     }
-    if (rq->offset != s->down_sent) {
+    /* checked: a pull starts where a C frame vouched for the bytes before */
+    if (rq->offset != s->down_sent || (s->check && rq->offset != s->down_crc_off)) {
         conn_error(c, k, 416, "ack %" PRIu64 " does not match sent %" PRIu64
                    ": bytes were lost and the session cannot resume", rq->offset, s->down_sent);
         session_end(c, s, 1, "down bytes lost with a cut pull");
@@ -1806,6 +1807,10 @@ int rh_core_run(const rh_core_config *cfg)
         if (s && !s->dead) {
             session_end(c, s, 1, "relay server stopping");
             s->reset = 0;   /* the client hears R; the target gets a plain FIN */
+        } else if (s && s->failed_check) {
+            heap_remove(c, s);   /* still lingering: freed now */
+            s->next_dead = c->dead_sessions;
+            c->dead_sessions = s;
         }
     }
     reap(c);

@@ -26,6 +26,7 @@
 #include "rh_registry.h"
 
 #define PULL_BUF        (64 * 1024)
+#define CUT_REPLY_MS    2000        /* a cut push waits this long for the core's offset */
 #define PULL_COALESCE   4           /* PULL_BUF reads passed on under one flush, at most */
 #define DOWN_BLOCK      8000        /* httpd's own bucket size (APR_BUCKET_BUFF_SIZE) */
 #define DOWN_NBLOCKS    8           /* blocks filled by one read: about PULL_BUF */
@@ -424,11 +425,17 @@ static int do_push(rh_req *q)
             break;
     }
     shutdown(q->fd, SHUT_WR);
+    char line[RH_IPC_LINE_MAX];
     if (client_gone) {
+        /* should an answer still reach the client (only the request side was
+         * cut), it says how far the session got, so the client goes on */
         c->keepalive = AP_CONN_CLOSE;
+        if (rh_ipc_read_line(q->fd, line, sizeof(line), CUT_REPLY_MS) >= 0
+            && rh_ipc_parse_reply(line, &rep) == 0 && rep.done)
+            apr_table_setn(r->headers_out, "Relay-Offset",
+                           apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
         return fail(r, HTTP_BAD_REQUEST, "push body ended before its end (connection cut?)");
     }
-    char line[RH_IPC_LINE_MAX];
     if (rh_ipc_read_line(q->fd, line, sizeof(line), write_ms) < 0
         || rh_ipc_parse_reply(line, &rep) != 0) {
         c->keepalive = AP_CONN_CLOSE;

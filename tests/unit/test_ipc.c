@@ -60,6 +60,7 @@ static void roundtrip(const rh_ipc_req *in)
     ck_assert_int_eq(out.resume, in->resume);
     ck_assert_uint_eq(out.window, in->window);
     ck_assert_int_eq(out.check, in->check);
+    ck_assert_int_eq(out.integrity, in->integrity);
     ck_assert_str_eq(out.token, in->token);
     ck_assert(out.offset == in->offset);
     if (in->op == RH_IPC_PULL)
@@ -240,6 +241,17 @@ START_TEST(test_open_options)
     /* options do not stand in for the fixed words */
     parse_bad("OPEN web 127.0.0.1 8080 4096 60 check=crc32c");
     parse_bad("OPEN web 127.0.0.1 8080 4096 60 resume=4096 check=crc32c");
+    /* CLOSE may say the client's own check failed */
+    parse_ok("CLOSE " TOK " integrity", &rq);
+    ck_assert_int_eq(rq.op, RH_IPC_CLOSE);
+    ck_assert_int_eq(rq.integrity, 1);
+    ck_assert_int_gt(rh_ipc_format_req(buf, sizeof(buf), &rq), 0);
+    ck_assert_str_eq(buf, "CLOSE " TOK " integrity\n");
+    roundtrip(&rq);
+    parse_ok("CLOSE " TOK, &rq);
+    ck_assert_int_eq(rq.integrity, 0);
+    parse_bad("CLOSE " TOK " check=crc32c");
+    parse_bad("CLOSE " TOK " integrity integrity");
     /* only OPEN has them */
     parse_bad("PUSH " TOK " 0 check=crc32c");
     parse_bad("PULL " TOK " 0 stream check=crc32c");
