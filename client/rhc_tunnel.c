@@ -237,6 +237,8 @@ struct rhc_tunnel {
     int64_t ack_wait_since;     /* up_sent > up_acked since then, no ack came */
     int64_t up_dead_ms;         /* unconfirmed this long: the push is dead (see up_dead_at) */
     int64_t last_busy;          /* down bytes came or up bytes were confirmed then */
+    enum rhc_transport down_seen; /* a response of this down transport showed a frame:
+                                   on it, silence now means a dead connection */
     unsigned up_retries;        /* streamed body refused or cut, in a row */
     int64_t spush_at;           /* start the stream push (again) then */
 
@@ -1588,6 +1590,7 @@ static size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
         }
         if (!r->got_frame) {
             r->got_frame = 1;
+            t->down_seen = t->down_x;
             if (!r->batch) {
                 /* the path passes this transport's responses: up bytes may go */
                 t->ctx->proven[r->kind == REQ_DUPLEX ? RHC_XP_DUPLEX : RHC_XP_STREAM] = 1;
@@ -1655,6 +1658,22 @@ static size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
 }
 
 /* ---------------------------------------------------------------- session */
+
+static int transient(CURLcode rc);
+
+/* A request that got no whole answer: a transient error, or none at all (a
+ * connection that ended inside the answer's header block). */
+static int cut_before_answer(CURLcode rc)
+{
+    return rc == CURLE_OK || transient(rc);
+}
+
+/* The relay is busy (503) or this client is at its share (429): the same
+ * request later may pass (Retry-After). */
+static int busy_status(long st)
+{
+    return st == 503 || st == 429;
+}
 
 static int64_t backoff_ms(unsigned n)
 {
@@ -2173,7 +2192,10 @@ static void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     char what[384];
 
     snprintf(what, sizeof(what), "open %.300s/%s", c->o->base_url, c->o->target);
-    if (died_unanswered(r, rc) && t->open_retries < 2 && !t->fail_code) {
+    /* a connection cut before the answer, in the TLS handshake too (a proxy
+     * that resets it): tried again; a refused certificate is another code */
+    if ((died_unanswered(r, rc) || (!r->hdr_done && rc == CURLE_SSL_CONNECT_ERROR)) &&
+        t->open_retries < 2 && !t->fail_code) {
         /* At worst the server made a session we never hear of; it idles out. */
         t_log(t, 1, "open: %s; trying again on a new connection", req_error(r, rc));
         req_free(r);
@@ -2300,7 +2322,7 @@ static void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         down_again(t, r, "HTTP 409 (the previous pull is still active)");
         return;
     }
-    if (r->hdr_done && r->status == 503 && t->down_retries < RETRY_MAX) {
+    if (r->hdr_done && busy_status(r->status) && t->down_retries < RETRY_MAX) {
         down_again(t, r, "HTTP 503 (the relay core is busy)");
         return;
     }
@@ -2430,7 +2452,7 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         if (up_rewind(t, t->up_acked, "push too long") == 0)
             delay = backoff_ms(t->up_retries);
         ++t->up_retries;
-    } else if (r->hdr_done && r->status == 503 && t->up_retries < RETRY_MAX) {
+    } else if (r->hdr_done && busy_status(r->status) && t->up_retries < RETRY_MAX) {
         /* the relay core is busy: nothing of this push counted beyond what the
          * server confirmed */
         if (up_rewind(t, t->up_acked, "push refused (503)") == 0)
@@ -2465,7 +2487,7 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         if (up_rewind(t, t->up_acked, "push cut on the way") == 0)
             delay = backoff_ms(t->up_retries);
         ++t->up_retries;
-    } else if (!r->hdr_done && rc != CURLE_OK && transient(rc) && retry_ok(t, t->up_retries)) {
+    } else if (!r->hdr_done && cut_before_answer(rc) && retry_ok(t, t->up_retries)) {
         /* Cut: nothing is sure beyond what the server confirmed. */
         t_log(t, 1, "push: %s; going on from offset %" PRIu64 " on a new connection",
               req_error(r, rc), t->up_acked);
@@ -2531,7 +2553,7 @@ static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         } else {
             delay = backoff_ms(r->tries);
         }
-    } else if (r->hdr_done && (r->status == 409 || r->status == 503)) {
+    } else if (r->hdr_done && (r->status == 409 || busy_status(r->status))) {
         delay = backoff_ms(r->tries);   /* 503: the relay core is busy (Retry-After) */
     } else if (r->hdr_done && r->status == 400 && r->have_offset) {
         /* the body was cut on the way (the server says how far it got) */
@@ -2570,7 +2592,7 @@ static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         r->p_end = r->p_off + half;
         r->p_fin = 0;
         delay = 0;
-    } else if (!r->hdr_done && rc != CURLE_OK && transient(rc)) {
+    } else if (!r->hdr_done && cut_before_answer(rc)) {
         t_log(t, 1, "push %" PRIu64 "..%" PRIu64 ": %s; sending it again", r->p_off, r->p_end,
               req_error(r, rc));
         delay = backoff_ms(r->tries);
@@ -2647,7 +2669,7 @@ static void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             start_spush(t);
         return;
     }
-    if (r->hdr_done && r->status == 503 && t->down_retries < RETRY_MAX) {
+    if (r->hdr_done && busy_status(r->status) && t->down_retries < RETRY_MAX) {
         if (up_on_it && up_rewind(t, t->up_acked, "duplex refused (503)") < 0)
             return;
         down_again(t, r, "HTTP 503 (the relay core is busy)");
@@ -2954,7 +2976,10 @@ static int64_t flush_deadline(const rhc_tunnel *t)
  * the server's: it saw the same data earlier. */
 static int64_t pull_dead_ms(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now)
 {
-    if (!t->last_busy || now - t->last_busy >= RH_BUSY_WINDOW_MS - BUSY_MARGIN_MS)
+    /* a path that never showed a response of this transport is the probe's
+     * business (an intermediary that holds responses, say), not a dead one */
+    if (t->down_seen != t->down_x || !t->last_busy ||
+        now - t->last_busy >= RH_BUSY_WINDOW_MS - BUSY_MARGIN_MS)
         return PULL_DEAD_MS;
     return dr->batch ? BUSY_POLL_DEAD_MS : BUSY_HB_DEAD_MS;
 }
@@ -2968,7 +2993,8 @@ static int64_t up_dead_at(const rhc_tunnel *t, int64_t now)
     struct rhc_req *dr = down_req(t);
 
     if (!t->resume || !t->ack_wait_since || t->up_sent <= t->up_acked || t->up_switching ||
-        t->fail_code || !dr || dr->recv_paused || now - t->pull_last_rx >= pull_dead_ms(t, dr, now))
+        t->fail_code || !dr || t->down_seen != t->down_x || dr->recv_paused ||
+        now - t->pull_last_rx >= pull_dead_ms(t, dr, now))
         return -1;
     return t->ack_wait_since + (t->up_dead_ms ? t->up_dead_ms : UP_DEAD_MS);
 }

@@ -15,6 +15,7 @@ static void register_hooks(apr_pool_t *p)
 {
     ap_hook_post_config(rh_daemon_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(rh_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_translate_name(rh_refuse_trace, NULL, NULL, APR_HOOK_FIRST);
 }
 
 AP_DECLARE_MODULE(relay_https) = {

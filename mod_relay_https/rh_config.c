@@ -2,6 +2,7 @@
 #include <apr_strings.h>
 #include <apr_network_io.h>
 #include <http_core.h>
+#include <ap_mpm.h>
 
 #include "mod_relay_https.h"
 #include "rh_config.h"
@@ -38,8 +39,14 @@ void *rh_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
 
 void *rh_create_srv_conf(apr_pool_t *p, server_rec *s)
 {
-    return apr_pcalloc(p, sizeof(rh_srv_conf));
+    rh_srv_conf *sc = apr_pcalloc(p, sizeof(rh_srv_conf));
+    sc->max_workers = sc->max_workers_pct = -1;
+    sc->sessions_per_client = sc->requests_per_client = sc->open_rate = -1;
+    sc->push_wait_s = sc->frame_s = sc->write_s = -1;
+    return sc;
 }
+
+#define MERGE_INT(f) sc->f = add->f >= 0 ? add->f : base->f
 
 void *rh_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
 {
@@ -47,7 +54,57 @@ void *rh_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     rh_srv_conf *sc = apr_pcalloc(p, sizeof(*sc));
     sc->max_sessions = add->max_sessions ? add->max_sessions : base->max_sessions;
     sc->socket_path = add->socket_path ? add->socket_path : base->socket_path;
+    if (add->max_workers >= 0 || add->max_workers_pct >= 0) {
+        sc->max_workers = add->max_workers;
+        sc->max_workers_pct = add->max_workers_pct;
+    } else {
+        sc->max_workers = base->max_workers;
+        sc->max_workers_pct = base->max_workers_pct;
+    }
+    MERGE_INT(sessions_per_client);
+    MERGE_INT(requests_per_client);
+    MERGE_INT(open_rate);
+    MERGE_INT(push_wait_s);
+    MERGE_INT(frame_s);
+    MERGE_INT(write_s);
     return sc;
+}
+
+static int mpm_workers(void)
+{
+    int daemons = 0, threads = 0;
+    ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &daemons);
+    ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
+    if (daemons < 1)
+        daemons = 1;
+    return daemons * (threads > 1 ? threads : 1);
+}
+
+void rh_srv_limits(const rh_srv_conf *sc, rh_limits *out)
+{
+    int pct = sc->max_workers >= 0 ? -1
+            : sc->max_workers_pct >= 0 ? sc->max_workers_pct : RH_DEFAULT_WORKERS_PCT;
+    long workers = pct >= 0 ? (long)mpm_workers() * pct / 100 : sc->max_workers;
+    if (pct > 0 && workers < 1)
+        workers = 1;
+    out->max_workers = (uint32_t)workers;
+    out->requests_per_client = sc->requests_per_client >= 0 ? (uint32_t)sc->requests_per_client
+                             : (uint32_t)(workers / 2 > 0 ? workers / 2 : workers);
+    out->sessions_per_client = sc->sessions_per_client >= 0
+                             ? (uint32_t)sc->sessions_per_client : RH_DEFAULT_SESS_PER_CLIENT;
+    out->open_rate = sc->open_rate >= 0 ? (uint32_t)sc->open_rate : RH_DEFAULT_OPEN_RATE;
+    out->push_wait_s = sc->push_wait_s >= 0 ? (uint32_t)sc->push_wait_s
+                                            : RH_DEFAULT_PUSH_WAIT_S;
+}
+
+int rh_srv_frame_s(const rh_srv_conf *sc)
+{
+    return sc->frame_s > 0 ? sc->frame_s : RH_DEFAULT_FRAME_S;
+}
+
+int rh_srv_write_s(const rh_srv_conf *sc)
+{
+    return sc->write_s > 0 ? sc->write_s : RH_DEFAULT_WRITE_S;
 }
 
 const rh_target *rh_find_target(const rh_dir_conf *dc, const char *name)
@@ -177,6 +234,42 @@ static const char *set_socket(cmd_parms *cmd, void *dummy, const char *arg)
     return NULL;
 }
 
+static rh_srv_conf *global_conf(cmd_parms *cmd, const char **err)
+{
+    *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    return ap_get_module_config(cmd->server->module_config, &relay_https_module);
+}
+
+static const char *set_max_workers(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    const char *err;
+    rh_srv_conf *sc = global_conf(cmd, &err);
+    size_t n = strlen(arg);
+    if (err)
+        return err;
+    if (n > 1 && arg[n - 1] == '%') {
+        sc->max_workers = -1;
+        return set_int(cmd, apr_pstrndup(cmd->pool, arg, n - 1), 1, 100,
+                       &sc->max_workers_pct);
+    }
+    sc->max_workers_pct = -1;
+    return set_int(cmd, arg, 0, 1000000, &sc->max_workers);
+}
+
+#define GLOBAL_INT(fn, field, min, max)                                      \
+    static const char *fn(cmd_parms *cmd, void *dummy, const char *arg)      \
+    {                                                                        \
+        const char *err;                                                     \
+        rh_srv_conf *sc = global_conf(cmd, &err);                            \
+        return err ? err : set_int(cmd, arg, min, max, &sc->field);          \
+    }
+GLOBAL_INT(set_sess_per_client, sessions_per_client, 0, 1000000)
+GLOBAL_INT(set_req_per_client, requests_per_client, 0, 1000000)
+GLOBAL_INT(set_open_rate, open_rate, 0, 1000000)
+GLOBAL_INT(set_push_wait, push_wait_s, 1, 3600)
+GLOBAL_INT(set_frame_timeout, frame_s, 1, 3600)
+GLOBAL_INT(set_write_timeout, write_s, 1, 3600)
+
 const command_rec rh_cmds[] = {
     AP_INIT_TAKE2("RelayTarget", set_target, NULL, RSRC_CONF | ACCESS_CONF,
                   "RelayTarget NAME HOST:PORT - a TCP service clients may reach by NAME"),
@@ -195,5 +288,25 @@ const command_rec rh_cmds[] = {
                   "size of the shared session table (default 4096)"),
     AP_INIT_TAKE1("RelaySocket", set_socket, NULL, RSRC_CONF,
                   "path of the relay core's unix socket (default in DefaultRuntimeDir)"),
+    AP_INIT_TAKE1("RelayMaxWorkers", set_max_workers, NULL, RSRC_CONF,
+                  "relay requests in flight at once, a number or N% of MaxRequestWorkers "
+                  "(default 40%; 0: no limit)"),
+    AP_INIT_TAKE1("RelayMaxSessionsPerClient", set_sess_per_client, NULL, RSRC_CONF,
+                  "sessions one client (user, else address) may hold (default 256; 0: no "
+                  "limit)"),
+    AP_INIT_TAKE1("RelayMaxRequestsPerClient", set_req_per_client, NULL, RSRC_CONF,
+                  "relay requests one client may have in flight (default: half of "
+                  "RelayMaxWorkers; 0: no limit)"),
+    AP_INIT_TAKE1("RelayOpenRate", set_open_rate, NULL, RSRC_CONF,
+                  "sessions one client may open per second, twice that in a burst (default "
+                  "20; 0: no limit)"),
+    AP_INIT_TAKE1("RelayPushWait", set_push_wait, NULL, RSRC_CONF,
+                  "seconds a push ahead of the accepted offset waits for its turn "
+                  "(default 10)"),
+    AP_INIT_TAKE1("RelayFrameTimeout", set_frame_timeout, NULL, RSRC_CONF,
+                  "seconds a started frame of a request body may take to arrive whole "
+                  "(default 10)"),
+    AP_INIT_TAKE1("RelayWriteTimeout", set_write_timeout, NULL, RSRC_CONF,
+                  "seconds a response may wait for its client to read (default 30)"),
     { NULL }
 };

@@ -6,6 +6,8 @@
 #include <http_config.h>
 #include <apr_tables.h>
 
+#include "rh_registry.h"
+
 #define RH_DEFAULT_BUFSIZE      (256 * 1024)
 #define RH_DEFAULT_WINDOW       (16 * 1024 * 1024)
 #define RH_DEFAULT_IDLE_S       300
@@ -13,6 +15,12 @@
 #define RH_DEFAULT_MAX_SESSIONS 4096
 #define RH_HEARTBEAT_S          20
 #define RH_DEFAULT_POLL_S       25
+#define RH_DEFAULT_WORKERS_PCT  40      /* of MaxRequestWorkers: most stay the site's */
+#define RH_DEFAULT_SESS_PER_CLIENT 256
+#define RH_DEFAULT_OPEN_RATE    20      /* per second and client, burst twice that */
+#define RH_DEFAULT_PUSH_WAIT_S  10
+#define RH_DEFAULT_FRAME_S      10
+#define RH_DEFAULT_WRITE_S      30
 
 typedef struct rh_target {
     const char *name;
@@ -33,6 +41,15 @@ typedef struct rh_dir_conf {
 typedef struct rh_srv_conf {
     int max_sessions;            /* 0: unset */
     const char *socket_path;
+    /* the relay's budget (global; -1: unset, see rh_srv_limits) */
+    int max_workers;             /* a number, or a percentage of MaxRequestWorkers ... */
+    int max_workers_pct;         /* ... when this is set */
+    int sessions_per_client;
+    int requests_per_client;
+    int open_rate;
+    int push_wait_s;
+    int frame_s;                 /* a started body frame completes within this */
+    int write_s;                 /* a response the client does not read is cut after */
 } rh_srv_conf;
 
 extern const command_rec rh_cmds[];
@@ -49,5 +66,9 @@ int rh_dir_idle(const rh_dir_conf *dc);
 int rh_dir_connect(const rh_dir_conf *dc);
 int rh_dir_poll(const rh_dir_conf *dc);
 int rh_valid_target_name(const char *name);
+/* The limits in force (defaults filled in); the MPM must be configured. */
+void rh_srv_limits(const rh_srv_conf *sc, rh_limits *out);
+int rh_srv_frame_s(const rh_srv_conf *sc);
+int rh_srv_write_s(const rh_srv_conf *sc);
 
 #endif

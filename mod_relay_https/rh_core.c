@@ -29,6 +29,7 @@
 #include <unistd.h>
 #include <openssl/rand.h>
 
+#include "rh_clients.h"
 #include "rh_core.h"
 #include "rh_crc32c.h"
 #include "rh_frame.h"
@@ -45,6 +46,8 @@ enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY };
 #define PUSH_WAIT_MAX 8     /* pushes queued behind the active one, per session */
 #define CRC_MARKS     32    /* down: CRCs of the last frame ends, for acks at them */
 #define FAILED_LINGER_MS 30000  /* a session that failed a check answers 422 this long */
+#define PUSH_AHEAD_MAX (32ull << 20) /* a push may start this far beyond the accepted offset */
+#define CLIENTS_MAX_PER_SLOT 4      /* client entries at most, per session slot */
 #define CHECK_FRAME   (RH_FRAME_HDR + RH_FRAME_CHECK_LEN)
 #define POLL_DEFAULT_S 25
 
@@ -83,6 +86,8 @@ struct conn {
     uint64_t body_len;       /* push: that length (frame bytes) */
     uint64_t body_in;        /* push: body bytes received so far */
     long wait_until;         /* waiting push: refused with 409 at this time */
+    rh_client *cl;           /* held: whose request this is (see conn_hold) */
+    int held;
     conn *next_dead;
 };
 
@@ -116,6 +121,7 @@ struct session {
              down_fin_sent:1, dead:1, reset:1;
     char reason[128];
     conn *push, *pull, *opener;
+    rh_client *cl;           /* who opened it */
     conn *push_wait[PUSH_WAIT_MAX];
     int nwait;
     long last_heard, connect_deadline;
@@ -139,6 +145,9 @@ typedef struct core {
     int listen_src;
     int stop_src;
     uint64_t integrity_failures;   /* sessions ended by a failed check */
+    rh_clients clients;
+    unsigned held;                 /* requests held (open, push, pull): httpd workers */
+    uint64_t refused;              /* requests refused by a limit */
 } core;
 
 /* Test only (RELAY_HTTPS_TEST_FLIP=up:N or down:N): flips the byte at that offset
@@ -345,10 +354,58 @@ static long session_next_deadline(const session *s)
 
 /* ---- connections ---------------------------------------------------------- */
 
+static void conn_error(core *c, conn *k, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* A request the core holds is an httpd worker held: the operator's budget
+ * (RelayMaxWorkers) and the client's share of it (RelayMaxRequestsPerClient)
+ * bound them. Answers 503 / 429 and returns -1 when a limit is reached. */
+static int conn_hold(core *c, conn *k, rh_client *cl)
+{
+    rh_limits lim;
+    rh_registry_get_limits(c->cfg->reg, &lim);
+    if (k->held)
+        return 0;
+    if (lim.max_workers && c->held >= lim.max_workers) {
+        ++c->refused;
+        conn_error(c, k, 503, "relay busy: %u requests in flight (RelayMaxWorkers %u)",
+                   c->held, lim.max_workers);
+        return -1;
+    }
+    if (cl && lim.requests_per_client && cl->held >= lim.requests_per_client) {
+        ++c->refused;
+        conn_error(c, k, 429, "too many requests in flight for this client "
+                   "(RelayMaxRequestsPerClient %u)", lim.requests_per_client);
+        return -1;
+    }
+    k->held = 1;
+    k->cl = cl;
+    ++c->held;
+    if (cl) {
+        ++cl->held;
+        rh_client_touch(cl, now_ms());
+    }
+    return 0;
+}
+
+static void conn_unhold(core *c, conn *k)
+{
+    if (!k->held)
+        return;
+    k->held = 0;
+    --c->held;
+    if (k->cl) {
+        --k->cl->held;
+        rh_client_touch(k->cl, now_ms());
+        k->cl = NULL;
+    }
+}
+
 static void conn_kill(core *c, conn *k)
 {
     if (k->closed)
         return;
+    conn_unhold(c, k);
     k->closed = 1;
     epoll_ctl(c->ep, EPOLL_CTL_DEL, k->fd, NULL);
     close(k->fd);
@@ -417,6 +474,7 @@ static int out_flush(conn *k)
 /* A reply-only connection: send what is pending, then close. */
 static void conn_reply_done(core *c, conn *k)
 {
+    conn_unhold(c, k);
     k->kind = CK_REPLY;
     k->s = NULL;
     int rv = out_flush(k);
@@ -460,6 +518,10 @@ static void session_free_now(core *c, session *s)
     }
     rh_ring_release(&s->up);
     rh_ring_release(&s->down);
+    if (s->cl) {
+        --s->cl->sessions;
+        rh_client_touch(s->cl, now_ms());
+    }
     c->by_slot[s->slot] = NULL;
     rh_registry_count(c->cfg->reg, s->slot, s->up_acc, s->down_sent);
     rh_registry_release(c->cfg->reg, s->slot);
@@ -1193,6 +1255,30 @@ static void req_open(core *c, conn *k, const rh_ipc_req *rq)
         conn_error(c, k, 400, "target address is not numeric");
         return;
     }
+    /* the client's share: sessions, open rate, requests in flight */
+    rh_limits lim;
+    long now = now_ms();
+    rh_registry_get_limits(c->cfg->reg, &lim);
+    rh_client *cl = rh_clients_get(&c->clients, rq->client[0] ? rq->client : "-", now);
+    if (!cl) {
+        ++c->refused;
+        conn_error(c, k, 503, "too many clients at once");
+        return;
+    }
+    if (lim.sessions_per_client && cl->sessions >= lim.sessions_per_client) {
+        ++c->refused;
+        conn_error(c, k, 429, "too many sessions for this client (RelayMaxSessionsPerClient "
+                   "%u)", lim.sessions_per_client);
+        return;
+    }
+    if (rh_client_take_open(cl, lim.open_rate, now) != 0) {
+        ++c->refused;
+        conn_error(c, k, 429, "sessions opened too fast (RelayOpenRate %u per second)",
+                   lim.open_rate);
+        return;
+    }
+    if (conn_hold(c, k, cl) != 0)
+        return;
     if (RAND_bytes(secret, sizeof(secret)) != 1) {
         conn_error(c, k, 503, "no randomness for a session token");
         return;
@@ -1210,6 +1296,11 @@ static void req_open(core *c, conn *k, const rh_ipc_req *rq)
     s->src = SRC_TARGET;
     s->slot = slot;
     s->gen = gen;
+    s->cl = cl;
+    ++cl->sessions;
+    rh_client_touch(cl, now);
+    if (rq->owner)
+        rh_registry_set_owner(c->cfg->reg, slot, rq->owner);
     memcpy(s->secret, secret, sizeof(secret));
     rh_sid_format(s->sid, slot, gen);
     snprintf(s->target, sizeof(s->target), "%s", rq->target);
@@ -1260,7 +1351,7 @@ static void push_attach(core *c, session *s, conn *k);
 static void req_push(core *c, conn *k, const rh_ipc_req *rq)
 {
     session *s = session_find(c, k, rq->token);
-    if (!s)
+    if (!s || conn_hold(c, k, s->cl) != 0)
         return;
     k->has_len = rq->has_len;
     k->body_len = rq->body_len;
@@ -1300,15 +1391,23 @@ static void req_push(core *c, conn *k, const rh_ipc_req *rq)
         return;
     }
     if (s->push || rq->offset > s->up_acc) {
-        /* a later push of several in flight: it waits for its turn, unread */
+        /* a later push of several in flight: it waits for its turn, unread, a
+         * short while (it holds an httpd worker) and only if it is near */
+        rh_limits lim;
+        rh_registry_get_limits(c->cfg->reg, &lim);
         if (s->nwait >= PUSH_WAIT_MAX) {
             conn_error(c, k, 409, "too many pushes in flight for this session");
+            return;
+        }
+        if (rq->offset - s->up_acc > PUSH_AHEAD_MAX) {
+            conn_error(c, k, 409, "push offset %" PRIu64 " is too far ahead of accepted %"
+                       PRIu64, rq->offset, s->up_acc);
             return;
         }
         k->kind = CK_PUSHWAIT;
         k->s = s;
         k->want_off = rq->offset;
-        k->wait_until = now_ms() + (long)s->idle_s * 1000L;
+        k->wait_until = now_ms() + 1000L * (lim.push_wait_s ? lim.push_wait_s : s->idle_s);
         s->push_wait[s->nwait++] = k;
         /* nothing is read while it waits, but a handler that hangs up must be seen:
          * epoll reports HUP/ERR whatever the mask */
@@ -1368,7 +1467,7 @@ static void push_next(core *c, session *s)
 static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
 {
     session *s = session_find(c, k, rq->token);
-    if (!s)
+    if (!s || conn_hold(c, k, s->cl) != 0)
         return;
     int batch = !strcmp(rq->mode, "batch");
     if (!batch && strcmp(rq->mode, "stream") != 0) {
@@ -1478,8 +1577,9 @@ static void req_ack(core *c, conn *k, const rh_ipc_req *rq)
 static void req_stat(core *c, conn *k)
 {
     const rh_registry *r = c->cfg->reg;
-    out_printf(k, "OK active=%u opened=%" PRIu64 " closed=%" PRIu64 " integrity=%" PRIu64,
-               r->active, r->total_opened, r->total_closed, c->integrity_failures);
+    out_printf(k, "OK active=%u opened=%" PRIu64 " closed=%" PRIu64 " integrity=%" PRIu64
+               " held=%u refused=%" PRIu64, r->active, r->total_opened, r->total_closed,
+               c->integrity_failures, c->held, c->refused);
     conn_reply_done(c, k);
 }
 
@@ -1631,7 +1731,7 @@ static void session_timer(core *c, session *s, long now)
         }
         s->push_wait[i] = s->push_wait[--s->nwait];
         k->s = NULL;
-        conn_error(c, k, 409, "push offset %" PRIu64 " not reached within the idle timeout "
+        conn_error(c, k, 409, "push offset %" PRIu64 " not reached in time (RelayPushWait) "
                    "(accepted %" PRIu64 ")", k->want_off, s->up_acc);
     }
     if (s->pull && s->pull->batch && !s->pull->batch_started
@@ -1716,7 +1816,9 @@ int rh_core_run(const rh_core_config *cfg)
         flip_down = strtoull(flip + 5, NULL, 10);
     c->by_slot = calloc(cfg->reg->nslots, sizeof(*c->by_slot));
     c->heap = calloc(cfg->reg->nslots, sizeof(*c->heap));
-    if (!c->by_slot || !c->heap)
+    if (!c->by_slot || !c->heap
+        || rh_clients_init(&c->clients, cfg->reg->nslots,
+                           (size_t)CLIENTS_MAX_PER_SLOT * cfg->reg->nslots) != 0)
         goto leave;
 
     /* many sessions need many descriptors: take what the hard limit allows */
@@ -1747,10 +1849,13 @@ int rh_core_run(const rh_core_config *cfg)
 
     while (!c->stop_seen) {
         long now = now_ms();
-        int timeout = -1;
+        /* the beat tells httpd's children that the core is alive: one wake-up
+         * a second, whatever else it waits for */
+        int timeout = RH_CORE_BEAT_MS;
+        rh_registry_beat(cfg->reg, now);
         if (c->heap_len) {
             long d = c->heap[0]->deadline - now;
-            timeout = d < 0 ? 0 : (d > 60000 ? 60000 : (int)d);
+            timeout = d < 0 ? 0 : (d > RH_CORE_BEAT_MS ? RH_CORE_BEAT_MS : (int)d);
         }
         if (c->listen_paused_until) {
             long d = c->listen_paused_until - now;
@@ -1825,5 +1930,6 @@ leave:
     }
     free(c->by_slot);
     free(c->heap);
+    rh_clients_free(&c->clients);
     return rv;
 }

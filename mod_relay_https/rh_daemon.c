@@ -248,6 +248,19 @@ fail:
     return -1;
 }
 
+/* The operator's budget goes where the core reads it at every request. */
+static void publish_limits(const rh_srv_conf *sc, server_rec *s)
+{
+    rh_limits lim;
+    rh_srv_limits(sc, &lim);
+    rh_registry_set_limits(g_ret->reg, &lim);
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, RHLOG(1014)
+                 "relay limits: %u requests in flight (%u per client), %u sessions per "
+                 "client, %u opens/s per client, pushes wait %u s", lim.max_workers,
+                 lim.requests_per_client, lim.sessions_per_client, lim.open_rate,
+                 lim.push_wait_s);
+}
+
 int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                           server_rec *s)
 {
@@ -275,7 +288,8 @@ int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     apr_pool_cleanup_register(pconf, NULL, generation_end, apr_pool_cleanup_null);
 
     if (g_ret->ready) {
-        /* a restart: the core and its sessions go on */
+        /* a restart: the core and its sessions go on, under the new limits */
+        publish_limits(sc, s);
         if (nslots != g_ret->nslots || strcmp(path, g_ret->socket) != 0)
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RHLOG(1013)
                          "RelayMaxSessions and RelaySocket changes take effect at the "
@@ -300,6 +314,7 @@ int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     g_ret->nslots = nslots;
     memset(g_ret->reg, 0, rh_registry_size(nslots));
     rh_registry_init(g_ret->reg, nslots);
+    publish_limits(sc, s);
     if (strlen(path) >= sizeof(g_ret->socket)) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, RHLOG(1010)
                      "relay socket path too long: %s (set RelaySocket)", path);

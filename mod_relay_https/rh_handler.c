@@ -24,6 +24,8 @@
 #include "rh_frame.h"
 #include "rh_ipc.h"
 #include "rh_registry.h"
+#include "rh_upload.h"
+#include "rh_wait.h"
 
 #define PULL_BUF        (64 * 1024)
 #define CUT_REPLY_MS    2000        /* a cut push waits this long for the core's offset */
@@ -35,6 +37,8 @@
 typedef struct rh_req {
     request_rec *r;
     const rh_dir_conf *dc;
+    const rh_srv_conf *sc;
+    rh_watch watch;             /* the client and the core, during every wait */
     const char *target_name;    /* as named in the URL */
     const rh_target *target;    /* its configuration; looked up for open only */
     const char *op;
@@ -54,7 +58,7 @@ static int fail(request_rec *r, int status, const char *fmt, ...)
     ap_log_rerror(APLOG_MARK, status >= 500 ? APLOG_WARNING : APLOG_DEBUG, 0, r,
                   RHLOG(2001) "%d %s", status, msg);
     r->status = status;
-    if (status == HTTP_SERVICE_UNAVAILABLE)
+    if (status == HTTP_SERVICE_UNAVAILABLE || status == HTTP_TOO_MANY_REQUESTS)
         apr_table_setn(r->headers_out, "Retry-After", "1");
     ap_set_content_type(r, "text/plain; charset=utf-8");
     const char *body = apr_pstrcat(r->pool, "mod_relay_https: ", msg, "\n", NULL);
@@ -228,8 +232,22 @@ static int core_ask(rh_req *q, const rh_ipc_req *rq, rh_ipc_reply *rep, int time
     q->fd = fd;
     apr_pool_cleanup_register(q->r->pool, (void *)(long)fd, close_fd, apr_pool_cleanup_null);
     int rv = rh_ipc_write_all(fd, line, (size_t)n, 5000);
-    if (rv == 0)
-        rv = rh_ipc_read_line(fd, line, sizeof(line), timeout_ms);
+    if (rv == 0) {
+        /* the answer may take long (a push's turn, a long-poll): the wait
+         * watches the client and the core's heartbeat meanwhile */
+        rv = rh_watch_line(&q->watch, fd, line, sizeof(line), timeout_ms);
+        if (rv == RH_WAIT_GONE) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, q->r, RHLOG(2005)
+                          "client went away while waiting for the relay core");
+            return -ECONNABORTED;
+        }
+        if (rv <= 0) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r, RHLOG(2003)
+                          "no answer from the relay core (%s)",
+                          rv == RH_WAIT_STUCK ? "stopped or stuck" : "timeout");
+            return -ETIMEDOUT;
+        }
+    }
     if (rv < 0) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, -rv, q->r, RHLOG(2003)
                       "no answer from the relay core");
@@ -255,6 +273,32 @@ static void common_headers(request_rec *r)
     apr_table_setn(r->subprocess_env, "no-gzip", "1");   /* compressing would buffer */
 }
 
+/* A 64-bit FNV-1a of a tagged string: the core keys clients by it and the
+ * registry keeps a session's owner as it (names never leave the handler). */
+static apr_uint64_t hash64(const char *tag, const char *s)
+{
+    apr_uint64_t h = 14695981039346656037ULL;
+    for (const char *p = tag; *p; ++p)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    for (const char *p = s; *p; ++p)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+/* The authenticated user's hash, 0 without authentication. */
+static apr_uint64_t user_hash(const request_rec *r)
+{
+    return r->user ? hash64("user:", r->user) : 0;
+}
+
+/* The client as the limits see it: its user, else its address. */
+static const char *client_key(request_rec *r)
+{
+    apr_uint64_t h = r->user ? user_hash(r) : hash64("addr:", r->useragent_ip ? r->useragent_ip
+                                                                     : "-");
+    return apr_psprintf(r->pool, "%016" APR_UINT64_T_HEX_FMT, h);
+}
+
 /* The token in Relay-Session, checked against the shared registry. */
 static int check_session(rh_req *q, const char **token)
 {
@@ -268,6 +312,10 @@ static int check_session(rh_req *q, const char **token)
         return fail(r, HTTP_BAD_REQUEST, "malformed Relay-Session token");
     if (rv != RH_REG_OK || strcmp(q->view.target, q->target_name) != 0)
         return fail(r, HTTP_GONE, "unknown or expired session");
+    /* where the location authenticates, a session is its opener's: a token
+     * alone, or with another user's credentials, is not enough */
+    if (q->view.owner && q->view.owner != user_hash(r))
+        return fail(r, HTTP_FORBIDDEN, "this session belongs to another user");
     char sid[RH_SID_LEN + 1];
     rh_sid_format(sid, q->view.slot, q->view.gen);
     apr_table_setn(r->notes, "relay-session", apr_pstrdup(r->pool, sid));
@@ -306,6 +354,8 @@ static int do_open(rh_req *q)
     /* end-to-end checks: C frames after every D frame, both ways */
     const char *chk = apr_table_get(r->headers_in, RH_HDR_INTEGRITY);
     rq.check = chk && !strcmp(chk, RH_INTEGRITY_CRC32C);
+    apr_cpystrn(rq.client, client_key(r), sizeof(rq.client));
+    rq.owner = user_hash(r);
     if (core_ask(q, &rq, &rep, (rh_dir_connect(q->dc) + 5) * 1000) != 0)
         return core_unavailable(r);
     if (!rep.ok)
@@ -362,6 +412,50 @@ static int start_push(rh_req *q, const char *token, apr_uint64_t offset, int tim
     return DECLINED;
 }
 
+static int client_input_fd(conn_rec *c);
+static void limit_writes(rh_req *q);
+
+/* Result of pumping a request body to the core. */
+enum { UP_DONE, UP_CLIENT_GONE, UP_SLOW, UP_CORE_STUCK };
+
+/* Passes the request body to the core until it ends or the core stops taking
+ * it, waiting on the client or the core as each needs, never blocking. */
+static int pump_body(rh_req *q, int core_fd)
+{
+    request_rec *r = q->r;
+    rh_upload u;
+    int cfd = client_input_fd(r->connection);
+
+    rh_upload_init(&u, r, core_fd, 1000L * rh_srv_frame_s(q->sc), 3000L * RH_HEARTBEAT_S);
+    for (;;) {
+        int m = rh_upload_move(&u);
+        if (m < 0)
+            return UP_CLIENT_GONE;
+        if (u.core_done || (u.eos && !rh_upload_pending(&u)))
+            return UP_DONE;
+        if (m > 0)
+            continue;
+        struct pollfd pf;
+        int np = rh_upload_pollfd(&u, cfd, &pf);
+        int on_client = !rh_upload_pending(&u);
+        long t0 = rh_now_ms();
+        /* no pollable input (should not happen): look again soon */
+        int rv = rh_watch_poll(&q->watch, &pf, np, on_client ? (np ? rh_upload_allowance(&u)
+                                                                   : 50) : -1);
+        if (rv == RH_WAIT_GONE)
+            return UP_CLIENT_GONE;
+        if (rv == RH_WAIT_STUCK)
+            return UP_CORE_STUCK;
+        if (on_client && rh_upload_waited(&u, rh_now_ms() - t0) != 0) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2021)
+                          "request body too slow: %s", rh_upload_in_frame(&u)
+                          ? "a frame did not arrive whole within RelayFrameTimeout"
+                          : "no whole frame for three heartbeat intervals");
+            return UP_SLOW;
+        }
+    }
+}
+
 static int do_push(rh_req *q)
 {
     request_rec *r = q->r;
@@ -369,8 +463,7 @@ static int do_push(rh_req *q)
     const char *token;
     apr_uint64_t offset;
     rh_ipc_reply rep;
-    apr_bucket_brigade *bb;
-    int rv, eos = 0, core_gone = 0, client_gone = 0;
+    int rv;
     int write_ms = (rh_dir_idle(q->dc) + 10) * 1000;
 
     /* an error answer must not wait for a body that may never end */
@@ -388,45 +481,17 @@ static int do_push(rh_req *q)
     }
     if ((rv = start_push(q, token, offset, write_ms)) != DECLINED)
         return rv;
-    /* a push body may idle for long; heartbeats and RelayIdleTimeout cover it */
+    /* a push body may idle between frames; pump_body holds it to its own floor */
     drop_reqtimeout(r);
 
-    bb = apr_brigade_create(r->pool, c->bucket_alloc);
-    while (!eos && !core_gone) {
-        apr_status_t st = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
-                                         APR_BLOCK_READ, 65536);
-        if (st != APR_SUCCESS) {
-            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, st, r, RHLOG(2020)
-                          "push body ended early (client gone or cut)");
-            client_gone = 1;
-            break;
-        }
-        for (apr_bucket *b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
-             b = APR_BUCKET_NEXT(b)) {
-            const char *data;
-            apr_size_t len;
-            if (APR_BUCKET_IS_EOS(b)) {
-                eos = 1;
-                break;
-            }
-            if (APR_BUCKET_IS_METADATA(b))
-                continue;
-            if (apr_bucket_read(b, &data, &len, APR_BLOCK_READ) != APR_SUCCESS) {
-                client_gone = 1;
-                break;
-            }
-            if (len && rh_ipc_write_all(q->fd, data, len, write_ms) != 0) {
-                core_gone = 1;   /* the core refused more: its answer says why */
-                break;
-            }
-        }
-        apr_brigade_cleanup(bb);
-        if (client_gone)
-            break;
-    }
+    int up = pump_body(q, q->fd);
     shutdown(q->fd, SHUT_WR);
     char line[RH_IPC_LINE_MAX];
-    if (client_gone) {
+    if (up == UP_CORE_STUCK) {
+        c->keepalive = AP_CONN_CLOSE;
+        return core_unavailable(r);
+    }
+    if (up != UP_DONE) {
         /* should an answer still reach the client (only the request side was
          * cut), it says how far the session got, so the client goes on */
         c->keepalive = AP_CONN_CLOSE;
@@ -434,10 +499,12 @@ static int do_push(rh_req *q)
             && rh_ipc_parse_reply(line, &rep) == 0 && rep.done)
             apr_table_setn(r->headers_out, "Relay-Offset",
                            apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
+        if (up == UP_SLOW)
+            return fail(r, HTTP_REQUEST_TIME_OUT, "request body too slow (RelayFrameTimeout)");
         return fail(r, HTTP_BAD_REQUEST, "push body ended before its end (connection cut?)");
     }
-    if (rh_ipc_read_line(q->fd, line, sizeof(line), write_ms) < 0
-        || rh_ipc_parse_reply(line, &rep) != 0) {
+    rv = rh_watch_line(&q->watch, q->fd, line, sizeof(line), write_ms);
+    if (rv <= 0 || rh_ipc_parse_reply(line, &rep) != 0) {
         c->keepalive = AP_CONN_CLOSE;
         return core_unavailable(r);
     }
@@ -462,7 +529,8 @@ static int do_pull(rh_req *q)
     rh_ipc_reply rep;
     int rv;
 
-    if (r->method_number != M_POST && r->method_number != M_GET)
+    /* HEAD would hold the session's pull and send nothing of it */
+    if ((r->method_number != M_POST && r->method_number != M_GET) || r->header_only)
         return method_not_allowed(r, "GET, POST");
     if (ap_discard_request_body(r) != OK)
         return fail(r, HTTP_BAD_REQUEST, "unreadable request body");
@@ -502,6 +570,7 @@ static int do_pull(rh_req *q)
 
     apr_bucket_brigade *bb = apr_brigade_create(r->pool, c->bucket_alloc);
     rh_blocks *bk = blocks_make(r);
+    limit_writes(q);
     if (!batch) {
         /* headers now: the client waits for them before it trusts the stream */
         APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
@@ -516,10 +585,13 @@ static int do_pull(rh_req *q)
         if (n == -EAGAIN) {
             struct pollfd pf = { q->fd, POLLIN, 0 };
             blocks_free(bk);   /* a tunnel that waits holds no buffers */
-            int pr = poll(&pf, 1, RH_HEARTBEAT_S * 3 * 1000);
-            if (pr > 0 || (pr < 0 && errno == EINTR))
+            /* a client that went away (an HTTP/2 stream reset, say) lets the
+             * session's pull go at once, not at the next heartbeat */
+            int pr = rh_watch_poll(&q->watch, &pf, 1, RH_HEARTBEAT_S * 3 * 1000);
+            if (pr == RH_WAIT_READY)
                 continue;
-            n = pr == 0 ? -ETIMEDOUT : -errno;
+            n = pr == RH_WAIT_TIMEOUT ? -ETIMEDOUT : pr == RH_WAIT_GONE ? -ECONNABORTED
+                                                                          : -EIO;
         }
         if (n <= 0) {
             if (n < 0)
@@ -550,6 +622,28 @@ static int do_pull(rh_req *q)
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
     ap_pass_brigade(r->output_filters, bb);
     return OK;
+}
+
+static apr_status_t restore_timeout(void *data)
+{
+    request_rec *r = data;
+    apr_socket_t *sock = ap_get_conn_socket(r->connection);
+    if (sock)
+        apr_socket_timeout_set(sock, r->server->timeout);
+    return APR_SUCCESS;
+}
+
+/* A response whose client stops reading must not hold its worker for the
+ * server's Timeout: its writes may block RelayWriteTimeout at most (HTTP/1.1;
+ * an HTTP/2 stream is bounded by mod_http2's H2StreamTimeout). */
+static void limit_writes(rh_req *q)
+{
+    request_rec *r = q->r;
+    apr_socket_t *sock;
+    if (r->connection->master || !(sock = ap_get_conn_socket(r->connection)))
+        return;
+    apr_socket_timeout_set(sock, apr_time_from_sec(rh_srv_write_s(q->sc)));
+    apr_pool_cleanup_register(r->pool, r, restore_timeout, apr_pool_cleanup_null);
 }
 
 /* Raw descriptor behind the pollfd httpd gives for a connection's input: the
@@ -583,9 +677,8 @@ static int do_duplex(rh_req *q)
     rh_ipc_req rq;
     rh_ipc_reply rep;
     int rv, fd_up, fd_down, cfd;
-    int up_eos = 0, down_done = 0, idle_ms = RH_HEARTBEAT_S * 3 * 1000;
-    char *pend = NULL;
-    apr_size_t pend_len = 0, pend_off = 0, pend_cap = 0;
+    int up_shut = 0, down_done = 0, idle_ms = RH_HEARTBEAT_S * 3 * 1000;
+    rh_upload u;
 
     if (r->method_number != M_POST) {
         c->keepalive = AP_CONN_CLOSE;
@@ -630,61 +723,24 @@ static int do_duplex(rh_req *q)
     apr_table_setn(r->headers_out, "Relay-Offset",
                    apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
     apr_bucket_brigade *out = apr_brigade_create(r->pool, c->bucket_alloc);
-    apr_bucket_brigade *in = apr_brigade_create(r->pool, c->bucket_alloc);
     rh_blocks *bk = blocks_make(r);
+    rh_upload_init(&u, r, fd_up, 1000L * rh_srv_frame_s(q->sc), 3000L * RH_HEARTBEAT_S);
+    limit_writes(q);
     APR_BRIGADE_INSERT_TAIL(out, apr_bucket_flush_create(c->bucket_alloc));
     if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS || c->aborted)
         return OK;
     apr_brigade_cleanup(out);
 
-    while (!down_done || !up_eos) {
-        int progress = 0;
+    for (;;) {
         /* up: client body -> core, as long as the core takes it */
-        while (!up_eos && pend_off == pend_len) {
-            apr_status_t st = ap_get_brigade(r->input_filters, in, AP_MODE_READBYTES,
-                                             APR_NONBLOCK_READ, PULL_BUF);
-            if (APR_STATUS_IS_EAGAIN(st))
-                break;
-            if (st != APR_SUCCESS) {
-                ap_log_rerror(APLOG_MARK, APLOG_DEBUG, st, r, RHLOG(2040)
-                              "duplex: request body ended early");
-                goto leave;
-            }
-            if (!APR_BRIGADE_EMPTY(in) && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(in)))
-                up_eos = 1;
-            /* take all of it: a filter may hand more than was asked for */
-            apr_off_t blen = 0;
-            if (apr_brigade_length(in, 1, &blen) != APR_SUCCESS)
-                goto leave;
-            if (!pend || (apr_size_t)blen > pend_cap) {
-                pend_cap = (apr_size_t)blen > PULL_BUF ? (apr_size_t)blen : PULL_BUF;
-                pend = apr_palloc(r->pool, pend_cap);
-            }
-            apr_size_t len = pend_cap;
-            if (apr_brigade_flatten(in, pend, &len) != APR_SUCCESS)
-                goto leave;
-            apr_brigade_cleanup(in);
-            pend_off = 0;
-            pend_len = len;
-            progress = 1;
-            if (up_eos && pend_len == 0)
-                shutdown(fd_up, SHUT_WR);
-        }
-        while (pend_off < pend_len) {
-            ssize_t n = send(fd_up, pend + pend_off, pend_len - pend_off,
-                             MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (n > 0) {
-                pend_off += (apr_size_t)n;
-                progress = 1;
-                if (pend_off == pend_len && up_eos)
-                    shutdown(fd_up, SHUT_WR);
-                continue;
-            }
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-                break;
-            up_eos = 1;   /* the core ended the push: the session is over */
-            pend_off = pend_len;
-            break;
+        int progress = 0, m = rh_upload_move(&u);
+        if (m < 0)
+            goto leave;
+        progress = m > 0;
+        int up_over = u.core_done || (u.eos && !rh_upload_pending(&u));
+        if (u.eos && !rh_upload_pending(&u) && !up_shut) {
+            shutdown(fd_up, SHUT_WR);
+            up_shut = 1;
         }
         /* down: core -> response, flushed chunk by chunk */
         while (!down_done) {
@@ -701,29 +757,37 @@ static int do_duplex(rh_req *q)
                 goto leave;
             apr_brigade_cleanup(out);
         }
-        if (down_done && up_eos)
+        /* both ended: the pull (F or R) and the push (the core answered it, as
+         * it does at once when the session ends, or the body is all in) */
+        if (down_done && up_over)
             break;
         if (progress)
             continue;
         struct pollfd pf[3];
-        int np = 0;
-        if (!up_eos && pend_off == pend_len)
-            pf[np++] = (struct pollfd){ .fd = cfd, .events = POLLIN };
-        if (pend_off < pend_len)
-            pf[np++] = (struct pollfd){ .fd = fd_up, .events = POLLOUT };
+        int np = rh_upload_pollfd(&u, cfd, pf);
+        int on_client = np && pf[0].fd == cfd;
         if (!down_done)
             pf[np++] = (struct pollfd){ .fd = fd_down, .events = POLLIN };
-        if (np == 0)
-            break;
+        int answer = np;
+        if (!u.core_done)
+            pf[np++] = (struct pollfd){ .fd = fd_up, .events = POLLIN };
         blocks_free(bk);   /* a tunnel that waits holds no buffers */
-        rv = poll(pf, (nfds_t)np, idle_ms);
-        if (rv == 0) {
+        long t0 = rh_now_ms(), wait = on_client ? rh_upload_allowance(&u) : idle_ms;
+        rv = rh_watch_poll(&q->watch, pf, np, wait < idle_ms ? (int)wait : idle_ms);
+        if (rv == RH_WAIT_GONE || rv == RH_WAIT_STUCK)
+            goto leave;
+        if (on_client && rh_upload_waited(&u, rh_now_ms() - t0) != 0) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2042)
+                          "duplex: request body too slow (RelayFrameTimeout)");
+            goto leave;
+        }
+        if (rv == RH_WAIT_TIMEOUT && !on_client) {
             ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2041)
                           "duplex: nothing moved for %d s, ending", idle_ms / 1000);
             goto leave;
         }
-        if (rv < 0 && errno != EINTR)
-            goto leave;
+        if (answer < np && (pf[answer].revents & (POLLIN | POLLHUP | POLLERR)))
+            u.core_done = 1;   /* the core answered the push: the up side is over */
     }
     APR_BRIGADE_INSERT_TAIL(out, apr_bucket_eos_create(c->bucket_alloc));
     ap_pass_brigade(r->output_filters, out);
@@ -792,6 +856,21 @@ static int split_uri(request_rec *r, const rh_dir_conf *dc, const char **target,
     return 1;
 }
 
+/* TRACE would echo the request, Relay-Session included: httpd answers it
+ * before any handler (map_to_storage), so a relay location refuses it here,
+ * where the <Location> configuration is already known. */
+int rh_refuse_trace(request_rec *r)
+{
+    const rh_dir_conf *dc;
+    if (r->method_number != M_TRACE)
+        return DECLINED;
+    dc = ap_get_module_config(r->per_dir_config, &relay_https_module);
+    if (!dc || !dc->targets || dc->targets->nelts == 0)
+        return DECLINED;
+    r->allowed = AP_METHOD_BIT << M_GET | AP_METHOD_BIT << M_POST;
+    return HTTP_METHOD_NOT_ALLOWED;
+}
+
 int rh_handler(request_rec *r)
 {
     rh_req q;
@@ -803,6 +882,8 @@ int rh_handler(request_rec *r)
     q.r = r;
     q.fd = -1;
     q.dc = ap_get_module_config(r->per_dir_config, &relay_https_module);
+    q.sc = ap_get_module_config(r->server->module_config, &relay_https_module);
+    rh_watch_init(&q.watch, r->connection);
     common_headers(r);
 
     int where = split_uri(r, q.dc, &target, &op);

@@ -5,5 +5,7 @@
 #include <httpd.h>
 
 int rh_handler(request_rec *r);
+/* translate_name: TRACE is refused (405) on relay locations. */
+int rh_refuse_trace(request_rec *r);
 
 #endif

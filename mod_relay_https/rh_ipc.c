@@ -45,7 +45,7 @@ static int parse_uint(const char *s, unsigned *v, unsigned max)
 int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
 {
     char buf[RH_IPC_LINE_MAX];
-    char *w[9];
+    char *w[11];
     int n = 0;
     char *save = NULL;
 
@@ -54,7 +54,7 @@ int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
         return -1;
     strcpy(buf, line);
     for (char *t = strtok_r(buf, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
-        if (n == 9)
+        if (n == 11)
             return -1;
         w[n++] = t;
     }
@@ -69,6 +69,15 @@ int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
                     return -1;
             } else if (!strcmp(w[i], "check=crc32c") && !req->check) {
                 req->check = 1;
+            } else if (!strncmp(w[i], "client=", 7) && !req->client[0] && w[i][7]) {
+                if (copy_word(req->client, sizeof(req->client), w[i] + 7))
+                    return -1;
+            } else if (!strncmp(w[i], "owner=", 6) && !req->owner) {
+                char *end;
+                errno = 0;
+                req->owner = strtoull(w[i] + 6, &end, 16);
+                if (errno || *end || !req->owner || w[i][6] == '-' || w[i][6] == '+')
+                    return -1;
             } else {
                 return -1;
             }
@@ -118,19 +127,26 @@ int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
     return -1;
 }
 
+static int format_open(char *buf, size_t len, const rh_ipc_req *req)
+{
+    char resume[32] = "", client[48] = "", owner[32] = "";
+    if (req->resume)
+        snprintf(resume, sizeof(resume), " resume=%u", req->window);
+    if (req->client[0])
+        snprintf(client, sizeof(client), " client=%s", req->client);
+    if (req->owner)
+        snprintf(owner, sizeof(owner), " owner=%016" PRIx64, req->owner);
+    return snprintf(buf, len, "OPEN %s %s %u %u %u %u%s%s%s%s\n", req->target, req->host,
+                    req->port, req->bufsize, req->idle_s, req->connect_s, resume,
+                    req->check ? " check=crc32c" : "", client, owner);
+}
+
 int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req)
 {
     int n;
     switch (req->op) {
     case RH_IPC_OPEN:
-        if (req->resume)
-            n = snprintf(buf, len, "OPEN %s %s %u %u %u %u resume=%u%s\n", req->target,
-                         req->host, req->port, req->bufsize, req->idle_s, req->connect_s,
-                         req->window, req->check ? " check=crc32c" : "");
-        else
-            n = snprintf(buf, len, "OPEN %s %s %u %u %u %u%s\n", req->target, req->host,
-                         req->port, req->bufsize, req->idle_s, req->connect_s,
-                         req->check ? " check=crc32c" : "");
+        n = format_open(buf, len, req);
         break;
     case RH_IPC_PUSH:
         if (req->has_len)

@@ -11,7 +11,8 @@
 
 typedef enum {
     RH_IPC_NONE = 0,
-    RH_IPC_OPEN,   /* OPEN target ip port bufsize idle_s connect_s [resume=window] [check=crc32c] */
+    RH_IPC_OPEN,   /* OPEN target ip port bufsize idle_s connect_s [resume=window]
+                      [check=crc32c] [client=KEY] [owner=HEX64] */
     RH_IPC_PUSH,   /* PUSH token offset [len=N] then frames until EOF; N = body bytes */
     RH_IPC_PULL,   /* PULL token ack mode [poll_s]  then frames from the core */
     RH_IPC_CLOSE,  /* CLOSE token [integrity]: the client found a failed check */
@@ -30,6 +31,8 @@ typedef struct rh_ipc_req {
     unsigned connect_s;
     int resume;         /* open: keep down bytes until acknowledged */
     int check;          /* open: C frames (CRC32C) follow every D frame, both ways */
+    char client[32];    /* open: who asks (hashed user or address), for per-client limits */
+    uint64_t owner;     /* open: hash of the authenticated user; 0: none */
     int integrity;      /* close: because the client's check failed */
     char token[64];
     uint64_t offset;    /* push: offset of first byte; pull: ack */

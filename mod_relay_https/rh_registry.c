@@ -65,6 +65,7 @@ int rh_registry_alloc(rh_registry *reg, const char *target,
     snprintf(s->target, sizeof(s->target), "%s", target);
     s->opened_at = (int64_t)time(NULL);
     s->up_bytes = s->down_bytes = 0;
+    s->owner = 0;
     write_end(s);
     reg->active++;
     reg->total_opened++;
@@ -79,6 +80,43 @@ void rh_registry_set_state(rh_registry *reg, uint32_t slot, uint32_t state)
     write_begin(s);
     s->state = state;
     write_end(s);
+}
+
+void rh_registry_set_owner(rh_registry *reg, uint32_t slot, uint64_t owner)
+{
+    rh_slot *s = &reg->slots[slot];
+    write_begin(s);
+    s->owner = owner;
+    write_end(s);
+}
+
+void rh_registry_beat(rh_registry *reg, int64_t now_ms)
+{
+    __atomic_store_n(&reg->core_beat_ms, now_ms, __ATOMIC_RELAXED);
+}
+
+int64_t rh_registry_beat_age(const rh_registry *reg, int64_t now_ms)
+{
+    int64_t b = __atomic_load_n(&reg->core_beat_ms, __ATOMIC_RELAXED);
+    return b ? now_ms - b : INT64_MAX;
+}
+
+void rh_registry_set_limits(rh_registry *reg, const rh_limits *l)
+{
+    __atomic_store_n(&reg->limits.max_workers, l->max_workers, __ATOMIC_RELAXED);
+    __atomic_store_n(&reg->limits.sessions_per_client, l->sessions_per_client, __ATOMIC_RELAXED);
+    __atomic_store_n(&reg->limits.requests_per_client, l->requests_per_client, __ATOMIC_RELAXED);
+    __atomic_store_n(&reg->limits.open_rate, l->open_rate, __ATOMIC_RELAXED);
+    __atomic_store_n(&reg->limits.push_wait_s, l->push_wait_s, __ATOMIC_RELAXED);
+}
+
+void rh_registry_get_limits(const rh_registry *reg, rh_limits *l)
+{
+    l->max_workers = __atomic_load_n(&reg->limits.max_workers, __ATOMIC_RELAXED);
+    l->sessions_per_client = __atomic_load_n(&reg->limits.sessions_per_client, __ATOMIC_RELAXED);
+    l->requests_per_client = __atomic_load_n(&reg->limits.requests_per_client, __ATOMIC_RELAXED);
+    l->open_rate = __atomic_load_n(&reg->limits.open_rate, __ATOMIC_RELAXED);
+    l->push_wait_s = __atomic_load_n(&reg->limits.push_wait_s, __ATOMIC_RELAXED);
 }
 
 void rh_registry_count(rh_registry *reg, uint32_t slot, uint64_t up, uint64_t down)
@@ -135,6 +173,7 @@ static void fill_view(rh_slot_view *v, uint32_t slot, const rh_slot *c)
     v->opened_at = c->opened_at;
     v->up_bytes = c->up_bytes;
     v->down_bytes = c->down_bytes;
+    v->owner = c->owner;
 }
 
 int rh_registry_view(const rh_registry *reg, uint32_t slot, rh_slot_view *view)

@@ -23,7 +23,19 @@ typedef struct rh_slot {
     int64_t opened_at;   /* unix seconds */
     uint64_t up_bytes;   /* client -> target, bytes accepted */
     uint64_t down_bytes; /* target -> client, bytes sent */
+    uint64_t owner;      /* hash of the user who opened it; 0: no authentication */
 } rh_slot;
+
+/* What the operator allows (RelayMax*, RelayOpenRate, RelayPushWait): written by
+ * the httpd parent at every (re)start, read by the core at every request, so a
+ * graceful restart changes them under a running core. 0: no limit. */
+typedef struct rh_limits {
+    uint32_t max_workers;          /* relay requests held at once, all clients */
+    uint32_t sessions_per_client;
+    uint32_t requests_per_client;  /* relay requests held at once, per client */
+    uint32_t open_rate;            /* opens per second per client (burst: twice) */
+    uint32_t push_wait_s;          /* a push ahead of the accepted offset waits this long */
+} rh_limits;
 
 typedef struct rh_registry {
     uint32_t magic;
@@ -32,10 +44,12 @@ typedef struct rh_registry {
     uint32_t active;     /* sessions in use */
     int64_t core_pid;
     int64_t core_started;
+    int64_t core_beat_ms;   /* CLOCK_MONOTONIC ms, renewed by the core every second */
     uint64_t total_opened;
     uint64_t total_closed;
     uint64_t total_up;   /* bytes of closed sessions */
     uint64_t total_down;
+    rh_limits limits;    /* the parent's: rh_registry_init leaves them */
     rh_slot slots[];
 } rh_registry;
 
@@ -45,6 +59,7 @@ typedef struct rh_slot_view {
     char target[RH_TARGET_MAX];
     int64_t opened_at;
     uint64_t up_bytes, down_bytes;
+    uint64_t owner;
 } rh_slot_view;
 
 enum { RH_REG_OK = 0, RH_REG_MALFORMED = -1, RH_REG_UNKNOWN = -2, RH_REG_FULL = -3 };
@@ -61,10 +76,22 @@ int rh_registry_alloc(rh_registry *reg, const char *target,
 void rh_registry_set_state(rh_registry *reg, uint32_t slot, uint32_t state);
 void rh_registry_count(rh_registry *reg, uint32_t slot, uint64_t up, uint64_t down);
 void rh_registry_release(rh_registry *reg, uint32_t slot);
+void rh_registry_set_owner(rh_registry *reg, uint32_t slot, uint64_t owner);
+
+/* The limits: set by the httpd parent, read by the core (atomic per field). */
+void rh_registry_set_limits(rh_registry *reg, const rh_limits *l);
+void rh_registry_get_limits(const rh_registry *reg, rh_limits *l);
 
 /* Reader side (any process): checks a token, constant time on the secret. */
 int rh_registry_check(const rh_registry *reg, const char *token, rh_slot_view *view);
 int rh_registry_view(const rh_registry *reg, uint32_t slot, rh_slot_view *view);
+
+/* The core's heartbeat: it renews it at least every RH_CORE_BEAT_MS, so a core
+ * that is stopped or stuck shows within a few seconds (the handler's waits). */
+#define RH_CORE_BEAT_MS 1000
+void rh_registry_beat(rh_registry *reg, int64_t now_ms);
+/* Milliseconds since the core's last beat (a large value when it never beat). */
+int64_t rh_registry_beat_age(const rh_registry *reg, int64_t now_ms);
 
 /* Token text helpers. out must hold RH_TOKEN_LEN + 1 bytes. */
 void rh_token_format(char *out, uint32_t slot, uint32_t gen,

@@ -325,7 +325,7 @@ def test_batch_pushes_fit_nginx_body_limit(apache, nginx_stock, client_bin):
         assert said, ("no push was refused with 413 by nginx's 1m body limit, so the split "
                       "was not exercised:\n%s" % fw.stderr_text())
         sizes = [int(l.split("at most ")[1].split()[0]) for l in said]
-        full = 1048576 - 17 * 4          # 16 D frames and an F in 1 MiB
+        full = 1048576 - 16 * (4 + 16) - 4   # 16 D frames, each with its C frame, and an F
         assert min(sizes) == full, (
             "pushes were cut to %s data bytes after nginx's 413, want %d (bodies of 1 MiB)"
             "\n%s" % (sizes, full, "\n".join(said)))

@@ -851,7 +851,7 @@ START_TEST(test_stat_and_bad_requests)
     char reply[RH_IPC_LINE_MAX];
     core_start(8, 20);
     req(reply, sizeof(reply), "STAT\n");
-    ck_assert_str_eq(reply, "OK active=0 opened=0 closed=0 integrity=0");
+    ck_assert_str_eq(reply, "OK active=0 opened=0 closed=0 integrity=0 held=0 refused=0");
     req(reply, sizeof(reply), "HELLO\n");
     ASSERT_PREFIX(reply, "ERR 400 ");
     req(reply, sizeof(reply), "OPEN t1 127.0.0.1 0 4096 10 5\n");
@@ -877,7 +877,7 @@ START_TEST(test_stat_and_bad_requests)
     send_str(fd, "STA");
     xclose(fd);
     req(reply, sizeof(reply), "STAT\n");
-    ck_assert_str_eq(reply, "OK active=0 opened=0 closed=0 integrity=0");
+    ck_assert_str_eq(reply, "OK active=0 opened=0 closed=0 integrity=0 held=0 refused=0");
     ck_assert_uint_eq(reg_active(), 0);
     core_stop();
 }
@@ -895,7 +895,7 @@ START_TEST(test_open_refused)
     ck_assert_msg(strstr(reply, "refused") != NULL, "reply: %s", reply);
     ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
     req(reply, sizeof(reply), "STAT\n");
-    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1 integrity=0");
+    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1 integrity=0 held=0 refused=0");
     core_stop();
 }
 END_TEST
@@ -923,7 +923,7 @@ START_TEST(test_open_then_close)
     ck_assert_uint_eq(v.slot, slot);
     ck_assert_uint_eq(v.gen, gen);
     req(reply, sizeof(reply), "STAT\n");
-    ck_assert_str_eq(reply, "OK active=1 opened=1 closed=0 integrity=0");
+    ck_assert_str_eq(reply, "OK active=1 opened=1 closed=0 integrity=0 held=0 refused=0");
 
     req(reply, sizeof(reply), "CLOSE %s\n", tok);
     ck_assert_str_eq(reply, "OK");
@@ -940,7 +940,7 @@ START_TEST(test_open_then_close)
     req(reply, sizeof(reply), "CLOSE %s\n", tok);
     ASSERT_PREFIX(reply, "ERR 410 ");
     req(reply, sizeof(reply), "STAT\n");
-    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1 integrity=0");
+    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1 integrity=0 held=0 refused=0");
     core_stop();
 }
 END_TEST
@@ -1180,7 +1180,7 @@ static void roundtrip(unsigned bufsize, uint64_t total)
     ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
     ck_assert(log_has("closed by both ends"));
     req(reply, sizeof(reply), "STAT\n");
-    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1 integrity=0");
+    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1 integrity=0 held=0 refused=0");
     ck_assert(CF.reg->total_up == total && CF.reg->total_down == total);
     frd_free(pr);
     xclose(l);
@@ -1376,7 +1376,7 @@ START_TEST(test_many_sessions)
         frd_free(pr[i]);
     }
     req(reply, sizeof(reply), "STAT\n");
-    ck_assert_str_eq(reply, "OK active=0 opened=6 closed=6 integrity=0");
+    ck_assert_str_eq(reply, "OK active=0 opened=6 closed=6 integrity=0 held=0 refused=0");
     xclose(l);
     core_stop();
 }
@@ -3220,7 +3220,7 @@ START_TEST(test_integrity_push_roundtrip)
     frd_expect_eof(pr);
     ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
     req(reply, sizeof(reply), "STAT\n");
-    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1 integrity=0");
+    ck_assert_str_eq(reply, "OK active=0 opened=1 closed=1 integrity=0 held=0 refused=0");
     frd_free(pr);
     xclose(l);
     core_stop();
@@ -3353,7 +3353,8 @@ START_TEST(test_integrity_push_cut)
     ck_assert(WAIT_FOR(rh_registry_check(CF.reg, tok, &v) == RH_REG_OK && v.up_bytes == 8,
                        IO_MS));
     req(reply, sizeof(reply), "STAT\n");
-    ck_assert_str_eq(reply, "OK active=1 opened=1 closed=0 integrity=0");
+    /* the pull is held: one worker */
+    ck_assert_str_eq(reply, "OK active=1 opened=1 closed=0 integrity=0 held=1 refused=0");
     frd_free(pr);
     if (_i != 1)
         xclose(p1);
@@ -3421,7 +3422,8 @@ START_TEST(test_integrity_resumed_push)
         ck_assert_int_eq(target_read_end(t, IO_MS, rx, sizeof(rx), &rl), 0);
         ck_assert_uint_eq(rl, 0);
         req(reply, sizeof(reply), "STAT\n");
-        ck_assert_str_eq(reply, "OK active=1 opened=1 closed=0 integrity=0");
+        /* the pull is held: one worker */
+    ck_assert_str_eq(reply, "OK active=1 opened=1 closed=0 integrity=0 held=1 refused=0");
     }
     frd_free(pr);
     xclose(l);
@@ -3700,7 +3702,7 @@ START_TEST(test_integrity_flip_up)
             read_reply(push, reply, sizeof(reply), IO_MS);
             ck_assert_str_eq(reply, "DONE 16");
             req(reply, sizeof(reply), "STAT\n");
-            ck_assert_str_eq(reply, "OK active=1 opened=1 closed=0 integrity=0");
+            ck_assert_str_eq(reply, "OK active=1 opened=1 closed=0 integrity=0 held=0 refused=0");
         }
         xclose(push);
         xclose(t);

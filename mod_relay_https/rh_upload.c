@@ -1,0 +1,150 @@
+/* Request bodies to the core without blocking, with progress required
+ * (see rh_upload.h). The frames are only counted here, never interpreted:
+ * the core parses them. */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <apr_strings.h>
+#include <httpd.h>
+#include <http_log.h>
+#include <util_filter.h>
+
+#include "mod_relay_https.h"
+#include "rh_frame.h"
+#include "rh_upload.h"
+
+void rh_upload_init(rh_upload *u, request_rec *r, int core_fd, long frame_ms, long gap_ms)
+{
+    memset(u, 0, sizeof(*u));
+    u->r = r;
+    u->fd = core_fd;
+    u->in = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    u->frame_ms = frame_ms;
+    u->gap_ms = gap_ms;
+}
+
+int rh_upload_in_frame(const rh_upload *u)
+{
+    return u->hdr_have > 0 || u->remain > 0;
+}
+
+/* Counts the frames in bytes the client sent: a whole one resets the clocks. */
+static void scan(rh_upload *u, const unsigned char *p, apr_size_t n)
+{
+    while (n) {
+        if (u->remain) {
+            apr_size_t k = n < u->remain ? n : u->remain;
+            u->remain -= k;
+            p += k;
+            n -= k;
+        } else {
+            u->hdr[u->hdr_have++] = *p++;
+            --n;
+            if (u->hdr_have < RH_FRAME_HDR)
+                continue;
+            u->hdr_have = 0;
+            u->remain = ((apr_size_t)u->hdr[1] << 16) | ((apr_size_t)u->hdr[2] << 8) | u->hdr[3];
+        }
+        if (!u->remain && !u->hdr_have)
+            u->frame_waited = u->gap_waited = 0;    /* a whole frame */
+    }
+}
+
+/* Reads what the client has sent, without waiting: 1 read, 0 nothing yet, -1 broken. */
+static int take_input(rh_upload *u)
+{
+    request_rec *r = u->r;
+    apr_status_t st = ap_get_brigade(r->input_filters, u->in, AP_MODE_READBYTES,
+                                     APR_NONBLOCK_READ, RH_UPLOAD_BUF);
+    if (APR_STATUS_IS_EAGAIN(st))
+        return 0;
+    if (st != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, st, r, RHLOG(2020)
+                      "request body ended early (client gone or cut)");
+        return -1;
+    }
+    if (!APR_BRIGADE_EMPTY(u->in) && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(u->in)))
+        u->eos = 1;
+    /* take all of it: a filter may hand more than was asked for */
+    apr_off_t blen = 0;
+    if (apr_brigade_length(u->in, 1, &blen) != APR_SUCCESS)
+        return -1;
+    if (!u->pend || (apr_size_t)blen > u->pend_cap) {
+        u->pend_cap = (apr_size_t)blen > RH_UPLOAD_BUF ? (apr_size_t)blen : RH_UPLOAD_BUF;
+        u->pend = apr_palloc(r->pool, u->pend_cap);
+    }
+    apr_size_t len = u->pend_cap;
+    if (apr_brigade_flatten(u->in, u->pend, &len) != APR_SUCCESS)
+        return -1;
+    apr_brigade_cleanup(u->in);
+    u->pend_off = 0;
+    u->pend_len = len;
+    scan(u, (const unsigned char *)u->pend, len);
+    return len > 0 || u->eos;
+}
+
+int rh_upload_pending(const rh_upload *u)
+{
+    return u->pend_off < u->pend_len;
+}
+
+int rh_upload_move(rh_upload *u)
+{
+    int moved = 0;
+
+    for (;;) {
+        if (!rh_upload_pending(u)) {
+            if (u->eos || u->core_done)
+                return moved;
+            int rv = take_input(u);
+            if (rv < 0)
+                return -1;
+            if (rv == 0)
+                return moved;
+            moved = 1;
+            continue;
+        }
+        ssize_t n = send(u->fd, u->pend + u->pend_off, u->pend_len - u->pend_off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            u->pend_off += (apr_size_t)n;
+            moved = 1;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return moved;
+        /* the core ended the push (its answer says why): nothing more goes */
+        u->core_done = 1;
+        u->pend_off = u->pend_len;
+        return 1;
+    }
+}
+
+int rh_upload_pollfd(const rh_upload *u, int cfd, struct pollfd *pf)
+{
+    if (rh_upload_pending(u)) {
+        *pf = (struct pollfd){ .fd = u->fd, .events = POLLOUT };
+        return 1;
+    }
+    if (u->eos || u->core_done || cfd < 0)
+        return 0;
+    *pf = (struct pollfd){ .fd = cfd, .events = POLLIN };
+    return 1;
+}
+
+long rh_upload_allowance(const rh_upload *u)
+{
+    long a = u->gap_ms - u->gap_waited;
+    if (rh_upload_in_frame(u) && u->frame_ms - u->frame_waited < a)
+        a = u->frame_ms - u->frame_waited;
+    return a > 0 ? a : 0;
+}
+
+int rh_upload_waited(rh_upload *u, long ms)
+{
+    u->gap_waited += ms;
+    if (rh_upload_in_frame(u))
+        u->frame_waited += ms;
+    return rh_upload_allowance(u) > 0 ? 0 : -1;
+}

@@ -1,0 +1,56 @@
+/* A push or duplex request body on its way to the core's push socket: read
+ * without blocking, so that the thread can watch the client and the core while
+ * it waits, and held to a minimum of progress: a frame that has started must
+ * arrive whole within RelayFrameTimeout, and a whole frame (heartbeats count)
+ * must come at least every RH_BODY_GAP_S. Only time spent waiting for the
+ * client counts: a body held back because the core (the target) takes nothing
+ * is not slow. httpd glue. */
+#ifndef RH_UPLOAD_H
+#define RH_UPLOAD_H
+
+#include <poll.h>
+#include <httpd.h>
+#include <apr_buckets.h>
+
+#define RH_UPLOAD_BUF (64 * 1024)
+
+typedef struct rh_upload {
+    request_rec *r;
+    int fd;                         /* the core's push socket */
+    apr_bucket_brigade *in;
+    char *pend;                     /* read from the client, not yet taken by the core */
+    apr_size_t pend_len, pend_off, pend_cap;
+    int eos;                        /* the whole body was read */
+    int core_done;                  /* the core took no more (it answered) */
+    /* frame progress */
+    unsigned hdr_have;
+    unsigned char hdr[4];
+    apr_size_t remain;              /* payload bytes of the current frame still to come */
+    long frame_waited;              /* ms waited on the client inside the current frame */
+    long gap_waited;                /* ms waited on the client since the last whole frame */
+    long frame_ms, gap_ms;          /* the limits */
+} rh_upload;
+
+void rh_upload_init(rh_upload *u, request_rec *r, int core_fd, long frame_ms, long gap_ms);
+
+/* Moves what can move without blocking: 1 when something moved, 0 when it has
+ * to wait, -1 when the body broke (client gone, cut, read error). */
+int rh_upload_move(rh_upload *u);
+
+/* 1 while bytes wait for the core (then the wait is on the core, not the client). */
+int rh_upload_pending(const rh_upload *u);
+
+/* The descriptor to wait on: the client input cfd, or the core's socket while
+ * bytes wait for room. Returns how many entries it filled (0 or 1). */
+int rh_upload_pollfd(const rh_upload *u, int cfd, struct pollfd *pf);
+
+/* Milliseconds the client may still take before a progress limit is hit. */
+long rh_upload_allowance(const rh_upload *u);
+
+/* Counts ms waited on the client; returns -1 when a limit is now exceeded. */
+int rh_upload_waited(rh_upload *u, long ms);
+
+/* 1 while a frame has started and not arrived whole. */
+int rh_upload_in_frame(const rh_upload *u);
+
+#endif

@@ -1,0 +1,103 @@
+/* Waits that watch the client and the core (see rh_wait.h). */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include <apr_portable.h>
+#include <httpd.h>
+#include <http_core.h>
+
+#include "rh_daemon.h"
+#include "rh_ipc.h"
+#include "rh_wait.h"
+
+long rh_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void rh_watch_init(rh_watch *w, conn_rec *c)
+{
+    apr_pollfd_t pfd;
+    apr_os_sock_t sock;
+
+    w->c = c;
+    w->sock = -1;
+    /* HTTP/1.1: the connection's own socket shows the peer's close (POLLRDHUP)
+     * while a pipelined request only makes it readable. An HTTP/2 stream has
+     * no socket of its own: mod_http2 marks it aborted when it is reset. */
+    if (c->master)
+        return;
+    memset(&pfd, 0, sizeof(pfd));
+    if (ap_get_pollfd_from_conn(c, &pfd, NULL) == APR_SUCCESS
+        && pfd.desc_type == APR_POLL_SOCKET && apr_os_sock_get(&sock, pfd.desc.s) == APR_SUCCESS)
+        w->sock = (int)sock;
+}
+
+static int core_stuck(void)
+{
+    const rh_registry *reg = rh_daemon_registry();
+    return reg && rh_registry_beat_age(reg, rh_now_ms()) > RH_CORE_STUCK_MS;
+}
+
+int rh_watch_gone(rh_watch *w)
+{
+    if (w->c->aborted)
+        return 1;
+    if (w->sock < 0)
+        return 0;
+    struct pollfd p = { .fd = w->sock, .events = POLLRDHUP };
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+int rh_watch_poll(rh_watch *w, struct pollfd *pf, int npf, int timeout_ms)
+{
+    long deadline = timeout_ms >= 0 ? rh_now_ms() + timeout_ms : -1;
+    struct pollfd all[8];
+
+    if (npf > 7)
+        npf = 7;
+    for (;;) {
+        int n = 0;
+        for (int i = 0; i < npf; ++i) {
+            all[n] = pf[i];
+            all[n++].revents = 0;
+        }
+        if (w->sock >= 0)
+            all[n++] = (struct pollfd){ .fd = w->sock, .events = POLLRDHUP };
+        long left = deadline < 0 ? RH_WAIT_SLICE_MS : deadline - rh_now_ms();
+        if (left < 0)
+            left = 0;
+        int rv = poll(all, (nfds_t)n, left < RH_WAIT_SLICE_MS ? (int)left : RH_WAIT_SLICE_MS);
+        if (rv < 0 && errno != EINTR)
+            return RH_WAIT_GONE;
+        if (w->c->aborted)
+            return RH_WAIT_GONE;
+        if (w->sock >= 0 && (all[n - 1].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)))
+            return RH_WAIT_GONE;
+        int ready = 0;
+        for (int i = 0; i < npf; ++i) {
+            pf[i].revents = all[i].revents;
+            ready |= all[i].revents != 0;
+        }
+        if (ready)
+            return RH_WAIT_READY;
+        if (core_stuck())
+            return RH_WAIT_STUCK;
+        if (deadline >= 0 && rh_now_ms() >= deadline)
+            return RH_WAIT_TIMEOUT;
+    }
+}
+
+int rh_watch_line(rh_watch *w, int fd, char *buf, size_t max, int timeout_ms)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    int rv = rh_watch_poll(w, &p, 1, timeout_ms);
+    if (rv != RH_WAIT_READY)
+        return rv;
+    /* the core writes a line at once: what is there is (nearly) all of it */
+    int n = rh_ipc_read_line(fd, buf, max, 1000);
+    return n < 0 ? RH_WAIT_STUCK : n;
+}
