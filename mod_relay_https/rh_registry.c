@@ -150,10 +150,18 @@ void rh_registry_release(rh_registry *reg, uint32_t slot)
 static int snapshot(const rh_registry *reg, uint32_t slot, rh_slot *copy)
 {
     const rh_slot *s = &reg->slots[slot];
-    for (int tries = 0; tries < 100; ++tries) {
+    /* The writer may be descheduled inside its write (a loaded machine): spin
+     * a little, then yield the CPU to it, for up to about 100 ms. Giving up
+     * would turn a live session into a 410. */
+    for (int tries = 0; tries < 2000; ++tries) {
         uint32_t a = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
-        if (a & 1)
+        if (a & 1) {
+            if (tries >= 100) {
+                struct timespec ts = { 0, 50000 };
+                nanosleep(&ts, NULL);
+            }
             continue;
+        }
         memcpy(copy, (const void *)s, sizeof(*copy));
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
         uint32_t b = __atomic_load_n(&s->seq, __ATOMIC_RELAXED);

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <time.h>
 #include "tests.h"
 #include "rh_registry.h"
 
@@ -317,6 +319,36 @@ START_TEST(test_seqlock_busy_slot_not_read)
 }
 END_TEST
 
+/* A writer descheduled inside its write (a loaded machine) for 20 ms: a reader
+ * waits for it instead of calling a live session unknown (that was a 410 in the
+ * middle of a transfer). */
+static void *finish_write_later(void *arg)
+{
+    rh_slot *s = arg;
+    struct timespec ts = { 0, 20 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+    __atomic_add_fetch(&s->seq, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+START_TEST(test_seqlock_reader_waits_for_slow_writer)
+{
+    rh_registry *reg = new_reg(1);
+    unsigned char sec[RH_SECRET_LEN] = { 4 };
+    char tok[RH_TOKEN_LEN + 1];
+    uint32_t slot, gen;
+    rh_slot_view v;
+    pthread_t th;
+    ck_assert_int_eq(rh_registry_alloc(reg, "t", sec, &slot, &gen), RH_REG_OK);
+    rh_token_format(tok, slot, gen, sec);
+    __atomic_add_fetch(&reg->slots[slot].seq, 1, __ATOMIC_ACQ_REL);
+    ck_assert_int_eq(pthread_create(&th, NULL, finish_write_later, &reg->slots[slot]), 0);
+    ck_assert_int_eq(rh_registry_check(reg, tok, &v), RH_REG_OK);
+    pthread_join(th, NULL);
+    free(reg);
+}
+END_TEST
+
 START_TEST(test_reinit_keeps_generations)
 {
     rh_registry *reg = new_reg(3);
@@ -395,6 +427,7 @@ Suite *registry_suite(void)
     tcase_add_test(tc, test_release_reuse_and_gen);
     tcase_add_test(tc, test_full_then_release_allows_alloc);
     tcase_add_test(tc, test_token_format_parse);
+    tcase_add_test(tc, test_seqlock_reader_waits_for_slow_writer);
     tcase_add_test(tc, test_token_malformed);
     tcase_add_test(tc, test_token_wrong_secret_gen_slot);
     tcase_add_test(tc, test_view_target_and_counters);
