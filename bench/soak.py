@@ -1,0 +1,283 @@
+#!/usr/bin/python3
+"""Fault-injection soak (issue 10: never a wrong byte).
+
+Runs the offset pattern (tests/integration/pattern.py) through
+`relay-https forward` -> FaultProxy (tests/integration/faultproxy.py) -> Apache
+(event MPM) -> echo target, again and again for --minutes, with a random seed
+per run, across transports (stream and batch over plain HTTP, duplex over TLS
+with HTTP/2) and failure modes. Each run's echo is checked byte for byte; a
+failing run prints its seed and the command that replays it.
+
+    bench/soak.py                      30 minutes, every transport x mode
+    bench/soak.py --quick              CI size: each transport x mode once, 8 MiB
+    bench/soak.py --seed 123 --transport stream --mode halfdead
+                                       replay one run
+    make soak SOAK_ARGS='--minutes 120'
+
+The last line is the summary: runs, bytes, cuts (failures the proxy injected),
+resumes (the client's lines about going on after a cut), integrity failures
+(wrong bytes found by the pattern checker; sessions the client ended with an
+integrity error), stalls (the echo stood still > 5 s, or a run hung). Exit
+status 1 if any run failed.
+
+RH_BUILD_DIR: the build tree with the module and the client (default: this
+tree); both are copied first, so a rebuild during the soak does not change them.
+"""
+
+import argparse
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+
+import harness  # noqa: E402
+import intermediaries as im  # noqa: E402
+from faultproxy import MODES, run_transfer  # noqa: E402
+
+MB = 1000 * 1000
+MiB = 1024 * 1024
+
+TRANSPORTS = {
+    "stream": (["--transport", "stream", "--http1.1"], "http"),
+    "batch": (["--transport", "batch", "--http1.1"], "http"),
+    "duplex": (["--transport", "duplex", "--http2"], "https"),
+}
+ALL_MODES = MODES + ("mix",)
+STALL_GAP = 5.0          # seconds without an echoed byte that count as a stall
+STALL_FACTOR = 10.0      # a run is stopped after this many times its no-cut time...
+STALL_FLOOR = 20.0       # ...and at least this many seconds
+CRASH_RE = re.compile(r"AH00052|exit signal|relay core .*(died|exited)|Segmentation fault")
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("--minutes", type=float, default=30.0, help="how long (default 30)")
+    ap.add_argument("--quick", action="store_true",
+                    help="CI size: every transport x mode once, 8 MiB each, connections "
+                         "living 0.3 to 1.5 s")
+    ap.add_argument("--seed", type=int, help="replay: this run's seed (with --transport "
+                    "and --mode: one run); without them, the soak's master seed")
+    ap.add_argument("--transport", help="comma list of transports (default: %s)"
+                    % ",".join(TRANSPORTS))
+    ap.add_argument("--mode", help="comma list of failure modes (default: %s)"
+                    % ",".join(ALL_MODES))
+    ap.add_argument("--runs", type=int, help="stop after this many runs")
+    ap.add_argument("--bytes", type=int, default=None,
+                    help="bytes per run (default 32 MiB, --quick 8 MiB)")
+    ap.add_argument("--life", default=None,
+                    help="MIN,MAX seconds a proxied connection lives before its failure "
+                         "(default 0.5,3; --quick 0.3,1.5)")
+    ap.add_argument("--rate", type=int, default=5 * MB, help="bytes/s (default 5 MB/s)")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds a run may take (default %gx its no-cut time, at least "
+                         "%g s)" % (STALL_FACTOR, STALL_FLOOR))
+    ap.add_argument("--stop-on-failure", action="store_true", help="stop at the first failure")
+    ap.add_argument("--verbose", action="store_true", help="print every failure in full "
+                    "(default: the first 3)")
+    ap.add_argument("--tmpdir", default=None, help="where the work directory goes")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work directory (kept anyway when a run failed)")
+    a = ap.parse_args(argv)
+    a.transports = a.transport.split(",") if a.transport else list(TRANSPORTS)
+    a.modes = a.mode.split(",") if a.mode else list(ALL_MODES)
+    for t in a.transports:
+        if t not in TRANSPORTS:
+            ap.error("unknown transport %r" % t)
+    for m in a.modes:
+        if m not in ALL_MODES + ("none",):
+            ap.error("unknown mode %r" % m)
+    if a.bytes is None:
+        a.bytes = 8 * MiB if a.quick else 32 * MiB
+    if a.life is None:
+        a.life = "0.3,1.5" if a.quick else "0.5,3"
+    try:
+        a.life = tuple(float(x) for x in a.life.split(","))
+        assert len(a.life) == 2 and 0 < a.life[0] <= a.life[1]
+    except (ValueError, AssertionError):
+        ap.error("--life wants MIN,MAX seconds")
+    a.replay = a.seed is not None and len(a.transports) == 1 and len(a.modes) == 1
+    if a.replay and a.runs is None:
+        a.runs = 1
+    if a.quick and a.runs is None:
+        a.runs = len(a.transports) * len(a.modes)
+    return a
+
+
+class Soak:
+    def __init__(self, args):
+        self.args = args
+        self.work = tempfile.mkdtemp(prefix="rh-soak-", dir=args.tmpdir)
+        harness.make_traversable(self.work)
+        os.chmod(self.work, 0o755)
+        self.apache = None
+        self.echo = None
+        self.restarts = 0
+
+    def setup(self):
+        bd = harness.build_dir()
+        so = os.path.join(bd, "mod_relay_https", ".libs", "mod_relay_https.so")
+        cl = os.path.join(bd, "client", "relay-https")
+        for f in (so, cl):
+            if not os.path.exists(f):
+                raise SystemExit("soak: %s is missing: run make first (RH_BUILD_DIR=%s)"
+                                 % (f, bd))
+        bindir = os.path.join(self.work, "bin")
+        os.makedirs(bindir)
+        os.chmod(bindir, 0o755)
+        self.module = os.path.join(bindir, "mod_relay_https.so")
+        self.client = os.path.join(bindir, "relay-https")
+        shutil.copy2(so, self.module)
+        shutil.copy2(cl, self.client)
+        certdir = os.path.join(self.work, "cert")
+        self.ca, self.cert, self.key = harness.make_cert(certdir)
+        harness.make_traversable(certdir)
+        self.echo = harness.EchoServer()
+        self.plain_port = harness.free_port()
+        self.start_apache()
+
+    def start_apache(self):
+        root = os.path.join(self.work, "apache-%d" % self.restarts)
+        self.apache = harness.Apache(root, self.cert, self.key, mpm="event", module=self.module,
+                                     targets={"echo": "127.0.0.1:%d" % self.echo.port},
+                                     extra_conf=im.plain_http_vhost_conf(self.plain_port),
+                                     idle_location=False)
+        self.apache.prepare()
+        self.apache.start(timeout=60)
+
+    def crashes(self):
+        return [l for l in self.apache.error_log_text().splitlines() if CRASH_RE.search(l)]
+
+    def stop(self):
+        if self.apache:
+            self.apache.stop()
+        if self.echo:
+            self.echo.stop()
+
+
+def replay_cmd(r, transport, args):
+    return ("bench/soak.py --seed %d --transport %s --mode %s --bytes %d --rate %d --life %g,%g"
+            % (r["seed"], transport, r["mode"], args.bytes, args.rate, *args.life))
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    master = args.seed if (args.seed is not None and not args.replay) else \
+        random.SystemRandom().randrange(1 << 32)
+    rng = random.Random(master)
+    no_cut = args.bytes / args.rate
+    max_elapsed = max(STALL_FLOOR, STALL_FACTOR * no_cut)
+    timeout = args.timeout or max_elapsed + 5
+    soak = Soak(args)
+    combos = [(t, m) for t in args.transports for m in args.modes]
+    deadline = time.monotonic() + args.minutes * 60
+    tot = {"runs": 0, "bytes": 0, "cuts": 0, "resumes": 0, "wrong": 0, "integrity": 0,
+           "stall_runs": 0, "stalls": 0, "longest_gap": 0.0, "failed": 0, "elapsed": 0.0}
+    per = {}
+    failures = []
+    print("soak: %s, %d bytes per run at %d B/s (no-cut time %.1f s, stopped after %.0f s), "
+          "connections fail after %g-%g s, transports %s, modes %s, %s; work dir %s"
+          % ("replay" if args.replay else "master seed %d" % master, args.bytes, args.rate,
+             no_cut, timeout, args.life[0], args.life[1], ",".join(args.transports),
+             ",".join(args.modes),
+             ("%d runs" % args.runs) if args.runs else "%.0f minutes" % args.minutes,
+             soak.work), flush=True)
+    try:
+        soak.setup()
+        crashes0 = len(soak.crashes())
+        order = []
+        while True:
+            if args.runs is not None and tot["runs"] >= args.runs:
+                break
+            if args.runs is None and time.monotonic() >= deadline:
+                break
+            if not order:
+                order = list(combos)
+                if not args.quick:
+                    rng.shuffle(order)
+            transport, mode = order.pop(0)
+            seed = args.seed if args.replay else rng.randrange(1 << 32)
+            if not soak.apache.running():
+                print("soak: apache is gone (exit %r); starting a new one"
+                      % soak.apache.proc.poll(), flush=True)
+                soak.restarts += 1
+                soak.start_apache()
+                crashes0 = 0
+            xargs, scheme = TRANSPORTS[transport]
+            upstream = soak.plain_port if scheme == "http" else soak.apache.port
+            r = run_transfer(soak.client, upstream, scheme, xargs, mode, seed, args.bytes,
+                             args.rate, timeout, cacert=soak.ca if scheme == "https" else None,
+                             max_elapsed=max_elapsed,
+                             proxy_kw={"min_life": args.life[0], "max_life": args.life[1]})
+            tot["runs"] += 1
+            tot["bytes"] += r["received"]
+            tot["cuts"] += r["stats"]["faults"]
+            tot["resumes"] += r["resumes"]
+            tot["elapsed"] += r["elapsed"]
+            tot["wrong"] += 1 if r["wrong"] else 0
+            tot["integrity"] += 1 if r["integrity"] else 0
+            stalls = list(r["stalls"])
+            if r["end"] == "timeout" and not stalls:
+                stalls.append((r["received"], round(r["max_gap"], 1)))
+            if stalls:
+                tot["stall_runs"] += 1
+                tot["stalls"] += len(stalls)
+            tot["longest_gap"] = max(tot["longest_gap"], r["max_gap"])
+            p = per.setdefault((transport, mode), [0, 0])
+            p[0] += 1
+            if not r["ok"]:
+                tot["failed"] += 1
+                p[1] += 1
+                failures.append((transport, r))
+            print("%s run %d %s/%s seed=%d: %s %.1f s (%.1fx), %d faults, %d resumes%s"
+                  % (time.strftime("%H:%M:%S"), tot["runs"], transport, mode, seed,
+                     "ok" if r["ok"] else "FAIL", r["elapsed"], r["elapsed"] / no_cut,
+                     r["stats"]["faults"], r["resumes"],
+                     "" if r["ok"] else ": %s\n    replay: %s"
+                     % (" / ".join(r["problems"]), replay_cmd(r, transport, args))),
+                  flush=True)
+            if not r["ok"] and (args.verbose or len(failures) <= 3):
+                print("\n".join("    " + l for l in r["message"].splitlines()), flush=True)
+            if not r["ok"] and args.stop_on_failure:
+                break
+        crashes = soak.crashes()[crashes0:]
+    except KeyboardInterrupt:
+        print("soak: interrupted", flush=True)
+        crashes = []
+    finally:
+        soak.stop()
+    if per:
+        print("per transport and mode: runs/failed")
+        for t in args.transports:
+            print("  %-7s %s" % (t, "  ".join("%s %d/%d" % (m, per[(t, m)][0], per[(t, m)][1])
+                                            for m in args.modes if (t, m) in per)))
+    if crashes:
+        print("apache error_log: %d crash lines, e.g. %s" % (len(crashes), crashes[0]))
+    if failures:
+        print("failed runs (replay with):")
+        for transport, r in failures:
+            print("  %s   # %s" % (replay_cmd(r, transport, args), " / ".join(r["problems"])))
+    print("soak summary: %d runs, %d bytes echoed (%.1f MiB), %d cuts, %d resumes, "
+          "integrity failures: %d wrong-byte runs + %d client integrity errors, "
+          "stalls: %d (in %d runs, longest %.1f s), %d failed runs%s"
+          % (tot["runs"], tot["bytes"], tot["bytes"] / MiB, tot["cuts"], tot["resumes"],
+             tot["wrong"], tot["integrity"], tot["stalls"], tot["stall_runs"],
+             tot["longest_gap"], tot["failed"],
+             ", %d apache crash lines" % len(crashes) if crashes else ""), flush=True)
+    if tot["failed"] or crashes or args.keep:
+        print("work directory kept: %s" % soak.work)
+    else:
+        shutil.rmtree(soak.work, ignore_errors=True)
+    return 1 if (tot["failed"] or crashes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
