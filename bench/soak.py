@@ -54,6 +54,7 @@ STALL_GAP = 5.0          # seconds without an echoed byte that count as a stall
 STALL_FACTOR = 10.0      # a run is stopped after this many times its no-cut time...
 STALL_FLOOR = 20.0       # ...and at least this many seconds
 CRASH_RE = re.compile(r"AH00052|exit signal|relay core .*(died|exited)|Segmentation fault")
+STUCK_RE = re.compile(r"RH2003|no answer from the relay core")
 
 
 def parse_args(argv):
@@ -156,6 +157,10 @@ class Soak:
     def crashes(self):
         return [l for l in self.apache.error_log_text().splitlines() if CRASH_RE.search(l)]
 
+    def stuck(self):
+        """error_log lines of requests the relay core did not answer in time"""
+        return [l for l in self.apache.error_log_text().splitlines() if STUCK_RE.search(l)]
+
     def stop(self):
         if self.apache:
             self.apache.stop()
@@ -190,9 +195,11 @@ def main(argv=None):
              ",".join(args.modes),
              ("%d runs" % args.runs) if args.runs else "%.0f minutes" % args.minutes,
              soak.work), flush=True)
+    crashes, stuck, crashes0, stuck_seen = [], [], 0, 0
     try:
         soak.setup()
         crashes0 = len(soak.crashes())
+        stuck_seen = len(soak.stuck())
         order = []
         while True:
             if args.runs is not None and tot["runs"] >= args.runs:
@@ -208,9 +215,10 @@ def main(argv=None):
             if not soak.apache.running():
                 print("soak: apache is gone (exit %r); starting a new one"
                       % soak.apache.proc.poll(), flush=True)
+                crashes += soak.crashes()[crashes0:]
                 soak.restarts += 1
                 soak.start_apache()
-                crashes0 = 0
+                crashes0 = stuck_seen = 0
             xargs, scheme = TRANSPORTS[transport]
             upstream = soak.plain_port if scheme == "http" else soak.apache.port
             r = run_transfer(soak.client, upstream, scheme, xargs, mode, seed, args.bytes,
@@ -246,13 +254,19 @@ def main(argv=None):
                   flush=True)
             if not r["ok"] and (args.verbose or len(failures) <= 3):
                 print("\n".join("    " + l for l in r["message"].splitlines()), flush=True)
+            cur = soak.stuck()
+            new, stuck_seen = cur[stuck_seen:], len(cur)
+            if new:
+                stuck += new
+                print("    apache error_log: %d requests the relay core did not answer "
+                      "during this run, e.g. %s" % (len(new), new[0].strip()), flush=True)
             if not r["ok"] and args.stop_on_failure:
                 break
-        crashes = soak.crashes()[crashes0:]
     except KeyboardInterrupt:
         print("soak: interrupted", flush=True)
-        crashes = []
     finally:
+        if soak.apache is not None:
+            crashes += soak.crashes()[crashes0:]
         soak.stop()
     if per:
         print("per transport and mode: runs/failed")
@@ -261,17 +275,21 @@ def main(argv=None):
                                             for m in args.modes if (t, m) in per)))
     if crashes:
         print("apache error_log: %d crash lines, e.g. %s" % (len(crashes), crashes[0]))
+    if stuck:
+        print("apache error_log: %d requests the relay core did not answer (stuck core), "
+              "e.g. %s" % (len(stuck), stuck[0]))
     if failures:
         print("failed runs (replay with):")
         for transport, r in failures:
             print("  %s   # %s" % (replay_cmd(r, transport, args), " / ".join(r["problems"])))
     print("soak summary: %d runs, %d bytes echoed (%.1f MiB), %d cuts, %d resumes, "
           "integrity failures: %d wrong-byte runs + %d client integrity errors, "
-          "stalls: %d (in %d runs, longest %.1f s), %d failed runs%s"
+          "stalls: %d (in %d runs, longest %.1f s), %d failed runs%s%s"
           % (tot["runs"], tot["bytes"], tot["bytes"] / MiB, tot["cuts"], tot["resumes"],
              tot["wrong"], tot["integrity"], tot["stalls"], tot["stall_runs"],
              tot["longest_gap"], tot["failed"],
-             ", %d apache crash lines" % len(crashes) if crashes else ""), flush=True)
+             ", %d apache crash lines" % len(crashes) if crashes else "",
+             ", %d unanswered core requests" % len(stuck) if stuck else ""), flush=True)
     if tot["failed"] or crashes or args.keep:
         print("work directory kept: %s" % soak.work)
     else:

@@ -2158,7 +2158,8 @@ static int died_unanswered(const struct rhc_req *r, CURLcode rc)
 {
     /* CURLE_HTTP2: an h2 connection the server is closing (GOAWAY after
      * MaxKeepAliveRequests, say) refused a new stream on it */
-    return !r->hdr_done && (rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR ||
+    /* CURLE_OK without a whole header block: the connection ended inside it */
+    return !r->hdr_done && (rc == CURLE_OK || rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR ||
                             rc == CURLE_GOT_NOTHING || rc == CURLE_HTTP2);
 }
 
