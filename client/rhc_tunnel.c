@@ -99,6 +99,7 @@
 #define H2_MUX_SAFE_CURL  0x080100        /* first libcurl that may carry several (8.1.0) */
 #define H2_RESETS_MAX     4               /* see duplex_done */
 #define OPEN_TIMEOUT_MS   30000
+#define OPEN_RETRIES      4               /* an open cut before its answer goes again */
 #define CLOSE_TIMEOUT_MS  5000
 #define LINGER_MS         5000            /* time for an R frame to leave before teardown */
 #define ACK_IDLE_MS       200             /* resume: acknowledge what came once down is quiet this long */
@@ -2196,7 +2197,7 @@ static void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     /* a connection cut before the answer, in the TLS handshake too (a proxy
      * that resets it): tried again; a refused certificate is another code */
     if ((died_unanswered(r, rc) || (!r->hdr_done && rc == CURLE_SSL_CONNECT_ERROR)) &&
-        t->open_retries < 2 && !t->fail_code) {
+        t->open_retries < OPEN_RETRIES && !t->fail_code) {
         /* At worst the server made a session we never hear of; it idles out. */
         t_log(t, 1, "open: %s; trying again on a new connection", req_error(r, rc));
         req_free(r);
