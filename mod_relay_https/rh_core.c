@@ -339,8 +339,12 @@ static long session_next_deadline(const session *s)
         d = s->connect_deadline;
     if (s->finished && s->linger_until < d)
         d = s->linger_until;
-    if (s->pull && !s->pull->batch) {
-        long hb = s->pull->last_write + pull_hb_ms(s, now_ms());
+    /* a heartbeat goes only between frames: a pull blocked inside one (its
+     * client reads nothing) moves on EPOLLOUT, and a deadline in the past here
+     * would spin the loop (session_timer could not send the H) */
+    const conn *pk = s->pull;
+    if (pk && !pk->batch && pk->frame_left == 0 && pk->out_len == pk->out_off) {
+        long hb = pk->last_write + pull_hb_ms(s, now_ms());
         if (hb < d)
             d = hb;
     }

@@ -2792,6 +2792,38 @@ START_TEST(test_no_busy_loop_push_gone_while_blocked)
 }
 END_TEST
 
+/* A busy session (data just moved) whose stream pull is blocked inside a frame
+ * (its handler reads nothing): the busy heartbeat cannot go, and its deadline
+ * must not spin the loop (it did: 100% CPU, requests unanswered for 10-17 s). */
+START_TEST(test_no_busy_loop_pull_blocked_mid_frame)
+{
+    char tok[RH_TOKEN_LEN + 1];
+    static char big[256 * 1024];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 262144, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    ck_assert_int_ge(t, 0);
+    int pull = pull_open(tok, 0);
+    int small = 4096;
+    setsockopt(pull, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    memset(big, 'x', sizeof(big));
+    target_send(t, big, sizeof(big));   /* fills the pull socket, mid-frame */
+    sleep_ms(1500);                      /* the busy heartbeat is due */
+    long cpu0 = core_cpu_ms();
+    sleep_ms(1000);
+    long cpu = core_cpu_ms() - cpu0;
+    ck_assert_msg(cpu < 200, "the core burnt %ld ms of CPU in 1 s with a blocked pull", cpu);
+    char reply[RH_IPC_LINE_MAX];
+    req(reply, sizeof(reply), "STAT\n");   /* and it still answers at once */
+    ck_assert(strncmp(reply, "OK ", 3) == 0);
+    xclose(pull);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
 /* ---- tests: reattach and shutdown ---------------------------------------------------- */
 
 START_TEST(test_pull_reattach)
@@ -3792,6 +3824,7 @@ Suite *core_suite(void)
     tcase_add_test(tf, test_no_busy_loop_when_both_closed_without_pull);
     tcase_add_test(tf, test_no_busy_loop_after_target_reset_without_pull);
     tcase_add_test(tf, test_no_busy_loop_push_gone_while_blocked);
+    tcase_add_test(tf, test_no_busy_loop_pull_blocked_mid_frame);
     tcase_add_test(tf, test_no_sigpipe);
     suite_add_tcase(s, tf);
 
