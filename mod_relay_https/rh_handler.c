@@ -58,8 +58,11 @@ static int fail(request_rec *r, int status, const char *fmt, ...)
     ap_log_rerror(APLOG_MARK, status >= 500 ? APLOG_WARNING : APLOG_DEBUG, 0, r,
                   RHLOG(2001) "%d %s", status, msg);
     r->status = status;
-    if (status == HTTP_SERVICE_UNAVAILABLE || status == HTTP_TOO_MANY_REQUESTS)
+    if (status == HTTP_SERVICE_UNAVAILABLE || status == HTTP_TOO_MANY_REQUESTS) {
         apr_table_setn(r->headers_out, "Retry-After", "1");
+        /* a refused client must not keep a worker in keep-alive either */
+        r->connection->keepalive = AP_CONN_CLOSE;
+    }
     ap_set_content_type(r, "text/plain; charset=utf-8");
     const char *body = apr_pstrcat(r->pool, "mod_relay_https: ", msg, "\n", NULL);
     ap_set_content_length(r, (apr_off_t)strlen(body));
