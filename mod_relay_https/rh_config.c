@@ -215,19 +215,12 @@ static const char *set_poll(cmd_parms *cmd, void *dcv, const char *arg)
     return set_int(cmd, arg, 1, 3600, &((rh_dir_conf *)dcv)->poll_s);
 }
 
-static const char *set_max_sessions(cmd_parms *cmd, void *dummy, const char *arg)
-{
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
-    rh_srv_conf *sc = ap_get_module_config(cmd->server->module_config, &relay_https_module);
-    if (err)
-        return err;
-    return set_int(cmd, arg, 1, 1000000, &sc->max_sessions);
-}
+static rh_srv_conf *global_conf(cmd_parms *cmd, const char **err);
 
 static const char *set_socket(cmd_parms *cmd, void *dummy, const char *arg)
 {
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
-    rh_srv_conf *sc = ap_get_module_config(cmd->server->module_config, &relay_https_module);
+    const char *err;
+    rh_srv_conf *sc = global_conf(cmd, &err);
     if (err)
         return err;
     sc->socket_path = ap_runtime_dir_relative(cmd->pool, arg);
@@ -263,6 +256,7 @@ static const char *set_max_workers(cmd_parms *cmd, void *dummy, const char *arg)
         rh_srv_conf *sc = global_conf(cmd, &err);                            \
         return err ? err : set_int(cmd, arg, min, max, &sc->field);          \
     }
+GLOBAL_INT(set_max_sessions, max_sessions, 1, 1000000)
 GLOBAL_INT(set_sess_per_client, sessions_per_client, 0, 1000000)
 GLOBAL_INT(set_req_per_client, requests_per_client, 0, 1000000)
 GLOBAL_INT(set_open_rate, open_rate, 0, 1000000)

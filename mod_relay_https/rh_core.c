@@ -509,11 +509,13 @@ static void session_update(core *c, session *s);
 static void session_pump(core *c, session *s);
 static void push_next(core *c, session *s);
 
-static void session_free_now(core *c, session *s)
+/* Closes the target connection (with RST when the session was reset: the
+ * target must not take it as a clean end) and frees the session's rings. */
+static void target_close(core *c, session *s)
 {
     if (s->fd >= 0) {
         if (s->reset) {
-            struct linger lg = { 1, 0 };   /* RST: the target must not take it as a clean end */
+            struct linger lg = { 1, 0 };
             setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
         }
         epoll_ctl(c->ep, EPOLL_CTL_DEL, s->fd, NULL);
@@ -522,6 +524,11 @@ static void session_free_now(core *c, session *s)
     }
     rh_ring_release(&s->up);
     rh_ring_release(&s->down);
+}
+
+static void session_free_now(core *c, session *s)
+{
+    target_close(c, s);
     if (s->cl) {
         --s->cl->sessions;
         rh_client_touch(s->cl, now_ms());
@@ -596,14 +603,8 @@ static void session_end(core *c, session *s, int reset, const char *reason)
     }
     if (s->failed_check) {
         /* kept a while without its target, so that every request of the session
-         * hears why it ended (422), not just that it did (410) */
-        struct linger lg = { 1, 0 };
-        setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-        epoll_ctl(c->ep, EPOLL_CTL_DEL, s->fd, NULL);
-        close(s->fd);
-        s->fd = -1;
-        rh_ring_release(&s->up);
-        rh_ring_release(&s->down);
+         * hears why it ended (422), not just that it did (410); reset is set */
+        target_close(c, s);
         s->deadline = now_ms() + FAILED_LINGER_MS;
         heap_fix(c, s->heap_idx);
         return;

@@ -331,25 +331,12 @@ static int target_read_end(int fd, int ms, unsigned char *got, size_t cap, size_
     }
 }
 
+static void target_expect_mem(int fd, const unsigned char *want, size_t len);
+
 /* Reads exactly want bytes from a target. */
 static void target_expect(int fd, const char *want)
 {
-    size_t n = strlen(want), have = 0;
-    char buf[256];
-    long end = now_ms() + IO_MS;
-    ck_assert_uint_lt(n, sizeof(buf));
-    while (have < n) {
-        long left = end - now_ms();
-        ck_assert_msg(left > 0, "target got only %zu of %zu bytes", have, n);
-        struct pollfd p = { fd, POLLIN, 0 };
-        poll(&p, 1, (int)left);
-        ssize_t r = recv(fd, buf + have, n - have, 0);
-        if (r < 0 && (errno == EAGAIN || errno == EINTR))
-            continue;
-        ck_assert_msg(r > 0, "target: %s", r == 0 ? "EOF" : strerror(errno));
-        have += (size_t)r;
-    }
-    ck_assert_mem_eq(buf, want, n);
+    target_expect_mem(fd, (const unsigned char *)want, strlen(want));
 }
 
 static void target_send(int fd, const void *data, size_t len)
