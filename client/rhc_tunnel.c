@@ -1676,6 +1676,17 @@ static int busy_status(long st)
     return st == 503 || st == 429;
 }
 
+static void body_line(const struct rhc_req *r, char *out, size_t outsz);
+
+/* Why a busy answer came: its status and the server's line (it names the limit). */
+static const char *busy_why(const struct rhc_req *r, char *buf, size_t len)
+{
+    char line[BODY_MAX + 1];
+    body_line(r, line, sizeof(line));
+    snprintf(buf, len, "HTTP %ld%s%s", r->status, line[0] ? ": " : "", line);
+    return buf;
+}
+
 static int64_t backoff_ms(unsigned n)
 {
     return n >= 5 ? 1000 : 50L << n;   /* 50, 100, 200, 400, 800, 1000, ... */
@@ -2325,7 +2336,8 @@ static void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         return;
     }
     if (r->hdr_done && busy_status(r->status) && t->down_retries < RETRY_MAX) {
-        down_again(t, r, "HTTP 503 (the relay core is busy)");
+        char why[BODY_MAX + 32];
+        down_again(t, r, busy_why(r, why, sizeof(why)));
         return;
     }
     if (r->hdr_done && r->status == 409 && t->switched_pull) {
@@ -2455,9 +2467,10 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             delay = backoff_ms(t->up_retries);
         ++t->up_retries;
     } else if (r->hdr_done && busy_status(r->status) && t->up_retries < RETRY_MAX) {
-        /* the relay core is busy: nothing of this push counted beyond what the
+        /* busy (503) or at this client's share (429): nothing of this push counted beyond what the
          * server confirmed */
-        if (up_rewind(t, t->up_acked, "push refused (503)") == 0)
+        char why[BODY_MAX + 32];
+        if (up_rewind(t, t->up_acked, busy_why(r, why, sizeof(why))) == 0)
             delay = backoff_ms(t->up_retries);
         ++t->up_retries;
     } else if (r->hdr_done && r->status == 409 && t->up_retries < RETRY_MAX) {
@@ -2556,7 +2569,7 @@ static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             delay = backoff_ms(r->tries);
         }
     } else if (r->hdr_done && (r->status == 409 || busy_status(r->status))) {
-        delay = backoff_ms(r->tries);   /* 503: the relay core is busy (Retry-After) */
+        delay = backoff_ms(r->tries);   /* 503/429: busy, or at this client's share */
     } else if (r->hdr_done && r->status == 400 && r->have_offset) {
         /* the body was cut on the way (the server says how far it got) */
         up_ack(t, r->offset);
@@ -2672,9 +2685,11 @@ static void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         return;
     }
     if (r->hdr_done && busy_status(r->status) && t->down_retries < RETRY_MAX) {
-        if (up_on_it && up_rewind(t, t->up_acked, "duplex refused (503)") < 0)
+        char why[BODY_MAX + 32];
+        busy_why(r, why, sizeof(why));
+        if (up_on_it && up_rewind(t, t->up_acked, why) < 0)
             return;
-        down_again(t, r, "HTTP 503 (the relay core is busy)");
+        down_again(t, r, why);
         return;
     }
     if (r->hdr_done && r->status == 409 && t->down_retries < RETRY_MAX) {
