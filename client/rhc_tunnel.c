@@ -2467,8 +2467,8 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             delay = backoff_ms(t->up_retries);
         ++t->up_retries;
     } else if (r->hdr_done && busy_status(r->status) && t->up_retries < RETRY_MAX) {
-        /* busy (503) or at this client's share (429): nothing of this push counted beyond what the
-         * server confirmed */
+        /* busy (503) or at this client's share (429): nothing of this push
+         * counted beyond what the server confirmed */
         char why[BODY_MAX + 32];
         if (up_rewind(t, t->up_acked, busy_why(r, why, sizeof(why))) == 0)
             delay = backoff_ms(t->up_retries);
