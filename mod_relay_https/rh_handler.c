@@ -795,6 +795,10 @@ static int do_duplex(rh_req *q)
     APR_BRIGADE_INSERT_TAIL(out, apr_bucket_eos_create(c->bucket_alloc));
     ap_pass_brigade(r->output_filters, out);
 leave:
+    /* On HTTP/2 the access-log line waits for the stream's cleanup on the main
+     * connection; this line says when the worker itself was free. */
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2043) "duplex of session %s over",
+                  apr_table_get(r->notes, "relay-session"));
     c->keepalive = AP_CONN_CLOSE;
     return OK;
 }
