@@ -6,10 +6,10 @@
 #include <http_protocol.h>
 #include <http_request.h>
 
-#include "mod_relay_https.h"
-#include "rh_config.h"
-#include "rh_daemon.h"
-#include "rh_handler.h"
+#include "mod_rh_private.h"
+#include "mod_rh_config.h"
+#include "mod_rh_daemon.h"
+#include "mod_rh_handler.h"
 
 static void register_hooks(apr_pool_t *p)
 {

@@ -1,6 +1,6 @@
 /* Directives and per-location configuration. */
-#ifndef RH_CONFIG_H
-#define RH_CONFIG_H
+#ifndef MOD_RH_CONFIG_H
+#define MOD_RH_CONFIG_H
 
 #include <httpd.h>
 #include <http_config.h>

@@ -1,6 +1,6 @@
 /* Shared declarations of the httpd glue. */
-#ifndef MOD_RELAY_HTTPS_H
-#define MOD_RELAY_HTTPS_H
+#ifndef MOD_RH_PRIVATE_H
+#define MOD_RH_PRIVATE_H
 
 #include <httpd.h>
 #include <http_config.h>

@@ -5,8 +5,8 @@
  * must come at least every RH_BODY_GAP_S. Only time spent waiting for the
  * client counts: a body held back because the core (the target) takes nothing
  * is not slow. httpd glue. */
-#ifndef RH_UPLOAD_H
-#define RH_UPLOAD_H
+#ifndef MOD_RH_UPLOAD_H
+#define MOD_RH_UPLOAD_H
 
 #include <poll.h>
 #include <httpd.h>

@@ -7,9 +7,9 @@
 #include <httpd.h>
 #include <http_core.h>
 
-#include "rh_daemon.h"
+#include "mod_rh_daemon.h"
 #include "rh_ipc.h"
-#include "rh_wait.h"
+#include "mod_rh_wait.h"
 
 long rh_now_ms(void)
 {

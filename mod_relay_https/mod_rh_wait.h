@@ -3,8 +3,8 @@
  * stopped or hangs (its heartbeat in the registry ages) gets the request a 503
  * within seconds, whatever the wait was for (a push's turn, a long-poll, room
  * in the core, bytes to pull). httpd glue. */
-#ifndef RH_WAIT_H
-#define RH_WAIT_H
+#ifndef MOD_RH_WAIT_H
+#define MOD_RH_WAIT_H
 
 #include <poll.h>
 #include <httpd.h>

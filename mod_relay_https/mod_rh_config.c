@@ -4,8 +4,8 @@
 #include <http_core.h>
 #include <ap_mpm.h>
 
-#include "mod_relay_https.h"
-#include "rh_config.h"
+#include "mod_rh_private.h"
+#include "mod_rh_config.h"
 #include "rh_registry.h"
 
 void *rh_create_dir_conf(apr_pool_t *p, char *dir)

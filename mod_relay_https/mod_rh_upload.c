@@ -10,9 +10,9 @@
 #include <http_log.h>
 #include <util_filter.h>
 
-#include "mod_relay_https.h"
+#include "mod_rh_private.h"
 #include "rh_frame.h"
-#include "rh_upload.h"
+#include "mod_rh_upload.h"
 
 void rh_upload_init(rh_upload *u, request_rec *r, int core_fd, long frame_ms, long gap_ms)
 {

@@ -18,14 +18,14 @@
 #include <http_request.h>
 #include <util_filter.h>
 
-#include "mod_relay_https.h"
-#include "rh_config.h"
-#include "rh_daemon.h"
+#include "mod_rh_private.h"
+#include "mod_rh_config.h"
+#include "mod_rh_daemon.h"
 #include "rh_frame.h"
 #include "rh_ipc.h"
 #include "rh_registry.h"
-#include "rh_upload.h"
-#include "rh_wait.h"
+#include "mod_rh_upload.h"
+#include "mod_rh_wait.h"
 
 #define PULL_BUF        (64 * 1024)
 #define CUT_REPLY_MS    2000        /* a cut push waits this long for the core's offset */

@@ -22,10 +22,10 @@
 #include <mpm_common.h>
 #include <unixd.h>
 
-#include "mod_relay_https.h"
-#include "rh_config.h"
+#include "mod_rh_private.h"
+#include "mod_rh_config.h"
 #include "rh_core.h"
-#include "rh_daemon.h"
+#include "mod_rh_daemon.h"
 
 /* What outlives a restart of httpd's configuration: the core process, its
  * socket and the session table stay; only stop ends them. The module is

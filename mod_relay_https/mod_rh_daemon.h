@@ -1,6 +1,6 @@
 /* Starting, supervising and stopping the relay core process from httpd. */
-#ifndef RH_DAEMON_H
-#define RH_DAEMON_H
+#ifndef MOD_RH_DAEMON_H
+#define MOD_RH_DAEMON_H
 
 #include <httpd.h>
 #include "rh_registry.h"

@@ -1,6 +1,6 @@
 /* The request handler: maps HTTP requests onto relay core requests. */
-#ifndef RH_HANDLER_H
-#define RH_HANDLER_H
+#ifndef MOD_RH_HANDLER_H
+#define MOD_RH_HANDLER_H
 
 #include <httpd.h>
 

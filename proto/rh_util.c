@@ -1,0 +1,1 @@
+/* see rh_util.h */
