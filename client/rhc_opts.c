@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "rh_util.h"
 #include "rhc_opts.h"
 
 int rhc_verbose;
@@ -255,18 +256,6 @@ static int parse_listen(const char *arg, struct rhc_opts *o)
     return -1;
 }
 
-static int valid_target(const char *t)
-{
-    size_t n = strlen(t);
-
-    if (n < 1 || n > 63)
-        return 0;
-    for (size_t i = 0; i < n; ++i)
-        if (!isalnum((unsigned char)t[i]) && t[i] != '.' && t[i] != '_' && t[i] != '-')
-            return 0;
-    return 1;
-}
-
 static int set_url(const char *arg, struct rhc_opts *o)
 {
     if (strncasecmp(arg, "https://", 8) != 0 && strncasecmp(arg, "http://", 7) != 0)
@@ -449,7 +438,7 @@ int rhc_opts_parse(int argc, char **argv, struct rhc_opts *o)
                            argc - optind, argc - optind == 1 ? "" : "s");
     if ((rc = set_url(argv[optind], o)) >= 0)
         return rc;
-    if (!valid_target(argv[optind + 1]))
+    if (!rh_valid_target_name(argv[optind + 1]))
         return usage_error("%s: TARGET must be 1 to 63 of [A-Za-z0-9._-]", argv[optind + 1]);
     o->target = strdup(argv[optind + 1]);
     if (o->mode == RHC_MODE_FORWARD && !o->listen_port)

@@ -56,6 +56,7 @@
 #include "rh_crc32c.h"
 #include "rh_frame.h"
 #include "rh_ring.h"
+#include "rh_util.h"
 #include "rhc_tunnel.h"
 
 #define PULL_BUFFERSIZE   (256L * 1024)   /* curl receive buffer of a pull */
@@ -79,8 +80,8 @@
 #define PROBE_NO_HEADERS_MS 10000     /* extra wait for a first frame when no headers came */
 #define BATCH_SLOTS       (2 * BATCH_INFLIGHT) /* ... (more only when one is split: 413) */
 #define BATCH_DATA_MIN    (16u * 1024)    /* smallest push a 413 can make us send */
-#define HEARTBEAT_MS      20000           /* H frame after this much silence on a streamed body */
-#define PULL_DEAD_MS      60000           /* server heartbeats every 20 s: 60 s silence = dead */
+#define HEARTBEAT_MS      (RH_HEARTBEAT_S * 1000) /* H frame after this much silence on a body */
+#define PULL_DEAD_MS      (3 * HEARTBEAT_MS) /* three server heartbeats missed = dead */
 #define BUSY_MARGIN_MS    5000            /* our busy window ends this much before the server's */
 #define BUSY_POLL_DEAD_MS (RH_BUSY_POLL_MS + 2000)  /* busy: a long-poll answers by then */
 #define BUSY_HB_DEAD_MS   (3 * RH_BUSY_HEARTBEAT_MS) /* busy: a stream shows a frame by then */
@@ -108,12 +109,11 @@
 #define ACK_INFLIGHT      6               /* resume: ack requests in flight at once */
 #define IDLE_MARGIN_MS    5000            /* resume: stop trying this long before the server forgets */
 #define RETRY_MAX         12              /* tries of a refused or cut push / pull in a row */
-#define TOKEN_LEN         48
-#define SID_LEN           16
 #define BODY_MAX          200             /* bytes of an error body kept for messages */
 
 enum req_kind { REQ_OPEN, REQ_PULL, REQ_PUSH, REQ_DUPLEX, REQ_CLOSE, REQ_ACK };
-static const char *const kind_name[] = { "open", "pull", "push", "duplex", "close", "ack" };
+static const char *const kind_name[] = { RH_EP_OPEN, RH_EP_PULL, RH_EP_PUSH, RH_EP_DUPLEX,
+                                          RH_EP_CLOSE, RH_EP_ACK };
 static const char *const xp_name[] = { "auto", "duplex", "stream", "batch" };
 
 struct rhc_req {
@@ -124,10 +124,11 @@ struct rhc_req {
     rhc_tunnel *t;              /* NULL for a detached close */
     struct rhc_req *next;       /* list of detached closes */
     char label[112];            /* detached close: whose session (tunnel label) ... */
-    char sid[SID_LEN + 1];      /* ... and its public id */
+    char sid[RH_SID_LEN + 1];      /* ... and its public id */
     long status;                /* final HTTP status once its headers ended */
     int hdr_done;
     int have_offset;
+    char reason[16];            /* Relay-Reason of the answer (RH_REASON_TOKEN_*) */
     uint64_t offset;            /* Relay-Offset of the answer */
     int have_token;
     int resume_ok;              /* open: the server keeps bytes until acknowledged */
@@ -136,7 +137,7 @@ struct rhc_req {
     uint64_t window;            /* open: Relay-Window (bytes kept until acknowledged) */
     uint64_t idle_s;            /* open: Relay-Idle-Timeout */
     int proxy_said;             /* the answer has a proxy's marks (X-Squid-Error, Proxy-Status) */
-    char token[TOKEN_LEN + 1];  /* Relay-Session of an open answer */
+    char token[RH_TOKEN_LEN + 1];  /* Relay-Session of an open answer */
     size_t body_len;
     char body[BODY_MAX + 1];    /* start of an error body */
     char errbuf[CURL_ERROR_SIZE];
@@ -182,8 +183,8 @@ struct rhc_tunnel {
     rhc_done_fn done;
     void *done_arg;
 
-    char token[TOKEN_LEN + 1];
-    char sid[SID_LEN + 1];      /* public part of the token, the only part we print */
+    char token[RH_TOKEN_LEN + 1];
+    char sid[RH_SID_LEN + 1];      /* public part of the token, the only part we print */
     int resume;                 /* the server keeps bytes until acknowledged (Resume) */
     int64_t idle_ms;            /* resume: the server keeps the session this long unheard */
     int64_t last_contact;       /* a request of the session last got an answer then */
@@ -293,14 +294,6 @@ struct rhc_ctx {
     size_t batch_max;           /* data bytes per batch push (smaller after a 413) */
     uint64_t spush_max;         /* body bytes per stream push (smaller after a 413) */
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static uint64_t up_read_off(const rhc_tunnel *t)
 {
@@ -446,7 +439,7 @@ static void fail_http(rhc_tunnel *t, const struct rhc_req *r, const char *what)
     long cc = connect_refusal(r);
 
     body_line(r, line, sizeof(line));
-    int from_module = !strncmp(line, "mod_relay_https:", 16);
+    int from_module = !strncmp(line, RH_ERROR_PREFIX, strlen(RH_ERROR_PREFIX));
     int code = http_exit_code(r, from_module);
     long st = cc ? cc : r->status;
     const char *kind = "";
@@ -557,24 +550,6 @@ static void fail_curl(rhc_tunnel *t, const struct rhc_req *r, CURLcode rc, const
 
 /* ---------------------------------------------------------------- curl callbacks */
 
-static int parse_u64(const char *s, size_t n, uint64_t *out)
-{
-    uint64_t v = 0;
-
-    if (n == 0 || n > 20)
-        return 0;
-    for (size_t i = 0; i < n; ++i) {
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return 0;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 1;
-}
-
 static int header_is(const char *line, size_t len, const char *name, const char **val,
                      size_t *vlen)
 {
@@ -623,7 +598,7 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
         r->status = code;
         r->hdr_done = 1;
         if (r->t && code >= 200 && code < 300) {
-            r->t->last_contact = now_ms();   /* the server heard from the session */
+            r->t->last_contact = rh_now_ms();   /* the server heard from the session */
             r->t->h2_resets = 0;
         }
         if (down && !down_headers_done(r))
@@ -631,31 +606,35 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
         return len;
     }
     if (down)
-        r->t->pull_last_rx = now_ms();
-    if (header_is(buf, len, "Relay-Offset", &v, &vl)) {
-        r->have_offset = parse_u64(v, vl, &r->offset);
-    } else if (r->kind == REQ_OPEN && header_is(buf, len, "Relay-Resume", &v, &vl)) {
-        r->resume_ok = vl == 1 && v[0] == '1';
+        r->t->pull_last_rx = rh_now_ms();
+    if (header_is(buf, len, RH_HDR_OFFSET, &v, &vl)) {
+        r->have_offset = rh_parse_u64(v, vl, &r->offset) == 0;
+    } else if (r->kind == REQ_OPEN && header_is(buf, len, RH_HDR_RESUME, &v, &vl)) {
+        r->resume_ok = vl == strlen(RH_RESUME_YES) && !strncmp(v, RH_RESUME_YES, vl);
     } else if (r->kind == REQ_OPEN && header_is(buf, len, RH_HDR_INTEGRITY, &v, &vl)) {
         r->check_ok = vl == strlen(RH_INTEGRITY_CRC32C) &&
                       !strncmp(v, RH_INTEGRITY_CRC32C, vl);
-    } else if (r->kind == REQ_OPEN && header_is(buf, len, "Relay-Buffer", &v, &vl)) {
-        parse_u64(v, vl, &r->buffer);
-    } else if (r->kind == REQ_OPEN && header_is(buf, len, "Relay-Window", &v, &vl)) {
-        parse_u64(v, vl, &r->window);
-    } else if (r->kind == REQ_OPEN && header_is(buf, len, "Relay-Idle-Timeout", &v, &vl)) {
-        parse_u64(v, vl, &r->idle_s);
+    } else if (r->kind == REQ_OPEN && header_is(buf, len, RH_HDR_BUFFER, &v, &vl)) {
+        rh_parse_u64(v, vl, &r->buffer);
+    } else if (r->kind == REQ_OPEN && header_is(buf, len, RH_HDR_WINDOW, &v, &vl)) {
+        rh_parse_u64(v, vl, &r->window);
+    } else if (r->kind == REQ_OPEN && header_is(buf, len, RH_HDR_IDLE, &v, &vl)) {
+        rh_parse_u64(v, vl, &r->idle_s);
+    } else if (header_is(buf, len, RH_HDR_REASON, &v, &vl)) {
+        size_t n = vl < sizeof(r->reason) - 1 ? vl : sizeof(r->reason) - 1;
+        memcpy(r->reason, v, n);
+        r->reason[n] = '\0';
     } else if (header_is(buf, len, "X-Squid-Error", &v, &vl) ||
                header_is(buf, len, "Proxy-Status", &v, &vl)) {
         r->proxy_said = 1;
-    } else if (r->kind == REQ_OPEN && header_is(buf, len, "Relay-Session", &v, &vl)) {
-        int ok = vl == TOKEN_LEN;
+    } else if (r->kind == REQ_OPEN && header_is(buf, len, RH_HDR_SESSION, &v, &vl)) {
+        int ok = vl == RH_TOKEN_LEN;
         for (size_t i = 0; ok && i < vl; ++i)
             ok = (v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f') ||
                  (v[i] >= 'A' && v[i] <= 'F');
         if (ok) {
-            memcpy(r->token, v, TOKEN_LEN);
-            r->token[TOKEN_LEN] = '\0';
+            memcpy(r->token, v, RH_TOKEN_LEN);
+            r->token[RH_TOKEN_LEN] = '\0';
             r->have_token = 1;
         }
     }
@@ -701,9 +680,9 @@ static int debug_cb(CURL *h, curl_infotype type, char *data, size_t size, void *
         const char *v;
         size_t vl;
         int len = (int)(n > 700 ? 700 : n);
-        if (mark != '*' && header_is(p, n, "Relay-Session", &v, &vl))
-            rhc_log(2, "%s%s%c Relay-Session: %.*s<secret>", who, *who ? ": " : "", mark,
-                    (int)(vl < SID_LEN ? vl : SID_LEN), v);
+        if (mark != '*' && header_is(p, n, RH_HDR_SESSION, &v, &vl))
+            rhc_log(2, "%s%s%c " RH_HDR_SESSION ": %.*s<secret>", who, *who ? ": " : "", mark,
+                    (int)(vl < RH_SID_LEN ? vl : RH_SID_LEN), v);
         else if (mark != '*' && (header_is(p, n, "Authorization", &v, &vl) ||
                                  header_is(p, n, "Proxy-Authorization", &v, &vl)))
             rhc_log(2, "%s%s%c %.*s: <masked>", who, *who ? ": " : "", mark,
@@ -785,7 +764,7 @@ static struct rhc_req *req_new(rhc_ctx *c, rhc_tunnel *t, enum req_kind kind,
     r->kind = kind;
     r->ctx = c;
     r->t = t;
-    r->started = now_ms();
+    r->started = rh_now_ms();
     if (!(r->h = curl_easy_init()))
         goto leave;
 
@@ -800,9 +779,9 @@ static struct rhc_req *req_new(rhc_ctx *c, rhc_tunnel *t, enum req_kind kind,
             goto leave;
         r->hdrs = l;
     }
-    if (add_header(r, "Relay-Version: 1") < 0)
+    if (add_header(r, RH_HDR_VERSION ": " RH_PROTO_VERSION) < 0)
         goto leave;
-    if (token && add_header(r, "Relay-Session: %s", token) < 0)
+    if (token && add_header(r, RH_HDR_SESSION ": %s", token) < 0)
         goto leave;
 
     CURL *h = r->h;
@@ -966,7 +945,7 @@ static void local_abort(rhc_tunnel *t, const char *what, int err)
     if (sc && !sc->body_ended && !sc->end_wanted && !sc->p_fin && !t->up_r_sent &&
         !t->up_r_pending) {
         t->up_r_pending = 1;
-        t->linger_until = now_ms() + LINGER_MS;
+        t->linger_until = rh_now_ms() + LINGER_MS;
         /* t_advance unpauses the body: this may run inside another handle's
          * callback, where pausing a different handle is better avoided. (A batch
          * session is told by the close request of the teardown.) */
@@ -1058,7 +1037,7 @@ static void drain_out(rhc_tunnel *t)
     /* Resume below half the cap, so that pause/unpause does not ping-pong. */
     struct rhc_req *d = down_req(t);
     if (t->olen < OBUF_SOFT / 2 && d && d->recv_paused && !t->fail_code) {
-        t->pull_last_rx = now_ms();
+        t->pull_last_rx = rh_now_ms();
         if (t->ack_wait_since)      /* acks could not come while it was paused */
             t->ack_wait_since = t->pull_last_rx;
         unpause_recv(d);
@@ -1196,10 +1175,10 @@ static void up_ack(rhc_tunnel *t, uint64_t x)
     t->up_acked = x;
     t->up_retries = 0;
     t->up_dead_ms = UP_DEAD_MS;
-    t->last_busy = now_ms();
+    t->last_busy = rh_now_ms();
     if (t->pads && t->auto_x && t->up_x != RHC_XP_BATCH && !t->up_fallback_at) {
         /* the padding got them through: small writes would wait each time */
-        t->up_fallback_at = now_ms();
+        t->up_fallback_at = rh_now_ms();
         t->up_fallback_why = "up bytes got through only behind a padded heartbeat: an "
                              "intermediary holds small request body chunks";
     }
@@ -1214,7 +1193,7 @@ static void up_ack(rhc_tunnel *t, uint64_t x)
     int streaming = sc && !sc->body_ended && !sc->p_fin && !sc->p_r;
     if (t->up_sent < x && !streaming)
         t->up_sent = x;
-    t->ack_wait_since = t->up_sent > x ? now_ms() : 0;
+    t->ack_wait_since = t->up_sent > x ? rh_now_ms() : 0;
     up_release(t, x < t->up_sent ? x : t->up_sent);
 }
 
@@ -1383,7 +1362,7 @@ static size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
         r->send_paused = 1;
         return CURL_READFUNC_PAUSE;
     }
-    int64_t now = now_ms();
+    int64_t now = rh_now_ms();
     t->push_last_emit = now;
     if (t->up_sent > sent_before)
         t->up_last_data = now;
@@ -1450,7 +1429,7 @@ static struct rhc_req *bpush_new(rhc_tunnel *t, uint64_t off, uint64_t end, int 
     if (fin)
         rh_frame_hdr(r->p_body + pos, RH_FRAME_FIN, 0);
     r->p_len = len;
-    if (add_header(r, "Relay-Offset: %" PRIu64, off) < 0 ||
+    if (add_header(r, RH_HDR_OFFSET ": %" PRIu64, off) < 0 ||
         add_header(r, "Content-Type: application/octet-stream") < 0 ||
         add_header(r, "Expect:") < 0)
         goto fail;
@@ -1484,7 +1463,7 @@ static int start_bpush(rhc_tunnel *t)
     t->bpush[t->nbpush++] = r;
     t->up_sent += n;
     if (!t->ack_wait_since)
-        t->ack_wait_since = now_ms();
+        t->ack_wait_since = rh_now_ms();
     if (fin) {
         t->up_fin_sent = 1;
         t_log(t, 1, "local EOF after %" PRIu64 " bytes: sent F", have);
@@ -1572,7 +1551,7 @@ static size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
         r->recv_paused = 1;
         return CURL_WRITEFUNC_PAUSE;
     }
-    int64_t now = now_ms();
+    int64_t now = rh_now_ms();
     t->pull_last_rx = now;
     while (off < len) {
         rh_frame_event ev;
@@ -1696,11 +1675,11 @@ static int start_pull(rhc_tunnel *t)
 {
     int batch = t->down_x == RHC_XP_BATCH;
     struct rhc_req *r = req_new(t->ctx, t, REQ_PULL, t->token);
-    int64_t now = now_ms();
+    int64_t now = rh_now_ms();
 
-    if (!r || add_header(r, "Relay-Ack: %" PRIu64, t->down_off) < 0 ||
+    if (!r || add_header(r, RH_HDR_ACK ": %" PRIu64, t->down_off) < 0 ||
         add_header(r, "Content-Type:") < 0 ||
-        (batch && add_header(r, "Relay-Mode: batch") < 0))
+        (batch && add_header(r, RH_HDR_MODE ": " RH_MODE_BATCH) < 0))
         goto fail;
     r->batch = batch;
     rh_frame_parser_init(&r->parser);
@@ -1729,7 +1708,7 @@ static int start_spush(rhc_tunnel *t)
 {
     struct rhc_req *r = req_new(t->ctx, t, REQ_PUSH, t->token);
 
-    if (!r || add_header(r, "Relay-Offset: %" PRIu64, t->up_sent) < 0 ||
+    if (!r || add_header(r, RH_HDR_OFFSET ": %" PRIu64, t->up_sent) < 0 ||
         req_streamed_body(r) < 0)
         goto fail;
     r->p_off = t->up_sent;
@@ -1742,7 +1721,7 @@ static int start_spush(rhc_tunnel *t)
         goto fail;
     t->spush = r;
     t->spush_at = 0;
-    t->push_last_emit = now_ms();
+    t->push_last_emit = rh_now_ms();
     t->ack_wait_since = 0;
     t_log(t, 2, "stream push from offset %" PRIu64, t->up_sent);
     return 0;
@@ -1761,10 +1740,10 @@ static int start_duplex(rhc_tunnel *t)
         return -1;
 
     struct rhc_req *r = req_new(t->ctx, t, REQ_DUPLEX, t->token);
-    int64_t now = now_ms();
+    int64_t now = rh_now_ms();
 
-    if (!r || add_header(r, "Relay-Offset: %" PRIu64, t->up_sent) < 0 ||
-        add_header(r, "Relay-Ack: %" PRIu64, t->down_off) < 0 ||
+    if (!r || add_header(r, RH_HDR_OFFSET ": %" PRIu64, t->up_sent) < 0 ||
+        add_header(r, RH_HDR_ACK ": %" PRIu64, t->down_off) < 0 ||
         req_streamed_body(r) < 0)
         goto fail;
     r->p_off = t->up_sent;
@@ -1822,7 +1801,7 @@ static void maybe_ack(rhc_tunnel *t, int64_t now)
     if (!keep && gap < t->ack_every && now < t->last_down_data + ACK_IDLE_MS)
         return;
     struct rhc_req *r = req_new(t->ctx, t, REQ_ACK, t->token);
-    if (!r || add_header(r, "Relay-Ack: %" PRIu64, t->down_off) < 0 ||
+    if (!r || add_header(r, RH_HDR_ACK ": %" PRIu64, t->down_off) < 0 ||
         add_header(r, "Content-Type:") < 0)
         goto fail;
     req_empty_body(r);
@@ -1891,7 +1870,7 @@ static void ack_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
          * without telling); the pull will find out */
         t_log(t, 1, "ack: HTTP 416 for offset %" PRIu64, r->offset);
         t->down_acked_sent = t->down_acked_conf;
-        t->ack_retry_at = now_ms() + 1000;
+        t->ack_retry_at = rh_now_ms() + 1000;
     } else {
         /* a cut, or the session is gone (the pull says so): try again later */
         char line[BODY_MAX + 1];
@@ -1901,7 +1880,7 @@ static void ack_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         else
             t_log(t, 2, "ack: HTTP %ld %s; trying again", r->status, line);
         t->down_acked_sent = t->down_acked_conf;
-        t->ack_retry_at = now_ms() + backoff_ms(t->ack_fails++);
+        t->ack_retry_at = rh_now_ms() + backoff_ms(t->ack_fails++);
     }
     req_free(r);
 }
@@ -1977,7 +1956,7 @@ static struct rhc_req *start_open(rhc_tunnel *t)
         return NULL;
     if (add_header(r, "Content-Type:") < 0 ||
         add_header(r, RH_HDR_INTEGRITY ": " RH_INTEGRITY_CRC32C) < 0 ||
-        (want_resume(t) && add_header(r, "Relay-Resume: 1") < 0))
+        (want_resume(t) && add_header(r, RH_HDR_RESUME ": " RH_RESUME_YES) < 0))
         goto fail;
     if (total < o->connect_timeout_ms + 15000)
         total = o->connect_timeout_ms + 15000;
@@ -2103,7 +2082,7 @@ static void fallback_up(rhc_tunnel *t, const char *why)
     if (sc && !sc->body_ended && !sc->p_fin && !sc->p_r) {
         sc->end_wanted = 1;         /* up_kick lets the read callback end it */
         t->up_switching = 1;
-        t->switch_since = now_ms();
+        t->switch_since = rh_now_ms();
     }
 }
 
@@ -2135,7 +2114,7 @@ static void fallback_down(rhc_tunnel *t, const char *why)
                 return;
         }
         if (start_pull(t) == 0 && up_on_it)
-            t->spush_at = now_ms() + switch_grace(t);
+            t->spush_at = rh_now_ms() + switch_grace(t);
         return;
     }
     if (t->down_x == RHC_XP_STREAM) {
@@ -2153,11 +2132,11 @@ static void fallback_down(rhc_tunnel *t, const char *why)
          * held up bytes wait as long: a server that does not let the new pull
          * take over says so (409) in that time, and the session starts over. */
         if (t->up_x != RHC_XP_BATCH) {
-            t->up_fallback_at = now_ms() + switch_grace(t);
+            t->up_fallback_at = rh_now_ms() + switch_grace(t);
             t->up_fallback_why = "pulls go batch, so streamed pushes cannot be watched";
         }
         if (t->up_hold)
-            t->hold_until = now_ms() + switch_grace(t);
+            t->hold_until = rh_now_ms() + switch_grace(t);
     }
 }
 
@@ -2229,11 +2208,11 @@ static void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     if (t->fail_code)
         return;
     memcpy(t->token, r->token, sizeof(t->token));
-    memcpy(t->sid, r->token, SID_LEN);
-    t->sid[SID_LEN] = '\0';
+    memcpy(t->sid, r->token, RH_SID_LEN);
+    t->sid[RH_SID_LEN] = '\0';
     t->resume = r->resume_ok;
     t->idle_ms = 1000 * (int64_t)(r->idle_s ? r->idle_s : 300);
-    t->last_contact = now_ms();
+    t->last_contact = rh_now_ms();
     /* the server keeps what it sent until acknowledged, up to its window (older
      * servers: within Relay-Buffer): acknowledge every quarter of that, or it
      * stops reading the target */
@@ -2263,7 +2242,7 @@ static void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
 static int retry_ok(const rhc_tunnel *t, unsigned n)
 {
     if (t->resume)
-        return now_ms() - t->last_contact < t->idle_ms - IDLE_MARGIN_MS;
+        return rh_now_ms() - t->last_contact < t->idle_ms - IDLE_MARGIN_MS;
     return n < RETRY_MAX;
 }
 
@@ -2283,7 +2262,7 @@ static void down_again(rhc_tunnel *t, struct rhc_req *r, const char *why)
     if (r == t->duplex)
         t->duplex = NULL;
     req_free(r);
-    t->repull_at = now_ms() + backoff_ms(t->down_retries++);
+    t->repull_at = rh_now_ms() + backoff_ms(t->down_retries++);
 }
 
 /* Nothing went up yet (held) and nothing came down: the session is given up
@@ -2393,7 +2372,7 @@ static void up_restart(rhc_tunnel *t, int64_t delay)
     if (t->fail_code || t->up_done)
         return;
     if (t->up_x == RHC_XP_STREAM)
-        t->spush_at = now_ms() + delay;
+        t->spush_at = rh_now_ms() + delay;
     /* duplex: the next duplex carries them; batch: t_advance */
 }
 
@@ -2425,7 +2404,7 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             } else if (up_rewind(t, x, "push ended") == 0) {
                 if (r->parking && x == t->up_sent) {
                     t->spush_parked = 1;    /* up_kick starts the next one */
-                    t->park_keep_at = now_ms() + alive_every(t);
+                    t->park_keep_at = rh_now_ms() + alive_every(t);
                     t_log(t, 2, "stream push ended: idle for %ld ms", t->ctx->o->park_ms);
                 } else if (r->refresh || r->parking)
                     delay = 0;  /* the ring is free again: a new push goes on */
@@ -2480,7 +2459,7 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         if (x > up_read_off(t)) {
             t_fail(t, RHC_EXIT_LOST, "push: protocol error: server confirms %" PRIu64
                    " up bytes of %" PRIu64, x, up_read_off(t));
-        } else if (strstr(line, "finished") && t->up_eof && x == up_read_off(t)) {
+        } else if (!strcmp(r->reason, RH_REASON_TOKEN_FIN) && t->up_eof && x == up_read_off(t)) {
             up_ack(t, x);
             t->up_done = 1;     /* an earlier push had it all, F included */
         } else {
@@ -2559,7 +2538,7 @@ static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
          * had not come (or came too early) goes again after a while. */
         uint64_t x = r->offset;
         up_ack(t, x);
-        if (x >= r->p_end && (!r->p_fin || strstr(line, "finished"))) {
+        if (x >= r->p_end && (!r->p_fin || !strcmp(r->reason, RH_REASON_TOKEN_FIN))) {
             t_log(t, 3, "push %" PRIu64 "..%" PRIu64 ": the server had it already", r->p_off,
                   r->p_end);
         } else if (x > r->p_off) {
@@ -2641,7 +2620,7 @@ static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     curl_multi_remove_handle(t->ctx->multi, r->h);
     r->p_off = from;
     ++r->tries;
-    r->retry_at = now_ms() + delay;
+    r->retry_at = rh_now_ms() + delay;
     if (r->retry_at == 0)
         r->retry_at = 1;
 }
@@ -3054,7 +3033,7 @@ static int64_t t_deadline(const rhc_tunnel *t)
         return 0;           /* output to flush (normally done in the same round) */
     if (sc && sc->send_paused && !sc->body_ended)
         min_deadline(&d, t->push_last_emit + hb_every(t));
-    int64_t now = now_ms();
+    int64_t now = rh_now_ms();
     if (dr && !dr->recv_paused)
         min_deadline(&d, t->pull_last_rx + pull_dead_ms(t, dr, now));
     min_deadline(&d, up_dead_at(t, now));
@@ -3328,7 +3307,7 @@ static int timer_cb(CURLM *m, long timeout_ms, void *userp)
     rhc_ctx *c = userp;
 
     (void)m;
-    c->curl_deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+    c->curl_deadline = timeout_ms < 0 ? -1 : rh_now_ms() + timeout_ms;
     return 0;
 }
 
@@ -3457,7 +3436,7 @@ static void reap(rhc_ctx *c)
 int rhc_ctx_step(rhc_ctx *c, struct pollfd *extra, size_t nextra, long max_wait_ms)
 {
     size_t n = 0, tun_end, i;
-    int64_t now = now_ms();
+    int64_t now = rh_now_ms();
     long wait = max_wait_ms;
 
     if (grow_pfds(c, nextra + 2 * c->ntunnels + c->ncfds + 1) < 0)
@@ -3525,17 +3504,17 @@ int rhc_ctx_step(rhc_ctx *c, struct pollfd *extra, size_t nextra, long max_wait_
         if (c->pfds[i].revents)
             t_local_event(c->powner[i], c->pfds[i].fd, c->pfds[i].revents);
 
-    now = now_ms();
+    now = rh_now_ms();
     for (rhc_tunnel *t = c->tunnels; t; t = t->next)
         t_timers(t, now);
     /* Unpausing sets curl's timer to 0, so this also runs what was unpaused. */
-    if (c->curl_deadline >= 0 && now_ms() >= c->curl_deadline) {
+    if (c->curl_deadline >= 0 && rh_now_ms() >= c->curl_deadline) {
         c->curl_deadline = -1;
         curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     }
     reap(c);
 
-    now = now_ms();
+    now = rh_now_ms();
     for (rhc_tunnel *t = c->tunnels, *next; t; t = next) {
         next = t->next;
         t_advance(t, now);

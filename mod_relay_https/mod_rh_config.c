@@ -7,6 +7,7 @@
 #include "mod_rh_private.h"
 #include "mod_rh_config.h"
 #include "rh_registry.h"
+#include "rh_util.h"
 
 void *rh_create_dir_conf(apr_pool_t *p, char *dir)
 {
@@ -140,20 +141,6 @@ int rh_dir_connect(const rh_dir_conf *dc)
 int rh_dir_poll(const rh_dir_conf *dc)
 {
     return dc->poll_s > 0 ? dc->poll_s : RH_DEFAULT_POLL_S;
-}
-
-int rh_valid_target_name(const char *name)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n >= RH_TARGET_MAX)
-        return 0;
-    for (size_t i = 0; i < n; ++i) {
-        char ch = name[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')
-              || ch == '.' || ch == '_' || ch == '-'))
-            return 0;
-    }
-    return 1;
 }
 
 static const char *set_target(cmd_parms *cmd, void *dcv, const char *name, const char *addr)

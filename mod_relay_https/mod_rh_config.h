@@ -6,15 +6,12 @@
 #include <http_config.h>
 #include <apr_tables.h>
 
+#include "rh_proto.h"
 #include "rh_registry.h"
 
-#define RH_DEFAULT_BUFSIZE      (256 * 1024)
-#define RH_DEFAULT_WINDOW       (16 * 1024 * 1024)
-#define RH_DEFAULT_IDLE_S       300
+/* protocol defaults (idle, buffer, heartbeat, poll) are in rh_proto.h */
 #define RH_DEFAULT_CONNECT_S    10
 #define RH_DEFAULT_MAX_SESSIONS 4096
-#define RH_HEARTBEAT_S          20
-#define RH_DEFAULT_POLL_S       25
 #define RH_DEFAULT_WORKERS_PCT  40      /* of MaxRequestWorkers: most stay the site's */
 #define RH_DEFAULT_SESS_PER_CLIENT 256
 #define RH_DEFAULT_OPEN_RATE    20      /* per second and client, burst twice that */
@@ -65,7 +62,6 @@ int rh_dir_window(const rh_dir_conf *dc);
 int rh_dir_idle(const rh_dir_conf *dc);
 int rh_dir_connect(const rh_dir_conf *dc);
 int rh_dir_poll(const rh_dir_conf *dc);
-int rh_valid_target_name(const char *name);
 /* The limits in force (defaults filled in); the MPM must be configured. */
 void rh_srv_limits(const rh_srv_conf *sc, rh_limits *out);
 int rh_srv_frame_s(const rh_srv_conf *sc);

@@ -24,6 +24,7 @@
 #include "rh_frame.h"
 #include "rh_ipc.h"
 #include "rh_registry.h"
+#include "rh_util.h"
 #include "mod_rh_upload.h"
 #include "mod_rh_wait.h"
 
@@ -64,10 +65,25 @@ static int fail(request_rec *r, int status, const char *fmt, ...)
         r->connection->keepalive = AP_CONN_CLOSE;
     }
     ap_set_content_type(r, "text/plain; charset=utf-8");
-    const char *body = apr_pstrcat(r->pool, "mod_relay_https: ", msg, "\n", NULL);
+    const char *body = apr_pstrcat(r->pool, RH_ERROR_PREFIX, msg, "\n", NULL);
     ap_set_content_length(r, (apr_off_t)strlen(body));
     ap_rputs(body, r);
     return OK;
+}
+
+/* A Relay-* header holding a decimal u64: 0, or -1 when missing or malformed. */
+static int hdr_u64(request_rec *r, const char *name, apr_uint64_t *v)
+{
+    return rh_parse_u64(apr_table_get(r->headers_in, name), (size_t)-1, v);
+}
+
+/* A refusal of the core: its status and message, and its reason token (if
+ * any) in Relay-Reason, which is what the client goes by. */
+static int fail_reply(request_rec *r, const rh_ipc_reply *rep)
+{
+    if (rep->reason[0])
+        apr_table_setn(r->headers_out, RH_HDR_REASON, apr_pstrdup(r->pool, rep->reason));
+    return fail(r, rep->status, "%s", rep->text);
 }
 
 static int method_not_allowed(request_rec *r, const char *allow)
@@ -75,19 +91,6 @@ static int method_not_allowed(request_rec *r, const char *allow)
     apr_table_setn(r->headers_out, "Allow", allow);
     return fail(r, HTTP_METHOD_NOT_ALLOWED, "method %s not allowed here (use %s)",
                 r->method, allow);
-}
-
-static int parse_u64(const char *s, apr_uint64_t *v)
-{
-    char *end;
-    if (!s || !*s || *s < '0' || *s > '9')
-        return -1;
-    errno = 0;
-    apr_uint64_t x = (apr_uint64_t)apr_strtoi64(s, &end, 10);
-    if (errno || *end)
-        return -1;
-    *v = x;
-    return 0;
 }
 
 /* Down bytes on HTTP/2 become heap buckets of httpd's own size, filled by one
@@ -306,7 +309,7 @@ static const char *client_key(request_rec *r)
 static int check_session(rh_req *q, const char **token)
 {
     request_rec *r = q->r;
-    *token = apr_table_get(r->headers_in, "Relay-Session");
+    *token = apr_table_get(r->headers_in, RH_HDR_SESSION);
     if (!*token)
         return fail(r, HTTP_BAD_REQUEST, "missing Relay-Session header");
     const rh_registry *reg = rh_daemon_registry();
@@ -351,9 +354,9 @@ static int do_open(rh_req *q)
     rq.idle_s = (unsigned)rh_dir_idle(q->dc);
     rq.connect_s = (unsigned)rh_dir_connect(q->dc);
     /* a client that can resume asks the server to keep bytes until acknowledged */
-    const char *res = apr_table_get(r->headers_in, "Relay-Resume");
+    const char *res = apr_table_get(r->headers_in, RH_HDR_RESUME);
     rq.window = (unsigned)rh_dir_window(q->dc);
-    rq.resume = res && !strcmp(res, "1") && rq.window > 0;
+    rq.resume = res && !strcmp(res, RH_RESUME_YES) && rq.window > 0;
     /* end-to-end checks: C frames after every D frame, both ways */
     const char *chk = apr_table_get(r->headers_in, RH_HDR_INTEGRITY);
     rq.check = chk && !strcmp(chk, RH_INTEGRITY_CRC32C);
@@ -362,17 +365,17 @@ static int do_open(rh_req *q)
     if (core_ask(q, &rq, &rep, (rh_dir_connect(q->dc) + 5) * 1000) != 0)
         return core_unavailable(r);
     if (!rep.ok)
-        return fail(r, rep.status, "%s", rep.text);
+        return fail_reply(r, &rep);
     if (strlen(rep.text) != RH_TOKEN_LEN)
         return core_unavailable(r);
     apr_table_setn(r->notes, "relay-session", apr_pstrndup(r->pool, rep.text, RH_SID_LEN));
-    apr_table_setn(r->headers_out, "Relay-Session", apr_pstrdup(r->pool, rep.text));
-    apr_table_setn(r->headers_out, "Relay-Buffer", apr_itoa(r->pool, rh_dir_bufsize(q->dc)));
-    apr_table_setn(r->headers_out, "Relay-Idle-Timeout", apr_itoa(r->pool, rh_dir_idle(q->dc)));
-    apr_table_setn(r->headers_out, "Relay-Heartbeat", apr_itoa(r->pool, RH_HEARTBEAT_S));
+    apr_table_setn(r->headers_out, RH_HDR_SESSION, apr_pstrdup(r->pool, rep.text));
+    apr_table_setn(r->headers_out, RH_HDR_BUFFER, apr_itoa(r->pool, rh_dir_bufsize(q->dc)));
+    apr_table_setn(r->headers_out, RH_HDR_IDLE, apr_itoa(r->pool, rh_dir_idle(q->dc)));
+    apr_table_setn(r->headers_out, RH_HDR_HEARTBEAT, apr_itoa(r->pool, RH_HEARTBEAT_S));
     if (rq.resume) {
-        apr_table_setn(r->headers_out, "Relay-Resume", "1");
-        apr_table_setn(r->headers_out, "Relay-Window", apr_itoa(r->pool, (int)rq.window));
+        apr_table_setn(r->headers_out, RH_HDR_RESUME, RH_RESUME_YES);
+        apr_table_setn(r->headers_out, RH_HDR_WINDOW, apr_itoa(r->pool, (int)rq.window));
     }
     if (rq.check)
         apr_table_setn(r->headers_out, RH_HDR_INTEGRITY, RH_INTEGRITY_CRC32C);
@@ -399,7 +402,7 @@ static int start_push(rh_req *q, const char *token, apr_uint64_t offset, int tim
     /* with the body's length the core can tell the next push from a retry of
      * this one while it still waits for this one's end */
     if (!apr_table_get(r->headers_in, "Transfer-Encoding")
-        && parse_u64(apr_table_get(r->headers_in, "Content-Length"), &rq.body_len) == 0)
+        && hdr_u64(r, "Content-Length", &rq.body_len) == 0)
         rq.has_len = 1;
     if (core_ask(q, &rq, &rep, timeout_ms) != 0) {
         r->connection->keepalive = AP_CONN_CLOSE;
@@ -408,9 +411,9 @@ static int start_push(rh_req *q, const char *token, apr_uint64_t offset, int tim
     if (!rep.ok) {
         r->connection->keepalive = AP_CONN_CLOSE;
         if (rep.status == HTTP_CONFLICT)
-            apr_table_setn(r->headers_out, "Relay-Offset",
+            apr_table_setn(r->headers_out, RH_HDR_OFFSET,
                            apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, q->view.up_bytes));
-        return fail(r, rep.status, "%s", rep.text);
+        return fail_reply(r, &rep);
     }
     return DECLINED;
 }
@@ -478,7 +481,7 @@ static int do_push(rh_req *q)
         c->keepalive = AP_CONN_CLOSE;
         return rv;
     }
-    if (parse_u64(apr_table_get(r->headers_in, "Relay-Offset"), &offset) != 0) {
+    if (hdr_u64(r, RH_HDR_OFFSET, &offset) != 0) {
         c->keepalive = AP_CONN_CLOSE;
         return fail(r, HTTP_BAD_REQUEST, "missing or malformed Relay-Offset header");
     }
@@ -500,7 +503,7 @@ static int do_push(rh_req *q)
         c->keepalive = AP_CONN_CLOSE;
         if (rh_ipc_read_line(q->fd, line, sizeof(line), CUT_REPLY_MS) >= 0
             && rh_ipc_parse_reply(line, &rep) == 0 && rep.done)
-            apr_table_setn(r->headers_out, "Relay-Offset",
+            apr_table_setn(r->headers_out, RH_HDR_OFFSET,
                            apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
         if (up == UP_SLOW)
             return fail(r, HTTP_REQUEST_TIME_OUT, "request body too slow (RelayFrameTimeout)");
@@ -513,9 +516,9 @@ static int do_push(rh_req *q)
     }
     if (!rep.ok) {
         c->keepalive = AP_CONN_CLOSE;
-        return fail(r, rep.status, "%s", rep.text);
+        return fail_reply(r, &rep);
     }
-    apr_table_setn(r->headers_out, "Relay-Offset",
+    apr_table_setn(r->headers_out, RH_HDR_OFFSET,
                    apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
     r->status = HTTP_OK;
     ap_set_content_length(r, 0);
@@ -539,33 +542,33 @@ static int do_pull(rh_req *q)
         return fail(r, HTTP_BAD_REQUEST, "unreadable request body");
     if ((rv = check_session(q, &token)) != DECLINED)
         return rv;
-    if (parse_u64(apr_table_get(r->headers_in, "Relay-Ack"), &ack) != 0)
+    if (hdr_u64(r, RH_HDR_ACK, &ack) != 0)
         return fail(r, HTTP_BAD_REQUEST, "missing or malformed Relay-Ack header");
-    const char *mode = apr_table_get(r->headers_in, "Relay-Mode");
-    int batch = mode && !strcasecmp(mode, "batch");
-    if (mode && !batch && strcasecmp(mode, "stream") != 0)
+    const char *mode = apr_table_get(r->headers_in, RH_HDR_MODE);
+    int batch = mode && !strcasecmp(mode, RH_MODE_BATCH);
+    if (mode && !batch && strcasecmp(mode, RH_MODE_STREAM) != 0)
         return fail(r, HTTP_BAD_REQUEST, "unknown Relay-Mode '%s' (stream or batch)", mode);
     memset(&rq, 0, sizeof(rq));
     rq.op = RH_IPC_PULL;
     apr_cpystrn(rq.token, token, sizeof(rq.token));
     rq.offset = ack;
-    apr_cpystrn(rq.mode, batch ? "batch" : "stream", sizeof(rq.mode));
+    apr_cpystrn(rq.mode, batch ? RH_MODE_BATCH : RH_MODE_STREAM, sizeof(rq.mode));
     rq.poll_s = batch ? (unsigned)rh_dir_poll(q->dc) : 0;
     if (core_ask(q, &rq, &rep, batch ? (rh_dir_poll(q->dc) + 10) * 1000 : CORE_REPLY_MS) != 0)
         return core_unavailable(r);
     if (!rep.ok)
-        return fail(r, rep.status, "%s", rep.text);
+        return fail_reply(r, &rep);
 
     r->status = HTTP_OK;
     ap_set_content_type(r, "application/octet-stream");
-    apr_table_setn(r->headers_out, "Relay-Offset",
+    apr_table_setn(r->headers_out, RH_HDR_OFFSET,
                    apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
     apr_off_t remain = -1;
     if (batch) {
         /* "OK <offset> <length>": the answer is complete, say how long it is */
         const char *sp = strchr(rep.text, ' ');
         apr_uint64_t len;
-        if (!sp || parse_u64(sp + 1, &len) != 0)
+        if (!sp || rh_parse_u64(sp + 1, (size_t)-1, &len) != 0)
             return core_unavailable(r);
         remain = (apr_off_t)len;
         ap_set_content_length(r, remain);
@@ -691,8 +694,8 @@ static int do_duplex(rh_req *q)
         c->keepalive = AP_CONN_CLOSE;
         return rv;
     }
-    if (parse_u64(apr_table_get(r->headers_in, "Relay-Offset"), &offset) != 0
-        || parse_u64(apr_table_get(r->headers_in, "Relay-Ack"), &ack) != 0) {
+    if (hdr_u64(r, RH_HDR_OFFSET, &offset) != 0
+        || hdr_u64(r, RH_HDR_ACK, &ack) != 0) {
         c->keepalive = AP_CONN_CLOSE;
         return fail(r, HTTP_BAD_REQUEST, "missing or malformed Relay-Offset or Relay-Ack header");
     }
@@ -709,21 +712,21 @@ static int do_duplex(rh_req *q)
     apr_cpystrn(rq.token, token, sizeof(rq.token));
     rq.op = RH_IPC_PULL;
     rq.offset = ack;
-    apr_cpystrn(rq.mode, "stream", sizeof(rq.mode));
+    apr_cpystrn(rq.mode, RH_MODE_STREAM, sizeof(rq.mode));
     if (core_ask(q, &rq, &rep, CORE_REPLY_MS) != 0) {
         c->keepalive = AP_CONN_CLOSE;
         return core_unavailable(r);
     }
     if (!rep.ok) {
         c->keepalive = AP_CONN_CLOSE;
-        return fail(r, rep.status, "%s", rep.text);
+        return fail_reply(r, &rep);
     }
     fd_down = q->fd;
     drop_reqtimeout(r);
 
     r->status = HTTP_OK;
     ap_set_content_type(r, "application/octet-stream");
-    apr_table_setn(r->headers_out, "Relay-Offset",
+    apr_table_setn(r->headers_out, RH_HDR_OFFSET,
                    apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
     apr_bucket_brigade *out = apr_brigade_create(r->pool, c->bucket_alloc);
     rh_blocks *bk = blocks_make(r);
@@ -823,14 +826,14 @@ static int do_control(rh_req *q, rh_ipc_op op)
     rq.op = op;
     apr_cpystrn(rq.token, token, sizeof(rq.token));
     if (op == RH_IPC_ACK
-        && parse_u64(apr_table_get(r->headers_in, "Relay-Ack"), &rq.offset) != 0)
+        && hdr_u64(r, RH_HDR_ACK, &rq.offset) != 0)
         return fail(r, HTTP_BAD_REQUEST, "missing or malformed Relay-Ack header");
     const char *why = apr_table_get(r->headers_in, RH_HDR_REASON);
     rq.integrity = op == RH_IPC_CLOSE && why && !strcmp(why, RH_REASON_TOKEN_INTEGRITY);
     if (core_ask(q, &rq, &rep, CORE_REPLY_MS) != 0)
         return core_unavailable(r);
     if (!rep.ok)
-        return fail(r, rep.status, "%s", rep.text);
+        return fail_reply(r, &rep);
     r->status = HTTP_NO_CONTENT;
     return OK;
 }
@@ -898,18 +901,18 @@ int rh_handler(request_rec *r)
         if (r->method_number != M_GET)
             return method_not_allowed(r, "GET");
         ap_set_content_type(r, "text/plain; charset=utf-8");
-        ap_rputs("mod_relay_https: relay endpoint\n", r);
+        ap_rputs(RH_ERROR_PREFIX "relay endpoint\n", r);
         return OK;
     }
     if (where < 0 || !rh_valid_target_name(target))
         return fail(r, HTTP_NOT_FOUND, "no such relay endpoint");
-    const char *ver = apr_table_get(r->headers_in, "Relay-Version");
-    if (ver && strcmp(ver, "1") != 0)
-        return fail(r, HTTP_BAD_REQUEST, "unsupported Relay-Version %s (this server speaks 1)",
-                    ver);
+    const char *ver = apr_table_get(r->headers_in, RH_HDR_VERSION);
+    if (ver && strcmp(ver, RH_PROTO_VERSION) != 0)
+        return fail(r, HTTP_BAD_REQUEST, "unsupported " RH_HDR_VERSION " %s (this server speaks "
+                    RH_PROTO_VERSION ")", ver);
     q.target_name = target;
     q.op = op;
-    if (!strcmp(op, "open")) {
+    if (!strcmp(op, RH_EP_OPEN)) {
         /* Only an open consults the RelayTarget list: a session opened before a
          * reload that removed its target goes on to the address it was given. */
         q.target = rh_find_target(q.dc, target);
@@ -917,15 +920,15 @@ int rh_handler(request_rec *r)
             return fail(r, HTTP_NOT_FOUND, "unknown target '%s'", target);
         return do_open(&q);
     }
-    if (!strcmp(op, "push"))
+    if (!strcmp(op, RH_EP_PUSH))
         return do_push(&q);
-    if (!strcmp(op, "pull"))
+    if (!strcmp(op, RH_EP_PULL))
         return do_pull(&q);
-    if (!strcmp(op, "close"))
+    if (!strcmp(op, RH_EP_CLOSE))
         return do_control(&q, RH_IPC_CLOSE);
-    if (!strcmp(op, "duplex"))
+    if (!strcmp(op, RH_EP_DUPLEX))
         return do_duplex(&q);
-    if (!strcmp(op, "ack"))
+    if (!strcmp(op, RH_EP_ACK))
         return do_control(&q, RH_IPC_ACK);
     return fail(r, HTTP_NOT_FOUND, "no such relay endpoint '%s'", op);
 }

@@ -11,13 +11,6 @@
 #include "rh_ipc.h"
 #include "mod_rh_wait.h"
 
-long rh_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void rh_watch_init(rh_watch *w, conn_rec *c)
 {
     apr_pollfd_t pfd;

@@ -9,6 +9,8 @@
 #include <poll.h>
 #include <httpd.h>
 
+#include "rh_util.h"
+
 #define RH_WAIT_SLICE_MS   500      /* client and core are looked at this often */
 #define RH_CORE_STUCK_MS   3000     /* a core beat older than this: stopped or stuck */
 
@@ -26,8 +28,6 @@ typedef struct rh_watch {
 
 void rh_watch_init(rh_watch *w, conn_rec *c);
 
-/* Monotonic milliseconds, the clock the core's heartbeat uses. */
-long rh_now_ms(void);
 
 /* 1 when the client went away (checked without waiting). */
 int rh_watch_gone(rh_watch *w);

@@ -6,23 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Open: the client asks for end-to-end checks, the server confirms (PROTOCOL.md) */
-#define RH_HDR_INTEGRITY  "Relay-Integrity"
-#define RH_INTEGRITY_CRC32C "crc32c"
-/* a failed check: push answer status, and how R frames and error bodies begin */
-#define RH_STATUS_INTEGRITY 422
-#define RH_REASON_INTEGRITY "integrity check failed"
-/* close: the client says why (so the server logs and counts its failed check) */
-#define RH_HDR_REASON     "Relay-Reason"
-#define RH_REASON_TOKEN_INTEGRITY "integrity"
-
-/* Liveness (PROTOCOL.md, Liveness): for RH_BUSY_WINDOW_MS after data moved, the
- * server heartbeats a silent stream pull every RH_BUSY_HEARTBEAT_MS and answers a
- * batch long-poll within RH_BUSY_POLL_MS, so a client notices a connection that
- * went silent in seconds; idle sessions keep the slow pace */
-#define RH_BUSY_WINDOW_MS    15000
-#define RH_BUSY_HEARTBEAT_MS 1000
-#define RH_BUSY_POLL_MS      1000
+#include "rh_proto.h"
 
 #define RH_FRAME_HDR      4
 #define RH_FRAME_MAX      65536u   /* largest payload a receiver accepts */

@@ -1,0 +1,75 @@
+/* The wire protocol, version 1 (docs/PROTOCOL.md): every name and number that
+ * the module, the relay core and the client must agree on is defined here, once.
+ * Plain C, no includes: proto/ depends on libc only. */
+#ifndef RH_PROTO_H
+#define RH_PROTO_H
+
+#define RH_PROTO_VERSION      "1"
+
+/* ---- request and response headers ---- */
+#define RH_HDR_VERSION        "Relay-Version"      /* request: the protocol spoken */
+#define RH_HDR_SESSION        "Relay-Session"      /* the session token (never in a URL) */
+#define RH_HDR_OFFSET         "Relay-Offset"       /* first data byte of a body; bytes accepted */
+#define RH_HDR_ACK            "Relay-Ack"          /* down bytes the client has received */
+#define RH_HDR_MODE           "Relay-Mode"         /* pull: RH_MODE_STREAM or RH_MODE_BATCH */
+#define RH_HDR_RESUME         "Relay-Resume"       /* open: "1" = keep bytes until acked */
+#define RH_HDR_BUFFER         "Relay-Buffer"       /* open answer: server buffer per direction */
+#define RH_HDR_WINDOW         "Relay-Window"       /* open answer: resume window in bytes */
+#define RH_HDR_IDLE           "Relay-Idle-Timeout" /* open answer: seconds */
+#define RH_HDR_HEARTBEAT      "Relay-Heartbeat"    /* open answer: seconds between idle H frames */
+#define RH_HDR_INTEGRITY      "Relay-Integrity"    /* open: RH_INTEGRITY_CRC32C asked / confirmed */
+#define RH_HDR_REASON         "Relay-Reason"       /* a machine-readable why: RH_REASON_* */
+
+#define RH_RESUME_YES         "1"
+#define RH_INTEGRITY_CRC32C   "crc32c"
+#define RH_MODE_STREAM        "stream"
+#define RH_MODE_BATCH         "batch"
+
+/* ---- endpoints: BASE/TARGET/<name> ---- */
+#define RH_EP_OPEN            "open"
+#define RH_EP_PUSH            "push"
+#define RH_EP_PULL            "pull"
+#define RH_EP_DUPLEX          "duplex"
+#define RH_EP_CLOSE           "close"
+#define RH_EP_ACK             "ack"
+
+/* ---- Relay-Reason values ----
+ * on a 409 push answer: the server has every up byte and the client's fin
+ * already (an earlier push carried it all): the push is done, not refused */
+#define RH_REASON_TOKEN_FIN   "fin"
+/* on a close: the client's own check of down bytes failed (the server counts it) */
+#define RH_REASON_TOKEN_INTEGRITY "integrity"
+
+/* ---- statuses with a meaning of their own (see PROTOCOL.md, Errors) ---- */
+#define RH_STATUS_INTEGRITY   422   /* the session failed an end-to-end check */
+#define RH_STATUS_GONE        410   /* unknown, expired or finished session */
+#define RH_STATUS_CONFLICT    409   /* push offset not its turn; see Relay-Offset */
+#define RH_STATUS_BUSY        503   /* the relay's budget is spent (Retry-After) */
+#define RH_STATUS_CLIENT_BUSY 429   /* this client's share is spent (Retry-After) */
+
+/* every error body is one line: this prefix, the message, a newline */
+#define RH_ERROR_PREFIX       "mod_relay_https: "
+/* how R frames and 422 bodies begin after a failed check */
+#define RH_REASON_INTEGRITY   "integrity check failed"
+
+/* ---- tokens ---- */
+#define RH_TOKEN_LEN          48    /* 8 hex slot + 8 hex gen + 32 hex secret */
+#define RH_SID_LEN            16    /* the public session id: slot + gen */
+#define RH_TARGET_NAME_MAX    63    /* [A-Za-z0-9._-], not starting with '.' */
+
+/* ---- server defaults, announced in the open answer ---- */
+#define RH_HEARTBEAT_S        20        /* H frame on a silent stream pull */
+#define RH_DEFAULT_POLL_S     25        /* a batch long-poll answers empty after this */
+#define RH_DEFAULT_IDLE_S     300       /* a session nobody uses ends after this */
+#define RH_DEFAULT_BUFSIZE    (256 * 1024)
+#define RH_DEFAULT_WINDOW     (16 * 1024 * 1024)
+
+/* Liveness (PROTOCOL.md, Liveness): for RH_BUSY_WINDOW_MS after data moved, the
+ * server heartbeats a silent stream pull every RH_BUSY_HEARTBEAT_MS and answers a
+ * batch long-poll within RH_BUSY_POLL_MS, so a client notices a connection that
+ * went silent in seconds; idle sessions keep the slow pace */
+#define RH_BUSY_WINDOW_MS     15000
+#define RH_BUSY_HEARTBEAT_MS  1000
+#define RH_BUSY_POLL_MS       1000
+
+#endif

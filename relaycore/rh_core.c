@@ -35,6 +35,7 @@
 #include "rh_frame.h"
 #include "rh_ipc.h"
 #include "rh_ring.h"
+#include "rh_util.h"
 
 #define PUSH_IN_MAX  (RH_FRAME_MAX + RH_FRAME_HDR)
 #define OUT_MAX      (RH_IPC_LINE_MAX + 2 * RH_FRAME_HDR + 256)
@@ -49,7 +50,6 @@ enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY };
 #define PUSH_AHEAD_MAX (32ull << 20) /* a push may start this far beyond the accepted offset */
 #define CLIENTS_MAX_PER_SLOT 4      /* client entries at most, per session slot */
 #define CHECK_FRAME   (RH_FRAME_HDR + RH_FRAME_CHECK_LEN)
-#define POLL_DEFAULT_S 25
 
 typedef struct session session;
 typedef struct conn conn;
@@ -214,13 +214,6 @@ void rh_core_request_stop(void)
     }
 }
 
-static long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
 static void logf_(core *c, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void logf_(core *c, int level, const char *fmt, ...)
@@ -344,7 +337,7 @@ static long session_next_deadline(const session *s)
      * would spin the loop (session_timer could not send the H) */
     const conn *pk = s->pull;
     if (pk && !pk->batch && pk->frame_left == 0 && pk->out_len == pk->out_off) {
-        long hb = pk->last_write + pull_hb_ms(s, now_ms());
+        long hb = pk->last_write + pull_hb_ms(s, rh_now_ms());
         if (hb < d)
             d = hb;
     }
@@ -387,7 +380,7 @@ static int conn_hold(core *c, conn *k, rh_client *cl)
     ++c->held;
     if (cl) {
         ++cl->held;
-        rh_client_touch(cl, now_ms());
+        rh_client_touch(cl, rh_now_ms());
     }
     return 0;
 }
@@ -400,7 +393,7 @@ static void conn_unhold(core *c, conn *k)
     --c->held;
     if (k->cl) {
         --k->cl->held;
-        rh_client_touch(k->cl, now_ms());
+        rh_client_touch(k->cl, rh_now_ms());
         k->cl = NULL;
     }
 }
@@ -531,7 +524,7 @@ static void session_free_now(core *c, session *s)
     target_close(c, s);
     if (s->cl) {
         --s->cl->sessions;
-        rh_client_touch(s->cl, now_ms());
+        rh_client_touch(s->cl, rh_now_ms());
     }
     c->by_slot[s->slot] = NULL;
     rh_registry_count(c->cfg->reg, s->slot, s->up_acc, s->down_sent);
@@ -605,7 +598,7 @@ static void session_end(core *c, session *s, int reset, const char *reason)
         /* kept a while without its target, so that every request of the session
          * hears why it ended (422), not just that it did (410); reset is set */
         target_close(c, s);
-        s->deadline = now_ms() + FAILED_LINGER_MS;
+        s->deadline = rh_now_ms() + FAILED_LINGER_MS;
         heap_fix(c, s->heap_idx);
         return;
     }
@@ -635,7 +628,7 @@ static session *session_find(core *c, conn *k, const char *token)
         conn_error(c, k, 410, "unknown or expired session");
         return NULL;
     }
-    s->last_heard = now_ms();
+    s->last_heard = rh_now_ms();
     return s;
 }
 
@@ -738,7 +731,7 @@ static int up_check(core *c, session *s, conn *k, const rh_frame_event *ev)
     }
     s->up_acc = s->up_rcv;
     s->up_crc_acc = s->up_crc_rcv;
-    s->last_data = now_ms();
+    s->last_data = rh_now_ms();
     return 0;
 }
 
@@ -999,7 +992,7 @@ static void pull_write(core *c, session *s)
     conn *k = s->pull;
     if (k && k->batch && !k->batch_started) {
         /* a long-poll answers as soon as there is anything, or when it runs out */
-        if (!down_unsent(s) && !s->down_eof && now_ms() < batch_due(s, k))
+        if (!down_unsent(s) && !s->down_eof && rh_now_ms() < batch_due(s, k))
             return;
         batch_start(s, k);
     }
@@ -1098,7 +1091,7 @@ static void pull_write(core *c, session *s)
             conn_kill(c, k);
             return;
         }
-        k->last_write = now_ms();
+        k->last_write = rh_now_ms();
         size_t w1 = (size_t)w;
         size_t from_out = w1 < head ? w1 : head;
         k->out_off += from_out;
@@ -1145,7 +1138,7 @@ static void session_pump(core *c, session *s)
         else if (!s->finished) {
             /* the client may still come back for the last bytes: linger until it
              * says close, or a little while */
-            long now = now_ms();
+            long now = rh_now_ms();
             long linger = s->idle_s < 30 ? 1000L * s->idle_s : 30000L;
             s->finished = 1;
             s->linger_until = now + linger;
@@ -1235,7 +1228,7 @@ static void open_finish(core *c, session *s)
         out_printf(k, "OK %s", tok);
         conn_reply_done(c, k);
     }
-    s->last_heard = now_ms();
+    s->last_heard = rh_now_ms();
     session_pump(c, s);
 }
 
@@ -1262,7 +1255,7 @@ static void req_open(core *c, conn *k, const rh_ipc_req *rq)
     }
     /* the client's share: sessions, open rate, requests in flight */
     rh_limits lim;
-    long now = now_ms();
+    long now = rh_now_ms();
     rh_registry_get_limits(c->cfg->reg, &lim);
     rh_client *cl = rh_clients_get(&c->clients, rq->client[0] ? rq->client : "-", now);
     if (!cl) {
@@ -1320,7 +1313,7 @@ static void req_open(core *c, conn *k, const rh_ipc_req *rq)
     s->check = rq->check ? 1 : 0;
     if (s->check && s->up.cap < 2 * RH_FRAME_MAX)
         rh_ring_init(&s->up, 2 * RH_FRAME_MAX);   /* a D frame waits whole for its C */
-    s->last_heard = now_ms();
+    s->last_heard = rh_now_ms();
     s->connect_deadline = s->last_heard + 1000L * rq->connect_s;
     s->connecting = 1;
     s->opener = k;
@@ -1387,7 +1380,8 @@ static void req_push(core *c, conn *k, const rh_ipc_req *rq)
         return;
     }
     if (s->up_fin) {
-        conn_error(c, k, 409, "the client already finished sending (fin)");
+        conn_error(c, k, RH_STATUS_CONFLICT, "reason=" RH_REASON_TOKEN_FIN
+                   " the client already finished sending (fin)");
         return;
     }
     if (rq->offset < s->up_acc) {
@@ -1412,7 +1406,7 @@ static void req_push(core *c, conn *k, const rh_ipc_req *rq)
         k->kind = CK_PUSHWAIT;
         k->s = s;
         k->want_off = rq->offset;
-        k->wait_until = now_ms() + 1000L * (lim.push_wait_s ? lim.push_wait_s : s->idle_s);
+        k->wait_until = rh_now_ms() + 1000L * (lim.push_wait_s ? lim.push_wait_s : s->idle_s);
         s->push_wait[s->nwait++] = k;
         /* nothing is read while it waits, but a handler that hangs up must be seen:
          * epoll reports HUP/ERR whatever the mask */
@@ -1474,8 +1468,8 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
     session *s = session_find(c, k, rq->token);
     if (!s || conn_hold(c, k, s->cl) != 0)
         return;
-    int batch = !strcmp(rq->mode, "batch");
-    if (!batch && strcmp(rq->mode, "stream") != 0) {
+    int batch = !strcmp(rq->mode, RH_MODE_BATCH);
+    if (!batch && strcmp(rq->mode, RH_MODE_STREAM) != 0) {
         conn_error(c, k, 400, "unsupported pull mode '%s'", rq->mode);
         return;
     }
@@ -1518,7 +1512,7 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
     }
     k->kind = CK_PULL;
     k->s = s;
-    k->last_write = now_ms();
+    k->last_write = rh_now_ms();
     s->pull = k;
     /* a stream pull drains the ring as the target fills it: reading ahead by
      * bufsize is enough. A batch pull takes a round trip per answer, so each
@@ -1526,7 +1520,7 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
     s->readahead = batch ? s->down.cap : s->down.cap - s->window;
     if (batch) {
         k->batch = 1;
-        k->poll_deadline = k->last_write + 1000L * (rq->poll_s ? rq->poll_s : POLL_DEFAULT_S);
+        k->poll_deadline = k->last_write + 1000L * (rq->poll_s ? rq->poll_s : RH_DEFAULT_POLL_S);
     } else {
         /* an H at once lets the client see whether the path buffers responses */
         unsigned char a[8];
@@ -1671,7 +1665,7 @@ static void conn_event(core *c, conn *k, uint32_t events)
                 if (n > 0) {
                     k->in_len += (size_t)n;
                     k->body_in += (uint64_t)n;
-                    s->last_heard = now_ms();
+                    s->last_heard = rh_now_ms();
                 } else if (n == 0) {
                     k->eof = 1;
                 } else if (errno != EAGAIN && errno != EINTR) {
@@ -1770,7 +1764,7 @@ static void accept_all(core *c)
                 logf_(c, RH_LOG_ERR, "accept: %s; pausing new requests for 100 ms",
                       strerror(errno));
                 epoll_ctl(c->ep, EPOLL_CTL_DEL, c->cfg->listen_fd, NULL);
-                c->listen_paused_until = now_ms() + 100;
+                c->listen_paused_until = rh_now_ms() + 100;
             }
             return;
         }
@@ -1853,7 +1847,7 @@ int rh_core_run(const rh_core_config *cfg)
           cfg->reg->nslots);
 
     while (!c->stop_seen) {
-        long now = now_ms();
+        long now = rh_now_ms();
         /* the beat tells httpd's children that the core is alive: one wake-up
          * a second, whatever else it waits for */
         int timeout = RH_CORE_BEAT_MS;
@@ -1895,7 +1889,7 @@ int rh_core_run(const rh_core_config *cfg)
         }
         /* dead objects are freed only after the whole batch: later events of the
          * batch may still point at them */
-        now = now_ms();
+        now = rh_now_ms();
         while (c->heap_len && c->heap[0]->deadline <= now) {
             session *s = c->heap[0];
             if (s->dead) {

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "rh_ipc.h"
+#include "rh_util.h"
 
 static int copy_word(char *dst, size_t max, const char *src)
 {
@@ -20,23 +21,10 @@ static int copy_word(char *dst, size_t max, const char *src)
     return 0;
 }
 
-static int parse_u64(const char *s, uint64_t *v)
-{
-    char *end;
-    if (!s || !*s || *s == '-' || *s == '+')
-        return -1;
-    errno = 0;
-    unsigned long long x = strtoull(s, &end, 10);
-    if (errno || *end)
-        return -1;
-    *v = x;
-    return 0;
-}
-
 static int parse_uint(const char *s, unsigned *v, unsigned max)
 {
     uint64_t x;
-    if (parse_u64(s, &x) || x > max)
+    if (rh_parse_u64(s, (size_t)-1, &x) || x > max)
         return -1;
     *v = (unsigned)x;
     return 0;
@@ -95,10 +83,10 @@ int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
     if ((!strcmp(w[0], "PUSH") && (n == 3 || (n == 4 && !strncmp(w[3], "len=", 4))))
         || (!strcmp(w[0], "PULL") && (n == 4 || n == 5))) {
         req->op = w[0][1] == 'U' && w[0][2] == 'S' ? RH_IPC_PUSH : RH_IPC_PULL;
-        if (copy_word(req->token, sizeof(req->token), w[1]) || parse_u64(w[2], &req->offset))
+        if (copy_word(req->token, sizeof(req->token), w[1]) || rh_parse_u64(w[2], (size_t)-1, &req->offset))
             return -1;
         if (req->op == RH_IPC_PUSH && n == 4) {
-            if (parse_u64(w[3] + 4, &req->body_len))
+            if (rh_parse_u64(w[3] + 4, (size_t)-1, &req->body_len))
                 return -1;
             req->has_len = 1;
         }
@@ -111,7 +99,7 @@ int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
     }
     if (!strcmp(w[0], "ACK") && n == 3) {
         req->op = RH_IPC_ACK;
-        if (copy_word(req->token, sizeof(req->token), w[1]) || parse_u64(w[2], &req->offset))
+        if (copy_word(req->token, sizeof(req->token), w[1]) || rh_parse_u64(w[2], (size_t)-1, &req->offset))
             return -1;
         return 0;
     }
@@ -158,10 +146,10 @@ int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req)
     case RH_IPC_PULL:
         if (req->poll_s)
             n = snprintf(buf, len, "PULL %s %" PRIu64 " %s %u\n", req->token, req->offset,
-                         req->mode[0] ? req->mode : "stream", req->poll_s);
+                         req->mode[0] ? req->mode : RH_MODE_STREAM, req->poll_s);
         else
             n = snprintf(buf, len, "PULL %s %" PRIu64 " %s\n", req->token, req->offset,
-                         req->mode[0] ? req->mode : "stream");
+                         req->mode[0] ? req->mode : RH_MODE_STREAM);
         break;
     case RH_IPC_ACK:
         n = snprintf(buf, len, "ACK %s %" PRIu64 "\n", req->token, req->offset);
@@ -193,7 +181,16 @@ int rh_ipc_parse_reply(const char *line, rh_ipc_reply *rep)
         if (st < 400 || st > 599 || (*end != ' ' && *end != '\0'))
             return -1;
         rep->status = (int)st;
-        snprintf(rep->text, sizeof(rep->text), "%s", *end ? end + 1 : "");
+        const char *msg = *end ? end + 1 : "";
+        if (!strncmp(msg, "reason=", 7)) {
+            /* a machine-readable why, for the client's Relay-Reason header */
+            size_t n = strcspn(msg + 7, " ");
+            if (n == 0 || n >= sizeof(rep->reason))
+                return -1;
+            memcpy(rep->reason, msg + 7, n);
+            msg += 7 + n + (msg[7 + n] == ' ');
+        }
+        snprintf(rep->text, sizeof(rep->text), "%s", msg);
         return 0;
     } else {
         return -1;
@@ -210,17 +207,10 @@ int rh_ipc_parse_reply(const char *line, rh_ipc_reply *rep)
     return 0;
 }
 
-static long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
 static int wait_fd(int fd, short ev, long deadline)
 {
     for (;;) {
-        long left = deadline - now_ms();
+        long left = deadline - rh_now_ms();
         if (left < 0)
             left = 0;
         struct pollfd p = { .fd = fd, .events = ev };
@@ -254,7 +244,7 @@ int rh_ipc_connect(const char *path, int timeout_ms)
         goto fail;
     }
     /* a unix socket connect only blocks while the core's backlog is full */
-    rv = wait_fd(fd, POLLOUT, now_ms() + timeout_ms);
+    rv = wait_fd(fd, POLLOUT, rh_now_ms() + timeout_ms);
     if (rv)
         goto fail;
     int err = 0;
@@ -273,13 +263,13 @@ fail:
 int rh_ipc_write_all(int fd, const void *buf, size_t len, int timeout_ms)
 {
     const char *p = buf;
-    long deadline = now_ms() + timeout_ms;
+    long deadline = rh_now_ms() + timeout_ms;
     while (len) {
         ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
         if (n > 0) {
             p += n;
             len -= (size_t)n;
-            deadline = now_ms() + timeout_ms;   /* the timeout is per stall */
+            deadline = rh_now_ms() + timeout_ms;   /* the timeout is per stall */
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -295,7 +285,7 @@ int rh_ipc_write_all(int fd, const void *buf, size_t len, int timeout_ms)
 
 ssize_t rh_ipc_read(int fd, void *buf, size_t len, int timeout_ms)
 {
-    long deadline = now_ms() + timeout_ms;
+    long deadline = rh_now_ms() + timeout_ms;
     for (;;) {
         ssize_t n = recv(fd, buf, len, 0);
         if (n >= 0)
@@ -312,7 +302,7 @@ ssize_t rh_ipc_read(int fd, void *buf, size_t len, int timeout_ms)
 
 int rh_ipc_read_line(int fd, char *buf, size_t max, int timeout_ms)
 {
-    long deadline = now_ms() + timeout_ms;
+    long deadline = rh_now_ms() + timeout_ms;
     size_t have = 0;
     for (;;) {
         if (have + 1 >= max)

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "rh_proto.h"
+
 #define RH_IPC_LINE_MAX 512
 
 typedef enum {
@@ -42,11 +44,13 @@ typedef struct rh_ipc_req {
     unsigned poll_s;    /* pull, batch: answer empty after this long */
 } rh_ipc_req;
 
-/* Replies: "OK <text>", "DONE <offset>", "ERR <status> <message>". */
+/* Replies: "OK <text>", "DONE <offset>", "ERR <status> [reason=<token>] <message>"
+ * (the token, one of RH_REASON_TOKEN_*, goes to the client as Relay-Reason). */
 typedef struct rh_ipc_reply {
     int ok;             /* 1 for OK/DONE */
     int done;           /* 1 for DONE */
     int status;         /* HTTP status for ERR */
+    char reason[16];    /* ERR: RH_REASON_TOKEN_* or empty */
     char text[RH_IPC_LINE_MAX];
     uint64_t num;       /* first number of an OK/DONE, if any */
 } rh_ipc_reply;

@@ -6,10 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rh_proto.h"
+
 #define RH_SECRET_LEN   16                 /* 128 bits */
-#define RH_TOKEN_LEN    48                 /* 8 hex slot + 8 hex gen + 32 hex secret */
-#define RH_SID_LEN      16                 /* the public session id: slot + gen */
-#define RH_TARGET_MAX   64                 /* name length incl. NUL */
+#define RH_TARGET_MAX   (RH_TARGET_NAME_MAX + 1)   /* name length incl. NUL */
 
 enum { RH_SLOT_FREE = 0, RH_SLOT_CONNECTING = 1, RH_SLOT_OPEN = 2 };
 

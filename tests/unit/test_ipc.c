@@ -366,6 +366,17 @@ START_TEST(test_reply_parse)
     ck_assert_int_eq(rep.status, 409);
     ck_assert_str_eq(rep.text, "a push is already active");
 
+    /* a reason token for Relay-Reason comes off the message */
+    ck_assert_int_eq(rh_ipc_parse_reply("ERR 409 reason=" RH_REASON_TOKEN_FIN
+                                        " the client already finished", &rep), 0);
+    ck_assert_int_eq(rep.status, 409);
+    ck_assert_str_eq(rep.reason, RH_REASON_TOKEN_FIN);
+    ck_assert_str_eq(rep.text, "the client already finished");
+    ck_assert_int_eq(rh_ipc_parse_reply("ERR 409 a push is already active", &rep), 0);
+    ck_assert_str_eq(rep.reason, "");
+    ck_assert_int_ne(rh_ipc_parse_reply("ERR 409 reason= x", &rep), 0);
+    ck_assert_int_ne(rh_ipc_parse_reply("ERR 409 reason=abcdefghijklmnopqrstuvwxyz x", &rep), 0);
+
     ck_assert_int_eq(rh_ipc_parse_reply("ERR 502", &rep), 0);
     ck_assert_int_eq(rep.status, 502);
     ck_assert_str_eq(rep.text, "");

@@ -11,6 +11,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
 
     SRunner *sr = srunner_create(frame_suite());
+    srunner_add_suite(sr, util_suite());
     srunner_add_suite(sr, ring_suite());
     srunner_add_suite(sr, ring_model_suite());
     srunner_add_suite(sr, crc32c_suite());

@@ -4,6 +4,7 @@
 
 #include <check.h>
 
+Suite *util_suite(void);
 Suite *frame_suite(void);
 Suite *ring_suite(void);
 Suite *ring_model_suite(void);
