@@ -7,12 +7,15 @@
 #include <http_request.h>
 
 #include "mod_rh_private.h"
+#include "mod_rh_check.h"
 #include "mod_rh_config.h"
 #include "mod_rh_daemon.h"
 #include "mod_rh_handler.h"
 
 static void register_hooks(apr_pool_t *p)
 {
+    ap_hook_pre_config(rh_check_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_config(rh_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(rh_daemon_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(rh_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_translate_name(rh_refuse_trace, NULL, NULL, APR_HOOK_FIRST);

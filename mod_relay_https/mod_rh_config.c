@@ -5,6 +5,7 @@
 #include <ap_mpm.h>
 
 #include "mod_rh_private.h"
+#include "mod_rh_check.h"
 #include "mod_rh_config.h"
 #include "rh_registry.h"
 #include "rh_util.h"
@@ -138,9 +139,14 @@ int rh_dir_connect(const rh_dir_conf *dc)
     return dc->connect_s > 0 ? dc->connect_s : RH_DEFAULT_CONNECT_S;
 }
 
+/* A long-poll answers well before the session would be idle: with
+ * RelayIdleTimeout set low and RelayPollTimeout left alone, the poll follows
+ * (both set the other way round is refused at configtest, mod_rh_check.c). */
 int rh_dir_poll(const rh_dir_conf *dc)
 {
-    return dc->poll_s > 0 ? dc->poll_s : RH_DEFAULT_POLL_S;
+    int poll = dc->poll_s > 0 ? dc->poll_s : RH_DEFAULT_POLL_S;
+    int half_idle = rh_dir_idle(dc) / 2;
+    return poll > half_idle && dc->poll_s <= 0 ? (half_idle > 0 ? half_idle : 1) : poll;
 }
 
 static const char *set_target(cmd_parms *cmd, void *dcv, const char *name, const char *addr)
@@ -163,6 +169,7 @@ static const char *set_target(cmd_parms *cmd, void *dcv, const char *name, const
     t->name = apr_pstrdup(cmd->pool, name);
     t->host = host;
     t->port = port;
+    rh_check_note_target(cmd);
     return NULL;
 }
 
@@ -189,7 +196,10 @@ static const char *set_window(cmd_parms *cmd, void *dcv, const char *arg)
 
 static const char *set_idle(cmd_parms *cmd, void *dcv, const char *arg)
 {
-    return set_int(cmd, arg, 1, 7L * 86400, &((rh_dir_conf *)dcv)->idle_s);
+    const char *err = set_int(cmd, arg, 1, 7L * 86400, &((rh_dir_conf *)dcv)->idle_s);
+    if (!err)
+        rh_check_note_timeout(cmd, 1, ((rh_dir_conf *)dcv)->idle_s);
+    return err;
 }
 
 static const char *set_connect(cmd_parms *cmd, void *dcv, const char *arg)
@@ -199,7 +209,10 @@ static const char *set_connect(cmd_parms *cmd, void *dcv, const char *arg)
 
 static const char *set_poll(cmd_parms *cmd, void *dcv, const char *arg)
 {
-    return set_int(cmd, arg, 1, 3600, &((rh_dir_conf *)dcv)->poll_s);
+    const char *err = set_int(cmd, arg, 1, 3600, &((rh_dir_conf *)dcv)->poll_s);
+    if (!err)
+        rh_check_note_timeout(cmd, 0, ((rh_dir_conf *)dcv)->poll_s);
+    return err;
 }
 
 static rh_srv_conf *global_conf(cmd_parms *cmd, const char **err);

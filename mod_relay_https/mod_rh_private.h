@@ -8,6 +8,9 @@
 
 #define MOD_RELAY_HTTPS_VERSION "0.1.0"
 
+/* SetHandler names */
+#define RH_HANDLER_NAME "relay-https"
+
 extern module AP_MODULE_DECLARE_DATA relay_https_module;
 
 #if defined(APLOG_USE_MODULE) && !defined(RH_MODULE_MAIN)  /* AP_DECLARE_MODULE declares it there */

@@ -22,8 +22,11 @@ def test_load_file_points_at_debian_module_dir():
                      text, re.M), text
 
 
-@pytest.mark.parametrize("uncomment", [False, True], ids=["as-shipped", "all-uncommented"])
-def test_examples_pass_configtest(tmp_path, module_so, tls, uncomment):
+@pytest.mark.parametrize("uncomment,loaded", [(False, True), (True, True), (True, False)],
+                         ids=["as-shipped", "all-uncommented", "after-a2dismod"])
+def test_examples_pass_configtest(tmp_path, module_so, tls, uncomment, loaded):
+    """With the module, and without it (after a2dismod the site must still pass
+    configtest, or every reload is refused)."""
     m = harness.APACHE_MODULES
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -37,7 +40,7 @@ def test_examples_pass_configtest(tmp_path, module_so, tls, uncomment):
         un = lambda t: re.sub(r"^(\s*)#((?:Relay\w+|LogLevel|LogFormat|CustomLog)\b)", r"\1\2", t,
                               flags=re.M)
         conf, vhost = un(conf), un(vhost)
-        assert "\n    RelayMaxSessions" in conf and "\n        RelayIdleTimeout" in vhost
+        assert "\n    RelayMaxSessions" in conf and "\n            RelayIdleTimeout" in vhost
         conf = conf.replace("/var/run/apache2/", str(tmp_path) + "/")
     base = "\n".join([
         'ServerRoot "%s"' % tmp_path,
@@ -53,7 +56,7 @@ def test_examples_pass_configtest(tmp_path, module_so, tls, uncomment):
         "authz_core", "authn_core", "authn_file", "auth_basic", "authz_user",
         "mime", "dir", "socache_shmcb", "ssl", "http2")])
     path = tmp_path / "httpd.conf"
-    path.write_text("\n".join([base, load, conf, vhost]) + "\n")
+    path.write_text("\n".join([base, load if loaded else "", conf, vhost]) + "\n")
     r = subprocess.run([harness.APACHE_BIN, "-t", "-f", str(path)], env=harness.apache_env(),
                        stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True, timeout=60)
