@@ -11,6 +11,7 @@
 #include "mod_rh_config.h"
 #include "mod_rh_daemon.h"
 #include "mod_rh_handler.h"
+#include "mod_rh_status.h"
 
 static void register_hooks(apr_pool_t *p)
 {
@@ -19,6 +20,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_post_config(rh_daemon_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(rh_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_translate_name(rh_refuse_trace, NULL, NULL, APR_HOOK_FIRST);
+    rh_status_register_hooks();
 }
 
 AP_DECLARE_MODULE(relay_https) = {

@@ -48,6 +48,7 @@ static int g_registered;   /* APR segfaults on unregistering twice */
 
 const char *rh_daemon_socket(void) { return g_ret && g_ret->ready ? g_ret->socket : NULL; }
 const rh_registry *rh_daemon_registry(void) { return g_ret && g_ret->ready ? g_ret->reg : NULL; }
+rh_stats *rh_daemon_stats(void) { return g_ret && g_ret->ready ? &g_ret->reg->stats : NULL; }
 
 static void core_log(void *ctx, int level, const char *msg)
 {

@@ -12,5 +12,8 @@ int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
 /* For handlers in the children (set before the MPM forks them). */
 const char *rh_daemon_socket(void);
 const rh_registry *rh_daemon_registry(void);
+/* The counters in the registry, for the handlers' atomic adds; NULL before the
+ * core is set up. */
+rh_stats *rh_daemon_stats(void);
 
 #endif

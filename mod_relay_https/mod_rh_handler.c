@@ -58,6 +58,9 @@ static int fail(request_rec *r, int status, const char *fmt, ...)
     va_end(ap);
     ap_log_rerror(APLOG_MARK, status >= 500 ? APLOG_WARNING : APLOG_DEBUG, 0, r,
                   RHLOG(2001) "%d %s", status, msg);
+    rh_stats *st = rh_daemon_stats();
+    if (st)
+        rh_stats_refused(st, rh_stats_refusal_of(status));
     r->status = status;
     if (status == HTTP_SERVICE_UNAVAILABLE || status == HTTP_TOO_MANY_REQUESTS) {
         apr_table_setn(r->headers_out, "Retry-After", "1");
@@ -866,6 +869,24 @@ static int split_uri(request_rec *r, const rh_dir_conf *dc, const char **target,
     return 1;
 }
 
+/* Requests by transport, for the status page: a push with a length is a batch
+ * push, a pull says its mode. */
+static void count_request(request_rec *r, const char *op)
+{
+    rh_stats *st = rh_daemon_stats();
+    const char *mode = apr_table_get(r->headers_in, RH_HDR_MODE);
+    if (!st)
+        return;
+    if (!strcmp(op, RH_EP_PUSH))
+        rh_stats_request(st, apr_table_get(r->headers_in, "Content-Length")
+                             ? RH_XP_PUSH_BATCH : RH_XP_PUSH_STREAM);
+    else if (!strcmp(op, RH_EP_PULL))
+        rh_stats_request(st, mode && !strcasecmp(mode, RH_MODE_BATCH)
+                             ? RH_XP_PULL_BATCH : RH_XP_PULL_STREAM);
+    else if (!strcmp(op, RH_EP_DUPLEX))
+        rh_stats_request(st, RH_XP_DUPLEX);
+}
+
 /* TRACE would echo the request, Relay-Session included: httpd answers it
  * before any handler (map_to_storage), so a relay location refuses it here,
  * where the <Location> configuration is already known. */
@@ -886,7 +907,7 @@ int rh_handler(request_rec *r)
     rh_req q;
     const char *target = NULL, *op = NULL;
 
-    if (!r->handler || strcmp(r->handler, "relay-https") != 0)
+    if (!r->handler || strcmp(r->handler, RH_HANDLER_NAME) != 0)
         return DECLINED;
     memset(&q, 0, sizeof(q));
     q.r = r;
@@ -920,6 +941,7 @@ int rh_handler(request_rec *r)
             return fail(r, HTTP_NOT_FOUND, "unknown target '%s'", target);
         return do_open(&q);
     }
+    count_request(r, op);
     if (!strcmp(op, RH_EP_PUSH))
         return do_push(&q);
     if (!strcmp(op, RH_EP_PULL))

@@ -10,6 +10,7 @@
 
 /* SetHandler names */
 #define RH_HANDLER_NAME "relay-https"
+#define RH_STATUS_HANDLER_NAME "relay-https-status"
 
 extern module AP_MODULE_DECLARE_DATA relay_https_module;
 

@@ -25,6 +25,7 @@ rh_registry *rh_registry_init(void *mem, uint32_t nslots)
     if (!keep_gen) {
         reg->total_opened = reg->total_closed = 0;
         reg->total_up = reg->total_down = 0;
+        rh_stats_init(&reg->stats, (int64_t)time(NULL));
     }
     for (uint32_t i = 0; i < nslots; ++i) {
         rh_slot *s = &reg->slots[i];
@@ -69,6 +70,7 @@ int rh_registry_alloc(rh_registry *reg, const char *target,
     write_end(s);
     reg->active++;
     reg->total_opened++;
+    rh_stats_target_opened(&reg->stats, s->target);
     *slot = i;
     *gen = s->gen;
     return RH_REG_OK;
@@ -92,7 +94,32 @@ void rh_registry_set_owner(rh_registry *reg, uint32_t slot, uint64_t owner)
 
 void rh_registry_beat(rh_registry *reg, int64_t now_ms)
 {
+    uint64_t up, down;
+    rh_registry_totals(reg, &up, &down);
+    rh_stats_tick(&reg->stats, now_ms / 1000, up, down);
     __atomic_store_n(&reg->core_beat_ms, now_ms, __ATOMIC_RELAXED);
+}
+
+void rh_registry_publish(rh_registry *reg, uint32_t held, uint64_t integrity)
+{
+    __atomic_store_n(&reg->stats.held, held, __ATOMIC_RELAXED);
+    __atomic_store_n(&reg->stats.integrity, integrity, __ATOMIC_RELAXED);
+}
+
+/* Racy by a few bytes against the core's writes, which a status page allows. */
+void rh_registry_totals(const rh_registry *reg, uint64_t *up, uint64_t *down)
+{
+    uint64_t u = __atomic_load_n(&reg->total_up, __ATOMIC_RELAXED);
+    uint64_t d = __atomic_load_n(&reg->total_down, __ATOMIC_RELAXED);
+    for (uint32_t i = 0; i < reg->nslots; ++i) {
+        const rh_slot *s = &reg->slots[i];
+        if (__atomic_load_n(&s->state, __ATOMIC_RELAXED) == RH_SLOT_FREE)
+            continue;
+        u += __atomic_load_n(&s->up_bytes, __ATOMIC_RELAXED);
+        d += __atomic_load_n(&s->down_bytes, __ATOMIC_RELAXED);
+    }
+    *up = u;
+    *down = d;
 }
 
 int64_t rh_registry_beat_age(const rh_registry *reg, int64_t now_ms)
@@ -135,6 +162,7 @@ void rh_registry_release(rh_registry *reg, uint32_t slot)
         return;
     reg->total_up += s->up_bytes;
     reg->total_down += s->down_bytes;
+    rh_stats_target_closed(&reg->stats, s->target, s->up_bytes, s->down_bytes);
     write_begin(s);
     s->state = RH_SLOT_FREE;
     memset(s->secret, 0, sizeof(s->secret));

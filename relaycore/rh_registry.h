@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "rh_proto.h"
+#include "rh_stats.h"
 
 #define RH_SECRET_LEN   16                 /* 128 bits */
 #define RH_TARGET_MAX   (RH_TARGET_NAME_MAX + 1)   /* name length incl. NUL */
@@ -50,6 +51,7 @@ typedef struct rh_registry {
     uint64_t total_up;   /* bytes of closed sessions */
     uint64_t total_down;
     rh_limits limits;    /* the parent's: rh_registry_init leaves them */
+    rh_stats stats;      /* for the status page: kept while the registry is */
     rh_slot slots[];
 } rh_registry;
 
@@ -87,9 +89,14 @@ int rh_registry_check(const rh_registry *reg, const char *token, rh_slot_view *v
 int rh_registry_view(const rh_registry *reg, uint32_t slot, rh_slot_view *view);
 
 /* The core's heartbeat: it renews it at least every RH_CORE_BEAT_MS, so a core
- * that is stopped or stuck shows within a few seconds (the handler's waits). */
+ * that is stopped or stuck shows within a few seconds (the handler's waits).
+ * Each beat also brings the status figures up to date (rh_stats_tick). */
 #define RH_CORE_BEAT_MS 1000
 void rh_registry_beat(rh_registry *reg, int64_t now_ms);
+/* The core's own counters, published with the next beat. */
+void rh_registry_publish(rh_registry *reg, uint32_t held, uint64_t integrity);
+/* Any process: bytes up and down of every session, closed and live. */
+void rh_registry_totals(const rh_registry *reg, uint64_t *up, uint64_t *down);
 /* Milliseconds since the core's last beat (a large value when it never beat). */
 int64_t rh_registry_beat_age(const rh_registry *reg, int64_t now_ms);
 

@@ -17,6 +17,7 @@ int main(void)
     srunner_add_suite(sr, crc32c_suite());
     srunner_add_suite(sr, clients_suite());
     srunner_add_suite(sr, registry_suite());
+    srunner_add_suite(sr, stats_suite());
     srunner_add_suite(sr, ipc_suite());
     srunner_add_suite(sr, core_suite());
 

@@ -1,0 +1,129 @@
+/* The relay's counters in shared memory (see rh_stats.h). */
+#include <string.h>
+
+#include "rh_stats.h"
+
+const char *const rh_stats_xp_names[RH_XP_N] = {
+    "pushStream", "pushBatch", "pullStream", "pullBatch", "duplex"
+};
+const char *const rh_stats_refuse_names[RH_REFUSE_N] = {
+    "busy", "clientShare", "unknownTarget", "unknownSession", "otherUser", "badRequest",
+    "targetDown"
+};
+
+#define OTHER_TARGET "(other)"
+
+void rh_stats_init(rh_stats *st, int64_t now_unix)
+{
+    memset(st, 0, sizeof(*st));
+    st->started = now_unix;
+    st->hist_sec = -1;
+}
+
+void rh_stats_tick(rh_stats *st, int64_t now_sec, uint64_t up, uint64_t down)
+{
+    uint64_t total = up + down;
+    if (st->hist_sec >= 0 && now_sec < st->hist_sec)
+        return;   /* the clock does not go back; a second beat in one second is fine */
+    /* seconds without a beat moved nothing we can place: the total carries
+     * over them (a gap longer than the history fills all of it) */
+    int64_t from = st->hist_sec < 0 ? now_sec : st->hist_sec + 1;
+    if (now_sec - from > RH_STATS_HIST)
+        from = now_sec - RH_STATS_HIST;
+    uint64_t last = st->hist_sec >= 0 ? st->hist[st->hist_sec % RH_STATS_HIST] : total;
+    for (int64_t s = from; s < now_sec; ++s)
+        st->hist[s % RH_STATS_HIST] = last;
+    st->hist[now_sec % RH_STATS_HIST] = total;
+    __atomic_store_n(&st->bytes_up, up, __ATOMIC_RELAXED);
+    __atomic_store_n(&st->bytes_down, down, __ATOMIC_RELAXED);
+    __atomic_store_n(&st->hist_sec, now_sec, __ATOMIC_RELEASE);
+}
+
+static rh_target_stats *target_of(rh_stats *st, const char *name)
+{
+    for (uint32_t i = 0; i < st->ntargets; ++i)
+        if (!strcmp(st->targets[i].name, name))
+            return &st->targets[i];
+    /* a full table pools the rest in its last entry */
+    uint32_t i = st->ntargets < RH_STATS_TARGETS ? st->ntargets : RH_STATS_TARGETS - 1;
+    rh_target_stats *t = &st->targets[i];
+    if (st->ntargets < RH_STATS_TARGETS) {
+        memset(t, 0, sizeof(*t));
+        strncpy(t->name, st->ntargets == RH_STATS_TARGETS - 1 ? OTHER_TARGET : name,
+                sizeof(t->name) - 1);
+        __atomic_store_n(&st->ntargets, st->ntargets + 1, __ATOMIC_RELEASE);
+    }
+    return t;
+}
+
+void rh_stats_target_opened(rh_stats *st, const char *name)
+{
+    __atomic_add_fetch(&target_of(st, name)->opened, 1, __ATOMIC_RELAXED);
+}
+
+void rh_stats_target_closed(rh_stats *st, const char *name, uint64_t up, uint64_t down)
+{
+    rh_target_stats *t = target_of(st, name);
+    __atomic_add_fetch(&t->closed, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&t->up, up, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&t->down, down, __ATOMIC_RELAXED);
+}
+
+void rh_stats_request(rh_stats *st, int xp)
+{
+    if (xp >= 0 && xp < RH_XP_N)
+        __atomic_add_fetch(&st->requests[xp], 1, __ATOMIC_RELAXED);
+}
+
+void rh_stats_refused(rh_stats *st, int why)
+{
+    if (why >= 0 && why < RH_REFUSE_N)
+        __atomic_add_fetch(&st->refused[why], 1, __ATOMIC_RELAXED);
+}
+
+int rh_stats_refusal_of(int status)
+{
+    switch (status) {
+    case RH_STATUS_BUSY:        return RH_REFUSE_BUSY;
+    case RH_STATUS_CLIENT_BUSY: return RH_REFUSE_CLIENT;
+    case 404:                   return RH_REFUSE_TARGET;
+    case RH_STATUS_GONE:        return RH_REFUSE_GONE;
+    case 403:                   return RH_REFUSE_OTHER_USER;
+    case 400: case 405: case 408: case 413: return RH_REFUSE_BAD;
+    case 502: case 504:         return RH_REFUSE_TARGET_DOWN;
+    default:                    return -1;
+    }
+}
+
+double rh_stats_rate(const rh_stats *st, int window)
+{
+    int64_t now = __atomic_load_n(&st->hist_sec, __ATOMIC_ACQUIRE);
+    if (now < 0 || window <= 0)
+        return 0;
+    if (window > RH_STATS_HIST - 1)
+        window = RH_STATS_HIST - 1;
+    /* as far back as the history goes: the first second ever written */
+    int64_t first = now - window;
+    int64_t oldest = now - (RH_STATS_HIST - 1);
+    if (first < oldest)
+        first = oldest;
+    uint64_t a = __atomic_load_n(&st->hist[(first < 0 ? 0 : first) % RH_STATS_HIST],
+                                 __ATOMIC_RELAXED);
+    uint64_t b = __atomic_load_n(&st->hist[now % RH_STATS_HIST], __ATOMIC_RELAXED);
+    return b >= a ? (double)(b - a) / window : 0;
+}
+
+int rh_stats_series(const rh_stats *st, int step, int n, double *out)
+{
+    int64_t now = __atomic_load_n(&st->hist_sec, __ATOMIC_ACQUIRE);
+    if (now < 0 || step <= 0 || n <= 0 || (int64_t)step * n > RH_STATS_HIST - 1)
+        return 0;
+    for (int i = 0; i < n; ++i) {
+        int64_t end = now - (int64_t)step * (n - 1 - i), start = end - step;
+        uint64_t a = __atomic_load_n(&st->hist[(start < 0 ? 0 : start) % RH_STATS_HIST],
+                                     __ATOMIC_RELAXED);
+        uint64_t b = __atomic_load_n(&st->hist[end % RH_STATS_HIST], __ATOMIC_RELAXED);
+        out[i] = b >= a ? (double)(b - a) / step : 0;
+    }
+    return n;
+}

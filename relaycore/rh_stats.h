@@ -1,0 +1,83 @@
+/* What the relay did, for the status page (strelaysrv's vocabulary) and
+ * mod_status: kept in the registry's shared memory, so any httpd child can
+ * show it without asking the core. The core writes the totals and the
+ * per-second history at its heartbeat; the handlers count requests and
+ * refusals by kind with atomic adds. httpd-independent. */
+#ifndef RH_STATS_H
+#define RH_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rh_proto.h"
+
+#define RH_STATS_HIST     3601   /* seconds of byte totals: rates up to 60 min */
+#define RH_STATS_TARGETS  32     /* targets counted by name; the rest as "(other)" */
+
+/* requests by transport, as the handler sees them */
+enum {
+    RH_XP_PUSH_STREAM = 0, RH_XP_PUSH_BATCH, RH_XP_PULL_STREAM, RH_XP_PULL_BATCH,
+    RH_XP_DUPLEX, RH_XP_N
+};
+/* refusals by why (the status class a client gets) */
+enum {
+    RH_REFUSE_BUSY = 0,        /* 503: the relay's budget, the table, the core */
+    RH_REFUSE_CLIENT,          /* 429: this client's share */
+    RH_REFUSE_TARGET,          /* 404: unknown target or endpoint */
+    RH_REFUSE_GONE,            /* 410: unknown or expired session */
+    RH_REFUSE_OTHER_USER,      /* 403: a session of another user */
+    RH_REFUSE_BAD,             /* 400, 405, 408, 413: bad or slow requests */
+    RH_REFUSE_TARGET_DOWN,     /* 502, 504: the target refused or timed out */
+    RH_REFUSE_N
+};
+
+typedef struct rh_target_stats {
+    char name[RH_TARGET_NAME_MAX + 1];
+    uint64_t opened, closed;
+    uint64_t up, down;          /* bytes of its closed sessions */
+} rh_target_stats;
+
+typedef struct rh_stats {
+    int64_t started;            /* unix seconds: when the relay started counting */
+    int64_t hist_sec;           /* the last second written (monotonic seconds) */
+    uint64_t hist[RH_STATS_HIST];  /* bytes proxied in total at each second */
+    uint64_t bytes_up, bytes_down; /* all sessions, live ones included (at the last beat) */
+    uint32_t held;              /* requests the core holds (in flight) */
+    uint32_t ntargets;
+    uint64_t integrity;         /* failed end-to-end checks */
+    uint64_t resumed;           /* pushes taken over and pulls re-attached after a cut */
+    uint64_t throttled_ms;      /* time sessions waited on rate limits */
+    uint64_t requests[RH_XP_N];
+    uint64_t refused[RH_REFUSE_N];
+    rh_target_stats targets[RH_STATS_TARGETS];
+} rh_stats;
+
+void rh_stats_init(rh_stats *st, int64_t now_unix);
+
+/* The core, at every heartbeat: the totals (closed + live bytes) and the
+ * history up to now_sec (seconds without a beat get the same total). */
+void rh_stats_tick(rh_stats *st, int64_t now_sec, uint64_t up, uint64_t down);
+
+/* The core, at open and close (single writer). */
+void rh_stats_target_opened(rh_stats *st, const char *name);
+void rh_stats_target_closed(rh_stats *st, const char *name, uint64_t up, uint64_t down);
+
+/* Any process: atomic counters. */
+void rh_stats_request(rh_stats *st, int xp);
+void rh_stats_refused(rh_stats *st, int why);
+/* The refusal class of an HTTP status; -1 when it is not a refusal. */
+int rh_stats_refusal_of(int status);
+
+/* Any process: bytes per second over the last window seconds (as far back as
+ * the history goes); 0 with no history. */
+double rh_stats_rate(const rh_stats *st, int window);
+
+/* Any process: n rates (bytes per second), each over step seconds, the last
+ * ending now: out[0] is the oldest. Returns how many it filled (0 with no
+ * history). */
+int rh_stats_series(const rh_stats *st, int step, int n, double *out);
+
+extern const char *const rh_stats_xp_names[RH_XP_N];
+extern const char *const rh_stats_refuse_names[RH_REFUSE_N];
+
+#endif
