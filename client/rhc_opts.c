@@ -151,7 +151,6 @@ static int set_url(const char *arg, struct rhc_opts *o)
     return -1;
 }
 
-
 /* ---------------------------------------------------------------- options */
 
 /* Every option is one row of opt_defs: its getopt_long entry and a setter. The
@@ -329,8 +328,8 @@ static int show_version(struct rhc_opts *o, const struct opt_def *d, char *arg)
 
 #define F(name) offsetof(struct rhc_opts, name)
 
-/* The order is getopt_long's: it decides nothing for whole names, keep it anyway
- * so that abbreviations resolve as they always did. */
+/* The order is the one the options always had: getopt_long scans this list to
+ * resolve an abbreviation (--no-res), and the short options follow from it. */
 static const struct opt_def opt_defs[] = {
     { "listen",          required_argument, 'L', set_listen, 0, 0 },
     { "user",            required_argument, 'u', set_secret, F(user), 0 },
