@@ -1,7 +1,9 @@
-/* relay-https client: command line parsing, help text, logging. */
+/* relay-https client: the command line (mode, options, URL, target) into struct
+ * rhc_opts, and logging to stderr. The usage and help text are in rhc_help.c. */
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 #include <unistd.h>
 
 #include "rh_util.h"
+#include "rhc_help.h"
 #include "rhc_opts.h"
 
 int rhc_verbose;
@@ -39,119 +42,6 @@ void rhc_log(int level, const char *fmt, ...)
     va_end(ap);
 }
 
-static const char usage_text[] =
-"usage: relay-https forward -L [ADDR:]PORT [options] URL TARGET\n"
-"       relay-https stdio [options] URL TARGET\n"
-"       relay-https --help | --version\n";
-
-static const char help_text[] =
-"\n"
-"Carries TCP connections over HTTPS to a mod_relay_https endpoint.\n"
-"URL is the relay base (e.g. https://example.com/relay), TARGET a target name\n"
-"the server declares (RelayTarget).\n"
-"\n"
-"Modes:\n"
-"  forward      listen locally; every accepted connection becomes one tunnel\n"
-"  stdio        carry stdin/stdout over one tunnel (ssh ProxyCommand)\n"
-"\n"
-"Options:\n"
-"  -L, --listen [ADDR:]PORT   forward: where to listen (ADDR default 127.0.0.1;\n"
-"                             IPv6 as [ADDR]:PORT; PORT 0 picks a free port)\n"
-"      --transport MODE       how bytes travel: auto (default), duplex, stream,\n"
-"                             batch, or PUSH/PULL to mix stream and batch\n"
-"                             (e.g. batch/stream; see below)\n"
-"      --no-resume            do not ask the server to keep sent bytes until\n"
-"                             acknowledged: a cut connection then ends the\n"
-"                             tunnel (default: every cut is resumed)\n"
-"      --idle-push SECONDS    end a stream push after this long with nothing\n"
-"                             to send (the next bytes start a new one), so\n"
-"                             an idle tunnel holds one request on the server,\n"
-"                             not two; 0 keeps it open (default 60)\n"
-"  -u, --user USER:PASS       credentials for the server\n"
-"      --auth METHOD          basic (default: sent at once), digest or any\n"
-"                             (digest and any use HTTP/1.1)\n"
-"  -H, --header 'Name: value' extra request header (repeatable)\n"
-"      --cacert FILE          CA certificates to verify the server\n"
-"  -k, --insecure             do not verify the server's certificate\n"
-"      --cert FILE            client certificate (PEM)\n"
-"      --key FILE             client certificate key (PEM)\n"
-"  -x, --proxy URL            HTTP(S) proxy (default: https_proxy, HTTPS_PROXY,\n"
-"                             all_proxy from the environment; no_proxy applies)\n"
-"  -U, --proxy-user USER:PASS proxy credentials; '-U :' with --proxy-auth\n"
-"                             negotiate uses the Kerberos/GSS-API credentials\n"
-"                             of the environment\n"
-"      --proxy-auth METHOD    basic, digest, ntlm, negotiate or any (default any)\n"
-"      --proxy-cacert FILE    CA certificates to verify an HTTPS proxy\n"
-"      --proxy-insecure       do not verify the proxy's certificate\n"
-"      --connect-timeout SECONDS  connection timeout (default 15)\n"
-"      --http1.1              use HTTP/1.1 only\n"
-"      --http2                use HTTP/2 over TLS when the server offers it (ALPN;\n"
-"                             the default for --transport auto and duplex)\n"
-"      --http2-prior-knowledge  speak HTTP/2 at once (also on http:// URLs)\n"
-"  -v, --verbose              say what happens (transport choices, fallbacks);\n"
-"                             -vv adds libcurl's trace (session secrets and\n"
-"                             credentials are masked)\n"
-"  -h, --help                 this text\n"
-"  -V, --version              version\n"
-"\n"
-"Transports:\n"
-"  duplex   one request carries both directions (needs HTTP/2 end to end)\n"
-"  stream   one long upload and one long download (direct paths, CONNECT\n"
-"           proxies, intermediaries that stream)\n"
-"  batch    complete requests with Content-Length, several in flight, and\n"
-"           long-poll downloads: passes proxies that buffer whole bodies\n"
-"  auto     duplex when the connection is HTTP/2, else stream; falls back\n"
-"           (duplex, stream, batch) when an intermediary holds bytes back, and\n"
-"           later sessions of the same process start with what worked\n"
-"\n"
-"Exit codes:\n"
-"   0  ok\n"
-"   1  other error\n"
-"   2  usage error\n"
-"   3  server or proxy unreachable (DNS, connect, timeout)\n"
-"   4  TLS verification or handshake failed (a client certificate refused\n"
-"      under TLS 1.3 may show as 3 when the server drops the connection first)\n"
-"   5  authentication or authorization refused by the server (401/403)\n"
-"   6  proxy refused or wants authentication (407, 403, CONNECT refused)\n"
-"   7  unknown target (404 on open)\n"
-"   8  target refused or unreachable (502/504 on open)\n"
-"   9  session lost (reset, protocol error, connection cut)\n"
-"  10  local error (bind/listen failed, stdin/stdout error)\n"
-"forward exits non-zero only when it cannot start; failed tunnels are logged.\n";
-
-enum {
-    OPT_CACERT = 256, OPT_CERT, OPT_KEY, OPT_PROXY_CACERT, OPT_PROXY_INSECURE,
-    OPT_CONNECT_TIMEOUT, OPT_HTTP11, OPT_HTTP2, OPT_HTTP2_PK, OPT_TRANSPORT, OPT_AUTH,
-    OPT_PROXY_AUTH, OPT_NO_RESUME, OPT_IDLE_PUSH
-};
-
-static const struct option long_opts[] = {
-    { "listen",          required_argument, NULL, 'L' },
-    { "user",            required_argument, NULL, 'u' },
-    { "header",          required_argument, NULL, 'H' },
-    { "cacert",          required_argument, NULL, OPT_CACERT },
-    { "insecure",        no_argument,       NULL, 'k' },
-    { "cert",            required_argument, NULL, OPT_CERT },
-    { "key",             required_argument, NULL, OPT_KEY },
-    { "proxy",           required_argument, NULL, 'x' },
-    { "proxy-user",      required_argument, NULL, 'U' },
-    { "proxy-cacert",    required_argument, NULL, OPT_PROXY_CACERT },
-    { "proxy-insecure",  no_argument,       NULL, OPT_PROXY_INSECURE },
-    { "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
-    { "http1.1",         no_argument,       NULL, OPT_HTTP11 },
-    { "http2",           no_argument,       NULL, OPT_HTTP2 },
-    { "http2-prior-knowledge", no_argument, NULL, OPT_HTTP2_PK },
-    { "transport",       required_argument, NULL, OPT_TRANSPORT },
-    { "no-resume",       no_argument,       NULL, OPT_NO_RESUME },
-    { "idle-push",       required_argument, NULL, OPT_IDLE_PUSH },
-    { "auth",            required_argument, NULL, OPT_AUTH },
-    { "proxy-auth",      required_argument, NULL, OPT_PROXY_AUTH },
-    { "verbose",         no_argument,       NULL, 'v' },
-    { "help",            no_argument,       NULL, 'h' },
-    { "version",         no_argument,       NULL, 'V' },
-    { NULL, 0, NULL, 0 }
-};
-
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...)
 {
@@ -160,17 +50,9 @@ static int usage_error(const char *fmt, ...)
     va_start(ap, fmt);
     rhc_vlog(0, fmt, ap);
     va_end(ap);
-    fputs(usage_text, stderr);
+    rhc_help_usage(stderr);
     fputs("Try 'relay-https --help' for more.\n", stderr);
     return RHC_EXIT_USAGE;
-}
-
-static void print_version(void)
-{
-    curl_version_info_data *ci = curl_version_info(CURLVERSION_NOW);
-
-    printf("relay-https %s (libcurl %s%s%s)\n", RHC_VERSION, ci->version,
-           ci->ssl_version ? ", " : "", ci->ssl_version ? ci->ssl_version : "");
 }
 
 /* Files are checked here so that a typo is a usage error, not a TLS error later. */
@@ -269,187 +151,342 @@ static int set_url(const char *arg, struct rhc_opts *o)
     return -1;
 }
 
-int rhc_opts_parse(int argc, char **argv, struct rhc_opts *o)
+/* ---------------------------------------------------------------- options */
+
+/* Every option is one row of opt_defs: its getopt_long entry and a setter. The
+ * setters shared by several options find their field through 'field' (offsetof
+ * in struct rhc_opts) and take 'value' as what a flag sets. A setter returns -1
+ * to go on, or the exit code to leave with (0 after --help and --version). */
+struct opt_def;
+typedef int (*opt_set_fn)(struct rhc_opts *o, const struct opt_def *d, char *arg);
+
+struct opt_def {
+    const char *name;   /* the long name */
+    int has_arg;
+    int val;            /* the short option, or an OPT_* for a long-only one */
+    opt_set_fn set;
+    size_t field;
+    long value;
+};
+
+#define OPT_FIELD(o, d, type) ((type *)(void *)((char *)(o) + (d)->field))
+
+enum {
+    OPT_CACERT = 256, OPT_CERT, OPT_KEY, OPT_PROXY_CACERT, OPT_PROXY_INSECURE,
+    OPT_CONNECT_TIMEOUT, OPT_HTTP11, OPT_HTTP2, OPT_HTTP2_PK, OPT_TRANSPORT, OPT_AUTH,
+    OPT_PROXY_AUTH, OPT_NO_RESUME, OPT_IDLE_PUSH
+};
+
+static int set_listen(struct rhc_opts *o, const struct opt_def *d, char *arg)
 {
-    int rc = -1;
+    if (o->mode != RHC_MODE_FORWARD)
+        return usage_error("-L is for forward mode only");
+    return parse_listen(arg, o);
+}
+
+/* -u, -U: USER:PASS, kept as a copy (argv is masked). */
+static int set_secret(struct rhc_opts *o, const struct opt_def *d, char *arg)
+{
+    const char **field = OPT_FIELD(o, d, const char *);
+
+    free((char *)*field);
+    *field = take_secret(arg);
+    return -1;
+}
+
+static int set_header(struct rhc_opts *o, const struct opt_def *d, char *arg)
+{
+    const char *colon = strchr(arg, ':');
+
+    if (!colon || colon == arg || strpbrk(arg, "\r\n"))
+        return usage_error("-H %s: expected 'Name: value'", arg);
+    struct curl_slist *l = curl_slist_append(o->headers, arg);
+    if (!l)
+        return usage_error("out of memory");
+    o->headers = l;
+    return -1;
+}
+
+/* An argument used as it is (it lives in argv). */
+static int set_string(struct rhc_opts *o, const struct opt_def *d, char *arg)
+{
+    *OPT_FIELD(o, d, const char *) = arg;
+    return -1;
+}
+
+/* --cacert, --cert, --key, --proxy-cacert: a file that must be readable now. */
+static int set_file(struct rhc_opts *o, const struct opt_def *d, char *arg)
+{
+    char opt[32];
+    int rc;
+
+    snprintf(opt, sizeof(opt), "--%s", d->name);
+    if ((rc = check_file(opt, arg)) >= 0)
+        return rc;
+    return set_string(o, d, arg);
+}
+
+static int set_int_flag(struct rhc_opts *o, const struct opt_def *d, char *arg)
+{
+    *OPT_FIELD(o, d, int) = (int)d->value;
+    return -1;
+}
+
+static int set_long_flag(struct rhc_opts *o, const struct opt_def *d, char *arg)
+{
+    *OPT_FIELD(o, d, long) = d->value;
+    return -1;
+}
+
+/* Seconds as strtod reads them (fractions too); -1 when arg is not a number.
+ * The caller checks the range. */
+static int parse_seconds(const char *arg, double *s)
+{
+    char *end = NULL;
+
+    errno = 0;
+    *s = strtod(arg, &end);
+    return errno || end == arg || *end ? -1 : 0;
+}
+
+static int set_idle_push(struct rhc_opts *o, const struct opt_def *d, char *arg)
+{
+    double s;
+
+    /* !(s >= 0) also refuses NaN */
+    if (parse_seconds(arg, &s) < 0 || !(s >= 0) || s > 86400)
+        return usage_error("--idle-push %s: expected seconds (0 to 86400)", arg);
+    o->park_ms = (long)(s * 1000.0 + 0.5);
+    return -1;
+}
+
+static int set_connect_timeout(struct rhc_opts *o, const struct opt_def *d, char *arg)
+{
+    double s;
+
+    if (parse_seconds(arg, &s) < 0 || !(s > 0) || s > 3600)
+        return usage_error("--connect-timeout %s: expected seconds (0 < s <= 3600)", arg);
+    o->connect_timeout_ms = (long)(s * 1000.0 + 0.5);
+    if (o->connect_timeout_ms < 1)
+        o->connect_timeout_ms = 1;
+    return -1;
+}
+
+/* --transport MODE or PUSH/PULL (only stream and batch mix). */
+static int set_transport(struct rhc_opts *o, const struct opt_def *d, char *arg)
+{
+    unsigned long v, down;
+    char up[16];
+    const char *slash = strchr(arg, '/');
+    size_t n = slash ? (size_t)(slash - arg) : strlen(arg);
+
+    snprintf(up, sizeof(up), "%.*s", (int)(n < sizeof(up) ? n : sizeof(up) - 1), arg);
+    if (lookup(transports, up, &v) < 0 || (slash && lookup(transports, slash + 1, &down) < 0))
+        return usage_error("--transport %s: expected auto, duplex, stream or batch "
+                           "(or PUSH/PULL: stream/batch, batch/stream)", arg);
+    if (!slash)
+        down = v;
+    if (v != down && (v < RHC_XP_STREAM || down < RHC_XP_STREAM))
+        return usage_error("--transport %s: only stream and batch mix", arg);
+    o->transport = (enum rhc_transport)v;
+    o->transport_down = (enum rhc_transport)down;
+    return -1;
+}
+
+static int set_auth(struct rhc_opts *o, const struct opt_def *d, char *arg)
+{
+    if (lookup(server_auths, arg, &o->auth) < 0)
+        return usage_error("--auth %s: expected basic, digest or any", arg);
+    return -1;
+}
+
+static int set_proxy_auth(struct rhc_opts *o, const struct opt_def *d, char *arg)
+{
+    if (lookup(proxy_auths, arg, &o->proxy_auth) < 0)
+        return usage_error("--proxy-auth %s: expected basic, digest, ntlm, negotiate or any",
+                           arg);
+    return -1;
+}
+
+static int set_verbose(struct rhc_opts *o, const struct opt_def *d, char *arg)
+{
+    ++o->verbose;
+    return -1;
+}
+
+static int show_help(struct rhc_opts *o, const struct opt_def *d, char *arg)
+{
+    rhc_help_full(stdout);
+    return RHC_EXIT_OK;
+}
+
+static int show_version(struct rhc_opts *o, const struct opt_def *d, char *arg)
+{
+    rhc_help_version();
+    return RHC_EXIT_OK;
+}
+
+#define F(name) offsetof(struct rhc_opts, name)
+
+/* The order is the one the options always had: getopt_long scans this list to
+ * resolve an abbreviation (--no-res), and the short options follow from it. */
+static const struct opt_def opt_defs[] = {
+    { "listen",          required_argument, 'L', set_listen, 0, 0 },
+    { "user",            required_argument, 'u', set_secret, F(user), 0 },
+    { "header",          required_argument, 'H', set_header, 0, 0 },
+    { "cacert",          required_argument, OPT_CACERT, set_file, F(cacert), 0 },
+    { "insecure",        no_argument,       'k', set_int_flag, F(insecure), 1 },
+    { "cert",            required_argument, OPT_CERT, set_file, F(cert), 0 },
+    { "key",             required_argument, OPT_KEY, set_file, F(key), 0 },
+    { "proxy",           required_argument, 'x', set_string, F(proxy), 0 },
+    { "proxy-user",      required_argument, 'U', set_secret, F(proxy_user), 0 },
+    { "proxy-cacert",    required_argument, OPT_PROXY_CACERT, set_file, F(proxy_cacert), 0 },
+    { "proxy-insecure",  no_argument,       OPT_PROXY_INSECURE, set_int_flag,
+      F(proxy_insecure), 1 },
+    { "connect-timeout", required_argument, OPT_CONNECT_TIMEOUT, set_connect_timeout, 0, 0 },
+    { "http1.1",         no_argument,       OPT_HTTP11, set_long_flag, F(http_version),
+      CURL_HTTP_VERSION_1_1 },
+    { "http2",           no_argument,       OPT_HTTP2, set_long_flag, F(http_version),
+      CURL_HTTP_VERSION_2TLS },
+    { "http2-prior-knowledge", no_argument, OPT_HTTP2_PK, set_long_flag, F(http_version),
+      CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE },
+    { "transport",       required_argument, OPT_TRANSPORT, set_transport, 0, 0 },
+    { "no-resume",       no_argument,       OPT_NO_RESUME, set_int_flag, F(no_resume), 1 },
+    { "idle-push",       required_argument, OPT_IDLE_PUSH, set_idle_push, 0, 0 },
+    { "auth",            required_argument, OPT_AUTH, set_auth, 0, 0 },
+    { "proxy-auth",      required_argument, OPT_PROXY_AUTH, set_proxy_auth, 0, 0 },
+    { "verbose",         no_argument,       'v', set_verbose, 0, 0 },
+    { "help",            no_argument,       'h', show_help, 0, 0 },
+    { "version",         no_argument,       'V', show_version, 0, 0 },
+};
+#define N_OPTS (sizeof(opt_defs) / sizeof(opt_defs[0]))
+
+#undef F
+
+/* getopt_long's view of opt_defs: the long options and the short ones
+ * (":L:u:H:kx:U:vhV"; the leading ':' reports a missing argument as ':'). */
+static void getopt_tables(struct option *longs, char *shorts)
+{
+    *shorts++ = ':';
+    for (size_t i = 0; i < N_OPTS; ++i) {
+        const struct opt_def *d = &opt_defs[i];
+        longs[i] = (struct option){ d->name, d->has_arg, NULL, d->val };
+        if (d->val < 256) {
+            *shorts++ = (char)d->val;
+            if (d->has_arg == required_argument)
+                *shorts++ = ':';
+        }
+    }
+    longs[N_OPTS] = (struct option){ NULL, 0, NULL, 0 };
+    *shorts = '\0';
+}
+
+static const struct opt_def *find_opt(int val)
+{
+    for (size_t i = 0; i < N_OPTS; ++i)
+        if (opt_defs[i].val == val)
+            return &opt_defs[i];
+    return NULL;
+}
+
+/* What getopt_long refused: c is ':' (no argument) or '?' (unknown). */
+static int getopt_error(int c, char **argv)
+{
+    if (c == ':')
+        return usage_error("option %s needs an argument", argv[optind - 1]);
+    if (optopt)
+        return usage_error("unknown option -%c", optopt);
+    return usage_error("unknown option %s", argv[optind - 1]);
+}
+
+/* The options after the mode; argv[0] is the mode. Leaves optind at the first
+ * operand (GNU getopt moves the operands behind the options). */
+static int parse_options(int argc, char **argv, struct rhc_opts *o)
+{
+    struct option longs[N_OPTS + 1];
+    char shorts[2 * N_OPTS + 2];
     int c;
 
-    memset(o, 0, sizeof(*o));
-    o->connect_timeout_ms = 15000;
-    o->park_ms = 60000;
+    getopt_tables(longs, shorts);
+    optind = 0;     /* 0, not 1: glibc then forgets any earlier parse */
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
+        const struct opt_def *d = find_opt(c);
+        int rc = d ? d->set(o, d, optarg) : getopt_error(c, argv);
+        if (rc >= 0)
+            return rc;
+    }
+    return -1;
+}
 
+/* ---------------------------------------------------------------- the rest */
+
+/* argv[1]: the mode, or --help / --version alone. */
+static int parse_mode(int argc, char **argv, struct rhc_opts *o)
+{
     if (argc < 2)
         return usage_error("missing mode");
-    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-        fputs(usage_text, stdout);
-        fputs(help_text, stdout);
-        return 0;
-    }
-    if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version")) {
-        print_version();
-        return 0;
-    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))
+        return show_help(o, NULL, NULL);
+    if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version"))
+        return show_version(o, NULL, NULL);
     if (!strcmp(argv[1], "forward"))
         o->mode = RHC_MODE_FORWARD;
     else if (!strcmp(argv[1], "stdio"))
         o->mode = RHC_MODE_STDIO;
     else
         return usage_error("unknown mode '%s'", argv[1]);
+    return -1;
+}
 
-    /* The mode takes argv[0]'s place for getopt; GNU getopt lets options follow
-     * the positional arguments too. */
-    argc -= 1;
-    argv += 1;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":L:u:H:kx:U:vhV", long_opts, NULL)) != -1) {
-        switch (c) {
-        case 'L':
-            if (o->mode != RHC_MODE_FORWARD)
-                return usage_error("-L is for forward mode only");
-            if ((rc = parse_listen(optarg, o)) >= 0)
-                return rc;
-            break;
-        case 'u':
-            free((char *)o->user);
-            o->user = take_secret(optarg);
-            break;
-        case 'U':
-            free((char *)o->proxy_user);
-            o->proxy_user = take_secret(optarg);
-            break;
-        case 'H': {
-            const char *colon = strchr(optarg, ':');
-            if (!colon || colon == optarg || strpbrk(optarg, "\r\n"))
-                return usage_error("-H %s: expected 'Name: value'", optarg);
-            struct curl_slist *l = curl_slist_append(o->headers, optarg);
-            if (!l)
-                return usage_error("out of memory");
-            o->headers = l;
-            break;
-        }
-        case OPT_CACERT:
-            if ((rc = check_file("--cacert", optarg)) >= 0)
-                return rc;
-            o->cacert = optarg;
-            break;
-        case OPT_CERT:
-            if ((rc = check_file("--cert", optarg)) >= 0)
-                return rc;
-            o->cert = optarg;
-            break;
-        case OPT_KEY:
-            if ((rc = check_file("--key", optarg)) >= 0)
-                return rc;
-            o->key = optarg;
-            break;
-        case OPT_PROXY_CACERT:
-            if ((rc = check_file("--proxy-cacert", optarg)) >= 0)
-                return rc;
-            o->proxy_cacert = optarg;
-            break;
-        case 'k':
-            o->insecure = 1;
-            break;
-        case OPT_PROXY_INSECURE:
-            o->proxy_insecure = 1;
-            break;
-        case OPT_NO_RESUME:
-            o->no_resume = 1;
-            break;
-        case OPT_IDLE_PUSH: {
-            char *end = NULL;
-            errno = 0;
-            double s = strtod(optarg, &end);
-            if (errno || end == optarg || *end || !(s >= 0) || s > 86400)
-                return usage_error("--idle-push %s: expected seconds (0 to 86400)", optarg);
-            o->park_ms = (long)(s * 1000.0 + 0.5);
-            break;
-        }
-        case 'x':
-            o->proxy = optarg;
-            break;
-        case OPT_CONNECT_TIMEOUT: {
-            char *end = NULL;
-            errno = 0;
-            double s = strtod(optarg, &end);
-            if (errno || end == optarg || *end || !(s > 0) || s > 3600)
-                return usage_error("--connect-timeout %s: expected seconds (0 < s <= 3600)", optarg);
-            o->connect_timeout_ms = (long)(s * 1000.0 + 0.5);
-            if (o->connect_timeout_ms < 1)
-                o->connect_timeout_ms = 1;
-            break;
-        }
-        case OPT_HTTP11:
-            o->http_version = CURL_HTTP_VERSION_1_1;
-            break;
-        case OPT_HTTP2:
-            o->http_version = CURL_HTTP_VERSION_2TLS;
-            break;
-        case OPT_HTTP2_PK:
-            o->http_version = CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
-            break;
-        case OPT_TRANSPORT: {
-            unsigned long v, d;
-            char up[16];
-            const char *slash = strchr(optarg, '/');
-            size_t n = slash ? (size_t)(slash - optarg) : strlen(optarg);
-            snprintf(up, sizeof(up), "%.*s", (int)(n < sizeof(up) ? n : sizeof(up) - 1), optarg);
-            if (lookup(transports, up, &v) < 0 || (slash && lookup(transports, slash + 1, &d) < 0))
-                return usage_error("--transport %s: expected auto, duplex, stream or batch "
-                                   "(or PUSH/PULL: stream/batch, batch/stream)", optarg);
-            if (!slash)
-                d = v;
-            if (v != d && (v < RHC_XP_STREAM || d < RHC_XP_STREAM))
-                return usage_error("--transport %s: only stream and batch mix", optarg);
-            o->transport = (enum rhc_transport)v;
-            o->transport_down = (enum rhc_transport)d;
-            break;
-        }
-        case OPT_AUTH:
-            if (lookup(server_auths, optarg, &o->auth) < 0)
-                return usage_error("--auth %s: expected basic, digest or any", optarg);
-            break;
-        case OPT_PROXY_AUTH:
-            if (lookup(proxy_auths, optarg, &o->proxy_auth) < 0)
-                return usage_error("--proxy-auth %s: expected basic, digest, ntlm, negotiate or any",
-                                   optarg);
-            break;
-        case 'v':
-            ++o->verbose;
-            break;
-        case 'h':
-            fputs(usage_text, stdout);
-            fputs(help_text, stdout);
-            return 0;
-        case 'V':
-            print_version();
-            return 0;
-        case ':':
-            return usage_error("option %s needs an argument", argv[optind - 1]);
-        default:
-            if (optopt)
-                return usage_error("unknown option -%c", optopt);
-            return usage_error("unknown option %s", argv[optind - 1]);
-        }
-    }
-    if (argc - optind != 2)
-        return usage_error("expected URL and TARGET (%d argument%s given)",
-                           argc - optind, argc - optind == 1 ? "" : "s");
-    if ((rc = set_url(argv[optind], o)) >= 0)
+/* URL and TARGET, the n operands left after the options. */
+static int parse_operands(int n, char **operands, struct rhc_opts *o)
+{
+    int rc;
+
+    if (n != 2)
+        return usage_error("expected URL and TARGET (%d argument%s given)", n,
+                           n == 1 ? "" : "s");
+    if ((rc = set_url(operands[0], o)) >= 0)
         return rc;
-    if (!rh_valid_target_name(argv[optind + 1]))
-        return usage_error("%s: TARGET must be 1 to 63 of [A-Za-z0-9._-]", argv[optind + 1]);
-    o->target = strdup(argv[optind + 1]);
+    if (!rh_valid_target_name(operands[1]))
+        return usage_error("%s: TARGET must be 1 to 63 of [A-Za-z0-9._-]", operands[1]);
+    o->target = strdup(operands[1]);
+    return -1;
+}
+
+/* What only the whole command line can tell. */
+static int check_together(const struct rhc_opts *o)
+{
     if (o->mode == RHC_MODE_FORWARD && !o->listen_port)
         return usage_error("forward needs -L [ADDR:]PORT");
     if (o->key && !o->cert)
         return usage_error("--key needs --cert");
     if (o->auth && !o->user)
         return usage_error("--auth needs --user USER:PASS");
-
     if (!o->base_url || !o->target)
         return usage_error("out of memory");
+    return -1;
+}
+
+int rhc_opts_parse(int argc, char **argv, struct rhc_opts *o)
+{
+    int rc;
+
+    memset(o, 0, sizeof(*o));
+    o->connect_timeout_ms = 15000;
+    o->park_ms = 60000;
+
+    if ((rc = parse_mode(argc, argv, o)) >= 0)
+        return rc;
+    /* The mode takes argv[0]'s place for getopt; GNU getopt lets options follow
+     * the positional arguments too. */
+    if ((rc = parse_options(argc - 1, argv + 1, o)) >= 0)
+        return rc;
+    if ((rc = parse_operands(argc - 1 - optind, argv + 1 + optind, o)) >= 0)
+        return rc;
+    if ((rc = check_together(o)) >= 0)
+        return rc;
     rhc_verbose = o->verbose;
     return -1;
 }

@@ -1,4 +1,4 @@
-/* relay-https client: command line, help text, exit codes and logging. */
+/* relay-https client: the command line (struct rhc_opts), exit codes and logging. */
 #ifndef RHC_OPTS_H
 #define RHC_OPTS_H
 
