@@ -79,8 +79,8 @@ static apr_size_t pull_want(apr_off_t remain)
     return remain > 0 && remain < PULL_BUF ? (apr_size_t)remain : PULL_BUF;
 }
 
-/* Waits for the core's pull socket, holding no buffers meanwhile: 1 when it is
- * readable, else -errno, why the stream ends. */
+/* Waits for the core's pull socket: 1 when it is readable, else -errno, why
+ * the stream ends. */
 static ssize_t pull_wait(rh_req *q, rh_blocks *bk)
 {
     struct pollfd pf = { q->fd, POLLIN, 0 };
