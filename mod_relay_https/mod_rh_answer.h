@@ -1,0 +1,15 @@
+/* The handler's own error answers: one plain-text line, the same shape for
+ * every status. */
+#ifndef MOD_RH_ANSWER_H
+#define MOD_RH_ANSWER_H
+
+#include <httpd.h>
+
+/* Answers the request with status and a formatted message; returns OK. */
+int rh_fail(request_rec *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* 405 with an Allow header. */
+int rh_method_not_allowed(request_rec *r, const char *allow);
+
+#endif

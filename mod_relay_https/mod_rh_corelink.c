@@ -1,0 +1,126 @@
+/* The handler's side of the core link (see mod_rh_corelink.h), logged to
+ * httpd's error log. */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <apr_strings.h>
+#include <http_protocol.h>
+
+#include "mod_rh_private.h"
+#include "mod_rh_answer.h"
+#include "mod_rh_daemon.h"
+#include "mod_rh_corelink.h"
+
+static apr_status_t close_fd(void *data)
+{
+    close((int)(long)data);
+    return APR_SUCCESS;
+}
+
+int rh_core_ask(rh_req *q, const rh_ipc_req *rq, rh_ipc_reply *rep, int timeout_ms)
+{
+    char line[RH_IPC_LINE_MAX];
+    int n = rh_ipc_format_req(line, sizeof(line), rq);
+    if (n < 0)
+        return -EINVAL;
+    q->fd = -1;
+    const char *path = rh_daemon_socket();
+    int fd = path ? rh_ipc_connect(path, 5000) : -ENOENT;
+    if (fd < 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, -fd, q->r, RHLOG(2002)
+                      "cannot reach the relay core at %s", path ? path : "(none)");
+        return fd;
+    }
+    q->fd = fd;
+    apr_pool_cleanup_register(q->r->pool, (void *)(long)fd, close_fd, apr_pool_cleanup_null);
+    int rv = rh_ipc_write_all(fd, line, (size_t)n, 5000);
+    if (rv == 0) {
+        /* the answer may take long (a push's turn, a long-poll): the wait
+         * watches the client and the core's heartbeat meanwhile */
+        rv = rh_watch_line(&q->watch, fd, line, sizeof(line), timeout_ms);
+        if (rv == RH_WAIT_GONE) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, q->r, RHLOG(2005)
+                          "client went away while waiting for the relay core");
+            return -ECONNABORTED;
+        }
+        if (rv <= 0) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r, RHLOG(2003)
+                          "no answer from the relay core (%s)",
+                          rv == RH_WAIT_STUCK ? "stopped or stuck" : "timeout");
+            return -ETIMEDOUT;
+        }
+    }
+    if (rv < 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, -rv, q->r, RHLOG(2003)
+                      "no answer from the relay core");
+        return rv;
+    }
+    if (rh_ipc_parse_reply(line, rep) != 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r, RHLOG(2004)
+                      "bad answer from the relay core: %s", line);
+        return -EPROTO;
+    }
+    return 0;
+}
+
+int rh_core_unavailable(request_rec *r)
+{
+    return rh_fail(r, HTTP_SERVICE_UNAVAILABLE, "relay core unavailable, try again");
+}
+
+/* A refusal of the core: its status and message, and its reason token (if
+ * any) in Relay-Reason, which is what the client goes by. */
+int rh_fail_reply(request_rec *r, const rh_ipc_reply *rep)
+{
+    if (rep->reason[0])
+        apr_table_setn(r->headers_out, RH_HDR_REASON, apr_pstrdup(r->pool, rep->reason));
+    return rh_fail(r, rep->status, "%s", rep->text);
+}
+
+/* A 64-bit FNV-1a of a tagged string: the core keys clients by it and the
+ * registry keeps a session's owner as it (names never leave the handler). */
+static apr_uint64_t hash64(const char *tag, const char *s)
+{
+    apr_uint64_t h = 14695981039346656037ULL;
+    for (const char *p = tag; *p; ++p)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    for (const char *p = s; *p; ++p)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+apr_uint64_t rh_user_hash(const request_rec *r)
+{
+    return r->user ? hash64("user:", r->user) : 0;
+}
+
+const char *rh_client_key(request_rec *r)
+{
+    apr_uint64_t h = r->user ? rh_user_hash(r)
+                             : hash64("addr:", r->useragent_ip ? r->useragent_ip : "-");
+    return apr_psprintf(r->pool, "%016" APR_UINT64_T_HEX_FMT, h);
+}
+
+/* The token in Relay-Session, checked against the shared registry. */
+int rh_check_session(rh_req *q, const char **token)
+{
+    request_rec *r = q->r;
+    *token = apr_table_get(r->headers_in, RH_HDR_SESSION);
+    if (!*token)
+        return rh_fail(r, HTTP_BAD_REQUEST, "missing Relay-Session header");
+    const rh_registry *reg = rh_daemon_registry();
+    int rv = reg ? rh_registry_check(reg, *token, &q->view) : RH_REG_UNKNOWN;
+    if (rv == RH_REG_MALFORMED)
+        return rh_fail(r, HTTP_BAD_REQUEST, "malformed Relay-Session token");
+    if (rv != RH_REG_OK || strcmp(q->view.target, q->target_name) != 0)
+        return rh_fail(r, HTTP_GONE, "unknown or expired session");
+    /* where the location authenticates, a session is its opener's: a token
+     * alone, or with another user's credentials, is not enough */
+    if (q->view.owner && q->view.owner != rh_user_hash(r))
+        return rh_fail(r, HTTP_FORBIDDEN, "this session belongs to another user");
+    char sid[RH_SID_LEN + 1];
+    rh_sid_format(sid, q->view.slot, q->view.gen);
+    apr_table_setn(r->notes, "relay-session", apr_pstrdup(r->pool, sid));
+    return DECLINED;   /* = go on */
+}

@@ -1,0 +1,170 @@
+/* The pull endpoint: the core's pull socket to the response. A stream pull
+ * lasts as long as the session (heartbeats included); a batch pull is one
+ * complete answer of the length the core announced. */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+
+#include <apr_strings.h>
+#include <http_protocol.h>
+
+#include "mod_rh_private.h"
+#include "mod_rh_answer.h"
+#include "mod_rh_buckets.h"
+#include "mod_rh_conn.h"
+#include "mod_rh_corelink.h"
+#include "mod_rh_req.h"
+
+/* The checks of a pull and its question to the core: DECLINED with *rep the
+ * core's yes, else the request is answered. */
+static int pull_ask(rh_req *q, int *batch, rh_ipc_reply *rep)
+{
+    request_rec *r = q->r;
+    const char *token;
+    apr_uint64_t ack;
+    rh_ipc_req rq;
+    int rv;
+
+    /* HEAD would hold the session's pull and send nothing of it */
+    if ((r->method_number != M_POST && r->method_number != M_GET) || r->header_only)
+        return rh_method_not_allowed(r, "GET, POST");
+    if (ap_discard_request_body(r) != OK)
+        return rh_fail(r, HTTP_BAD_REQUEST, "unreadable request body");
+    if ((rv = rh_check_session(q, &token)) != DECLINED)
+        return rv;
+    if (rh_hdr_u64(r, RH_HDR_ACK, &ack) != 0)
+        return rh_fail(r, HTTP_BAD_REQUEST, "missing or malformed Relay-Ack header");
+    const char *mode = apr_table_get(r->headers_in, RH_HDR_MODE);
+    *batch = mode && !strcasecmp(mode, RH_MODE_BATCH);
+    if (mode && !*batch && strcasecmp(mode, RH_MODE_STREAM) != 0)
+        return rh_fail(r, HTTP_BAD_REQUEST, "unknown Relay-Mode '%s' (stream or batch)", mode);
+    memset(&rq, 0, sizeof(rq));
+    rq.op = RH_IPC_PULL;
+    apr_cpystrn(rq.token, token, sizeof(rq.token));
+    rq.offset = ack;
+    apr_cpystrn(rq.mode, *batch ? RH_MODE_BATCH : RH_MODE_STREAM, sizeof(rq.mode));
+    rq.poll_s = *batch ? (unsigned)rh_dir_poll(q->dc) : 0;
+    if (rh_core_ask(q, &rq, rep, *batch ? (rh_dir_poll(q->dc) + 10) * 1000 : CORE_REPLY_MS) != 0)
+        return rh_core_unavailable(r);
+    if (!rep->ok)
+        return rh_fail_reply(r, rep);
+    return DECLINED;
+}
+
+/* The response's status and headers. *remain: the bytes a batch answer has
+ * ("OK <offset> <length>"), -1 for a stream. DECLINED to go on, else the
+ * request is answered. */
+static int pull_headers(request_rec *r, int batch, const rh_ipc_reply *rep, apr_off_t *remain)
+{
+    r->status = HTTP_OK;
+    ap_set_content_type(r, "application/octet-stream");
+    apr_table_setn(r->headers_out, RH_HDR_OFFSET,
+                   apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep->num));
+    *remain = -1;
+    if (batch) {
+        /* the answer is complete: say how long it is */
+        const char *sp = strchr(rep->text, ' ');
+        apr_uint64_t len;
+        if (!sp || rh_parse_u64(sp + 1, (size_t)-1, &len) != 0)
+            return rh_core_unavailable(r);
+        *remain = (apr_off_t)len;
+        ap_set_content_length(r, *remain);
+    }
+    return DECLINED;
+}
+
+/* One read's worth of what remains (remain -1: a stream, no end in sight). */
+static apr_size_t pull_want(apr_off_t remain)
+{
+    return remain > 0 && remain < PULL_BUF ? (apr_size_t)remain : PULL_BUF;
+}
+
+/* Waits for the core's pull socket: 1 when it is readable, else -errno, why
+ * the stream ends. */
+static ssize_t pull_wait(rh_req *q, rh_blocks *bk)
+{
+    struct pollfd pf = { q->fd, POLLIN, 0 };
+    rh_blocks_free(bk);   /* a tunnel that waits holds no buffers */
+    /* a client that went away (an HTTP/2 stream reset, say) lets the
+     * session's pull go at once, not at the next heartbeat */
+    int pr = rh_watch_poll(&q->watch, &pf, 1, RH_HEARTBEAT_S * 3 * 1000);
+    if (pr == RH_WAIT_READY)
+        return 1;
+    return pr == RH_WAIT_TIMEOUT ? -ETIMEDOUT : pr == RH_WAIT_GONE ? -ECONNABORTED : -EIO;
+}
+
+/* What the core has ready after a read goes out with it, under one flush:
+ * fewer, fuller TLS writes when the tunnel is busy, no wait when it is not. */
+static void pull_coalesce(rh_req *q, rh_blocks *bk, apr_bucket_brigade *bb, apr_off_t *remain)
+{
+    for (int i = 1; i < PULL_COALESCE && *remain != 0; ++i) {
+        ssize_t m = rh_read_blocks(bk, q->fd, bb, pull_want(*remain), i);
+        if (m <= 0)
+            break;      /* nothing ready (or the end: the next read sees it) */
+        if (*remain > 0)
+            *remain -= m;
+    }
+}
+
+/* Core -> response until the core's stream ends, remain bytes are through
+ * (remain -1: no limit) or the client goes away; ends with EOS unless the
+ * client went away. */
+static void pull_copy(rh_req *q, rh_blocks *bk, apr_bucket_brigade *bb, apr_off_t remain)
+{
+    request_rec *r = q->r;
+    conn_rec *c = r->connection;
+
+    while (remain != 0) {
+        /* the core sends at least a heartbeat every RH_HEARTBEAT_S */
+        ssize_t n = rh_read_blocks(bk, q->fd, bb, pull_want(remain), 0);
+        if (n == -EAGAIN) {
+            n = pull_wait(q, bk);
+            if (n > 0)
+                continue;
+        }
+        if (n <= 0) {
+            if (n < 0)
+                ap_log_rerror(APLOG_MARK, APLOG_DEBUG, (apr_status_t)-n, r, RHLOG(2030)
+                              "pull: relay core stream ended");
+            break;
+        }
+        if (remain > 0)
+            remain -= n;
+        pull_coalesce(q, bk, bb, &remain);
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
+        if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || c->aborted) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2031)
+                          "pull: client went away");
+            return;
+        }
+        apr_brigade_cleanup(bb);
+    }
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
+    ap_pass_brigade(r->output_filters, bb);
+}
+
+int rh_do_pull(rh_req *q)
+{
+    request_rec *r = q->r;
+    conn_rec *c = r->connection;
+    rh_ipc_reply rep;
+    apr_off_t remain;
+    int batch = 0, rv;
+
+    if ((rv = pull_ask(q, &batch, &rep)) != DECLINED
+        || (rv = pull_headers(r, batch, &rep, &remain)) != DECLINED)
+        return rv;
+
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, c->bucket_alloc);
+    rh_blocks *bk = rh_blocks_make(r);
+    rh_limit_writes(r, rh_srv_write_s(q->sc));
+    if (!batch) {
+        /* headers now: the client waits for them before it trusts the stream */
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
+        if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || c->aborted)
+            return OK;
+        apr_brigade_cleanup(bb);
+    }
+    pull_copy(q, bk, bb, remain);
+    return OK;
+}

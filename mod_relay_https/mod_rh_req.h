@@ -1,0 +1,43 @@
+/* The relay request as the handler's files share it (rh_req), and the
+ * endpoints that have a file of their own. Private to the handler. */
+#ifndef MOD_RH_REQ_H
+#define MOD_RH_REQ_H
+
+#include <httpd.h>
+#include <apr_tables.h>
+
+#include "mod_rh_config.h"
+#include "mod_rh_wait.h"
+#include "rh_registry.h"
+#include "rh_util.h"
+
+typedef struct rh_req {
+    request_rec *r;
+    const rh_dir_conf *dc;
+    const rh_srv_conf *sc;
+    rh_watch watch;             /* the client and the core, during every wait */
+    const char *target_name;    /* as named in the URL */
+    const rh_target *target;    /* its configuration; looked up for open only */
+    const char *op;
+    rh_slot_view view;
+    int fd;                 /* to the core */
+} rh_req;
+
+/* A Relay-* header holding a decimal u64: 0, or -1 when missing or malformed. */
+static inline int rh_hdr_u64(request_rec *r, const char *name, apr_uint64_t *v)
+{
+    return rh_parse_u64(apr_table_get(r->headers_in, name), (size_t)-1, v);
+}
+
+/* mod_rh_push.c: a push, and the start of one (also the up side of a duplex):
+ * DECLINED when the core takes it, else the request is answered. */
+int rh_do_push(rh_req *q);
+int rh_start_push(rh_req *q, const char *token, apr_uint64_t offset, int timeout_ms);
+
+/* mod_rh_pull.c: a pull, stream or batch. */
+int rh_do_pull(rh_req *q);
+
+/* mod_rh_duplex.c: push and pull in one request. */
+int rh_do_duplex(rh_req *q);
+
+#endif
