@@ -1,3 +1,5 @@
+/* The directives (RelayTarget, timeouts, the budget) and their per-location and
+ * per-server configuration, merged the httpd way; defaults from rh_proto.h. */
 #include <string.h>
 #include <apr_strings.h>
 #include <apr_network_io.h>

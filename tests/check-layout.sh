@@ -29,8 +29,8 @@ for f in $(quoted proto); do
     [ -f "proto/${f##*:}" ] || say "$f: proto/ includes only proto/"
 done
 for f in $(angled relaycore); do
-    case "${f##*:}" in curl/*) say "$f: relayrelaycore/ must not include curl" ;; esac
-    echo "${f##*:}" | grep -Eq "$HTTPD" && say "$f: relayrelaycore/ must not include httpd or APR"
+    case "${f##*:}" in curl/*) say "$f: relaycore/ must not include curl" ;; esac
+    echo "${f##*:}" | grep -Eq "$HTTPD" && say "$f: relaycore/ must not include httpd or APR"
 done
 for f in $(quoted relaycore); do
     [ -f "relaycore/${f##*:}" ] || [ -f "proto/${f##*:}" ] || say "$f: relaycore/ includes only relaycore/ and proto/"
