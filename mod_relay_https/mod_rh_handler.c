@@ -23,6 +23,7 @@
 #include "mod_rh_daemon.h"
 #include "rh_frame.h"
 #include "rh_ipc.h"
+#include "rh_ipc_client.h"
 #include "rh_registry.h"
 #include "rh_util.h"
 #include "mod_rh_upload.h"

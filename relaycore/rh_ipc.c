@@ -1,14 +1,11 @@
+/* The handler <-> core line protocol: parsing and formatting of request and
+ * reply lines, no I/O (the blocking helpers the handler uses are in
+ * rh_ipc_client.c; the core reads its lines without blocking). */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <time.h>
-#include <unistd.h>
 #include "rh_ipc.h"
 #include "rh_util.h"
 
@@ -205,131 +202,4 @@ int rh_ipc_parse_reply(const char *line, rh_ipc_reply *rep)
             rep->num = v;
     }
     return 0;
-}
-
-static int wait_fd(int fd, short ev, long deadline)
-{
-    for (;;) {
-        long left = deadline - rh_now_ms();
-        if (left < 0)
-            left = 0;
-        struct pollfd p = { .fd = fd, .events = ev };
-        int rc = poll(&p, 1, (int)left);
-        if (rc > 0)
-            return 0;
-        if (rc == 0)
-            return -ETIMEDOUT;
-        if (errno != EINTR)
-            return -errno;
-    }
-}
-
-int rh_ipc_connect(const char *path, int timeout_ms)
-{
-    struct sockaddr_un sa;
-    int fd, rv;
-
-    if (strlen(path) >= sizeof(sa.sun_path))
-        return -ENAMETOOLONG;
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    strcpy(sa.sun_path, path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -errno;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-        return fd;
-    if (errno != EINPROGRESS && errno != EAGAIN) {
-        rv = -errno;
-        goto fail;
-    }
-    /* a unix socket connect only blocks while the core's backlog is full */
-    rv = wait_fd(fd, POLLOUT, rh_now_ms() + timeout_ms);
-    if (rv)
-        goto fail;
-    int err = 0;
-    socklen_t el = sizeof(err);
-    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
-    if (err) {
-        rv = -err;
-        goto fail;
-    }
-    return fd;
-fail:
-    close(fd);
-    return rv;
-}
-
-int rh_ipc_write_all(int fd, const void *buf, size_t len, int timeout_ms)
-{
-    const char *p = buf;
-    long deadline = rh_now_ms() + timeout_ms;
-    while (len) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-            deadline = rh_now_ms() + timeout_ms;   /* the timeout is per stall */
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
-        int rv = wait_fd(fd, POLLOUT, deadline);
-        if (rv)
-            return rv;
-    }
-    return 0;
-}
-
-ssize_t rh_ipc_read(int fd, void *buf, size_t len, int timeout_ms)
-{
-    long deadline = rh_now_ms() + timeout_ms;
-    for (;;) {
-        ssize_t n = recv(fd, buf, len, 0);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
-        int rv = wait_fd(fd, POLLIN, deadline);
-        if (rv)
-            return rv;
-    }
-}
-
-int rh_ipc_read_line(int fd, char *buf, size_t max, int timeout_ms)
-{
-    long deadline = rh_now_ms() + timeout_ms;
-    size_t have = 0;
-    for (;;) {
-        if (have + 1 >= max)
-            return -EMSGSIZE;
-        /* peek, then take exactly up to the newline: frames may follow the line */
-        ssize_t n = recv(fd, buf + have, max - 1 - have, MSG_PEEK);
-        if (n == 0)
-            return -ECONNRESET;
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                return -errno;
-            int rv = wait_fd(fd, POLLIN, deadline);
-            if (rv)
-                return rv;
-            continue;
-        }
-        char *nl = memchr(buf + have, '\n', (size_t)n);
-        size_t take = nl ? (size_t)(nl - (buf + have)) + 1 : (size_t)n;
-        ssize_t got = recv(fd, buf + have, take, 0);
-        if (got != (ssize_t)take)
-            return got < 0 ? -errno : -EIO;
-        have += take;
-        if (nl) {
-            buf[have - 1] = '\0';
-            return (int)(have - 1);
-        }
-    }
 }

@@ -34,6 +34,7 @@ size_t __sanitizer_get_current_allocated_bytes(void);
 #include "rh_crc32c.h"
 #include "rh_frame.h"
 #include "rh_ipc.h"
+#include "rh_ipc_client.h"
 #include "rh_registry.h"
 
 #define IO_MS 3000            /* every single blocking step in these tests */
