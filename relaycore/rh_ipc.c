@@ -27,10 +27,126 @@ static int parse_uint(const char *s, unsigned *v, unsigned max)
     return 0;
 }
 
+/* OPEN's options after its fixed words, each at most once */
+static int parse_open_option(const char *w, rh_ipc_req *req)
+{
+    if (!strncmp(w, "resume=", 7) && !req->resume) {
+        req->resume = 1;
+        if (parse_uint(w + 7, &req->window, 1u << 30) || !req->window)
+            return -1;
+    } else if (!strcmp(w, "check=crc32c") && !req->check) {
+        req->check = 1;
+    } else if (!strncmp(w, "client=", 7) && !req->client[0] && w[7]) {
+        if (copy_word(req->client, sizeof(req->client), w + 7))
+            return -1;
+    } else if (!strncmp(w, "owner=", 6) && !req->owner) {
+        char *end;
+        errno = 0;
+        req->owner = strtoull(w + 6, &end, 16);
+        if (errno || *end || !req->owner || w[6] == '-' || w[6] == '+')
+            return -1;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+/* OPEN target ip port bufsize idle_s connect_s [options] */
+static int parse_open(char **w, int n, rh_ipc_req *req)
+{
+    for (int i = 7; i < n; ++i)
+        if (parse_open_option(w[i], req))
+            return -1;
+    req->op = RH_IPC_OPEN;
+    if (copy_word(req->target, sizeof(req->target), w[1])
+        || copy_word(req->host, sizeof(req->host), w[2])
+        || parse_uint(w[3], &req->port, 65535) || req->port == 0
+        || parse_uint(w[4], &req->bufsize, 1u << 30) || req->bufsize < 1024
+        || parse_uint(w[5], &req->idle_s, 86400 * 7) || req->idle_s == 0
+        || parse_uint(w[6], &req->connect_s, 3600) || req->connect_s == 0)
+        return -1;
+    return 0;
+}
+
+/* the words PUSH, PULL and ACK begin with: token offset */
+static int parse_token_offset(char **w, rh_ipc_req *req)
+{
+    if (copy_word(req->token, sizeof(req->token), w[1])
+        || rh_parse_u64(w[2], (size_t)-1, &req->offset))
+        return -1;
+    return 0;
+}
+
+/* PUSH token offset [len=N] */
+static int parse_push(char **w, int n, rh_ipc_req *req)
+{
+    if (n == 4 && strncmp(w[3], "len=", 4))
+        return -1;
+    req->op = RH_IPC_PUSH;
+    if (parse_token_offset(w, req))
+        return -1;
+    if (n == 4) {
+        if (rh_parse_u64(w[3] + 4, (size_t)-1, &req->body_len))
+            return -1;
+        req->has_len = 1;
+    }
+    return 0;
+}
+
+/* PULL token ack mode [poll_s] */
+static int parse_pull(char **w, int n, rh_ipc_req *req)
+{
+    req->op = RH_IPC_PULL;
+    if (parse_token_offset(w, req) || copy_word(req->mode, sizeof(req->mode), w[3]))
+        return -1;
+    if (n == 5 && (parse_uint(w[4], &req->poll_s, 3600) || req->poll_s == 0))
+        return -1;
+    return 0;
+}
+
+/* ACK token offset */
+static int parse_ack(char **w, int n, rh_ipc_req *req)
+{
+    req->op = RH_IPC_ACK;
+    return parse_token_offset(w, req);
+}
+
+/* CLOSE token [integrity] */
+static int parse_close(char **w, int n, rh_ipc_req *req)
+{
+    if (n == 3 && strcmp(w[2], "integrity"))
+        return -1;
+    req->op = RH_IPC_CLOSE;
+    req->integrity = n == 3;
+    return copy_word(req->token, sizeof(req->token), w[1]);
+}
+
+static int parse_stat(char **w, int n, rh_ipc_req *req)
+{
+    req->op = RH_IPC_STAT;
+    return 0;
+}
+
+#define REQ_WORDS_MAX 11
+
+/* the request verbs, with how many words (the verb included) each takes */
+static const struct {
+    const char *verb;
+    int min_words, max_words;
+    int (*parse)(char **w, int n, rh_ipc_req *req);
+} req_verbs[] = {
+    { "OPEN",  7, REQ_WORDS_MAX, parse_open },
+    { "PUSH",  3, 4, parse_push },
+    { "PULL",  4, 5, parse_pull },
+    { "ACK",   3, 3, parse_ack },
+    { "CLOSE", 2, 3, parse_close },
+    { "STAT",  1, 1, parse_stat },
+};
+
 int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
 {
     char buf[RH_IPC_LINE_MAX];
-    char *w[11];
+    char *w[REQ_WORDS_MAX];
     int n = 0;
     char *save = NULL;
 
@@ -39,76 +155,16 @@ int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
         return -1;
     strcpy(buf, line);
     for (char *t = strtok_r(buf, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
-        if (n == 11)
+        if (n == REQ_WORDS_MAX)
             return -1;
         w[n++] = t;
     }
     if (n == 0)
         return -1;
-    if (!strcmp(w[0], "OPEN") && n >= 7) {
-        /* options after the fixed words, each at most once */
-        for (int i = 7; i < n; ++i) {
-            if (!strncmp(w[i], "resume=", 7) && !req->resume) {
-                req->resume = 1;
-                if (parse_uint(w[i] + 7, &req->window, 1u << 30) || !req->window)
-                    return -1;
-            } else if (!strcmp(w[i], "check=crc32c") && !req->check) {
-                req->check = 1;
-            } else if (!strncmp(w[i], "client=", 7) && !req->client[0] && w[i][7]) {
-                if (copy_word(req->client, sizeof(req->client), w[i] + 7))
-                    return -1;
-            } else if (!strncmp(w[i], "owner=", 6) && !req->owner) {
-                char *end;
-                errno = 0;
-                req->owner = strtoull(w[i] + 6, &end, 16);
-                if (errno || *end || !req->owner || w[i][6] == '-' || w[i][6] == '+')
-                    return -1;
-            } else {
-                return -1;
-            }
-        }
-        req->op = RH_IPC_OPEN;
-        if (copy_word(req->target, sizeof(req->target), w[1])
-            || copy_word(req->host, sizeof(req->host), w[2])
-            || parse_uint(w[3], &req->port, 65535) || req->port == 0
-            || parse_uint(w[4], &req->bufsize, 1u << 30) || req->bufsize < 1024
-            || parse_uint(w[5], &req->idle_s, 86400 * 7) || req->idle_s == 0
-            || parse_uint(w[6], &req->connect_s, 3600) || req->connect_s == 0)
-            return -1;
-        return 0;
-    }
-    if ((!strcmp(w[0], "PUSH") && (n == 3 || (n == 4 && !strncmp(w[3], "len=", 4))))
-        || (!strcmp(w[0], "PULL") && (n == 4 || n == 5))) {
-        req->op = w[0][1] == 'U' && w[0][2] == 'S' ? RH_IPC_PUSH : RH_IPC_PULL;
-        if (copy_word(req->token, sizeof(req->token), w[1]) || rh_parse_u64(w[2], (size_t)-1, &req->offset))
-            return -1;
-        if (req->op == RH_IPC_PUSH && n == 4) {
-            if (rh_parse_u64(w[3] + 4, (size_t)-1, &req->body_len))
-                return -1;
-            req->has_len = 1;
-        }
-        if (req->op == RH_IPC_PULL && copy_word(req->mode, sizeof(req->mode), w[3]))
-            return -1;
-        if (req->op == RH_IPC_PULL && n == 5
-            && (parse_uint(w[4], &req->poll_s, 3600) || req->poll_s == 0))
-            return -1;
-        return 0;
-    }
-    if (!strcmp(w[0], "ACK") && n == 3) {
-        req->op = RH_IPC_ACK;
-        if (copy_word(req->token, sizeof(req->token), w[1]) || rh_parse_u64(w[2], (size_t)-1, &req->offset))
-            return -1;
-        return 0;
-    }
-    if (!strcmp(w[0], "CLOSE") && (n == 2 || (n == 3 && !strcmp(w[2], "integrity")))) {
-        req->op = RH_IPC_CLOSE;
-        req->integrity = n == 3;
-        return copy_word(req->token, sizeof(req->token), w[1]);
-    }
-    if (!strcmp(w[0], "STAT") && n == 1) {
-        req->op = RH_IPC_STAT;
-        return 0;
-    }
+    for (size_t i = 0; i < sizeof(req_verbs) / sizeof(req_verbs[0]); ++i)
+        if (!strcmp(w[0], req_verbs[i].verb))
+            return n >= req_verbs[i].min_words && n <= req_verbs[i].max_words
+                   ? req_verbs[i].parse(w, n, req) : -1;
     return -1;
 }
 

@@ -86,11 +86,11 @@ int rh_ipc_write_all(int fd, const void *buf, size_t len, int timeout_ms)
     return 0;
 }
 
-ssize_t rh_ipc_read(int fd, void *buf, size_t len, int timeout_ms)
+/* recv that waits for input until deadline: bytes, 0 at EOF, or a negative errno */
+static ssize_t recv_until(int fd, void *buf, size_t len, int flags, long deadline)
 {
-    long deadline = rh_now_ms() + timeout_ms;
     for (;;) {
-        ssize_t n = recv(fd, buf, len, 0);
+        ssize_t n = recv(fd, buf, len, flags);
         if (n >= 0)
             return n;
         if (errno == EINTR)
@@ -103,6 +103,11 @@ ssize_t rh_ipc_read(int fd, void *buf, size_t len, int timeout_ms)
     }
 }
 
+ssize_t rh_ipc_read(int fd, void *buf, size_t len, int timeout_ms)
+{
+    return recv_until(fd, buf, len, 0, rh_now_ms() + timeout_ms);
+}
+
 int rh_ipc_read_line(int fd, char *buf, size_t max, int timeout_ms)
 {
     long deadline = rh_now_ms() + timeout_ms;
@@ -111,19 +116,11 @@ int rh_ipc_read_line(int fd, char *buf, size_t max, int timeout_ms)
         if (have + 1 >= max)
             return -EMSGSIZE;
         /* peek, then take exactly up to the newline: frames may follow the line */
-        ssize_t n = recv(fd, buf + have, max - 1 - have, MSG_PEEK);
+        ssize_t n = recv_until(fd, buf + have, max - 1 - have, MSG_PEEK, deadline);
         if (n == 0)
             return -ECONNRESET;
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                return -errno;
-            int rv = wait_fd(fd, POLLIN, deadline);
-            if (rv)
-                return rv;
-            continue;
-        }
+        if (n < 0)
+            return (int)n;
         char *nl = memchr(buf + have, '\n', (size_t)n);
         size_t take = nl ? (size_t)(nl - (buf + have)) + 1 : (size_t)n;
         ssize_t got = recv(fd, buf + have, take, 0);
