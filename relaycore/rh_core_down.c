@@ -147,7 +147,6 @@ static void batch_start(session *s, conn *k)
     size_t data = down_unsent(s);
     size_t nframes = (data + RH_FRAME_MAX - 1) / RH_FRAME_MAX;
     size_t term_len = 0;
-    unsigned char a[8];
 
     if (s->down_eof)
         k->batch_term = s->down_reset ? RH_FRAME_RESET : RH_FRAME_FIN;
@@ -158,11 +157,123 @@ static void batch_start(session *s, conn *k)
     size_t total = RH_FRAME_HDR + 8 + data + nframes * RH_FRAME_HDR + RH_FRAME_HDR + term_len
                    + (s->check ? nframes * CHECK_FRAME : 0);
     rh_core_out_printf(k, "OK %" PRIu64 " %zu", s->down_sent, total);
-    rh_put_u64(a, s->up_acc);
-    rh_core_out_frame(k, RH_FRAME_ACK, a, 8);
+    rh_core_out_ack(k, s->up_acc);
     k->a_sent = s->up_acc;
     k->batch_data = data;
     k->batch_started = 1;
+}
+
+/* What the pull's next step did: more may go out now, or it is done for now. */
+enum { PULL_STOP = 0, PULL_MORE = 1 };
+
+/* The next D frame, len bytes from down_sent: its header goes through out, its
+ * payload straight from the ring (no copy). */
+static void pull_frame_start(session *s, conn *k, size_t len)
+{
+    unsigned char h[RH_FRAME_HDR];
+    rh_frame_hdr(h, RH_FRAME_DATA, len);
+    rh_core_out_put(k, h, sizeof(h));
+    k->frame_left = len;
+    if (s->check)
+        down_frame_begin(s, k, len);
+}
+
+/* The pull's answer is complete: it detaches and its handler gets what is left
+ * in out; when the answer carried the target's reset, the session ends. */
+static void pull_finish(core *c, session *s, conn *k, int reset)
+{
+    s->pull = NULL;
+    k->s = NULL;
+    rh_core_conn_reply_done(c, k);
+    if (reset)
+        rh_core_session_end_reset(c, s);
+}
+
+/* A batch answer between frames: its next D frame, or its last frame. */
+static int batch_next(core *c, session *s, conn *k)
+{
+    if (k->batch_data) {
+        size_t len = k->batch_data < RH_FRAME_MAX ? k->batch_data : RH_FRAME_MAX;
+        pull_frame_start(s, k, len);
+        k->batch_data -= len;
+        return PULL_MORE;
+    }
+    /* every byte of the answer is out but its last frame */
+    int term = k->batch_term;
+    if (term == RH_FRAME_RESET)
+        rh_core_out_frame(k, term, s->reason, strlen(s->reason));
+    else
+        rh_core_out_frame(k, term, NULL, 0);
+    if (term != RH_FRAME_END)
+        s->down_fin_sent = 1;
+    pull_finish(c, s, k, term == RH_FRAME_RESET);
+    return PULL_STOP;
+}
+
+/* A stream pull between frames: tell how far the up direction got, then data,
+ * then the target's end. */
+static int stream_next(core *c, session *s, conn *k)
+{
+    size_t have = down_unsent(s);
+    if (s->up_acc != k->a_sent && (!have || s->up_acc - k->a_sent >= 65536)) {
+        rh_core_out_ack(k, s->up_acc);
+        k->a_sent = s->up_acc;
+        return PULL_MORE;
+    }
+    if (have) {
+        pull_frame_start(s, k, have < RH_FRAME_MAX ? have : RH_FRAME_MAX);
+        return PULL_MORE;
+    }
+    if (s->down_eof && !s->down_fin_sent) {
+        if (s->down_reset)
+            rh_core_out_frame(k, RH_FRAME_RESET, s->reason, strlen(s->reason));
+        else
+            rh_core_out_frame(k, RH_FRAME_FIN, NULL, 0);
+        s->down_fin_sent = 1;
+        return PULL_MORE;
+    }
+    if (s->down_fin_sent)
+        pull_finish(c, s, k, s->down_reset);   /* all sent: this pull response ends */
+    return PULL_STOP;
+}
+
+/* What is pending for the pull as iovecs: out (a line, frame headers), then
+ * the current D frame's payload in the ring. *head is out's part. */
+static inline int pull_iov(const session *s, conn *k, struct iovec iov[3], size_t *head)
+{
+    int n = 0;
+    *head = k->out_len - k->out_off;
+    if (*head) {
+        iov[n].iov_base = k->out + k->out_off;
+        iov[n].iov_len = *head;
+        n++;
+    }
+    if (k->frame_left)
+        n += rh_ring_peek_iov(&s->down, iov + n, (size_t)(s->down_sent - s->down_acked),
+                              k->frame_left);
+    return n;
+}
+
+/* w bytes went to the handler: first out's head bytes, then D payload. */
+static inline void pull_sent(session *s, conn *k, size_t w, size_t head)
+{
+    k->last_write = rh_now_ms();
+    size_t from_out = w < head ? w : head;
+    k->out_off += from_out;
+    if (k->out_off == k->out_len)
+        k->out_off = k->out_len = 0;
+    w -= from_out;
+    if (w) {
+        k->frame_left -= w;
+        s->down_sent += w;
+        if (!s->resumable) {
+            rh_ring_consume(&s->down, w);
+            s->down_acked = s->down_sent;
+        }
+        if (k->check_due && !k->frame_left)
+            down_frame_end(s, k);
+        s->last_data = k->last_write;
+    }
 }
 
 void rh_core_pull_write(core *c, session *s)
@@ -176,86 +287,12 @@ void rh_core_pull_write(core *c, session *s)
     }
     while (k && !s->dead) {
         struct iovec iov[3];
-        int n = 0;
-        size_t head = k->out_len - k->out_off;
-        if (head) {
-            iov[n].iov_base = k->out + k->out_off;
-            iov[n].iov_len = head;
-            n++;
-        }
-        if (k->frame_left)
-            n += rh_ring_peek_iov(&s->down, iov + n, (size_t)(s->down_sent - s->down_acked),
-                                  k->frame_left);
-        if (n == 0 && k->batch) {
-            if (k->batch_data) {
-                size_t len = k->batch_data < RH_FRAME_MAX ? k->batch_data : RH_FRAME_MAX;
-                unsigned char h[RH_FRAME_HDR];
-                rh_frame_hdr(h, RH_FRAME_DATA, len);
-                rh_core_out_put(k, h, sizeof(h));
-                k->frame_left = len;
-                k->batch_data -= len;
-                if (s->check)
-                    down_frame_begin(s, k, len);
-                continue;
-            }
-            /* every byte of the answer is out but its last frame */
-            int term = k->batch_term;
-            if (term == RH_FRAME_RESET)
-                rh_core_out_frame(k, term, s->reason, strlen(s->reason));
-            else
-                rh_core_out_frame(k, term, NULL, 0);
-            if (term != RH_FRAME_END)
-                s->down_fin_sent = 1;
-            s->pull = NULL;
-            k->s = NULL;
-            rh_core_conn_reply_done(c, k);
-            if (term == RH_FRAME_RESET) {
-                char why[sizeof(s->reason)];
-                memcpy(why, s->reason, sizeof(why));
-                rh_core_session_end(c, s, 1, why);
-            }
-            return;
-        }
+        size_t head;
+        int n = pull_iov(s, k, iov, &head);
         if (n == 0) {
-            /* between frames: tell how far the up direction got, then data */
-            size_t have = down_unsent(s);
-            if (s->up_acc != k->a_sent && (!have || s->up_acc - k->a_sent >= 65536)) {
-                unsigned char a[8];
-                rh_put_u64(a, s->up_acc);
-                rh_core_out_frame(k, RH_FRAME_ACK, a, 8);
-                k->a_sent = s->up_acc;
-                continue;
-            }
-            if (have) {
-                size_t len = have < RH_FRAME_MAX ? have : RH_FRAME_MAX;
-                unsigned char h[RH_FRAME_HDR];
-                rh_frame_hdr(h, RH_FRAME_DATA, len);
-                rh_core_out_put(k, h, sizeof(h));
-                k->frame_left = len;
-                if (s->check)
-                    down_frame_begin(s, k, len);
-                continue;
-            }
-            if (s->down_eof && !s->down_fin_sent) {
-                if (s->down_reset)
-                    rh_core_out_frame(k, RH_FRAME_RESET, s->reason, strlen(s->reason));
-                else
-                    rh_core_out_frame(k, RH_FRAME_FIN, NULL, 0);
-                s->down_fin_sent = 1;
-                continue;
-            }
-            if (s->down_fin_sent) {
-                /* all sent: this pull response ends */
-                s->pull = NULL;
-                k->s = NULL;
-                rh_core_conn_reply_done(c, k);
-                if (s->down_reset) {
-                    char why[sizeof(s->reason)];
-                    memcpy(why, s->reason, sizeof(why));
-                    rh_core_session_end(c, s, 1, why);
-                }
-            }
-            return;
+            if ((k->batch ? batch_next(c, s, k) : stream_next(c, s, k)) == PULL_STOP)
+                return;
+            continue;
         }
         ssize_t w = writev_nosig(k->fd, iov, n);
         if (w < 0) {
@@ -269,23 +306,27 @@ void rh_core_pull_write(core *c, session *s)
             rh_core_conn_kill(c, k);
             return;
         }
-        k->last_write = rh_now_ms();
-        size_t w1 = (size_t)w;
-        size_t from_out = w1 < head ? w1 : head;
-        k->out_off += from_out;
-        if (k->out_off == k->out_len)
-            k->out_off = k->out_len = 0;
-        w1 -= from_out;
-        if (w1) {
-            k->frame_left -= w1;
-            s->down_sent += w1;
-            if (!s->resumable) {
-                rh_ring_consume(&s->down, w1);
-                s->down_acked = s->down_sent;
-            }
-            if (k->check_due && !k->frame_left)
-                down_frame_end(s, k);
-            s->last_data = k->last_write;
+        pull_sent(s, k, (size_t)w, head);
+    }
+}
+
+/* An event on the pull's connection: the handler sends nothing after its
+ * request, so a read that ends (EOF, error) means it went away and the pull
+ * detaches; else the session moves. */
+void rh_core_pull_event(core *c, conn *k, uint32_t events)
+{
+    session *s = k->s;
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        char junk[256];
+        ssize_t n = recv(k->fd, junk, sizeof(junk), 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            s->pull = NULL;
+            k->s = NULL;
+            rh_core_conn_kill(c, k);
+            rh_core_log(c, RH_LOG_DEBUG, "session %s: pull detached", s->sid);
+            rh_core_session_update(c, s);
+            return;
         }
     }
+    rh_core_session_pump(c, s);
 }

@@ -155,11 +155,9 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
         k->poll_deadline = k->last_write + 1000L * (rq->poll_s ? rq->poll_s : RH_DEFAULT_POLL_S);
     } else {
         /* an H at once lets the client see whether the path buffers responses */
-        unsigned char a[8];
         rh_core_out_printf(k, "OK %" PRIu64, s->down_sent);
         rh_core_out_frame(k, RH_FRAME_HEARTBEAT, NULL, 0);
-        rh_put_u64(a, s->up_acc);
-        rh_core_out_frame(k, RH_FRAME_ACK, a, 8);
+        rh_core_out_ack(k, s->up_acc);
         k->a_sent = s->up_acc;
     }
     if (s->timer.deadline > rh_core_session_next_deadline(s)) {
@@ -279,48 +277,10 @@ void rh_core_conn_event(core *c, conn *k, uint32_t events)
         rh_core_conn_kill(c, k);
         return;
     case CK_PUSH:
-        if (events & EPOLLOUT) {
-            if (rh_core_out_flush(k) < 0) {
-                rh_core_push_detach(s);
-                rh_core_conn_kill(c, k);
-                return;
-            }
-        }
-        if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-            if (k->in_off && k->in_len == PUSH_IN_MAX) {
-                memmove(k->in, k->in + k->in_off, k->in_len - k->in_off);
-                k->in_len -= k->in_off;
-                k->in_off = 0;
-            }
-            if (k->in_len < PUSH_IN_MAX) {
-                ssize_t n = recv(k->fd, k->in + k->in_len, PUSH_IN_MAX - k->in_len, 0);
-                if (n > 0) {
-                    k->in_len += (size_t)n;
-                    k->body_in += (uint64_t)n;
-                    s->last_heard = rh_now_ms();
-                } else if (n == 0) {
-                    k->eof = 1;
-                } else if (errno != EAGAIN && errno != EINTR) {
-                    k->eof = 1;
-                }
-            }
-        }
-        rh_core_session_pump(c, s);
+        rh_core_push_event(c, k, events);
         return;
     case CK_PULL:
-        if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-            char junk[256];
-            ssize_t n = recv(k->fd, junk, sizeof(junk), 0);
-            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-                s->pull = NULL;
-                k->s = NULL;
-                rh_core_conn_kill(c, k);
-                rh_core_log(c, RH_LOG_DEBUG, "session %s: pull detached", s->sid);
-                rh_core_session_update(c, s);
-                return;
-            }
-        }
-        rh_core_session_pump(c, s);
+        rh_core_pull_event(c, k, events);
         return;
     }
 }

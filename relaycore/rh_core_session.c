@@ -127,11 +127,9 @@ void rh_core_session_end(core *c, session *s, int reset, const char *reason)
             /* a waiting long-poll gets a complete answer: A, then R or E */
             int term = reset ? RH_FRAME_RESET : RH_FRAME_END;
             size_t rl = reset ? strlen(reason) : 0;
-            unsigned char a[8];
-            rh_put_u64(a, s->up_acc);
             rh_core_out_printf(k, "OK %" PRIu64 " %zu", s->down_sent,
                                (size_t)(RH_FRAME_HDR + 8 + RH_FRAME_HDR) + rl);
-            rh_core_out_frame(k, RH_FRAME_ACK, a, 8);
+            rh_core_out_ack(k, s->up_acc);
             rh_core_out_frame(k, term, reason, rl);
             rh_core_conn_reply_done(c, k);
         } else if (k->batch || k->frame_left) {
@@ -152,6 +150,15 @@ void rh_core_session_end(core *c, session *s, int reset, const char *reason)
     }
     s->next_dead = c->dead_sessions;
     c->dead_sessions = s;
+}
+
+/* Ends a reset session with the reason it recorded (a copy: session_end
+ * writes s->reason). */
+void rh_core_session_end_reset(core *c, session *s)
+{
+    char why[sizeof(s->reason)];
+    memcpy(why, s->reason, sizeof(why));
+    rh_core_session_end(c, s, 1, why);
 }
 
 /* The session a request's token names, heard from now; or NULL, and the
@@ -215,9 +222,7 @@ void rh_core_session_pump(core *c, session *s)
     if (!s->dead && s->down_reset && !down_unsent(s) && !s->pull
         && (!s->resumable || s->down_acked == s->down_sent)) {
         /* the target reset and nothing is left to deliver: free it now */
-        char why[sizeof(s->reason)];
-        memcpy(why, s->reason, sizeof(why));
-        rh_core_session_end(c, s, 1, why);
+        rh_core_session_end_reset(c, s);
     }
     if (!s->dead)
         rh_core_session_update(c, s);

@@ -286,3 +286,37 @@ void rh_core_push_next(core *c, session *s)
         rh_core_push_attach(c, s, k);
     }
 }
+
+/* An event on the active push's connection: its reply line goes out, its body
+ * comes in (as far as the input buffer has room), then the session moves. */
+void rh_core_push_event(core *c, conn *k, uint32_t events)
+{
+    session *s = k->s;
+    if (events & EPOLLOUT) {
+        if (rh_core_out_flush(k) < 0) {
+            rh_core_push_detach(s);
+            rh_core_conn_kill(c, k);
+            return;
+        }
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        if (k->in_off && k->in_len == PUSH_IN_MAX) {
+            memmove(k->in, k->in + k->in_off, k->in_len - k->in_off);
+            k->in_len -= k->in_off;
+            k->in_off = 0;
+        }
+        if (k->in_len < PUSH_IN_MAX) {
+            ssize_t n = recv(k->fd, k->in + k->in_len, PUSH_IN_MAX - k->in_len, 0);
+            if (n > 0) {
+                k->in_len += (size_t)n;
+                k->body_in += (uint64_t)n;
+                s->last_heard = rh_now_ms();
+            } else if (n == 0) {
+                k->eof = 1;
+            } else if (errno != EAGAIN && errno != EINTR) {
+                k->eof = 1;
+            }
+        }
+    }
+    rh_core_session_pump(c, s);
+}
