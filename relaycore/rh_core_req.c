@@ -212,6 +212,7 @@ static void req_stat(core *c, conn *k)
     rh_core_conn_reply_done(c, k);
 }
 
+/* A new connection: its request line, as far as it came, then the request. */
 static void conn_new_readable(core *c, conn *k)
 {
     ssize_t n = recv(k->fd, k->line + k->line_len, sizeof(k->line) - k->line_len, 0);
@@ -248,6 +249,7 @@ static void conn_new_readable(core *c, conn *k)
     }
 }
 
+/* An event on a connection from an httpd child, by what the connection is now. */
 void rh_core_conn_event(core *c, conn *k, uint32_t events)
 {
     session *s = k->s;
