@@ -153,6 +153,7 @@ typedef struct core {
 extern uint64_t rh_core_flip_up, rh_core_flip_down;
 extern long rh_core_hb_ms;   /* heartbeat interval, from the config */
 
+/* The session a timer of the core's heap is embedded in. */
 static inline session *session_of_timer(rh_timer *t)
 {
     return (session *)((char *)t - offsetof(session, timer));
@@ -171,7 +172,6 @@ static inline int down_wants_read(const session *s)
 {
     return !s->down_eof && rh_ring_space(&s->down) && down_unsent(s) < s->readahead;
 }
-
 
 /* When a waiting long-poll answers empty: its poll time, or soon while the
  * session is busy (data that moves during the poll brings the answer closer,
