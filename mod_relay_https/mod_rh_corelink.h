@@ -8,6 +8,7 @@
 
 #include "mod_rh_req.h"
 #include "rh_ipc.h"
+#include "rh_ipc_client.h"
 
 #define CORE_REPLY_MS   10000
 

@@ -8,7 +8,7 @@
 #include <http_core.h>
 
 #include "mod_rh_daemon.h"
-#include "rh_ipc.h"
+#include "rh_ipc_client.h"
 #include "mod_rh_wait.h"
 
 void rh_watch_init(rh_watch *w, conn_rec *c)

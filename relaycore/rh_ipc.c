@@ -1,14 +1,11 @@
+/* The handler <-> core line protocol: parsing and formatting of request and
+ * reply lines, no I/O (the blocking helpers the handler uses are in
+ * rh_ipc_client.c; the core reads its lines without blocking). */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <time.h>
-#include <unistd.h>
 #include "rh_ipc.h"
 #include "rh_util.h"
 
@@ -30,10 +27,126 @@ static int parse_uint(const char *s, unsigned *v, unsigned max)
     return 0;
 }
 
+/* OPEN's options after its fixed words, each at most once */
+static int parse_open_option(const char *w, rh_ipc_req *req)
+{
+    if (!strncmp(w, "resume=", 7) && !req->resume) {
+        req->resume = 1;
+        if (parse_uint(w + 7, &req->window, 1u << 30) || !req->window)
+            return -1;
+    } else if (!strcmp(w, "check=crc32c") && !req->check) {
+        req->check = 1;
+    } else if (!strncmp(w, "client=", 7) && !req->client[0] && w[7]) {
+        if (copy_word(req->client, sizeof(req->client), w + 7))
+            return -1;
+    } else if (!strncmp(w, "owner=", 6) && !req->owner) {
+        char *end;
+        errno = 0;
+        req->owner = strtoull(w + 6, &end, 16);
+        if (errno || *end || !req->owner || w[6] == '-' || w[6] == '+')
+            return -1;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+/* OPEN target ip port bufsize idle_s connect_s [options] */
+static int parse_open(char **w, int n, rh_ipc_req *req)
+{
+    for (int i = 7; i < n; ++i)
+        if (parse_open_option(w[i], req))
+            return -1;
+    req->op = RH_IPC_OPEN;
+    if (copy_word(req->target, sizeof(req->target), w[1])
+        || copy_word(req->host, sizeof(req->host), w[2])
+        || parse_uint(w[3], &req->port, 65535) || req->port == 0
+        || parse_uint(w[4], &req->bufsize, 1u << 30) || req->bufsize < 1024
+        || parse_uint(w[5], &req->idle_s, 86400 * 7) || req->idle_s == 0
+        || parse_uint(w[6], &req->connect_s, 3600) || req->connect_s == 0)
+        return -1;
+    return 0;
+}
+
+/* the words PUSH, PULL and ACK begin with: token offset */
+static int parse_token_offset(char **w, rh_ipc_req *req)
+{
+    if (copy_word(req->token, sizeof(req->token), w[1])
+        || rh_parse_u64(w[2], (size_t)-1, &req->offset))
+        return -1;
+    return 0;
+}
+
+/* PUSH token offset [len=N] */
+static int parse_push(char **w, int n, rh_ipc_req *req)
+{
+    if (n == 4 && strncmp(w[3], "len=", 4))
+        return -1;
+    req->op = RH_IPC_PUSH;
+    if (parse_token_offset(w, req))
+        return -1;
+    if (n == 4) {
+        if (rh_parse_u64(w[3] + 4, (size_t)-1, &req->body_len))
+            return -1;
+        req->has_len = 1;
+    }
+    return 0;
+}
+
+/* PULL token ack mode [poll_s] */
+static int parse_pull(char **w, int n, rh_ipc_req *req)
+{
+    req->op = RH_IPC_PULL;
+    if (parse_token_offset(w, req) || copy_word(req->mode, sizeof(req->mode), w[3]))
+        return -1;
+    if (n == 5 && (parse_uint(w[4], &req->poll_s, 3600) || req->poll_s == 0))
+        return -1;
+    return 0;
+}
+
+/* ACK token offset */
+static int parse_ack(char **w, int n, rh_ipc_req *req)
+{
+    req->op = RH_IPC_ACK;
+    return parse_token_offset(w, req);
+}
+
+/* CLOSE token [integrity] */
+static int parse_close(char **w, int n, rh_ipc_req *req)
+{
+    if (n == 3 && strcmp(w[2], "integrity"))
+        return -1;
+    req->op = RH_IPC_CLOSE;
+    req->integrity = n == 3;
+    return copy_word(req->token, sizeof(req->token), w[1]);
+}
+
+static int parse_stat(char **w, int n, rh_ipc_req *req)
+{
+    req->op = RH_IPC_STAT;
+    return 0;
+}
+
+#define REQ_WORDS_MAX 11
+
+/* the request verbs, with how many words (the verb included) each takes */
+static const struct {
+    const char *verb;
+    int min_words, max_words;
+    int (*parse)(char **w, int n, rh_ipc_req *req);
+} req_verbs[] = {
+    { "OPEN",  7, REQ_WORDS_MAX, parse_open },
+    { "PUSH",  3, 4, parse_push },
+    { "PULL",  4, 5, parse_pull },
+    { "ACK",   3, 3, parse_ack },
+    { "CLOSE", 2, 3, parse_close },
+    { "STAT",  1, 1, parse_stat },
+};
+
 int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
 {
     char buf[RH_IPC_LINE_MAX];
-    char *w[11];
+    char *w[REQ_WORDS_MAX];
     int n = 0;
     char *save = NULL;
 
@@ -42,76 +155,16 @@ int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
         return -1;
     strcpy(buf, line);
     for (char *t = strtok_r(buf, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
-        if (n == 11)
+        if (n == REQ_WORDS_MAX)
             return -1;
         w[n++] = t;
     }
     if (n == 0)
         return -1;
-    if (!strcmp(w[0], "OPEN") && n >= 7) {
-        /* options after the fixed words, each at most once */
-        for (int i = 7; i < n; ++i) {
-            if (!strncmp(w[i], "resume=", 7) && !req->resume) {
-                req->resume = 1;
-                if (parse_uint(w[i] + 7, &req->window, 1u << 30) || !req->window)
-                    return -1;
-            } else if (!strcmp(w[i], "check=crc32c") && !req->check) {
-                req->check = 1;
-            } else if (!strncmp(w[i], "client=", 7) && !req->client[0] && w[i][7]) {
-                if (copy_word(req->client, sizeof(req->client), w[i] + 7))
-                    return -1;
-            } else if (!strncmp(w[i], "owner=", 6) && !req->owner) {
-                char *end;
-                errno = 0;
-                req->owner = strtoull(w[i] + 6, &end, 16);
-                if (errno || *end || !req->owner || w[i][6] == '-' || w[i][6] == '+')
-                    return -1;
-            } else {
-                return -1;
-            }
-        }
-        req->op = RH_IPC_OPEN;
-        if (copy_word(req->target, sizeof(req->target), w[1])
-            || copy_word(req->host, sizeof(req->host), w[2])
-            || parse_uint(w[3], &req->port, 65535) || req->port == 0
-            || parse_uint(w[4], &req->bufsize, 1u << 30) || req->bufsize < 1024
-            || parse_uint(w[5], &req->idle_s, 86400 * 7) || req->idle_s == 0
-            || parse_uint(w[6], &req->connect_s, 3600) || req->connect_s == 0)
-            return -1;
-        return 0;
-    }
-    if ((!strcmp(w[0], "PUSH") && (n == 3 || (n == 4 && !strncmp(w[3], "len=", 4))))
-        || (!strcmp(w[0], "PULL") && (n == 4 || n == 5))) {
-        req->op = w[0][1] == 'U' && w[0][2] == 'S' ? RH_IPC_PUSH : RH_IPC_PULL;
-        if (copy_word(req->token, sizeof(req->token), w[1]) || rh_parse_u64(w[2], (size_t)-1, &req->offset))
-            return -1;
-        if (req->op == RH_IPC_PUSH && n == 4) {
-            if (rh_parse_u64(w[3] + 4, (size_t)-1, &req->body_len))
-                return -1;
-            req->has_len = 1;
-        }
-        if (req->op == RH_IPC_PULL && copy_word(req->mode, sizeof(req->mode), w[3]))
-            return -1;
-        if (req->op == RH_IPC_PULL && n == 5
-            && (parse_uint(w[4], &req->poll_s, 3600) || req->poll_s == 0))
-            return -1;
-        return 0;
-    }
-    if (!strcmp(w[0], "ACK") && n == 3) {
-        req->op = RH_IPC_ACK;
-        if (copy_word(req->token, sizeof(req->token), w[1]) || rh_parse_u64(w[2], (size_t)-1, &req->offset))
-            return -1;
-        return 0;
-    }
-    if (!strcmp(w[0], "CLOSE") && (n == 2 || (n == 3 && !strcmp(w[2], "integrity")))) {
-        req->op = RH_IPC_CLOSE;
-        req->integrity = n == 3;
-        return copy_word(req->token, sizeof(req->token), w[1]);
-    }
-    if (!strcmp(w[0], "STAT") && n == 1) {
-        req->op = RH_IPC_STAT;
-        return 0;
-    }
+    for (size_t i = 0; i < sizeof(req_verbs) / sizeof(req_verbs[0]); ++i)
+        if (!strcmp(w[0], req_verbs[i].verb))
+            return n >= req_verbs[i].min_words && n <= req_verbs[i].max_words
+                   ? req_verbs[i].parse(w, n, req) : -1;
     return -1;
 }
 
@@ -205,131 +258,4 @@ int rh_ipc_parse_reply(const char *line, rh_ipc_reply *rep)
             rep->num = v;
     }
     return 0;
-}
-
-static int wait_fd(int fd, short ev, long deadline)
-{
-    for (;;) {
-        long left = deadline - rh_now_ms();
-        if (left < 0)
-            left = 0;
-        struct pollfd p = { .fd = fd, .events = ev };
-        int rc = poll(&p, 1, (int)left);
-        if (rc > 0)
-            return 0;
-        if (rc == 0)
-            return -ETIMEDOUT;
-        if (errno != EINTR)
-            return -errno;
-    }
-}
-
-int rh_ipc_connect(const char *path, int timeout_ms)
-{
-    struct sockaddr_un sa;
-    int fd, rv;
-
-    if (strlen(path) >= sizeof(sa.sun_path))
-        return -ENAMETOOLONG;
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    strcpy(sa.sun_path, path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -errno;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-        return fd;
-    if (errno != EINPROGRESS && errno != EAGAIN) {
-        rv = -errno;
-        goto fail;
-    }
-    /* a unix socket connect only blocks while the core's backlog is full */
-    rv = wait_fd(fd, POLLOUT, rh_now_ms() + timeout_ms);
-    if (rv)
-        goto fail;
-    int err = 0;
-    socklen_t el = sizeof(err);
-    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
-    if (err) {
-        rv = -err;
-        goto fail;
-    }
-    return fd;
-fail:
-    close(fd);
-    return rv;
-}
-
-int rh_ipc_write_all(int fd, const void *buf, size_t len, int timeout_ms)
-{
-    const char *p = buf;
-    long deadline = rh_now_ms() + timeout_ms;
-    while (len) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-            deadline = rh_now_ms() + timeout_ms;   /* the timeout is per stall */
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
-        int rv = wait_fd(fd, POLLOUT, deadline);
-        if (rv)
-            return rv;
-    }
-    return 0;
-}
-
-ssize_t rh_ipc_read(int fd, void *buf, size_t len, int timeout_ms)
-{
-    long deadline = rh_now_ms() + timeout_ms;
-    for (;;) {
-        ssize_t n = recv(fd, buf, len, 0);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
-        int rv = wait_fd(fd, POLLIN, deadline);
-        if (rv)
-            return rv;
-    }
-}
-
-int rh_ipc_read_line(int fd, char *buf, size_t max, int timeout_ms)
-{
-    long deadline = rh_now_ms() + timeout_ms;
-    size_t have = 0;
-    for (;;) {
-        if (have + 1 >= max)
-            return -EMSGSIZE;
-        /* peek, then take exactly up to the newline: frames may follow the line */
-        ssize_t n = recv(fd, buf + have, max - 1 - have, MSG_PEEK);
-        if (n == 0)
-            return -ECONNRESET;
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                return -errno;
-            int rv = wait_fd(fd, POLLIN, deadline);
-            if (rv)
-                return rv;
-            continue;
-        }
-        char *nl = memchr(buf + have, '\n', (size_t)n);
-        size_t take = nl ? (size_t)(nl - (buf + have)) + 1 : (size_t)n;
-        ssize_t got = recv(fd, buf + have, take, 0);
-        if (got != (ssize_t)take)
-            return got < 0 ? -errno : -EIO;
-        have += take;
-        if (nl) {
-            buf[have - 1] = '\0';
-            return (int)(have - 1);
-        }
-    }
 }

@@ -59,12 +59,4 @@ int rh_ipc_parse_req(const char *line, rh_ipc_req *req);
 int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req);
 int rh_ipc_parse_reply(const char *line, rh_ipc_reply *rep);
 
-/* Blocking helpers with timeouts (milliseconds), for the httpd side. They return
- * a negative errno on failure (-ETIMEDOUT when the wait ran out). */
-int rh_ipc_connect(const char *path, int timeout_ms);
-int rh_ipc_write_all(int fd, const void *buf, size_t len, int timeout_ms);
-ssize_t rh_ipc_read(int fd, void *buf, size_t len, int timeout_ms);
-/* Reads one line (without the newline) and nothing past it. */
-int rh_ipc_read_line(int fd, char *buf, size_t max, int timeout_ms);
-
 #endif

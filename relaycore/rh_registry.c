@@ -94,9 +94,12 @@ void rh_registry_set_owner(rh_registry *reg, uint32_t slot, uint64_t owner)
 
 void rh_registry_beat(rh_registry *reg, int64_t now_ms)
 {
-    uint64_t up, down;
-    rh_registry_totals(reg, &up, &down);
-    rh_stats_tick(&reg->stats, now_ms / 1000, up, down);
+    /* the figures once a second: the sum runs over every slot */
+    if (now_ms / 1000 != __atomic_load_n(&reg->stats.hist_sec, __ATOMIC_RELAXED)) {
+        uint64_t up, down;
+        rh_registry_totals(reg, &up, &down);
+        rh_stats_tick(&reg->stats, now_ms / 1000, up, down);
+    }
     __atomic_store_n(&reg->core_beat_ms, now_ms, __ATOMIC_RELAXED);
 }
 

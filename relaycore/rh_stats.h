@@ -63,6 +63,7 @@ void rh_stats_target_opened(rh_stats *st, const char *name);
 void rh_stats_target_closed(rh_stats *st, const char *name, uint64_t up, uint64_t down);
 
 /* Any process: atomic counters. */
+void rh_stats_resumed(rh_stats *st);
 void rh_stats_request(rh_stats *st, int xp);
 void rh_stats_refused(rh_stats *st, int why);
 /* The refusal class of an HTTP status; -1 when it is not a refusal. */

@@ -71,11 +71,14 @@ def test_figures_follow_a_tunnel(status_apache, client_bin, tls):
             # the session is still open: a beat (1 s) brings the totals up to date
             def moved():
                 d = _json(a)
-                return d if d["bytesProxied"] - before["bytesProxied"] >= 2 * n else None
+                return d if (d["bytesProxied"] - before["bytesProxied"] >= 2 * n
+                             and d["kbps10s1m5m15m30m60m"][0] > 0) else None
             d = harness.wait_for(moved, 10)
-            assert d, ("bytesProxied did not grow by the %d bytes that went up and back:\n%s"
+            assert d, ("bytesProxied did not grow by the %d bytes that went up and back, "
+                       "or the 10 s rate stayed 0:\n%s"
                        % (2 * n, json.dumps(_json(a), indent=1)))
             assert d["numActiveSessions"] >= 1, d
+            assert d["numConnections"] >= 1, d      # at least the tunnel's pull is held
             assert d["kbps10s1m5m15m30m60m"][0] > 0, d
             echo = [t for t in d["targets"] if t["name"] == "echo"]
             assert echo and echo[0]["sessionsOpened"] >= 1, d
@@ -157,3 +160,31 @@ def test_html_in_a_real_browser(status_apache, tmp_path):
     assert "active sessions" in dom and "relay core" in dom and "running" in dom, dom[:3000]
     for external in ("<script", "<link", "src=", "@import", "url("):
         assert external not in dom, ("the page loads something: %s" % external, dom[:3000])
+
+
+@pytest.mark.rh_timeout(60)
+def test_resumes_counted(status_apache):
+    """A pull that takes over a pull the server still holds (a resume after a
+    cut the server did not notice) counts as a resume."""
+    a = status_apache
+    before = _json(a)["resumes"]
+    r = curl(a.relay_url + "/echo/open", headers=["Relay-Resume: 1"])
+    assert r.status == 201, r
+    token = r.header("Relay-Session")
+    hdrs = ["-H", "Relay-Session: " + token, "-H", "Relay-Ack: 0"]
+    first = subprocess.Popen([harness.CURL, "-sS", "-k", "-N", "--max-time", "20", "-X", "POST",
+                              "-H", "Content-Length: 0"] + hdrs + [a.relay_url + "/echo/pull"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)   # the first pull is held by the core
+        second = subprocess.Popen([harness.CURL, "-sS", "-k", "-N", "--max-time", "3", "-X",
+                                   "POST", "-H", "Content-Length: 0"] + hdrs
+                                  + [a.relay_url + "/echo/pull"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        got = harness.wait_for(lambda: _json(a)["resumes"] > before, 10)
+        second.wait(timeout=10)
+    finally:
+        first.kill()
+        first.wait()
+    assert got, "a pull taken over did not count as a resume: %r" % _json(a)["resumes"]
+    curl(a.relay_url + "/echo/close", headers=["Relay-Session: " + token])

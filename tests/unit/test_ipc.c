@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include "tests.h"
 #include "rh_ipc.h"
+#include "rh_ipc_client.h"
 
 static long ms_now(void)
 {

@@ -1,0 +1,246 @@
+/* The relay core's private header: the objects the core's files share (the
+ * core, a session, a connection from an httpd child), the inline helpers of the
+ * hot paths, and the functions one file of the core calls in another. Not for
+ * use outside relaycore/ (the public face is rh_core.h).
+ *
+ * The files, one concept each:
+ *   rh_core.c          the event loop: start, epoll wait and dispatch, timers, stop
+ *   rh_core_timer.c    the min-heap of deadlines
+ *   rh_core_conn.c     a connection's output buffer, replies, errors, holds
+ *   rh_core_session.c  a session's life: find, pump, arm, deadlines, end, free
+ *   rh_core_up.c       up: push frames -> ring -> target
+ *   rh_core_down.c     down: target -> ring -> pull frames
+ *   rh_core_open.c     OPEN: limits, the new session, the connect to the target
+ *   rh_core_req.c      the other requests, and the request line itself
+ *
+ * Every session has a target socket and two bounded rings: up (client -> target)
+ * and down (target -> client). httpd children attach to a session over the
+ * unix socket: a PUSH connection feeds frames into the up ring, a PULL
+ * connection drains the down ring as frames. Flow control is the rings' bound:
+ * a full ring stops reading its source, so TCP slows the sender. Nothing is
+ * polled: an idle session has no event armed but its target's readability and
+ * one entry in the timer heap. */
+#ifndef RH_CORE_INT_H
+#define RH_CORE_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "rh_clients.h"
+#include "rh_core.h"
+#include "rh_core_timer.h"
+#include "rh_frame.h"
+#include "rh_ipc.h"
+#include "rh_proto.h"
+#include "rh_registry.h"
+#include "rh_ring.h"
+
+/* The core's internal functions stay inside the module's shared object. */
+#pragma GCC visibility push(hidden)
+
+#define PUSH_IN_MAX  (RH_FRAME_MAX + RH_FRAME_HDR)
+#define OUT_MAX      (RH_IPC_LINE_MAX + 2 * RH_FRAME_HDR + 256)
+
+enum { SRC_LISTEN = 1, SRC_STOP, SRC_CONN, SRC_TARGET };
+enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY };
+
+#define PUSH_WAIT_MAX 8     /* pushes queued behind the active one, per session */
+#define CRC_MARKS     32    /* down: CRCs of the last frame ends, for acks at them */
+
+typedef struct session session;
+typedef struct conn conn;
+
+struct conn {
+    int src;                 /* SRC_CONN: first member, epoll's data.ptr */
+    int fd;
+    uint32_t ev;             /* armed epoll mask */
+    int kind;
+    int closed;
+    session *s;
+    unsigned char line[RH_IPC_LINE_MAX];
+    size_t line_len;
+    unsigned char *in;       /* push input, PUSH_IN_MAX */
+    size_t in_off, in_len;
+    int eof;                 /* push: the handler ended the body */
+    rh_frame_parser fp;
+    unsigned char out[OUT_MAX];
+    size_t out_off, out_len;
+    size_t frame_left;       /* pull: payload of the current D frame still to send */
+    long last_write;         /* pull: for heartbeats */
+    uint64_t a_sent;         /* pull: up offset last told in an A frame */
+    int check_due;           /* pull, checked: a C frame follows the current D frame */
+    uint32_t frame_crc;      /* ... carrying this CRC of the bytes up to its end */
+    int batch;               /* pull: a long-poll answered in one piece */
+    int batch_started;
+    size_t batch_data;       /* pull, batch: D payload still to send in this answer */
+    int batch_term;          /* pull, batch: the frame that ends the answer */
+    long poll_deadline;      /* pull, batch: answer empty at this time */
+    uint64_t want_off;       /* waiting push: where its bytes start */
+    uint64_t skip;           /* push: leading data bytes the session already has */
+    uint64_t start_off;      /* push: the offset it started at */
+    int has_len;             /* push: the handler knows the body's length */
+    uint64_t body_len;       /* push: that length (frame bytes) */
+    uint64_t body_in;        /* push: body bytes received so far */
+    long wait_until;         /* waiting push: refused with 409 at this time */
+    rh_client *cl;           /* held: whose request this is (see conn_hold) */
+    int held;
+    conn *next_dead;
+};
+
+struct session {
+    int src;                 /* SRC_TARGET */
+    int fd;
+    uint32_t ev;
+    uint32_t slot, gen;
+    char sid[RH_SID_LEN + 1];
+    char target[RH_TARGET_MAX];
+    unsigned char secret[RH_SECRET_LEN];
+    rh_ring up, down;
+    uint64_t up_acc, up_wr, down_rd, down_sent;
+    uint64_t down_acked;     /* resumable: the down ring starts at this offset */
+    size_t readahead;        /* down bytes read from the target and not yet sent, at most */
+    size_t window;           /* sent bytes kept until acknowledged, at most (0: not resumable) */
+    unsigned resumable:1, finished:1;
+    /* end-to-end checks (check=crc32c): up bytes count as accepted only once a
+     * C frame vouched for them; the ring holds [up_wr, up_rcv), and only
+     * [up_wr, up_acc) may go to the target */
+    unsigned check:1, failed_check:1;
+    uint64_t up_rcv;
+    uint32_t up_crc_acc, up_crc_rcv;   /* CRC32C of up bytes [0, up_acc), [0, up_rcv) */
+    uint32_t down_crc_acked;           /* ... of down bytes [0, down_acked) */
+    uint32_t down_crc_sent;            /* ... [0, down_crc_off): a frame end */
+    uint64_t down_crc_off;
+    struct { uint64_t off; uint32_t crc; } marks[CRC_MARKS];  /* recent frame ends */
+    unsigned nmark;
+    long linger_until;       /* resumable, finished: freed at this time */
+    unsigned connecting:1, up_fin:1, up_shut:1, down_eof:1, down_reset:1,
+             down_fin_sent:1, dead:1, reset:1;
+    char reason[128];
+    conn *push, *pull, *opener;
+    rh_client *cl;           /* who opened it */
+    conn *push_wait[PUSH_WAIT_MAX];
+    int nwait;
+    long last_heard, connect_deadline;
+    long last_data;          /* down bytes went to a pull or up bytes were accepted */
+    unsigned idle_s;
+    rh_timer timer;          /* in the core's timers, keyed by the next deadline */
+    session *next_dead;
+};
+
+typedef struct core {
+    const rh_core_config *cfg;
+    int ep;
+    int stop_seen;
+    session **by_slot;
+    rh_timers timers;              /* every live or lingering session's */
+    session *dead_sessions;
+    conn *dead_conns;
+    long listen_paused_until;
+    int listen_src;
+    int stop_src;
+    uint64_t integrity_failures;   /* sessions ended by a failed check */
+    rh_clients clients;
+    unsigned held;                 /* requests held (open, push, pull): httpd workers */
+    uint64_t refused;              /* requests refused by a limit */
+} core;
+
+/* Test only (RELAY_HTTPS_TEST_FLIP=up:N or down:N): flips the byte at that offset
+ * of every checked session after its CRC was taken, to prove the check catches it. */
+extern uint64_t rh_core_flip_up, rh_core_flip_down;
+extern long rh_core_hb_ms;   /* heartbeat interval, from the config */
+
+/* The session a timer of the core's heap is embedded in. */
+static inline session *session_of_timer(rh_timer *t)
+{
+    return (session *)((char *)t - offsetof(session, timer));
+}
+
+/* Down bytes held but not yet handed to a pull. A resumable session keeps
+ * bytes it sent until the client acknowledges them, so it can send them again
+ * after a cut; the ring then holds [down_acked, down_rd). */
+static inline size_t down_unsent(const session *s)
+{
+    return rh_ring_len(&s->down) - (size_t)(s->down_sent - s->down_acked);
+}
+
+/* The target may be read: room in the ring, and not too far ahead of the pull. */
+static inline int down_wants_read(const session *s)
+{
+    return !s->down_eof && rh_ring_space(&s->down) && down_unsent(s) < s->readahead;
+}
+
+/* When a waiting long-poll answers empty: its poll time, or soon while the
+ * session is busy (data that moves during the poll brings the answer closer,
+ * so its A frame confirms new up bytes in time). */
+static inline long batch_due(const session *s, const conn *k)
+{
+    long from = k->last_write > s->last_data ? k->last_write : s->last_data;
+    if (s->last_data && from + RH_BUSY_POLL_MS < k->poll_deadline
+        && from - s->last_data < RH_BUSY_WINDOW_MS)
+        return from + RH_BUSY_POLL_MS;
+    return k->poll_deadline;
+}
+
+/* writev that never raises SIGPIPE, whatever the process does with it */
+static inline ssize_t writev_nosig(int fd, struct iovec *iov, int n)
+{
+    struct msghdr m;
+    memset(&m, 0, sizeof(m));
+    m.msg_iov = iov;
+    m.msg_iovlen = (size_t)n;
+    return sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* ---- rh_core.c: the loop ---- */
+void rh_core_log(core *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void rh_core_arm(core *c, int fd, void *ptr, uint32_t *cur, uint32_t want);
+
+/* ---- rh_core_conn.c: connections ---- */
+int rh_core_conn_hold(core *c, conn *k, rh_client *cl);
+void rh_core_conn_kill(core *c, conn *k);
+int rh_core_out_put(conn *k, const void *data, size_t len);
+void rh_core_out_printf(conn *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void rh_core_out_frame(conn *k, int type, const void *payload, size_t len);
+void rh_core_out_ack(conn *k, uint64_t off);
+int rh_core_out_flush(conn *k);
+void rh_core_conn_reply_done(core *c, conn *k);
+void rh_core_conn_error(core *c, conn *k, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* ---- rh_core_session.c: sessions ---- */
+void rh_core_session_free(core *c, session *s);
+void rh_core_session_end(core *c, session *s, int reset, const char *reason);
+void rh_core_session_end_reset(core *c, session *s);
+session *rh_core_session_find(core *c, conn *k, const char *token);
+long rh_core_session_next_deadline(const session *s);
+void rh_core_session_pump(core *c, session *s);
+void rh_core_session_update(core *c, session *s);
+void rh_core_session_timer(core *c, session *s, long now);
+
+/* ---- rh_core_up.c: push frames -> ring -> target ---- */
+void rh_core_push_attach(core *c, session *s, conn *k);
+void rh_core_push_detach(session *s);
+void rh_core_push_next(core *c, session *s);
+void rh_core_push_process(core *c, session *s);
+void rh_core_push_event(core *c, conn *k, uint32_t events);
+void rh_core_target_write(core *c, session *s);
+
+/* ---- rh_core_down.c: target -> ring -> pull frames ---- */
+void rh_core_down_ack(session *s, uint64_t ack);
+void rh_core_target_read(core *c, session *s);
+void rh_core_pull_write(core *c, session *s);
+void rh_core_pull_event(core *c, conn *k, uint32_t events);
+
+/* ---- rh_core_open.c, rh_core_req.c: requests ---- */
+void rh_core_req_open(core *c, conn *k, const rh_ipc_req *rq);
+void rh_core_open_finish(core *c, session *s);
+void rh_core_conn_event(core *c, conn *k, uint32_t events);
+
+#pragma GCC visibility pop
+
+#endif

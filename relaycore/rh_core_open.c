@@ -1,0 +1,162 @@
+/* The relay core's OPEN request: the client's limits, the new session, and
+ * the non-blocking connect to the target that ends in rh_core_open_finish.
+ * Separate: it is the one request that makes a session rather than finds one. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <openssl/rand.h>
+
+#include "rh_core_int.h"
+#include "rh_util.h"
+
+void rh_core_open_finish(core *c, session *s)
+{
+    int err = 0;
+    socklen_t el = sizeof(err);
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
+        err = errno;
+    if (err) {
+        char why[160];
+        snprintf(why, sizeof(why), "connecting to target '%s' failed: %s", s->target,
+                 strerror(err));
+        rh_core_session_end(c, s, 1, why);
+        return;
+    }
+    s->connecting = 0;
+    rh_registry_set_state(c->cfg->reg, s->slot, RH_SLOT_OPEN);
+    int one = 1;
+    setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    rh_core_log(c, RH_LOG_DEBUG, "session %s open target=%s", s->sid, s->target);
+    conn *k = s->opener;
+    s->opener = NULL;
+    if (k) {
+        char tok[RH_TOKEN_LEN + 1];
+        rh_token_format(tok, s->slot, s->gen, s->secret);
+        k->s = NULL;
+        rh_core_out_printf(k, "OK %s", tok);
+        rh_core_conn_reply_done(c, k);
+    }
+    s->last_heard = rh_now_ms();
+    rh_core_session_pump(c, s);
+}
+
+void rh_core_req_open(core *c, conn *k, const rh_ipc_req *rq)
+{
+    union { struct sockaddr_in v4; struct sockaddr_in6 v6; } sa;
+    socklen_t salen;
+    unsigned char secret[RH_SECRET_LEN];
+    uint32_t slot, gen;
+    session *s = NULL;
+
+    memset(&sa, 0, sizeof(sa));
+    if (inet_pton(AF_INET, rq->host, &sa.v4.sin_addr) == 1) {
+        sa.v4.sin_family = AF_INET;
+        sa.v4.sin_port = htons((uint16_t)rq->port);
+        salen = sizeof(sa.v4);
+    } else if (inet_pton(AF_INET6, rq->host, &sa.v6.sin6_addr) == 1) {
+        sa.v6.sin6_family = AF_INET6;
+        sa.v6.sin6_port = htons((uint16_t)rq->port);
+        salen = sizeof(sa.v6);
+    } else {
+        rh_core_conn_error(c, k, 400, "target address is not numeric");
+        return;
+    }
+    /* the client's share: sessions, open rate, requests in flight */
+    rh_limits lim;
+    long now = rh_now_ms();
+    rh_registry_get_limits(c->cfg->reg, &lim);
+    rh_client *cl = rh_clients_get(&c->clients, rq->client[0] ? rq->client : "-", now);
+    if (!cl) {
+        ++c->refused;
+        rh_core_conn_error(c, k, 503, "too many clients at once");
+        return;
+    }
+    if (lim.sessions_per_client && cl->sessions >= lim.sessions_per_client) {
+        ++c->refused;
+        rh_core_conn_error(c, k, 429, "too many sessions for this client "
+                           "(RelayMaxSessionsPerClient %u)", lim.sessions_per_client);
+        return;
+    }
+    if (rh_client_take_open(cl, lim.open_rate, now) != 0) {
+        ++c->refused;
+        rh_core_conn_error(c, k, 429, "sessions opened too fast (RelayOpenRate %u per second)",
+                           lim.open_rate);
+        return;
+    }
+    if (rh_core_conn_hold(c, k, cl) != 0)
+        return;
+    if (RAND_bytes(secret, sizeof(secret)) != 1) {
+        rh_core_conn_error(c, k, 503, "no randomness for a session token");
+        return;
+    }
+    if (rh_registry_alloc(c->cfg->reg, rq->target, secret, &slot, &gen) != RH_REG_OK) {
+        rh_core_conn_error(c, k, 503, "session table full (RelayMaxSessions)");
+        return;
+    }
+    s = calloc(1, sizeof(*s));
+    if (!s) {
+        rh_registry_release(c->cfg->reg, slot);
+        rh_core_conn_error(c, k, 503, "out of memory");
+        return;
+    }
+    s->src = SRC_TARGET;
+    s->slot = slot;
+    s->gen = gen;
+    s->cl = cl;
+    ++cl->sessions;
+    rh_client_touch(cl, now);
+    if (rq->owner)
+        rh_registry_set_owner(c->cfg->reg, slot, rq->owner);
+    memcpy(s->secret, secret, sizeof(secret));
+    rh_sid_format(s->sid, slot, gen);
+    snprintf(s->target, sizeof(s->target), "%s", rq->target);
+    /* down: read ahead up to bufsize, plus (resumable) up to window bytes sent
+     * and kept until acknowledged: the ring grows only as far as used */
+    rh_ring_init(&s->up, rq->bufsize);
+    rh_ring_init(&s->down, (size_t)rq->bufsize + (rq->resume ? rq->window : 0));
+    s->readahead = rq->bufsize;
+    s->window = rq->resume ? rq->window : 0;
+    s->idle_s = rq->idle_s;
+    s->resumable = rq->resume ? 1 : 0;
+    s->check = rq->check ? 1 : 0;
+    if (s->check && s->up.cap < 2 * RH_FRAME_MAX)
+        rh_ring_init(&s->up, 2 * RH_FRAME_MAX);   /* a D frame waits whole for its C */
+    s->last_heard = rh_now_ms();
+    s->connect_deadline = s->last_heard + 1000L * rq->connect_s;
+    s->connecting = 1;
+    s->opener = k;
+    k->kind = CK_OPEN;
+    k->s = s;
+    c->by_slot[slot] = s;
+    s->timer.deadline = rh_core_session_next_deadline(s);
+    rh_timers_push(&c->timers, &s->timer);
+
+    s->fd = socket(((struct sockaddr *)&sa)->sa_family,
+                   SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->fd < 0) {
+        rh_core_session_end(c, s, 1, "cannot create a socket");
+        return;
+    }
+    if (connect(s->fd, (struct sockaddr *)&sa, salen) == 0) {
+        rh_core_open_finish(c, s);
+        return;
+    }
+    if (errno != EINPROGRESS) {
+        char why[160];
+        snprintf(why, sizeof(why), "connecting to target '%s' failed: %s", s->target,
+                 strerror(errno));
+        rh_core_session_end(c, s, 1, why);
+        return;
+    }
+    rh_core_arm(c, s->fd, s, &s->ev, EPOLLOUT);
+    rh_core_arm(c, k->fd, k, &k->ev, EPOLLIN);  /* the handler giving up shows as EOF */
+}

@@ -1,0 +1,290 @@
+/* The relay core's requests on an existing session (PUSH, PULL, CLOSE, ACK)
+ * and STAT, the request line they arrive on, and the dispatch of a
+ * connection's events by what it is. Separate from the directions: this is
+ * where a connection becomes a push or a pull. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include "rh_core_int.h"
+#include "rh_util.h"
+
+#define PUSH_AHEAD_MAX (32ull << 20) /* a push may start this far beyond the accepted offset */
+
+static void req_push(core *c, conn *k, const rh_ipc_req *rq)
+{
+    session *s = rh_core_session_find(c, k, rq->token);
+    if (!s || rh_core_conn_hold(c, k, s->cl) != 0)
+        return;
+    k->has_len = rq->has_len;
+    k->body_len = rq->body_len;
+    /* the active push holds its whole body and only its end is still to come:
+     * a push that starts where it stops is the next one, not a retry */
+    int next_one = s->push && s->push->has_len && s->push->body_in >= s->push->body_len
+        && rq->offset == s->up_acc;
+    if (s->resumable && rq->offset <= s->up_acc && !next_one) {
+        /* a retry after a cut: it replaces a push the server may still think is
+         * alive, and what the session already has is dropped from it; a late
+         * push that began before the active one must not cut it off */
+        if (s->push && rq->offset < s->push->start_off) {
+            rh_core_conn_error(c, k, 409, "push offset %" PRIu64 " is below accepted %" PRIu64,
+                               rq->offset, s->up_acc);
+            return;
+        }
+        if (s->push) {
+            conn *old = s->push;
+            rh_core_push_detach(s);
+            rh_core_conn_error(c, old, 409, "replaced by a newer push of this session");
+            rh_stats_resumed(&c->cfg->reg->stats);
+            rh_core_log(c, RH_LOG_DEBUG, "session %s: push taken over at %" PRIu64, s->sid,
+                        rq->offset);
+        }
+        k->skip = s->up_acc - rq->offset;
+        k->start_off = rq->offset;
+        rh_core_push_attach(c, s, k);
+        rh_core_session_pump(c, s);
+        return;
+    }
+    if (s->up_fin) {
+        rh_core_conn_error(c, k, RH_STATUS_CONFLICT, "reason=" RH_REASON_TOKEN_FIN
+                           " the client already finished sending (fin)");
+        return;
+    }
+    if (rq->offset < s->up_acc) {
+        rh_core_conn_error(c, k, 409, "push offset %" PRIu64 " is below accepted %" PRIu64,
+                           rq->offset, s->up_acc);
+        return;
+    }
+    if (s->push || rq->offset > s->up_acc) {
+        /* a later push of several in flight: it waits for its turn, unread, a
+         * short while (it holds an httpd worker) and only if it is near */
+        rh_limits lim;
+        rh_registry_get_limits(c->cfg->reg, &lim);
+        if (s->nwait >= PUSH_WAIT_MAX) {
+            rh_core_conn_error(c, k, 409, "too many pushes in flight for this session");
+            return;
+        }
+        if (rq->offset - s->up_acc > PUSH_AHEAD_MAX) {
+            rh_core_conn_error(c, k, 409, "push offset %" PRIu64 " is too far ahead of accepted %"
+                               PRIu64, rq->offset, s->up_acc);
+            return;
+        }
+        k->kind = CK_PUSHWAIT;
+        k->s = s;
+        k->want_off = rq->offset;
+        k->wait_until = rh_now_ms() + 1000L * (lim.push_wait_s ? lim.push_wait_s : s->idle_s);
+        s->push_wait[s->nwait++] = k;
+        /* nothing is read while it waits, but a handler that hangs up must be seen:
+         * epoll reports HUP/ERR whatever the mask */
+        rh_core_arm(c, k->fd, k, &k->ev, EPOLLHUP);
+        if (k->wait_until < s->timer.deadline) {
+            s->timer.deadline = k->wait_until;
+            rh_timers_fix(&c->timers, &s->timer);
+        }
+        return;
+    }
+    k->start_off = rq->offset;
+    rh_core_push_attach(c, s, k);
+    rh_core_session_pump(c, s);
+}
+
+
+static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
+{
+    session *s = rh_core_session_find(c, k, rq->token);
+    if (!s || rh_core_conn_hold(c, k, s->cl) != 0)
+        return;
+    int batch = !strcmp(rq->mode, RH_MODE_BATCH);
+    if (!batch && strcmp(rq->mode, RH_MODE_STREAM) != 0) {
+        rh_core_conn_error(c, k, 400, "unsupported pull mode '%s'", rq->mode);
+        return;
+    }
+    if (s->resumable) {
+        if (rq->offset < s->down_acked || rq->offset > s->down_sent) {
+            rh_core_conn_error(c, k, 416, "ack %" PRIu64 " is outside the bytes kept (%" PRIu64
+                               " to %" PRIu64 ")", rq->offset, s->down_acked, s->down_sent);
+            return;
+        }
+        /* resume: a new pull replaces one the server may still think is alive,
+         * and everything after the client's ack is sent again */
+        if (s->pull) {
+            conn *old = s->pull;
+            s->pull = NULL;
+            old->s = NULL;
+            rh_core_conn_kill(c, old);
+            rh_stats_resumed(&c->cfg->reg->stats);
+            rh_core_log(c, RH_LOG_DEBUG, "session %s: pull taken over at %" PRIu64, s->sid,
+                        rq->offset);
+        }
+        rh_core_down_ack(s, rq->offset);
+        s->down_sent = rq->offset;   /* == down_acked now */
+        s->down_crc_sent = s->down_crc_acked;
+        s->down_crc_off = s->down_sent;
+        s->down_fin_sent = 0;   /* it asks again: it did not get the F */
+    }
+    if (s->pull) {
+        rh_core_conn_error(c, k, 409, "a pull is already active for this session");
+        return;
+    }
+    /* checked: a pull starts where a C frame vouched for the bytes before */
+    if (rq->offset != s->down_sent || (s->check && rq->offset != s->down_crc_off)) {
+        rh_core_conn_error(c, k, 416, "ack %" PRIu64 " does not match sent %" PRIu64
+                           ": bytes were lost and the session cannot resume",
+                           rq->offset, s->down_sent);
+        rh_core_session_end(c, s, 1, "down bytes lost with a cut pull");
+        return;
+    }
+    if (s->down_fin_sent) {
+        rh_core_conn_error(c, k, 410, "session already finished");
+        return;
+    }
+    k->kind = CK_PULL;
+    k->s = s;
+    k->last_write = rh_now_ms();
+    s->pull = k;
+    /* a stream pull drains the ring as the target fills it: reading ahead by
+     * bufsize is enough. A batch pull takes a round trip per answer, so each
+     * answer carries all the ring may hold (the window included) */
+    s->readahead = batch ? s->down.cap : s->down.cap - s->window;
+    if (batch) {
+        k->batch = 1;
+        k->poll_deadline = k->last_write + 1000L * (rq->poll_s ? rq->poll_s : RH_DEFAULT_POLL_S);
+    } else {
+        /* an H at once lets the client see whether the path buffers responses */
+        rh_core_out_printf(k, "OK %" PRIu64, s->down_sent);
+        rh_core_out_frame(k, RH_FRAME_HEARTBEAT, NULL, 0);
+        rh_core_out_ack(k, s->up_acc);
+        k->a_sent = s->up_acc;
+    }
+    if (s->timer.deadline > rh_core_session_next_deadline(s)) {
+        s->timer.deadline = rh_core_session_next_deadline(s);
+        rh_timers_fix(&c->timers, &s->timer);
+    }
+    rh_core_session_pump(c, s);
+}
+
+static void req_close(core *c, conn *k, const rh_ipc_req *rq)
+{
+    session *s = rh_core_session_find(c, k, rq->token);
+    if (!s)
+        return;
+    if (rq->integrity) {
+        /* the client's check of down bytes failed: as serious as ours */
+        ++c->integrity_failures;
+        rh_core_log(c, RH_LOG_ERR, "session %s: " RH_REASON_INTEGRITY " (down bytes, found "
+                    "by the client)", s->sid);
+        rh_core_session_end(c, s, 1, RH_REASON_INTEGRITY " (down bytes, found by the client)");
+    } else if (s->finished)
+        rh_core_session_end(c, s, 0, "closed by both ends");
+    else
+        rh_core_session_end(c, s, 1, "closed by client");
+    rh_core_out_printf(k, "OK");
+    rh_core_conn_reply_done(c, k);
+}
+
+/* An acknowledgement on its own request, so it never waits behind up data. */
+static void req_ack(core *c, conn *k, const rh_ipc_req *rq)
+{
+    session *s = rh_core_session_find(c, k, rq->token);
+    if (!s)
+        return;
+    if (rq->offset > s->down_sent) {
+        rh_core_conn_error(c, k, 416, "ack %" PRIu64 " is beyond the bytes sent (%" PRIu64 ")",
+                           rq->offset, s->down_sent);
+        return;
+    }
+    rh_core_down_ack(s, rq->offset);
+    rh_core_out_printf(k, "OK %" PRIu64, s->down_acked);
+    rh_core_conn_reply_done(c, k);
+    rh_core_session_pump(c, s);   /* freed room may let the target be read again */
+}
+
+static void req_stat(core *c, conn *k)
+{
+    const rh_registry *r = c->cfg->reg;
+    rh_core_out_printf(k, "OK active=%u opened=%" PRIu64 " closed=%" PRIu64 " integrity=%" PRIu64
+                       " held=%u refused=%" PRIu64, r->active, r->total_opened, r->total_closed,
+                       c->integrity_failures, c->held, c->refused);
+    rh_core_conn_reply_done(c, k);
+}
+
+/* A new connection: its request line, as far as it came, then the request. */
+static void conn_new_readable(core *c, conn *k)
+{
+    ssize_t n = recv(k->fd, k->line + k->line_len, sizeof(k->line) - k->line_len, 0);
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        rh_core_conn_kill(c, k);
+        return;
+    }
+    k->line_len += (size_t)n;
+    unsigned char *nl = memchr(k->line, '\n', k->line_len);
+    if (!nl) {
+        if (k->line_len == sizeof(k->line))
+            rh_core_conn_error(c, k, 400, "request line too long");
+        return;
+    }
+    char line[RH_IPC_LINE_MAX];
+    size_t ll = (size_t)(nl - k->line);
+    memcpy(line, k->line, ll);
+    line[ll] = '\0';
+    rh_ipc_req rq;
+    if (rh_ipc_parse_req(line, &rq) != 0) {
+        rh_core_conn_error(c, k, 400, "malformed core request");
+        return;
+    }
+    switch (rq.op) {
+    case RH_IPC_OPEN:  rh_core_req_open(c, k, &rq); break;
+    case RH_IPC_PUSH:  req_push(c, k, &rq); break;
+    case RH_IPC_PULL:  req_pull(c, k, &rq); break;
+    case RH_IPC_CLOSE: req_close(c, k, &rq); break;
+    case RH_IPC_ACK:   req_ack(c, k, &rq); break;
+    case RH_IPC_STAT:  req_stat(c, k); break;
+    default:           rh_core_conn_error(c, k, 400, "unknown core request"); break;
+    }
+}
+
+/* An event on a connection from an httpd child, by what the connection is now. */
+void rh_core_conn_event(core *c, conn *k, uint32_t events)
+{
+    session *s = k->s;
+    switch (k->kind) {
+    case CK_NEW:
+        conn_new_readable(c, k);
+        return;
+    case CK_OPEN:
+        /* the handler gave up waiting for the connect */
+        if (s)
+            rh_core_session_end(c, s, 1, "opener went away");
+        rh_core_conn_kill(c, k);
+        return;
+    case CK_REPLY:
+        if (rh_core_out_flush(k) != 1)
+            rh_core_conn_kill(c, k);
+        return;
+    case CK_PUSHWAIT:
+        /* the handler hung up while waiting: its place is free again */
+        if (s)
+            for (int i = 0; i < s->nwait; ++i)
+                if (s->push_wait[i] == k) {
+                    s->push_wait[i] = s->push_wait[--s->nwait];
+                    break;
+                }
+        k->s = NULL;
+        rh_core_conn_kill(c, k);
+        return;
+    case CK_PUSH:
+        rh_core_push_event(c, k, events);
+        return;
+    case CK_PULL:
+        rh_core_pull_event(c, k, events);
+        return;
+    }
+}

@@ -1,0 +1,324 @@
+/* A relay core session's life: its deadlines, its end (every attached request
+ * gets a last word), lookup by token, the pump that moves bytes both ways and
+ * arms epoll, and its timer. Separate from the directions (rh_core_up.c,
+ * rh_core_down.c), which it drives. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "rh_core_int.h"
+#include "rh_util.h"
+
+#define FAILED_LINGER_MS 30000  /* a session that failed a check answers 422 this long */
+
+/* A session whose data moved lately is watched closely by its client: its
+ * silent stream pull gets a heartbeat every second instead of every hb_ms. */
+static long pull_hb_ms(const session *s, long now)
+{
+    return now - s->last_data < RH_BUSY_WINDOW_MS ? RH_BUSY_HEARTBEAT_MS : rh_core_hb_ms;
+}
+
+long rh_core_session_next_deadline(const session *s)
+{
+    long d = s->last_heard + (long)s->idle_s * 1000L;
+    if (s->connecting && s->connect_deadline < d)
+        d = s->connect_deadline;
+    if (s->finished && s->linger_until < d)
+        d = s->linger_until;
+    /* a heartbeat goes only between frames: a pull blocked inside one (its
+     * client reads nothing) moves on EPOLLOUT, and a deadline in the past here
+     * would spin the loop (rh_core_session_timer could not send the H) */
+    const conn *pk = s->pull;
+    if (pk && !pk->batch && pk->frame_left == 0 && pk->out_len == pk->out_off) {
+        long hb = pk->last_write + pull_hb_ms(s, rh_now_ms());
+        if (hb < d)
+            d = hb;
+    }
+    if (s->pull && s->pull->batch && !s->pull->batch_started && batch_due(s, s->pull) < d)
+        d = batch_due(s, s->pull);
+    for (int i = 0; i < s->nwait; ++i)
+        if (s->push_wait[i]->wait_until < d)
+            d = s->push_wait[i]->wait_until;
+    return d;
+}
+
+/* Closes the target connection (with RST when the session was reset: the
+ * target must not take it as a clean end) and frees the session's rings. */
+static void target_close(core *c, session *s)
+{
+    if (s->fd >= 0) {
+        if (s->reset) {
+            struct linger lg = { 1, 0 };
+            setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        }
+        epoll_ctl(c->ep, EPOLL_CTL_DEL, s->fd, NULL);
+        close(s->fd);
+        s->fd = -1;
+    }
+    rh_ring_release(&s->up);
+    rh_ring_release(&s->down);
+}
+
+void rh_core_session_free(core *c, session *s)
+{
+    target_close(c, s);
+    if (s->cl) {
+        --s->cl->sessions;
+        rh_client_touch(s->cl, rh_now_ms());
+    }
+    c->by_slot[s->slot] = NULL;
+    rh_registry_count(c->cfg->reg, s->slot, s->up_acc, s->down_sent);
+    rh_registry_release(c->cfg->reg, s->slot);
+    rh_timers_remove(&c->timers, &s->timer);
+    free(s);
+}
+
+/* Ends a session. Attached connections get a last word: the push a DONE or an
+ * error, the pull an F (clean) or R frame when it is between frames. */
+void rh_core_session_end(core *c, session *s, int reset, const char *reason)
+{
+    if (s->dead)
+        return;
+    s->dead = 1;
+    s->reset = reset;
+    if (reason != s->reason)
+        snprintf(s->reason, sizeof(s->reason), "%s", reason);
+    rh_core_log(c, reset ? RH_LOG_INFO : RH_LOG_DEBUG,
+                "session %s closed (%s) target=%s up=%" PRIu64 " down=%" PRIu64,
+                s->sid, reason, s->target, s->up_acc, s->down_sent);
+    if (s->opener) {
+        conn *k = s->opener;
+        s->opener = NULL;
+        k->s = NULL;
+        rh_core_conn_error(c, k, 502, "%s", reason);
+    }
+    if (s->push) {
+        conn *k = s->push;
+        s->push = NULL;
+        k->s = NULL;
+        if (reset)
+            rh_core_conn_error(c, k, s->failed_check ? RH_STATUS_INTEGRITY : 410,
+                               "session closed: %s", reason);
+        else {
+            rh_core_out_printf(k, "DONE %" PRIu64, s->up_acc);
+            rh_core_conn_reply_done(c, k);
+        }
+    }
+    for (int i = 0; i < s->nwait; ++i) {
+        conn *k = s->push_wait[i];
+        k->s = NULL;
+        rh_core_conn_error(c, k, s->failed_check ? RH_STATUS_INTEGRITY : 410,
+                           "session closed: %s", reason);
+    }
+    s->nwait = 0;
+    if (s->pull) {
+        conn *k = s->pull;
+        s->pull = NULL;
+        k->s = NULL;
+        if (k->batch && !k->batch_started) {
+            /* a waiting long-poll gets a complete answer: A, then R or E */
+            int term = reset ? RH_FRAME_RESET : RH_FRAME_END;
+            size_t rl = reset ? strlen(reason) : 0;
+            rh_core_out_printf(k, "OK %" PRIu64 " %zu", s->down_sent,
+                               (size_t)(RH_FRAME_HDR + 8 + RH_FRAME_HDR) + rl);
+            rh_core_out_ack(k, s->up_acc);
+            rh_core_out_frame(k, term, reason, rl);
+            rh_core_conn_reply_done(c, k);
+        } else if (k->batch || k->frame_left) {
+            rh_core_conn_kill(c, k);   /* mid-answer: the client sees it cut */
+        } else {
+            if (reset)
+                rh_core_out_frame(k, RH_FRAME_RESET, reason, strlen(reason));
+            rh_core_conn_reply_done(c, k);
+        }
+    }
+    if (s->failed_check) {
+        /* kept a while without its target, so that every request of the session
+         * hears why it ended (422), not just that it did (410); reset is set */
+        target_close(c, s);
+        s->timer.deadline = rh_now_ms() + FAILED_LINGER_MS;
+        rh_timers_fix(&c->timers, &s->timer);
+        return;
+    }
+    s->next_dead = c->dead_sessions;
+    c->dead_sessions = s;
+}
+
+/* Ends a reset session with the reason it recorded (a copy: session_end
+ * writes s->reason). */
+void rh_core_session_end_reset(core *c, session *s)
+{
+    char why[sizeof(s->reason)];
+    memcpy(why, s->reason, sizeof(why));
+    rh_core_session_end(c, s, 1, why);
+}
+
+/* The session a request's token names, heard from now; or NULL, and the
+ * request has its answer (400 malformed, 410 unknown or expired). */
+session *rh_core_session_find(core *c, conn *k, const char *token)
+{
+    uint32_t slot, gen;
+    unsigned char secret[RH_SECRET_LEN];
+    if (rh_token_parse(token, &slot, &gen, secret) != 0) {
+        rh_core_conn_error(c, k, 400, "malformed session token");
+        return NULL;
+    }
+    session *s = slot < c->cfg->reg->nslots ? c->by_slot[slot] : NULL;
+    int ok = s && s->gen == gen;
+    if (ok)
+        ok = rh_ct_equal(s->secret, secret, RH_SECRET_LEN);
+    if (ok && s->dead && s->failed_check) {
+        rh_core_conn_error(c, k, RH_STATUS_INTEGRITY, "session closed: %s", s->reason);
+        return NULL;
+    }
+    if (!ok || s->dead) {
+        rh_core_conn_error(c, k, 410, "unknown or expired session");
+        return NULL;
+    }
+    s->last_heard = rh_now_ms();
+    return s;
+}
+
+/* Moves whatever can move, then arms epoll for what is waited on. */
+void rh_core_session_pump(core *c, session *s)
+{
+    for (int round = 0; round < 4 && !s->dead && !s->connecting; ++round) {
+        uint64_t before = s->up_wr + s->down_rd + s->down_sent + s->up_acc + s->up_rcv;
+        conn *push_before = s->push;
+        if (!s->push && s->nwait)
+            rh_core_push_next(c, s);
+        rh_core_push_process(c, s);
+        if (s->dead)
+            break;
+        rh_core_target_write(c, s);
+        if (s->dead)
+            break;
+        rh_core_target_read(c, s);
+        rh_core_pull_write(c, s);
+        if (before == s->up_wr + s->down_rd + s->down_sent + s->up_acc + s->up_rcv
+            && !(push_before && !s->push && s->nwait))
+            break;
+    }
+    if (!s->dead && s->up_shut && s->down_fin_sent && !s->pull && !s->down_reset) {
+        if (!s->resumable)
+            rh_core_session_end(c, s, 0, "closed by both ends");
+        else if (!s->finished) {
+            /* the client may still come back for the last bytes: linger until it
+             * says close, or a little while */
+            long now = rh_now_ms();
+            long linger = s->idle_s < 30 ? 1000L * s->idle_s : 30000L;
+            s->finished = 1;
+            s->linger_until = now + linger;
+        }
+    }
+    if (!s->dead && s->down_reset && !down_unsent(s) && !s->pull
+        && (!s->resumable || s->down_acked == s->down_sent)) {
+        /* the target reset and nothing is left to deliver: free it now */
+        rh_core_session_end_reset(c, s);
+    }
+    if (!s->dead)
+        rh_core_session_update(c, s);
+}
+
+void rh_core_session_update(core *c, session *s)
+{
+    uint32_t want = 0;
+    if (s->connecting)
+        want = EPOLLOUT;
+    else {
+        if (down_wants_read(s))
+            want |= EPOLLIN;
+        if (rh_ring_len(&s->up) || (s->up_fin && !s->up_shut))
+            want |= EPOLLOUT;
+    }
+    rh_core_arm(c, s->fd, s, &s->ev, want);
+    rh_registry_count(c->cfg->reg, s->slot, s->up_acc, s->down_sent);
+
+    conn *k = s->push;
+    if (k) {
+        uint32_t w = 0;
+        /* a reply line goes out now, not after one more epoll round: the
+         * handler waits for it before it sends the body (an echo's latency) */
+        if (k->out_len > k->out_off)
+            (void)rh_core_out_flush(k);   /* an error shows again on EPOLLOUT */
+        if (!k->eof && k->in_len < PUSH_IN_MAX && rh_ring_space(&s->up))
+            w |= EPOLLIN;
+        if (k->out_len > k->out_off)
+            w |= EPOLLOUT;
+        rh_core_arm(c, k->fd, k, &k->ev, w);
+    }
+    k = s->pull;
+    if (k) {
+        uint32_t w = EPOLLIN;   /* tells us when the handler goes away */
+        if (k->batch)
+            w |= k->batch_started ? EPOLLOUT : 0;
+        else if (k->out_len > k->out_off || down_unsent(s)
+                 || (s->down_eof && !s->down_fin_sent) || s->up_acc != k->a_sent)
+            w |= EPOLLOUT;
+        rh_core_arm(c, k->fd, k, &k->ev, w);
+    }
+    long d = rh_core_session_next_deadline(s);
+    if (d < s->timer.deadline) {
+        s->timer.deadline = d;
+        rh_timers_fix(&c->timers, &s->timer);
+    }
+}
+
+void rh_core_session_timer(core *c, session *s, long now)
+{
+    if (s->connecting && now >= s->connect_deadline) {
+        if (s->opener) {
+            conn *k = s->opener;
+            s->opener = NULL;
+            k->s = NULL;
+            rh_core_conn_error(c, k, 504, "connecting to target '%s' timed out", s->target);
+        }
+        rh_core_session_end(c, s, 1, "connect timeout");
+        return;
+    }
+    if (s->finished && now >= s->linger_until) {
+        rh_core_session_end(c, s, 0, "closed by both ends");
+        return;
+    }
+    if (now >= s->last_heard + (long)s->idle_s * 1000L) {
+        rh_core_session_end(c, s, 1, "idle timeout");
+        return;
+    }
+    for (int i = 0; i < s->nwait; ) {
+        conn *k = s->push_wait[i];
+        if (now < k->wait_until) {
+            ++i;
+            continue;
+        }
+        s->push_wait[i] = s->push_wait[--s->nwait];
+        k->s = NULL;
+        rh_core_conn_error(c, k, 409, "push offset %" PRIu64 " not reached in time "
+                           "(RelayPushWait) (accepted %" PRIu64 ")", k->want_off, s->up_acc);
+    }
+    if (s->pull && s->pull->batch && !s->pull->batch_started
+        && now >= batch_due(s, s->pull)) {
+        rh_core_pull_write(c, s);   /* the long-poll ran out: an empty answer */
+        if (s->dead)
+            return;
+    }
+    if (s->pull && !s->pull->batch && now >= s->pull->last_write + pull_hb_ms(s, now)
+        && s->pull->frame_left == 0 && s->pull->out_len == s->pull->out_off) {
+        rh_core_out_frame(s->pull, RH_FRAME_HEARTBEAT, NULL, 0);
+        rh_core_pull_write(c, s);
+        if (s->dead)
+            return;
+    }
+    s->timer.deadline = rh_core_session_next_deadline(s);
+    if (s->timer.deadline <= now)
+        s->timer.deadline = now + 1000;
+    rh_timers_fix(&c->timers, &s->timer);
+    rh_core_session_update(c, s);
+}

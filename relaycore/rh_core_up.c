@@ -1,0 +1,322 @@
+/* The relay core's up direction: push frames -> up ring -> target. Parses the
+ * push's frames, checks C frames of checked sessions, writes to the target, and
+ * queues pushes that arrive before their turn. Separate from down: the two
+ * share only the session and the A frames. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include "rh_core_int.h"
+#include "rh_crc32c.h"
+#include "rh_util.h"
+
+static int target_write_direct(core *c, session *s, const unsigned char *data, size_t len)
+{
+    /* ring empty: hand the bytes straight to the target, ring only the rest */
+    size_t done = 0;
+    if (rh_ring_len(&s->up) == 0 && !s->connecting) {
+        while (done < len) {
+            ssize_t n = send(s->fd, data + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0) {
+                done += (size_t)n;
+                s->up_wr += (uint64_t)n;
+                continue;
+            }
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                break;
+            return -1;
+        }
+    }
+    if (done < len)
+        rh_ring_put(&s->up, data + done, len - done);
+    return 0;
+}
+
+/* Up bytes received but not vouched for by a C frame are forgotten when their
+ * push goes away: a retry sends them again. */
+static void up_drop_unchecked(session *s)
+{
+    if (s->up_rcv > s->up_acc) {
+        rh_ring_drop_tail(&s->up, (size_t)(s->up_rcv - s->up_acc));
+        s->up_rcv = s->up_acc;
+        s->up_crc_rcv = s->up_crc_acc;
+    }
+}
+
+/* Detaches the session's active push (its connection is answered elsewhere). */
+void rh_core_push_detach(session *s)
+{
+    if (s->push) {
+        s->push->s = NULL;
+        s->push = NULL;
+    }
+    up_drop_unchecked(s);
+}
+
+/* A failed check: the bytes never reach the target or the client. */
+static void integrity_fail(core *c, session *s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void integrity_fail(core *c, session *s, const char *fmt, ...)
+{
+    char why[sizeof(s->reason)], detail[96];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    snprintf(why, sizeof(why), RH_REASON_INTEGRITY ": %s", detail);
+    ++c->integrity_failures;
+    rh_core_log(c, RH_LOG_ERR, "session %s: %s", s->sid, why);
+    conn *k = s->push;
+    rh_core_push_detach(s);
+    if (k)
+        rh_core_conn_error(c, k, RH_STATUS_INTEGRITY, "%s", why);
+    s->failed_check = 1;
+    rh_core_session_end(c, s, 1, why);
+}
+
+/* Push data of a checked session waits in the ring for its C frame. */
+static int up_take_checked(core *c, session *s, rh_frame_event *ev)
+{
+    if (s->up_rcv - s->up_acc + ev->len > RH_FRAME_MAX) {
+        integrity_fail(c, s, "up data beyond %" PRIu64 " without a check frame", s->up_acc);
+        return -1;
+    }
+    if (rh_core_flip_up >= s->up_rcv && rh_core_flip_up < s->up_rcv + ev->len)
+        ((unsigned char *)ev->data)[rh_core_flip_up - s->up_rcv] ^= 0x01;
+    rh_ring_put(&s->up, ev->data, ev->len);
+    s->up_crc_rcv = rh_crc32c(s->up_crc_rcv, ev->data, ev->len);
+    s->up_rcv += ev->len;
+    return 0;
+}
+
+/* A C frame: the client's CRC of its up bytes [0, offset). Frames wholly within
+ * what a retried push skips cannot be checked (those bytes are not kept) and
+ * need not be: the session already checked them once. */
+static int up_check(core *c, session *s, conn *k, const rh_frame_event *ev)
+{
+    if (k->skip)
+        return 0;
+    if (ev->offset != s->up_rcv || ev->crc != s->up_crc_rcv) {
+        integrity_fail(c, s, "up bytes to %" PRIu64 " (client's check at %" PRIu64
+                       ", crc %08x, server's %08x)", s->up_rcv, ev->offset, ev->crc,
+                       s->up_crc_rcv);
+        return -1;
+    }
+    s->up_acc = s->up_rcv;
+    s->up_crc_acc = s->up_crc_rcv;
+    s->last_data = rh_now_ms();
+    return 0;
+}
+
+/* How many input bytes the frame parser may see now: data only as far as the
+ * up ring has room, a header alone (so a D header never drags its payload in). */
+static size_t push_feed(const conn *k, const session *s, size_t avail)
+{
+    size_t lim;
+    if (k->fp.type == RH_FRAME_DATA)
+        lim = rh_ring_space(&s->up);
+    else if (!k->fp.type)
+        lim = RH_FRAME_HDR - k->fp.hdr_have;
+    else
+        lim = avail;
+    return avail < lim ? avail : lim;
+}
+
+void rh_core_push_process(core *c, session *s)
+{
+    conn *k = s->push;
+    if (!k)
+        return;
+    while (k->in_off < k->in_len && !s->dead) {
+        size_t avail = k->in_len - k->in_off;
+        size_t feed = push_feed(k, s, avail);
+        rh_frame_event ev;
+        if (feed == 0)
+            break;
+        size_t used = rh_frame_parse(&k->fp, k->in + k->in_off, feed,
+                                     s->check ? "DHFRAC" : "DHFRA", &ev);
+        k->in_off += used;
+        switch (ev.type) {
+        case RH_FEV_DATA:
+            if (k->skip) {
+                /* a retried push: drop what the session already has */
+                size_t drop = ev.len < k->skip ? ev.len : (size_t)k->skip;
+                k->skip -= drop;
+                ev.data += drop;
+                ev.len -= drop;
+                if (!ev.len)
+                    break;
+            }
+            if (s->up_fin) {
+                rh_core_push_detach(s);
+                rh_core_conn_error(c, k, 400, "data frame after fin");
+                rh_core_session_end(c, s, 1, "protocol error: data after fin");
+                return;
+            }
+            if (s->check) {
+                if (up_take_checked(c, s, &ev) != 0)
+                    return;
+                break;
+            }
+            s->up_acc += ev.len;
+            s->up_rcv = s->up_acc;
+            s->last_data = s->last_heard;
+            if (target_write_direct(c, s, ev.data, ev.len) != 0) {
+                rh_core_session_end(c, s, 1, "target reset the connection");
+                return;
+            }
+            break;
+        case RH_FEV_CHECK:
+            if (up_check(c, s, k, &ev) != 0)
+                return;
+            break;
+        case RH_FEV_FIN:
+            if (s->up_rcv != s->up_acc) {
+                integrity_fail(c, s, "fin after unchecked up bytes at %" PRIu64, s->up_acc);
+                return;
+            }
+            s->up_fin = 1;   /* again after a retry: no harm */
+            break;
+        case RH_FEV_ACK:
+            rh_core_down_ack(s, ev.offset);
+            break;
+        case RH_FEV_RESET: {
+            char why[160];
+            snprintf(why, sizeof(why), "reset by client%s%.*s", ev.len ? ": " : "",
+                     (int)(ev.len > 100 ? 100 : ev.len), (const char *)ev.data);
+            rh_core_session_end(c, s, 1, why);
+            return;
+        }
+        case RH_FEV_ERROR: {
+            char why[160];
+            snprintf(why, sizeof(why), "bad frame: %s", k->fp.error);
+            rh_core_push_detach(s);
+            rh_core_conn_error(c, k, 400, "%s", why);
+            rh_core_session_end(c, s, 1, why);
+            return;
+        }
+        default:   /* H, NONE */
+            break;
+        }
+        if (used == 0 && ev.type == RH_FEV_NONE)
+            break;
+    }
+    if (k->in_off == k->in_len)
+        k->in_off = k->in_len = 0;
+    if (k->eof && k->in_len == 0 && s->push == k) {
+        /* the body ended: the push is done, the session goes on */
+        rh_core_push_detach(s);
+        rh_core_out_printf(k, "DONE %" PRIu64, s->up_acc);
+        rh_core_conn_reply_done(c, k);
+    }
+}
+
+void rh_core_target_write(core *c, session *s)
+{
+    while (s->up_acc > s->up_wr) {
+        struct iovec iov[2];
+        int n = rh_ring_read_iov(&s->up, iov, (size_t)(s->up_acc - s->up_wr));
+        ssize_t w = writev_nosig(s->fd, iov, n);
+        if (w > 0) {
+            rh_ring_consume(&s->up, (size_t)w);
+            s->up_wr += (uint64_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        rh_core_session_end(c, s, 1, "target reset the connection");
+        return;
+    }
+    if (s->up_fin && !s->up_shut && !rh_ring_len(&s->up)) {
+        shutdown(s->fd, SHUT_WR);   /* carry the client's half-close */
+        s->up_shut = 1;
+    }
+}
+
+/* Makes k the session's active push and tells the handler to send its body. */
+void rh_core_push_attach(core *c, session *s, conn *k)
+{
+    k->in = malloc(PUSH_IN_MAX);
+    if (!k->in) {
+        rh_core_conn_error(c, k, 503, "out of memory");
+        return;
+    }
+    /* bytes that came behind the request line are the first frames */
+    size_t nl = (size_t)((unsigned char *)memchr(k->line, '\n', k->line_len) - k->line) + 1;
+    memcpy(k->in, k->line + nl, k->line_len - nl);
+    k->in_len = k->line_len - nl;
+    k->body_in = k->in_len;
+    k->kind = CK_PUSH;
+    k->s = s;
+    s->push = k;
+    rh_frame_parser_init(&k->fp);
+    rh_core_out_printf(k, "OK %" PRIu64, s->up_acc);
+}
+
+/* The active push ended: start the waiting one that continues where it stopped. */
+void rh_core_push_next(core *c, session *s)
+{
+    for (int i = 0; i < s->nwait && !s->push; ) {
+        conn *k = s->push_wait[i];
+        if (k->want_off > s->up_acc) {
+            ++i;
+            continue;
+        }
+        s->push_wait[i] = s->push_wait[--s->nwait];
+        if (k->want_off < s->up_acc) {
+            k->s = NULL;
+            rh_core_conn_error(c, k, 409, "push offset %" PRIu64 " is below accepted %" PRIu64,
+                               k->want_off, s->up_acc);
+            continue;
+        }
+        k->start_off = k->want_off;
+        rh_core_push_attach(c, s, k);
+    }
+}
+
+/* An event on the active push's connection: its reply line goes out, its body
+ * comes in (as far as the input buffer has room), then the session moves. */
+void rh_core_push_event(core *c, conn *k, uint32_t events)
+{
+    session *s = k->s;
+    if (events & EPOLLOUT) {
+        if (rh_core_out_flush(k) < 0) {
+            rh_core_push_detach(s);
+            rh_core_conn_kill(c, k);
+            return;
+        }
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        if (k->in_off && k->in_len == PUSH_IN_MAX) {
+            memmove(k->in, k->in + k->in_off, k->in_len - k->in_off);
+            k->in_len -= k->in_off;
+            k->in_off = 0;
+        }
+        if (k->in_len < PUSH_IN_MAX) {
+            ssize_t n = recv(k->fd, k->in + k->in_len, PUSH_IN_MAX - k->in_len, 0);
+            if (n > 0) {
+                k->in_len += (size_t)n;
+                k->body_in += (uint64_t)n;
+                s->last_heard = rh_now_ms();
+            } else if (n == 0) {
+                k->eof = 1;
+            } else if (errno != EAGAIN && errno != EINTR) {
+                k->eof = 1;
+            }
+        }
+    }
+    rh_core_session_pump(c, s);
+}

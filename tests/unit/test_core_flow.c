@@ -1,0 +1,416 @@
+/* Relay core tests: flow control, memory held by idle sessions, no busy loop, no SIGPIPE. */
+#include "test_core_fx.h"
+
+/* ---- tests: flow control and memory -------------------------------------------------- */
+
+START_TEST(test_flow_control_up)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 4096, 8);              /* a small window at the target */
+    open_session(port, 4096, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    ck_assert_int_ge(t, 0);
+    int push = push_open(tok, 0);
+    psend ps;
+    memset(&ps, 0, sizeof(ps));
+    ps.fd = push;
+    ps.fixed = 1;
+    ps.limit = UINT64_MAX;
+    /* the target reads nothing: the core must stop reading the push */
+    uint64_t wrote = fill_until_blocked(&ps, 300, 64u << 20);
+    ck_assert_msg(wrote < (48u << 20), "%llu bytes before the push blocked",
+                  (unsigned long long)wrote);
+    rh_slot_view v;
+    ck_assert_int_eq(rh_registry_check(CF.reg, tok, &v), RH_REG_OK);
+    uint64_t acc = v.up_bytes;
+    ck_assert(acc <= ps.queued);
+    long cpu0 = core_cpu_ms();
+    sleep_ms(300);
+    long cpu = core_cpu_ms() - cpu0;
+    ck_assert_int_eq(rh_registry_check(CF.reg, tok, &v), RH_REG_OK);
+    ck_assert_msg(v.up_bytes == acc, "the core kept accepting (%llu -> %llu)",
+                  (unsigned long long)acc, (unsigned long long)v.up_bytes);
+    ck_assert_msg(cpu < 100, "the core burnt %ld ms of CPU in 300 ms while blocked", cpu);
+    struct pollfd p = { push, POLLOUT, 0 };
+    ck_assert_int_eq(poll(&p, 1, 0), 0);
+
+    /* the target starts reading: everything arrives, in order, and the push
+     * goes on to a fixed total, then ends */
+    ps.limit = ps.queued + (1u << 20);
+    uint64_t rx = 0;
+    long end = now_ms() + 10000;
+    int fin_sent = 0;
+    unsigned char buf[65536];
+    for (;;) {
+        ck_assert_msg(now_ms() < end, "stalled: target has %llu of %llu (push queued %llu)",
+                      (unsigned long long)rx, (unsigned long long)ps.limit,
+                      (unsigned long long)ps.queued);
+        struct pollfd wq = { push, POLLOUT, 0 };
+        if (!psend_done(&ps))
+            psend_pump(&ps);
+        else if (!fin_sent && poll(&wq, 1, 0) == 1) {
+            /* only when it cannot block: this loop is what drains the target */
+            send_frame(push, RH_FRAME_FIN, NULL, 0);
+            shutdown(push, SHUT_WR);
+            fin_sent = 1;
+        }
+        struct pollfd pf[2] = { { t, POLLIN, 0 }, { push, psend_done(&ps) ? 0 : POLLOUT, 0 } };
+        poll(pf, 2, 100);
+        ssize_t n = recv(t, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            ck_assert_msg(errno == EAGAIN, "target: %s", strerror(errno));
+            continue;
+        }
+        for (ssize_t i = 0; i < n; ++i)
+            if (buf[i] != gen_byte(rx + (uint64_t)i))
+                ck_abort_msg("target byte %llu differs", (unsigned long long)(rx + (uint64_t)i));
+        rx += (uint64_t)n;
+    }
+    ck_assert(rx == ps.limit);
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    char want[64];
+    snprintf(want, sizeof(want), "DONE %llu", (unsigned long long)ps.limit);
+    ck_assert_str_eq(reply, want);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+START_TEST(test_flow_control_down)
+{
+    char tok[RH_TOKEN_LEN + 1];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 4096, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    int pull = pull_open(tok, 0);
+    int small = 4096;
+    setsockopt(pull, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    /* the client reads nothing: the core must stop reading the target */
+    uint64_t wrote = 0;
+    {
+        unsigned char buf[65536];
+        long end = now_ms() + 8000;
+        for (;;) {
+            ck_assert_msg(now_ms() < end && wrote < (64u << 20), "the relay kept reading");
+            for (size_t i = 0; i < sizeof(buf); ++i)
+                buf[i] = gen_byte(wrote + i);
+            ssize_t n = send(t, buf, sizeof(buf), MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n > 0) {
+                wrote += (uint64_t)n;
+                continue;
+            }
+            ck_assert_int_eq(errno, EAGAIN);
+            struct pollfd p = { t, POLLOUT, 0 };
+            if (poll(&p, 1, 300) == 0)
+                break;
+        }
+    }
+    ck_assert_msg(wrote < (48u << 20), "%llu bytes before the target blocked",
+                  (unsigned long long)wrote);
+    rh_slot_view v;
+    ck_assert_int_eq(rh_registry_check(CF.reg, tok, &v), RH_REG_OK);
+    uint64_t sent = v.down_bytes;
+    long cpu0 = core_cpu_ms();
+    sleep_ms(300);
+    long cpu = core_cpu_ms() - cpu0;
+    ck_assert_int_eq(rh_registry_check(CF.reg, tok, &v), RH_REG_OK);
+    ck_assert(v.down_bytes == sent);
+    ck_assert_msg(cpu < 100, "the core burnt %ld ms of CPU in 300 ms while blocked", cpu);
+
+    /* the client reads: everything arrives in order */
+    shutdown(t, SHUT_WR);
+    frd *pr = frd_new(pull);
+    uint64_t got = 0;
+    long end = now_ms() + 10000;
+    for (;;) {
+        rh_frame_event ev;
+        ck_assert_msg(now_ms() < end, "stalled at %llu of %llu", (unsigned long long)got,
+                      (unsigned long long)wrote);
+        int rv = frd_next(pr, IO_MS, &ev);
+        ck_assert_msg(rv == 1, "pull: %s", rv ? strerror(-rv) : "EOF");
+        if (ev.type == RH_FEV_FIN)
+            break;
+        if (ev.type == RH_FEV_HEARTBEAT || ev.type == RH_FEV_ACK)
+            continue;
+        ck_assert_msg(ev.type == RH_FEV_DATA, "pull: event %s", fev_name(ev.type));
+        ck_assert_uint_le(ev.len, RH_FRAME_MAX);
+        for (size_t i = 0; i < ev.len; ++i)
+            if (ev.data[i] != gen_byte(got + i))
+                ck_abort_msg("byte %llu differs", (unsigned long long)(got + i));
+        got += ev.len;
+    }
+    ck_assert(got == wrote);
+    frd_expect_eof(pr);
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* Bytes the allocator hands out right now (all threads). */
+static size_t heap_in_use(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return __sanitizer_get_current_allocated_bytes();
+#elif defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+#else
+    return 0;   /* unknown allocator: the test cannot measure and passes */
+#endif
+}
+
+/* rh_ring.h: "The memory is allocated on first use and released when the ring
+ * drains, so an idle session holds none." */
+START_TEST(test_idle_sessions_hold_no_buffers)
+{
+    char tok[8][RH_TOKEN_LEN + 1];
+    int port;
+    const unsigned bufsize = 4u << 20;
+    core_start(16, 20);
+    int l = tcp_listen(&port, 0, 16);
+    size_t before = heap_in_use();
+    for (int i = 0; i < 8; ++i) {
+        open_session(port, bufsize, 30, tok[i]);
+        ck_assert_int_ge(tcp_accept(l, IO_MS), 0);
+    }
+    /* one of them has a push and a pull attached and has carried a byte */
+    int pull = pull_open(tok[0], 0);
+    ck_assert_int_ge(pull, 0);
+    int push = push_open(tok[0], 0);
+    send_frame(push, RH_FRAME_DATA, "x", 1);
+    sleep_ms(200);
+    size_t after = heap_in_use();
+    long grown = (long)after - (long)before;
+    ck_assert_msg(grown < (long)(4u << 20),
+                  "8 idle sessions hold %ld KB (bufsize %u KB each direction)",
+                  grown / 1024, bufsize / 1024);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* A target that ends without sending anything leaves nothing to buffer: the core
+ * must not allocate the down ring just to read the FIN. */
+START_TEST(test_fin_only_target_holds_no_buffer)
+{
+    char tok[8][RH_TOKEN_LEN + 1];
+    int port;
+    const unsigned bufsize = 4u << 20;
+    core_start(16, 20);
+    int l = tcp_listen(&port, 0, 16);
+    size_t before = heap_in_use();
+    for (int i = 0; i < 8; ++i) {
+        open_session(port, bufsize, 30, tok[i]);
+        int t = tcp_accept(l, IO_MS);
+        ck_assert_int_ge(t, 0);
+        shutdown(t, SHUT_WR);
+    }
+    sleep_ms(200);
+    long grown = (long)heap_in_use() - (long)before;
+    ck_assert_msg(grown < (long)(4u << 20),
+                  "8 sessions whose targets sent only a FIN hold %ld KB (bufsize %u KB)",
+                  grown / 1024, bufsize / 1024);
+    /* and the FIN still reaches the client */
+    frd *pr = pull_start(tok[0], 0, 0);
+    rh_frame_event ev;
+    frd_expect(pr, RH_FEV_FIN, &ev);
+    frd_expect_eof(pr);
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* ---- tests: busy loops --------------------------------------------------------------- */
+
+/* The client sent F, the target answered and closed, but no pull is attached
+ * yet: nothing can move, so the core must sleep. */
+START_TEST(test_no_busy_loop_when_both_closed_without_pull)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    int push = push_open(tok, 0);
+    send_frame(push, RH_FRAME_DATA, "q", 1);
+    send_frame(push, RH_FRAME_FIN, NULL, 0);
+    shutdown(push, SHUT_WR);
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "DONE 1");
+    unsigned char got[8];
+    size_t gl = 0;
+    ck_assert_int_eq(target_read_end(t, IO_MS, got, sizeof(got), &gl), 0);
+    target_send(t, "a", 1);
+    xclose(t);
+    sleep_ms(100);
+    long cpu0 = core_cpu_ms();
+    sleep_ms(400);
+    long cpu = core_cpu_ms() - cpu0;
+    ck_assert_msg(cpu < 100, "the core burnt %ld ms of CPU in 400 ms with nothing to do", cpu);
+    /* the pull collects the end */
+    frd *pr = pull_start(tok, 0, 1);
+    frd_expect_data(pr, "a");
+    rh_frame_event ev;
+    frd_expect(pr, RH_FEV_FIN, &ev);
+    frd_expect_eof(pr);
+    ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+START_TEST(test_no_busy_loop_after_target_reset_without_pull)
+{
+    char tok[RH_TOKEN_LEN + 1];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    target_send(t, "zz", 2);
+    target_reset(t);
+    sleep_ms(100);
+    long cpu0 = core_cpu_ms();
+    sleep_ms(400);
+    long cpu = core_cpu_ms() - cpu0;
+    ck_assert_msg(cpu < 100, "the core burnt %ld ms of CPU in 400 ms with nothing to do", cpu);
+    frd *pr = pull_start(tok, 0, 0);
+    frd_expect_data(pr, "zz");
+    rh_frame_event ev;
+    frd_expect(pr, RH_FEV_RESET, &ev);
+    frd_expect_eof(pr);
+    ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* The handler drops a push connection whose data the core cannot take yet. */
+START_TEST(test_no_busy_loop_push_gone_while_blocked)
+{
+    char tok[RH_TOKEN_LEN + 1];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 4096, 8);
+    open_session(port, 4096, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    ck_assert_int_ge(t, 0);
+    int push = push_open(tok, 0);
+    psend ps;
+    memset(&ps, 0, sizeof(ps));
+    ps.fd = push;
+    ps.fixed = 1;
+    ps.limit = UINT64_MAX;
+    fill_until_blocked(&ps, 300, 64u << 20);
+    xclose(push);
+    sleep_ms(100);
+    long cpu0 = core_cpu_ms();
+    sleep_ms(400);
+    long cpu = core_cpu_ms() - cpu0;
+    ck_assert_msg(cpu < 100, "the core burnt %ld ms of CPU in 400 ms waiting for the target",
+                  cpu);
+    ck_assert(session_alive(tok));
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+/* A busy session (data just moved) whose stream pull is blocked inside a frame
+ * (its handler reads nothing): the busy heartbeat cannot go, and its deadline
+ * must not spin the loop (it did: 100% CPU, requests unanswered for 10-17 s). */
+START_TEST(test_no_busy_loop_pull_blocked_mid_frame)
+{
+    char tok[RH_TOKEN_LEN + 1];
+    static char big[256 * 1024];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 262144, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    ck_assert_int_ge(t, 0);
+    int pull = pull_open(tok, 0);
+    int small = 4096;
+    setsockopt(pull, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    memset(big, 'x', sizeof(big));
+    target_send(t, big, sizeof(big));   /* fills the pull socket, mid-frame */
+    sleep_ms(1500);                      /* the busy heartbeat is due */
+    long cpu0 = core_cpu_ms();
+    sleep_ms(1000);
+    long cpu = core_cpu_ms() - cpu0;
+    ck_assert_msg(cpu < 200, "the core burnt %ld ms of CPU in 1 s with a blocked pull", cpu);
+    char reply[RH_IPC_LINE_MAX];
+    req(reply, sizeof(reply), "STAT\n");   /* and it still answers at once */
+    ck_assert(strncmp(reply, "OK ", 3) == 0);
+    xclose(pull);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
+
+/* The core writes to a pull whose reader stopped reading for good (shutdown
+ * SHUT_RD): the write fails with EPIPE, which must not raise SIGPIPE (the core
+ * may run where SIGPIPE is not ignored). The pull detaches, no byte is lost. */
+static volatile sig_atomic_t sigpipes;
+
+static void on_sigpipe(int sig)
+{
+    (void)sig;
+    sigpipes++;
+}
+
+START_TEST(test_no_sigpipe)
+{
+    char tok[RH_TOKEN_LEN + 1];
+    int port;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_sigpipe;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigpipes = 0;
+    ck_assert_int_eq(sigaction(SIGPIPE, &sa, NULL), 0);
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    frd *pr = pull_start(tok, 0, 0);
+    ck_assert_int_eq(shutdown(pr->fd, SHUT_RD), 0);
+    target_send(t, "lost?", 5);
+    sleep_ms(200);
+    ck_assert_msg(sigpipes == 0, "%d SIGPIPE raised", (int)sigpipes);
+    ck_assert(session_alive(tok));
+    frd_free(pr);
+    pr = pull_start(tok, 0, 0);
+    frd_expect_data(pr, "lost?");
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+    ck_assert_msg(sigpipes == 0, "%d SIGPIPE raised", (int)sigpipes);
+    signal(SIGPIPE, SIG_IGN);
+}
+END_TEST
+
+void core_flow_tests(const core_tcases *t)
+{
+    tcase_add_test(t->flow, test_flow_control_up);
+    tcase_add_test(t->flow, test_flow_control_down);
+    tcase_add_test(t->flow, test_idle_sessions_hold_no_buffers);
+    tcase_add_test(t->flow, test_fin_only_target_holds_no_buffer);
+    tcase_add_test(t->flow, test_no_busy_loop_when_both_closed_without_pull);
+    tcase_add_test(t->flow, test_no_busy_loop_after_target_reset_without_pull);
+    tcase_add_test(t->flow, test_no_busy_loop_push_gone_while_blocked);
+    tcase_add_test(t->flow, test_no_busy_loop_pull_blocked_mid_frame);
+    tcase_add_test(t->flow, test_no_sigpipe);
+}
