@@ -25,6 +25,7 @@
 #include "mod_rh_private.h"
 #include "mod_rh_config.h"
 #include "rh_core.h"
+#include "rh_ipc_client.h"
 #include "mod_rh_daemon.h"
 
 /* What outlives a restart of httpd's configuration: the core process, its
@@ -53,6 +54,73 @@ rh_stats *rh_daemon_stats(void) { return g_ret && g_ret->ready ? &g_ret->reg->st
 static void core_log(void *ctx, int level, const char *msg)
 {
     ap_log_error(APLOG_MARK, level, 0, (server_rec *)ctx, RHLOG(1001) "core: %s", msg);
+}
+
+/* In the core, after a restart of httpd: write to the new error log (a rotated
+ * log's new file) and log at the new LogLevel. */
+static int core_relog(void *ctx, int fd, int level)
+{
+    server_rec *s = ctx;
+    apr_os_file_t old;
+    if (fd >= 0) {
+        if (s->error_log && apr_os_file_get(&old, s->error_log) == APR_SUCCESS && old >= 0)
+            dup2(fd, old);
+        dup2(fd, STDERR_FILENO);
+        close(fd);
+    }
+    if (level >= APLOG_EMERG && level <= APLOG_TRACE8)
+        ap_set_module_loglevel(g_pconf, &s->log, APLOG_MODULE_INDEX, level);
+    return level >= APLOG_DEBUG ? RH_LOG_DEBUG : RH_LOG_INFO;
+}
+
+/* The module's own level in the main server (LogLevel relay_https:LEVEL, or
+ * the server's). */
+static int module_log_level(server_rec *s)
+{
+    if (s->log.module_levels && s->log.module_levels[APLOG_MODULE_INDEX] != APLOG_NO_MODULE)
+        return s->log.module_levels[APLOG_MODULE_INDEX];
+    return s->log.level;
+}
+
+/* In the parent, after a restart that kept the core: hand it the new error
+ * log and level (logrotate renames the log and restarts httpd gracefully). */
+static void core_send_logs(server_rec *s)
+{
+    char line[32];
+    int fd = rh_ipc_connect(g_ret->socket, 2000), logfd = -1, rv = -1;
+    apr_os_file_t f;
+    if (fd < 0)
+        goto leave;
+    if (s->error_log && apr_os_file_get(&f, s->error_log) == APR_SUCCESS)
+        logfd = f;
+    int n = snprintf(line, sizeof(line), "LOGS %d\n", module_log_level(s));
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = { line, (size_t)n };
+    struct msghdr msg = { 0 };
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (logfd >= 0) {
+        msg.msg_control = ctl.buf;
+        msg.msg_controllen = sizeof(ctl.buf);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &logfd, sizeof(int));
+    }
+    if (sendmsg(fd, &msg, MSG_NOSIGNAL) != n)
+        goto leave;
+    rv = rh_ipc_read_line(fd, line, sizeof(line), 2000) < 0 || strncmp(line, "OK", 2) ? -1 : 0;
+leave:
+    if (rv != 0)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RHLOG(1015)
+                     "could not hand the relay core the reopened error log; it writes to "
+                     "the old one until it is restarted");
+    if (fd >= 0)
+        close(fd);
 }
 
 static void core_signal(int sig)
@@ -96,6 +164,7 @@ static void core_main(void)
     cfg.reg = g_ret->reg;
     cfg.heartbeat_s = RH_HEARTBEAT_S;
     cfg.log = core_log;
+    cfg.relog = core_relog;
     cfg.log_ctx = g_server;
     cfg.log_level = APLOG_MODULE_IS_LEVEL(g_server, APLOG_MODULE_INDEX, APLOG_DEBUG)
                     ? RH_LOG_DEBUG : RH_LOG_INFO;
@@ -297,6 +366,7 @@ int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
                          "next full stop and start, not on a restart");
         if (g_ret->proc.pid > 0 && kill(g_ret->proc.pid, 0) == 0) {
             watch_core();
+            core_send_logs(s);
             ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, RHLOG(1008)
                          "relay core (pid %d) kept across the restart", (int)g_ret->proc.pid);
             return OK;

@@ -40,7 +40,7 @@ void rh_core_log(core *c, int level, const char *fmt, ...)
 {
     char buf[512];
     va_list ap;
-    if (!c->cfg->log || level > c->cfg->log_level)
+    if (!c->cfg->log || level > c->log_level)
         return;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap);
@@ -106,6 +106,7 @@ static void accept_all(core *c)
         }
         k->src = SRC_CONN;
         k->fd = fd;
+        k->passed_fd = -1;
         k->kind = CK_NEW;
         rh_core_arm(c, fd, k, &k->ev, EPOLLIN);
     }
@@ -144,6 +145,7 @@ static int core_start(core *c, const rh_core_config *cfg)
 {
     memset(c, 0, sizeof(*c));
     c->cfg = cfg;
+    c->log_level = cfg->log_level;
     c->ep = -1;
     c->listen_src = SRC_LISTEN;
     c->stop_src = SRC_STOP;

@@ -13,6 +13,10 @@
 enum { RH_LOG_ERR = 3, RH_LOG_WARN = 4, RH_LOG_INFO = 6, RH_LOG_DEBUG = 7 };
 
 typedef void rh_core_log_fn(void *ctx, int level, const char *msg);
+/* After a restart of httpd: the new error log (a descriptor the callback now
+ * owns; -1: none) and httpd's log level for the module. Returns the RH_LOG_*
+ * level the core logs at from now on. */
+typedef int rh_core_relog_fn(void *ctx, int fd, int httpd_level);
 
 typedef struct rh_core_config {
     int listen_fd;          /* bound and listening AF_UNIX stream socket */
@@ -20,7 +24,8 @@ typedef struct rh_core_config {
     int heartbeat_s;        /* H frame on a pull idle this long */
     rh_core_log_fn *log;
     void *log_ctx;
-    int log_level;          /* highest level passed to log */
+    int log_level;          /* highest level passed to log (at start) */
+    rh_core_relog_fn *relog;   /* LOGS from the httpd parent; NULL: refused */
 } rh_core_config;
 
 /* Runs until rh_core_request_stop(); returns 0, or RH_CORE_EXIT_FATAL when it

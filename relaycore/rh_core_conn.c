@@ -68,6 +68,9 @@ void rh_core_conn_kill(core *c, conn *k)
     epoll_ctl(c->ep, EPOLL_CTL_DEL, k->fd, NULL);
     close(k->fd);
     k->fd = -1;
+    if (k->passed_fd >= 0)
+        close(k->passed_fd);
+    k->passed_fd = -1;
     k->next_dead = c->dead_conns;
     c->dead_conns = k;
 }

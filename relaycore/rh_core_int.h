@@ -88,6 +88,7 @@ struct conn {
     long wait_until;         /* waiting push: refused with 409 at this time */
     rh_client *cl;           /* held: whose request this is (see conn_hold) */
     int held;
+    int passed_fd;           /* a descriptor that came with the request line, or -1 */
     conn *next_dead;
 };
 
@@ -146,6 +147,7 @@ typedef struct core {
     rh_clients clients;
     unsigned held;                 /* requests held (open, push, pull): httpd workers */
     uint64_t refused;              /* requests refused by a limit */
+    int log_level;                 /* RH_LOG_*: cfg's at start, then LOGS' */
 } core;
 
 /* Test only (RELAY_HTTPS_TEST_FLIP=up:N or down:N): flips the byte at that offset

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "rh_core_int.h"
 #include "rh_util.h"
@@ -215,9 +216,58 @@ static void req_stat(core *c, conn *k)
 }
 
 /* A new connection: its request line, as far as it came, then the request. */
+/* LOGS: the httpd parent, after a restart, hands over its new error log and
+ * the module's log level (a rotated log is then written, not the old file). */
+static void req_logs(core *c, conn *k, const rh_ipc_req *rq)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    /* only httpd's parent: the unix socket lets every child of httpd in */
+    if (getsockopt(k->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0
+        || (cred.pid != getppid() && cred.uid != 0) || !c->cfg->relog) {
+        rh_core_conn_error(c, k, 403, "LOGS is for the httpd parent");
+        return;
+    }
+    c->log_level = c->cfg->relog(c->cfg->log_ctx, k->passed_fd, (int)rq->log_level);
+    k->passed_fd = -1;   /* the callback owns it */
+    rh_core_log(c, RH_LOG_DEBUG, "logs reopened after a restart of httpd (level %u)",
+                rq->log_level);
+    rh_core_out_printf(k, "OK");
+    rh_core_conn_reply_done(c, k);
+}
+
+/* Reads what came of the request line; a descriptor passed with it (LOGS)
+ * is kept in passed_fd. */
+static ssize_t conn_recv(conn *k)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = { k->line + k->line_len, sizeof(k->line) - k->line_len };
+    struct msghdr msg = { 0 };
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.buf;
+    msg.msg_controllen = sizeof(ctl.buf);
+    ssize_t n = recvmsg(k->fd, &msg, MSG_CMSG_CLOEXEC);
+    for (struct cmsghdr *cm = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL; cm;
+         cm = CMSG_NXTHDR(&msg, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+            continue;
+        int fd;
+        memcpy(&fd, CMSG_DATA(cm), sizeof(fd));
+        if (k->passed_fd >= 0)
+            close(fd);   /* one per request line */
+        else
+            k->passed_fd = fd;
+    }
+    return n;
+}
+
 static void conn_new_readable(core *c, conn *k)
 {
-    ssize_t n = recv(k->fd, k->line + k->line_len, sizeof(k->line) - k->line_len, 0);
+    ssize_t n = conn_recv(k);
     if (n <= 0) {
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
@@ -247,6 +297,7 @@ static void conn_new_readable(core *c, conn *k)
     case RH_IPC_CLOSE: req_close(c, k, &rq); break;
     case RH_IPC_ACK:   req_ack(c, k, &rq); break;
     case RH_IPC_STAT:  req_stat(c, k); break;
+    case RH_IPC_LOGS:  req_logs(c, k, &rq); break;
     default:           rh_core_conn_error(c, k, 400, "unknown core request"); break;
     }
 }

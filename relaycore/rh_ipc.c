@@ -127,6 +127,13 @@ static int parse_stat(char **w, int n, rh_ipc_req *req)
     return 0;
 }
 
+/* LOGS level */
+static int parse_logs(char **w, int n, rh_ipc_req *req)
+{
+    req->op = RH_IPC_LOGS;
+    return parse_uint(w[1], &req->log_level, 15);
+}
+
 #define REQ_WORDS_MAX 11
 
 /* the request verbs, with how many words (the verb included) each takes */
@@ -141,6 +148,7 @@ static const struct {
     { "ACK",   3, 3, parse_ack },
     { "CLOSE", 2, 3, parse_close },
     { "STAT",  1, 1, parse_stat },
+    { "LOGS",  2, 2, parse_logs },
 };
 
 int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
@@ -212,6 +220,9 @@ int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req)
         break;
     case RH_IPC_STAT:
         n = snprintf(buf, len, "STAT\n");
+        break;
+    case RH_IPC_LOGS:
+        n = snprintf(buf, len, "LOGS %u\n", req->log_level);
         break;
     default:
         return -1;

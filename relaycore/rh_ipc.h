@@ -19,7 +19,9 @@ typedef enum {
     RH_IPC_PULL,   /* PULL token ack mode [poll_s]  then frames from the core */
     RH_IPC_CLOSE,  /* CLOSE token [integrity]: the client found a failed check */
     RH_IPC_ACK,    /* ACK token offset: down bytes the client has received */
-    RH_IPC_STAT    /* STAT: one line of counters */
+    RH_IPC_STAT,   /* STAT: one line of counters */
+    RH_IPC_LOGS    /* LOGS level: from the httpd parent only, with the error log's
+                      descriptor (SCM_RIGHTS) after every restart */
 } rh_ipc_op;
 
 typedef struct rh_ipc_req {
@@ -42,6 +44,7 @@ typedef struct rh_ipc_req {
     uint64_t body_len;  /* push: body bytes (frames) the handler will pass */
     char mode[16];      /* pull: "stream" or "batch" */
     unsigned poll_s;    /* pull, batch: answer empty after this long */
+    unsigned log_level; /* logs: httpd's level for the module (APLOG_*) */
 } rh_ipc_req;
 
 /* Replies: "OK <text>", "DONE <offset>", "ERR <status> [reason=<token>] <message>"

@@ -116,6 +116,11 @@ START_TEST(test_roundtrip_all_ops)
     memset(&rq, 0, sizeof(rq));
     rq.op = RH_IPC_STAT;
     roundtrip(&rq);
+
+    memset(&rq, 0, sizeof(rq));
+    rq.op = RH_IPC_LOGS;
+    rq.log_level = 15;
+    roundtrip(&rq);
 }
 END_TEST
 
@@ -159,6 +164,9 @@ START_TEST(test_parse_fields)
     ck_assert_str_eq(rq.token, TOK);
     parse_ok("STAT", &rq);
     ck_assert_int_eq(rq.op, RH_IPC_STAT);
+    parse_ok("LOGS 7", &rq);
+    ck_assert_int_eq(rq.op, RH_IPC_LOGS);
+    ck_assert_uint_eq(rq.log_level, 7);
 }
 END_TEST
 
@@ -279,6 +287,10 @@ START_TEST(test_parse_rejects)
     parse_bad("CLOSE");
     parse_bad("CLOSE " TOK " x");
     parse_bad("STAT now");
+    parse_bad("LOGS");
+    parse_bad("LOGS 16");
+    parse_bad("LOGS debug");
+    parse_bad("LOGS 7 8");
     parse_bad("PUSH");
     /* ports */
     parse_bad("OPEN web 127.0.0.1 0 4096 60 5");

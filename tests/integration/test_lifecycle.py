@@ -1,0 +1,95 @@
+"""The relay core across restarts of httpd (issue 13, item 3): it re-opens its
+log and takes the new LogLevel at every graceful restart, with a tunnel
+running through it all (logrotate renames the log, then restarts gracefully)."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+import harness
+from harness import Forward, curl
+
+STATUS = ("<Location /relay-status>\n    SetHandler relay-https-status\n"
+          "    Require ip 127.0.0.1\n</Location>")
+
+
+def _core_pid(a):
+    r = curl(a.base_url + "/relay-status?json", method="GET")
+    assert r.status == 200, r
+    return json.loads(r.body)["core"]["pid"]
+
+
+def _graceful(a):
+    mark = a.error_log_mark()
+    a.proc.send_signal(signal.SIGUSR1)          # apachectl -k graceful
+    assert harness.wait_for(lambda: "resuming normal operations" in a.error_log_text(mark)
+                            or "resuming normal operations" in a.error_log_text(0), 15), \
+        a.error_log_tail(20)
+
+
+def _open_close(a):
+    r = curl(a.relay_url + "/echo/open")
+    assert r.status == 201, r
+    token = r.header("Relay-Session")
+    assert curl(a.relay_url + "/echo/close", headers=["Relay-Session: " + token]).status == 204
+    return token[:16]
+
+
+@pytest.mark.rh_timeout(120)
+def test_log_rotation_and_loglevel_on_graceful(tmp_path, tls, module_so, targets, client_bin):
+    a = harness.Apache(str(tmp_path / "apache"), tls["cert"], tls["key"], mpm="event",
+                       module=module_so, targets=targets, log_level_debug=False,
+                       extra_conf=STATUS)
+    harness.Apache.used.append(a)
+    a.prepare()
+    a.start()
+    try:
+        core = _core_pid(a)
+        assert core > 0
+        with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"]) as fw:
+            sock = harness.socket.create_connection(("127.0.0.1", fw.port), timeout=20)
+            sock.sendall(b"before")
+            assert sock.recv(100) == b"before"
+            # at warn, the core does not log session opens
+            sid = _open_close(a)
+            time.sleep(0.5)
+            assert sid not in a.error_log_text(), a.error_log_tail(10)
+
+            # logrotate: rename, then a graceful restart; LogLevel raised at the same time
+            os.rename(a.error_log, a.error_log + ".1")
+            a.log_level_debug = True
+            a.prepare()
+            _graceful(a)
+            assert _core_pid(a) == core, "the core did not survive the graceful restart"
+
+            sid = _open_close(a)
+            opened = "core: session %s open target=echo" % sid
+            assert harness.wait_for(lambda: opened in a.error_log_text(), 10), (
+                "the core's line for a session opened after the rotation is not in the new "
+                "error log:\nnew:\n%s\nold:\n%s" % (a.error_log_tail(15),
+                                                    harness._read(a.error_log + ".1")[-1500:]))
+            assert opened not in harness._read(a.error_log + ".1"), "written to the rotated log"
+            # the core's stderr is the new file, not the renamed (or a deleted) one
+            target = os.readlink("/proc/%d/fd/2" % core)
+            assert target == a.error_log, target
+
+            # a second rotation, and LogLevel back to warn: nothing of it reaches any log
+            os.rename(a.error_log, a.error_log + ".2")
+            a.log_level_debug = False
+            a.prepare()
+            _graceful(a)
+            sid = _open_close(a)
+            time.sleep(1.0)
+            for path in (a.error_log, a.error_log + ".2"):
+                assert "core: session %s open" % sid not in harness._read(path), path
+            assert os.readlink("/proc/%d/fd/2" % core) == a.error_log
+
+            # the tunnel opened before all this still carries bytes
+            sock.sendall(b"after")
+            assert sock.recv(100) == b"after"
+            sock.close()
+    finally:
+        a.stop()
