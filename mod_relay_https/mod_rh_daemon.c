@@ -26,6 +26,7 @@
 #include "mod_rh_config.h"
 #include "rh_core.h"
 #include "rh_ipc_client.h"
+#include "rh_util.h"
 #include "mod_rh_daemon.h"
 
 /* What outlives a restart of httpd's configuration: the core process, its
@@ -251,8 +252,13 @@ static apr_status_t generation_end(void *data)
         apr_proc_other_child_unregister(&g_ret->proc);
         g_registered = 0;
     }
-    if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_EXITING)
+    if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_EXITING) {
+        /* a restart: the next generation claims the core again at once, unless
+         * it comes without the module (a2dismod); then the core ends */
+        if (g_ret->ready)
+            rh_registry_claim(g_ret->reg, rh_now_ms() + RH_CLAIM_GRACE_MS);
         return APR_SUCCESS;
+    }
     if (g_ret->proc.pid > 0) {
         pid_t pid = g_ret->proc.pid;
         int waited = 0;
@@ -359,6 +365,7 @@ int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
 
     if (g_ret->ready) {
         /* a restart: the core and its sessions go on, under the new limits */
+        rh_registry_claim(g_ret->reg, INT64_MAX);
         publish_limits(sc, s);
         if (nslots != g_ret->nslots || strcmp(path, g_ret->socket) != 0)
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RHLOG(1013)
@@ -385,6 +392,7 @@ int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     g_ret->nslots = nslots;
     memset(g_ret->reg, 0, rh_registry_size(nslots));
     rh_registry_init(g_ret->reg, nslots);
+    rh_registry_claim(g_ret->reg, INT64_MAX);
     publish_limits(sc, s);
     if (strlen(path) >= sizeof(g_ret->socket)) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, RHLOG(1010)

@@ -141,6 +141,26 @@ static void read_flip(void)
 
 /* Sets c up for the loop: 0, or -1 when it cannot run. core_free() undoes
  * it either way. */
+#define ORPHAN_DRAIN_MS 60000
+
+/* After a restart without the module (a2dismod), no request can reach the core
+ * again but those already in flight in the old children: it lets them end (at
+ * most ORPHAN_DRAIN_MS), then stops. Returns 1 when it is time. */
+static int orphaned(core *c, long now)
+{
+    if (rh_registry_claimed(c->cfg->reg, now)) {
+        c->orphan_since = 0;
+        return 0;
+    }
+    if (!c->orphan_since) {
+        c->orphan_since = now;
+        rh_core_log(c, RH_LOG_INFO, "the module is no longer loaded: the relay core stops "
+                    "once the %u requests in flight end (at most %d s)", c->held,
+                    ORPHAN_DRAIN_MS / 1000);
+    }
+    return c->held == 0 || now - c->orphan_since >= ORPHAN_DRAIN_MS;
+}
+
 static int core_start(core *c, const rh_core_config *cfg)
 {
     memset(c, 0, sizeof(*c));
@@ -298,6 +318,8 @@ int rh_core_run(const rh_core_config *cfg)
          * a second, whatever else it waits for */
         rh_registry_publish(cfg->reg, c->held, c->integrity_failures);
         rh_registry_beat(cfg->reg, now);
+        if (orphaned(c, now))
+            break;
         int timeout = wait_ms(c, now);
         if (listen_resume(c, now, &timeout))
             continue;

@@ -148,6 +148,7 @@ typedef struct core {
     unsigned held;                 /* requests held (open, push, pull): httpd workers */
     uint64_t refused;              /* requests refused by a limit */
     int log_level;                 /* RH_LOG_*: cfg's at start, then LOGS' */
+    long orphan_since;             /* the module is no longer loaded since then; 0: it is */
 } core;
 
 /* Test only (RELAY_HTTPS_TEST_FLIP=up:N or down:N): flips the byte at that offset

@@ -103,6 +103,17 @@ void rh_registry_beat(rh_registry *reg, int64_t now_ms)
     __atomic_store_n(&reg->core_beat_ms, now_ms, __ATOMIC_RELAXED);
 }
 
+void rh_registry_claim(rh_registry *reg, int64_t until_ms)
+{
+    __atomic_store_n(&reg->claimed_until_ms, until_ms, __ATOMIC_RELAXED);
+}
+
+int rh_registry_claimed(const rh_registry *reg, int64_t now_ms)
+{
+    int64_t until = __atomic_load_n(&reg->claimed_until_ms, __ATOMIC_RELAXED);
+    return until == 0 || now_ms < until;   /* 0: never claimed (a core on its own) */
+}
+
 void rh_registry_publish(rh_registry *reg, uint32_t held, uint64_t integrity)
 {
     __atomic_store_n(&reg->stats.held, held, __ATOMIC_RELAXED);

@@ -51,6 +51,7 @@ typedef struct rh_registry {
     uint64_t total_up;   /* bytes of closed sessions */
     uint64_t total_down;
     rh_limits limits;    /* the parent's: rh_registry_init leaves them */
+    int64_t claimed_until_ms;  /* CLOCK_MONOTONIC: the module is loaded (see rh_registry_claim) */
     rh_stats stats;      /* for the status page: kept while the registry is */
     rh_slot slots[];
 } rh_registry;
@@ -99,6 +100,13 @@ void rh_registry_publish(rh_registry *reg, uint32_t held, uint64_t integrity);
 void rh_registry_totals(const rh_registry *reg, uint64_t *up, uint64_t *down);
 /* Milliseconds since the core's last beat (a large value when it never beat). */
 int64_t rh_registry_beat_age(const rh_registry *reg, int64_t now_ms);
+
+/* The httpd parent claims the core at every (re)start with the module loaded
+ * (INT64_MAX), and gives it until_ms when a generation ends: a restart without
+ * the module (a2dismod) leaves the claim to run out, and the core then ends. */
+#define RH_CLAIM_GRACE_MS 10000
+void rh_registry_claim(rh_registry *reg, int64_t until_ms);
+int rh_registry_claimed(const rh_registry *reg, int64_t now_ms);
 
 /* Token text helpers. out must hold RH_TOKEN_LEN + 1 bytes. */
 void rh_token_format(char *out, uint32_t slot, uint32_t gen,

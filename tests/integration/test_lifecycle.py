@@ -93,3 +93,40 @@ def test_log_rotation_and_loglevel_on_graceful(tmp_path, tls, module_so, targets
             sock.close()
     finally:
         a.stop()
+
+
+@pytest.mark.rh_timeout(120)
+def test_a2dismod_then_graceful_ends_the_core(tmp_path, tls, module_so, targets):
+    """A restart without the module (a2dismod + graceful) leaves no relay core
+    behind (it used to run on, unreachable); loading it again starts a new one."""
+    a = harness.Apache(str(tmp_path / "apache"), tls["cert"], tls["key"], mpm="event",
+                       module=module_so, targets=targets, extra_conf=STATUS)
+    harness.Apache.used.append(a)
+    a.prepare()
+    a.start()
+    try:
+        core = _core_pid(a)
+        r = curl(a.relay_url + "/echo/open")
+        assert r.status == 201, r
+        a.module = None
+        a.extra_conf = ""
+        a.prepare()
+        t0 = time.monotonic()
+        _graceful(a)
+        gone = harness.wait_for(lambda: not os.path.exists("/proc/%d" % core)
+                                or open("/proc/%d/stat" % core).read().split()[2] == "Z", 30)
+        assert gone, "the relay core (pid %d) still runs %.0f s after a restart without the "\
+                     "module:\n%s" % (core, time.monotonic() - t0, a.error_log_tail(10))
+        assert "no longer loaded" in a.error_log_text(), a.error_log_tail(10)
+        r = harness.https_get(a.port, "/")
+        assert r[0] == 200, r        # the website goes on
+
+        a.module = module_so
+        a.extra_conf = STATUS
+        a.prepare()
+        _graceful(a)
+        r = curl(a.relay_url + "/echo/open")
+        assert r.status == 201, r
+        assert _core_pid(a) not in (0, core), "no new core after the module came back"
+    finally:
+        a.stop()
