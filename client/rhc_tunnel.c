@@ -19,7 +19,7 @@
  * reached the target and the session can start over on batch (restart_session)
  * even where the server keeps the given-up pull attached.
  *
- * Up bytes read from the local side go into a ring (t->up, rh_ring) and stay there
+ * Up bytes read from the local side go into a ring (t->up.ring, rh_ring) and stay there
  * until the server confirms them (A frames, push answers). A push can therefore
  * be ended, cut, retried or replaced by another transport without losing or
  * doubling a byte: every push says where its bytes start (Relay-Offset) and the
@@ -173,99 +173,133 @@ struct rhc_req {
     int64_t retry_at;           /* batch push: waits (out of the multi) until then */
 };
 
-struct rhc_tunnel {
-    rhc_ctx *ctx;
-    rhc_tunnel *prev, *next;
-    char label[112];
+/* What this process learned about the path (auto): later sessions start with
+ * it. Only ever moves towards batch and smaller bodies. */
+struct rhc_policy {
+    enum rhc_transport best_up, best_down;
+    char why_up[320], why_down[320];
+    int proven[RHC_XP_BATCH + 1];   /* a response of this transport showed a frame in time */
+    size_t batch_max;           /* data bytes per batch push (smaller after a 413) */
+    uint64_t spush_max;         /* body bytes per stream push (smaller after a 413) */
+};
+
+/* Up bytes read from the local side, kept until the server confirms them. */
+struct rhc_upbuf {
+    rh_ring ring;               /* up bytes [base, read offset) */
+    uint64_t base;              /* offset of the oldest byte kept */
+    uint64_t sent;              /* bytes handed to pushes (may go back: rewind) */
+    uint64_t acked;             /* bytes the server confirmed */
+    uint32_t crc_base;          /* CRC32C of up bytes [0, base) */
+    struct { uint64_t off; uint32_t crc; } marks[UP_MARKS];  /* ... [0, off) */
+    unsigned nmark;
+    int eof;                    /* local read side gave EOF */
+    int fin_sent;               /* F handed to a push */
+    int done;                   /* a push with F was accepted */
+};
+
+/* The local side: the fds and what waits to be written to them. */
+struct rhc_local {
     enum rhc_local_kind kind;
     int in_fd, out_fd;
     int in_nb, out_nb;          /* fd is non-blocking: read/write until EAGAIN */
-    rhc_done_fn done;
-    void *done_arg;
-
-    char token[RH_TOKEN_LEN + 1];
-    char sid[RH_SID_LEN + 1];      /* public part of the token, the only part we print */
-    int resume;                 /* the server keeps bytes until acknowledged (Resume) */
-    int64_t idle_ms;            /* resume: the server keeps the session this long unheard */
-    int64_t last_contact;       /* a request of the session last got an answer then */
-    unsigned h2_resets;         /* duplex streams reset unanswered, in a row */
-    uint64_t ack_every;         /* resume: acknowledge down bytes this often */
-    uint64_t down_acked_sent;   /* resume: down offset told to the server (maybe in flight) */
-    uint64_t down_acked_conf;   /* resume: ... and confirmed by it */
-    struct rhc_req *ackreq[ACK_INFLIGHT]; /* resume, streamed down: acks in flight */
-    int nack;                   /* how many */
-    unsigned ack_fails;         /* ack requests failed in a row */
-    int64_t ack_retry_at;
-    struct rhc_req *open;
-    unsigned open_retries;
-
-    /* transports */
-    enum rhc_transport up_x, down_x;
-    int auto_x;                 /* --transport auto: probe and fall back */
-    struct rhc_req *duplex;     /* carries down (down_x duplex), and up until ended */
-    struct rhc_req *pull;       /* stream or batch pull */
-    struct rhc_req *spush;      /* stream push */
-    struct rhc_req *bpush[BATCH_SLOTS];
-    int nbpush;
-    int up_switching;           /* an ended streamed body is being confirmed */
-    int64_t switch_since;
-    int64_t probe_until;        /* auto: the down response must show a frame by then */
-    int64_t up_fallback_at;     /* auto: pushes go batch then (after a pull switch) */
-    const char *up_fallback_why;
-    int up_hold;                /* auto, path not proven: no up byte goes out yet */
-    int64_t hold_until;         /* ... until the down response shows a frame, or then */
-    unsigned restarts;          /* sessions started over (nothing exchanged yet) */
-    int64_t rtt_ms;             /* open: from request sent to answer */
-
-    /* up: local -> ring -> pushes */
-    rh_ring up;                 /* up bytes [up_base, up_read_off) */
-    uint64_t up_base;           /* offset of the oldest byte kept */
-    uint64_t up_sent;           /* bytes handed to pushes (may go back: rewind) */
-    uint64_t up_acked;          /* bytes the server confirmed */
-    uint32_t up_crc_base;       /* CRC32C of up bytes [0, up_base) */
-    struct { uint64_t off; uint32_t crc; } umarks[UP_MARKS];  /* ... [0, off) */
-    unsigned numark;
-    int up_eof;                 /* local read side gave EOF */
-    int up_fin_sent;            /* F handed to a push */
-    int up_done;                /* a push with F was accepted */
-    int up_r_pending, up_r_sent;/* local side failed: R frame on the streamed body */
-    int hb_pending;
-    size_t hb_pad;              /* the pending H carries this much padding */
-    unsigned pads;              /* padded H frames sent since the last confirmation */
-    int64_t push_last_emit;
-    int64_t up_last_data;       /* when up data last went into a streamed body */
-    int spush_parked;           /* no stream push until there is something to send */
-    int64_t park_keep_at;       /* parked: an ack then tells the server we are here */
-    int64_t ack_wait_since;     /* up_sent > up_acked since then, no ack came */
-    int64_t up_dead_ms;         /* unconfirmed this long: the push is dead (see up_dead_at) */
-    int64_t last_busy;          /* down bytes came or up bytes were confirmed then */
-    enum rhc_transport down_seen; /* a response of this down transport showed a frame:
-                                   on it, silence now means a dead connection */
-    unsigned up_retries;        /* streamed body refused or cut, in a row */
-    int64_t spush_at;           /* start the stream push (again) then */
-
-    /* down: responses -> local */
-    uint64_t down_off;          /* data bytes received (and checked) so far */
-    uint32_t down_crc;          /* CRC32C of down bytes [0, down_off) */
-    int down_fin;               /* F frame seen */
-    unsigned pulls;             /* pulls / duplexes started */
-    unsigned down_retries;      /* refused (409) or lost-before-answer, in a row */
-    int down_fresh;             /* next pull on a new connection */
-    int64_t repull_at;          /* 0, or when to start the next down request */
-    int64_t pull_last_rx;
-    int64_t last_down_data;
-    int switched_pull;          /* a stream pull was given up: a 416 then means why */
     int out_shut;               /* local output closed after F */
     int out_err;
     int out_blocked;            /* last write hit EAGAIN: wait for POLLOUT */
     unsigned char *obuf;        /* bytes the local side could not take yet */
     size_t ocap, ohead, olen;
+};
 
-    /* end */
-    int fail_code;              /* first failure wins; 0 = none */
-    int server_gone;            /* the server already dropped the session */
-    int64_t linger_until;       /* failing, but let an R frame go out first */
-    char fail_msg[768];
+struct rhc_tunnel {
+    rhc_ctx *ctx;
+    rhc_tunnel *prev, *next;
+    char label[112];
+    rhc_done_fn done;
+    void *done_arg;
+    char token[RH_TOKEN_LEN + 1];
+    char sid[RH_SID_LEN + 1];      /* public part of the token, the only part we print */
+
+    struct rhc_local local;
+
+    struct {                    /* the session as the server sees it */
+        int resume;             /* the server keeps bytes until acknowledged (Resume) */
+        int64_t idle_ms;        /* resume: the server keeps the session this long unheard */
+        int64_t last_contact;   /* a request of the session last got an answer then */
+        int64_t last_busy;      /* down bytes came or up bytes were confirmed then */
+        unsigned h2_resets;     /* duplex streams reset unanswered, in a row */
+        unsigned open_retries;
+        int64_t rtt_ms;         /* open: from request sent to answer */
+    } sess;
+
+    struct {                    /* the requests in flight */
+        struct rhc_req *open;
+        struct rhc_req *duplex; /* carries down (xp.down duplex), and up until ended */
+        struct rhc_req *pull;   /* stream or batch pull */
+        struct rhc_req *spush;  /* stream push */
+        struct rhc_req *bpush[BATCH_SLOTS];
+        int nbpush;
+    } rq;
+
+    struct {                    /* transports */
+        enum rhc_transport up, down;
+        int autox;              /* --transport auto: probe and fall back */
+        int switching;          /* an ended streamed body is being confirmed */
+        int64_t switch_since;
+        int64_t probe_until;    /* auto: the down response must show a frame by then */
+        int64_t up_fallback_at; /* auto: pushes go batch then (after a pull switch) */
+        const char *up_fallback_why;
+        int up_hold;            /* auto, path not proven: no up byte goes out yet */
+        int64_t hold_until;     /* ... until the down response shows a frame, or then */
+        unsigned restarts;      /* sessions started over (nothing exchanged yet) */
+        int switched_pull;      /* a stream pull was given up: a 416 then means why */
+        enum rhc_transport down_seen; /* a response of this down transport showed a
+                                   frame: on it, silence now means a dead connection */
+    } xp;
+
+    /* up: local -> ring -> pushes */
+    struct rhc_upbuf up;
+    struct {                    /* how the pushes go */
+        int r_pending, r_sent;  /* local side failed: R frame on the streamed body */
+        int hb_pending;
+        size_t hb_pad;          /* the pending H carries this much padding */
+        unsigned pads;          /* padded H frames sent since the last confirmation */
+        int64_t last_emit;      /* a streamed body last gave curl bytes then */
+        int64_t last_data;      /* when up data last went into a streamed body */
+        int parked;             /* no stream push until there is something to send */
+        int64_t park_keep_at;   /* parked: an ack then tells the server we are here */
+        int64_t ack_wait_since; /* up.sent > up.acked since then, no ack came */
+        int64_t dead_ms;        /* unconfirmed this long: the push is dead (see up_dead_at) */
+        unsigned retries;       /* streamed body refused or cut, in a row */
+        int64_t spush_at;       /* start the stream push (again) then */
+    } push;
+
+    struct {                    /* down: responses -> local */
+        uint64_t off;           /* data bytes received (and checked) so far */
+        uint32_t crc;           /* CRC32C of down bytes [0, off) */
+        int fin;                /* F frame seen */
+        unsigned pulls;         /* pulls / duplexes started */
+        unsigned retries;       /* refused (409) or lost-before-answer, in a row */
+        int fresh;              /* next pull on a new connection */
+        int64_t repull_at;      /* 0, or when to start the next down request */
+        int64_t last_rx;
+        int64_t last_data;
+    } down;
+
+    struct {                    /* resume: acknowledging down bytes */
+        uint64_t every;         /* acknowledge down bytes this often */
+        uint64_t sent;          /* down offset told to the server (maybe in flight) */
+        uint64_t conf;          /* ... and confirmed by it */
+        struct rhc_req *req[ACK_INFLIGHT]; /* streamed down: acks in flight */
+        int n;                  /* how many */
+        unsigned fails;         /* ack requests failed in a row */
+        int64_t retry_at;
+    } ack;
+
+    struct {                    /* the end */
+        int code;               /* first failure wins; 0 = none */
+        int server_gone;        /* the server already dropped the session */
+        int64_t linger_until;   /* failing, but let an R frame go out first */
+        char msg[768];
+    } end;
 };
 
 struct cfd {
@@ -287,17 +321,12 @@ struct rhc_ctx {
     struct pollfd *pfds;        /* scratch for poll() */
     rhc_tunnel **powner;        /* tunnel of each local pollfd */
     size_t cappfds;
-    /* auto: what later sessions start with (only ever moves towards batch) */
-    enum rhc_transport best_up, best_down;
-    char why_up[320], why_down[320];
-    int proven[RHC_XP_BATCH + 1];   /* a response of this transport showed a frame in time */
-    size_t batch_max;           /* data bytes per batch push (smaller after a 413) */
-    uint64_t spush_max;         /* body bytes per stream push (smaller after a 413) */
+    struct rhc_policy pol;      /* auto: what later sessions start with */
 };
 
 static uint64_t up_read_off(const rhc_tunnel *t)
 {
-    return t->up_base + rh_ring_len(&t->up);
+    return t->up.base + rh_ring_len(&t->up.ring);
 }
 
 /* ---------------------------------------------------------------- messages */
@@ -347,11 +376,11 @@ static void t_fail(rhc_tunnel *t, int code, const char *fmt, ...)
 {
     va_list ap;
 
-    if (t->fail_code)
+    if (t->end.code)
         return;
-    t->fail_code = code;
+    t->end.code = code;
     va_start(ap, fmt);
-    vsnprintf(t->fail_msg, sizeof(t->fail_msg), fmt, ap);
+    vsnprintf(t->end.msg, sizeof(t->end.msg), fmt, ap);
     va_end(ap);
 }
 
@@ -459,7 +488,7 @@ static void fail_http(rhc_tunnel *t, const struct rhc_req *r, const char *what)
     t_fail(t, code, "%s: %sHTTP %ld%s%s%s", what, kind, st,
            line[0] ? ": " : "", line, hint(t, code, st, 0));
     if (r->status == 410 || r->status == 416)
-        t->server_gone = 1;     /* the server has already forgotten the session */
+        t->end.server_gone = 1;     /* the server has already forgotten the session */
 }
 
 static int curl_exit_code(const struct rhc_req *r, CURLcode rc)
@@ -598,15 +627,15 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
         r->status = code;
         r->hdr_done = 1;
         if (r->t && code >= 200 && code < 300) {
-            r->t->last_contact = rh_now_ms();   /* the server heard from the session */
-            r->t->h2_resets = 0;
+            r->t->sess.last_contact = rh_now_ms();   /* the server heard from the session */
+            r->t->sess.h2_resets = 0;
         }
         if (down && !down_headers_done(r))
             return 0;
         return len;
     }
     if (down)
-        r->t->pull_last_rx = rh_now_ms();
+        r->t->down.last_rx = rh_now_ms();
     if (header_is(buf, len, RH_HDR_OFFSET, &v, &vl)) {
         r->have_offset = rh_parse_u64(v, vl, &r->offset) == 0;
     } else if (r->kind == REQ_OPEN && header_is(buf, len, RH_HDR_RESUME, &v, &vl)) {
@@ -915,15 +944,15 @@ static void unpause_recv(struct rhc_req *r)
 /* The request that carries down bytes now, and the one whose body streams up. */
 static struct rhc_req *down_req(const rhc_tunnel *t)
 {
-    return t->down_x == RHC_XP_DUPLEX ? t->duplex : t->pull;
+    return t->xp.down == RHC_XP_DUPLEX ? t->rq.duplex : t->rq.pull;
 }
 
 static struct rhc_req *up_streamer(const rhc_tunnel *t)
 {
-    if (t->up_x == RHC_XP_DUPLEX)
-        return t->duplex;
-    if (t->up_x == RHC_XP_STREAM)
-        return t->spush;
+    if (t->xp.up == RHC_XP_DUPLEX)
+        return t->rq.duplex;
+    if (t->xp.up == RHC_XP_STREAM)
+        return t->rq.spush;
     return NULL;
 }
 /* ---------------------------------------------------------------- local side */
@@ -942,10 +971,10 @@ static void local_abort(rhc_tunnel *t, const char *what, int err)
     struct rhc_req *sc = up_streamer(t);
 
     t_fail(t, RHC_EXIT_LOCAL, "%s: %s", what, strerror(err));
-    if (sc && !sc->body_ended && !sc->end_wanted && !sc->p_fin && !t->up_r_sent &&
-        !t->up_r_pending) {
-        t->up_r_pending = 1;
-        t->linger_until = rh_now_ms() + LINGER_MS;
+    if (sc && !sc->body_ended && !sc->end_wanted && !sc->p_fin && !t->push.r_sent &&
+        !t->push.r_pending) {
+        t->push.r_pending = 1;
+        t->end.linger_until = rh_now_ms() + LINGER_MS;
         /* t_advance unpauses the body: this may run inside another handle's
          * callback, where pausing a different handle is better avoided. (A batch
          * session is told by the close request of the teardown.) */
@@ -954,28 +983,28 @@ static void local_abort(rhc_tunnel *t, const char *what, int err)
 
 static int obuf_append(rhc_tunnel *t, const unsigned char *p, size_t n)
 {
-    if (t->ohead && t->olen == 0)
-        t->ohead = 0;
-    if (t->ohead + t->olen + n > t->ocap) {
-        if (t->ohead) {
-            memmove(t->obuf, t->obuf + t->ohead, t->olen);
-            t->ohead = 0;
+    if (t->local.ohead && t->local.olen == 0)
+        t->local.ohead = 0;
+    if (t->local.ohead + t->local.olen + n > t->local.ocap) {
+        if (t->local.ohead) {
+            memmove(t->local.obuf, t->local.obuf + t->local.ohead, t->local.olen);
+            t->local.ohead = 0;
         }
-        if (t->olen + n > t->ocap) {
-            size_t cap = (t->olen + n + 16383) & ~(size_t)16383;
+        if (t->local.olen + n > t->local.ocap) {
+            size_t cap = (t->local.olen + n + 16383) & ~(size_t)16383;
             if (cap > OBUF_MAX)
                 return -1;
-            if (cap < 2 * t->ocap)      /* grow geometrically, within the cap */
-                cap = 2 * t->ocap < OBUF_MAX ? 2 * t->ocap : OBUF_MAX;
-            unsigned char *nb = realloc(t->obuf, cap);
+            if (cap < 2 * t->local.ocap)      /* grow geometrically, within the cap */
+                cap = 2 * t->local.ocap < OBUF_MAX ? 2 * t->local.ocap : OBUF_MAX;
+            unsigned char *nb = realloc(t->local.obuf, cap);
             if (!nb)
                 return -1;
-            t->obuf = nb;
-            t->ocap = cap;
+            t->local.obuf = nb;
+            t->local.ocap = cap;
         }
     }
-    memcpy(t->obuf + t->ohead + t->olen, p, n);
-    t->olen += n;
+    memcpy(t->local.obuf + t->local.ohead + t->local.olen, p, n);
+    t->local.olen += n;
     return 0;
 }
 
@@ -986,17 +1015,17 @@ static int obuf_append(rhc_tunnel *t, const unsigned char *p, size_t n)
  * file on stdio) is written at once. */
 static void deliver(rhc_tunnel *t, const unsigned char *p, size_t n)
 {
-    if (t->out_err || t->out_shut)
+    if (t->local.out_err || t->local.out_shut)
         return;
-    if (t->out_nb) {
+    if (t->local.out_nb) {
         if (obuf_append(t, p, n) < 0) {
-            t->out_err = ENOBUFS;
+            t->local.out_err = ENOBUFS;
             t_fail(t, RHC_EXIT_ERROR, "internal: local output buffer full");
         }
         return;
     }
     while (n > 0) {
-        ssize_t w = write(t->out_fd, p, n);
+        ssize_t w = write(t->local.out_fd, p, n);
         if (w > 0) {
             p += w;
             n -= (size_t)w;
@@ -1004,9 +1033,9 @@ static void deliver(rhc_tunnel *t, const unsigned char *p, size_t n)
         }
         if (w < 0 && errno == EINTR)
             continue;
-        t->out_err = w < 0 ? errno : EIO;
-        local_abort(t, t->kind == RHC_LOCAL_STDIO ? "write to stdout" : "write to local connection",
-                    t->out_err);
+        t->local.out_err = w < 0 ? errno : EIO;
+        local_abort(t, t->local.kind == RHC_LOCAL_STDIO ? "write to stdout" : "write to local connection",
+                    t->local.out_err);
         return;
     }
 }
@@ -1014,32 +1043,32 @@ static void deliver(rhc_tunnel *t, const unsigned char *p, size_t n)
 /* Local fd writable: flush obuf, then let the response continue. */
 static void drain_out(rhc_tunnel *t)
 {
-    while (t->olen > 0 && !t->out_err) {
-        ssize_t w = write(t->out_fd, t->obuf + t->ohead, t->olen);
+    while (t->local.olen > 0 && !t->local.out_err) {
+        ssize_t w = write(t->local.out_fd, t->local.obuf + t->local.ohead, t->local.olen);
         if (w > 0) {
-            t->ohead += (size_t)w;
-            t->olen -= (size_t)w;
+            t->local.ohead += (size_t)w;
+            t->local.olen -= (size_t)w;
             continue;
         }
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            t->out_blocked = 1;
+            t->local.out_blocked = 1;
             break;
         }
-        t->out_err = w < 0 ? errno : EIO;
-        local_abort(t, t->kind == RHC_LOCAL_STDIO ? "write to stdout" : "write to local connection",
-                    t->out_err);
+        t->local.out_err = w < 0 ? errno : EIO;
+        local_abort(t, t->local.kind == RHC_LOCAL_STDIO ? "write to stdout" : "write to local connection",
+                    t->local.out_err);
         return;
     }
-    if (t->olen == 0)
-        t->ohead = 0;
+    if (t->local.olen == 0)
+        t->local.ohead = 0;
     /* Resume below half the cap, so that pause/unpause does not ping-pong. */
     struct rhc_req *d = down_req(t);
-    if (t->olen < OBUF_SOFT / 2 && d && d->recv_paused && !t->fail_code) {
-        t->pull_last_rx = rh_now_ms();
-        if (t->ack_wait_since)      /* acks could not come while it was paused */
-            t->ack_wait_since = t->pull_last_rx;
+    if (t->local.olen < OBUF_SOFT / 2 && d && d->recv_paused && !t->end.code) {
+        t->down.last_rx = rh_now_ms();
+        if (t->push.ack_wait_since)      /* acks could not come while it was paused */
+            t->push.ack_wait_since = t->down.last_rx;
         unpause_recv(d);
     }
 }
@@ -1052,22 +1081,22 @@ static void shut_output(rhc_tunnel *t)
 {
     struct stat st;
 
-    t->out_shut = 1;
-    if (t->kind == RHC_LOCAL_SOCKET) {
-        shutdown(t->out_fd, SHUT_WR);
+    t->local.out_shut = 1;
+    if (t->local.kind == RHC_LOCAL_SOCKET) {
+        shutdown(t->local.out_fd, SHUT_WR);
         return;
     }
     /* stdout: half-close a socket, and in any case let go of fd 1 (whoever reads
      * it sees EOF) while keeping the number taken, so that no later socket ends
      * up as fd 1. */
-    if (fstat(t->out_fd, &st) == 0 && S_ISSOCK(st.st_mode))
-        shutdown(t->out_fd, SHUT_WR);
+    if (fstat(t->local.out_fd, &st) == 0 && S_ISSOCK(st.st_mode))
+        shutdown(t->local.out_fd, SHUT_WR);
     if (stdio_saved[1] >= 0 && !stdio_shared)
-        fcntl(t->out_fd, F_SETFL, stdio_saved[1]);
+        fcntl(t->local.out_fd, F_SETFL, stdio_saved[1]);
     stdio_saved[1] = -1;
     int nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
     if (nul >= 0) {
-        dup2(nul, t->out_fd);
+        dup2(nul, t->local.out_fd);
         close(nul);
     }
 }
@@ -1111,28 +1140,28 @@ static uint32_t up_crc_at(rhc_tunnel *t, uint64_t off);
 /* Forgets the bytes below upto. */
 static void up_release(rhc_tunnel *t, uint64_t upto)
 {
-    size_t len = rh_ring_len(&t->up);
-    if (upto <= t->up_base || !len)
+    size_t len = rh_ring_len(&t->up.ring);
+    if (upto <= t->up.base || !len)
         return;
-    uint64_t n = upto - t->up_base;
+    uint64_t n = upto - t->up.base;
     if (n > len)
         n = len;
-    t->up_crc_base = up_crc_at(t, t->up_base + n);
-    rh_ring_consume(&t->up, (size_t)n);
-    t->up_base += n;
+    t->up.crc_base = up_crc_at(t, t->up.base + n);
+    rh_ring_consume(&t->up.ring, (size_t)n);
+    t->up.base += n;
 }
 
 /* Copies n kept bytes from up offset off (up_base <= off, off + n <= read). */
 static void up_copy(const rhc_tunnel *t, uint64_t off, unsigned char *dst, size_t n)
 {
-    rh_ring_copy_out(&t->up, (size_t)(off - t->up_base), dst, n);
+    rh_ring_copy_out(&t->up.ring, (size_t)(off - t->up.base), dst, n);
 }
 
 /* CRC32C of kept up bytes [off, off + n), continuing crc. */
 static uint32_t up_hash(const rhc_tunnel *t, uint32_t crc, uint64_t off, size_t n)
 {
     struct iovec iov[2];
-    int k = n ? rh_ring_peek_iov(&t->up, iov, (size_t)(off - t->up_base), n) : 0;
+    int k = n ? rh_ring_peek_iov(&t->up.ring, iov, (size_t)(off - t->up.base), n) : 0;
 
     for (int i = 0; i < k; ++i)
         crc = rh_crc32c(crc, iov[i].iov_base, iov[i].iov_len);
@@ -1141,22 +1170,22 @@ static uint32_t up_hash(const rhc_tunnel *t, uint32_t crc, uint64_t off, size_t 
 
 static void up_mark(rhc_tunnel *t, uint64_t off, uint32_t crc)
 {
-    t->umarks[t->numark].off = off;
-    t->umarks[t->numark].crc = crc;
-    t->numark = (t->numark + 1) % UP_MARKS;
+    t->up.marks[t->up.nmark].off = off;
+    t->up.marks[t->up.nmark].crc = crc;
+    t->up.nmark = (t->up.nmark + 1) % UP_MARKS;
 }
 
 /* CRC32C of up bytes [0, off), up_base <= off <= up_read_off: from the nearest
  * remembered point below (frames are sent in order, acks land on frame ends). */
 static uint32_t up_crc_at(rhc_tunnel *t, uint64_t off)
 {
-    uint64_t from = t->up_base;
-    uint32_t crc = t->up_crc_base;
+    uint64_t from = t->up.base;
+    uint32_t crc = t->up.crc_base;
 
     for (unsigned i = 0; i < UP_MARKS; ++i)
-        if (t->umarks[i].off <= off && t->umarks[i].off > from) {
-            from = t->umarks[i].off;
-            crc = t->umarks[i].crc;
+        if (t->up.marks[i].off <= off && t->up.marks[i].off > from) {
+            from = t->up.marks[i].off;
+            crc = t->up.marks[i].crc;
         }
     if (off > from) {
         crc = up_hash(t, crc, from, (size_t)(off - from));
@@ -1170,19 +1199,19 @@ static void up_ack(rhc_tunnel *t, uint64_t x)
 {
     struct rhc_req *sc = up_streamer(t);
 
-    if (x <= t->up_acked)
+    if (x <= t->up.acked)
         return;
-    t->up_acked = x;
-    t->up_retries = 0;
-    t->up_dead_ms = UP_DEAD_MS;
-    t->last_busy = rh_now_ms();
-    if (t->pads && t->auto_x && t->up_x != RHC_XP_BATCH && !t->up_fallback_at) {
+    t->up.acked = x;
+    t->push.retries = 0;
+    t->push.dead_ms = UP_DEAD_MS;
+    t->sess.last_busy = rh_now_ms();
+    if (t->push.pads && t->xp.autox && t->xp.up != RHC_XP_BATCH && !t->xp.up_fallback_at) {
         /* the padding got them through: small writes would wait each time */
-        t->up_fallback_at = rh_now_ms();
-        t->up_fallback_why = "up bytes got through only behind a padded heartbeat: an "
+        t->xp.up_fallback_at = rh_now_ms();
+        t->xp.up_fallback_why = "up bytes got through only behind a padded heartbeat: an "
                              "intermediary holds small request body chunks";
     }
-    t->pads = 0;
+    t->push.pads = 0;
     if (sc && x > sc->p_off)
         sc->acked_any = 1;      /* this body streams: bytes of it got through */
     /* After a rewind the server may have had more than we thought. A body still
@@ -1191,30 +1220,30 @@ static void up_ack(rhc_tunnel *t, uint64_t x)
      * would make it drop new bytes (a skip) and then count the rest at the wrong
      * offsets. It goes on from where it is; the next push starts at x. */
     int streaming = sc && !sc->body_ended && !sc->p_fin && !sc->p_r;
-    if (t->up_sent < x && !streaming)
-        t->up_sent = x;
-    t->ack_wait_since = t->up_sent > x ? rh_now_ms() : 0;
-    up_release(t, x < t->up_sent ? x : t->up_sent);
+    if (t->up.sent < x && !streaming)
+        t->up.sent = x;
+    t->push.ack_wait_since = t->up.sent > x ? rh_now_ms() : 0;
+    up_release(t, x < t->up.sent ? x : t->up.sent);
 }
 
 /* Sends the up bytes from x again (the server has everything below x, and
  * nothing that was sent from x on can count). */
 static int up_rewind(rhc_tunnel *t, uint64_t x, const char *why)
 {
-    if (x < t->up_base || x > up_read_off(t)) {
+    if (x < t->up.base || x > up_read_off(t)) {
         t_fail(t, RHC_EXIT_LOST, "%s: the server has %" PRIu64 " up bytes, but bytes from "
-               "%" PRIu64 " were %s", why, x, t->up_base,
-               x < t->up_base ? "no longer kept (nothing was confirmed for too long)"
+               "%" PRIu64 " were %s", why, x, t->up.base,
+               x < t->up.base ? "no longer kept (nothing was confirmed for too long)"
                               : "never sent");
         return -1;
     }
-    if (x != t->up_sent)
+    if (x != t->up.sent)
         t_log(t, 2, "%s: up bytes from %" PRIu64 " go again (%" PRIu64 " were sent)",
-              why, x, t->up_sent);
-    t->up_sent = x;
-    if (!t->up_done)
-        t->up_fin_sent = 0;
-    t->ack_wait_since = 0;
+              why, x, t->up.sent);
+    t->up.sent = x;
+    if (!t->up.done)
+        t->up.fin_sent = 0;
+    t->push.ack_wait_since = 0;
     return 0;
 }
 
@@ -1222,38 +1251,38 @@ static int up_rewind(rhc_tunnel *t, uint64_t x, const char *why)
  * of what the pushes took. */
 static void up_fill(rhc_tunnel *t)
 {
-    while (!t->up_eof && !t->fail_code && up_read_off(t) - t->up_sent < UP_AHEAD_MAX) {
+    while (!t->up.eof && !t->end.code && up_read_off(t) - t->up.sent < UP_AHEAD_MAX) {
         /* A full ring waits for confirmations (backpressure): unconfirmed
          * bytes are never dropped, a cut may need them again. */
-        if (!rh_ring_space(&t->up))
+        if (!rh_ring_space(&t->up.ring))
             break;
-        if (!t->in_nb && !fd_ready(t->in_fd, POLLIN))
+        if (!t->local.in_nb && !fd_ready(t->local.in_fd, POLLIN))
             break;
         struct iovec iov[2];
-        int niov = rh_ring_write_iov(&t->up, iov);   /* grows the ring as used */
+        int niov = rh_ring_write_iov(&t->up.ring, iov);   /* grows the ring as used */
         if (niov == 0) {
             local_abort(t, "keep local bytes (out of memory)", ENOMEM);
             break;
         }
         size_t room = iov[0].iov_len + (niov > 1 ? iov[1].iov_len : 0);
-        ssize_t n = readv(t->in_fd, iov, niov);
+        ssize_t n = readv(t->local.in_fd, iov, niov);
         if (n <= 0)
-            rh_ring_consume(&t->up, 0);   /* frees a buffer that took nothing */
+            rh_ring_consume(&t->up.ring, 0);   /* frees a buffer that took nothing */
         if (n > 0) {
-            rh_ring_commit(&t->up, (size_t)n);
-            if (!t->in_nb || (size_t)n < room)
+            rh_ring_commit(&t->up.ring, (size_t)n);
+            if (!t->local.in_nb || (size_t)n < room)
                 break;      /* short read: nothing more for now */
             continue;
         }
         if (n == 0) {
-            t->up_eof = 1;
+            t->up.eof = 1;
             t_log(t, 2, "local EOF after %" PRIu64 " bytes", up_read_off(t));
             break;
         }
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
-            local_abort(t, t->kind == RHC_LOCAL_STDIO ? "read from stdin"
+            local_abort(t, t->local.kind == RHC_LOCAL_STDIO ? "read from stdin"
                                                       : "read from local connection", errno);
         break;
     }
@@ -1273,7 +1302,7 @@ static size_t emit(char *buf, int type, const void *payload, size_t n)
 /* Resume: down bytes received but not yet acknowledged to the server. */
 static uint64_t ack_gap(const rhc_tunnel *t)
 {
-    return t->resume ? t->down_off - t->down_acked_sent : 0;
+    return t->sess.resume ? t->down.off - t->ack.sent : 0;
 }
 
 
@@ -1285,15 +1314,15 @@ static size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
     rhc_tunnel *t = r->t;
     size_t room = size * nitems;
     size_t used = 0;
-    uint64_t sent_before = t->up_sent;
+    uint64_t sent_before = t->up.sent;
 
     if (r->body_ended)
         return 0;
     /* Bodies have limits: httpd's LimitRequestBody is 1 GiB by default, and
      * proxies often set less. A stream push ends well before, and the answer's
      * offset starts the next one (spush_done). */
-    if (r->kind == REQ_PUSH && !r->end_wanted && !r->p_fin && !r->p_r && !t->up_r_pending &&
-        r->emitted >= t->ctx->spush_max) {
+    if (r->kind == REQ_PUSH && !r->end_wanted && !r->p_fin && !r->p_r && !t->push.r_pending &&
+        r->emitted >= t->ctx->pol.spush_max) {
         r->end_wanted = 1;
         r->refresh = 1;
         t_log(t, 2, "stream push: %" PRIu64 " bytes sent, ending it for a new one", r->emitted);
@@ -1306,55 +1335,55 @@ static size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
         r->body_ended = 1;
         return 0;
     }
-    if (t->fail_code && !t->up_r_pending) {
+    if (t->end.code && !t->push.r_pending) {
         r->send_paused = 1;         /* tearing down: stay quiet */
         return CURL_READFUNC_PAUSE;
     }
-    if (!t->up_r_pending)
+    if (!t->push.r_pending)
         up_fill(t);
-    if (t->hb_pending && room - used >= RH_FRAME_HDR) {
-        size_t pad = t->hb_pad < room - used - RH_FRAME_HDR ? t->hb_pad
+    if (t->push.hb_pending && room - used >= RH_FRAME_HDR) {
+        size_t pad = t->push.hb_pad < room - used - RH_FRAME_HDR ? t->push.hb_pad
                                                             : room - used - RH_FRAME_HDR;
         rh_frame_hdr((unsigned char *)buf + used, RH_FRAME_HEARTBEAT, pad);
         memset(buf + used + RH_FRAME_HDR, 0, pad);
         used += RH_FRAME_HDR + pad;
-        t->hb_pending = 0;
-        t->hb_pad = 0;
+        t->push.hb_pending = 0;
+        t->push.hb_pad = 0;
     }
     /* held: while the first response of an unproven path is awaited, nothing
      * goes up, so that the session can still start over if that response never
      * comes */
-    uint64_t have = t->up_hold && !t->up_r_pending ? t->up_sent : up_read_off(t);
+    uint64_t have = t->xp.up_hold && !t->push.r_pending ? t->up.sent : up_read_off(t);
     /* every D frame is followed by its C frame (docs/PROTOCOL.md, Integrity) */
-    while (!t->up_r_pending && t->up_sent < have &&
+    while (!t->push.r_pending && t->up.sent < have &&
            room - used > RH_FRAME_HDR + CHECK_FRAME) {
         size_t n = room - used - RH_FRAME_HDR - CHECK_FRAME;
         if (n > RH_FRAME_MAX)
             n = RH_FRAME_MAX;
-        if (n > have - t->up_sent)
-            n = (size_t)(have - t->up_sent);
-        uint32_t crc = up_crc_at(t, t->up_sent);
+        if (n > have - t->up.sent)
+            n = (size_t)(have - t->up.sent);
+        uint32_t crc = up_crc_at(t, t->up.sent);
         unsigned char *d = (unsigned char *)buf + used + RH_FRAME_HDR;
         rh_frame_hdr((unsigned char *)buf + used, RH_FRAME_DATA, n);
-        up_copy(t, t->up_sent, d, n);
+        up_copy(t, t->up.sent, d, n);
         crc = rh_crc32c(crc, d, n);
         used += RH_FRAME_HDR + n;
-        t->up_sent += n;
-        used += rh_frame_check((unsigned char *)buf + used, t->up_sent, crc);
-        up_mark(t, t->up_sent, crc);
+        t->up.sent += n;
+        used += rh_frame_check((unsigned char *)buf + used, t->up.sent, crc);
+        up_mark(t, t->up.sent, crc);
     }
-    if (t->up_r_pending) {
+    if (t->push.r_pending) {
         static const char why[] = "client: local connection failed";
         if (room - used >= RH_FRAME_HDR + sizeof(why) - 1) {
             used += emit(buf + used, RH_FRAME_RESET, why, sizeof(why) - 1);
-            t->up_r_pending = 0;
-            t->up_r_sent = 1;
+            t->push.r_pending = 0;
+            t->push.r_sent = 1;
             r->p_r = 1;
         }
-    } else if (t->up_eof && t->up_sent == up_read_off(t) && !t->up_fin_sent &&
-               room - used >= RH_FRAME_HDR && !t->up_hold) {
+    } else if (t->up.eof && t->up.sent == up_read_off(t) && !t->up.fin_sent &&
+               room - used >= RH_FRAME_HDR && !t->xp.up_hold) {
         used += emit(buf + used, RH_FRAME_FIN, NULL, 0);
-        t->up_fin_sent = 1;
+        t->up.fin_sent = 1;
         r->p_fin = 1;
         t_log(t, 1, "local EOF after %" PRIu64 " bytes: sent F", have);
     }
@@ -1363,11 +1392,11 @@ static size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
         return CURL_READFUNC_PAUSE;
     }
     int64_t now = rh_now_ms();
-    t->push_last_emit = now;
-    if (t->up_sent > sent_before)
-        t->up_last_data = now;
-    if (t->up_sent > t->up_acked && !t->ack_wait_since)
-        t->ack_wait_since = now;
+    t->push.last_emit = now;
+    if (t->up.sent > sent_before)
+        t->push.last_data = now;
+    if (t->up.sent > t->up.acked && !t->push.ack_wait_since)
+        t->push.ack_wait_since = now;
     r->emitted += used;
     return used;
 }
@@ -1384,11 +1413,11 @@ static int body_seek(void *ud, curl_off_t offset, int origin)
         return CURL_SEEKFUNC_CANTSEEK;
     if (r->emitted == 0)
         return CURL_SEEKFUNC_OK;
-    if (r->p_r || r->body_ended || r->p_off < t->up_base || r->p_off < t->up_acked)
+    if (r->p_r || r->body_ended || r->p_off < t->up.base || r->p_off < t->up.acked)
         return CURL_SEEKFUNC_CANTSEEK;
-    t->up_sent = r->p_off;
-    if (r->p_fin && !t->up_done)
-        t->up_fin_sent = 0;
+    t->up.sent = r->p_off;
+    if (r->p_fin && !t->up.done)
+        t->up.fin_sent = 0;
     r->p_fin = 0;
     r->emitted = 0;
     return CURL_SEEKFUNC_OK;
@@ -1450,22 +1479,22 @@ fail:
 static int start_bpush(rhc_tunnel *t)
 {
     uint64_t have = up_read_off(t);
-    uint64_t n = have - t->up_sent;
+    uint64_t n = have - t->up.sent;
 
-    if (n > t->ctx->batch_max)
-        n = t->ctx->batch_max;
-    int fin = t->up_eof && !t->up_fin_sent && !t->up_done && t->up_sent + n == have;
-    struct rhc_req *r = bpush_new(t, t->up_sent, t->up_sent + n, fin, 0);
+    if (n > t->ctx->pol.batch_max)
+        n = t->ctx->pol.batch_max;
+    int fin = t->up.eof && !t->up.fin_sent && !t->up.done && t->up.sent + n == have;
+    struct rhc_req *r = bpush_new(t, t->up.sent, t->up.sent + n, fin, 0);
     if (!r) {
         t_fail(t, RHC_EXIT_ERROR, "push: cannot start a request (out of memory)");
         return -1;
     }
-    t->bpush[t->nbpush++] = r;
-    t->up_sent += n;
-    if (!t->ack_wait_since)
-        t->ack_wait_since = rh_now_ms();
+    t->rq.bpush[t->rq.nbpush++] = r;
+    t->up.sent += n;
+    if (!t->push.ack_wait_since)
+        t->push.ack_wait_since = rh_now_ms();
     if (fin) {
-        t->up_fin_sent = 1;
+        t->up.fin_sent = 1;
         t_log(t, 1, "local EOF after %" PRIu64 " bytes: sent F", have);
     }
     return 0;
@@ -1479,12 +1508,12 @@ static int down_headers_done(struct rhc_req *r)
 
     if (r->status != 200)
         return 1;                   /* the body is an error text; judged when done */
-    t->down_fresh = 0;
-    t->down_retries = 0;
-    if (!r->have_offset || r->offset != t->down_off) {
+    t->down.fresh = 0;
+    t->down.retries = 0;
+    if (!r->have_offset || r->offset != t->down.off) {
         t_fail(t, RHC_EXIT_LOST, "%s: server resumes at offset %s%" PRIu64 ", expected %" PRIu64,
                kind_name[r->kind], r->have_offset ? "" : "(missing) ",
-               r->have_offset ? r->offset : 0, t->down_off);
+               r->have_offset ? r->offset : 0, t->down.off);
         return 0;
     }
     return 1;
@@ -1501,7 +1530,7 @@ static int down_take(rhc_tunnel *t, struct rhc_req *r, const unsigned char *p, s
     }
     if (n > RH_FRAME_MAX - r->pend_len) {
         t_fail(t, RHC_EXIT_INTEGRITY, "%s: " RH_REASON_INTEGRITY ": down data after %" PRIu64
-               " without a check frame", kind_name[r->kind], t->down_off);
+               " without a check frame", kind_name[r->kind], t->down.off);
         return -1;
     }
     memcpy(r->pend + r->pend_len, p, n);
@@ -1512,21 +1541,21 @@ static int down_take(rhc_tunnel *t, struct rhc_req *r, const unsigned char *p, s
 static int down_check(rhc_tunnel *t, struct rhc_req *r, const rh_frame_event *ev,
                       int64_t now)
 {
-    uint32_t crc = rh_crc32c(t->down_crc, r->pend, r->pend_len);
-    uint64_t end = t->down_off + r->pend_len;
+    uint32_t crc = rh_crc32c(t->down.crc, r->pend, r->pend_len);
+    uint64_t end = t->down.off + r->pend_len;
 
     if (ev->offset != end || ev->crc != crc) {
         t_fail(t, RHC_EXIT_INTEGRITY, "%s: " RH_REASON_INTEGRITY ": down bytes %" PRIu64
                "..%" PRIu64 " (server's check at %" PRIu64 ", crc %08" PRIx32 ", ours %08"
-               PRIx32 "); none of them was delivered", kind_name[r->kind], t->down_off, end,
+               PRIx32 "); none of them was delivered", kind_name[r->kind], t->down.off, end,
                ev->offset, ev->crc, crc);
         return -1;
     }
-    t->down_crc = crc;
-    t->down_off = end;
+    t->down.crc = crc;
+    t->down.off = end;
     r->rx_data += r->pend_len;
     if (r->pend_len)
-        t->last_down_data = t->last_busy = now;
+        t->down.last_data = t->sess.last_busy = now;
     deliver(t, r->pend, r->pend_len);
     r->pend_len = 0;
     return 0;
@@ -1543,16 +1572,16 @@ static size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
 
     if (r->status != 200)
         return body_cb(ptr, size, nmemb, ud);
-    if (t->fail_code)
+    if (t->end.code)
         return 0;                   /* tearing down: stop this transfer */
-    if (t->olen >= OBUF_SOFT) {
+    if (t->local.olen >= OBUF_SOFT) {
         /* Nothing of this call is consumed; curl hands the same bytes again on
          * unpause, so the parser sees every byte exactly once. */
         r->recv_paused = 1;
         return CURL_WRITEFUNC_PAUSE;
     }
     int64_t now = rh_now_ms();
-    t->pull_last_rx = now;
+    t->down.last_rx = now;
     while (off < len) {
         rh_frame_event ev;
         size_t n = rh_frame_parse(&r->parser, (const unsigned char *)ptr + off, len - off,
@@ -1570,11 +1599,11 @@ static size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
         }
         if (!r->got_frame) {
             r->got_frame = 1;
-            t->down_seen = t->down_x;
+            t->xp.down_seen = t->xp.down;
             if (!r->batch) {
                 /* the path passes this transport's responses: up bytes may go */
-                t->ctx->proven[r->kind == REQ_DUPLEX ? RHC_XP_DUPLEX : RHC_XP_STREAM] = 1;
-                t->up_hold = 0;
+                t->ctx->pol.proven[r->kind == REQ_DUPLEX ? RHC_XP_DUPLEX : RHC_XP_STREAM] = 1;
+                t->xp.up_hold = 0;
             }
         }
         switch (ev.type) {
@@ -1601,12 +1630,12 @@ static size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
         case RH_FEV_FIN:
             if (r->pend_len) {
                 t_fail(t, RHC_EXIT_INTEGRITY, "%s: " RH_REASON_INTEGRITY ": F after unchecked "
-                       "down bytes at %" PRIu64, kind_name[r->kind], t->down_off);
+                       "down bytes at %" PRIu64, kind_name[r->kind], t->down.off);
                 return 0;
             }
             r->saw_fin = 1;
-            t->down_fin = 1;
-            t_log(t, 1, "server finished after %" PRIu64 " bytes (F)", t->down_off);
+            t->down.fin = 1;
+            t_log(t, 1, "server finished after %" PRIu64 " bytes (F)", t->down.off);
             break;
         case RH_FEV_END:
             r->saw_end = 1;
@@ -1623,7 +1652,7 @@ static size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
             t_fail(t, strncmp(why, RH_REASON_INTEGRITY, strlen(RH_REASON_INTEGRITY))
                       ? RHC_EXIT_LOST : RHC_EXIT_INTEGRITY,
                    "session reset by the server%s%s", k ? ": " : "", why);
-            t->server_gone = 1;
+            t->end.server_gone = 1;
             return 0;
         }
         case RH_FEV_ERROR:
@@ -1631,7 +1660,7 @@ static size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
                    r->parser.error ? r->parser.error : "bad frame");
             return 0;
         }
-        if (t->fail_code)
+        if (t->end.code)
             return 0;
     }
     return len;
@@ -1673,11 +1702,11 @@ static int64_t backoff_ms(unsigned n)
 
 static int start_pull(rhc_tunnel *t)
 {
-    int batch = t->down_x == RHC_XP_BATCH;
+    int batch = t->xp.down == RHC_XP_BATCH;
     struct rhc_req *r = req_new(t->ctx, t, REQ_PULL, t->token);
     int64_t now = rh_now_ms();
 
-    if (!r || add_header(r, RH_HDR_ACK ": %" PRIu64, t->down_off) < 0 ||
+    if (!r || add_header(r, RH_HDR_ACK ": %" PRIu64, t->down.off) < 0 ||
         add_header(r, "Content-Type:") < 0 ||
         (batch && add_header(r, RH_HDR_MODE ": " RH_MODE_BATCH) < 0))
         goto fail;
@@ -1686,17 +1715,17 @@ static int start_pull(rhc_tunnel *t)
     req_empty_body(r);
     curl_easy_setopt(r->h, CURLOPT_BUFFERSIZE, PULL_BUFFERSIZE);
     curl_easy_setopt(r->h, CURLOPT_WRITEFUNCTION, resp_write);
-    if (t->down_fresh)
+    if (t->down.fresh)
         curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
     if (req_go(r) < 0)
         goto fail;
-    t->pull = r;
-    t->repull_at = 0;
-    t->pull_last_rx = now;
-    t->down_acked_sent = t->down_acked_conf = t->down_off;   /* Relay-Ack */
-    t->probe_until = t->auto_x && !batch ? now + PROBE_FIRST_MS : 0;
-    ++t->pulls;
-    t_log(t, 2, "%s pull from offset %" PRIu64, batch ? "batch" : "stream", t->down_off);
+    t->rq.pull = r;
+    t->down.repull_at = 0;
+    t->down.last_rx = now;
+    t->ack.sent = t->ack.conf = t->down.off;   /* Relay-Ack */
+    t->xp.probe_until = t->xp.autox && !batch ? now + PROBE_FIRST_MS : 0;
+    ++t->down.pulls;
+    t_log(t, 2, "%s pull from offset %" PRIu64, batch ? "batch" : "stream", t->down.off);
     return 0;
 fail:
     req_free(r);
@@ -1708,10 +1737,10 @@ static int start_spush(rhc_tunnel *t)
 {
     struct rhc_req *r = req_new(t->ctx, t, REQ_PUSH, t->token);
 
-    if (!r || add_header(r, RH_HDR_OFFSET ": %" PRIu64, t->up_sent) < 0 ||
+    if (!r || add_header(r, RH_HDR_OFFSET ": %" PRIu64, t->up.sent) < 0 ||
         req_streamed_body(r) < 0)
         goto fail;
-    r->p_off = t->up_sent;
+    r->p_off = t->up.sent;
     /* A pooled keep-alive connection may be closing just as we reuse it (a
      * busy Apache drops idle ones); curl then resends the request, and a
      * streamed body that has gone out in part would go again. A new
@@ -1719,11 +1748,11 @@ static int start_spush(rhc_tunnel *t)
     curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
     if (req_go(r) < 0)
         goto fail;
-    t->spush = r;
-    t->spush_at = 0;
-    t->push_last_emit = rh_now_ms();
-    t->ack_wait_since = 0;
-    t_log(t, 2, "stream push from offset %" PRIu64, t->up_sent);
+    t->rq.spush = r;
+    t->push.spush_at = 0;
+    t->push.last_emit = rh_now_ms();
+    t->push.ack_wait_since = 0;
+    t_log(t, 2, "stream push from offset %" PRIu64, t->up.sent);
     return 0;
 fail:
     req_free(r);
@@ -1736,34 +1765,34 @@ fail:
  * what it already has). */
 static int start_duplex(rhc_tunnel *t)
 {
-    if (up_rewind(t, t->up_acked, "duplex") < 0)
+    if (up_rewind(t, t->up.acked, "duplex") < 0)
         return -1;
 
     struct rhc_req *r = req_new(t->ctx, t, REQ_DUPLEX, t->token);
     int64_t now = rh_now_ms();
 
-    if (!r || add_header(r, RH_HDR_OFFSET ": %" PRIu64, t->up_sent) < 0 ||
-        add_header(r, RH_HDR_ACK ": %" PRIu64, t->down_off) < 0 ||
+    if (!r || add_header(r, RH_HDR_OFFSET ": %" PRIu64, t->up.sent) < 0 ||
+        add_header(r, RH_HDR_ACK ": %" PRIu64, t->down.off) < 0 ||
         req_streamed_body(r) < 0)
         goto fail;
-    r->p_off = t->up_sent;
+    r->p_off = t->up.sent;
     rh_frame_parser_init(&r->parser);
     curl_easy_setopt(r->h, CURLOPT_BUFFERSIZE, PULL_BUFFERSIZE);
     curl_easy_setopt(r->h, CURLOPT_WRITEFUNCTION, resp_write);
-    if (t->down_fresh)
+    if (t->down.fresh)
         curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
     if (req_go(r) < 0)
         goto fail;
-    t->duplex = r;
-    t->repull_at = 0;
-    t->pull_last_rx = now;
-    t->down_acked_sent = t->down_acked_conf = t->down_off;   /* Relay-Ack */
-    t->push_last_emit = now;
-    t->ack_wait_since = 0;
-    t->probe_until = t->auto_x ? now + PROBE_FIRST_MS : 0;
-    ++t->pulls;
-    t_log(t, 2, "duplex from up offset %" PRIu64 ", down offset %" PRIu64, t->up_sent,
-          t->down_off);
+    t->rq.duplex = r;
+    t->down.repull_at = 0;
+    t->down.last_rx = now;
+    t->ack.sent = t->ack.conf = t->down.off;   /* Relay-Ack */
+    t->push.last_emit = now;
+    t->push.ack_wait_since = 0;
+    t->xp.probe_until = t->xp.autox ? now + PROBE_FIRST_MS : 0;
+    ++t->down.pulls;
+    t_log(t, 2, "duplex from up offset %" PRIu64 ", down offset %" PRIu64, t->up.sent,
+          t->down.off);
     return 0;
 fail:
     req_free(r);
@@ -1780,7 +1809,7 @@ fail:
  * keeps an idle session alive comes at least three times as often. */
 static int64_t alive_every(const rhc_tunnel *t)
 {
-    return t->idle_ms / 3;
+    return t->sess.idle_ms / 3;
 }
 
 static void maybe_ack(rhc_tunnel *t, int64_t now)
@@ -1789,30 +1818,30 @@ static void maybe_ack(rhc_tunnel *t, int64_t now)
     uint64_t gap = ack_gap(t);
 
     /* parked, no push heartbeats reach the server: an ack now and then does */
-    int keep = t->spush_parked && now >= t->park_keep_at;
+    int keep = t->push.parked && now >= t->push.park_keep_at;
 
-    if ((!gap && !keep) || t->nack == ACK_INFLIGHT || t->fail_code || !dr || dr->batch ||
-        now < t->ack_retry_at)
+    if ((!gap && !keep) || t->ack.n == ACK_INFLIGHT || t->end.code || !dr || dr->batch ||
+        now < t->ack.retry_at)
         return;
     /* on a long path one ack in flight lets the server's window fill in two
      * round trips, not one: more go out, but only for a full gap each */
-    if (t->nack && gap < t->ack_every)
+    if (t->ack.n && gap < t->ack.every)
         return;
-    if (!keep && gap < t->ack_every && now < t->last_down_data + ACK_IDLE_MS)
+    if (!keep && gap < t->ack.every && now < t->down.last_data + ACK_IDLE_MS)
         return;
     struct rhc_req *r = req_new(t->ctx, t, REQ_ACK, t->token);
-    if (!r || add_header(r, RH_HDR_ACK ": %" PRIu64, t->down_off) < 0 ||
+    if (!r || add_header(r, RH_HDR_ACK ": %" PRIu64, t->down.off) < 0 ||
         add_header(r, "Content-Type:") < 0)
         goto fail;
     req_empty_body(r);
-    r->offset = t->down_off;
+    r->offset = t->down.off;
     curl_easy_setopt(r->h, CURLOPT_TIMEOUT_MS, (long)ACK_TIMEOUT_MS);
     if (req_go(r) < 0)
         goto fail;
-    t->ackreq[t->nack++] = r;
-    t->down_acked_sent = t->down_off;
-    t->park_keep_at = now + alive_every(t);
-    t_log(t, 3, "ack %" PRIu64, t->down_off);
+    t->ack.req[t->ack.n++] = r;
+    t->ack.sent = t->down.off;
+    t->push.park_keep_at = now + alive_every(t);
+    t_log(t, 3, "ack %" PRIu64, t->down.off);
     return;
 fail:
     req_free(r);
@@ -1826,51 +1855,51 @@ static int64_t ack_deadline(const rhc_tunnel *t)
 
     int64_t d;
 
-    if (t->nack || !dr || dr->batch)
+    if (t->ack.n || !dr || dr->batch)
         return -1;
     if (ack_gap(t))
-        d = t->last_down_data + ACK_IDLE_MS;
-    else if (t->spush_parked)
-        d = t->park_keep_at;        /* the keep-alive ack */
+        d = t->down.last_data + ACK_IDLE_MS;
+    else if (t->push.parked)
+        d = t->push.park_keep_at;        /* the keep-alive ack */
     else
         return -1;
-    return d > t->ack_retry_at ? d : t->ack_retry_at;
+    return d > t->ack.retry_at ? d : t->ack.retry_at;
 }
 
 /* Every request of the session in flight (the open aside). */
 static void reqs_free(rhc_tunnel *t)
 {
-    req_free(t->pull);
-    req_free(t->spush);
-    req_free(t->duplex);
-    t->pull = t->spush = t->duplex = NULL;
-    for (int i = 0; i < t->nack; ++i)
-        req_free(t->ackreq[i]);
-    t->nack = 0;
-    for (int i = 0; i < t->nbpush; ++i)
-        req_free(t->bpush[i]);
-    t->nbpush = 0;
+    req_free(t->rq.pull);
+    req_free(t->rq.spush);
+    req_free(t->rq.duplex);
+    t->rq.pull = t->rq.spush = t->rq.duplex = NULL;
+    for (int i = 0; i < t->ack.n; ++i)
+        req_free(t->ack.req[i]);
+    t->ack.n = 0;
+    for (int i = 0; i < t->rq.nbpush; ++i)
+        req_free(t->rq.bpush[i]);
+    t->rq.nbpush = 0;
 }
 
 static void ack_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
 {
-    for (int i = 0; i < t->nack; ++i)
-        if (t->ackreq[i] == r) {
-            t->ackreq[i] = t->ackreq[--t->nack];
+    for (int i = 0; i < t->ack.n; ++i)
+        if (t->ack.req[i] == r) {
+            t->ack.req[i] = t->ack.req[--t->ack.n];
             break;
         }
     if (rc == CURLE_OK && r->hdr_done && (r->status == 204 || r->status == 200)) {
-        if (r->offset > t->down_acked_conf)
-            t->down_acked_conf = r->offset;
-        t->ack_fails = 0;
+        if (r->offset > t->ack.conf)
+            t->ack.conf = r->offset;
+        t->ack.fails = 0;
     } else if (rc == CURLE_OK && r->hdr_done && r->status == RH_STATUS_INTEGRITY) {
         fail_http(t, r, "ack");     /* the session failed a check: nothing to wait for */
     } else if (rc == CURLE_OK && r->hdr_done && r->status == 416) {
         /* beyond what the server sent: it cannot be (a server that went back
          * without telling); the pull will find out */
         t_log(t, 1, "ack: HTTP 416 for offset %" PRIu64, r->offset);
-        t->down_acked_sent = t->down_acked_conf;
-        t->ack_retry_at = rh_now_ms() + 1000;
+        t->ack.sent = t->ack.conf;
+        t->ack.retry_at = rh_now_ms() + 1000;
     } else {
         /* a cut, or the session is gone (the pull says so): try again later */
         char line[BODY_MAX + 1];
@@ -1879,8 +1908,8 @@ static void ack_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             t_log(t, 2, "ack: %s; trying again", req_error(r, rc));
         else
             t_log(t, 2, "ack: HTTP %ld %s; trying again", r->status, line);
-        t->down_acked_sent = t->down_acked_conf;
-        t->ack_retry_at = rh_now_ms() + backoff_ms(t->ack_fails++);
+        t->ack.sent = t->ack.conf;
+        t->ack.retry_at = rh_now_ms() + backoff_ms(t->ack.fails++);
     }
     req_free(r);
 }
@@ -1888,14 +1917,14 @@ static void ack_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
 /* Starts the request that carries down bytes next. */
 static void start_down(rhc_tunnel *t)
 {
-    if (t->down_fin || t->fail_code)
+    if (t->down.fin || t->end.code)
         return;
-    if (t->down_x == RHC_XP_DUPLEX && t->up_x == RHC_XP_DUPLEX && !t->up_done) {
+    if (t->xp.down == RHC_XP_DUPLEX && t->xp.up == RHC_XP_DUPLEX && !t->up.done) {
         start_duplex(t);
         return;
     }
-    if (t->down_x == RHC_XP_DUPLEX)
-        t->down_x = RHC_XP_STREAM;  /* up went elsewhere: down goes on alone */
+    if (t->xp.down == RHC_XP_DUPLEX)
+        t->xp.down = RHC_XP_STREAM;  /* up went elsewhere: down goes on alone */
     start_pull(t);
 }
 
@@ -1962,7 +1991,7 @@ static struct rhc_req *start_open(rhc_tunnel *t)
         total = o->connect_timeout_ms + 15000;
     req_empty_body(r);
     curl_easy_setopt(r->h, CURLOPT_TIMEOUT_MS, total);
-    if (t->open_retries)
+    if (t->sess.open_retries)
         curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
     if (req_go(r) < 0)
         goto fail;
@@ -1987,13 +2016,13 @@ static const char *xp_pair(enum rhc_transport up, enum rhc_transport down, char 
 /* Remembers for the later sessions of this process. */
 static void note_best(rhc_ctx *c, int up, enum rhc_transport x, const char *why)
 {
-    if (up && x > c->best_up) {
-        c->best_up = x;
-        snprintf(c->why_up, sizeof(c->why_up), "%s", why);
+    if (up && x > c->pol.best_up) {
+        c->pol.best_up = x;
+        snprintf(c->pol.why_up, sizeof(c->pol.why_up), "%s", why);
     }
-    if (!up && x > c->best_down) {
-        c->best_down = x;
-        snprintf(c->why_down, sizeof(c->why_down), "%s", why);
+    if (!up && x > c->pol.best_down) {
+        c->pol.best_down = x;
+        snprintf(c->pol.why_down, sizeof(c->pol.why_down), "%s", why);
     }
 }
 
@@ -2009,48 +2038,48 @@ static void choose_transport(rhc_tunnel *t, struct rhc_req *open)
     const char *hs = hv == CURL_HTTP_VERSION_2_0 ? "HTTP/2" :
                      hv == CURL_HTTP_VERSION_1_0 ? "HTTP/1.0" : "HTTP/1.1";
     if (o->transport != RHC_XP_AUTO) {
-        t->up_x = o->transport;
-        t->down_x = o->transport_down;
-        if (t->up_x == t->down_x)
+        t->xp.up = o->transport;
+        t->xp.down = o->transport_down;
+        if (t->xp.up == t->xp.down)
             snprintf(why, sizeof(why), "--transport %s; the connection speaks %s",
-                     xp_name[t->up_x], hs);
+                     xp_name[t->xp.up], hs);
         else
             snprintf(why, sizeof(why), "--transport %s/%s; the connection speaks %s",
-                     xp_name[t->up_x], xp_name[t->down_x], hs);
+                     xp_name[t->xp.up], xp_name[t->xp.down], hs);
     } else {
-        t->auto_x = 1;
-        if (hv == CURL_HTTP_VERSION_2_0 && c->best_up <= RHC_XP_DUPLEX &&
-            c->best_down <= RHC_XP_DUPLEX) {
-            t->up_x = t->down_x = RHC_XP_DUPLEX;
+        t->xp.autox = 1;
+        if (hv == CURL_HTTP_VERSION_2_0 && c->pol.best_up <= RHC_XP_DUPLEX &&
+            c->pol.best_down <= RHC_XP_DUPLEX) {
+            t->xp.up = t->xp.down = RHC_XP_DUPLEX;
             snprintf(why, sizeof(why), "auto: the connection to the server speaks HTTP/2");
         } else {
-            t->up_x = c->best_up > RHC_XP_STREAM ? c->best_up : RHC_XP_STREAM;
-            t->down_x = c->best_down > RHC_XP_STREAM ? c->best_down : RHC_XP_STREAM;
+            t->xp.up = c->pol.best_up > RHC_XP_STREAM ? c->pol.best_up : RHC_XP_STREAM;
+            t->xp.down = c->pol.best_down > RHC_XP_STREAM ? c->pol.best_down : RHC_XP_STREAM;
             /* without streamed responses there are no timely A frames to watch a
              * streamed push with */
-            if (t->down_x == RHC_XP_BATCH)
-                t->up_x = RHC_XP_BATCH;
+            if (t->xp.down == RHC_XP_BATCH)
+                t->xp.up = RHC_XP_BATCH;
             int n = snprintf(why, sizeof(why), "auto: %s",
                              hv == CURL_HTTP_VERSION_2_0
                              ? "HTTP/2, but duplex did not get through earlier"
                              : "the connection speaks HTTP/1.1, not HTTP/2");
-            if (t->down_x == RHC_XP_BATCH && n > 0 && (size_t)n < sizeof(why))
-                n += snprintf(why + n, sizeof(why) - (size_t)n, "; earlier: %s", c->why_down);
-            else if (t->up_x == RHC_XP_BATCH && n > 0 && (size_t)n < sizeof(why))
-                n += snprintf(why + n, sizeof(why) - (size_t)n, "; earlier: %s", c->why_up);
+            if (t->xp.down == RHC_XP_BATCH && n > 0 && (size_t)n < sizeof(why))
+                n += snprintf(why + n, sizeof(why) - (size_t)n, "; earlier: %s", c->pol.why_down);
+            else if (t->xp.up == RHC_XP_BATCH && n > 0 && (size_t)n < sizeof(why))
+                n += snprintf(why + n, sizeof(why) - (size_t)n, "; earlier: %s", c->pol.why_up);
         }
     }
-    t_log(t, 1, "transport: %s (%s)", xp_pair(t->up_x, t->down_x, pair, sizeof(pair)), why);
+    t_log(t, 1, "transport: %s (%s)", xp_pair(t->xp.up, t->xp.down, pair, sizeof(pair)), why);
     /* A path not seen to pass this transport's responses yet: up bytes wait for
      * the first frame (about one round trip), so that, should it never come, the
      * session can start over on batch without the target having seen a byte. */
-    t->up_hold = t->auto_x && t->down_x != RHC_XP_BATCH && !c->proven[t->down_x] &&
-                 !t->restarts && !t->resume;
-    if (t->down_x == RHC_XP_DUPLEX) {
+    t->xp.up_hold = t->xp.autox && t->xp.down != RHC_XP_BATCH && !c->pol.proven[t->xp.down] &&
+                 !t->xp.restarts && !t->sess.resume;
+    if (t->xp.down == RHC_XP_DUPLEX) {
         start_duplex(t);
         return;
     }
-    if (start_pull(t) == 0 && t->up_x == RHC_XP_STREAM)
+    if (start_pull(t) == 0 && t->xp.up == RHC_XP_STREAM)
         start_spush(t);
     /* batch pushes start from t_advance as soon as there are bytes */
 }
@@ -2060,7 +2089,7 @@ static void choose_transport(rhc_tunnel *t, struct rhc_req *open)
  * would go to the request given up): up bytes wait about two round trips. */
 static int64_t switch_grace(const rhc_tunnel *t)
 {
-    int64_t g = 2 * t->rtt_ms;
+    int64_t g = 2 * t->sess.rtt_ms;
 
     return g < SWITCH_GRACE_MIN ? SWITCH_GRACE_MIN : g > SWITCH_GRACE_MAX ? SWITCH_GRACE_MAX : g;
 }
@@ -2071,18 +2100,18 @@ static void fallback_up(rhc_tunnel *t, const char *why)
 {
     struct rhc_req *sc = up_streamer(t);
 
-    if (t->up_x == RHC_XP_BATCH)
+    if (t->xp.up == RHC_XP_BATCH)
         return;
-    t_log(t, 1, "transport: push %s -> batch (%s)", xp_name[t->up_x], why);
+    t_log(t, 1, "transport: push %s -> batch (%s)", xp_name[t->xp.up], why);
     note_best(t->ctx, 1, RHC_XP_BATCH, why);
-    t->up_x = RHC_XP_BATCH;
-    t->ack_wait_since = 0;
-    t->spush_at = 0;
-    t->up_fallback_at = 0;
+    t->xp.up = RHC_XP_BATCH;
+    t->push.ack_wait_since = 0;
+    t->push.spush_at = 0;
+    t->xp.up_fallback_at = 0;
     if (sc && !sc->body_ended && !sc->p_fin && !sc->p_r) {
         sc->end_wanted = 1;         /* up_kick lets the read callback end it */
-        t->up_switching = 1;
-        t->switch_since = rh_now_ms();
+        t->xp.switching = 1;
+        t->xp.switch_since = rh_now_ms();
     }
 }
 
@@ -2093,50 +2122,50 @@ static void fallback_down(rhc_tunnel *t, const char *why)
 {
     rhc_ctx *c = t->ctx;
 
-    if (t->down_x == RHC_XP_DUPLEX) {
-        int up_on_it = t->up_x == RHC_XP_DUPLEX;
+    if (t->xp.down == RHC_XP_DUPLEX) {
+        int up_on_it = t->xp.up == RHC_XP_DUPLEX;
         t_log(t, 1, "transport: duplex -> stream (%s)", why);
-        if (t->up_switching) {
+        if (t->xp.switching) {
             /* its ended body goes with it: batch pushes go on from what was confirmed */
-            t->up_switching = 0;
-            if (up_rewind(t, t->up_acked, "duplex given up") < 0)
+            t->xp.switching = 0;
+            if (up_rewind(t, t->up.acked, "duplex given up") < 0)
                 return;
         }
         note_best(c, 0, RHC_XP_STREAM, why);
         note_best(c, 1, RHC_XP_STREAM, why);
-        req_free(t->duplex);
-        t->duplex = NULL;
-        t->down_x = RHC_XP_STREAM;
-        t->switched_pull = 1;
+        req_free(t->rq.duplex);
+        t->rq.duplex = NULL;
+        t->xp.down = RHC_XP_STREAM;
+        t->xp.switched_pull = 1;
         if (up_on_it) {
-            t->up_x = RHC_XP_STREAM;
-            if (up_rewind(t, t->up_acked, "duplex given up") < 0)
+            t->xp.up = RHC_XP_STREAM;
+            if (up_rewind(t, t->up.acked, "duplex given up") < 0)
                 return;
         }
         if (start_pull(t) == 0 && up_on_it)
-            t->spush_at = rh_now_ms() + switch_grace(t);
+            t->push.spush_at = rh_now_ms() + switch_grace(t);
         return;
     }
-    if (t->down_x == RHC_XP_STREAM) {
+    if (t->xp.down == RHC_XP_STREAM) {
         t_log(t, 1, "transport: pull stream -> batch (%s)", why);
         note_best(c, 0, RHC_XP_BATCH, why);
         note_best(c, 1, RHC_XP_BATCH, why);
-        req_free(t->pull);
-        t->pull = NULL;
-        t->down_x = RHC_XP_BATCH;
-        t->switched_pull = 1;
+        req_free(t->rq.pull);
+        t->rq.pull = NULL;
+        t->xp.down = RHC_XP_BATCH;
+        t->xp.switched_pull = 1;
         start_pull(t);
         /* Batch answers carry A frames only when they come (down bytes, or the
          * poll timeout): a streamed push could not be watched any more. It is
          * ended a little later (an intermediary may release its bytes then), and
          * held up bytes wait as long: a server that does not let the new pull
          * take over says so (409) in that time, and the session starts over. */
-        if (t->up_x != RHC_XP_BATCH) {
-            t->up_fallback_at = rh_now_ms() + switch_grace(t);
-            t->up_fallback_why = "pulls go batch, so streamed pushes cannot be watched";
+        if (t->xp.up != RHC_XP_BATCH) {
+            t->xp.up_fallback_at = rh_now_ms() + switch_grace(t);
+            t->xp.up_fallback_why = "pulls go batch, so streamed pushes cannot be watched";
         }
-        if (t->up_hold)
-            t->hold_until = rh_now_ms() + switch_grace(t);
+        if (t->xp.up_hold)
+            t->xp.hold_until = rh_now_ms() + switch_grace(t);
     }
 }
 
@@ -2187,12 +2216,12 @@ static void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     /* a connection cut before the answer, in the TLS handshake too (a proxy
      * that resets it): tried again; a refused certificate is another code */
     if ((died_unanswered(r, rc) || (!r->hdr_done && rc == CURLE_SSL_CONNECT_ERROR)) &&
-        t->open_retries < OPEN_RETRIES && !t->fail_code) {
+        t->sess.open_retries < OPEN_RETRIES && !t->end.code) {
         /* At worst the server made a session we never hear of; it idles out. */
         t_log(t, 1, "open: %s; trying again on a new connection", req_error(r, rc));
         req_free(r);
-        ++t->open_retries;
-        if (!(t->open = start_open(t)))
+        ++t->sess.open_retries;
+        if (!(t->rq.open = start_open(t)))
             t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");
         return;
     }
@@ -2205,33 +2234,33 @@ static void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     else if (!r->check_ok)
         t_fail(t, RHC_EXIT_ERROR, "%s: the server does not check the bytes end to end (no "
                RH_HDR_INTEGRITY " in its answer): it runs an older mod_relay_https", what);
-    if (t->fail_code)
+    if (t->end.code)
         return;
     memcpy(t->token, r->token, sizeof(t->token));
     memcpy(t->sid, r->token, RH_SID_LEN);
     t->sid[RH_SID_LEN] = '\0';
-    t->resume = r->resume_ok;
-    t->idle_ms = 1000 * (int64_t)(r->idle_s ? r->idle_s : 300);
-    t->last_contact = rh_now_ms();
+    t->sess.resume = r->resume_ok;
+    t->sess.idle_ms = 1000 * (int64_t)(r->idle_s ? r->idle_s : 300);
+    t->sess.last_contact = rh_now_ms();
     /* the server keeps what it sent until acknowledged, up to its window (older
      * servers: within Relay-Buffer): acknowledge every quarter of that, or it
      * stops reading the target */
     uint64_t keep = r->window >= 16384 ? r->window : r->buffer >= 16384 ? r->buffer : 262144;
-    t->ack_every = keep / 4;
+    t->ack.every = keep / 4;
     /* but no less often than every ACK_MAX_GAP: on a fast short path that keeps
      * the server's memory down; on a long one the acks (ACK_INFLIGHT in
      * flight) cover more each as the gap grows during their round trip */
-    if (t->ack_every > ACK_MAX_GAP)
-        t->ack_every = ACK_MAX_GAP;
-    t->down_acked_sent = t->down_acked_conf = t->down_off;
+    if (t->ack.every > ACK_MAX_GAP)
+        t->ack.every = ACK_MAX_GAP;
+    t->ack.sent = t->ack.conf = t->down.off;
     curl_off_t pre = 0, first = 0;
     curl_easy_getinfo(r->h, CURLINFO_PRETRANSFER_TIME_T, &pre);
     curl_easy_getinfo(r->h, CURLINFO_STARTTRANSFER_TIME_T, &first);
-    t->rtt_ms = first > pre ? (int64_t)((first - pre) / 1000) : 0;
+    t->sess.rtt_ms = first > pre ? (int64_t)((first - pre) / 1000) : 0;
     t_log(t, 1, "session %s opened", t->sid);
     choose_transport(t, r);
     req_free(r);
-    t->open = NULL;
+    t->rq.open = NULL;
 }
 
 /* Another try after a cut? A resumable session goes on trying,
@@ -2241,8 +2270,8 @@ static void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
  * get RETRY_MAX tries in a row.) */
 static int retry_ok(const rhc_tunnel *t, unsigned n)
 {
-    if (t->resume)
-        return rh_now_ms() - t->last_contact < t->idle_ms - IDLE_MARGIN_MS;
+    if (t->sess.resume)
+        return rh_now_ms() - t->sess.last_contact < t->sess.idle_ms - IDLE_MARGIN_MS;
     return n < RETRY_MAX;
 }
 
@@ -2250,19 +2279,19 @@ static int retry_ok(const rhc_tunnel *t, unsigned n)
  * few: no byte came, so none can be lost, but the path may be gone.) */
 static int unanswered_retry_ok(const rhc_tunnel *t)
 {
-    return t->resume ? retry_ok(t, t->down_retries) : t->down_retries < 3;
+    return t->sess.resume ? retry_ok(t, t->down.retries) : t->down.retries < 3;
 }
 
 /* The down request is given up without an answer: start another one later. */
 static void down_again(rhc_tunnel *t, struct rhc_req *r, const char *why)
 {
     t_log(t, 2, "%s: %s; trying again", kind_name[r->kind], why);
-    if (r == t->pull)
-        t->pull = NULL;
-    if (r == t->duplex)
-        t->duplex = NULL;
+    if (r == t->rq.pull)
+        t->rq.pull = NULL;
+    if (r == t->rq.duplex)
+        t->rq.duplex = NULL;
     req_free(r);
-    t->repull_at = rh_now_ms() + backoff_ms(t->down_retries++);
+    t->down.repull_at = rh_now_ms() + backoff_ms(t->down.retries++);
 }
 
 /* Nothing went up yet (held) and nothing came down: the session is given up
@@ -2278,48 +2307,48 @@ static void restart_session(rhc_tunnel *t, const char *why)
     reqs_free(t);
     start_close(c, t->token, t->label, t->sid);
     memset(t->token, 0, sizeof(t->token));
-    t->up_x = t->down_x = RHC_XP_AUTO;
-    t->auto_x = 0;
-    t->up_switching = 0;
-    t->probe_until = t->up_fallback_at = t->hold_until = 0;
-    t->up_fallback_why = NULL;
-    t->pads = 0;
-    t->repull_at = t->spush_at = 0;
-    t->up_hold = 0;
-    t->switched_pull = 0;
-    t->down_retries = t->up_retries = 0;
-    t->ack_wait_since = 0;
-    t->up_sent = t->up_acked = 0;
-    t->up_fin_sent = 0;
-    ++t->restarts;
-    if (!(t->open = start_open(t)))
+    t->xp.up = t->xp.down = RHC_XP_AUTO;
+    t->xp.autox = 0;
+    t->xp.switching = 0;
+    t->xp.probe_until = t->xp.up_fallback_at = t->xp.hold_until = 0;
+    t->xp.up_fallback_why = NULL;
+    t->push.pads = 0;
+    t->down.repull_at = t->push.spush_at = 0;
+    t->xp.up_hold = 0;
+    t->xp.switched_pull = 0;
+    t->down.retries = t->push.retries = 0;
+    t->push.ack_wait_since = 0;
+    t->up.sent = t->up.acked = 0;
+    t->up.fin_sent = 0;
+    ++t->xp.restarts;
+    if (!(t->rq.open = start_open(t)))
         t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");
 }
 
 static void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
 {
-    if (t->fail_code)
+    if (t->end.code)
         return;
     /* A pull right after another one (after E, or a given-up stream pull) may
      * reach the server before it has finished with the one before: "second
      * pull". No byte was handed out, so trying again shortly is safe. */
-    if (r->hdr_done && r->status == 409 && t->switched_pull && t->up_hold &&
-        t->up_sent == 0 && t->down_off == 0 && !t->restarts) {
-        t->pull = NULL;
+    if (r->hdr_done && r->status == 409 && t->xp.switched_pull && t->xp.up_hold &&
+        t->up.sent == 0 && t->down.off == 0 && !t->xp.restarts) {
+        t->rq.pull = NULL;
         req_free(r);
         restart_session(t, "the server keeps the stream pull that was given up");
         return;
     }
-    if (r->hdr_done && r->status == 409 && t->down_retries < RETRY_MAX) {
+    if (r->hdr_done && r->status == 409 && t->down.retries < RETRY_MAX) {
         down_again(t, r, "HTTP 409 (the previous pull is still active)");
         return;
     }
-    if (r->hdr_done && busy_status(r->status) && t->down_retries < RETRY_MAX) {
+    if (r->hdr_done && busy_status(r->status) && t->down.retries < RETRY_MAX) {
         char why[BODY_MAX + 32];
         down_again(t, r, busy_why(r, why, sizeof(why)));
         return;
     }
-    if (r->hdr_done && r->status == 409 && t->switched_pull) {
+    if (r->hdr_done && r->status == 409 && t->xp.switched_pull) {
         t_fail(t, RHC_EXIT_LOST, "pull: HTTP 409: the stream pull that was given up is still "
                "held open by an intermediary, and the server does not let a new pull take "
                "over; later sessions of this process start with batch pulls");
@@ -2329,38 +2358,38 @@ static void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
      * that did send some answers 416, never misplaced bytes). */
     if (died_unanswered(r, rc) && unanswered_retry_ok(t)) {
         t_log(t, 1, "pull: %s; trying again on a new connection", req_error(r, rc));
-        t->down_fresh = 1;
+        t->down.fresh = 1;
         down_again(t, r, req_error(r, rc));
         return;
     }
     /* After F or E the frames have said all; how the response ended (a missing
      * last chunk, say) does not matter any more. */
-    if (r->hdr_done && r->status == 416 && t->switched_pull)
+    if (r->hdr_done && r->status == 416 && t->xp.switched_pull)
         t_fail(t, RHC_EXIT_LOST, "pull: HTTP 416: down bytes were lost with the stream pull that "
                "was given up (an intermediary held them back); later sessions of this "
                "process start with batch pulls");
     else if (r->hdr_done && r->status != 200)
         fail_http(t, r, "pull");
-    else if (!r->saw_end && !r->saw_fin && t->resume && retry_ok(t, t->down_retries) &&
+    else if (!r->saw_end && !r->saw_fin && t->sess.resume && retry_ok(t, t->down.retries) &&
              (rc == CURLE_OK || transient(rc))) {
         /* cut: the server kept what it sent; a new pull from what arrived */
         t_log(t, 1, "pull: %s; resuming at offset %" PRIu64 " on a new connection",
-              rc != CURLE_OK ? req_error(r, rc) : "response ended early", t->down_off);
-        t->down_fresh = 1;
+              rc != CURLE_OK ? req_error(r, rc) : "response ended early", t->down.off);
+        t->down.fresh = 1;
         down_again(t, r, "cut");
         return;
     } else if (!r->saw_end && !r->saw_fin && rc != CURLE_OK)
         fail_curl(t, r, rc, "pull");
     else if (!r->saw_end && !r->saw_fin)
         t_fail(t, RHC_EXIT_LOST, "pull: response ended without F or E (connection cut?)");
-    if (t->fail_code)
+    if (t->end.code)
         return;
     int again = r->saw_end;
-    t->down_retries = 0;
-    t->pull = NULL;
+    t->down.retries = 0;
+    t->rq.pull = NULL;
     req_free(r);
     if (again) {
-        t_log(t, 3, "pull ended (E) at offset %" PRIu64 ", pulling again", t->down_off);
+        t_log(t, 3, "pull ended (E) at offset %" PRIu64 ", pulling again", t->down.off);
         start_down(t);
     }
 }
@@ -2369,10 +2398,10 @@ static void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
  * server surely is, on the current up transport. */
 static void up_restart(rhc_tunnel *t, int64_t delay)
 {
-    if (t->fail_code || t->up_done)
+    if (t->end.code || t->up.done)
         return;
-    if (t->up_x == RHC_XP_STREAM)
-        t->spush_at = rh_now_ms() + delay;
+    if (t->xp.up == RHC_XP_STREAM)
+        t->push.spush_at = rh_now_ms() + delay;
     /* duplex: the next duplex carries them; batch: t_advance */
 }
 
@@ -2380,31 +2409,31 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
 {
     int64_t delay = -1;
 
-    t->linger_until = 0;        /* nothing more can go out on this push */
-    if (t->up_r_sent) {
+    t->end.linger_until = 0;        /* nothing more can go out on this push */
+    if (t->push.r_sent) {
         if (rc == CURLE_OK)
-            t->server_gone = 1;     /* the server got our R */
+            t->end.server_gone = 1;     /* the server got our R */
         return;
     }
-    if (t->fail_code)
+    if (t->end.code)
         return;
-    t->spush = NULL;
+    t->rq.spush = NULL;
     if (r->end_wanted)
-        t->up_switching = 0;
+        t->xp.switching = 0;
     if (r->hdr_done && r->status == 200) {
-        uint64_t x = r->have_offset ? r->offset : t->up_sent;
+        uint64_t x = r->have_offset ? r->offset : t->up.sent;
         if (x > up_read_off(t)) {
             t_fail(t, RHC_EXIT_LOST, "push: protocol error: server confirms %" PRIu64
                    " up bytes of %" PRIu64, x, up_read_off(t));
         } else {
             up_ack(t, x);
             if (r->p_fin && x == up_read_off(t)) {
-                t->up_done = 1;
-                t->up_retries = 0;
+                t->up.done = 1;
+                t->push.retries = 0;
             } else if (up_rewind(t, x, "push ended") == 0) {
-                if (r->parking && x == t->up_sent) {
-                    t->spush_parked = 1;    /* up_kick starts the next one */
-                    t->park_keep_at = rh_now_ms() + alive_every(t);
+                if (r->parking && x == t->up.sent) {
+                    t->push.parked = 1;    /* up_kick starts the next one */
+                    t->push.park_keep_at = rh_now_ms() + alive_every(t);
                     t_log(t, 2, "stream push ended: idle for %ld ms", t->ctx->o->park_ms);
                 } else if (r->refresh || r->parking)
                     delay = 0;  /* the ring is free again: a new push goes on */
@@ -2414,9 +2443,9 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
                     delay = 0;  /* the server ended it early: a new one goes on */
             }
         }
-    } else if (t->auto_x && !r->acked_any &&
+    } else if (t->xp.autox && !r->acked_any &&
                ((r->hdr_done && r->status == 413) ||
-                (!r->hdr_done && rc != CURLE_OK && transient(rc) && t->up_retries >= 1))) {
+                (!r->hdr_done && rc != CURLE_OK && transient(rc) && t->push.retries >= 1))) {
         /* An intermediary that refuses long bodies (nginx: client_max_body_size)
          * answers 413, or cuts the connection while the body goes. It passed
          * nothing on, so the kept bytes go again, in batch pushes. */
@@ -2428,66 +2457,66 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             snprintf(why, sizeof(why), "streamed pushes cut before a byte was confirmed: %s",
                      req_error(r, rc));
         fallback_up(t, why);
-        up_rewind(t, t->up_acked, "streamed push refused");
-    } else if (r->hdr_done && r->status == 413 && r->acked_any && t->resume &&
-               retry_ok(t, t->up_retries)) {
+        up_rewind(t, t->up.acked, "streamed push refused");
+    } else if (r->hdr_done && r->status == 413 && r->acked_any && t->sess.resume &&
+               retry_ok(t, t->push.retries)) {
         /* Bytes went through, then the body grew beyond a limit on the way (an
          * intermediary's, or LimitRequestBody): later pushes stay below half of
          * what this one carried, and this one goes on from what was confirmed. */
         uint64_t cap = r->emitted / 2;
         if (cap < SPUSH_BODY_MIN)
             cap = SPUSH_BODY_MIN;
-        if (cap < t->ctx->spush_max)
-            t->ctx->spush_max = cap;
+        if (cap < t->ctx->pol.spush_max)
+            t->ctx->pol.spush_max = cap;
         t_log(t, 1, "push: HTTP 413 after %" PRIu64 " body bytes: stream pushes now end "
               "after %" PRIu64 "; going on from offset %" PRIu64, r->emitted,
-              t->ctx->spush_max, t->up_acked);
-        if (up_rewind(t, t->up_acked, "push too long") == 0)
-            delay = backoff_ms(t->up_retries);
-        ++t->up_retries;
-    } else if (r->hdr_done && busy_status(r->status) && t->up_retries < RETRY_MAX) {
+              t->ctx->pol.spush_max, t->up.acked);
+        if (up_rewind(t, t->up.acked, "push too long") == 0)
+            delay = backoff_ms(t->push.retries);
+        ++t->push.retries;
+    } else if (r->hdr_done && busy_status(r->status) && t->push.retries < RETRY_MAX) {
         /* busy (503) or at this client's share (429): nothing of this push
          * counted beyond what the server confirmed */
         char why[BODY_MAX + 32];
-        if (up_rewind(t, t->up_acked, busy_why(r, why, sizeof(why))) == 0)
-            delay = backoff_ms(t->up_retries);
-        ++t->up_retries;
-    } else if (r->hdr_done && r->status == 409 && t->up_retries < RETRY_MAX) {
+        if (up_rewind(t, t->up.acked, busy_why(r, why, sizeof(why))) == 0)
+            delay = backoff_ms(t->push.retries);
+        ++t->push.retries;
+    } else if (r->hdr_done && r->status == 409 && t->push.retries < RETRY_MAX) {
         char line[BODY_MAX + 1];
         body_line(r, line, sizeof(line));
-        uint64_t x = r->have_offset ? r->offset : t->up_acked;
+        uint64_t x = r->have_offset ? r->offset : t->up.acked;
         if (x > up_read_off(t)) {
             t_fail(t, RHC_EXIT_LOST, "push: protocol error: server confirms %" PRIu64
                    " up bytes of %" PRIu64, x, up_read_off(t));
-        } else if (!strcmp(r->reason, RH_REASON_TOKEN_FIN) && t->up_eof && x == up_read_off(t)) {
+        } else if (!strcmp(r->reason, RH_REASON_TOKEN_FIN) && t->up.eof && x == up_read_off(t)) {
             up_ack(t, x);
-            t->up_done = 1;     /* an earlier push had it all, F included */
+            t->up.done = 1;     /* an earlier push had it all, F included */
         } else {
             up_ack(t, x);
-            if (up_rewind(t, x > t->up_acked ? x : t->up_acked, "push refused") == 0)
-                delay = x > r->p_off ? 0 : backoff_ms(t->up_retries);
-            ++t->up_retries;
-            t_log(t, 2, "push: HTTP 409 (%s): going on from %" PRIu64, line, t->up_sent);
+            if (up_rewind(t, x > t->up.acked ? x : t->up.acked, "push refused") == 0)
+                delay = x > r->p_off ? 0 : backoff_ms(t->push.retries);
+            ++t->push.retries;
+            t_log(t, 2, "push: HTTP 409 (%s): going on from %" PRIu64, line, t->up.sent);
         }
     } else if (r->hdr_done && r->status == 400 && r->have_offset &&
-               retry_ok(t, t->up_retries)) {
+               retry_ok(t, t->push.retries)) {
         /* the body was cut on the way; the server says how far it got */
         char line[BODY_MAX + 1];
         body_line(r, line, sizeof(line));
         if (r->offset <= up_read_off(t))
             up_ack(t, r->offset);
         t_log(t, 1, "push: cut on the way (%s); going on from offset %" PRIu64
-              " on a new connection", line, t->up_acked);
-        if (up_rewind(t, t->up_acked, "push cut on the way") == 0)
-            delay = backoff_ms(t->up_retries);
-        ++t->up_retries;
-    } else if (!r->hdr_done && cut_before_answer(rc) && retry_ok(t, t->up_retries)) {
+              " on a new connection", line, t->up.acked);
+        if (up_rewind(t, t->up.acked, "push cut on the way") == 0)
+            delay = backoff_ms(t->push.retries);
+        ++t->push.retries;
+    } else if (!r->hdr_done && cut_before_answer(rc) && retry_ok(t, t->push.retries)) {
         /* Cut: nothing is sure beyond what the server confirmed. */
         t_log(t, 1, "push: %s; going on from offset %" PRIu64 " on a new connection",
-              req_error(r, rc), t->up_acked);
-        if (up_rewind(t, t->up_acked, "push cut") == 0)
-            delay = backoff_ms(t->up_retries);
-        ++t->up_retries;
+              req_error(r, rc), t->up.acked);
+        if (up_rewind(t, t->up.acked, "push cut") == 0)
+            delay = backoff_ms(t->push.retries);
+        ++t->push.retries;
     } else if (r->hdr_done && r->status != 200) {
         fail_http(t, r, "push");
     } else {
@@ -2500,10 +2529,10 @@ static void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
 
 static void bpush_forget(rhc_tunnel *t, struct rhc_req *r)
 {
-    for (int i = 0; i < t->nbpush; ++i)
-        if (t->bpush[i] == r) {
-            t->bpush[i] = t->bpush[--t->nbpush];
-            t->bpush[t->nbpush] = NULL;
+    for (int i = 0; i < t->rq.nbpush; ++i)
+        if (t->rq.bpush[i] == r) {
+            t->rq.bpush[i] = t->rq.bpush[--t->rq.nbpush];
+            t->rq.bpush[t->rq.nbpush] = NULL;
             break;
         }
     req_free(r);
@@ -2515,7 +2544,7 @@ static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     uint64_t from = r->p_off;
     char line[BODY_MAX + 1];
 
-    if (t->fail_code)
+    if (t->end.code)
         return;
     body_line(r, line, sizeof(line));
     if (r->hdr_done && r->have_offset && r->offset > up_read_off(t)) {
@@ -2556,7 +2585,7 @@ static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
               r->p_off, r->p_end, line);
         delay = backoff_ms(r->tries);
     } else if (r->hdr_done && r->status == 413 && r->p_end - r->p_off > BATCH_DATA_MIN &&
-               t->nbpush >= BATCH_SLOTS) {
+               t->rq.nbpush >= BATCH_SLOTS) {
         delay = backoff_ms(r->tries);   /* split when a slot is free: pushes are smaller now */
     } else if (r->hdr_done && r->status == 413 && r->p_end - r->p_off > BATCH_DATA_MIN) {
         /* an intermediary with a small body limit: pushes get bodies of the
@@ -2572,8 +2601,8 @@ static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             half = (data + 1) / 2;
         if (half < BATCH_DATA_MIN)
             half = BATCH_DATA_MIN;
-        if (c->batch_max > half) {
-            c->batch_max = half;
+        if (c->pol.batch_max > half) {
+            c->pol.batch_max = half;
             t_log(t, 1, "push: HTTP 413 (an intermediary limits request bodies): pushes now "
                   "carry at most %zu bytes", half);
         }
@@ -2582,7 +2611,7 @@ static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             t_fail(t, RHC_EXIT_ERROR, "push: cannot start a request (out of memory)");
             return;
         }
-        t->bpush[t->nbpush++] = rest;
+        t->rq.bpush[t->rq.nbpush++] = rest;
         r->p_end = r->p_off + half;
         r->p_fin = 0;
         delay = 0;
@@ -2599,14 +2628,14 @@ static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     }
     if (delay < 0) {
         if (r->p_fin) {
-            t->up_done = 1;
+            t->up.done = 1;
             t_log(t, 2, "push with F confirmed at %" PRIu64, r->p_end);
         }
         bpush_forget(t, r);
         return;
     }
-    if (from < t->up_acked)
-        from = t->up_acked < r->p_end ? t->up_acked : r->p_end;
+    if (from < t->up.acked)
+        from = t->up.acked < r->p_end ? t->up.acked : r->p_end;
     if (r->hdr_done ? r->tries + 1 >= RETRY_MAX : !retry_ok(t, r->tries + 1)) {
         t_fail(t, RHC_EXIT_LOST, "push %" PRIu64 "..%" PRIu64 ": refused or cut %u times "
                "(last: %s)", r->p_off, r->p_end, r->tries + 1,
@@ -2628,16 +2657,16 @@ static void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
 static void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
 {
     rhc_ctx *c = t->ctx;
-    int up_on_it = t->up_x == RHC_XP_DUPLEX;
+    int up_on_it = t->xp.up == RHC_XP_DUPLEX;
     char line[BODY_MAX + 1];
 
-    t->linger_until = 0;
-    if (t->up_r_sent && r->p_r) {
+    t->end.linger_until = 0;
+    if (t->push.r_sent && r->p_r) {
         if (rc == CURLE_OK)
-            t->server_gone = 1;
+            t->end.server_gone = 1;
         return;
     }
-    if (t->fail_code)
+    if (t->end.code)
         return;
     body_line(r, line, sizeof(line));
     if (r->hdr_done && (r->status == 501 || r->status == 404 || r->status == 405) &&
@@ -2647,31 +2676,31 @@ static void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         snprintf(why, sizeof(why), "the server answered duplex with HTTP %ld%s%s", r->status,
                  line[0] ? ": " : "", line);
         t_log(t, 1, "transport: duplex -> stream (%s)", why);
-        if (t->auto_x) {
+        if (t->xp.autox) {
             note_best(c, 0, RHC_XP_STREAM, why);
             note_best(c, 1, RHC_XP_STREAM, why);
         }
-        t->duplex = NULL;
+        t->rq.duplex = NULL;
         req_free(r);
-        t->down_x = RHC_XP_STREAM;
+        t->xp.down = RHC_XP_STREAM;
         if (up_on_it) {
-            t->up_x = RHC_XP_STREAM;
-            if (up_rewind(t, t->up_acked, "duplex refused") < 0)
+            t->xp.up = RHC_XP_STREAM;
+            if (up_rewind(t, t->up.acked, "duplex refused") < 0)
                 return;
         }
         if (start_pull(t) == 0 && up_on_it)
             start_spush(t);
         return;
     }
-    if (r->hdr_done && busy_status(r->status) && t->down_retries < RETRY_MAX) {
+    if (r->hdr_done && busy_status(r->status) && t->down.retries < RETRY_MAX) {
         char why[BODY_MAX + 32];
         busy_why(r, why, sizeof(why));
-        if (up_on_it && up_rewind(t, t->up_acked, why) < 0)
+        if (up_on_it && up_rewind(t, t->up.acked, why) < 0)
             return;
         down_again(t, r, why);
         return;
     }
-    if (r->hdr_done && r->status == 409 && t->down_retries < RETRY_MAX) {
+    if (r->hdr_done && r->status == 409 && t->down.retries < RETRY_MAX) {
         /* the previous push or pull of the session is still active on the server,
          * or it has more up bytes than we thought (then it says how many) */
         if (r->have_offset && r->offset <= up_read_off(t))
@@ -2681,7 +2710,7 @@ static void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     }
     if (died_unanswered(r, rc) && unanswered_retry_ok(t)) {
         t_log(t, 1, "duplex: %s; trying again on a new connection", req_error(r, rc));
-        t->down_fresh = 1;
+        t->down.fresh = 1;
         down_again(t, r, req_error(r, rc));
         return;
     }
@@ -2689,22 +2718,22 @@ static void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
      * refused the request. mod_http2 resets a duplex its handler refused before
      * reading the body (410 for a session a restarted relay core no longer
      * has) without sending the answer; a few in a row mean just that. */
-    if (rc == CURLE_HTTP2_STREAM && !r->hdr_done && ++t->h2_resets >= H2_RESETS_MAX) {
+    if (rc == CURLE_HTTP2_STREAM && !r->hdr_done && ++t->sess.h2_resets >= H2_RESETS_MAX) {
         t_fail(t, RHC_EXIT_LOST, "duplex: the server reset the stream %u times in a row "
                "without an answer: the session is gone (relay core restarted?)",
-               t->h2_resets);
+               t->sess.h2_resets);
         return;
     }
     if (r->hdr_done && r->status != 200) {
         fail_http(t, r, "duplex");
-    } else if (!r->saw_end && !r->saw_fin && t->resume && retry_ok(t, t->down_retries) &&
+    } else if (!r->saw_end && !r->saw_fin && t->sess.resume && retry_ok(t, t->down.retries) &&
                (rc == CURLE_OK || transient(rc))) {
         /* cut: both directions go on from what the server confirmed / we got */
         t_log(t, 1, "duplex: %s; resuming on a new connection",
               rc != CURLE_OK ? req_error(r, rc) : "response ended early");
-        if (up_on_it && up_rewind(t, t->up_acked, "duplex cut") < 0)
+        if (up_on_it && up_rewind(t, t->up.acked, "duplex cut") < 0)
             return;
-        t->down_fresh = 1;
+        t->down.fresh = 1;
         down_again(t, r, "cut");
         return;
     } else if (!r->saw_end && !r->saw_fin && rc != CURLE_OK) {
@@ -2712,26 +2741,26 @@ static void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     } else if (!r->saw_end && !r->saw_fin) {
         t_fail(t, RHC_EXIT_LOST, "duplex: response ended without F or E (connection cut?)");
     }
-    if (t->fail_code)
+    if (t->end.code)
         return;
     /* Complete: the server has read the whole body (it answers to the end only
      * then), so a body with F means the up direction is done. */
-    t->down_retries = 0;
-    t->duplex = NULL;
-    if (r->end_wanted && t->up_switching)
-        t->up_switching = 0;
+    t->down.retries = 0;
+    t->rq.duplex = NULL;
+    if (r->end_wanted && t->xp.switching)
+        t->xp.switching = 0;
     if (up_on_it && r->p_fin)
-        t->up_done = 1;
+        t->up.done = 1;
     req_free(r);
-    if (up_on_it && !t->up_done && t->down_fin) {
+    if (up_on_it && !t->up.done && t->down.fin) {
         /* down is over, up is not: a stream push carries the rest */
-        t->up_x = RHC_XP_STREAM;
-        if (up_rewind(t, t->up_acked, "duplex ended") == 0)
+        t->xp.up = RHC_XP_STREAM;
+        if (up_rewind(t, t->up.acked, "duplex ended") == 0)
             start_spush(t);
         return;
     }
-    if (up_on_it && !t->up_done)
-        up_rewind(t, t->up_acked, "duplex ended");
+    if (up_on_it && !t->up.done)
+        up_rewind(t, t->up.acked, "duplex ended");
     start_down(t);
 }
 
@@ -2787,28 +2816,28 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
 static void t_finish(rhc_tunnel *t)
 {
     rhc_ctx *c = t->ctx;
-    int code = t->fail_code;
+    int code = t->end.code;
 
-    req_free(t->open);
-    t->open = NULL;
+    req_free(t->rq.open);
+    t->rq.open = NULL;
     reqs_free(t);
     /* a resumable session lingers on the server after a clean end, for a client
      * that missed the last bytes: this one has them all */
-    if ((code || t->resume) && t->token[0] && !t->server_gone)
+    if ((code || t->sess.resume) && t->token[0] && !t->end.server_gone)
         start_close_try(c, t->token, t->label, t->sid, 0, code == RHC_EXIT_INTEGRITY);
-    if (t->kind == RHC_LOCAL_SOCKET) {
+    if (t->local.kind == RHC_LOCAL_SOCKET) {
         if (code) {
             /* A broken tunnel must not look like a clean end to the application. */
             struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-            setsockopt(t->in_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+            setsockopt(t->local.in_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
         }
-        close(t->in_fd);
+        close(t->local.in_fd);
     }
     if (code)
-        t_log(t, 0, "%s", t->fail_msg);
+        t_log(t, 0, "%s", t->end.msg);
     else
         t_log(t, 1, "session %s closed cleanly (up %" PRIu64 " bytes, down %" PRIu64 " bytes)",
-              t->sid, up_read_off(t), t->down_off);
+              t->sid, up_read_off(t), t->down.off);
 
     if (t->prev)
         t->prev->next = t->next;
@@ -2819,8 +2848,8 @@ static void t_finish(rhc_tunnel *t)
     --c->ntunnels;
     if (t->done)
         t->done(t->done_arg, code);
-    free(t->obuf);
-    rh_ring_release(&t->up);
+    free(t->local.obuf);
+    rh_ring_release(&t->up.ring);
     free(t);
 }
 
@@ -2831,27 +2860,27 @@ static void up_kick(rhc_tunnel *t)
     struct rhc_req *sc = up_streamer(t);
 
     /* bodies being ended must get to say so */
-    if (t->spush && t->spush->end_wanted)
-        unpause_send(t->spush);
-    if (t->duplex && t->duplex->end_wanted)
-        unpause_send(t->duplex);
+    if (t->rq.spush && t->rq.spush->end_wanted)
+        unpause_send(t->rq.spush);
+    if (t->rq.duplex && t->rq.duplex->end_wanted)
+        unpause_send(t->rq.duplex);
     if (sc) {
         if (sc->send_paused &&
-            (t->up_r_pending || t->hb_pending || sc->p_fin ||
-             (!t->up_hold && (up_read_off(t) > t->up_sent || (t->up_eof && !t->up_fin_sent)))))
+            (t->push.r_pending || t->push.hb_pending || sc->p_fin ||
+             (!t->xp.up_hold && (up_read_off(t) > t->up.sent || (t->up.eof && !t->up.fin_sent)))))
             unpause_send(sc);
         return;
     }
-    if (t->spush_parked && t->up_x == RHC_XP_STREAM && !t->fail_code &&
-        (t->up_r_pending || up_read_off(t) > t->up_sent || (t->up_eof && !t->up_fin_sent))) {
-        t->spush_parked = 0;
+    if (t->push.parked && t->xp.up == RHC_XP_STREAM && !t->end.code &&
+        (t->push.r_pending || up_read_off(t) > t->up.sent || (t->up.eof && !t->up.fin_sent))) {
+        t->push.parked = 0;
         start_spush(t);
         return;
     }
-    if (t->fail_code || t->up_x != RHC_XP_BATCH || t->up_switching || t->up_hold)
+    if (t->end.code || t->xp.up != RHC_XP_BATCH || t->xp.switching || t->xp.up_hold)
         return;
-    while (!t->up_done && t->nbpush < BATCH_INFLIGHT &&
-           (up_read_off(t) > t->up_sent || (t->up_eof && !t->up_fin_sent)))
+    while (!t->up.done && t->rq.nbpush < BATCH_INFLIGHT &&
+           (up_read_off(t) > t->up.sent || (t->up.eof && !t->up.fin_sent)))
         if (start_bpush(t) < 0)
             return;
 }
@@ -2866,10 +2895,10 @@ static void spush_refresh(rhc_tunnel *t)
 {
     struct rhc_req *sc = up_streamer(t);
 
-    if (!sc || sc->end_wanted || sc->body_ended || sc->p_fin || sc->p_r || !t->down_fin ||
-        (sc == t->spush && down_req(t)) || t->up_eof || t->fail_code || t->up_switching)
+    if (!sc || sc->end_wanted || sc->body_ended || sc->p_fin || sc->p_r || !t->down.fin ||
+        (sc == t->rq.spush && down_req(t)) || t->up.eof || t->end.code || t->xp.switching)
         return;
-    if (rh_ring_space(&t->up) >= UPBUF_ROOM_MIN || t->up_sent < up_read_off(t))
+    if (rh_ring_space(&t->up.ring) >= UPBUF_ROOM_MIN || t->up.sent < up_read_off(t))
         return;
     t_log(t, 2, "up ring full of unconfirmed bytes after the down direction ended: "
           "ending the push to learn the server's offset");
@@ -2885,13 +2914,13 @@ static void spush_refresh(rhc_tunnel *t)
  * The first bytes after the pause wait for a new request: one round trip. */
 static int64_t park_at(const rhc_tunnel *t)
 {
-    const struct rhc_req *sc = t->spush;
-    if (!sc || t->up_x != RHC_XP_STREAM || !sc->send_paused || sc->end_wanted ||
-        !t->resume || sc->body_ended || sc->p_fin || sc->p_r || t->up_switching || t->up_hold ||
-        t->up_eof || t->up_r_pending || t->fail_code || t->up_acked != t->up_sent ||
-        up_read_off(t) != t->up_sent || t->probe_until || t->ctx->o->park_ms <= 0)
+    const struct rhc_req *sc = t->rq.spush;
+    if (!sc || t->xp.up != RHC_XP_STREAM || !sc->send_paused || sc->end_wanted ||
+        !t->sess.resume || sc->body_ended || sc->p_fin || sc->p_r || t->xp.switching || t->xp.up_hold ||
+        t->up.eof || t->push.r_pending || t->end.code || t->up.acked != t->up.sent ||
+        up_read_off(t) != t->up.sent || t->xp.probe_until || t->ctx->o->park_ms <= 0)
         return -1;
-    int64_t since = t->up_last_data > sc->started ? t->up_last_data : sc->started;
+    int64_t since = t->push.last_data > sc->started ? t->push.last_data : sc->started;
     return since + t->ctx->o->park_ms;
 }
 
@@ -2900,34 +2929,34 @@ static void push_park(rhc_tunnel *t, int64_t now)
     int64_t at = park_at(t);
     if (at < 0 || now < at)
         return;
-    t->spush->end_wanted = 1;
-    t->spush->parking = 1;
-    unpause_send(t->spush);
+    t->rq.spush->end_wanted = 1;
+    t->rq.spush->parking = 1;
+    unpause_send(t->rq.spush);
 }
 
 /* Moves a tunnel on after events; frees it when it is over. */
 static void t_advance(rhc_tunnel *t, int64_t now)
 {
-    if (t->olen > 0 && !t->out_blocked && !t->out_err && !t->fail_code)
+    if (t->local.olen > 0 && !t->local.out_blocked && !t->local.out_err && !t->end.code)
         drain_out(t);
     /* an ended duplex body: its bytes are confirmed once A frames say so */
-    if (t->up_switching && t->duplex && t->duplex->body_ended && t->up_acked >= t->up_sent)
-        t->up_switching = 0;
+    if (t->xp.switching && t->rq.duplex && t->rq.duplex->body_ended && t->up.acked >= t->up.sent)
+        t->xp.switching = 0;
     spush_refresh(t);
     push_park(t, now);
     up_kick(t);
-    if (t->resume)
+    if (t->sess.resume)
         maybe_ack(t, now);
-    if (t->fail_code) {
-        if (t->linger_until && (t->spush || t->duplex) && now < t->linger_until)
+    if (t->end.code) {
+        if (t->end.linger_until && (t->rq.spush || t->rq.duplex) && now < t->end.linger_until)
             return;     /* give the R frame its chance */
         t_finish(t);
         return;
     }
-    if (t->down_fin && t->olen == 0 && !t->out_shut)
+    if (t->down.fin && t->local.olen == 0 && !t->local.out_shut)
         shut_output(t);
-    if (t->out_shut && t->up_done && !t->pull && !t->duplex && !t->spush && !t->nbpush &&
-        !t->open && !t->nack)
+    if (t->local.out_shut && t->up.done && !t->rq.pull && !t->rq.duplex && !t->rq.spush && !t->rq.nbpush &&
+        !t->rq.open && !t->ack.n)
         t_finish(t);
 }
 
@@ -2940,12 +2969,12 @@ static int64_t stall_deadline(const rhc_tunnel *t)
 {
     struct rhc_req *sc = up_streamer(t), *dr = down_req(t);
 
-    if (!t->auto_x || !sc || sc->end_wanted || sc->body_ended || sc->acked_any ||
-        t->up_switching || !t->ack_wait_since)
+    if (!t->xp.autox || !sc || sc->end_wanted || sc->body_ended || sc->acked_any ||
+        t->xp.switching || !t->push.ack_wait_since)
         return -1;
     if (!dr || dr->batch || !dr->got_frame || dr->recv_paused)
         return -1;
-    int64_t a = t->ack_wait_since + ACK_STALL_MS, b = t->last_down_data + DOWN_QUIET_MS;
+    int64_t a = t->push.ack_wait_since + ACK_STALL_MS, b = t->down.last_data + DOWN_QUIET_MS;
     return a > b ? a : b;
 }
 
@@ -2956,11 +2985,11 @@ static int64_t flush_deadline(const rhc_tunnel *t)
     struct rhc_req *sc = up_streamer(t), *dr = down_req(t);
 
     if (!sc || !sc->acked_any || sc->end_wanted || sc->body_ended || sc->p_fin ||
-        t->up_switching || !t->ack_wait_since || t->pads >= FLUSH_MAX || t->hb_pending)
+        t->xp.switching || !t->push.ack_wait_since || t->push.pads >= FLUSH_MAX || t->push.hb_pending)
         return -1;
     if (!dr || dr->batch || !dr->got_frame || dr->recv_paused)
         return -1;
-    int64_t a = t->ack_wait_since + ACK_STALL_MS, b = t->last_down_data + DOWN_QUIET_MS;
+    int64_t a = t->push.ack_wait_since + ACK_STALL_MS, b = t->down.last_data + DOWN_QUIET_MS;
     return a > b ? a : b;
 }
 
@@ -2974,8 +3003,8 @@ static int64_t pull_dead_ms(const rhc_tunnel *t, const struct rhc_req *dr, int64
 {
     /* a path that never showed a response of this transport is the probe's
      * business (an intermediary that holds responses, say), not a dead one */
-    if (t->down_seen != t->down_x || !t->last_busy ||
-        now - t->last_busy >= RH_BUSY_WINDOW_MS - BUSY_MARGIN_MS)
+    if (t->xp.down_seen != t->xp.down || !t->sess.last_busy ||
+        now - t->sess.last_busy >= RH_BUSY_WINDOW_MS - BUSY_MARGIN_MS)
         return PULL_DEAD_MS;
     return dr->batch ? BUSY_POLL_DEAD_MS : BUSY_HB_DEAD_MS;
 }
@@ -2988,11 +3017,11 @@ static int64_t up_dead_at(const rhc_tunnel *t, int64_t now)
 {
     struct rhc_req *dr = down_req(t);
 
-    if (!t->resume || !t->ack_wait_since || t->up_sent <= t->up_acked || t->up_switching ||
-        t->fail_code || !dr || t->down_seen != t->down_x || dr->recv_paused ||
-        now - t->pull_last_rx >= pull_dead_ms(t, dr, now))
+    if (!t->sess.resume || !t->push.ack_wait_since || t->up.sent <= t->up.acked || t->xp.switching ||
+        t->end.code || !dr || t->xp.down_seen != t->xp.down || dr->recv_paused ||
+        now - t->down.last_rx >= pull_dead_ms(t, dr, now))
         return -1;
-    return t->ack_wait_since + (t->up_dead_ms ? t->up_dead_ms : UP_DEAD_MS);
+    return t->push.ack_wait_since + (t->push.dead_ms ? t->push.dead_ms : UP_DEAD_MS);
 }
 
 /* auto: when the down response counts as held back, or -1. */
@@ -3000,12 +3029,12 @@ static int64_t probe_deadline(const rhc_tunnel *t)
 {
     struct rhc_req *dr = down_req(t);
 
-    if (!t->auto_x || !t->probe_until || !dr || dr->got_frame || dr->batch ||
+    if (!t->xp.autox || !t->xp.probe_until || !dr || dr->got_frame || dr->batch ||
         (dr->hdr_done && dr->status != 200))
         return -1;
     /* no response headers yet: the request may just wait for a free server
      * worker (a prefork burst); give that longer before calling it held back */
-    return dr->hdr_done ? t->probe_until : t->probe_until + PROBE_NO_HEADERS_MS;
+    return dr->hdr_done ? t->xp.probe_until : t->xp.probe_until + PROBE_NO_HEADERS_MS;
 }
 
 static void min_deadline(int64_t *d, int64_t v)
@@ -3018,7 +3047,7 @@ static void min_deadline(int64_t *d, int64_t v)
  * timeout, which counts from the last thing it heard. */
 static int64_t hb_every(const rhc_tunnel *t)
 {
-    return t->idle_ms > 0 && alive_every(t) < HEARTBEAT_MS ? alive_every(t) : HEARTBEAT_MS;
+    return t->sess.idle_ms > 0 && alive_every(t) < HEARTBEAT_MS ? alive_every(t) : HEARTBEAT_MS;
 }
 
 /* Next time this tunnel needs a look without any fd event, or -1. */
@@ -3027,35 +3056,35 @@ static int64_t t_deadline(const rhc_tunnel *t)
     int64_t d = -1;
     struct rhc_req *sc = up_streamer(t), *dr = down_req(t);
 
-    if (t->fail_code)       /* due now, unless an R frame is on its way */
-        return t->linger_until && (t->spush || t->duplex) ? t->linger_until : 0;
-    if (t->olen > 0 && !t->out_blocked && !t->out_err)
+    if (t->end.code)       /* due now, unless an R frame is on its way */
+        return t->end.linger_until && (t->rq.spush || t->rq.duplex) ? t->end.linger_until : 0;
+    if (t->local.olen > 0 && !t->local.out_blocked && !t->local.out_err)
         return 0;           /* output to flush (normally done in the same round) */
     if (sc && sc->send_paused && !sc->body_ended)
-        min_deadline(&d, t->push_last_emit + hb_every(t));
+        min_deadline(&d, t->push.last_emit + hb_every(t));
     int64_t now = rh_now_ms();
     if (dr && !dr->recv_paused)
-        min_deadline(&d, t->pull_last_rx + pull_dead_ms(t, dr, now));
+        min_deadline(&d, t->down.last_rx + pull_dead_ms(t, dr, now));
     min_deadline(&d, up_dead_at(t, now));
-    if (t->repull_at)
-        min_deadline(&d, t->repull_at);
-    if (t->spush_at)
-        min_deadline(&d, t->spush_at);
+    if (t->down.repull_at)
+        min_deadline(&d, t->down.repull_at);
+    if (t->push.spush_at)
+        min_deadline(&d, t->push.spush_at);
     min_deadline(&d, park_at(t));
-    for (int i = 0; i < t->nbpush; ++i)
-        if (t->bpush[i]->retry_at)
-            min_deadline(&d, t->bpush[i]->retry_at);
+    for (int i = 0; i < t->rq.nbpush; ++i)
+        if (t->rq.bpush[i]->retry_at)
+            min_deadline(&d, t->rq.bpush[i]->retry_at);
     min_deadline(&d, stall_deadline(t));
     min_deadline(&d, flush_deadline(t));
     min_deadline(&d, probe_deadline(t));
-    if (t->resume)
+    if (t->sess.resume)
         min_deadline(&d, ack_deadline(t));
-    if (t->up_switching && t->duplex)
-        min_deadline(&d, t->switch_since + SWITCH_WAIT_MS);
-    if (t->up_fallback_at)
-        min_deadline(&d, t->up_fallback_at);
-    if (t->hold_until)
-        min_deadline(&d, t->hold_until);
+    if (t->xp.switching && t->rq.duplex)
+        min_deadline(&d, t->xp.switch_since + SWITCH_WAIT_MS);
+    if (t->xp.up_fallback_at)
+        min_deadline(&d, t->xp.up_fallback_at);
+    if (t->xp.hold_until)
+        min_deadline(&d, t->xp.hold_until);
     return d;
 }
 
@@ -3064,33 +3093,33 @@ static int64_t t_deadline(const rhc_tunnel *t)
 static void up_dead(rhc_tunnel *t, int64_t now)
 {
     struct rhc_req *sc = up_streamer(t);
-    int64_t ms = now - t->ack_wait_since;
+    int64_t ms = now - t->push.ack_wait_since;
 
     t_log(t, 1, "up bytes from %" PRIu64 " not confirmed for %" PRId64 " ms while the server "
-          "answers: giving up the request that carries them", t->up_acked, ms);
-    t->ack_wait_since = now;
-    t->up_dead_ms = 2 * (t->up_dead_ms ? t->up_dead_ms : UP_DEAD_MS);
-    if (t->up_dead_ms > UP_DEAD_MAX_MS)
-        t->up_dead_ms = UP_DEAD_MAX_MS;
+          "answers: giving up the request that carries them", t->up.acked, ms);
+    t->push.ack_wait_since = now;
+    t->push.dead_ms = 2 * (t->push.dead_ms ? t->push.dead_ms : UP_DEAD_MS);
+    if (t->push.dead_ms > UP_DEAD_MAX_MS)
+        t->push.dead_ms = UP_DEAD_MAX_MS;
     if (sc) {   /* a body still going, or one that ended and waits for its answer */
         snprintf(sc->errbuf, sizeof(sc->errbuf), "up bytes not confirmed for %" PRId64 " ms",
                  ms);
-        if (sc == t->duplex) {
-            t->down_fresh = 1;
+        if (sc == t->rq.duplex) {
+            t->down.fresh = 1;
             duplex_done(t, sc, CURLE_OPERATION_TIMEDOUT);   /* as if cut */
         } else {
             spush_done(t, sc, CURLE_OPERATION_TIMEDOUT);
         }
         return;
     }
-    for (int i = 0; i < t->nbpush; ++i) {
-        struct rhc_req *r = t->bpush[i];
+    for (int i = 0; i < t->rq.nbpush; ++i) {
+        struct rhc_req *r = t->rq.bpush[i];
         if (r->retry_at)
             continue;
         /* it waits out of the multi; t_timers sends it again (a new connection) */
         curl_multi_remove_handle(t->ctx->multi, r->h);
-        if (r->p_off < t->up_acked)
-            r->p_off = t->up_acked < r->p_end ? t->up_acked : r->p_end;
+        if (r->p_off < t->up.acked)
+            r->p_off = t->up.acked < r->p_end ? t->up.acked : r->p_end;
         ++r->tries;
         r->retry_at = now ? now : 1;
     }
@@ -3101,28 +3130,28 @@ static void t_timers(rhc_tunnel *t, int64_t now)
     struct rhc_req *sc = up_streamer(t), *dr = down_req(t);
     int64_t d;
 
-    if (t->fail_code)
+    if (t->end.code)
         return;
     if (sc && sc->send_paused && !sc->body_ended &&
-        now >= t->push_last_emit + hb_every(t)) {
-        t->hb_pending = 1;
+        now >= t->push.last_emit + hb_every(t)) {
+        t->push.hb_pending = 1;
         unpause_send(sc);
     }
-    if (!dr && t->repull_at && now >= t->repull_at) {
-        t->repull_at = 0;
+    if (!dr && t->down.repull_at && now >= t->down.repull_at) {
+        t->down.repull_at = 0;
         start_down(t);
     }
-    if (t->up_x == RHC_XP_STREAM && !t->spush && t->spush_at && now >= t->spush_at &&
-        !t->up_done) {
-        t->spush_at = 0;
+    if (t->xp.up == RHC_XP_STREAM && !t->rq.spush && t->push.spush_at && now >= t->push.spush_at &&
+        !t->up.done) {
+        t->push.spush_at = 0;
         start_spush(t);
     }
-    for (int i = 0; i < t->nbpush && !t->fail_code; ++i) {
-        struct rhc_req *r = t->bpush[i];
+    for (int i = 0; i < t->rq.nbpush && !t->end.code; ++i) {
+        struct rhc_req *r = t->rq.bpush[i];
         if (!r->retry_at || now < r->retry_at)
             continue;
         /* bytes the server confirmed meanwhile (by later pushes) need not go again */
-        uint64_t from = r->p_off > t->up_acked ? r->p_off : t->up_acked;
+        uint64_t from = r->p_off > t->up.acked ? r->p_off : t->up.acked;
         if (from >= r->p_end && !r->p_fin) {
             bpush_forget(t, r);
             --i;
@@ -3135,19 +3164,19 @@ static void t_timers(rhc_tunnel *t, int64_t now)
             t_fail(t, RHC_EXIT_ERROR, "push: cannot start a request (out of memory)");
             break;
         }
-        t->bpush[i] = n;
+        t->rq.bpush[i] = n;
         req_free(r);
     }
     dr = down_req(t);
-    if (dr && !dr->recv_paused && now >= t->pull_last_rx + pull_dead_ms(t, dr, now)) {
-        int64_t ms = now - t->pull_last_rx;
-        if (t->resume && retry_ok(t, t->down_retries)) {
+    if (dr && !dr->recv_paused && now >= t->down.last_rx + pull_dead_ms(t, dr, now)) {
+        int64_t ms = now - t->down.last_rx;
+        if (t->sess.resume && retry_ok(t, t->down.retries)) {
             /* a path that went silent (no RST): a new request, the server resends */
             t_log(t, 1, "%s: nothing from the server for %" PRId64 " ms; resuming at offset %"
-                  PRIu64 " on a new connection", kind_name[dr->kind], ms, t->down_off);
+                  PRIu64 " on a new connection", kind_name[dr->kind], ms, t->down.off);
             snprintf(dr->errbuf, sizeof(dr->errbuf), "nothing from the server for %" PRId64
                      " ms", ms);
-            t->down_fresh = 1;
+            t->down.fresh = 1;
             if (dr->kind == REQ_DUPLEX)
                 duplex_done(t, dr, CURLE_OPERATION_TIMEDOUT);   /* as if cut */
             else
@@ -3157,11 +3186,11 @@ static void t_timers(rhc_tunnel *t, int64_t now)
                    "a heartbeat)", kind_name[dr->kind], ms);
         }
     }
-    if (t->fail_code)
+    if (t->end.code)
         return;
     if ((d = up_dead_at(t, now)) >= 0 && now >= d)
         up_dead(t, now);
-    if (t->fail_code)
+    if (t->end.code)
         return;
     if ((d = probe_deadline(t)) >= 0 && now >= d) {
         fallback_down(t, "no first frame on the response in time (2 s after its "
@@ -3169,12 +3198,12 @@ static void t_timers(rhc_tunnel *t, int64_t now)
                          "its response back");
         return;
     }
-    if (t->hold_until && now >= t->hold_until) {
-        t->hold_until = 0;
-        t->up_hold = 0;
+    if (t->xp.hold_until && now >= t->xp.hold_until) {
+        t->xp.hold_until = 0;
+        t->xp.up_hold = 0;
     }
-    if (t->up_fallback_at && now >= t->up_fallback_at) {
-        fallback_up(t, t->up_fallback_why ? t->up_fallback_why
+    if (t->xp.up_fallback_at && now >= t->xp.up_fallback_at) {
+        fallback_up(t, t->xp.up_fallback_why ? t->xp.up_fallback_why
                        : "pulls go batch, so streamed pushes cannot be watched");
         return;
     }
@@ -3183,12 +3212,12 @@ static void t_timers(rhc_tunnel *t, int64_t now)
          * may hold a partly filled buffer (haproxy's http-buffer-request over
          * HTTP/2 does): a padded heartbeat fills it. A target that is just slow
          * costs FLUSH_MAX x FLUSH_PAD bytes. */
-        t->hb_pending = 1;
-        t->hb_pad = FLUSH_PAD;
-        ++t->pads;
-        t->ack_wait_since = now;
+        t->push.hb_pending = 1;
+        t->push.hb_pad = FLUSH_PAD;
+        ++t->push.pads;
+        t->push.ack_wait_since = now;
         t_log(t, 2, "up bytes from %" PRIu64 " not confirmed for %d s: padded heartbeat",
-              t->up_acked, ACK_STALL_MS / 1000);
+              t->up.acked, ACK_STALL_MS / 1000);
         unpause_send(sc);
     }
     if ((d = stall_deadline(t)) >= 0 && now >= d) {
@@ -3196,21 +3225,21 @@ static void t_timers(rhc_tunnel *t, int64_t now)
                        "request bodies back");
         return;
     }
-    if (t->up_switching && t->duplex && now >= t->switch_since + SWITCH_WAIT_MS) {
+    if (t->xp.switching && t->rq.duplex && now >= t->xp.switch_since + SWITCH_WAIT_MS) {
         /* the ended duplex body was never confirmed: batch goes on from what was */
-        t->up_switching = 0;
-        up_rewind(t, t->up_acked, "ended duplex body not confirmed");
+        t->xp.switching = 0;
+        up_rewind(t, t->up.acked, "ended duplex body not confirmed");
     }
 }
 
 /* The ring can take local bytes now. */
 static int up_can_read(const rhc_tunnel *t)
 {
-    if (!t->up_x || t->up_eof || t->fail_code || t->up_r_pending || t->up_done)
+    if (!t->xp.up || t->up.eof || t->end.code || t->push.r_pending || t->up.done)
         return 0;
-    if (up_read_off(t) - t->up_sent >= UP_AHEAD_MAX)
+    if (up_read_off(t) - t->up.sent >= UP_AHEAD_MAX)
         return 0;
-    return rh_ring_space(&t->up) > 0;
+    return rh_ring_space(&t->up.ring) > 0;
 }
 
 static short t_events_in(const rhc_tunnel *t)
@@ -3220,15 +3249,15 @@ static short t_events_in(const rhc_tunnel *t)
 
 static short t_events_out(const rhc_tunnel *t)
 {
-    return (t->olen > 0 && t->out_blocked && !t->out_err) ? POLLOUT : 0;
+    return (t->local.olen > 0 && t->local.out_blocked && !t->local.out_err) ? POLLOUT : 0;
 }
 
 static void t_local_event(rhc_tunnel *t, int fd, short revents)
 {
-    if (fd == t->in_fd && (revents & (POLLIN | POLLHUP | POLLERR)) && t_events_in(t))
+    if (fd == t->local.in_fd && (revents & (POLLIN | POLLHUP | POLLERR)) && t_events_in(t))
         up_fill(t);     /* t_advance hands the bytes on */
-    if (fd == t->out_fd && (revents & (POLLOUT | POLLHUP | POLLERR)) && t_events_out(t)) {
-        t->out_blocked = 0;
+    if (fd == t->local.out_fd && (revents & (POLLOUT | POLLHUP | POLLERR)) && t_events_out(t)) {
+        t->local.out_blocked = 0;
         drain_out(t);
     }
 }
@@ -3244,14 +3273,14 @@ rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, int in_fd, int out_fd, enum rhc_local_k
         return NULL;
     }
     t->ctx = c;
-    rh_ring_init(&t->up, UPBUF_MAX);
-    t->kind = kind;
-    t->in_fd = in_fd;
-    t->out_fd = out_fd;
+    rh_ring_init(&t->up.ring, UPBUF_MAX);
+    t->local.kind = kind;
+    t->local.in_fd = in_fd;
+    t->local.out_fd = out_fd;
     int fl = fcntl(in_fd, F_GETFL);
-    t->in_nb = fl >= 0 && (fl & O_NONBLOCK);
+    t->local.in_nb = fl >= 0 && (fl & O_NONBLOCK);
     fl = fcntl(out_fd, F_GETFL);
-    t->out_nb = fl >= 0 && (fl & O_NONBLOCK);
+    t->local.out_nb = fl >= 0 && (fl & O_NONBLOCK);
     t->done = done;
     t->done_arg = arg;
     snprintf(t->label, sizeof(t->label), "%s", label ? label : "");
@@ -3263,8 +3292,8 @@ rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, int in_fd, int out_fd, enum rhc_local_k
     ++c->ntunnels;
 
     t_log(t, 1, "open %s/%s", c->o->base_url, c->o->target);
-    t->open = start_open(t);
-    if (!t->open)
+    t->rq.open = start_open(t);
+    if (!t->rq.open)
         t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");
     /* A failure is reported by the next rhc_ctx_step, like any other. */
     return t;
@@ -3350,9 +3379,9 @@ rhc_ctx *rhc_ctx_new(const struct rhc_opts *o)
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
     }
-    c->best_up = c->best_down = RHC_XP_DUPLEX;
-    c->batch_max = BATCH_DATA_MAX;
-    c->spush_max = SPUSH_BODY_MAX;
+    c->pol.best_up = c->pol.best_down = RHC_XP_DUPLEX;
+    c->pol.batch_max = BATCH_DATA_MAX;
+    c->pol.spush_max = SPUSH_BODY_MAX;
     return c;
 }
 
@@ -3361,10 +3390,10 @@ void rhc_ctx_free(rhc_ctx *c)
     if (!c)
         return;
     while (c->tunnels) {
-        if (!c->tunnels->fail_code)
+        if (!c->tunnels->end.code)
             t_fail(c->tunnels, RHC_EXIT_ERROR, "stopped");
-        c->tunnels->server_gone = 1;    /* no new requests now */
-        c->tunnels->linger_until = 0;
+        c->tunnels->end.server_gone = 1;    /* no new requests now */
+        c->tunnels->end.linger_until = 0;
         t_finish(c->tunnels);
     }
     while (c->closers) {
@@ -3453,17 +3482,17 @@ int rhc_ctx_step(rhc_ctx *c, struct pollfd *extra, size_t nextra, long max_wait_
             if (wait < 0 || w < wait)
                 wait = w;
         }
-        if (t->in_fd == t->out_fd && (ein | eout)) {
-            c->pfds[n] = (struct pollfd){ .fd = t->in_fd, .events = (short)(ein | eout) };
+        if (t->local.in_fd == t->local.out_fd && (ein | eout)) {
+            c->pfds[n] = (struct pollfd){ .fd = t->local.in_fd, .events = (short)(ein | eout) };
             c->powner[n++] = t;
             continue;
         }
         if (ein) {
-            c->pfds[n] = (struct pollfd){ .fd = t->in_fd, .events = ein };
+            c->pfds[n] = (struct pollfd){ .fd = t->local.in_fd, .events = ein };
             c->powner[n++] = t;
         }
         if (eout) {
-            c->pfds[n] = (struct pollfd){ .fd = t->out_fd, .events = eout };
+            c->pfds[n] = (struct pollfd){ .fd = t->local.out_fd, .events = eout };
             c->powner[n++] = t;
         }
     }
