@@ -1,0 +1,177 @@
+/* relay-https client: pulls (stream or batch long-poll), the down request
+ * when down is not duplex, and how the down side tries again. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "rh_util.h"
+#include "rhc_errors.h"
+#include "rhc_tunnel_int.h"
+
+int start_pull(rhc_tunnel *t)
+{
+    int batch = t->xp.down == RHC_XP_BATCH;
+    struct rhc_req *r = req_new(t->ctx, t, REQ_PULL, t->token);
+    int64_t now = rh_now_ms();
+
+    if (!r || add_header(r, RH_HDR_ACK ": %" PRIu64, t->down.off) < 0 ||
+        add_header(r, "Content-Type:") < 0 ||
+        (batch && add_header(r, RH_HDR_MODE ": " RH_MODE_BATCH) < 0))
+        goto fail;
+    r->batch = batch;
+    rh_frame_parser_init(&r->parser);
+    req_empty_body(r);
+    curl_easy_setopt(r->h, CURLOPT_BUFFERSIZE, PULL_BUFFERSIZE);
+    curl_easy_setopt(r->h, CURLOPT_WRITEFUNCTION, resp_write);
+    if (t->down.fresh)
+        curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
+    if (req_go(r) < 0)
+        goto fail;
+    t->rq.pull = r;
+    t->down.repull_at = 0;
+    t->down.last_rx = now;
+    t->ack.sent = t->ack.conf = t->down.off;   /* Relay-Ack */
+    t->xp.probe_until = t->xp.autox && !batch ? now + PROBE_FIRST_MS : 0;
+    ++t->down.pulls;
+    t_log(t, 2, "%s pull from offset %" PRIu64, batch ? "batch" : "stream", t->down.off);
+    return 0;
+fail:
+    req_free(r);
+    t_fail(t, RHC_EXIT_ERROR, "pull: cannot start a request (out of memory)");
+    return -1;
+}
+
+/* Starts the request that carries down bytes next. */
+void start_down(rhc_tunnel *t)
+{
+    if (t->down.fin || t->end.code)
+        return;
+    if (t->xp.down == RHC_XP_DUPLEX && t->xp.up == RHC_XP_DUPLEX && !t->up.done) {
+        start_duplex(t);
+        return;
+    }
+    if (t->xp.down == RHC_XP_DUPLEX)
+        t->xp.down = RHC_XP_STREAM;  /* up went elsewhere: down goes on alone */
+    start_pull(t);
+}
+
+/* Another try after a cut? A resumable session goes on trying,
+ * with backoff, as long as the server keeps it (RelayIdleTimeout since it last
+ * heard from us, less a margin): a cut shorter than that goes unnoticed
+ * locally. Otherwise a few tries in a row. (Refusals, 409 and 503, always
+ * get RETRY_MAX tries in a row.) */
+int retry_ok(const rhc_tunnel *t, unsigned n)
+{
+    if (t->sess.resume)
+        return rh_now_ms() - t->sess.last_contact < t->sess.idle_ms - IDLE_MARGIN_MS;
+    return n < RETRY_MAX;
+}
+
+/* A down request died before any answer: another try? (Without resume, only a
+ * few: no byte came, so none can be lost, but the path may be gone.) */
+int unanswered_retry_ok(const rhc_tunnel *t)
+{
+    return t->sess.resume ? retry_ok(t, t->down.retries) : t->down.retries < 3;
+}
+
+/* The down request is given up without an answer: start another one later. */
+void down_again(rhc_tunnel *t, struct rhc_req *r, const char *why)
+{
+    t_log(t, 2, "%s: %s; trying again", kind_name[r->kind], why);
+    if (r == t->rq.pull)
+        t->rq.pull = NULL;
+    if (r == t->rq.duplex)
+        t->rq.duplex = NULL;
+    req_free(r);
+    t->down.repull_at = rh_now_ms() + backoff_ms(t->down.retries++);
+}
+
+void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
+{
+    if (t->end.code)
+        return;
+    /* A pull right after another one (after E, or a given-up stream pull) may
+     * reach the server before it has finished with the one before: "second
+     * pull". No byte was handed out, so trying again shortly is safe. */
+    if (r->hdr_done && r->status == 409 && t->xp.switched_pull && t->xp.up_hold &&
+        t->up.sent == 0 && t->down.off == 0 && !t->xp.restarts) {
+        t->rq.pull = NULL;
+        req_free(r);
+        restart_session(t, "the server keeps the stream pull that was given up");
+        return;
+    }
+    if (r->hdr_done && r->status == 409 && t->down.retries < RETRY_MAX) {
+        down_again(t, r, "HTTP 409 (the previous pull is still active)");
+        return;
+    }
+    if (r->hdr_done && busy_status(r->status) && t->down.retries < RETRY_MAX) {
+        char why[BODY_MAX + 32];
+        down_again(t, r, busy_why(r, why, sizeof(why)));
+        return;
+    }
+    if (r->hdr_done && r->status == 409 && t->xp.switched_pull) {
+        t_fail(t, RHC_EXIT_LOST, "pull: HTTP 409: the stream pull that was given up is still "
+               "held open by an intermediary, and the server does not let a new pull take "
+               "over; later sessions of this process start with batch pulls");
+        return;
+    }
+    /* No byte came, so none can be lost: pull again with the same ack (a server
+     * that did send some answers 416, never misplaced bytes). */
+    if (died_unanswered(r, rc) && unanswered_retry_ok(t)) {
+        t_log(t, 1, "pull: %s; trying again on a new connection", req_error(r, rc));
+        t->down.fresh = 1;
+        down_again(t, r, req_error(r, rc));
+        return;
+    }
+    /* After F or E the frames have said all; how the response ended (a missing
+     * last chunk, say) does not matter any more. */
+    if (r->hdr_done && r->status == 416 && t->xp.switched_pull)
+        t_fail(t, RHC_EXIT_LOST, "pull: HTTP 416: down bytes were lost with the stream pull that "
+               "was given up (an intermediary held them back); later sessions of this "
+               "process start with batch pulls");
+    else if (r->hdr_done && r->status != 200)
+        fail_http(t, r, "pull");
+    else if (!r->saw_end && !r->saw_fin && t->sess.resume && retry_ok(t, t->down.retries) &&
+             (rc == CURLE_OK || transient(rc))) {
+        /* cut: the server kept what it sent; a new pull from what arrived */
+        t_log(t, 1, "pull: %s; resuming at offset %" PRIu64 " on a new connection",
+              rc != CURLE_OK ? req_error(r, rc) : "response ended early", t->down.off);
+        t->down.fresh = 1;
+        down_again(t, r, "cut");
+        return;
+    } else if (!r->saw_end && !r->saw_fin && rc != CURLE_OK)
+        fail_curl(t, r, rc, "pull");
+    else if (!r->saw_end && !r->saw_fin)
+        t_fail(t, RHC_EXIT_LOST, "pull: response ended without F or E (connection cut?)");
+    if (t->end.code)
+        return;
+    int again = r->saw_end;
+    t->down.retries = 0;
+    t->rq.pull = NULL;
+    req_free(r);
+    if (again) {
+        t_log(t, 3, "pull ended (E) at offset %" PRIu64 ", pulling again", t->down.off);
+        start_down(t);
+    }
+}
+
+/* Liveness (docs/PROTOCOL.md): while data moves, the server heartbeats a silent
+ * stream every RH_BUSY_HEARTBEAT_MS and answers a long-poll within
+ * RH_BUSY_POLL_MS, so a response that stays silent longer went into a black
+ * hole (a proxy or NAT that holds the connection and passes nothing): it is
+ * given up in seconds instead of PULL_DEAD_MS. Our busy window is shorter than
+ * the server's: it saw the same data earlier. */
+int64_t pull_dead_ms(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now)
+{
+    /* a path that never showed a response of this transport is the probe's
+     * business (an intermediary that holds responses, say), not a dead one */
+    if (t->xp.down_seen != t->xp.down || !t->sess.last_busy ||
+        now - t->sess.last_busy >= RH_BUSY_WINDOW_MS - BUSY_MARGIN_MS)
+        return PULL_DEAD_MS;
+    return dr->batch ? BUSY_POLL_DEAD_MS : BUSY_HB_DEAD_MS;
+}
