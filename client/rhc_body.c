@@ -25,57 +25,39 @@ static size_t emit(char *buf, int type, const void *payload, size_t n)
     return RH_FRAME_HDR + n;
 }
 
-/* curl wants body bytes of a stream push or a duplex: frames straight from the
- * ring into curl's buffer, as many as it has room for. */
-size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
+/* Bodies have limits: httpd's LimitRequestBody is 1 GiB by default, and
+ * proxies often set less. A stream push ends well before, and the answer's
+ * offset starts the next one (spush_done). */
+static void body_limit(rhc_tunnel *t, struct rhc_req *r)
 {
-    struct rhc_req *r = ud;
-    rhc_tunnel *t = r->t;
-    size_t room = size * nitems;
-    size_t used = 0;
-    uint64_t sent_before = t->up.sent;
-
-    if (r->body_ended)
-        return 0;
-    /* Bodies have limits: httpd's LimitRequestBody is 1 GiB by default, and
-     * proxies often set less. A stream push ends well before, and the answer's
-     * offset starts the next one (spush_done). */
     if (r->kind == REQ_PUSH && !r->end_wanted && !r->p_fin && !r->p_r && !t->push.r_pending &&
         r->emitted >= t->ctx->pol.spush_max) {
         r->end_wanted = 1;
         r->refresh = 1;
         t_log(t, 2, "stream push: %" PRIu64 " bytes sent, ending it for a new one", r->emitted);
     }
-    /* The body ends after R, when given up, or after F. (Acknowledgements of
-     * down bytes never ride in a streamed body: behind up bytes that wait for
-     * the target, which waits for down bytes to leave, they would stall an
-     * echo. They go on pulls and ack requests of their own.) */
-    if (r->end_wanted || r->p_r || r->p_fin) {
-        r->body_ended = 1;
+}
+
+/* The pending H frame, padded as asked as far as it fits. */
+static size_t body_heartbeat(rhc_tunnel *t, char *buf, size_t room)
+{
+    if (!t->push.hb_pending || room < RH_FRAME_HDR)
         return 0;
-    }
-    if (t->end.code && !t->push.r_pending) {
-        r->send_paused = 1;         /* tearing down: stay quiet */
-        return CURL_READFUNC_PAUSE;
-    }
-    if (!t->push.r_pending)
-        up_fill(t);
-    if (t->push.hb_pending && room - used >= RH_FRAME_HDR) {
-        size_t pad = t->push.hb_pad < room - used - RH_FRAME_HDR ? t->push.hb_pad
-                                                            : room - used - RH_FRAME_HDR;
-        rh_frame_hdr((unsigned char *)buf + used, RH_FRAME_HEARTBEAT, pad);
-        memset(buf + used + RH_FRAME_HDR, 0, pad);
-        used += RH_FRAME_HDR + pad;
-        t->push.hb_pending = 0;
-        t->push.hb_pad = 0;
-    }
-    /* held: while the first response of an unproven path is awaited, nothing
-     * goes up, so that the session can still start over if that response never
-     * comes */
-    uint64_t have = t->xp.up_hold && !t->push.r_pending ? t->up.sent : up_read_off(t);
-    /* every D frame is followed by its C frame (docs/PROTOCOL.md, Integrity) */
-    while (!t->push.r_pending && t->up.sent < have &&
-           room - used > RH_FRAME_HDR + CHECK_FRAME) {
+    size_t pad = t->push.hb_pad < room - RH_FRAME_HDR ? t->push.hb_pad : room - RH_FRAME_HDR;
+    rh_frame_hdr((unsigned char *)buf, RH_FRAME_HEARTBEAT, pad);
+    memset(buf + RH_FRAME_HDR, 0, pad);
+    t->push.hb_pending = 0;
+    t->push.hb_pad = 0;
+    return RH_FRAME_HDR + pad;
+}
+
+/* D frames of the up bytes up to have, every one followed by its C frame
+ * (docs/PROTOCOL.md, Integrity), straight from the ring into buf. */
+static size_t body_data(rhc_tunnel *t, char *buf, size_t room, uint64_t have)
+{
+    size_t used = 0;
+
+    while (t->up.sent < have && room - used > RH_FRAME_HDR + CHECK_FRAME) {
         size_t n = room - used - RH_FRAME_HDR - CHECK_FRAME;
         if (n > RH_FRAME_MAX)
             n = RH_FRAME_MAX;
@@ -91,21 +73,67 @@ size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
         used += rh_frame_check((unsigned char *)buf + used, t->up.sent, crc);
         rhc_upbuf_mark(&t->up, t->up.sent, crc);
     }
+    return used;
+}
+
+/* The last frame of a body: R when the local side failed, F after its EOF. */
+static size_t body_end(rhc_tunnel *t, struct rhc_req *r, char *buf, size_t room,
+                       uint64_t have)
+{
+    static const char why[] = "client: local connection failed";
+
     if (t->push.r_pending) {
-        static const char why[] = "client: local connection failed";
-        if (room - used >= RH_FRAME_HDR + sizeof(why) - 1) {
-            used += emit(buf + used, RH_FRAME_RESET, why, sizeof(why) - 1);
-            t->push.r_pending = 0;
-            t->push.r_sent = 1;
-            r->p_r = 1;
-        }
-    } else if (t->up.eof && t->up.sent == up_read_off(t) && !t->up.fin_sent &&
-               room - used >= RH_FRAME_HDR && !t->xp.up_hold) {
-        used += emit(buf + used, RH_FRAME_FIN, NULL, 0);
-        t->up.fin_sent = 1;
-        r->p_fin = 1;
-        t_log(t, 1, "local EOF after %" PRIu64 " bytes: sent F", have);
+        if (room < RH_FRAME_HDR + sizeof(why) - 1)
+            return 0;
+        t->push.r_pending = 0;
+        t->push.r_sent = 1;
+        r->p_r = 1;
+        return emit(buf, RH_FRAME_RESET, why, sizeof(why) - 1);
     }
+    if (!t->up.eof || t->up.sent != up_read_off(t) || t->up.fin_sent ||
+        room < RH_FRAME_HDR || t->xp.up_hold)
+        return 0;
+    t->up.fin_sent = 1;
+    r->p_fin = 1;
+    t_log(t, 1, "local EOF after %" PRIu64 " bytes: sent F", have);
+    return emit(buf, RH_FRAME_FIN, NULL, 0);
+}
+
+/* curl wants body bytes of a stream push or a duplex: frames straight from the
+ * ring into curl's buffer, as many as it has room for. */
+size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
+{
+    struct rhc_req *r = ud;
+    rhc_tunnel *t = r->t;
+    size_t room = size * nitems;
+    size_t used = 0;
+    uint64_t sent_before = t->up.sent;
+
+    if (r->body_ended)
+        return 0;
+    body_limit(t, r);
+    /* The body ends after R, when given up, or after F. (Acknowledgements of
+     * down bytes never ride in a streamed body: behind up bytes that wait for
+     * the target, which waits for down bytes to leave, they would stall an
+     * echo. They go on pulls and ack requests of their own.) */
+    if (r->end_wanted || r->p_r || r->p_fin) {
+        r->body_ended = 1;
+        return 0;
+    }
+    if (t->end.code && !t->push.r_pending) {
+        r->send_paused = 1;         /* tearing down: stay quiet */
+        return CURL_READFUNC_PAUSE;
+    }
+    if (!t->push.r_pending)
+        up_fill(t);
+    used += body_heartbeat(t, buf, room);
+    /* held: while the first response of an unproven path is awaited, nothing
+     * goes up, so that the session can still start over if that response never
+     * comes */
+    uint64_t have = t->xp.up_hold && !t->push.r_pending ? t->up.sent : up_read_off(t);
+    if (!t->push.r_pending)
+        used += body_data(t, buf + used, room - used, have);
+    used += body_end(t, r, buf + used, room - used, have);
     if (used == 0) {
         r->send_paused = 1;
         return CURL_READFUNC_PAUSE;

@@ -222,64 +222,46 @@ static void reap(rhc_ctx *c)
     }
 }
 
-int rhc_ctx_step(rhc_ctx *c, struct pollfd *extra, size_t nextra, long max_wait_ms)
+/* wait becomes the time until deadline d (ms, -1: none) if that is sooner. */
+static void wait_until(long *wait, int64_t d, int64_t now)
 {
-    size_t n = 0, tun_end, i;
-    int64_t now = rh_now_ms();
-    long wait = max_wait_ms;
+    if (d < 0)
+        return;
+    long w = d > now ? (long)(d - now) : 0;
+    if (*wait < 0 || w < *wait)
+        *wait = w;
+}
 
-    if (grow_pfds(c, nextra + 2 * c->ntunnels + c->ncfds + 1) < 0)
-        return -1;
-    for (i = 0; i < nextra; ++i) {
-        c->pfds[n] = extra[i];
-        c->pfds[n++].revents = 0;
-    }
+static void add_pfd(rhc_ctx *c, size_t *n, int fd, short events, rhc_tunnel *owner)
+{
+    c->pfds[*n] = (struct pollfd){ .fd = fd, .events = events };
+    c->powner[(*n)++] = owner;
+}
+
+/* The local fds of every tunnel (one entry when in and out are one socket),
+ * and the time until the next tunnel deadline. */
+static void poll_tunnels(rhc_ctx *c, size_t *n, long *wait, int64_t now)
+{
     for (rhc_tunnel *t = c->tunnels; t; t = t->next) {
         short ein = t_events_in(t), eout = t_events_out(t);
-        int64_t d = t_deadline(t);
-        if (d >= 0) {
-            long w = d > now ? (long)(d - now) : 0;
-            if (wait < 0 || w < wait)
-                wait = w;
-        }
+        wait_until(wait, t_deadline(t), now);
         if (t->local.in_fd == t->local.out_fd && (ein | eout)) {
-            c->pfds[n] = (struct pollfd){ .fd = t->local.in_fd, .events = (short)(ein | eout) };
-            c->powner[n++] = t;
+            add_pfd(c, n, t->local.in_fd, (short)(ein | eout), t);
             continue;
         }
-        if (ein) {
-            c->pfds[n] = (struct pollfd){ .fd = t->local.in_fd, .events = ein };
-            c->powner[n++] = t;
-        }
-        if (eout) {
-            c->pfds[n] = (struct pollfd){ .fd = t->local.out_fd, .events = eout };
-            c->powner[n++] = t;
-        }
+        if (ein)
+            add_pfd(c, n, t->local.in_fd, ein, t);
+        if (eout)
+            add_pfd(c, n, t->local.out_fd, eout, t);
     }
-    tun_end = n;
-    for (i = 0; i < c->ncfds; ++i)
-        if (c->cfds[i].events) {
-            c->pfds[n] = (struct pollfd){ .fd = c->cfds[i].fd, .events = c->cfds[i].events };
-            c->powner[n++] = NULL;
-        }
-    if (c->curl_deadline >= 0) {
-        long w = c->curl_deadline > now ? (long)(c->curl_deadline - now) : 0;
-        if (wait < 0 || w < wait)
-            wait = w;
-    }
+}
 
-    int rc = poll(c->pfds, (nfds_t)n, (int)(wait > 0x7fffffffL ? 0x7fffffffL : wait));
-    if (rc < 0) {
-        if (errno != EINTR)
-            return -1;
-        for (i = 0; i < n; ++i)
-            c->pfds[i].revents = 0;
-    }
-    for (i = 0; i < nextra; ++i)
-        extra[i].revents = c->pfds[i].revents;
-
+/* Hands curl the events on its sockets (entries from..n). */
+static void curl_events(rhc_ctx *c, size_t from, size_t n)
+{
     int running;
-    for (i = tun_end; i < n; ++i) {
+
+    for (size_t i = from; i < n; ++i) {
         short re = c->pfds[i].revents;
         if (!re || (re & POLLNVAL))
             continue;
@@ -288,12 +270,15 @@ int rhc_ctx_step(rhc_ctx *c, struct pollfd *extra, size_t nextra, long max_wait_
                     ((re & POLLERR) ? CURL_CSELECT_ERR : 0);
         curl_multi_socket_action(c->multi, c->pfds[i].fd, flags, &running);
     }
-    /* Tunnels are only freed below, so the owners are still valid here. */
-    for (i = nextra; i < tun_end; ++i)
-        if (c->pfds[i].revents)
-            t_local_event(c->powner[i], c->pfds[i].fd, c->pfds[i].revents);
+}
 
-    now = rh_now_ms();
+/* After the events: timers, curl's own timer, completions, and every tunnel
+ * moved on (freed when over). */
+static void run_due(rhc_ctx *c)
+{
+    int64_t now = rh_now_ms();
+    int running;
+
     for (rhc_tunnel *t = c->tunnels; t; t = t->next)
         t_timers(t, now);
     /* Unpausing sets curl's timer to 0, so this also runs what was unpaused. */
@@ -308,6 +293,43 @@ int rhc_ctx_step(rhc_ctx *c, struct pollfd *extra, size_t nextra, long max_wait_
         next = t->next;
         t_advance(t, now);
     }
+}
+
+int rhc_ctx_step(rhc_ctx *c, struct pollfd *extra, size_t nextra, long max_wait_ms)
+{
+    size_t n = 0, tun_end, i;
+    int64_t now = rh_now_ms();
+    long wait = max_wait_ms;
+
+    if (grow_pfds(c, nextra + 2 * c->ntunnels + c->ncfds + 1) < 0)
+        return -1;
+    for (i = 0; i < nextra; ++i) {
+        c->pfds[n] = extra[i];
+        c->pfds[n++].revents = 0;
+    }
+    poll_tunnels(c, &n, &wait, now);
+    tun_end = n;
+    for (i = 0; i < c->ncfds; ++i)
+        if (c->cfds[i].events)
+            add_pfd(c, &n, c->cfds[i].fd, c->cfds[i].events, NULL);
+    wait_until(&wait, c->curl_deadline, now);
+
+    int rc = poll(c->pfds, (nfds_t)n, (int)(wait > 0x7fffffffL ? 0x7fffffffL : wait));
+    if (rc < 0) {
+        if (errno != EINTR)
+            return -1;
+        for (i = 0; i < n; ++i)
+            c->pfds[i].revents = 0;
+    }
+    for (i = 0; i < nextra; ++i)
+        extra[i].revents = c->pfds[i].revents;
+
+    curl_events(c, tun_end, n);
+    /* Tunnels are only freed below, so the owners are still valid here. */
+    for (i = nextra; i < tun_end; ++i)
+        if (c->pfds[i].revents)
+            t_local_event(c->powner[i], c->pfds[i].fd, c->pfds[i].revents);
+    run_due(c);
     /* Requests started above (a new pull, a close) show up through curl's timer. */
     return rc < 0 ? 0 : rc;
 }

@@ -39,6 +39,74 @@ static int header_is(const char *line, size_t len, const char *name, const char 
     return 1;
 }
 
+/* A new response (after a 1xx or an auth round): forget the last one. */
+static void hdr_reset(struct rhc_req *r)
+{
+    r->status = 0;
+    r->hdr_done = 0;
+    r->have_offset = 0;
+    r->have_token = 0;
+    r->resume_ok = 0;
+    r->check_ok = 0;
+    r->proxy_said = 0;
+    r->body_len = 0;
+}
+
+/* The empty line after the headers: the final status, unless it was a 1xx.
+ * Returns 0 to stop the transfer (a down response at the wrong offset). */
+static int hdr_end(struct rhc_req *r, int down)
+{
+    long code = 0;
+
+    curl_easy_getinfo(r->h, CURLINFO_RESPONSE_CODE, &code);
+    if (code >= 100 && code < 200)
+        return 1;
+    r->status = code;
+    r->hdr_done = 1;
+    if (r->t && code >= 200 && code < 300) {
+        r->t->sess.last_contact = rh_now_ms();   /* the server heard from the session */
+        r->t->sess.h2_resets = 0;
+    }
+    return !down || down_headers_done(r);
+}
+
+/* Relay-Session of an open answer: kept only when it looks like a token. */
+static void hdr_token(struct rhc_req *r, const char *v, size_t vl)
+{
+    int ok = vl == RH_TOKEN_LEN;
+
+    for (size_t i = 0; ok && i < vl; ++i)
+        ok = (v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f') ||
+             (v[i] >= 'A' && v[i] <= 'F');
+    if (ok) {
+        memcpy(r->token, v, RH_TOKEN_LEN);
+        r->token[RH_TOKEN_LEN] = '\0';
+        r->have_token = 1;
+    }
+}
+
+/* The headers only an open answer has. Returns 1 when buf was one of them. */
+static int hdr_open(struct rhc_req *r, const char *buf, size_t len)
+{
+    const char *v;
+    size_t vl;
+
+    if (header_is(buf, len, RH_HDR_RESUME, &v, &vl))
+        r->resume_ok = vl == strlen(RH_RESUME_YES) && !strncmp(v, RH_RESUME_YES, vl);
+    else if (header_is(buf, len, RH_HDR_INTEGRITY, &v, &vl))
+        r->check_ok = vl == strlen(RH_INTEGRITY_CRC32C) &&
+                      !strncmp(v, RH_INTEGRITY_CRC32C, vl);
+    else if (header_is(buf, len, RH_HDR_BUFFER, &v, &vl))
+        rh_parse_u64(v, vl, &r->buffer);
+    else if (header_is(buf, len, RH_HDR_WINDOW, &v, &vl))
+        rh_parse_u64(v, vl, &r->window);
+    else if (header_is(buf, len, RH_HDR_IDLE, &v, &vl))
+        rh_parse_u64(v, vl, &r->idle_s);
+    else
+        return 0;
+    return 1;
+}
+
 static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
 {
     struct rhc_req *r = ud;
@@ -48,47 +116,17 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
     int down = r->t && (r->kind == REQ_PULL || r->kind == REQ_DUPLEX);
 
     if (len >= 5 && !strncmp(buf, "HTTP/", 5)) {
-        /* A new response (after a 1xx or an auth round): forget the last one. */
-        r->status = 0;
-        r->hdr_done = 0;
-        r->have_offset = 0;
-        r->have_token = 0;
-        r->resume_ok = 0;
-        r->check_ok = 0;
-        r->proxy_said = 0;
-        r->body_len = 0;
+        hdr_reset(r);
         return len;
     }
-    if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
-        long code = 0;
-        curl_easy_getinfo(r->h, CURLINFO_RESPONSE_CODE, &code);
-        if (code >= 100 && code < 200)
-            return len;
-        r->status = code;
-        r->hdr_done = 1;
-        if (r->t && code >= 200 && code < 300) {
-            r->t->sess.last_contact = rh_now_ms();   /* the server heard from the session */
-            r->t->sess.h2_resets = 0;
-        }
-        if (down && !down_headers_done(r))
-            return 0;
-        return len;
-    }
+    if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n'))
+        return hdr_end(r, down) ? len : 0;
     if (down)
         r->t->down.last_rx = rh_now_ms();
     if (header_is(buf, len, RH_HDR_OFFSET, &v, &vl)) {
         r->have_offset = rh_parse_u64(v, vl, &r->offset) == 0;
-    } else if (r->kind == REQ_OPEN && header_is(buf, len, RH_HDR_RESUME, &v, &vl)) {
-        r->resume_ok = vl == strlen(RH_RESUME_YES) && !strncmp(v, RH_RESUME_YES, vl);
-    } else if (r->kind == REQ_OPEN && header_is(buf, len, RH_HDR_INTEGRITY, &v, &vl)) {
-        r->check_ok = vl == strlen(RH_INTEGRITY_CRC32C) &&
-                      !strncmp(v, RH_INTEGRITY_CRC32C, vl);
-    } else if (r->kind == REQ_OPEN && header_is(buf, len, RH_HDR_BUFFER, &v, &vl)) {
-        rh_parse_u64(v, vl, &r->buffer);
-    } else if (r->kind == REQ_OPEN && header_is(buf, len, RH_HDR_WINDOW, &v, &vl)) {
-        rh_parse_u64(v, vl, &r->window);
-    } else if (r->kind == REQ_OPEN && header_is(buf, len, RH_HDR_IDLE, &v, &vl)) {
-        rh_parse_u64(v, vl, &r->idle_s);
+    } else if (r->kind == REQ_OPEN && hdr_open(r, buf, len)) {
+        /* taken */
     } else if (header_is(buf, len, RH_HDR_REASON, &v, &vl)) {
         size_t n = vl < sizeof(r->reason) - 1 ? vl : sizeof(r->reason) - 1;
         memcpy(r->reason, v, n);
@@ -97,15 +135,7 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
                header_is(buf, len, "Proxy-Status", &v, &vl)) {
         r->proxy_said = 1;
     } else if (r->kind == REQ_OPEN && header_is(buf, len, RH_HDR_SESSION, &v, &vl)) {
-        int ok = vl == RH_TOKEN_LEN;
-        for (size_t i = 0; ok && i < vl; ++i)
-            ok = (v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f') ||
-                 (v[i] >= 'A' && v[i] <= 'F');
-        if (ok) {
-            memcpy(r->token, v, RH_TOKEN_LEN);
-            r->token[RH_TOKEN_LEN] = '\0';
-            r->have_token = 1;
-        }
+        hdr_token(r, v, vl);
     }
     return len;
 }

@@ -65,13 +65,12 @@ int64_t t_deadline(const rhc_tunnel *t)
     return d;
 }
 
-void t_timers(rhc_tunnel *t, int64_t now)
+/* Requests that are due: a heartbeat on a quiet body, the next down request,
+ * the stream push (again). */
+static void timers_requests(rhc_tunnel *t, int64_t now)
 {
     struct rhc_req *sc = up_streamer(t), *dr = down_req(t);
-    int64_t d;
 
-    if (t->end.code)
-        return;
     if (sc && sc->send_paused && !sc->body_ended &&
         now >= t->push.last_emit + hb_every(t)) {
         t->push.hb_pending = 1;
@@ -86,28 +85,13 @@ void t_timers(rhc_tunnel *t, int64_t now)
         t->push.spush_at = 0;
         start_spush(t);
     }
-    for (int i = 0; i < t->rq.nbpush && !t->end.code; ++i) {
-        struct rhc_req *r = t->rq.bpush[i];
-        if (!r->retry_at || now < r->retry_at)
-            continue;
-        /* bytes the server confirmed meanwhile (by later pushes) need not go again */
-        uint64_t from = r->p_off > t->up.acked ? r->p_off : t->up.acked;
-        if (from >= r->p_end && !r->p_fin) {
-            bpush_forget(t, r);
-            --i;
-            continue;
-        }
-        if (from > r->p_end)
-            from = r->p_end;
-        struct rhc_req *n = bpush_new(t, from, r->p_end, r->p_fin, r->tries);
-        if (!n) {
-            t_fail(t, RHC_EXIT_ERROR, "push: cannot start a request (out of memory)");
-            break;
-        }
-        t->rq.bpush[i] = n;
-        req_free(r);
-    }
-    dr = down_req(t);
+}
+
+/* The down response went silent for longer than the server's heartbeats allow. */
+static void timers_silence(rhc_tunnel *t, int64_t now)
+{
+    struct rhc_req *dr = down_req(t);
+
     if (dr && !dr->recv_paused && now >= t->down.last_rx + pull_dead_ms(t, dr, now)) {
         int64_t ms = now - t->down.last_rx;
         if (t->sess.resume && retry_ok(t, t->down.retries)) {
@@ -126,8 +110,15 @@ void t_timers(rhc_tunnel *t, int64_t now)
                    "a heartbeat)", kind_name[dr->kind], ms);
         }
     }
-    if (t->end.code)
-        return;
+}
+
+/* What is due in the up direction and in the transport choice: dead pushes,
+ * probes, holds, fallbacks, padded heartbeats. */
+static void timers_up(rhc_tunnel *t, int64_t now)
+{
+    struct rhc_req *sc = up_streamer(t);
+    int64_t d;
+
     if ((d = up_dead_at(t, now)) >= 0 && now >= d)
         up_dead(t, now);
     if (t->end.code)
@@ -170,4 +161,16 @@ void t_timers(rhc_tunnel *t, int64_t now)
         t->xp.switching = 0;
         up_rewind(t, t->up.acked, "ended duplex body not confirmed");
     }
+}
+
+void t_timers(rhc_tunnel *t, int64_t now)
+{
+    if (t->end.code)
+        return;
+    timers_requests(t, now);
+    bpush_resend_due(t, now);
+    timers_silence(t, now);
+    if (t->end.code)
+        return;
+    timers_up(t, now);
 }

@@ -234,12 +234,15 @@ struct rhc_req *bpush_new(rhc_tunnel *t, uint64_t off, uint64_t end, int fin,
 int start_bpush(rhc_tunnel *t);
 void bpush_forget(rhc_tunnel *t, struct rhc_req *r);
 void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
+void bpush_resend_due(rhc_tunnel *t, int64_t now);
 
 /* rhc_xp_pull.c */
 int start_pull(rhc_tunnel *t);
 void start_down(rhc_tunnel *t);
 int retry_ok(const rhc_tunnel *t, unsigned n);
 int unanswered_retry_ok(const rhc_tunnel *t);
+struct rhc_facts;
+void rhc_facts_of(const rhc_tunnel *t, unsigned retries, struct rhc_facts *f);
 void down_again(rhc_tunnel *t, struct rhc_req *r, const char *why);
 void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
 int64_t pull_dead_ms(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now);

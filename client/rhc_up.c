@@ -71,6 +71,19 @@ void up_restart(rhc_tunnel *t, int64_t delay)
 
 /* Lets the up side move: wakes a streamed body that has something to say, or
  * starts batch pushes for what waits in the ring. */
+/* Up bytes (or the F) wait to be handed to a push. */
+static int up_waiting(const rhc_tunnel *t)
+{
+    return up_read_off(t) > t->up.sent || (t->up.eof && !t->up.fin_sent);
+}
+
+/* A paused streamed body has something to say. */
+static int body_has_news(const rhc_tunnel *t, const struct rhc_req *sc)
+{
+    return t->push.r_pending || t->push.hb_pending || sc->p_fin ||
+           (!t->xp.up_hold && up_waiting(t));
+}
+
 void up_kick(rhc_tunnel *t)
 {
     struct rhc_req *sc = up_streamer(t);
@@ -81,22 +94,19 @@ void up_kick(rhc_tunnel *t)
     if (t->rq.duplex && t->rq.duplex->end_wanted)
         unpause_send(t->rq.duplex);
     if (sc) {
-        if (sc->send_paused &&
-            (t->push.r_pending || t->push.hb_pending || sc->p_fin ||
-             (!t->xp.up_hold && (up_read_off(t) > t->up.sent || (t->up.eof && !t->up.fin_sent)))))
+        if (sc->send_paused && body_has_news(t, sc))
             unpause_send(sc);
         return;
     }
     if (t->push.parked && t->xp.up == RHC_XP_STREAM && !t->end.code &&
-        (t->push.r_pending || up_read_off(t) > t->up.sent || (t->up.eof && !t->up.fin_sent))) {
+        (t->push.r_pending || up_waiting(t))) {
         t->push.parked = 0;
         start_spush(t);
         return;
     }
     if (t->end.code || t->xp.up != RHC_XP_BATCH || t->xp.switching || t->xp.up_hold)
         return;
-    while (!t->up.done && t->rq.nbpush < BATCH_INFLIGHT &&
-           (up_read_off(t) > t->up.sent || (t->up.eof && !t->up.fin_sent)))
+    while (!t->up.done && t->rq.nbpush < BATCH_INFLIGHT && up_waiting(t))
         if (start_bpush(t) < 0)
             return;
 }

@@ -14,6 +14,7 @@
 #include "rh_frame.h"
 #include "rh_util.h"
 #include "rhc_errors.h"
+#include "rhc_outcome.h"
 #include "rhc_tunnel_int.h"
 
 /* A complete push of the up bytes [off, end), with F when fin: the frames are
@@ -102,118 +103,141 @@ void bpush_forget(rhc_tunnel *t, struct rhc_req *r)
     req_free(r);
 }
 
+/* 413 from an intermediary with a small body limit: pushes get bodies of the
+ * size rhc_split_size found (this one too); the rest goes in a push of its own. */
+static int bpush_split(rhc_tunnel *t, struct rhc_req *r, size_t half)
+{
+    rhc_ctx *c = t->ctx;
+
+    if (c->pol.batch_max > half) {
+        c->pol.batch_max = half;
+        t_log(t, 1, "push: HTTP 413 (an intermediary limits request bodies): pushes now "
+              "carry at most %zu bytes", half);
+    }
+    struct rhc_req *rest = bpush_new(t, r->p_off + half, r->p_end, r->p_fin, 0);
+    if (!rest) {
+        t_fail(t, RHC_EXIT_ERROR, "push: cannot start a request (out of memory)");
+        return -1;
+    }
+    t->rq.bpush[t->rq.nbpush++] = rest;
+    r->p_end = r->p_off + half;
+    r->p_fin = 0;
+    return 0;
+}
+
+/* The push goes again from o->from after o->delay: it waits out of the multi,
+ * t_timers sends it. */
+static void bpush_again(rhc_tunnel *t, struct rhc_req *r, const struct rhc_outcome *o,
+                        const char *line)
+{
+    if (r->hdr_done && r->status == 409)
+        t_log(t, 3, "push %" PRIu64 "..%" PRIu64 ": HTTP 409 (%s), again from %" PRIu64
+              " in %" PRId64 " ms", r->p_off, r->p_end, line, o->from, o->delay);
+    curl_multi_remove_handle(t->ctx->multi, r->h);
+    r->p_off = o->from;
+    ++r->tries;
+    r->retry_at = rh_now_ms() + o->delay;
+    if (r->retry_at == 0)
+        r->retry_at = 1;
+}
+
+/* Confirmed (or the server had it already): forgotten. */
+static void bpush_confirmed(rhc_tunnel *t, struct rhc_req *r, const struct rhc_outcome *o)
+{
+    if (o->why == RHC_WHY_HAD_IT)
+        t_log(t, 3, "push %" PRIu64 "..%" PRIu64 ": the server had it already", r->p_off,
+              r->p_end);
+    if (r->p_fin) {
+        t->up.done = 1;
+        t_log(t, 2, "push with F confirmed at %" PRIu64, r->p_end);
+    }
+    bpush_forget(t, r);
+}
+
+static void bpush_lost(rhc_tunnel *t, struct rhc_req *r, CURLcode rc,
+                       const struct rhc_outcome *o, const char *line)
+{
+    if (o->why == RHC_WHY_PROTO)
+        t_fail(t, RHC_EXIT_LOST, "push: protocol error: server confirms %" PRIu64
+               " up bytes of %" PRIu64, o->from, up_read_off(t));
+    else if (o->why == RHC_WHY_SHORT)
+        t_fail(t, RHC_EXIT_LOST, "push: the server took %" PRIu64 " of the up bytes %"
+               PRIu64 "..%" PRIu64, o->from, r->p_off, r->p_end);
+    else
+        t_fail(t, RHC_EXIT_LOST, "push %" PRIu64 "..%" PRIu64 ": refused or cut %u times "
+               "(last: %s)", r->p_off, r->p_end, r->tries + 1,
+               r->hdr_done ? line : req_error(r, rc));
+}
+
+/* What comes before a retry: the log line of a cut, a split. */
+static int bpush_before_retry(rhc_tunnel *t, struct rhc_req *r, CURLcode rc,
+                              const struct rhc_outcome *o, const char *line)
+{
+    if (o->why == RHC_WHY_CUT_ON_WAY)
+        t_log(t, 1, "push %" PRIu64 "..%" PRIu64 ": cut on the way (%s); sending it again",
+              r->p_off, r->p_end, line);
+    else if (o->why == RHC_WHY_CUT)
+        t_log(t, 1, "push %" PRIu64 "..%" PRIu64 ": %s; sending it again", r->p_off, r->p_end,
+              req_error(r, rc));
+    return o->split ? bpush_split(t, r, o->split) : 0;
+}
+
 void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
 {
-    int64_t delay = -1;
-    uint64_t from = r->p_off;
+    struct rhc_facts f;
+    struct rhc_outcome o;
     char line[BODY_MAX + 1];
 
     if (t->end.code)
         return;
     body_line(r, line, sizeof(line));
-    if (r->hdr_done && r->have_offset && r->offset > up_read_off(t)) {
-        t_fail(t, RHC_EXIT_LOST, "push: protocol error: server confirms %" PRIu64
-               " up bytes of %" PRIu64, r->offset, up_read_off(t));
+    rhc_facts_of(t, r->tries + 1, &f);
+    rhc_classify_bpush(r, rc, &f, &o);
+    if (o.v != RHC_OUT_LOST || o.why == RHC_WHY_TOO_MANY)
+        up_ack(t, o.ack);   /* what the answer confirms counts, whatever comes next */
+    if ((o.v == RHC_OUT_RETRY || o.why == RHC_WHY_TOO_MANY) &&
+        bpush_before_retry(t, r, rc, &o, line) < 0)
         return;
-    }
-    if (r->hdr_done && r->status == 200) {
-        uint64_t x = r->have_offset ? r->offset : r->p_end;
-        if (x < r->p_end) {
-            t_fail(t, RHC_EXIT_LOST, "push: the server took %" PRIu64 " of the up bytes %"
-                   PRIu64 "..%" PRIu64, x, r->p_off, r->p_end);
-            return;
-        }
-        up_ack(t, x);
-    } else if (r->hdr_done && r->status == 409 && r->have_offset) {
-        /* The server has up bytes up to x. A push that reached it before
-         * (curl's own retry of a request it thinks was lost, say) is done; a
-         * push it only had in part goes again from there; a push whose turn
-         * had not come (or came too early) goes again after a while. */
-        uint64_t x = r->offset;
-        up_ack(t, x);
-        if (x >= r->p_end && (!r->p_fin || !strcmp(r->reason, RH_REASON_TOKEN_FIN))) {
-            t_log(t, 3, "push %" PRIu64 "..%" PRIu64 ": the server had it already", r->p_off,
-                  r->p_end);
-        } else if (x > r->p_off) {
-            from = x < r->p_end ? x : r->p_end;
-            delay = 0;
-        } else {
-            delay = backoff_ms(r->tries);
-        }
-    } else if (r->hdr_done && (r->status == 409 || busy_status(r->status))) {
-        delay = backoff_ms(r->tries);   /* 503/429: busy, or at this client's share */
-    } else if (r->hdr_done && r->status == 400 && r->have_offset) {
-        /* the body was cut on the way (the server says how far it got) */
-        up_ack(t, r->offset);
-        t_log(t, 1, "push %" PRIu64 "..%" PRIu64 ": cut on the way (%s); sending it again",
-              r->p_off, r->p_end, line);
-        delay = backoff_ms(r->tries);
-    } else if (r->hdr_done && r->status == 413 && r->p_end - r->p_off > BATCH_DATA_MIN &&
-               t->rq.nbpush >= BATCH_SLOTS) {
-        delay = backoff_ms(r->tries);   /* split when a slot is free: pushes are smaller now */
-    } else if (r->hdr_done && r->status == 413 && r->p_end - r->p_off > BATCH_DATA_MIN) {
-        /* an intermediary with a small body limit: pushes get bodies of the
-         * largest power of two below this one's (limits are 1m, 2m...: nginx's
-         * default takes 1 MiB bodies, not half of whatever failed), this one too
-         * (the rest goes in a push of its own) */
-        rhc_ctx *c = t->ctx;
-        size_t body = 1, data = (size_t)(r->p_end - r->p_off);
-        while (body * 2 < r->p_len)
-            body *= 2;
-        size_t half = DATA_IN_BODY(body);
-        if (half >= data)
-            half = (data + 1) / 2;
-        if (half < BATCH_DATA_MIN)
-            half = BATCH_DATA_MIN;
-        if (c->pol.batch_max > half) {
-            c->pol.batch_max = half;
-            t_log(t, 1, "push: HTTP 413 (an intermediary limits request bodies): pushes now "
-                  "carry at most %zu bytes", half);
-        }
-        struct rhc_req *rest = bpush_new(t, r->p_off + half, r->p_end, r->p_fin, 0);
-        if (!rest) {
-            t_fail(t, RHC_EXIT_ERROR, "push: cannot start a request (out of memory)");
-            return;
-        }
-        t->rq.bpush[t->rq.nbpush++] = rest;
-        r->p_end = r->p_off + half;
-        r->p_fin = 0;
-        delay = 0;
-    } else if (!r->hdr_done && cut_before_answer(rc)) {
-        t_log(t, 1, "push %" PRIu64 "..%" PRIu64 ": %s; sending it again", r->p_off, r->p_end,
-              req_error(r, rc));
-        delay = backoff_ms(r->tries);
-    } else if (r->hdr_done) {
+    switch (o.v) {
+    case RHC_OUT_OK:
+        bpush_confirmed(t, r, &o);
+        return;
+    case RHC_OUT_RETRY:
+        bpush_again(t, r, &o, line);
+        return;
+    case RHC_OUT_LOST:
+        bpush_lost(t, r, rc, &o, line);
+        return;
+    case RHC_OUT_FAIL_HTTP:
         fail_http(t, r, "push");
         return;
-    } else {
+    default:
         fail_curl(t, r, rc, "push");
-        return;
     }
-    if (delay < 0) {
-        if (r->p_fin) {
-            t->up.done = 1;
-            t_log(t, 2, "push with F confirmed at %" PRIu64, r->p_end);
+}
+
+/* Batch pushes whose retry time came go again, as new requests. */
+void bpush_resend_due(rhc_tunnel *t, int64_t now)
+{
+    for (int i = 0; i < t->rq.nbpush && !t->end.code; ++i) {
+        struct rhc_req *r = t->rq.bpush[i];
+        if (!r->retry_at || now < r->retry_at)
+            continue;
+        /* bytes the server confirmed meanwhile (by later pushes) need not go again */
+        uint64_t from = r->p_off > t->up.acked ? r->p_off : t->up.acked;
+        if (from >= r->p_end && !r->p_fin) {
+            bpush_forget(t, r);
+            --i;
+            continue;
         }
-        bpush_forget(t, r);
-        return;
+        if (from > r->p_end)
+            from = r->p_end;
+        struct rhc_req *n = bpush_new(t, from, r->p_end, r->p_fin, r->tries);
+        if (!n) {
+            t_fail(t, RHC_EXIT_ERROR, "push: cannot start a request (out of memory)");
+            break;
+        }
+        t->rq.bpush[i] = n;
+        req_free(r);
     }
-    if (from < t->up.acked)
-        from = t->up.acked < r->p_end ? t->up.acked : r->p_end;
-    if (r->hdr_done ? r->tries + 1 >= RETRY_MAX : !retry_ok(t, r->tries + 1)) {
-        t_fail(t, RHC_EXIT_LOST, "push %" PRIu64 "..%" PRIu64 ": refused or cut %u times "
-               "(last: %s)", r->p_off, r->p_end, r->tries + 1,
-               r->hdr_done ? line : req_error(r, rc));
-        return;
-    }
-    if (r->hdr_done && r->status == 409)
-        t_log(t, 3, "push %" PRIu64 "..%" PRIu64 ": HTTP 409 (%s), again from %" PRIu64
-              " in %" PRId64 " ms", r->p_off, r->p_end, line, from, delay);
-    /* It waits out of the multi; t_timers sends it again. */
-    curl_multi_remove_handle(t->ctx->multi, r->h);
-    r->p_off = from;
-    ++r->tries;
-    r->retry_at = rh_now_ms() + delay;
-    if (r->retry_at == 0)
-        r->retry_at = 1;
 }

@@ -11,6 +11,7 @@
 
 #include "rh_util.h"
 #include "rhc_errors.h"
+#include "rhc_outcome.h"
 #include "rhc_tunnel_int.h"
 
 /* One request for both directions. It starts where the server surely is: up
@@ -53,80 +54,57 @@ fail:
     return -1;
 }
 
-void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
+/* A server or path without duplex: nothing of this request counted. */
+static void duplex_refused(rhc_tunnel *t, struct rhc_req *r, int up_on_it)
 {
     rhc_ctx *c = t->ctx;
-    int up_on_it = t->xp.up == RHC_XP_DUPLEX;
-    char line[BODY_MAX + 1];
+    char line[BODY_MAX + 1], why[300];
 
-    t->end.linger_until = 0;
-    if (t->push.r_sent && r->p_r) {
-        if (rc == CURLE_OK)
-            t->end.server_gone = 1;
-        return;
-    }
-    if (t->end.code)
-        return;
     body_line(r, line, sizeof(line));
-    if (r->hdr_done && (r->status == 501 || r->status == 404 || r->status == 405) &&
-        !r->got_frame) {
-        /* A server or path without duplex: nothing of this request counted. */
-        char why[300];
-        snprintf(why, sizeof(why), "the server answered duplex with HTTP %ld%s%s", r->status,
-                 line[0] ? ": " : "", line);
-        t_log(t, 1, "transport: duplex -> stream (%s)", why);
-        if (t->xp.autox) {
-            rhc_policy_note(&c->pol, 0, RHC_XP_STREAM, why);
-            rhc_policy_note(&c->pol, 1, RHC_XP_STREAM, why);
-        }
-        t->rq.duplex = NULL;
-        req_free(r);
-        t->xp.down = RHC_XP_STREAM;
-        if (up_on_it) {
-            t->xp.up = RHC_XP_STREAM;
-            if (up_rewind(t, t->up.acked, "duplex refused") < 0)
-                return;
-        }
-        if (start_pull(t) == 0 && up_on_it)
-            start_spush(t);
-        return;
+    snprintf(why, sizeof(why), "the server answered duplex with HTTP %ld%s%s", r->status,
+             line[0] ? ": " : "", line);
+    t_log(t, 1, "transport: duplex -> stream (%s)", why);
+    if (t->xp.autox) {
+        rhc_policy_note(&c->pol, 0, RHC_XP_STREAM, why);
+        rhc_policy_note(&c->pol, 1, RHC_XP_STREAM, why);
     }
-    if (r->hdr_done && busy_status(r->status) && t->down.retries < RETRY_MAX) {
-        char why[BODY_MAX + 32];
+    t->rq.duplex = NULL;
+    req_free(r);
+    t->xp.down = RHC_XP_STREAM;
+    if (up_on_it) {
+        t->xp.up = RHC_XP_STREAM;
+        if (up_rewind(t, t->up.acked, "duplex refused") < 0)
+            return;
+    }
+    if (start_pull(t) == 0 && up_on_it)
+        start_spush(t);
+}
+
+/* Another duplex later: busy, refused, cut before the answer or in the middle;
+ * up bytes it carried go again from what the server confirmed. */
+static void duplex_again(rhc_tunnel *t, struct rhc_req *r, CURLcode rc,
+                         const struct rhc_outcome *o, int up_on_it)
+{
+    char line[BODY_MAX + 1], why[BODY_MAX + 32];
+
+    switch (o->why) {
+    case RHC_WHY_BUSY:
         busy_why(r, why, sizeof(why));
         if (up_on_it && up_rewind(t, t->up.acked, why) < 0)
             return;
         down_again(t, r, why);
         return;
-    }
-    if (r->hdr_done && r->status == 409 && t->down.retries < RETRY_MAX) {
-        /* the previous push or pull of the session is still active on the server,
-         * or it has more up bytes than we thought (then it says how many) */
-        if (r->have_offset && r->offset <= up_read_off(t))
-            up_ack(t, r->offset);
+    case RHC_WHY_REFUSED:
+        body_line(r, line, sizeof(line));
+        up_ack(t, o->ack);
         down_again(t, r, line[0] ? line : "HTTP 409");
         return;
-    }
-    if (died_unanswered(r, rc) && unanswered_retry_ok(t)) {
+    case RHC_WHY_CUT:
         t_log(t, 1, "duplex: %s; trying again on a new connection", req_error(r, rc));
         t->down.fresh = 1;
         down_again(t, r, req_error(r, rc));
         return;
-    }
-    /* A stream reset with no answer while the connection lives: the server
-     * refused the request. mod_http2 resets a duplex its handler refused before
-     * reading the body (410 for a session a restarted relay core no longer
-     * has) without sending the answer; a few in a row mean just that. */
-    if (rc == CURLE_HTTP2_STREAM && !r->hdr_done && ++t->sess.h2_resets >= H2_RESETS_MAX) {
-        t_fail(t, RHC_EXIT_LOST, "duplex: the server reset the stream %u times in a row "
-               "without an answer: the session is gone (relay core restarted?)",
-               t->sess.h2_resets);
-        return;
-    }
-    if (r->hdr_done && r->status != 200) {
-        fail_http(t, r, "duplex");
-    } else if (!r->saw_end && !r->saw_fin && t->sess.resume && retry_ok(t, t->down.retries) &&
-               (rc == CURLE_OK || transient(rc))) {
+    default:
         /* cut: both directions go on from what the server confirmed / we got */
         t_log(t, 1, "duplex: %s; resuming on a new connection",
               rc != CURLE_OK ? req_error(r, rc) : "response ended early");
@@ -134,16 +112,13 @@ void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             return;
         t->down.fresh = 1;
         down_again(t, r, "cut");
-        return;
-    } else if (!r->saw_end && !r->saw_fin && rc != CURLE_OK) {
-        fail_curl(t, r, rc, "duplex");
-    } else if (!r->saw_end && !r->saw_fin) {
-        t_fail(t, RHC_EXIT_LOST, "duplex: response ended without F or E (connection cut?)");
     }
-    if (t->end.code)
-        return;
-    /* Complete: the server has read the whole body (it answers to the end only
-     * then), so a body with F means the up direction is done. */
+}
+
+/* Complete: the server has read the whole body (it answers to the end only
+ * then), so a body with F means the up direction is done. */
+static void duplex_ended(rhc_tunnel *t, struct rhc_req *r, int up_on_it)
+{
     t->down.retries = 0;
     t->rq.duplex = NULL;
     if (r->end_wanted && t->xp.switching)
@@ -161,4 +136,51 @@ void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     if (up_on_it && !t->up.done)
         up_rewind(t, t->up.acked, "duplex ended");
     start_down(t);
+}
+
+void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
+{
+    struct rhc_facts f;
+    struct rhc_outcome o;
+
+    t->end.linger_until = 0;
+    if (t->push.r_sent && r->p_r) {
+        if (rc == CURLE_OK)
+            t->end.server_gone = 1;
+        return;
+    }
+    if (t->end.code)
+        return;
+    rhc_facts_of(t, t->down.retries, &f);
+    rhc_classify_duplex(r, rc, &f, &o);
+    /* A stream reset with no answer while the connection lives: the server
+     * refused the request. mod_http2 resets a duplex its handler refused before
+     * reading the body (410 for a session a restarted relay core no longer
+     * has) without sending the answer; a few in a row mean just that. */
+    if (o.h2_reset)
+        ++t->sess.h2_resets;
+    switch (o.v) {
+    case RHC_OUT_FALLBACK:
+        duplex_refused(t, r, f.up_on_it);
+        return;
+    case RHC_OUT_RETRY:
+        duplex_again(t, r, rc, &o, f.up_on_it);
+        return;
+    case RHC_OUT_LOST:
+        if (o.why == RHC_WHY_H2_RESETS)
+            t_fail(t, RHC_EXIT_LOST, "duplex: the server reset the stream %u times in a row "
+                   "without an answer: the session is gone (relay core restarted?)",
+                   t->sess.h2_resets);
+        else
+            t_fail(t, RHC_EXIT_LOST, "duplex: response ended without F or E (connection cut?)");
+        return;
+    case RHC_OUT_FAIL_HTTP:
+        fail_http(t, r, "duplex");
+        return;
+    case RHC_OUT_FAIL_CURL:
+        fail_curl(t, r, rc, "duplex");
+        return;
+    default:
+        duplex_ended(t, r, f.up_on_it);
+    }
 }

@@ -11,6 +11,7 @@
 
 #include "rh_util.h"
 #include "rhc_errors.h"
+#include "rhc_outcome.h"
 #include "rhc_tunnel_int.h"
 
 int start_pull(rhc_tunnel *t)
@@ -79,6 +80,29 @@ int unanswered_retry_ok(const rhc_tunnel *t)
     return t->sess.resume ? retry_ok(t, t->down.retries) : t->down.retries < 3;
 }
 
+/* What the classifiers of rhc_outcome.c need to know of the tunnel; retries:
+ * the counter retry_ok() judges. */
+void rhc_facts_of(const rhc_tunnel *t, unsigned retries, struct rhc_facts *f)
+{
+    memset(f, 0, sizeof(*f));
+    f->read = up_read_off(t);
+    f->sent = t->up.sent;
+    f->acked = t->up.acked;
+    f->down_off = t->down.off;
+    f->eof = t->up.eof;
+    f->autox = t->xp.autox;
+    f->resume = t->sess.resume;
+    f->retries = retries;
+    f->can_retry = retry_ok(t, retries);
+    f->unanswered_ok = unanswered_retry_ok(t);
+    f->switched_pull = t->xp.switched_pull;
+    f->up_hold = t->xp.up_hold;
+    f->restarts = t->xp.restarts;
+    f->up_on_it = t->xp.up == RHC_XP_DUPLEX;
+    f->h2_resets = t->sess.h2_resets;
+    f->slots_full = t->rq.nbpush >= BATCH_SLOTS;
+}
+
 /* The down request is given up without an answer: start another one later. */
 void down_again(rhc_tunnel *t, struct rhc_req *r, const char *why)
 {
@@ -91,72 +115,87 @@ void down_again(rhc_tunnel *t, struct rhc_req *r, const char *why)
     t->down.repull_at = rh_now_ms() + backoff_ms(t->down.retries++);
 }
 
-void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
+/* The pull ended as it should (E or F): the next one goes on after E. */
+static void pull_ended(rhc_tunnel *t, struct rhc_req *r)
 {
-    if (t->end.code)
-        return;
-    /* A pull right after another one (after E, or a given-up stream pull) may
-     * reach the server before it has finished with the one before: "second
-     * pull". No byte was handed out, so trying again shortly is safe. */
-    if (r->hdr_done && r->status == 409 && t->xp.switched_pull && t->xp.up_hold &&
-        t->up.sent == 0 && t->down.off == 0 && !t->xp.restarts) {
-        t->rq.pull = NULL;
-        req_free(r);
-        restart_session(t, "the server keeps the stream pull that was given up");
-        return;
-    }
-    if (r->hdr_done && r->status == 409 && t->down.retries < RETRY_MAX) {
-        down_again(t, r, "HTTP 409 (the previous pull is still active)");
-        return;
-    }
-    if (r->hdr_done && busy_status(r->status) && t->down.retries < RETRY_MAX) {
-        char why[BODY_MAX + 32];
-        down_again(t, r, busy_why(r, why, sizeof(why)));
-        return;
-    }
-    if (r->hdr_done && r->status == 409 && t->xp.switched_pull) {
-        t_fail(t, RHC_EXIT_LOST, "pull: HTTP 409: the stream pull that was given up is still "
-               "held open by an intermediary, and the server does not let a new pull take "
-               "over; later sessions of this process start with batch pulls");
-        return;
-    }
-    /* No byte came, so none can be lost: pull again with the same ack (a server
-     * that did send some answers 416, never misplaced bytes). */
-    if (died_unanswered(r, rc) && unanswered_retry_ok(t)) {
-        t_log(t, 1, "pull: %s; trying again on a new connection", req_error(r, rc));
-        t->down.fresh = 1;
-        down_again(t, r, req_error(r, rc));
-        return;
-    }
-    /* After F or E the frames have said all; how the response ended (a missing
-     * last chunk, say) does not matter any more. */
-    if (r->hdr_done && r->status == 416 && t->xp.switched_pull)
-        t_fail(t, RHC_EXIT_LOST, "pull: HTTP 416: down bytes were lost with the stream pull that "
-               "was given up (an intermediary held them back); later sessions of this "
-               "process start with batch pulls");
-    else if (r->hdr_done && r->status != 200)
-        fail_http(t, r, "pull");
-    else if (!r->saw_end && !r->saw_fin && t->sess.resume && retry_ok(t, t->down.retries) &&
-             (rc == CURLE_OK || transient(rc))) {
-        /* cut: the server kept what it sent; a new pull from what arrived */
-        t_log(t, 1, "pull: %s; resuming at offset %" PRIu64 " on a new connection",
-              rc != CURLE_OK ? req_error(r, rc) : "response ended early", t->down.off);
-        t->down.fresh = 1;
-        down_again(t, r, "cut");
-        return;
-    } else if (!r->saw_end && !r->saw_fin && rc != CURLE_OK)
-        fail_curl(t, r, rc, "pull");
-    else if (!r->saw_end && !r->saw_fin)
-        t_fail(t, RHC_EXIT_LOST, "pull: response ended without F or E (connection cut?)");
-    if (t->end.code)
-        return;
     int again = r->saw_end;
+
     t->down.retries = 0;
     t->rq.pull = NULL;
     req_free(r);
     if (again) {
         t_log(t, 3, "pull ended (E) at offset %" PRIu64 ", pulling again", t->down.off);
         start_down(t);
+    }
+}
+
+/* Another pull later: refused, busy, cut before the answer or in the middle. */
+static void pull_again(rhc_tunnel *t, struct rhc_req *r, CURLcode rc, enum rhc_cause why)
+{
+    char buf[BODY_MAX + 32];
+
+    if (why == RHC_WHY_REFUSED) {
+        down_again(t, r, "HTTP 409 (the previous pull is still active)");
+    } else if (why == RHC_WHY_BUSY) {
+        down_again(t, r, busy_why(r, buf, sizeof(buf)));
+    } else if (why == RHC_WHY_CUT) {
+        /* no byte came, so none can be lost: pull again with the same ack (a
+         * server that did send some answers 416, never misplaced bytes) */
+        t_log(t, 1, "pull: %s; trying again on a new connection", req_error(r, rc));
+        t->down.fresh = 1;
+        down_again(t, r, req_error(r, rc));
+    } else {
+        /* cut: the server kept what it sent; a new pull from what arrived */
+        t_log(t, 1, "pull: %s; resuming at offset %" PRIu64 " on a new connection",
+              rc != CURLE_OK ? req_error(r, rc) : "response ended early", t->down.off);
+        t->down.fresh = 1;
+        down_again(t, r, "cut");
+    }
+}
+
+static void pull_lost(rhc_tunnel *t, enum rhc_cause why)
+{
+    if (why == RHC_WHY_HELD)
+        t_fail(t, RHC_EXIT_LOST, "pull: HTTP 409: the stream pull that was given up is still "
+               "held open by an intermediary, and the server does not let a new pull take "
+               "over; later sessions of this process start with batch pulls");
+    else if (why == RHC_WHY_LOST_416)
+        t_fail(t, RHC_EXIT_LOST, "pull: HTTP 416: down bytes were lost with the stream pull "
+               "that was given up (an intermediary held them back); later sessions of this "
+               "process start with batch pulls");
+    else
+        t_fail(t, RHC_EXIT_LOST, "pull: response ended without F or E (connection cut?)");
+}
+
+void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
+{
+    struct rhc_facts f;
+    struct rhc_outcome o;
+
+    if (t->end.code)
+        return;
+    rhc_facts_of(t, t->down.retries, &f);
+    rhc_classify_pull(r, rc, &f, &o);
+    switch (o.v) {
+    case RHC_OUT_RESTART:
+        t->rq.pull = NULL;
+        req_free(r);
+        restart_session(t, "the server keeps the stream pull that was given up");
+        return;
+    case RHC_OUT_RETRY:
+        pull_again(t, r, rc, o.why);
+        return;
+    case RHC_OUT_LOST:
+        pull_lost(t, o.why);
+        return;
+    case RHC_OUT_FAIL_HTTP:
+        fail_http(t, r, "pull");
+        return;
+    case RHC_OUT_FAIL_CURL:
+        fail_curl(t, r, rc, "pull");
+        return;
+    default:
+        pull_ended(t, r);
     }
 }
 
