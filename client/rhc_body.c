@@ -333,3 +333,21 @@ size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
     }
     return len;
 }
+
+/* Starts a request whose response is a down frame stream (pull, duplex): from
+ * down.off, which its Relay-Ack told the server, on a new connection after a
+ * cut. */
+int down_req_go(rhc_tunnel *t, struct rhc_req *r, int64_t now)
+{
+    rh_frame_parser_init(&r->parser);
+    curl_easy_setopt(r->h, CURLOPT_BUFFERSIZE, PULL_BUFFERSIZE);
+    curl_easy_setopt(r->h, CURLOPT_WRITEFUNCTION, resp_write);
+    if (t->down.fresh)
+        curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
+    if (req_go(r) < 0)
+        return -1;
+    t->down.repull_at = 0;
+    t->down.last_rx = now;
+    t->ack.sent = t->ack.conf = t->down.off;   /* Relay-Ack */
+    return 0;
+}

@@ -16,12 +16,13 @@
  * for ACK_STALL_MS; a 413 on a streamed body) and falls back duplex -> stream ->
  * batch, per direction; the process remembers what worked for its later
  * sessions. On a path not proven yet, up bytes wait for the first frame of the
- * down response (up_hold, about one round trip): if it never comes, nothing has
+ * down response (xp.up_hold, about one round trip): if it never comes, nothing has
  * reached the target and the session can start over on batch (restart_session)
  * even where the server keeps the given-up pull attached.
  *
- * Up bytes read from the local side go into a ring (t->up.ring, rh_ring) and stay there
- * until the server confirms them (A frames, push answers). A push can therefore
+ * Up bytes read from the local side go into the up buffer (t->up, rhc_upbuf.c,
+ * on an rh_ring) and stay there until the server confirms them (A frames, push
+ * answers). A push can therefore
  * be ended, cut, retried or replaced by another transport without losing or
  * doubling a byte: every push says where its bytes start (Relay-Offset) and the
  * server refuses (409 with its own offset) what it already has. Down bytes are

@@ -221,6 +221,7 @@ size_t body_read(char *buf, size_t size, size_t nitems, void *ud);
 int body_seek(void *ud, curl_off_t offset, int origin);
 int down_headers_done(struct rhc_req *r);
 size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud);
+int down_req_go(rhc_tunnel *t, struct rhc_req *r, int64_t now);
 
 /* rhc_ack.c */
 int64_t alive_every(const rhc_tunnel *t);

@@ -30,17 +30,9 @@ int start_duplex(rhc_tunnel *t)
         req_streamed_body(r) < 0)
         goto fail;
     r->p_off = t->up.sent;
-    rh_frame_parser_init(&r->parser);
-    curl_easy_setopt(r->h, CURLOPT_BUFFERSIZE, PULL_BUFFERSIZE);
-    curl_easy_setopt(r->h, CURLOPT_WRITEFUNCTION, resp_write);
-    if (t->down.fresh)
-        curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
-    if (req_go(r) < 0)
+    if (down_req_go(t, r, now) < 0)
         goto fail;
     t->rq.duplex = r;
-    t->down.repull_at = 0;
-    t->down.last_rx = now;
-    t->ack.sent = t->ack.conf = t->down.off;   /* Relay-Ack */
     t->push.last_emit = now;
     t->push.ack_wait_since = 0;
     t->xp.probe_until = t->xp.autox ? now + PROBE_FIRST_MS : 0;

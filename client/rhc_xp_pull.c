@@ -25,18 +25,10 @@ int start_pull(rhc_tunnel *t)
         (batch && add_header(r, RH_HDR_MODE ": " RH_MODE_BATCH) < 0))
         goto fail;
     r->batch = batch;
-    rh_frame_parser_init(&r->parser);
     req_empty_body(r);
-    curl_easy_setopt(r->h, CURLOPT_BUFFERSIZE, PULL_BUFFERSIZE);
-    curl_easy_setopt(r->h, CURLOPT_WRITEFUNCTION, resp_write);
-    if (t->down.fresh)
-        curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
-    if (req_go(r) < 0)
+    if (down_req_go(t, r, now) < 0)
         goto fail;
     t->rq.pull = r;
-    t->down.repull_at = 0;
-    t->down.last_rx = now;
-    t->ack.sent = t->ack.conf = t->down.off;   /* Relay-Ack */
     t->xp.probe_until = t->xp.autox && !batch ? now + PROBE_FIRST_MS : 0;
     ++t->down.pulls;
     t_log(t, 2, "%s pull from offset %" PRIu64, batch ? "batch" : "stream", t->down.off);
