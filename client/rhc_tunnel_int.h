@@ -203,11 +203,11 @@ static inline struct rhc_req *up_streamer(const rhc_tunnel *t)
     return NULL;
 }
 
-/* rhc_up.c */
-void up_ack(rhc_tunnel *t, uint64_t x);
-int up_rewind(rhc_tunnel *t, uint64_t x, const char *why);
-void up_restart(rhc_tunnel *t, int64_t delay);
-void up_kick(rhc_tunnel *t);
+/* rhc_up.c: the up direction, whatever carries it */
+void up_ack(rhc_tunnel *t, uint64_t x);             /* the server has the bytes below x */
+int up_rewind(rhc_tunnel *t, uint64_t x, const char *why);  /* they go again from x */
+void up_restart(rhc_tunnel *t, int64_t delay);      /* after an ended streamed body */
+void up_kick(rhc_tunnel *t);                        /* wake a body, start batch pushes */
 void spush_refresh(rhc_tunnel *t);
 int64_t park_at(const rhc_tunnel *t);
 void push_park(rhc_tunnel *t, int64_t now);
@@ -216,15 +216,15 @@ int64_t flush_deadline(const rhc_tunnel *t);
 int64_t up_dead_at(const rhc_tunnel *t, int64_t now);
 void up_dead(rhc_tunnel *t, int64_t now);
 
-/* rhc_body.c */
+/* rhc_body.c: the curl callbacks of frame streams */
 size_t body_read(char *buf, size_t size, size_t nitems, void *ud);
 int body_seek(void *ud, curl_off_t offset, int origin);
-int down_headers_done(struct rhc_req *r);
+int down_headers_done(struct rhc_req *r);          /* 0: stop, wrong offset */
 size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud);
 int down_req_go(rhc_tunnel *t, struct rhc_req *r, int64_t now);
 
 /* rhc_ack.c */
-int64_t alive_every(const rhc_tunnel *t);
+int64_t alive_every(const rhc_tunnel *t);          /* against the server's idle timeout */
 void maybe_ack(rhc_tunnel *t, int64_t now);
 int64_t ack_deadline(const rhc_tunnel *t);
 void ack_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
@@ -237,9 +237,9 @@ void bpush_forget(rhc_tunnel *t, struct rhc_req *r);
 void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
 void bpush_resend_due(rhc_tunnel *t, int64_t now);
 
-/* rhc_xp_pull.c */
+/* rhc_xp_pull.c: pulls, and how the down side tries again */
 int start_pull(rhc_tunnel *t);
-void start_down(rhc_tunnel *t);
+void start_down(rhc_tunnel *t);                     /* the next down request */
 int retry_ok(const rhc_tunnel *t, unsigned n);
 int unanswered_retry_ok(const rhc_tunnel *t);
 struct rhc_facts;
@@ -256,18 +256,18 @@ void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
 int start_duplex(rhc_tunnel *t);
 void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
 
-/* rhc_tunnel.c */
-void reqs_free(rhc_tunnel *t);
+/* rhc_tunnel.c: a tunnel's life */
+void reqs_free(rhc_tunnel *t);                      /* every request but the open */
 void start_close_try(rhc_ctx *c, const char *token, const char *label,
                      const char *sid, unsigned tries, int integrity);
 void start_close(rhc_ctx *c, const char *token, const char *label, const char *sid);
 struct rhc_req *start_open(rhc_tunnel *t);
 void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
-void t_finish(rhc_tunnel *t);
-void t_advance(rhc_tunnel *t, int64_t now);
+void t_finish(rhc_tunnel *t);                       /* reports and frees it */
+void t_advance(rhc_tunnel *t, int64_t now);         /* after events; may finish it */
 
 /* rhc_timers.c */
-int64_t t_deadline(const rhc_tunnel *t);
+int64_t t_deadline(const rhc_tunnel *t);            /* next look without an event, -1 */
 void t_timers(rhc_tunnel *t, int64_t now);
 
 #endif
