@@ -1,6 +1,6 @@
 /* relay-https client: stdio mode. One tunnel carries fd 0 and fd 1; its end (or a
  * signal) ends the process, with the tunnel's exit code. The descriptors' flags
- * are set and put back by rhc_stdio_prepare/restore (rhc_tunnel.c). */
+ * are set and put back by rhc_stdio_prepare/restore (rhc_local.c). */
 #include <errno.h>
 #include <string.h>
 

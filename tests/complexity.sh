@@ -2,7 +2,7 @@
 # make complexity: every product function by cyclomatic complexity (pmccabe,
 # the modified count: a switch counts once), and every product C file by
 # length. Fails on a function over COMPLEXITY_MAX or a file over LINES_MAX.
-top=${1:-.}
+top=${1:-$(cd "$(dirname "$0")/.." && pwd)}
 max=${COMPLEXITY_MAX:-30}
 lines=${LINES_MAX:-650}
 cd "$top" || exit 1

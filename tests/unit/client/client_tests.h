@@ -1,9 +1,15 @@
-/* Unit tests for the relay-https client (Debian's check library). */
+/* Unit tests of the relay-https client (Debian's check library): the pure
+ * decisions of the tunnel (outcome classifiers, exit codes and messages, the up
+ * buffer, transport choice) and the command line. */
 #ifndef RHC_CLIENT_TESTS_H
 #define RHC_CLIENT_TESTS_H
 
 #include <check.h>
 
-Suite *opts_suite(void);
+Suite *outcome_suite(void);
+Suite *errors_suite(void);
+Suite *upbuf_suite(void);
+Suite *choose_suite(void);
+Suite *opts_suite(void);        /* tests/unit/client/test_opts.c */
 
 #endif

@@ -1,0 +1,119 @@
+/* relay-https client: acknowledging down bytes (resume): the server keeps
+ * what it sent until told, on ack requests of their own. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "rh_util.h"
+#include "rhc_errors.h"
+#include "rhc_tunnel_int.h"
+
+/* Resume: down bytes received but not yet acknowledged to the server. */
+static uint64_t ack_gap(const rhc_tunnel *t)
+{
+    return t->sess.resume ? t->down.off - t->ack.sent : 0;
+}
+
+/* Resume with a streamed down direction: the server keeps what it sent until
+ * told, in its buffer; an ack request tells it, on a request of its own (see
+ * body_read for why not in a body). One at a time: once a quarter of the
+ * server's buffer came, or once down is quiet, so that an idle session holds no
+ * memory there. */
+/* The server forgets a session not heard from for its idle timeout: whatever
+ * keeps an idle session alive comes at least three times as often. */
+int64_t alive_every(const rhc_tunnel *t)
+{
+    return t->sess.idle_ms / 3;
+}
+
+void maybe_ack(rhc_tunnel *t, int64_t now)
+{
+    struct rhc_req *dr = down_req(t);
+    uint64_t gap = ack_gap(t);
+
+    /* parked, no push heartbeats reach the server: an ack now and then does */
+    int keep = t->push.parked && now >= t->push.park_keep_at;
+
+    if ((!gap && !keep) || t->ack.n == ACK_INFLIGHT || t->end.code || !dr || dr->batch ||
+        now < t->ack.retry_at)
+        return;
+    /* on a long path one ack in flight lets the server's window fill in two
+     * round trips, not one: more go out, but only for a full gap each */
+    if (t->ack.n && gap < t->ack.every)
+        return;
+    if (!keep && gap < t->ack.every && now < t->down.last_data + ACK_IDLE_MS)
+        return;
+    struct rhc_req *r = req_new(t->ctx, t, REQ_ACK, t->token);
+    if (!r || add_header(r, RH_HDR_ACK ": %" PRIu64, t->down.off) < 0 ||
+        add_header(r, "Content-Type:") < 0)
+        goto fail;
+    req_empty_body(r);
+    r->offset = t->down.off;
+    curl_easy_setopt(r->h, CURLOPT_TIMEOUT_MS, (long)ACK_TIMEOUT_MS);
+    if (req_go(r) < 0)
+        goto fail;
+    t->ack.req[t->ack.n++] = r;
+    t->ack.sent = t->down.off;
+    t->push.park_keep_at = now + alive_every(t);
+    t_log(t, 3, "ack %" PRIu64, t->down.off);
+    return;
+fail:
+    req_free(r);
+    t_fail(t, RHC_EXIT_ERROR, "ack: cannot start a request (out of memory)");
+}
+
+/* When maybe_ack wants a look without an fd event, or -1. */
+int64_t ack_deadline(const rhc_tunnel *t)
+{
+    struct rhc_req *dr = down_req(t);
+
+    int64_t d;
+
+    if (t->ack.n || !dr || dr->batch)
+        return -1;
+    if (ack_gap(t))
+        d = t->down.last_data + ACK_IDLE_MS;
+    else if (t->push.parked)
+        d = t->push.park_keep_at;        /* the keep-alive ack */
+    else
+        return -1;
+    return d > t->ack.retry_at ? d : t->ack.retry_at;
+}
+
+void ack_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
+{
+    for (int i = 0; i < t->ack.n; ++i)
+        if (t->ack.req[i] == r) {
+            t->ack.req[i] = t->ack.req[--t->ack.n];
+            break;
+        }
+    if (rc == CURLE_OK && r->hdr_done && (r->status == 204 || r->status == 200)) {
+        if (r->offset > t->ack.conf)
+            t->ack.conf = r->offset;
+        t->ack.fails = 0;
+    } else if (rc == CURLE_OK && r->hdr_done && r->status == RH_STATUS_INTEGRITY) {
+        fail_http(t, r, "ack");     /* the session failed a check: nothing to wait for */
+    } else if (rc == CURLE_OK && r->hdr_done && r->status == 416) {
+        /* beyond what the server sent: it cannot be (a server that went back
+         * without telling); the pull will find out */
+        t_log(t, 1, "ack: HTTP 416 for offset %" PRIu64, r->offset);
+        t->ack.sent = t->ack.conf;
+        t->ack.retry_at = rh_now_ms() + 1000;
+    } else {
+        /* a cut, or the session is gone (the pull says so): try again later */
+        char line[BODY_MAX + 1];
+        body_line(r, line, sizeof(line));
+        if (rc != CURLE_OK)
+            t_log(t, 2, "ack: %s; trying again", req_error(r, rc));
+        else
+            t_log(t, 2, "ack: HTTP %ld %s; trying again", r->status, line);
+        t->ack.sent = t->ack.conf;
+        t->ack.retry_at = rh_now_ms() + backoff_ms(t->ack.fails++);
+    }
+    req_free(r);
+}

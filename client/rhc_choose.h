@@ -1,0 +1,48 @@
+/* relay-https client: which transport a session uses per direction, what the
+ * process learned for later sessions (struct rhc_policy), and the fallbacks
+ * duplex -> stream -> batch when an intermediary holds bytes back. */
+#ifndef RHC_CHOOSE_H
+#define RHC_CHOOSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rhc_opts.h"
+#include "rhc_tunnel.h"
+
+struct rhc_req;
+
+extern const char *const xp_name[];    /* "auto", "duplex", "stream", "batch" */
+
+/* What this process learned about the path (auto): later sessions start with
+ * it. Only ever moves towards batch and smaller bodies. */
+struct rhc_policy {
+    enum rhc_transport best_up, best_down;
+    char why_up[320], why_down[320];
+    int proven[RHC_XP_BATCH + 1];   /* a response of this transport showed a frame in time */
+    size_t batch_max;           /* data bytes per batch push (smaller after a 413) */
+    uint64_t spush_max;         /* body bytes per stream push (smaller after a 413) */
+};
+
+void rhc_policy_init(struct rhc_policy *p);
+/* Remembers for the later sessions of this process (never moves back). */
+void rhc_policy_note(struct rhc_policy *p, int up, enum rhc_transport x, const char *why);
+
+/* The transports of a new session (pure): from --transport, or for auto from the
+ * HTTP version its open spoke (hv: CURL_HTTP_VERSION_*) and the policy. Sets
+ * *autox and writes the reason into why. */
+void rhc_choose_pick(const struct rhc_opts *o, const struct rhc_policy *p, long hv,
+                     enum rhc_transport *up, enum rhc_transport *down, int *autox,
+                     char *why, size_t whysz);
+
+/* Picks and starts the transports of a session once its open was answered. */
+void choose_transport(rhc_tunnel *t, struct rhc_req *open);
+/* Pushes move to batch; the down side moves to the next transport. */
+void fallback_up(rhc_tunnel *t, const char *why);
+void fallback_down(rhc_tunnel *t, const char *why);
+/* Nothing was exchanged yet: a new session, with what this one learned. */
+void restart_session(rhc_tunnel *t, const char *why);
+/* auto: when the down response counts as held back, or -1. */
+int64_t probe_deadline(const rhc_tunnel *t);
+
+#endif

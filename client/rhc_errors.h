@@ -1,0 +1,45 @@
+/* relay-https client: how a request ended, in the user's terms: exit codes,
+ * messages and hints for refusals and curl errors, and which endings are worth
+ * another try. */
+#ifndef RHC_ERRORS_H
+#define RHC_ERRORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <curl/curl.h>
+
+#include "rhc_opts.h"
+#include "rhc_req.h"
+#include "rhc_tunnel.h"
+
+/* Logs with the tunnel's label in front. */
+void t_log(rhc_tunnel *t, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Records why the tunnel fails; the first reason wins, later ones are effects. */
+void t_fail(rhc_tunnel *t, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The tunnel fails with the exit code, message and hint for an unexpected HTTP
+ * answer, or for a curl error. */
+void fail_http(rhc_tunnel *t, const struct rhc_req *r, const char *what);
+void fail_curl(rhc_tunnel *t, const struct rhc_req *r, CURLcode rc, const char *what);
+
+/* The pure decisions behind them (no curl handle needed): cc is the proxy's
+ * answer to CONNECT when it refused (0: none), from_module: the body starts
+ * with the module's error prefix. */
+int rhc_http_exit(long status, long cc, int proxy_said, int is_open, int from_module);
+int rhc_curl_exit(CURLcode rc, long cc, int in_session, const char *errbuf);
+const char *rhc_hint(const struct rhc_opts *o, int code, long status, int proxy_tls);
+
+/* The first line of an error body, printable ASCII only ("" for HTML). */
+void body_line(const struct rhc_req *r, char *out, size_t outsz);
+const char *req_error(const struct rhc_req *r, CURLcode rc);
+
+int transient(CURLcode rc);                 /* a push may be tried again */
+int died_unanswered(const struct rhc_req *r, CURLcode rc);
+int cut_before_answer(CURLcode rc);
+int busy_status(long st);                   /* 503 or 429: later may pass */
+const char *busy_why(const struct rhc_req *r, char *buf, size_t len);
+int64_t backoff_ms(unsigned n);
+
+#endif

@@ -1,0 +1,36 @@
+/* relay-https client: the local side of a tunnel (a socket, or stdin/stdout):
+ * reading up bytes into the up buffer, handing down bytes out, and what the
+ * poll loop should wait for on its fds. */
+#ifndef RHC_LOCAL_H
+#define RHC_LOCAL_H
+
+#include <stddef.h>
+
+#include "rhc_tunnel.h"
+
+struct rhc_local {
+    enum rhc_local_kind kind;
+    int in_fd, out_fd;
+    int in_nb, out_nb;          /* fd is non-blocking: read/write until EAGAIN */
+    int out_shut;               /* local output closed after F */
+    int out_err;
+    int out_blocked;            /* last write hit EAGAIN: wait for POLLOUT */
+    unsigned char *obuf;        /* bytes the local side could not take yet */
+    size_t ocap, ohead, olen;
+};
+
+/* Reads what the local side has into the up buffer. */
+void up_fill(rhc_tunnel *t);
+/* Hands checked down bytes to the local side (through obuf when non-blocking). */
+void deliver(rhc_tunnel *t, const unsigned char *p, size_t n);
+/* Local fd writable: flush obuf, then let the response continue. */
+void drain_out(rhc_tunnel *t);
+/* After F: the local output is closed (stdout: replaced by /dev/null). */
+void shut_output(rhc_tunnel *t);
+
+/* poll events wanted on the local fds, and what to do when they come. */
+short t_events_in(const rhc_tunnel *t);
+short t_events_out(const rhc_tunnel *t);
+void t_local_event(rhc_tunnel *t, int fd, short revents);
+
+#endif

@@ -1,0 +1,335 @@
+/* relay-https client: the event loop: the multi handle with its socket and
+ * timer callbacks, one poll() over curl's sockets, the local fds and the
+ * caller's, and the completions that go to their tunnels. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "rh_util.h"
+#include "rhc_errors.h"
+#include "rhc_tunnel_int.h"
+
+static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
+{
+    rhc_tunnel *t = r->t;
+
+    if (!t) {   /* detached close */
+        /* a pooled connection the server was closing: once more on a new one,
+         * else the session lingers on the server until it times out */
+        const char *sep = r->label[0] ? ": " : "";
+        if (rc != CURLE_OK && !r->hdr_done && transient(rc) && r->tries < 2)
+            start_close_try(c, r->token, r->label, r->sid, r->tries + 1, r->integrity);
+        else if (rc != CURLE_OK)
+            rhc_info("%s%ssession %s: close: %s", r->label, sep, r->sid, req_error(r, rc));
+        else
+            rhc_info("%s%ssession %s: close: HTTP %ld", r->label, sep, r->sid, r->status);
+        for (struct rhc_req **pp = &c->closers; *pp; pp = &(*pp)->next)
+            if (*pp == r) {
+                *pp = r->next;
+                --c->nclosers;
+                break;
+            }
+        req_free(r);
+        return;
+    }
+    switch (r->kind) {
+    case REQ_OPEN:
+        open_done(t, r, rc);
+        break;
+    case REQ_PULL:
+        pull_done(t, r, rc);
+        break;
+    case REQ_PUSH:
+        if (r->streamed)
+            spush_done(t, r, rc);
+        else
+            bpush_done(t, r, rc);
+        break;
+    case REQ_DUPLEX:
+        duplex_done(t, r, rc);
+        break;
+    case REQ_ACK:
+        ack_done(t, r, rc);
+        break;
+    case REQ_CLOSE:
+        break;
+    }
+}
+
+static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    rhc_ctx *c = userp;
+    size_t i;
+
+    (void)e;
+    (void)socketp;
+    for (i = 0; i < c->ncfds; ++i)
+        if (c->cfds[i].fd == s)
+            break;
+    if (what == CURL_POLL_REMOVE) {
+        if (i < c->ncfds)
+            c->cfds[i] = c->cfds[--c->ncfds];
+        return 0;
+    }
+    if (i == c->ncfds) {
+        if (c->ncfds == c->capcfds) {
+            size_t cap = c->capcfds ? c->capcfds * 2 : 16;
+            struct cfd *n = realloc(c->cfds, cap * sizeof(*n));
+            if (!n)
+                return -1;
+            c->cfds = n;
+            c->capcfds = cap;
+        }
+        c->cfds[c->ncfds++].fd = s;
+    }
+    c->cfds[i].events = (short)(((what & CURL_POLL_IN) ? POLLIN : 0) |
+                                ((what & CURL_POLL_OUT) ? POLLOUT : 0));
+    return 0;
+}
+
+static int timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+    rhc_ctx *c = userp;
+
+    (void)m;
+    c->curl_deadline = timeout_ms < 0 ? -1 : rh_now_ms() + timeout_ms;
+    return 0;
+}
+
+/* libcurl before 8.1.0 copies the DATA of one h2 stream into the buffer of
+ * another transfer while it works for that one, and after a pause hands out a
+ * pointer into its connection buffer that later input overwrites: with several
+ * long streams on one connection (tunnels, their acks) response bytes arrive
+ * altered, 48 bytes in a MiB now and then (Debian 12's 7.88.1 does it here;
+ * curl issue 10525 and the rewrite in 8.1.0). There each stream gets a
+ * connection of its own: more TLS connections, never a wrong byte. */
+static int h2_streams_per_conn(void)
+{
+    const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+    return v && v->version_num >= H2_MUX_SAFE_CURL ? H2_STREAMS_PER_CONN : 1;
+}
+
+rhc_ctx *rhc_ctx_new(const struct rhc_opts *o)
+{
+    rhc_ctx *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        return NULL;
+    c->o = o;
+    c->curl_deadline = -1;
+    if (!(c->multi = curl_multi_init())) {
+        free(c);
+        return NULL;
+    }
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    /* Batch sessions keep several connections busy: keep them for reuse. */
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, 64L);
+    /* mod_http2 works on at most 6 streams of a connection at first and raises
+     * that only as streams complete; a duplex stream lasts as long as its
+     * tunnel, so a 7th would wait for ever: more go on a new connection. */
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)h2_streams_per_conn());
+    if ((c->share = curl_share_init())) {
+        curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+        curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    }
+    rhc_policy_init(&c->pol);
+    return c;
+}
+
+void rhc_ctx_free(rhc_ctx *c)
+{
+    if (!c)
+        return;
+    while (c->tunnels) {
+        if (!c->tunnels->end.code)
+            t_fail(c->tunnels, RHC_EXIT_ERROR, "stopped");
+        c->tunnels->end.server_gone = 1;    /* no new requests now */
+        c->tunnels->end.linger_until = 0;
+        t_finish(c->tunnels);
+    }
+    while (c->closers) {
+        struct rhc_req *r = c->closers;
+        c->closers = r->next;
+        req_free(r);
+    }
+    curl_multi_cleanup(c->multi);
+    if (c->share)
+        curl_share_cleanup(c->share);
+    free(c->cfds);
+    free(c->pfds);
+    free(c->powner);
+    free(c);
+}
+
+size_t rhc_ctx_tunnels(const rhc_ctx *c)
+{
+    return c->ntunnels;
+}
+
+size_t rhc_ctx_pending(const rhc_ctx *c)
+{
+    return c->ntunnels + c->nclosers;
+}
+
+void rhc_ctx_abort_all(rhc_ctx *c, const char *why)
+{
+    for (rhc_tunnel *t = c->tunnels; t; t = t->next)
+        t_fail(t, RHC_EXIT_ERROR, "%s", why);
+}
+
+static int grow_pfds(rhc_ctx *c, size_t need)
+{
+    if (need <= c->cappfds)
+        return 0;
+    size_t cap = c->cappfds ? c->cappfds : 64;
+    while (cap < need)
+        cap *= 2;
+    struct pollfd *p = realloc(c->pfds, cap * sizeof(*p));
+    if (!p)
+        return -1;
+    c->pfds = p;
+    rhc_tunnel **o = realloc(c->powner, cap * sizeof(*o));
+    if (!o)
+        return -1;
+    c->powner = o;
+    c->cappfds = cap;
+    return 0;
+}
+
+static void reap(rhc_ctx *c)
+{
+    CURLMsg *m;
+    int left;
+
+    while ((m = curl_multi_info_read(c->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURL *h = m->easy_handle;       /* m dies with the handle: copy first */
+        CURLcode rc = m->data.result;
+        char *priv = NULL;
+        curl_easy_getinfo(h, CURLINFO_PRIVATE, &priv);
+        if (priv)
+            on_done(c, (struct rhc_req *)priv, rc);
+    }
+}
+
+/* wait becomes the time until deadline d (ms, -1: none) if that is sooner. */
+static void wait_until(long *wait, int64_t d, int64_t now)
+{
+    if (d < 0)
+        return;
+    long w = d > now ? (long)(d - now) : 0;
+    if (*wait < 0 || w < *wait)
+        *wait = w;
+}
+
+static void add_pfd(rhc_ctx *c, size_t *n, int fd, short events, rhc_tunnel *owner)
+{
+    c->pfds[*n] = (struct pollfd){ .fd = fd, .events = events };
+    c->powner[(*n)++] = owner;
+}
+
+/* The local fds of every tunnel (one entry when in and out are one socket),
+ * and the time until the next tunnel deadline. */
+static void poll_tunnels(rhc_ctx *c, size_t *n, long *wait, int64_t now)
+{
+    for (rhc_tunnel *t = c->tunnels; t; t = t->next) {
+        short ein = t_events_in(t), eout = t_events_out(t);
+        wait_until(wait, t_deadline(t), now);
+        if (t->local.in_fd == t->local.out_fd && (ein | eout)) {
+            add_pfd(c, n, t->local.in_fd, (short)(ein | eout), t);
+            continue;
+        }
+        if (ein)
+            add_pfd(c, n, t->local.in_fd, ein, t);
+        if (eout)
+            add_pfd(c, n, t->local.out_fd, eout, t);
+    }
+}
+
+/* Hands curl the events on its sockets (entries from..n). */
+static void curl_events(rhc_ctx *c, size_t from, size_t n)
+{
+    int running;
+
+    for (size_t i = from; i < n; ++i) {
+        short re = c->pfds[i].revents;
+        if (!re || (re & POLLNVAL))
+            continue;
+        int flags = ((re & (POLLIN | POLLHUP)) ? CURL_CSELECT_IN : 0) |
+                    ((re & POLLOUT) ? CURL_CSELECT_OUT : 0) |
+                    ((re & POLLERR) ? CURL_CSELECT_ERR : 0);
+        curl_multi_socket_action(c->multi, c->pfds[i].fd, flags, &running);
+    }
+}
+
+/* After the events: timers, curl's own timer, completions, and every tunnel
+ * moved on (freed when over). */
+static void run_due(rhc_ctx *c)
+{
+    int64_t now = rh_now_ms();
+    int running;
+
+    for (rhc_tunnel *t = c->tunnels; t; t = t->next)
+        t_timers(t, now);
+    /* Unpausing sets curl's timer to 0, so this also runs what was unpaused. */
+    if (c->curl_deadline >= 0 && rh_now_ms() >= c->curl_deadline) {
+        c->curl_deadline = -1;
+        curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+    reap(c);
+
+    now = rh_now_ms();
+    for (rhc_tunnel *t = c->tunnels, *next; t; t = next) {
+        next = t->next;
+        t_advance(t, now);
+    }
+}
+
+int rhc_ctx_step(rhc_ctx *c, struct pollfd *extra, size_t nextra, long max_wait_ms)
+{
+    size_t n = 0, tun_end, i;
+    int64_t now = rh_now_ms();
+    long wait = max_wait_ms;
+
+    if (grow_pfds(c, nextra + 2 * c->ntunnels + c->ncfds + 1) < 0)
+        return -1;
+    for (i = 0; i < nextra; ++i) {
+        c->pfds[n] = extra[i];
+        c->pfds[n++].revents = 0;
+    }
+    poll_tunnels(c, &n, &wait, now);
+    tun_end = n;
+    for (i = 0; i < c->ncfds; ++i)
+        if (c->cfds[i].events)
+            add_pfd(c, &n, c->cfds[i].fd, c->cfds[i].events, NULL);
+    wait_until(&wait, c->curl_deadline, now);
+
+    int rc = poll(c->pfds, (nfds_t)n, (int)(wait > 0x7fffffffL ? 0x7fffffffL : wait));
+    if (rc < 0) {
+        if (errno != EINTR)
+            return -1;
+        for (i = 0; i < n; ++i)
+            c->pfds[i].revents = 0;
+    }
+    for (i = 0; i < nextra; ++i)
+        extra[i].revents = c->pfds[i].revents;
+
+    curl_events(c, tun_end, n);
+    /* Tunnels are only freed below, so the owners are still valid here. */
+    for (i = nextra; i < tun_end; ++i)
+        if (c->pfds[i].revents)
+            t_local_event(c->powner[i], c->pfds[i].fd, c->pfds[i].revents);
+    run_due(c);
+    /* Requests started above (a new pull, a close) show up through curl's timer. */
+    return rc < 0 ? 0 : rc;
+}

@@ -1,0 +1,94 @@
+/* relay-https client: one HTTP request of a session (open, pull, push, duplex,
+ * ack, close) as a curl easy handle with its answer as far as we care: status,
+ * Relay-* headers, the start of an error body, and for frame responses and
+ * streamed bodies their progress. */
+#ifndef RHC_REQ_H
+#define RHC_REQ_H
+
+#include <stdint.h>
+#include <curl/curl.h>
+
+#include "rh_frame.h"
+#include "rh_proto.h"
+#include "rhc_tunnel.h"
+
+#define PULL_BUFFERSIZE   (256L * 1024)   /* curl receive buffer of a pull */
+#define PUSH_BUFFERSIZE   (256L * 1024)   /* curl upload buffer of a streamed body */
+#define BODY_MAX          200             /* bytes of an error body kept for messages */
+
+enum req_kind { REQ_OPEN, REQ_PULL, REQ_PUSH, REQ_DUPLEX, REQ_CLOSE, REQ_ACK };
+extern const char *const kind_name[];   /* endpoint of each kind */
+
+struct rhc_req {
+    enum req_kind kind;
+    CURL *h;
+    struct curl_slist *hdrs;
+    rhc_ctx *ctx;
+    rhc_tunnel *t;              /* NULL for a detached close */
+    struct rhc_req *next;       /* list of detached closes */
+    char label[112];            /* detached close: whose session (tunnel label) ... */
+    char sid[RH_SID_LEN + 1];      /* ... and its public id */
+    long status;                /* final HTTP status once its headers ended */
+    int hdr_done;
+    int have_offset;
+    char reason[16];            /* Relay-Reason of the answer (RH_REASON_TOKEN_*) */
+    uint64_t offset;            /* Relay-Offset of the answer */
+    int have_token;
+    int resume_ok;              /* open: the server keeps bytes until acknowledged */
+    int check_ok;               /* open: the server sends and checks C frames */
+    uint64_t buffer;            /* open: Relay-Buffer */
+    uint64_t window;            /* open: Relay-Window (bytes kept until acknowledged) */
+    uint64_t idle_s;            /* open: Relay-Idle-Timeout */
+    int proxy_said;             /* the answer has a proxy's marks (X-Squid-Error, Proxy-Status) */
+    char token[RH_TOKEN_LEN + 1];  /* Relay-Session of an open answer */
+    size_t body_len;
+    char body[BODY_MAX + 1];    /* start of an error body */
+    char errbuf[CURL_ERROR_SIZE];
+    int64_t started;
+
+    /* pull, duplex: the response is a frame stream */
+    int batch;                  /* pull with Relay-Mode: batch */
+    rh_frame_parser parser;
+    int got_frame;              /* a complete frame (the initial H, say) arrived */
+    uint64_t rx_data;           /* D bytes taken from this response (checked) */
+    unsigned char *pend;        /* D bytes waiting for their C frame, RH_FRAME_MAX */
+    size_t pend_len;
+    int saw_end, saw_fin;       /* E / F frame */
+    int recv_paused;
+
+    /* push, duplex: the request body */
+    int streamed;               /* body made by the read callback as we go */
+    uint64_t p_off;             /* Relay-Offset sent */
+    uint64_t p_end;             /* batch: end of its data */
+    int p_fin;                  /* batch: ends with F; streamed: F emitted */
+    int p_r;                    /* streamed: R emitted */
+    unsigned char *p_body;      /* batch: the frames */
+    size_t p_len;
+    int send_paused;
+    int end_wanted;             /* streamed: end the body at the next chance */
+    int refresh;                /* stream push ended only to learn the server's offset */
+    int parking;                /* stream push ended because the tunnel is idle */
+    int body_ended;             /* streamed: the read callback said end */
+    uint64_t emitted;           /* streamed: body bytes handed to curl */
+    int acked_any;              /* streamed: the server confirmed bytes of this body */
+    unsigned tries;             /* batch push, close: attempts so far */
+    int integrity;              /* close: tells the server a check failed here */
+    int64_t retry_at;           /* batch push: waits (out of the multi) until then */
+};
+
+/* Builds a request with everything the options ask for; the caller adds its own
+ * headers and options, then req_go. NULL: out of memory. */
+struct rhc_req *req_new(rhc_ctx *c, rhc_tunnel *t, enum req_kind kind, const char *token);
+void req_free(struct rhc_req *r);      /* also takes it out of the multi */
+int add_header(struct rhc_req *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void req_empty_body(struct rhc_req *r);
+int req_streamed_body(struct rhc_req *r);
+int req_go(struct rhc_req *r);          /* into the multi handle */
+void unpause_send(struct rhc_req *r);
+void unpause_recv(struct rhc_req *r);
+
+/* The write callback of requests whose body is only read for error text. */
+size_t body_cb(char *ptr, size_t size, size_t nmemb, void *ud);
+
+#endif

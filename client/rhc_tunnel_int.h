@@ -1,0 +1,273 @@
+/* relay-https client, private: struct rhc_tunnel and struct rhc_ctx, the limits
+ * and timings they work with, and the functions the rhc_*.c files of a tunnel
+ * call of each other (grouped by file). Not for relay-https.c: rhc_tunnel.h is
+ * the API. */
+#ifndef RHC_TUNNEL_INT_H
+#define RHC_TUNNEL_INT_H
+
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <curl/curl.h>
+
+#include "rh_frame.h"
+#include "rh_proto.h"
+#include "rh_ring.h"
+#include "rhc_choose.h"
+#include "rhc_local.h"
+#include "rhc_opts.h"
+#include "rhc_req.h"
+#include "rhc_tunnel.h"
+#include "rhc_upbuf.h"
+
+#define OBUF_SOFT         (256u * 1024)   /* responses pause while this much waits locally */
+#define OBUF_MAX          (4u * 1024 * 1024) /* hard cap: soft cap + one curl callback */
+#define UPBUF_MAX         (16u * 1024 * 1024) /* up ring bound: bytes in flight, unconfirmed */
+#define UPBUF_ROOM_MIN    16384u          /* up ring: counts as full below this room */
+#define UP_AHEAD_MAX      (512u * 1024)   /* local bytes read ahead of the pushes */
+#define BATCH_BODY_MAX    (2048u * 1024)  /* frames in one batch push */
+#define SPUSH_BODY_MAX    (256ull << 20)  /* a stream push body ends after this; a new one goes on */
+#define SPUSH_BODY_MIN    (1ull << 20)    /* ... and after a 413 never below this */
+#define CHECK_FRAME       (RH_FRAME_HDR + RH_FRAME_CHECK_LEN)  /* follows every D frame */
+/* data bytes that fit a push body of B bytes: D frames of RH_FRAME_MAX, each with
+ * its C frame, and an F */
+#define DATA_IN_BODY(B)   ((B) - (((B) + RH_FRAME_MAX - 1) / RH_FRAME_MAX) \
+                                 * (RH_FRAME_HDR + CHECK_FRAME) - RH_FRAME_HDR)
+#define BATCH_DATA_MAX    DATA_IN_BODY(BATCH_BODY_MAX)
+#define BATCH_INFLIGHT    8               /* batch pushes in flight (a WAN round trip each) ... */
+#define PROBE_NO_HEADERS_MS 10000     /* extra wait for a first frame when no headers came */
+#define BATCH_SLOTS       (2 * BATCH_INFLIGHT) /* ... (more only when one is split: 413) */
+#define BATCH_DATA_MIN    (16u * 1024)    /* smallest push a 413 can make us send */
+#define HEARTBEAT_MS      (RH_HEARTBEAT_S * 1000) /* H frame after this much silence on a body */
+#define PULL_DEAD_MS      (3 * HEARTBEAT_MS) /* three server heartbeats missed = dead */
+#define BUSY_MARGIN_MS    5000            /* our busy window ends this much before the server's */
+#define BUSY_POLL_DEAD_MS (RH_BUSY_POLL_MS + 2000)  /* busy: a long-poll answers by then */
+#define BUSY_HB_DEAD_MS   (3 * RH_BUSY_HEARTBEAT_MS) /* busy: a stream shows a frame by then */
+#define UP_DEAD_MS        3000            /* up bytes unconfirmed this long, server alive:
+                                             the request carrying them is dead ... */
+#define UP_DEAD_MAX_MS    60000           /* ... (doubling while nothing moves, up to this) */
+#define PROBE_FIRST_MS    2000            /* auto: a stream response shows its first frame by then */
+#define ACK_STALL_MS      3000            /* auto: pushed bytes acknowledged by then */
+#define DOWN_QUIET_MS     1000            /* ... judged only when no down data came for this long */
+#define FLUSH_PAD         (32u * 1024)    /* padded H that pushes a partly filled buffer on */
+#define FLUSH_MAX         3               /* padded H frames per stall */
+#define SWITCH_GRACE_MIN  100             /* after a pull switch, up bytes wait this long ... */
+#define SWITCH_GRACE_MAX  1000            /* ... (2 round trips, within these bounds) */
+#define SWITCH_WAIT_MS    10000           /* an ended duplex body gets this long to be confirmed */
+#define H2_STREAMS_PER_CONN 6             /* see rhc_ctx_new */
+#define H2_MUX_SAFE_CURL  0x080100        /* first libcurl that may carry several (8.1.0) */
+#define H2_RESETS_MAX     4               /* see duplex_done */
+#define OPEN_TIMEOUT_MS   30000
+#define OPEN_RETRIES      4               /* an open cut before its answer goes again */
+#define CLOSE_TIMEOUT_MS  5000
+#define LINGER_MS         5000            /* time for an R frame to leave before teardown */
+#define ACK_IDLE_MS       200             /* resume: acknowledge what came once down is quiet this long */
+#define ACK_TIMEOUT_MS    15000
+#define ACK_MAX_GAP       (1024u * 1024)  /* resume: acknowledge at least this often */
+#define ACK_INFLIGHT      6               /* resume: ack requests in flight at once */
+#define IDLE_MARGIN_MS    5000            /* resume: stop trying this long before the server forgets */
+#define RETRY_MAX         12              /* tries of a refused or cut push / pull in a row */
+
+struct rhc_tunnel {
+    rhc_ctx *ctx;
+    rhc_tunnel *prev, *next;
+    char label[112];
+    rhc_done_fn done;
+    void *done_arg;
+    char token[RH_TOKEN_LEN + 1];
+    char sid[RH_SID_LEN + 1];      /* public part of the token, the only part we print */
+
+    struct rhc_local local;
+
+    struct {                    /* the session as the server sees it */
+        int resume;             /* the server keeps bytes until acknowledged (Resume) */
+        int64_t idle_ms;        /* resume: the server keeps the session this long unheard */
+        int64_t last_contact;   /* a request of the session last got an answer then */
+        int64_t last_busy;      /* down bytes came or up bytes were confirmed then */
+        unsigned h2_resets;     /* duplex streams reset unanswered, in a row */
+        unsigned open_retries;
+        int64_t rtt_ms;         /* open: from request sent to answer */
+    } sess;
+
+    struct {                    /* the requests in flight */
+        struct rhc_req *open;
+        struct rhc_req *duplex; /* carries down (xp.down duplex), and up until ended */
+        struct rhc_req *pull;   /* stream or batch pull */
+        struct rhc_req *spush;  /* stream push */
+        struct rhc_req *bpush[BATCH_SLOTS];
+        int nbpush;
+    } rq;
+
+    struct {                    /* transports */
+        enum rhc_transport up, down;
+        int autox;              /* --transport auto: probe and fall back */
+        int switching;          /* an ended streamed body is being confirmed */
+        int64_t switch_since;
+        int64_t probe_until;    /* auto: the down response must show a frame by then */
+        int64_t up_fallback_at; /* auto: pushes go batch then (after a pull switch) */
+        const char *up_fallback_why;
+        int up_hold;            /* auto, path not proven: no up byte goes out yet */
+        int64_t hold_until;     /* ... until the down response shows a frame, or then */
+        unsigned restarts;      /* sessions started over (nothing exchanged yet) */
+        int switched_pull;      /* a stream pull was given up: a 416 then means why */
+        enum rhc_transport down_seen; /* a response of this down transport showed a
+                                   frame: on it, silence now means a dead connection */
+    } xp;
+
+    /* up: local -> ring -> pushes */
+    struct rhc_upbuf up;
+    struct {                    /* how the pushes go */
+        int r_pending, r_sent;  /* local side failed: R frame on the streamed body */
+        int hb_pending;
+        size_t hb_pad;          /* the pending H carries this much padding */
+        unsigned pads;          /* padded H frames sent since the last confirmation */
+        int64_t last_emit;      /* a streamed body last gave curl bytes then */
+        int64_t last_data;      /* when up data last went into a streamed body */
+        int parked;             /* no stream push until there is something to send */
+        int64_t park_keep_at;   /* parked: an ack then tells the server we are here */
+        int64_t ack_wait_since; /* up.sent > up.acked since then, no ack came */
+        int64_t dead_ms;        /* unconfirmed this long: the push is dead (see up_dead_at) */
+        unsigned retries;       /* streamed body refused or cut, in a row */
+        int64_t spush_at;       /* start the stream push (again) then */
+    } push;
+
+    struct {                    /* down: responses -> local */
+        uint64_t off;           /* data bytes received (and checked) so far */
+        uint32_t crc;           /* CRC32C of down bytes [0, off) */
+        int fin;                /* F frame seen */
+        unsigned pulls;         /* pulls / duplexes started */
+        unsigned retries;       /* refused (409) or lost-before-answer, in a row */
+        int fresh;              /* next pull on a new connection */
+        int64_t repull_at;      /* 0, or when to start the next down request */
+        int64_t last_rx;
+        int64_t last_data;
+    } down;
+
+    struct {                    /* resume: acknowledging down bytes */
+        uint64_t every;         /* acknowledge down bytes this often */
+        uint64_t sent;          /* down offset told to the server (maybe in flight) */
+        uint64_t conf;          /* ... and confirmed by it */
+        struct rhc_req *req[ACK_INFLIGHT]; /* streamed down: acks in flight */
+        int n;                  /* how many */
+        unsigned fails;         /* ack requests failed in a row */
+        int64_t retry_at;
+    } ack;
+
+    struct {                    /* the end */
+        int code;               /* first failure wins; 0 = none */
+        int server_gone;        /* the server already dropped the session */
+        int64_t linger_until;   /* failing, but let an R frame go out first */
+        char msg[768];
+    } end;
+};
+
+struct cfd {
+    curl_socket_t fd;
+    short events;
+};
+
+struct rhc_ctx {
+    const struct rhc_opts *o;
+    CURLM *multi;
+    CURLSH *share;              /* TLS sessions and DNS shared by all requests */
+    int64_t curl_deadline;      /* -1: curl has no timer */
+    struct cfd *cfds;           /* sockets curl wants watched */
+    size_t ncfds, capcfds;
+    rhc_tunnel *tunnels;
+    size_t ntunnels;
+    struct rhc_req *closers;
+    size_t nclosers;
+    struct pollfd *pfds;        /* scratch for poll() */
+    rhc_tunnel **powner;        /* tunnel of each local pollfd */
+    size_t cappfds;
+    struct rhc_policy pol;      /* auto: what later sessions start with */
+};
+
+static inline uint64_t up_read_off(const rhc_tunnel *t)
+{
+    return rhc_upbuf_read_off(&t->up);
+}
+
+/* The request that carries down bytes now, and the one whose body streams up. */
+static inline struct rhc_req *down_req(const rhc_tunnel *t)
+{
+    return t->xp.down == RHC_XP_DUPLEX ? t->rq.duplex : t->rq.pull;
+}
+
+static inline struct rhc_req *up_streamer(const rhc_tunnel *t)
+{
+    if (t->xp.up == RHC_XP_DUPLEX)
+        return t->rq.duplex;
+    if (t->xp.up == RHC_XP_STREAM)
+        return t->rq.spush;
+    return NULL;
+}
+
+/* rhc_up.c: the up direction, whatever carries it */
+void up_ack(rhc_tunnel *t, uint64_t x);             /* the server has the bytes below x */
+int up_rewind(rhc_tunnel *t, uint64_t x, const char *why);  /* they go again from x */
+void up_restart(rhc_tunnel *t, int64_t delay);      /* after an ended streamed body */
+void up_kick(rhc_tunnel *t);                        /* wake a body, start batch pushes */
+void spush_refresh(rhc_tunnel *t);
+int64_t park_at(const rhc_tunnel *t);
+void push_park(rhc_tunnel *t, int64_t now);
+int64_t stall_deadline(const rhc_tunnel *t);
+int64_t flush_deadline(const rhc_tunnel *t);
+int64_t up_dead_at(const rhc_tunnel *t, int64_t now);
+void up_dead(rhc_tunnel *t, int64_t now);
+
+/* rhc_body.c: the curl callbacks of frame streams */
+size_t body_read(char *buf, size_t size, size_t nitems, void *ud);
+int body_seek(void *ud, curl_off_t offset, int origin);
+int down_headers_done(struct rhc_req *r);          /* 0: stop, wrong offset */
+size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud);
+int down_req_go(rhc_tunnel *t, struct rhc_req *r, int64_t now);
+
+/* rhc_ack.c */
+int64_t alive_every(const rhc_tunnel *t);          /* against the server's idle timeout */
+void maybe_ack(rhc_tunnel *t, int64_t now);
+int64_t ack_deadline(const rhc_tunnel *t);
+void ack_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
+
+/* rhc_xp_batch.c */
+struct rhc_req *bpush_new(rhc_tunnel *t, uint64_t off, uint64_t end, int fin,
+                          unsigned tries);
+int start_bpush(rhc_tunnel *t);
+void bpush_forget(rhc_tunnel *t, struct rhc_req *r);
+void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
+void bpush_resend_due(rhc_tunnel *t, int64_t now);
+
+/* rhc_xp_pull.c: pulls, and how the down side tries again */
+int start_pull(rhc_tunnel *t);
+void start_down(rhc_tunnel *t);                     /* the next down request */
+int retry_ok(const rhc_tunnel *t, unsigned n);
+int unanswered_retry_ok(const rhc_tunnel *t);
+struct rhc_facts;
+void rhc_facts_of(const rhc_tunnel *t, unsigned retries, struct rhc_facts *f);
+void down_again(rhc_tunnel *t, struct rhc_req *r, const char *why);
+void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
+int64_t pull_dead_ms(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now);
+
+/* rhc_xp_stream.c */
+int start_spush(rhc_tunnel *t);
+void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
+
+/* rhc_xp_duplex.c */
+int start_duplex(rhc_tunnel *t);
+void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
+
+/* rhc_tunnel.c: a tunnel's life */
+void reqs_free(rhc_tunnel *t);                      /* every request but the open */
+void start_close_try(rhc_ctx *c, const char *token, const char *label,
+                     const char *sid, unsigned tries, int integrity);
+void start_close(rhc_ctx *c, const char *token, const char *label, const char *sid);
+struct rhc_req *start_open(rhc_tunnel *t);
+void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
+void t_finish(rhc_tunnel *t);                       /* reports and frees it */
+void t_advance(rhc_tunnel *t, int64_t now);         /* after events; may finish it */
+
+/* rhc_timers.c */
+int64_t t_deadline(const rhc_tunnel *t);            /* next look without an event, -1 */
+void t_timers(rhc_tunnel *t, int64_t now);
+
+#endif

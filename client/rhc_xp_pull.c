@@ -1,0 +1,208 @@
+/* relay-https client: pulls (stream or batch long-poll), the down request
+ * when down is not duplex, and how the down side tries again. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "rh_util.h"
+#include "rhc_errors.h"
+#include "rhc_outcome.h"
+#include "rhc_tunnel_int.h"
+
+int start_pull(rhc_tunnel *t)
+{
+    int batch = t->xp.down == RHC_XP_BATCH;
+    struct rhc_req *r = req_new(t->ctx, t, REQ_PULL, t->token);
+    int64_t now = rh_now_ms();
+
+    if (!r || add_header(r, RH_HDR_ACK ": %" PRIu64, t->down.off) < 0 ||
+        add_header(r, "Content-Type:") < 0 ||
+        (batch && add_header(r, RH_HDR_MODE ": " RH_MODE_BATCH) < 0))
+        goto fail;
+    r->batch = batch;
+    req_empty_body(r);
+    if (down_req_go(t, r, now) < 0)
+        goto fail;
+    t->rq.pull = r;
+    t->xp.probe_until = t->xp.autox && !batch ? now + PROBE_FIRST_MS : 0;
+    ++t->down.pulls;
+    t_log(t, 2, "%s pull from offset %" PRIu64, batch ? "batch" : "stream", t->down.off);
+    return 0;
+fail:
+    req_free(r);
+    t_fail(t, RHC_EXIT_ERROR, "pull: cannot start a request (out of memory)");
+    return -1;
+}
+
+/* Starts the request that carries down bytes next. */
+void start_down(rhc_tunnel *t)
+{
+    if (t->down.fin || t->end.code)
+        return;
+    if (t->xp.down == RHC_XP_DUPLEX && t->xp.up == RHC_XP_DUPLEX && !t->up.done) {
+        start_duplex(t);
+        return;
+    }
+    if (t->xp.down == RHC_XP_DUPLEX)
+        t->xp.down = RHC_XP_STREAM;  /* up went elsewhere: down goes on alone */
+    start_pull(t);
+}
+
+/* Another try after a cut? A resumable session goes on trying,
+ * with backoff, as long as the server keeps it (RelayIdleTimeout since it last
+ * heard from us, less a margin): a cut shorter than that goes unnoticed
+ * locally. Otherwise a few tries in a row. (Refusals, 409 and 503, always
+ * get RETRY_MAX tries in a row.) */
+int retry_ok(const rhc_tunnel *t, unsigned n)
+{
+    if (t->sess.resume)
+        return rh_now_ms() - t->sess.last_contact < t->sess.idle_ms - IDLE_MARGIN_MS;
+    return n < RETRY_MAX;
+}
+
+/* A down request died before any answer: another try? (Without resume, only a
+ * few: no byte came, so none can be lost, but the path may be gone.) */
+int unanswered_retry_ok(const rhc_tunnel *t)
+{
+    return t->sess.resume ? retry_ok(t, t->down.retries) : t->down.retries < 3;
+}
+
+/* What the classifiers of rhc_outcome.c need to know of the tunnel; retries:
+ * the counter retry_ok() judges. */
+void rhc_facts_of(const rhc_tunnel *t, unsigned retries, struct rhc_facts *f)
+{
+    memset(f, 0, sizeof(*f));
+    f->read = up_read_off(t);
+    f->sent = t->up.sent;
+    f->acked = t->up.acked;
+    f->down_off = t->down.off;
+    f->eof = t->up.eof;
+    f->autox = t->xp.autox;
+    f->resume = t->sess.resume;
+    f->retries = retries;
+    f->can_retry = retry_ok(t, retries);
+    f->unanswered_ok = unanswered_retry_ok(t);
+    f->switched_pull = t->xp.switched_pull;
+    f->up_hold = t->xp.up_hold;
+    f->restarts = t->xp.restarts;
+    f->up_on_it = t->xp.up == RHC_XP_DUPLEX;
+    f->h2_resets = t->sess.h2_resets;
+    f->slots_full = t->rq.nbpush >= BATCH_SLOTS;
+}
+
+/* The down request is given up without an answer: start another one later. */
+void down_again(rhc_tunnel *t, struct rhc_req *r, const char *why)
+{
+    t_log(t, 2, "%s: %s; trying again", kind_name[r->kind], why);
+    if (r == t->rq.pull)
+        t->rq.pull = NULL;
+    if (r == t->rq.duplex)
+        t->rq.duplex = NULL;
+    req_free(r);
+    t->down.repull_at = rh_now_ms() + backoff_ms(t->down.retries++);
+}
+
+/* The pull ended as it should (E or F): the next one goes on after E. */
+static void pull_ended(rhc_tunnel *t, struct rhc_req *r)
+{
+    int again = r->saw_end;
+
+    t->down.retries = 0;
+    t->rq.pull = NULL;
+    req_free(r);
+    if (again) {
+        t_log(t, 3, "pull ended (E) at offset %" PRIu64 ", pulling again", t->down.off);
+        start_down(t);
+    }
+}
+
+/* Another pull later: refused, busy, cut before the answer or in the middle. */
+static void pull_again(rhc_tunnel *t, struct rhc_req *r, CURLcode rc, enum rhc_cause why)
+{
+    char buf[BODY_MAX + 32];
+
+    if (why == RHC_WHY_REFUSED) {
+        down_again(t, r, "HTTP 409 (the previous pull is still active)");
+    } else if (why == RHC_WHY_BUSY) {
+        down_again(t, r, busy_why(r, buf, sizeof(buf)));
+    } else if (why == RHC_WHY_CUT) {
+        /* no byte came, so none can be lost: pull again with the same ack (a
+         * server that did send some answers 416, never misplaced bytes) */
+        t_log(t, 1, "pull: %s; trying again on a new connection", req_error(r, rc));
+        t->down.fresh = 1;
+        down_again(t, r, req_error(r, rc));
+    } else {
+        /* cut: the server kept what it sent; a new pull from what arrived */
+        t_log(t, 1, "pull: %s; resuming at offset %" PRIu64 " on a new connection",
+              rc != CURLE_OK ? req_error(r, rc) : "response ended early", t->down.off);
+        t->down.fresh = 1;
+        down_again(t, r, "cut");
+    }
+}
+
+static void pull_lost(rhc_tunnel *t, enum rhc_cause why)
+{
+    if (why == RHC_WHY_HELD)
+        t_fail(t, RHC_EXIT_LOST, "pull: HTTP 409: the stream pull that was given up is still "
+               "held open by an intermediary, and the server does not let a new pull take "
+               "over; later sessions of this process start with batch pulls");
+    else if (why == RHC_WHY_LOST_416)
+        t_fail(t, RHC_EXIT_LOST, "pull: HTTP 416: down bytes were lost with the stream pull "
+               "that was given up (an intermediary held them back); later sessions of this "
+               "process start with batch pulls");
+    else
+        t_fail(t, RHC_EXIT_LOST, "pull: response ended without F or E (connection cut?)");
+}
+
+void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
+{
+    struct rhc_facts f;
+    struct rhc_outcome o;
+
+    if (t->end.code)
+        return;
+    rhc_facts_of(t, t->down.retries, &f);
+    rhc_classify_pull(r, rc, &f, &o);
+    switch (o.v) {
+    case RHC_OUT_RESTART:
+        t->rq.pull = NULL;
+        req_free(r);
+        restart_session(t, "the server keeps the stream pull that was given up");
+        return;
+    case RHC_OUT_RETRY:
+        pull_again(t, r, rc, o.why);
+        return;
+    case RHC_OUT_LOST:
+        pull_lost(t, o.why);
+        return;
+    case RHC_OUT_FAIL_HTTP:
+        fail_http(t, r, "pull");
+        return;
+    case RHC_OUT_FAIL_CURL:
+        fail_curl(t, r, rc, "pull");
+        return;
+    default:
+        pull_ended(t, r);
+    }
+}
+
+/* Liveness (docs/PROTOCOL.md): while data moves, the server heartbeats a silent
+ * stream every RH_BUSY_HEARTBEAT_MS and answers a long-poll within
+ * RH_BUSY_POLL_MS, so a response that stays silent longer went into a black
+ * hole (a proxy or NAT that holds the connection and passes nothing): it is
+ * given up in seconds instead of PULL_DEAD_MS. Our busy window is shorter than
+ * the server's: it saw the same data earlier. */
+int64_t pull_dead_ms(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now)
+{
+    /* a path that never showed a response of this transport is the probe's
+     * business (an intermediary that holds responses, say), not a dead one */
+    if (t->xp.down_seen != t->xp.down || !t->sess.last_busy ||
+        now - t->sess.last_busy >= RH_BUSY_WINDOW_MS - BUSY_MARGIN_MS)
+        return PULL_DEAD_MS;
+    return dr->batch ? BUSY_POLL_DEAD_MS : BUSY_HB_DEAD_MS;
+}

@@ -1,0 +1,190 @@
+/* client/rhc_choose.c: the transports a session starts with (from the options,
+ * the connection's HTTP version and what the process learned), what is learned,
+ * and the fallbacks duplex -> stream -> batch. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "rhc_choose.h"
+#include "rhc_tunnel_int.h"
+#include "client_tests.h"
+
+static const struct {
+    enum rhc_transport opt_up, opt_down;
+    long hv;
+    enum rhc_transport best_up, best_down;   /* learned by earlier sessions */
+    enum rhc_transport up, down;
+    int autox;
+    const char *why;                         /* a part of the reason given */
+} pick_rows[] = {
+    { RHC_XP_AUTO, RHC_XP_AUTO, CURL_HTTP_VERSION_2_0, RHC_XP_DUPLEX, RHC_XP_DUPLEX,
+      RHC_XP_DUPLEX, RHC_XP_DUPLEX, 1, "auto: the connection to the server speaks HTTP/2" },
+    { RHC_XP_AUTO, RHC_XP_AUTO, CURL_HTTP_VERSION_1_1, RHC_XP_DUPLEX, RHC_XP_DUPLEX,
+      RHC_XP_STREAM, RHC_XP_STREAM, 1, "not HTTP/2" },
+    { RHC_XP_AUTO, RHC_XP_AUTO, CURL_HTTP_VERSION_2_0, RHC_XP_STREAM, RHC_XP_STREAM,
+      RHC_XP_STREAM, RHC_XP_STREAM, 1, "duplex did not get through earlier" },
+    { RHC_XP_AUTO, RHC_XP_AUTO, CURL_HTTP_VERSION_1_1, RHC_XP_BATCH, RHC_XP_STREAM,
+      RHC_XP_BATCH, RHC_XP_STREAM, 1, "earlier: up why" },
+    /* batch pulls: pushes cannot be watched, so they go batch too */
+    { RHC_XP_AUTO, RHC_XP_AUTO, CURL_HTTP_VERSION_2_0, RHC_XP_STREAM, RHC_XP_BATCH,
+      RHC_XP_BATCH, RHC_XP_BATCH, 1, "earlier: down why" },
+    { RHC_XP_STREAM, RHC_XP_STREAM, CURL_HTTP_VERSION_2_0, RHC_XP_BATCH, RHC_XP_BATCH,
+      RHC_XP_STREAM, RHC_XP_STREAM, 0, "--transport stream; the connection speaks HTTP/2" },
+    { RHC_XP_BATCH, RHC_XP_STREAM, CURL_HTTP_VERSION_1_0, RHC_XP_DUPLEX, RHC_XP_DUPLEX,
+      RHC_XP_BATCH, RHC_XP_STREAM, 0, "--transport batch/stream; the connection speaks HTTP/1.0" },
+    { RHC_XP_DUPLEX, RHC_XP_DUPLEX, CURL_HTTP_VERSION_1_1, RHC_XP_DUPLEX, RHC_XP_DUPLEX,
+      RHC_XP_DUPLEX, RHC_XP_DUPLEX, 0, "--transport duplex; the connection speaks HTTP/1.1" },
+};
+
+START_TEST(test_pick)
+{
+    for (size_t i = 0; i < sizeof(pick_rows) / sizeof(pick_rows[0]); ++i) {
+        struct rhc_opts o;
+        struct rhc_policy p;
+        enum rhc_transport up, down;
+        int autox = -1;
+        char why[800];
+
+        memset(&o, 0, sizeof(o));
+        o.transport = pick_rows[i].opt_up;
+        o.transport_down = pick_rows[i].opt_down;
+        rhc_policy_init(&p);
+        rhc_policy_note(&p, 1, pick_rows[i].best_up, "up why");
+        rhc_policy_note(&p, 0, pick_rows[i].best_down, "down why");
+        rhc_choose_pick(&o, &p, pick_rows[i].hv, &up, &down, &autox, why, sizeof(why));
+        ck_assert_msg(up == pick_rows[i].up && down == pick_rows[i].down,
+                      "row %zu: %s/%s", i, xp_name[up], xp_name[down]);
+        ck_assert_int_eq(autox, pick_rows[i].autox);
+        ck_assert_msg(strstr(why, pick_rows[i].why), "row %zu: '%s'", i, why);
+    }
+}
+END_TEST
+
+/* What is learned only ever moves towards batch. */
+START_TEST(test_policy)
+{
+    struct rhc_policy p;
+
+    rhc_policy_init(&p);
+    ck_assert_int_eq(p.best_up, RHC_XP_DUPLEX);
+    ck_assert_int_eq(p.best_down, RHC_XP_DUPLEX);
+    ck_assert_uint_eq(p.batch_max, BATCH_DATA_MAX);
+    ck_assert_uint_eq(p.spush_max, SPUSH_BODY_MAX);
+    rhc_policy_note(&p, 0, RHC_XP_BATCH, "held back");
+    ck_assert_int_eq(p.best_down, RHC_XP_BATCH);
+    ck_assert_int_eq(p.best_up, RHC_XP_DUPLEX);
+    ck_assert_str_eq(p.why_down, "held back");
+    rhc_policy_note(&p, 0, RHC_XP_STREAM, "later");
+    ck_assert_int_eq(p.best_down, RHC_XP_BATCH);
+    ck_assert_str_eq(p.why_down, "held back");
+    rhc_policy_note(&p, 1, RHC_XP_STREAM, "413");
+    ck_assert_int_eq(p.best_up, RHC_XP_STREAM);
+    ck_assert_str_eq(p.why_up, "413");
+}
+END_TEST
+
+/* A tunnel with a real context (requests are made, never performed). */
+struct bench {
+    struct rhc_opts o;
+    rhc_ctx *c;
+    rhc_tunnel *t;
+};
+
+static void bench_init(struct bench *b, enum rhc_transport up, enum rhc_transport down)
+{
+    memset(b, 0, sizeof(*b));
+    b->o.base_url = "http://127.0.0.1:9";
+    b->o.target = "echo";
+    b->o.connect_timeout_ms = 1000;
+    b->o.transport = RHC_XP_AUTO;
+    ck_assert_ptr_nonnull(b->c = rhc_ctx_new(&b->o));
+    ck_assert_ptr_nonnull(b->t = calloc(1, sizeof(*b->t)));
+    b->t->ctx = b->c;
+    rhc_upbuf_init(&b->t->up, UPBUF_MAX);
+    b->t->xp.up = up;
+    b->t->xp.down = down;
+    b->t->xp.autox = 1;
+    b->t->sess.rtt_ms = 30;
+}
+
+static void bench_free(struct bench *b)
+{
+    reqs_free(b->t);
+    rhc_upbuf_free(&b->t->up);
+    free(b->t);
+    rhc_ctx_free(b->c);
+}
+
+START_TEST(test_fallback_up)
+{
+    struct bench b;
+    struct rhc_req sc;
+
+    bench_init(&b, RHC_XP_STREAM, RHC_XP_STREAM);
+    memset(&sc, 0, sizeof(sc));
+    b.t->rq.spush = &sc;            /* a streamed body going on */
+    b.t->push.ack_wait_since = 5;
+    fallback_up(b.t, "held");
+    ck_assert_int_eq(b.t->xp.up, RHC_XP_BATCH);
+    ck_assert_int_eq(sc.end_wanted, 1);     /* ended by its read callback */
+    ck_assert_int_eq(b.t->xp.switching, 1);
+    ck_assert_int_eq(b.t->push.ack_wait_since, 0);
+    ck_assert_int_eq(b.c->pol.best_up, RHC_XP_BATCH);
+    ck_assert_int_eq(b.c->pol.best_down, RHC_XP_DUPLEX);
+    /* once batch, nothing more happens */
+    sc.end_wanted = 0;
+    fallback_up(b.t, "again");
+    ck_assert_int_eq(sc.end_wanted, 0);
+    b.t->rq.spush = NULL;
+    bench_free(&b);
+}
+END_TEST
+
+START_TEST(test_fallback_down)
+{
+    struct bench b;
+
+    /* duplex -> stream: a stream pull now, the stream push a little later */
+    bench_init(&b, RHC_XP_DUPLEX, RHC_XP_DUPLEX);
+    fallback_down(b.t, "no first frame");
+    ck_assert_int_eq(b.t->xp.down, RHC_XP_STREAM);
+    ck_assert_int_eq(b.t->xp.up, RHC_XP_STREAM);
+    ck_assert_int_eq(b.t->xp.switched_pull, 1);
+    ck_assert_ptr_nonnull(b.t->rq.pull);
+    ck_assert_int_eq(b.t->rq.pull->batch, 0);
+    ck_assert(b.t->push.spush_at > 0);
+    ck_assert_int_eq(b.c->pol.best_up, RHC_XP_STREAM);
+    ck_assert_int_eq(b.c->pol.best_down, RHC_XP_STREAM);
+
+    /* stream -> batch: a batch pull, and pushes follow after a grace */
+    fallback_down(b.t, "held back");
+    ck_assert_int_eq(b.t->xp.down, RHC_XP_BATCH);
+    ck_assert_ptr_nonnull(b.t->rq.pull);
+    ck_assert_int_eq(b.t->rq.pull->batch, 1);
+    ck_assert(b.t->xp.up_fallback_at > 0);
+    ck_assert_int_eq(b.t->xp.hold_until, 0);
+    ck_assert_int_eq(b.c->pol.best_down, RHC_XP_BATCH);
+    ck_assert_str_eq(b.c->pol.why_down, "held back");
+
+    /* batch is the last: nothing moves */
+    struct rhc_req *pull = b.t->rq.pull;
+    fallback_down(b.t, "again");
+    ck_assert_ptr_eq(b.t->rq.pull, pull);
+    bench_free(&b);
+}
+END_TEST
+
+Suite *choose_suite(void)
+{
+    Suite *s = suite_create("client transport choice");
+    TCase *tc = tcase_create("choice and fallback");
+
+    tcase_add_test(tc, test_pick);
+    tcase_add_test(tc, test_policy);
+    tcase_add_test(tc, test_fallback_up);
+    tcase_add_test(tc, test_fallback_down);
+    suite_add_tcase(s, tc);
+    return s;
+}
