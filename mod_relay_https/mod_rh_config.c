@@ -1,5 +1,7 @@
 /* The directives (RelayTarget, timeouts, the budget) and their per-location and
  * per-server configuration, merged the httpd way; defaults from rh_proto.h. */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <apr_strings.h>
 #include <apr_network_io.h>
@@ -47,6 +49,7 @@ void *rh_create_srv_conf(apr_pool_t *p, server_rec *s)
     sc->max_workers = sc->max_workers_pct = -1;
     sc->sessions_per_client = sc->requests_per_client = sc->open_rate = -1;
     sc->push_wait_s = sc->frame_s = sc->write_s = -1;
+    sc->rate_session = sc->rate_global = -1;
     return sc;
 }
 
@@ -71,6 +74,8 @@ void *rh_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(push_wait_s);
     MERGE_INT(frame_s);
     MERGE_INT(write_s);
+    MERGE_INT(rate_session);
+    MERGE_INT(rate_global);
     return sc;
 }
 
@@ -99,6 +104,8 @@ void rh_srv_limits(const rh_srv_conf *sc, rh_limits *out)
     out->open_rate = sc->open_rate >= 0 ? (uint32_t)sc->open_rate : RH_DEFAULT_OPEN_RATE;
     out->push_wait_s = sc->push_wait_s >= 0 ? (uint32_t)sc->push_wait_s
                                             : RH_DEFAULT_PUSH_WAIT_S;
+    out->rate_session = sc->rate_session > 0 ? (uint32_t)sc->rate_session : 0;
+    out->rate_global = sc->rate_global > 0 ? (uint32_t)sc->rate_global : 0;
 }
 
 int rh_srv_frame_s(const rh_srv_conf *sc)
@@ -251,6 +258,44 @@ static const char *set_max_workers(cmd_parms *cmd, void *dummy, const char *arg)
     return set_int(cmd, arg, 0, 1000000, &sc->max_workers);
 }
 
+/* A rate in bytes per second, with an optional K, M or G (binary multiples),
+ * as strelaysrv's -per-session-rate and -global-rate; 0: no limit. */
+static const char *set_rate(cmd_parms *cmd, const char *arg, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(arg, &end, 10);
+    long long mult = 1;
+    if (*end == 'K' || *end == 'k')
+        mult = 1024;
+    else if (*end == 'M' || *end == 'm')
+        mult = 1024 * 1024;
+    else if (*end == 'G' || *end == 'g')
+        mult = 1024 * 1024 * 1024;
+    if (mult > 1)
+        ++end;
+    if (errno || end == arg || *end || v < 0 || v > 4294967295LL / mult)
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a rate in bytes per second "
+                            "(e.g. 1048576 or 1M; 0: no limit; at most 4G-1)",
+                            cmd->directive->directive, arg);
+    *out = v * mult;
+    return NULL;
+}
+
+static const char *set_rate_session(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    const char *err;
+    rh_srv_conf *sc = global_conf(cmd, &err);
+    return err ? err : set_rate(cmd, arg, &sc->rate_session);
+}
+
+static const char *set_rate_global(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    const char *err;
+    rh_srv_conf *sc = global_conf(cmd, &err);
+    return err ? err : set_rate(cmd, arg, &sc->rate_global);
+}
+
 #define GLOBAL_INT(fn, field, min, max)                                      \
     static const char *fn(cmd_parms *cmd, void *dummy, const char *arg)      \
     {                                                                        \
@@ -304,5 +349,11 @@ const command_rec rh_cmds[] = {
                   "(default 10)"),
     AP_INIT_TAKE1("RelayWriteTimeout", set_write_timeout, NULL, RSRC_CONF,
                   "seconds a response may wait for its client to read (default 30)"),
+    AP_INIT_TAKE1("RelayRateLimit", set_rate_session, NULL, RSRC_CONF,
+                  "bytes per second one session may move, both ways together, with a "
+                  "burst of twice that (K, M, G suffixes; default 0: no limit)"),
+    AP_INIT_TAKE1("RelayGlobalRateLimit", set_rate_global, NULL, RSRC_CONF,
+                  "bytes per second all sessions together may move, with a burst of "
+                  "twice that (K, M, G suffixes; default 0: no limit)"),
     { NULL }
 };

@@ -47,6 +47,8 @@ typedef struct rh_srv_conf {
     int push_wait_s;
     int frame_s;                 /* a started body frame completes within this */
     int write_s;                 /* a response the client does not read is cut after */
+    long long rate_session;      /* bytes/s per session (RelayRateLimit); -1: unset */
+    long long rate_global;       /* bytes/s for all (RelayGlobalRateLimit) */
 } rh_srv_conf;
 
 extern const command_rec rh_cmds[];

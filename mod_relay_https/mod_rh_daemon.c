@@ -332,9 +332,10 @@ static void publish_limits(const rh_srv_conf *sc, server_rec *s)
     rh_registry_set_limits(g_ret->reg, &lim);
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, RHLOG(1014)
                  "relay limits: %u requests in flight (%u per client), %u sessions per "
-                 "client, %u opens/s per client, pushes wait %u s", lim.max_workers,
-                 lim.requests_per_client, lim.sessions_per_client, lim.open_rate,
-                 lim.push_wait_s);
+                 "client, %u opens/s per client, pushes wait %u s, %u B/s per session, "
+                 "%u B/s in all (0: no limit)", lim.max_workers, lim.requests_per_client,
+                 lim.sessions_per_client, lim.open_rate, lim.push_wait_s, lim.rate_session,
+                 lim.rate_global);
 }
 
 int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,

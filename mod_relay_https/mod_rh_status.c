@@ -112,11 +112,12 @@ static void json_options(request_rec *r, const rh_dir_conf *dc, const status *s)
                "\"connectTimeout\": %d, \"heartbeat\": %d, \"bufferSize\": %d, "
                "\"resumeWindow\": %d, \"maxSessions\": %u, \"maxWorkers\": %u, "
                "\"maxRequestsPerClient\": %u, \"maxSessionsPerClient\": %u, "
-               "\"openRate\": %u, \"pushWait\": %u},\n",
+               "\"openRate\": %u, \"pushWait\": %u, \"perSessionRate\": %u, "
+               "\"globalRate\": %u},\n",
                rh_dir_idle(dc), rh_dir_poll(dc), rh_dir_connect(dc), RH_HEARTBEAT_S,
                rh_dir_bufsize(dc), rh_dir_window(dc), s->reg->nslots, s->lim.max_workers,
                s->lim.requests_per_client, s->lim.sessions_per_client, s->lim.open_rate,
-               s->lim.push_wait_s);
+               s->lim.push_wait_s, s->lim.rate_session, s->lim.rate_global);
 }
 
 static void send_json(request_rec *r, const rh_dir_conf *dc, const status *s)
@@ -148,6 +149,8 @@ static void send_json(request_rec *r, const rh_dir_conf *dc, const status *s)
                __atomic_load_n(&s->st->resumed, __ATOMIC_RELAXED));
     ap_rprintf(r, "  \"integrityFailures\": %" APR_UINT64_T_FMT ",\n",
                __atomic_load_n(&s->st->integrity, __ATOMIC_RELAXED));
+    ap_rprintf(r, "  \"throttled\": %" APR_UINT64_T_FMT ",\n",
+               __atomic_load_n(&s->st->throttled, __ATOMIC_RELAXED));
     json_targets(r, s);
     json_options(r, dc, s);
     ap_rprintf(r, "  \"core\": {\"running\": %s, \"pid\": %" APR_INT64_T_FMT
@@ -254,6 +257,12 @@ static void send_html(request_rec *r, const rh_dir_conf *dc, const status *s)
                           s->kbps[2], s->kbps[3], s->kbps[4], s->kbps[5]));
     html_row(r, "resumes", apr_psprintf(p, "%" APR_UINT64_T_FMT, s->st->resumed));
     html_row(r, "integrity failures", apr_psprintf(p, "%" APR_UINT64_T_FMT, s->st->integrity));
+    html_row(r, "rate limits (per session, all)",
+             s->lim.rate_session || s->lim.rate_global
+             ? apr_psprintf(p, "%u B/s, %u B/s (0: none); held back %" APR_UINT64_T_FMT
+                            " times", s->lim.rate_session, s->lim.rate_global,
+                            s->st->throttled)
+             : "none");
     html_row(r, "timeouts (idle, poll, connect)",
              apr_psprintf(p, "%d s, %d s, %d s", rh_dir_idle(dc), rh_dir_poll(dc),
                           rh_dir_connect(dc)));

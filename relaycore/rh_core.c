@@ -316,6 +316,7 @@ int rh_core_run(const rh_core_config *cfg)
         long now = rh_now_ms();
         /* the beat tells httpd's children that the core is alive: one wake-up
          * a second, whatever else it waits for */
+        rh_registry_get_limits(cfg->reg, &c->lim);
         rh_registry_publish(cfg->reg, c->held, c->integrity_failures);
         rh_registry_beat(cfg->reg, now);
         if (orphaned(c, now))

@@ -80,6 +80,8 @@ void rh_core_target_read(core *c, session *s)
         if (!n)
             return;
         size_t lim = s->readahead - down_unsent(s);
+        if (rh_core_rate_limited(c) && !(lim = rh_core_rate_allow(c, s, lim)))
+            return;
         if (iov[0].iov_len >= lim) {
             iov[0].iov_len = lim;
             n = 1;
@@ -90,6 +92,8 @@ void rh_core_target_read(core *c, session *s)
         if (r > 0) {
             rh_ring_commit(&s->down, (size_t)r);
             s->down_rd += (uint64_t)r;
+            if (rh_core_rate_limited(c))
+                rh_core_rate_took(c, s, (size_t)r);
             continue;
         }
         if (r == 0) {

@@ -36,6 +36,7 @@
 #include "rh_frame.h"
 #include "rh_ipc.h"
 #include "rh_proto.h"
+#include "rh_rate.h"
 #include "rh_registry.h"
 #include "rh_ring.h"
 
@@ -129,6 +130,8 @@ struct session {
     long last_data;          /* down bytes went to a pull or up bytes were accepted */
     unsigned idle_s;
     rh_timer timer;          /* in the core's timers, keyed by the next deadline */
+    rh_bucket rate;          /* RelayRateLimit */
+    long throttle_until;     /* held back by a rate limit until then; 0: not */
     session *next_dead;
 };
 
@@ -149,6 +152,8 @@ typedef struct core {
     uint64_t refused;              /* requests refused by a limit */
     int log_level;                 /* RH_LOG_*: cfg's at start, then LOGS' */
     long orphan_since;             /* the module is no longer loaded since then; 0: it is */
+    rh_limits lim;                 /* the operator's, read at every loop turn */
+    rh_bucket rate;                /* RelayGlobalRateLimit */
 } core;
 
 /* Test only (RELAY_HTTPS_TEST_FLIP=up:N or down:N): flips the byte at that offset
@@ -245,5 +250,19 @@ void rh_core_open_finish(core *c, session *s);
 void rh_core_conn_event(core *c, conn *k, uint32_t events);
 
 #pragma GCC visibility pop
+
+/* Rate limits (rh_core_session.c): are any set; how many of want bytes the
+ * session may move now (0: it waits, throttle_until says till when); n moved. */
+static inline int rh_core_rate_limited(const core *c)
+{
+    return c->lim.rate_session || c->lim.rate_global;
+}
+size_t rh_core_rate_allow(core *c, session *s, size_t want);
+void rh_core_rate_took(core *c, session *s, size_t n);
+/* Held back by a rate limit now (EPOLLIN/EPOLLOUT on the target stay off). */
+static inline int rh_core_throttled(const session *s, long now)
+{
+    return s->throttle_until && now < s->throttle_until;
+}
 
 #endif

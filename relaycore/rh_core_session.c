@@ -26,9 +26,42 @@ static long pull_hb_ms(const session *s, long now)
     return now - s->last_data < RH_BUSY_WINDOW_MS ? RH_BUSY_HEARTBEAT_MS : rh_core_hb_ms;
 }
 
+/* The smallest wait worth a wake-up at this rate: a tenth of a second's worth,
+ * at most 16 KiB (so a slow limit does not move bytes one at a time). */
+static uint64_t rate_chunk(uint64_t rate)
+{
+    uint64_t c = rate / 10;
+    return c < 1 ? 1 : c > 16384 ? 16384 : c;
+}
+
+size_t rh_core_rate_allow(core *c, session *s, size_t want)
+{
+    long now = rh_now_ms();
+    uint64_t a = rh_bucket_allow(&s->rate, c->lim.rate_session, now, want);
+    a = rh_bucket_allow(&c->rate, c->lim.rate_global, now, a);
+    if (a || !want)
+        return (size_t)a;
+    int64_t w1 = rh_bucket_wait_ms(&s->rate, c->lim.rate_session,
+                                   rate_chunk(c->lim.rate_session));
+    int64_t w2 = rh_bucket_wait_ms(&c->rate, c->lim.rate_global,
+                                   rate_chunk(c->lim.rate_global));
+    if (!s->throttle_until)
+        rh_stats_throttled(&c->cfg->reg->stats);
+    s->throttle_until = now + (w1 > w2 ? w1 : w2 > 0 ? w2 : 1);
+    return 0;
+}
+
+void rh_core_rate_took(core *c, session *s, size_t n)
+{
+    rh_bucket_take(&s->rate, c->lim.rate_session, n);
+    rh_bucket_take(&c->rate, c->lim.rate_global, n);
+}
+
 long rh_core_session_next_deadline(const session *s)
 {
     long d = s->last_heard + (long)s->idle_s * 1000L;
+    if (s->throttle_until && s->throttle_until < d)
+        d = s->throttle_until;
     if (s->connecting && s->connect_deadline < d)
         d = s->connect_deadline;
     if (s->finished && s->linger_until < d)
@@ -231,12 +264,14 @@ void rh_core_session_pump(core *c, session *s)
 void rh_core_session_update(core *c, session *s)
 {
     uint32_t want = 0;
+    int held = s->throttle_until && rh_core_throttled(s, rh_now_ms());
     if (s->connecting)
         want = EPOLLOUT;
     else {
-        if (down_wants_read(s))
+        /* held back by a rate limit: the timer, not the target, wakes it */
+        if (down_wants_read(s) && !held)
             want |= EPOLLIN;
-        if (rh_ring_len(&s->up) || (s->up_fin && !s->up_shut))
+        if ((rh_ring_len(&s->up) || (s->up_fin && !s->up_shut)) && !held)
             want |= EPOLLOUT;
     }
     rh_core_arm(c, s->fd, s, &s->ev, want);
@@ -287,6 +322,12 @@ void rh_core_session_timer(core *c, session *s, long now)
     if (s->finished && now >= s->linger_until) {
         rh_core_session_end(c, s, 0, "closed by both ends");
         return;
+    }
+    if (s->throttle_until && now >= s->throttle_until) {
+        s->throttle_until = 0;   /* the rate limit has bytes again */
+        rh_core_session_pump(c, s);
+        if (s->dead)
+            return;
     }
     if (now >= s->last_heard + (long)s->idle_s * 1000L) {
         rh_core_session_end(c, s, 1, "idle timeout");

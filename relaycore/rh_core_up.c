@@ -21,13 +21,17 @@
 static int target_write_direct(core *c, session *s, const unsigned char *data, size_t len)
 {
     /* ring empty: hand the bytes straight to the target, ring only the rest */
-    size_t done = 0;
+    size_t done = 0, room = len;
+    if (rh_core_rate_limited(c) && rh_ring_len(&s->up) == 0 && !s->connecting)
+        room = rh_core_rate_allow(c, s, len);
     if (rh_ring_len(&s->up) == 0 && !s->connecting) {
-        while (done < len) {
-            ssize_t n = send(s->fd, data + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (done < room) {
+            ssize_t n = send(s->fd, data + done, room - done, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n > 0) {
                 done += (size_t)n;
                 s->up_wr += (uint64_t)n;
+                if (rh_core_rate_limited(c))
+                    rh_core_rate_took(c, s, (size_t)n);
                 continue;
             }
             if (n < 0 && errno == EINTR)
@@ -226,11 +230,16 @@ void rh_core_target_write(core *c, session *s)
 {
     while (s->up_acc > s->up_wr) {
         struct iovec iov[2];
-        int n = rh_ring_read_iov(&s->up, iov, (size_t)(s->up_acc - s->up_wr));
+        size_t want = (size_t)(s->up_acc - s->up_wr);
+        if (rh_core_rate_limited(c) && !(want = rh_core_rate_allow(c, s, want)))
+            return;
+        int n = rh_ring_read_iov(&s->up, iov, want);
         ssize_t w = writev_nosig(s->fd, iov, n);
         if (w > 0) {
             rh_ring_consume(&s->up, (size_t)w);
             s->up_wr += (uint64_t)w;
+            if (rh_core_rate_limited(c))
+                rh_core_rate_took(c, s, (size_t)w);
             continue;
         }
         if (w < 0 && errno == EINTR)

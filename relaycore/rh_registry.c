@@ -149,6 +149,8 @@ void rh_registry_set_limits(rh_registry *reg, const rh_limits *l)
     __atomic_store_n(&reg->limits.requests_per_client, l->requests_per_client, __ATOMIC_RELAXED);
     __atomic_store_n(&reg->limits.open_rate, l->open_rate, __ATOMIC_RELAXED);
     __atomic_store_n(&reg->limits.push_wait_s, l->push_wait_s, __ATOMIC_RELAXED);
+    __atomic_store_n(&reg->limits.rate_session, l->rate_session, __ATOMIC_RELAXED);
+    __atomic_store_n(&reg->limits.rate_global, l->rate_global, __ATOMIC_RELAXED);
 }
 
 void rh_registry_get_limits(const rh_registry *reg, rh_limits *l)
@@ -158,6 +160,8 @@ void rh_registry_get_limits(const rh_registry *reg, rh_limits *l)
     l->requests_per_client = __atomic_load_n(&reg->limits.requests_per_client, __ATOMIC_RELAXED);
     l->open_rate = __atomic_load_n(&reg->limits.open_rate, __ATOMIC_RELAXED);
     l->push_wait_s = __atomic_load_n(&reg->limits.push_wait_s, __ATOMIC_RELAXED);
+    l->rate_session = __atomic_load_n(&reg->limits.rate_session, __ATOMIC_RELAXED);
+    l->rate_global = __atomic_load_n(&reg->limits.rate_global, __ATOMIC_RELAXED);
 }
 
 void rh_registry_count(rh_registry *reg, uint32_t slot, uint64_t up, uint64_t down)

@@ -36,6 +36,8 @@ typedef struct rh_limits {
     uint32_t requests_per_client;  /* relay requests held at once, per client */
     uint32_t open_rate;            /* opens per second per client (burst: twice) */
     uint32_t push_wait_s;          /* a push ahead of the accepted offset waits this long */
+    uint32_t rate_session;         /* bytes/s a session moves, both ways together */
+    uint32_t rate_global;          /* bytes/s all sessions move together */
 } rh_limits;
 
 typedef struct rh_registry {

@@ -80,6 +80,11 @@ void rh_stats_resumed(rh_stats *st)
     __atomic_add_fetch(&st->resumed, 1, __ATOMIC_RELAXED);
 }
 
+void rh_stats_throttled(rh_stats *st)
+{
+    __atomic_add_fetch(&st->throttled, 1, __ATOMIC_RELAXED);
+}
+
 void rh_stats_refused(rh_stats *st, int why)
 {
     if (why >= 0 && why < RH_REFUSE_N)

@@ -46,7 +46,7 @@ typedef struct rh_stats {
     uint32_t ntargets;
     uint64_t integrity;         /* failed end-to-end checks */
     uint64_t resumed;           /* pushes taken over and pulls re-attached after a cut */
-    uint64_t throttled_ms;      /* time sessions waited on rate limits */
+    uint64_t throttled;         /* times a session waited on a rate limit */
     uint64_t requests[RH_XP_N];
     uint64_t refused[RH_REFUSE_N];
     rh_target_stats targets[RH_STATS_TARGETS];
@@ -64,6 +64,7 @@ void rh_stats_target_closed(rh_stats *st, const char *name, uint64_t up, uint64_
 
 /* Any process: atomic counters. */
 void rh_stats_resumed(rh_stats *st);
+void rh_stats_throttled(rh_stats *st);
 void rh_stats_request(rh_stats *st, int xp);
 void rh_stats_refused(rh_stats *st, int why);
 /* The refusal class of an HTTP status; -1 when it is not a refusal. */

@@ -18,6 +18,7 @@ int main(void)
     srunner_add_suite(sr, clients_suite());
     srunner_add_suite(sr, registry_suite());
     srunner_add_suite(sr, stats_suite());
+    srunner_add_suite(sr, rate_suite());
     srunner_add_suite(sr, ipc_suite());
     srunner_add_suite(sr, core_suite());
 

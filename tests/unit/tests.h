@@ -11,6 +11,7 @@ Suite *ring_model_suite(void);
 Suite *crc32c_suite(void);
 Suite *registry_suite(void);
 Suite *stats_suite(void);
+Suite *rate_suite(void);
 Suite *clients_suite(void);
 Suite *ipc_suite(void);
 Suite *core_suite(void);
