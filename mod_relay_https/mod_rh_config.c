@@ -282,19 +282,15 @@ static const char *set_rate(cmd_parms *cmd, const char *arg, long long *out)
     return NULL;
 }
 
-static const char *set_rate_session(cmd_parms *cmd, void *dummy, const char *arg)
-{
-    const char *err;
-    rh_srv_conf *sc = global_conf(cmd, &err);
-    return err ? err : set_rate(cmd, arg, &sc->rate_session);
-}
-
-static const char *set_rate_global(cmd_parms *cmd, void *dummy, const char *arg)
-{
-    const char *err;
-    rh_srv_conf *sc = global_conf(cmd, &err);
-    return err ? err : set_rate(cmd, arg, &sc->rate_global);
-}
+#define GLOBAL_RATE(fn, field)                                               \
+    static const char *fn(cmd_parms *cmd, void *dummy, const char *arg)      \
+    {                                                                        \
+        const char *err;                                                     \
+        rh_srv_conf *sc = global_conf(cmd, &err);                            \
+        return err ? err : set_rate(cmd, arg, &sc->field);                   \
+    }
+GLOBAL_RATE(set_rate_session, rate_session)
+GLOBAL_RATE(set_rate_global, rate_global)
 
 #define GLOBAL_INT(fn, field, min, max)                                      \
     static const char *fn(cmd_parms *cmd, void *dummy, const char *arg)      \
