@@ -33,6 +33,7 @@ CLIENT = "/usr/bin/relay-https"
 UNIT = "/lib/systemd/system/relay-https-forward@.service"
 SITE = "rh-pkgtest"
 SITE_FILE = "/etc/apache2/sites-available/%s.conf" % SITE
+SITE_LOG = "/var/log/apache2/%s-error.log" % SITE
 
 pytestmark = [
     pytest.mark.skipif(os.environ.get("RH_TEST_PACKAGE") != "1",
@@ -137,9 +138,10 @@ def _installed(pkg):
 
 def _cleanup(started_apache):
     """Best effort, after a failure half-way: leave the machine as it was."""
-    subprocess.run(["a2dissite", "-q", SITE], capture_output=True, timeout=60)
-    if os.path.exists(SITE_FILE):
-        os.unlink(SITE_FILE)
+    subprocess.run(["a2dissite", "-q", "--purge", SITE], capture_output=True, timeout=60)
+    for f in (SITE_FILE, SITE_LOG):
+        if os.path.exists(f):
+            os.unlink(f)
     if started_apache and _apache_running():
         subprocess.run(["apache2ctl", "stop"], capture_output=True, timeout=60)
     subprocess.run(["dpkg", "--purge"] + list(PACKAGES), capture_output=True, timeout=120)
@@ -190,13 +192,13 @@ def test_packages_build_lint_install_relay_purge(tmp_path):
             f.write("Listen 127.0.0.1:%d\n"
                     "<VirtualHost 127.0.0.1:%d>\n"
                     "    ServerName 127.0.0.1\n"
-                    "    ErrorLog ${APACHE_LOG_DIR}/%s-error.log\n"
+                    "    ErrorLog %s\n"
                     "    <Location /relay>\n"
                     "        SetHandler relay-https\n"
                     "        RelayTarget echo 127.0.0.1:%d\n"
                     "        Require all granted\n"
                     "    </Location>\n"
-                    "</VirtualHost>\n" % (port, port, SITE, echo.port))
+                    "</VirtualHost>\n" % (port, port, SITE_LOG, echo.port))
         run(["a2ensite", "-q", SITE])
         run(["apache2ctl", "configtest"])
         run(["apache2ctl", "restart" if _apache_running() else "start"], timeout=60)
@@ -212,7 +214,7 @@ def test_packages_build_lint_install_relay_purge(tmp_path):
             % (CLIENT, r["rc"], len(r["stdout"]), len(payload), r["stderr"][-3000:]))
 
         # ---- take the site away, stop what we started, purge
-        run(["a2dissite", "-q", SITE])
+        run(["a2dissite", "-q", "--purge", SITE])   # --purge: no state left behind
         os.unlink(SITE_FILE)
         if not was_running:
             run(["apache2ctl", "stop"], timeout=60)
@@ -232,3 +234,5 @@ def test_packages_build_lint_install_relay_purge(tmp_path):
         echo.stop()
         if not done:
             _cleanup(not was_running)
+        elif os.path.exists(SITE_LOG):
+            os.unlink(SITE_LOG)
