@@ -1,11 +1,14 @@
 """What packagers and operators install, checked without installing it:
-the hardened relay-https-forward@.service (systemd-analyze security) and
-`make install`, which must keep an edited mods-available/relay_https.conf."""
+the hardened relay-https-forward@.service (systemd-analyze security, and a
+forward still working under the unit's system call filter, address families
+and W^X rule) and `make install`, which must keep an edited
+mods-available/relay_https.conf."""
 
 import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -80,3 +83,100 @@ def test_make_install_keeps_an_edited_relay_https_conf(configured_build, tmp_pat
     assert open(conf).read() == shipped + "RelayMaxSessions 100\n", "the edit was overwritten"
     assert open(conf + ".dist").read() == shipped
     assert "relay_https.conf.dist" in out and "left as it is" in out, out
+
+
+# ---------------------------------------------------------------------------
+# The forward under the unit's restrictions, without systemd: the client runs
+# as nobody with no_new_privs and a seccomp filter made from the unit's
+# SystemCallFilter= (errors EPERM), RestrictAddressFamilies= and
+# MemoryDenyWriteExecute=, as systemd would apply them. (The mount, user and
+# /proc namespaces are not reproduced: a forward reads only its CA file and the
+# system's TLS and resolver configuration.)
+# ---------------------------------------------------------------------------
+
+SANDBOX = r"""
+import errno, json, os, sys
+import seccomp
+spec = json.load(open(os.environ["RH_SANDBOX_SPEC"]))
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+extra = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+for fam in range(0, 64):
+    if fam not in spec["families"]:
+        extra.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socket",
+                       seccomp.Arg(0, seccomp.EQ, fam))
+if spec["mdwe"]:
+    W, X = 0x2, 0x4
+    extra.add_rule(seccomp.ERRNO(errno.EPERM), "mmap", seccomp.Arg(2, seccomp.MASKED_EQ, W | X, W | X))
+    for call in ("mprotect", "pkey_mprotect"):
+        extra.add_rule(seccomp.ERRNO(errno.EPERM), call, seccomp.Arg(2, seccomp.MASKED_EQ, X, X))
+allow = seccomp.SyscallFilter(defaction=seccomp.ERRNO(errno.EPERM))
+for call in spec["allow"]:
+    try:
+        allow.add_rule(seccomp.ALLOW, call)
+    except Exception:          # unknown to this libseccomp or architecture
+        pass
+extra.load()                   # both set no_new_privs
+allow.load()
+os.execv(spec["client"], [spec["client"]] + sys.argv[1:])
+"""
+
+
+def _syscall_group(name, seen=None):
+    out = subprocess.run(["systemd-analyze", "syscall-filter", name], capture_output=True,
+                         text=True, timeout=30).stdout
+    calls = set()
+    for line in out.splitlines()[1:]:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            calls |= _syscall_group(line) if line.startswith("@") else {line}
+    return calls
+
+
+def _unit_seccomp_spec(text):
+    """systemd's reading of SystemCallFilter= lines: the first allow-list sets
+    what is allowed, a ~list takes away from it."""
+    allow = None
+    for value in re.findall(r"^SystemCallFilter=(.*)$", text, re.M):
+        deny = value.startswith("~")
+        names = set()
+        for n in value.lstrip("~").split():
+            names |= _syscall_group(n) if n.startswith("@") else {n}
+        if deny:
+            assert allow is not None, "a deny-list first is not modelled here"
+            allow -= names
+        else:
+            allow = names if allow is None else allow | names
+    assert allow, "the unit has no SystemCallFilter allow-list"
+    fams = re.search(r"^RestrictAddressFamilies=(.*)$", text, re.M).group(1).split()
+    import socket as so
+    return {"allow": sorted(allow), "families": [getattr(so, f) for f in fams],
+            "mdwe": bool(re.search(r"^MemoryDenyWriteExecute=yes$", text, re.M))}
+
+
+@pytest.mark.parametrize("transport", ["auto", "stream", "batch"])
+def test_forward_works_under_the_units_restrictions(tmp_path, transport, apache_factory,
+                                                    module_so, client_bin, targets, tls):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop to nobody")
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed")
+    if subprocess.run([sys.executable, "-c", "import seccomp"], capture_output=True).returncode:
+        pytest.skip("python3-seccomp is not installed")
+    import json
+    spec = _unit_seccomp_spec(open(UNIT).read())
+    assert len(spec["allow"]) > 200 and "setrlimit" not in spec["allow"], len(spec["allow"])
+    spec["client"] = client_bin
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    wrapper = tmp_path / "sandboxed-relay-https"
+    wrapper.write_text("#!%s\n%s" % (sys.executable, SANDBOX))
+    wrapper.chmod(0o755)
+    harness.make_traversable(str(tmp_path))
+    env = dict(os.environ, RH_SANDBOX_SPEC=str(spec_path))
+
+    a = apache_factory.get("event", module=module_so, targets=targets)
+    url = a.relay_url.replace("127.0.0.1", "localhost")     # a name to resolve
+    with harness.Forward(str(wrapper), url, "echo", cacert=tls["ca"], env=env,
+                         extra_args=["--transport", transport]) as fw:
+        r = harness.pump("127.0.0.1", fw.port, nbytes=1 << 20, timeout=60)
+        assert r["error"] is None and r["recv_sha"] == r["sent_sha"], (r, fw.stderr_text())
