@@ -62,7 +62,8 @@ def _copy_source(dest):
     that the package is built as from a clean clone."""
     r = subprocess.run(["git", "-C", ROOT, "ls-files", "-z", "--cached", "--others",
                         "--exclude-standard"], capture_output=True, timeout=60)
-    assert r.returncode == 0, "git ls-files failed in %s: %s" % (ROOT, r.stderr)
+    assert r.returncode == 0, ("git ls-files failed in %s (not a git checkout? build the "
+                               ".debs and point RH_DEB_DIR at them): %s" % (ROOT, r.stderr))
     for rel in filter(None, r.stdout.decode().split("\0")):
         src = os.path.join(ROOT, rel)
         if not os.path.lexists(src):        # deleted in the work tree
