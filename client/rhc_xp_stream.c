@@ -61,10 +61,15 @@ static void spush_ended(rhc_tunnel *t, const struct rhc_outcome *o)
     }
 }
 
-/* Shorter bodies from now on: below half of what this one carried. */
-static void spush_shrink(rhc_tunnel *t, const struct rhc_req *r)
+/* Shorter bodies from now on: below half of what this one carried through.
+ * The limit lies between what the server confirmed of this push and what we
+ * sent; the 413 may come late (a loaded server), long after the limit, so the
+ * confirmed part is the measure when there is one. */
+static void spush_shrink(rhc_tunnel *t, const struct rhc_req *r, uint64_t ack)
 {
-    uint64_t cap = r->emitted / 2;
+    uint64_t passed = ack > r->p_off && ack - r->p_off < r->emitted ? ack - r->p_off
+                                                                     : r->emitted;
+    uint64_t cap = passed / 2;
 
     if (cap < SPUSH_BODY_MIN)
         cap = SPUSH_BODY_MIN;
@@ -87,7 +92,7 @@ static int64_t spush_again(rhc_tunnel *t, const struct rhc_req *r, CURLcode rc,
     body_line(r, line, sizeof(line));
     up_ack(t, o->ack);
     if (o->why == RHC_WHY_TOO_LONG) {
-        spush_shrink(t, r);
+        spush_shrink(t, r, o->ack);
         what = "push too long";
     } else if (o->why == RHC_WHY_BUSY) {
         /* busy (503) or at this client's share (429): nothing of this push

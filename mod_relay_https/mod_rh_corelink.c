@@ -25,7 +25,7 @@ int rh_core_ask(rh_req *q, const rh_ipc_req *rq, rh_ipc_reply *rep, int timeout_
     if (n < 0)
         return -EINVAL;
     q->fd = -1;
-    const char *path = rh_daemon_socket();
+    const char *path = q->old_core ? rh_daemon_old_socket() : rh_daemon_socket();
     int fd = path ? rh_ipc_connect(path, 5000) : -ENOENT;
     if (fd < 0) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, -fd, q->r, RHLOG(2002)
@@ -109,8 +109,12 @@ int rh_check_session(rh_req *q, const char **token)
     *token = apr_table_get(r->headers_in, RH_HDR_SESSION);
     if (!*token)
         return rh_fail(r, HTTP_BAD_REQUEST, "missing Relay-Session header");
-    const rh_registry *reg = rh_daemon_registry();
+    const rh_registry *reg = rh_daemon_registry(), *old = rh_daemon_old_registry();
     int rv = reg ? rh_registry_check(reg, *token, &q->view) : RH_REG_UNKNOWN;
+    if (rv == RH_REG_UNKNOWN && old && rh_registry_check(old, *token, &q->view) == RH_REG_OK) {
+        rv = RH_REG_OK;
+        q->old_core = 1;   /* opened before an upgrade: its core still has it */
+    }
     if (rv == RH_REG_MALFORMED)
         return rh_fail(r, HTTP_BAD_REQUEST, "malformed Relay-Session token");
     if (rv != RH_REG_OK || strcmp(q->view.target, q->target_name) != 0)

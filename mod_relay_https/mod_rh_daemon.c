@@ -1,6 +1,7 @@
 /* The relay core runs in its own process, forked from the httpd parent in
  * post_config the way mod_cgid forks cgid: children come and go (MaxRequests,
  * graceful restarts, crashes) but the sessions' sockets live in the core. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
@@ -41,14 +42,38 @@ typedef struct rh_retained {
     uint32_t nslots;
     int listen_fd;
     char socket[256];
+    uint64_t module_id;     /* the module file the core was forked from */
+    unsigned handovers;     /* cores started by upgrades: names their sockets */
+    struct {                /* the core before the last upgrade, draining; pid 0: none */
+        apr_proc_t proc;
+        apr_shm_t *shm;
+        rh_registry *reg;
+        int listen_fd;
+        char socket[256];
+    } old;
 } rh_retained;
+
+/* the retained data's name: a new layout gets a new name, so a module never
+ * reads another version's */
+#define RETAINED_KEY "mod_relay_https/2"
+/* after an upgrade the old core keeps its sessions at most this long */
+#define DRAIN_MAX_MS (600 * 1000)
 
 static rh_retained *g_ret;
 static server_rec *g_server;
 static apr_pool_t *g_pconf;
 static int g_registered;   /* APR segfaults on unregistering twice */
+static int g_old_registered;
 
 const char *rh_daemon_socket(void) { return g_ret && g_ret->ready ? g_ret->socket : NULL; }
+const rh_registry *rh_daemon_old_registry(void)
+{
+    return g_ret && g_ret->ready && g_ret->old.proc.pid > 0 ? g_ret->old.reg : NULL;
+}
+const char *rh_daemon_old_socket(void)
+{
+    return g_ret && g_ret->ready && g_ret->old.proc.pid > 0 ? g_ret->old.socket : NULL;
+}
 const rh_registry *rh_daemon_registry(void) { return g_ret && g_ret->ready ? g_ret->reg : NULL; }
 rh_stats *rh_daemon_stats(void) { return g_ret && g_ret->ready ? &g_ret->reg->stats : NULL; }
 
@@ -244,6 +269,49 @@ static void core_maint(int reason, void *data, apr_wait_t status)
     }
 }
 
+/* The drained (or stopped) old core's socket and table go; with stop set it
+ * is asked to end first. Children forked later no longer see it. */
+static void old_core_forget(int stop)
+{
+    if (!g_ret || !g_ret->old.reg)
+        return;
+    if (stop && g_ret->old.proc.pid > 0) {
+        kill(g_ret->old.proc.pid, SIGTERM);
+        waitpid(g_ret->old.proc.pid, NULL, 0);
+    }
+    g_ret->old.proc.pid = 0;
+    if (g_ret->old.listen_fd >= 0)
+        close(g_ret->old.listen_fd);
+    g_ret->old.listen_fd = -1;
+    unlink(g_ret->old.socket);
+    apr_shm_destroy(g_ret->old.shm);
+    g_ret->old.reg = NULL;
+    g_ret->old.shm = NULL;
+}
+
+/* httpd tells us when the old core ended (its last session, or its deadline). */
+static void old_core_maint(int reason, void *data, apr_wait_t status)
+{
+    if (reason != APR_OC_REASON_DEATH && reason != APR_OC_REASON_LOST) {
+        if (reason == APR_OC_REASON_UNREGISTER)
+            g_old_registered = 0;
+        return;
+    }
+    apr_proc_other_child_unregister(data);
+    g_old_registered = 0;
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, g_server, RHLOG(1017)
+                 "the relay core replaced by an upgrade (pid %d) has ended",
+                 (int)g_ret->old.proc.pid);
+    old_core_forget(0);
+}
+
+static void watch_old_core(void)
+{
+    apr_proc_other_child_register(&g_ret->old.proc, old_core_maint, &g_ret->old.proc, NULL,
+                                  g_pconf);
+    g_old_registered = 1;
+}
+
 /* pconf cleanup: on a restart the core stays (it is found again by the next
  * generation); when httpd exits, the core goes, and its socket with it. */
 static apr_status_t generation_end(void *data)
@@ -252,13 +320,20 @@ static apr_status_t generation_end(void *data)
         apr_proc_other_child_unregister(&g_ret->proc);
         g_registered = 0;
     }
+    if (g_old_registered) {
+        apr_proc_other_child_unregister(&g_ret->old.proc);
+        g_old_registered = 0;
+    }
     if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_EXITING) {
         /* a restart: the next generation claims the core again at once, unless
          * it comes without the module (a2dismod); then the core ends */
         if (g_ret->ready)
             rh_registry_claim(g_ret->reg, rh_now_ms() + RH_CLAIM_GRACE_MS);
+        if (g_ret->ready && g_ret->old.proc.pid > 0)
+            rh_registry_claim(g_ret->old.reg, rh_now_ms() + RH_CLAIM_GRACE_MS);
         return APR_SUCCESS;
     }
+    old_core_forget(1);
     if (g_ret->proc.pid > 0) {
         pid_t pid = g_ret->proc.pid;
         int waited = 0;
@@ -338,52 +413,31 @@ static void publish_limits(const rh_srv_conf *sc, server_rec *s)
                  lim.rate_global);
 }
 
-int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
-                          server_rec *s)
+/* The module file this process runs, as (device, inode, size, mtime): a new
+ * file (make install, a package upgrade) gives another value. 0: unknown. */
+static uint64_t module_id(void)
 {
-    rh_srv_conf *sc = ap_get_module_config(s->module_config, &relay_https_module);
-    apr_status_t rv;
-    uint32_t nslots;
-    const char *path;
+    Dl_info di;
+    struct stat st;
+    if (!dladdr((void *)&relay_https_module, &di) || !di.dli_fname || stat(di.dli_fname, &st))
+        return 0;
+    uint64_t h = 1469598103934665603ull;
+    uint64_t v[5] = { (uint64_t)st.st_dev, (uint64_t)st.st_ino, (uint64_t)st.st_size,
+                      (uint64_t)st.st_mtim.tv_sec, (uint64_t)st.st_mtim.tv_nsec };
+    for (int i = 0; i < 5; ++i)
+        h = (h ^ v[i]) * 1099511628211ull;
+    return h ? h : 1;
+}
 
-    /* the first pass only checks the configuration */
-    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
-        return OK;
-
-    g_server = s;
-    g_pconf = pconf;
-    g_ret = ap_retained_data_get("mod_relay_https");
-    if (!g_ret) {
-        g_ret = ap_retained_data_create("mod_relay_https", sizeof(*g_ret));
-        memset(g_ret, 0, sizeof(*g_ret));
-        g_ret->listen_fd = -1;
-    }
-    nslots = sc->max_sessions > 0 ? (uint32_t)sc->max_sessions : RH_DEFAULT_MAX_SESSIONS;
-    path = sc->socket_path ? sc->socket_path
-         : ap_runtime_dir_relative(ptemp, apr_psprintf(ptemp, "relay_https.%ld.sock",
-                                                       (long)getpid()));
-    apr_pool_cleanup_register(pconf, NULL, generation_end, apr_pool_cleanup_null);
-
-    if (g_ret->ready) {
-        /* a restart: the core and its sessions go on, under the new limits */
-        rh_registry_claim(g_ret->reg, INT64_MAX);
-        publish_limits(sc, s);
-        if (nslots != g_ret->nslots || strcmp(path, g_ret->socket) != 0)
-            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RHLOG(1013)
-                         "RelayMaxSessions and RelaySocket changes take effect at the "
-                         "next full stop and start, not on a restart");
-        if (g_ret->proc.pid > 0 && kill(g_ret->proc.pid, 0) == 0) {
-            watch_core();
-            core_send_logs(s);
-            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, RHLOG(1008)
-                         "relay core (pid %d) kept across the restart", (int)g_ret->proc.pid);
-            return OK;
-        }
-        return core_fork() == APR_SUCCESS ? OK : HTTP_INTERNAL_SERVER_ERROR;
-    }
-
+/* A new table, socket and core: at the first start, and after an upgrade
+ * (from: the old table, whose slot generations and figures go on, so that no
+ * new token repeats an old session's id). */
+static int core_setup(server_rec *s, const rh_srv_conf *sc, uint32_t nslots, const char *path,
+                      const rh_registry *from)
+{
     /* the table lives in the process pool: restarts keep it */
-    rv = apr_shm_create(&g_ret->shm, rh_registry_size(nslots), NULL, s->process->pool);
+    apr_status_t rv = apr_shm_create(&g_ret->shm, rh_registry_size(nslots), NULL,
+                                     s->process->pool);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RHLOG(1012)
                      "cannot create the shared session table (%u slots)", nslots);
@@ -391,9 +445,13 @@ int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     }
     g_ret->reg = apr_shm_baseaddr_get(g_ret->shm);
     g_ret->nslots = nslots;
-    memset(g_ret->reg, 0, rh_registry_size(nslots));
+    if (from && from->nslots == nslots)
+        memcpy(g_ret->reg, from, rh_registry_size(nslots));
+    else
+        memset(g_ret->reg, 0, rh_registry_size(nslots));
     rh_registry_init(g_ret->reg, nslots);
     rh_registry_claim(g_ret->reg, INT64_MAX);
+    rh_registry_drain(g_ret->reg, 0);
     publish_limits(sc, s);
     if (strlen(path) >= sizeof(g_ret->socket)) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, RHLOG(1010)
@@ -405,7 +463,85 @@ int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     if (g_ret->listen_fd < 0)
         return HTTP_INTERNAL_SERVER_ERROR;
     g_ret->ready = 1;
-    if (core_fork() != APR_SUCCESS)
-        return HTTP_INTERNAL_SERVER_ERROR;
+    g_ret->module_id = module_id();
+    return core_fork() == APR_SUCCESS ? OK : HTTP_INTERNAL_SERVER_ERROR;
+}
+
+/* The module file changed under a running core (an upgrade and a graceful
+ * restart): a new core from the new file serves new sessions, the old one
+ * keeps its sessions until they end (at most DRAIN_MAX_MS) and takes no new
+ * ones; the handlers find a session in either table. */
+static int core_handover(server_rec *s, const rh_srv_conf *sc, const char *path)
+{
+    old_core_forget(1);   /* a core two upgrades old goes now */
+    g_ret->old.proc = g_ret->proc;
+    g_ret->old.shm = g_ret->shm;
+    g_ret->old.reg = g_ret->reg;
+    g_ret->old.listen_fd = g_ret->listen_fd;
+    memcpy(g_ret->old.socket, g_ret->socket, sizeof(g_ret->old.socket));
+    rh_registry_drain(g_ret->old.reg, rh_now_ms() + DRAIN_MAX_MS);
+    watch_old_core();
+    ++g_ret->handovers;
+    const char *npath = apr_psprintf(s->process->pool, "%s.%u", path, g_ret->handovers);
+    int rv = core_setup(s, sc, g_ret->nslots, npath, g_ret->old.reg);
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, RHLOG(1016)
+                 "the module file changed: a new relay core (pid %d) serves new sessions; "
+                 "the old one (pid %d) keeps its %u sessions until they end (at most %d s)",
+                 (int)g_ret->proc.pid, (int)g_ret->old.proc.pid, g_ret->old.reg->active,
+                 DRAIN_MAX_MS / 1000);
+    return rv;
+}
+
+/* A restart: the core and its sessions go on, under the new limits, with the
+ * new error log; unless the module file changed (core_handover). */
+static int core_keep(server_rec *s, const rh_srv_conf *sc, uint32_t nslots, const char *path)
+{
+    rh_registry_claim(g_ret->reg, INT64_MAX);
+    if (g_ret->old.proc.pid > 0 && kill(g_ret->old.proc.pid, 0) == 0) {
+        rh_registry_claim(g_ret->old.reg, INT64_MAX);
+        watch_old_core();
+    }
+    publish_limits(sc, s);
+    if (nslots != g_ret->nslots || strncmp(path, g_ret->socket, strlen(path)) != 0)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RHLOG(1013)
+                     "RelayMaxSessions and RelaySocket changes take effect at the "
+                     "next full stop and start, not on a restart");
+    if (g_ret->proc.pid <= 0 || kill(g_ret->proc.pid, 0) != 0)
+        return core_fork() == APR_SUCCESS ? OK : HTTP_INTERNAL_SERVER_ERROR;
+    uint64_t id = module_id();
+    if (id && g_ret->module_id && id != g_ret->module_id)
+        return core_handover(s, sc, path);
+    watch_core();
+    core_send_logs(s);
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, RHLOG(1008)
+                 "relay core (pid %d) kept across the restart", (int)g_ret->proc.pid);
     return OK;
+}
+
+int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                          server_rec *s)
+{
+    rh_srv_conf *sc = ap_get_module_config(s->module_config, &relay_https_module);
+
+    /* the first pass only checks the configuration */
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
+        return OK;
+
+    g_server = s;
+    g_pconf = pconf;
+    g_ret = ap_retained_data_get(RETAINED_KEY);
+    if (!g_ret) {
+        g_ret = ap_retained_data_create(RETAINED_KEY, sizeof(*g_ret));
+        memset(g_ret, 0, sizeof(*g_ret));
+        g_ret->listen_fd = g_ret->old.listen_fd = -1;
+    }
+    uint32_t nslots = sc->max_sessions > 0 ? (uint32_t)sc->max_sessions
+                                           : RH_DEFAULT_MAX_SESSIONS;
+    const char *path = sc->socket_path ? sc->socket_path
+         : ap_runtime_dir_relative(ptemp, apr_psprintf(ptemp, "relay_https.%ld.sock",
+                                                       (long)getpid()));
+    apr_pool_cleanup_register(pconf, NULL, generation_end, apr_pool_cleanup_null);
+    if (g_ret->ready)
+        return core_keep(s, sc, nslots, path);
+    return core_setup(s, sc, nslots, path, NULL);
 }

@@ -20,6 +20,7 @@ typedef struct rh_req {
     const rh_target *target;    /* its configuration; looked up for open only */
     const char *op;
     rh_slot_view view;
+    int old_core;           /* the session lives in the core an upgrade replaced */
     int fd;                 /* to the core */
 } rh_req;
 

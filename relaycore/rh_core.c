@@ -161,6 +161,22 @@ static int orphaned(core *c, long now)
     return c->held == 0 || now - c->orphan_since >= ORPHAN_DRAIN_MS;
 }
 
+/* After an upgrade a newer core serves new sessions; this one ends with its
+ * last session, or at the deadline the parent set. Returns 1 when it is time. */
+static int drained(core *c, long now)
+{
+    int64_t until = rh_registry_draining(c->cfg->reg);
+    if (!until)
+        return 0;
+    if (!c->drain_seen) {
+        c->drain_seen = 1;
+        rh_core_log(c, RH_LOG_INFO, "a new relay core serves new sessions (the module was "
+                    "replaced): this one stops after its %u sessions (at most %ld s)",
+                    c->cfg->reg->active, (long)((until - now) / 1000));
+    }
+    return c->cfg->reg->active == 0 || now >= until;
+}
+
 static int core_start(core *c, const rh_core_config *cfg)
 {
     memset(c, 0, sizeof(*c));
@@ -319,7 +335,7 @@ int rh_core_run(const rh_core_config *cfg)
         rh_registry_get_limits(cfg->reg, &c->lim);
         rh_registry_publish(cfg->reg, c->held, c->integrity_failures);
         rh_registry_beat(cfg->reg, now);
-        if (orphaned(c, now))
+        if (orphaned(c, now) || drained(c, now))
             break;
         int timeout = wait_ms(c, now);
         if (listen_resume(c, now, &timeout))

@@ -152,6 +152,7 @@ typedef struct core {
     uint64_t refused;              /* requests refused by a limit */
     int log_level;                 /* RH_LOG_*: cfg's at start, then LOGS' */
     long orphan_since;             /* the module is no longer loaded since then; 0: it is */
+    int drain_seen;                /* a newer core took over (rh_registry_drain) */
     rh_limits lim;                 /* the operator's, read at every loop turn */
     rh_bucket rate;                /* RelayGlobalRateLimit */
 } core;

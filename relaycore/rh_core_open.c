@@ -57,6 +57,10 @@ void rh_core_req_open(core *c, conn *k, const rh_ipc_req *rq)
     uint32_t slot, gen;
     session *s = NULL;
 
+    if (rh_registry_draining(c->cfg->reg)) {
+        rh_core_conn_error(c, k, 503, "this relay core is being replaced, try again");
+        return;
+    }
     memset(&sa, 0, sizeof(sa));
     if (inet_pton(AF_INET, rq->host, &sa.v4.sin_addr) == 1) {
         sa.v4.sin_family = AF_INET;

@@ -114,6 +114,16 @@ int rh_registry_claimed(const rh_registry *reg, int64_t now_ms)
     return until == 0 || now_ms < until;   /* 0: never claimed (a core on its own) */
 }
 
+void rh_registry_drain(rh_registry *reg, int64_t until_ms)
+{
+    __atomic_store_n(&reg->draining_until_ms, until_ms, __ATOMIC_RELAXED);
+}
+
+int64_t rh_registry_draining(const rh_registry *reg)
+{
+    return __atomic_load_n(&reg->draining_until_ms, __ATOMIC_RELAXED);
+}
+
 void rh_registry_publish(rh_registry *reg, uint32_t held, uint64_t integrity)
 {
     __atomic_store_n(&reg->stats.held, held, __ATOMIC_RELAXED);

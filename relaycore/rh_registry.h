@@ -54,6 +54,7 @@ typedef struct rh_registry {
     uint64_t total_down;
     rh_limits limits;    /* the parent's: rh_registry_init leaves them */
     int64_t claimed_until_ms;  /* CLOCK_MONOTONIC: the module is loaded (see rh_registry_claim) */
+    int64_t draining_until_ms; /* CLOCK_MONOTONIC: a newer core took over; 0: none did */
     rh_stats stats;      /* for the status page: kept while the registry is */
     rh_slot slots[];
 } rh_registry;
@@ -109,6 +110,11 @@ int64_t rh_registry_beat_age(const rh_registry *reg, int64_t now_ms);
 #define RH_CLAIM_GRACE_MS 10000
 void rh_registry_claim(rh_registry *reg, int64_t until_ms);
 int rh_registry_claimed(const rh_registry *reg, int64_t now_ms);
+
+/* A newer core (a new module file) serves new sessions: this one keeps its
+ * sessions until they end or until_ms, takes no new ones, then stops. */
+void rh_registry_drain(rh_registry *reg, int64_t until_ms);
+int64_t rh_registry_draining(const rh_registry *reg);
 
 /* Token text helpers. out must hold RH_TOKEN_LEN + 1 bytes. */
 void rh_token_format(char *out, uint32_t slot, uint32_t gen,

@@ -411,6 +411,8 @@ def _read_all(s, timeout=30):
             n += len(b)
     except ConnectionResetError:
         end = "rst"
+    except socket.timeout:
+        end = "silence for %d s" % timeout   # the assertions say what the client did
     return h.hexdigest(), n, end
 
 

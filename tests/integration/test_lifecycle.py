@@ -4,6 +4,7 @@ running through it all (logrotate renames the log, then restarts gracefully)."""
 
 import json
 import os
+import shutil
 import signal
 import time
 
@@ -128,5 +129,64 @@ def test_a2dismod_then_graceful_ends_the_core(tmp_path, tls, module_so, targets)
         r = curl(a.relay_url + "/echo/open")
         assert r.status == 201, r
         assert _core_pid(a) not in (0, core), "no new core after the module came back"
+    finally:
+        a.stop()
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.rh_timeout(120)
+def test_module_replaced_then_graceful(tmp_path, tls, module_so, targets, client_bin):
+    """An upgrade (a new module file, then a graceful restart): a new core from
+    the new file serves new sessions at once, the old core keeps the tunnel it
+    carries until it ends, then exits. Before, the old code ran on for ever."""
+    so = str(tmp_path / "mod_relay_https.so")
+    shutil.copy(module_so, so)
+    a = harness.Apache(str(tmp_path / "apache"), tls["cert"], tls["key"], mpm="event",
+                       module=so, targets=targets, extra_conf=STATUS)
+    harness.Apache.used.append(a)
+    a.prepare()
+    a.start()
+    try:
+        old_core = _core_pid(a)
+        with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"]) as fw:
+            sock = harness.socket.create_connection(("127.0.0.1", fw.port), timeout=20)
+            sock.sendall(b"before")
+            assert sock.recv(100) == b"before"
+            # make install: a new file in place of the old one
+            shutil.copy(module_so, so + ".new")
+            os.rename(so + ".new", so)
+            mark = a.error_log_mark()
+            _graceful(a)
+            assert harness.wait_for(lambda: "RH1016" in a.error_log_text(mark), 10), \
+                a.error_log_tail(20, mark)
+            new_core = _core_pid(a)
+            assert new_core != old_core, "no new core after the module file changed"
+            assert _alive(old_core), "the old core did not wait for its session"
+            # the tunnel opened before the upgrade goes on through its own core
+            for word in (b"after", b"upgrade"):
+                sock.sendall(word)
+                assert sock.recv(100) == word
+            # new sessions go to the new core
+            sid = _open_close(a)
+            assert harness.wait_for(
+                lambda: "[pid %d" % new_core in "\n".join(
+                    l for l in a.error_log_text(mark).splitlines() if sid in l), 5), \
+                a.error_log_tail(20, mark)
+            sock.close()
+        # its last session over, the old core ends
+        assert harness.wait_for(lambda: not _alive(old_core), 30), a.error_log_tail(20)
+        # httpd's maintenance reaps it and the parent forgets its socket and table
+        assert harness.wait_for(lambda: "RH1017" in a.error_log_text(), 10), \
+            a.error_log_tail(20)
+        assert _alive(new_core)
+        r = curl(a.relay_url + "/echo/open")
+        assert r.status == 201, r
     finally:
         a.stop()
