@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 import harness
 from harness import Forward, curl
 
+LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
 STATUS = ("<Location /relay-status>\n    SetHandler relay-https-status\n"
           "    Require ip 127.0.0.1\n</Location>")
 
@@ -28,6 +30,22 @@ def _graceful(a):
     a.proc.send_signal(signal.SIGUSR1)          # apachectl -k graceful
     assert harness.wait_for(lambda: "resuming normal operations" in a.error_log_text(mark)
                             or "resuming normal operations" in a.error_log_text(0), 15), \
+        a.error_log_tail(20)
+
+
+def _logrotate(a, tmp_path):
+    """The real logrotate, as Debian's /etc/logrotate.d/apache2 does it: the
+    log renamed to .1, then a graceful restart from postrotate."""
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text('"%s" {\n    rotate 5\n    missingok\n    nocompress\n'
+                    '    postrotate\n        kill -USR1 %d\n    endscript\n}\n'
+                    % (a.error_log, a.proc.pid))
+    mark = a.error_log_mark()
+    r = subprocess.run([LOGROTATE, "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout
+    assert os.path.exists(a.error_log + ".1"), os.listdir(os.path.dirname(a.error_log))
+    assert harness.wait_for(lambda: "resuming normal operations" in a.error_log_text(0), 15), \
         a.error_log_tail(20)
 
 
@@ -59,11 +77,11 @@ def test_log_rotation_and_loglevel_on_graceful(tmp_path, tls, module_so, targets
             time.sleep(0.5)
             assert sid not in a.error_log_text(), a.error_log_tail(10)
 
-            # logrotate: rename, then a graceful restart; LogLevel raised at the same time
-            os.rename(a.error_log, a.error_log + ".1")
+            # Debian's logrotate: rename, then a graceful restart (postrotate);
+            # LogLevel raised in the configuration at the same time
             a.log_level_debug = True
             a.prepare()
-            _graceful(a)
+            _logrotate(a, tmp_path)
             assert _core_pid(a) == core, "the core did not survive the graceful restart"
 
             sid = _open_close(a)
@@ -73,18 +91,18 @@ def test_log_rotation_and_loglevel_on_graceful(tmp_path, tls, module_so, targets
                 "error log:\nnew:\n%s\nold:\n%s" % (a.error_log_tail(15),
                                                     harness._read(a.error_log + ".1")[-1500:]))
             assert opened not in harness._read(a.error_log + ".1"), "written to the rotated log"
+            assert harness.wait_for(lambda: os.path.exists(a.error_log), 5)
             # the core's stderr is the new file, not the renamed (or a deleted) one
             target = os.readlink("/proc/%d/fd/2" % core)
             assert target == a.error_log, target
 
             # a second rotation, and LogLevel back to warn: nothing of it reaches any log
-            os.rename(a.error_log, a.error_log + ".2")
             a.log_level_debug = False
             a.prepare()
-            _graceful(a)
+            _logrotate(a, tmp_path)     # error.log.1 becomes .2, error.log .1
             sid = _open_close(a)
             time.sleep(1.0)
-            for path in (a.error_log, a.error_log + ".2"):
+            for path in (a.error_log, a.error_log + ".1", a.error_log + ".2"):
                 assert "core: session %s open" % sid not in harness._read(path), path
             assert os.readlink("/proc/%d/fd/2" % core) == a.error_log
 
