@@ -58,7 +58,8 @@ VARIANTS = ["loopback", "delay"]
 FIGURES = ["up", "down", "multi", "echo", "idle"]
 
 TARGET_NAME = "bench"
-# client/relay-https.c MAX_TUNNELS is 1024: the idle ramp spreads over forwarders
+# a forward takes up to its descriptor limit's worth of tunnels (client/rhc_forward.c):
+# the idle ramp spreads over forwarders
 MAX_TUNNELS_PER_FORWARD = 1000
 MB = 1000 * 1000
 

@@ -85,6 +85,7 @@ static const char help_text[] =
 "   8  target refused or unreachable (502/504 on open)\n"
 "   9  session lost (reset, protocol error, connection cut)\n"
 "  10  local error (bind/listen failed, stdin/stdout error)\n"
+"  11  integrity check failed (a byte would have arrived wrong; it never does)\n"
 "forward exits non-zero only when it cannot start; failed tunnels are logged.\n";
 
 void rhc_help_usage(FILE *f)

@@ -451,8 +451,7 @@ static const struct {
     { RHC_EXIT_TARGET, 8, "target refused or unreachable", "the target refused" },
     { RHC_EXIT_LOST, 9, "session lost", "session lost" },
     { RHC_EXIT_LOCAL, 10, "local error", "local error" },
-    /* --help stops at 10 (the README lists 11) */
-    { RHC_EXIT_INTEGRITY, 11, NULL, "integrity check failed" },
+    { RHC_EXIT_INTEGRITY, 11, "integrity check failed", "integrity check failed" },
 };
 #define N_EXIT (int)(sizeof(exit_codes) / sizeof(exit_codes[0]))
 
