@@ -54,7 +54,9 @@ static void take(status *s, const rh_registry *reg)
     rh_registry_get_limits(reg, &s->lim);
     s->held = __atomic_load_n(&s->st->held, __ATOMIC_RELAXED);
     s->beat_age_ms = rh_registry_beat_age(reg, rh_now_ms());
-    rh_registry_totals(reg, &s->up, &s->down);
+    /* closed sessions' bytes here, the live ones' in the one pass below */
+    s->up = __atomic_load_n(&reg->total_up, __ATOMIC_RELAXED);
+    s->down = __atomic_load_n(&reg->total_down, __ATOMIC_RELAXED);
     for (int i = 0; i < KBPS_N; ++i)
         s->kbps[i] = rh_stats_rate(s->st, kbps_windows[i]) * 8 / 1000;
     for (uint32_t i = 0; i < reg->nslots; ++i) {
@@ -64,6 +66,8 @@ static void take(status *s, const rh_registry *reg)
         if (v.state == RH_SLOT_CONNECTING)
             s->connecting++;
         s->active++;
+        s->up += v.up_bytes;
+        s->down += v.down_bytes;
         int t = target_index(s->st, v.target);
         if (t >= 0) {
             s->live[t]++;

@@ -105,22 +105,23 @@ int rh_stats_refusal_of(int status)
     }
 }
 
+/* Bytes per second between two seconds of the history (end the later). */
+static double rate_between(const rh_stats *st, int64_t start, int64_t end)
+{
+    uint64_t a = __atomic_load_n(&st->hist[(start < 0 ? 0 : start) % RH_STATS_HIST],
+                                 __ATOMIC_RELAXED);
+    uint64_t b = __atomic_load_n(&st->hist[end % RH_STATS_HIST], __ATOMIC_RELAXED);
+    return b >= a ? (double)(b - a) / (double)(end - start) : 0;
+}
+
 double rh_stats_rate(const rh_stats *st, int window)
 {
     int64_t now = __atomic_load_n(&st->hist_sec, __ATOMIC_ACQUIRE);
     if (now < 0 || window <= 0)
         return 0;
     if (window > RH_STATS_HIST - 1)
-        window = RH_STATS_HIST - 1;
-    /* as far back as the history goes: the first second ever written */
-    int64_t first = now - window;
-    int64_t oldest = now - (RH_STATS_HIST - 1);
-    if (first < oldest)
-        first = oldest;
-    uint64_t a = __atomic_load_n(&st->hist[(first < 0 ? 0 : first) % RH_STATS_HIST],
-                                 __ATOMIC_RELAXED);
-    uint64_t b = __atomic_load_n(&st->hist[now % RH_STATS_HIST], __ATOMIC_RELAXED);
-    return b >= a ? (double)(b - a) / window : 0;
+        window = RH_STATS_HIST - 1;   /* as far back as the history goes */
+    return rate_between(st, now - window, now);
 }
 
 int rh_stats_series(const rh_stats *st, int step, int n, double *out)
@@ -129,11 +130,8 @@ int rh_stats_series(const rh_stats *st, int step, int n, double *out)
     if (now < 0 || step <= 0 || n <= 0 || (int64_t)step * n > RH_STATS_HIST - 1)
         return 0;
     for (int i = 0; i < n; ++i) {
-        int64_t end = now - (int64_t)step * (n - 1 - i), start = end - step;
-        uint64_t a = __atomic_load_n(&st->hist[(start < 0 ? 0 : start) % RH_STATS_HIST],
-                                     __ATOMIC_RELAXED);
-        uint64_t b = __atomic_load_n(&st->hist[end % RH_STATS_HIST], __ATOMIC_RELAXED);
-        out[i] = b >= a ? (double)(b - a) / step : 0;
+        int64_t end = now - (int64_t)step * (n - 1 - i);
+        out[i] = rate_between(st, end - step, end);
     }
     return n;
 }
