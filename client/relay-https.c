@@ -41,7 +41,7 @@ int main(int argc, char **argv)
         rhc_err("libcurl: cannot create a multi handle");
         goto leave;
     }
-    rc = o.mode == RHC_MODE_FORWARD ? rhc_forward_run(c, &o) : rhc_stdio_run(c);
+    rc = o.mode == RHC_MODE_FORWARD ? rhc_forward_run(c, &o) : rhc_stdio_run(c, &o);
 leave:
     rhc_ctx_free(c);
     if (curl_up)

@@ -48,7 +48,7 @@ void maybe_ack(rhc_tunnel *t, int64_t now)
         return;
     if (!keep && gap < t->ack.every && now < t->down.last_data + ACK_IDLE_MS)
         return;
-    struct rhc_req *r = req_new(t->ctx, t, REQ_ACK, t->token);
+    struct rhc_req *r = req_new(t->ctx, t->route, t, REQ_ACK, t->token);
     if (!r || add_header(r, RH_HDR_ACK ": %" PRIu64, t->down.off) < 0 ||
         add_header(r, "Content-Type:") < 0)
         goto fail;

@@ -31,7 +31,7 @@ static size_t emit(char *buf, int type, const void *payload, size_t n)
 static void body_limit(rhc_tunnel *t, struct rhc_req *r)
 {
     if (r->kind == REQ_PUSH && !r->end_wanted && !r->p_fin && !r->p_r && !t->push.r_pending &&
-        r->emitted >= t->ctx->pol.spush_max) {
+        r->emitted >= t->route->pol.spush_max) {
         r->end_wanted = 1;
         r->refresh = 1;
         t_log(t, 2, "stream push: %" PRIu64 " bytes sent, ending it for a new one", r->emitted);
@@ -270,7 +270,7 @@ size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
             t->xp.down_seen = t->xp.down;
             if (!r->batch) {
                 /* the path passes this transport's responses: up bytes may go */
-                t->ctx->pol.proven[r->kind == REQ_DUPLEX ? RHC_XP_DUPLEX : RHC_XP_STREAM] = 1;
+                t->route->pol.proven[r->kind == REQ_DUPLEX ? RHC_XP_DUPLEX : RHC_XP_STREAM] = 1;
                 t->xp.up_hold = 0;
             }
         }

@@ -96,17 +96,16 @@ void rhc_choose_pick(const struct rhc_opts *o, const struct rhc_policy *p, long 
 /* Picks the transports of a session once its open was answered. */
 void choose_transport(rhc_tunnel *t, struct rhc_req *open)
 {
-    rhc_ctx *c = t->ctx;
     long hv = 0;
     char why[800], pair[64];
 
     curl_easy_getinfo(open->h, CURLINFO_HTTP_VERSION, &hv);
-    rhc_choose_pick(c->o, &c->pol, hv, &t->xp.up, &t->xp.down, &t->xp.autox, why, sizeof(why));
+    rhc_choose_pick(t->route->o, &t->route->pol, hv, &t->xp.up, &t->xp.down, &t->xp.autox, why, sizeof(why));
     t_log(t, 1, "transport: %s (%s)", xp_pair(t->xp.up, t->xp.down, pair, sizeof(pair)), why);
     /* A path not seen to pass this transport's responses yet: up bytes wait for
      * the first frame (about one round trip), so that, should it never come, the
      * session can start over on batch without the target having seen a byte. */
-    t->xp.up_hold = t->xp.autox && t->xp.down != RHC_XP_BATCH && !c->pol.proven[t->xp.down] &&
+    t->xp.up_hold = t->xp.autox && t->xp.down != RHC_XP_BATCH && !t->route->pol.proven[t->xp.down] &&
                  !t->xp.restarts && !t->sess.resume;
     if (t->xp.down == RHC_XP_DUPLEX) {
         start_duplex(t);
@@ -136,7 +135,7 @@ void fallback_up(rhc_tunnel *t, const char *why)
     if (t->xp.up == RHC_XP_BATCH)
         return;
     t_log(t, 1, "transport: push %s -> batch (%s)", xp_name[t->xp.up], why);
-    rhc_policy_note(&t->ctx->pol, 1, RHC_XP_BATCH, why);
+    rhc_policy_note(&t->route->pol, 1, RHC_XP_BATCH, why);
     t->xp.up = RHC_XP_BATCH;
     t->push.ack_wait_since = 0;
     t->push.spush_at = 0;
@@ -153,7 +152,6 @@ void fallback_up(rhc_tunnel *t, const char *why)
  * can be lost by giving it up (unless an intermediary holds some back). */
 void fallback_down(rhc_tunnel *t, const char *why)
 {
-    rhc_ctx *c = t->ctx;
 
     if (t->xp.down == RHC_XP_DUPLEX) {
         int up_on_it = t->xp.up == RHC_XP_DUPLEX;
@@ -164,8 +162,8 @@ void fallback_down(rhc_tunnel *t, const char *why)
             if (up_rewind(t, t->up.acked, "duplex given up") < 0)
                 return;
         }
-        rhc_policy_note(&c->pol, 0, RHC_XP_STREAM, why);
-        rhc_policy_note(&c->pol, 1, RHC_XP_STREAM, why);
+        rhc_policy_note(&t->route->pol, 0, RHC_XP_STREAM, why);
+        rhc_policy_note(&t->route->pol, 1, RHC_XP_STREAM, why);
         req_free(t->rq.duplex);
         t->rq.duplex = NULL;
         t->xp.down = RHC_XP_STREAM;
@@ -181,8 +179,8 @@ void fallback_down(rhc_tunnel *t, const char *why)
     }
     if (t->xp.down == RHC_XP_STREAM) {
         t_log(t, 1, "transport: pull stream -> batch (%s)", why);
-        rhc_policy_note(&c->pol, 0, RHC_XP_BATCH, why);
-        rhc_policy_note(&c->pol, 1, RHC_XP_BATCH, why);
+        rhc_policy_note(&t->route->pol, 0, RHC_XP_BATCH, why);
+        rhc_policy_note(&t->route->pol, 1, RHC_XP_BATCH, why);
         req_free(t->rq.pull);
         t->rq.pull = NULL;
         t->xp.down = RHC_XP_BATCH;
@@ -213,7 +211,7 @@ void restart_session(rhc_tunnel *t, const char *why)
     t_log(t, 1, "transport: starting over with a new session (%s; nothing was exchanged yet)",
           why);
     reqs_free(t);
-    start_close(c, t->token, t->label, t->sid);
+    start_close(c, t->route, t->token, t->label, t->sid);
     memset(t->token, 0, sizeof(t->token));
     t->xp.up = t->xp.down = RHC_XP_AUTO;
     t->xp.autox = 0;

@@ -164,7 +164,7 @@ void fail_http(rhc_tunnel *t, const struct rhc_req *r, const char *what)
     else if (code == RHC_EXIT_TARGET)
         kind = "the server cannot reach the target: ";
     t_fail(t, code, "%s: %sHTTP %ld%s%s%s", what, kind, st,
-           line[0] ? ": " : "", line, rhc_hint(t->ctx->o, code, st, 0));
+           line[0] ? ": " : "", line, rhc_hint(t->route->o, code, st, 0));
     if (r->status == 410 || r->status == 416)
         t->end.server_gone = 1;     /* the server has already forgotten the session */
 }
@@ -228,7 +228,7 @@ void fail_curl(rhc_tunnel *t, const struct rhc_req *r, CURLcode rc, const char *
         kind = proxy_tls ? "TLS with the proxy failed: "
                : rc == CURLE_PEER_FAILED_VERIFICATION ? "the server's certificate was not verified: "
                : "TLS failed: ";
-        if (!proxy_tls && strstr(msg, "certificate required") && !t->ctx->o->cert) {
+        if (!proxy_tls && strstr(msg, "certificate required") && !t->route->o->cert) {
             t_fail(t, code, "%s: %s%s (the server wants a client certificate: --cert FILE)",
                    what, kind, msg);
             return;
@@ -242,13 +242,13 @@ void fail_curl(rhc_tunnel *t, const struct rhc_req *r, CURLcode rc, const char *
     } else if (code == RHC_EXIT_UNREACHABLE) {
         if (rc == CURLE_COULDNT_RESOLVE_PROXY)
             kind = "cannot resolve the proxy: ";
-        else if (rc == CURLE_COULDNT_CONNECT && proxy_in_use(t->ctx->o))
+        else if (rc == CURLE_COULDNT_CONNECT && proxy_in_use(t->route->o))
             kind = "cannot reach the proxy: ";
         else
             kind = "server unreachable: ";
     }
     t_fail(t, code, "%s: %s%s%s", what, kind, msg,
-           rhc_hint(t->ctx->o, code,
+           rhc_hint(t->route->o, code,
                     code == RHC_EXIT_TLS ? (rc == CURLE_PEER_FAILED_VERIFICATION ? 0 : -1) : cc,
                     proxy_tls));
 }

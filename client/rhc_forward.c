@@ -14,6 +14,7 @@
 
 #include "rh_util.h"
 #include "rhc_forward.h"
+#include "rhc_route.h"
 #include "rhc_signals.h"
 
 #define FDS_PER_TUNNEL    4        /* local socket + push, pull, ack connections (HTTP/1.1) */
@@ -80,7 +81,7 @@ static int listen_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
 }
 
 /* Accepts what is waiting; returns -1 when accepting must pause (fd limit). */
-static int accept_some(rhc_ctx *c, int lfd, unsigned long *serial)
+static int accept_some(rhc_ctx *c, struct rhc_route *route, int lfd, unsigned long *serial)
 {
     while (rhc_ctx_tunnels(c) < max_tunnels) {
         struct sockaddr_storage ss;
@@ -99,7 +100,7 @@ static int accept_some(rhc_ctx *c, int lfd, unsigned long *serial)
         char peer[64], label[96];
         addr_text((struct sockaddr *)&ss, sl, peer, sizeof(peer));
         snprintf(label, sizeof(label), "#%lu %s", ++*serial, peer);
-        if (!rhc_tunnel_start(c, fd, fd, RHC_LOCAL_SOCKET, label, NULL, NULL))
+        if (!rhc_tunnel_start(c, route, fd, fd, RHC_LOCAL_SOCKET, label, NULL, NULL))
             rhc_err("%s: out of memory", label);   /* the socket is closed */
     }
     return 0;
@@ -132,7 +133,9 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_opts *o)
     char bound[128];
     unsigned long serial = 0;
     int64_t accept_again = 0;
+    struct rhc_route route;
 
+    rhc_route_init(&route, o, "");
     raise_fd_limit();
     int lfd = listen_socket(o, bound, sizeof(bound));
     if (lfd < 0)
@@ -154,7 +157,7 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_opts *o)
         }
         if (ex[0].revents && rhc_signals_drain())
             break;
-        if ((ex[1].revents & POLLIN) && accept_some(c, lfd, &serial) < 0)
+        if ((ex[1].revents & POLLIN) && accept_some(c, &route, lfd, &serial) < 0)
             accept_again = rh_now_ms() + ACCEPT_BACKOFF_MS;
     }
     close(lfd);

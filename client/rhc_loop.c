@@ -24,7 +24,7 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
          * else the session lingers on the server until it times out */
         const char *sep = r->label[0] ? ": " : "";
         if (rc != CURLE_OK && !r->hdr_done && transient(rc) && r->tries < 2)
-            start_close_try(c, r->token, r->label, r->sid, r->tries + 1, r->integrity);
+            start_close_try(c, r->route, r->token, r->label, r->sid, r->tries + 1, r->integrity);
         else if (rc != CURLE_OK)
             rhc_info("%s%ssession %s: close: %s", r->label, sep, r->sid, req_error(r, rc));
         else
@@ -141,7 +141,6 @@ rhc_ctx *rhc_ctx_new(const struct rhc_opts *o)
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
     }
-    rhc_policy_init(&c->pol);
     return c;
 }
 

@@ -241,10 +241,11 @@ static long http_version(const struct rhc_opts *o)
 
 /* Builds a request with everything the options ask for; the caller adds its own
  * headers and options, then req_go. */
-struct rhc_req *req_new(rhc_ctx *c, rhc_tunnel *t, enum req_kind kind,
+struct rhc_req *req_new(rhc_ctx *c, const struct rhc_route *route, rhc_tunnel *t,
+                        enum req_kind kind,
                         const char *token)
 {
-    const struct rhc_opts *o = c->o;
+    const struct rhc_opts *o = route->o;
     struct rhc_req *r = calloc(1, sizeof(*r));
     char *url = NULL;
     int ok = 0;
@@ -253,6 +254,7 @@ struct rhc_req *req_new(rhc_ctx *c, rhc_tunnel *t, enum req_kind kind,
         return NULL;
     r->kind = kind;
     r->ctx = c;
+    r->route = route;
     r->t = t;
     r->started = rh_now_ms();
     if (!(r->h = curl_easy_init()))
@@ -355,7 +357,7 @@ void req_empty_body(struct rhc_req *r)
  * hand-made Transfer-Encoding header would be wrong there). */
 int req_streamed_body(struct rhc_req *r)
 {
-    const struct rhc_opts *o = r->ctx->o;
+    const struct rhc_opts *o = r->route->o;
 
     r->streamed = 1;
     curl_easy_setopt(r->h, CURLOPT_READFUNCTION, body_read);

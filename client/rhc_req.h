@@ -25,6 +25,7 @@ struct rhc_req {
     struct curl_slist *hdrs;
     rhc_ctx *ctx;
     rhc_tunnel *t;              /* NULL for a detached close */
+    const struct rhc_route *route; /* whose options it was made with */
     struct rhc_req *next;       /* list of detached closes */
     char label[112];            /* detached close: whose session (tunnel label) ... */
     char sid[RH_SID_LEN + 1];      /* ... and its public id */
@@ -78,7 +79,9 @@ struct rhc_req {
 
 /* Builds a request with everything the options ask for; the caller adds its own
  * headers and options, then req_go. NULL: out of memory. */
-struct rhc_req *req_new(rhc_ctx *c, rhc_tunnel *t, enum req_kind kind, const char *token);
+struct rhc_route;
+struct rhc_req *req_new(rhc_ctx *c, const struct rhc_route *route, rhc_tunnel *t,
+                        enum req_kind kind, const char *token);
 void req_free(struct rhc_req *r);      /* also takes it out of the multi */
 int add_header(struct rhc_req *r, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

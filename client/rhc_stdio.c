@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "rhc_opts.h"
+#include "rhc_route.h"
 #include "rhc_signals.h"
 #include "rhc_stdio.h"
 
@@ -13,17 +14,20 @@ static void stdio_done(void *arg, int code)
     *(int *)arg = code;
 }
 
-int rhc_stdio_run(rhc_ctx *c)
+int rhc_stdio_run(rhc_ctx *c, const struct rhc_opts *o)
 {
+    struct rhc_route route;
     int code = -1;
     int err = rhc_stdio_prepare();
+
+    rhc_route_init(&route, o, "");
 
     if (err) {
         rhc_err("stdin/stdout: %s", strerror(err));
         code = RHC_EXIT_LOCAL;
         goto leave;
     }
-    if (!rhc_tunnel_start(c, 0, 1, RHC_LOCAL_STDIO, "", stdio_done, &code)) {
+    if (!rhc_tunnel_start(c, &route, 0, 1, RHC_LOCAL_STDIO, "", stdio_done, &code)) {
         rhc_err("out of memory");
         code = RHC_EXIT_ERROR;
         goto leave;

@@ -6,6 +6,6 @@
 #include "rhc_tunnel.h"
 
 /* Runs the one tunnel to its end; returns the exit code (an rhc_exit value). */
-int rhc_stdio_run(rhc_ctx *c);
+int rhc_stdio_run(rhc_ctx *c, const struct rhc_opts *o);
 
 #endif

@@ -68,10 +68,11 @@ void reqs_free(rhc_tunnel *t)
     t->rq.nbpush = 0;
 }
 
-void start_close_try(rhc_ctx *c, const char *token, const char *label,
+void start_close_try(rhc_ctx *c, const struct rhc_route *route, const char *token,
+                     const char *label,
                      const char *sid, unsigned tries, int integrity)
 {
-    struct rhc_req *r = req_new(c, NULL, REQ_CLOSE, token);
+    struct rhc_req *r = req_new(c, route, NULL, REQ_CLOSE, token);
 
     if (!r)
         return;
@@ -99,9 +100,10 @@ void start_close_try(rhc_ctx *c, const char *token, const char *label,
     ++c->nclosers;
 }
 
-void start_close(rhc_ctx *c, const char *token, const char *label, const char *sid)
+void start_close(rhc_ctx *c, const struct rhc_route *route, const char *token,
+                 const char *label, const char *sid)
 {
-    start_close_try(c, token, label, sid, 0, 0);
+    start_close_try(c, route, token, label, sid, 0, 0);
 }
 
 /* Resume (the server keeps down bytes until acknowledged) is asked for only
@@ -112,13 +114,13 @@ void start_close(rhc_ctx *c, const char *token, const char *label, const char *s
  * with both directions busy stalls. */
 static int want_resume(const rhc_tunnel *t)
 {
-    return !t->ctx->o->no_resume;
+    return !t->route->o->no_resume;
 }
 
 struct rhc_req *start_open(rhc_tunnel *t)
 {
-    const struct rhc_opts *o = t->ctx->o;
-    struct rhc_req *r = req_new(t->ctx, t, REQ_OPEN, NULL);
+    const struct rhc_opts *o = t->route->o;
+    struct rhc_req *r = req_new(t->ctx, t->route, t, REQ_OPEN, NULL);
     long total = OPEN_TIMEOUT_MS;
 
     if (!r)
@@ -143,10 +145,9 @@ fail:
 
 void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
 {
-    rhc_ctx *c = t->ctx;
     char what[384];
 
-    snprintf(what, sizeof(what), "open %.300s/%s", c->o->base_url, c->o->target);
+    snprintf(what, sizeof(what), "open %.300s/%s", t->route->o->base_url, t->route->o->target);
     /* a connection cut before the answer, in the TLS handshake too (a proxy
      * that resets it): tried again; a refused certificate is another code */
     if ((died_unanswered(r, rc) || (!r->hdr_done && rc == CURLE_SSL_CONNECT_ERROR)) &&
@@ -208,7 +209,7 @@ void t_finish(rhc_tunnel *t)
     /* a resumable session lingers on the server after a clean end, for a client
      * that missed the last bytes: this one has them all */
     if ((code || t->sess.resume) && t->token[0] && !t->end.server_gone)
-        start_close_try(c, t->token, t->label, t->sid, 0, code == RHC_EXIT_INTEGRITY);
+        start_close_try(c, t->route, t->token, t->label, t->sid, 0, code == RHC_EXIT_INTEGRITY);
     if (t->local.kind == RHC_LOCAL_SOCKET) {
         if (code) {
             /* A broken tunnel must not look like a clean end to the application. */
@@ -263,7 +264,7 @@ void t_advance(rhc_tunnel *t, int64_t now)
         t_finish(t);
 }
 
-rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, int in_fd, int out_fd, enum rhc_local_kind kind,
+rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, struct rhc_route *route, int in_fd, int out_fd, enum rhc_local_kind kind,
                              const char *label, rhc_done_fn done, void *arg)
 {
     rhc_tunnel *t = calloc(1, sizeof(*t));
@@ -274,6 +275,7 @@ rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, int in_fd, int out_fd, enum rhc_local_k
         return NULL;
     }
     t->ctx = c;
+    t->route = route;
     rhc_upbuf_init(&t->up, UPBUF_MAX);
     t->local.kind = kind;
     t->local.in_fd = in_fd;
@@ -292,7 +294,7 @@ rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, int in_fd, int out_fd, enum rhc_local_k
     c->tunnels = t;
     ++c->ntunnels;
 
-    t_log(t, 1, "open %s/%s", c->o->base_url, c->o->target);
+    t_log(t, 1, "open %s/%s", t->route->o->base_url, t->route->o->target);
     t->rq.open = start_open(t);
     if (!t->rq.open)
         t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");

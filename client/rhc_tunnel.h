@@ -27,7 +27,8 @@ void rhc_ctx_free(rhc_ctx *c);
 
 /* Starts a session (POST open). Never returns NULL for RHC_LOCAL_SOCKET without
  * having closed fd; on NULL nothing was started (out of memory). */
-rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, int in_fd, int out_fd, enum rhc_local_kind kind,
+struct rhc_route;
+rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, struct rhc_route *route, int in_fd, int out_fd, enum rhc_local_kind kind,
                              const char *label, rhc_done_fn done, void *arg);
 
 size_t rhc_ctx_tunnels(const rhc_ctx *c);   /* live tunnels */

@@ -17,6 +17,7 @@
 #include "rhc_local.h"
 #include "rhc_opts.h"
 #include "rhc_req.h"
+#include "rhc_route.h"
 #include "rhc_tunnel.h"
 #include "rhc_upbuf.h"
 
@@ -70,6 +71,7 @@
 
 struct rhc_tunnel {
     rhc_ctx *ctx;
+    struct rhc_route *route;    /* options, policy, counters (rhc_route.h) */
     rhc_tunnel *prev, *next;
     char label[112];
     rhc_done_fn done;
@@ -180,7 +182,6 @@ struct rhc_ctx {
     struct pollfd *pfds;        /* scratch for poll() */
     rhc_tunnel **powner;        /* tunnel of each local pollfd */
     size_t cappfds;
-    struct rhc_policy pol;      /* auto: what later sessions start with */
 };
 
 static inline uint64_t up_read_off(const rhc_tunnel *t)
@@ -258,9 +259,11 @@ void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
 
 /* rhc_tunnel.c: a tunnel's life */
 void reqs_free(rhc_tunnel *t);                      /* every request but the open */
-void start_close_try(rhc_ctx *c, const char *token, const char *label,
+void start_close_try(rhc_ctx *c, const struct rhc_route *route, const char *token,
+                     const char *label,
                      const char *sid, unsigned tries, int integrity);
-void start_close(rhc_ctx *c, const char *token, const char *label, const char *sid);
+void start_close(rhc_ctx *c, const struct rhc_route *route, const char *token,
+                 const char *label, const char *sid);
 struct rhc_req *start_open(rhc_tunnel *t);
 void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
 void t_finish(rhc_tunnel *t);                       /* reports and frees it */

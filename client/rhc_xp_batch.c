@@ -22,7 +22,7 @@
 struct rhc_req *bpush_new(rhc_tunnel *t, uint64_t off, uint64_t end, int fin,
                           unsigned tries)
 {
-    struct rhc_req *r = req_new(t->ctx, t, REQ_PUSH, t->token);
+    struct rhc_req *r = req_new(t->ctx, t->route, t, REQ_PUSH, t->token);
     size_t data = (size_t)(end - off);
     size_t nframes = (data + RH_FRAME_MAX - 1) / RH_FRAME_MAX;
     size_t len = data + nframes * (RH_FRAME_HDR + CHECK_FRAME) + (fin ? RH_FRAME_HDR : 0);
@@ -73,8 +73,8 @@ int start_bpush(rhc_tunnel *t)
     uint64_t have = up_read_off(t);
     uint64_t n = have - t->up.sent;
 
-    if (n > t->ctx->pol.batch_max)
-        n = t->ctx->pol.batch_max;
+    if (n > t->route->pol.batch_max)
+        n = t->route->pol.batch_max;
     int fin = t->up.eof && !t->up.fin_sent && !t->up.done && t->up.sent + n == have;
     struct rhc_req *r = bpush_new(t, t->up.sent, t->up.sent + n, fin, 0);
     if (!r) {
@@ -107,10 +107,9 @@ void bpush_forget(rhc_tunnel *t, struct rhc_req *r)
  * size rhc_split_size found (this one too); the rest goes in a push of its own. */
 static int bpush_split(rhc_tunnel *t, struct rhc_req *r, size_t half)
 {
-    rhc_ctx *c = t->ctx;
 
-    if (c->pol.batch_max > half) {
-        c->pol.batch_max = half;
+    if (t->route->pol.batch_max > half) {
+        t->route->pol.batch_max = half;
         t_log(t, 1, "push: HTTP 413 (an intermediary limits request bodies): pushes now "
               "carry at most %zu bytes", half);
     }

@@ -22,7 +22,7 @@ int start_duplex(rhc_tunnel *t)
     if (up_rewind(t, t->up.acked, "duplex") < 0)
         return -1;
 
-    struct rhc_req *r = req_new(t->ctx, t, REQ_DUPLEX, t->token);
+    struct rhc_req *r = req_new(t->ctx, t->route, t, REQ_DUPLEX, t->token);
     int64_t now = rh_now_ms();
 
     if (!r || add_header(r, RH_HDR_OFFSET ": %" PRIu64, t->up.sent) < 0 ||
@@ -49,7 +49,6 @@ fail:
 /* A server or path without duplex: nothing of this request counted. */
 static void duplex_refused(rhc_tunnel *t, struct rhc_req *r, int up_on_it)
 {
-    rhc_ctx *c = t->ctx;
     char line[BODY_MAX + 1], why[300];
 
     body_line(r, line, sizeof(line));
@@ -57,8 +56,8 @@ static void duplex_refused(rhc_tunnel *t, struct rhc_req *r, int up_on_it)
              line[0] ? ": " : "", line);
     t_log(t, 1, "transport: duplex -> stream (%s)", why);
     if (t->xp.autox) {
-        rhc_policy_note(&c->pol, 0, RHC_XP_STREAM, why);
-        rhc_policy_note(&c->pol, 1, RHC_XP_STREAM, why);
+        rhc_policy_note(&t->route->pol, 0, RHC_XP_STREAM, why);
+        rhc_policy_note(&t->route->pol, 1, RHC_XP_STREAM, why);
     }
     t->rq.duplex = NULL;
     req_free(r);

@@ -17,7 +17,7 @@
 int start_pull(rhc_tunnel *t)
 {
     int batch = t->xp.down == RHC_XP_BATCH;
-    struct rhc_req *r = req_new(t->ctx, t, REQ_PULL, t->token);
+    struct rhc_req *r = req_new(t->ctx, t->route, t, REQ_PULL, t->token);
     int64_t now = rh_now_ms();
 
     if (!r || add_header(r, RH_HDR_ACK ": %" PRIu64, t->down.off) < 0 ||

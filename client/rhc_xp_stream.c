@@ -16,7 +16,7 @@
 
 int start_spush(rhc_tunnel *t)
 {
-    struct rhc_req *r = req_new(t->ctx, t, REQ_PUSH, t->token);
+    struct rhc_req *r = req_new(t->ctx, t->route, t, REQ_PUSH, t->token);
 
     if (!r || add_header(r, RH_HDR_OFFSET ": %" PRIu64, t->up.sent) < 0 ||
         req_streamed_body(r) < 0)
@@ -55,7 +55,7 @@ static void spush_ended(rhc_tunnel *t, const struct rhc_outcome *o)
     if (o->why == RHC_WHY_PARK) {
         t->push.parked = 1;    /* up_kick starts the next one */
         t->push.park_keep_at = rh_now_ms() + alive_every(t);
-        t_log(t, 2, "stream push ended: idle for %ld ms", t->ctx->o->park_ms);
+        t_log(t, 2, "stream push ended: idle for %ld ms", t->route->o->park_ms);
     } else if (o->why == RHC_WHY_ENDED) {
         t_log(t, 2, "stream push ended at %" PRIu64 ": pushes go on as batch", o->from);
     }
@@ -73,11 +73,11 @@ static void spush_shrink(rhc_tunnel *t, const struct rhc_req *r, uint64_t ack)
 
     if (cap < SPUSH_BODY_MIN)
         cap = SPUSH_BODY_MIN;
-    if (cap < t->ctx->pol.spush_max)
-        t->ctx->pol.spush_max = cap;
+    if (cap < t->route->pol.spush_max)
+        t->route->pol.spush_max = cap;
     t_log(t, 1, "push: HTTP 413 after %" PRIu64 " body bytes: stream pushes now end "
           "after %" PRIu64 "; going on from offset %" PRIu64, r->emitted,
-          t->ctx->pol.spush_max, t->up.acked);
+          t->route->pol.spush_max, t->up.acked);
 }
 
 /* Refused or cut: the up bytes go again from what the server has. Returns

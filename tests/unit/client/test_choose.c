@@ -88,6 +88,7 @@ END_TEST
 /* A tunnel with a real context (requests are made, never performed). */
 struct bench {
     struct rhc_opts o;
+    struct rhc_route route;
     rhc_ctx *c;
     rhc_tunnel *t;
 };
@@ -102,6 +103,8 @@ static void bench_init(struct bench *b, enum rhc_transport up, enum rhc_transpor
     ck_assert_ptr_nonnull(b->c = rhc_ctx_new(&b->o));
     ck_assert_ptr_nonnull(b->t = calloc(1, sizeof(*b->t)));
     b->t->ctx = b->c;
+    rhc_route_init(&b->route, &b->o, "test");
+    b->t->route = &b->route;
     rhc_upbuf_init(&b->t->up, UPBUF_MAX);
     b->t->xp.up = up;
     b->t->xp.down = down;
@@ -131,8 +134,8 @@ START_TEST(test_fallback_up)
     ck_assert_int_eq(sc.end_wanted, 1);     /* ended by its read callback */
     ck_assert_int_eq(b.t->xp.switching, 1);
     ck_assert_int_eq(b.t->push.ack_wait_since, 0);
-    ck_assert_int_eq(b.c->pol.best_up, RHC_XP_BATCH);
-    ck_assert_int_eq(b.c->pol.best_down, RHC_XP_DUPLEX);
+    ck_assert_int_eq(b.route.pol.best_up, RHC_XP_BATCH);
+    ck_assert_int_eq(b.route.pol.best_down, RHC_XP_DUPLEX);
     /* once batch, nothing more happens */
     sc.end_wanted = 0;
     fallback_up(b.t, "again");
@@ -155,8 +158,8 @@ START_TEST(test_fallback_down)
     ck_assert_ptr_nonnull(b.t->rq.pull);
     ck_assert_int_eq(b.t->rq.pull->batch, 0);
     ck_assert(b.t->push.spush_at > 0);
-    ck_assert_int_eq(b.c->pol.best_up, RHC_XP_STREAM);
-    ck_assert_int_eq(b.c->pol.best_down, RHC_XP_STREAM);
+    ck_assert_int_eq(b.route.pol.best_up, RHC_XP_STREAM);
+    ck_assert_int_eq(b.route.pol.best_down, RHC_XP_STREAM);
 
     /* stream -> batch: a batch pull, and pushes follow after a grace */
     fallback_down(b.t, "held back");
@@ -165,8 +168,8 @@ START_TEST(test_fallback_down)
     ck_assert_int_eq(b.t->rq.pull->batch, 1);
     ck_assert(b.t->xp.up_fallback_at > 0);
     ck_assert_int_eq(b.t->xp.hold_until, 0);
-    ck_assert_int_eq(b.c->pol.best_down, RHC_XP_BATCH);
-    ck_assert_str_eq(b.c->pol.why_down, "held back");
+    ck_assert_int_eq(b.route.pol.best_down, RHC_XP_BATCH);
+    ck_assert_str_eq(b.route.pol.why_down, "held back");
 
     /* batch is the last: nothing moves */
     struct rhc_req *pull = b.t->rq.pull;

@@ -138,6 +138,7 @@ END_TEST
 /* A tunnel that is only a place for a failure: no requests, no fds. */
 struct failing {
     struct rhc_opts o;
+    struct rhc_route route;
     rhc_ctx c;
     rhc_tunnel *t;
     struct rhc_req r;
@@ -152,6 +153,8 @@ static void failing_init(struct failing *f, enum req_kind kind, long status, con
     f->t = calloc(1, sizeof(*f->t));
     ck_assert_ptr_nonnull(f->t);
     f->t->ctx = &f->c;
+    rhc_route_init(&f->route, &f->o, "test");
+    f->t->route = &f->route;
     f->r.kind = kind;
     f->r.h = curl_easy_init();     /* never performed: no CONNECT answer */
     f->r.hdr_done = status != 0;
