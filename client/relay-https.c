@@ -1,7 +1,7 @@
 /* relay-https: the client of mod_relay_https.
  *
- *   relay-https forward -L [ADDR:]PORT [options] URL TARGET
- *   relay-https stdio [options] URL TARGET
+ *   relay-https forward -L [ADDR:]PORT[:TARGET] ... [-K FILE] [options] [URL [TARGET]]
+ *   relay-https stdio [-K FILE] [options] [URL] TARGET
  *
  * One process, one event loop (rhc_ctx_step): forward runs any number of tunnels
  * at once, stdio one. This file is main only: the command line is rhc_opts.c,
@@ -20,9 +20,9 @@
 
 int main(int argc, char **argv)
 {
-    struct rhc_opts o;
+    struct rhc_cmd cmd;
     rhc_ctx *c = NULL;
-    int rc = rhc_opts_parse(argc, argv, &o);
+    int rc = rhc_opts_parse(argc, argv, &cmd);
     int curl_up = 0;
 
     if (rc >= 0)
@@ -37,15 +37,16 @@ int main(int argc, char **argv)
         goto leave;
     }
     curl_up = 1;
-    if (!(c = rhc_ctx_new(&o))) {
+    if (!(c = rhc_ctx_new(&cmd.routes[0]))) {
         rhc_err("libcurl: cannot create a multi handle");
         goto leave;
     }
-    rc = o.mode == RHC_MODE_FORWARD ? rhc_forward_run(c, &o) : rhc_stdio_run(c, &o);
+    rc = cmd.mode == RHC_MODE_FORWARD ? rhc_forward_run(c, &cmd)
+                                      : rhc_stdio_run(c, &cmd.routes[0]);
 leave:
     rhc_ctx_free(c);
     if (curl_up)
         curl_global_cleanup();
-    rhc_opts_free(&o);
+    rhc_cmd_free(&cmd);
     return rc;
 }

@@ -1,15 +1,20 @@
-/* relay-https client: forward mode. A listening socket (-L), accept with a pause
- * when descriptors run out, and the descriptor limit raised so that thousands of
- * tunnels fit; every accepted connection becomes one tunnel. */
+/* relay-https client: forward mode. A listening socket per route (-L, or a
+ * config file tunnel; TCP or UNIX), accept with a pause when descriptors run
+ * out, and the descriptor limit raised so that thousands of tunnels fit; every
+ * accepted connection becomes one tunnel of its route. All routes share one
+ * event loop and one connection pool (rhc_ctx). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "rh_util.h"
@@ -22,6 +27,13 @@
 #define ACCEPT_BACKOFF_MS 1000     /* after EMFILE and friends */
 
 static size_t max_tunnels = 256;   /* stop accepting beyond this (raise_fd_limit) */
+
+struct listener {
+    int fd;
+    struct rhc_route route;
+    char bound[128];
+    unsigned long serial;       /* connections accepted */
+};
 
 static void addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_t outsz)
 {
@@ -80,9 +92,47 @@ static int listen_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
     return fd;
 }
 
-/* Accepts what is waiting; returns -1 when accepting must pause (fd limit). */
-static int accept_some(rhc_ctx *c, struct rhc_route *route, int lfd, unsigned long *serial)
+/* A UNIX socket, mode 0600 like ssh's forwarded sockets. A socket file left
+ * behind by a process that is gone is replaced; one in use is not. */
+static int listen_unix(const char *path, char *bound, size_t boundsz)
 {
+    struct sockaddr_un sa;
+    int fd = -1, err;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) < 0 &&
+            errno == ECONNREFUSED)
+            unlink(path);
+        if (probe >= 0)
+            close(probe);
+    }
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
+        goto fail;
+    mode_t old = umask(0177);
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (rc != 0 || listen(fd, 128) != 0)
+        goto fail;
+    snprintf(bound, boundsz, "%s", path);
+    return fd;
+fail:
+    err = errno;
+    if (fd >= 0)
+        close(fd);
+    rhc_err("listen %s: %s", path, strerror(err));
+    return -1;
+}
+
+/* Accepts what is waiting; returns -1 when accepting must pause (fd limit). */
+static int accept_some(rhc_ctx *c, struct listener *l)
+{
+    int lfd = l->fd;
+
     while (rhc_ctx_tunnels(c) < max_tunnels) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
@@ -96,11 +146,17 @@ static int accept_some(rhc_ctx *c, struct rhc_route *route, int lfd, unsigned lo
             return -1;  /* EMFILE, ENFILE, ENOBUFS: retry later, not in a loop */
         }
         int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        char peer[64], label[96];
-        addr_text((struct sockaddr *)&ss, sl, peer, sizeof(peer));
-        snprintf(label, sizeof(label), "#%lu %s", ++*serial, peer);
-        if (!rhc_tunnel_start(c, route, fd, fd, RHC_LOCAL_SOCKET, label, NULL, NULL))
+        char peer[64], label[112];
+        if (ss.ss_family == AF_UNIX) {
+            snprintf(peer, sizeof(peer), "unix");
+        } else {
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            addr_text((struct sockaddr *)&ss, sl, peer, sizeof(peer));
+        }
+        /* with several routes the label says which one */
+        snprintf(label, sizeof(label), "%.40s%s#%lu %.60s", l->route.name,
+                 l->route.name[0] ? " " : "", ++l->serial, peer);
+        if (!rhc_tunnel_start(c, &l->route, fd, fd, RHC_LOCAL_SOCKET, label, NULL, NULL))
             rhc_err("%s: out of memory", label);   /* the socket is closed */
     }
     return 0;
@@ -128,40 +184,84 @@ static void raise_fd_limit(void)
              (unsigned long long)rl.rlim_cur);
 }
 
-int rhc_forward_run(rhc_ctx *c, const struct rhc_opts *o)
+/* Every route's listener, or none: one that cannot listen stops the start. */
+static int open_listeners(const struct rhc_cmd *cmd, struct listener *ls)
 {
-    char bound[128];
-    unsigned long serial = 0;
+    for (size_t i = 0; i < cmd->nroutes; ++i) {
+        const struct rhc_opts *o = &cmd->routes[i];
+        struct listener *l = &ls[i];
+        /* one route: unnamed, so that labels and logs stay as they were */
+        rhc_route_init(&l->route, o, cmd->nroutes > 1 ? o->name : "");
+        l->fd = o->listen_path ? listen_unix(o->listen_path, l->bound, sizeof(l->bound))
+                               : listen_socket(o, l->bound, sizeof(l->bound));
+        if (l->fd < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void close_listeners(const struct rhc_cmd *cmd, struct listener *ls)
+{
+    for (size_t i = 0; i < cmd->nroutes; ++i) {
+        if (ls[i].fd < 0)
+            continue;
+        close(ls[i].fd);
+        if (cmd->routes[i].listen_path)
+            unlink(cmd->routes[i].listen_path);
+    }
+}
+
+int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
+{
+    size_t n = cmd->nroutes;
+    struct listener *ls = calloc(n, sizeof(*ls));
+    struct pollfd *ex = calloc(n + 1, sizeof(*ex));
     int64_t accept_again = 0;
-    struct rhc_route route;
+    int rc = RHC_EXIT_LOCAL;
 
-    rhc_route_init(&route, o, "");
+    if (!ls || !ex) {
+        rhc_err("out of memory");
+        rc = RHC_EXIT_ERROR;
+        goto leave;
+    }
+    for (size_t i = 0; i < n; ++i)
+        ls[i].fd = -1;
     raise_fd_limit();
-    int lfd = listen_socket(o, bound, sizeof(bound));
-    if (lfd < 0)
-        return RHC_EXIT_LOCAL;
-    rhc_err("listening on %s", bound);
-    rhc_info("forwarding to %s/%s", o->base_url, o->target);
-
+    if (open_listeners(cmd, ls) < 0)
+        goto leave;
+    for (size_t i = 0; i < n; ++i) {
+        const struct rhc_opts *o = ls[i].route.o;
+        if (n == 1)
+            rhc_err("listening on %s", ls[i].bound);
+        else
+            rhc_err("listening on %s for %s/%s", ls[i].bound, o->base_url, o->target);
+        rhc_info("forwarding to %s/%s", o->base_url, o->target);
+    }
     for (;;) {
         int64_t now = rh_now_ms();
         int can_accept = now >= accept_again && rhc_ctx_tunnels(c) < max_tunnels;
-        struct pollfd ex[2] = {
-            { .fd = rhc_signals_fd(), .events = POLLIN },
-            { .fd = can_accept ? lfd : -1, .events = POLLIN },
-        };
+        ex[0] = (struct pollfd){ .fd = rhc_signals_fd(), .events = POLLIN };
+        for (size_t i = 0; i < n; ++i)
+            ex[i + 1] = (struct pollfd){ .fd = can_accept ? ls[i].fd : -1, .events = POLLIN };
         long wait = now < accept_again ? (long)(accept_again - now) : -1;
-        if (rhc_ctx_step(c, ex, 2, wait) < 0) {
+        if (rhc_ctx_step(c, ex, n + 1, wait) < 0) {
             rhc_err("poll: %s", strerror(errno));
             break;
         }
         if (ex[0].revents && rhc_signals_drain())
             break;
-        if ((ex[1].revents & POLLIN) && accept_some(c, &route, lfd, &serial) < 0)
-            accept_again = rh_now_ms() + ACCEPT_BACKOFF_MS;
+        for (size_t i = 0; i < n; ++i)
+            if ((ex[i + 1].revents & POLLIN) && accept_some(c, &ls[i]) < 0)
+                accept_again = rh_now_ms() + ACCEPT_BACKOFF_MS;
     }
-    close(lfd);
+    close_listeners(cmd, ls);
     rhc_info("stopping: %zu tunnel(s) open", rhc_ctx_tunnels(c));
     rhc_wind_down(c, "stopped by a signal");
-    return RHC_EXIT_OK;
+    rc = RHC_EXIT_OK;
+leave:
+    if (rc != RHC_EXIT_OK && ls)
+        close_listeners(cmd, ls);
+    free(ls);
+    free(ex);
+    return rc;
 }

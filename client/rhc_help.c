@@ -8,8 +8,8 @@
 #include "rhc_opts.h"
 
 static const char usage_text[] =
-"usage: relay-https forward -L [ADDR:]PORT [options] URL TARGET\n"
-"       relay-https stdio [options] URL TARGET\n"
+"usage: relay-https forward -L [ADDR:]PORT[:TARGET]... [options] [URL [TARGET]]\n"
+"       relay-https stdio [options] [URL] TARGET\n"
 "       relay-https --help | --version\n";
 
 static const char help_text[] =
@@ -23,8 +23,16 @@ static const char help_text[] =
 "  stdio        carry stdin/stdout over one tunnel (ssh ProxyCommand)\n"
 "\n"
 "Options:\n"
-"  -L, --listen [ADDR:]PORT   forward: where to listen (ADDR default 127.0.0.1;\n"
-"                             IPv6 as [ADDR]:PORT; PORT 0 picks a free port)\n"
+"  -L, --listen [ADDR:]PORT[:TARGET]  forward: where to listen (ADDR default\n"
+"                             127.0.0.1; IPv6 as [ADDR]:PORT; PORT 0 picks a\n"
+"                             free port), or a UNIX socket: /PATH[:TARGET] or\n"
+"                             unix:PATH[:TARGET] (mode 0600). Repeatable: each\n"
+"                             -L is a tunnel of its own, to its TARGET or to\n"
+"                             the TARGET after URL\n"
+"  -K, --config FILE          read options and tunnels from FILE (see CONFIG\n"
+"                             FILE in relay-https(1)); repeatable\n"
+"      --url URL              the relay base, as the URL argument\n"
+"      --target TARGET        the target, as the TARGET argument\n"
 "      --transport MODE       how bytes travel: auto (default), duplex, stream,\n"
 "                             batch, or PUSH/PULL to mix stream and batch\n"
 "                             (e.g. batch/stream; see below)\n"
@@ -35,7 +43,11 @@ static const char help_text[] =
 "                             to send (the next bytes start a new one), so\n"
 "                             an idle tunnel holds one request on the server,\n"
 "                             not two; 0 keeps it open (default 60)\n"
-"  -u, --user USER:PASS       credentials for the server\n"
+"  -u, --user USER[:PASS]     credentials for the server; without :PASS the\n"
+"                             password comes from --netrc, RELAY_HTTPS_PASSWORD\n"
+"                             or a prompt on the terminal\n"
+"      --netrc                credentials for the server from ~/.netrc\n"
+"      --netrc-file FILE      ... from FILE (curl's format; mode 600)\n"
 "      --auth METHOD          basic (default: sent at once), digest or any\n"
 "                             (digest and any use HTTP/1.1)\n"
 "  -H, --header 'Name: value' extra request header (repeatable)\n"
@@ -45,7 +57,8 @@ static const char help_text[] =
 "      --key FILE             client certificate key (PEM)\n"
 "  -x, --proxy URL            HTTP(S) proxy (default: https_proxy, HTTPS_PROXY,\n"
 "                             all_proxy from the environment; no_proxy applies)\n"
-"  -U, --proxy-user USER:PASS proxy credentials; '-U :' with --proxy-auth\n"
+"  -U, --proxy-user USER[:PASS]  proxy credentials (the password as for -u,\n"
+"                             from RELAY_HTTPS_PROXY_PASSWORD); '-U :' with --proxy-auth\n"
 "                             negotiate uses the Kerberos/GSS-API credentials\n"
 "                             of the environment\n"
 "      --proxy-auth METHOD    basic, digest, ntlm, negotiate or any (default any)\n"
@@ -86,7 +99,14 @@ static const char help_text[] =
 "   9  session lost (reset, protocol error, connection cut)\n"
 "  10  local error (bind/listen failed, stdin/stdout error)\n"
 "  11  integrity check failed (a byte would have arrived wrong; it never does)\n"
-"forward exits non-zero only when it cannot start; failed tunnels are logged.\n";
+"forward exits non-zero only when it cannot start; failed tunnels are logged.\n"
+"\n"
+"Environment:\n"
+"  RELAY_HTTPS_USER, RELAY_HTTPS_PASSWORD              as -u USER:PASS\n"
+"  RELAY_HTTPS_PROXY_USER, RELAY_HTTPS_PROXY_PASSWORD  as -U USER:PASS\n"
+"  https_proxy, HTTPS_PROXY, http_proxy, all_proxy, no_proxy: as in curl\n"
+"Passwords given on the command line are masked in it (ps shows '***');\n"
+"prefer a prompt, the environment, --netrc or a config file of mode 600.\n";
 
 void rhc_help_usage(FILE *f)
 {

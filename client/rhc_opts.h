@@ -49,12 +49,16 @@ enum rhc_transport {
     RHC_XP_BATCH        /* Content-Length pushes (several in flight) + long-poll pulls */
 };
 
+/* The options of one route: what the tunnels of one -L (or one config file
+ * [section], or stdio) use. The strings belong to struct rhc_cmd. */
 struct rhc_opts {
     enum rhc_mode mode;
+    const char *name;           /* for logs and statistics: the -L or the [section] */
     char *listen_host;          /* forward: address to bind (default 127.0.0.1) */
     char *listen_port;          /* forward: port (string for getaddrinfo) */
+    char *listen_path;          /* forward: a UNIX socket instead (mode 0600) */
     char *base_url;             /* URL without trailing '/' */
-    char *target;
+    const char *target;
     const char *cacert, *cert, *key;
     const char *user, *proxy, *proxy_user, *proxy_cacert;
     int insecure, proxy_insecure;
@@ -68,12 +72,25 @@ struct rhc_opts {
     unsigned long auth;         /* CURLAUTH_* for the server (--auth); 0: Basic */
     unsigned long proxy_auth;   /* CURLAUTH_* for the proxy (--proxy-auth); 0: any */
     struct curl_slist *headers; /* user -H headers */
+    const char *netrc;          /* --netrc-file, or ~/.netrc after --netrc */
 };
 
-/* Parses argv into o. Returns -1 to go on, or an exit code to exit with at once
- * (0 after --help/--version, RHC_EXIT_USAGE after a message on stderr). */
-int rhc_opts_parse(int argc, char **argv, struct rhc_opts *o);
-void rhc_opts_free(struct rhc_opts *o);
+/* The whole command line: the mode and one rhc_opts per route (forward: one per
+ * -L and per config file [section]; stdio: exactly one). */
+struct rhc_cmd {
+    enum rhc_mode mode;
+    struct rhc_opts *routes;
+    size_t nroutes;
+    char **keep;                /* every string the routes point into */
+    size_t nkeep, capkeep;
+};
+
+/* Parses argv, the config files it names (-K), the environment and .netrc, and
+ * asks on the terminal for a password -u USER left out. Returns -1 to go on, or
+ * an exit code to exit with at once (0 after --help/--version, RHC_EXIT_USAGE
+ * after a message on stderr). Passwords in argv are masked. */
+int rhc_opts_parse(int argc, char **argv, struct rhc_cmd *cmd);
+void rhc_cmd_free(struct rhc_cmd *cmd);
 
 /* Logging to stderr, every line prefixed "relay-https: ". */
 extern int rhc_verbose;

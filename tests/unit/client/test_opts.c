@@ -23,7 +23,8 @@
 struct run {
     char store[MAX_ARGS + 1][256];
     char *argv[MAX_ARGS + 2];
-    struct rhc_opts o;
+    struct rhc_cmd cmd;
+    struct rhc_opts o;          /* the first route (a shallow copy) */
     int rc;
     char out[16384];
     char err[16384];
@@ -62,7 +63,10 @@ static void run_parse(struct run *r, const char *const *args)
     ck_assert_int_ge(saved_err, 0);
     dup2(fileno(out), STDOUT_FILENO);
     dup2(fileno(err), STDERR_FILENO);
-    r->rc = rhc_opts_parse(argc, r->argv, &r->o);
+    r->rc = rhc_opts_parse(argc, r->argv, &r->cmd);
+    memset(&r->o, 0, sizeof(r->o));
+    if (r->cmd.nroutes)
+        r->o = r->cmd.routes[0];
     fflush(stdout);
     fflush(stderr);
     dup2(saved_out, STDOUT_FILENO);
@@ -96,8 +100,9 @@ struct valid_case {
 
 /* the fields most rows share */
 #define STDIO .mode = RHC_MODE_STDIO, .base_url = URL, .target = "t"
-#define FWD(host, port) .mode = RHC_MODE_FORWARD, .listen_host = host, \
-    .listen_port = port, .base_url = URL, .target = "t"
+#define FWDT(host, port, t) .mode = RHC_MODE_FORWARD, .listen_host = host, \
+    .listen_port = port, .base_url = URL, .target = t
+#define FWD(host, port) FWDT(host, port, "t")
 
 static const struct valid_case valid_cases[] = {
     /* the modes, URL and TARGET */
@@ -117,7 +122,11 @@ static const struct valid_case valid_cases[] = {
     { { "forward", "--listen=[::1]:65535", URL, "t" }, { FWD("::1", "65535") } },
     { { "forward", "-L", ":22", URL, "t" }, { FWD("127.0.0.1", "22") } },
     { { "forward", "-L", "[]:22", URL, "t" }, { FWD("127.0.0.1", "22") } },
-    { { "forward", "-L1", "-L", "localhost:2", URL, "t" }, { FWD("localhost", "2") } },
+    { { "forward", "-L", "localhost:2", URL, "t" }, { FWD("localhost", "2") } },
+    { { "forward", "-L", "localhost:2:ssh", URL }, { FWDT("localhost", "2", "ssh") } },
+    { { "forward", "-L", "2:ssh", URL, "t" }, { FWDT("127.0.0.1", "2", "ssh") } },
+    { { "forward", "-L", "[::1]:2:ssh", URL }, { FWDT("::1", "2", "ssh") } },
+    { { "forward", "-L", "2", "--url", URL, "--target", "t" }, { FWD("127.0.0.1", "2") } },
     { { "forward", URL, "t", "-L", "9" }, { FWD("127.0.0.1", "9") } },
     /* flags */
     { { "stdio", "-k", "--proxy-insecure", "--no-resume", URL, "t" },
@@ -242,7 +251,7 @@ START_TEST(test_valid)
         check_str("header", h->data, w->headers[n], _i);
     }
     ck_assert_msg(n == 4 || !w->headers[n], "row %d: header %s missing", _i, w->headers[n]);
-    rhc_opts_free(&r.o);
+    rhc_cmd_free(&r.cmd);
 }
 END_TEST
 
@@ -259,7 +268,7 @@ START_TEST(test_secrets_masked)
     ck_assert_str_eq(r.o.proxy_user, "bob:pw");
     ck_assert_str_eq(r.argv[3], "alice:******");
     ck_assert_str_eq(r.argv[5], "bob:**");
-    rhc_opts_free(&r.o);
+    rhc_cmd_free(&r.cmd);
 }
 END_TEST
 
@@ -277,10 +286,15 @@ static const struct invalid_case invalid_cases[] = {
     { { "Stdio", URL, "t" }, "unknown mode 'Stdio'" },
     { { "-k", "stdio", URL, "t" }, "unknown mode '-k'" },
     /* operands */
-    { { "stdio" }, "expected URL and TARGET (0 arguments given)" },
-    { { "stdio", URL }, "expected URL and TARGET (1 argument given)" },
+    { { "stdio" }, "missing URL (give it after the options, or url in -K FILE)" },
+    { { "stdio", URL }, "missing TARGET (give it after URL, as -L PORT:TARGET, or target "
+      "in -K FILE)" },
+    { { "stdio", "t" }, "missing URL (give it after the options, or url in -K FILE)" },
     { { "stdio", URL, "t", "u" }, "expected URL and TARGET (3 arguments given)" },
-    { { "forward", "-L", "1" }, "expected URL and TARGET (0 arguments given)" },
+    { { "forward", "-L", "1" }, "-L 1: missing URL (give it after the options, or url in -K "
+      "FILE)" },
+    { { "forward", "-L", "1", URL }, "-L 1: missing TARGET (give it after URL, as -L "
+      "PORT:TARGET, or target in -K FILE)" },
     /* the URL */
     { { "stdio", "ftp://h/r", "t" }, "ftp://h/r: URL must start with https:// or http://" },
     { { "stdio", "h/r", "t" }, "h/r: URL must start with https:// or http://" },
@@ -300,7 +314,7 @@ static const struct invalid_case invalid_cases[] = {
       "abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz01: "
       "TARGET must be 1 to 63 of [A-Za-z0-9._-]" },
     /* -L */
-    { { "forward", URL, "t" }, "forward needs -L [ADDR:]PORT" },
+    { { "forward", URL, "t" }, "forward needs -L [ADDR:]PORT[:TARGET] (or tunnels in -K FILE)" },
     { { "stdio", "-L", "1", URL, "t" }, "-L is for forward mode only" },
     { { "forward", "-L", "[::1", URL, "t" }, "-L [::1: expected [ADDR]:PORT" },
     { { "forward", "-L", "[::1]80", URL, "t" }, "-L [::1]80: expected [ADDR]:PORT" },
@@ -363,15 +377,15 @@ static const struct invalid_case invalid_cases[] = {
       "--connect-timeout ten: expected seconds (0 < s <= 3600)" },
     /* the first error wins */
     { { "forward", "--key", "/dev/null", "--auth", "any", URL, "t" },
-      "forward needs -L [ADDR:]PORT" },
+      "forward needs -L [ADDR:]PORT[:TARGET] (or tunnels in -K FILE)" },
     { { "stdio", "--idle-push", "x", "--connect-timeout", "y", URL, "t" },
       "--idle-push x: expected seconds (0 to 86400)" },
 };
 #define N_INVALID (int)(sizeof(invalid_cases) / sizeof(invalid_cases[0]))
 
 static const char usage_lines[] =
-    "usage: relay-https forward -L [ADDR:]PORT [options] URL TARGET\n"
-    "       relay-https stdio [options] URL TARGET\n"
+    "usage: relay-https forward -L [ADDR:]PORT[:TARGET]... [options] [URL [TARGET]]\n"
+    "       relay-https stdio [options] [URL] TARGET\n"
     "       relay-https --help | --version\n"
     "Try 'relay-https --help' for more.\n";
 
@@ -388,7 +402,7 @@ START_TEST(test_invalid)
     ck_assert_msg(r.rc == RHC_EXIT_USAGE, "row %d: rc %d, want %d", _i, r.rc, RHC_EXIT_USAGE);
     ck_assert_msg(!r.out[0], "row %d printed on stdout: %s", _i, r.out);
     ck_assert_msg(!strcmp(r.err, want), "row %d: stderr\n%s\nwant\n%s", _i, r.err, want);
-    rhc_opts_free(&r.o);
+    rhc_cmd_free(&r.cmd);
 }
 END_TEST
 
@@ -399,7 +413,7 @@ struct info_case {
     const char *out_starts;
 };
 
-#define HELP_START "usage: relay-https forward -L [ADDR:]PORT [options] URL TARGET\n"
+#define HELP_START "usage: relay-https forward -L [ADDR:]PORT[:TARGET]... [options] [URL [TARGET]]\n"
 #define VERSION_START "relay-https " RHC_VERSION " (libcurl "
 
 /* Anywhere on the command line, they print, exit 0 and ignore the rest. */
@@ -425,7 +439,7 @@ START_TEST(test_info)
     ck_assert_msg(!r.err[0], "row %d printed on stderr: %s", _i, r.err);
     ck_assert_msg(!strncmp(r.out, ic->out_starts, strlen(ic->out_starts)),
                   "row %d: stdout starts \"%.80s\"", _i, r.out);
-    rhc_opts_free(&r.o);
+    rhc_cmd_free(&r.cmd);
 }
 END_TEST
 
