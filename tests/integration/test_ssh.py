@@ -11,7 +11,6 @@ ends"), not with a reset.
 
 import hashlib
 import os
-import re
 import subprocess
 import sys
 import time
@@ -25,10 +24,7 @@ import sshd as sshmod
 MB = 1024 * 1024
 PROXY_USER, PROXY_PASS = "sshproxyuser", "ssh-proxy-S3cret"
 EXITWRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "exitwrap.py")
-# the relay core's line for every session's end: clean ("closed by both ends") or not
-SESSION_END_RE = re.compile(
-    r"\[relay_https:[a-z0-9]+\].*\bsession ([0-9a-f]{16}) closed \(([^)]*)\)")
-CLEAN_END = "closed by both ends"
+CLEAN_END = harness.SESSION_CLEAN_END
 # the client must be gone this soon after ssh's SIGHUP (ssh does not wait for it)
 EXIT_BOUND_S = 2.0
 
@@ -105,20 +101,15 @@ def run(cmd, timeout=120, **kw):
     return p
 
 
-def session_ends(apache, mark):
-    """{session id: reason} of every session that ended since mark."""
-    return dict(SESSION_END_RE.findall(apache.error_log_text(mark)))
-
-
 def wait_clean_ends(apache, mark, n, timeout=10):
     """Waits until n sessions opened since mark have ended; asserts each cleanly."""
     def ended():
         opened, _ = apache.sessions(mark)
-        ends = session_ends(apache, mark)
+        ends = harness.session_ends(apache, mark)
         return len(opened) >= n and all(s in ends for s in opened)
     harness.wait_for(ended, timeout, interval=0.1)
     opened, _ = apache.sessions(mark)
-    ends = session_ends(apache, mark)
+    ends = harness.session_ends(apache, mark)
     assert len(opened) >= n, "%d sessions opened, expected %d" % (len(opened), n)
     unclean = {s: ends.get(s, "(still open after %d s)" % timeout) for s in opened
                if ends.get(s) != CLEAN_END}
