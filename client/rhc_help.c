@@ -86,7 +86,10 @@ static const char help_text[] =
 "   9  session lost (reset, protocol error, connection cut)\n"
 "  10  local error (bind/listen failed, stdin/stdout error)\n"
 "  11  integrity check failed (a byte would have arrived wrong; it never does)\n"
-"forward exits non-zero only when it cannot start; failed tunnels are logged.\n";
+"forward exits non-zero only when it cannot start; failed tunnels are logged.\n"
+"stdio: SIGHUP, SIGINT or SIGTERM after stdin's end (ssh sends SIGHUP when it\n"
+"is done) waits up to 1.5 s for the session's clean end and exits 0, quietly;\n"
+"a signal while stdin is open, or a missing end while stdout is read: 1.\n";
 
 void rhc_help_usage(FILE *f)
 {
