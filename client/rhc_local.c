@@ -83,7 +83,7 @@ static int obuf_append(rhc_tunnel *t, const unsigned char *p, size_t n)
  * file on stdio) is written at once. */
 void deliver(rhc_tunnel *t, const unsigned char *p, size_t n)
 {
-    if (t->local.out_err || t->local.out_shut)
+    if (t->local.out_err || t->local.out_shut || t->local.out_drop)
         return;
     if (t->local.out_nb) {
         if (obuf_append(t, p, n) < 0) {
@@ -184,6 +184,35 @@ int rhc_stdio_prepare(void)
         }
     }
     stdio_shared = st[0].st_dev == st[1].st_dev && st[0].st_ino == st[1].st_ino;
+    return 0;
+}
+
+/* ssh closes its ends of the pipes, then sends its ProxyCommand SIGHUP: by then
+ * stdin's writer is gone (POLLHUP; POLLRDHUP on a socket). Bytes still in the
+ * pipe are read and go up before the F. */
+int rhc_stdio_input_closed(const rhc_tunnel *t)
+{
+    struct pollfd p = { .fd = t->local.in_fd, .events = POLLIN | POLLRDHUP };
+
+    if (t->up.eof)
+        return 1;
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP));
+}
+
+/* A pipe whose reader is gone shows POLLERR, a closed socket or tty POLLHUP. */
+int rhc_stdio_output_read(rhc_tunnel *t)
+{
+    struct pollfd p = { .fd = t->local.out_fd, .events = POLLOUT };
+
+    if (t->local.out_shut || t->local.out_drop)
+        return 0;
+    if (poll(&p, 1, 0) <= 0 || !(p.revents & (POLLERR | POLLHUP)))
+        return 1;
+    /* the bytes would only fail the tunnel with EPIPE; the response they held
+     * paused goes on, so that the server's end can still come */
+    t->local.out_drop = 1;
+    t->local.olen = 0;
+    drain_out(t);
     return 0;
 }
 

@@ -13,6 +13,8 @@ struct rhc_local {
     int in_fd, out_fd;
     int in_nb, out_nb;          /* fd is non-blocking: read/write until EAGAIN */
     int out_shut;               /* local output closed after F */
+    int out_drop;               /* stdio: nobody reads stdout any more: down bytes
+                                   are dropped (rhc_stdio_output_read) */
     int out_err;
     int out_blocked;            /* last write hit EAGAIN: wait for POLLOUT */
     unsigned char *obuf;        /* bytes the local side could not take yet */

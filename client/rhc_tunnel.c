@@ -208,7 +208,7 @@ void t_finish(rhc_tunnel *t)
     reqs_free(t);
     /* a resumable session lingers on the server after a clean end, for a client
      * that missed the last bytes: this one has them all */
-    if ((code || t->sess.resume) && t->token[0] && !t->end.server_gone)
+    if ((code || t->sess.resume || t->end.quiet) && t->token[0] && !t->end.server_gone)
         start_close_try(c, t->route, t->token, t->label, t->sid, 0, code == RHC_EXIT_INTEGRITY);
     if (t->local.kind == RHC_LOCAL_SOCKET) {
         if (code) {
@@ -220,6 +220,9 @@ void t_finish(rhc_tunnel *t)
     }
     if (code)
         t_log(t, 0, "%s", t->end.msg);
+    else if (t->end.quiet)
+        t_log(t, 1, "session %s: the local side is done; closed without waiting longer for "
+              "the server's end", t->sid);
     else
         t_log(t, 1, "session %s closed cleanly (up %" PRIu64 " bytes, down %" PRIu64 " bytes)",
               t->sid, up_read_off(t), t->down.off);
@@ -236,6 +239,12 @@ void t_finish(rhc_tunnel *t)
     free(t->local.obuf);
     rhc_upbuf_free(&t->up);
     free(t);
+}
+
+void rhc_tunnel_end_quietly(rhc_tunnel *t)
+{
+    t->end.quiet = 1;
+    t_finish(t);
 }
 
 /* Moves a tunnel on after events; frees it when it is over. */

@@ -50,4 +50,16 @@ int rhc_ctx_step(rhc_ctx *c, struct pollfd *extra, size_t nextra, long max_wait_
 int rhc_stdio_prepare(void);
 void rhc_stdio_restore(void);
 
+/* stdio, after a signal: 1 when the local side has let go of the tunnel, its
+ * stdin at its end or its writer gone (ssh closes its pipes, then sends SIGHUP). */
+int rhc_stdio_input_closed(const rhc_tunnel *t);
+/* 1 while someone reads stdout; else 0, and from now on down bytes are dropped
+ * (the tunnel still waits for the server's end). */
+int rhc_stdio_output_read(rhc_tunnel *t);
+
+/* Ends a tunnel now, with code 0 and no message: the local side is done and the
+ * server's end is not worth waiting for any longer. A session the server has not
+ * finished gets a close request (the server resets it). */
+void rhc_tunnel_end_quietly(rhc_tunnel *t);
+
 #endif

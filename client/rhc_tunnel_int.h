@@ -158,6 +158,7 @@ struct rhc_tunnel {
     struct {                    /* the end */
         int code;               /* first failure wins; 0 = none */
         int server_gone;        /* the server already dropped the session */
+        int quiet;              /* ended by rhc_tunnel_end_quietly */
         int64_t linger_until;   /* failing, but let an R frame go out first */
         char msg[768];
     } end;

@@ -86,6 +86,12 @@ SESSION_OPEN_RE = re.compile(
 SESSION_CLOSED_RE = re.compile(
     r"\[relay_https:[a-z0-9]+\].*\bsession ([0-9a-f]{16}) (?:closed|freed)\b")
 
+# ... and the core says why it freed it: "closed by both ends" for a clean end
+# (both directions finished), anything else is a reset.
+SESSION_END_RE = re.compile(
+    r"\[relay_https:[a-z0-9]+\].*\bsession ([0-9a-f]{16}) closed \(([^)]*)\)")
+SESSION_CLEAN_END = "closed by both ends"
+
 # The module logs (at debug) the pid of its relay core process when it starts it.
 CORE_STARTED_RE = re.compile(r"\[relay_https:[a-z0-9]+\].*relay core started, pid (\d+)")
 
@@ -734,6 +740,11 @@ def assert_sessions_closed(apache, start, timeout=15, min_opened=0):
                SESSION_OPEN_RE.pattern, SESSION_CLOSED_RE.pattern,
                apache.error_log_tail(80, start)))
     return opened
+
+
+def session_ends(apache, start=0):
+    """{session id: why the core freed it} since mark start (SESSION_END_RE)."""
+    return dict(SESSION_END_RE.findall(apache.error_log_text(start)))
 
 
 # --------------------------------------------------------------------------
