@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -16,6 +17,7 @@
 #include "rhc_forward.h"
 #include "rhc_route.h"
 #include "rhc_signals.h"
+#include "rhc_stats.h"
 
 #define FDS_PER_TUNNEL    4        /* local socket + push, pull, ack connections (HTTP/1.1) */
 #define FDS_SPARE         64
@@ -133,13 +135,17 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_opts *o)
     char bound[128];
     unsigned long serial = 0;
     int64_t accept_again = 0;
-    struct rhc_route route;
+    struct rhc_route *route;
 
-    rhc_route_init(&route, o, "");
     raise_fd_limit();
     int lfd = listen_socket(o, bound, sizeof(bound));
     if (lfd < 0)
         return RHC_EXIT_LOCAL;
+    if (!(route = rhc_ctx_add_route(c, o, bound))) {
+        rhc_err("out of memory");
+        close(lfd);
+        return RHC_EXIT_ERROR;
+    }
     rhc_err("listening on %s", bound);
     rhc_info("forwarding to %s/%s", o->base_url, o->target);
 
@@ -151,13 +157,14 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_opts *o)
             { .fd = can_accept ? lfd : -1, .events = POLLIN },
         };
         long wait = now < accept_again ? (long)(accept_again - now) : -1;
+        wait = rhc_stats_tick(c, now, rhc_signals_took(SIGUSR1), wait);
         if (rhc_ctx_step(c, ex, 2, wait) < 0) {
             rhc_err("poll: %s", strerror(errno));
             break;
         }
         if (ex[0].revents && rhc_signals_drain())
             break;
-        if ((ex[1].revents & POLLIN) && accept_some(c, &route, lfd, &serial) < 0)
+        if ((ex[1].revents & POLLIN) && accept_some(c, route, lfd, &serial) < 0)
             accept_again = rh_now_ms() + ACCEPT_BACKOFF_MS;
     }
     close(lfd);

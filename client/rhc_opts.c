@@ -1,5 +1,5 @@
 /* relay-https client: the command line (mode, options, URL, target) into struct
- * rhc_opts, and logging to stderr. The usage and help text are in rhc_help.c. */
+ * rhc_opts. The usage and help text are in rhc_help.c, logging in rhc_log.c. */
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
@@ -13,34 +13,6 @@
 #include "rh_util.h"
 #include "rhc_help.h"
 #include "rhc_opts.h"
-
-int rhc_verbose;
-
-void rhc_vlog(int level, const char *fmt, va_list ap)
-{
-    char line[1024];
-
-    if (level > rhc_verbose)
-        return;
-    /* One write per line so that lines of a busy forward do not interleave. */
-    int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
-    if (n < 0)
-        return;
-    if ((size_t)n > sizeof(line) - 2)
-        n = (int)sizeof(line) - 2;
-    line[n++] = '\n';
-    fprintf(stderr, "relay-https: %.*s", n, line);
-    fflush(stderr);
-}
-
-void rhc_log(int level, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    rhc_vlog(level, fmt, ap);
-    va_end(ap);
-}
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...)
@@ -174,7 +146,7 @@ struct opt_def {
 enum {
     OPT_CACERT = 256, OPT_CERT, OPT_KEY, OPT_PROXY_CACERT, OPT_PROXY_INSECURE,
     OPT_CONNECT_TIMEOUT, OPT_HTTP11, OPT_HTTP2, OPT_HTTP2_PK, OPT_TRANSPORT, OPT_AUTH,
-    OPT_PROXY_AUTH, OPT_NO_RESUME, OPT_IDLE_PUSH
+    OPT_PROXY_AUTH, OPT_NO_RESUME, OPT_IDLE_PUSH, OPT_STATS, OPT_STATS_JSON
 };
 
 static int set_listen(struct rhc_opts *o, const struct opt_def *d, char *arg)
@@ -257,6 +229,22 @@ static int set_idle_push(struct rhc_opts *o, const struct opt_def *d, char *arg)
     if (parse_seconds(arg, &s) < 0 || !(s >= 0) || s > 86400)
         return usage_error("--idle-push %s: expected seconds (0 to 86400)", arg);
     o->park_ms = (long)(s * 1000.0 + 0.5);
+    return -1;
+}
+
+/* arg as milliseconds when it is seconds from min to max (NaN fails), else -1. */
+static long seconds_in(const char *arg, double min, double max)
+{
+    double s;
+
+    return parse_seconds(arg, &s) == 0 && s >= min && s <= max ? (long)(s * 1000.0 + 0.5) : -1;
+}
+
+static int set_stats(struct rhc_opts *o, const struct opt_def *d, char *arg)
+{
+    /* below a tenth of a second the reports would be most of the work */
+    if ((o->stats_ms = seconds_in(arg, 0.1, 86400)) < 0)
+        return usage_error("--stats %s: expected seconds (0.1 to 86400)", arg);
     return -1;
 }
 
@@ -355,6 +343,8 @@ static const struct opt_def opt_defs[] = {
     { "idle-push",       required_argument, OPT_IDLE_PUSH, set_idle_push, 0, 0 },
     { "auth",            required_argument, OPT_AUTH, set_auth, 0, 0 },
     { "proxy-auth",      required_argument, OPT_PROXY_AUTH, set_proxy_auth, 0, 0 },
+    { "stats",           required_argument, OPT_STATS, set_stats, 0, 0 },
+    { "stats-json",      required_argument, OPT_STATS_JSON, set_string, F(stats_json), 0 },
     { "verbose",         no_argument,       'v', set_verbose, 0, 0 },
     { "help",            no_argument,       'h', show_help, 0, 0 },
     { "version",         no_argument,       'V', show_version, 0, 0 },

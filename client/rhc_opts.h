@@ -1,9 +1,10 @@
-/* relay-https client: the command line (struct rhc_opts), exit codes and logging. */
+/* relay-https client: the command line (struct rhc_opts), exit codes (logging: rhc_log.h). */
 #ifndef RHC_OPTS_H
 #define RHC_OPTS_H
 
-#include <stdarg.h>
 #include <curl/curl.h>
+
+#include "rhc_log.h"
 
 #define RHC_VERSION "0.1.0"
 #define RHC_USER_AGENT "relay-https/" RHC_VERSION
@@ -68,19 +69,13 @@ struct rhc_opts {
     unsigned long auth;         /* CURLAUTH_* for the server (--auth); 0: Basic */
     unsigned long proxy_auth;   /* CURLAUTH_* for the proxy (--proxy-auth); 0: any */
     struct curl_slist *headers; /* user -H headers */
+    long stats_ms;              /* --stats: report on stderr this often (0: never) */
+    const char *stats_json;     /* --stats-json: rewrite this file at every report */
 };
 
 /* Parses argv into o. Returns -1 to go on, or an exit code to exit with at once
  * (0 after --help/--version, RHC_EXIT_USAGE after a message on stderr). */
 int rhc_opts_parse(int argc, char **argv, struct rhc_opts *o);
 void rhc_opts_free(struct rhc_opts *o);
-
-/* Logging to stderr, every line prefixed "relay-https: ". */
-extern int rhc_verbose;
-void rhc_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void rhc_vlog(int level, const char *fmt, va_list ap);
-#define rhc_err(...)  rhc_log(0, __VA_ARGS__)
-#define rhc_info(...) rhc_log(1, __VA_ARGS__)
-#define rhc_debug(...) rhc_log(2, __VA_ARGS__)
 
 #endif

@@ -2,11 +2,15 @@
  * signal) ends the process, with the tunnel's exit code. The descriptors' flags
  * are set and put back by rhc_stdio_prepare/restore (rhc_local.c). */
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
+
+#include "rh_util.h"
 
 #include "rhc_opts.h"
 #include "rhc_route.h"
 #include "rhc_signals.h"
+#include "rhc_stats.h"
 #include "rhc_stdio.h"
 
 static void stdio_done(void *arg, int code)
@@ -16,18 +20,16 @@ static void stdio_done(void *arg, int code)
 
 int rhc_stdio_run(rhc_ctx *c, const struct rhc_opts *o)
 {
-    struct rhc_route route;
+    struct rhc_route *route = rhc_ctx_add_route(c, o, "stdio");
     int code = -1;
     int err = rhc_stdio_prepare();
-
-    rhc_route_init(&route, o, "");
 
     if (err) {
         rhc_err("stdin/stdout: %s", strerror(err));
         code = RHC_EXIT_LOCAL;
         goto leave;
     }
-    if (!rhc_tunnel_start(c, &route, 0, 1, RHC_LOCAL_STDIO, "", stdio_done, &code)) {
+    if (!route || !rhc_tunnel_start(c, route, 0, 1, RHC_LOCAL_STDIO, "", stdio_done, &code)) {
         rhc_err("out of memory");
         code = RHC_EXIT_ERROR;
         goto leave;
@@ -36,7 +38,8 @@ int rhc_stdio_run(rhc_ctx *c, const struct rhc_opts *o)
      * its own short timeout). */
     while (code < 0 || rhc_ctx_pending(c) > 0) {
         struct pollfd ex = { .fd = rhc_signals_fd(), .events = POLLIN };
-        if (rhc_ctx_step(c, &ex, 1, -1) < 0) {
+        long wait = rhc_stats_tick(c, rh_now_ms(), rhc_signals_took(SIGUSR1), -1);
+        if (rhc_ctx_step(c, &ex, 1, wait) < 0) {
             rhc_err("poll: %s", strerror(errno));
             if (code < 0)
                 code = RHC_EXIT_ERROR;

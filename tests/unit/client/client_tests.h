@@ -11,5 +11,6 @@ Suite *errors_suite(void);
 Suite *upbuf_suite(void);
 Suite *choose_suite(void);
 Suite *opts_suite(void);        /* tests/unit/client/test_opts.c */
+Suite *stats_suite(void);       /* tests/unit/client/test_stats.c */
 
 #endif
