@@ -1,9 +1,10 @@
 """What the client shows of a running forward (issue 14, item 6): -v lines carry a
 timestamp and name the proxy in use (through a real squid, its password masked);
 SIGUSR1 prints a statistics block (tunnels, routes, total) whose byte counts match
-what went through; --stats prints route lines periodically; --stats-json rewrites a
-JSON file atomically (never partial while a transfer runs) with exact counts after
-it."""
+what went through, and whose resumes count the requests taken up again through a
+proxy that cuts every connection; --stats prints route lines periodically;
+--stats-json rewrites a JSON file atomically (never partial while a transfer runs)
+with exact counts after it."""
 
 import json
 import os
@@ -17,6 +18,7 @@ import pytest
 
 import harness
 import intermediaries as im
+from chaos import ChaosProxy
 from harness import Forward, wait_for
 
 MB = 1024 * 1024
@@ -218,6 +220,7 @@ def test_sigusr1_block_counts_bytes(apache, client_bin, tls):
             time.sleep(0.2)
         assert got, "after the transfer the counts are not exact:\n" + fw.stderr_text()
         tunnels, routes, total = got
+        print("SIGUSR1 after the transfer:\n" + "\n".join(m.string for m in tunnels + routes + [total]))
         assert _ints(routes[0])["up"] == _ints(total)["up"] == size
         assert _ints(routes[0])["down"] == _ints(total)["down"] == size
         e.close()
@@ -271,6 +274,7 @@ def test_stats_json_atomic_and_exact(apache, client_bin, tls, tmp_path):
                 doc["tunnels"][0]["bytes_down"] == size else None
         assert wait_for(exact, 10), open(path).read()
         doc = exact()
+        print("--stats-json after the transfer:\n" + json.dumps(doc, indent=1))
         e.close()
         assert wait_for(lambda: json.load(open(path))["total"]["tunnels_open"] == 0, 15), \
             open(path).read()
@@ -297,3 +301,42 @@ def test_stats_json_atomic_and_exact(apache, client_bin, tls, tmp_path):
     assert sum(1 for l in lines if ROUTE.search(l)) >= 3, "\n".join(lines[-20:])
     assert not any("stats: tunnel " in l for l in lines)
     assert not any(n.startswith("stats.json.tmp") for n in os.listdir(str(tmp_path)))
+
+
+# ---------------------------------------------------------------------------
+# resumes, through a proxy that cuts every connection
+# ---------------------------------------------------------------------------
+
+RESUMED = ("resuming", "trying again on a new connection", "going on from offset",
+           "sending it again")
+
+
+@pytest.mark.rh_timeout(150)
+def test_resumes_counted_through_cuts(apache, client_bin, tls):
+    """Every connection cut after 0.5 to 3 s: the tunnel's and the route's resumes count
+    the requests taken up again (as many as -v told, open retries aside), and the
+    bytes are still exact."""
+    size = 20 * MB
+    with ChaosProxy(apache.port, seed=14) as chaos:
+        url = "https://127.0.0.1:%d/relay" % chaos.port
+        with Forward(client_bin, url, "echo", cacert=tls["ca"], env=im.clean_env(),
+                     extra_args=["--transport", "stream", "--http1.1"]) as fw:
+            e = Echo(fw.port, size, 4 * MB)
+            e.finish(timeout=120)
+
+            def settled():
+                tunnels, routes, total = _block(fw)
+                t = _ints(tunnels[0])
+                return t["up"] == size and t["down"] == size and (tunnels, routes, total)
+            got = wait_for(settled, 15, interval=0.3)
+            assert got, fw.stderr_text()
+            tunnels, routes, total = got
+            told = [l for l in fw.lines() if any(m in l for m in RESUMED) and ": open: " not in l]
+            e.close()
+        cuts = chaos.stats()["cuts"]
+    t, r = _ints(tunnels[0]), _ints(routes[0])
+    print("%d cuts; resumes %d; -v told %d" % (cuts, t["resumes"], len(told)))
+    assert cuts >= 2, "the proxy cut nothing: the test proves nothing"
+    assert t["resumes"] >= 1 and t["resumes"] == r["resumes"] == len(told), \
+        (t, r, "\n".join(told))
+    assert r["lost"] == 0 and r["failed"] == 0 and r["stream"] == 1, r
