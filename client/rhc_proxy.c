@@ -172,7 +172,8 @@ void rhc_proxy_describe(const struct rhc_opts *o, char *out, size_t outsz)
 
     if (p) {
         rhc_url_mask(p, masked, sizeof(masked));
-        snprintf(out, outsz, "%s (from %s)", masked, from);
+        snprintf(out, outsz, "%s (from %s%s)", masked, from,
+                 o->proxy_user ? "; credentials from -U" : "");
     } else if (!strcasecmp(from, "no_proxy")) {
         rhc_url_host(o->base_url, host, sizeof(host));
         snprintf(out, outsz, "none (%s matches %s)", from, host);

@@ -88,6 +88,8 @@ void rhc_json_str(const char *s, char *out, size_t outsz)
             snprintf(esc, sizeof(esc), "\\%c", ch);
         else if (ch < 0x20 || ch == 0x7f)
             snprintf(esc, sizeof(esc), "\\u%04x", ch);
+        else if (ch >= 0x80)    /* maybe not UTF-8: a strict reader would refuse it */
+            snprintf(esc, sizeof(esc), "?");
         else
             snprintf(esc, sizeof(esc), "%c", ch);
         size_t el = strlen(esc);

@@ -30,7 +30,8 @@ void rhc_fmt_counters(const struct rhc_counters *n, int64_t ms, char *out, size_
 void rhc_counters_add(struct rhc_counters *a, const struct rhc_counters *b);
 
 /* s as a JSON string, quotes included; control bytes escaped, bytes >= 0x80
- * kept (labels and names are ASCII). Cut short, it is still a valid string. */
+ * as '?' (labels and names are ASCII; a URL should be percent-encoded). Cut
+ * short, it is still a valid string. */
 void rhc_json_str(const char *s, char *out, size_t outsz);
 
 /* The counters as the members of a JSON object (without the braces). */

@@ -122,6 +122,7 @@ static const struct { const char *in; size_t outsz; const char *out; } jstrs[] =
     { "abcdefgh", 6, "\"abc\"" },             /* cut: still closed */
     { "ab\"cd", 6, "\"ab\"" },                /* never half an escape */
     { "x", 2, "" },                           /* no room for a string at all */
+    { "caf\xc3\xa9", 64, "\"caf??\"" },        /* never invalid UTF-8 */
 };
 #define N_JSTRS (int)(sizeof(jstrs) / sizeof(jstrs[0]))
 
@@ -239,6 +240,8 @@ static const struct {
       "none (NO_PROXY matches relay.example)" },     /* no_proxy wins over -x too */
     { { "no_proxy=other.example" }, "http://p:1", "https://relay.example/r",
       "http://p:1 (from -x)" },
+    { { "all_proxy=http://p:1" }, NULL, "https://relay.example/r",
+      "http://p:1 (from all_proxy; credentials from -U)" },
 };
 #define N_PROXY_ROWS (int)(sizeof(proxy_rows) / sizeof(proxy_rows[0]))
 
@@ -254,6 +257,7 @@ START_TEST(test_proxy_in_use)
     memset(&o, 0, sizeof(o));
     o.proxy = proxy_rows[_i].x;
     o.base_url = (char *)proxy_rows[_i].url;
+    o.proxy_user = strstr(proxy_rows[_i].says, "-U") ? "u:p" : NULL;
     rhc_proxy_describe(&o, out, sizeof(out));
     ck_assert_str_eq(out, proxy_rows[_i].says);
 }
