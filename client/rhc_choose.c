@@ -16,8 +16,7 @@
 
 const char *const xp_name[] = { "auto", "duplex", "stream", "batch" };
 
-static const char *xp_pair(enum rhc_transport up, enum rhc_transport down, char *buf,
-                           size_t bufsz)
+const char *xp_pair(enum rhc_transport up, enum rhc_transport down, char *buf, size_t bufsz)
 {
     if (up == down)
         snprintf(buf, bufsz, "%s", xp_name[up]);
@@ -102,6 +101,7 @@ void choose_transport(rhc_tunnel *t, struct rhc_req *open)
     curl_easy_getinfo(open->h, CURLINFO_HTTP_VERSION, &hv);
     rhc_choose_pick(t->route->o, &t->route->pol, hv, &t->xp.up, &t->xp.down, &t->xp.autox, why, sizeof(why));
     t_log(t, 1, "transport: %s (%s)", xp_pair(t->xp.up, t->xp.down, pair, sizeof(pair)), why);
+    stat_transport(t);
     /* A path not seen to pass this transport's responses yet: up bytes wait for
      * the first frame (about one round trip), so that, should it never come, the
      * session can start over on batch without the target having seen a byte. */

@@ -13,6 +13,8 @@
 struct rhc_req;
 
 extern const char *const xp_name[];    /* "auto", "duplex", "stream", "batch" */
+/* "duplex", or "push stream, pull batch" when the directions differ */
+const char *xp_pair(enum rhc_transport up, enum rhc_transport down, char *buf, size_t bufsz);
 
 /* What this process learned about the path (auto): later sessions start with
  * it. Only ever moves towards batch and smaller bodies. */

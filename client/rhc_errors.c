@@ -15,6 +15,7 @@
 
 #include "rh_proto.h"
 #include "rhc_errors.h"
+#include "rhc_proxy.h"
 #include "rhc_tunnel_int.h"
 
 /* Keeps the first line of a server body, printable ASCII only (an HTML error
@@ -74,27 +75,6 @@ static long connect_refusal(const struct rhc_req *r)
     if (curl_easy_getinfo(r->h, CURLINFO_HTTP_CONNECTCODE, &cc) != CURLE_OK)
         return 0;
     return (cc && (cc < 200 || cc > 299)) ? cc : 0;
-}
-
-/* The proxy libcurl uses for our URL, as far as we can tell (-x, or the
- * environment when no_proxy does not muddle it), else NULL. */
-static const char *proxy_in_use(const struct rhc_opts *o)
-{
-    static const char *const https_vars[] = { "https_proxy", "HTTPS_PROXY", "all_proxy",
-                                              "ALL_PROXY", NULL };
-    static const char *const http_vars[] = { "http_proxy", "all_proxy", "ALL_PROXY", NULL };
-    const char *const *vars = strncasecmp(o->base_url, "https:", 6) ? http_vars : https_vars;
-
-    if (o->proxy)
-        return *o->proxy ? o->proxy : NULL;
-    if (getenv("no_proxy") || getenv("NO_PROXY"))
-        return NULL;
-    for (; *vars; ++vars) {
-        const char *v = getenv(*vars);
-        if (v && *v)
-            return v;
-    }
-    return NULL;
 }
 
 /* Exit code for an HTTP answer other than the expected one. */
@@ -242,7 +222,7 @@ void fail_curl(rhc_tunnel *t, const struct rhc_req *r, CURLcode rc, const char *
     } else if (code == RHC_EXIT_UNREACHABLE) {
         if (rc == CURLE_COULDNT_RESOLVE_PROXY)
             kind = "cannot resolve the proxy: ";
-        else if (rc == CURLE_COULDNT_CONNECT && proxy_in_use(t->route->o))
+        else if (rc == CURLE_COULDNT_CONNECT && rhc_proxy_in_use(t->route->o, NULL))
             kind = "cannot reach the proxy: ";
         else
             kind = "server unreachable: ";

@@ -8,6 +8,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "rhc_forward.h"
 #include "rhc_route.h"
 #include "rhc_signals.h"
+#include "rhc_stats.h"
 
 #define FDS_PER_TUNNEL    4        /* local socket + push, pull, ack connections (HTTP/1.1) */
 #define FDS_SPARE         64
@@ -30,7 +32,8 @@ static size_t max_tunnels = 256;   /* stop accepting beyond this (raise_fd_limit
 
 struct listener {
     int fd;
-    struct rhc_route route;
+    struct rhc_route *route;    /* owned by the context */
+    int named;                  /* several routes: labels say which */
     char bound[128];
     unsigned long serial;       /* connections accepted */
 };
@@ -154,9 +157,9 @@ static int accept_some(rhc_ctx *c, struct listener *l)
             addr_text((struct sockaddr *)&ss, sl, peer, sizeof(peer));
         }
         /* with several routes the label says which one */
-        snprintf(label, sizeof(label), "%.40s%s#%lu %.60s", l->route.name,
-                 l->route.name[0] ? " " : "", ++l->serial, peer);
-        if (!rhc_tunnel_start(c, &l->route, fd, fd, RHC_LOCAL_SOCKET, label, NULL, NULL))
+        snprintf(label, sizeof(label), "%.40s%s#%lu %.60s", l->named ? l->route->name : "",
+                 l->named ? " " : "", ++l->serial, peer);
+        if (!rhc_tunnel_start(c, l->route, fd, fd, RHC_LOCAL_SOCKET, label, NULL, NULL))
             rhc_err("%s: out of memory", label);   /* the socket is closed */
     }
     return 0;
@@ -185,19 +188,24 @@ static void raise_fd_limit(void)
 }
 
 /* Every route's listener, or none: one that cannot listen stops the start. */
-static int open_listeners(const struct rhc_cmd *cmd, struct listener *ls)
+static int open_listeners(rhc_ctx *c, const struct rhc_cmd *cmd, struct listener *ls)
 {
     for (size_t i = 0; i < cmd->nroutes; ++i) {
         const struct rhc_opts *o = &cmd->routes[i];
         struct listener *l = &ls[i];
-        /* one route: unnamed, so that labels and logs stay as they were */
-        rhc_route_init(&l->route, o, cmd->nroutes > 1 ? o->name : "");
         l->fd = o->listen_path ? listen_unix(o->listen_path, l->bound, sizeof(l->bound))
                                : listen_socket(o, l->bound, sizeof(l->bound));
         if (l->fd < 0)
-            return -1;
+            return RHC_EXIT_LOCAL;
+        /* one route: its labels stay as they were; several: named after their
+         * -L or [section] */
+        l->named = cmd->nroutes > 1;
+        if (!(l->route = rhc_ctx_add_route(c, o, l->named && o->name ? o->name : l->bound))) {
+            rhc_err("out of memory");
+            return RHC_EXIT_ERROR;
+        }
     }
-    return 0;
+    return -1;
 }
 
 static void close_listeners(const struct rhc_cmd *cmd, struct listener *ls)
@@ -227,10 +235,10 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
     for (size_t i = 0; i < n; ++i)
         ls[i].fd = -1;
     raise_fd_limit();
-    if (open_listeners(cmd, ls) < 0)
+    if ((rc = open_listeners(c, cmd, ls)) >= 0)
         goto leave;
     for (size_t i = 0; i < n; ++i) {
-        const struct rhc_opts *o = ls[i].route.o;
+        const struct rhc_opts *o = ls[i].route->o;
         if (n == 1)
             rhc_err("listening on %s", ls[i].bound);
         else
@@ -244,6 +252,7 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
         for (size_t i = 0; i < n; ++i)
             ex[i + 1] = (struct pollfd){ .fd = can_accept ? ls[i].fd : -1, .events = POLLIN };
         long wait = now < accept_again ? (long)(accept_again - now) : -1;
+        wait = rhc_stats_tick(c, now, rhc_signals_took(SIGUSR1), wait);
         if (rhc_ctx_step(c, ex, n + 1, wait) < 0) {
             rhc_err("poll: %s", strerror(errno));
             break;

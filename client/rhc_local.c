@@ -95,6 +95,7 @@ void deliver(rhc_tunnel *t, const unsigned char *p, size_t n)
     while (n > 0) {
         ssize_t w = write(t->local.out_fd, p, n);
         if (w > 0) {
+            stat_down(t, (size_t)w);
             p += w;
             n -= (size_t)w;
             continue;
@@ -114,6 +115,7 @@ void drain_out(rhc_tunnel *t)
     while (t->local.olen > 0 && !t->local.out_err) {
         ssize_t w = write(t->local.out_fd, t->local.obuf + t->local.ohead, t->local.olen);
         if (w > 0) {
+            stat_down(t, (size_t)w);
             t->local.ohead += (size_t)w;
             t->local.olen -= (size_t)w;
             continue;

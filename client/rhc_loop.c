@@ -160,6 +160,7 @@ void rhc_ctx_free(rhc_ctx *c)
         c->closers = r->next;
         req_free(r);
     }
+    rhc_ctx_free_routes(c);
     curl_multi_cleanup(c->multi);
     if (c->share)
         curl_share_cleanup(c->share);

@@ -1,5 +1,5 @@
 /* relay-https client: the options (opt_defs, one row each) and how each sets
- * struct rhc_opts, and logging to stderr. How the command line, config files
+ * struct rhc_opts; logging is rhc_log.c. How the command line, config files
  * and credentials make routes of them is rhc_cmd.c; the usage and help text are
  * in rhc_help.c. */
 #define _GNU_SOURCE
@@ -17,34 +17,6 @@
 #include "rhc_help.h"
 #include "rhc_opts.h"
 #include "rhc_opts_int.h"
-
-int rhc_verbose;
-
-void rhc_vlog(int level, const char *fmt, va_list ap)
-{
-    char line[1024];
-
-    if (level > rhc_verbose)
-        return;
-    /* One write per line so that lines of a busy forward do not interleave. */
-    int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
-    if (n < 0)
-        return;
-    if ((size_t)n > sizeof(line) - 2)
-        n = (int)sizeof(line) - 2;
-    line[n++] = '\n';
-    fprintf(stderr, "relay-https: %.*s", n, line);
-    fflush(stderr);
-}
-
-void rhc_log(int level, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    rhc_vlog(level, fmt, ap);
-    va_end(ap);
-}
 
 int rhc_usage_error(const char *fmt, ...)
 {
@@ -278,6 +250,22 @@ static int set_idle_push(struct rhc_opts *o, const struct opt_def *d, char *arg)
     return -1;
 }
 
+/* arg as milliseconds when it is seconds from min to max (NaN fails), else -1. */
+static long seconds_in(const char *arg, double min, double max)
+{
+    double s;
+
+    return parse_seconds(arg, &s) == 0 && s >= min && s <= max ? (long)(s * 1000.0 + 0.5) : -1;
+}
+
+static int set_stats(struct rhc_opts *o, const struct opt_def *d, char *arg)
+{
+    /* below a tenth of a second the reports would be most of the work */
+    if ((o->stats_ms = seconds_in(arg, 0.1, 86400)) < 0)
+        return rhc_usage_error("--stats %s: expected seconds (0.1 to 86400)", arg);
+    return -1;
+}
+
 static int set_connect_timeout(struct rhc_opts *o, const struct opt_def *d, char *arg)
 {
     double s;
@@ -399,6 +387,9 @@ static const struct opt_def opt_defs[] = {
     { "idle-push",       required_argument, OPT_IDLE_PUSH, set_idle_push, 0, 0, 0 },
     { "auth",            required_argument, OPT_AUTH, set_auth, 0, 0, 0 },
     { "proxy-auth",      required_argument, OPT_PROXY_AUTH, set_proxy_auth, 0, 0, 0 },
+    { "stats",           required_argument, OPT_STATS, set_stats, 0, 0, OF_GLOBAL },
+    { "stats-json",      required_argument, OPT_STATS_JSON, set_string, F(stats_json), 0,
+      OF_GLOBAL },
     { "verbose",         no_argument,       'v', set_verbose, 0, 0, OF_GLOBAL },
     { "help",            no_argument,       'h', show_help, 0, 0, OF_CLI },
     { "version",         no_argument,       'V', show_version, 0, 0, OF_CLI },

@@ -1,9 +1,10 @@
-/* relay-https client: the command line (struct rhc_opts), exit codes and logging. */
+/* relay-https client: the command line (struct rhc_opts), exit codes (logging: rhc_log.h). */
 #ifndef RHC_OPTS_H
 #define RHC_OPTS_H
 
-#include <stdarg.h>
 #include <curl/curl.h>
+
+#include "rhc_log.h"
 
 #define RHC_VERSION "0.1.0"
 #define RHC_USER_AGENT "relay-https/" RHC_VERSION
@@ -73,6 +74,8 @@ struct rhc_opts {
     unsigned long proxy_auth;   /* CURLAUTH_* for the proxy (--proxy-auth); 0: any */
     struct curl_slist *headers; /* user -H headers */
     const char *netrc;          /* --netrc-file, or ~/.netrc after --netrc */
+    long stats_ms;              /* --stats: report on stderr this often (0: never) */
+    const char *stats_json;     /* --stats-json: rewrite this file at every report */
 };
 
 /* The whole command line: the mode and one rhc_opts per route (forward: one per
@@ -91,13 +94,5 @@ struct rhc_cmd {
  * after a message on stderr). Passwords in argv are masked. */
 int rhc_opts_parse(int argc, char **argv, struct rhc_cmd *cmd);
 void rhc_cmd_free(struct rhc_cmd *cmd);
-
-/* Logging to stderr, every line prefixed "relay-https: ". */
-extern int rhc_verbose;
-void rhc_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void rhc_vlog(int level, const char *fmt, va_list ap);
-#define rhc_err(...)  rhc_log(0, __VA_ARGS__)
-#define rhc_info(...) rhc_log(1, __VA_ARGS__)
-#define rhc_debug(...) rhc_log(2, __VA_ARGS__)
 
 #endif

@@ -13,6 +13,7 @@
 #define STOP_GRACE_MS     5000     /* time for close requests after a signal */
 
 static int sig_pipe[2] = { -1, -1 };
+static unsigned long took;  /* signals read from the pipe and not yet asked for */
 
 static void on_signal(int sig)
 {
@@ -44,6 +45,7 @@ int rhc_signals_setup(void)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);   /* ssh sends it to its ProxyCommand */
+    sigaction(SIGUSR1, &sa, NULL);  /* statistics (rhc_signals_took) */
     return 0;
 }
 
@@ -59,8 +61,22 @@ int rhc_signals_drain(void)
     int got = 0;
 
     while ((n = read(sig_pipe[0], b, sizeof(b))) > 0)
-        got = b[n - 1];
+        for (ssize_t i = 0; i < n; ++i) {
+            if (b[i] < 8 * sizeof(took))
+                took |= 1ul << b[i];
+            if (b[i] != SIGUSR1)    /* asks for statistics, does not stop */
+                got = b[i];
+        }
     return got;
+}
+
+int rhc_signals_took(int sig)
+{
+    unsigned long bit = sig >= 0 && (size_t)sig < 8 * sizeof(took) ? 1ul << sig : 0;
+    int yes = (took & bit) != 0;
+
+    took &= ~bit;
+    return yes;
 }
 
 void rhc_wind_down(rhc_ctx *c, const char *why)

@@ -12,12 +12,15 @@
  * tunnel with a message and 1, as does a second signal while the first one is
  * still being honoured with a wait. */
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 
 #include "rh_util.h"
+
 #include "rhc_opts.h"
 #include "rhc_route.h"
 #include "rhc_signals.h"
+#include "rhc_stats.h"
 #include "rhc_stdio.h"
 
 #define END_GRACE_MS     1500   /* after the signal: the session's own end */
@@ -89,6 +92,7 @@ static void stdio_loop(rhc_ctx *c, struct stdio_run *s)
             }
             wait = (long)left;
         }
+        wait = rhc_stats_tick(c, rh_now_ms(), rhc_signals_took(SIGUSR1), wait);
         if (rhc_ctx_step(c, &ex, 1, wait) < 0) {
             rhc_err("poll: %s", strerror(errno));
             if (s->code < 0)
@@ -106,18 +110,16 @@ static void stdio_loop(rhc_ctx *c, struct stdio_run *s)
 
 int rhc_stdio_run(rhc_ctx *c, const struct rhc_opts *o)
 {
-    struct rhc_route route;
+    struct rhc_route *route = rhc_ctx_add_route(c, o, "stdio");
     struct stdio_run s = { .t = NULL, .code = -1, .until = -1, .out_read = 0 };
     int err = rhc_stdio_prepare();
-
-    rhc_route_init(&route, o, "");
 
     if (err) {
         rhc_err("stdin/stdout: %s", strerror(err));
         s.code = RHC_EXIT_LOCAL;
         goto leave;
     }
-    s.t = rhc_tunnel_start(c, &route, 0, 1, RHC_LOCAL_STDIO, "", stdio_done, &s);
+    s.t = route ? rhc_tunnel_start(c, route, 0, 1, RHC_LOCAL_STDIO, "", stdio_done, &s) : NULL;
     if (!s.t) {
         rhc_err("out of memory");
         s.code = RHC_EXIT_ERROR;

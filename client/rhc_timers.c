@@ -102,9 +102,11 @@ static void timers_silence(rhc_tunnel *t, int64_t now)
                      " ms", ms);
             t->down.fresh = 1;
             if (dr->kind == REQ_DUPLEX)
-                duplex_done(t, dr, CURLE_OPERATION_TIMEDOUT);   /* as if cut */
-            else
+                duplex_done(t, dr, CURLE_OPERATION_TIMEDOUT);   /* as if cut (counts) */
+            else {
+                stat_resume(t);
                 down_again(t, dr, "silent");
+            }
         } else {
             t_fail(t, RHC_EXIT_LOST, "%s: nothing from the server for %" PRId64 " ms (not even "
                    "a heartbeat)", kind_name[dr->kind], ms);

@@ -227,6 +227,7 @@ void t_finish(rhc_tunnel *t)
         t_log(t, 1, "session %s closed cleanly (up %" PRIu64 " bytes, down %" PRIu64 " bytes)",
               t->sid, up_read_off(t), t->down.off);
 
+    stat_end(t, code);
     if (t->prev)
         t->prev->next = t->next;
     else
@@ -296,6 +297,7 @@ rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, struct rhc_route *route, int in_fd, int
     t->done = done;
     t->done_arg = arg;
     snprintf(t->label, sizeof(t->label), "%s", label ? label : "");
+    stat_start(t);
 
     t->next = c->tunnels;
     if (c->tunnels)

@@ -18,6 +18,7 @@
 #include "rhc_opts.h"
 #include "rhc_req.h"
 #include "rhc_route.h"
+#include "rhc_stats.h"
 #include "rhc_tunnel.h"
 #include "rhc_upbuf.h"
 
@@ -162,6 +163,12 @@ struct rhc_tunnel {
         int64_t linger_until;   /* failing, but let an R frame go out first */
         char msg[768];
     } end;
+
+    struct {                    /* what the statistics show (rhc_stats.c) */
+        struct rhc_bytes bytes;
+        unsigned resumes;       /* requests taken up again after a cut */
+        int64_t started;
+    } stat;
 };
 
 struct cfd {
@@ -183,6 +190,8 @@ struct rhc_ctx {
     struct pollfd *pfds;        /* scratch for poll() */
     rhc_tunnel **powner;        /* tunnel of each local pollfd */
     size_t cappfds;
+    struct rhc_route *routes;   /* owned, in the order added (rhc_route.c) */
+    struct rhc_stats_clock stats;  /* when the statistics were reported (rhc_stats.c) */
 };
 
 static inline uint64_t up_read_off(const rhc_tunnel *t)
@@ -269,6 +278,14 @@ struct rhc_req *start_open(rhc_tunnel *t);
 void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
 void t_finish(rhc_tunnel *t);                       /* reports and frees it */
 void t_advance(rhc_tunnel *t, int64_t now);         /* after events; may finish it */
+
+/* rhc_stats.c: the counters of the tunnel and its route */
+void stat_start(rhc_tunnel *t);
+void stat_transport(rhc_tunnel *t);                 /* a session's transport chosen */
+void stat_resume(rhc_tunnel *t);                    /* a request goes again after a cut */
+void stat_up(rhc_tunnel *t, uint64_t n);            /* n more up bytes confirmed */
+void stat_down(rhc_tunnel *t, size_t n);            /* n more down bytes written locally */
+void stat_end(rhc_tunnel *t, int code);
 
 /* rhc_timers.c */
 int64_t t_deadline(const rhc_tunnel *t);            /* next look without an event, -1 */

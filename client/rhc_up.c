@@ -21,6 +21,7 @@ void up_ack(rhc_tunnel *t, uint64_t x)
 
     if (x <= t->up.acked)
         return;
+    stat_up(t, x - t->up.acked);
     t->push.retries = 0;
     t->push.dead_ms = UP_DEAD_MS;
     t->sess.last_busy = rh_now_ms();

@@ -172,6 +172,8 @@ static void bpush_lost(rhc_tunnel *t, struct rhc_req *r, CURLcode rc,
 static int bpush_before_retry(rhc_tunnel *t, struct rhc_req *r, CURLcode rc,
                               const struct rhc_outcome *o, const char *line)
 {
+    if (o->why == RHC_WHY_CUT_ON_WAY || o->why == RHC_WHY_CUT)
+        stat_resume(t);
     if (o->why == RHC_WHY_CUT_ON_WAY)
         t_log(t, 1, "push %" PRIu64 "..%" PRIu64 ": cut on the way (%s); sending it again",
               r->p_off, r->p_end, line);

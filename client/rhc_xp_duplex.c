@@ -93,6 +93,7 @@ static void duplex_again(rhc_tunnel *t, struct rhc_req *r, CURLcode rc,
     case RHC_WHY_CUT:
         t_log(t, 1, "duplex: %s; trying again on a new connection", req_error(r, rc));
         t->down.fresh = 1;
+        stat_resume(t);
         down_again(t, r, req_error(r, rc));
         return;
     default:
@@ -102,6 +103,7 @@ static void duplex_again(rhc_tunnel *t, struct rhc_req *r, CURLcode rc,
         if (up_on_it && up_rewind(t, t->up.acked, "duplex cut") < 0)
             return;
         t->down.fresh = 1;
+        stat_resume(t);
         down_again(t, r, "cut");
     }
 }

@@ -135,12 +135,14 @@ static void pull_again(rhc_tunnel *t, struct rhc_req *r, CURLcode rc, enum rhc_c
          * server that did send some answers 416, never misplaced bytes) */
         t_log(t, 1, "pull: %s; trying again on a new connection", req_error(r, rc));
         t->down.fresh = 1;
+        stat_resume(t);
         down_again(t, r, req_error(r, rc));
     } else {
         /* cut: the server kept what it sent; a new pull from what arrived */
         t_log(t, 1, "pull: %s; resuming at offset %" PRIu64 " on a new connection",
               rc != CURLE_OK ? req_error(r, rc) : "response ended early", t->down.off);
         t->down.fresh = 1;
+        stat_resume(t);
         down_again(t, r, "cut");
     }
 }

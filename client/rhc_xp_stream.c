@@ -105,10 +105,12 @@ static int64_t spush_again(rhc_tunnel *t, const struct rhc_req *r, CURLcode rc,
         t_log(t, 1, "push: cut on the way (%s); going on from offset %" PRIu64
               " on a new connection", line, t->up.acked);
         what = "push cut on the way";
+        stat_resume(t);
     } else {
         /* cut: nothing is sure beyond what the server confirmed */
         t_log(t, 1, "push: %s; going on from offset %" PRIu64 " on a new connection",
               req_error(r, rc), t->up.acked);
+        stat_resume(t);
     }
     if (up_rewind(t, o->from, what) == 0)
         delay = o->delay;

@@ -12,5 +12,6 @@ Suite *upbuf_suite(void);
 Suite *choose_suite(void);
 Suite *opts_suite(void);        /* tests/unit/client/test_opts.c */
 Suite *config_suite(void);      /* tests/unit/client/test_config.c */
+Suite *stats_suite(void);       /* tests/unit/client/test_stats.c */
 
 #endif
