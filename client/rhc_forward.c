@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "rh_util.h"
+#include "rhc_check.h"
 #include "rhc_forward.h"
 #include "rhc_route.h"
 #include "rhc_signals.h"
@@ -38,7 +39,10 @@ static void addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_
         snprintf(out, outsz, "%s:%s", host, port);
 }
 
-static int listen_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
+/* Bound, not listening yet: the port is ours at once (a clash is a local
+ * error before any network), but a connection is refused until the start
+ * check passed. */
+static int bound_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
 {
     struct addrinfo hints, *res = NULL;
     int fd = -1, err = 0, one = 1;
@@ -60,7 +64,7 @@ static int listen_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
             continue;
         }
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0)
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0)
             break;
         err = errno;
         close(fd);
@@ -137,9 +141,21 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_opts *o)
 
     rhc_route_init(&route, o, "");
     raise_fd_limit();
-    int lfd = listen_socket(o, bound, sizeof(bound));
+    int lfd = bound_socket(o, bound, sizeof(bound));
     if (lfd < 0)
         return RHC_EXIT_LOCAL;
+    /* a server that cannot serve us is an error now, not one per connection
+     * later (systemd sees the exit code and restarts us) */
+    int rc = rhc_check_start(c, &route, o->retry_start);
+    if (rc != 0) {
+        close(lfd);
+        return rc < 0 ? RHC_EXIT_OK : rc;
+    }
+    if (listen(lfd, 128) != 0) {
+        rhc_err("listen %s: %s", bound, strerror(errno));
+        close(lfd);
+        return RHC_EXIT_LOCAL;
+    }
     rhc_err("listening on %s", bound);
     rhc_info("forwarding to %s/%s", o->base_url, o->target);
 

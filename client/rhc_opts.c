@@ -174,7 +174,7 @@ struct opt_def {
 enum {
     OPT_CACERT = 256, OPT_CERT, OPT_KEY, OPT_PROXY_CACERT, OPT_PROXY_INSECURE,
     OPT_CONNECT_TIMEOUT, OPT_HTTP11, OPT_HTTP2, OPT_HTTP2_PK, OPT_TRANSPORT, OPT_AUTH,
-    OPT_PROXY_AUTH, OPT_NO_RESUME, OPT_IDLE_PUSH
+    OPT_PROXY_AUTH, OPT_NO_RESUME, OPT_IDLE_PUSH, OPT_RETRY_START
 };
 
 static int set_listen(struct rhc_opts *o, const struct opt_def *d, char *arg)
@@ -355,6 +355,7 @@ static const struct opt_def opt_defs[] = {
     { "idle-push",       required_argument, OPT_IDLE_PUSH, set_idle_push, 0, 0 },
     { "auth",            required_argument, OPT_AUTH, set_auth, 0, 0 },
     { "proxy-auth",      required_argument, OPT_PROXY_AUTH, set_proxy_auth, 0, 0 },
+    { "retry-start",     no_argument,       OPT_RETRY_START, set_int_flag, F(retry_start), 1 },
     { "verbose",         no_argument,       'v', set_verbose, 0, 0 },
     { "help",            no_argument,       'h', show_help, 0, 0 },
     { "version",         no_argument,       'V', show_version, 0, 0 },

@@ -68,6 +68,7 @@ struct rhc_opts {
     unsigned long auth;         /* CURLAUTH_* for the server (--auth); 0: Basic */
     unsigned long proxy_auth;   /* CURLAUTH_* for the proxy (--proxy-auth); 0: any */
     struct curl_slist *headers; /* user -H headers */
+    int retry_start;            /* forward: keep trying the start check (--retry-start) */
 };
 
 /* Parses argv into o. Returns -1 to go on, or an exit code to exit with at once
