@@ -16,6 +16,7 @@ int main(void)
     srunner_add_suite(sr, upbuf_suite());
     srunner_add_suite(sr, choose_suite());
     srunner_add_suite(sr, opts_suite());
+    srunner_add_suite(sr, check_suite());
 
     srunner_run_all(sr, CK_NORMAL);   /* prints the summary and every failure */
     int failed = srunner_ntests_failed(sr);
