@@ -35,6 +35,9 @@ static const char help_text[] =
 "                             to send (the next bytes start a new one), so\n"
 "                             an idle tunnel holds one request on the server,\n"
 "                             not two; 0 keeps it open (default 60)\n"
+"      --retry-start          forward: when the check of the server at start\n"
+"                             fails, try again (1 s doubling to 30 s) instead\n"
+"                             of exiting; it listens once a check passed\n"
 "  -u, --user USER:PASS       credentials for the server\n"
 "      --auth METHOD          basic (default: sent at once), digest or any\n"
 "                             (digest and any use HTTP/1.1)\n"
@@ -70,7 +73,8 @@ static const char help_text[] =
 "           long-poll downloads: passes proxies that buffer whole bodies\n"
 "  auto     duplex when the connection is HTTP/2, else stream; falls back\n"
 "           (duplex, stream, batch) when an intermediary holds bytes back, and\n"
-"           later sessions of the same process start with what worked\n"
+"           later sessions of the same process start with what worked (for\n"
+"           10 minutes; then the better transport is probed again)\n"
 "\n"
 "Exit codes:\n"
 "   0  ok\n"
@@ -81,12 +85,14 @@ static const char help_text[] =
 "      under TLS 1.3 may show as 3 when the server drops the connection first)\n"
 "   5  authentication or authorization refused by the server (401/403)\n"
 "   6  proxy refused or wants authentication (407, 403, CONNECT refused)\n"
-"   7  unknown target (404 on open)\n"
+"   7  unknown target (404 on open or check)\n"
 "   8  target refused or unreachable (502/504 on open)\n"
 "   9  session lost (reset, protocol error, connection cut)\n"
 "  10  local error (bind/listen failed, stdin/stdout error)\n"
 "  11  integrity check failed (a byte would have arrived wrong; it never does)\n"
-"forward exits non-zero only when it cannot start; failed tunnels are logged.\n";
+"forward checks the server at start (one request, no session) and exits with\n"
+"these codes when it fails, unless --retry-start; once running, failed tunnels\n"
+"are logged (failed opens once every 30 s per kind).\n";
 
 void rhc_help_usage(FILE *f)
 {
