@@ -31,6 +31,17 @@ int64_t alive_every(const rhc_tunnel *t)
     return t->sess.idle_ms / 3;
 }
 
+/* After a cut the down side goes on with a new request, and a server that
+ * restarted answers it 410. But libcurl 7.88 loses that answer when it
+ * comes while the request's body is open (a duplex): it reports a reset
+ * stream, or nothing at all until the body moves, and the tunnel hung for
+ * seconds, then blamed an intermediary. An ack has no body: its answer always
+ * arrives, within a round trip of the server being back. */
+static int verify_due(const rhc_tunnel *t)
+{
+    return t->ack.verify && !t->ack.n;
+}
+
 void maybe_ack(rhc_tunnel *t, int64_t now)
 {
     struct rhc_req *dr = down_req(t);
@@ -38,15 +49,17 @@ void maybe_ack(rhc_tunnel *t, int64_t now)
 
     /* parked, no push heartbeats reach the server: an ack now and then does */
     int keep = t->push.parked && now >= t->push.park_keep_at;
+    int verify = verify_due(t);
 
-    if ((!gap && !keep) || t->ack.n == ACK_INFLIGHT || t->end.code || !dr || dr->batch ||
-        now < t->ack.retry_at)
+    if (t->ack.n == ACK_INFLIGHT || t->end.code || now < t->ack.retry_at)
+        return;
+    if (!verify && ((!gap && !keep) || !dr || dr->batch))
         return;
     /* on a long path one ack in flight lets the server's window fill in two
      * round trips, not one: more go out, but only for a full gap each */
     if (t->ack.n && gap < t->ack.every)
         return;
-    if (!keep && gap < t->ack.every && now < t->down.last_data + ACK_IDLE_MS)
+    if (!keep && !verify && gap < t->ack.every && now < t->down.last_data + ACK_IDLE_MS)
         return;
     struct rhc_req *r = req_new(t->ctx, t->route, t, REQ_ACK, t->token);
     if (!r || add_header(r, RH_HDR_ACK ": %" PRIu64, t->down.off) < 0 ||
@@ -74,6 +87,8 @@ int64_t ack_deadline(const rhc_tunnel *t)
 
     int64_t d;
 
+    if (verify_due(t))
+        return t->ack.retry_at;
     if (t->ack.n || !dr || dr->batch)
         return -1;
     if (ack_gap(t))
@@ -96,8 +111,16 @@ void ack_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         if (r->offset > t->ack.conf)
             t->ack.conf = r->offset;
         t->ack.fails = 0;
+        t->ack.verify = 0;
     } else if (rc == CURLE_OK && r->hdr_done && r->status == RH_STATUS_INTEGRITY) {
         fail_http(t, r, "ack");     /* the session failed a check: nothing to wait for */
+    } else if (rc == CURLE_OK && r->hdr_done && r->status == RH_STATUS_GONE &&
+               !(t->down.fin && t->up.done)) {
+        char what[64];
+        /* the server restarted (or forgot the session): this connection ends
+         * now; new ones open new sessions */
+        snprintf(what, sizeof(what), "session %s", t->sid);
+        fail_http(t, r, what);
     } else if (rc == CURLE_OK && r->hdr_done && r->status == 416) {
         /* beyond what the server sent: it cannot be (a server that went back
          * without telling); the pull will find out */

@@ -178,6 +178,7 @@ int down_headers_done(struct rhc_req *r)
         return 1;                   /* the body is an error text; judged when done */
     t->down.fresh = 0;
     t->down.retries = 0;
+    t->ack.verify = 0;              /* the server knows the session */
     if (!r->have_offset || r->offset != t->down.off) {
         t_fail(t, RHC_EXIT_LOST, "%s: server resumes at offset %s%" PRIu64 ", expected %" PRIu64,
                kind_name[r->kind], r->have_offset ? "" : "(missing) ",
@@ -342,8 +343,10 @@ int down_req_go(rhc_tunnel *t, struct rhc_req *r, int64_t now)
     rh_frame_parser_init(&r->parser);
     curl_easy_setopt(r->h, CURLOPT_BUFFERSIZE, PULL_BUFFERSIZE);
     curl_easy_setopt(r->h, CURLOPT_WRITEFUNCTION, resp_write);
-    if (t->down.fresh)
+    if (t->down.fresh) {
         curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
+        t->ack.verify = t->sess.resume;
+    }
     if (req_go(r) < 0)
         return -1;
     t->down.repull_at = 0;

@@ -38,11 +38,33 @@ void rhc_policy_note(struct rhc_policy *p, int up, enum rhc_transport x, const c
     if (up && x > p->best_up) {
         p->best_up = x;
         snprintf(p->why_up, sizeof(p->why_up), "%s", why);
+        p->moved_at = rh_now_ms();
     }
     if (!up && x > p->best_down) {
         p->best_down = x;
         snprintf(p->why_down, sizeof(p->why_down), "%s", why);
+        p->moved_at = rh_now_ms();
     }
+}
+
+int rhc_policy_expire(struct rhc_policy *p, int64_t now, char *was, size_t wassz)
+{
+    char pair[64];
+
+    if ((p->best_up == RHC_XP_DUPLEX && p->best_down == RHC_XP_DUPLEX) ||
+        now - p->moved_at < RHC_POLICY_RETRY_MS)
+        return 0;
+    snprintf(was, wassz, "%s: %s", xp_pair(p->best_up, p->best_down, pair, sizeof(pair)),
+             p->best_down != RHC_XP_DUPLEX ? p->why_down : p->why_up);
+    /* the better transports are unproven again: a session's up bytes wait for
+     * their first frame, so that it can still start over should they fail */
+    enum rhc_transport worst = p->best_up > p->best_down ? p->best_up : p->best_down;
+    for (int x = RHC_XP_DUPLEX; x < (int)worst; ++x)
+        p->proven[x] = 0;
+    p->best_up = p->best_down = RHC_XP_DUPLEX;
+    p->why_up[0] = p->why_down[0] = '\0';
+    p->moved_at = 0;
+    return 1;
 }
 
 /* auto: the best the connection allows that has not failed this process yet. */
@@ -99,6 +121,10 @@ void choose_transport(rhc_tunnel *t, struct rhc_req *open)
     char why[800], pair[64];
 
     curl_easy_getinfo(open->h, CURLINFO_HTTP_VERSION, &hv);
+    if (t->route->o->transport == RHC_XP_AUTO &&
+        rhc_policy_expire(&t->route->pol, rh_now_ms(), why, sizeof(why)))
+        t_log(t, 1, "transport: probing the best again (a fallback holds for %d min; "
+                    "it was %s)", RHC_POLICY_RETRY_MS / 60000, why);
     rhc_choose_pick(t->route->o, &t->route->pol, hv, &t->xp.up, &t->xp.down, &t->xp.autox, why, sizeof(why));
     t_log(t, 1, "transport: %s (%s)", xp_pair(t->xp.up, t->xp.down, pair, sizeof(pair)), why);
     stat_transport(t);
@@ -236,8 +262,10 @@ int64_t probe_deadline(const rhc_tunnel *t)
 {
     struct rhc_req *dr = down_req(t);
 
+    /* a resumed session the server has not confirmed yet (see maybe_ack): a
+     * silent response may be a restarted server, no intermediary's doing */
     if (!t->xp.autox || !t->xp.probe_until || !dr || dr->got_frame || dr->batch ||
-        (dr->hdr_done && dr->status != 200))
+        (dr->hdr_done && dr->status != 200) || t->ack.verify)
         return -1;
     /* no response headers yet: the request may just wait for a free server
      * worker (a prefork burst); give that longer before calling it held back */

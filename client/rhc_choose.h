@@ -16,19 +16,31 @@ extern const char *const xp_name[];    /* "auto", "duplex", "stream", "batch" */
 /* "duplex", or "push stream, pull batch" when the directions differ */
 const char *xp_pair(enum rhc_transport up, enum rhc_transport down, char *buf, size_t bufsz);
 
+/* A fallback is not for ever: an intermediary may have gone, or a failure
+ * looked like one. After this long the better transport is probed again. */
+#define RHC_POLICY_RETRY_MS   (10 * 60 * 1000)
+
 /* What this process learned about the path (auto): later sessions start with
- * it. Only ever moves towards batch and smaller bodies. */
+ * it. Moves towards batch and smaller bodies; the transports expire after
+ * RHC_POLICY_RETRY_MS (rhc_policy_expire), the body sizes do not. */
 struct rhc_policy {
     enum rhc_transport best_up, best_down;
     char why_up[320], why_down[320];
     int proven[RHC_XP_BATCH + 1];   /* a response of this transport showed a frame in time */
     size_t batch_max;           /* data bytes per batch push (smaller after a 413) */
     uint64_t spush_max;         /* body bytes per stream push (smaller after a 413) */
+    int64_t moved_at;           /* a transport last moved down then (0: never) */
 };
 
 void rhc_policy_init(struct rhc_policy *p);
-/* Remembers for the later sessions of this process (never moves back). */
+/* Remembers for the later sessions of this process (moves back only by
+ * rhc_policy_expire). */
 void rhc_policy_note(struct rhc_policy *p, int up, enum rhc_transport x, const char *why);
+/* The transports learned RHC_POLICY_RETRY_MS or more before now are
+ * forgotten, so the next session probes the best again (and holds its up
+ * bytes until that is proven). Returns 1 when it forgot, with what it was
+ * in was ("push X, pull Y: why"). */
+int rhc_policy_expire(struct rhc_policy *p, int64_t now, char *was, size_t wassz);
 
 /* The transports of a new session (pure): from --transport, or for auto from the
  * HTTP version its open spoke (hv: CURL_HTTP_VERSION_*) and the policy. Sets

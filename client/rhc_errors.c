@@ -120,14 +120,22 @@ const char *rhc_hint(const struct rhc_opts *o, int code, long status, int proxy_
     return "";
 }
 
-void fail_http(rhc_tunnel *t, const struct rhc_req *r, const char *what)
+/* open and check are asked before any session: their refusals say whether
+ * the server, the target and the credentials are usable at all */
+static int before_session(const struct rhc_req *r)
+{
+    return r->kind == REQ_OPEN || r->kind == REQ_CHECK;
+}
+
+int rhc_http_failure(const struct rhc_opts *o, const struct rhc_req *r, const char *what,
+                     char *msg, size_t msgsz)
 {
     char line[BODY_MAX + 1];
     long cc = connect_refusal(r);
 
     body_line(r, line, sizeof(line));
     int from_module = !strncmp(line, RH_ERROR_PREFIX, strlen(RH_ERROR_PREFIX));
-    int code = rhc_http_exit(r->status, cc, r->proxy_said, r->kind == REQ_OPEN, from_module);
+    int code = rhc_http_exit(r->status, cc, r->proxy_said, before_session(r), from_module);
     long st = cc ? cc : r->status;
     const char *kind = "";
 
@@ -143,8 +151,19 @@ void fail_http(rhc_tunnel *t, const struct rhc_req *r, const char *what)
         kind = from_module ? "unknown target: " : "no relay at this URL: ";
     else if (code == RHC_EXIT_TARGET)
         kind = "the server cannot reach the target: ";
-    t_fail(t, code, "%s: %sHTTP %ld%s%s%s", what, kind, st,
-           line[0] ? ": " : "", line, rhc_hint(t->route->o, code, st, 0));
+    else if (r->status == RH_STATUS_GONE && from_module)
+        kind = "the server no longer knows this session (it restarted?): ";
+    snprintf(msg, msgsz, "%s: %sHTTP %ld%s%s%s", what, kind, st,
+             line[0] ? ": " : "", line, rhc_hint(o, code, st, 0));
+    return code;
+}
+
+void fail_http(rhc_tunnel *t, const struct rhc_req *r, const char *what)
+{
+    char msg[sizeof(t->end.msg)];
+    int code = rhc_http_failure(t->route->o, r, what, msg, sizeof(msg));
+
+    t_fail(t, code, "%s", msg);
     if (r->status == 410 || r->status == 416)
         t->end.server_gone = 1;     /* the server has already forgotten the session */
 }
@@ -192,12 +211,13 @@ int rhc_curl_exit(CURLcode rc, long cc, int in_session, const char *errbuf)
     }
 }
 
-void fail_curl(rhc_tunnel *t, const struct rhc_req *r, CURLcode rc, const char *what)
+int rhc_curl_failure(const struct rhc_opts *o, const struct rhc_req *r, CURLcode rc,
+                     const char *what, char *msg, size_t msgsz)
 {
     long cc = connect_refusal(r);
-    int code = rhc_curl_exit(rc, cc, r->kind != REQ_OPEN, r->errbuf);
+    int code = rhc_curl_exit(rc, cc, !before_session(r), r->errbuf);
     long pv = 0;
-    const char *msg = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
+    const char *err = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
     const char *kind = "";
     int proxy_tls = 0;
 
@@ -208,10 +228,10 @@ void fail_curl(rhc_tunnel *t, const struct rhc_req *r, CURLcode rc, const char *
         kind = proxy_tls ? "TLS with the proxy failed: "
                : rc == CURLE_PEER_FAILED_VERIFICATION ? "the server's certificate was not verified: "
                : "TLS failed: ";
-        if (!proxy_tls && strstr(msg, "certificate required") && !t->route->o->cert) {
-            t_fail(t, code, "%s: %s%s (the server wants a client certificate: --cert FILE)",
-                   what, kind, msg);
-            return;
+        if (!proxy_tls && strstr(err, "certificate required") && !o->cert) {
+            snprintf(msg, msgsz, "%s: %s%s (the server wants a client certificate: --cert FILE)",
+                     what, kind, err);
+            return code;
         }
     } else if (cc == 407) {
         kind = "proxy authentication required: ";
@@ -222,15 +242,24 @@ void fail_curl(rhc_tunnel *t, const struct rhc_req *r, CURLcode rc, const char *
     } else if (code == RHC_EXIT_UNREACHABLE) {
         if (rc == CURLE_COULDNT_RESOLVE_PROXY)
             kind = "cannot resolve the proxy: ";
-        else if (rc == CURLE_COULDNT_CONNECT && rhc_proxy_in_use(t->route->o, NULL))
+        else if (rc == CURLE_COULDNT_CONNECT && rhc_proxy_in_use(o, NULL))
             kind = "cannot reach the proxy: ";
         else
             kind = "server unreachable: ";
     }
-    t_fail(t, code, "%s: %s%s%s", what, kind, msg,
-           rhc_hint(t->route->o, code,
-                    code == RHC_EXIT_TLS ? (rc == CURLE_PEER_FAILED_VERIFICATION ? 0 : -1) : cc,
-                    proxy_tls));
+    snprintf(msg, msgsz, "%s: %s%s%s", what, kind, err,
+             rhc_hint(o, code, code == RHC_EXIT_TLS ? (rc == CURLE_PEER_FAILED_VERIFICATION ? 0
+                                                                                       : -1) : cc,
+                      proxy_tls));
+    return code;
+}
+
+void fail_curl(rhc_tunnel *t, const struct rhc_req *r, CURLcode rc, const char *what)
+{
+    char msg[sizeof(t->end.msg)];
+    int code = rhc_curl_failure(t->route->o, r, rc, what, msg, sizeof(msg));
+
+    t_fail(t, code, "%s", msg);
 }
 
 /* A request that got no whole answer: a transient error, or none at all (a

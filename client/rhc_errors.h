@@ -24,6 +24,13 @@ void t_fail(rhc_tunnel *t, int code, const char *fmt, ...)
 void fail_http(rhc_tunnel *t, const struct rhc_req *r, const char *what);
 void fail_curl(rhc_tunnel *t, const struct rhc_req *r, CURLcode rc, const char *what);
 
+/* The same without a tunnel: the exit code, and the message in msg (the
+ * start check gives exactly what an open would). */
+int rhc_http_failure(const struct rhc_opts *o, const struct rhc_req *r, const char *what,
+                     char *msg, size_t msgsz);
+int rhc_curl_failure(const struct rhc_opts *o, const struct rhc_req *r, CURLcode rc,
+                     const char *what, char *msg, size_t msgsz);
+
 /* The pure decisions behind them (no curl handle needed): cc is the proxy's
  * answer to CONNECT when it refused (0: none), from_module: the body starts
  * with the module's error prefix. */

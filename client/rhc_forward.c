@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "rh_util.h"
+#include "rhc_check.h"
 #include "rhc_forward.h"
 #include "rhc_route.h"
 #include "rhc_signals.h"
@@ -53,7 +54,10 @@ static void addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_
         snprintf(out, outsz, "%s:%s", host, port);
 }
 
-static int listen_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
+/* Bound, not listening yet: the port is ours at once (a clash is a local
+ * error before any network), but a connection is refused until the start
+ * check passed. */
+static int bound_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
 {
     struct addrinfo hints, *res = NULL;
     int fd = -1, err = 0, one = 1;
@@ -75,7 +79,7 @@ static int listen_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
             continue;
         }
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0)
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0)
             break;
         err = errno;
         close(fd);
@@ -95,8 +99,9 @@ static int listen_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
     return fd;
 }
 
-/* A UNIX socket, mode 0600 like ssh's forwarded sockets. A socket file left
- * behind by a process that is gone is replaced; one in use is not. */
+/* A UNIX socket, bound (see bound_socket), mode 0600 like ssh's forwarded
+ * sockets. A socket file left behind by a process that is gone is replaced; one
+ * in use is not. */
 static int listen_unix(const char *path, char *bound, size_t boundsz)
 {
     struct sockaddr_un sa;
@@ -119,7 +124,7 @@ static int listen_unix(const char *path, char *bound, size_t boundsz)
     mode_t old = umask(0177);
     int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
     umask(old);
-    if (rc != 0 || listen(fd, 128) != 0)
+    if (rc != 0)
         goto fail;
     snprintf(bound, boundsz, "%s", path);
     return fd;
@@ -194,7 +199,7 @@ static int open_listeners(rhc_ctx *c, const struct rhc_cmd *cmd, struct listener
         const struct rhc_opts *o = &cmd->routes[i];
         struct listener *l = &ls[i];
         l->fd = o->listen_path ? listen_unix(o->listen_path, l->bound, sizeof(l->bound))
-                               : listen_socket(o, l->bound, sizeof(l->bound));
+                               : bound_socket(o, l->bound, sizeof(l->bound));
         if (l->fd < 0)
             return RHC_EXIT_LOCAL;
         /* one route: its labels stay as they were; several: named after their
@@ -214,6 +219,7 @@ static void close_listeners(const struct rhc_cmd *cmd, struct listener *ls)
         if (ls[i].fd < 0)
             continue;
         close(ls[i].fd);
+        ls[i].fd = -1;
         if (cmd->routes[i].listen_path)
             unlink(cmd->routes[i].listen_path);
     }
@@ -237,8 +243,21 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
     raise_fd_limit();
     if ((rc = open_listeners(c, cmd, ls)) >= 0)
         goto leave;
+    /* a server that cannot serve us is an error now, not one per connection
+     * later (systemd sees the exit code and restarts us) */
+    for (size_t i = 0; i < n; ++i) {
+        int crc = rhc_check_start(c, ls[i].route, cmd->routes[0].retry_start);
+        if (crc != 0) {
+            rc = crc < 0 ? RHC_EXIT_OK : crc;
+            goto leave;
+        }
+    }
     for (size_t i = 0; i < n; ++i) {
         const struct rhc_opts *o = ls[i].route->o;
+        if (listen(ls[i].fd, 128) != 0) {
+            rhc_err("listen %s: %s", ls[i].bound, strerror(errno));
+            goto leave;
+        }
         if (n == 1)
             rhc_err("listening on %s", ls[i].bound);
         else
@@ -268,8 +287,8 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
     rhc_wind_down(c, "stopped by a signal");
     rc = RHC_EXIT_OK;
 leave:
-    if (rc != RHC_EXIT_OK && ls)
-        close_listeners(cmd, ls);
+    if (ls)
+        close_listeners(cmd, ls);     /* after a failed start or check */
     free(ls);
     free(ex);
     return rc;

@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 
 #include "rh_util.h"
+#include "rhc_check.h"
 #include "rhc_errors.h"
 #include "rhc_tunnel_int.h"
 
@@ -19,6 +20,10 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
 {
     rhc_tunnel *t = r->t;
 
+    if (r->kind == REQ_CHECK) {     /* the start check waits for it */
+        rhc_check_done(r, rc);
+        return;
+    }
     if (!t) {   /* detached close */
         /* a pooled connection the server was closing: once more on a new one,
          * else the session lingers on the server until it times out */
@@ -58,6 +63,7 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
         ack_done(t, r, rc);
         break;
     case REQ_CLOSE:
+    case REQ_CHECK:
         break;
     }
 }

@@ -390,6 +390,8 @@ static const struct opt_def opt_defs[] = {
     { "stats",           required_argument, OPT_STATS, set_stats, 0, 0, OF_GLOBAL },
     { "stats-json",      required_argument, OPT_STATS_JSON, set_string, F(stats_json), 0,
       OF_GLOBAL },
+    { "retry-start",     no_argument,       OPT_RETRY_START, set_int_flag, F(retry_start), 1,
+      OF_GLOBAL },
     { "verbose",         no_argument,       'v', set_verbose, 0, 0, OF_GLOBAL },
     { "help",            no_argument,       'h', show_help, 0, 0, OF_CLI },
     { "version",         no_argument,       'V', show_version, 0, 0, OF_CLI },

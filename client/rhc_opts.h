@@ -76,6 +76,7 @@ struct rhc_opts {
     const char *netrc;          /* --netrc-file, or ~/.netrc after --netrc */
     long stats_ms;              /* --stats: report on stderr this often (0: never) */
     const char *stats_json;     /* --stats-json: rewrite this file at every report */
+    int retry_start;            /* forward: keep trying the start check (--retry-start) */
 };
 
 /* The whole command line: the mode and one rhc_opts per route (forward: one per

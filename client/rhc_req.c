@@ -19,7 +19,7 @@
 #include "rhc_tunnel_int.h"
 
 const char *const kind_name[] = { RH_EP_OPEN, RH_EP_PULL, RH_EP_PUSH, RH_EP_DUPLEX,
-                                   RH_EP_CLOSE, RH_EP_ACK };
+                                   RH_EP_CLOSE, RH_EP_ACK, RH_EP_CHECK };
 
 static int header_is(const char *line, size_t len, const char *name, const char **val,
                      size_t *vlen)

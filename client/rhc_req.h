@@ -16,7 +16,7 @@
 #define PUSH_BUFFERSIZE   (256L * 1024)   /* curl upload buffer of a streamed body */
 #define BODY_MAX          200             /* bytes of an error body kept for messages */
 
-enum req_kind { REQ_OPEN, REQ_PULL, REQ_PUSH, REQ_DUPLEX, REQ_CLOSE, REQ_ACK };
+enum req_kind { REQ_OPEN, REQ_PULL, REQ_PUSH, REQ_DUPLEX, REQ_CLOSE, REQ_ACK, REQ_CHECK };
 extern const char *const kind_name[];   /* endpoint of each kind */
 
 struct rhc_req {

@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 
+#include "rhc_check.h"
 #include "rhc_choose.h"
 #include "rhc_opts.h"
 #include "rhc_tunnel.h"
@@ -35,6 +36,7 @@ struct rhc_route {
     struct rhc_policy pol;      /* auto: what later sessions of this route start with */
     struct rhc_counters n;
     struct rhc_route *next;     /* the context's list */
+    struct rhc_ratelog fails;   /* failed opens, for one line a while (rhc_check.h) */
 };
 
 void rhc_route_init(struct rhc_route *r, const struct rhc_opts *o, const char *name);

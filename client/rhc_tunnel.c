@@ -50,6 +50,7 @@
 #include <curl/curl.h>
 
 #include "rh_util.h"
+#include "rhc_check.h"
 #include "rhc_errors.h"
 #include "rhc_tunnel_int.h"
 
@@ -193,6 +194,7 @@ void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     curl_easy_getinfo(r->h, CURLINFO_STARTTRANSFER_TIME_T, &first);
     t->sess.rtt_ms = first > pre ? (int64_t)((first - pre) / 1000) : 0;
     t_log(t, 1, "session %s opened", t->sid);
+    rhc_report_open_ok(t);
     choose_transport(t, r);
     req_free(r);
     t->rq.open = NULL;
@@ -219,7 +221,7 @@ void t_finish(rhc_tunnel *t)
         close(t->local.in_fd);
     }
     if (code)
-        t_log(t, 0, "%s", t->end.msg);
+        rhc_report_failure(t);
     else if (t->end.quiet)
         t_log(t, 1, "session %s: the local side is done; closed without waiting longer for "
               "the server's end", t->sid);

@@ -153,6 +153,8 @@ struct rhc_tunnel {
         struct rhc_req *req[ACK_INFLIGHT]; /* streamed down: acks in flight */
         int n;                  /* how many */
         unsigned fails;         /* ack requests failed in a row */
+        int verify;             /* after a cut: an ack is to confirm that the server
+                                   still knows the session (see maybe_ack) */
         int64_t retry_at;
     } ack;
 

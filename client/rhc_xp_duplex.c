@@ -161,8 +161,8 @@ void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         return;
     case RHC_OUT_LOST:
         if (o.why == RHC_WHY_H2_RESETS)
-            t_fail(t, RHC_EXIT_LOST, "duplex: the server reset the stream %u times in a row "
-                   "without an answer: the session is gone (relay core restarted?)",
+            t_fail(t, RHC_EXIT_LOST, "duplex: the server no longer knows this session (it "
+                   "restarted?): it reset the stream %u times in a row without an answer",
                    t->sess.h2_resets);
         else
             t_fail(t, RHC_EXIT_LOST, "duplex: response ended without F or E (connection cut?)");

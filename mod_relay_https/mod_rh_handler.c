@@ -1,6 +1,6 @@
 /* The relay-https handler: splits the URI into target and endpoint, checks
  * what every endpoint shares (protocol version, target name) and dispatches.
- * Open and the control endpoints (ack, close) are answered here; push, pull
+ * Open, check and the control endpoints (ack, close) are answered here; push, pull
  * and duplex have files of their own. Also the refusal of TRACE. */
 #include <string.h>
 
@@ -116,6 +116,27 @@ static int do_control(rh_req *q, rh_ipc_op op)
     return OK;
 }
 
+/* check: the client's cheap question at start. Apache's authentication and
+ * authorization ran before the handler; the target was found; the core
+ * answers STAT (a core that is gone or stuck: 503). Nothing connects to the
+ * target and no session is made. */
+static int do_check(rh_req *q)
+{
+    request_rec *r = q->r;
+    rh_ipc_req rq;
+    rh_ipc_reply rep;
+
+    if (r->method_number != M_GET)
+        return rh_method_not_allowed(r, "GET");
+    memset(&rq, 0, sizeof(rq));
+    rq.op = RH_IPC_STAT;
+    if (rh_core_ask(q, &rq, &rep, CORE_REPLY_MS) != 0 || !rep.ok)
+        return rh_core_unavailable(r);
+    ap_set_content_type(r, "text/plain; charset=utf-8");
+    ap_rprintf(r, RH_ERROR_PREFIX "target '%s' ready\n", q->target->name);
+    return OK;
+}
+
 /* Splits the URI below the location into TARGET and OP. */
 static int split_uri(request_rec *r, const rh_dir_conf *dc, const char **target,
                      const char **op)
@@ -208,13 +229,16 @@ int rh_handler(request_rec *r)
                        "(this server speaks " RH_PROTO_VERSION ")", ver);
     q.target_name = target;
     q.op = op;
-    if (!strcmp(op, RH_EP_OPEN)) {
-        /* Only an open consults the RelayTarget list: a session opened before a
-         * reload that removed its target goes on to the address it was given. */
+    if (!strcmp(op, RH_EP_OPEN) || !strcmp(op, RH_EP_CHECK)) {
+        /* Only open and check consult the RelayTarget list: a session opened
+         * before a reload that removed its target goes on to the address it
+         * was given. */
         q.target = rh_find_target(q.dc, target);
-        if (!q.target)
+        if (!q.target) {
+            apr_table_setn(r->headers_out, RH_HDR_REASON, RH_REASON_TOKEN_NO_TARGET);
             return rh_fail(r, HTTP_NOT_FOUND, "unknown target '%s'", target);
-        return do_open(&q);
+        }
+        return !strcmp(op, RH_EP_OPEN) ? do_open(&q) : do_check(&q);
     }
     count_request(r, op);
     if (!strcmp(op, RH_EP_PUSH))

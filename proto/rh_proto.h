@@ -32,6 +32,9 @@
 #define RH_EP_DUPLEX          "duplex"
 #define RH_EP_CLOSE           "close"
 #define RH_EP_ACK             "ack"
+/* GET: is TARGET usable here (declared, Apache's auth passed, core up)?
+ * Nothing connects to the target: a client's cheap check at start */
+#define RH_EP_CHECK           "check"
 
 /* ---- Relay-Reason values ----
  * on a 409 push answer: the server has every up byte and the client's fin
@@ -39,6 +42,9 @@
 #define RH_REASON_TOKEN_FIN   "fin"
 /* on a close: the client's own check of down bytes failed (the server counts it) */
 #define RH_REASON_TOKEN_INTEGRITY "integrity"
+/* on a 404 of open or check: the target name is not declared here (a 404
+ * without it is an unknown endpoint, e.g. check on an older server) */
+#define RH_REASON_TOKEN_NO_TARGET "target"
 
 /* ---- statuses with a meaning of their own (see PROTOCOL.md, Errors) ---- */
 #define RH_STATUS_INTEGRITY   422   /* the session failed an end-to-end check */

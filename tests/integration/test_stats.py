@@ -8,6 +8,7 @@ with exact counts after it."""
 
 import json
 import os
+import subprocess
 import re
 import signal
 import socket
@@ -157,11 +158,30 @@ def test_verbose_timestamps_and_proxy_masked(apache, squid_auth, client_bin, tls
     ({}, "proxy: none (no -x; no https_proxy, HTTPS_PROXY, all_proxy or ALL_PROXY set)"),
 ], ids=["https_proxy", "no_proxy", "none"])
 def test_verbose_names_proxy_source(apache, client_bin, tls, env, says):
-    with _forward(client_bin, apache, tls, env=im.clean_env(**env)) as fw:
-        assert wait_for(lambda: any("proxy: " in l for l in fw.lines()), 5), fw.stderr_text()
-        said = [l for l in fw.lines() if "proxy: " in l]
-    assert said[0].endswith(says), said
-    assert "pw" not in "\n".join(fw.lines())
+    """The proxy line comes before the start check; with the dead proxy of the
+    first case that check fails (exit 3, "cannot reach the proxy")."""
+    cmd = [client_bin, "forward", "-L", "127.0.0.1:0", "--cacert", tls["ca"], "-v",
+           "https://127.0.0.1:%d/relay" % apache.port, "echo"]
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                         env=im.clean_env(**env), text=True)
+    try:
+        if "https_proxy" in env:
+            _, err = p.communicate(timeout=20)
+            assert p.returncode == 3, err
+            assert "cannot reach the proxy" in err, err
+        else:
+            time.sleep(1.5)
+            assert p.poll() is None, p.stderr.read()
+            p.send_signal(signal.SIGTERM)
+            _, err = p.communicate(timeout=20)
+            assert "listening on" in err, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    said = [l for l in err.splitlines() if "proxy: " in l]
+    assert said and said[0].endswith(says), err
+    assert "pw" not in err
 
 
 @pytest.mark.rh_timeout(60)

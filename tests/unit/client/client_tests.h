@@ -10,6 +10,7 @@ Suite *outcome_suite(void);
 Suite *errors_suite(void);
 Suite *upbuf_suite(void);
 Suite *choose_suite(void);
+Suite *check_suite(void);      /* tests/unit/client/test_check.c */
 Suite *opts_suite(void);        /* tests/unit/client/test_opts.c */
 Suite *config_suite(void);      /* tests/unit/client/test_config.c */
 Suite *stats_suite(void);       /* tests/unit/client/test_stats.c */

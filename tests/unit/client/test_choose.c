@@ -85,6 +85,36 @@ START_TEST(test_policy)
 }
 END_TEST
 
+/* A fallback expires: the best transport is probed again, unproven. */
+START_TEST(test_policy_expire)
+{
+    struct rhc_policy p;
+    char was[800];
+
+    rhc_policy_init(&p);
+    ck_assert_int_eq(rhc_policy_expire(&p, 1LL << 50, was, sizeof(was)), 0);  /* nothing learned */
+    p.proven[RHC_XP_DUPLEX] = p.proven[RHC_XP_STREAM] = 1;
+    p.batch_max = 1000;
+    rhc_policy_note(&p, 0, RHC_XP_STREAM, "held back");
+    rhc_policy_note(&p, 1, RHC_XP_STREAM, "held back");
+    int64_t at = p.moved_at;
+    ck_assert(at > 0);
+    ck_assert_int_eq(rhc_policy_expire(&p, at + RHC_POLICY_RETRY_MS - 1, was, sizeof(was)), 0);
+    ck_assert_int_eq(p.best_down, RHC_XP_STREAM);
+    ck_assert_int_eq(rhc_policy_expire(&p, at + RHC_POLICY_RETRY_MS, was, sizeof(was)), 1);
+    ck_assert_str_eq(was, "stream: held back");
+    ck_assert_int_eq(p.best_up, RHC_XP_DUPLEX);
+    ck_assert_int_eq(p.best_down, RHC_XP_DUPLEX);
+    ck_assert_int_eq(p.proven[RHC_XP_DUPLEX], 0);   /* probed again, up bytes held */
+    ck_assert_int_eq(p.proven[RHC_XP_STREAM], 1);   /* what worked still did */
+    ck_assert_uint_eq(p.batch_max, 1000);           /* a 413 is no transport choice */
+    /* both directions: what they were is said, and the up reason when only up moved */
+    rhc_policy_note(&p, 1, RHC_XP_BATCH, "413");
+    ck_assert_int_eq(rhc_policy_expire(&p, p.moved_at + RHC_POLICY_RETRY_MS, was, sizeof(was)), 1);
+    ck_assert_str_eq(was, "push batch, pull duplex: 413");
+}
+END_TEST
+
 /* A tunnel with a real context (requests are made, never performed). */
 struct bench {
     struct rhc_opts o;
@@ -186,6 +216,7 @@ Suite *choose_suite(void)
 
     tcase_add_test(tc, test_pick);
     tcase_add_test(tc, test_policy);
+    tcase_add_test(tc, test_policy_expire);
     tcase_add_test(tc, test_fallback_up);
     tcase_add_test(tc, test_fallback_down);
     suite_add_tcase(s, tc);

@@ -192,6 +192,20 @@ START_TEST(test_fail_messages)
     fail_http(f.t, &f.r, "pull");
     ck_assert_int_eq(f.t->end.code, RHC_EXIT_LOST);
     ck_assert_int_eq(f.t->end.server_gone, 1);
+    ck_assert_str_eq(f.t->end.msg, "pull: the server no longer knows this session (it "
+                     "restarted?): HTTP 410: " RH_ERROR_PREFIX "gone");
+    failing_free(&f);
+
+    /* the start check fails as an open would */
+    failing_init(&f, REQ_CHECK, 404, RH_ERROR_PREFIX "unknown target 'echo'");
+    fail_http(f.t, &f.r, "check");
+    ck_assert_int_eq(f.t->end.code, RHC_EXIT_NO_TARGET);
+    ck_assert_str_eq(f.t->end.msg, "check: unknown target: HTTP 404: " RH_ERROR_PREFIX
+                     "unknown target 'echo'");
+    failing_free(&f);
+    failing_init(&f, REQ_CHECK, 0, "");
+    fail_curl(f.t, &f.r, CURLE_COULDNT_CONNECT, "check");
+    ck_assert_int_eq(f.t->end.code, RHC_EXIT_UNREACHABLE);
     failing_free(&f);
 
     failing_init(&f, REQ_OPEN, 401, "");
