@@ -1,6 +1,9 @@
 /* relay-https client: the usage lines, the --help text and the --version line.
- * The text is what users and scripts read: change it only with the options. */
+ * The text is what users and scripts read: change it only with the options. The
+ * options' part is laid out from the option table (rhc_opt_doc), so that --help
+ * cannot miss an option; relay-https(1) follows it (test_manpages.py). */
 #include <stdio.h>
+#include <string.h>
 
 #include <curl/curl.h>
 
@@ -12,7 +15,7 @@ static const char usage_text[] =
 "       relay-https stdio [options] [URL] TARGET\n"
 "       relay-https --help | --version\n";
 
-static const char help_text[] =
+static const char help_head[] =
 "\n"
 "Carries TCP connections over HTTPS to a mod_relay_https endpoint.\n"
 "URL is the relay base (e.g. https://example.com/relay), TARGET a target name\n"
@@ -22,67 +25,10 @@ static const char help_text[] =
 "  forward      listen locally; every accepted connection becomes one tunnel\n"
 "  stdio        carry stdin/stdout over one tunnel (ssh ProxyCommand)\n"
 "\n"
-"Options:\n"
-"  -L, --listen [ADDR:]PORT[:TARGET]  forward: where to listen (ADDR default\n"
-"                             127.0.0.1; IPv6 as [ADDR]:PORT; PORT 0 picks a\n"
-"                             free port), or a UNIX socket: /PATH[:TARGET] or\n"
-"                             unix:PATH[:TARGET] (mode 0600). Repeatable: each\n"
-"                             -L is a tunnel of its own, to its TARGET or to\n"
-"                             the TARGET after URL\n"
-"  -K, --config FILE          read options and tunnels from FILE (see CONFIG\n"
-"                             FILE in relay-https(1)); repeatable\n"
-"      --url URL              the relay base, as the URL argument\n"
-"      --target TARGET        the target, as the TARGET argument\n"
-"      --transport MODE       how bytes travel: auto (default), duplex, stream,\n"
-"                             batch, or PUSH/PULL to mix stream and batch\n"
-"                             (e.g. batch/stream; see below)\n"
-"      --no-resume            do not ask the server to keep sent bytes until\n"
-"                             acknowledged: a cut connection then ends the\n"
-"                             tunnel (default: every cut is resumed)\n"
-"      --idle-push SECONDS    end a stream push after this long with nothing\n"
-"                             to send (the next bytes start a new one), so\n"
-"                             an idle tunnel holds one request on the server,\n"
-"                             not two; 0 keeps it open (default 60)\n"
-"      --retry-start          forward: when the check of the server at start\n"
-"                             fails, try again (1 s doubling to 30 s) instead\n"
-"                             of exiting; it listens once a check passed\n"
-"  -u, --user USER[:PASS]     credentials for the server; without :PASS the\n"
-"                             password comes from --netrc, RELAY_HTTPS_PASSWORD\n"
-"                             or a prompt on the terminal\n"
-"      --netrc                credentials for the server from ~/.netrc\n"
-"      --netrc-file FILE      ... from FILE (curl's format; mode 600)\n"
-"      --auth METHOD          basic (default: sent at once), digest or any\n"
-"                             (digest and any use HTTP/1.1)\n"
-"  -H, --header 'Name: value' extra request header (repeatable)\n"
-"      --cacert FILE          CA certificates to verify the server\n"
-"  -k, --insecure             do not verify the server's certificate\n"
-"      --cert FILE            client certificate (PEM)\n"
-"      --key FILE             client certificate key (PEM)\n"
-"  -x, --proxy URL            HTTP(S) proxy (default: https_proxy, HTTPS_PROXY,\n"
-"                             all_proxy from the environment; no_proxy applies)\n"
-"  -U, --proxy-user USER[:PASS]  proxy credentials (the password as for -u,\n"
-"                             from RELAY_HTTPS_PROXY_PASSWORD); '-U :' with --proxy-auth\n"
-"                             negotiate uses the Kerberos/GSS-API credentials\n"
-"                             of the environment\n"
-"      --proxy-auth METHOD    basic, digest, ntlm, negotiate or any (default any)\n"
-"      --proxy-cacert FILE    CA certificates to verify an HTTPS proxy\n"
-"      --proxy-insecure       do not verify the proxy's certificate\n"
-"      --connect-timeout SECONDS  connection timeout (default 15)\n"
-"      --http1.1              use HTTP/1.1 only\n"
-"      --http2                use HTTP/2 over TLS when the server offers it (ALPN;\n"
-"                             the default for --transport auto and duplex)\n"
-"      --http2-prior-knowledge  speak HTTP/2 at once (also on http:// URLs)\n"
-"  -v, --verbose              say what happens (transport choices, fallbacks,\n"
-"                             the proxy in use), each line with a timestamp;\n"
-"                             -vv adds libcurl's trace (session secrets and\n"
-"                             credentials are masked)\n"
-"      --stats SECONDS        print the routes' and total statistics this often\n"
-"                             (kill -USR1 prints them with every tunnel at once)\n"
-"      --stats-json FILE      rewrite FILE atomically with the statistics as\n"
-"                             JSON at every report (every --stats SECONDS,\n"
-"                             default 10, and on SIGUSR1)\n"
-"  -h, --help                 this text\n"
-"  -V, --version              version\n"
+"Options:\n";
+
+/* After the options, which come from the option table (rhc_opts.c). */
+static const char help_tail[] =
 "\n"
 "Transports:\n"
 "  duplex   one request carries both directions (needs HTTP/2 end to end)\n"
@@ -123,6 +69,49 @@ static const char help_text[] =
 "Passwords given on the command line are masked in it (ps shows '***');\n"
 "prefer a prompt, the environment, --netrc or a config file of mode 600.\n";
 
+#define OPT_COLUMN 29    /* where an option's text starts */
+#define HELP_WIDTH 79    /* no line longer, but for a word that is */
+
+/* Prints text word by word from column col on, breaking lines before they pass
+ * HELP_WIDTH; the next lines start at OPT_COLUMN. */
+static void print_wrapped(FILE *f, const char *text, size_t col)
+{
+    size_t start = col;
+
+    for (const char *p = text + strspn(text, " "); *p; p += strspn(p, " ")) {
+        size_t n = strcspn(p, " ");
+        if (col > start && col + 1 + n > HELP_WIDTH) {
+            fprintf(f, "\n%*s", OPT_COLUMN, "");
+            col = start = OPT_COLUMN;
+        }
+        if (col > start) {
+            fputc(' ', f);
+            ++col;
+        }
+        fwrite(p, 1, n, f);
+        col += n;
+        p += n;
+    }
+    fputc('\n', f);
+}
+
+/* "  -u, --user USER[:PASS]     credentials ..." or "      --netrc ...": the
+ * text at OPT_COLUMN, or two spaces after a longer head. */
+static void print_option(FILE *f, const struct rhc_opt_doc *d)
+{
+    char head[128], letter[8] = "      ";
+    int n;
+
+    if (d->short_name)
+        snprintf(letter, sizeof(letter), "  -%c, ", d->short_name);
+    n = snprintf(head, sizeof(head), "%s--%s%s%s", letter, d->name, d->arg ? " " : "",
+                 d->arg ? d->arg : "");
+    if (n < 0 || (size_t)n >= sizeof(head))   /* only with a new, too long name */
+        n = (int)strlen(head);
+    n = fprintf(f, "%-*s", n < OPT_COLUMN ? OPT_COLUMN : n + 2, head);
+    print_wrapped(f, d->help, n < 0 ? OPT_COLUMN : (size_t)n);
+}
+
 void rhc_help_usage(FILE *f)
 {
     fputs(usage_text, f);
@@ -130,8 +119,13 @@ void rhc_help_usage(FILE *f)
 
 void rhc_help_full(FILE *f)
 {
+    struct rhc_opt_doc d;
+
     fputs(usage_text, f);
-    fputs(help_text, f);
+    fputs(help_head, f);
+    for (size_t i = 0; rhc_opt_doc(i, &d) == 0; ++i)
+        print_option(f, &d);
+    fputs(help_tail, f);
 }
 
 void rhc_help_version(void)

@@ -1,7 +1,7 @@
-/* relay-https client: the options (opt_defs, one row each) and how each sets
- * struct rhc_opts; logging is rhc_log.c. How the command line, config files
- * and credentials make routes of them is rhc_cmd.c; the usage and help text are
- * in rhc_help.c. */
+/* relay-https client: the options (opt_defs, one row each: what it sets in
+ * struct rhc_opts and what --help says of it); logging is rhc_log.c. How the
+ * command line, config files and credentials make routes of them is rhc_cmd.c;
+ * rhc_help.c lays out the usage and help text. */
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
@@ -361,51 +361,125 @@ static int set_nothing(struct rhc_opts *o, const struct opt_def *d, char *arg)
 #define F(name) offsetof(struct rhc_opts, name)
 
 /* The order is the one the options always had: getopt_long scans this list to
- * resolve an abbreviation (--no-res), and the short options follow from it. */
+ * resolve an abbreviation (--no-res), and the short options follow from it.
+ * --help shows the rows in help_order instead. */
 static const struct opt_def opt_defs[] = {
-    { "listen",          required_argument, 'L', set_listen, 0, 0, OF_LISTEN },
-    { "user",            required_argument, 'u', set_string, F(user), 0, OF_USERPASS },
-    { "header",          required_argument, 'H', set_header, 0, 0, 0 },
-    { "cacert",          required_argument, OPT_CACERT, set_file, F(cacert), 0, 0 },
-    { "insecure",        no_argument,       'k', set_int_flag, F(insecure), 1, 0 },
-    { "cert",            required_argument, OPT_CERT, set_file, F(cert), 0, 0 },
-    { "key",             required_argument, OPT_KEY, set_file, F(key), 0, 0 },
-    { "proxy",           required_argument, 'x', set_string, F(proxy), 0, OF_URLPASS },
-    { "proxy-user",      required_argument, 'U', set_string, F(proxy_user), 0, OF_USERPASS },
-    { "proxy-cacert",    required_argument, OPT_PROXY_CACERT, set_file, F(proxy_cacert), 0, 0 },
+    { "listen",          required_argument, 'L', set_listen, 0, 0, OF_LISTEN,
+      "[ADDR:]PORT[:TARGET]",
+      "forward: where to listen (ADDR default 127.0.0.1; IPv6 as [ADDR]:PORT; PORT 0 picks a "
+      "free port), or a UNIX socket: /PATH[:TARGET] or unix:PATH[:TARGET] (mode 0600). "
+      "Repeatable: each -L is a tunnel of its own, to its TARGET or to the TARGET after URL" },
+    { "user",            required_argument, 'u', set_string, F(user), 0, OF_USERPASS,
+      "USER[:PASS]",
+      "credentials for the server; without :PASS the password comes from --netrc, "
+      "RELAY_HTTPS_PASSWORD or a prompt on the terminal" },
+    { "header",          required_argument, 'H', set_header, 0, 0, 0,
+      "'Name: value'", "extra request header (repeatable)" },
+    { "cacert",          required_argument, OPT_CACERT, set_file, F(cacert), 0, 0,
+      "FILE", "CA certificates to verify the server" },
+    { "insecure",        no_argument,       'k', set_int_flag, F(insecure), 1, 0,
+      NULL, "do not verify the server's certificate" },
+    { "cert",            required_argument, OPT_CERT, set_file, F(cert), 0, 0,
+      "FILE", "client certificate (PEM)" },
+    { "key",             required_argument, OPT_KEY, set_file, F(key), 0, 0,
+      "FILE", "client certificate key (PEM)" },
+    { "proxy",           required_argument, 'x', set_string, F(proxy), 0, OF_URLPASS,
+      "URL",
+      "HTTP(S) proxy (default: https_proxy, HTTPS_PROXY, all_proxy from the environment; "
+      "no_proxy applies)" },
+    { "proxy-user",      required_argument, 'U', set_string, F(proxy_user), 0, OF_USERPASS,
+      "USER[:PASS]",
+      "proxy credentials (the password as for -u, from RELAY_HTTPS_PROXY_PASSWORD); '-U :' "
+      "with --proxy-auth negotiate uses the Kerberos/GSS-API credentials of the environment" },
+    { "proxy-cacert",    required_argument, OPT_PROXY_CACERT, set_file, F(proxy_cacert), 0, 0,
+      "FILE", "CA certificates to verify an HTTPS proxy" },
     { "proxy-insecure",  no_argument,       OPT_PROXY_INSECURE, set_int_flag,
-      F(proxy_insecure), 1, 0 },
-    { "connect-timeout", required_argument, OPT_CONNECT_TIMEOUT, set_connect_timeout, 0, 0, 0 },
+      F(proxy_insecure), 1, 0,
+      NULL, "do not verify the proxy's certificate" },
+    { "connect-timeout", required_argument, OPT_CONNECT_TIMEOUT, set_connect_timeout, 0, 0, 0,
+      "SECONDS", "connection timeout (default 15)" },
     { "http1.1",         no_argument,       OPT_HTTP11, set_long_flag, F(http_version),
-      CURL_HTTP_VERSION_1_1, 0 },
+      CURL_HTTP_VERSION_1_1, 0,
+      NULL, "use HTTP/1.1 only" },
     { "http2",           no_argument,       OPT_HTTP2, set_long_flag, F(http_version),
-      CURL_HTTP_VERSION_2TLS, 0 },
+      CURL_HTTP_VERSION_2TLS, 0,
+      NULL,
+      "use HTTP/2 over TLS when the server offers it (ALPN; the default for --transport auto "
+      "and duplex)" },
     { "http2-prior-knowledge", no_argument, OPT_HTTP2_PK, set_long_flag, F(http_version),
-      CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE, 0 },
-    { "transport",       required_argument, OPT_TRANSPORT, set_transport, 0, 0, 0 },
-    { "no-resume",       no_argument,       OPT_NO_RESUME, set_int_flag, F(no_resume), 1, 0 },
-    { "idle-push",       required_argument, OPT_IDLE_PUSH, set_idle_push, 0, 0, 0 },
-    { "auth",            required_argument, OPT_AUTH, set_auth, 0, 0, 0 },
-    { "proxy-auth",      required_argument, OPT_PROXY_AUTH, set_proxy_auth, 0, 0, 0 },
-    { "stats",           required_argument, OPT_STATS, set_stats, 0, 0, OF_GLOBAL },
+      CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE, 0,
+      NULL, "speak HTTP/2 at once (also on http:// URLs)" },
+    { "transport",       required_argument, OPT_TRANSPORT, set_transport, 0, 0, 0,
+      "MODE",
+      "how bytes travel: auto (default), duplex, stream, batch, or PUSH/PULL to mix stream and "
+      "batch (e.g. batch/stream; see below)" },
+    { "no-resume",       no_argument,       OPT_NO_RESUME, set_int_flag, F(no_resume), 1, 0,
+      NULL,
+      "do not ask the server to keep sent bytes until acknowledged: a cut connection then ends "
+      "the tunnel (default: every cut is resumed)" },
+    { "idle-push",       required_argument, OPT_IDLE_PUSH, set_idle_push, 0, 0, 0,
+      "SECONDS",
+      "end a stream push after this long with nothing to send (the next bytes start a new "
+      "one), so an idle tunnel holds one request on the server, not two; 0 keeps it open "
+      "(default 60)" },
+    { "auth",            required_argument, OPT_AUTH, set_auth, 0, 0, 0,
+      "METHOD", "basic (default: sent at once), digest or any (digest and any use HTTP/1.1)" },
+    { "proxy-auth",      required_argument, OPT_PROXY_AUTH, set_proxy_auth, 0, 0, 0,
+      "METHOD", "basic, digest, ntlm, negotiate or any (default any)" },
+    { "stats",           required_argument, OPT_STATS, set_stats, 0, 0, OF_GLOBAL,
+      "SECONDS",
+      "print the routes' and total statistics this often (kill -USR1 prints them with every "
+      "tunnel at once)" },
     { "stats-json",      required_argument, OPT_STATS_JSON, set_string, F(stats_json), 0,
-      OF_GLOBAL },
+      OF_GLOBAL,
+      "FILE",
+      "rewrite FILE atomically with the statistics as JSON at every report (every --stats "
+      "SECONDS, default 10, and on SIGUSR1)" },
     { "retry-start",     no_argument,       OPT_RETRY_START, set_int_flag, F(retry_start), 1,
-      OF_GLOBAL },
-    { "verbose",         no_argument,       'v', set_verbose, 0, 0, OF_GLOBAL },
-    { "help",            no_argument,       'h', show_help, 0, 0, OF_CLI },
-    { "version",         no_argument,       'V', show_version, 0, 0, OF_CLI },
-    { "config",          required_argument, 'K', set_nothing, 0, 0, OF_CLI },
-    { "url",             required_argument, OPT_URL, set_url_opt, 0, 0, 0 },
-    { "target",          required_argument, OPT_TARGET, set_target, 0, 0, 0 },
-    { "netrc",           no_argument,       OPT_NETRC, set_netrc, 0, 0, 0 },
-    { "netrc-file",      required_argument, OPT_NETRC_FILE, set_file, F(netrc), 0, 0 },
+      OF_GLOBAL,
+      NULL,
+      "forward: when the check of the server at start fails, try again (1 s doubling to 30 s) "
+      "instead of exiting; it listens once a check passed" },
+    { "verbose",         no_argument,       'v', set_verbose, 0, 0, OF_GLOBAL,
+      NULL,
+      "say what happens (transport choices, fallbacks, the proxy in use), each line with a "
+      "timestamp; -vv adds libcurl's trace (session secrets and credentials are masked)" },
+    { "help",            no_argument,       'h', show_help, 0, 0, OF_CLI,
+      NULL, "this text" },
+    { "version",         no_argument,       'V', show_version, 0, 0, OF_CLI,
+      NULL, "version" },
+    { "config",          required_argument, 'K', set_nothing, 0, 0, OF_CLI,
+      "FILE",
+      "read options and tunnels from FILE (see CONFIG FILE in relay-https(1)); repeatable" },
+    { "url",             required_argument, OPT_URL, set_url_opt, 0, 0, 0,
+      "URL", "the relay base, as the URL argument" },
+    { "target",          required_argument, OPT_TARGET, set_target, 0, 0, 0,
+      "TARGET", "the target, as the TARGET argument" },
+    { "netrc",           no_argument,       OPT_NETRC, set_netrc, 0, 0, 0,
+      NULL, "credentials for the server from ~/.netrc" },
+    { "netrc-file",      required_argument, OPT_NETRC_FILE, set_file, F(netrc), 0, 0,
+      "FILE", "... from FILE (curl's format; mode 600)" },
 };
 #define N_OPTS (sizeof(opt_defs) / sizeof(opt_defs[0]))
 /* rhc_cmd.c sizes getopt's tables by RHC_OPTS_MAX */
 typedef char opt_defs_fit[N_OPTS <= RHC_OPTS_MAX ? 1 : -1] __attribute__((unused));
 
 #undef F
+
+/* --help's order (and relay-https(1)'s), by topic: each row's val, once. */
+static const int help_order[] = {
+    'L', 'K', OPT_URL, OPT_TARGET, OPT_TRANSPORT, OPT_NO_RESUME, OPT_IDLE_PUSH,
+    OPT_RETRY_START,
+    'u', OPT_NETRC, OPT_NETRC_FILE, OPT_AUTH,
+    'H', OPT_CACERT, 'k', OPT_CERT, OPT_KEY,
+    'x', 'U', OPT_PROXY_AUTH, OPT_PROXY_CACERT, OPT_PROXY_INSECURE,
+    OPT_CONNECT_TIMEOUT, OPT_HTTP11, OPT_HTTP2, OPT_HTTP2_PK,
+    'v', OPT_STATS, OPT_STATS_JSON,
+    'h', 'V'
+};
+/* a row left out would be missing from --help (test_help.c checks each is once) */
+typedef char help_order_fits[sizeof(help_order) / sizeof(help_order[0]) == N_OPTS ? 1 : -1]
+    __attribute__((unused));
 
 const struct opt_def *rhc_opt_by_val(int val)
 {
@@ -423,6 +497,16 @@ const struct opt_def *rhc_opt_by_name(const char *name)
             (opt_defs[i].val < 256 && name[0] == opt_defs[i].val && !name[1]))
             return &opt_defs[i];
     return NULL;
+}
+
+int rhc_opt_doc(size_t i, struct rhc_opt_doc *doc)
+{
+    const struct opt_def *d = i < N_OPTS ? rhc_opt_by_val(help_order[i]) : NULL;
+
+    if (!d)
+        return -1;
+    *doc = (struct rhc_opt_doc){ d->name, d->val < 256 ? d->val : 0, d->arg, d->help };
+    return 0;
 }
 
 /* getopt_long's view of opt_defs: the long options and the short ones

@@ -2,6 +2,8 @@
 #ifndef RHC_OPTS_H
 #define RHC_OPTS_H
 
+#include <stddef.h>
+
 #include <curl/curl.h>
 
 #include "rhc_log.h"
@@ -95,5 +97,17 @@ struct rhc_cmd {
  * after a message on stderr). Passwords in argv are masked. */
 int rhc_opts_parse(int argc, char **argv, struct rhc_cmd *cmd);
 void rhc_cmd_free(struct rhc_cmd *cmd);
+
+/* One option as --help shows it (rhc_help.c lays the column out). */
+struct rhc_opt_doc {
+    const char *name;   /* the long name, without "--" */
+    int short_name;     /* the short option's letter, or 0 */
+    const char *arg;    /* the argument's display name ("USER[:PASS]"), NULL for a flag */
+    const char *help;   /* one paragraph */
+};
+
+/* The i-th option in --help's order (0 on): 0 with *doc filled, or -1 past the
+ * last. Every option is there exactly once. */
+int rhc_opt_doc(size_t i, struct rhc_opt_doc *doc);
 
 #endif

@@ -8,7 +8,8 @@
 
 #include "rhc_opts.h"
 
-/* Every option is one row of opt_defs: its getopt_long entry and a setter. The
+/* Every option is one row of opt_defs: its getopt_long entry, a setter, and what
+ * --help says of it (relay-https(1) names it alike: test_manpages.py). The
  * setters shared by several options find their field through 'field' (offsetof
  * in struct rhc_opts) and take 'value' as what a flag sets. A setter returns -1
  * to go on, or the exit code to leave with (0 after --help and --version). The
@@ -32,6 +33,8 @@ struct opt_def {
     size_t field;
     long value;
     unsigned flags;     /* OF_* */
+    const char *arg;    /* the argument's name in --help and the man page; NULL: none */
+    const char *help;   /* --help's text: one paragraph, wrapped when printed */
 };
 
 enum {

@@ -1,8 +1,10 @@
 """The man pages (docs/man/) cannot silently fall out of step with the code:
-every option `relay-https --help` prints (and every long option the client
-parses) is an item of relay-https(1), every directive of the module's command
-table (AP_INIT_* in mod_relay_https/*.c) an item of relay_https(5), every exit
-code of --help is listed, and both pages render without warnings."""
+relay-https(1) has an item headed exactly as `relay-https --help` (laid out
+from the client's option table) heads each option, same short and long name
+and argument, in the same order, and no other option item; every long option
+the client parses is an item too; every directive of the module's command
+table (AP_INIT_* in mod_relay_https/*.c) is an item of relay_https(5), every
+exit code of --help is listed, and both pages render without warnings."""
 
 import glob
 import os
@@ -26,11 +28,30 @@ def _roff_text(s):
     return s.replace('"', "")
 
 
+# font macros whose arguments roff sets without spaces between them
+_ALTERNATING = ("BR", "RB", "BI", "IB", "IR", "RI")
+
+
+def _heading_text(line):
+    """An item's heading as the reader sees it: a font macro's arguments
+    ("quoted" or words) joined as roff joins them, then escapes undone."""
+    m = re.match(r"^\.(B|I|BR|RB|BI|IB|IR|RI)\s+(.*)$", line)
+    if m:
+        words = [w[1:-1] if w.startswith('"') else w
+                 for w in re.findall(r'"[^"]*"?|\S+', m.group(2))]
+        line = ("" if m.group(1) in _ALTERNATING else " ").join(words)
+    return _roff_text(line)
+
+
 def item_headings(path):
     """The heading line of every .TP item (and of every .TQ continuation)."""
     lines = open(path, encoding="utf-8").read().splitlines()
-    return [_roff_text(lines[i + 1]) for i, l in enumerate(lines[:-1])
+    return [_heading_text(lines[i + 1]) for i, l in enumerate(lines[:-1])
             if l.strip() in (".TP", ".TQ") or l.startswith(".TP ")]
+
+
+def _one_space(s):
+    return " ".join(s.split())
 
 
 def _has_option(headings, opt):
@@ -44,14 +65,31 @@ def _help_text(client_bin):
     return r.stdout
 
 
+def help_option_heads(text):
+    """The head of every option of --help's Options, one space apart:
+    ['-L, --listen [ADDR:]PORT[:TARGET]', ..., '-V, --version']. rhc_help.c
+    starts an option's text at column 29 when the head ends before column 29
+    (so index 28 is a space), else two spaces after it."""
+    part = text.split("\nOptions:\n", 1)[1].split("\n\n", 1)[0]
+    heads = []
+    for line in part.splitlines():
+        if re.match(r"^  (-\w, |    )--\w", line):   # not a wrapped line (column 29)
+            head = line[:28] if line[28:29] == " " else re.match(r"^.*?\S(?=  |$)", line).group(0)
+            heads.append(_one_space(head))
+    return heads
+
+
 def help_options(text):
-    """Options as --help lists them: '  -L, --listen ...', '      --no-resume ...'."""
+    """The options --help heads: '-L', '--listen', '--no-resume', ..."""
     opts = []
-    for line in text.splitlines():
-        m = re.match(r"^\s{2,}((?:-\w, )?--[\w.-]+)", line)
-        if m:
-            opts += [o.strip() for o in m.group(1).split(",")]
+    for head in help_option_heads(text):
+        opts += [o for o in re.match(r"^(?:(-\w), )?(--[\w.-]+)", head).groups() if o]
     return opts
+
+
+def page_option_heads(path):
+    """The headings of the page's items that name options (start with '-')."""
+    return [_one_space(h) for h in item_headings(path) if h.startswith("-")]
 
 
 def source_long_options():
@@ -74,6 +112,21 @@ def test_every_help_option_is_in_relay_https_1(client_bin):
     headings = item_headings(CLIENT_PAGE)
     missing = [o for o in opts if not _has_option(headings, o)]
     assert not missing, "options of relay-https --help missing from %s: %s" % (CLIENT_PAGE, missing)
+
+
+def test_relay_https_1_heads_options_as_help_does(client_bin):
+    """Same short and long option and argument, item for item, in --help's order;
+    no option item --help lacks (the option table is the one source)."""
+    heads = help_option_heads(_help_text(client_bin))
+    assert len(heads) >= 20 and "-u, --user USER[:PASS]" in heads, heads
+    page = page_option_heads(CLIENT_PAGE)
+    missing = [h for h in heads if h not in page]
+    extra = [h for h in page if h not in heads]
+    assert not missing and not extra, (
+        "%s is out of step with relay-https --help:\n  --help heads, the page does not: %s\n"
+        "  the page heads, --help does not: %s" % (CLIENT_PAGE, missing, extra))
+    assert page == heads, "%s lists the options in another order than --help:\n%s\n%s" % (
+        CLIENT_PAGE, page, heads)
 
 
 def test_every_parsed_long_option_is_in_relay_https_1():

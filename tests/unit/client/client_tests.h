@@ -14,5 +14,6 @@ Suite *check_suite(void);      /* tests/unit/client/test_check.c */
 Suite *opts_suite(void);        /* tests/unit/client/test_opts.c */
 Suite *config_suite(void);      /* tests/unit/client/test_config.c */
 Suite *stats_suite(void);       /* tests/unit/client/test_stats.c */
+Suite *help_suite(void);        /* tests/unit/client/test_help.c */
 
 #endif

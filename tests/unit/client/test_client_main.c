@@ -16,6 +16,7 @@ int main(void)
     srunner_add_suite(sr, upbuf_suite());
     srunner_add_suite(sr, choose_suite());
     srunner_add_suite(sr, opts_suite());
+    srunner_add_suite(sr, help_suite());
     srunner_add_suite(sr, config_suite());
     srunner_add_suite(sr, stats_suite());
     srunner_add_suite(sr, check_suite());
