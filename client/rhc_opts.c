@@ -164,6 +164,11 @@ static int set_url(const char *arg, struct rhc_opts *o)
         return rhc_usage_error("%s: URL must start with https:// or http://", arg);
     if (strpbrk(arg, "?# \t\r\n"))
         return rhc_usage_error("%s: URL must not carry a query, fragment or spaces", arg);
+    const char *host = strstr(arg, "://") + 3;
+    if (memchr(host, '@', strcspn(host, "/")))
+        /* it would show in ps and in logs */
+        return rhc_usage_error("URL must not carry credentials: use -u, --netrc, "
+                               "RELAY_HTTPS_USER or a config file");
     size_t n = strlen(arg);
     while (n > 0 && arg[n - 1] == '/')
         --n;

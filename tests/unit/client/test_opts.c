@@ -286,6 +286,8 @@ static const struct invalid_case invalid_cases[] = {
     { { "Stdio", URL, "t" }, "unknown mode 'Stdio'" },
     { { "-k", "stdio", URL, "t" }, "unknown mode '-k'" },
     /* operands */
+    { { "stdio", "https://a:b@h/r", "t" }, "URL must not carry credentials: use -u, --netrc, "
+      "RELAY_HTTPS_USER or a config file" },
     { { "stdio" }, "missing URL (give it after the options, or url in -K FILE)" },
     { { "stdio", URL }, "missing TARGET (give it after URL, as -L PORT:TARGET, or target "
       "in -K FILE)" },
