@@ -10,6 +10,7 @@
 static const char usage_text[] =
 "usage: relay-https forward -L [ADDR:]PORT[:TARGET]... [options] [URL [TARGET]]\n"
 "       relay-https stdio [options] [URL] TARGET\n"
+"       relay-https serve --to HOST:PORT [options] [URL] SERVICE\n"
 "       relay-https --help | --version\n";
 
 static const char help_text[] =
@@ -21,6 +22,8 @@ static const char help_text[] =
 "Modes:\n"
 "  forward      listen locally; every accepted connection becomes one tunnel\n"
 "  stdio        carry stdin/stdout over one tunnel (ssh ProxyCommand)\n"
+"  serve        offer HOST:PORT as the server's RelayService SERVICE: clients\n"
+"               reach it with forward or stdio, both sides outbound only\n"
 "\n"
 "Options:\n"
 "  -L, --listen [ADDR:]PORT[:TARGET]  forward: where to listen (ADDR default\n"
@@ -48,6 +51,8 @@ static const char help_text[] =
 "                             or a prompt on the terminal\n"
 "      --netrc                credentials for the server from ~/.netrc\n"
 "      --netrc-file FILE      ... from FILE (curl's format; mode 600)\n"
+"      --to HOST:PORT         serve: the local service each client reaches\n"
+"      --accepts N            serve: listens kept waiting for clients (default 4)\n"
 "      --auth METHOD          basic (default: sent at once), digest or any\n"
 "                             (digest and any use HTTP/1.1)\n"
 "  -H, --header 'Name: value' extra request header (repeatable)\n"

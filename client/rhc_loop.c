@@ -19,6 +19,10 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
 {
     rhc_tunnel *t = r->t;
 
+    if (r->kind == REQ_LISTEN) {
+        c->listen_done(c->listen_arg, r, rc);
+        return;
+    }
     if (!t) {   /* detached close */
         /* a pooled connection the server was closing: once more on a new one,
          * else the session lingers on the server until it times out */
@@ -58,6 +62,7 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
         ack_done(t, r, rc);
         break;
     case REQ_CLOSE:
+    case REQ_LISTEN:
         break;
     }
 }

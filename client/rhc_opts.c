@@ -17,6 +17,7 @@
 #include "rhc_help.h"
 #include "rhc_opts.h"
 #include "rhc_opts_int.h"
+#include "rhc_serve.h"
 
 int rhc_verbose;
 
@@ -407,6 +408,8 @@ static const struct opt_def opt_defs[] = {
     { "target",          required_argument, OPT_TARGET, set_target, 0, 0, 0 },
     { "netrc",           no_argument,       OPT_NETRC, set_netrc, 0, 0, 0 },
     { "netrc-file",      required_argument, OPT_NETRC_FILE, set_file, F(netrc), 0, 0 },
+    { "to",              required_argument, OPT_TO, rhc_serve_set_to, 0, 0, 0 },
+    { "accepts",         required_argument, OPT_ACCEPTS, rhc_serve_set_accepts, 0, 0, 0 },
 };
 #define N_OPTS (sizeof(opt_defs) / sizeof(opt_defs[0]))
 /* rhc_cmd.c sizes getopt's tables by RHC_OPTS_MAX */

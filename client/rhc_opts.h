@@ -38,7 +38,7 @@ enum rhc_exit {
     RHC_EXIT_INTEGRITY = 11
 };
 
-enum rhc_mode { RHC_MODE_FORWARD = 1, RHC_MODE_STDIO };
+enum rhc_mode { RHC_MODE_FORWARD = 1, RHC_MODE_STDIO, RHC_MODE_SERVE };
 
 /* How a session's bytes travel (docs/PROTOCOL.md, "Transports"). The order is the
  * fallback order: auto starts at the best the path allows and only moves down. */
@@ -73,6 +73,8 @@ struct rhc_opts {
     unsigned long proxy_auth;   /* CURLAUTH_* for the proxy (--proxy-auth); 0: any */
     struct curl_slist *headers; /* user -H headers */
     const char *netrc;          /* --netrc-file, or ~/.netrc after --netrc */
+    const char *serve_to;       /* serve: --to HOST:PORT, the local service */
+    int accepts;                /* serve: --accepts, listens kept waiting (0: default) */
 };
 
 /* The whole command line: the mode and one rhc_opts per route (forward: one per

@@ -182,6 +182,9 @@ struct rhc_ctx {
     struct pollfd *pfds;        /* scratch for poll() */
     rhc_tunnel **powner;        /* tunnel of each local pollfd */
     size_t cappfds;
+    /* serve mode: its listen requests end here (rhc_serve.c owns them) */
+    void (*listen_done)(void *arg, struct rhc_req *r, CURLcode rc);
+    void *listen_arg;
 };
 
 static inline uint64_t up_read_off(const rhc_tunnel *t)

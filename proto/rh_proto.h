@@ -32,6 +32,7 @@
 #define RH_EP_DUPLEX          "duplex"
 #define RH_EP_CLOSE           "close"
 #define RH_EP_ACK             "ack"
+#define RH_EP_LISTEN          "listen"   /* rendezvous: a serve waits for a client */
 
 /* ---- Relay-Reason values ----
  * on a 409 push answer: the server has every up byte and the client's fin
@@ -39,6 +40,8 @@
 #define RH_REASON_TOKEN_FIN   "fin"
 /* on a close: the client's own check of down bytes failed (the server counts it) */
 #define RH_REASON_TOKEN_INTEGRITY "integrity"
+/* on a 503 open of a RelayService: no serve was listening in time */
+#define RH_REASON_TOKEN_NO_SERVER "no-server"
 
 /* ---- statuses with a meaning of their own (see PROTOCOL.md, Errors) ---- */
 #define RH_STATUS_INTEGRITY   422   /* the session failed an end-to-end check */
@@ -63,6 +66,16 @@
 #define RH_DEFAULT_IDLE_S     300       /* a session nobody uses ends after this */
 #define RH_DEFAULT_BUFSIZE    (256 * 1024)
 #define RH_DEFAULT_WINDOW     (16 * 1024 * 1024)
+
+/* Rendezvous (PROTOCOL.md, Rendezvous): a listen long-poll answers 204 after
+ * RH_LISTEN_POLL_S without a client; an open of a service waits at most
+ * RH_SERVICE_WAIT_S for a listen; a serve leg must send its first request
+ * within RH_ACCEPT_CLAIM_S of its listen answer, else both legs are reset; at
+ * most RH_LISTEN_MAX listens wait per service */
+#define RH_LISTEN_POLL_S      25
+#define RH_SERVICE_WAIT_S     5
+#define RH_ACCEPT_CLAIM_S     10
+#define RH_LISTEN_MAX         64
 
 /* Liveness (PROTOCOL.md, Liveness): for RH_BUSY_WINDOW_MS after data moved, the
  * server heartbeats a silent stream pull every RH_BUSY_HEARTBEAT_MS and answers a
