@@ -2,6 +2,7 @@
  *
  *   relay-https forward -L [ADDR:]PORT[:TARGET] ... [-K FILE] [options] [URL [TARGET]]
  *   relay-https stdio [-K FILE] [options] [URL] TARGET
+ *   relay-https serve [options] --to HOST:PORT URL SERVICE
  *
  * One process, one event loop (rhc_ctx_step): forward runs any number of tunnels
  * at once, stdio one. This file is main only: the command line is rhc_opts.c,
@@ -14,6 +15,7 @@
 
 #include "rhc_forward.h"
 #include "rhc_opts.h"
+#include "rhc_serve.h"
 #include "rhc_signals.h"
 #include "rhc_stdio.h"
 #include "rhc_tunnel.h"
@@ -41,8 +43,11 @@ int main(int argc, char **argv)
         rhc_err("libcurl: cannot create a multi handle");
         goto leave;
     }
-    rc = cmd.mode == RHC_MODE_FORWARD ? rhc_forward_run(c, &cmd)
-                                      : rhc_stdio_run(c, &cmd.routes[0]);
+    if (cmd.mode == RHC_MODE_SERVE)
+        rc = rhc_serve_run(c, &cmd.routes[0]);
+    else
+        rc = cmd.mode == RHC_MODE_FORWARD ? rhc_forward_run(c, &cmd)
+                                          : rhc_stdio_run(c, &cmd.routes[0]);
 leave:
     rhc_ctx_free(c);
     if (curl_up)

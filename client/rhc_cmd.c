@@ -233,6 +233,8 @@ static int parse_mode(int argc, char **argv, struct rhc_cmd *cmd)
         cmd->mode = RHC_MODE_FORWARD;
     else if (!strcmp(argv[1], "stdio"))
         cmd->mode = RHC_MODE_STDIO;
+    else if (!strcmp(argv[1], "serve"))
+        cmd->mode = RHC_MODE_SERVE;
     else
         return rhc_usage_error("unknown mode '%s'", argv[1]);
     return -1;
@@ -284,6 +286,8 @@ static int check_route(const struct rhc_opts *o, const char *n)
                            "target in -K FILE)", n, sep);
     if (o->mode == RHC_MODE_FORWARD && !o->listen_port && !o->listen_path)
         return rhc_usage_error("%s%sforward needs -L [ADDR:]PORT[:TARGET]", n, sep);
+    if (o->mode == RHC_MODE_SERVE && !o->serve_to)
+        return rhc_usage_error("serve needs --to HOST:PORT (the service it offers)");
     if (o->key && !o->cert)
         return rhc_usage_error("%s%s--key needs --cert", n, sep);
     if (o->auth && !o->user)
@@ -362,7 +366,7 @@ static int make_routes(struct given *g)
     struct rhc_asked asked = { NULL, NULL };
     int rc = -1;
 
-    if (g->cmd->mode == RHC_MODE_STDIO) {
+    if (g->cmd->mode != RHC_MODE_FORWARD) {
         if (has_listen(&g->cfg) || has_listen(&g->cli))
             return rhc_usage_error("-L is for forward mode only");
         return add_route(g, NULL, NULL, &asked);

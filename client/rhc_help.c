@@ -13,6 +13,7 @@
 static const char usage_text[] =
 "usage: relay-https forward -L [ADDR:]PORT[:TARGET]... [options] [URL [TARGET]]\n"
 "       relay-https stdio [options] [URL] TARGET\n"
+"       relay-https serve --to HOST:PORT [options] [URL] SERVICE\n"
 "       relay-https --help | --version\n";
 
 static const char help_head[] =
@@ -24,6 +25,8 @@ static const char help_head[] =
 "Modes:\n"
 "  forward      listen locally; every accepted connection becomes one tunnel\n"
 "  stdio        carry stdin/stdout over one tunnel (ssh ProxyCommand)\n"
+"  serve        offer HOST:PORT as the server's RelayService SERVICE: clients\n"
+"               reach it with forward or stdio, both sides outbound only\n"
 "\n"
 "Options:\n";
 

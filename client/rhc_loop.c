@@ -20,6 +20,10 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
 {
     rhc_tunnel *t = r->t;
 
+    if (r->kind == REQ_LISTEN) {
+        c->listen_done(c->listen_arg, r, rc);
+        return;
+    }
     if (r->kind == REQ_CHECK) {     /* the start check waits for it */
         rhc_check_done(r, rc);
         return;
@@ -64,6 +68,7 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
         break;
     case REQ_CLOSE:
     case REQ_CHECK:
+    case REQ_LISTEN:
         break;
     }
 }

@@ -17,6 +17,7 @@
 #include "rhc_help.h"
 #include "rhc_opts.h"
 #include "rhc_opts_int.h"
+#include "rhc_serve.h"
 
 int rhc_usage_error(const char *fmt, ...)
 {
@@ -464,6 +465,10 @@ static const struct opt_def opt_defs[] = {
       NULL, "credentials for the server from ~/.netrc" },
     { "netrc-file",      required_argument, OPT_NETRC_FILE, set_file, F(netrc), 0, 0,
       "FILE", "... from FILE (curl's format; mode 600)" },
+    { "to",              required_argument, OPT_TO, rhc_serve_set_to, 0, 0, 0,
+      "HOST:PORT", "serve: the local service each client reaches" },
+    { "accepts",         required_argument, OPT_ACCEPTS, rhc_serve_set_accepts, 0, 0, 0,
+      "N", "serve: listens kept waiting for clients (default 4)" },
 };
 #define N_OPTS (sizeof(opt_defs) / sizeof(opt_defs[0]))
 /* rhc_cmd.c sizes getopt's tables by RHC_OPTS_MAX */
@@ -475,7 +480,7 @@ typedef char opt_defs_fit[N_OPTS <= RHC_OPTS_MAX ? 1 : -1] __attribute__((unused
 static const int help_order[] = {
     'L', 'K', OPT_URL, OPT_TARGET, OPT_TRANSPORT, OPT_NO_RESUME, OPT_IDLE_PUSH,
     OPT_RETRY_START,
-    'u', OPT_NETRC, OPT_NETRC_FILE, OPT_AUTH,
+    'u', OPT_NETRC, OPT_NETRC_FILE, OPT_TO, OPT_ACCEPTS, OPT_AUTH,
     'H', OPT_CACERT, 'k', OPT_CERT, OPT_KEY,
     'x', 'U', OPT_PROXY_AUTH, OPT_PROXY_CACERT, OPT_PROXY_INSECURE,
     OPT_CONNECT_TIMEOUT, OPT_HTTP11, OPT_HTTP2, OPT_HTTP2_PK,

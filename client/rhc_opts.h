@@ -41,7 +41,7 @@ enum rhc_exit {
     RHC_EXIT_INTEGRITY = 11
 };
 
-enum rhc_mode { RHC_MODE_FORWARD = 1, RHC_MODE_STDIO };
+enum rhc_mode { RHC_MODE_FORWARD = 1, RHC_MODE_STDIO, RHC_MODE_SERVE };
 
 /* How a session's bytes travel (docs/PROTOCOL.md, "Transports"). The order is the
  * fallback order: auto starts at the best the path allows and only moves down. */
@@ -79,6 +79,8 @@ struct rhc_opts {
     long stats_ms;              /* --stats: report on stderr this often (0: never) */
     const char *stats_json;     /* --stats-json: rewrite this file at every report */
     int retry_start;            /* forward: keep trying the start check (--retry-start) */
+    const char *serve_to;       /* serve: --to HOST:PORT, the local service */
+    int accepts;                /* serve: --accepts, listens kept waiting (0: default) */
 };
 
 /* The whole command line: the mode and one rhc_opts per route (forward: one per

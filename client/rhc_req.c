@@ -19,7 +19,7 @@
 #include "rhc_tunnel_int.h"
 
 const char *const kind_name[] = { RH_EP_OPEN, RH_EP_PULL, RH_EP_PUSH, RH_EP_DUPLEX,
-                                   RH_EP_CLOSE, RH_EP_ACK, RH_EP_CHECK };
+                                   RH_EP_CLOSE, RH_EP_ACK, RH_EP_CHECK, RH_EP_LISTEN };
 
 static int header_is(const char *line, size_t len, const char *name, const char **val,
                      size_t *vlen)
@@ -125,7 +125,7 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
         r->t->down.last_rx = rh_now_ms();
     if (header_is(buf, len, RH_HDR_OFFSET, &v, &vl)) {
         r->have_offset = rh_parse_u64(v, vl, &r->offset) == 0;
-    } else if (r->kind == REQ_OPEN && hdr_open(r, buf, len)) {
+    } else if ((r->kind == REQ_OPEN || r->kind == REQ_LISTEN) && hdr_open(r, buf, len)) {
         /* taken */
     } else if (header_is(buf, len, RH_HDR_REASON, &v, &vl)) {
         size_t n = vl < sizeof(r->reason) - 1 ? vl : sizeof(r->reason) - 1;
@@ -134,7 +134,8 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
     } else if (header_is(buf, len, "X-Squid-Error", &v, &vl) ||
                header_is(buf, len, "Proxy-Status", &v, &vl)) {
         r->proxy_said = 1;
-    } else if (r->kind == REQ_OPEN && header_is(buf, len, RH_HDR_SESSION, &v, &vl)) {
+    } else if ((r->kind == REQ_OPEN || r->kind == REQ_LISTEN) &&
+               header_is(buf, len, RH_HDR_SESSION, &v, &vl)) {
         hdr_token(r, v, vl);
     }
     return len;

@@ -16,7 +16,10 @@
 #define PUSH_BUFFERSIZE   (256L * 1024)   /* curl upload buffer of a streamed body */
 #define BODY_MAX          200             /* bytes of an error body kept for messages */
 
-enum req_kind { REQ_OPEN, REQ_PULL, REQ_PUSH, REQ_DUPLEX, REQ_CLOSE, REQ_ACK, REQ_CHECK };
+/* REQ_LISTEN: serve mode's long-poll for a client (rhc_serve.c); its answer
+ * has an open's headers */
+enum req_kind { REQ_OPEN, REQ_PULL, REQ_PUSH, REQ_DUPLEX, REQ_CLOSE, REQ_ACK, REQ_CHECK,
+                REQ_LISTEN };
 extern const char *const kind_name[];   /* endpoint of each kind */
 
 struct rhc_req {

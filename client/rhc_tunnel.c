@@ -144,6 +144,8 @@ fail:
     return NULL;
 }
 
+static void open_take(rhc_tunnel *t, struct rhc_req *r);
+
 void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
 {
     char what[384];
@@ -172,6 +174,15 @@ void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
                RH_HDR_INTEGRITY " in its answer): it runs an older mod_relay_https", what);
     if (t->end.code)
         return;
+    open_take(t, r);
+    req_free(r);
+    t->rq.open = NULL;
+}
+
+/* The session an open (or a serve's listen) answered: its token and terms,
+ * then the transport. r stays the caller's. */
+static void open_take(rhc_tunnel *t, struct rhc_req *r)
+{
     memcpy(t->token, r->token, sizeof(t->token));
     memcpy(t->sid, r->token, RH_SID_LEN);
     t->sid[RH_SID_LEN] = '\0';
@@ -196,8 +207,6 @@ void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     t_log(t, 1, "session %s opened", t->sid);
     rhc_report_open_ok(t);
     choose_transport(t, r);
-    req_free(r);
-    t->rq.open = NULL;
 }
 
 void t_finish(rhc_tunnel *t)
@@ -276,8 +285,9 @@ void t_advance(rhc_tunnel *t, int64_t now)
         t_finish(t);
 }
 
-rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, struct rhc_route *route, int in_fd, int out_fd, enum rhc_local_kind kind,
-                             const char *label, rhc_done_fn done, void *arg)
+static rhc_tunnel *tunnel_new(rhc_ctx *c, struct rhc_route *route, int in_fd, int out_fd,
+                              enum rhc_local_kind kind, const char *label, rhc_done_fn done,
+                              void *arg)
 {
     rhc_tunnel *t = calloc(1, sizeof(*t));
 
@@ -306,11 +316,32 @@ rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, struct rhc_route *route, int in_fd, int
         c->tunnels->prev = t;
     c->tunnels = t;
     ++c->ntunnels;
+    return t;
+}
 
+rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, struct rhc_route *route, int in_fd, int out_fd, enum rhc_local_kind kind,
+                             const char *label, rhc_done_fn done, void *arg)
+{
+    rhc_tunnel *t = tunnel_new(c, route, in_fd, out_fd, kind, label, done, arg);
+
+    if (!t)
+        return NULL;
     t_log(t, 1, "open %s/%s", t->route->o->base_url, t->route->o->target);
     t->rq.open = start_open(t);
     if (!t->rq.open)
         t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");
     /* A failure is reported by the next rhc_ctx_step, like any other. */
+    return t;
+}
+
+/* serve mode: the session a listen's answer handed over (a serve leg, already
+ * open on the server), on the local socket fd. */
+rhc_tunnel *rhc_tunnel_accept(rhc_ctx *c, struct rhc_route *route, int fd, const char *label,
+                              struct rhc_req *answer)
+{
+    rhc_tunnel *t = tunnel_new(c, route, fd, fd, RHC_LOCAL_SOCKET, label, NULL, NULL);
+
+    if (t)
+        open_take(t, answer);
     return t;
 }

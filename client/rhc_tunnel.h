@@ -31,6 +31,12 @@ struct rhc_route;
 rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, struct rhc_route *route, int in_fd, int out_fd, enum rhc_local_kind kind,
                              const char *label, rhc_done_fn done, void *arg);
 
+/* serve mode: a tunnel on a session the server already made (the serve leg a
+ * listen's answer named), local socket fd (closed on failure too). */
+struct rhc_req;
+rhc_tunnel *rhc_tunnel_accept(rhc_ctx *c, struct rhc_route *route, int fd, const char *label,
+                              struct rhc_req *answer);
+
 size_t rhc_ctx_tunnels(const rhc_ctx *c);   /* live tunnels */
 size_t rhc_ctx_pending(const rhc_ctx *c);   /* live tunnels + best-effort close requests */
 

@@ -194,6 +194,9 @@ struct rhc_ctx {
     size_t cappfds;
     struct rhc_route *routes;   /* owned, in the order added (rhc_route.c) */
     struct rhc_stats_clock stats;  /* when the statistics were reported (rhc_stats.c) */
+    /* serve mode: its listen requests end here (rhc_serve.c owns them) */
+    void (*listen_done)(void *arg, struct rhc_req *r, CURLcode rc);
+    void *listen_arg;
 };
 
 static inline uint64_t up_read_off(const rhc_tunnel *t)

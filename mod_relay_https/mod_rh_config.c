@@ -27,7 +27,10 @@ void *rh_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
 {
     rh_dir_conf *base = basev, *add = addv;
     rh_dir_conf *dc = apr_pcalloc(p, sizeof(*dc));
-    dc->location = add->location ? add->location : base->location;
+    /* an inner <Location> without targets (a Require on BASE/NAME/listen, say)
+     * keeps the relay location's path, where the endpoints are counted from */
+    dc->location = add->location && (add->targets->nelts || !base->location)
+                 ? add->location : base->location;
     /* inner sections add targets and may redefine a name of an outer one */
     dc->targets = apr_array_copy(p, add->targets);
     for (int i = 0; i < base->targets->nelts; ++i) {
@@ -178,7 +181,27 @@ static const char *set_target(cmd_parms *cmd, void *dcv, const char *name, const
     t->name = apr_pstrdup(cmd->pool, name);
     t->host = host;
     t->port = port;
+    t->service = 0;
     rh_check_note_target(cmd);
+    return NULL;
+}
+
+/* RelayService NAME: a rendezvous point that clients open like a target and
+ * serves reach through BASE/NAME/listen. */
+static const char *set_service(cmd_parms *cmd, void *dcv, const char *name)
+{
+    rh_dir_conf *dc = dcv;
+    if (!rh_valid_target_name(name))
+        return apr_psprintf(cmd->pool, "RelayService: invalid name '%s' (use 1-%d of "
+                            "A-Z a-z 0-9 . _ -)", name, RH_TARGET_MAX - 1);
+    if (rh_find_target(dc, name))
+        return apr_psprintf(cmd->pool, "RelayService: '%s' already names a target or "
+                            "service in this section", name);
+    rh_target *t = apr_array_push(dc->targets);
+    t->name = apr_pstrdup(cmd->pool, name);
+    t->host = NULL;
+    t->port = 0;
+    t->service = 1;
     return NULL;
 }
 
@@ -310,6 +333,9 @@ GLOBAL_INT(set_write_timeout, write_s, 1, 3600)
 const command_rec rh_cmds[] = {
     AP_INIT_TAKE2("RelayTarget", set_target, NULL, RSRC_CONF | ACCESS_CONF,
                   "RelayTarget NAME HOST:PORT - a TCP service clients may reach by NAME"),
+    AP_INIT_TAKE1("RelayService", set_service, NULL, RSRC_CONF | ACCESS_CONF,
+                  "RelayService NAME - a rendezvous: clients reach by NAME what a "
+                  "'relay-https serve' offers (who may serve: Require on BASE/NAME/listen)"),
     AP_INIT_TAKE1("RelayResumeWindow", set_window, NULL, RSRC_CONF | ACCESS_CONF,
                   "bytes sent but not yet acknowledged a resumable session may keep, "
                   "per session (default 16777216; 0: no resume)"),

@@ -23,6 +23,7 @@ typedef struct rh_target {
     const char *name;
     const char *host;
     apr_port_t port;
+    int service;                 /* RelayService: reached through a serve, no address */
 } rh_target;
 
 typedef struct rh_dir_conf {

@@ -45,40 +45,57 @@ static int do_open(rh_req *q)
                        q->target->name);
     memset(&rq, 0, sizeof(rq));
     rq.op = RH_IPC_OPEN;
-    apr_cpystrn(rq.target, q->target->name, sizeof(rq.target));
     apr_cpystrn(rq.host, ip, sizeof(rq.host));
     rq.port = q->target->port;
-    rq.bufsize = (unsigned)rh_dir_bufsize(q->dc);
-    rq.idle_s = (unsigned)rh_dir_idle(q->dc);
+    rh_open_terms(q, &rq);
     rq.connect_s = (unsigned)rh_dir_connect(q->dc);
-    /* a client that can resume asks the server to keep bytes until acknowledged */
-    const char *res = apr_table_get(r->headers_in, RH_HDR_RESUME);
-    rq.window = (unsigned)rh_dir_window(q->dc);
-    rq.resume = res && !strcmp(res, RH_RESUME_YES) && rq.window > 0;
-    /* end-to-end checks: C frames after every D frame, both ways */
-    const char *chk = apr_table_get(r->headers_in, RH_HDR_INTEGRITY);
-    rq.check = chk && !strcmp(chk, RH_INTEGRITY_CRC32C);
-    apr_cpystrn(rq.client, rh_client_key(r), sizeof(rq.client));
-    rq.owner = rh_user_hash(r);
     if (rh_core_ask(q, &rq, &rep, (rh_dir_connect(q->dc) + 5) * 1000) != 0)
         return rh_core_unavailable(r);
     if (!rep.ok)
         return rh_fail_reply(r, &rep);
-    if (strlen(rep.text) != RH_TOKEN_LEN)
+    return rh_open_answer(q, &rq, rep.text);
+}
+
+/* What an open (or a listen) asks of the session: the location's buffer and
+ * timeouts, resume and checks as the client asks, who asks. */
+void rh_open_terms(rh_req *q, rh_ipc_req *rq)
+{
+    request_rec *r = q->r;
+    apr_cpystrn(rq->target, q->target->name, sizeof(rq->target));
+    rq->bufsize = (unsigned)rh_dir_bufsize(q->dc);
+    rq->idle_s = (unsigned)rh_dir_idle(q->dc);
+    /* a client that can resume asks the server to keep bytes until acknowledged */
+    const char *res = apr_table_get(r->headers_in, RH_HDR_RESUME);
+    rq->window = (unsigned)rh_dir_window(q->dc);
+    rq->resume = res && !strcmp(res, RH_RESUME_YES) && rq->window > 0;
+    /* end-to-end checks: C frames after every D frame, both ways */
+    const char *chk = apr_table_get(r->headers_in, RH_HDR_INTEGRITY);
+    rq->check = chk && !strcmp(chk, RH_INTEGRITY_CRC32C);
+    apr_cpystrn(rq->client, rh_client_key(r), sizeof(rq->client));
+    rq->owner = rh_user_hash(r);
+}
+
+/* 201 with the new session's token and terms (an open, or a listen that
+ * got a client). */
+int rh_open_answer(rh_req *q, const rh_ipc_req *rq, const char *token)
+{
+    request_rec *r = q->r;
+    if (strlen(token) != RH_TOKEN_LEN)
         return rh_core_unavailable(r);
-    apr_table_setn(r->notes, "relay-session", apr_pstrndup(r->pool, rep.text, RH_SID_LEN));
-    apr_table_setn(r->headers_out, RH_HDR_SESSION, apr_pstrdup(r->pool, rep.text));
+    apr_table_setn(r->notes, "relay-session", apr_pstrndup(r->pool, token, RH_SID_LEN));
+    apr_table_setn(r->headers_out, RH_HDR_SESSION, apr_pstrdup(r->pool, token));
     apr_table_setn(r->headers_out, RH_HDR_BUFFER, apr_itoa(r->pool, rh_dir_bufsize(q->dc)));
     apr_table_setn(r->headers_out, RH_HDR_IDLE, apr_itoa(r->pool, rh_dir_idle(q->dc)));
     apr_table_setn(r->headers_out, RH_HDR_HEARTBEAT, apr_itoa(r->pool, RH_HEARTBEAT_S));
-    if (rq.resume) {
+    if (rq->resume) {
         apr_table_setn(r->headers_out, RH_HDR_RESUME, RH_RESUME_YES);
-        apr_table_setn(r->headers_out, RH_HDR_WINDOW, apr_itoa(r->pool, (int)rq.window));
+        apr_table_setn(r->headers_out, RH_HDR_WINDOW, apr_itoa(r->pool, (int)rq->window));
     }
-    if (rq.check)
+    if (rq->check)
         apr_table_setn(r->headers_out, RH_HDR_INTEGRITY, RH_INTEGRITY_CRC32C);
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2010) "session %.*s opened to %s",
-                  RH_SID_LEN, rep.text, q->target->name);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2010) "session %.*s %s %s",
+                  RH_SID_LEN, token, rq->op == RH_IPC_LISTEN ? "accepted for" : "opened to",
+                  q->target->name);
     r->status = HTTP_CREATED;
     ap_set_content_length(r, 0);
     return OK;
@@ -229,16 +246,20 @@ int rh_handler(request_rec *r)
                        "(this server speaks " RH_PROTO_VERSION ")", ver);
     q.target_name = target;
     q.op = op;
-    if (!strcmp(op, RH_EP_OPEN) || !strcmp(op, RH_EP_CHECK)) {
-        /* Only open and check consult the RelayTarget list: a session opened
-         * before a reload that removed its target goes on to the address it
-         * was given. */
+    if (!strcmp(op, RH_EP_OPEN) || !strcmp(op, RH_EP_CHECK) || !strcmp(op, RH_EP_LISTEN)) {
+        /* Only open, check and listen consult the RelayTarget list: a session
+         * opened before a reload that removed its target goes on to the
+         * address it was given. */
         q.target = rh_find_target(q.dc, target);
         if (!q.target) {
             apr_table_setn(r->headers_out, RH_HDR_REASON, RH_REASON_TOKEN_NO_TARGET);
             return rh_fail(r, HTTP_NOT_FOUND, "unknown target '%s'", target);
         }
-        return !strcmp(op, RH_EP_OPEN) ? do_open(&q) : do_check(&q);
+        if (!strcmp(op, RH_EP_LISTEN))
+            return rh_do_listen(&q);
+        if (!strcmp(op, RH_EP_CHECK))
+            return do_check(&q);
+        return q.target->service ? rh_do_service_open(&q) : do_open(&q);
     }
     count_request(r, op);
     if (!strcmp(op, RH_EP_PUSH))

@@ -30,6 +30,17 @@ static inline int rh_hdr_u64(request_rec *r, const char *name, apr_uint64_t *v)
     return rh_parse_u64(apr_table_get(r->headers_in, name), (size_t)-1, v);
 }
 
+/* mod_rh_handler.c: an open's terms (everything but the target's address and
+ * connect timeout), and the 201 answer with the new session's token. */
+#include "rh_ipc.h"
+void rh_open_terms(rh_req *q, rh_ipc_req *rq);
+int rh_open_answer(rh_req *q, const rh_ipc_req *rq, const char *token);
+
+/* mod_rh_listen.c: rendezvous, a serve's listen and a client's open of a
+ * RelayService. */
+int rh_do_listen(rh_req *q);
+int rh_do_service_open(rh_req *q);
+
 /* mod_rh_push.c: a push, and the start of one (also the up side of a duplex):
  * DECLINED when the core takes it, else the request is answered. */
 int rh_do_push(rh_req *q);

@@ -35,6 +35,7 @@
 /* GET: is TARGET usable here (declared, Apache's auth passed, core up)?
  * Nothing connects to the target: a client's cheap check at start */
 #define RH_EP_CHECK           "check"
+#define RH_EP_LISTEN          "listen"   /* rendezvous: a serve waits for a client */
 
 /* ---- Relay-Reason values ----
  * on a 409 push answer: the server has every up byte and the client's fin
@@ -45,6 +46,8 @@
 /* on a 404 of open or check: the target name is not declared here (a 404
  * without it is an unknown endpoint, e.g. check on an older server) */
 #define RH_REASON_TOKEN_NO_TARGET "target"
+/* on a 503 open of a RelayService: no serve was listening in time */
+#define RH_REASON_TOKEN_NO_SERVER "no-server"
 
 /* ---- statuses with a meaning of their own (see PROTOCOL.md, Errors) ---- */
 #define RH_STATUS_INTEGRITY   422   /* the session failed an end-to-end check */
@@ -69,6 +72,16 @@
 #define RH_DEFAULT_IDLE_S     300       /* a session nobody uses ends after this */
 #define RH_DEFAULT_BUFSIZE    (256 * 1024)
 #define RH_DEFAULT_WINDOW     (16 * 1024 * 1024)
+
+/* Rendezvous (PROTOCOL.md, Rendezvous): a listen long-poll answers 204 after
+ * RH_LISTEN_POLL_S without a client; an open of a service waits at most
+ * RH_SERVICE_WAIT_S for a listen; a serve leg must send its first request
+ * within RH_ACCEPT_CLAIM_S of its listen answer, else both legs are reset; at
+ * most RH_LISTEN_MAX listens wait per service */
+#define RH_LISTEN_POLL_S      25
+#define RH_SERVICE_WAIT_S     5
+#define RH_ACCEPT_CLAIM_S     10
+#define RH_LISTEN_MAX         64
 
 /* Liveness (PROTOCOL.md, Liveness): for RH_BUSY_WINDOW_MS after data moved, the
  * server heartbeats a silent stream pull every RH_BUSY_HEARTBEAT_MS and answers a

@@ -123,6 +123,7 @@ static void reap(core *c)
         conn *k = c->dead_conns;
         c->dead_conns = k->next_dead;
         free(k->in);
+        free(k->rq);
         free(k);
     }
 }
@@ -235,9 +236,9 @@ static void core_free(core *c)
 static int wait_ms(const core *c, long now)
 {
     rh_timer *t = rh_timers_min(&c->timers);
-    if (!t)
-        return RH_CORE_BEAT_MS;
-    long d = t->deadline - now;
+    long d = t ? t->deadline - now : RH_CORE_BEAT_MS;
+    if (c->pair_due && c->pair_due - now < d)
+        d = c->pair_due - now;   /* a rendezvous wait ends */
     return d < 0 ? 0 : (d > RH_CORE_BEAT_MS ? RH_CORE_BEAT_MS : (int)d);
 }
 
@@ -349,6 +350,7 @@ int rh_core_run(const rh_core_config *cfg)
         /* dead objects are freed only after the whole batch: later events of the
          * batch may still point at them */
         run_timers(c, rh_now_ms());
+        rh_pair_timers(c, rh_now_ms());
         reap(c);
     }
 

@@ -63,6 +63,7 @@ void rh_core_target_read(core *c, session *s)
             return;
         if (r == 0) {
             s->down_eof = 1;   /* FIN and nothing before it: no ring needed */
+            s->down_reset = s->peer_reset;   /* rendezvous: the other leg was reset */
             return;
         }
         if (r < 0) {
@@ -98,6 +99,7 @@ void rh_core_target_read(core *c, session *s)
         }
         if (r == 0) {
             s->down_eof = 1;
+            s->down_reset = s->peer_reset;
             return;
         }
         if (errno == EINTR)

@@ -47,10 +47,11 @@
 #define OUT_MAX      (RH_IPC_LINE_MAX + 2 * RH_FRAME_HDR + 256)
 
 enum { SRC_LISTEN = 1, SRC_STOP, SRC_CONN, SRC_TARGET };
-enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY };
+enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY, CK_LISTEN, CK_SVCWAIT };
 
 #define PUSH_WAIT_MAX 8     /* pushes queued behind the active one, per session */
 #define CRC_MARKS     32    /* down: CRCs of the last frame ends, for acks at them */
+#define RH_SERVED_MAX 64    /* services remembered as served once (for the 503's reason) */
 
 typedef struct session session;
 typedef struct conn conn;
@@ -90,6 +91,9 @@ struct conn {
     rh_client *cl;           /* held: whose request this is (see conn_hold) */
     int held;
     int passed_fd;           /* a descriptor that came with the request line, or -1 */
+    rh_ipc_req *rq;          /* rendezvous: a waiting LISTEN or OPEN of a service */
+    long pair_deadline;      /* ... answered empty (listen) or 503 (open) at this time */
+    conn *pair_prev, *pair_next;   /* ... in the core's list of its kind */
     conn *next_dead;
 };
 
@@ -120,7 +124,9 @@ struct session {
     unsigned nmark;
     long linger_until;       /* resumable, finished: freed at this time */
     unsigned connecting:1, up_fin:1, up_shut:1, down_eof:1, down_reset:1,
-             down_fin_sent:1, dead:1, reset:1;
+             down_fin_sent:1, dead:1, reset:1,
+             close_asked:1;  /* the client closed with both directions done: the
+                                target takes what is left, then a clean end */
     char reason[128];
     conn *push, *pull, *opener;
     rh_client *cl;           /* who opened it */
@@ -132,6 +138,13 @@ struct session {
     rh_timer timer;          /* in the core's timers, keyed by the next deadline */
     rh_bucket rate;          /* RelayRateLimit */
     long throttle_until;     /* held back by a rate limit until then; 0: not */
+    /* rendezvous (rh_pair.c): the client leg and the serve leg of a service are
+     * each other's target, through a socketpair */
+    session *peer;
+    unsigned serve_leg:1,    /* its bytes are the client leg's: counted there */
+             peer_reset:1,   /* the peer was reset: our target's EOF is a reset */
+             unclaimed:1;    /* serve leg: no request of it came yet */
+    long claim_deadline;     /* ... reset with its peer when none came by then */
     session *next_dead;
 };
 
@@ -155,6 +168,11 @@ typedef struct core {
     int drain_seen;                /* a newer core took over (rh_registry_drain) */
     rh_limits lim;                 /* the operator's, read at every loop turn */
     rh_bucket rate;                /* RelayGlobalRateLimit */
+    conn *listens;                 /* rendezvous: serves waiting for a client, oldest first */
+    conn *svc_waits;               /* ... clients waiting for a serve, oldest first */
+    long pair_due;                 /* ... the earliest of their deadlines; 0: none */
+    char served[RH_SERVED_MAX][RH_TARGET_MAX];   /* services a serve listened for */
+    unsigned nserved;
 } core;
 
 /* Test only (RELAY_HTTPS_TEST_FLIP=up:N or down:N): flips the byte at that offset
@@ -245,7 +263,16 @@ void rh_core_target_read(core *c, session *s);
 void rh_core_pull_write(core *c, session *s);
 void rh_core_pull_event(core *c, conn *k, uint32_t events);
 
+/* ---- rh_pair.c: rendezvous ---- */
+void rh_pair_open(core *c, conn *k, const rh_ipc_req *rq, rh_client *cl);
+void rh_pair_listen(core *c, conn *k, const rh_ipc_req *rq);
+void rh_pair_conn_gone(core *c, conn *k);
+void rh_pair_timers(core *c, long now);
+void rh_pair_session_end(core *c, session *s, int reset, const char *reason);
+
 /* ---- rh_core_open.c, rh_core_req.c: requests ---- */
+rh_client *rh_core_open_client(core *c, conn *k, const rh_ipc_req *rq, int rate);
+session *rh_core_session_new(core *c, conn *k, const rh_ipc_req *rq, rh_client *cl);
 void rh_core_req_open(core *c, conn *k, const rh_ipc_req *rq);
 void rh_core_open_finish(core *c, session *s);
 void rh_core_conn_event(core *c, conn *k, uint32_t events);

@@ -49,32 +49,11 @@ void rh_core_open_finish(core *c, session *s)
     rh_core_session_pump(c, s);
 }
 
-void rh_core_req_open(core *c, conn *k, const rh_ipc_req *rq)
+/* The client's share, checked before a session is made for it: sessions,
+ * open rate (when rate is set), requests in flight. The client, with k held;
+ * or NULL, and k has its answer. */
+rh_client *rh_core_open_client(core *c, conn *k, const rh_ipc_req *rq, int rate)
 {
-    union { struct sockaddr_in v4; struct sockaddr_in6 v6; } sa;
-    socklen_t salen;
-    unsigned char secret[RH_SECRET_LEN];
-    uint32_t slot, gen;
-    session *s = NULL;
-
-    if (rh_registry_draining(c->cfg->reg)) {
-        rh_core_conn_error(c, k, 503, "this relay core is being replaced, try again");
-        return;
-    }
-    memset(&sa, 0, sizeof(sa));
-    if (inet_pton(AF_INET, rq->host, &sa.v4.sin_addr) == 1) {
-        sa.v4.sin_family = AF_INET;
-        sa.v4.sin_port = htons((uint16_t)rq->port);
-        salen = sizeof(sa.v4);
-    } else if (inet_pton(AF_INET6, rq->host, &sa.v6.sin6_addr) == 1) {
-        sa.v6.sin6_family = AF_INET6;
-        sa.v6.sin6_port = htons((uint16_t)rq->port);
-        salen = sizeof(sa.v6);
-    } else {
-        rh_core_conn_error(c, k, 400, "target address is not numeric");
-        return;
-    }
-    /* the client's share: sessions, open rate, requests in flight */
     rh_limits lim;
     long now = rh_now_ms();
     rh_registry_get_limits(c->cfg->reg, &lim);
@@ -82,42 +61,53 @@ void rh_core_req_open(core *c, conn *k, const rh_ipc_req *rq)
     if (!cl) {
         ++c->refused;
         rh_core_conn_error(c, k, 503, "too many clients at once");
-        return;
+        return NULL;
     }
     if (lim.sessions_per_client && cl->sessions >= lim.sessions_per_client) {
         ++c->refused;
         rh_core_conn_error(c, k, 429, "too many sessions for this client "
                            "(RelayMaxSessionsPerClient %u)", lim.sessions_per_client);
-        return;
+        return NULL;
     }
-    if (rh_client_take_open(cl, lim.open_rate, now) != 0) {
+    if (rate && rh_client_take_open(cl, lim.open_rate, now) != 0) {
         ++c->refused;
         rh_core_conn_error(c, k, 429, "sessions opened too fast (RelayOpenRate %u per second)",
                            lim.open_rate);
-        return;
+        return NULL;
     }
     if (rh_core_conn_hold(c, k, cl) != 0)
-        return;
+        return NULL;
+    return cl;
+}
+
+/* A new session in the registry and the core's table, with its rings sized by
+ * rq, owned by cl; not connected to anything yet. NULL: k has its answer. */
+session *rh_core_session_new(core *c, conn *k, const rh_ipc_req *rq, rh_client *cl)
+{
+    unsigned char secret[RH_SECRET_LEN];
+    uint32_t slot, gen;
+
     if (RAND_bytes(secret, sizeof(secret)) != 1) {
         rh_core_conn_error(c, k, 503, "no randomness for a session token");
-        return;
+        return NULL;
     }
     if (rh_registry_alloc(c->cfg->reg, rq->target, secret, &slot, &gen) != RH_REG_OK) {
         rh_core_conn_error(c, k, 503, "session table full (RelayMaxSessions)");
-        return;
+        return NULL;
     }
-    s = calloc(1, sizeof(*s));
+    session *s = calloc(1, sizeof(*s));
     if (!s) {
         rh_registry_release(c->cfg->reg, slot);
         rh_core_conn_error(c, k, 503, "out of memory");
-        return;
+        return NULL;
     }
+    s->fd = -1;
     s->src = SRC_TARGET;
     s->slot = slot;
     s->gen = gen;
     s->cl = cl;
     ++cl->sessions;
-    rh_client_touch(cl, now);
+    rh_client_touch(cl, rh_now_ms());
     if (rq->owner)
         rh_registry_set_owner(c->cfg->reg, slot, rq->owner);
     memcpy(s->secret, secret, sizeof(secret));
@@ -135,12 +125,51 @@ void rh_core_req_open(core *c, conn *k, const rh_ipc_req *rq)
     if (s->check && s->up.cap < 2 * RH_FRAME_MAX)
         rh_ring_init(&s->up, 2 * RH_FRAME_MAX);   /* a D frame waits whole for its C */
     s->last_heard = rh_now_ms();
+    c->by_slot[slot] = s;
+    return s;
+}
+
+void rh_core_req_open(core *c, conn *k, const rh_ipc_req *rq)
+{
+    union { struct sockaddr_in v4; struct sockaddr_in6 v6; } sa;
+    socklen_t salen = 0;
+    session *s = NULL;
+
+    if (rh_registry_draining(c->cfg->reg)) {
+        rh_core_conn_error(c, k, 503, "this relay core is being replaced, try again");
+        return;
+    }
+    memset(&sa, 0, sizeof(sa));
+    if (rq->service) {
+        /* a rendezvous: no address */
+    } else if (inet_pton(AF_INET, rq->host, &sa.v4.sin_addr) == 1) {
+        sa.v4.sin_family = AF_INET;
+        sa.v4.sin_port = htons((uint16_t)rq->port);
+        salen = sizeof(sa.v4);
+    } else if (inet_pton(AF_INET6, rq->host, &sa.v6.sin6_addr) == 1) {
+        sa.v6.sin6_family = AF_INET6;
+        sa.v6.sin6_port = htons((uint16_t)rq->port);
+        salen = sizeof(sa.v6);
+    } else {
+        rh_core_conn_error(c, k, 400, "target address is not numeric");
+        return;
+    }
+    rh_client *cl = rh_core_open_client(c, k, rq, 1);
+    if (!cl)
+        return;
+    if (rq->service) {
+        rh_pair_open(c, k, rq, cl);   /* a rendezvous: no target to connect */
+        return;
+    }
+    s = rh_core_session_new(c, k, rq, cl);
+    if (!s)
+        return;
+    s->last_heard = rh_now_ms();
     s->connect_deadline = s->last_heard + 1000L * rq->connect_s;
     s->connecting = 1;
     s->opener = k;
     k->kind = CK_OPEN;
     k->s = s;
-    c->by_slot[slot] = s;
     s->timer.deadline = rh_core_session_next_deadline(s);
     rh_timers_push(&c->timers, &s->timer);
 

@@ -183,7 +183,14 @@ static void req_close(core *c, conn *k, const rh_ipc_req *rq)
         rh_core_session_end(c, s, 1, RH_REASON_INTEGRITY " (down bytes, found by the client)");
     } else if (s->finished)
         rh_core_session_end(c, s, 0, "closed by both ends");
-    else
+    else if ((s->up_fin || s->push) && s->down_fin_sent && !s->down_reset && !s->pull) {
+        /* the client has received everything and sent its last push: up bytes
+         * the target has not taken yet (a slow target, a rendezvous peer), and
+         * the rest of that push, still go to it; then the session ends cleanly
+         * (a push that never ends leaves it to the idle timeout) */
+        s->close_asked = 1;
+        rh_core_session_pump(c, s);
+    } else
         rh_core_session_end(c, s, 1, "closed by client");
     rh_core_out_printf(k, "OK");
     rh_core_conn_reply_done(c, k);
@@ -298,6 +305,7 @@ static void conn_new_readable(core *c, conn *k)
     case RH_IPC_ACK:   req_ack(c, k, &rq); break;
     case RH_IPC_STAT:  req_stat(c, k); break;
     case RH_IPC_LOGS:  req_logs(c, k, &rq); break;
+    case RH_IPC_LISTEN: rh_pair_listen(c, k, &rq); break;
     default:           rh_core_conn_error(c, k, 400, "unknown core request"); break;
     }
 }
@@ -330,6 +338,10 @@ void rh_core_conn_event(core *c, conn *k, uint32_t events)
                 }
         k->s = NULL;
         rh_core_conn_kill(c, k);
+        return;
+    case CK_LISTEN:
+    case CK_SVCWAIT:
+        rh_pair_conn_gone(c, k);   /* the handler hung up while it waited */
         return;
     case CK_PUSH:
         rh_core_push_event(c, k, events);

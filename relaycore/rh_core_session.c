@@ -57,6 +57,14 @@ void rh_core_rate_took(core *c, session *s, size_t n)
     rh_bucket_take(&c->rate, c->lim.rate_global, n);
 }
 
+/* A session's bytes in the registry; a serve leg's are its client leg's, so
+ * they are counted there only (the status page's totals count each byte once). */
+static void session_count(core *c, const session *s)
+{
+    rh_registry_count(c->cfg->reg, s->slot, s->serve_leg ? 0 : s->up_acc,
+                      s->serve_leg ? 0 : s->down_sent);
+}
+
 long rh_core_session_next_deadline(const session *s)
 {
     long d = s->last_heard + (long)s->idle_s * 1000L;
@@ -66,6 +74,8 @@ long rh_core_session_next_deadline(const session *s)
         d = s->connect_deadline;
     if (s->finished && s->linger_until < d)
         d = s->linger_until;
+    if (s->unclaimed && s->claim_deadline < d)
+        d = s->claim_deadline;
     /* a heartbeat goes only between frames: a pull blocked inside one (its
      * client reads nothing) moves on EPOLLOUT, and a deadline in the past here
      * would spin the loop (rh_core_session_timer could not send the H) */
@@ -108,7 +118,7 @@ void rh_core_session_free(core *c, session *s)
         rh_client_touch(s->cl, rh_now_ms());
     }
     c->by_slot[s->slot] = NULL;
-    rh_registry_count(c->cfg->reg, s->slot, s->up_acc, s->down_sent);
+    session_count(c, s);
     rh_registry_release(c->cfg->reg, s->slot);
     rh_timers_remove(&c->timers, &s->timer);
     free(s);
@@ -127,6 +137,7 @@ void rh_core_session_end(core *c, session *s, int reset, const char *reason)
     rh_core_log(c, reset ? RH_LOG_INFO : RH_LOG_DEBUG,
                 "session %s closed (%s) target=%s up=%" PRIu64 " down=%" PRIu64,
                 s->sid, reason, s->target, s->up_acc, s->down_sent);
+    rh_pair_session_end(c, s, reset, reason);
     if (s->opener) {
         conn *k = s->opener;
         s->opener = NULL;
@@ -217,6 +228,7 @@ session *rh_core_session_find(core *c, conn *k, const char *token)
         return NULL;
     }
     s->last_heard = rh_now_ms();
+    s->unclaimed = 0;   /* a serve leg: its serve took it */
     return s;
 }
 
@@ -241,7 +253,7 @@ void rh_core_session_pump(core *c, session *s)
             break;
     }
     if (!s->dead && s->up_shut && s->down_fin_sent && !s->pull && !s->down_reset) {
-        if (!s->resumable)
+        if (!s->resumable || s->close_asked)
             rh_core_session_end(c, s, 0, "closed by both ends");
         else if (!s->finished) {
             /* the client may still come back for the last bytes: linger until it
@@ -275,7 +287,7 @@ void rh_core_session_update(core *c, session *s)
             want |= EPOLLOUT;
     }
     rh_core_arm(c, s->fd, s, &s->ev, want);
-    rh_registry_count(c->cfg->reg, s->slot, s->up_acc, s->down_sent);
+    session_count(c, s);
 
     conn *k = s->push;
     if (k) {
@@ -321,6 +333,10 @@ void rh_core_session_timer(core *c, session *s, long now)
     }
     if (s->finished && now >= s->linger_until) {
         rh_core_session_end(c, s, 0, "closed by both ends");
+        return;
+    }
+    if (s->unclaimed && now >= s->claim_deadline) {
+        rh_core_session_end(c, s, 1, "the serve never took the connection");
         return;
     }
     if (s->throttle_until && now >= s->throttle_until) {

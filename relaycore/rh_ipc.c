@@ -36,6 +36,8 @@ static int parse_open_option(const char *w, rh_ipc_req *req)
             return -1;
     } else if (!strcmp(w, "check=crc32c") && !req->check) {
         req->check = 1;
+    } else if (!strcmp(w, "service") && !req->service && req->op != RH_IPC_LISTEN) {
+        req->service = 1;
     } else if (!strncmp(w, "client=", 7) && !req->client[0] && w[7]) {
         if (copy_word(req->client, sizeof(req->client), w + 7))
             return -1;
@@ -60,10 +62,25 @@ static int parse_open(char **w, int n, rh_ipc_req *req)
     req->op = RH_IPC_OPEN;
     if (copy_word(req->target, sizeof(req->target), w[1])
         || copy_word(req->host, sizeof(req->host), w[2])
-        || parse_uint(w[3], &req->port, 65535) || req->port == 0
+        || parse_uint(w[3], &req->port, 65535) || (req->port == 0 && !req->service)
         || parse_uint(w[4], &req->bufsize, 1u << 30) || req->bufsize < 1024
         || parse_uint(w[5], &req->idle_s, 86400 * 7) || req->idle_s == 0
         || parse_uint(w[6], &req->connect_s, 3600) || req->connect_s == 0)
+        return -1;
+    return 0;
+}
+
+/* LISTEN service bufsize idle_s poll_s [options] */
+static int parse_listen(char **w, int n, rh_ipc_req *req)
+{
+    req->op = RH_IPC_LISTEN;
+    for (int i = 5; i < n; ++i)
+        if (parse_open_option(w[i], req))
+            return -1;
+    if (copy_word(req->target, sizeof(req->target), w[1])
+        || parse_uint(w[2], &req->bufsize, 1u << 30) || req->bufsize < 1024
+        || parse_uint(w[3], &req->idle_s, 86400 * 7) || req->idle_s == 0
+        || parse_uint(w[4], &req->poll_s, 3600) || req->poll_s == 0)
         return -1;
     return 0;
 }
@@ -134,7 +151,7 @@ static int parse_logs(char **w, int n, rh_ipc_req *req)
     return parse_uint(w[1], &req->log_level, 15);
 }
 
-#define REQ_WORDS_MAX 11
+#define REQ_WORDS_MAX 12
 
 /* the request verbs, with how many words (the verb included) each takes */
 static const struct {
@@ -149,6 +166,7 @@ static const struct {
     { "CLOSE", 2, 3, parse_close },
     { "STAT",  1, 1, parse_stat },
     { "LOGS",  2, 2, parse_logs },
+    { "LISTEN", 5, 9, parse_listen },
 };
 
 int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
@@ -176,7 +194,8 @@ int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
     return -1;
 }
 
-static int format_open(char *buf, size_t len, const rh_ipc_req *req)
+/* The options OPEN and LISTEN share, with a leading space each. */
+static void format_options(char *opts, size_t len, const rh_ipc_req *req)
 {
     char resume[32] = "", client[48] = "", owner[32] = "";
     if (req->resume)
@@ -185,9 +204,19 @@ static int format_open(char *buf, size_t len, const rh_ipc_req *req)
         snprintf(client, sizeof(client), " client=%s", req->client);
     if (req->owner)
         snprintf(owner, sizeof(owner), " owner=%016" PRIx64, req->owner);
-    return snprintf(buf, len, "OPEN %s %s %u %u %u %u%s%s%s%s\n", req->target, req->host,
-                    req->port, req->bufsize, req->idle_s, req->connect_s, resume,
-                    req->check ? " check=crc32c" : "", client, owner);
+    snprintf(opts, len, "%s%s%s%s%s", resume, req->check ? " check=crc32c" : "", client, owner,
+             req->service ? " service" : "");
+}
+
+static int format_open(char *buf, size_t len, const rh_ipc_req *req)
+{
+    char opts[160];
+    format_options(opts, sizeof(opts), req);
+    if (req->op == RH_IPC_LISTEN)
+        return snprintf(buf, len, "LISTEN %s %u %u %u%s\n", req->target, req->bufsize,
+                        req->idle_s, req->poll_s, opts);
+    return snprintf(buf, len, "OPEN %s %s %u %u %u %u%s\n", req->target, req->host,
+                    req->port, req->bufsize, req->idle_s, req->connect_s, opts);
 }
 
 int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req)
@@ -195,6 +224,7 @@ int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req)
     int n;
     switch (req->op) {
     case RH_IPC_OPEN:
+    case RH_IPC_LISTEN:
         n = format_open(buf, len, req);
         break;
     case RH_IPC_PUSH:

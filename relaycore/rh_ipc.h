@@ -14,12 +14,17 @@
 typedef enum {
     RH_IPC_NONE = 0,
     RH_IPC_OPEN,   /* OPEN target ip port bufsize idle_s connect_s [resume=window]
-                      [check=crc32c] [client=KEY] [owner=HEX64] */
+                      [check=crc32c] [client=KEY] [owner=HEX64] [service]; with
+                      service, target is a RelayService, ip "-", port 0 and
+                      connect_s how long to wait for a serve's listen */
     RH_IPC_PUSH,   /* PUSH token offset [len=N] then frames until EOF; N = body bytes */
     RH_IPC_PULL,   /* PULL token ack mode [poll_s]  then frames from the core */
     RH_IPC_CLOSE,  /* CLOSE token [integrity]: the client found a failed check */
     RH_IPC_ACK,    /* ACK token offset: down bytes the client has received */
     RH_IPC_STAT,   /* STAT: one line of counters */
+    RH_IPC_LISTEN, /* LISTEN service bufsize idle_s poll_s [resume=window] [check=crc32c]
+                      [client=KEY] [owner=HEX64]: waits for an open of the service;
+                      OK <token> (the serve leg's session) or OK alone (none came) */
     RH_IPC_LOGS    /* LOGS level: from the httpd parent only, with the error log's
                       descriptor (SCM_RIGHTS) after every restart */
 } rh_ipc_op;
@@ -35,6 +40,7 @@ typedef struct rh_ipc_req {
     unsigned connect_s;
     int resume;         /* open: keep down bytes until acknowledged */
     int check;          /* open: C frames (CRC32C) follow every D frame, both ways */
+    int service;        /* open: target names a RelayService (rendezvous) */
     char client[32];    /* open: who asks (hashed user or address), for per-client limits */
     uint64_t owner;     /* open: hash of the authenticated user; 0: none */
     int integrity;      /* close: because the client's check failed */
@@ -43,7 +49,7 @@ typedef struct rh_ipc_req {
     int has_len;        /* push: the body's length is known (Content-Length) */
     uint64_t body_len;  /* push: body bytes (frames) the handler will pass */
     char mode[16];      /* pull: "stream" or "batch" */
-    unsigned poll_s;    /* pull, batch: answer empty after this long */
+    unsigned poll_s;    /* pull, batch; listen: answer empty after this long */
     unsigned log_level; /* logs: httpd's level for the module (APLOG_*) */
 } rh_ipc_req;
 

@@ -31,6 +31,7 @@ Suite *core_suite(void)
     core_timers_tests(&t);
     core_flow_tests(&t);
     core_check_tests(&t);
+    core_pair_tests(&t);
 
     suite_add_tcase(s, t.requests);
     suite_add_tcase(s, t.data);

@@ -203,5 +203,6 @@ void core_resets_tests(const core_tcases *t);
 void core_timers_tests(const core_tcases *t);
 void core_flow_tests(const core_tcases *t);
 void core_check_tests(const core_tcases *t);
+void core_pair_tests(const core_tcases *t);
 
 #endif

@@ -267,6 +267,34 @@ START_TEST(test_open_options)
 }
 END_TEST
 
+/* Rendezvous: LISTEN and OPEN of a service, parsed and formatted alike. */
+START_TEST(test_rendezvous_lines)
+{
+    rh_ipc_req rq;
+    char buf[RH_IPC_LINE_MAX];
+    parse_ok("LISTEN svc 4096 30 25 resume=65536 check=crc32c client=ab owner=1f", &rq);
+    ck_assert_int_eq(rq.op, RH_IPC_LISTEN);
+    ck_assert_str_eq(rq.target, "svc");
+    ck_assert_uint_eq(rq.bufsize, 4096);
+    ck_assert_uint_eq(rq.poll_s, 25);
+    ck_assert(rq.resume && rq.window == 65536 && rq.check && rq.owner == 0x1f);
+    ck_assert_int_gt(rh_ipc_format_req(buf, sizeof(buf), &rq), 0);
+    ck_assert_str_eq(buf, "LISTEN svc 4096 30 25 resume=65536 check=crc32c client=ab "
+                     "owner=000000000000001f\n");
+    parse_bad("LISTEN svc 4096 30 0");
+    parse_bad("LISTEN svc 4096 30 25 service");
+    parse_bad("LISTEN svc 4096 30");
+    parse_ok("OPEN svc - 0 4096 30 5 resume=65536 check=crc32c client=ab owner=1f service",
+             &rq);
+    ck_assert(rq.op == RH_IPC_OPEN && rq.service && rq.port == 0);
+    ck_assert_int_gt(rh_ipc_format_req(buf, sizeof(buf), &rq), 0);
+    ck_assert_str_eq(buf, "OPEN svc - 0 4096 30 5 resume=65536 check=crc32c client=ab "
+                     "owner=000000000000001f service\n");
+    parse_bad("OPEN svc - 0 4096 30 5");          /* port 0 only for a service */
+    parse_bad("OPEN svc - 0 4096 30 5 service service");
+}
+END_TEST
+
 START_TEST(test_parse_rejects)
 {
     parse_bad("");
@@ -699,6 +727,7 @@ Suite *ipc_suite(void)
     tcase_add_test(tc, test_parse_fields);
     tcase_add_test(tc, test_open_options);
     tcase_add_test(tc, test_parse_rejects);
+    tcase_add_test(tc, test_rendezvous_lines);
     tcase_add_test(tc, test_format_errors);
     tcase_add_test(tc, test_reply_parse);
     suite_add_tcase(s, tc);

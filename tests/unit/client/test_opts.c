@@ -388,6 +388,7 @@ static const struct invalid_case invalid_cases[] = {
 static const char usage_lines[] =
     "usage: relay-https forward -L [ADDR:]PORT[:TARGET]... [options] [URL [TARGET]]\n"
     "       relay-https stdio [options] [URL] TARGET\n"
+    "       relay-https serve --to HOST:PORT [options] [URL] SERVICE\n"
     "       relay-https --help | --version\n"
     "Try 'relay-https --help' for more.\n";
 

@@ -1,0 +1,278 @@
+/* Rendezvous in the relay core (docs/PROTOCOL.md, Rendezvous): a serve's
+ * LISTEN waits for a client's OPEN of the same RelayService (or the open
+ * waits a little for a listen), and the two become two sessions, the client
+ * leg and the serve leg, each the other's target through a socketpair. So
+ * every transport, resume, check and limit of an ordinary session applies to
+ * both legs unchanged, and flow control runs end to end: a leg's full down
+ * ring stops reading the socketpair, which stops the other leg's writes,
+ * which stops reading its push. Separate from rh_core_open.c: nothing here
+ * connects anywhere. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "rh_core_int.h"
+#include "rh_util.h"
+
+/* ---- the waiting lists: oldest first, so serves share clients in turn ---- */
+
+static void list_add(conn **head, conn *k)
+{
+    conn **pp = head, *prev = NULL;
+    while (*pp) {
+        prev = *pp;
+        pp = &(*pp)->pair_next;
+    }
+    k->pair_prev = prev;
+    k->pair_next = NULL;
+    *pp = k;
+}
+
+static void list_del(conn **head, conn *k)
+{
+    if (k->pair_prev)
+        k->pair_prev->pair_next = k->pair_next;
+    else if (*head == k)
+        *head = k->pair_next;
+    if (k->pair_next)
+        k->pair_next->pair_prev = k->pair_prev;
+    k->pair_prev = k->pair_next = NULL;
+}
+
+static conn *list_find(conn *head, const char *svc, unsigned *count)
+{
+    conn *first = NULL;
+    *count = 0;
+    for (conn *k = head; k; k = k->pair_next)
+        if (!strcmp(k->rq->target, svc)) {
+            if (!first)
+                first = k;
+            ++*count;
+        }
+    return first;
+}
+
+/* A waiting request keeps its own copy of what it asked (the line is gone). */
+static int keep_request(core *c, conn *k, const rh_ipc_req *rq)
+{
+    if (!k->rq && !(k->rq = malloc(sizeof(*k->rq)))) {
+        rh_core_conn_error(c, k, 503, "out of memory");
+        return -1;
+    }
+    if (k->rq != rq)
+        memcpy(k->rq, rq, sizeof(*rq));
+    return 0;
+}
+
+static void wait_on(core *c, conn **list, conn *k, int kind, long deadline)
+{
+    k->kind = kind;
+    k->pair_deadline = deadline;
+    list_add(list, k);
+    if (!c->pair_due || deadline < c->pair_due)
+        c->pair_due = deadline;
+    /* nothing more comes on it: readable means the handler hung up */
+    rh_core_arm(c, k->fd, k, &k->ev, EPOLLIN);
+}
+
+/* ---- services a serve listened for: only to tell "never" from "not now" ---- */
+
+static int served(const core *c, const char *svc)
+{
+    for (unsigned i = 0; i < c->nserved && i < RH_SERVED_MAX; ++i)
+        if (!strcmp(c->served[i], svc))
+            return 1;
+    return 0;
+}
+
+static void note_served(core *c, const char *svc)
+{
+    if (served(c, svc))
+        return;
+    snprintf(c->served[c->nserved % RH_SERVED_MAX], RH_TARGET_MAX, "%s", svc);
+    ++c->nserved;
+}
+
+/* ---- pairing ---- */
+
+static void leg_start(core *c, session *s, int fd, long now)
+{
+    s->fd = fd;
+    rh_registry_set_state(c->cfg->reg, s->slot, RH_SLOT_OPEN);
+    s->last_heard = now;
+    s->timer.deadline = rh_core_session_next_deadline(s);
+    rh_timers_push(&c->timers, &s->timer);
+}
+
+static void answer_token(core *c, conn *k, const session *s)
+{
+    char tok[RH_TOKEN_LEN + 1];
+    rh_token_format(tok, s->slot, s->gen, s->secret);
+    rh_core_out_printf(k, "OK %s", tok);
+    rh_core_conn_reply_done(c, k);
+}
+
+/* Pairs a client's open ko with a serve's listen kl (taken off its list by
+ * the caller); both hold their request and its client. On a failure each
+ * has its answer. */
+static void pair(core *c, conn *ko, conn *kl)
+{
+    int sp[2];
+    session *a = NULL, *b = NULL;
+    long now = rh_now_ms();
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp) != 0) {
+        rh_core_log(c, RH_LOG_ERR, "service %s: socketpair: %s", ko->rq->target,
+                    strerror(errno));
+        rh_core_conn_error(c, ko, 503, "cannot pair with a server now (%s)", strerror(errno));
+        rh_core_out_printf(kl, "OK");
+        rh_core_conn_reply_done(c, kl);
+        return;
+    }
+    /* the serve leg's requests go to BASE/NAME/push and the like, where the
+     * Require that let its listen in may not apply: its token alone is its key */
+    kl->rq->owner = 0;
+    a = rh_core_session_new(c, ko, ko->rq, ko->cl);
+    if (a)
+        b = rh_core_session_new(c, kl, kl->rq, kl->cl);
+    else {
+        rh_core_out_printf(kl, "OK");   /* not its fault: it polls again */
+        rh_core_conn_reply_done(c, kl);
+    }
+    if (!b) {
+        close(sp[1]);
+        if (a) {
+            leg_start(c, a, sp[0], now);
+            rh_core_session_end(c, a, 1, "the serve leg could not be made");
+            rh_core_conn_error(c, ko, 503, "no room for the serve leg of service '%s'",
+                               ko->rq->target);
+        } else
+            close(sp[0]);
+        return;
+    }
+    leg_start(c, a, sp[0], now);
+    leg_start(c, b, sp[1], now);
+    a->peer = b;
+    b->peer = a;
+    b->serve_leg = 1;
+    b->unclaimed = 1;
+    b->claim_deadline = now + 1000L * RH_ACCEPT_CLAIM_S;
+    rh_timers_fix(&c->timers, &b->timer);
+    rh_core_log(c, RH_LOG_DEBUG, "session %s open service=%s, serve leg session %s",
+                a->sid, a->target, b->sid);
+    answer_token(c, ko, a);
+    answer_token(c, kl, b);
+    rh_core_session_pump(c, a);
+    if (!b->dead)
+        rh_core_session_pump(c, b);
+}
+
+/* OPEN of a service: paired with the oldest waiting listen, else it waits
+ * (connect_s, bounded by the handler) for one. k is held for cl. */
+void rh_pair_open(core *c, conn *k, const rh_ipc_req *rq, rh_client *cl)
+{
+    unsigned n;
+    if (keep_request(c, k, rq) != 0)
+        return;
+    conn *kl = list_find(c->listens, rq->target, &n);
+    if (kl) {
+        list_del(&c->listens, kl);
+        pair(c, k, kl);
+        return;
+    }
+    unsigned wait_s = rq->connect_s < RH_SERVICE_WAIT_S ? rq->connect_s : RH_SERVICE_WAIT_S;
+    wait_on(c, &c->svc_waits, k, CK_SVCWAIT, rh_now_ms() + 1000L * wait_s);
+}
+
+/* LISTEN: a serve offers to take the next client of a service. */
+void rh_pair_listen(core *c, conn *k, const rh_ipc_req *rq)
+{
+    unsigned n;
+    if (rh_registry_draining(c->cfg->reg)) {
+        rh_core_conn_error(c, k, 503, "this relay core is being replaced, try again");
+        return;
+    }
+    if (!rh_core_open_client(c, k, rq, 0) || keep_request(c, k, rq) != 0)
+        return;
+    note_served(c, rq->target);
+    conn *ko = list_find(c->svc_waits, rq->target, &n);
+    if (ko) {
+        list_del(&c->svc_waits, ko);
+        pair(c, ko, k);
+        return;
+    }
+    if (list_find(c->listens, rq->target, &n) && n >= RH_LISTEN_MAX) {
+        ++c->refused;
+        rh_core_conn_error(c, k, 429, "too many listens waiting for service '%s' (%u)",
+                           rq->target, (unsigned)RH_LISTEN_MAX);
+        return;
+    }
+    wait_on(c, &c->listens, k, CK_LISTEN, rh_now_ms() + 1000L * rq->poll_s);
+}
+
+/* A waiting listen or open whose handler hung up. */
+void rh_pair_conn_gone(core *c, conn *k)
+{
+    list_del(k->kind == CK_LISTEN ? &c->listens : &c->svc_waits, k);
+    rh_core_conn_kill(c, k);
+}
+
+static void expire(core *c, conn **list, long now, long *due)
+{
+    conn *k = *list;
+    while (k) {
+        conn *next = k->pair_next;
+        if (now < k->pair_deadline) {
+            if (!*due || k->pair_deadline < *due)
+                *due = k->pair_deadline;
+        } else if (k->kind == CK_LISTEN) {
+            list_del(list, k);
+            rh_core_out_printf(k, "OK");   /* no client came: the serve polls again */
+            rh_core_conn_reply_done(c, k);
+        } else {
+            list_del(list, k);
+            rh_core_conn_error(c, k, 503, "reason=" RH_REASON_TOKEN_NO_SERVER
+                               " no server serves '%s' %s", k->rq->target,
+                               served(c, k->rq->target) ? "now"
+                               : "(none has since the relay started)");
+        }
+        k = next;
+    }
+}
+
+/* Answers the waits whose time is up; called every turn of the loop, it
+ * looks only when one is due. */
+void rh_pair_timers(core *c, long now)
+{
+    long due = 0;
+    if (!c->pair_due || now < c->pair_due)
+        return;
+    expire(c, &c->listens, now, &due);
+    expire(c, &c->svc_waits, now, &due);
+    c->pair_due = due;
+}
+
+/* A leg ends: the other one sees its target end, as a reset when this one
+ * was reset (else its socket's EOF reads as a clean FIN). */
+void rh_pair_session_end(core *c, session *s, int reset, const char *reason)
+{
+    session *p = s->peer;
+    if (!p)
+        return;
+    s->peer = NULL;
+    p->peer = NULL;
+    if (!reset || p->dead)
+        return;
+    p->peer_reset = 1;
+    if (!p->down_reset)
+        snprintf(p->reason, sizeof(p->reason), "the other side of service '%s' reset: %s",
+                 p->target, reason);
+    rh_core_log(c, RH_LOG_DEBUG, "session %s: its peer %s reset (%s)", p->sid, s->sid, reason);
+}
