@@ -115,15 +115,18 @@ static int timer_cb(CURLM *m, long timeout_ms, void *userp)
 
 /* libcurl before 8.1.0 copies the DATA of one h2 stream into the buffer of
  * another transfer while it works for that one, and after a pause hands out a
- * pointer into its connection buffer that later input overwrites: with several
- * long streams on one connection (tunnels, their acks) response bytes arrive
- * altered, 48 bytes in a MiB now and then (Debian 12's 7.88.1 does it here;
- * curl issue 10525 and the rewrite in 8.1.0). There each stream gets a
- * connection of its own: more TLS connections, never a wrong byte. */
-static int h2_streams_per_conn(void)
+ * pointer into its connection buffer that later input overwrites (curl issue
+ * 10525, the rewrite in 8.1.0). Before 8.5.0 it also keeps the "may
+ * multiplex" mark per host rather than per connection: once one h2
+ * connection to the server exists, a transfer of an HTTP/1.1 route is put on
+ * an HTTP/1.1 connection another transfer still uses, and answers arrive as
+ * "HTTP/0.9" or in the wrong transfer (fixed by curl commit 1c37d472a0).
+ * Debian 12's 7.88.1 has both: there nothing is multiplexed and each stream
+ * gets a connection of its own: more TLS connections, never a wrong byte. */
+int rhc_curl_multiplex_ok(void)
 {
     const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
-    return v && v->version_num >= H2_MUX_SAFE_CURL ? H2_STREAMS_PER_CONN : 1;
+    return v && v->version_num >= H2_MUX_SAFE_CURL;
 }
 
 rhc_ctx *rhc_ctx_new(const struct rhc_opts *o)
@@ -147,7 +150,10 @@ rhc_ctx *rhc_ctx_new(const struct rhc_opts *o)
     /* mod_http2 works on at most 6 streams of a connection at first and raises
      * that only as streams complete; a duplex stream lasts as long as its
      * tunnel, so a 7th would wait for ever: more go on a new connection. */
-    curl_multi_setopt(c->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)h2_streams_per_conn());
+    curl_multi_setopt(c->multi, CURLMOPT_PIPELINING,
+                      rhc_curl_multiplex_ok() ? CURLPIPE_MULTIPLEX : CURLPIPE_NOTHING);
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_CONCURRENT_STREAMS,
+                      rhc_curl_multiplex_ok() ? (long)H2_STREAMS_PER_CONN : 1L);
     if ((c->share = curl_share_init())) {
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);

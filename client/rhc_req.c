@@ -286,8 +286,8 @@ struct rhc_req *req_new(rhc_ctx *c, const struct rhc_route *route, rhc_tunnel *t
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
     curl_easy_setopt(h, CURLOPT_HTTP_VERSION, http_version(o));
     /* Several requests of a session wait for one HTTP/2 connection rather than
-     * each opening its own. */
-    curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+     * each opening its own (only where streams share connections at all). */
+    curl_easy_setopt(h, CURLOPT_PIPEWAIT, rhc_curl_multiplex_ok() ? 1L : 0L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     /* Pushes and pulls idle for long; keepalive finds a dead path. */
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);

@@ -57,7 +57,7 @@
 #define SWITCH_GRACE_MAX  1000            /* ... (2 round trips, within these bounds) */
 #define SWITCH_WAIT_MS    10000           /* an ended duplex body gets this long to be confirmed */
 #define H2_STREAMS_PER_CONN 6             /* see rhc_ctx_new */
-#define H2_MUX_SAFE_CURL  0x080100        /* first libcurl that may carry several (8.1.0) */
+#define H2_MUX_SAFE_CURL  0x080500        /* first libcurl that may multiplex safely (8.5.0) */
 #define H2_RESETS_MAX     4               /* see duplex_done */
 #define OPEN_TIMEOUT_MS   30000
 #define OPEN_RETRIES      4               /* an open cut before its answer goes again */
@@ -218,6 +218,9 @@ static inline struct rhc_req *up_streamer(const rhc_tunnel *t)
         return t->rq.spush;
     return NULL;
 }
+
+/* rhc_loop.c: whether this libcurl may put several streams on one connection */
+int rhc_curl_multiplex_ok(void);
 
 /* rhc_up.c: the up direction, whatever carries it */
 void up_ack(rhc_tunnel *t, uint64_t x);             /* the server has the bytes below x */

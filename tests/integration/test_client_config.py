@@ -268,3 +268,43 @@ def test_proxy_password_masked_in_ps(apache, client_bin, tls):
     assert ("%s:%s" % (USER, "*" * len(PASSWORD))).encode() in argv, argv
     assert not any(b"pr0xy-secret" in a or PASSWORD.encode() in a for a in argv)
     assert "pr0xy-secret" not in err and PASSWORD not in err
+
+
+@pytest.mark.rh_timeout(180)
+def test_routes_of_two_http_versions_share_no_busy_connection(apache, client_bin, tls,
+                                                              tmp_path):
+    """Two routes of one process to one server, one over HTTP/1.1 (batch: many
+    short requests) and one over HTTP/2: libcurl before 8.5.0 marks the whole
+    host multiplexable once an h2 connection exists and then puts an HTTP/1.1
+    transfer on a connection another transfer still uses (HTTP/0.9 answers,
+    wrong bytes). Every tunnel of both routes must carry its bytes intact."""
+    ports = [harness.free_port(), harness.free_port()]
+    cfg = _write(str(tmp_path / "mixed.conf"), "\n".join([
+        "url = %s" % _url(apache),
+        "user = %s:%s" % (USER, PASSWORD),
+        "cacert = \"%s\"" % tls["ca"],
+        "[alpha]",
+        "listen = 127.0.0.1:%d" % ports[0],
+        "http1.1",
+        "transport = batch",
+        "[beta]",
+        "listen = 127.0.0.1:%d" % ports[1],
+        "http2",
+        "",
+    ]))
+    p = _start(client_bin, ["forward", "-K", cfg])
+    results = []
+    try:
+        _listening(p, 2)
+        import concurrent.futures as cf
+        with cf.ThreadPoolExecutor(max_workers=8) as ex:
+            futs = [ex.submit(pump, "127.0.0.1", ports[i % 2], nbytes=256 * 1024,
+                              timeout=90) for i in range(24)]
+            results = [f.result() for f in futs]
+    finally:
+        err = _stderr_after(p)
+    bad = [(i, r) for i, r in enumerate(results)
+           if r["error"] is not None or r["recv_sha"] != r["sent_sha"]]
+    assert not bad, "%d of %d tunnels failed: %r\n%s" % (len(bad), len(results),
+                                                         bad[:3], err[-3000:])
+    assert "HTTP/0.9" not in err, err[-3000:]
