@@ -58,6 +58,7 @@ def _threads(pids):
 def _open_tunnels(port, n):
     """n local connections through the forwarder, each checked with an echo."""
     socks = []
+    t0 = time.monotonic()
     for i in range(n):
         s = socket.create_connection(("127.0.0.1", port), timeout=30)
         socks.append(s)
@@ -70,6 +71,8 @@ def _open_tunnels(port, n):
             assert chunk, "tunnel %d closed before its echo" % i
             got += chunk
         assert got == msg, (i, got)
+        if i % 50 == 0:
+            print("echo", i, time.monotonic() - t0)
     return socks
 
 
