@@ -15,5 +15,6 @@ Suite *rate_suite(void);
 Suite *clients_suite(void);
 Suite *ipc_suite(void);
 Suite *core_suite(void);
+Suite *dgram_suite(void);
 
 #endif
