@@ -46,8 +46,9 @@
 #define PUSH_IN_MAX  (RH_FRAME_MAX + RH_FRAME_HDR)
 #define OUT_MAX      (RH_IPC_LINE_MAX + 2 * RH_FRAME_HDR + 256)
 
-enum { SRC_LISTEN = 1, SRC_STOP, SRC_CONN, SRC_TARGET };
-enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY, CK_LISTEN, CK_SVCWAIT };
+enum { SRC_LISTEN = 1, SRC_STOP, SRC_CONN, SRC_TARGET, SRC_RESOLVER };
+enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY, CK_LISTEN, CK_SVCWAIT,
+       CK_RESOLVE };
 
 #define PUSH_WAIT_MAX 8     /* pushes queued behind the active one, per session */
 #define CRC_MARKS     32    /* down: CRCs of the last frame ends, for acks at them */
@@ -94,6 +95,10 @@ struct conn {
     rh_ipc_req *rq;          /* rendezvous: a waiting LISTEN or OPEN of a service */
     long pair_deadline;      /* ... answered empty (listen) or 503 (open) at this time */
     conn *pair_prev, *pair_next;   /* ... in the core's list of its kind */
+    uint64_t resolve_id;     /* RESOLVE: its lookup (rh_core_resolve.c) ... */
+    long resolve_deadline;   /* ... answered 504 at this time */
+    char resolve_name[RH_HOST_MAX + 2];
+    conn *res_next;          /* ... in the core's list of waiting lookups */
     conn *next_dead;
 };
 
@@ -128,6 +133,7 @@ struct session {
              close_asked:1;  /* the client closed with both directions done: the
                                 target takes what is left, then a clean end */
     char reason[128];
+    const char *open_why;    /* a failed connect: RH_REASON_TOKEN_* for the opener */
     conn *push, *pull, *opener;
     rh_client *cl;           /* who opened it */
     conn *push_wait[PUSH_WAIT_MAX];
@@ -173,6 +179,11 @@ typedef struct core {
     long pair_due;                 /* ... the earliest of their deadlines; 0: none */
     char served[RH_SERVED_MAX][RH_TARGET_MAX];   /* services a serve listened for */
     unsigned nserved;
+    struct rh_resolver *resolver;  /* name lookups (RESOLVE), started on first use */
+    int resolver_src;
+    conn *resolving;               /* ... the requests waiting for one */
+    long resolve_due;              /* ... the earliest of their deadlines; 0: none */
+    uint64_t resolve_seq;
 } core;
 
 /* Test only (RELAY_HTTPS_TEST_FLIP=up:N or down:N): flips the byte at that offset
@@ -269,6 +280,13 @@ void rh_pair_listen(core *c, conn *k, const rh_ipc_req *rq);
 void rh_pair_conn_gone(core *c, conn *k);
 void rh_pair_timers(core *c, long now);
 void rh_pair_session_end(core *c, session *s, int reset, const char *reason);
+
+/* ---- rh_core_resolve.c: RESOLVE ---- */
+void rh_core_req_resolve(core *c, conn *k, const rh_ipc_req *rq);
+void rh_core_resolve_event(core *c);
+void rh_core_resolve_timers(core *c, long now);
+void rh_core_resolve_gone(core *c, conn *k);
+void rh_core_resolve_stop(core *c);
 
 /* ---- rh_core_open.c, rh_core_req.c: requests ---- */
 rh_client *rh_core_open_client(core *c, conn *k, const rh_ipc_req *rq, int rate);
