@@ -228,6 +228,30 @@ static void close_listeners(const struct rhc_cmd *cmd, struct listener *ls)
     }
 }
 
+/* A bound socket starts taking connections (TCP, UNIX) or datagrams (UDP). */
+static int start_listener(rhc_ctx *c, struct listener *l, size_t n)
+{
+    const struct rhc_opts *o = l->route->o;
+    if (o->udp) {
+        int fd = l->fd;
+        l->fd = -1;   /* the udp side owns it now */
+        if (!(l->udp = rhc_udp_new(c, l->route, fd))) {
+            rhc_err("out of memory");
+            return -1;
+        }
+    } else if (listen(l->fd, 128) != 0) {
+        rhc_err("listen %s: %s", l->bound, strerror(errno));
+        return -1;
+    }
+    const char *proto = o->udp ? "udp " : "";
+    if (n == 1)
+        rhc_err("listening on %s%s", proto, l->bound);
+    else
+        rhc_err("listening on %s%s for %s/%s", proto, l->bound, o->base_url, o->target);
+    rhc_info("forwarding to %s/%s", o->base_url, o->target);
+    return 0;
+}
+
 /* The udp routes' descriptors after the first nex of ex; each one's idle
  * timer shortens *wait. Returns the new count. */
 static size_t udp_pollfds(struct listener *ls, size_t n, struct pollfd *ex, size_t nex,
@@ -276,26 +300,9 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
             goto leave;
         }
     }
-    for (size_t i = 0; i < n; ++i) {
-        const struct rhc_opts *o = ls[i].route->o;
-        if (o->udp) {
-            int fd = ls[i].fd;
-            ls[i].fd = -1;   /* the udp side owns it now */
-            if (!(ls[i].udp = rhc_udp_new(c, ls[i].route, fd))) {
-                rhc_err("out of memory");
-                goto leave;
-            }
-        } else if (listen(ls[i].fd, 128) != 0) {
-            rhc_err("listen %s: %s", ls[i].bound, strerror(errno));
+    for (size_t i = 0; i < n; ++i)
+        if (start_listener(c, &ls[i], n) != 0)
             goto leave;
-        }
-        const char *proto = o->udp ? "udp " : "";
-        if (n == 1)
-            rhc_err("listening on %s%s", proto, ls[i].bound);
-        else
-            rhc_err("listening on %s%s for %s/%s", proto, ls[i].bound, o->base_url, o->target);
-        rhc_info("forwarding to %s/%s", o->base_url, o->target);
-    }
     for (;;) {
         int64_t now = rh_now_ms();
         int can_accept = now >= accept_again && rhc_ctx_tunnels(c) < max_tunnels;

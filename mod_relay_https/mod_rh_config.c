@@ -11,6 +11,7 @@
 #include "mod_rh_private.h"
 #include "mod_rh_check.h"
 #include "mod_rh_config.h"
+#include "rh_allow.h"
 #include "rh_registry.h"
 #include "rh_util.h"
 
@@ -19,6 +20,7 @@ void *rh_create_dir_conf(apr_pool_t *p, char *dir)
     rh_dir_conf *dc = apr_pcalloc(p, sizeof(*dc));
     dc->location = dir ? apr_pstrdup(p, dir) : NULL;
     dc->targets = apr_array_make(p, 4, sizeof(rh_target));
+    dc->allows = apr_array_make(p, 2, sizeof(rh_allow_rule));
     dc->bufsize = dc->window = dc->idle_s = dc->connect_s = dc->poll_s = -1;
     dc->udp_idle_s = dc->udp_queue = -1;
     return dc;
@@ -30,7 +32,8 @@ void *rh_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     rh_dir_conf *dc = apr_pcalloc(p, sizeof(*dc));
     /* an inner <Location> without targets (a Require on BASE/NAME/listen, say)
      * keeps the relay location's path, where the endpoints are counted from */
-    dc->location = add->location && (add->targets->nelts || !base->location)
+    dc->location = add->location && (add->targets->nelts || add->allows->nelts
+                                     || !base->location)
                  ? add->location : base->location;
     /* inner sections add targets and may redefine a name of an outer one */
     dc->targets = apr_array_copy(p, add->targets);
@@ -39,6 +42,8 @@ void *rh_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
         if (!rh_find_target(add, t->name))
             APR_ARRAY_PUSH(dc->targets, rh_target) = *t;
     }
+    /* RelayAllow adds up: an inner section allows more, never less */
+    dc->allows = apr_array_append(p, base->allows, add->allows);
     dc->bufsize = add->bufsize >= 0 ? add->bufsize : base->bufsize;
     dc->window = add->window >= 0 ? add->window : base->window;
     dc->idle_s = add->idle_s >= 0 ? add->idle_s : base->idle_s;
@@ -134,6 +139,11 @@ const rh_target *rh_find_target(const rh_dir_conf *dc, const char *name)
     return NULL;
 }
 
+int rh_dir_allows(const rh_dir_conf *dc)
+{
+    return dc->allows && dc->allows->nelts > 0;
+}
+
 int rh_dir_bufsize(const rh_dir_conf *dc)
 {
     return dc->bufsize > 0 ? dc->bufsize : RH_DEFAULT_BUFSIZE;
@@ -210,6 +220,21 @@ static const char *set_service(cmd_parms *cmd, void *dcv, const char *name)
     t->host = NULL;
     t->port = 0;
     t->service = 1;
+    return NULL;
+}
+
+/* RelayAllow HOST-PATTERN PORTS: destinations clients may name per
+ * connection (rh_allow.h); a malformed one fails the configtest with why. */
+static const char *set_allow(cmd_parms *cmd, void *dcv, const char *host, const char *ports)
+{
+    rh_dir_conf *dc = dcv;
+    char err[256];
+    rh_allow_rule *r = apr_array_push(dc->allows);
+    if (rh_allow_parse(r, host, ports, err, sizeof(err)) != 0) {
+        --dc->allows->nelts;
+        return apr_psprintf(cmd->pool, "RelayAllow %s %s: %s", host, ports, err);
+    }
+    rh_check_note_target(cmd);
     return NULL;
 }
 
@@ -352,6 +377,10 @@ const command_rec rh_cmds[] = {
     AP_INIT_TAKE2("RelayTarget", set_target, NULL, RSRC_CONF | ACCESS_CONF,
                   "RelayTarget NAME [udp:]HOST:PORT - a TCP (or UDP) service clients may "
                   "reach by NAME"),
+    AP_INIT_TAKE2("RelayAllow", set_allow, NULL, RSRC_CONF | ACCESS_CONF,
+                  "RelayAllow HOST-PATTERN PORTS - destinations clients may name per "
+                  "connection: a name, *.domain, an address or CIDR block; a port, N-M or "
+                  "a comma list"),
     AP_INIT_TAKE1("RelayService", set_service, NULL, RSRC_CONF | ACCESS_CONF,
                   "RelayService NAME - a rendezvous: clients reach by NAME what a "
                   "'relay-https serve' offers (who may serve: Require on BASE/NAME/listen)"),

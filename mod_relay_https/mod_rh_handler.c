@@ -66,7 +66,7 @@ static int do_open(rh_req *q)
 void rh_open_terms(rh_req *q, rh_ipc_req *rq)
 {
     request_rec *r = q->r;
-    apr_cpystrn(rq->target, q->target->name, sizeof(rq->target));
+    apr_cpystrn(rq->target, q->target ? q->target->name : q->target_name, sizeof(rq->target));
     rq->bufsize = (unsigned)rh_dir_bufsize(q->dc);
     rq->idle_s = (unsigned)rh_dir_idle(q->dc);
     /* a client that can resume asks the server to keep bytes until acknowledged */
@@ -100,7 +100,7 @@ int rh_open_answer(rh_req *q, const rh_ipc_req *rq, const char *token)
         apr_table_setn(r->headers_out, RH_HDR_INTEGRITY, RH_INTEGRITY_CRC32C);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2010) "session %.*s %s %s",
                   RH_SID_LEN, token, rq->op == RH_IPC_LISTEN ? "accepted for" : "opened to",
-                  q->target->name);
+                  rq->target);
     r->status = HTTP_CREATED;
     ap_set_content_length(r, 0);
     return OK;
@@ -232,7 +232,7 @@ int rh_refuse_trace(request_rec *r)
     if (r->method_number != M_TRACE)
         return DECLINED;
     dc = ap_get_module_config(r->per_dir_config, &relay_https_module);
-    if (!dc || !dc->targets || dc->targets->nelts == 0)
+    if (!dc || ((!dc->targets || dc->targets->nelts == 0) && !rh_dir_allows(dc)))
         return DECLINED;
     r->allowed = AP_METHOD_BIT << M_GET | AP_METHOD_BIT << M_POST;
     return HTTP_METHOD_NOT_ALLOWED;
@@ -261,7 +261,8 @@ int rh_handler(request_rec *r)
         ap_rputs(RH_ERROR_PREFIX "relay endpoint\n", r);
         return OK;
     }
-    if (where < 0 || !rh_valid_target_name(target))
+    int dest = where > 0 && !strcmp(target, RH_DEST_TARGET);
+    if (where < 0 || (!dest && !rh_valid_target_name(target)))
         return rh_fail(r, HTTP_NOT_FOUND, "no such relay endpoint");
     const char *ver = apr_table_get(r->headers_in, RH_HDR_VERSION);
     if (ver && strcmp(ver, RH_PROTO_VERSION) != 0)
@@ -269,6 +270,8 @@ int rh_handler(request_rec *r)
                        "(this server speaks " RH_PROTO_VERSION ")", ver);
     q.target_name = target;
     q.op = op;
+    if (dest && (!strcmp(op, RH_EP_OPEN) || !strcmp(op, RH_EP_CHECK)))
+        return !strcmp(op, RH_EP_OPEN) ? rh_do_dest_open(&q) : rh_do_dest_check(&q);
     if (!strcmp(op, RH_EP_OPEN) || !strcmp(op, RH_EP_CHECK) || !strcmp(op, RH_EP_LISTEN)) {
         /* Only open, check and listen consult the RelayTarget list: a session
          * opened before a reload that removed its target goes on to the

@@ -47,8 +47,9 @@
 #define PUSH_IN_MAX  (RH_FRAME_MAX + RH_FRAME_HDR)
 #define OUT_MAX      (RH_IPC_LINE_MAX + 2 * RH_FRAME_HDR + 256)
 
-enum { SRC_LISTEN = 1, SRC_STOP, SRC_CONN, SRC_TARGET, SRC_UDP };
-enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY, CK_LISTEN, CK_SVCWAIT };
+enum { SRC_LISTEN = 1, SRC_STOP, SRC_CONN, SRC_TARGET, SRC_RESOLVER, SRC_UDP };
+enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY, CK_LISTEN, CK_SVCWAIT,
+       CK_RESOLVE };
 
 #define PUSH_WAIT_MAX 8     /* pushes queued behind the active one, per session */
 #define CRC_MARKS     32    /* down: CRCs of the last frame ends, for acks at them */
@@ -96,6 +97,10 @@ struct conn {
     rh_ipc_req *rq;          /* rendezvous: a waiting LISTEN or OPEN of a service */
     long pair_deadline;      /* ... answered empty (listen) or 503 (open) at this time */
     conn *pair_prev, *pair_next;   /* ... in the core's list of its kind */
+    uint64_t resolve_id;     /* RESOLVE: its lookup (rh_core_resolve.c) ... */
+    long resolve_deadline;   /* ... answered 504 at this time */
+    char resolve_name[RH_HOST_MAX + 2];
+    conn *res_next;          /* ... in the core's list of waiting lookups */
     conn *next_dead;
 };
 
@@ -130,6 +135,7 @@ struct session {
              close_asked:1;  /* the client closed with both directions done: the
                                 target takes what is left, then a clean end */
     char reason[128];
+    const char *open_why;    /* a failed connect: RH_REASON_TOKEN_* for the opener */
     conn *push, *pull, *opener;
     rh_client *cl;           /* who opened it */
     conn *push_wait[PUSH_WAIT_MAX];
@@ -180,6 +186,11 @@ typedef struct core {
     uint64_t udp_opened;
     uint64_t udp_closed[4];        /* closed shims' datagrams: up, down, dropped up, down */
     long udp_tick;
+    struct rh_resolver *resolver;  /* name lookups (RESOLVE), started on first use */
+    int resolver_src;
+    conn *resolving;               /* ... the requests waiting for one */
+    long resolve_due;              /* ... the earliest of their deadlines; 0: none */
+    uint64_t resolve_seq;
 } core;
 
 /* Test only (RELAY_HTTPS_TEST_FLIP=up:N or down:N): flips the byte at that offset
@@ -283,6 +294,12 @@ int rh_udp_open(core *c, session *s, const struct sockaddr *sa, socklen_t salen,
 void rh_udp_event(core *c, void *end_ptr, uint32_t events);
 void rh_udp_free(core *c, session *s);
 void rh_udp_tick(core *c, long now);
+/* ---- rh_core_resolve.c: RESOLVE ---- */
+void rh_core_req_resolve(core *c, conn *k, const rh_ipc_req *rq);
+void rh_core_resolve_event(core *c);
+void rh_core_resolve_timers(core *c, long now);
+void rh_core_resolve_gone(core *c, conn *k);
+void rh_core_resolve_stop(core *c);
 
 /* ---- rh_core_open.c, rh_core_req.c: requests ---- */
 rh_client *rh_core_open_client(core *c, conn *k, const rh_ipc_req *rq, int rate);

@@ -143,7 +143,10 @@ void rh_core_session_end(core *c, session *s, int reset, const char *reason)
         conn *k = s->opener;
         s->opener = NULL;
         k->s = NULL;
-        rh_core_conn_error(c, k, 502, "%s", reason);
+        if (s->open_why)
+            rh_core_conn_error(c, k, 502, "reason=%s %s", s->open_why, reason);
+        else
+            rh_core_conn_error(c, k, 502, "%s", reason);
     }
     if (s->push) {
         conn *k = s->push;

@@ -163,6 +163,14 @@ static int parse_logs(char **w, int n, rh_ipc_req *req)
     return parse_uint(w[1], &req->log_level, 15);
 }
 
+/* RESOLVE name timeout_s */
+static int parse_resolve(char **w, int n, rh_ipc_req *req)
+{
+    req->op = RH_IPC_RESOLVE;
+    return copy_word(req->name, sizeof(req->name), w[1])
+        || parse_uint(w[2], &req->timeout_s, 3600) || req->timeout_s == 0 ? -1 : 0;
+}
+
 #define REQ_WORDS_MAX 13
 
 /* the request verbs, with how many words (the verb included) each takes */
@@ -179,6 +187,7 @@ static const struct {
     { "STAT",  1, 1, parse_stat },
     { "LOGS",  2, 2, parse_logs },
     { "LISTEN", 5, 9, parse_listen },
+    { "RESOLVE", 3, 3, parse_resolve },
 };
 
 int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
@@ -267,6 +276,9 @@ int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req)
         break;
     case RH_IPC_LOGS:
         n = snprintf(buf, len, "LOGS %u\n", req->log_level);
+        break;
+    case RH_IPC_RESOLVE:
+        n = snprintf(buf, len, "RESOLVE %s %u\n", req->name, req->timeout_s);
         break;
     default:
         return -1;

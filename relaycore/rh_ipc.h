@@ -26,8 +26,11 @@ typedef enum {
     RH_IPC_LISTEN, /* LISTEN service bufsize idle_s poll_s [resume=window] [check=crc32c]
                       [client=KEY] [owner=HEX64]: waits for an open of the service;
                       OK <token> (the serve leg's session) or OK alone (none came) */
-    RH_IPC_LOGS    /* LOGS level: from the httpd parent only, with the error log's
+    RH_IPC_LOGS,   /* LOGS level: from the httpd parent only, with the error log's
                       descriptor (SCM_RIGHTS) after every restart */
+    RH_IPC_RESOLVE /* RESOLVE name timeout_s: the core looks the name up without
+                      blocking its loop; OK addr [addr...] (at most
+                      RH_RESOLVE_ADDRS) or ERR 502/504 reason=resolve */
 } rh_ipc_op;
 
 typedef struct rh_ipc_req {
@@ -55,6 +58,8 @@ typedef struct rh_ipc_req {
     char mode[16];      /* pull: "stream" or "batch" */
     unsigned poll_s;    /* pull, batch; listen: answer empty after this long */
     unsigned log_level; /* logs: httpd's level for the module (APLOG_*) */
+    char name[RH_HOST_MAX + 2];   /* resolve: the host name */
+    unsigned timeout_s;           /* resolve: answer 504 after this long */
 } rh_ipc_req;
 
 /* Replies: "OK <text>", "DONE <offset>", "ERR <status> [reason=<token>] <message>"

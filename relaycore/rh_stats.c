@@ -8,7 +8,7 @@ const char *const rh_stats_xp_names[RH_XP_N] = {
 };
 const char *const rh_stats_refuse_names[RH_REFUSE_N] = {
     "busy", "clientShare", "unknownTarget", "unknownSession", "otherUser", "badRequest",
-    "targetDown"
+    "targetDown", "destination"
 };
 
 #define OTHER_TARGET "(other)"

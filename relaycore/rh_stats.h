@@ -28,6 +28,7 @@ enum {
     RH_REFUSE_OTHER_USER,      /* 403: a session of another user */
     RH_REFUSE_BAD,             /* 400, 405, 408, 413: bad or slow requests */
     RH_REFUSE_TARGET_DOWN,     /* 502, 504: the target refused or timed out */
+    RH_REFUSE_DEST,            /* 403: a destination no RelayAllow lets through */
     RH_REFUSE_N
 };
 

@@ -16,5 +16,7 @@ Suite *clients_suite(void);
 Suite *ipc_suite(void);
 Suite *core_suite(void);
 Suite *dgram_suite(void);
+Suite *allow_suite(void);
+Suite *resolve_suite(void);
 
 #endif
