@@ -84,6 +84,10 @@ struct rhc_opts {
     const char *local_user;     /* proxy: --local-user USER:PASS the local port wants */
     long max_conns;             /* proxy: --max-connections (0: default) */
     long handshake_ms;          /* proxy: --handshake-timeout (0: default) */
+    int udp;                    /* forward: -L udp:...: a UDP port, a session per source */
+    unsigned udp_idle_s;        /* --udp-idle: a source's session ends after this (0: default) */
+    unsigned udp_queue;         /* --udp-queue: datagrams waiting per direction (0: default) */
+    unsigned udp_flows;         /* --udp-flows: sources with a session at once (0: default) */
 };
 
 /* The whole command line: the mode and one rhc_opts per route (forward: one per

@@ -24,6 +24,7 @@ typedef struct rh_target {
     const char *host;
     apr_port_t port;
     int service;                 /* RelayService: reached through a serve, no address */
+    int udp;                     /* udp:HOST:PORT: datagrams (rh_dgram.h) */
 } rh_target;
 
 typedef struct rh_dir_conf {
@@ -35,6 +36,8 @@ typedef struct rh_dir_conf {
     int idle_s;
     int connect_s;
     int poll_s;
+    int udp_idle_s;              /* RelayUDPIdleTimeout; -1: unset */
+    int udp_queue;               /* RelayUDPQueue; -1: unset */
 } rh_dir_conf;
 
 typedef struct rh_srv_conf {

@@ -49,6 +49,11 @@ static int do_open(rh_req *q)
     rq.port = q->target->port;
     rh_open_terms(q, &rq);
     rq.connect_s = (unsigned)rh_dir_connect(q->dc);
+    if (q->target->udp) {
+        rq.udp = 1;
+        rq.udp_idle_s = q->dc->udp_idle_s > 0 ? (unsigned)q->dc->udp_idle_s : RH_UDP_IDLE_S;
+        rq.udp_queue = q->dc->udp_queue > 0 ? (unsigned)q->dc->udp_queue : RH_UDP_QUEUE;
+    }
     if (rh_core_ask(q, &rq, &rep, (rh_dir_connect(q->dc) + 5) * 1000) != 0)
         return rh_core_unavailable(r);
     if (!rep.ok)
@@ -152,6 +157,24 @@ static int do_check(rh_req *q)
     ap_set_content_type(r, "text/plain; charset=utf-8");
     ap_rprintf(r, RH_ERROR_PREFIX "target '%s' ready\n", q->target->name);
     return OK;
+}
+
+/* Open and check: the client's bytes are datagrams (Relay-Datagram) exactly
+ * when the target is a udp: one; else 400 with the reason, before anything
+ * connects (length-prefixed bytes to a TCP service would be garbage to it). */
+static int datagram_mismatch(rh_req *q)
+{
+    request_rec *r = q->r;
+    const char *dg = apr_table_get(r->headers_in, RH_HDR_DATAGRAM);
+    int datagrams = dg && !strcmp(dg, RH_DATAGRAM_LEN16);
+    if (datagrams == q->target->udp)
+        return DECLINED;
+    apr_table_setn(r->headers_out, RH_HDR_REASON, RH_REASON_TOKEN_DATAGRAM);
+    if (datagrams)
+        return rh_fail(r, HTTP_BAD_REQUEST, "target '%s' is not UDP: forward it with "
+                       "-L [ADDR:]PORT, not -L udp:", q->target->name);
+    return rh_fail(r, HTTP_BAD_REQUEST, "target '%s' is UDP: forward it with "
+                   "-L udp:[ADDR:]PORT", q->target->name);
 }
 
 /* Splits the URI below the location into TARGET and OP. */
@@ -260,6 +283,9 @@ int rh_handler(request_rec *r)
         }
         if (!strcmp(op, RH_EP_LISTEN))
             return rh_do_listen(&q);
+        int rv = datagram_mismatch(&q);
+        if (rv != DECLINED)
+            return rv;
         if (!strcmp(op, RH_EP_CHECK))
             return do_check(&q);
         return q.target->service ? rh_do_service_open(&q) : do_open(&q);

@@ -283,6 +283,8 @@ static void dispatch(core *c, const struct epoll_event *evs, int n)
             session *s = evs[i].data.ptr;
             if (!s->dead)
                 target_event(c, s, evs[i].events);
+        } else if (src == SRC_UDP) {
+            rh_udp_event(c, evs[i].data.ptr, evs[i].events);
         }
     }
 }
@@ -357,6 +359,7 @@ int rh_core_run(const rh_core_config *cfg)
          * batch may still point at them */
         run_timers(c, rh_now_ms());
         rh_pair_timers(c, rh_now_ms());
+        rh_udp_tick(c, rh_now_ms());
         rh_core_resolve_timers(c, rh_now_ms());
         reap(c);
     }

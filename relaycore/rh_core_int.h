@@ -12,6 +12,7 @@
  *   rh_core_down.c     down: target -> ring -> pull frames
  *   rh_core_open.c     OPEN: limits, the new session, the connect to the target
  *   rh_core_req.c      the other requests, and the request line itself
+ *   rh_udp.c           udp: targets: datagrams <-> the session's stream
  *
  * Every session has a target socket and two bounded rings: up (client -> target)
  * and down (target -> client). httpd children attach to a session over the
@@ -46,7 +47,7 @@
 #define PUSH_IN_MAX  (RH_FRAME_MAX + RH_FRAME_HDR)
 #define OUT_MAX      (RH_IPC_LINE_MAX + 2 * RH_FRAME_HDR + 256)
 
-enum { SRC_LISTEN = 1, SRC_STOP, SRC_CONN, SRC_TARGET, SRC_RESOLVER };
+enum { SRC_LISTEN = 1, SRC_STOP, SRC_CONN, SRC_TARGET, SRC_RESOLVER, SRC_UDP };
 enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY, CK_LISTEN, CK_SVCWAIT,
        CK_RESOLVE };
 
@@ -56,6 +57,7 @@ enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY, CK_LISTEN, 
 
 typedef struct session session;
 typedef struct conn conn;
+typedef struct rh_udp rh_udp;
 
 struct conn {
     int src;                 /* SRC_CONN: first member, epoll's data.ptr */
@@ -151,6 +153,7 @@ struct session {
              peer_reset:1,   /* the peer was reset: our target's EOF is a reset */
              unclaimed:1;    /* serve leg: no request of it came yet */
     long claim_deadline;     /* ... reset with its peer when none came by then */
+    rh_udp *udp;             /* a udp: target: its shim holds the other end of fd */
     session *next_dead;
 };
 
@@ -179,6 +182,10 @@ typedef struct core {
     long pair_due;                 /* ... the earliest of their deadlines; 0: none */
     char served[RH_SERVED_MAX][RH_TARGET_MAX];   /* services a serve listened for */
     unsigned nserved;
+    rh_udp *udps;                  /* udp: targets' shims (rh_udp.c) */
+    uint64_t udp_opened;
+    uint64_t udp_closed[4];        /* closed shims' datagrams: up, down, dropped up, down */
+    long udp_tick;
     struct rh_resolver *resolver;  /* name lookups (RESOLVE), started on first use */
     int resolver_src;
     conn *resolving;               /* ... the requests waiting for one */
@@ -281,6 +288,12 @@ void rh_pair_conn_gone(core *c, conn *k);
 void rh_pair_timers(core *c, long now);
 void rh_pair_session_end(core *c, session *s, int reset, const char *reason);
 
+/* ---- rh_udp.c: udp: targets ---- */
+int rh_udp_open(core *c, session *s, const struct sockaddr *sa, socklen_t salen,
+                unsigned idle_s, unsigned queue);
+void rh_udp_event(core *c, void *end_ptr, uint32_t events);
+void rh_udp_free(core *c, session *s);
+void rh_udp_tick(core *c, long now);
 /* ---- rh_core_resolve.c: RESOLVE ---- */
 void rh_core_req_resolve(core *c, conn *k, const rh_ipc_req *rq);
 void rh_core_resolve_event(core *c);

@@ -181,6 +181,18 @@ void rh_core_req_open(core *c, conn *k, const rh_ipc_req *rq)
     s->timer.deadline = rh_core_session_next_deadline(s);
     rh_timers_push(&c->timers, &s->timer);
 
+    if (rq->udp) {
+        /* connected at once: the session's target is the shim's socketpair */
+        if (rh_udp_open(c, s, (struct sockaddr *)&sa, salen, rq->udp_idle_s,
+                        rq->udp_queue) == 0) {
+            rh_core_open_finish(c, s);
+            return;
+        }
+        char why[160];
+        snprintf(why, sizeof(why), "udp target '%s': %s", s->target, strerror(errno));
+        rh_core_session_end(c, s, 1, why);
+        return;
+    }
     s->fd = socket(((struct sockaddr *)&sa)->sa_family,
                    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (s->fd < 0) {

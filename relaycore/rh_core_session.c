@@ -113,6 +113,7 @@ static void target_close(core *c, session *s)
 void rh_core_session_free(core *c, session *s)
 {
     target_close(c, s);
+    rh_udp_free(c, s);
     if (s->cl) {
         --s->cl->sessions;
         rh_client_touch(s->cl, rh_now_ms());

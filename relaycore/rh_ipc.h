@@ -14,7 +14,8 @@
 typedef enum {
     RH_IPC_NONE = 0,
     RH_IPC_OPEN,   /* OPEN target ip port bufsize idle_s connect_s [resume=window]
-                      [check=crc32c] [client=KEY] [owner=HEX64] [service]; with
+                      [check=crc32c] [client=KEY] [owner=HEX64] [service]
+                      [udp=IDLE_S,QUEUE] (a udp: target: datagrams); with
                       service, target is a RelayService, ip "-", port 0 and
                       connect_s how long to wait for a serve's listen */
     RH_IPC_PUSH,   /* PUSH token offset [len=N] then frames until EOF; N = body bytes */
@@ -44,6 +45,9 @@ typedef struct rh_ipc_req {
     int resume;         /* open: keep down bytes until acknowledged */
     int check;          /* open: C frames (CRC32C) follow every D frame, both ways */
     int service;        /* open: target names a RelayService (rendezvous) */
+    int udp;            /* open: a udp: target, datagrams framed in the stream */
+    unsigned udp_idle_s;       /* ... ends after this long without a datagram */
+    unsigned udp_queue;        /* ... datagrams waiting per direction, at most */
     char client[32];    /* open: who asks (hashed user or address), for per-client limits */
     uint64_t owner;     /* open: hash of the authenticated user; 0: none */
     int integrity;      /* close: because the client's check failed */

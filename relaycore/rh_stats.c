@@ -75,6 +75,13 @@ void rh_stats_request(rh_stats *st, int xp)
         __atomic_add_fetch(&st->requests[xp], 1, __ATOMIC_RELAXED);
 }
 
+void rh_stats_udp(rh_stats *st, uint64_t opened, const uint64_t n[4])
+{
+    __atomic_store_n(&st->udp_sessions, opened, __ATOMIC_RELAXED);
+    for (int i = 0; i < 4; ++i)
+        __atomic_store_n(&st->udp[i], n[i], __ATOMIC_RELAXED);
+}
+
 void rh_stats_resumed(rh_stats *st)
 {
     __atomic_add_fetch(&st->resumed, 1, __ATOMIC_RELAXED);
