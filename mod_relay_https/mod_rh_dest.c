@@ -119,12 +119,16 @@ int rh_do_dest_open(rh_req *q)
         return rh_method_not_allowed(r, "POST");
     if (ap_discard_request_body(r) != OK)
         return rh_fail(r, HTTP_BAD_REQUEST, "unreadable request body");
+    /* datagrams (SOCKS5 UDP ASSOCIATE): only to udp/ ports of the list */
+    unsigned udp = rh_req_datagrams(r) ? RH_ALLOW_UDP : 0;
     if ((rv = dest_of(q, host, sizeof(host), &port, &dest)) != DECLINED
-        || (rv = check_named(q, dest, host, port, &a, &is_addr)) != DECLINED
-        || (!is_addr && (rv = resolve_checked(q, dest, host, port, &a)) != DECLINED))
+        || (rv = check_named(q, dest, host, port | udp, &a, &is_addr)) != DECLINED
+        || (!is_addr && (rv = resolve_checked(q, dest, host, port | udp, &a)) != DECLINED))
         return rv;
     rh_addr_format(&a, ip, sizeof(ip));
     memset(&rq, 0, sizeof(rq));
+    if (udp)
+        rh_udp_terms(q, &rq);
     rq.op = RH_IPC_OPEN;
     apr_cpystrn(rq.host, ip, sizeof(rq.host));
     rq.port = port;
@@ -153,6 +157,8 @@ int rh_do_dest_check(rh_req *q)
     int rv, is_addr;
     size_t n;
 
+    unsigned udp = rh_req_datagrams(r) ? RH_ALLOW_UDP : 0;
+
     if (r->method_number != M_GET)
         return rh_method_not_allowed(r, "GET");
     if (!rules_of(q->dc, &n)) {
@@ -162,7 +168,7 @@ int rh_do_dest_check(rh_req *q)
     }
     if (apr_table_get(r->headers_in, RH_HDR_DESTINATION)
         && ((rv = dest_of(q, host, sizeof(host), &port, &dest)) != DECLINED
-            || (rv = check_named(q, dest, host, port, &a, &is_addr)) != DECLINED))
+            || (rv = check_named(q, dest, host, port | udp, &a, &is_addr)) != DECLINED))
         return rv;
     ap_set_content_type(r, "text/plain; charset=utf-8");
     ap_rprintf(r, RH_ERROR_PREFIX "destinations ready (%d RelayAllow)\n", (int)n);
