@@ -41,6 +41,10 @@ static inline int rh_hdr_u64(request_rec *r, const char *name, apr_uint64_t *v)
 #include "rh_ipc.h"
 void rh_open_terms(rh_req *q, rh_ipc_req *rq);
 int rh_open_answer(rh_req *q, const rh_ipc_req *rq, const char *token);
+/* The client's bytes are datagrams (Relay-Datagram: len16): 1, else 0. */
+int rh_req_datagrams(request_rec *r);
+/* An open of datagrams: the location's UDP idle timeout and queue bound. */
+void rh_udp_terms(rh_req *q, rh_ipc_req *rq);
 
 /* mod_rh_listen.c: rendezvous, a serve's listen and a client's open of a
  * RelayService. */
