@@ -24,6 +24,7 @@
 #include "rhc_route.h"
 #include "rhc_signals.h"
 #include "rhc_stats.h"
+#include "rhc_udp.h"
 
 #define FDS_PER_TUNNEL    4        /* local socket + push, pull, ack connections (HTTP/1.1) */
 #define FDS_SPARE         64
@@ -37,9 +38,11 @@ struct listener {
     int named;                  /* several routes: labels say which */
     char bound[128];
     unsigned long serial;       /* connections accepted */
+    struct rhc_udp *udp;        /* -L udp: its sources' sessions (fd is then its socket) */
+    size_t ex_at, ex_n;         /* ... its descriptors in this round's poll */
 };
 
-static void addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_t outsz)
+void rhc_addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_t outsz)
 {
     char host[INET6_ADDRSTRLEN], port[8];   /* numeric only */
 
@@ -57,14 +60,14 @@ static void addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_
 /* Bound, not listening yet: the port is ours at once (a clash is a local
  * error before any network), but a connection is refused until the start
  * check passed. */
-static int bound_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
+int rhc_bound_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
 {
     struct addrinfo hints, *res = NULL;
     int fd = -1, err = 0, one = 1;
 
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_socktype = o->udp ? SOCK_DGRAM : SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE;
     int gai = getaddrinfo(o->listen_host, o->listen_port, &hints, &res);
     if (gai != 0) {
@@ -93,7 +96,7 @@ static int bound_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-        addr_text((struct sockaddr *)&ss, sl, bound, boundsz);
+        rhc_addr_text((struct sockaddr *)&ss, sl, bound, boundsz);
     else
         snprintf(bound, boundsz, "%s:%s", o->listen_host, o->listen_port);
     return fd;
@@ -159,7 +162,7 @@ static int accept_some(rhc_ctx *c, struct listener *l)
             snprintf(peer, sizeof(peer), "unix");
         } else {
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            addr_text((struct sockaddr *)&ss, sl, peer, sizeof(peer));
+            rhc_addr_text((struct sockaddr *)&ss, sl, peer, sizeof(peer));
         }
         /* with several routes the label says which one */
         snprintf(label, sizeof(label), "%.40s%s#%lu %.60s", l->named ? l->route->name : "",
@@ -173,12 +176,12 @@ static int accept_some(rhc_ctx *c, struct listener *l)
 /* A forwarder may hold thousands of tunnels, each a few descriptors: the soft
  * descriptor limit (often 1024) goes up to the hard one, and the number of
  * tunnels accepted at once follows from what is allowed. */
-static void raise_fd_limit(void)
+size_t rhc_raise_fd_limit(void)
 {
     struct rlimit rl;
 
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return;
+        return max_tunnels;
     if (rl.rlim_cur < rl.rlim_max) {
         rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (1u << 20) ? (1u << 20)
                                                                               : rl.rlim_max;
@@ -190,6 +193,7 @@ static void raise_fd_limit(void)
         max_tunnels = (size_t)(rl.rlim_cur - FDS_SPARE) / FDS_PER_TUNNEL;
     rhc_info("up to %zu tunnels at once (descriptor limit %llu)", max_tunnels,
              (unsigned long long)rl.rlim_cur);
+    return max_tunnels;
 }
 
 /* Every route's listener, or none: one that cannot listen stops the start. */
@@ -199,7 +203,7 @@ static int open_listeners(rhc_ctx *c, const struct rhc_cmd *cmd, struct listener
         const struct rhc_opts *o = &cmd->routes[i];
         struct listener *l = &ls[i];
         l->fd = o->listen_path ? listen_unix(o->listen_path, l->bound, sizeof(l->bound))
-                               : bound_socket(o, l->bound, sizeof(l->bound));
+                               : rhc_bound_socket(o, l->bound, sizeof(l->bound));
         if (l->fd < 0)
             return RHC_EXIT_LOCAL;
         /* one route: its labels stay as they were; several: named after their
@@ -225,11 +229,56 @@ static void close_listeners(const struct rhc_cmd *cmd, struct listener *ls)
     }
 }
 
+/* A bound socket starts taking connections (TCP, UNIX) or datagrams (UDP). */
+static int start_listener(rhc_ctx *c, struct listener *l, size_t n)
+{
+    const struct rhc_opts *o = l->route->o;
+    if (o->udp) {
+        int fd = l->fd;
+        l->fd = -1;   /* the udp side owns it now */
+        if (!(l->udp = rhc_udp_new(c, l->route, fd))) {
+            rhc_err("out of memory");
+            return -1;
+        }
+    } else if (listen(l->fd, 128) != 0) {
+        rhc_err("listen %s: %s", l->bound, strerror(errno));
+        return -1;
+    }
+    const char *proto = o->udp ? "udp " : "";
+    if (n == 1)
+        rhc_err("listening on %s%s", proto, l->bound);
+    else
+        rhc_err("listening on %s%s for %s/%s", proto, l->bound, o->base_url, o->target);
+    rhc_info("forwarding to %s/%s", o->base_url, o->target);
+    return 0;
+}
+
+/* The udp routes' descriptors after the first nex of ex; each one's idle
+ * timer shortens *wait. Returns the new count. */
+static size_t udp_pollfds(struct listener *ls, size_t n, struct pollfd *ex, size_t nex,
+                          size_t max, int64_t now, long *wait)
+{
+    for (size_t i = 0; i < n; ++i) {
+        if (!ls[i].udp)
+            continue;
+        long t = rhc_udp_tick(ls[i].udp, now);   /* first: it may free flows */
+        if (*wait < 0 || t < *wait)
+            *wait = t;
+        ls[i].ex_at = nex;
+        ls[i].ex_n = rhc_udp_pollfds(ls[i].udp, ex + nex, max - nex);
+        nex += ls[i].ex_n;
+    }
+    return nex;
+}
+
 int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
 {
     size_t n = cmd->nroutes;
     struct listener *ls = calloc(n, sizeof(*ls));
-    struct pollfd *ex = calloc(n + 1, sizeof(*ex));
+    size_t nex_max = n + 1;
+    for (size_t i = 0; i < n; ++i)
+        nex_max += cmd->routes[i].udp ? rhc_udp_max_fds(&cmd->routes[i]) : 0;
+    struct pollfd *ex = calloc(nex_max, sizeof(*ex));
     int64_t accept_again = 0;
     int rc = RHC_EXIT_LOCAL;
 
@@ -240,7 +289,7 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
     }
     for (size_t i = 0; i < n; ++i)
         ls[i].fd = -1;
-    raise_fd_limit();
+    rhc_raise_fd_limit();
     if ((rc = open_listeners(c, cmd, ls)) >= 0)
         goto leave;
     /* a server that cannot serve us is an error now, not one per connection
@@ -252,18 +301,9 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
             goto leave;
         }
     }
-    for (size_t i = 0; i < n; ++i) {
-        const struct rhc_opts *o = ls[i].route->o;
-        if (listen(ls[i].fd, 128) != 0) {
-            rhc_err("listen %s: %s", ls[i].bound, strerror(errno));
+    for (size_t i = 0; i < n; ++i)
+        if (start_listener(c, &ls[i], n) != 0)
             goto leave;
-        }
-        if (n == 1)
-            rhc_err("listening on %s", ls[i].bound);
-        else
-            rhc_err("listening on %s for %s/%s", ls[i].bound, o->base_url, o->target);
-        rhc_info("forwarding to %s/%s", o->base_url, o->target);
-    }
     for (;;) {
         int64_t now = rh_now_ms();
         int can_accept = now >= accept_again && rhc_ctx_tunnels(c) < max_tunnels;
@@ -271,8 +311,9 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
         for (size_t i = 0; i < n; ++i)
             ex[i + 1] = (struct pollfd){ .fd = can_accept ? ls[i].fd : -1, .events = POLLIN };
         long wait = now < accept_again ? (long)(accept_again - now) : -1;
+        size_t nex = udp_pollfds(ls, n, ex, n + 1, nex_max, now, &wait);
         wait = rhc_stats_tick(c, now, rhc_signals_took(SIGUSR1), wait);
-        if (rhc_ctx_step(c, ex, n + 1, wait) < 0) {
+        if (rhc_ctx_step(c, ex, nex, wait) < 0) {
             rhc_err("poll: %s", strerror(errno));
             break;
         }
@@ -281,6 +322,9 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
         for (size_t i = 0; i < n; ++i)
             if ((ex[i + 1].revents & POLLIN) && accept_some(c, &ls[i]) < 0)
                 accept_again = rh_now_ms() + ACCEPT_BACKOFF_MS;
+        for (size_t i = 0; i < n; ++i)
+            if (ls[i].udp)
+                rhc_udp_events(ls[i].udp, ex + ls[i].ex_at, ls[i].ex_n);
     }
     close_listeners(cmd, ls);
     rhc_info("stopping: %zu tunnel(s) open", rhc_ctx_tunnels(c));
@@ -289,6 +333,8 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
 leave:
     if (ls)
         close_listeners(cmd, ls);     /* after a failed start or check */
+    for (size_t i = 0; ls && i < n; ++i)
+        rhc_udp_free(ls[i].udp);      /* after the tunnels (wind-down) */
     free(ls);
     free(ex);
     return rc;

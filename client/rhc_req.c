@@ -210,7 +210,7 @@ void req_free(struct rhc_req *r)
 
 int add_header(struct rhc_req *r, const char *fmt, ...)
 {
-    char line[256];
+    char line[512];
     va_list ap;
 
     va_start(ap, fmt);
@@ -273,6 +273,10 @@ struct rhc_req *req_new(rhc_ctx *c, const struct rhc_route *route, rhc_tunnel *t
         r->hdrs = l;
     }
     if (add_header(r, RH_HDR_VERSION ": " RH_PROTO_VERSION) < 0)
+        goto leave;
+    /* -L udp: the server must know the bytes are datagrams (and refuse a TCP target) */
+    if (o->udp && (kind == REQ_OPEN || kind == REQ_CHECK)
+        && add_header(r, RH_HDR_DATAGRAM ": " RH_DATAGRAM_LEN16) < 0)
         goto leave;
     if (token && add_header(r, RH_HDR_SESSION ": %s", token) < 0)
         goto leave;

@@ -18,22 +18,27 @@
 #define RH_DEFAULT_PUSH_WAIT_S  10
 #define RH_DEFAULT_FRAME_S      10
 #define RH_DEFAULT_WRITE_S      30
+#define RH_DEFAULT_ASYNC        0       /* RelayAsync: parked waits on the event MPM */
 
 typedef struct rh_target {
     const char *name;
     const char *host;
     apr_port_t port;
     int service;                 /* RelayService: reached through a serve, no address */
+    int udp;                     /* udp:HOST:PORT: datagrams (rh_dgram.h) */
 } rh_target;
 
 typedef struct rh_dir_conf {
     const char *location;        /* the <Location> path, to find the endpoint */
     apr_array_header_t *targets; /* of rh_target */
+    apr_array_header_t *allows;  /* of rh_allow_rule: RelayAllow, destinations per connection */
     int bufsize;                 /* -1: unset */
     int window;                  /* -1: unset */
     int idle_s;
     int connect_s;
     int poll_s;
+    int udp_idle_s;              /* RelayUDPIdleTimeout; -1: unset */
+    int udp_queue;               /* RelayUDPQueue; -1: unset */
 } rh_dir_conf;
 
 typedef struct rh_srv_conf {
@@ -50,6 +55,7 @@ typedef struct rh_srv_conf {
     int write_s;                 /* a response the client does not read is cut after */
     long long rate_session;      /* bytes/s per session (RelayRateLimit); -1: unset */
     long long rate_global;       /* bytes/s for all (RelayGlobalRateLimit) */
+    int async;                   /* RelayAsync: 1 on, 0 off, -1 unset */
 } rh_srv_conf;
 
 extern const command_rec rh_cmds[];
@@ -60,6 +66,8 @@ void *rh_create_srv_conf(apr_pool_t *p, server_rec *s);
 void *rh_merge_srv_conf(apr_pool_t *p, void *base, void *add);
 
 const rh_target *rh_find_target(const rh_dir_conf *dc, const char *name);
+/* The location lets clients name destinations (it has a RelayAllow). */
+int rh_dir_allows(const rh_dir_conf *dc);
 int rh_dir_bufsize(const rh_dir_conf *dc);
 int rh_dir_window(const rh_dir_conf *dc);
 int rh_dir_idle(const rh_dir_conf *dc);
@@ -69,5 +77,7 @@ int rh_dir_poll(const rh_dir_conf *dc);
 void rh_srv_limits(const rh_srv_conf *sc, rh_limits *out);
 int rh_srv_frame_s(const rh_srv_conf *sc);
 int rh_srv_write_s(const rh_srv_conf *sc);
+/* RelayAsync in force: waits parked in the reactor where the MPM allows it. */
+int rh_srv_async(const rh_srv_conf *sc);
 
 #endif
