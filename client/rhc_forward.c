@@ -24,6 +24,7 @@
 #include "rhc_route.h"
 #include "rhc_signals.h"
 #include "rhc_stats.h"
+#include "rhc_udp.h"
 
 #define FDS_PER_TUNNEL    4        /* local socket + push, pull, ack connections (HTTP/1.1) */
 #define FDS_SPARE         64
@@ -37,6 +38,8 @@ struct listener {
     int named;                  /* several routes: labels say which */
     char bound[128];
     unsigned long serial;       /* connections accepted */
+    struct rhc_udp *udp;        /* -L udp: its sources' sessions (fd is then its socket) */
+    size_t ex_at, ex_n;         /* ... its descriptors in this round's poll */
 };
 
 static void addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_t outsz)
@@ -64,7 +67,7 @@ static int bound_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
 
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_socktype = o->udp ? SOCK_DGRAM : SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE;
     int gai = getaddrinfo(o->listen_host, o->listen_port, &hints, &res);
     if (gai != 0) {
@@ -225,11 +228,56 @@ static void close_listeners(const struct rhc_cmd *cmd, struct listener *ls)
     }
 }
 
+/* A bound socket starts taking connections (TCP, UNIX) or datagrams (UDP). */
+static int start_listener(rhc_ctx *c, struct listener *l, size_t n)
+{
+    const struct rhc_opts *o = l->route->o;
+    if (o->udp) {
+        int fd = l->fd;
+        l->fd = -1;   /* the udp side owns it now */
+        if (!(l->udp = rhc_udp_new(c, l->route, fd))) {
+            rhc_err("out of memory");
+            return -1;
+        }
+    } else if (listen(l->fd, 128) != 0) {
+        rhc_err("listen %s: %s", l->bound, strerror(errno));
+        return -1;
+    }
+    const char *proto = o->udp ? "udp " : "";
+    if (n == 1)
+        rhc_err("listening on %s%s", proto, l->bound);
+    else
+        rhc_err("listening on %s%s for %s/%s", proto, l->bound, o->base_url, o->target);
+    rhc_info("forwarding to %s/%s", o->base_url, o->target);
+    return 0;
+}
+
+/* The udp routes' descriptors after the first nex of ex; each one's idle
+ * timer shortens *wait. Returns the new count. */
+static size_t udp_pollfds(struct listener *ls, size_t n, struct pollfd *ex, size_t nex,
+                          size_t max, int64_t now, long *wait)
+{
+    for (size_t i = 0; i < n; ++i) {
+        if (!ls[i].udp)
+            continue;
+        long t = rhc_udp_tick(ls[i].udp, now);   /* first: it may free flows */
+        if (*wait < 0 || t < *wait)
+            *wait = t;
+        ls[i].ex_at = nex;
+        ls[i].ex_n = rhc_udp_pollfds(ls[i].udp, ex + nex, max - nex);
+        nex += ls[i].ex_n;
+    }
+    return nex;
+}
+
 int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
 {
     size_t n = cmd->nroutes;
     struct listener *ls = calloc(n, sizeof(*ls));
-    struct pollfd *ex = calloc(n + 1, sizeof(*ex));
+    size_t nex_max = n + 1;
+    for (size_t i = 0; i < n; ++i)
+        nex_max += cmd->routes[i].udp ? rhc_udp_max_fds(&cmd->routes[i]) : 0;
+    struct pollfd *ex = calloc(nex_max, sizeof(*ex));
     int64_t accept_again = 0;
     int rc = RHC_EXIT_LOCAL;
 
@@ -252,18 +300,9 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
             goto leave;
         }
     }
-    for (size_t i = 0; i < n; ++i) {
-        const struct rhc_opts *o = ls[i].route->o;
-        if (listen(ls[i].fd, 128) != 0) {
-            rhc_err("listen %s: %s", ls[i].bound, strerror(errno));
+    for (size_t i = 0; i < n; ++i)
+        if (start_listener(c, &ls[i], n) != 0)
             goto leave;
-        }
-        if (n == 1)
-            rhc_err("listening on %s", ls[i].bound);
-        else
-            rhc_err("listening on %s for %s/%s", ls[i].bound, o->base_url, o->target);
-        rhc_info("forwarding to %s/%s", o->base_url, o->target);
-    }
     for (;;) {
         int64_t now = rh_now_ms();
         int can_accept = now >= accept_again && rhc_ctx_tunnels(c) < max_tunnels;
@@ -271,8 +310,9 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
         for (size_t i = 0; i < n; ++i)
             ex[i + 1] = (struct pollfd){ .fd = can_accept ? ls[i].fd : -1, .events = POLLIN };
         long wait = now < accept_again ? (long)(accept_again - now) : -1;
+        size_t nex = udp_pollfds(ls, n, ex, n + 1, nex_max, now, &wait);
         wait = rhc_stats_tick(c, now, rhc_signals_took(SIGUSR1), wait);
-        if (rhc_ctx_step(c, ex, n + 1, wait) < 0) {
+        if (rhc_ctx_step(c, ex, nex, wait) < 0) {
             rhc_err("poll: %s", strerror(errno));
             break;
         }
@@ -281,6 +321,9 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
         for (size_t i = 0; i < n; ++i)
             if ((ex[i + 1].revents & POLLIN) && accept_some(c, &ls[i]) < 0)
                 accept_again = rh_now_ms() + ACCEPT_BACKOFF_MS;
+        for (size_t i = 0; i < n; ++i)
+            if (ls[i].udp)
+                rhc_udp_events(ls[i].udp, ex + ls[i].ex_at, ls[i].ex_n);
     }
     close_listeners(cmd, ls);
     rhc_info("stopping: %zu tunnel(s) open", rhc_ctx_tunnels(c));
@@ -289,6 +332,8 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
 leave:
     if (ls)
         close_listeners(cmd, ls);     /* after a failed start or check */
+    for (size_t i = 0; ls && i < n; ++i)
+        rhc_udp_free(ls[i].udp);      /* after the tunnels (wind-down) */
     free(ls);
     free(ex);
     return rc;

@@ -18,6 +18,7 @@
 #include "rhc_opts.h"
 #include "rhc_opts_int.h"
 #include "rhc_serve.h"
+#include "rhc_udp.h"
 
 int rhc_usage_error(const char *fmt, ...)
 {
@@ -128,9 +129,14 @@ static int parse_listen(const char *arg, struct rhc_opts *o)
     free(o->listen_port);
     free(o->listen_path);
     o->listen_host = o->listen_port = o->listen_path = NULL;
+    o->udp = !strncmp(spec, "udp:", 4);
+    if (o->udp)
+        memmove(spec, spec + 4, strlen(spec + 4) + 1);
     int is_unix = spec[0] == '/' || !strncmp(spec, "./", 2) || !strncmp(spec, "unix:", 5);
+    if (is_unix && o->udp)
+        return rhc_usage_error("-L %s: udp: takes [ADDR:]PORT, not a UNIX socket", arg);
     if ((target = cut_target(spec)))
-        o->target = (char *)arg + (target - spec);   /* the same tail of arg */
+        o->target = (char *)arg + (target - spec) + (o->udp ? 4 : 0);   /* arg's tail */
     if (is_unix)
         return parse_listen_unix(spec, o, arg);
     if (spec[0] == '[') {
@@ -373,7 +379,8 @@ static const struct opt_def opt_defs[] = {
     { "listen",          required_argument, 'L', set_listen, 0, 0, OF_LISTEN,
       "[ADDR:]PORT[:TARGET]",
       "forward: where to listen (ADDR default 127.0.0.1; IPv6 as [ADDR]:PORT; PORT 0 picks a "
-      "free port), or a UNIX socket: /PATH[:TARGET] or unix:PATH[:TARGET] (mode 0600). "
+      "free port), or a UNIX socket: /PATH[:TARGET] or unix:PATH[:TARGET] (mode 0600), or a "
+      "UDP port: udp:[ADDR:]PORT[:TARGET] (a session per source address, to a udp: target). "
       "Repeatable: each -L is a tunnel of its own, to its TARGET or to the TARGET after URL" },
     { "user",            required_argument, 'u', set_string, F(user), 0, OF_USERPASS,
       "USER[:PASS]",
@@ -469,6 +476,15 @@ static const struct opt_def opt_defs[] = {
       "HOST:PORT", "serve: the local service each client reaches" },
     { "accepts",         required_argument, OPT_ACCEPTS, rhc_serve_set_accepts, 0, 0, 0,
       "N", "serve: listens kept waiting for clients (default 4)" },
+    { "udp-idle",        required_argument, OPT_UDP_IDLE, rhc_udp_set_opt, 0, 0, 0,
+      "SECONDS", "-L udp: a source's session ends after this long without a datagram "
+      "(default 60)" },
+    { "udp-queue",       required_argument, OPT_UDP_QUEUE, rhc_udp_set_opt, 0, 0, 0,
+      "N", "-L udp: datagrams waiting per source and direction; beyond, the oldest is dropped "
+      "and counted in the statistics (default 256)" },
+    { "udp-flows",       required_argument, OPT_UDP_FLOWS, rhc_udp_set_opt, 0, 0, 0,
+      "N", "-L udp: sources with a session at once; a new one ends the session of the one "
+      "heard from least recently (default 64)" },
 };
 #define N_OPTS (sizeof(opt_defs) / sizeof(opt_defs[0]))
 /* rhc_cmd.c sizes getopt's tables by RHC_OPTS_MAX */
@@ -479,7 +495,7 @@ typedef char opt_defs_fit[N_OPTS <= RHC_OPTS_MAX ? 1 : -1] __attribute__((unused
 /* --help's order (and relay-https(1)'s), by topic: each row's val, once. */
 static const int help_order[] = {
     'L', 'K', OPT_URL, OPT_TARGET, OPT_TRANSPORT, OPT_NO_RESUME, OPT_IDLE_PUSH,
-    OPT_RETRY_START,
+    OPT_RETRY_START, OPT_UDP_IDLE, OPT_UDP_QUEUE, OPT_UDP_FLOWS,
     'u', OPT_NETRC, OPT_NETRC_FILE, OPT_TO, OPT_ACCEPTS, OPT_AUTH,
     'H', OPT_CACERT, 'k', OPT_CERT, OPT_KEY,
     'x', 'U', OPT_PROXY_AUTH, OPT_PROXY_CACERT, OPT_PROXY_INSECURE,

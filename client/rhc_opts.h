@@ -81,6 +81,10 @@ struct rhc_opts {
     int retry_start;            /* forward: keep trying the start check (--retry-start) */
     const char *serve_to;       /* serve: --to HOST:PORT, the local service */
     int accepts;                /* serve: --accepts, listens kept waiting (0: default) */
+    int udp;                    /* forward: -L udp:...: a UDP port, a session per source */
+    unsigned udp_idle_s;        /* --udp-idle: a source's session ends after this (0: default) */
+    unsigned udp_queue;         /* --udp-queue: datagrams waiting per direction (0: default) */
+    unsigned udp_flows;         /* --udp-flows: sources with a session at once (0: default) */
 };
 
 /* The whole command line: the mode and one rhc_opts per route (forward: one per

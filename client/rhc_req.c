@@ -274,6 +274,10 @@ struct rhc_req *req_new(rhc_ctx *c, const struct rhc_route *route, rhc_tunnel *t
     }
     if (add_header(r, RH_HDR_VERSION ": " RH_PROTO_VERSION) < 0)
         goto leave;
+    /* -L udp: the server must know the bytes are datagrams (and refuse a TCP target) */
+    if (o->udp && (kind == REQ_OPEN || kind == REQ_CHECK)
+        && add_header(r, RH_HDR_DATAGRAM ": " RH_DATAGRAM_LEN16) < 0)
+        goto leave;
     if (token && add_header(r, RH_HDR_SESSION ": %s", token) < 0)
         goto leave;
 

@@ -28,6 +28,7 @@ struct rhc_counters {
     uint64_t lost;              /* ... of which the session was lost (exit code 9) */
     uint64_t resumes;           /* requests taken up again after a cut */
     uint64_t sessions[RHC_XP_BATCH + 1];  /* by the transport first chosen (down side) */
+    uint64_t dgrams[4];         /* -L udp: datagrams up, down, dropped up, dropped down */
 };
 
 struct rhc_route {

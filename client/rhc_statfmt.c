@@ -48,12 +48,17 @@ void rhc_fmt_counters(const struct rhc_counters *n, int64_t ms, char *out, size_
     char bytes[256];
 
     rhc_fmt_bytes(&n->bytes, ms, bytes, sizeof(bytes));
-    snprintf(out, outsz, "tunnels %" PRIu64 " open, %" PRIu64 " total, %" PRIu64 " failed, %"
+    int at = snprintf(out, outsz, "tunnels %" PRIu64 " open, %" PRIu64 " total, %" PRIu64 " failed, %"
              PRIu64 " lost; %s; resumes %" PRIu64 "; sessions %s %" PRIu64 ", %s %" PRIu64
              ", %s %" PRIu64, n->open_now, n->opened, n->failed, n->lost, bytes, n->resumes,
              xp_name[RHC_XP_DUPLEX], n->sessions[RHC_XP_DUPLEX],
              xp_name[RHC_XP_STREAM], n->sessions[RHC_XP_STREAM],
              xp_name[RHC_XP_BATCH], n->sessions[RHC_XP_BATCH]);
+    if ((n->dgrams[0] || n->dgrams[1] || n->dgrams[2] || n->dgrams[3])
+        && at > 0 && (size_t)at < outsz)
+        snprintf(out + at, outsz - (size_t)at, "; datagrams up %" PRIu64 ", down %" PRIu64
+                 ", dropped up %" PRIu64 ", dropped down %" PRIu64, n->dgrams[0], n->dgrams[1],
+                 n->dgrams[2], n->dgrams[3]);
 }
 
 void rhc_counters_add(struct rhc_counters *a, const struct rhc_counters *b)
@@ -69,6 +74,8 @@ void rhc_counters_add(struct rhc_counters *a, const struct rhc_counters *b)
     a->resumes += b->resumes;
     for (int i = 0; i <= RHC_XP_BATCH; ++i)
         a->sessions[i] += b->sessions[i];
+    for (int i = 0; i < 4; ++i)
+        a->dgrams[i] += b->dgrams[i];
 }
 
 void rhc_json_str(const char *s, char *out, size_t outsz)
@@ -108,13 +115,16 @@ void rhc_json_counters(FILE *f, const struct rhc_counters *n, int64_t ms)
             ", \"tunnels_failed\": %" PRIu64 ", \"tunnels_lost\": %" PRIu64
             ", \"resumes\": %" PRIu64 ", \"bytes_up\": %" PRIu64 ", \"bytes_down\": %" PRIu64
             ", \"rate_up\": %.0f, \"rate_down\": %.0f, \"sessions\": {\"%s\": %" PRIu64
-            ", \"%s\": %" PRIu64 ", \"%s\": %" PRIu64 "}",
+            ", \"%s\": %" PRIu64 ", \"%s\": %" PRIu64 "}, \"datagrams\": {\"up\": %" PRIu64
+            ", \"down\": %" PRIu64 ", \"dropped_up\": %" PRIu64 ", \"dropped_down\": %" PRIu64
+            "}",
             n->open_now, n->opened, n->failed, n->lost, n->resumes, n->bytes.up, n->bytes.down,
             rhc_rate(n->bytes.up, n->bytes.up_last, ms),
             rhc_rate(n->bytes.down, n->bytes.down_last, ms),
             xp_name[RHC_XP_DUPLEX], n->sessions[RHC_XP_DUPLEX],
             xp_name[RHC_XP_STREAM], n->sessions[RHC_XP_STREAM],
-            xp_name[RHC_XP_BATCH], n->sessions[RHC_XP_BATCH]);
+            xp_name[RHC_XP_BATCH], n->sessions[RHC_XP_BATCH], n->dgrams[0], n->dgrams[1],
+            n->dgrams[2], n->dgrams[3]);
 }
 
 void rhc_fmt_iso(int64_t wall_ms, char *out, size_t outsz)

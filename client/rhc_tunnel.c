@@ -298,7 +298,8 @@ static rhc_tunnel *tunnel_new(rhc_ctx *c, struct rhc_route *route, int in_fd, in
     }
     t->ctx = c;
     t->route = route;
-    rhc_upbuf_init(&t->up, UPBUF_MAX);
+    /* datagrams wait in the udp queue (drop oldest), not seconds behind 16 MiB */
+    rhc_upbuf_init(&t->up, route->o->udp ? UPBUF_UDP_MAX : UPBUF_MAX);
     t->local.kind = kind;
     t->local.in_fd = in_fd;
     t->local.out_fd = out_fd;

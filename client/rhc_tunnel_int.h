@@ -25,6 +25,7 @@
 #define OBUF_SOFT         (256u * 1024)   /* responses pause while this much waits locally */
 #define OBUF_MAX          (4u * 1024 * 1024) /* hard cap: soft cap + one curl callback */
 #define UPBUF_MAX         (16u * 1024 * 1024) /* up ring bound: bytes in flight, unconfirmed */
+#define UPBUF_UDP_MAX     (256u * 1024)   /* ... of a -L udp: session */
 #define UPBUF_ROOM_MIN    16384u          /* up ring: counts as full below this room */
 #define UP_AHEAD_MAX      (512u * 1024)   /* local bytes read ahead of the pushes */
 #define BATCH_BODY_MAX    (2048u * 1024)  /* frames in one batch push */

@@ -11,17 +11,14 @@
 #include "mod_rh_daemon.h"
 #include "rh_proto.h"
 
-int rh_fail(request_rec *r, int status, const char *fmt, ...)
+static int fail_v(request_rec *r, int status, int kind, const char *fmt, va_list ap)
 {
-    va_list ap;
-    va_start(ap, fmt);
     const char *msg = apr_pvsprintf(r->pool, fmt, ap);
-    va_end(ap);
     ap_log_rerror(APLOG_MARK, status >= 500 ? APLOG_WARNING : APLOG_DEBUG, 0, r,
                   RHLOG(2001) "%d %s", status, msg);
     rh_stats *st = rh_daemon_stats();   /* refusals by why, for the status page */
     if (st)
-        rh_stats_refused(st, rh_stats_refusal_of(status));
+        rh_stats_refused(st, kind);
     r->status = status;
     if (status == HTTP_SERVICE_UNAVAILABLE || status == HTTP_TOO_MANY_REQUESTS) {
         apr_table_setn(r->headers_out, "Retry-After", "1");
@@ -33,6 +30,24 @@ int rh_fail(request_rec *r, int status, const char *fmt, ...)
     ap_set_content_length(r, (apr_off_t)strlen(body));
     ap_rputs(body, r);
     return OK;
+}
+
+int rh_fail(request_rec *r, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rv = fail_v(r, status, rh_stats_refusal_of(status), fmt, ap);
+    va_end(ap);
+    return rv;
+}
+
+int rh_fail_as(request_rec *r, int status, int kind, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rv = fail_v(r, status, kind, fmt, ap);
+    va_end(ap);
+    return rv;
 }
 
 int rh_method_not_allowed(request_rec *r, const char *allow)

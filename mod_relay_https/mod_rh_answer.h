@@ -9,6 +9,10 @@
 int rh_fail(request_rec *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The same, counted as refusal kind (RH_REFUSE_*) on the status page. */
+int rh_fail_as(request_rec *r, int status, int kind, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* 405 with an Allow header. */
 int rh_method_not_allowed(request_rec *r, const char *allow);
 

@@ -146,8 +146,9 @@ static int found(const ap_directive_t *loc, void *ctx)
 static int check_target(const mark *m, server_rec *s)
 {
     const ap_directive_t *sec = section_of(m->d);
-    const char *where = apr_psprintf(s->process->pconf, "RelayTarget %s (%s:%d)", m->d->args,
-                                     m->d->filename, m->d->line_num);
+    /* RelayTarget or RelayAllow: both do nothing outside a relay location */
+    const char *where = apr_psprintf(s->process->pconf, "%s %s (%s:%d)", m->d->directive,
+                                     m->d->args, m->d->filename, m->d->line_num);
 
     if (is_location(sec)) {
         if (each_relay_location(server_children(server_of(sec)), sec->args, found, NULL))

@@ -11,6 +11,7 @@
 #include "mod_rh_private.h"
 #include "mod_rh_check.h"
 #include "mod_rh_config.h"
+#include "rh_allow.h"
 #include "rh_registry.h"
 #include "rh_util.h"
 
@@ -19,7 +20,9 @@ void *rh_create_dir_conf(apr_pool_t *p, char *dir)
     rh_dir_conf *dc = apr_pcalloc(p, sizeof(*dc));
     dc->location = dir ? apr_pstrdup(p, dir) : NULL;
     dc->targets = apr_array_make(p, 4, sizeof(rh_target));
+    dc->allows = apr_array_make(p, 2, sizeof(rh_allow_rule));
     dc->bufsize = dc->window = dc->idle_s = dc->connect_s = dc->poll_s = -1;
+    dc->udp_idle_s = dc->udp_queue = -1;
     return dc;
 }
 
@@ -29,7 +32,8 @@ void *rh_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     rh_dir_conf *dc = apr_pcalloc(p, sizeof(*dc));
     /* an inner <Location> without targets (a Require on BASE/NAME/listen, say)
      * keeps the relay location's path, where the endpoints are counted from */
-    dc->location = add->location && (add->targets->nelts || !base->location)
+    dc->location = add->location && (add->targets->nelts || add->allows->nelts
+                                     || !base->location)
                  ? add->location : base->location;
     /* inner sections add targets and may redefine a name of an outer one */
     dc->targets = apr_array_copy(p, add->targets);
@@ -38,11 +42,15 @@ void *rh_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
         if (!rh_find_target(add, t->name))
             APR_ARRAY_PUSH(dc->targets, rh_target) = *t;
     }
+    /* RelayAllow adds up: an inner section allows more, never less */
+    dc->allows = apr_array_append(p, base->allows, add->allows);
     dc->bufsize = add->bufsize >= 0 ? add->bufsize : base->bufsize;
     dc->window = add->window >= 0 ? add->window : base->window;
     dc->idle_s = add->idle_s >= 0 ? add->idle_s : base->idle_s;
     dc->connect_s = add->connect_s >= 0 ? add->connect_s : base->connect_s;
     dc->poll_s = add->poll_s >= 0 ? add->poll_s : base->poll_s;
+    dc->udp_idle_s = add->udp_idle_s >= 0 ? add->udp_idle_s : base->udp_idle_s;
+    dc->udp_queue = add->udp_queue >= 0 ? add->udp_queue : base->udp_queue;
     return dc;
 }
 
@@ -135,6 +143,11 @@ const rh_target *rh_find_target(const rh_dir_conf *dc, const char *name)
     return NULL;
 }
 
+int rh_dir_allows(const rh_dir_conf *dc)
+{
+    return dc->allows && dc->allows->nelts > 0;
+}
+
 int rh_dir_bufsize(const rh_dir_conf *dc)
 {
     return dc->bufsize > 0 ? dc->bufsize : RH_DEFAULT_BUFSIZE;
@@ -170,6 +183,10 @@ static const char *set_target(cmd_parms *cmd, void *dcv, const char *name, const
     rh_dir_conf *dc = dcv;
     char *host = NULL, *scope = NULL;
     apr_port_t port = 0;
+    int udp = !strncasecmp(addr, "udp:", 4);
+
+    if (udp || !strncasecmp(addr, "tcp:", 4))
+        addr += 4;
 
     if (!rh_valid_target_name(name))
         return apr_psprintf(cmd->pool, "RelayTarget: invalid name '%s' (use 1-%d of "
@@ -179,13 +196,14 @@ static const char *set_target(cmd_parms *cmd, void *dcv, const char *name, const
                             name);
     if (apr_parse_addr_port(&host, &scope, &port, addr, cmd->pool) != APR_SUCCESS
         || !host || port == 0 || scope)
-        return apr_psprintf(cmd->pool, "RelayTarget %s: '%s' is not HOST:PORT "
-                            "(e.g. 127.0.0.1:22 or [::1]:22)", name, addr);
+        return apr_psprintf(cmd->pool, "RelayTarget %s: '%s' is not [udp:]HOST:PORT "
+                            "(e.g. 127.0.0.1:22, [::1]:22 or udp:127.0.0.1:53)", name, addr);
     rh_target *t = apr_array_push(dc->targets);
     t->name = apr_pstrdup(cmd->pool, name);
     t->host = host;
     t->port = port;
     t->service = 0;
+    t->udp = udp;
     rh_check_note_target(cmd);
     return NULL;
 }
@@ -206,6 +224,21 @@ static const char *set_service(cmd_parms *cmd, void *dcv, const char *name)
     t->host = NULL;
     t->port = 0;
     t->service = 1;
+    return NULL;
+}
+
+/* RelayAllow HOST-PATTERN PORTS: destinations clients may name per
+ * connection (rh_allow.h); a malformed one fails the configtest with why. */
+static const char *set_allow(cmd_parms *cmd, void *dcv, const char *host, const char *ports)
+{
+    rh_dir_conf *dc = dcv;
+    char err[256];
+    rh_allow_rule *r = apr_array_push(dc->allows);
+    if (rh_allow_parse(r, host, ports, err, sizeof(err)) != 0) {
+        --dc->allows->nelts;
+        return apr_psprintf(cmd->pool, "RelayAllow %s %s: %s", host, ports, err);
+    }
+    rh_check_note_target(cmd);
     return NULL;
 }
 
@@ -236,6 +269,16 @@ static const char *set_idle(cmd_parms *cmd, void *dcv, const char *arg)
     if (!err)
         rh_check_note_timeout(cmd, 1, ((rh_dir_conf *)dcv)->idle_s);
     return err;
+}
+
+static const char *set_udp_idle(cmd_parms *cmd, void *dcv, const char *arg)
+{
+    return set_int(cmd, arg, 1, 86400, &((rh_dir_conf *)dcv)->udp_idle_s);
+}
+
+static const char *set_udp_queue(cmd_parms *cmd, void *dcv, const char *arg)
+{
+    return set_int(cmd, arg, 1, 65536, &((rh_dir_conf *)dcv)->udp_queue);
 }
 
 static const char *set_connect(cmd_parms *cmd, void *dcv, const char *arg)
@@ -337,7 +380,12 @@ GLOBAL_INT(set_write_timeout, write_s, 1, 3600)
 
 const command_rec rh_cmds[] = {
     AP_INIT_TAKE2("RelayTarget", set_target, NULL, RSRC_CONF | ACCESS_CONF,
-                  "RelayTarget NAME HOST:PORT - a TCP service clients may reach by NAME"),
+                  "RelayTarget NAME [udp:]HOST:PORT - a TCP (or UDP) service clients may "
+                  "reach by NAME"),
+    AP_INIT_TAKE2("RelayAllow", set_allow, NULL, RSRC_CONF | ACCESS_CONF,
+                  "RelayAllow HOST-PATTERN PORTS - destinations clients may name per "
+                  "connection: a name, *.domain, an address or CIDR block; a port, N-M or "
+                  "a comma list"),
     AP_INIT_TAKE1("RelayService", set_service, NULL, RSRC_CONF | ACCESS_CONF,
                   "RelayService NAME - a rendezvous: clients reach by NAME what a "
                   "'relay-https serve' offers (who may serve: Require on BASE/NAME/listen)"),
@@ -348,6 +396,12 @@ const command_rec rh_cmds[] = {
                   "bytes buffered per session and direction (default 262144)"),
     AP_INIT_TAKE1("RelayIdleTimeout", set_idle, NULL, RSRC_CONF | ACCESS_CONF,
                   "seconds a session may go unheard from before it is closed (default 300)"),
+    AP_INIT_TAKE1("RelayUDPIdleTimeout", set_udp_idle, NULL, RSRC_CONF | ACCESS_CONF,
+                  "seconds a session to a udp: target lasts without a datagram either way "
+                  "(default 60)"),
+    AP_INIT_TAKE1("RelayUDPQueue", set_udp_queue, NULL, RSRC_CONF | ACCESS_CONF,
+                  "datagrams of a udp: session waiting per direction; beyond, the oldest "
+                  "is dropped and counted (default 256)"),
     AP_INIT_TAKE1("RelayConnectTimeout", set_connect, NULL, RSRC_CONF | ACCESS_CONF,
                   "seconds to wait for a target to accept a connection (default 10)"),
     AP_INIT_TAKE1("RelayPollTimeout", set_poll, NULL, RSRC_CONF | ACCESS_CONF,

@@ -25,16 +25,20 @@ typedef struct rh_target {
     const char *host;
     apr_port_t port;
     int service;                 /* RelayService: reached through a serve, no address */
+    int udp;                     /* udp:HOST:PORT: datagrams (rh_dgram.h) */
 } rh_target;
 
 typedef struct rh_dir_conf {
     const char *location;        /* the <Location> path, to find the endpoint */
     apr_array_header_t *targets; /* of rh_target */
+    apr_array_header_t *allows;  /* of rh_allow_rule: RelayAllow, destinations per connection */
     int bufsize;                 /* -1: unset */
     int window;                  /* -1: unset */
     int idle_s;
     int connect_s;
     int poll_s;
+    int udp_idle_s;              /* RelayUDPIdleTimeout; -1: unset */
+    int udp_queue;               /* RelayUDPQueue; -1: unset */
 } rh_dir_conf;
 
 typedef struct rh_srv_conf {
@@ -62,6 +66,8 @@ void *rh_create_srv_conf(apr_pool_t *p, server_rec *s);
 void *rh_merge_srv_conf(apr_pool_t *p, void *base, void *add);
 
 const rh_target *rh_find_target(const rh_dir_conf *dc, const char *name);
+/* The location lets clients name destinations (it has a RelayAllow). */
+int rh_dir_allows(const rh_dir_conf *dc);
 int rh_dir_bufsize(const rh_dir_conf *dc);
 int rh_dir_window(const rh_dir_conf *dc);
 int rh_dir_idle(const rh_dir_conf *dc);

@@ -49,6 +49,11 @@ static int do_open(rh_req *q)
     rq.port = q->target->port;
     rh_open_terms(q, &rq);
     rq.connect_s = (unsigned)rh_dir_connect(q->dc);
+    if (q->target->udp) {
+        rq.udp = 1;
+        rq.udp_idle_s = q->dc->udp_idle_s > 0 ? (unsigned)q->dc->udp_idle_s : RH_UDP_IDLE_S;
+        rq.udp_queue = q->dc->udp_queue > 0 ? (unsigned)q->dc->udp_queue : RH_UDP_QUEUE;
+    }
     if (rh_core_ask(q, &rq, &rep, (rh_dir_connect(q->dc) + 5) * 1000) != 0)
         return rh_core_unavailable(r);
     if (!rep.ok)
@@ -61,7 +66,7 @@ static int do_open(rh_req *q)
 void rh_open_terms(rh_req *q, rh_ipc_req *rq)
 {
     request_rec *r = q->r;
-    apr_cpystrn(rq->target, q->target->name, sizeof(rq->target));
+    apr_cpystrn(rq->target, q->target ? q->target->name : q->target_name, sizeof(rq->target));
     rq->bufsize = (unsigned)rh_dir_bufsize(q->dc);
     rq->idle_s = (unsigned)rh_dir_idle(q->dc);
     /* a client that can resume asks the server to keep bytes until acknowledged */
@@ -95,7 +100,7 @@ int rh_open_answer(rh_req *q, const rh_ipc_req *rq, const char *token)
         apr_table_setn(r->headers_out, RH_HDR_INTEGRITY, RH_INTEGRITY_CRC32C);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2010) "session %.*s %s %s",
                   RH_SID_LEN, token, rq->op == RH_IPC_LISTEN ? "accepted for" : "opened to",
-                  q->target->name);
+                  rq->target);
     r->status = HTTP_CREATED;
     ap_set_content_length(r, 0);
     return OK;
@@ -154,6 +159,24 @@ static int do_check(rh_req *q)
     return OK;
 }
 
+/* Open and check: the client's bytes are datagrams (Relay-Datagram) exactly
+ * when the target is a udp: one; else 400 with the reason, before anything
+ * connects (length-prefixed bytes to a TCP service would be garbage to it). */
+static int datagram_mismatch(rh_req *q)
+{
+    request_rec *r = q->r;
+    const char *dg = apr_table_get(r->headers_in, RH_HDR_DATAGRAM);
+    int datagrams = dg && !strcmp(dg, RH_DATAGRAM_LEN16);
+    if (datagrams == q->target->udp)
+        return DECLINED;
+    apr_table_setn(r->headers_out, RH_HDR_REASON, RH_REASON_TOKEN_DATAGRAM);
+    if (datagrams)
+        return rh_fail(r, HTTP_BAD_REQUEST, "target '%s' is not UDP: forward it with "
+                       "-L [ADDR:]PORT, not -L udp:", q->target->name);
+    return rh_fail(r, HTTP_BAD_REQUEST, "target '%s' is UDP: forward it with "
+                   "-L udp:[ADDR:]PORT", q->target->name);
+}
+
 /* Splits the URI below the location into TARGET and OP. */
 static int split_uri(request_rec *r, const rh_dir_conf *dc, const char **target,
                      const char **op)
@@ -209,7 +232,7 @@ int rh_refuse_trace(request_rec *r)
     if (r->method_number != M_TRACE)
         return DECLINED;
     dc = ap_get_module_config(r->per_dir_config, &relay_https_module);
-    if (!dc || !dc->targets || dc->targets->nelts == 0)
+    if (!dc || ((!dc->targets || dc->targets->nelts == 0) && !rh_dir_allows(dc)))
         return DECLINED;
     r->allowed = AP_METHOD_BIT << M_GET | AP_METHOD_BIT << M_POST;
     return HTTP_METHOD_NOT_ALLOWED;
@@ -238,7 +261,8 @@ int rh_handler(request_rec *r)
         ap_rputs(RH_ERROR_PREFIX "relay endpoint\n", r);
         return OK;
     }
-    if (where < 0 || !rh_valid_target_name(target))
+    int dest = where > 0 && !strcmp(target, RH_DEST_TARGET);
+    if (where < 0 || (!dest && !rh_valid_target_name(target)))
         return rh_fail(r, HTTP_NOT_FOUND, "no such relay endpoint");
     const char *ver = apr_table_get(r->headers_in, RH_HDR_VERSION);
     if (ver && strcmp(ver, RH_PROTO_VERSION) != 0)
@@ -246,6 +270,8 @@ int rh_handler(request_rec *r)
                        "(this server speaks " RH_PROTO_VERSION ")", ver);
     q.target_name = target;
     q.op = op;
+    if (dest && (!strcmp(op, RH_EP_OPEN) || !strcmp(op, RH_EP_CHECK)))
+        return !strcmp(op, RH_EP_OPEN) ? rh_do_dest_open(&q) : rh_do_dest_check(&q);
     if (!strcmp(op, RH_EP_OPEN) || !strcmp(op, RH_EP_CHECK) || !strcmp(op, RH_EP_LISTEN)) {
         /* Only open, check and listen consult the RelayTarget list: a session
          * opened before a reload that removed its target goes on to the
@@ -257,6 +283,9 @@ int rh_handler(request_rec *r)
         }
         if (!strcmp(op, RH_EP_LISTEN))
             return rh_do_listen(&q);
+        int rv = datagram_mismatch(&q);
+        if (rv != DECLINED)
+            return rv;
         if (!strcmp(op, RH_EP_CHECK))
             return do_check(&q);
         return q.target->service ? rh_do_service_open(&q) : do_open(&q);

@@ -41,6 +41,10 @@ int rh_open_answer(rh_req *q, const rh_ipc_req *rq, const char *token);
 int rh_do_listen(rh_req *q);
 int rh_do_service_open(rh_req *q);
 
+/* mod_rh_dest.c: open and check of BASE/RH_DEST_TARGET (RelayAllow). */
+int rh_do_dest_open(rh_req *q);
+int rh_do_dest_check(rh_req *q);
+
 /* mod_rh_push.c: a push, and the start of one (also the up side of a duplex):
  * DECLINED when the core takes it, else the request is answered. */
 int rh_do_push(rh_req *q);

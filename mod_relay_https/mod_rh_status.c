@@ -161,6 +161,10 @@ static void send_json(request_rec *r, const rh_dir_conf *dc, const status *s)
                __atomic_load_n(&s->st->integrity, __ATOMIC_RELAXED));
     ap_rprintf(r, "  \"throttled\": %" APR_UINT64_T_FMT ",\n",
                __atomic_load_n(&s->st->throttled, __ATOMIC_RELAXED));
+    ap_rprintf(r, "  \"udp\": {\"sessions\": %" APR_UINT64_T_FMT ", \"datagramsUp\": %"
+               APR_UINT64_T_FMT ", \"datagramsDown\": %" APR_UINT64_T_FMT ", \"droppedUp\": %"
+               APR_UINT64_T_FMT ", \"droppedDown\": %" APR_UINT64_T_FMT "},\n",
+               s->st->udp_sessions, s->st->udp[0], s->st->udp[1], s->st->udp[2], s->st->udp[3]);
     json_targets(r, s);
     json_options(r, dc, s);
     ap_rprintf(r, "  \"core\": {\"running\": %s, \"pid\": %" APR_INT64_T_FMT
@@ -269,6 +273,10 @@ static void send_html(request_rec *r, const rh_dir_conf *dc, const status *s)
                           s->kbps[2], s->kbps[3], s->kbps[4], s->kbps[5]));
     html_row(r, "resumes", apr_psprintf(p, "%" APR_UINT64_T_FMT, s->st->resumed));
     html_row(r, "integrity failures", apr_psprintf(p, "%" APR_UINT64_T_FMT, s->st->integrity));
+    html_row(r, "UDP sessions, datagrams (up, down), dropped (up, down)",
+             apr_psprintf(p, "%" APR_UINT64_T_FMT ", %" APR_UINT64_T_FMT " %" APR_UINT64_T_FMT
+                          ", %" APR_UINT64_T_FMT " %" APR_UINT64_T_FMT, s->st->udp_sessions,
+                          s->st->udp[0], s->st->udp[1], s->st->udp[2], s->st->udp[3]));
     html_row(r, "rate limits (per session, all)",
              s->lim.rate_session || s->lim.rate_global
              ? apr_psprintf(p, "%u B/s, %u B/s (0: none); held back %" APR_UINT64_T_FMT

@@ -19,11 +19,15 @@
 #define RH_HDR_HEARTBEAT      "Relay-Heartbeat"    /* open answer: seconds between idle H frames */
 #define RH_HDR_INTEGRITY      "Relay-Integrity"    /* open: RH_INTEGRITY_CRC32C asked / confirmed */
 #define RH_HDR_REASON         "Relay-Reason"       /* a machine-readable why: RH_REASON_* */
+#define RH_HDR_DATAGRAM       "Relay-Datagram"     /* open, check: RH_DATAGRAM_LEN16 = the
+                                                      bytes are datagrams (a udp: target) */
+#define RH_HDR_DESTINATION    "Relay-Destination"  /* open of RH_DEST_TARGET: HOST:PORT */
 
 #define RH_RESUME_YES         "1"
 #define RH_INTEGRITY_CRC32C   "crc32c"
 #define RH_MODE_STREAM        "stream"
 #define RH_MODE_BATCH         "batch"
+#define RH_DATAGRAM_LEN16     "len16"
 
 /* ---- endpoints: BASE/TARGET/<name> ---- */
 #define RH_EP_OPEN            "open"
@@ -36,6 +40,13 @@
  * Nothing connects to the target: a client's cheap check at start */
 #define RH_EP_CHECK           "check"
 #define RH_EP_LISTEN          "listen"   /* rendezvous: a serve waits for a client */
+
+/* Destinations (PROTOCOL.md, Destinations): the target name of sessions whose
+ * client names the destination per connection, in Relay-Destination, within
+ * the location's RelayAllow list. Not a valid RelayTarget name, so it never
+ * collides with one; URL-safe as a path segment. */
+#define RH_DEST_TARGET        "*"
+#define RH_HOST_MAX           253   /* a DNS name, without a trailing dot */
 
 /* ---- Relay-Reason values ----
  * on a 409 push answer: the server has every up byte and the client's fin
@@ -51,6 +62,17 @@
 /* on a 429 listen: this serving client has RelayMaxListensPerClient waiting, or
  * the service has RH_LISTEN_MAX */
 #define RH_REASON_TOKEN_LISTENS "listens"
+/* on a 400 of open or check: the client's bytes are datagrams and the target
+ * is TCP, or the other way round (RelayTarget NAME udp:HOST:PORT) */
+#define RH_REASON_TOKEN_DATAGRAM "datagram"
+/* on a 403 of an open of RH_DEST_TARGET: no RelayAllow lets the destination
+ * (or the address its name resolved to) through; the body says which */
+#define RH_REASON_TOKEN_DEST  "destination"
+/* on a 502 of an open: the destination's name did not resolve, the target
+ * refused the connection, or it is unreachable (a 504: the connect timed out) */
+#define RH_REASON_TOKEN_RESOLVE "resolve"
+#define RH_REASON_TOKEN_REFUSED "refused"
+#define RH_REASON_TOKEN_UNREACHABLE "unreachable"
 
 /* ---- statuses with a meaning of their own (see PROTOCOL.md, Errors) ---- */
 #define RH_STATUS_INTEGRITY   422   /* the session failed an end-to-end check */
@@ -90,6 +112,17 @@
 #define RH_ACCEPT_CLAIM_MS    2000
 #define RH_SERVE_GONE_S       5
 #define RH_LISTEN_MAX         64
+
+/* Datagrams (PROTOCOL.md, Datagrams): on a udp: target each datagram travels
+ * in the session's byte stream as a 2-byte big-endian length, then that many
+ * bytes; a length above RH_DGRAM_MAX (the largest UDP payload over IPv4) is a
+ * protocol error. A UDP session ends after RH_UDP_IDLE_S without a datagram
+ * either way; at most RH_UDP_QUEUE datagrams wait per direction (the oldest
+ * is dropped beyond) */
+#define RH_DGRAM_HDR          2
+#define RH_DGRAM_MAX          65507
+#define RH_UDP_IDLE_S         60
+#define RH_UDP_QUEUE          256
 
 /* Liveness (PROTOCOL.md, Liveness): for RH_BUSY_WINDOW_MS after data moved, the
  * server heartbeats a silent stream pull every RH_BUSY_HEARTBEAT_MS and answers a

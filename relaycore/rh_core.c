@@ -186,6 +186,7 @@ static int core_start(core *c, const rh_core_config *cfg)
     c->ep = -1;
     c->listen_src = SRC_LISTEN;
     c->stop_src = SRC_STOP;
+    c->resolver_src = SRC_RESOLVER;
     rh_core_hb_ms = cfg->heartbeat_s > 0 ? 1000L * cfg->heartbeat_s : 20000;
     read_flip();
     c->by_slot = calloc(cfg->reg->nslots, sizeof(*c->by_slot));
@@ -221,6 +222,7 @@ static int core_start(core *c, const rh_core_config *cfg)
 
 static void core_free(core *c)
 {
+    rh_core_resolve_stop(c);
     if (c->ep >= 0)
         close(c->ep);
     if (stop_fd >= 0) {
@@ -239,6 +241,8 @@ static int wait_ms(const core *c, long now)
     long d = t ? t->deadline - now : RH_CORE_BEAT_MS;
     if (c->pair_due && c->pair_due - now < d)
         d = c->pair_due - now;   /* a rendezvous wait ends */
+    if (c->resolve_due && c->resolve_due - now < d)
+        d = c->resolve_due - now;   /* a name lookup times out */
     return d < 0 ? 0 : (d > RH_CORE_BEAT_MS ? RH_CORE_BEAT_MS : (int)d);
 }
 
@@ -269,6 +273,8 @@ static void dispatch(core *c, const struct epoll_event *evs, int n)
             accept_all(c);
         else if (src == SRC_STOP)
             c->stop_seen = 1;
+        else if (src == SRC_RESOLVER)
+            rh_core_resolve_event(c);
         else if (src == SRC_CONN) {
             conn *k = evs[i].data.ptr;
             if (!k->closed)
@@ -277,6 +283,8 @@ static void dispatch(core *c, const struct epoll_event *evs, int n)
             session *s = evs[i].data.ptr;
             if (!s->dead)
                 target_event(c, s, evs[i].events);
+        } else if (src == SRC_UDP) {
+            rh_udp_event(c, evs[i].data.ptr, evs[i].events);
         }
     }
 }
@@ -351,6 +359,8 @@ int rh_core_run(const rh_core_config *cfg)
          * batch may still point at them */
         run_timers(c, rh_now_ms());
         rh_pair_timers(c, rh_now_ms());
+        rh_udp_tick(c, rh_now_ms());
+        rh_core_resolve_timers(c, rh_now_ms());
         reap(c);
     }
 

@@ -12,6 +12,7 @@
  *   rh_core_down.c     down: target -> ring -> pull frames
  *   rh_core_open.c     OPEN: limits, the new session, the connect to the target
  *   rh_core_req.c      the other requests, and the request line itself
+ *   rh_udp.c           udp: targets: datagrams <-> the session's stream
  *
  * Every session has a target socket and two bounded rings: up (client -> target)
  * and down (target -> client). httpd children attach to a session over the
@@ -46,8 +47,9 @@
 #define PUSH_IN_MAX  (RH_FRAME_MAX + RH_FRAME_HDR)
 #define OUT_MAX      (RH_IPC_LINE_MAX + 2 * RH_FRAME_HDR + 256)
 
-enum { SRC_LISTEN = 1, SRC_STOP, SRC_CONN, SRC_TARGET };
-enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY, CK_LISTEN, CK_SVCWAIT };
+enum { SRC_LISTEN = 1, SRC_STOP, SRC_CONN, SRC_TARGET, SRC_RESOLVER, SRC_UDP };
+enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY, CK_LISTEN, CK_SVCWAIT,
+       CK_RESOLVE };
 
 #define PUSH_WAIT_MAX 8     /* pushes queued behind the active one, per session */
 #define CRC_MARKS     32    /* down: CRCs of the last frame ends, for acks at them */
@@ -55,6 +57,7 @@ enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY, CK_LISTEN, 
 
 typedef struct session session;
 typedef struct conn conn;
+typedef struct rh_udp rh_udp;
 
 struct conn {
     int src;                 /* SRC_CONN: first member, epoll's data.ptr */
@@ -94,6 +97,10 @@ struct conn {
     rh_ipc_req *rq;          /* rendezvous: a waiting LISTEN or OPEN of a service */
     long pair_deadline;      /* ... answered empty (listen) or 503 (open) at this time */
     conn *pair_prev, *pair_next;   /* ... in the core's list of its kind */
+    uint64_t resolve_id;     /* RESOLVE: its lookup (rh_core_resolve.c) ... */
+    long resolve_deadline;   /* ... answered 504 at this time */
+    char resolve_name[RH_HOST_MAX + 2];
+    conn *res_next;          /* ... in the core's list of waiting lookups */
     conn *next_dead;
 };
 
@@ -128,6 +135,7 @@ struct session {
              close_asked:1;  /* the client closed with both directions done: the
                                 target takes what is left, then a clean end */
     char reason[128];
+    const char *open_why;    /* a failed connect: RH_REASON_TOKEN_* for the opener */
     conn *push, *pull, *opener;
     rh_client *cl;           /* who opened it */
     conn *push_wait[PUSH_WAIT_MAX];
@@ -147,6 +155,7 @@ struct session {
                                 leg's open waits for one: tentative pairing) */
     long claim_deadline;     /* ... the listen is dropped when none came by then */
     long alone_since;        /* serve leg: no request of it attached since; 0: one is */
+    rh_udp *udp;             /* a udp: target: its shim holds the other end of fd */
     session *next_dead;
 };
 
@@ -175,6 +184,15 @@ typedef struct core {
     long pair_due;                 /* ... the earliest of their deadlines; 0: none */
     char served[RH_SERVED_MAX][RH_TARGET_MAX];   /* services a serve listened for */
     unsigned nserved;
+    rh_udp *udps;                  /* udp: targets' shims (rh_udp.c) */
+    uint64_t udp_opened;
+    uint64_t udp_closed[4];        /* closed shims' datagrams: up, down, dropped up, down */
+    long udp_tick;
+    struct rh_resolver *resolver;  /* name lookups (RESOLVE), started on first use */
+    int resolver_src;
+    conn *resolving;               /* ... the requests waiting for one */
+    long resolve_due;              /* ... the earliest of their deadlines; 0: none */
+    uint64_t resolve_seq;
 } core;
 
 /* Test only (RELAY_HTTPS_TEST_FLIP=up:N or down:N): flips the byte at that offset
@@ -275,6 +293,19 @@ void rh_pair_session_end(core *c, session *s, int reset, const char *reason);
 void rh_pair_claimed(core *c, session *s);
 void rh_pair_decline(core *c, session *s, const char *why);
 void rh_pair_watch(session *s, long now);
+
+/* ---- rh_udp.c: udp: targets ---- */
+int rh_udp_open(core *c, session *s, const struct sockaddr *sa, socklen_t salen,
+                unsigned idle_s, unsigned queue);
+void rh_udp_event(core *c, void *end_ptr, uint32_t events);
+void rh_udp_free(core *c, session *s);
+void rh_udp_tick(core *c, long now);
+/* ---- rh_core_resolve.c: RESOLVE ---- */
+void rh_core_req_resolve(core *c, conn *k, const rh_ipc_req *rq);
+void rh_core_resolve_event(core *c);
+void rh_core_resolve_timers(core *c, long now);
+void rh_core_resolve_gone(core *c, conn *k);
+void rh_core_resolve_stop(core *c);
 
 /* ---- rh_core_open.c, rh_core_req.c: requests ---- */
 rh_client *rh_core_open_client(core *c, conn *k, const rh_ipc_req *rq, int rate);

@@ -18,6 +18,13 @@
 #include "rh_core_int.h"
 #include "rh_util.h"
 
+/* The reason token a failed connect gives the client (a SOCKS client hears
+ * "refused" or "unreachable" from it). */
+static const char *connect_why(int err)
+{
+    return err == ECONNREFUSED ? RH_REASON_TOKEN_REFUSED : RH_REASON_TOKEN_UNREACHABLE;
+}
+
 void rh_core_open_finish(core *c, session *s)
 {
     int err = 0;
@@ -28,6 +35,7 @@ void rh_core_open_finish(core *c, session *s)
         char why[160];
         snprintf(why, sizeof(why), "connecting to target '%s' failed: %s", s->target,
                  strerror(err));
+        s->open_why = connect_why(err);
         rh_core_session_end(c, s, 1, why);
         return;
     }
@@ -173,6 +181,18 @@ void rh_core_req_open(core *c, conn *k, const rh_ipc_req *rq)
     s->timer.deadline = rh_core_session_next_deadline(s);
     rh_timers_push(&c->timers, &s->timer);
 
+    if (rq->udp) {
+        /* connected at once: the session's target is the shim's socketpair */
+        if (rh_udp_open(c, s, (struct sockaddr *)&sa, salen, rq->udp_idle_s,
+                        rq->udp_queue) == 0) {
+            rh_core_open_finish(c, s);
+            return;
+        }
+        char why[160];
+        snprintf(why, sizeof(why), "udp target '%s': %s", s->target, strerror(errno));
+        rh_core_session_end(c, s, 1, why);
+        return;
+    }
     s->fd = socket(((struct sockaddr *)&sa)->sa_family,
                    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (s->fd < 0) {
@@ -185,6 +205,7 @@ void rh_core_req_open(core *c, conn *k, const rh_ipc_req *rq)
     }
     if (errno != EINPROGRESS) {
         char why[160];
+        s->open_why = connect_why(errno);
         snprintf(why, sizeof(why), "connecting to target '%s' failed: %s", s->target,
                  strerror(errno));
         rh_core_session_end(c, s, 1, why);

@@ -315,6 +315,7 @@ static void conn_new_readable(core *c, conn *k)
     case RH_IPC_STAT:  req_stat(c, k); break;
     case RH_IPC_LOGS:  req_logs(c, k, &rq); break;
     case RH_IPC_LISTEN: rh_pair_listen(c, k, &rq); break;
+    case RH_IPC_RESOLVE: rh_core_req_resolve(c, k, &rq); break;
     default:           rh_core_conn_error(c, k, 400, "unknown core request"); break;
     }
 }
@@ -351,6 +352,9 @@ void rh_core_conn_event(core *c, conn *k, uint32_t events)
     case CK_LISTEN:
     case CK_SVCWAIT:
         rh_pair_conn_gone(c, k);   /* the handler hung up while it waited */
+        return;
+    case CK_RESOLVE:
+        rh_core_resolve_gone(c, k);   /* the handler gave up on the lookup */
         return;
     case CK_PUSH:
         rh_core_push_event(c, k, events);

@@ -115,6 +115,7 @@ static void target_close(core *c, session *s)
 void rh_core_session_free(core *c, session *s)
 {
     target_close(c, s);
+    rh_udp_free(c, s);
     if (s->cl) {
         --s->cl->sessions;
         rh_client_touch(s->cl, rh_now_ms());
@@ -144,7 +145,10 @@ void rh_core_session_end(core *c, session *s, int reset, const char *reason)
         conn *k = s->opener;
         s->opener = NULL;
         k->s = NULL;
-        rh_core_conn_error(c, k, 502, "%s", reason);
+        if (s->open_why)
+            rh_core_conn_error(c, k, 502, "reason=%s %s", s->open_why, reason);
+        else
+            rh_core_conn_error(c, k, 502, "%s", reason);
     }
     if (s->push) {
         conn *k = s->push;

@@ -38,6 +38,18 @@ static int parse_open_option(const char *w, rh_ipc_req *req)
         req->check = 1;
     } else if (!strcmp(w, "service") && !req->service && req->op != RH_IPC_LISTEN) {
         req->service = 1;
+    } else if (!strncmp(w, "udp=", 4) && !req->udp && req->op != RH_IPC_LISTEN) {
+        /* a udp: target: udp=IDLE_S,QUEUE */
+        char *comma = strchr(w + 4, ',');
+        req->udp = 1;
+        if (!comma || comma - w > 16)
+            return -1;
+        char idle[16];
+        memcpy(idle, w + 4, (size_t)(comma - w - 4));
+        idle[comma - w - 4] = 0;
+        if (parse_uint(idle, &req->udp_idle_s, 86400) || !req->udp_idle_s
+            || parse_uint(comma + 1, &req->udp_queue, 1u << 20) || !req->udp_queue)
+            return -1;
     } else if (!strncmp(w, "client=", 7) && !req->client[0] && w[7]) {
         if (copy_word(req->client, sizeof(req->client), w + 7))
             return -1;
@@ -151,7 +163,15 @@ static int parse_logs(char **w, int n, rh_ipc_req *req)
     return parse_uint(w[1], &req->log_level, 15);
 }
 
-#define REQ_WORDS_MAX 12
+/* RESOLVE name timeout_s */
+static int parse_resolve(char **w, int n, rh_ipc_req *req)
+{
+    req->op = RH_IPC_RESOLVE;
+    return copy_word(req->name, sizeof(req->name), w[1])
+        || parse_uint(w[2], &req->timeout_s, 3600) || req->timeout_s == 0 ? -1 : 0;
+}
+
+#define REQ_WORDS_MAX 13
 
 /* the request verbs, with how many words (the verb included) each takes */
 static const struct {
@@ -167,6 +187,7 @@ static const struct {
     { "STAT",  1, 1, parse_stat },
     { "LOGS",  2, 2, parse_logs },
     { "LISTEN", 5, 9, parse_listen },
+    { "RESOLVE", 3, 3, parse_resolve },
 };
 
 int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
@@ -197,20 +218,22 @@ int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
 /* The options OPEN and LISTEN share, with a leading space each. */
 static void format_options(char *opts, size_t len, const rh_ipc_req *req)
 {
-    char resume[32] = "", client[48] = "", owner[32] = "";
+    char resume[32] = "", client[48] = "", owner[32] = "", udp[40] = "";
     if (req->resume)
         snprintf(resume, sizeof(resume), " resume=%u", req->window);
     if (req->client[0])
         snprintf(client, sizeof(client), " client=%s", req->client);
     if (req->owner)
         snprintf(owner, sizeof(owner), " owner=%016" PRIx64, req->owner);
-    snprintf(opts, len, "%s%s%s%s%s", resume, req->check ? " check=crc32c" : "", client, owner,
-             req->service ? " service" : "");
+    if (req->udp)
+        snprintf(udp, sizeof(udp), " udp=%u,%u", req->udp_idle_s, req->udp_queue);
+    snprintf(opts, len, "%s%s%s%s%s%s", resume, req->check ? " check=crc32c" : "", client, owner,
+             req->service ? " service" : "", udp);
 }
 
 static int format_open(char *buf, size_t len, const rh_ipc_req *req)
 {
-    char opts[160];
+    char opts[200];
     format_options(opts, sizeof(opts), req);
     if (req->op == RH_IPC_LISTEN)
         return snprintf(buf, len, "LISTEN %s %u %u %u%s\n", req->target, req->bufsize,
@@ -253,6 +276,9 @@ int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req)
         break;
     case RH_IPC_LOGS:
         n = snprintf(buf, len, "LOGS %u\n", req->log_level);
+        break;
+    case RH_IPC_RESOLVE:
+        n = snprintf(buf, len, "RESOLVE %s %u\n", req->name, req->timeout_s);
         break;
     default:
         return -1;

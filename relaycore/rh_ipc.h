@@ -14,7 +14,8 @@
 typedef enum {
     RH_IPC_NONE = 0,
     RH_IPC_OPEN,   /* OPEN target ip port bufsize idle_s connect_s [resume=window]
-                      [check=crc32c] [client=KEY] [owner=HEX64] [service]; with
+                      [check=crc32c] [client=KEY] [owner=HEX64] [service]
+                      [udp=IDLE_S,QUEUE] (a udp: target: datagrams); with
                       service, target is a RelayService, ip "-", port 0 and
                       connect_s how long to wait for a serve's listen */
     RH_IPC_PUSH,   /* PUSH token offset [len=N] then frames until EOF; N = body bytes */
@@ -25,8 +26,11 @@ typedef enum {
     RH_IPC_LISTEN, /* LISTEN service bufsize idle_s poll_s [resume=window] [check=crc32c]
                       [client=KEY] [owner=HEX64]: waits for an open of the service;
                       OK <token> (the serve leg's session) or OK alone (none came) */
-    RH_IPC_LOGS    /* LOGS level: from the httpd parent only, with the error log's
+    RH_IPC_LOGS,   /* LOGS level: from the httpd parent only, with the error log's
                       descriptor (SCM_RIGHTS) after every restart */
+    RH_IPC_RESOLVE /* RESOLVE name timeout_s: the core looks the name up without
+                      blocking its loop; OK addr [addr...] (at most
+                      RH_RESOLVE_ADDRS) or ERR 502/504 reason=resolve */
 } rh_ipc_op;
 
 typedef struct rh_ipc_req {
@@ -41,6 +45,9 @@ typedef struct rh_ipc_req {
     int resume;         /* open: keep down bytes until acknowledged */
     int check;          /* open: C frames (CRC32C) follow every D frame, both ways */
     int service;        /* open: target names a RelayService (rendezvous) */
+    int udp;            /* open: a udp: target, datagrams framed in the stream */
+    unsigned udp_idle_s;       /* ... ends after this long without a datagram */
+    unsigned udp_queue;        /* ... datagrams waiting per direction, at most */
     char client[32];    /* open: who asks (hashed user or address), for per-client limits */
     uint64_t owner;     /* open: hash of the authenticated user; 0: none */
     int integrity;      /* close: because the client's check failed */
@@ -51,6 +58,8 @@ typedef struct rh_ipc_req {
     char mode[16];      /* pull: "stream" or "batch" */
     unsigned poll_s;    /* pull, batch; listen: answer empty after this long */
     unsigned log_level; /* logs: httpd's level for the module (APLOG_*) */
+    char name[RH_HOST_MAX + 2];   /* resolve: the host name */
+    unsigned timeout_s;           /* resolve: answer 504 after this long */
 } rh_ipc_req;
 
 /* Replies: "OK <text>", "DONE <offset>", "ERR <status> [reason=<token>] <message>"

@@ -8,7 +8,7 @@ const char *const rh_stats_xp_names[RH_XP_N] = {
 };
 const char *const rh_stats_refuse_names[RH_REFUSE_N] = {
     "busy", "clientShare", "unknownTarget", "unknownSession", "otherUser", "badRequest",
-    "targetDown"
+    "targetDown", "destination"
 };
 
 #define OTHER_TARGET "(other)"
@@ -78,6 +78,13 @@ void rh_stats_request(rh_stats *st, int xp)
 {
     if (xp >= 0 && xp < RH_XP_N)
         __atomic_add_fetch(&st->requests[xp], 1, __ATOMIC_RELAXED);
+}
+
+void rh_stats_udp(rh_stats *st, uint64_t opened, const uint64_t n[4])
+{
+    __atomic_store_n(&st->udp_sessions, opened, __ATOMIC_RELAXED);
+    for (int i = 0; i < 4; ++i)
+        __atomic_store_n(&st->udp[i], n[i], __ATOMIC_RELAXED);
 }
 
 void rh_stats_resumed(rh_stats *st)

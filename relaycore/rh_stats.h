@@ -28,6 +28,7 @@ enum {
     RH_REFUSE_OTHER_USER,      /* 403: a session of another user */
     RH_REFUSE_BAD,             /* 400, 405, 408, 413: bad or slow requests */
     RH_REFUSE_TARGET_DOWN,     /* 502, 504: the target refused or timed out */
+    RH_REFUSE_DEST,            /* 403: a destination no RelayAllow lets through */
     RH_REFUSE_N
 };
 
@@ -47,6 +48,8 @@ typedef struct rh_stats {
     uint64_t integrity;         /* failed end-to-end checks */
     uint64_t resumed;           /* pushes taken over and pulls re-attached after a cut */
     uint64_t throttled;         /* times a session waited on a rate limit */
+    uint64_t udp_sessions;      /* udp: target sessions opened */
+    uint64_t udp[4];            /* their datagrams: up, down, dropped up, dropped down */
     uint64_t requests[RH_XP_N];
     uint64_t refused[RH_REFUSE_N];
     rh_target_stats targets[RH_STATS_TARGETS];
@@ -64,6 +67,10 @@ void rh_stats_target_opened(rh_stats *st, const char *name);
  * connection is counted once, on its client leg. */
 void rh_stats_target_unopened(rh_stats *st, const char *name);
 void rh_stats_target_closed(rh_stats *st, const char *name, uint64_t up, uint64_t down);
+
+/* The core, once a second: udp: sessions opened and their datagrams (the
+ * order of rh_stats.udp), closed and live ones. */
+void rh_stats_udp(rh_stats *st, uint64_t opened, const uint64_t n[4]);
 
 /* Any process: atomic counters. */
 void rh_stats_resumed(rh_stats *st);

@@ -21,6 +21,9 @@ int main(void)
     srunner_add_suite(sr, rate_suite());
     srunner_add_suite(sr, ipc_suite());
     srunner_add_suite(sr, core_suite());
+    srunner_add_suite(sr, dgram_suite());
+    srunner_add_suite(sr, allow_suite());
+    srunner_add_suite(sr, resolve_suite());
 
     srunner_run_all(sr, CK_NORMAL);   /* prints the summary and every failure */
     int failed = srunner_ntests_failed(sr);

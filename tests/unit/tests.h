@@ -15,5 +15,8 @@ Suite *rate_suite(void);
 Suite *clients_suite(void);
 Suite *ipc_suite(void);
 Suite *core_suite(void);
+Suite *dgram_suite(void);
+Suite *allow_suite(void);
+Suite *resolve_suite(void);
 
 #endif

@@ -109,7 +109,9 @@ START_TEST(test_json_counters)
     ck_assert_str_eq(buf, "\"tunnels_open\": 1, \"tunnels_total\": 3, \"tunnels_failed\": 1, "
                      "\"tunnels_lost\": 1, \"resumes\": 2, \"bytes_up\": 3145728, "
                      "\"bytes_down\": 4096, \"rate_up\": 1048576, \"rate_down\": 4096, "
-                     "\"sessions\": {\"duplex\": 2, \"stream\": 0, \"batch\": 1}");
+                     "\"sessions\": {\"duplex\": 2, \"stream\": 0, \"batch\": 1}, "
+                     "\"datagrams\": {\"up\": 0, \"down\": 0, \"dropped_up\": 0, "
+                     "\"dropped_down\": 0}");
     free(buf);
 }
 END_TEST

@@ -1,0 +1,137 @@
+/* Datagrams in a byte stream (proto/rh_dgram.c): the drop-oldest queue, and the
+ * link over real sockets: boundaries kept across partial reads, the order kept,
+ * a length above RH_DGRAM_MAX refused. */
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "rh_dgram.h"
+#include "tests.h"
+
+START_TEST(test_queue_drops_oldest)
+{
+    rh_dgq q;
+    rh_dgq_init(&q, 3, 0);
+    for (unsigned char i = 0; i < 5; ++i)
+        rh_dgq_push(&q, &i, 1, 0);
+    ck_assert_uint_eq(q.n, 3);
+    ck_assert_uint_eq(q.dropped, 2);
+    ck_assert_uint_eq(q.head->data[0], 2);   /* 0 and 1 went */
+    ck_assert_uint_eq(q.tail->data[0], 4);
+    rh_dgq_clear(&q);
+    ck_assert_uint_eq(q.n, 0);
+    ck_assert_uint_eq(q.bytes, 0);
+}
+END_TEST
+
+START_TEST(test_queue_keeps_half_written_head)
+{
+    rh_dgq q;
+    rh_dgq_init(&q, 2, 0);
+    unsigned char a = 'a', b = 'b', c = 'c';
+    rh_dgq_push(&q, &a, 1, 1);
+    q.head_off = 1;   /* its length header went out: the head must stay */
+    rh_dgq_push(&q, &b, 1, 1);
+    rh_dgq_push(&q, &c, 1, 1);
+    ck_assert_uint_eq(q.n, 2);
+    ck_assert_uint_eq(q.dropped, 1);
+    ck_assert_uint_eq(q.head->data[2], 'a');
+    ck_assert_uint_eq(q.tail->data[2], 'c');
+    ck_assert_uint_eq(q.head->len, RH_DGRAM_HDR + 1);
+    rh_dgq_clear(&q);
+}
+END_TEST
+
+START_TEST(test_queue_byte_bound)
+{
+    rh_dgq q;
+    unsigned char big[100];
+    memset(big, 7, sizeof(big));
+    rh_dgq_init(&q, 100, 250);
+    for (int i = 0; i < 4; ++i)
+        rh_dgq_push(&q, big, sizeof(big), 0);
+    ck_assert_uint_eq(q.n, 2);
+    ck_assert_uint_le(q.bytes, 250);
+    ck_assert_uint_eq(rh_dgq_push(&q, big, 300, 0), 3);   /* never fits: all go, itself too */
+    ck_assert_uint_eq(q.n, 0);
+    rh_dgq_clear(&q);
+}
+END_TEST
+
+/* Datagrams framed into a stream socket come out of a UDP pair whole. */
+START_TEST(test_link_keeps_boundaries)
+{
+    int st[2], ud[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, st), 0);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_DGRAM, 0, ud), 0);
+    rh_dglink a, b;
+    rh_dglink_init(&a, 64, 0);
+    rh_dglink_init(&b, 64, 0);
+    unsigned char d[1400];
+    for (int i = 0; i < 20; ++i) {
+        memset(d, i, sizeof(d));
+        rh_dglink_from_net(&a, d, (size_t)(i * 70));   /* 0 .. 1330 bytes, empty included */
+    }
+    ck_assert_int_eq(rh_dglink_to_stream(&a, st[0]), RH_DGL_OK);
+    ck_assert_ptr_null(a.to_stream.head);
+    ck_assert_int_eq(rh_dglink_from_stream(&b, st[1], ud[0], NULL, 0), RH_DGL_OK);
+    ck_assert_uint_eq(b.from_stream, 20);
+    for (int i = 0; i < 20; ++i) {
+        unsigned char got[2000];
+        ssize_t n = recv(ud[1], got, sizeof(got), MSG_DONTWAIT);
+        ck_assert_int_eq(n, i * 70);
+        for (ssize_t k = 0; k < n; ++k)
+            ck_assert_uint_eq(got[k], (unsigned)i);
+    }
+    close(st[0]);
+    ck_assert_int_eq(rh_dglink_from_stream(&b, st[1], ud[0], NULL, 0), RH_DGL_EOF);
+    rh_dglink_free(&a);
+    rh_dglink_free(&b);
+    close(st[1]);
+    close(ud[0]);
+    close(ud[1]);
+}
+END_TEST
+
+/* A datagram split across reads waits for its tail; a length of 65508 is refused. */
+START_TEST(test_link_partial_and_malformed)
+{
+    int st[2], ud[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, st), 0);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_DGRAM, 0, ud), 0);
+    rh_dglink b;
+    rh_dglink_init(&b, 8, 0);
+    unsigned char part[] = { 0, 5, 'h', 'e' };
+    ck_assert_int_eq(write(st[0], part, sizeof(part)), (ssize_t)sizeof(part));
+    ck_assert_int_eq(rh_dglink_from_stream(&b, st[1], ud[0], NULL, 0), RH_DGL_OK);
+    ck_assert_uint_eq(b.from_stream, 0);
+    ck_assert_int_eq(write(st[0], "llo", 3), 3);
+    ck_assert_int_eq(rh_dglink_from_stream(&b, st[1], ud[0], NULL, 0), RH_DGL_OK);
+    ck_assert_uint_eq(b.from_stream, 1);
+    char got[16];
+    ck_assert_int_eq(recv(ud[1], got, sizeof(got), MSG_DONTWAIT), 5);
+    ck_assert_int_eq(memcmp(got, "hello", 5), 0);
+    unsigned char bad[] = { 0xff, 0xe4 };   /* 65508 = RH_DGRAM_MAX + 1 */
+    ck_assert_int_eq(write(st[0], bad, 2), 2);
+    ck_assert_int_eq(rh_dglink_from_stream(&b, st[1], ud[0], NULL, 0), RH_DGL_BAD);
+    ck_assert_uint_eq(b.bad_len, RH_DGRAM_MAX + 1);
+    rh_dglink_free(&b);
+    close(st[0]);
+    close(st[1]);
+    close(ud[0]);
+    close(ud[1]);
+}
+END_TEST
+
+Suite *dgram_suite(void)
+{
+    Suite *s = suite_create("dgram");
+    TCase *tc = tcase_create("dgram");
+    tcase_add_test(tc, test_queue_drops_oldest);
+    tcase_add_test(tc, test_queue_keeps_half_written_head);
+    tcase_add_test(tc, test_queue_byte_bound);
+    tcase_add_test(tc, test_link_keeps_boundaries);
+    tcase_add_test(tc, test_link_partial_and_malformed);
+    suite_add_tcase(s, tc);
+    return s;
+}
