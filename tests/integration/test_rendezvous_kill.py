@@ -20,7 +20,8 @@ from test_rendezvous import Serve
 
 N = 200
 NBYTES = 192 * 1024
-RATE = 32 * 1024            # ~6 s per connection: the kill lands in the middle
+RATE = 24 * 1024            # ~8 s per connection: the kill lands in the middle
+STAGGER = 0.01              # s between two connects: 200 opens in 2 s, not in one burst
 SERVE_GONE_S = 5            # rh_proto.h RH_SERVE_GONE_S
 
 
@@ -90,7 +91,9 @@ def test_200_over_two_serves_one_killed(apache, tls, client_bin, echo_server):
             ts = [threading.Thread(target=one, args=(i,)) for i in range(N)]
             for t in ts:
                 t.start()
-            ok = harness.wait_for(lambda: s1.accepted() + s2.accepted() >= N, 45)
+                time.sleep(STAGGER)
+            ok = harness.wait_for(lambda: s1.accepted() + s2.accepted()
+                                  - _count(s1, _DROPPED) - _count(s2, _DROPPED) >= N, 45)
             assert ok, "accepted %d + %d of %d\nforward:\n%s" % (
                 s1.accepted(), s2.accepted(), N, fw.stderr_text()[-3000:])
             time.sleep(1.0)
@@ -117,10 +120,11 @@ def test_200_over_two_serves_one_killed(apache, tls, client_bin, echo_server):
             assert len(intact) >= clean2, (len(intact), clean2)
             # the killed one's still open at the kill ended, and only those
             live1 = s1.accepted() - _count(s1, " closed cleanly")
-            assert 0 < len(ended) <= live1, (len(ended), live1)
+            assert 0 < len(ended) <= live1, (len(ended), live1, [_bad(r) for r in ended[:5]])
             for r in ended:
-                # a clean end: short of the total, nothing wrong, and promptly
-                assert r["received"] < NBYTES, _bad(r)
+                # a clean end: nothing wrong (checked above), at most all bytes (the
+                # kill may come between the last byte and the end), and promptly
+                assert r["received"] <= NBYTES, _bad(r)
                 assert r["end"] in ("rst", "fin", "error"), _bad(r)
             last_end = max(r["t_end"] for r in ended)
             assert last_end - t_kill < SERVE_GONE_S + 20, last_end - t_kill
