@@ -514,6 +514,9 @@ class Apache:
             add("RelayMaxSessionsPerClient 0")
             add("RelayMaxRequestsPerClient 0")
             add("RelayOpenRate 0")
+            # RH_RELAY_ASYNC=on|off runs the suite with RelayAsync set that way
+            if os.environ.get("RH_RELAY_ASYNC"):
+                add("RelayAsync %s" % os.environ["RH_RELAY_ASYNC"])
             add("<Location /relay>")
             add("    SetHandler relay-https")
             for name, addr in self.targets.items():
