@@ -119,32 +119,29 @@ int rh_do_dest_open(rh_req *q)
         return rh_method_not_allowed(r, "POST");
     if (ap_discard_request_body(r) != OK)
         return rh_fail(r, HTTP_BAD_REQUEST, "unreadable request body");
+    /* datagrams (SOCKS5 UDP ASSOCIATE): only to udp/ ports of the list */
+    unsigned udp = rh_req_datagrams(r) ? RH_ALLOW_UDP : 0;
     if ((rv = dest_of(q, host, sizeof(host), &port, &dest)) != DECLINED
-        || (rv = check_named(q, dest, host, port, &a, &is_addr)) != DECLINED
-        || (!is_addr && (rv = resolve_checked(q, dest, host, port, &a)) != DECLINED))
+        || (rv = check_named(q, dest, host, port | udp, &a, &is_addr)) != DECLINED
+        || (!is_addr && (rv = resolve_checked(q, dest, host, port | udp, &a)) != DECLINED))
         return rv;
     rh_addr_format(&a, ip, sizeof(ip));
     memset(&rq, 0, sizeof(rq));
+    if (udp)
+        rh_udp_terms(q, &rq);
     rq.op = RH_IPC_OPEN;
     apr_cpystrn(rq.host, ip, sizeof(rq.host));
     rq.port = port;
-    rh_open_terms(q, &rq);
-    /* the registry, the status page and the core's log name it by where it goes */
-    if (is_addr)
-        apr_snprintf(rq.target, sizeof(rq.target), "%s", dest);
-    else
-        apr_snprintf(rq.target, sizeof(rq.target), "%.40s=%s", dest, ip);
-    for (char *p = rq.target; *p; ++p)
-        if (*p == ' ')
-            *p = '_';
+    rh_open_terms(q, &rq);     /* target RH_DEST_TARGET: its requests' URLs say so */
     rq.connect_s = (unsigned)rh_dir_connect(q->dc);
     if (rh_core_ask(q, &rq, &rep, (rh_dir_connect(q->dc) + 5) * 1000) != 0)
         return rh_core_unavailable(r);
     if (!rep.ok)
         return rh_fail_reply(r, &rep);
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2051) "destination %s: %s port %u",
-                  dest, ip, port);
-    return rh_open_answer(q, &rq, rep.text);
+    rv = rh_open_answer(q, &rq, rep.text);
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RHLOG(2051) "session %.*s to destination %s "
+                  "(%s port %u)", RH_SID_LEN, rep.text, dest, ip, port);
+    return rv;
 }
 
 /* check of BASE/RH_DEST_TARGET: does this location let clients name
@@ -160,6 +157,8 @@ int rh_do_dest_check(rh_req *q)
     int rv, is_addr;
     size_t n;
 
+    unsigned udp = rh_req_datagrams(r) ? RH_ALLOW_UDP : 0;
+
     if (r->method_number != M_GET)
         return rh_method_not_allowed(r, "GET");
     if (!rules_of(q->dc, &n)) {
@@ -169,7 +168,7 @@ int rh_do_dest_check(rh_req *q)
     }
     if (apr_table_get(r->headers_in, RH_HDR_DESTINATION)
         && ((rv = dest_of(q, host, sizeof(host), &port, &dest)) != DECLINED
-            || (rv = check_named(q, dest, host, port, &a, &is_addr)) != DECLINED))
+            || (rv = check_named(q, dest, host, port | udp, &a, &is_addr)) != DECLINED))
         return rv;
     ap_set_content_type(r, "text/plain; charset=utf-8");
     ap_rprintf(r, RH_ERROR_PREFIX "destinations ready (%d RelayAllow)\n", (int)n);

@@ -49,11 +49,8 @@ static int do_open(rh_req *q)
     rq.port = q->target->port;
     rh_open_terms(q, &rq);
     rq.connect_s = (unsigned)rh_dir_connect(q->dc);
-    if (q->target->udp) {
-        rq.udp = 1;
-        rq.udp_idle_s = q->dc->udp_idle_s > 0 ? (unsigned)q->dc->udp_idle_s : RH_UDP_IDLE_S;
-        rq.udp_queue = q->dc->udp_queue > 0 ? (unsigned)q->dc->udp_queue : RH_UDP_QUEUE;
-    }
+    if (q->target->udp)
+        rh_udp_terms(q, &rq);
     if (rh_core_ask(q, &rq, &rep, (rh_dir_connect(q->dc) + 5) * 1000) != 0)
         return rh_core_unavailable(r);
     if (!rep.ok)
@@ -159,14 +156,26 @@ static int do_check(rh_req *q)
     return OK;
 }
 
+int rh_req_datagrams(request_rec *r)
+{
+    const char *dg = apr_table_get(r->headers_in, RH_HDR_DATAGRAM);
+    return dg && !strcmp(dg, RH_DATAGRAM_LEN16);
+}
+
+void rh_udp_terms(rh_req *q, rh_ipc_req *rq)
+{
+    rq->udp = 1;
+    rq->udp_idle_s = q->dc->udp_idle_s > 0 ? (unsigned)q->dc->udp_idle_s : RH_UDP_IDLE_S;
+    rq->udp_queue = q->dc->udp_queue > 0 ? (unsigned)q->dc->udp_queue : RH_UDP_QUEUE;
+}
+
 /* Open and check: the client's bytes are datagrams (Relay-Datagram) exactly
  * when the target is a udp: one; else 400 with the reason, before anything
  * connects (length-prefixed bytes to a TCP service would be garbage to it). */
 static int datagram_mismatch(rh_req *q)
 {
     request_rec *r = q->r;
-    const char *dg = apr_table_get(r->headers_in, RH_HDR_DATAGRAM);
-    int datagrams = dg && !strcmp(dg, RH_DATAGRAM_LEN16);
+    int datagrams = rh_req_datagrams(r);
     if (datagrams == q->target->udp)
         return DECLINED;
     apr_table_setn(r->headers_out, RH_HDR_REASON, RH_REASON_TOKEN_DATAGRAM);

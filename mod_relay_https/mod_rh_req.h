@@ -11,6 +11,8 @@
 #include "rh_registry.h"
 #include "rh_util.h"
 
+struct rh_ipc_reply;
+
 typedef struct rh_req {
     request_rec *r;
     const rh_dir_conf *dc;
@@ -22,6 +24,10 @@ typedef struct rh_req {
     rh_slot_view view;
     int old_core;           /* the session lives in the core an upgrade replaced */
     int fd;                 /* to the core */
+    /* a parked request (RelayAsync): what follows the core's answer, and the
+     * endpoint's own state */
+    int (*then)(struct rh_req *q, int rv, struct rh_ipc_reply *rep);
+    void *ctx;
 } rh_req;
 
 /* A Relay-* header holding a decimal u64: 0, or -1 when missing or malformed. */
@@ -35,6 +41,10 @@ static inline int rh_hdr_u64(request_rec *r, const char *name, apr_uint64_t *v)
 #include "rh_ipc.h"
 void rh_open_terms(rh_req *q, rh_ipc_req *rq);
 int rh_open_answer(rh_req *q, const rh_ipc_req *rq, const char *token);
+/* The client's bytes are datagrams (Relay-Datagram: len16): 1, else 0. */
+int rh_req_datagrams(request_rec *r);
+/* An open of datagrams: the location's UDP idle timeout and queue bound. */
+void rh_udp_terms(rh_req *q, rh_ipc_req *rq);
 
 /* mod_rh_listen.c: rendezvous, a serve's listen and a client's open of a
  * RelayService. */

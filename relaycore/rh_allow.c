@@ -170,9 +170,15 @@ static void lower_name(const char *name, char *out)
     out[n <= RH_HOST_MAX ? n : RH_HOST_MAX] = '\0';
 }
 
-/* One port or range "N" / "N-M" of a list; 0 or -1. */
-static int parse_range(const char *s, size_t len, uint16_t *lo, uint16_t *hi)
+/* One port or range "N" / "N-M" of a list, "udp/" or "tcp/" in front; 0 or -1. */
+static int parse_range(const char *s, size_t len, uint32_t *lo, uint32_t *hi)
 {
+    uint32_t proto = 0;
+    if (len > 4 && (!strncmp(s, "udp/", 4) || !strncmp(s, "tcp/", 4))) {
+        proto = s[0] == 'u' ? RH_ALLOW_UDP : 0;
+        s += 4;
+        len -= 4;
+    }
     const char *dash = memchr(s, '-', len);
     uint64_t a, b;
     if (dash) {
@@ -186,8 +192,8 @@ static int parse_range(const char *s, size_t len, uint16_t *lo, uint16_t *hi)
     }
     if (a < 1 || b > 65535 || a > b)
         return -1;
-    *lo = (uint16_t)a;
-    *hi = (uint16_t)b;
+    *lo = (uint32_t)a | proto;
+    *hi = (uint32_t)b | proto;
     return 0;
 }
 
@@ -203,7 +209,7 @@ static int parse_ports(rh_allow_rule *r, const char *ports, char *err, size_t er
         }
         if (parse_range(p, len, &r->ports[r->nports].lo, &r->ports[r->nports].hi)) {
             snprintf(err, errlen, "'%s' is not a port list (a port 1-65535, a range N-M, "
-                     "or a comma list: 22,80,8000-8099)", ports);
+                     "udp/ in front for UDP, or a comma list: 22,80,8000-8099,udp/53)", ports);
             return -1;
         }
         ++r->nports;

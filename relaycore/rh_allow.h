@@ -4,7 +4,9 @@
  *   host   an exact name (db.example.com), a domain glob (*.example.com: any
  *          name below the domain, not the domain itself), an address
  *          (192.0.2.7, ::1) or a CIDR block (10.0.0.0/8, 2001:db8::/32)
- *   ports  N, N-M, or a comma list of those (22,80,8000-8099)
+ *   ports  N, N-M, or a comma list of those (22,80,8000-8099); TCP, unless
+ *          written udp/N or udp/N-M (udp/53): UDP (datagrams, issue 16) only
+ *          where a rule says so; tcp/N is N
  * A name matches name rules only, an address address rules only. Nothing
  * matches an empty list: never an open proxy.
  *
@@ -26,6 +28,8 @@
 #include "rh_proto.h"
 
 #define RH_ALLOW_PORTS_MAX 16
+/* Added to a port to ask for UDP: rh_allow_name(..., 53 | RH_ALLOW_UDP) */
+#define RH_ALLOW_UDP       0x10000u
 
 enum { RH_ALLOW_EXACT = 1, RH_ALLOW_DOMAIN, RH_ALLOW_NET };
 
@@ -42,7 +46,7 @@ typedef struct rh_allow_rule {
     rh_addr net;                    /* NET: the block's first address */
     unsigned prefix;                /* NET: its prefix length */
     unsigned nports;
-    struct { uint16_t lo, hi; } ports[RH_ALLOW_PORTS_MAX];
+    struct { uint32_t lo, hi; } ports[RH_ALLOW_PORTS_MAX];   /* UDP: | RH_ALLOW_UDP */
 } rh_allow_rule;
 
 /* Parses one RelayAllow. Returns 0, or -1 with a message for the operator in

@@ -352,3 +352,30 @@ def test_udp_tcp_mismatch_is_a_clear_error(apache, client_bin, tls):
                         tls["ca"], apache.relay_url, "dns"], capture_output=True, text=True,
                        timeout=30, env=im.clean_env())
     assert p.returncode != 0 and "-L udp:" in p.stderr, (p.returncode, p.stderr)
+
+
+def test_relayallow_udp_ports(apache_factory, module_so, udp_targets, udp_echo, tls):
+    """RelayAllow's udp/ ports: a destination open of datagrams (Relay-Datagram) passes
+    only where a rule lists udp/PORT; the same port without udp/ lets TCP through and
+    not UDP, and udp/ lets no TCP through."""
+    conf = "\n".join([
+        "<Location /px>", "    SetHandler relay-https",
+        "    RelayAllow 127.0.0.1 udp/%d" % udp_echo.port,
+        "    RelayAllow 127.0.0.2 %d" % udp_echo.port,
+        "</Location>"])
+    a = apache_factory.get("event", module=module_so, targets=udp_targets, extra_conf=conf)
+
+    def open_(host, datagram):
+        hdrs = ["Relay-Destination: %s:%d" % (host, udp_echo.port)]
+        if datagram:
+            hdrs.append("Relay-Datagram: len16")
+        return harness.curl(a.base_url + "/px/*/open", headers=hdrs, cacert=tls["ca"])
+
+    r = open_("127.0.0.1", True)
+    assert r.status == 201, r
+    harness.curl(a.base_url + "/px/*/close", cacert=tls["ca"],
+                 headers=["Relay-Session: %s" % r.header("Relay-Session")])
+    r = open_("127.0.0.1", False)
+    assert r.status == 403 and r.header("Relay-Reason") == "destination", r
+    r = open_("127.0.0.2", True)
+    assert r.status == 403 and r.header("Relay-Reason") == "destination", r

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "rh_allow.h"
 #include "rh_dgram.h"
 #include "tests.h"
 
@@ -123,6 +124,32 @@ START_TEST(test_link_partial_and_malformed)
 }
 END_TEST
 
+/* RelayAllow's udp/ ports: UDP only where written so, TCP never through them. */
+START_TEST(test_allow_udp_ports)
+{
+    rh_allow_rule r;
+    char err[256];
+    ck_assert_int_eq(rh_allow_parse(&r, "dns.example.com", "53,udp/53,udp/5000-5010,tcp/22",
+                                    err, sizeof(err)), 0);
+    ck_assert_int_eq(rh_allow_name(&r, 1, "dns.example.com", 53), 1);
+    ck_assert_int_eq(rh_allow_name(&r, 1, "dns.example.com", 53 | RH_ALLOW_UDP), 1);
+    ck_assert_int_eq(rh_allow_name(&r, 1, "dns.example.com", 5005 | RH_ALLOW_UDP), 1);
+    ck_assert_int_eq(rh_allow_name(&r, 1, "dns.example.com", 5005), 0);
+    ck_assert_int_eq(rh_allow_name(&r, 1, "dns.example.com", 22), 1);
+    ck_assert_int_eq(rh_allow_name(&r, 1, "dns.example.com", 22 | RH_ALLOW_UDP), 0);
+    ck_assert_int_eq(rh_allow_parse(&r, "192.0.2.0/24", "udp/53", err, sizeof(err)), 0);
+    rh_addr a;
+    const char *why;
+    ck_assert_int_eq(rh_addr_parse("192.0.2.9", &a), 0);
+    ck_assert_int_eq(rh_allow_addr(&r, 1, &a, 53 | RH_ALLOW_UDP, 0, &why), 0);
+    ck_assert_int_eq(rh_allow_addr(&r, 1, &a, 53, 0, &why), -1);
+    const char *bad[] = { "udp/", "udp/0", "udp/70000", "udp/5-3", "quic/53", "udp/53," };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); ++i)
+        ck_assert_msg(rh_allow_parse(&r, "example.com", bad[i], err, sizeof(err)) == -1,
+                      "accepted ports %s", bad[i]);
+}
+END_TEST
+
 Suite *dgram_suite(void)
 {
     Suite *s = suite_create("dgram");
@@ -132,6 +159,7 @@ Suite *dgram_suite(void)
     tcase_add_test(tc, test_queue_byte_bound);
     tcase_add_test(tc, test_link_keeps_boundaries);
     tcase_add_test(tc, test_link_partial_and_malformed);
+    tcase_add_test(tc, test_allow_udp_ports);
     suite_add_tcase(s, tc);
     return s;
 }
