@@ -55,7 +55,9 @@ PATHS = ["raw", "tls", "connect", "websocket", "httptunnel",
          "duplex", "stream", "batch", "batch-nginx"]
 OURS = ("duplex", "stream", "batch", "batch-nginx")
 VARIANTS = ["loopback", "delay"]
-FIGURES = ["up", "down", "multi", "echo", "idle"]
+FIGURES = ["up", "down", "multi", "echo", "idle", "idle-async"]
+# idle tunnels with RelayAsync (issue 17): parked in each child's reactor
+ASYNC_PATHS = ("stream", "batch")
 
 TARGET_NAME = "bench"
 # a forward takes up to its descriptor limit's worth of tunnels (client/rhc_forward.c):
@@ -96,6 +98,25 @@ EVENT_CONF = """
 </IfModule>
 H2MaxWorkers {h2max}
 H2MinWorkers {h2min}
+{maxmemfree}
+"""
+
+
+# RelayAsync: few worker threads, parked requests count as event's connections
+# (AsyncRequestWorkerFactor), the relay's budget sized for connections, not threads.
+ASYNC_CONF = """
+<IfModule mpm_event_module>
+    ServerLimit 16
+    ThreadsPerChild 16
+    MaxRequestWorkers 64
+    StartServers 4
+    MinSpareThreads 16
+    MaxSpareThreads 64
+    MaxConnectionsPerChild 0
+    AsyncRequestWorkerFactor 4000
+</IfModule>
+RelayAsync On
+RelayMaxWorkers {maxworkers}
 {maxmemfree}
 """
 
@@ -293,6 +314,7 @@ class Bench:
         self.bindir = os.path.join(self.work, "bin")
         os.makedirs(self.bindir)
         self.apache = None
+        self.async_conf = False     # Apache with RelayAsync (ASYNC_CONF)
         self.nginx = None
         self.websockify = None
         self.target = None
@@ -346,15 +368,16 @@ class Bench:
 
     def apache_conf(self):
         m = harness.APACHE_MODULES
+        maxmemfree = "MaxMemFree %d" % self.args.max_mem_free if self.args.max_mem_free else ""
         return "\n".join([
             "LoadModule proxy_module %s/mod_proxy.so" % m,
             "LoadModule proxy_connect_module %s/mod_proxy_connect.so" % m,
             "LoadModule proxy_http_module %s/mod_proxy_http.so" % m,
-            "RelayMaxSessions 8192",
-            EVENT_CONF.format(stack=self.args.thread_stack, h2min=self.args.h2_min_workers,
-                              h2max=self.args.h2_max_workers,
-                              maxmemfree=("MaxMemFree %d" % self.args.max_mem_free
-                                          if self.args.max_mem_free else "")),
+            "RelayMaxSessions %d" % max(8192, self.args.idle_async + 1000),
+            (ASYNC_CONF.format(maxworkers=3 * self.args.idle_async, maxmemfree=maxmemfree)
+             if self.async_conf else
+             EVENT_CONF.format(stack=self.args.thread_stack, h2min=self.args.h2_min_workers,
+                               h2max=self.args.h2_max_workers, maxmemfree=maxmemfree)),
             "# Apache's own CONNECT path: a TLS forward proxy that may only reach the target",
             "ProxyRequests On",
             "AllowCONNECT %d" % self.target.port,
@@ -406,8 +429,14 @@ class Bench:
                 return p
         return None
 
+    def apache_children(self):
+        """The Apache children (not the parent, not the relay core)."""
+        parent = self.apache.proc.pid if self.apache and self.apache.proc else None
+        core = self.core_pid()
+        return [p for p in self.apache_pids() if p not in (parent, core)]
+
     # ---- a path ----
-    def start_path(self, path, variant, tunnels=1):
+    def start_path(self, path, variant, tunnels=1, per_forward=MAX_TUNNELS_PER_FORWARD):
         """Start the client and server sides of path; returns (entry_port, server_roots,
         client_roots, stop_fn). self.entries: every entry port (relay-https forward takes
         at most MAX_TUNNELS_PER_FORWARD tunnels: more tunnels, more forwarders)."""
@@ -488,7 +517,7 @@ class Bench:
             transport = "batch" if path == "batch-nginx" else path
             extra = ["--transport", transport]
             extra += ["--http2"] if transport == "duplex" else ["--http1.1"]
-            nfwd = max(1, -(-tunnels // MAX_TUNNELS_PER_FORWARD))
+            nfwd = max(1, -(-tunnels // per_forward))
             entries = []
             for i in range(nfwd):
                 entry = harness.free_port()
@@ -655,26 +684,47 @@ class Bench:
         finally:
             state["stop"]()
 
-    def measure_idle(self, path):
+    def site_latency(self, n=200):
+        """The static page beside the relay, n requests on one kept-alive connection
+        (curl): (median, p99) in ms, or None."""
+        url = "https://127.0.0.1:%d/index.html" % self.apache_port
+        cmd = ["curl", "-s", "--cacert", self.ca, "-w", "%{time_total}\n"]
+        cmd += ["-o", "/dev/null", url] * n
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=n + 60).stdout
+            ts = sorted(float(x) for x in out.split())
+        except (subprocess.SubprocessError, ValueError) as e:
+            log("site latency: %s" % e)
+            return None
+        if len(ts) < n // 2:
+            return None
+        return ts[len(ts) // 2] * 1000, ts[min(len(ts) - 1, int(len(ts) * 0.99))] * 1000
+
+    def measure_idle(self, path, n=None, label=None, hold=None,
+                     per_forward=MAX_TUNNELS_PER_FORWARD):
         a = self.args
         cap, why = IDLE_CAP.get(path, (a.idle, ""))
-        n = min(a.idle, cap) if cap else 0
+        label = label or path
+        hold = hold or a.idle_hold
+        n = n if n is not None else min(a.idle, cap) if cap else 0
         if n == 0:
-            self.record(path, "loopback", "idle_held", None, "tunnels", "n/a: %s" % why)
+            self.record(label, "loopback", "idle_held", None, "tunnels", "n/a: %s" % why)
             return
         if path != "raw" and path != "tls" and path != "httptunnel":
             # a fresh Apache, so that children and threads left by another path do not count
             self.restart_apache()
-        log("%s: idle ramp to %d" % (path, n))
+        log("%s: idle ramp to %d" % (label, n))
+        threads0 = sum(threads_of(x) for x in proc_tree(self.apache_pids()))
         try:
-            entry, server, client, stop = self.start_path(path, "loopback", tunnels=n)
+            entry, server, client, stop = self.start_path(path, "loopback", tunnels=n,
+                                                          per_forward=per_forward)
         except Exception as e:
-            self.record(path, "loopback", "error", 0, "", "idle: cannot start: %s" % e)
+            self.record(label, "loopback", "error", 0, "", "idle: cannot start: %s" % e)
             return
         try:
             w = self.tool_run(["echo", "127.0.0.1:%d" % entry, 3, 1, 30], 60)
             if w.get("error"):
-                self.record(path, "loopback", "error", 0, "", "idle echo check: %s" % w["error"])
+                self.record(label, "loopback", "error", 0, "", "idle echo check: %s" % w["error"])
                 return
             time.sleep(1.0)
             stree = proc_tree(server)
@@ -682,6 +732,8 @@ class Bench:
             avail0 = mem_available_kib()
             core = self.core_pid() if path in OURS else None
             core0 = pss_kib([core]) if core else 0
+            kids = self.apache_children()
+            kids0 = pss_kib(kids)
             if path == "connect":
                 args = ["idle", "127.0.0.1:0", n, 1, 30, "connect-tls", "127.0.0.1:%d" % self.apache_port,
                         "127.0.0.1:%d" % self.target.port]
@@ -708,11 +760,14 @@ class Bench:
                 pss1 = pss_kib(stree)
                 avail1 = mem_available_kib()
                 core1 = pss_kib([core]) if core else 0
+                kids1 = pss_kib(self.apache_children())
                 nthreads = sum(threads_of(x) for x in stree)
                 nprocs = len(stree)
                 s0, c0 = cpu_seconds(stree), cpu_seconds(ctree)
-                time.sleep(a.idle_hold)
+                time.sleep(hold)
                 s1, c1 = cpu_seconds(proc_tree(server)), cpu_seconds(proc_tree(client))
+                nthreads1 = sum(threads_of(x) for x in proc_tree(server))
+                site = self.site_latency() if path in OURS else None
                 try:
                     p.stdin.write(b"check\n")
                     p.stdin.flush()
@@ -731,28 +786,40 @@ class Bench:
                 except subprocess.TimeoutExpired:
                     harness.kill_proc(p)
                 harness._unregister(p)
-            note = "ramp %.1f s; %d alive after %.0f s idle" % (ramp, alive, a.idle_hold)
+            note = "ramp %.1f s; %d alive after %.0f s idle" % (ramp, alive, hold)
             if err:
                 note += "; stopped: %s" % err
             if held >= n and cap < a.idle:
                 note += "; capped at %d: %s" % (cap, why)
-            self.record(path, "loopback", "idle_held", alive, "tunnels", note)
-            log("%s: held %d, alive %d (%s)" % (path, held, alive, note))
+            self.record(label, "loopback", "idle_held", alive, "tunnels", note)
+            log("%s: held %d, alive %d (%s)" % (label, held, alive, note))
             if held and server:
-                self.record(path, "loopback", "mem_per_idle", (pss1 - pss0) / held, "KiB",
+                self.record(label, "loopback", "mem_per_idle", (pss1 - pss0) / held, "KiB",
                             "server PSS %d -> %d KiB; %d processes, %d threads"
                             % (pss0, pss1, nprocs, nthreads))
-                self.record(path, "loopback", "idle_cpu", (s1 - s0), "s",
+                self.record(label, "loopback", "idle_cpu", (s1 - s0), "s",
                             "server CPU seconds during %.0f s with %d idle tunnels"
-                            % (a.idle_hold, held))
+                            % (hold, held))
+                self.record(label, "loopback", "idle_cpu_pct", (s1 - s0) / hold * 100, "%",
+                            "of one core, server, %.0f s hold" % hold)
+                self.record(label, "loopback", "idle_threads", nthreads1, "threads",
+                            "server threads: %d before the ramp, %d after it, %d at the "
+                            "hold's end" % (threads0, nthreads, nthreads1))
+            if held and kids:
+                self.record(label, "loopback", "child_mem_per_idle", (kids1 - kids0) / held,
+                            "KiB", "Apache children's PSS only (smaps_rollup)")
+            if site:
+                self.record(label, "loopback", "site_p99", site[1], "ms",
+                            "static page during the hold, kept-alive curl: median %.2f ms"
+                            % site[0])
             if held:
-                self.record(path, "loopback", "sys_mem_per_idle", (avail0 - avail1) / held, "KiB",
+                self.record(label, "loopback", "sys_mem_per_idle", (avail0 - avail1) / held, "KiB",
                             "MemAvailable drop / tunnel: both sides, target, kernel")
-                self.record(path, "loopback", "client_idle_cpu", (c1 - c0), "s",
+                self.record(label, "loopback", "client_idle_cpu", (c1 - c0), "s",
                             "client CPU seconds during the idle hold")
             if core:
-                self.extra[(path, "core_kib_per_idle")] = (core1 - core0) / max(held, 1)
-                self.record(path, "loopback", "core_mem_per_idle", (core1 - core0) / max(held, 1),
+                self.extra[(label, "core_kib_per_idle")] = (core1 - core0) / max(held, 1)
+                self.record(label, "loopback", "core_mem_per_idle", (core1 - core0) / max(held, 1),
                             "KiB", "relay core PSS only")
         finally:
             stop()
@@ -770,6 +837,13 @@ class Bench:
         if "idle" in a.figures and "loopback" in a.variants:
             for path in a.paths:
                 self.measure_idle(path)
+        if "idle-async" in a.figures and "loopback" in a.variants:
+            self.async_conf = True
+            for path in a.paths:
+                if path in ASYNC_PATHS:
+                    self.measure_idle(path, n=a.idle_async, label=path + "-async",
+                                      hold=a.idle_async_hold, per_forward=a.idle_async_forward)
+            self.async_conf = False
         self.elapsed = time.time() - started
 
 
@@ -896,6 +970,21 @@ def targets(rows):
         ic = v(t, "loopback", "idle_cpu")
         out.append(("%s: server CPU while idle" % t, "-" if ic is None else "%.2f s" % ic,
                     "~0 (< 0.05 s per hold)", None if ic is None else ic < 0.05))
+    for p in ASYNC_PATHS:
+        t = p + "-async"
+        h = v(t, "loopback", "idle_held")
+        if h is None:
+            continue
+        out.append(("%s: idle tunnels held with RelayAsync" % p, "%d" % h, ">= 20000",
+                    h >= 20000))
+        mm = v(t, "loopback", "mem_per_idle")
+        out.append(("%s: server PSS per idle tunnel with RelayAsync" % p,
+                    "-" if mm is None else "%.1f KiB" % mm, "<= 64 KiB",
+                    None if mm is None else mm <= 64))
+        pct = v(t, "loopback", "idle_cpu_pct")
+        out.append(("%s: server CPU while idle with RelayAsync" % p,
+                    "-" if pct is None else "%.2f %%" % pct, "<= 1 % of a core",
+                    None if pct is None else pct <= 1.0))
     return out
 
 
@@ -927,9 +1016,25 @@ def markdown(bench, rows):
         add("")
         add("(x C) = ratio to the CONNECT path on the same variant. Ratios to raw: results.csv.")
         add("")
+    labels = [p + "-async" for p in ASYNC_PATHS
+              if value(rows, p + "-async", "loopback", "idle_held") is not None]
+    if labels:
+        add("#### idle tunnels with RelayAsync (HTTP/1.1, TLS, parked in each child's reactor)")
+        add("")
+        add("| path | held | server KiB/tunnel | children KiB/tunnel | core KiB/tunnel | "
+            "threads | idle CPU % of a core | static page p99 ms |")
+        add("|---|---|---|---|---|---|---|---|")
+        for p in labels:
+            cells = [_cell(rows, p, "loopback", m, f, False) for m, f in (
+                ("idle_held", "%.0f"), ("mem_per_idle", "%.1f"), ("child_mem_per_idle", "%.1f"),
+                ("core_mem_per_idle", "%.1f"), ("idle_threads", "%.0f"),
+                ("idle_cpu_pct", "%.2f"), ("site_p99", "%.2f"))]
+            add("| %s | %s |" % (p, " | ".join(cells)))
+        add("")
     errs = [r for r in rows if r["metric"] == "error"]
     notes = [r for r in rows if r["note"] and r["metric"] in ("idle_held", "mem_per_idle",
-                                                               "thr_multi")]
+                                                               "thr_multi", "idle_threads",
+                                                               "site_p99")]
     if notes or errs:
         add("Notes:")
         add("")
@@ -1084,6 +1189,12 @@ def parse_args(argv):
     ap.add_argument("--echo-count-delay", type=int, default=200)
     ap.add_argument("--idle", type=int, default=5000, help="idle tunnels to ramp up to")
     ap.add_argument("--idle-batch", type=int, default=50)
+    ap.add_argument("--idle-async", type=int, default=20000,
+                    help="idle tunnels to ramp up to with RelayAsync (stream, batch)")
+    ap.add_argument("--idle-async-hold", type=float, default=30.0,
+                    help="seconds the RelayAsync idle tunnels are held while CPU is measured")
+    ap.add_argument("--idle-async-forward", type=int, default=250,
+                    help="tunnels per relay-https forward in the RelayAsync ramp")
     ap.add_argument("--idle-hold", type=float, default=10.0)
     ap.add_argument("--idle-settle", type=float, default=3.0)
     ap.add_argument("--idle-timeout", type=float, default=900.0)
@@ -1128,6 +1239,8 @@ def parse_args(argv):
         a.echo_count = min(a.echo_count, 100)
         a.echo_count_delay = min(a.echo_count_delay, 10)
         a.idle = min(a.idle, 20)
+        a.idle_async = min(a.idle_async, 20)
+        a.idle_async_hold = min(a.idle_async_hold, 1)
         a.idle_hold = min(a.idle_hold, 1)
         a.idle_settle = min(a.idle_settle, 0.5)
     return a
@@ -1148,10 +1261,19 @@ def main(argv=None):
         raise SystemExit("bench: missing peer programs %s (./quickstart installs them)"
                          % " ".join(missing))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 12 * max(a.idle, a.idle_async) + 4096     # every side of every tunnel
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            want = min(want, int(f.read()))
+        if want > hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))   # root only
+    except (OSError, ValueError):
+        pass
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 4 * a.idle + 1000:
+    if soft < 4 * max(a.idle, a.idle_async) + 1000:
         log("RLIMIT_NOFILE is %d: the idle ramp may stop early (raise ulimit -Hn)" % soft)
     if a.malloc_arena_max:
         os.environ["MALLOC_ARENA_MAX"] = str(a.malloc_arena_max)

@@ -3,6 +3,7 @@
  *   relay-https forward -L [ADDR:]PORT[:TARGET] ... [-K FILE] [options] [URL [TARGET]]
  *   relay-https stdio [-K FILE] [options] [URL] TARGET
  *   relay-https serve [options] --to HOST:PORT URL SERVICE
+ *   relay-https proxy -L [ADDR:]PORT ... [options] URL
  *
  * One process, one event loop (rhc_ctx_step): forward runs any number of tunnels
  * at once, stdio one. This file is main only: the command line is rhc_opts.c,
@@ -15,6 +16,7 @@
 
 #include "rhc_forward.h"
 #include "rhc_opts.h"
+#include "rhc_pxy.h"
 #include "rhc_serve.h"
 #include "rhc_signals.h"
 #include "rhc_stdio.h"
@@ -45,6 +47,8 @@ int main(int argc, char **argv)
     }
     if (cmd.mode == RHC_MODE_SERVE)
         rc = rhc_serve_run(c, &cmd.routes[0]);
+    else if (cmd.mode == RHC_MODE_PROXY)
+        rc = rhc_pxy_run(c, &cmd);
     else
         rc = cmd.mode == RHC_MODE_FORWARD ? rhc_forward_run(c, &cmd)
                                           : rhc_stdio_run(c, &cmd.routes[0]);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "rh_proto.h"
 #include "rh_util.h"
 #include "rhc_config.h"
 #include "rhc_creds.h"
@@ -235,6 +236,8 @@ static int parse_mode(int argc, char **argv, struct rhc_cmd *cmd)
         cmd->mode = RHC_MODE_STDIO;
     else if (!strcmp(argv[1], "serve"))
         cmd->mode = RHC_MODE_SERVE;
+    else if (!strcmp(argv[1], "proxy"))
+        cmd->mode = RHC_MODE_PROXY;
     else
         return rhc_usage_error("unknown mode '%s'", argv[1]);
     return -1;
@@ -281,6 +284,11 @@ static int check_route(const struct rhc_opts *o, const char *n)
     if (!o->base_url)
         return rhc_usage_error("%s%smissing URL (give it after the options, or url in -K FILE)",
                            n, sep);
+    if (o->mode == RHC_MODE_PROXY)
+        return o->listen_port ? -1 : rhc_usage_error("proxy needs -L [ADDR:]PORT");
+    if (o->local_user || o->max_conns || o->handshake_ms)
+        return rhc_usage_error("--local-user, --max-connections and --handshake-timeout are "
+                               "for proxy mode");
     if (!o->target)
         return rhc_usage_error("%s%smissing TARGET (give it after URL, as -L PORT:TARGET, or "
                            "target in -K FILE)", n, sep);
@@ -340,6 +348,11 @@ static int make_route(struct given *g, struct rhc_opts *o, const struct section 
     }
     if ((rc = rhc_creds_resolve(g->cmd, o, asked)) >= 0)
         return rc;
+    if (o->mode == RHC_MODE_PROXY) {
+        if (o->target && strcmp(o->target, RH_DEST_TARGET))
+            return rhc_usage_error("proxy takes no TARGET: its clients name their destinations");
+        o->target = RH_DEST_TARGET;
+    }
     return check_route(o, where);
 }
 
@@ -366,7 +379,7 @@ static int make_routes(struct given *g)
     struct rhc_asked asked = { NULL, NULL };
     int rc = -1;
 
-    if (g->cmd->mode != RHC_MODE_FORWARD) {
+    if (g->cmd->mode != RHC_MODE_FORWARD && g->cmd->mode != RHC_MODE_PROXY) {
         if (has_listen(&g->cfg) || has_listen(&g->cli))
             return rhc_usage_error("-L is for forward mode only");
         return add_route(g, NULL, NULL, &asked);
@@ -380,7 +393,8 @@ static int make_routes(struct given *g)
         if (has_listen(&g->secs[i].it))
             rc = add_route(g, &g->secs[i], NULL, &asked);
     if (rc < 0 && g->cmd->nroutes == 0)
-        return rhc_usage_error("forward needs -L [ADDR:]PORT[:TARGET] (or tunnels in -K FILE)");
+        return rhc_usage_error(g->cmd->mode == RHC_MODE_PROXY ? "proxy needs -L [ADDR:]PORT"
+                               : "forward needs -L [ADDR:]PORT[:TARGET] (or tunnels in -K FILE)");
     return rc;
 }
 

@@ -42,7 +42,7 @@ struct listener {
     size_t ex_at, ex_n;         /* ... its descriptors in this round's poll */
 };
 
-static void addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_t outsz)
+void rhc_addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_t outsz)
 {
     char host[INET6_ADDRSTRLEN], port[8];   /* numeric only */
 
@@ -60,7 +60,7 @@ static void addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_
 /* Bound, not listening yet: the port is ours at once (a clash is a local
  * error before any network), but a connection is refused until the start
  * check passed. */
-static int bound_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
+int rhc_bound_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
 {
     struct addrinfo hints, *res = NULL;
     int fd = -1, err = 0, one = 1;
@@ -96,7 +96,7 @@ static int bound_socket(const struct rhc_opts *o, char *bound, size_t boundsz)
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-        addr_text((struct sockaddr *)&ss, sl, bound, boundsz);
+        rhc_addr_text((struct sockaddr *)&ss, sl, bound, boundsz);
     else
         snprintf(bound, boundsz, "%s:%s", o->listen_host, o->listen_port);
     return fd;
@@ -162,7 +162,7 @@ static int accept_some(rhc_ctx *c, struct listener *l)
             snprintf(peer, sizeof(peer), "unix");
         } else {
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            addr_text((struct sockaddr *)&ss, sl, peer, sizeof(peer));
+            rhc_addr_text((struct sockaddr *)&ss, sl, peer, sizeof(peer));
         }
         /* with several routes the label says which one */
         snprintf(label, sizeof(label), "%.40s%s#%lu %.60s", l->named ? l->route->name : "",
@@ -176,12 +176,12 @@ static int accept_some(rhc_ctx *c, struct listener *l)
 /* A forwarder may hold thousands of tunnels, each a few descriptors: the soft
  * descriptor limit (often 1024) goes up to the hard one, and the number of
  * tunnels accepted at once follows from what is allowed. */
-static void raise_fd_limit(void)
+size_t rhc_raise_fd_limit(void)
 {
     struct rlimit rl;
 
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return;
+        return max_tunnels;
     if (rl.rlim_cur < rl.rlim_max) {
         rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (1u << 20) ? (1u << 20)
                                                                               : rl.rlim_max;
@@ -193,6 +193,7 @@ static void raise_fd_limit(void)
         max_tunnels = (size_t)(rl.rlim_cur - FDS_SPARE) / FDS_PER_TUNNEL;
     rhc_info("up to %zu tunnels at once (descriptor limit %llu)", max_tunnels,
              (unsigned long long)rl.rlim_cur);
+    return max_tunnels;
 }
 
 /* Every route's listener, or none: one that cannot listen stops the start. */
@@ -202,7 +203,7 @@ static int open_listeners(rhc_ctx *c, const struct rhc_cmd *cmd, struct listener
         const struct rhc_opts *o = &cmd->routes[i];
         struct listener *l = &ls[i];
         l->fd = o->listen_path ? listen_unix(o->listen_path, l->bound, sizeof(l->bound))
-                               : bound_socket(o, l->bound, sizeof(l->bound));
+                               : rhc_bound_socket(o, l->bound, sizeof(l->bound));
         if (l->fd < 0)
             return RHC_EXIT_LOCAL;
         /* one route: its labels stay as they were; several: named after their
@@ -288,7 +289,7 @@ int rhc_forward_run(rhc_ctx *c, const struct rhc_cmd *cmd)
     }
     for (size_t i = 0; i < n; ++i)
         ls[i].fd = -1;
-    raise_fd_limit();
+    rhc_raise_fd_limit();
     if ((rc = open_listeners(c, cmd, ls)) >= 0)
         goto leave;
     /* a server that cannot serve us is an error now, not one per connection

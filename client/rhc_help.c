@@ -14,6 +14,7 @@ static const char usage_text[] =
 "usage: relay-https forward -L [ADDR:]PORT[:TARGET]... [options] [URL [TARGET]]\n"
 "       relay-https stdio [options] [URL] TARGET\n"
 "       relay-https serve --to HOST:PORT [options] [URL] SERVICE\n"
+"       relay-https proxy -L [ADDR:]PORT... [options] [URL]\n"
 "       relay-https --help | --version\n";
 
 static const char help_head[] =
@@ -27,6 +28,9 @@ static const char help_head[] =
 "  stdio        carry stdin/stdout over one tunnel (ssh ProxyCommand)\n"
 "  serve        offer HOST:PORT as the server's RelayService SERVICE: clients\n"
 "               reach it with forward or stdio, both sides outbound only\n"
+"  proxy        a local SOCKS5 and HTTP CONNECT proxy: each connection becomes\n"
+"               one tunnel to the destination it names, within the server's\n"
+"               RelayAllow list (e.g. curl -x socks5h://127.0.0.1:1080 URL)\n"
 "\n"
 "Options:\n";
 

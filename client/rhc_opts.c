@@ -17,6 +17,7 @@
 #include "rhc_help.h"
 #include "rhc_opts.h"
 #include "rhc_opts_int.h"
+#include "rhc_pxy.h"
 #include "rhc_serve.h"
 #include "rhc_udp.h"
 
@@ -190,9 +191,13 @@ static int set_url(const char *arg, struct rhc_opts *o)
 
 static int set_listen(struct rhc_opts *o, const struct opt_def *d, char *arg)
 {
-    if (o->mode != RHC_MODE_FORWARD)
-        return rhc_usage_error("-L is for forward mode only");
-    return parse_listen(arg, o);
+    if (o->mode != RHC_MODE_FORWARD && o->mode != RHC_MODE_PROXY)
+        return rhc_usage_error("-L is for forward and proxy modes only");
+    int rc = parse_listen(arg, o);
+    if (rc < 0 && o->mode == RHC_MODE_PROXY && (o->listen_path || o->target))
+        return rhc_usage_error("-L %s: proxy listens on [ADDR:]PORT (clients name their "
+                               "destinations)", arg);
+    return rc;
 }
 
 static int set_header(struct rhc_opts *o, const struct opt_def *d, char *arg)
@@ -378,8 +383,10 @@ static int set_nothing(struct rhc_opts *o, const struct opt_def *d, char *arg)
 static const struct opt_def opt_defs[] = {
     { "listen",          required_argument, 'L', set_listen, 0, 0, OF_LISTEN,
       "[ADDR:]PORT[:TARGET]",
-      "forward: where to listen (ADDR default 127.0.0.1; IPv6 as [ADDR]:PORT; PORT 0 picks a "
-      "free port), or a UNIX socket: /PATH[:TARGET] or unix:PATH[:TARGET] (mode 0600), or a "
+      "forward, proxy: where to listen (proxy: [ADDR:]PORT only; ADDR default 127.0.0.1; "
+      "IPv6 as [ADDR]:PORT; PORT 0 picks a "
+      "free port); forward also: a UNIX socket: /PATH[:TARGET] or unix:PATH[:TARGET] (mode "
+      "0600), or a "
       "UDP port: udp:[ADDR:]PORT[:TARGET] (a session per source address, to a udp: target). "
       "Repeatable: each -L is a tunnel of its own, to its TARGET or to the TARGET after URL" },
     { "user",            required_argument, 'u', set_string, F(user), 0, OF_USERPASS,
@@ -485,6 +492,17 @@ static const struct opt_def opt_defs[] = {
     { "udp-flows",       required_argument, OPT_UDP_FLOWS, rhc_udp_set_opt, 0, 0, 0,
       "N", "-L udp: sources with a session at once; a new one ends the session of the one "
       "heard from least recently (default 64)" },
+    { "local-user",      required_argument, OPT_LOCAL_USER, rhc_pxy_set_local_user, 0, 0,
+      OF_USERPASS,
+      "USER:PASS",
+      "proxy: clients of the local port must log in: SOCKS5 username/password (RFC 1929), "
+      "HTTP CONNECT Proxy-Authorization: Basic (default: no login)" },
+    { "max-connections", required_argument, OPT_MAX_CONNS, rhc_pxy_set_max_conns, 0, 0,
+      OF_GLOBAL,
+      "N", "proxy: local connections at once, handshakes and tunnels (default 512)" },
+    { "handshake-timeout", required_argument, OPT_HANDSHAKE, rhc_pxy_set_handshake, 0, 0,
+      OF_GLOBAL,
+      "SECONDS", "proxy: time a client has to name its destination (default 10)" },
 };
 #define N_OPTS (sizeof(opt_defs) / sizeof(opt_defs[0]))
 /* rhc_cmd.c sizes getopt's tables by RHC_OPTS_MAX */
@@ -496,7 +514,8 @@ typedef char opt_defs_fit[N_OPTS <= RHC_OPTS_MAX ? 1 : -1] __attribute__((unused
 static const int help_order[] = {
     'L', 'K', OPT_URL, OPT_TARGET, OPT_TRANSPORT, OPT_NO_RESUME, OPT_IDLE_PUSH,
     OPT_RETRY_START, OPT_UDP_IDLE, OPT_UDP_QUEUE, OPT_UDP_FLOWS,
-    'u', OPT_NETRC, OPT_NETRC_FILE, OPT_TO, OPT_ACCEPTS, OPT_AUTH,
+    'u', OPT_NETRC, OPT_NETRC_FILE, OPT_TO, OPT_ACCEPTS,
+    OPT_LOCAL_USER, OPT_MAX_CONNS, OPT_HANDSHAKE, OPT_AUTH,
     'H', OPT_CACERT, 'k', OPT_CERT, OPT_KEY,
     'x', 'U', OPT_PROXY_AUTH, OPT_PROXY_CACERT, OPT_PROXY_INSECURE,
     OPT_CONNECT_TIMEOUT, OPT_HTTP11, OPT_HTTP2, OPT_HTTP2_PK,

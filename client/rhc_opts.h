@@ -41,7 +41,7 @@ enum rhc_exit {
     RHC_EXIT_INTEGRITY = 11
 };
 
-enum rhc_mode { RHC_MODE_FORWARD = 1, RHC_MODE_STDIO, RHC_MODE_SERVE };
+enum rhc_mode { RHC_MODE_FORWARD = 1, RHC_MODE_STDIO, RHC_MODE_SERVE, RHC_MODE_PROXY };
 
 /* How a session's bytes travel (docs/PROTOCOL.md, "Transports"). The order is the
  * fallback order: auto starts at the best the path allows and only moves down. */
@@ -81,6 +81,9 @@ struct rhc_opts {
     int retry_start;            /* forward: keep trying the start check (--retry-start) */
     const char *serve_to;       /* serve: --to HOST:PORT, the local service */
     int accepts;                /* serve: --accepts, listens kept waiting (0: default) */
+    const char *local_user;     /* proxy: --local-user USER:PASS the local port wants */
+    long max_conns;             /* proxy: --max-connections (0: default) */
+    long handshake_ms;          /* proxy: --handshake-timeout (0: default) */
     int udp;                    /* forward: -L udp:...: a UDP port, a session per source */
     unsigned udp_idle_s;        /* --udp-idle: a source's session ends after this (0: default) */
     unsigned udp_queue;         /* --udp-queue: datagrams waiting per direction (0: default) */

@@ -210,7 +210,7 @@ void req_free(struct rhc_req *r)
 
 int add_header(struct rhc_req *r, const char *fmt, ...)
 {
-    char line[256];
+    char line[512];
     va_list ap;
 
     va_start(ap, fmt);

@@ -128,7 +128,8 @@ struct rhc_req *start_open(rhc_tunnel *t)
         return NULL;
     if (add_header(r, "Content-Type:") < 0 ||
         add_header(r, RH_HDR_INTEGRITY ": " RH_INTEGRITY_CRC32C) < 0 ||
-        (want_resume(t) && add_header(r, RH_HDR_RESUME ": " RH_RESUME_YES) < 0))
+        (want_resume(t) && add_header(r, RH_HDR_RESUME ": " RH_RESUME_YES) < 0) ||
+        (t->greet.dest[0] && add_header(r, RH_HDR_DESTINATION ": %s", t->greet.dest) < 0))
         goto fail;
     if (total < o->connect_timeout_ms + 15000)
         total = o->connect_timeout_ms + 15000;
@@ -163,6 +164,8 @@ void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");
         return;
     }
+    t->greet.status = r->hdr_done ? r->status : 0;
+    snprintf(t->greet.reason, sizeof(t->greet.reason), "%s", r->reason);
     if (r->hdr_done && r->status != 201)
         fail_http(t, r, what);
     else if (rc != CURLE_OK)
@@ -206,6 +209,14 @@ static void open_take(rhc_tunnel *t, struct rhc_req *r)
     t->sess.rtt_ms = first > pre ? (int64_t)((first - pre) / 1000) : 0;
     t_log(t, 1, "session %s opened", t->sid);
     rhc_report_open_ok(t);
+    if (t->greet.fn && !t->greet.done) {
+        struct rhc_open_result ok = { 1, r->status, "", "" };
+        t->greet.done = 1;
+        if (t->greet.fn(t->greet.arg, t->local.in_fd, &ok) < 0) {
+            t_fail(t, RHC_EXIT_LOCAL, "the local client went away before the tunnel was up");
+            return;
+        }
+    }
     choose_transport(t, r);
 }
 
@@ -221,8 +232,16 @@ void t_finish(rhc_tunnel *t)
      * that missed the last bytes: this one has them all */
     if ((code || t->sess.resume || t->end.quiet) && t->token[0] && !t->end.server_gone)
         start_close_try(c, t->route, t->token, t->label, t->sid, 0, code == RHC_EXIT_INTEGRITY);
+    int greeted = 0;
+    if (t->greet.fn && !t->greet.done) {
+        /* the open failed: the local client hears why in its own protocol,
+         * and a plain close after it (a reset could drop the answer) */
+        struct rhc_open_result no = { 0, t->greet.status, t->greet.reason, t->end.msg };
+        t->greet.done = greeted = 1;
+        t->greet.fn(t->greet.arg, t->local.in_fd, &no);
+    }
     if (t->local.kind == RHC_LOCAL_SOCKET) {
-        if (code) {
+        if (code && !greeted) {
             /* A broken tunnel must not look like a clean end to the application. */
             struct linger lg = { .l_onoff = 1, .l_linger = 0 };
             setsockopt(t->local.in_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
@@ -332,6 +351,23 @@ rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, struct rhc_route *route, int in_fd, int
     if (!t->rq.open)
         t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");
     /* A failure is reported by the next rhc_ctx_step, like any other. */
+    return t;
+}
+
+rhc_tunnel *rhc_tunnel_start_to(rhc_ctx *c, struct rhc_route *route, int fd, const char *label,
+                                const char *dest, rhc_greet_fn greet, void *arg)
+{
+    rhc_tunnel *t = tunnel_new(c, route, fd, fd, RHC_LOCAL_SOCKET, label, NULL, NULL);
+
+    if (!t)
+        return NULL;
+    snprintf(t->greet.dest, sizeof(t->greet.dest), "%s", dest);
+    t->greet.fn = greet;
+    t->greet.arg = arg;
+    t_log(t, 1, "open %s/%s to %s", t->route->o->base_url, t->route->o->target, dest);
+    t->rq.open = start_open(t);
+    if (!t->rq.open)
+        t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");
     return t;
 }
 

@@ -31,6 +31,26 @@ struct rhc_route;
 rhc_tunnel *rhc_tunnel_start(rhc_ctx *c, struct rhc_route *route, int in_fd, int out_fd, enum rhc_local_kind kind,
                              const char *label, rhc_done_fn done, void *arg);
 
+/* proxy mode: how the open of a destination ended, told to the local side's
+ * protocol (SOCKS5, HTTP CONNECT) before any byte flows. status: the
+ * server's HTTP status (0: none came), reason its Relay-Reason, msg what went
+ * wrong for people. */
+struct rhc_open_result {
+    int ok;
+    long status;
+    const char *reason;
+    const char *msg;
+};
+/* Answers the local side on fd; on success -1 fails the tunnel (the answer
+ * could not be written). Called exactly once per tunnel. */
+typedef int (*rhc_greet_fn)(void *arg, int fd, const struct rhc_open_result *res);
+
+/* proxy mode: a tunnel to dest (HOST:PORT, sent as Relay-Destination) on the
+ * local socket fd (closed on failure too); greet answers the local client when
+ * the open ended, before any down byte. */
+rhc_tunnel *rhc_tunnel_start_to(rhc_ctx *c, struct rhc_route *route, int fd, const char *label,
+                                const char *dest, rhc_greet_fn greet, void *arg);
+
 /* serve mode: a tunnel on a session the server already made (the serve leg a
  * listen's answer named), local socket fd (closed on failure too). */
 struct rhc_req;

@@ -167,6 +167,15 @@ struct rhc_tunnel {
         char msg[768];
     } end;
 
+    struct {                    /* proxy mode: the destination and its answer */
+        char dest[RH_HOST_MAX + 16];   /* Relay-Destination of the open */
+        rhc_greet_fn fn;        /* tells the local side how the open ended */
+        void *arg;
+        int done;               /* fn was called */
+        long status;            /* the failed open's HTTP status (0: none) */
+        char reason[16];        /* ... and Relay-Reason */
+    } greet;
+
     struct {                    /* what the statistics show (rhc_stats.c) */
         struct rhc_bytes bytes;
         unsigned resumes;       /* requests taken up again after a cut */

@@ -7,6 +7,7 @@
 #include <http_request.h>
 
 #include "mod_rh_private.h"
+#include "mod_rh_async.h"
 #include "mod_rh_check.h"
 #include "mod_rh_config.h"
 #include "mod_rh_daemon.h"
@@ -21,6 +22,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_handler(rh_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_translate_name(rh_refuse_trace, NULL, NULL, APR_HOOK_FIRST);
     rh_status_register_hooks();
+    rh_async_register_hooks();
 }
 
 AP_DECLARE_MODULE(relay_https) = {

@@ -1,6 +1,7 @@
 /* Down bytes as buckets (see mod_rh_buckets.h): transient buckets over one
  * reused buffer on HTTP/1.1, heap buckets of httpd's own size on HTTP/2. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/ioctl.h>
@@ -35,9 +36,16 @@ void rh_blocks_free(rh_blocks *bk)
         }
 }
 
+void rh_blocks_release(rh_blocks *bk)
+{
+    rh_blocks_free(bk);
+    free(bk->buf);
+    bk->buf = NULL;
+}
+
 static apr_status_t blocks_cleanup(void *data)
 {
-    rh_blocks_free(data);
+    rh_blocks_release(data);
     return APR_SUCCESS;
 }
 
@@ -46,8 +54,6 @@ rh_blocks *rh_blocks_make(request_rec *r)
     rh_blocks *bk = apr_pcalloc(r->pool, sizeof(*bk));
     bk->ba = r->connection->bucket_alloc;
     bk->h2 = r->connection->master != NULL;
-    if (!bk->h2)
-        bk->buf = apr_palloc(r->pool, PULL_BUF * PULL_COALESCE);
     apr_pool_cleanup_register(r->pool, bk, blocks_cleanup, apr_pool_cleanup_null);
     return bk;
 }
@@ -56,8 +62,11 @@ rh_blocks *rh_blocks_make(request_rec *r)
 static ssize_t read_transient(rh_blocks *bk, int fd, apr_bucket_brigade *bb, apr_size_t max,
                               int slot)
 {
-    char *at = bk->buf + (apr_size_t)slot * PULL_BUF;
     ssize_t got;
+    /* allocated on first use, so that a parked pull can give it back */
+    if (!bk->buf && !(bk->buf = malloc(PULL_BUF * PULL_COALESCE)))
+        return -ENOMEM;
+    char *at = bk->buf + (apr_size_t)slot * PULL_BUF;
     do
         got = recv(fd, at, max < PULL_BUF ? max : PULL_BUF, MSG_DONTWAIT);
     while (got < 0 && errno == EINTR);

@@ -18,6 +18,10 @@ rh_blocks *rh_blocks_make(request_rec *r);
 /* Gives back the blocks not yet filled: a tunnel that waits holds no buffers. */
 void rh_blocks_free(rh_blocks *bk);
 
+/* Gives back every buffer, the HTTP/1.1 one too (a parked pull), once what
+ * was read from them has been passed on with a flush. */
+void rh_blocks_release(rh_blocks *bk);
+
 /* Reads up to max bytes without blocking and appends them to bb; slot: the
  * how-manieth read under the same flush (0 to PULL_COALESCE - 1). Returns the
  * bytes read, 0 at the end of the stream, or -errno (-EAGAIN: nothing yet). */

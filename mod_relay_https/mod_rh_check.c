@@ -13,6 +13,7 @@
 #include <http_config.h>
 #include <http_log.h>
 #include <util_cfgtree.h>
+#include <ap_mpm.h>
 
 #include "mod_rh_private.h"
 #include "mod_rh_check.h"
@@ -23,7 +24,7 @@ typedef struct mark {
 } mark;
 
 /* One config read's notes, in the configuration pool (reset by pre_config). */
-static apr_array_header_t *g_targets, *g_idle, *g_poll;
+static apr_array_header_t *g_targets, *g_idle, *g_poll, *g_async;
 
 static void note(apr_array_header_t **arr, cmd_parms *cmd, int value)
 {
@@ -44,9 +45,14 @@ void rh_check_note_timeout(cmd_parms *cmd, int is_idle, int seconds)
     note(is_idle ? &g_idle : &g_poll, cmd, seconds);
 }
 
+void rh_check_note_async(cmd_parms *cmd, int on)
+{
+    note(&g_async, cmd, on);
+}
+
 static apr_status_t forget(void *unused)
 {
-    g_targets = g_idle = g_poll = NULL;
+    g_targets = g_idle = g_poll = g_async = NULL;
     return APR_SUCCESS;
 }
 
@@ -225,9 +231,27 @@ static void vhost_timeouts(const ap_directive_t *list, check_ctx *cc)
     }
 }
 
+/* RelayAsync On where the MPM cannot suspend a request (prefork, worker):
+ * it works, but every wait holds a thread or process; configtest says so. */
+static void check_async(server_rec *s)
+{
+    int async = 0;
+    if (!g_async || ap_mpm_query(AP_MPMQ_IS_ASYNC, &async) != APR_SUCCESS || async)
+        return;
+    for (int i = 0; i < g_async->nelts; ++i) {
+        const mark *m = &APR_ARRAY_IDX(g_async, i, mark);
+        if (m->value)
+            ap_log_error(APLOG_MARK, APLOG_WARNING | APLOG_STARTUP, 0, s, RHLOG(1018)
+                         "RelayAsync On (%s:%d) has no effect under the %s MPM: relay "
+                         "requests wait on a thread or process each; only the event MPM "
+                         "parks them", m->d->filename, m->d->line_num, ap_show_mpm());
+    }
+}
+
 int rh_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     int rv = OK;
+    check_async(s);
     for (int i = 0; g_targets && i < g_targets->nelts; ++i)
         if (check_target(&APR_ARRAY_IDX(g_targets, i, mark), s) != OK)
             rv = !OK;

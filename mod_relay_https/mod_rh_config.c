@@ -61,6 +61,7 @@ void *rh_create_srv_conf(apr_pool_t *p, server_rec *s)
     sc->sessions_per_client = sc->requests_per_client = sc->open_rate = -1;
     sc->push_wait_s = sc->frame_s = sc->write_s = -1;
     sc->rate_session = sc->rate_global = -1;
+    sc->async = -1;
     return sc;
 }
 
@@ -87,6 +88,7 @@ void *rh_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(write_s);
     MERGE_INT(rate_session);
     MERGE_INT(rate_global);
+    MERGE_INT(async);
     return sc;
 }
 
@@ -127,6 +129,11 @@ int rh_srv_frame_s(const rh_srv_conf *sc)
 int rh_srv_write_s(const rh_srv_conf *sc)
 {
     return sc->write_s > 0 ? sc->write_s : RH_DEFAULT_WRITE_S;
+}
+
+int rh_srv_async(const rh_srv_conf *sc)
+{
+    return sc->async >= 0 ? sc->async : RH_DEFAULT_ASYNC;
 }
 
 const rh_target *rh_find_target(const rh_dir_conf *dc, const char *name)
@@ -324,6 +331,18 @@ static const char *set_max_workers(cmd_parms *cmd, void *dummy, const char *arg)
     return set_int(cmd, arg, 0, 1000000, &sc->max_workers);
 }
 
+static const char *set_async(cmd_parms *cmd, void *dummy, int on)
+{
+    const char *err;
+    rh_srv_conf *sc = global_conf(cmd, &err);
+    (void)dummy;
+    if (err)
+        return err;
+    sc->async = on;
+    rh_check_note_async(cmd, on);
+    return NULL;
+}
+
 /* A rate in bytes per second, with an optional K, M or G (binary multiples),
  * as strelaysrv's -per-session-rate and -global-rate; 0: no limit. */
 static const char *set_rate(cmd_parms *cmd, const char *arg, long long *out)
@@ -431,5 +450,8 @@ const command_rec rh_cmds[] = {
     AP_INIT_TAKE1("RelayGlobalRateLimit", set_rate_global, NULL, RSRC_CONF,
                   "bytes per second all sessions together may move, with a burst of "
                   "twice that (K, M, G suffixes; default 0: no limit)"),
+    AP_INIT_FLAG("RelayAsync", set_async, NULL, RSRC_CONF,
+                 "On: on the event MPM, HTTP/1.1 relay requests wait parked in one reactor "
+                 "thread per child, not on a thread each (default Off)"),
     { NULL }
 };

@@ -18,6 +18,7 @@
 #define RH_DEFAULT_PUSH_WAIT_S  10
 #define RH_DEFAULT_FRAME_S      10
 #define RH_DEFAULT_WRITE_S      30
+#define RH_DEFAULT_ASYNC        0       /* RelayAsync: parked waits on the event MPM */
 
 typedef struct rh_target {
     const char *name;
@@ -54,6 +55,7 @@ typedef struct rh_srv_conf {
     int write_s;                 /* a response the client does not read is cut after */
     long long rate_session;      /* bytes/s per session (RelayRateLimit); -1: unset */
     long long rate_global;       /* bytes/s for all (RelayGlobalRateLimit) */
+    int async;                   /* RelayAsync: 1 on, 0 off, -1 unset */
 } rh_srv_conf;
 
 extern const command_rec rh_cmds[];
@@ -75,5 +77,7 @@ int rh_dir_poll(const rh_dir_conf *dc);
 void rh_srv_limits(const rh_srv_conf *sc, rh_limits *out);
 int rh_srv_frame_s(const rh_srv_conf *sc);
 int rh_srv_write_s(const rh_srv_conf *sc);
+/* RelayAsync in force: waits parked in the reactor where the MPM allows it. */
+int rh_srv_async(const rh_srv_conf *sc);
 
 #endif

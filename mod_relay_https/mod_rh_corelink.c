@@ -2,6 +2,7 @@
  * httpd's error log. */
 #include <errno.h>
 #include <string.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <apr_strings.h>
@@ -11,6 +12,7 @@
 #include "mod_rh_answer.h"
 #include "mod_rh_daemon.h"
 #include "mod_rh_corelink.h"
+#include "mod_rh_async.h"
 
 static apr_status_t close_fd(void *data)
 {
@@ -18,7 +20,8 @@ static apr_status_t close_fd(void *data)
     return APR_SUCCESS;
 }
 
-int rh_core_ask(rh_req *q, const rh_ipc_req *rq, rh_ipc_reply *rep, int timeout_ms)
+/* Connects to the core and sends the request line: 0, or -errno. */
+static int core_send(rh_req *q, const rh_ipc_req *rq)
 {
     char line[RH_IPC_LINE_MAX];
     int n = rh_ipc_format_req(line, sizeof(line), rq);
@@ -35,33 +38,75 @@ int rh_core_ask(rh_req *q, const rh_ipc_req *rq, rh_ipc_reply *rep, int timeout_
     q->fd = fd;
     apr_pool_cleanup_register(q->r->pool, (void *)(long)fd, close_fd, apr_pool_cleanup_null);
     int rv = rh_ipc_write_all(fd, line, (size_t)n, 5000);
-    if (rv == 0) {
-        /* the answer may take long (a push's turn, a long-poll): the wait
-         * watches the client and the core's heartbeat meanwhile */
-        rv = rh_watch_line(&q->watch, fd, line, sizeof(line), timeout_ms);
-        if (rv == RH_WAIT_GONE) {
-            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, q->r, RHLOG(2005)
-                          "client went away while waiting for the relay core");
-            return -ECONNABORTED;
-        }
-        if (rv <= 0) {
-            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r, RHLOG(2003)
-                          "no answer from the relay core (%s)",
-                          rv == RH_WAIT_STUCK ? "stopped or stuck" : "timeout");
-            return -ETIMEDOUT;
-        }
-    }
-    if (rv < 0) {
+    if (rv < 0)
         ap_log_rerror(APLOG_MARK, APLOG_ERR, -rv, q->r, RHLOG(2003)
                       "no answer from the relay core");
-        return rv;
+    return rv < 0 ? rv : 0;
+}
+
+/* A wait for the answer that ended without one (RH_WAIT_*): -errno, logged. */
+static int no_answer(rh_req *q, int rv)
+{
+    if (rv == RH_WAIT_GONE) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, q->r, RHLOG(2005)
+                      "client went away while waiting for the relay core");
+        return -ECONNABORTED;
     }
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r, RHLOG(2003)
+                  "no answer from the relay core (%s)",
+                  rv == RH_WAIT_STUCK ? "stopped or stuck" : "timeout");
+    return -ETIMEDOUT;
+}
+
+/* Reads and parses the core's answer, waiting timeout_ms at most. */
+static int core_reply(rh_req *q, rh_ipc_reply *rep, int timeout_ms)
+{
+    char line[RH_IPC_LINE_MAX];
+    /* the answer may take long (a push's turn, a long-poll): the wait
+     * watches the client and the core's heartbeat meanwhile */
+    int rv = rh_watch_line(&q->watch, q->fd, line, sizeof(line), timeout_ms);
+    if (rv <= 0)
+        return no_answer(q, rv);
     if (rh_ipc_parse_reply(line, rep) != 0) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r, RHLOG(2004)
                       "bad answer from the relay core: %s", line);
         return -EPROTO;
     }
     return 0;
+}
+
+int rh_core_ask(rh_req *q, const rh_ipc_req *rq, rh_ipc_reply *rep, int timeout_ms)
+{
+    int rv = core_send(q, rq);
+    return rv != 0 ? rv : core_reply(q, rep, timeout_ms);
+}
+
+/* The parked ask's answer came, or its wait ended without one. */
+static int answer_step(rh_park *p, void *baton, int why)
+{
+    rh_req *q = baton;
+    rh_ipc_reply rep;
+    int rv = why == RH_WAIT_READY ? core_reply(q, &rep, 1000) : no_answer(q, why);
+    (void)p;
+    return q->then(q, rv, &rep);
+}
+
+int rh_core_ask_then(rh_req *q, const rh_ipc_req *rq, int timeout_ms, rh_answer_fn *then)
+{
+    rh_ipc_reply rep;
+    rh_park *p = rh_async_park(q->r);
+    if (!p) {
+        int rv = rh_core_ask(q, rq, &rep, timeout_ms);
+        return then(q, rv, &rep);
+    }
+    int rv = core_send(q, rq);
+    if (rv != 0)
+        return then(q, rv, &rep);
+    /* q lives on the handler's stack: the parked request keeps a copy */
+    rh_req *qq = apr_pmemdup(q->r->pool, q, sizeof(*q));
+    qq->then = then;
+    rh_park_watch(p, qq->fd, POLLIN, 0, timeout_ms);
+    return rh_async_suspend(p, q->r, answer_step, qq);
 }
 
 int rh_core_unavailable(request_rec *r)

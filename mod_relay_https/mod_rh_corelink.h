@@ -16,6 +16,14 @@
  * to the core afterwards (closed with the request's pool). 0, or -errno. */
 int rh_core_ask(rh_req *q, const rh_ipc_req *rq, rh_ipc_reply *rep, int timeout_ms);
 
+/* What is done with the core's answer: rv 0 with *rep, or -errno (no answer). */
+typedef int rh_answer_fn(rh_req *q, int rv, rh_ipc_reply *rep);
+
+/* rh_core_ask, then then(). Where the request may park (RelayAsync), the wait
+ * for the answer is parked and this returns SUSPENDED; then() runs on a
+ * worker with a copy of q in the request's pool, and may park again. */
+int rh_core_ask_then(rh_req *q, const rh_ipc_req *rq, int timeout_ms, rh_answer_fn *then);
+
 /* 503: the core could not be asked, or answered nonsense. */
 int rh_core_unavailable(request_rec *r);
 

@@ -132,23 +132,16 @@ int rh_do_dest_open(rh_req *q)
     rq.op = RH_IPC_OPEN;
     apr_cpystrn(rq.host, ip, sizeof(rq.host));
     rq.port = port;
-    rh_open_terms(q, &rq);
-    /* the registry, the status page and the core's log name it by where it goes */
-    if (is_addr)
-        apr_snprintf(rq.target, sizeof(rq.target), "%s", dest);
-    else
-        apr_snprintf(rq.target, sizeof(rq.target), "%.40s=%s", dest, ip);
-    for (char *p = rq.target; *p; ++p)
-        if (*p == ' ')
-            *p = '_';
+    rh_open_terms(q, &rq);     /* target RH_DEST_TARGET: its requests' URLs say so */
     rq.connect_s = (unsigned)rh_dir_connect(q->dc);
     if (rh_core_ask(q, &rq, &rep, (rh_dir_connect(q->dc) + 5) * 1000) != 0)
         return rh_core_unavailable(r);
     if (!rep.ok)
         return rh_fail_reply(r, &rep);
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2051) "destination %s: %s port %u",
-                  dest, ip, port);
-    return rh_open_answer(q, &rq, rep.text);
+    rv = rh_open_answer(q, &rq, rep.text);
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, RHLOG(2051) "session %.*s to destination %s "
+                  "(%s port %u)", RH_SID_LEN, rep.text, dest, ip, port);
+    return rv;
 }
 
 /* check of BASE/RH_DEST_TARGET: does this location let clients name

@@ -26,13 +26,28 @@ static int rendezvous_request(request_rec *r)
     return DECLINED;
 }
 
+/* The core's answer to a listen: 201 with the serve leg's session, or 204. */
+static int listen_answered(rh_req *q, int rv, rh_ipc_reply *rep)
+{
+    request_rec *r = q->r;
+    if (rv != 0)
+        return rh_core_unavailable(r);
+    if (!rep->ok)
+        return rh_fail_reply(r, rep);
+    if (!rep->text[0]) {
+        r->status = HTTP_NO_CONTENT;
+        return OK;
+    }
+    return rh_open_answer(q, q->ctx, rep->text);
+}
+
 /* POST BASE/NAME/listen: 201 with a serve leg's session when a client opened
- * NAME, 204 when none came within the poll time (the serve polls again). */
+ * NAME, 204 when none came within the poll time (the serve polls again). The
+ * wait is parked where the request may park (RelayAsync). */
 int rh_do_listen(rh_req *q)
 {
     request_rec *r = q->r;
-    rh_ipc_req rq;
-    rh_ipc_reply rep;
+    rh_ipc_req *rq;
     int rv;
 
     if (!q->target->service)
@@ -40,22 +55,15 @@ int rh_do_listen(rh_req *q)
                        q->target->name);
     if ((rv = rendezvous_request(r)) != DECLINED)
         return rv;
-    memset(&rq, 0, sizeof(rq));
-    rq.op = RH_IPC_LISTEN;
-    rh_open_terms(q, &rq);
+    rq = apr_pcalloc(r->pool, sizeof(*rq));
+    rq->op = RH_IPC_LISTEN;
+    rh_open_terms(q, rq);
     /* like a batch long-poll: answered before an intermediary's idle cut */
-    rq.poll_s = (unsigned)rh_dir_poll(q->dc);
-    if (rq.poll_s > RH_LISTEN_POLL_S)
-        rq.poll_s = RH_LISTEN_POLL_S;
-    if (rh_core_ask(q, &rq, &rep, (int)rq.poll_s * 1000 + LISTEN_GRACE_MS) != 0)
-        return rh_core_unavailable(r);
-    if (!rep.ok)
-        return rh_fail_reply(r, &rep);
-    if (!rep.text[0]) {
-        r->status = HTTP_NO_CONTENT;
-        return OK;
-    }
-    return rh_open_answer(q, &rq, rep.text);
+    rq->poll_s = (unsigned)rh_dir_poll(q->dc);
+    if (rq->poll_s > RH_LISTEN_POLL_S)
+        rq->poll_s = RH_LISTEN_POLL_S;
+    q->ctx = rq;
+    return rh_core_ask_then(q, rq, (int)rq->poll_s * 1000 + LISTEN_GRACE_MS, listen_answered);
 }
 
 /* POST BASE/NAME/open of a RelayService: paired with a waiting listen, or a

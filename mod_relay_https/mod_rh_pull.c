@@ -14,10 +14,13 @@
 #include "mod_rh_conn.h"
 #include "mod_rh_corelink.h"
 #include "mod_rh_req.h"
+#include "mod_rh_async.h"
 
-/* The checks of a pull and its question to the core: DECLINED with *rep the
- * core's yes, else the request is answered. */
-static int pull_ask(rh_req *q, int *batch, rh_ipc_reply *rep)
+static int pull_answered(rh_req *q, int rv, rh_ipc_reply *rep);
+
+/* The checks of a pull and its question to the core; pull_answered goes on
+ * with the core's answer (a batch pull's wait for it may be parked). */
+static int pull_ask(rh_req *q)
 {
     request_rec *r = q->r;
     const char *token;
@@ -35,20 +38,17 @@ static int pull_ask(rh_req *q, int *batch, rh_ipc_reply *rep)
     if (rh_hdr_u64(r, RH_HDR_ACK, &ack) != 0)
         return rh_fail(r, HTTP_BAD_REQUEST, "missing or malformed Relay-Ack header");
     const char *mode = apr_table_get(r->headers_in, RH_HDR_MODE);
-    *batch = mode && !strcasecmp(mode, RH_MODE_BATCH);
-    if (mode && !*batch && strcasecmp(mode, RH_MODE_STREAM) != 0)
+    int batch = mode && !strcasecmp(mode, RH_MODE_BATCH);
+    if (mode && !batch && strcasecmp(mode, RH_MODE_STREAM) != 0)
         return rh_fail(r, HTTP_BAD_REQUEST, "unknown Relay-Mode '%s' (stream or batch)", mode);
     memset(&rq, 0, sizeof(rq));
     rq.op = RH_IPC_PULL;
     apr_cpystrn(rq.token, token, sizeof(rq.token));
     rq.offset = ack;
-    apr_cpystrn(rq.mode, *batch ? RH_MODE_BATCH : RH_MODE_STREAM, sizeof(rq.mode));
-    rq.poll_s = *batch ? (unsigned)rh_dir_poll(q->dc) : 0;
-    if (rh_core_ask(q, &rq, rep, *batch ? (rh_dir_poll(q->dc) + 10) * 1000 : CORE_REPLY_MS) != 0)
-        return rh_core_unavailable(r);
-    if (!rep->ok)
-        return rh_fail_reply(r, rep);
-    return DECLINED;
+    apr_cpystrn(rq.mode, batch ? RH_MODE_BATCH : RH_MODE_STREAM, sizeof(rq.mode));
+    rq.poll_s = batch ? (unsigned)rh_dir_poll(q->dc) : 0;
+    return rh_core_ask_then(q, &rq, batch ? (rh_dir_poll(q->dc) + 10) * 1000 : CORE_REPLY_MS,
+                            pull_answered);
 }
 
 /* The response's status and headers. *remain: the bytes a batch answer has
@@ -106,65 +106,137 @@ static void pull_coalesce(rh_req *q, rh_blocks *bk, apr_bucket_brigade *bb, apr_
     }
 }
 
-/* Core -> response until the core's stream ends, remain bytes are through
- * (remain -1: no limit) or the client goes away; ends with EOS unless the
- * client went away. */
-static void pull_copy(rh_req *q, rh_blocks *bk, apr_bucket_brigade *bb, apr_off_t remain)
+typedef struct pull_ctx {
+    rh_req *q;
+    rh_blocks *bk;
+    apr_bucket_brigade *bb;
+    apr_off_t remain;           /* -1: a stream, no end in sight */
+} pull_ctx;
+
+enum { PULL_WAIT, PULL_END, PULL_GONE };
+
+/* The response's end after the last byte (EOS). */
+static int pull_end(pull_ctx *pc)
 {
+    conn_rec *c = pc->q->r->connection;
+    APR_BRIGADE_INSERT_TAIL(pc->bb, apr_bucket_eos_create(c->bucket_alloc));
+    ap_pass_brigade(pc->q->r->output_filters, pc->bb);
+    return PULL_END;
+}
+
+/* Core -> response while the core has bytes ready: PULL_WAIT when it has
+ * none yet, PULL_END once the core's stream ended or remain bytes are through
+ * (EOS passed), PULL_GONE when the client went away. */
+static int pull_move(pull_ctx *pc)
+{
+    rh_req *q = pc->q;
     request_rec *r = q->r;
     conn_rec *c = r->connection;
 
-    while (remain != 0) {
+    while (pc->remain != 0) {
         /* the core sends at least a heartbeat every RH_HEARTBEAT_S */
-        ssize_t n = rh_read_blocks(bk, q->fd, bb, pull_want(remain), 0);
-        if (n == -EAGAIN) {
-            n = pull_wait(q, bk);
-            if (n > 0)
-                continue;
-        }
+        ssize_t n = rh_read_blocks(pc->bk, q->fd, pc->bb, pull_want(pc->remain), 0);
+        if (n == -EAGAIN)
+            return PULL_WAIT;
         if (n <= 0) {
             if (n < 0)
                 ap_log_rerror(APLOG_MARK, APLOG_DEBUG, (apr_status_t)-n, r, RHLOG(2030)
                               "pull: relay core stream ended");
             break;
         }
-        if (remain > 0)
-            remain -= n;
-        pull_coalesce(q, bk, bb, &remain);
-        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
-        if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || c->aborted) {
+        if (pc->remain > 0)
+            pc->remain -= n;
+        pull_coalesce(q, pc->bk, pc->bb, &pc->remain);
+        APR_BRIGADE_INSERT_TAIL(pc->bb, apr_bucket_flush_create(c->bucket_alloc));
+        if (ap_pass_brigade(r->output_filters, pc->bb) != APR_SUCCESS || c->aborted) {
             ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2031)
                           "pull: client went away");
-            return;
+            return PULL_GONE;
         }
-        apr_brigade_cleanup(bb);
+        apr_brigade_cleanup(pc->bb);
     }
-    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
-    ap_pass_brigade(r->output_filters, bb);
+    return pull_end(pc);
+}
+
+/* A wait on the core that ended without bytes: the stream ends (with EOS
+ * unless the client went away). */
+static void pull_waited(pull_ctx *pc, int why)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, pc->q->r, RHLOG(2030)
+                  "pull: relay core stream ended (%s)", why == RH_WAIT_TIMEOUT ? "silent"
+                  : why == RH_WAIT_GONE ? "client gone" : "core stopped or stuck");
+    if (why != RH_WAIT_GONE)
+        pull_end(pc);
+}
+
+/* A parked pull's step: what the core has now, then wait again. */
+static int pull_step(rh_park *p, void *baton, int why)
+{
+    pull_ctx *pc = baton;
+    if (why != RH_WAIT_READY) {
+        pull_waited(pc, why);
+        return OK;
+    }
+    if (pull_move(pc) != PULL_WAIT)
+        return OK;
+    rh_blocks_release(pc->bk);      /* a parked tunnel holds no buffers */
+    rh_park_watch(p, pc->q->fd, POLLIN, 0, RH_HEARTBEAT_S * 3 * 1000);
+    return SUSPENDED;
+}
+
+/* Core -> response until the core's stream ends, remain bytes are through
+ * (remain -1: no limit) or the client goes away; ends with EOS unless the
+ * client went away. Parked between reads where the request may park. */
+static int pull_copy(pull_ctx *pc)
+{
+    rh_park *p = rh_async_park(pc->q->r);
+    if (p) {
+        int rv = pull_step(p, pc, RH_WAIT_READY);
+        return rv == SUSPENDED ? rh_async_suspend(p, pc->q->r, pull_step, pc) : rv;
+    }
+    while (pull_move(pc) == PULL_WAIT) {
+        ssize_t n = pull_wait(pc->q, pc->bk);
+        if (n <= 0) {
+            pull_waited(pc, n == -ETIMEDOUT ? RH_WAIT_TIMEOUT : n == -ECONNABORTED
+                                ? RH_WAIT_GONE : RH_WAIT_STUCK);
+            break;
+        }
+    }
+    return OK;
+}
+
+/* The core's answer to the pull: the response, then its bytes. */
+static int pull_answered(rh_req *q, int rv, rh_ipc_reply *rep)
+{
+    request_rec *r = q->r;
+    conn_rec *c = r->connection;
+    const char *mode = apr_table_get(r->headers_in, RH_HDR_MODE);
+    int batch = mode && !strcasecmp(mode, RH_MODE_BATCH);
+    pull_ctx *pc;
+
+    if (rv != 0)
+        return rh_core_unavailable(r);
+    if (!rep->ok)
+        return rh_fail_reply(r, rep);
+    pc = apr_pcalloc(r->pool, sizeof(*pc));
+    /* q may live on the handler's stack */
+    pc->q = q->then ? q : apr_pmemdup(r->pool, q, sizeof(*q));
+    if ((rv = pull_headers(r, batch, rep, &pc->remain)) != DECLINED)
+        return rv;
+    pc->bb = apr_brigade_create(r->pool, c->bucket_alloc);
+    pc->bk = rh_blocks_make(r);
+    rh_limit_writes(r, rh_srv_write_s(q->sc));
+    if (!batch) {
+        /* headers now: the client waits for them before it trusts the stream */
+        APR_BRIGADE_INSERT_TAIL(pc->bb, apr_bucket_flush_create(c->bucket_alloc));
+        if (ap_pass_brigade(r->output_filters, pc->bb) != APR_SUCCESS || c->aborted)
+            return OK;
+        apr_brigade_cleanup(pc->bb);
+    }
+    return pull_copy(pc);
 }
 
 int rh_do_pull(rh_req *q)
 {
-    request_rec *r = q->r;
-    conn_rec *c = r->connection;
-    rh_ipc_reply rep;
-    apr_off_t remain;
-    int batch = 0, rv;
-
-    if ((rv = pull_ask(q, &batch, &rep)) != DECLINED
-        || (rv = pull_headers(r, batch, &rep, &remain)) != DECLINED)
-        return rv;
-
-    apr_bucket_brigade *bb = apr_brigade_create(r->pool, c->bucket_alloc);
-    rh_blocks *bk = rh_blocks_make(r);
-    rh_limit_writes(r, rh_srv_write_s(q->sc));
-    if (!batch) {
-        /* headers now: the client waits for them before it trusts the stream */
-        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
-        if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || c->aborted)
-            return OK;
-        apr_brigade_cleanup(bb);
-    }
-    pull_copy(q, bk, bb, remain);
-    return OK;
+    return pull_ask(q);
 }

@@ -1,6 +1,7 @@
 /* The push endpoint: the request body, as the client sent it, to the core's
  * push socket, and the core's offset back in Relay-Offset. Also the start of a
  * push, which the duplex shares. */
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -13,80 +14,231 @@
 #include "mod_rh_corelink.h"
 #include "mod_rh_upload.h"
 #include "mod_rh_req.h"
+#include "mod_rh_async.h"
 
 #define CUT_REPLY_MS    2000        /* a cut push waits this long for the core's offset */
 
-/* Asks the core to start a push at offset; on refusal answers the request
- * (with the accepted offset on a 409) and returns that status, else DECLINED.
- * A push ahead of others in flight waits for them: up to the idle timeout. */
-int rh_start_push(rh_req *q, const char *token, apr_uint64_t offset, int timeout_ms)
+/* The core's answer to the start of a push: DECLINED when it takes the push,
+ * else the request is answered (with the accepted offset on a 409). */
+static int push_start_answer(rh_req *q, int rv, rh_ipc_reply *rep)
 {
     request_rec *r = q->r;
-    rh_ipc_req rq;
-    rh_ipc_reply rep;
-
-    memset(&rq, 0, sizeof(rq));
-    rq.op = RH_IPC_PUSH;
-    apr_cpystrn(rq.token, token, sizeof(rq.token));
-    rq.offset = offset;
-    /* with the body's length the core can tell the next push from a retry of
-     * this one while it still waits for this one's end */
-    if (!apr_table_get(r->headers_in, "Transfer-Encoding")
-        && rh_hdr_u64(r, "Content-Length", &rq.body_len) == 0)
-        rq.has_len = 1;
-    if (rh_core_ask(q, &rq, &rep, timeout_ms) != 0) {
+    if (rv != 0) {
         r->connection->keepalive = AP_CONN_CLOSE;
         return rh_core_unavailable(r);
     }
-    if (!rep.ok) {
+    if (!rep->ok) {
         r->connection->keepalive = AP_CONN_CLOSE;
-        if (rep.status == HTTP_CONFLICT)
+        if (rep->status == HTTP_CONFLICT)
             apr_table_setn(r->headers_out, RH_HDR_OFFSET,
                            apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, q->view.up_bytes));
-        return rh_fail_reply(r, &rep);
+        return rh_fail_reply(r, rep);
     }
     return DECLINED;
+}
+
+/* The PUSH line: where the push starts and, with the body's length, how the
+ * core tells the next push from a retry of this one while it still waits for
+ * this one's end. */
+static void push_request(rh_req *q, const char *token, apr_uint64_t offset, rh_ipc_req *rq)
+{
+    request_rec *r = q->r;
+    memset(rq, 0, sizeof(*rq));
+    rq->op = RH_IPC_PUSH;
+    apr_cpystrn(rq->token, token, sizeof(rq->token));
+    rq->offset = offset;
+    if (!apr_table_get(r->headers_in, "Transfer-Encoding")
+        && rh_hdr_u64(r, "Content-Length", &rq->body_len) == 0)
+        rq->has_len = 1;
+}
+
+/* Asks the core to start a push at offset; on refusal answers the request
+ * and returns that status, else DECLINED. A push ahead of others in flight
+ * waits for them: up to the idle timeout. */
+int rh_start_push(rh_req *q, const char *token, apr_uint64_t offset, int timeout_ms)
+{
+    rh_ipc_req rq;
+    rh_ipc_reply rep;
+    push_request(q, token, offset, &rq);
+    return push_start_answer(q, rh_core_ask(q, &rq, &rep, timeout_ms), &rep);
 }
 
 /* Result of pumping a request body to the core. */
 enum { UP_DONE, UP_CLIENT_GONE, UP_SLOW, UP_CORE_STUCK };
 
-/* Passes the request body to the core until it ends or the core stops taking
- * it, waiting on the client or the core as each needs, never blocking. */
-static int pump_body(rh_req *q, int core_fd)
+static void log_slow(rh_upload *u)
 {
-    request_rec *r = q->r;
-    rh_upload u;
-    int cfd = rh_client_input_fd(r->connection);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, u->r, RHLOG(2021)
+                  "request body too slow: %s", rh_upload_in_frame(u)
+                  ? "a frame did not arrive whole within RelayFrameTimeout"
+                  : "no whole frame for three heartbeat intervals");
+}
 
-    rh_upload_init(&u, r, core_fd, 1000L * rh_srv_frame_s(q->sc), 3000L * RH_HEARTBEAT_S);
+/* Moves what can move: UP_DONE, UP_CLIENT_GONE, or -1 to wait. */
+static int pump_move(rh_upload *u)
+{
     for (;;) {
-        int m = rh_upload_move(&u);
+        int m = rh_upload_move(u);
         if (m < 0)
             return UP_CLIENT_GONE;
-        if (u.core_done || (u.eos && !rh_upload_pending(&u)))
+        if (u->core_done || (u->eos && !rh_upload_pending(u)))
             return UP_DONE;
-        if (m > 0)
-            continue;
+        if (m == 0)
+            return -1;
+    }
+}
+
+/* Passes the request body to the core until it ends or the core stops taking
+ * it, waiting on the client or the core as each needs, never blocking. */
+static int pump_body(rh_req *q, rh_upload *u)
+{
+    int cfd = rh_client_input_fd(q->r->connection);
+    for (;;) {
+        int m = pump_move(u);
+        if (m >= 0)
+            return m;
         struct pollfd pf;
-        int np = rh_upload_pollfd(&u, cfd, &pf);
-        int on_client = !rh_upload_pending(&u);
+        int np = rh_upload_pollfd(u, cfd, &pf);
+        int on_client = !rh_upload_pending(u);
         long t0 = rh_now_ms();
         /* no pollable input (should not happen): look again soon */
-        int rv = rh_watch_poll(&q->watch, &pf, np, on_client ? (np ? rh_upload_allowance(&u)
+        int rv = rh_watch_poll(&q->watch, &pf, np, on_client ? (np ? rh_upload_allowance(u)
                                                                    : 50) : -1);
         if (rv == RH_WAIT_GONE)
             return UP_CLIENT_GONE;
         if (rv == RH_WAIT_STUCK)
             return UP_CORE_STUCK;
-        if (on_client && rh_upload_waited(&u, rh_now_ms() - t0) != 0) {
-            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2021)
-                          "request body too slow: %s", rh_upload_in_frame(&u)
-                          ? "a frame did not arrive whole within RelayFrameTimeout"
-                          : "no whole frame for three heartbeat intervals");
+        if (on_client && rh_upload_waited(u, rh_now_ms() - t0) != 0) {
+            log_slow(u);
             return UP_SLOW;
         }
     }
+}
+
+/* After the body: DECLINED to wait for the core's answer, else the request
+ * is answered (the core stuck, or the body cut or too slow). */
+static int push_after_body(rh_req *q, int up)
+{
+    request_rec *r = q->r;
+    conn_rec *c = r->connection;
+    char line[RH_IPC_LINE_MAX];
+    rh_ipc_reply rep;
+
+    shutdown(q->fd, SHUT_WR);
+    if (up == UP_DONE)
+        return DECLINED;
+    c->keepalive = AP_CONN_CLOSE;
+    if (up == UP_CORE_STUCK)
+        return rh_core_unavailable(r);
+    /* should an answer still reach the client (only the request side was
+     * cut), it says how far the session got, so the client goes on */
+    if (rh_ipc_read_line(q->fd, line, sizeof(line), CUT_REPLY_MS) >= 0
+        && rh_ipc_parse_reply(line, &rep) == 0 && rep.done)
+        apr_table_setn(r->headers_out, RH_HDR_OFFSET,
+                       apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
+    if (up == UP_SLOW)
+        return rh_fail(r, HTTP_REQUEST_TIME_OUT, "request body too slow (RelayFrameTimeout)");
+    return rh_fail(r, HTTP_BAD_REQUEST, "push body ended before its end (connection cut?)");
+}
+
+/* The core's answer once the body is through (n: the line's length, or an
+ * RH_WAIT_* value): 200 with the offset the session reached. */
+static int push_answer(rh_req *q, int n, const char *line)
+{
+    request_rec *r = q->r;
+    rh_ipc_reply rep;
+    if (n <= 0 || rh_ipc_parse_reply(line, &rep) != 0) {
+        r->connection->keepalive = AP_CONN_CLOSE;
+        return rh_core_unavailable(r);
+    }
+    if (!rep.ok) {
+        r->connection->keepalive = AP_CONN_CLOSE;
+        return rh_fail_reply(r, &rep);
+    }
+    apr_table_setn(r->headers_out, RH_HDR_OFFSET,
+                   apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
+    r->status = HTTP_OK;
+    ap_set_content_length(r, 0);
+    return OK;
+}
+
+static int answer_ms(const rh_req *q)
+{
+    return (rh_dir_idle(q->dc) + 10) * 1000;
+}
+
+/* A push parked (RelayAsync): its body, then the core's answer. */
+typedef struct push_ctx {
+    rh_req *q;
+    rh_upload u;
+    int on_client;              /* the wait was on the client (it counts) */
+    int answer;                 /* the body is through: waiting for the answer */
+    long t0;
+} push_ctx;
+
+/* The body is through (or broken): the answer, parked if the core is not
+ * ready with it. */
+static int push_ended(rh_park *p, push_ctx *pc, int up)
+{
+    int rv = push_after_body(pc->q, up);
+    if (rv != DECLINED)
+        return rv;
+    pc->answer = 1;
+    rh_park_watch(p, pc->q->fd, POLLIN, 0, answer_ms(pc->q));
+    return SUSPENDED;
+}
+
+static int push_step(rh_park *p, void *baton, int why)
+{
+    push_ctx *pc = baton;
+    rh_upload *u = &pc->u;
+    if (pc->answer) {
+        char line[RH_IPC_LINE_MAX];
+        int n = why != RH_WAIT_READY ? why
+              : rh_watch_line(&pc->q->watch, pc->q->fd, line, sizeof(line), 1000);
+        return push_answer(pc->q, n, line);
+    }
+    if (why == RH_WAIT_GONE || why == RH_WAIT_STUCK)
+        return push_ended(p, pc, why == RH_WAIT_GONE ? UP_CLIENT_GONE : UP_CORE_STUCK);
+    if (pc->on_client && rh_upload_waited(u, rh_now_ms() - pc->t0) != 0) {
+        log_slow(u);
+        return push_ended(p, pc, UP_SLOW);
+    }
+    int m = pump_move(u);
+    if (m >= 0)
+        return push_ended(p, pc, m);
+    struct pollfd pf;
+    int np = rh_upload_pollfd(u, p->csock, &pf);
+    pc->on_client = !rh_upload_pending(u);
+    pc->t0 = rh_now_ms();
+    if (pc->on_client)
+        rh_park_watch(p, -1, 0, 1, np ? rh_upload_allowance(u) : 50);
+    else
+        rh_park_watch(p, pf.fd, POLLOUT, 0, -1);
+    return SUSPENDED;
+}
+
+/* The core took the push: its body to the core, then the core's answer. */
+static int push_started(rh_req *q, int rv, rh_ipc_reply *rep)
+{
+    request_rec *r = q->r;
+    if ((rv = push_start_answer(q, rv, rep)) != DECLINED)
+        return rv;
+    /* a push body may idle between frames; the pump holds it to its own floor */
+    rh_drop_reqtimeout(r);
+    push_ctx *pc = apr_pcalloc(r->pool, sizeof(*pc));
+    pc->q = q->then ? q : apr_pmemdup(r->pool, q, sizeof(*q));
+    rh_upload_init(&pc->u, r, q->fd, 1000L * rh_srv_frame_s(q->sc), 3000L * RH_HEARTBEAT_S);
+    rh_park *p = rh_async_park(r);
+    if (p) {
+        rv = push_step(p, pc, RH_WAIT_READY);
+        return rv == SUSPENDED ? rh_async_suspend(p, r, push_step, pc) : rv;
+    }
+    if ((rv = push_after_body(q, pump_body(q, &pc->u))) != DECLINED)
+        return rv;
+    char line[RH_IPC_LINE_MAX];
+    return push_answer(q, rh_watch_line(&q->watch, q->fd, line, sizeof(line), answer_ms(q)),
+                       line);
 }
 
 int rh_do_push(rh_req *q)
@@ -95,9 +247,8 @@ int rh_do_push(rh_req *q)
     conn_rec *c = r->connection;
     const char *token;
     apr_uint64_t offset;
-    rh_ipc_reply rep;
+    rh_ipc_req rq;
     int rv;
-    int write_ms = (rh_dir_idle(q->dc) + 10) * 1000;
 
     /* an error answer must not wait for a body that may never end */
     if (r->method_number != M_POST) {
@@ -112,42 +263,7 @@ int rh_do_push(rh_req *q)
         c->keepalive = AP_CONN_CLOSE;
         return rh_fail(r, HTTP_BAD_REQUEST, "missing or malformed Relay-Offset header");
     }
-    if ((rv = rh_start_push(q, token, offset, write_ms)) != DECLINED)
-        return rv;
-    /* a push body may idle between frames; pump_body holds it to its own floor */
-    rh_drop_reqtimeout(r);
-
-    int up = pump_body(q, q->fd);
-    shutdown(q->fd, SHUT_WR);
-    char line[RH_IPC_LINE_MAX];
-    if (up == UP_CORE_STUCK) {
-        c->keepalive = AP_CONN_CLOSE;
-        return rh_core_unavailable(r);
-    }
-    if (up != UP_DONE) {
-        /* should an answer still reach the client (only the request side was
-         * cut), it says how far the session got, so the client goes on */
-        c->keepalive = AP_CONN_CLOSE;
-        if (rh_ipc_read_line(q->fd, line, sizeof(line), CUT_REPLY_MS) >= 0
-            && rh_ipc_parse_reply(line, &rep) == 0 && rep.done)
-            apr_table_setn(r->headers_out, RH_HDR_OFFSET,
-                           apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
-        if (up == UP_SLOW)
-            return rh_fail(r, HTTP_REQUEST_TIME_OUT, "request body too slow (RelayFrameTimeout)");
-        return rh_fail(r, HTTP_BAD_REQUEST, "push body ended before its end (connection cut?)");
-    }
-    rv = rh_watch_line(&q->watch, q->fd, line, sizeof(line), write_ms);
-    if (rv <= 0 || rh_ipc_parse_reply(line, &rep) != 0) {
-        c->keepalive = AP_CONN_CLOSE;
-        return rh_core_unavailable(r);
-    }
-    if (!rep.ok) {
-        c->keepalive = AP_CONN_CLOSE;
-        return rh_fail_reply(r, &rep);
-    }
-    apr_table_setn(r->headers_out, RH_HDR_OFFSET,
-                   apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep.num));
-    r->status = HTTP_OK;
-    ap_set_content_length(r, 0);
-    return OK;
+    push_request(q, token, offset, &rq);
+    /* a push ahead of others in flight waits for its turn (parked, with RelayAsync) */
+    return rh_core_ask_then(q, &rq, answer_ms(q), push_started);
 }

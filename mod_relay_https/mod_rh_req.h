@@ -11,6 +11,8 @@
 #include "rh_registry.h"
 #include "rh_util.h"
 
+struct rh_ipc_reply;
+
 typedef struct rh_req {
     request_rec *r;
     const rh_dir_conf *dc;
@@ -22,6 +24,10 @@ typedef struct rh_req {
     rh_slot_view view;
     int old_core;           /* the session lives in the core an upgrade replaced */
     int fd;                 /* to the core */
+    /* a parked request (RelayAsync): what follows the core's answer, and the
+     * endpoint's own state */
+    int (*then)(struct rh_req *q, int rv, struct rh_ipc_reply *rep);
+    void *ctx;
 } rh_req;
 
 /* A Relay-* header holding a decimal u64: 0, or -1 when missing or malformed. */

@@ -14,6 +14,7 @@ Suite *check_suite(void);      /* tests/unit/client/test_check.c */
 Suite *opts_suite(void);        /* tests/unit/client/test_opts.c */
 Suite *config_suite(void);      /* tests/unit/client/test_config.c */
 Suite *stats_suite(void);       /* tests/unit/client/test_stats.c */
-Suite *help_suite(void);        /* tests/unit/client/test_help.c */
+Suite *help_suite(void);
+Suite *socks_suite(void);       /* tests/unit/client/test_socks.c */        /* tests/unit/client/test_help.c */
 
 #endif

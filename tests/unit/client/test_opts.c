@@ -389,6 +389,7 @@ static const char usage_lines[] =
     "usage: relay-https forward -L [ADDR:]PORT[:TARGET]... [options] [URL [TARGET]]\n"
     "       relay-https stdio [options] [URL] TARGET\n"
     "       relay-https serve --to HOST:PORT [options] [URL] SERVICE\n"
+    "       relay-https proxy -L [ADDR:]PORT... [options] [URL]\n"
     "       relay-https --help | --version\n"
     "Try 'relay-https --help' for more.\n";
 

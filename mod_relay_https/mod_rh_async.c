@@ -1,0 +1,238 @@
+/* Parked requests and the connections that carry them (see mod_rh_async.h).
+ * The event MPM of httpd 2.4 lets a handler return SUSPENDED but has no way
+ * to take the connection back (ap_mpm_resume_suspended is trunk's), so from
+ * the first parked request on the connection is ours: its requests end here
+ * (ap_finalize_request_protocol, ap_process_request_after_handler, as
+ * mod_dialup does), its next requests are read and run here on a worker as
+ * event would (ap_run_process_connection), and it is closed here. */
+#include <poll.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include <apr_portable.h>
+#include <ap_mpm.h>
+#include <http_connection.h>
+#include <http_core.h>
+#include <http_protocol.h>
+#include <http_request.h>
+#include <mpm_common.h>
+
+#include "mod_rh_private.h"
+#include "mod_rh_config.h"
+#include "mod_rh_wait.h"
+#include "mod_rh_async.h"
+
+#define LINGER_MS 2000          /* as event's short lingering close */
+
+static int g_async_mpm;         /* the MPM runs requests asynchronously (event) */
+
+rh_park *rh_async_park(request_rec *r)
+{
+    conn_rec *c = r->connection;
+    rh_park *p = ap_get_module_config(c->conn_config, &relay_https_module);
+    const rh_srv_conf *sc = ap_get_module_config(r->server->module_config,
+                                                 &relay_https_module);
+    apr_socket_t *sock;
+    apr_os_sock_t fd;
+
+    if (p)
+        return p;
+    /* what http_core asks before it runs a request the async way; an HTTP/2
+     * stream (c->master) ends broken if its handler suspends */
+    if (!g_async_mpm || !rh_srv_async(sc) || !rh_reactor_running() || !c->cs || c->master
+        || c->clogging_input_filters || r->main || r->prev || rh_reactor_draining())
+        return NULL;
+    if (!(sock = ap_get_conn_socket(c)) || apr_os_sock_get(&fd, sock) != APR_SUCCESS)
+        return NULL;
+    p = apr_pcalloc(c->pool, sizeof(*p));
+    p->c = c;
+    p->csock = (int)fd;
+    p->fd = -1;
+    p->timer.idx = (size_t)-1;
+    p->bb = apr_brigade_create(c->pool, c->bucket_alloc);
+    ap_set_module_config(c->conn_config, &relay_https_module, p);
+    return p;
+}
+
+void rh_park_watch(rh_park *p, int fd, short events, int client_in, long timeout_ms)
+{
+    p->fd = fd;
+    p->fd_events = (events & POLLIN ? EPOLLIN : 0) | (events & POLLOUT ? EPOLLOUT : 0);
+    p->client_in = client_in;
+    p->timeout_ms = timeout_ms;
+}
+
+int rh_async_suspend(rh_park *p, request_rec *r, rh_step_fn *fn, void *baton)
+{
+    if (!p->held)
+        rh_reactor_hold();      /* the first time: the connection is ours now */
+    p->held = 1;
+    p->r = r;
+    p->fn = fn;
+    p->baton = baton;
+    p->state = RH_PARK_REQUEST;
+    p->pending = 1;
+    return SUSPENDED;
+}
+
+/* The MPM let go of the connection (event's process_socket, suspended):
+ * only now may another thread run it. */
+static void on_suspend(conn_rec *c, request_rec *r)
+{
+    rh_park *p = ap_get_module_config(c->conn_config, &relay_https_module);
+    (void)r;
+    if (!p || !p->pending || !c->cs || c->cs->state != CONN_STATE_SUSPENDED)
+        return;
+    p->pending = 0;
+    c->sbh = NULL;              /* event clears it too: no scoreboard slot of ours */
+    rh_reactor_arm(p);
+}
+
+/* Closing: the response's end goes out, our FIN, then the reactor reads what
+ * the client still sends for a moment before the pool goes. */
+static void linger(rh_park *p)
+{
+    conn_rec *c = p->c;
+    p->state = RH_PARK_LINGER;
+    p->r = NULL;
+    c->cs->state = CONN_STATE_LINGER;
+    if (ap_start_lingering_close(c)) {
+        rh_reactor_destroy(p);
+        return;
+    }
+    rh_park_watch(p, -1, 0, 1, LINGER_MS);
+    p->timer.deadline = rh_now_ms() + LINGER_MS;
+    rh_reactor_arm(p);
+}
+
+/* The connection's next request, run as event would run it. 1: it ended and
+ * the connection may go on, 0: it is parked, -1: the connection closes. */
+static int next_request(rh_park *p)
+{
+    conn_rec *c = p->c;
+    p->state = RH_PARK_IDLE;
+    p->r = NULL;
+    c->cs->state = CONN_STATE_PROCESSING;
+    ap_run_process_connection(c);
+    if (c->cs->state == CONN_STATE_SUSPENDED && p->pending) {
+        p->pending = 0;
+        rh_reactor_arm(p);
+        return 0;
+    }
+    return c->cs->state == CONN_STATE_WRITE_COMPLETION ? 1 : -1;
+}
+
+static apr_status_t flush(rh_park *p)
+{
+    APR_BRIGADE_INSERT_TAIL(p->bb, apr_bucket_flush_create(p->c->bucket_alloc));
+    apr_status_t rv = ap_pass_brigade(p->c->output_filters, p->bb);
+    apr_brigade_cleanup(p->bb);
+    return rv;
+}
+
+/* After a request: keep-alive (the next request when it comes, within
+ * KeepAliveTimeout), or close. */
+static void serve(rh_park *p)
+{
+    conn_rec *c = p->c;
+    for (;;) {
+        if (c->aborted || c->keepalive != AP_CONN_KEEPALIVE || rh_reactor_draining()
+            || c->cs->state != CONN_STATE_WRITE_COMPLETION || flush(p) != APR_SUCCESS
+            || c->aborted)
+            break;
+        if (!c->data_in_input_filters) {
+            c->cs->state = CONN_STATE_KEEPALIVE;
+            p->state = RH_PARK_KEEPALIVE;
+            rh_park_watch(p, -1, 0, 1, (long)apr_time_as_msec(c->base_server->keep_alive_timeout));
+            rh_reactor_arm(p);
+            return;
+        }
+        int rv = next_request(p);
+        if (rv == 0)
+            return;
+        if (rv < 0)
+            break;
+    }
+    linger(p);
+}
+
+/* The request's step; its end as ap_process_async_request would end it. */
+static void run_step(rh_park *p)
+{
+    request_rec *r = p->r;
+    apr_thread_mutex_t *mtx = r->invoke_mtx;
+
+    if (mtx)
+        apr_thread_mutex_lock(mtx);
+    int rv = p->fn(p, p->baton, p->why);
+    if (mtx)
+        apr_thread_mutex_unlock(mtx);
+    if (rv == SUSPENDED) {
+        p->pending = 0;
+        rh_reactor_arm(p);
+        return;
+    }
+    if (rv == DONE)
+        rv = OK;
+    if (rv == OK)
+        ap_finalize_request_protocol(r);
+    else {
+        r->status = HTTP_OK;
+        ap_die(rv, r);
+    }
+    p->r = NULL;
+    p->state = RH_PARK_IDLE;
+    ap_process_request_after_handler(r);    /* logs it and frees r->pool */
+    serve(p);
+}
+
+void rh_async_run(void *baton)
+{
+    rh_park *p = baton;
+    if (p->state == RH_PARK_REQUEST) {
+        run_step(p);
+        return;
+    }
+    /* keep-alive: a request came, or the time is up */
+    if (p->why != RH_WAIT_READY) {
+        linger(p);
+        return;
+    }
+    int rv = next_request(p);
+    if (rv > 0)
+        serve(p);
+    else if (rv < 0)
+        linger(p);
+}
+
+static void child_init(apr_pool_t *pchild, server_rec *s)
+{
+    const rh_srv_conf *sc = ap_get_module_config(s->module_config, &relay_https_module);
+    int async = 0;
+    if (ap_mpm_query(AP_MPMQ_IS_ASYNC, &async) != APR_SUCCESS)
+        async = 0;
+    g_async_mpm = async;
+    /* any server (virtual host) may ask for it */
+    for (server_rec *v = s; v && !rh_srv_async(sc); v = v->next)
+        sc = ap_get_module_config(v->module_config, &relay_https_module);
+    if (g_async_mpm && rh_srv_async(sc))
+        rh_reactor_child_init(pchild, s);
+}
+
+#if AP_MODULE_MAGIC_AT_LEAST(20120211, 110)
+static void child_stopping(apr_pool_t *pchild, int graceful)
+{
+    (void)pchild;
+    (void)graceful;
+    rh_reactor_stopping();
+}
+#endif
+
+void rh_async_register_hooks(void)
+{
+    ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_suspend_connection(on_suspend, NULL, NULL, APR_HOOK_MIDDLE);
+#if AP_MODULE_MAGIC_AT_LEAST(20120211, 110)
+    ap_hook_child_stopping(child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
+#endif
+}

@@ -1,0 +1,31 @@
+/* A relay request's waits without a thread (RelayAsync, see mod_rh_reactor.h):
+ * whether a request may park, parking it, and the life of its connection once
+ * httpd has let go of it: the request's steps and end, the connection's next
+ * requests (keep-alive) and its close. httpd glue. */
+#ifndef MOD_RH_ASYNC_H
+#define MOD_RH_ASYNC_H
+
+#include <httpd.h>
+
+#include "mod_rh_reactor.h"
+
+/* The connection's park when r may wait parked (RelayAsync on, the event MPM,
+ * HTTP/1.1, the main request), else NULL: the caller waits on its thread. */
+rh_park *rh_async_park(request_rec *r);
+
+/* What the parked request waits for next: fd (-1: none) for events (POLLIN,
+ * POLLOUT), the client's close (or its input, with client_in), at most
+ * timeout_ms (-1: no limit of its own). */
+void rh_park_watch(rh_park *p, int fd, short events, int client_in, long timeout_ms);
+
+/* The handler parks r: fn runs on a worker whenever the wait ends. Returns
+ * SUSPENDED, what the handler returns. */
+int rh_async_suspend(rh_park *p, request_rec *r, rh_step_fn *fn, void *baton);
+
+/* The MPM worker's callback: the park's wait ended. */
+void rh_async_run(void *baton);
+
+/* Hooks: child_init (the reactor), child_stopping, suspend_connection. */
+void rh_async_register_hooks(void);
+
+#endif

@@ -1,0 +1,163 @@
+"""RelayAsync (issue 17): on the event MPM, HTTP/1.1 relay requests that wait
+(stream pulls, long-polls, idle push bodies) are parked in the child's reactor
+thread instead of holding a worker thread each.
+
+An Apache with 2 children of 4 worker threads (8 threads in all for requests)
+holds 300 idle tunnels: every tunnel echoes, the children's thread count is
+the same with 300 tunnels held as before, and the website beside the relay
+still answers. A graceful restart with parked tunnels moving a paced pattern
+loses and doubles no byte, and the old children go once their tunnels end."""
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+import harness
+from harness import Forward
+import pattern
+
+SMALL_EVENT = """
+<IfModule mpm_event_module>
+    StartServers 2
+    ServerLimit 8
+    ThreadsPerChild 4
+    MaxRequestWorkers 8
+    MinSpareThreads 1
+    MaxSpareThreads 8
+    AsyncRequestWorkerFactor 200
+</IfModule>
+RelayAsync On
+RelayMaxWorkers 4000
+RelayMaxSessions 2048
+"""
+
+N_TUNNELS = 300
+
+
+def _children(a):
+    parent = a.proc.pid
+    core = a.core_pid()
+    return [p for p in a.pids() if p not in (parent, core)]
+
+
+def _threads(pids):
+    n = 0
+    for p in pids:
+        try:
+            with open("/proc/%d/status" % p) as f:
+                n += int(next(l for l in f if l.startswith("Threads:")).split()[1])
+        except (OSError, StopIteration):
+            pass
+    return n
+
+
+def _open_tunnels(port, n):
+    """n local connections through the forwarder, each checked with an echo."""
+    socks = []
+    t0 = time.monotonic()
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        socks.append(s)
+    for i, s in enumerate(socks):
+        msg = b"tunnel %05d\n" % i
+        s.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            chunk = s.recv(len(msg) - len(got))
+            assert chunk, "tunnel %d closed before its echo" % i
+            got += chunk
+        assert got == msg, (i, got)
+        if i % 50 == 0:
+            print("echo", i, time.monotonic() - t0)
+    return socks
+
+
+def _site_ok(a):
+    st, _, _ = harness.https_get(a.port, "/", timeout=5)
+    return st == 200
+
+
+@pytest.fixture
+def async_apache(apache_factory, module_so, targets):
+    return apache_factory.get("event", module=module_so, targets=targets,
+                              extra_conf=SMALL_EVENT)
+
+
+@pytest.mark.rh_timeout(240)
+@pytest.mark.parametrize("transport", ["stream", "batch"])
+def test_300_idle_tunnels_on_8_threads(async_apache, transport, client_bin, tls):
+    a = async_apache
+    assert harness.wait_for(lambda: len(_children(a)) >= 2, 10)
+    time.sleep(1.0)
+    before = _threads(_children(a))
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"], verbose=False,
+                 extra_args=["--http1.1", "--transport", transport]) as fw:
+        socks = _open_tunnels(fw.port, N_TUNNELS)
+        try:
+            time.sleep(2.0)
+            held = _threads(_children(a))
+            assert _site_ok(a), "the website did not answer with %d tunnels held" % N_TUNNELS
+            # every tunnel still carries bytes after the hold, both ways
+            for i, s in enumerate(socks):
+                s.sendall(b"again %05d\n" % i)
+            for i, s in enumerate(socks):
+                want = b"again %05d\n" % i
+                got = b""
+                while len(got) < len(want):
+                    chunk = s.recv(len(want) - len(got))
+                    assert chunk, "tunnel %d closed" % i
+                    got += chunk
+                assert got == want
+            children = _children(a)
+        finally:
+            for s in socks:
+                s.close()
+    assert held == before, ("threads of the children: %d before, %d with %d tunnels held"
+                            % (before, held, N_TUNNELS))
+    assert len(children) <= 3, "the MPM started children for idle tunnels: %s" % children
+
+
+@pytest.mark.rh_timeout(240)
+def test_graceful_restart_with_parked_tunnels_loses_no_byte(async_apache, client_bin, tls):
+    """Tunnels parked in a child's reactor carry a paced pattern across a
+    graceful restart: every byte arrives once and in order, the old child
+    serves its parked requests to their end and then exits."""
+    a = async_apache
+    results = []
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"], verbose=False,
+                 extra_args=["--http1.1", "--transport", "stream"]) as fw:
+        idle = _open_tunnels(fw.port, 50)
+        old = set(_children(a))
+
+        def run():
+            results.append(pattern.pump_pattern("127.0.0.1", fw.port, 4 * 1024 * 1024,
+                                                rate=1024 * 1024, timeout=120))
+        ts = [threading.Thread(target=run) for _ in range(3)]
+        for t in ts:
+            t.start()
+        time.sleep(1.5)
+        a.proc.send_signal(signal.SIGUSR1)          # apachectl -k graceful
+        time.sleep(1.0)
+        for t in ts:
+            t.join(150)
+        for i, s in enumerate(idle):                # the parked idle ones too
+            s.sendall(b"after %05d\n" % i)
+            want = b"after %05d\n" % i
+            got = b""
+            while len(got) < len(want):
+                chunk = s.recv(len(want) - len(got))
+                assert chunk, "idle tunnel %d closed by the graceful restart" % i
+                got += chunk
+            assert got == want
+        for s in idle:
+            s.close()
+    assert len(results) == 3
+    for res in results:
+        assert res["first_bad_offset"] is None and res["received"] == 4 * 1024 * 1024, res
+    # the old generation's children go once their parked requests are over
+    assert harness.wait_for(lambda: not (old & set(_children(a))), 30), \
+        "old children still there: %s" % (old & set(_children(a)))
