@@ -399,7 +399,13 @@ rhc_tunnel *rhc_tunnel_accept(rhc_ctx *c, struct rhc_route *route, int fd, const
 {
     rhc_tunnel *t = tunnel_new(c, route, fd, fd, RHC_LOCAL_SOCKET, label, NULL, NULL);
 
-    if (t)
+    if (t) {
         open_take(t, answer);
+        /* an ack at once, with no body: it takes the serve leg within the
+         * server's claim time, and a leg the server dropped meanwhile (it gave
+         * the client to another serve) hears its 410 at once, where a duplex
+         * may see only a reset stream */
+        t->ack.verify = 1;
+    }
     return t;
 }
