@@ -171,6 +171,7 @@ struct rhc_tunnel {
 
     struct {                    /* proxy mode: the destination and its answer */
         char dest[RH_HOST_MAX + 16];   /* Relay-Destination of the open */
+        int dgram;              /* SOCKS5 UDP: datagrams (Relay-Datagram) */
         rhc_greet_fn fn;        /* tells the local side how the open ended */
         void *arg;
         int done;               /* fn was called */
