@@ -73,19 +73,23 @@ static void pick_auto(const struct rhc_policy *p, long hv, enum rhc_transport *u
 {
     if (hv == CURL_HTTP_VERSION_2_0 && p->best_up <= RHC_XP_DUPLEX &&
         p->best_down <= RHC_XP_DUPLEX) {
-        /* HTTP/2 allows both: what was measured on this path decides; until
-         * then duplex, which a session times and compares with stream */
-        if (p->rates.pick == RHC_XP_STREAM) {
+        /* HTTP/2 allows both: what was measured on this path decides. Until
+         * then stream (timed by the first bulk session), then duplex for a
+         * trial against stream's figure (rhc_measure.c). */
+        const struct rhc_rates *m = &p->rates;
+        int stream_timed = m->bps[0][RHC_XP_STREAM] > 0 || m->bps[1][RHC_XP_STREAM] > 0;
+        if (m->pick != RHC_XP_AUTO) {
+            *up = *down = m->pick;
+            snprintf(why, whysz, "%s", m->why);
+        } else if (!stream_timed) {
             *up = *down = RHC_XP_STREAM;
-            snprintf(why, whysz, "%s", p->rates.why);
-            return;
+            snprintf(why, whysz, "auto: HTTP/2, not measured on this path yet: stream "
+                     "first, then duplex is timed against it");
+        } else {
+            *up = *down = RHC_XP_DUPLEX;
+            snprintf(why, whysz, "auto: HTTP/2, stream timed on this path: timing duplex "
+                     "against it");
         }
-        *up = *down = RHC_XP_DUPLEX;
-        if (p->rates.pick == RHC_XP_DUPLEX)
-            snprintf(why, whysz, "%s", p->rates.why);
-        else
-            snprintf(why, whysz, "auto: the connection to the server speaks HTTP/2 "
-                     "(not measured on this path yet)");
         return;
     }
     *up = p->best_up > RHC_XP_STREAM ? p->best_up : RHC_XP_STREAM;

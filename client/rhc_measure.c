@@ -46,9 +46,15 @@ static void meter_start(struct rhc_meter *m, enum rhc_transport x, const rhc_tun
     m->t0 = rh_now_ms();
 }
 
+static int has_figure(const struct rhc_rates *r, enum rhc_transport x)
+{
+    return r->bps[0][x] > 0 || r->bps[1][x] > 0;
+}
+
 /* The session's transports are the route's to measure now: auto, both ways on
- * duplex or stream, the server keeps bytes until acknowledged (the move to
- * stream resends what was in flight), no other session measuring. */
+ * one transport, the server keeps bytes until acknowledged (a move to stream
+ * resends what was in flight), no pick yet, no other session measuring; on
+ * stream while it has no figure, on duplex (the trial) once stream has one. */
 static int meter_wanted(rhc_tunnel *t, int64_t now)
 {
     struct rhc_rates *r = &t->route->pol.rates;
@@ -56,21 +62,25 @@ static int meter_wanted(rhc_tunnel *t, int64_t now)
     if (t->meter.done || !t->xp.autox || !t->sess.resume || t->xp.up != t->xp.down ||
         t->xp.switching || t->up.done || t->down.fin || t->end.code)
         return 0;
-    if (t->meter.xp != RHC_XP_AUTO && t->meter.xp != t->xp.down && !t->meter.switch_due) {
+    if (t->meter.xp != RHC_XP_AUTO && t->meter.xp != t->xp.down) {
         t->meter.xp = RHC_XP_AUTO;          /* a fallback moved it: no fair figure */
         t->meter.done = 1;
         return 0;
     }
     if (t->meter.xp != RHC_XP_AUTO)
         return 1;
-    if (t->xp.down != RHC_XP_DUPLEX || r->pick != RHC_XP_AUTO ||
-        now < t->route->pol.measuring_until)
+    if (r->pick != RHC_XP_AUTO || now < t->route->pol.measuring_until)
         return 0;
-    return 1;
+    if (t->xp.down == RHC_XP_STREAM)
+        return !has_figure(r, RHC_XP_STREAM);
+    return t->xp.down == RHC_XP_DUPLEX && has_figure(r, RHC_XP_STREAM) &&
+           !has_figure(r, RHC_XP_DUPLEX);
 }
 
 /* A window timed its METER_BYTES in direction dir: the figures (the other
- * direction's too when it carried enough to say), and what follows. */
+ * direction's too when it carried enough to say), and what follows: after
+ * stream's, nothing yet (a later bulk session times duplex); after duplex's,
+ * the pick, and this session moves to stream unless duplex won. */
 static void meter_figure(rhc_tunnel *t, int dir, uint64_t du, uint64_t dd, int64_t ms)
 {
     struct rhc_rates *r = &t->route->pol.rates;
@@ -82,29 +92,24 @@ static void meter_figure(rhc_tunnel *t, int dir, uint64_t du, uint64_t dd, int64
     r->bps[dir][x] = bps;
     if (other_way >= METER_WARM)
         r->bps[!dir][x] = (double)other_way * per_s;
-    if (x == RHC_XP_DUPLEX) {
-        t_log(t, 1, "auto: duplex moved %" PRIu64 " bytes %s at %.0f MB/s; measuring stream",
-              bytes, dir_name[dir], bps / 1e6);
-        meter_start(&t->meter, RHC_XP_STREAM, t);
-        t->route->pol.measuring_until = rh_now_ms() + 2 * METER_MAX_MS;
-        t->meter.switch_due = 1;    /* from the loop: this may be a curl callback */
-        return;
-    }
     t->meter.done = 1;
     t->meter.xp = RHC_XP_AUTO;
     t->route->pol.measuring_until = 0;
-    double duplex = r->bps[dir][RHC_XP_DUPLEX];
-    if (duplex <= 0) {
-        t_log(t, 1, "auto: stream moved %" PRIu64 " bytes %s at %.0f MB/s; no duplex figure "
-              "of that direction to compare", bytes, dir_name[dir], bps / 1e6);
+    if (x == RHC_XP_STREAM) {
+        t_log(t, 1, "auto: stream moved %" PRIu64 " bytes %s at %.0f MB/s; a later bulk "
+              "session times duplex against it", bytes, dir_name[dir], bps / 1e6);
         return;
     }
-    r->pick = rhc_rates_pick(duplex, bps);
+    double stream = r->bps[dir][RHC_XP_STREAM];
+    if (stream <= 0)        /* stream's figure is of the other direction */
+        stream = r->bps[!dir][RHC_XP_STREAM];
+    r->pick = rhc_rates_pick(bps, stream);
     r->at = rh_now_ms();
-    snprintf(r->why, sizeof(r->why), "auto: measured on this path, %s: stream %.0f MB/s, "
-             "duplex %.0f MB/s", dir_name[dir], bps / 1e6, duplex / 1e6);
-    t_log(t, 1, "%s: later sessions start with %s (this one stays on stream)", r->why,
-          xp_name[r->pick]);
+    snprintf(r->why, sizeof(r->why), "auto: measured on this path, %s: duplex %.0f MB/s, "
+             "stream %.0f MB/s", dir_name[dir], bps / 1e6, stream / 1e6);
+    t_log(t, 1, "%s: %s from now on", r->why, xp_name[r->pick]);
+    if (r->pick == RHC_XP_STREAM)
+        t->meter.switch_due = 1;    /* from the loop: this may be a curl callback */
 }
 
 void meter_moved(rhc_tunnel *t)
@@ -144,8 +149,7 @@ void meter_switch(rhc_tunnel *t)
     if (!t->meter.switch_due)
         return;
     t->meter.switch_due = 0;
-    switch_to_stream(t, "auto: measuring stream against duplex");
-    meter_start(&t->meter, RHC_XP_STREAM, t);   /* the stream's window starts now */
+    switch_to_stream(t, "auto: stream measured faster on this path");
 }
 
 void rhc_rates_expire(struct rhc_rates *r, int64_t now)

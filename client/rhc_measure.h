@@ -1,8 +1,9 @@
-/* relay-https client: auto measures the transports on the path. A session on
- * duplex times its first bulk bytes, moves to stream (a deliberate resume: the
- * server resends what was in flight) and times those; later sessions of the
- * route start with the faster. What was measured and why the pick shows at -v
- * and in the statistics. */
+/* relay-https client: auto measures the transports on the path. On HTTP/2 a
+ * route's first bulk session uses stream and times it; a later bulk session
+ * starts on duplex and times that: if duplex was not clearly faster, it moves
+ * to stream (a deliberate resume: the server resends what was in flight) and
+ * so do the sessions after it. What was measured and why shows at -v and in
+ * the statistics. */
 #ifndef RHC_MEASURE_H
 #define RHC_MEASURE_H
 
@@ -11,8 +12,8 @@
 
 #include "rhc_opts.h"
 
-#define METER_WARM      (1u << 20)     /* bytes a window lets pass before it times */
-#define METER_BYTES     (8u << 20)     /* ... and then times, in its busier direction */
+#define METER_WARM      (512u << 10)   /* bytes a window lets pass before it times */
+#define METER_BYTES     (4u << 20)     /* ... and then times, in its busier direction */
 #define METER_MAX_MS    3000           /* slower than this is not bulk: not a figure */
 #define METER_EDGE      1.10           /* duplex kept only when this much faster */
 

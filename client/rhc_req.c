@@ -240,6 +240,12 @@ static long http_version(const struct rhc_opts *o)
     return CURL_HTTP_VERSION_1_1;
 }
 
+void req_stream_http1(struct rhc_req *r, const struct rhc_opts *o)
+{
+    if (o->transport == RHC_XP_AUTO && !o->http_version)
+        curl_easy_setopt(r->h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+}
+
 /* Builds a request with everything the options ask for; the caller adds its own
  * headers and options, then req_go. */
 struct rhc_req *req_new(rhc_ctx *c, const struct rhc_route *route, rhc_tunnel *t,

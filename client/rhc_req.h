@@ -80,6 +80,12 @@ struct rhc_req {
     int64_t retry_at;           /* batch push: waits (out of the multi) until then */
 };
 
+/* auto, no HTTP version asked for: a stream pull or push goes HTTP/1.1. Over
+ * HTTP/2 mod_http2 costs the server about four times the CPU per byte of a
+ * stream (docs/BENCHMARKS.md, item 11); HTTP/2 is for duplex and the short
+ * requests. */
+void req_stream_http1(struct rhc_req *r, const struct rhc_opts *o);
+
 /* Builds a request with everything the options ask for; the caller adds its own
  * headers and options, then req_go. NULL: out of memory. */
 struct rhc_route;

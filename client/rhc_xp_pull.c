@@ -25,6 +25,8 @@ int start_pull(rhc_tunnel *t)
         (batch && add_header(r, RH_HDR_MODE ": " RH_MODE_BATCH) < 0))
         goto fail;
     r->batch = batch;
+    if (!batch)
+        req_stream_http1(r, t->route->o);
     req_empty_body(r);
     if (down_req_go(t, r, now) < 0)
         goto fail;

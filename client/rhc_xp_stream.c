@@ -27,6 +27,7 @@ int start_spush(rhc_tunnel *t)
      * streamed body that has gone out in part would go again. A new
      * connection has no such race. */
     curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
+    req_stream_http1(r, t->route->o);
     if (req_go(r) < 0)
         goto fail;
     t->rq.spush = r;
