@@ -241,7 +241,7 @@ static void check_async(server_rec *s)
     for (int i = 0; i < g_async->nelts; ++i) {
         const mark *m = &APR_ARRAY_IDX(g_async, i, mark);
         if (m->value)
-            ap_log_error(APLOG_MARK, APLOG_WARNING | APLOG_STARTUP, 0, s, RHLOG(1018)
+            ap_log_error(APLOG_MARK, APLOG_WARNING | APLOG_STARTUP, 0, s, RHLOG(3005)
                          "RelayAsync On (%s:%d) has no effect under the %s MPM: relay "
                          "requests wait on a thread or process each; only the event MPM "
                          "parks them", m->d->filename, m->d->line_num, ap_show_mpm());

@@ -161,3 +161,18 @@ def test_graceful_restart_with_parked_tunnels_loses_no_byte(async_apache, client
     # the old generation's children go once their parked requests are over
     assert harness.wait_for(lambda: not (old & set(_children(a))), 30), \
         "old children still there: %s" % (old & set(_children(a)))
+
+
+@pytest.mark.parametrize("mpm", ["prefork", "event"])
+def test_configtest_says_where_relayasync_cannot_park(apache_factory, module_so, targets, mpm):
+    """RelayAsync On under prefork (or worker) works, as the blocking path, and
+    configtest says so with the directive's place; under event it says nothing."""
+    a = apache_factory.get(mpm, module=module_so, targets=targets, start=False,
+                           extra_conf="RelayAsync On\n# configtest %d" % time.monotonic_ns())
+    r = a.configtest()
+    assert r.returncode == 0, r.stdout
+    if mpm == "prefork":
+        assert "RH3005" in r.stdout and "prefork MPM" in r.stdout, r.stdout
+        assert "%s:" % a.conf_path in r.stdout, r.stdout
+    else:
+        assert "RH3005" not in r.stdout, r.stdout
