@@ -102,18 +102,19 @@ H2MinWorkers {h2min}
 """
 
 
-# RelayAsync: few worker threads, parked requests count as event's connections
+# RelayAsync: few worker threads (16 children, so that none holds more descriptors than
+# a process may: two per parked request), parked requests count as event's connections
 # (AsyncRequestWorkerFactor), the relay's budget sized for connections, not threads.
 ASYNC_CONF = """
 <IfModule mpm_event_module>
     ServerLimit 16
     ThreadsPerChild 16
-    MaxRequestWorkers 64
-    StartServers 4
+    MaxRequestWorkers 256
+    StartServers 16
     MinSpareThreads 16
-    MaxSpareThreads 64
+    MaxSpareThreads 256
     MaxConnectionsPerChild 0
-    AsyncRequestWorkerFactor 4000
+    AsyncRequestWorkerFactor 400
 </IfModule>
 RelayAsync On
 RelayMaxWorkers {maxworkers}
