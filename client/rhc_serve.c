@@ -8,8 +8,11 @@
  * back off (50 ms doubling to 1 s) one at a time until one passes again; a
  * 401, 403 or 404 ends the process, since polling again cannot change it.
  *
- * Connecting to the local service blocks the loop, at most LOCAL_CONNECT_MS:
- * --to is meant to be near (localhost or the LAN). */
+ * The connect to the local service runs on the loop, non-blocking, at most
+ * LOCAL_CONNECT_MS: the server hands the client over only when the serve
+ * leg's first request comes within RH_ACCEPT_CLAIM_MS (tentative pairing), so
+ * a serve that cannot reach --to in time closes the leg, and the server
+ * gives the client to another serve's listen. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netdb.h>
@@ -30,7 +33,18 @@
 #include "rhc_tunnel_int.h"
 
 #define LISTEN_TIMEOUT_MS ((RH_LISTEN_POLL_S + 20) * 1000L)  /* the server answers by its poll */
-#define LOCAL_CONNECT_MS  5000
+#define LOCAL_CONNECT_MS  (RH_ACCEPT_CLAIM_MS - 500)   /* leaves the pull time to go out */
+#define PENDING_MAX       64
+
+/* A client handed over whose local connection is being made. */
+struct pending {
+    int fd;
+    struct rhc_req *answer;             /* the listen's 201: the serve leg's terms */
+    struct addrinfo *res, *ai;          /* the addresses of --to, the one tried */
+    int64_t deadline;
+    int err;                            /* the last address's failure */
+    char label[112], sid[RH_SID_LEN + 1];
+};
 
 struct serve {
     rhc_ctx *c;
@@ -43,6 +57,8 @@ struct serve {
     int code;                           /* -1: go on; else the exit code */
     unsigned long serial;               /* connections accepted */
     char host[256], port[8];
+    struct pending pend[PENDING_MAX];   /* local connects under way */
+    int npend;
 };
 
 /* HOST:PORT or [V6]:PORT into its parts: 0, or -1 when malformed. */
@@ -93,58 +109,83 @@ int rhc_serve_set_accepts(struct rhc_opts *o, const struct opt_def *d, char *arg
     return -1;
 }
 
-/* Waits for a non-blocking connect: 0 when it is up, else an errno value. */
-static int connect_wait(int fd)
+/* Starts the connect of p to its next address: 0 when one is under way or
+ * done (p->fd), -1 when none is left (p->err). */
+static int pend_next(struct pending *p)
 {
-    struct pollfd p = { .fd = fd, .events = POLLOUT };
-    int err = 0, rv;
-    socklen_t el = sizeof(err);
-
-    do
-        rv = poll(&p, 1, LOCAL_CONNECT_MS);
-    while (rv < 0 && errno == EINTR);
-    if (rv == 0)
-        return ETIMEDOUT;
-    if (rv < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
-        return errno;
-    return err;
-}
-
-/* A connected non-blocking socket to --to, or -1 (logged). */
-static int connect_local(const struct serve *sv)
-{
-    struct addrinfo hints, *res = NULL;
-    int fd = -1, err = 0, one = 1;
-
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int gai = getaddrinfo(sv->host, sv->port, &hints, &res);
-    if (gai != 0) {
-        rhc_err("--to %s:%s: %s", sv->host, sv->port, gai_strerror(gai));
-        return -1;
-    }
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    ai->ai_protocol);
-        if (fd < 0) {
-            err = errno;
+    for (; p->ai; p->ai = p->ai->ai_next) {
+        p->fd = socket(p->ai->ai_family, p->ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                       p->ai->ai_protocol);
+        if (p->fd < 0) {
+            p->err = errno;
             continue;
         }
-        err = connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 ? 0
-            : errno == EINPROGRESS ? connect_wait(fd) : errno;
-        if (err) {
-            close(fd);
-            fd = -1;
-        }
+        if (connect(p->fd, p->ai->ai_addr, p->ai->ai_addrlen) == 0 || errno == EINPROGRESS)
+            return 0;
+        p->err = errno;
+        close(p->fd);
+        p->fd = -1;
     }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        rhc_err("connecting to %s:%s: %s", sv->host, sv->port, strerror(err));
-        return -1;
+    return -1;
+}
+
+/* Ends the connect of p: carried on its serve leg when fd is up (-1: the
+ * leg is closed, so the server gives its client to another serve). */
+static void pend_end(struct serve *sv, struct pending *p, int ok)
+{
+    int one = 1;
+
+    if (ok) {
+        setsockopt(p->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        rhc_info("%s: session %s accepted for %s:%s", p->label, p->sid, sv->host, sv->port);
+        if (!rhc_tunnel_accept(sv->c, &sv->route, p->fd, p->label, p->answer))
+            rhc_err("%s: out of memory", p->label);   /* the socket is closed */
+    } else {
+        rhc_err("%s: connecting to %s:%s: %s", p->label, sv->host, sv->port,
+                strerror(p->err ? p->err : ETIMEDOUT));
+        if (p->fd >= 0)
+            close(p->fd);
+        start_close(sv->c, &sv->route, p->answer->token, p->label, p->sid);
     }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    return fd;
+    freeaddrinfo(p->res);
+    req_free(p->answer);
+    *p = sv->pend[--sv->npend];
+}
+
+/* A connect's socket is ready: up, or on to the next address. */
+static void pend_event(struct serve *sv, struct pending *p)
+{
+    int err = 0;
+    socklen_t el = sizeof(err);
+
+    if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
+        err = errno;
+    if (!err) {
+        pend_end(sv, p, 1);
+        return;
+    }
+    p->err = err;
+    close(p->fd);
+    p->fd = -1;
+    p->ai = p->ai->ai_next;
+    if (pend_next(p) < 0)
+        pend_end(sv, p, 0);
+}
+
+/* The connects whose time is up (LOCAL_CONNECT_MS), and the earliest of the
+ * others' deadlines into *wait. */
+static void pend_timers(struct serve *sv, long *wait)
+{
+    int64_t now = rh_now_ms();
+
+    for (int i = sv->npend - 1; i >= 0; --i) {
+        struct pending *p = &sv->pend[i];
+        if (now >= p->deadline) {
+            p->err = ETIMEDOUT;
+            pend_end(sv, p, 0);
+        } else if (*wait < 0 || p->deadline - now < *wait)
+            *wait = (long)(p->deadline - now);
+    }
 }
 
 static void listen_start(struct serve *sv)
@@ -172,28 +213,48 @@ fail:
     sv->retry_at = rh_now_ms() + backoff_ms(sv->fails);
 }
 
-/* A client came: its connection to --to, on the serve leg's session. */
-static void accept_one(struct serve *sv, struct rhc_req *r)
+/* A client came: its connection to --to is started, then carried on the
+ * serve leg's session. 1 when the answer r is kept for that. */
+static int accept_one(struct serve *sv, struct rhc_req *r)
 {
-    char label[112], sid[RH_SID_LEN + 1];
+    struct addrinfo hints;
+    struct pending *p;
 
-    snprintf(label, sizeof(label), "%.60s#%lu", sv->route.o->target, ++sv->serial);
-    snprintf(sid, sizeof(sid), "%.*s", RH_SID_LEN, r->token);
+    if (sv->npend == PENDING_MAX) {
+        rhc_err("%s: %d local connects under way already: session closed", sv->route.o->target,
+                PENDING_MAX);
+        start_close(sv->c, &sv->route, r->token, sv->route.o->target, "-");
+        return 0;
+    }
+    p = &sv->pend[sv->npend];
+    memset(p, 0, sizeof(*p));
+    p->fd = -1;
+    snprintf(p->label, sizeof(p->label), "%.60s#%lu", sv->route.o->target, ++sv->serial);
+    snprintf(p->sid, sizeof(p->sid), "%.*s", RH_SID_LEN, r->token);
     if (!r->check_ok) {
         rhc_err("%s: session %s: the server does not check the bytes end to end (no "
-                RH_HDR_INTEGRITY " in its answer)", label, sid);
-        start_close(sv->c, &sv->route, r->token, label, sid);
-        return;
+                RH_HDR_INTEGRITY " in its answer)", p->label, p->sid);
+        start_close(sv->c, &sv->route, r->token, p->label, p->sid);
+        return 0;
     }
-    int fd = connect_local(sv);
-    if (fd < 0) {
-        /* the client leg hears a reset, not silence */
-        start_close(sv->c, &sv->route, r->token, label, sid);
-        return;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    /* --to is an address or a name in /etc/hosts: a lookup that could block
+     * long is the operator's choice */
+    int gai = getaddrinfo(sv->host, sv->port, &hints, &p->res);
+    if (gai != 0) {
+        rhc_err("%s: --to %s:%s: %s", p->label, sv->host, sv->port, gai_strerror(gai));
+        start_close(sv->c, &sv->route, r->token, p->label, p->sid);
+        return 0;
     }
-    rhc_info("%s: session %s accepted for %s:%s", label, sid, sv->host, sv->port);
-    if (!rhc_tunnel_accept(sv->c, &sv->route, fd, label, r))
-        rhc_err("%s: out of memory", label);   /* the socket is closed */
+    p->ai = p->res;
+    p->answer = r;
+    p->deadline = rh_now_ms() + LOCAL_CONNECT_MS;
+    ++sv->npend;
+    if (pend_next(p) < 0)
+        pend_end(sv, p, 0);
+    return 1;
 }
 
 static void listen_done(void *arg, struct rhc_req *r, CURLcode rc)
@@ -208,7 +269,8 @@ static void listen_done(void *arg, struct rhc_req *r, CURLcode rc)
         }
     if (rc == CURLE_OK && r->status == 201 && r->have_token) {
         sv->fails = 0;
-        accept_one(sv, r);
+        if (accept_one(sv, r))
+            return;   /* r is freed when its connect ends */
     } else if (rc == CURLE_OK && r->status == 204) {
         sv->fails = 0;   /* no client in the poll time: polled again at once */
     } else if (rc == CURLE_OK && (r->status == 401 || r->status == 403 || r->status == 404)) {
@@ -259,20 +321,39 @@ int rhc_serve_run(rhc_ctx *c, const struct rhc_opts *o)
     rhc_err("serving %s/%s for %s:%s (%d listens)", o->base_url, o->target, sv.host, sv.port,
             sv.want);
     for (;;) {
+        struct pollfd ex[1 + PENDING_MAX];
+        int np;
         top_up(&sv);
         int64_t now = rh_now_ms();
         long wait = sv.n < sv.want && sv.retry_at > now ? (long)(sv.retry_at - now) : -1;
-        struct pollfd ex = { .fd = rhc_signals_fd(), .events = POLLIN };
-        if (rhc_ctx_step(c, &ex, 1, wait) < 0) {
+        pend_timers(&sv, &wait);
+        np = sv.npend;
+        ex[0] = (struct pollfd){ .fd = rhc_signals_fd(), .events = POLLIN };
+        for (int i = 0; i < np; ++i)
+            ex[1 + i] = (struct pollfd){ .fd = sv.pend[i].fd, .events = POLLOUT };
+        if (rhc_ctx_step(c, ex, 1 + (size_t)np, wait) < 0) {
             rhc_err("poll: %s", strerror(errno));
             sv.code = RHC_EXIT_ERROR;
             break;
         }
-        if ((ex.revents && rhc_signals_drain()) || sv.code >= 0)
+        if ((ex[0].revents && rhc_signals_drain()) || sv.code >= 0)
             break;
+        /* from the last, so that an ended one's place (taken by the last) is done */
+        for (int i = np - 1; i >= 0; --i)
+            if (ex[1 + i].revents && i < sv.npend && sv.pend[i].fd == ex[1 + i].fd)
+                pend_event(&sv, &sv.pend[i]);
     }
     while (sv.n > 0)
         req_free(sv.lst[--sv.n]);
+    while (sv.npend > 0) {
+        /* not carried: the server gives these clients to another serve */
+        struct pending *p = &sv.pend[sv.npend - 1];
+        if (p->fd >= 0)
+            close(p->fd);
+        freeaddrinfo(p->res);
+        req_free(p->answer);
+        --sv.npend;
+    }
     c->listen_done = NULL;
     rhc_info("stopping: %zu tunnel(s) open", rhc_ctx_tunnels(c));
     rhc_wind_down(c, sv.code >= 0 ? "the server refused to let us serve"

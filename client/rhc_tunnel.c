@@ -129,7 +129,8 @@ struct rhc_req *start_open(rhc_tunnel *t)
     if (add_header(r, "Content-Type:") < 0 ||
         add_header(r, RH_HDR_INTEGRITY ": " RH_INTEGRITY_CRC32C) < 0 ||
         (want_resume(t) && add_header(r, RH_HDR_RESUME ": " RH_RESUME_YES) < 0) ||
-        (t->greet.dest[0] && add_header(r, RH_HDR_DESTINATION ": %s", t->greet.dest) < 0))
+        (t->greet.dest[0] && add_header(r, RH_HDR_DESTINATION ": %s", t->greet.dest) < 0) ||
+        (t->greet.dgram && add_header(r, RH_HDR_DATAGRAM ": " RH_DATAGRAM_LEN16) < 0))
         goto fail;
     if (total < o->connect_timeout_ms + 15000)
         total = o->connect_timeout_ms + 15000;
@@ -371,6 +372,26 @@ rhc_tunnel *rhc_tunnel_start_to(rhc_ctx *c, struct rhc_route *route, int fd, con
     return t;
 }
 
+rhc_tunnel *rhc_tunnel_start_dgram_to(rhc_ctx *c, struct rhc_route *route, int fd,
+                                      const char *label, const char *dest, rhc_done_fn done,
+                                      void *arg)
+{
+    rhc_tunnel *t = tunnel_new(c, route, fd, fd, RHC_LOCAL_SOCKET, label, done, arg);
+
+    if (!t)
+        return NULL;
+    snprintf(t->greet.dest, sizeof(t->greet.dest), "%s", dest);
+    t->greet.dgram = 1;
+    rhc_upbuf_free(&t->up);   /* nothing in it yet: a datagram tunnel's smaller bound */
+    rhc_upbuf_init(&t->up, UPBUF_UDP_MAX);
+    t_log(t, 1, "open %s/%s to %s (datagrams)", t->route->o->base_url, t->route->o->target,
+          dest);
+    t->rq.open = start_open(t);
+    if (!t->rq.open)
+        t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");
+    return t;
+}
+
 /* serve mode: the session a listen's answer handed over (a serve leg, already
  * open on the server), on the local socket fd. */
 rhc_tunnel *rhc_tunnel_accept(rhc_ctx *c, struct rhc_route *route, int fd, const char *label,
@@ -378,7 +399,13 @@ rhc_tunnel *rhc_tunnel_accept(rhc_ctx *c, struct rhc_route *route, int fd, const
 {
     rhc_tunnel *t = tunnel_new(c, route, fd, fd, RHC_LOCAL_SOCKET, label, NULL, NULL);
 
-    if (t)
+    if (t) {
         open_take(t, answer);
+        /* an ack at once, with no body: it takes the serve leg within the
+         * server's claim time, and a leg the server dropped meanwhile (it gave
+         * the client to another serve) hears its 410 at once, where a duplex
+         * may see only a reset stream */
+        t->ack.verify = 1;
+    }
     return t;
 }

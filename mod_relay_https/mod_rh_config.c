@@ -59,6 +59,7 @@ void *rh_create_srv_conf(apr_pool_t *p, server_rec *s)
     rh_srv_conf *sc = apr_pcalloc(p, sizeof(rh_srv_conf));
     sc->max_workers = sc->max_workers_pct = -1;
     sc->sessions_per_client = sc->requests_per_client = sc->open_rate = -1;
+    sc->listens_per_client = -1;
     sc->push_wait_s = sc->frame_s = sc->write_s = -1;
     sc->rate_session = sc->rate_global = -1;
     sc->async = -1;
@@ -83,6 +84,7 @@ void *rh_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(sessions_per_client);
     MERGE_INT(requests_per_client);
     MERGE_INT(open_rate);
+    MERGE_INT(listens_per_client);
     MERGE_INT(push_wait_s);
     MERGE_INT(frame_s);
     MERGE_INT(write_s);
@@ -115,6 +117,8 @@ void rh_srv_limits(const rh_srv_conf *sc, rh_limits *out)
     out->sessions_per_client = sc->sessions_per_client >= 0
                              ? (uint32_t)sc->sessions_per_client : RH_DEFAULT_SESS_PER_CLIENT;
     out->open_rate = sc->open_rate >= 0 ? (uint32_t)sc->open_rate : RH_DEFAULT_OPEN_RATE;
+    out->listens_per_client = sc->listens_per_client >= 0 ? (uint32_t)sc->listens_per_client
+                                                          : RH_DEFAULT_LISTENS_PER_CLIENT;
     out->push_wait_s = sc->push_wait_s >= 0 ? (uint32_t)sc->push_wait_s
                                             : RH_DEFAULT_PUSH_WAIT_S;
     out->rate_session = sc->rate_session > 0 ? (uint32_t)sc->rate_session : 0;
@@ -388,6 +392,7 @@ GLOBAL_INT(set_max_sessions, max_sessions, 1, 1000000)
 GLOBAL_INT(set_sess_per_client, sessions_per_client, 0, 1000000)
 GLOBAL_INT(set_req_per_client, requests_per_client, 0, 1000000)
 GLOBAL_INT(set_open_rate, open_rate, 0, 1000000)
+GLOBAL_INT(set_listens_per_client, listens_per_client, 0, 1000000)
 GLOBAL_INT(set_push_wait, push_wait_s, 1, 3600)
 GLOBAL_INT(set_frame_timeout, frame_s, 1, 3600)
 GLOBAL_INT(set_write_timeout, write_s, 1, 3600)
@@ -436,6 +441,9 @@ const command_rec rh_cmds[] = {
     AP_INIT_TAKE1("RelayOpenRate", set_open_rate, NULL, RSRC_CONF,
                   "sessions one client may open per second, twice that in a burst (default "
                   "20; 0: no limit)"),
+    AP_INIT_TAKE1("RelayMaxListensPerClient", set_listens_per_client, NULL, RSRC_CONF,
+                  "listens (relay-https serve's waiting accepts) one client may keep "
+                  "waiting at once, all services together (default 32; 0: no limit)"),
     AP_INIT_TAKE1("RelayPushWait", set_push_wait, NULL, RSRC_CONF,
                   "seconds a push ahead of the accepted offset waits for its turn "
                   "(default 10)"),

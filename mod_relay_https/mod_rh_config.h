@@ -15,6 +15,7 @@
 #define RH_DEFAULT_WORKERS_PCT  40      /* of MaxRequestWorkers: most stay the site's */
 #define RH_DEFAULT_SESS_PER_CLIENT 256
 #define RH_DEFAULT_OPEN_RATE    20      /* per second and client, burst twice that */
+#define RH_DEFAULT_LISTENS_PER_CLIENT 32   /* a serve keeps 4 by default (--accepts) */
 #define RH_DEFAULT_PUSH_WAIT_S  10
 #define RH_DEFAULT_FRAME_S      10
 #define RH_DEFAULT_WRITE_S      30
@@ -50,6 +51,7 @@ typedef struct rh_srv_conf {
     int sessions_per_client;
     int requests_per_client;
     int open_rate;
+    int listens_per_client;      /* rendezvous: listens waiting at once */
     int push_wait_s;
     int frame_s;                 /* a started body frame completes within this */
     int write_s;                 /* a response the client does not read is cut after */

@@ -407,10 +407,10 @@ static void publish_limits(const rh_srv_conf *sc, server_rec *s)
     rh_registry_set_limits(g_ret->reg, &lim);
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, RHLOG(1014)
                  "relay limits: %u requests in flight (%u per client), %u sessions per "
-                 "client, %u opens/s per client, pushes wait %u s, %u B/s per session, "
-                 "%u B/s in all (0: no limit)", lim.max_workers, lim.requests_per_client,
-                 lim.sessions_per_client, lim.open_rate, lim.push_wait_s, lim.rate_session,
-                 lim.rate_global);
+                 "client, %u opens/s per client, %u listens per client, pushes wait %u s, "
+                 "%u B/s per session, %u B/s in all (0: no limit)", lim.max_workers,
+                 lim.requests_per_client, lim.sessions_per_client, lim.open_rate,
+                 lim.listens_per_client, lim.push_wait_s, lim.rate_session, lim.rate_global);
 }
 
 /* The module file this process runs, as (device, inode, size, mtime): a new

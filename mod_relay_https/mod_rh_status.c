@@ -29,11 +29,13 @@ typedef struct status {
     const rh_stats *st;
     rh_limits lim;
     uint32_t active, connecting, held;
+    uint32_t serving;              /* serve legs of rendezvous (in active too) */
     uint64_t up, down;
     int64_t beat_age_ms;
     double kbps[KBPS_N];
     /* per target: live sessions, scanned from the slots */
-    uint32_t live[RH_STATS_TARGETS];
+    uint32_t live[RH_STATS_TARGETS];   /* a service's client legs ... */
+    uint32_t legs[RH_STATS_TARGETS];   /* ... and its serve legs */
     uint64_t live_up[RH_STATS_TARGETS], live_down[RH_STATS_TARGETS];
 } status;
 
@@ -65,11 +67,14 @@ static void take(status *s, const rh_registry *reg)
             continue;
         if (v.state == RH_SLOT_CONNECTING)
             s->connecting++;
+        s->serving += v.state == RH_SLOT_SERVE;
         s->active++;
         s->up += v.up_bytes;
         s->down += v.down_bytes;
         int t = target_index(s->st, v.target);
-        if (t >= 0) {
+        if (t >= 0 && v.state == RH_SLOT_SERVE)
+            s->legs[t]++;   /* its bytes are its client leg's: 0 here */
+        else if (t >= 0) {
             s->live[t]++;
             s->live_up[t] += v.up_bytes;
             s->live_down[t] += v.down_bytes;
@@ -102,10 +107,10 @@ static void json_targets(request_rec *r, const status *s)
         const rh_target_stats *t = &s->st->targets[i];
         /* names are [A-Za-z0-9._-] (and "(other)"): nothing to escape */
         ap_rprintf(r, "%s\n    {\"name\": \"%s\", \"numActiveSessions\": %u, "
-                   "\"sessionsOpened\": %" APR_UINT64_T_FMT ", \"bytesUp\": %"
-                   APR_UINT64_T_FMT ", \"bytesDown\": %" APR_UINT64_T_FMT "}",
-                   i ? "," : "", t->name, s->live[i], t->opened, t->up + s->live_up[i],
-                   t->down + s->live_down[i]);
+                   "\"numServeLegs\": %u, \"sessionsOpened\": %" APR_UINT64_T_FMT
+                   ", \"bytesUp\": %" APR_UINT64_T_FMT ", \"bytesDown\": %"
+                   APR_UINT64_T_FMT "}", i ? "," : "", t->name, s->live[i], s->legs[i],
+                   t->opened, t->up + s->live_up[i], t->down + s->live_down[i]);
     }
     ap_rputs(n ? "\n  ],\n" : "],\n", r);
 }
@@ -136,7 +141,8 @@ static void send_json(request_rec *r, const rh_dir_conf *dc, const status *s)
     ap_rprintf(r, "  \"startTime\": \"%s\",\n", when);
     ap_rprintf(r, "  \"uptimeSeconds\": %" APR_INT64_T_FMT ",\n",
                (apr_int64_t)(apr_time_sec(now) - started));
-    ap_rprintf(r, "  \"numActiveSessions\": %u,\n", s->active);
+    ap_rprintf(r, "  \"numActiveSessions\": %u,\n  \"numServeLegs\": %u,\n", s->active,
+               s->serving);
     ap_rprintf(r, "  \"numConnectingSessions\": %u,\n", s->connecting);
     ap_rprintf(r, "  \"numConnections\": %u,\n", s->held);
     ap_rprintf(r, "  \"sessionsOpened\": %" APR_UINT64_T_FMT ",\n", s->reg->total_opened);
@@ -210,12 +216,13 @@ static void html_targets(request_rec *r, const status *s)
 {
     uint32_t n = __atomic_load_n(&s->st->ntargets, __ATOMIC_ACQUIRE);
     ap_rputs("<h2>Targets</h2>\n<table class=\"targets\"><tr><th>target</th>"
-             "<th>active</th><th>opened</th><th>up</th><th>down</th></tr>\n", r);
+             "<th>active</th><th>serve legs</th><th>opened</th><th>up</th><th>down</th>"
+             "</tr>\n", r);
     for (uint32_t i = 0; i < n; ++i) {
         const rh_target_stats *t = &s->st->targets[i];
-        ap_rprintf(r, "<tr><td>%s</td><td>%u</td><td>%" APR_UINT64_T_FMT "</td><td>%s</td>"
-                   "<td>%s</td></tr>\n", ap_escape_html(r->pool, t->name), s->live[i],
-                   t->opened, human_bytes(r->pool, t->up + s->live_up[i]),
+        ap_rprintf(r, "<tr><td>%s</td><td>%u</td><td>%u</td><td>%" APR_UINT64_T_FMT "</td>"
+                   "<td>%s</td><td>%s</td></tr>\n", ap_escape_html(r->pool, t->name),
+                   s->live[i], s->legs[i], t->opened, human_bytes(r->pool, t->up + s->live_up[i]),
                    human_bytes(r->pool, t->down + s->live_down[i]));
     }
     ap_rputs("</table>\n", r);
@@ -253,7 +260,8 @@ static void send_html(request_rec *r, const rh_dir_conf *dc, const status *s)
              : "<span class=\"down\">not running</span>");
     html_row(r, "uptime", apr_psprintf(p, "%" APR_INT64_T_FMT " s",
                                       (apr_int64_t)(apr_time_sec(apr_time_now()) - s->st->started)));
-    html_row(r, "active sessions", apr_psprintf(p, "%u of %u", s->active, s->reg->nslots));
+    html_row(r, "active sessions", apr_psprintf(p, "%u of %u (%u of them serve legs)", s->active,
+                                                s->reg->nslots, s->serving));
     html_row(r, "requests in flight", apr_psprintf(p, "%u (budget %u)", s->held,
                                                    s->lim.max_workers));
     html_row(r, "sessions opened", apr_psprintf(p, "%" APR_UINT64_T_FMT, s->reg->total_opened));
@@ -343,22 +351,24 @@ static int status_hook(request_rec *r, int flags)
     status *s = apr_palloc(r->pool, sizeof(*s));
     take(s, reg);
     if (flags & AP_STATUS_SHORT) {
-        ap_rprintf(r, "RelayCoreRunning: %d\nRelayActiveSessions: %u\nRelayConnections: %u\n"
+        ap_rprintf(r, "RelayCoreRunning: %d\nRelayActiveSessions: %u\nRelayServeLegs: %u\n"
+                   "RelayConnections: %u\n"
                    "RelaySessionsOpened: %" APR_UINT64_T_FMT "\nRelayBytesProxied: %"
                    APR_UINT64_T_FMT "\nRelayKbps1m: %.1f\nRelayRefused: %" APR_UINT64_T_FMT
                    "\nRelayIntegrityFailures: %" APR_UINT64_T_FMT "\n", core_alive(s),
-                   s->active, s->held, reg->total_opened, s->up + s->down, s->kbps[1],
+                   s->active, s->serving, s->held, reg->total_opened, s->up + s->down, s->kbps[1],
                    s->st->refused[RH_REFUSE_BUSY] + s->st->refused[RH_REFUSE_CLIENT],
                    s->st->integrity);
         return OK;
     }
     ap_rprintf(r, "<hr /><h2>mod_relay_https</h2>\n<dl><dt>relay core: %s</dt>"
-               "<dt>%u active sessions of %u, %u requests in flight</dt>"
+               "<dt>%u active sessions of %u (%u of them serve legs), %u requests in "
+               "flight</dt>"
                "<dt>%s proxied, %.1f kbit/s over the last minute</dt>"
                "<dt>%" APR_UINT64_T_FMT " refused (budget or client share), %"
                APR_UINT64_T_FMT " integrity failures</dt></dl>\n",
-               core_alive(s) ? "running" : "not running", s->active, reg->nslots, s->held,
-               human_bytes(r->pool, s->up + s->down), s->kbps[1],
+               core_alive(s) ? "running" : "not running", s->active, reg->nslots, s->serving,
+               s->held, human_bytes(r->pool, s->up + s->down), s->kbps[1],
                s->st->refused[RH_REFUSE_BUSY] + s->st->refused[RH_REFUSE_CLIENT],
                s->st->integrity);
     return OK;

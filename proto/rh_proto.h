@@ -59,6 +59,9 @@
 #define RH_REASON_TOKEN_NO_TARGET "target"
 /* on a 503 open of a RelayService: no serve was listening in time */
 #define RH_REASON_TOKEN_NO_SERVER "no-server"
+/* on a 429 listen: this serving client has RelayMaxListensPerClient waiting, or
+ * the service has RH_LISTEN_MAX */
+#define RH_REASON_TOKEN_LISTENS "listens"
 /* on a 400 of open or check: the client's bytes are datagrams and the target
  * is TCP, or the other way round (RelayTarget NAME udp:HOST:PORT) */
 #define RH_REASON_TOKEN_DATAGRAM "datagram"
@@ -97,12 +100,17 @@
 
 /* Rendezvous (PROTOCOL.md, Rendezvous): a listen long-poll answers 204 after
  * RH_LISTEN_POLL_S without a client; an open of a service waits at most
- * RH_SERVICE_WAIT_S for a listen; a serve leg must send its first request
- * within RH_ACCEPT_CLAIM_S of its listen answer, else both legs are reset; at
- * most RH_LISTEN_MAX listens wait per service */
+ * RH_SERVICE_WAIT_S for a listen. Pairing is tentative: the client's open is
+ * answered only when the serve leg's first request comes within
+ * RH_ACCEPT_CLAIM_MS of its listen answer, else (or on a close first) that
+ * listen is dropped and the client goes to the next one. A serve leg with no
+ * request of it at the server for RH_SERVE_GONE_S is taken for a serve that
+ * went away, and both legs are reset. At most RH_LISTEN_MAX listens wait per
+ * service */
 #define RH_LISTEN_POLL_S      25
 #define RH_SERVICE_WAIT_S     5
-#define RH_ACCEPT_CLAIM_S     10
+#define RH_ACCEPT_CLAIM_MS    2000
+#define RH_SERVE_GONE_S       5
 #define RH_LISTEN_MAX         64
 
 /* Datagrams (PROTOCOL.md, Datagrams): on a udp: target each datagram travels

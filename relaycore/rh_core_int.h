@@ -151,8 +151,10 @@ struct session {
     session *peer;
     unsigned serve_leg:1,    /* its bytes are the client leg's: counted there */
              peer_reset:1,   /* the peer was reset: our target's EOF is a reset */
-             unclaimed:1;    /* serve leg: no request of it came yet */
-    long claim_deadline;     /* ... reset with its peer when none came by then */
+             unclaimed:1;    /* serve leg: no request of it came yet (the client
+                                leg's open waits for one: tentative pairing) */
+    long claim_deadline;     /* ... the listen is dropped when none came by then */
+    long alone_since;        /* serve leg: no request of it attached since; 0: one is */
     rh_udp *udp;             /* a udp: target: its shim holds the other end of fd */
     session *next_dead;
 };
@@ -262,6 +264,7 @@ void rh_core_session_free(core *c, session *s);
 void rh_core_session_end(core *c, session *s, int reset, const char *reason);
 void rh_core_session_end_reset(core *c, session *s);
 session *rh_core_session_find(core *c, conn *k, const char *token);
+session *rh_core_session_lookup(core *c, conn *k, const char *token);
 long rh_core_session_next_deadline(const session *s);
 void rh_core_session_pump(core *c, session *s);
 void rh_core_session_update(core *c, session *s);
@@ -282,11 +285,14 @@ void rh_core_pull_write(core *c, session *s);
 void rh_core_pull_event(core *c, conn *k, uint32_t events);
 
 /* ---- rh_pair.c: rendezvous ---- */
-void rh_pair_open(core *c, conn *k, const rh_ipc_req *rq, rh_client *cl);
+void rh_pair_open(core *c, conn *k, const rh_ipc_req *rq);
 void rh_pair_listen(core *c, conn *k, const rh_ipc_req *rq);
 void rh_pair_conn_gone(core *c, conn *k);
 void rh_pair_timers(core *c, long now);
 void rh_pair_session_end(core *c, session *s, int reset, const char *reason);
+void rh_pair_claimed(core *c, session *s);
+void rh_pair_decline(core *c, session *s, const char *why);
+void rh_pair_watch(session *s, long now);
 
 /* ---- rh_udp.c: udp: targets ---- */
 int rh_udp_open(core *c, session *s, const struct sockaddr *sa, socklen_t salen,

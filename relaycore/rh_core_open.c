@@ -166,7 +166,7 @@ void rh_core_req_open(core *c, conn *k, const rh_ipc_req *rq)
     if (!cl)
         return;
     if (rq->service) {
-        rh_pair_open(c, k, rq, cl);   /* a rendezvous: no target to connect */
+        rh_pair_open(c, k, rq);   /* a rendezvous: no target to connect */
         return;
     }
     s = rh_core_session_new(c, k, rq, cl);

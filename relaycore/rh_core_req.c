@@ -172,9 +172,18 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
 
 static void req_close(core *c, conn *k, const rh_ipc_req *rq)
 {
-    session *s = rh_core_session_find(c, k, rq->token);
+    session *s = rh_core_session_lookup(c, k, rq->token);
     if (!s)
         return;
+    if (s->unclaimed && !rq->integrity) {
+        /* a serve that cannot take the connection: its client tries another */
+        rh_pair_decline(c, s, "its serve declined the connection");
+        rh_core_out_printf(k, "OK");
+        rh_core_conn_reply_done(c, k);
+        return;
+    }
+    if (s->unclaimed)
+        rh_pair_claimed(c, s);
     if (rq->integrity) {
         /* the client's check of down bytes failed: as serious as ours */
         ++c->integrity_failures;

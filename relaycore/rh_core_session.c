@@ -76,6 +76,8 @@ long rh_core_session_next_deadline(const session *s)
         d = s->linger_until;
     if (s->unclaimed && s->claim_deadline < d)
         d = s->claim_deadline;
+    if (s->alone_since && s->alone_since + 1000L * RH_SERVE_GONE_S < d)
+        d = s->alone_since + 1000L * RH_SERVE_GONE_S;
     /* a heartbeat goes only between frames: a pull blocked inside one (its
      * client reads nothing) moves on EPOLLOUT, and a deadline in the past here
      * would spin the loop (rh_core_session_timer could not send the H) */
@@ -210,8 +212,9 @@ void rh_core_session_end_reset(core *c, session *s)
 }
 
 /* The session a request's token names, heard from now; or NULL, and the
- * request has its answer (400 malformed, 410 unknown or expired). */
-session *rh_core_session_find(core *c, conn *k, const char *token)
+ * request has its answer (400 malformed, 410 unknown or expired). A serve
+ * leg not yet taken is not taken by this (see rh_core_session_find). */
+session *rh_core_session_lookup(core *c, conn *k, const char *token)
 {
     uint32_t slot, gen;
     unsigned char secret[RH_SECRET_LEN];
@@ -232,7 +235,16 @@ session *rh_core_session_find(core *c, conn *k, const char *token)
         return NULL;
     }
     s->last_heard = rh_now_ms();
-    s->unclaimed = 0;   /* a serve leg: its serve took it */
+    return s;
+}
+
+/* As rh_core_session_lookup; the first request of a serve leg means its
+ * serve took the connection (tentative pairing, rh_pair.c). */
+session *rh_core_session_find(core *c, conn *k, const char *token)
+{
+    session *s = rh_core_session_lookup(c, k, token);
+    if (s && s->unclaimed)
+        rh_pair_claimed(c, s);
     return s;
 }
 
@@ -292,6 +304,7 @@ void rh_core_session_update(core *c, session *s)
     }
     rh_core_arm(c, s->fd, s, &s->ev, want);
     session_count(c, s);
+    rh_pair_watch(s, rh_now_ms());
 
     conn *k = s->push;
     if (k) {
@@ -340,7 +353,14 @@ void rh_core_session_timer(core *c, session *s, long now)
         return;
     }
     if (s->unclaimed && now >= s->claim_deadline) {
-        rh_core_session_end(c, s, 1, "the serve never took the connection");
+        rh_pair_decline(c, s, "its serve did not take the connection in time");
+        return;
+    }
+    if (s->alone_since && now >= s->alone_since + 1000L * RH_SERVE_GONE_S) {
+        char why[96];
+        snprintf(why, sizeof(why), "its serve went away (no request of the serve leg for %d s)",
+                 RH_SERVE_GONE_S);
+        rh_core_session_end(c, s, 1, why);
         return;
     }
     if (s->throttle_until && now >= s->throttle_until) {

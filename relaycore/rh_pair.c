@@ -102,10 +102,10 @@ static void note_served(core *c, const char *svc)
 
 /* ---- pairing ---- */
 
-static void leg_start(core *c, session *s, int fd, long now)
+static void leg_start(core *c, session *s, int fd, long now, uint32_t state)
 {
     s->fd = fd;
-    rh_registry_set_state(c->cfg->reg, s->slot, RH_SLOT_OPEN);
+    rh_registry_set_state(c->cfg->reg, s->slot, state);
     s->last_heard = now;
     s->timer.deadline = rh_core_session_next_deadline(s);
     rh_timers_push(&c->timers, &s->timer);
@@ -119,9 +119,18 @@ static void answer_token(core *c, conn *k, const session *s)
     rh_core_conn_reply_done(c, k);
 }
 
+static void no_server(core *c, conn *k)
+{
+    rh_core_conn_error(c, k, 503, "reason=" RH_REASON_TOKEN_NO_SERVER
+                       " no server serves '%s' %s", k->rq->target,
+                       served(c, k->rq->target) ? "now" : "(none has since the relay started)");
+}
+
 /* Pairs a client's open ko with a serve's listen kl (taken off its list by
- * the caller); both hold their request and its client. On a failure each
- * has its answer. */
+ * the caller); both hold their request and its client. The listen hears its
+ * serve leg's token now; the open waits, like an open whose target is
+ * connecting, until the serve leg is taken (rh_pair_claimed) or dropped
+ * (rh_pair_decline). On a failure each has its answer. */
 static void pair(core *c, conn *ko, conn *kl)
 {
     int sp[2];
@@ -149,7 +158,7 @@ static void pair(core *c, conn *ko, conn *kl)
     if (!b) {
         close(sp[1]);
         if (a) {
-            leg_start(c, a, sp[0], now);
+            leg_start(c, a, sp[0], now, RH_SLOT_OPEN);
             rh_core_session_end(c, a, 1, "the serve leg could not be made");
             rh_core_conn_error(c, ko, 503, "no room for the serve leg of service '%s'",
                                ko->rq->target);
@@ -157,38 +166,127 @@ static void pair(core *c, conn *ko, conn *kl)
             close(sp[0]);
         return;
     }
-    leg_start(c, a, sp[0], now);
-    leg_start(c, b, sp[1], now);
-    a->peer = b;
-    b->peer = a;
     b->serve_leg = 1;
     b->unclaimed = 1;
-    b->claim_deadline = now + 1000L * RH_ACCEPT_CLAIM_S;
-    rh_timers_fix(&c->timers, &b->timer);
-    rh_core_log(c, RH_LOG_DEBUG, "session %s open service=%s, serve leg session %s",
+    b->claim_deadline = now + RH_ACCEPT_CLAIM_MS;
+    leg_start(c, a, sp[0], now, RH_SLOT_CONNECTING);
+    leg_start(c, b, sp[1], now, RH_SLOT_SERVE);
+    a->peer = b;
+    b->peer = a;
+    a->opener = ko;
+    ko->kind = CK_OPEN;   /* its handler giving up ends the client leg */
+    ko->s = a;
+    rh_core_arm(c, ko->fd, ko, &ko->ev, EPOLLIN);
+    rh_core_log(c, RH_LOG_DEBUG, "session %s: service=%s offered to serve leg session %s",
                 a->sid, a->target, b->sid);
-    answer_token(c, ko, a);
     answer_token(c, kl, b);
-    rh_core_session_pump(c, a);
-    if (!b->dead)
-        rh_core_session_pump(c, b);
 }
 
-/* OPEN of a service: paired with the oldest waiting listen, else it waits
- * (connect_s, bounded by the handler) for one. k is held for cl. */
-void rh_pair_open(core *c, conn *k, const rh_ipc_req *rq, rh_client *cl)
+/* An open of a service, held: paired with the oldest waiting listen, else it
+ * waits for one until its pair_deadline, then hears 503 no-server. */
+static void offer(core *c, conn *k)
 {
     unsigned n;
-    if (keep_request(c, k, rq) != 0)
-        return;
-    conn *kl = list_find(c->listens, rq->target, &n);
+    conn *kl = list_find(c->listens, k->rq->target, &n);
     if (kl) {
         list_del(&c->listens, kl);
         pair(c, k, kl);
+    } else if (rh_now_ms() >= k->pair_deadline)
+        no_server(c, k);
+    else
+        wait_on(c, &c->svc_waits, k, CK_SVCWAIT, k->pair_deadline);
+}
+
+/* OPEN of a service: paired, or it waits (connect_s, bounded by the handler)
+ * for a listen. k is held for cl. */
+void rh_pair_open(core *c, conn *k, const rh_ipc_req *rq)
+{
+    if (keep_request(c, k, rq) != 0)
         return;
-    }
     unsigned wait_s = rq->connect_s < RH_SERVICE_WAIT_S ? rq->connect_s : RH_SERVICE_WAIT_S;
-    wait_on(c, &c->svc_waits, k, CK_SVCWAIT, rh_now_ms() + 1000L * wait_s);
+    k->pair_deadline = rh_now_ms() + 1000L * wait_s;
+    offer(c, k);
+}
+
+/* The first request of a serve leg came: its serve took the connection, so
+ * the client's open hears its token now. */
+void rh_pair_claimed(core *c, session *b)
+{
+    session *a = b->peer;
+    b->unclaimed = 0;
+    if (!a || !a->opener)
+        return;
+    conn *ko = a->opener;
+    a->opener = NULL;
+    ko->s = NULL;
+    rh_registry_set_state(c->cfg->reg, a->slot, RH_SLOT_OPEN);
+    a->last_heard = rh_now_ms();
+    rh_core_log(c, RH_LOG_DEBUG, "session %s open service=%s, serve leg session %s",
+                a->sid, a->target, b->sid);
+    answer_token(c, ko, a);
+}
+
+/* A serve leg nobody took in time, or whose serve closed it at once (it
+ * could not reach its local service): both legs go quietly (the client was
+ * never told of them) and the client's open goes to the next listen. */
+void rh_pair_decline(core *c, session *b, const char *why)
+{
+    session *a = b->peer;
+    conn *ko = a ? a->opener : NULL;
+    b->unclaimed = 0;
+    b->peer = NULL;
+    if (a) {
+        a->peer = NULL;
+        a->opener = NULL;
+    }
+    if (ko)
+        ko->s = NULL;
+    rh_core_log(c, RH_LOG_INFO, "session %s: serve leg of service '%s' dropped (%s)%s",
+                b->sid, b->target, why, ko ? "; its client goes to the next listen" : "");
+    rh_core_session_end(c, b, 1, why);
+    if (a)
+        rh_core_session_end(c, a, 1, why);
+    if (ko)
+        offer(c, ko);
+}
+
+/* A serve leg taken and not finished with no request of it at the server
+ * since alone_since: its serve may have gone (rh_core_session_timer ends it
+ * after RH_SERVE_GONE_S). Called whenever the session's requests change. */
+void rh_pair_watch(session *s, long now)
+{
+    if (!s->serve_leg || s->unclaimed || s->finished || s->push || s->pull || s->nwait)
+        s->alone_since = 0;
+    else if (!s->alone_since)
+        s->alone_since = now;
+}
+
+/* The per-service and per-client caps of waiting listens: 0, or -1 and k has
+ * its 429. */
+static int listen_room(core *c, conn *k, const char *svc)
+{
+    rh_limits lim;
+    unsigned mine = 0, here = 0;
+    rh_registry_get_limits(c->cfg->reg, &lim);
+    for (conn *q = c->listens; q; q = q->pair_next) {
+        mine += q->cl == k->cl;
+        here += !strcmp(q->rq->target, svc);
+    }
+    if (here >= RH_LISTEN_MAX) {
+        ++c->refused;
+        rh_core_conn_error(c, k, 429, "reason=" RH_REASON_TOKEN_LISTENS
+                           " too many listens waiting for service '%s' (%u)", svc,
+                           (unsigned)RH_LISTEN_MAX);
+        return -1;
+    }
+    if (lim.listens_per_client && mine >= lim.listens_per_client) {
+        ++c->refused;
+        rh_core_conn_error(c, k, 429, "reason=" RH_REASON_TOKEN_LISTENS
+                           " too many listens waiting for this client "
+                           "(RelayMaxListensPerClient %u)", lim.listens_per_client);
+        return -1;
+    }
+    return 0;
 }
 
 /* LISTEN: a serve offers to take the next client of a service. */
@@ -208,12 +306,8 @@ void rh_pair_listen(core *c, conn *k, const rh_ipc_req *rq)
         pair(c, ko, k);
         return;
     }
-    if (list_find(c->listens, rq->target, &n) && n >= RH_LISTEN_MAX) {
-        ++c->refused;
-        rh_core_conn_error(c, k, 429, "too many listens waiting for service '%s' (%u)",
-                           rq->target, (unsigned)RH_LISTEN_MAX);
+    if (listen_room(c, k, rq->target) != 0)
         return;
-    }
     wait_on(c, &c->listens, k, CK_LISTEN, rh_now_ms() + 1000L * rq->poll_s);
 }
 
@@ -238,10 +332,7 @@ static void expire(core *c, conn **list, long now, long *due)
             rh_core_conn_reply_done(c, k);
         } else {
             list_del(list, k);
-            rh_core_conn_error(c, k, 503, "reason=" RH_REASON_TOKEN_NO_SERVER
-                               " no server serves '%s' %s", k->rq->target,
-                               served(c, k->rq->target) ? "now"
-                               : "(none has since the relay started)");
+            no_server(c, k);
         }
         k = next;
     }

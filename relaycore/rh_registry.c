@@ -79,6 +79,8 @@ int rh_registry_alloc(rh_registry *reg, const char *target,
 void rh_registry_set_state(rh_registry *reg, uint32_t slot, uint32_t state)
 {
     rh_slot *s = &reg->slots[slot];
+    if (state == RH_SLOT_SERVE && s->state != RH_SLOT_SERVE)
+        rh_stats_target_unopened(&reg->stats, s->target);
     write_begin(s);
     s->state = state;
     write_end(s);
@@ -161,6 +163,7 @@ void rh_registry_set_limits(rh_registry *reg, const rh_limits *l)
     __atomic_store_n(&reg->limits.push_wait_s, l->push_wait_s, __ATOMIC_RELAXED);
     __atomic_store_n(&reg->limits.rate_session, l->rate_session, __ATOMIC_RELAXED);
     __atomic_store_n(&reg->limits.rate_global, l->rate_global, __ATOMIC_RELAXED);
+    __atomic_store_n(&reg->limits.listens_per_client, l->listens_per_client, __ATOMIC_RELAXED);
 }
 
 void rh_registry_get_limits(const rh_registry *reg, rh_limits *l)
@@ -172,6 +175,7 @@ void rh_registry_get_limits(const rh_registry *reg, rh_limits *l)
     l->push_wait_s = __atomic_load_n(&reg->limits.push_wait_s, __ATOMIC_RELAXED);
     l->rate_session = __atomic_load_n(&reg->limits.rate_session, __ATOMIC_RELAXED);
     l->rate_global = __atomic_load_n(&reg->limits.rate_global, __ATOMIC_RELAXED);
+    l->listens_per_client = __atomic_load_n(&reg->limits.listens_per_client, __ATOMIC_RELAXED);
 }
 
 void rh_registry_count(rh_registry *reg, uint32_t slot, uint64_t up, uint64_t down)
@@ -190,7 +194,8 @@ void rh_registry_release(rh_registry *reg, uint32_t slot)
         return;
     reg->total_up += s->up_bytes;
     reg->total_down += s->down_bytes;
-    rh_stats_target_closed(&reg->stats, s->target, s->up_bytes, s->down_bytes);
+    if (s->state != RH_SLOT_SERVE)   /* a serve leg's connection is its client leg's */
+        rh_stats_target_closed(&reg->stats, s->target, s->up_bytes, s->down_bytes);
     write_begin(s);
     s->state = RH_SLOT_FREE;
     memset(s->secret, 0, sizeof(s->secret));

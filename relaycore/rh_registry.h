@@ -12,7 +12,9 @@
 #define RH_SECRET_LEN   16                 /* 128 bits */
 #define RH_TARGET_MAX   (RH_TARGET_NAME_MAX + 1)   /* name length incl. NUL */
 
-enum { RH_SLOT_FREE = 0, RH_SLOT_CONNECTING = 1, RH_SLOT_OPEN = 2 };
+/* RH_SLOT_SERVE: open, the serve leg of a rendezvous (its bytes are counted
+ * on its client leg); a client leg connects until its serve leg is taken */
+enum { RH_SLOT_FREE = 0, RH_SLOT_CONNECTING = 1, RH_SLOT_OPEN = 2, RH_SLOT_SERVE = 3 };
 
 typedef struct rh_slot {
     uint32_t seq;        /* seqlock: odd while the core writes the slot */
@@ -38,6 +40,7 @@ typedef struct rh_limits {
     uint32_t push_wait_s;          /* a push ahead of the accepted offset waits this long */
     uint32_t rate_session;         /* bytes/s a session moves, both ways together */
     uint32_t rate_global;          /* bytes/s all sessions move together */
+    uint32_t listens_per_client;   /* rendezvous: listens one client may keep waiting */
 } rh_limits;
 
 typedef struct rh_registry {

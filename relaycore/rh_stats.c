@@ -61,6 +61,11 @@ void rh_stats_target_opened(rh_stats *st, const char *name)
     __atomic_add_fetch(&target_of(st, name)->opened, 1, __ATOMIC_RELAXED);
 }
 
+void rh_stats_target_unopened(rh_stats *st, const char *name)
+{
+    __atomic_sub_fetch(&target_of(st, name)->opened, 1, __ATOMIC_RELAXED);
+}
+
 void rh_stats_target_closed(rh_stats *st, const char *name, uint64_t up, uint64_t down)
 {
     rh_target_stats *t = target_of(st, name);

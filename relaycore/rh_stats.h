@@ -63,6 +63,9 @@ void rh_stats_tick(rh_stats *st, int64_t now_sec, uint64_t up, uint64_t down);
 
 /* The core, at open and close (single writer). */
 void rh_stats_target_opened(rh_stats *st, const char *name);
+/* A slot counted as opened that is the serve leg of a rendezvous: its
+ * connection is counted once, on its client leg. */
+void rh_stats_target_unopened(rh_stats *st, const char *name);
 void rh_stats_target_closed(rh_stats *st, const char *name, uint64_t up, uint64_t down);
 
 /* The core, once a second: udp: sessions opened and their datagrams (the

@@ -382,7 +382,7 @@ class Apache:
     def __init__(self, root, cert, key, mpm="event", module=None, targets=None,
                  keepalive=True, prefork_children=8, extra_conf="",
                  idle_location=True, log_level_debug=True, run_user=None,
-                 port=None, env=None):
+                 port=None, env=None, wrap=None):
         assert mpm in MPMS, mpm
         self.root = os.path.abspath(root)
         self.cert, self.key = cert, key
@@ -399,6 +399,7 @@ class Apache:
         self.run_user = run_user
         self.port = port or free_port()
         self.env = env
+        self.wrap = wrap or []      # a command apache2 runs under (unshare, say)
         self.proc = None
         self.conf_path = os.path.join(self.root, "conf", "httpd.conf")
         self.error_log = os.path.join(self.root, "logs", "error.log")
@@ -569,7 +570,7 @@ class Apache:
             self.prepare()
         self._errlog_fh = open(os.path.join(self.root, "logs", "stderr.log"), "ab")
         self.proc = subprocess.Popen(
-            [APACHE_BIN, "-f", self.conf_path, "-DFOREGROUND"],
+            self.wrap + [APACHE_BIN, "-f", self.conf_path, "-DFOREGROUND"],
             stdin=subprocess.DEVNULL, stdout=self._errlog_fh, stderr=subprocess.STDOUT,
             start_new_session=True, env=apache_env(self.env))
         _register(self.proc)

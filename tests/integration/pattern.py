@@ -199,7 +199,8 @@ class PatternChecker:
 # Through a socket
 # ---------------------------------------------------------------------------
 
-def pump_pattern(host, port, nbytes, rate=None, timeout=120, chunk=65536, stall_gap=5.0):
+def pump_pattern(host, port, nbytes, rate=None, timeout=120, chunk=65536, stall_gap=5.0,
+                 connect=None):
     """Connect to host:port, send the pattern's first nbytes (at most `rate`
     bytes/s when given, paced from the start) while another thread reads the
     echo and checks it; shut the write side down after the last byte, read to
@@ -210,7 +211,8 @@ def pump_pattern(host, port, nbytes, rate=None, timeout=120, chunk=65536, stall_
     detail (one line), jump_from, jump_to, elapsed, error (None or text),
     end ("fin", "rst", "timeout", "error"), max_gap (longest time, in s,
     without a received byte while the echo was behind), stalls (gaps longer
-    than stall_gap s: [(at_offset, seconds)]), first_byte (s to the first echoed byte)."""
+    than stall_gap s: [(at_offset, seconds)]), first_byte (s to the first echoed byte).
+    connect: makes the connection instead (a SOCKS5 handshake first, say)."""
     start = time.monotonic()
     deadline = start + timeout
     checker = PatternChecker(total=nbytes)
@@ -220,7 +222,8 @@ def pump_pattern(host, port, nbytes, rate=None, timeout=120, chunk=65536, stall_
     errors = []
     stop = threading.Event()
     try:
-        s = socket.create_connection((host, port), timeout=min(timeout, 30))
+        s = (connect() if connect
+             else socket.create_connection((host, port), timeout=min(timeout, 30)))
     except OSError as e:
         res["error"] = "connect: %r" % (e,)
         res["end"] = "error"

@@ -34,24 +34,51 @@ static rh_frame_event_type pull_next_kind(frd *r)
     }
 }
 
-/* Pairs a listen and an open of svc: the client leg's and the serve leg's token. */
-static void pair_up(const char *svc, char a[RH_TOKEN_LEN + 1], char b[RH_TOKEN_LEN + 1])
+/* Sends a LISTEN of svc and waits until it waits in the core. */
+static int listen_wait(const char *svc)
 {
-    char reply[RH_IPC_LINE_MAX];
     int lfd = cx();
     send_str(lfd, "LISTEN ");
     send_str(lfd, svc);
     send_str(lfd, " 4096 30 5 resume=65536\n");
     sleep_ms(100);   /* waiting in the core before the open comes */
-    req(reply, sizeof(reply), "OPEN %s - 0 4096 30 5 resume=65536 service\n", svc);
-    ck_assert_msg(strncmp(reply, "OK ", 3) == 0, "open: %s", reply);
-    snprintf(a, RH_TOKEN_LEN + 1, "%.48s", reply + 3);
-    read_reply(lfd, reply, sizeof(reply), IO_MS);
-    ck_assert_msg(strncmp(reply, "OK ", 3) == 0, "listen: %s", reply);
-    snprintf(b, RH_TOKEN_LEN + 1, "%.48s", reply + 3);
+    return lfd;
+}
+
+/* Sends an OPEN of svc; its answer comes once a serve leg is taken. */
+static int open_send(const char *svc)
+{
+    int ofd = cx();
+    send_str(ofd, "OPEN ");
+    send_str(ofd, svc);
+    send_str(ofd, " - 0 4096 30 5 resume=65536 service\n");
+    return ofd;
+}
+
+/* The token of an OK answer on fd. */
+static void token_of(int fd, const char *what, char tok[RH_TOKEN_LEN + 1])
+{
+    char reply[RH_IPC_LINE_MAX];
+    read_reply(fd, reply, sizeof(reply), IO_MS);
+    ck_assert_msg(strncmp(reply, "OK ", 3) == 0, "%s: %s", what, reply);
+    snprintf(tok, RH_TOKEN_LEN + 1, "%.48s", reply + 3);
+    assert_token(tok);
+}
+
+/* Pairs a listen and an open of svc: the client leg's and the serve leg's
+ * token. The open is answered only when the serve leg is taken (here by an
+ * ACK, its first request). */
+static void pair_up(const char *svc, char a[RH_TOKEN_LEN + 1], char b[RH_TOKEN_LEN + 1])
+{
+    char reply[RH_IPC_LINE_MAX];
+    int lfd = listen_wait(svc), ofd = open_send(svc);
+    token_of(lfd, "listen", b);
+    assert_no_reply(ofd, 300, "open before its serve leg was taken");
+    req(reply, sizeof(reply), "ACK %s 0\n", b);
+    ASSERT_PREFIX(reply, "OK ");
+    token_of(ofd, "open", a);
     xclose(lfd);
-    assert_token(a);
-    assert_token(b);
+    xclose(ofd);
     ck_assert(strcmp(a, b) != 0);
 }
 
@@ -118,9 +145,102 @@ START_TEST(test_pair_reset_reaches_peer)
 }
 END_TEST
 
+/* Tentative pairing: a serve leg nobody takes within RH_ACCEPT_CLAIM_MS, or
+ * whose serve closes it at once, is dropped, and the client goes on to the
+ * next listen; the client only ever sees the leg that was taken. */
+START_TEST(test_pair_tentative)
+{
+    char a[RH_TOKEN_LEN + 1], b1[RH_TOKEN_LEN + 1], b2[RH_TOKEN_LEN + 1], b3[RH_TOKEN_LEN + 1];
+    char reply[RH_IPC_LINE_MAX];
+    core_start(8, 20);
+    int l1 = listen_wait("svc"), l2 = listen_wait("svc"), l3 = listen_wait("svc");
+    long t0 = now_ms();
+    int ofd = open_send("svc");
+    token_of(l1, "listen 1", b1);   /* a dead serve: never takes it */
+    token_of(l2, "listen 2", b2);   /* the next, after the claim time */
+    ck_assert_int_ge(now_ms() - t0, RH_ACCEPT_CLAIM_MS - 100);
+    ck_assert(log_has("dropped (its serve did not take the connection in time)"));
+    req(reply, sizeof(reply), "CLOSE %s\n", b2);   /* declined: the next at once */
+    ck_assert_str_eq(reply, "OK");
+    token_of(l3, "listen 3", b3);
+    ck_assert(log_has("dropped (its serve declined the connection)"));
+    req(reply, sizeof(reply), "ACK %s 0\n", b3);
+    token_of(ofd, "open", a);
+    ck_assert_uint_eq(reg_active(), 2);
+    /* the dropped legs are gone */
+    req(reply, sizeof(reply), "ACK %s 0\n", b1);
+    ASSERT_PREFIX(reply, "ERR 410 ");
+    int pa = push_open(a, 0);
+    frd *rb = frd_new(pull_open(b3, 0));
+    send_frame(pa, RH_FRAME_DATA, "to the third", 12);
+    pull_expect(rb, "to the third");
+    frd_free(rb);
+    xclose(pa);
+    xclose(l1);
+    xclose(l2);
+    xclose(l3);
+    xclose(ofd);
+    core_stop();
+}
+END_TEST
+
+/* A serve leg with no request of it for RH_SERVE_GONE_S (its serve died with
+ * its connections) is reset, and its client leg hears the reset. */
+START_TEST(test_pair_serve_gone)
+{
+    core_start(8, 20);
+    char a[RH_TOKEN_LEN + 1], b[RH_TOKEN_LEN + 1];
+    pair_up("svc", a, b);
+    frd *ra = frd_new(pull_open(a, 0));
+    int pb = pull_open(b, 0);
+    long t0 = now_ms();
+    xclose(pb);   /* the serve's pull goes with its process */
+    rh_frame_event ev;
+    for (;;) {
+        int rv = frd_next(ra, 1000L * RH_SERVE_GONE_S + IO_MS, &ev);
+        ck_assert_msg(rv == 1, "pull ended without a frame (%d) after %ld ms: %s", rv,
+                      now_ms() - t0, CF.log);
+        if (ev.type != RH_FEV_HEARTBEAT && ev.type != RH_FEV_ACK)
+            break;
+    }
+    ck_assert_int_eq(ev.type, RH_FEV_RESET);
+    ck_assert_int_ge(now_ms() - t0, 1000L * RH_SERVE_GONE_S - 200);
+    ck_assert(log_has("its serve went away"));
+    frd_free(ra);
+    core_stop();
+}
+END_TEST
+
+/* RelayMaxListensPerClient: beyond it a listen hears 429 reason=listens. */
+START_TEST(test_listen_limit)
+{
+    char reply[RH_IPC_LINE_MAX];
+    rh_limits lim;
+    core_start(8, 20);
+    rh_registry_get_limits(CF.reg, &lim);
+    lim.listens_per_client = 2;
+    rh_registry_set_limits(CF.reg, &lim);
+    int l1 = listen_wait("svc"), l2 = listen_wait("other");
+    req(reply, sizeof(reply), "LISTEN svc 4096 30 5\n");
+    ck_assert_msg(!strncmp(reply, "ERR 429 reason=" RH_REASON_TOKEN_LISTENS " ",
+                           strlen("ERR 429 reason=" RH_REASON_TOKEN_LISTENS " "))
+                  && strstr(reply, "RelayMaxListensPerClient 2"), "reply: %s", reply);
+    xclose(l1);
+    sleep_ms(100);   /* its place is free again */
+    int l3 = listen_wait("svc");
+    assert_no_reply(l3, 200, "a listen within the limit");
+    xclose(l2);
+    xclose(l3);
+    core_stop();
+}
+END_TEST
+
 void core_pair_tests(const core_tcases *t)
 {
     tcase_add_test(t->requests, test_unserved_and_empty_listen);
     tcase_add_test(t->data, test_pair_carries_both_ways);
     tcase_add_test(t->data, test_pair_reset_reaches_peer);
+    tcase_add_test(t->data, test_pair_tentative);
+    tcase_add_test(t->timers, test_pair_serve_gone);
+    tcase_add_test(t->requests, test_listen_limit);
 }
