@@ -66,6 +66,12 @@ void rh_park_watch(rh_park *p, int fd, short events, int client_in, long timeout
     p->timeout_ms = timeout_ms;
 }
 
+int rh_async_hot(struct rh_watch *w, int fd, short events)
+{
+    struct pollfd pf = { .fd = fd, .events = events, .revents = 0 };
+    return rh_watch_poll(w, &pf, 1, RH_ASYNC_HOT_MS);
+}
+
 int rh_async_suspend(rh_park *p, request_rec *r, rh_step_fn *fn, void *baton)
 {
     if (!p->held)
@@ -137,6 +143,14 @@ static apr_status_t flush(rh_park *p)
     return rv;
 }
 
+/* A busy connection's next request comes at once: it is run without parking. */
+static int next_soon(rh_park *p)
+{
+    rh_watch w;
+    rh_watch_init(&w, p->c);
+    return rh_async_hot(&w, p->csock, POLLIN) == RH_WAIT_READY;
+}
+
 /* After a request: keep-alive (the next request when it comes, within
  * KeepAliveTimeout), or close. */
 static void serve(rh_park *p)
@@ -147,7 +161,7 @@ static void serve(rh_park *p)
             || c->cs->state != CONN_STATE_WRITE_COMPLETION || flush(p) != APR_SUCCESS
             || c->aborted)
             break;
-        if (!c->data_in_input_filters) {
+        if (!c->data_in_input_filters && !next_soon(p)) {
             c->cs->state = CONN_STATE_KEEPALIVE;
             p->state = RH_PARK_KEEPALIVE;
             rh_park_watch(p, -1, 0, 1, (long)apr_time_as_msec(c->base_server->keep_alive_timeout));
