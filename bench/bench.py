@@ -569,7 +569,9 @@ class Bench:
                 cmd = [self.client, "forward", "-L", "127.0.0.1:%d" % entry]
                 if url.startswith("https"):
                     cmd += ["--cacert", self.ca]
-                cmd += extra + [url, TARGET_NAME]
+                # RH_BENCH_CLIENT_ARGS: more options for every forward (-v, say)
+                cmd += extra + os.environ.get("RH_BENCH_CLIENT_ARGS", "").split()
+                cmd += [url, TARGET_NAME]
                 c = helper(cmd, "relay-https-%s-%s-%d" % (path, variant, i), self.logdir,
                            ready_port=entry, env=im.clean_env())
                 client.add(c.pid)
