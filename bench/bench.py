@@ -13,6 +13,8 @@ Measures, in one run on one machine, side by side:
   stream      relay-https --transport stream (HTTP/1.1)
   batch       relay-https --transport batch (HTTP/1.1)
   batch-nginx relay-https --transport batch through the buffering nginx of the proxy tests
+  auto-squid  relay-https with its default transport (auto) through squid (CONNECT), a
+              new forward for every figure: what a Syncthing user behind a proxy gets
   socks       relay-https proxy (SOCKS5, --transport duplex: what auto takes on HTTP/2)
               to a destination its /proxy location's RelayAllow lists (issue 16)
   ssh-d       ssh -D (OpenSSH's SOCKS5) whose connection to a loopback sshd goes
@@ -56,8 +58,8 @@ import harness  # noqa: E402
 import intermediaries as im  # noqa: E402
 
 PATHS = ["raw", "tls", "connect", "websocket", "httptunnel",
-         "duplex", "stream", "batch", "batch-nginx", "socks", "ssh-d"]
-OURS = ("duplex", "stream", "batch", "batch-nginx", "socks")
+         "duplex", "stream", "batch", "batch-nginx", "auto-squid", "socks", "ssh-d"]
+OURS = ("duplex", "stream", "batch", "batch-nginx", "auto-squid", "socks")
 # paths whose entry is a SOCKS5 proxy: rhbench connects through it (RHBENCH_SOCKS5)
 SOCKS_PATHS = ("socks", "ssh-d")
 VARIANTS = ["loopback", "delay"]
@@ -78,6 +80,7 @@ IDLE_CAP = {
     "websocket": (300, "websockify forks one Python process per connection"),
     "httptunnel": (1, "hts serves one tunnel at a time"),
     "batch-nginx": (0, "same server cost as batch, plus nginx; not measured"),
+    "auto-squid": (0, "duplex or stream, as measured; not measured apart"),
 }
 
 STUNNEL = "/usr/bin/stunnel4"
@@ -87,7 +90,7 @@ HTC = "/usr/bin/htc"
 HTS = "/usr/bin/hts"
 GNUPLOT = "/usr/bin/gnuplot"
 PEER_BINS = {"tls": [STUNNEL], "connect": [PROXYTUNNEL], "websocket": [WEBSOCKIFY],
-             "httptunnel": [HTC, HTS], "batch-nginx": [im.NGINX],
+             "httptunnel": [HTC, HTS], "batch-nginx": [im.NGINX], "auto-squid": [im.SQUID],
              "ssh-d": ["/usr/sbin/sshd", "/usr/bin/ssh", PROXYTUNNEL]}
 
 # Event MPM settings for thousands of held requests (each open pull or push holds a
@@ -111,18 +114,19 @@ H2MinWorkers {h2min}
 """
 
 
-# RelayAsync: few worker threads, parked requests count as event's connections
+# RelayAsync: few worker threads (16 children, so that none holds more descriptors than
+# a process may: two per parked request), parked requests count as event's connections
 # (AsyncRequestWorkerFactor), the relay's budget sized for connections, not threads.
 ASYNC_CONF = """
 <IfModule mpm_event_module>
     ServerLimit 16
     ThreadsPerChild 16
-    MaxRequestWorkers 64
-    StartServers 4
+    MaxRequestWorkers 256
+    StartServers 16
     MinSpareThreads 16
-    MaxSpareThreads 64
+    MaxSpareThreads 256
     MaxConnectionsPerChild 0
-    AsyncRequestWorkerFactor 4000
+    AsyncRequestWorkerFactor 400
 </IfModule>
 RelayAsync On
 RelayMaxWorkers {maxworkers}
@@ -325,6 +329,7 @@ class Bench:
         self.apache = None
         self.async_conf = False     # Apache with RelayAsync (ASYNC_CONF)
         self.nginx = None
+        self.squid = None
         self.websockify = None
         self.target = None
         self.sshd = None
@@ -376,6 +381,10 @@ class Bench:
         if self.wants("batch-nginx"):
             self.nginx = im.Nginx(os.path.join(self.work, "nginx"), self.apache_port)
             self.nginx.start()
+        if self.wants("auto-squid"):
+            self.squid = im.Squid(os.path.join(self.work, "squid"),
+                                  connect_ports=[self.apache_port])
+            self.squid.start()
 
     def wants(self, path):
         return path in self.args.paths
@@ -435,6 +444,8 @@ class Bench:
             self.nginx.stop()
         if self.sshd:
             self.sshd.stop()
+        if self.squid:
+            self.squid.stop()
         if self.apache:
             self.apache.stop()
 
@@ -552,16 +563,24 @@ class Bench:
             client.add(c.pid)
             server |= self.apache_pids() | {self.sshd.proc.pid}
         elif path in OURS:
+            proxy = []
             if path == "batch-nginx":
                 up = upstream(self.nginx.port, "nginx")
                 url = "http://127.0.0.1:%d/relay" % up
                 server |= {self.nginx.proc.pid}
+            elif path == "auto-squid":
+                # the delay sits between relay-https and squid, which CONNECTs to Apache
+                proxy = ["-x", "http://127.0.0.1:%d" % upstream(self.squid.port, "squid")]
+                url = "https://127.0.0.1:%d/relay" % self.apache_port
             else:
                 up = upstream(self.apache_port, "apache")
                 url = "https://127.0.0.1:%d/relay" % up
             transport = "batch" if path == "batch-nginx" else path
-            extra = ["--transport", transport]
-            extra += ["--http2"] if transport == "duplex" else ["--http1.1"]
+            if path == "auto-squid":
+                extra = proxy           # the defaults: auto, HTTP/2 where ALPN gives it
+            else:
+                extra = ["--transport", transport]
+                extra += ["--http2"] if transport == "duplex" else ["--http1.1"]
             nfwd = max(1, -(-tunnels // per_forward))
             entries = []
             for i in range(nfwd):
@@ -662,8 +681,9 @@ class Bench:
 
         def fresh():
             """hts serves one tunnel at a time, and a stuck one blocks it: httptunnel
-            gets a new htc/hts pair for every measurement."""
-            if path == "httptunnel":
+            gets a new htc/hts pair for every measurement. auto-squid gets a new
+            forward, so that every figure pays for auto's measuring."""
+            if path in ("httptunnel", "auto-squid"):
                 state["stop"]()
                 state["entry"], s2, c2, state["stop"] = self.start_path(path, variant)
                 server.clear(); server.update(s2)
@@ -785,7 +805,6 @@ class Bench:
             # a fresh Apache, so that children and threads left by another path do not count
             self.restart_apache()
         log("%s: idle ramp to %d" % (label, n))
-        threads0 = sum(threads_of(x) for x in proc_tree(self.apache_pids()))
         try:
             entry, server, client, stop = self.start_path(path, "loopback", tunnels=n,
                                                           per_forward=per_forward)
@@ -805,6 +824,7 @@ class Bench:
             core0 = pss_kib([core]) if core else 0
             kids = self.apache_children()
             kids0 = pss_kib(kids)
+            threads0 = sum(threads_of(x) for x in stree)
             if path == "connect":
                 args = ["idle", "127.0.0.1:0", n, 1, 30, "connect-tls", "127.0.0.1:%d" % self.apache_port,
                         "127.0.0.1:%d" % self.target.port]
@@ -1015,7 +1035,12 @@ def targets(rows):
         for var in ("loopback", "delay"):
             check("batch via nginx %s vs stream (%s)" % (d, var), v("batch-nginx", var, m),
                   v("stream", var, m), 0.25)
-    for t, f in (("stream", 1.5), ("duplex", 1.5), ("batch", 3.0)):
+    for var in ("loopback", "delay"):
+        for d in ("up", "down"):
+            m = "thr_" + d
+            check("auto through squid %s vs CONNECT (%s)" % (d, var),
+                  v("auto-squid", var, m), v("connect", var, m), 0.9)
+    for t, f in (("stream", 1.2), ("duplex", 1.5), ("batch", 3.0)):
         check("%s echo median vs CONNECT (loopback)" % t, v(t, "loopback", "echo_median"),
               v("connect", "loopback", "echo_median"), f, "le")
     # a batch echo is the bytes' trip (as CONNECT's) plus one HTTP request through
@@ -1023,6 +1048,9 @@ def targets(rows):
     ce, rq = v("connect", "loopback", "echo_median"), v("connect", "loopback", "req_rtt")
     check("floor of a batch echo: CONNECT echo + one HTTPS request, vs CONNECT (loopback)",
           None if ce is None or rq is None else ce + rq, ce, 3.0, "le")
+    check("batch echo vs its floor (CONNECT echo + one HTTPS request) (loopback)",
+          v("batch", "loopback", "echo_median"), None if ce is None or rq is None else ce + rq,
+          1.2, "le")
     for t in ("stream", "duplex", "batch", "batch-nginx"):
         e, c = v(t, "delay", "echo_median"), v("connect", "delay", "echo_median")
         if e is None or c is None:
@@ -1267,8 +1295,9 @@ def parse_args(argv):
                     help="idle tunnels to ramp up to with RelayAsync (stream, batch)")
     ap.add_argument("--idle-async-hold", type=float, default=30.0,
                     help="seconds the RelayAsync idle tunnels are held while CPU is measured")
-    ap.add_argument("--idle-async-forward", type=int, default=250,
-                    help="tunnels per relay-https forward in the RelayAsync ramp")
+    ap.add_argument("--idle-async-forward", type=int, default=320,
+                    help="tunnels per relay-https forward in the RelayAsync ramp (rhbench "
+                         "idle spreads over 64 forwarders at most)")
     ap.add_argument("--idle-hold", type=float, default=10.0)
     ap.add_argument("--idle-settle", type=float, default=3.0)
     ap.add_argument("--idle-timeout", type=float, default=900.0)
