@@ -13,6 +13,8 @@ Measures, in one run on one machine, side by side:
   stream      relay-https --transport stream (HTTP/1.1)
   batch       relay-https --transport batch (HTTP/1.1)
   batch-nginx relay-https --transport batch through the buffering nginx of the proxy tests
+  auto-squid  relay-https with its default transport (auto) through squid (CONNECT), a
+              new forward for every figure: what a Syncthing user behind a proxy gets
 
 each straight on loopback and through the harness's delay proxy (rhbench delay,
 20 ms each way between the client side and the server side). Figures per path:
@@ -52,8 +54,8 @@ import harness  # noqa: E402
 import intermediaries as im  # noqa: E402
 
 PATHS = ["raw", "tls", "connect", "websocket", "httptunnel",
-         "duplex", "stream", "batch", "batch-nginx"]
-OURS = ("duplex", "stream", "batch", "batch-nginx")
+         "duplex", "stream", "batch", "batch-nginx", "auto-squid"]
+OURS = ("duplex", "stream", "batch", "batch-nginx", "auto-squid")
 VARIANTS = ["loopback", "delay"]
 FIGURES = ["up", "down", "multi", "echo", "idle", "idle-async"]
 # idle tunnels with RelayAsync (issue 17): parked in each child's reactor
@@ -70,6 +72,7 @@ IDLE_CAP = {
     "websocket": (300, "websockify forks one Python process per connection"),
     "httptunnel": (1, "hts serves one tunnel at a time"),
     "batch-nginx": (0, "same server cost as batch, plus nginx; not measured"),
+    "auto-squid": (0, "duplex or stream, as measured; not measured apart"),
 }
 
 STUNNEL = "/usr/bin/stunnel4"
@@ -79,7 +82,7 @@ HTC = "/usr/bin/htc"
 HTS = "/usr/bin/hts"
 GNUPLOT = "/usr/bin/gnuplot"
 PEER_BINS = {"tls": [STUNNEL], "connect": [PROXYTUNNEL], "websocket": [WEBSOCKIFY],
-             "httptunnel": [HTC, HTS], "batch-nginx": [im.NGINX]}
+             "httptunnel": [HTC, HTS], "batch-nginx": [im.NGINX], "auto-squid": [im.SQUID]}
 
 # Event MPM settings for thousands of held requests (each open pull or push holds a
 # worker thread; see docs/BENCHMARKS.md).
@@ -316,6 +319,7 @@ class Bench:
         self.apache = None
         self.async_conf = False     # Apache with RelayAsync (ASYNC_CONF)
         self.nginx = None
+        self.squid = None
         self.websockify = None
         self.target = None
         self.helpers = []
@@ -362,6 +366,10 @@ class Bench:
         if self.wants("batch-nginx"):
             self.nginx = im.Nginx(os.path.join(self.work, "nginx"), self.apache_port)
             self.nginx.start()
+        if self.wants("auto-squid"):
+            self.squid = im.Squid(os.path.join(self.work, "squid"),
+                                  connect_ports=[self.apache_port])
+            self.squid.start()
 
     def wants(self, path):
         return path in self.args.paths
@@ -412,6 +420,8 @@ class Bench:
         self.helpers = []
         if self.nginx:
             self.nginx.stop()
+        if self.squid:
+            self.squid.stop()
         if self.apache:
             self.apache.stop()
 
@@ -507,16 +517,24 @@ class Bench:
                        "htc-%s" % variant, self.logdir, ready_port=entry)
             client.add(c.pid)
         elif path in OURS:
+            proxy = []
             if path == "batch-nginx":
                 up = upstream(self.nginx.port, "nginx")
                 url = "http://127.0.0.1:%d/relay" % up
                 server |= {self.nginx.proc.pid}
+            elif path == "auto-squid":
+                # the delay sits between relay-https and squid, which CONNECTs to Apache
+                proxy = ["-x", "http://127.0.0.1:%d" % upstream(self.squid.port, "squid")]
+                url = "https://127.0.0.1:%d/relay" % self.apache_port
             else:
                 up = upstream(self.apache_port, "apache")
                 url = "https://127.0.0.1:%d/relay" % up
             transport = "batch" if path == "batch-nginx" else path
-            extra = ["--transport", transport]
-            extra += ["--http2"] if transport == "duplex" else ["--http1.1"]
+            if path == "auto-squid":
+                extra = proxy           # the defaults: auto, HTTP/2 where ALPN gives it
+            else:
+                extra = ["--transport", transport]
+                extra += ["--http2"] if transport == "duplex" else ["--http1.1"]
             nfwd = max(1, -(-tunnels // per_forward))
             entries = []
             for i in range(nfwd):
@@ -613,8 +631,9 @@ class Bench:
 
         def fresh():
             """hts serves one tunnel at a time, and a stuck one blocks it: httptunnel
-            gets a new htc/hts pair for every measurement."""
-            if path == "httptunnel":
+            gets a new htc/hts pair for every measurement. auto-squid gets a new
+            forward, so that every figure pays for auto's measuring."""
+            if path in ("httptunnel", "auto-squid"):
                 state["stop"]()
                 state["entry"], s2, c2, state["stop"] = self.start_path(path, variant)
                 server.clear(); server.update(s2)
@@ -945,7 +964,12 @@ def targets(rows):
         for var in ("loopback", "delay"):
             check("batch via nginx %s vs stream (%s)" % (d, var), v("batch-nginx", var, m),
                   v("stream", var, m), 0.25)
-    for t, f in (("stream", 1.5), ("duplex", 1.5), ("batch", 3.0)):
+    for var in ("loopback", "delay"):
+        for d in ("up", "down"):
+            m = "thr_" + d
+            check("auto through squid %s vs CONNECT (%s)" % (d, var),
+                  v("auto-squid", var, m), v("connect", var, m), 0.9)
+    for t, f in (("stream", 1.2), ("duplex", 1.5), ("batch", 3.0)):
         check("%s echo median vs CONNECT (loopback)" % t, v(t, "loopback", "echo_median"),
               v("connect", "loopback", "echo_median"), f, "le")
     # a batch echo is the bytes' trip (as CONNECT's) plus one HTTP request through
@@ -953,6 +977,9 @@ def targets(rows):
     ce, rq = v("connect", "loopback", "echo_median"), v("connect", "loopback", "req_rtt")
     check("floor of a batch echo: CONNECT echo + one HTTPS request, vs CONNECT (loopback)",
           None if ce is None or rq is None else ce + rq, ce, 3.0, "le")
+    check("batch echo vs its floor (CONNECT echo + one HTTPS request) (loopback)",
+          v("batch", "loopback", "echo_median"), None if ce is None or rq is None else ce + rq,
+          1.2, "le")
     for t in ("stream", "duplex", "batch", "batch-nginx"):
         e, c = v(t, "delay", "echo_median"), v("connect", "delay", "echo_median")
         if e is None or c is None:
