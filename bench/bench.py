@@ -105,18 +105,19 @@ H2MinWorkers {h2min}
 """
 
 
-# RelayAsync: few worker threads, parked requests count as event's connections
+# RelayAsync: few worker threads (16 children, so that none holds more descriptors than
+# a process may: two per parked request), parked requests count as event's connections
 # (AsyncRequestWorkerFactor), the relay's budget sized for connections, not threads.
 ASYNC_CONF = """
 <IfModule mpm_event_module>
     ServerLimit 16
     ThreadsPerChild 16
-    MaxRequestWorkers 64
-    StartServers 4
+    MaxRequestWorkers 256
+    StartServers 16
     MinSpareThreads 16
-    MaxSpareThreads 64
+    MaxSpareThreads 256
     MaxConnectionsPerChild 0
-    AsyncRequestWorkerFactor 4000
+    AsyncRequestWorkerFactor 400
 </IfModule>
 RelayAsync On
 RelayMaxWorkers {maxworkers}
@@ -735,7 +736,6 @@ class Bench:
             # a fresh Apache, so that children and threads left by another path do not count
             self.restart_apache()
         log("%s: idle ramp to %d" % (label, n))
-        threads0 = sum(threads_of(x) for x in proc_tree(self.apache_pids()))
         try:
             entry, server, client, stop = self.start_path(path, "loopback", tunnels=n,
                                                           per_forward=per_forward)
@@ -755,6 +755,7 @@ class Bench:
             core0 = pss_kib([core]) if core else 0
             kids = self.apache_children()
             kids0 = pss_kib(kids)
+            threads0 = sum(threads_of(x) for x in stree)
             if path == "connect":
                 args = ["idle", "127.0.0.1:0", n, 1, 30, "connect-tls", "127.0.0.1:%d" % self.apache_port,
                         "127.0.0.1:%d" % self.target.port]
@@ -1222,8 +1223,9 @@ def parse_args(argv):
                     help="idle tunnels to ramp up to with RelayAsync (stream, batch)")
     ap.add_argument("--idle-async-hold", type=float, default=30.0,
                     help="seconds the RelayAsync idle tunnels are held while CPU is measured")
-    ap.add_argument("--idle-async-forward", type=int, default=250,
-                    help="tunnels per relay-https forward in the RelayAsync ramp")
+    ap.add_argument("--idle-async-forward", type=int, default=320,
+                    help="tunnels per relay-https forward in the RelayAsync ramp (rhbench "
+                         "idle spreads over 64 forwarders at most)")
     ap.add_argument("--idle-hold", type=float, default=10.0)
     ap.add_argument("--idle-settle", type=float, default=3.0)
     ap.add_argument("--idle-timeout", type=float, default=900.0)
