@@ -65,6 +65,7 @@ static void shut(rh_udp *u)
     if (u->closed)
         return;
     u->closed = 1;
+    u->link.to_stream.dropped += u->link.to_stream.n;   /* they will never go */
     rh_dgq_clear(&u->link.to_stream);
     shutdown(u->sfd, SHUT_WR);
 }

@@ -117,8 +117,12 @@ def udp_targets(targets, udp_echo, udp_sink, dnsmasq):
 
 @pytest.fixture
 def apache(apache_factory, module_so, udp_targets):
+    # /uidle: the same echo with the server's UDP idle timeout at 1 s
+    idle = ("<Location /uidle>\n    SetHandler relay-https\n    RelayTarget uecho %s\n"
+            "    RelayTarget echo %s\n    RelayUDPIdleTimeout 1\n</Location>"
+            % (udp_targets["uecho"], udp_targets["echo"]))
     return apache_factory.get("event", module=module_so, targets=udp_targets,
-                              extra_conf=STATUS_LOCATION)
+                              extra_conf=STATUS_LOCATION + "\n" + idle)
 
 
 class UdpForward(harness.Forward):
@@ -187,7 +191,7 @@ def _exchange(sock, n, window, sizes, rnd):
     at most window unanswered; checks every echo whole. Returns (lost, bad)."""
     lost, bad, got = 0, [], {}
     seq = 0
-    sock.settimeout(5)
+    sock.settimeout(20)   # a loaded machine is slow, not lossy: a loss costs 20 s
     while seq < n:
         batch = range(seq, min(seq + window, n))
         for i in batch:
@@ -379,3 +383,28 @@ def test_relayallow_udp_ports(apache_factory, module_so, udp_targets, udp_echo, 
     assert r.status == 403 and r.header("Relay-Reason") == "destination", r
     r = open_("127.0.0.2", True)
     assert r.status == 403 and r.header("Relay-Reason") == "destination", r
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_idle_sessions_end_cleanly(apache, client_bin, tls, side):
+    """A source silent for the idle timeout loses its session, cleanly: the client's
+    --udp-idle 1 ends the up side (FIN), or the server's RelayUDPIdleTimeout 1 ends
+    the down side (F); either way the session closes without a reset, and the
+    source's next datagram opens a new one."""
+    url = apache.relay_url if side == "client" else apache.base_url + "/uidle"
+    args = ["--udp-idle", "1"] if side == "client" else []
+    with UdpForward(client_bin, url, "uecho", "echo", tls["ca"], args) as fw:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", fw.udp_port))
+        s.send(b"first")
+        assert s.recv(100) == b"first"
+        assert wait_for(lambda: any("closed cleanly" in l for l in fw.lines()), 10), \
+            fw.stderr_text()
+        if side == "server":
+            assert any("server finished" in l for l in fw.lines()), fw.stderr_text()
+        s.send(b"second")
+        assert s.recv(100) == b"second"
+        s.close()
+        opened = [l for l in fw.lines() if "udp#" in l and " opened" in l]
+        assert len(opened) == 2, fw.stderr_text()
