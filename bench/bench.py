@@ -15,6 +15,10 @@ Measures, in one run on one machine, side by side:
   batch-nginx relay-https --transport batch through the buffering nginx of the proxy tests
   auto-squid  relay-https with its default transport (auto) through squid (CONNECT), a
               new forward for every figure: what a Syncthing user behind a proxy gets
+  socks       relay-https proxy (SOCKS5, --transport duplex: what auto takes on HTTP/2)
+              to a destination its /proxy location's RelayAllow lists (issue 16)
+  ssh-d       ssh -D (OpenSSH's SOCKS5) whose connection to a loopback sshd goes
+              through the same Apache CONNECT (proxytunnel as ProxyCommand)
 
 each straight on loopback and through the harness's delay proxy (rhbench delay,
 20 ms each way between the client side and the server side). Figures per path:
@@ -54,10 +58,12 @@ import harness  # noqa: E402
 import intermediaries as im  # noqa: E402
 
 PATHS = ["raw", "tls", "connect", "websocket", "httptunnel",
-         "duplex", "stream", "batch", "batch-nginx", "auto-squid"]
-OURS = ("duplex", "stream", "batch", "batch-nginx", "auto-squid")
+         "duplex", "stream", "batch", "batch-nginx", "auto-squid", "socks", "ssh-d"]
+OURS = ("duplex", "stream", "batch", "batch-nginx", "auto-squid", "socks")
+# paths whose entry is a SOCKS5 proxy: rhbench connects through it (RHBENCH_SOCKS5)
+SOCKS_PATHS = ("socks", "ssh-d")
 VARIANTS = ["loopback", "delay"]
-FIGURES = ["up", "down", "multi", "echo", "idle", "idle-async"]
+FIGURES = ["up", "down", "multi", "echo", "setup", "idle", "idle-async"]
 # idle tunnels with RelayAsync (issue 17): parked in each child's reactor
 ASYNC_PATHS = ("stream", "batch")
 
@@ -69,6 +75,8 @@ MB = 1000 * 1000
 
 # Idle tunnels: how far each path's ramp goes, and why not further.
 IDLE_CAP = {
+    "socks": (0, "the same sessions as duplex; not measured"),
+    "ssh-d": (0, "one ssh connection multiplexes every channel; not measured"),
     "websocket": (300, "websockify forks one Python process per connection"),
     "httptunnel": (1, "hts serves one tunnel at a time"),
     "batch-nginx": (0, "same server cost as batch, plus nginx; not measured"),
@@ -82,7 +90,8 @@ HTC = "/usr/bin/htc"
 HTS = "/usr/bin/hts"
 GNUPLOT = "/usr/bin/gnuplot"
 PEER_BINS = {"tls": [STUNNEL], "connect": [PROXYTUNNEL], "websocket": [WEBSOCKIFY],
-             "httptunnel": [HTC, HTS], "batch-nginx": [im.NGINX], "auto-squid": [im.SQUID]}
+             "httptunnel": [HTC, HTS], "batch-nginx": [im.NGINX], "auto-squid": [im.SQUID],
+             "ssh-d": ["/usr/sbin/sshd", "/usr/bin/ssh", PROXYTUNNEL]}
 
 # Event MPM settings for thousands of held requests (each open pull or push holds a
 # worker thread; see docs/BENCHMARKS.md).
@@ -323,6 +332,8 @@ class Bench:
         self.squid = None
         self.websockify = None
         self.target = None
+        self.sshd = None
+        self.socks_dest = None  # set while a SOCKS5 path runs: where rhbench asks to go
         self.helpers = []
         self.rows = []          # dicts: path, variant, metric, value, unit, note
         self.notes = []
@@ -358,6 +369,9 @@ class Bench:
         self.helpers.append(self.target)
         self.ws_port = harness.free_port()
         self.apache_port = harness.free_port()
+        if self.wants("ssh-d"):
+            import sshd as sshmod
+            self.sshd = sshmod.Sshd(os.path.join(self.work, "sshd")).start()
         self.start_apache()
         if self.wants("websocket"):
             self.websockify = Proc([WEBSOCKIFY, "127.0.0.1:%d" % self.ws_port,
@@ -389,13 +403,20 @@ class Bench:
                                h2max=self.args.h2_max_workers, maxmemfree=maxmemfree)),
             "# Apache's own CONNECT path: a TLS forward proxy that may only reach the target",
             "ProxyRequests On",
-            "AllowCONNECT %d" % self.target.port,
+            "AllowCONNECT %d%s" % (self.target.port,
+                                   " %d" % self.sshd.port if self.sshd else ""),
             "<Proxy \"*\">",
             "    Require ip 127.0.0.1",
             "</Proxy>",
             "# the WebSocket path: websockify behind mod_proxy_http",
             "ProxyPass /ws/ http://127.0.0.1:%d/ upgrade=websocket" % self.ws_port,
             "<Location /relay>",
+            "    RelayIdleTimeout 600",
+            "</Location>",
+            "# the SOCKS5 path: destinations named per connection, the target only",
+            "<Location /proxy>",
+            "    SetHandler relay-https",
+            "    RelayAllow 127.0.0.1 %d" % self.target.port,
             "    RelayIdleTimeout 600",
             "</Location>",
         ])
@@ -421,6 +442,8 @@ class Bench:
         self.helpers = []
         if self.nginx:
             self.nginx.stop()
+        if self.sshd:
+            self.sshd.stop()
         if self.squid:
             self.squid.stop()
         if self.apache:
@@ -470,6 +493,7 @@ class Bench:
         tgt = self.target.port
         server, client = set(), set()
         self.entries = None
+        self.socks_dest = "127.0.0.1:%d" % tgt if path in SOCKS_PATHS else None
         if path == "raw":
             entry = upstream(tgt, "target")
         elif path == "tls":
@@ -517,6 +541,27 @@ class Bench:
             c = helper([HTC, "-w", "-F", entry, "127.0.0.1:%d" % up],
                        "htc-%s" % variant, self.logdir, ready_port=entry)
             client.add(c.pid)
+        elif path == "socks":
+            up = upstream(self.apache_port, "apache")
+            entry = harness.free_port()
+            c = helper([self.client, "proxy", "-L", "127.0.0.1:%d" % entry, "--cacert", self.ca,
+                        "--transport", "duplex", "--http2",
+                        "https://127.0.0.1:%d/proxy" % up],
+                       "relay-https-proxy-%s" % variant, self.logdir, ready_port=entry,
+                       env=im.clean_env())
+            client.add(c.pid)
+            server |= self.apache_pids()
+        elif path == "ssh-d":
+            up = upstream(self.apache_port, "apache")
+            entry = harness.free_port()
+            pcmd = "%s -E -z -q -p 127.0.0.1:%d -d 127.0.0.1:%d" % (PROXYTUNNEL, up,
+                                                                   self.sshd.port)
+            c = helper(["/usr/bin/ssh"] + self.sshd.ssh_options(port=self.sshd.port)
+                       + ["-N", "-D", "127.0.0.1:%d" % entry, "-o", "ProxyCommand=" + pcmd,
+                          "%s@127.0.0.1" % self.sshd.user],
+                       "ssh-d-%s" % variant, self.logdir, ready_port=entry, timeout=40)
+            client.add(c.pid)
+            server |= self.apache_pids() | {self.sshd.proc.pid}
         elif path in OURS:
             proxy = []
             if path == "batch-nginx":
@@ -567,9 +612,13 @@ class Bench:
                           "value": value, "unit": unit, "note": note})
 
     def tool_run(self, args, timeout):
+        env = dict(os.environ)
+        env.pop("RHBENCH_SOCKS5", None)
+        if self.socks_dest:
+            env["RHBENCH_SOCKS5"] = self.socks_dest
         try:
             r = subprocess.run([self.tool] + [str(a) for a in args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, timeout=timeout)
+                               stderr=subprocess.PIPE, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
             return {"error": "timed out after %ss" % timeout}
         kv = parse_kv(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "")
@@ -647,6 +696,8 @@ class Bench:
                 self.record(path, variant, "error", 0, "", "echo check: %s" % w["error"])
                 log("%s / %s: echo check failed: %s" % (path, variant, w["error"]))
                 return
+            if "setup" in a.figures:
+                self.measure_setup(path, variant, fresh())
             if "echo" in a.figures:
                 entry = fresh()
                 n = a.echo_count if variant == "loopback" else a.echo_count_delay
@@ -705,6 +756,24 @@ class Bench:
                                                                 r["mbps"]))
         finally:
             state["stop"]()
+
+    def measure_setup(self, path, variant, entry):
+        """Connect latency: a new connection through the path until its first byte
+        came back (SOCKS5 handshake and the relay's open included), --setup-count
+        times one after another; median and p90."""
+        ts = []
+        for _ in range(self.args.setup_count):
+            e = self.tool_run(["echo", "127.0.0.1:%d" % entry, 1, 0, 30], 60)
+            if e.get("error") or "setup_us" not in e:
+                self.record(path, variant, "error", 0, "", "setup: %s" % e.get("error"))
+                return
+            ts.append(e["setup_us"] / 1000)
+        ts.sort()
+        self.record(path, variant, "setup_median", ts[len(ts) // 2], "ms",
+                    "new connection to first echo byte, %d in a row" % len(ts))
+        self.record(path, variant, "setup_p90", ts[int(len(ts) * 0.9)], "ms")
+        log("%s / %s: connect latency median %.2f ms p90 %.2f ms" % (
+            path, variant, ts[len(ts) // 2], ts[int(len(ts) * 0.9)]))
 
     def site_latency(self, n=200):
         """The static page beside the relay, n requests on one kept-alive connection
@@ -880,6 +949,7 @@ COLUMNS = [  # metric, header, format, better
     ("echo_median", "echo median ms", "%.3f", "low"),
     ("echo_p99", "echo p99 ms", "%.3f", "low"),
     ("setup", "setup ms", "%.1f", "low"),
+    ("setup_median", "connect ms", "%.2f", "low"),
     ("req_rtt", "HTTPS request ms", "%.3f", "low"),
     ("server_cpu_per_gb", "server CPU s/GB", "%.2f", "low"),
     ("client_cpu_per_gb", "client CPU s/GB", "%.2f", "low"),
@@ -1216,6 +1286,8 @@ def parse_args(argv):
                     help="... or about this long, whichever comes first (default 30)")
     ap.add_argument("--streams", type=int, default=100)
     ap.add_argument("--echo-count", type=int, default=2000)
+    ap.add_argument("--setup-count", type=int, default=30,
+                    help="new connections timed one after another (figure setup)")
     ap.add_argument("--echo-count-delay", type=int, default=200)
     ap.add_argument("--idle", type=int, default=5000, help="idle tunnels to ramp up to")
     ap.add_argument("--idle-batch", type=int, default=50)
