@@ -46,11 +46,6 @@ int rh_reactor_running(void)
     return g_reactor != NULL;
 }
 
-unsigned rh_reactor_parked(void)
-{
-    return g_reactor ? g_reactor->held : 0;
-}
-
 /* Room in the heap for one more (it only grows: a park holds its slot). */
 static int timers_room(rh_reactor *R)
 {

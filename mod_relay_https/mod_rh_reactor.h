@@ -79,7 +79,4 @@ void rh_reactor_arm(rh_park *p);
 /* Gives the connection up: closes it and frees its pool (any thread, p not armed). */
 void rh_reactor_destroy(rh_park *p);
 
-/* How many connections this child holds parked (for the status page). */
-unsigned rh_reactor_parked(void);
-
 #endif
