@@ -13,6 +13,9 @@ Measures, in one run on one machine, side by side:
   stream      relay-https --transport stream (HTTP/1.1)
   batch       relay-https --transport batch (HTTP/1.1)
   batch-nginx relay-https --transport batch through the buffering nginx of the proxy tests
+  rendezvous  relay-https forward --transport duplex to a RelayService that a
+              relay-https serve --transport duplex --to TARGET offers (issue #15):
+              both legs through Apache, paired in the relay core
 
 each straight on loopback and through the harness's delay proxy (rhbench delay,
 20 ms each way between the client side and the server side). Figures per path:
@@ -52,14 +55,16 @@ import harness  # noqa: E402
 import intermediaries as im  # noqa: E402
 
 PATHS = ["raw", "tls", "connect", "websocket", "httptunnel",
-         "duplex", "stream", "batch", "batch-nginx"]
-OURS = ("duplex", "stream", "batch", "batch-nginx")
+         "duplex", "stream", "batch", "batch-nginx", "rendezvous"]
+OURS = ("duplex", "stream", "batch", "batch-nginx", "rendezvous")
 VARIANTS = ["loopback", "delay"]
-FIGURES = ["up", "down", "multi", "echo", "idle", "idle-async"]
+FIGURES = ["up", "down", "multi", "echo", "idle", "idle-async", "serve-idle"]
 # idle tunnels with RelayAsync (issue 17): parked in each child's reactor
 ASYNC_PATHS = ("stream", "batch")
 
 TARGET_NAME = "bench"
+SERVICE_NAME = "benchsvc"   # the rendezvous path's RelayService
+SERVE_IDLE_S = 10           # serve-idle: CPU of an idle relay-https serve over this long
 # a forward takes up to its descriptor limit's worth of tunnels (client/rhc_forward.c):
 # the idle ramp spreads over forwarders
 MAX_TUNNELS_PER_FORWARD = 1000
@@ -70,6 +75,7 @@ IDLE_CAP = {
     "websocket": (300, "websockify forks one Python process per connection"),
     "httptunnel": (1, "hts serves one tunnel at a time"),
     "batch-nginx": (0, "same server cost as batch, plus nginx; not measured"),
+    "rendezvous": (0, "two duplex sessions per tunnel; not measured"),
 }
 
 STUNNEL = "/usr/bin/stunnel4"
@@ -388,6 +394,7 @@ class Bench:
             "ProxyPass /ws/ http://127.0.0.1:%d/ upgrade=websocket" % self.ws_port,
             "<Location /relay>",
             "    RelayIdleTimeout 600",
+            "    RelayService %s" % SERVICE_NAME,
             "</Location>",
         ])
 
@@ -514,17 +521,26 @@ class Bench:
             else:
                 up = upstream(self.apache_port, "apache")
                 url = "https://127.0.0.1:%d/relay" % up
-            transport = "batch" if path == "batch-nginx" else path
+            transport = {"batch-nginx": "batch", "rendezvous": "duplex"}.get(path, path)
             extra = ["--transport", transport]
             extra += ["--http2"] if transport == "duplex" else ["--http1.1"]
             nfwd = max(1, -(-tunnels // per_forward))
+            name = TARGET_NAME
+            if path == "rendezvous":
+                # the serve sits next to the server (the delay is the client's path)
+                name = SERVICE_NAME
+                sv = helper([self.client, "serve", "--cacert", self.ca] + extra
+                            + ["--accepts", "16", "--to", "127.0.0.1:%d" % tgt,
+                               "https://127.0.0.1:%d/relay" % self.apache_port, name],
+                            "relay-https-serve-%s" % variant, self.logdir, env=im.clean_env())
+                client.add(sv.pid)
             entries = []
             for i in range(nfwd):
                 entry = harness.free_port()
                 cmd = [self.client, "forward", "-L", "127.0.0.1:%d" % entry]
                 if url.startswith("https"):
                     cmd += ["--cacert", self.ca]
-                cmd += extra + [url, TARGET_NAME]
+                cmd += extra + [url, name]
                 c = helper(cmd, "relay-https-%s-%s-%d" % (path, variant, i), self.logdir,
                            ready_port=entry, env=im.clean_env())
                 client.add(c.pid)
@@ -684,6 +700,29 @@ class Bench:
         finally:
             state["stop"]()
 
+    def measure_serve_idle(self):
+        """An idle relay-https serve (its listens waiting, no client): its CPU time
+        (utime + stime of /proc/PID/stat) and the server's over SERVE_IDLE_S."""
+        log("rendezvous / loopback: an idle serve for %d s" % SERVE_IDLE_S)
+        sv = Proc([self.client, "serve", "--cacert", self.ca, "--to",
+                   "127.0.0.1:%d" % self.target.port,
+                   "https://127.0.0.1:%d/relay" % self.apache_port, SERVICE_NAME],
+                  "relay-https-serve-idle", self.logdir, env=im.clean_env())
+        try:
+            time.sleep(2.0)   # its listens are out and waiting
+            server = proc_tree(self.apache_pids())
+            c0, s0 = cpu_seconds([sv.pid]), cpu_seconds(server)
+            time.sleep(SERVE_IDLE_S)
+            c1, s1 = cpu_seconds([sv.pid]), cpu_seconds(server)
+        finally:
+            sv.stop()
+        note = "relay-https serve, 4 listens waiting, no client, %d s" % SERVE_IDLE_S
+        self.record("rendezvous", "loopback", "serve_idle_cpu", c1 - c0, "s", note)
+        self.record("rendezvous", "loopback", "serve_idle_server_cpu", s1 - s0, "s",
+                    "Apache and the relay core meanwhile (the listens' long-polls)")
+        log("rendezvous / loopback: idle serve CPU %.3f s, server %.3f s in %d s"
+            % (c1 - c0, s1 - s0, SERVE_IDLE_S))
+
     def site_latency(self, n=200):
         """The static page beside the relay, n requests on one kept-alive connection
         (curl): (median, p99) in ms, or None."""
@@ -834,6 +873,9 @@ class Bench:
             for path in a.paths:
                 if any(f in a.figures for f in ("up", "down", "multi", "echo")):
                     self.measure_path(path, variant)
+        if ("serve-idle" in a.figures and "loopback" in a.variants
+                and "rendezvous" in a.paths):
+            self.measure_serve_idle()
         if "idle" in a.figures and "loopback" in a.variants:
             for path in a.paths:
                 self.measure_idle(path)
@@ -864,6 +906,7 @@ COLUMNS = [  # metric, header, format, better
     ("idle_held", "idle tunnels held", "%.0f", "high"),
     ("mem_per_idle", "server KiB/idle tunnel", "%.1f", "low"),
     ("idle_cpu", "server CPU s idle", "%.2f", "low"),
+    ("serve_idle_cpu", "idle serve CPU s", "%.3f", "low"),
 ]
 
 
@@ -943,6 +986,15 @@ def targets(rows):
         for var in ("loopback", "delay"):
             check("batch via nginx %s vs stream (%s)" % (d, var), v("batch-nginx", var, m),
                   v("stream", var, m), 0.25)
+    for var in ("loopback", "delay"):
+        for d in ("up", "down"):
+            m = "thr_" + d
+            check("rendezvous %s throughput vs duplex to the target (%s)" % (d, var),
+                  v("rendezvous", var, m), v("duplex", var, m), 0.8)
+    ic = v("rendezvous", "loopback", "serve_idle_cpu")
+    out.append(("an idle relay-https serve's CPU (%d s)" % SERVE_IDLE_S,
+                "-" if ic is None else "%.3f s" % ic, "~0 (< 0.05 s)",
+                None if ic is None else ic < 0.05))
     for t, f in (("stream", 1.5), ("duplex", 1.5), ("batch", 3.0)):
         check("%s echo median vs CONNECT (loopback)" % t, v(t, "loopback", "echo_median"),
               v("connect", "loopback", "echo_median"), f, "le")
