@@ -16,6 +16,7 @@ Measures, in one run on one machine, side by side:
   rendezvous  relay-https forward --transport duplex to a RelayService that a
               relay-https serve --transport duplex --to TARGET offers (issue #15):
               both legs through Apache, paired in the relay core
+  rendezvous-stream  the same with --transport stream on both legs
 
 each straight on loopback and through the harness's delay proxy (rhbench delay,
 20 ms each way between the client side and the server side). Figures per path:
@@ -55,8 +56,10 @@ import harness  # noqa: E402
 import intermediaries as im  # noqa: E402
 
 PATHS = ["raw", "tls", "connect", "websocket", "httptunnel",
-         "duplex", "stream", "batch", "batch-nginx", "rendezvous"]
-OURS = ("duplex", "stream", "batch", "batch-nginx", "rendezvous")
+         "duplex", "stream", "batch", "batch-nginx", "rendezvous", "rendezvous-stream"]
+OURS = ("duplex", "stream", "batch", "batch-nginx", "rendezvous", "rendezvous-stream")
+# a rendezvous path and the forward-to-target path it is measured against
+RDV_OF = {"rendezvous": "duplex", "rendezvous-stream": "stream"}
 VARIANTS = ["loopback", "delay"]
 FIGURES = ["up", "down", "multi", "echo", "idle", "idle-async", "serve-idle"]
 # idle tunnels with RelayAsync (issue 17): parked in each child's reactor
@@ -76,6 +79,7 @@ IDLE_CAP = {
     "httptunnel": (1, "hts serves one tunnel at a time"),
     "batch-nginx": (0, "same server cost as batch, plus nginx; not measured"),
     "rendezvous": (0, "two duplex sessions per tunnel; not measured"),
+    "rendezvous-stream": (0, "two stream sessions per tunnel; not measured"),
 }
 
 STUNNEL = "/usr/bin/stunnel4"
@@ -521,12 +525,12 @@ class Bench:
             else:
                 up = upstream(self.apache_port, "apache")
                 url = "https://127.0.0.1:%d/relay" % up
-            transport = {"batch-nginx": "batch", "rendezvous": "duplex"}.get(path, path)
+            transport = "batch" if path == "batch-nginx" else RDV_OF.get(path, path)
             extra = ["--transport", transport]
             extra += ["--http2"] if transport == "duplex" else ["--http1.1"]
             nfwd = max(1, -(-tunnels // per_forward))
             name = TARGET_NAME
-            if path == "rendezvous":
+            if path in RDV_OF:
                 # the serve sits next to the server (the delay is the client's path)
                 name = SERVICE_NAME
                 sv = helper([self.client, "serve", "--cacert", self.ca] + extra
@@ -874,7 +878,7 @@ class Bench:
                 if any(f in a.figures for f in ("up", "down", "multi", "echo")):
                     self.measure_path(path, variant)
         if ("serve-idle" in a.figures and "loopback" in a.variants
-                and "rendezvous" in a.paths):
+                and any(p in RDV_OF for p in a.paths)):
             self.measure_serve_idle()
         if "idle" in a.figures and "loopback" in a.variants:
             for path in a.paths:
@@ -987,10 +991,11 @@ def targets(rows):
             check("batch via nginx %s vs stream (%s)" % (d, var), v("batch-nginx", var, m),
                   v("stream", var, m), 0.25)
     for var in ("loopback", "delay"):
-        for d in ("up", "down"):
-            m = "thr_" + d
-            check("rendezvous %s throughput vs duplex to the target (%s)" % (d, var),
-                  v("rendezvous", var, m), v("duplex", var, m), 0.8)
+        for rdv, fwd in sorted(RDV_OF.items()):
+            for d in ("up", "down"):
+                m = "thr_" + d
+                check("%s %s throughput vs %s to the target (%s)" % (rdv, d, fwd, var),
+                      v(rdv, var, m), v(fwd, var, m), 0.8)
     ic = v("rendezvous", "loopback", "serve_idle_cpu")
     out.append(("an idle relay-https serve's CPU (%d s)" % SERVE_IDLE_S,
                 "-" if ic is None else "%.3f s" % ic, "~0 (< 0.05 s)",
