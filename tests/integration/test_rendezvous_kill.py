@@ -20,8 +20,8 @@ from test_rendezvous import Serve
 
 N = 200
 NBYTES = 192 * 1024
-RATE = 24 * 1024            # ~8 s per connection: the kill lands in the middle
-STAGGER = 0.01              # s between two connects: 200 opens in 2 s, not in one burst
+RATE = 16 * 1024            # ~12 s per connection: the kill lands in the middle
+STAGGER = 0.02              # s between two connects: 200 opens in 4 s, not in one burst
 SERVE_GONE_S = 5            # rh_proto.h RH_SERVE_GONE_S
 
 
@@ -31,6 +31,7 @@ def _conf():
     return "\n".join([
         "<IfModule mpm_event_module>",
         "    ServerLimit 8",
+        "    ThreadLimit 128",
         "    ThreadsPerChild 128",
         "    MaxRequestWorkers 1024",
         "    MaxSpareThreads 1024",
