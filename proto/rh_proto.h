@@ -103,7 +103,8 @@
  * RH_SERVICE_WAIT_S for a listen. Pairing is tentative: the client's open is
  * answered only when the serve leg's first request comes within
  * RH_ACCEPT_CLAIM_MS of its listen answer, else (or on a close first) that
- * listen is dropped and the client goes to the next one. A serve leg with no
+ * listen is dropped and the client goes to the next one (with none waiting,
+ * the late serve gets a little longer). A serve leg with no
  * request of it at the server for RH_SERVE_GONE_S is taken for a serve that
  * went away, and both legs are reset. At most RH_LISTEN_MAX listens wait per
  * service */

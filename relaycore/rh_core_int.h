@@ -292,6 +292,7 @@ void rh_pair_timers(core *c, long now);
 void rh_pair_session_end(core *c, session *s, int reset, const char *reason);
 void rh_pair_claimed(core *c, session *s);
 void rh_pair_decline(core *c, session *s, const char *why);
+void rh_pair_claim_late(core *c, session *s, long now);
 void rh_pair_watch(session *s, long now);
 
 /* ---- rh_udp.c: udp: targets ---- */

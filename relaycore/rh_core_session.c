@@ -353,8 +353,9 @@ void rh_core_session_timer(core *c, session *s, long now)
         return;
     }
     if (s->unclaimed && now >= s->claim_deadline) {
-        rh_pair_decline(c, s, "its serve did not take the connection in time");
-        return;
+        rh_pair_claim_late(c, s, now);
+        if (s->dead)
+            return;
     }
     if (s->alone_since && now >= s->alone_since + 1000L * RH_SERVE_GONE_S) {
         char why[96];

@@ -250,6 +250,23 @@ void rh_pair_decline(core *c, session *b, const char *why)
         offer(c, ko);
 }
 
+/* A serve leg not taken by its claim deadline: dropped when another listen of
+ * the service waits (its client goes there), else given a little longer, up
+ * to the client's own wait and one claim time more (a loaded serve is slow,
+ * not dead, when it is the only one). */
+void rh_pair_claim_late(core *c, session *b, long now)
+{
+    unsigned n;
+    const session *a = b->peer;
+    const conn *ko = a ? a->opener : NULL;
+    if (ko && !list_find(c->listens, b->target, &n)
+        && now < ko->pair_deadline + RH_ACCEPT_CLAIM_MS) {
+        b->claim_deadline = now + RH_ACCEPT_CLAIM_MS / 4;
+        return;
+    }
+    rh_pair_decline(c, b, "its serve did not take the connection in time");
+}
+
 /* A serve leg taken and not finished with no request of it at the server
  * since alone_since: its serve may have gone (rh_core_session_timer ends it
  * after RH_SERVE_GONE_S). Once its down half is done (the F went out) a live
