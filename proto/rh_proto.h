@@ -111,7 +111,7 @@
 #define RH_LISTEN_POLL_S      25
 #define RH_SERVICE_WAIT_S     5
 #define RH_ACCEPT_CLAIM_MS    2000
-#define RH_SERVE_GONE_S       5
+#define RH_SERVE_GONE_S       10
 #define RH_LISTEN_MAX         64
 
 /* Datagrams (PROTOCOL.md, Datagrams): on a udp: target each datagram travels
