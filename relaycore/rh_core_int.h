@@ -96,6 +96,7 @@ struct conn {
     int passed_fd;           /* a descriptor that came with the request line, or -1 */
     rh_ipc_req *rq;          /* rendezvous: a waiting LISTEN or OPEN of a service */
     long pair_deadline;      /* ... answered empty (listen) or 503 (open) at this time */
+    long pair_since;         /* ... open: when it came (bounds its tries, see rh_pair.c) */
     conn *pair_prev, *pair_next;   /* ... in the core's list of its kind */
     uint64_t resolve_id;     /* RESOLVE: its lookup (rh_core_resolve.c) ... */
     long resolve_deadline;   /* ... answered 504 at this time */

@@ -204,7 +204,8 @@ void rh_pair_open(core *c, conn *k, const rh_ipc_req *rq)
     if (keep_request(c, k, rq) != 0)
         return;
     unsigned wait_s = rq->connect_s < RH_SERVICE_WAIT_S ? rq->connect_s : RH_SERVICE_WAIT_S;
-    k->pair_deadline = rh_now_ms() + 1000L * wait_s;
+    k->pair_since = rh_now_ms();
+    k->pair_deadline = k->pair_since + 1000L * wait_s;
     offer(c, k);
 }
 
@@ -246,8 +247,15 @@ void rh_pair_decline(core *c, session *b, const char *why)
     rh_core_session_end(c, b, 1, why);
     if (a)
         rh_core_session_end(c, a, 1, why);
-    if (ko)
-        offer(c, ko);
+    if (!ko)
+        return;
+    /* the time a slow serve took is not the client's wait for a listen: one
+     * more claim time at least, within what its handler waits for an answer */
+    long now = rh_now_ms(), more = now + RH_ACCEPT_CLAIM_MS;
+    long cap = ko->pair_since + 1000L * RH_SERVICE_WAIT_S + 3 * RH_ACCEPT_CLAIM_MS / 2;
+    if (ko->pair_deadline < more)
+        ko->pair_deadline = more < cap ? more : cap;
+    offer(c, ko);
 }
 
 /* A serve leg not taken by its claim deadline: dropped when another listen of
