@@ -385,6 +385,7 @@ rhc_tunnel *rhc_tunnel_accept(rhc_ctx *c, struct rhc_route *route, int fd, const
          * the client to another serve) hears its 410 at once, where a duplex
          * may see only a reset stream */
         t->ack.verify = 1;
+        t->sess.serve_leg = 1;
     }
     return t;
 }

@@ -277,14 +277,13 @@ void rh_pair_claim_late(core *c, session *b, long now)
 
 /* A serve leg taken and not finished with no request of it at the server
  * since alone_since: its serve may have gone (rh_core_session_timer ends it
- * after RH_SERVE_GONE_S). Once its down half is done (the F went out) a live
- * serve may hold no request at all (an idle push parks), so from then on the
- * idle timeout alone applies, as to any session. Called whenever the
- * session's requests change. */
+ * when neither a request was attached nor one was heard for RH_SERVE_GONE_S:
+ * a live serve whose leg holds no request, its down half done and its push
+ * parked, sends an ack more often than that). Called whenever the session's
+ * requests change. */
 void rh_pair_watch(session *s, long now)
 {
-    if (!s->serve_leg || s->unclaimed || s->finished || s->down_fin_sent
-        || s->push || s->pull || s->nwait)
+    if (!s->serve_leg || s->unclaimed || s->finished || s->push || s->pull || s->nwait)
         s->alone_since = 0;
     else if (!s->alone_since)
         s->alone_since = now;
