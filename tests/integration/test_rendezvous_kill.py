@@ -78,11 +78,13 @@ def _bad(r):
 def test_200_over_two_serves_one_killed(apache, tls, client_bin, echo_server):
     url = apache.base_url + "/rdvk"
     to = "127.0.0.1:%d" % echo_server.port
-    xp = ["--accepts", "16"]
-    s1 = Serve(client_bin, url, "many", to, cacert=tls["ca"], extra_args=xp)
-    s2 = Serve(client_bin, url, "many", to, cacert=tls["ca"], extra_args=xp)
+    # duplex pinned on both sides: auto may fall back to batch on a loaded
+    # machine ("no first frame in time"), which is not what this test is about
+    xp = ["--transport", "duplex"]
+    s1 = Serve(client_bin, url, "many", to, cacert=tls["ca"], extra_args=xp + ["--accepts", "16"])
+    s2 = Serve(client_bin, url, "many", to, cacert=tls["ca"], extra_args=xp + ["--accepts", "16"])
     try:
-        with Forward(client_bin, url, "many", cacert=tls["ca"]) as fw:
+        with Forward(client_bin, url, "many", cacert=tls["ca"], extra_args=xp) as fw:
             results = [None] * N
 
             killed = threading.Event()
