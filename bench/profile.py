@@ -1,11 +1,12 @@
 #!/usr/bin/python3
-"""Profile one upload through a tunnel with perf (system-wide, with call graphs).
+"""Profile one transfer through a tunnel with perf (system-wide, with call graphs).
 
-    bench/profile.py stream|duplex|batch [SECONDS]     (as root, or with perf allowed)
+    bench/profile.py stream|duplex|batch [SECONDS] [up|down]   (as root, or with perf allowed)
 
 Starts a throwaway Apache (event MPM) from the test harness with a discarding
-target, a relay-https forward with the given transport, and pushes random data
-through it for SECONDS (default 8) while `perf record -a -g` samples the machine.
+(up, the default) or sending (down) target, a relay-https forward with the given
+transport, and moves random data through it for SECONDS (default 8) while
+`perf record -a -g` samples the machine.
 Prints the throughput, then the CPU split by process and the top symbols; the
 perf data stays in bench/results/perf-MODE.data for `perf report -i`.
 RH_BUILD_DIR: the build tree (default: this tree)."""
@@ -28,13 +29,19 @@ MODES = {"stream": ["--transport", "stream", "--http1.1"],
          "batch": ["--transport", "batch", "--http1.1"]}
 
 
-def sink_server():
+def target_server(way):
+    """A target that discards what comes (up) or sends random data for ever (down)."""
     ls = harness.listener()
+    buf = os.urandom(1 << 20)
 
-    def drain(c):
+    def serve(c):
         try:
-            while c.recv(1 << 20):
-                pass
+            if way == "up":
+                while c.recv(1 << 20):
+                    pass
+            else:
+                while True:
+                    c.sendall(buf)
         except OSError:
             pass
         c.close()
@@ -42,7 +49,7 @@ def sink_server():
     def accept():
         while True:
             c, _ = ls.accept()
-            threading.Thread(target=drain, args=(c,), daemon=True).start()
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
     threading.Thread(target=accept, daemon=True).start()
     return ls.getsockname()[1]
 
@@ -58,14 +65,17 @@ def main():
         raise SystemExit(__doc__)
     mode = sys.argv[1]
     secs = float(sys.argv[2]) if len(sys.argv) > 2 else 8.0
+    way = sys.argv[3] if len(sys.argv) > 3 else "up"
+    if way not in ("up", "down"):
+        raise SystemExit(__doc__)
     out_dir = os.path.join(HERE, "results")
     os.makedirs(out_dir, exist_ok=True)
-    data = os.path.join(out_dir, "perf-%s.data" % mode)
+    data = os.path.join(out_dir, "perf-%s-%s.data" % (mode, way))
     root = tempfile.mkdtemp(prefix="rh-profile-")
     harness.make_traversable(root)
     ca, cert, key = harness.make_cert(root)
     a = harness.Apache(root + "/ap", cert, key, mpm="event", module=harness.module_path(),
-                       targets={"sink": "127.0.0.1:%d" % sink_server()})
+                       targets={"sink": "127.0.0.1:%d" % target_server(way)})
     a.prepare()
     a.start()
     try:
@@ -77,10 +87,16 @@ def main():
             sent, perf, n0, t1 = 0, None, 0, 0.0
             while time.monotonic() - t0 < secs + 1.5:
                 try:
-                    s.sendall(buf)
+                    if way == "up":
+                        s.sendall(buf)
+                        got = len(buf)
+                    else:
+                        got = len(s.recv(1 << 20))
+                        if not got:
+                            raise OSError("the tunnel ended")
                 except OSError as e:
                     raise SystemExit("tunnel failed: %s\n%s" % (e, fw.stderr_text()[-2000:]))
-                sent += len(buf)
+                sent += got
                 if perf is None and time.monotonic() - t0 > 1:
                     perf = subprocess.Popen(["perf", "record", "-a", "-g", "-o", data, "--",
                                              "sleep", str(secs)],
@@ -90,7 +106,8 @@ def main():
             perf.wait()
             s.close()
         roles = {a.core_pid(): "relay core"}
-        print("%s upload: %.0f MB/s during the %.0f s sampled" % (mode, rate, secs))
+        print("%s %s: %.0f MB/s during the %.0f s sampled" % (mode, "upload" if way == "up" else "download",
+                                                            rate, secs))
         print("\nCPU by thread (relay core pid %s; other apache2: children's threads)"
               % a.core_pid())
         for line in perf_table(data, "pid", 12):

@@ -335,6 +335,18 @@ size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
     return len;
 }
 
+/* A request held for the tunnel's life (a stream pull, a duplex) goes on a new
+ * connection unless streams share connections (as stream pushes always do).
+ * A pooled connection idles in the Apache child that accepted it, and the
+ * event MPM serves it only there: once every thread of that child is held by
+ * other tunnels' requests, a held request sent on it is never taken up
+ * (docs/BENCHMARKS.md, CPU while idle). The event MPM accepts a new connection
+ * only in a child with a free thread. */
+static int down_req_fresh(const struct rhc_req *r)
+{
+    return !r->batch && !rhc_curl_multiplex_ok();
+}
+
 /* Starts a request whose response is a down frame stream (pull, duplex): from
  * down.off, which its Relay-Ack told the server, on a new connection after a
  * cut. */
@@ -343,10 +355,10 @@ int down_req_go(rhc_tunnel *t, struct rhc_req *r, int64_t now)
     rh_frame_parser_init(&r->parser);
     curl_easy_setopt(r->h, CURLOPT_BUFFERSIZE, PULL_BUFFERSIZE);
     curl_easy_setopt(r->h, CURLOPT_WRITEFUNCTION, resp_write);
-    if (t->down.fresh) {
+    if (t->down.fresh || down_req_fresh(r))
         curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
+    if (t->down.fresh)
         t->ack.verify = t->sess.resume;
-    }
     if (req_go(r) < 0)
         return -1;
     t->down.repull_at = 0;

@@ -73,8 +73,19 @@ static void pick_auto(const struct rhc_policy *p, long hv, enum rhc_transport *u
 {
     if (hv == CURL_HTTP_VERSION_2_0 && p->best_up <= RHC_XP_DUPLEX &&
         p->best_down <= RHC_XP_DUPLEX) {
+        /* HTTP/2 allows both: what was measured on this path decides; until
+         * then duplex, which a session times and compares with stream */
+        if (p->rates.pick == RHC_XP_STREAM) {
+            *up = *down = RHC_XP_STREAM;
+            snprintf(why, whysz, "%s", p->rates.why);
+            return;
+        }
         *up = *down = RHC_XP_DUPLEX;
-        snprintf(why, whysz, "auto: the connection to the server speaks HTTP/2");
+        if (p->rates.pick == RHC_XP_DUPLEX)
+            snprintf(why, whysz, "%s", p->rates.why);
+        else
+            snprintf(why, whysz, "auto: the connection to the server speaks HTTP/2 "
+                     "(not measured on this path yet)");
         return;
     }
     *up = p->best_up > RHC_XP_STREAM ? p->best_up : RHC_XP_STREAM;
@@ -125,6 +136,7 @@ void choose_transport(rhc_tunnel *t, struct rhc_req *open)
         rhc_policy_expire(&t->route->pol, rh_now_ms(), why, sizeof(why)))
         t_log(t, 1, "transport: probing the best again (a fallback holds for %d min; "
                     "it was %s)", RHC_POLICY_RETRY_MS / 60000, why);
+    rhc_rates_expire(&t->route->pol.rates, rh_now_ms());
     rhc_choose_pick(t->route->o, &t->route->pol, hv, &t->xp.up, &t->xp.down, &t->xp.autox, why, sizeof(why));
     t_log(t, 1, "transport: %s (%s)", xp_pair(t->xp.up, t->xp.down, pair, sizeof(pair)), why);
     stat_transport(t);
@@ -176,31 +188,47 @@ void fallback_up(rhc_tunnel *t, const char *why)
 /* The down side stalled before it gave a byte: switch to the next transport.
  * Only called while the response gave nothing but heartbeats, so no down byte
  * can be lost by giving it up (unless an intermediary holds some back). */
+/* The duplex is given up for a stream pull (and stream pushes, if it carried
+ * up): up bytes go again from what the server confirmed, down bytes from what
+ * came (down_req_go's Relay-Ack). */
+static void duplex_to_stream(rhc_tunnel *t, const char *why)
+{
+    int up_on_it = t->xp.up == RHC_XP_DUPLEX;
+
+    if (t->xp.switching) {
+        /* its ended body goes with it: batch pushes go on from what was confirmed */
+        t->xp.switching = 0;
+        if (up_rewind(t, t->up.acked, why) < 0)
+            return;
+    }
+    req_free(t->rq.duplex);
+    t->rq.duplex = NULL;
+    t->xp.down = RHC_XP_STREAM;
+    t->xp.switched_pull = 1;
+    if (up_on_it) {
+        t->xp.up = RHC_XP_STREAM;
+        if (up_rewind(t, t->up.acked, why) < 0)
+            return;
+    }
+    if (start_pull(t) == 0 && up_on_it)
+        t->push.spush_at = rh_now_ms() + switch_grace(t);
+}
+
+void switch_to_stream(rhc_tunnel *t, const char *why)
+{
+    if (t->xp.down != RHC_XP_DUPLEX)
+        return;
+    t_log(t, 1, "transport: duplex -> stream (%s)", why);
+    duplex_to_stream(t, "duplex left for stream");
+}
+
 void fallback_down(rhc_tunnel *t, const char *why)
 {
-
     if (t->xp.down == RHC_XP_DUPLEX) {
-        int up_on_it = t->xp.up == RHC_XP_DUPLEX;
         t_log(t, 1, "transport: duplex -> stream (%s)", why);
-        if (t->xp.switching) {
-            /* its ended body goes with it: batch pushes go on from what was confirmed */
-            t->xp.switching = 0;
-            if (up_rewind(t, t->up.acked, "duplex given up") < 0)
-                return;
-        }
         rhc_policy_note(&t->route->pol, 0, RHC_XP_STREAM, why);
         rhc_policy_note(&t->route->pol, 1, RHC_XP_STREAM, why);
-        req_free(t->rq.duplex);
-        t->rq.duplex = NULL;
-        t->xp.down = RHC_XP_STREAM;
-        t->xp.switched_pull = 1;
-        if (up_on_it) {
-            t->xp.up = RHC_XP_STREAM;
-            if (up_rewind(t, t->up.acked, "duplex given up") < 0)
-                return;
-        }
-        if (start_pull(t) == 0 && up_on_it)
-            t->push.spush_at = rh_now_ms() + switch_grace(t);
+        duplex_to_stream(t, "duplex given up");
         return;
     }
     if (t->xp.down == RHC_XP_STREAM) {

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rhc_measure.h"
 #include "rhc_opts.h"
 #include "rhc_tunnel.h"
 
@@ -30,6 +31,8 @@ struct rhc_policy {
     size_t batch_max;           /* data bytes per batch push (smaller after a 413) */
     uint64_t spush_max;         /* body bytes per stream push (smaller after a 413) */
     int64_t moved_at;           /* a transport last moved down then (0: never) */
+    struct rhc_rates rates;     /* HTTP/2: duplex and stream timed on this path */
+    int64_t measuring_until;    /* a session is timing them (one at a time) */
 };
 
 void rhc_policy_init(struct rhc_policy *p);
@@ -51,6 +54,9 @@ void rhc_choose_pick(const struct rhc_opts *o, const struct rhc_policy *p, long 
 
 /* Picks and starts the transports of a session once its open was answered. */
 void choose_transport(rhc_tunnel *t, struct rhc_req *open);
+/* Both directions move from duplex to stream in the middle of a session
+ * (resumable sessions only: what was in flight comes again). */
+void switch_to_stream(rhc_tunnel *t, const char *why);
 /* Pushes move to batch; the down side moves to the next transport. */
 void fallback_up(rhc_tunnel *t, const char *why);
 void fallback_down(rhc_tunnel *t, const char *why);

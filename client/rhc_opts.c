@@ -484,8 +484,8 @@ static const struct opt_def opt_defs[] = {
     { "accepts",         required_argument, OPT_ACCEPTS, rhc_serve_set_accepts, 0, 0, 0,
       "N", "serve: listens kept waiting for clients (default 4)" },
     { "udp-idle",        required_argument, OPT_UDP_IDLE, rhc_udp_set_opt, 0, 0, 0,
-      "SECONDS", "-L udp: a source's session ends after this long without a datagram "
-      "(default 60)" },
+      "SECONDS", "-L udp: (and proxy's UDP ASSOCIATE): a source's (a destination's) session "
+      "ends after this long without a datagram (default 60)" },
     { "udp-queue",       required_argument, OPT_UDP_QUEUE, rhc_udp_set_opt, 0, 0, 0,
       "N", "-L udp: datagrams waiting per source and direction; beyond, the oldest is dropped "
       "and counted in the statistics (default 256)" },

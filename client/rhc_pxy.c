@@ -11,8 +11,8 @@
  * each is (rhc_socks_need), and an HTTP head is peeked and taken up to its
  * empty line. What the client sends after that stays in the socket for the
  * tunnel. SOCKS5 commands are dispatched in socks_request: CONNECT here; a
- * UDP ASSOCIATE is answered "command not supported" until it has a file of
- * its own. */
+ * UDP ASSOCIATE goes to rhc_socks_udp.c, which keeps the connection for the
+ * association's life. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
@@ -33,6 +33,7 @@
 #include "rhc_route.h"
 #include "rhc_signals.h"
 #include "rhc_socks.h"
+#include "rhc_socks_udp.h"
 #include "rhc_stats.h"
 
 #define ACCEPT_BACKOFF_MS 1000     /* after EMFILE and friends */
@@ -66,6 +67,7 @@ struct proxy {
     size_t nhs;
     size_t max_conns;
     unsigned long serial;
+    struct rhc_sudp *udp;       /* UDP associations (rhc_socks_udp.c) */
 };
 
 static const char greet_socks_tag, greet_http_tag;   /* the greet's arg: which protocol */
@@ -181,8 +183,21 @@ static int socks_read(struct pconn *pc)
     }
 }
 
-/* A whole SOCKS5 request: CONNECT becomes a tunnel; other commands are
- * refused here (UDP ASSOCIATE: see the top of the file). 0, or -1. */
+/* A UDP ASSOCIATE: the connection goes to rhc_socks_udp.c (its DST, often
+ * 0.0.0.0:0, is the client's own: datagrams are taken from its address). */
+static void socks_associate(struct proxy *p, struct pconn *pc)
+{
+    char peer[sizeof(pc->peer)];
+    int fd = pc->fd;
+    struct rhc_route *route = pc->l->route;
+    memcpy(peer, pc->peer, sizeof(peer));
+    pc->fd = -1;
+    pc_close(p, pc);
+    rhc_sudp_associate(p->udp, route, fd, peer);
+}
+
+/* A whole SOCKS5 request: CONNECT becomes a tunnel, UDP ASSOCIATE an
+ * association; BIND is refused. 0, or -1. */
 static int socks_request(struct proxy *p, struct pconn *pc)
 {
     struct rhc_socks_req rq;
@@ -191,6 +206,10 @@ static int socks_request(struct proxy *p, struct pconn *pc)
 
     if (code == RHC_SOCKS_OK && rq.cmd == RHC_SOCKS_CONNECT) {
         pc_tunnel(p, pc, rq.dest, 0);
+        return 0;
+    }
+    if (rq.cmd == RHC_SOCKS_UDP && (code == RHC_SOCKS_OK || code == RHC_SOCKS_HOST_UNREACH)) {
+        socks_associate(p, pc);
         return 0;
     }
     if (code == RHC_SOCKS_OK)
@@ -312,7 +331,7 @@ static void pc_event(struct proxy *p, struct pconn *pc)
 
 static size_t conns(const struct proxy *p)
 {
-    return p->nhs + rhc_ctx_tunnels(p->c);
+    return p->nhs + rhc_ctx_tunnels(p->c) + rhc_sudp_count(p->udp);
 }
 
 /* Accepts what waits, within --max-connections; -1 when accepting must
@@ -412,7 +431,7 @@ static int serve(struct proxy *p, struct pollfd **exp, size_t *excap)
     int64_t accept_again = 0;
     for (;;) {
         int64_t now = rh_now_ms();
-        size_t n = 1 + p->nls + p->nhs;
+        size_t n = 1 + p->nls + p->nhs + rhc_sudp_nfds(p->udp);
         if (n > *excap) {
             struct pollfd *e = realloc(*exp, n * 2 * sizeof(*e));
             if (!e)
@@ -428,11 +447,14 @@ static int serve(struct proxy *p, struct pollfd **exp, size_t *excap)
         size_t k = 1 + p->nls;
         for (struct pconn *pc = p->hs; pc; pc = pc->next)
             ex[k++] = (struct pollfd){ .fd = pc->fd, .events = POLLIN };
-        long wait = expire(p, now);
+        long wait = expire(p, now), uwait = rhc_sudp_tick(p->udp, now);
+        size_t ktot = k + rhc_sudp_pollfds(p->udp, ex + k, n - k);
+        if (uwait >= 0 && (wait < 0 || uwait < wait))
+            wait = uwait;
         if (now < accept_again && (wait < 0 || accept_again - now < wait))
             wait = (long)(accept_again - now);
         wait = rhc_stats_tick(p->c, now, rhc_signals_took(SIGUSR1), wait);
-        if (rhc_ctx_step(p->c, ex, k, wait) < 0) {
+        if (rhc_ctx_step(p->c, ex, ktot, wait) < 0) {
             rhc_err("poll: %s", strerror(errno));
             return RHC_EXIT_ERROR;
         }
@@ -448,6 +470,7 @@ static int serve(struct proxy *p, struct pollfd **exp, size_t *excap)
                     break;
                 }
         }
+        rhc_sudp_events(p->udp, ex + k, ktot - k);
         for (size_t i = 0; i < p->nls; ++i)
             if ((ex[1 + i].revents & POLLIN) && accept_some(p, &p->ls[i], p->ls[i].route->o) < 0)
                 accept_again = rh_now_ms() + ACCEPT_BACKOFF_MS;
@@ -464,7 +487,10 @@ int rhc_pxy_run(rhc_ctx *c, const struct rhc_cmd *cmd)
     memset(&p, 0, sizeof(p));
     p.c = c;
     p.ls = calloc(cmd->nroutes, sizeof(*p.ls));
-    if (!p.ls) {
+    p.udp = rhc_sudp_new(c);
+    if (!p.ls || !p.udp) {
+        free(p.ls);
+        rhc_sudp_free(p.udp);
         rhc_err("out of memory");
         return RHC_EXIT_ERROR;
     }
@@ -478,6 +504,7 @@ int rhc_pxy_run(rhc_ctx *c, const struct rhc_cmd *cmd)
     }
     while (p.hs)
         pc_close(&p, p.hs);
+    rhc_sudp_free(p.udp);     /* after the tunnels (wind-down) */
     for (size_t i = 0; i < p.nls; ++i)
         close(p.ls[i].fd);
     free(p.ls);

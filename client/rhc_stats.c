@@ -38,12 +38,14 @@ void stat_up(rhc_tunnel *t, uint64_t n)
 {
     t->stat.bytes.up += n;
     t->route->n.bytes.up += n;
+    meter_moved(t);
 }
 
 void stat_down(rhc_tunnel *t, size_t n)
 {
     t->stat.bytes.down += n;
     t->route->n.bytes.down += n;
+    meter_moved(t);
 }
 
 void stat_end(rhc_tunnel *t, int code)
@@ -102,9 +104,12 @@ static void text_report(rhc_ctx *c, int64_t now, int64_t ms, enum text what)
         for (const rhc_tunnel *t = c->tunnels; t; t = t->next)
             text_tunnel(t, now, ms);
     for (const struct rhc_route *r = c->routes; r; r = r->next) {
+        char rates[240];
         rhc_fmt_counters(&r->n, ms, line, sizeof(line));
         rhc_url_mask(r->o->base_url, url, sizeof(url));
-        rhc_err("stats: route %s (%s %s): %s", route_name(r), url, r->o->target, line);
+        rhc_rates_fmt(&r->pol.rates, rates, sizeof(rates));
+        rhc_err("stats: route %s (%s %s): %s%s%s", route_name(r), url, r->o->target, line,
+                rates[0] ? "; " : "", rates);
         rhc_counters_add(&total, &r->n);
     }
     rhc_fmt_counters(&total, ms, line, sizeof(line));
@@ -152,7 +157,20 @@ static void json_route(FILE *f, const struct rhc_route *r, int64_t ms)
     fprintf(f, "    {\"name\": %s, \"url\": %s, \"target\": %s, \"proxy\": %s, ", name, url,
             target, p ? proxy : "null");
     rhc_json_counters(f, &r->n, ms);
-    fputs("}", f);
+    /* auto's figures on this path (bytes/s, null: not measured) and its pick */
+    const struct rhc_rates *m = &r->pol.rates;
+    fputs(", \"measured\": {", f);
+    for (int d = 0; d < 2; ++d)
+        for (int x = RHC_XP_DUPLEX; x <= RHC_XP_STREAM; ++x) {
+            fprintf(f, "%s\"%s_%s\": ", d || x != RHC_XP_DUPLEX ? ", " : "", xp_name[x],
+                    d ? "down" : "up");
+            if (m->bps[d][x] > 0)
+                fprintf(f, "%.0f", m->bps[d][x]);
+            else
+                fputs("null", f);
+        }
+    fprintf(f, "}, \"auto_pick\": %s%s%s}", m->pick ? "\"" : "",
+            m->pick ? xp_name[m->pick] : "null", m->pick ? "\"" : "");
 }
 
 static void json_body(FILE *f, rhc_ctx *c, int64_t now, int64_t ms)

@@ -37,6 +37,8 @@ int64_t t_deadline(const rhc_tunnel *t)
         return t->end.linger_until && (t->rq.spush || t->rq.duplex) ? t->end.linger_until : 0;
     if (t->local.olen > 0 && !t->local.out_blocked && !t->local.out_err)
         return 0;           /* output to flush (normally done in the same round) */
+    if (t->meter.switch_due)
+        return 0;           /* auto moves to stream (rhc_measure.c) */
     if (sc && sc->send_paused && !sc->body_ended)
         min_deadline(&d, t->push.last_emit + hb_every(t));
     int64_t now = rh_now_ms();
@@ -169,6 +171,7 @@ void t_timers(rhc_tunnel *t, int64_t now)
 {
     if (t->end.code)
         return;
+    meter_switch(t);
     timers_requests(t, now);
     bpush_resend_due(t, now);
     timers_silence(t, now);

@@ -129,7 +129,8 @@ struct rhc_req *start_open(rhc_tunnel *t)
     if (add_header(r, "Content-Type:") < 0 ||
         add_header(r, RH_HDR_INTEGRITY ": " RH_INTEGRITY_CRC32C) < 0 ||
         (want_resume(t) && add_header(r, RH_HDR_RESUME ": " RH_RESUME_YES) < 0) ||
-        (t->greet.dest[0] && add_header(r, RH_HDR_DESTINATION ": %s", t->greet.dest) < 0))
+        (t->greet.dest[0] && add_header(r, RH_HDR_DESTINATION ": %s", t->greet.dest) < 0) ||
+        (t->greet.dgram && add_header(r, RH_HDR_DATAGRAM ": " RH_DATAGRAM_LEN16) < 0))
         goto fail;
     if (total < o->connect_timeout_ms + 15000)
         total = o->connect_timeout_ms + 15000;
@@ -365,6 +366,26 @@ rhc_tunnel *rhc_tunnel_start_to(rhc_ctx *c, struct rhc_route *route, int fd, con
     t->greet.fn = greet;
     t->greet.arg = arg;
     t_log(t, 1, "open %s/%s to %s", t->route->o->base_url, t->route->o->target, dest);
+    t->rq.open = start_open(t);
+    if (!t->rq.open)
+        t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");
+    return t;
+}
+
+rhc_tunnel *rhc_tunnel_start_dgram_to(rhc_ctx *c, struct rhc_route *route, int fd,
+                                      const char *label, const char *dest, rhc_done_fn done,
+                                      void *arg)
+{
+    rhc_tunnel *t = tunnel_new(c, route, fd, fd, RHC_LOCAL_SOCKET, label, done, arg);
+
+    if (!t)
+        return NULL;
+    snprintf(t->greet.dest, sizeof(t->greet.dest), "%s", dest);
+    t->greet.dgram = 1;
+    rhc_upbuf_free(&t->up);   /* nothing in it yet: a datagram tunnel's smaller bound */
+    rhc_upbuf_init(&t->up, UPBUF_UDP_MAX);
+    t_log(t, 1, "open %s/%s to %s (datagrams)", t->route->o->base_url, t->route->o->target,
+          dest);
     t->rq.open = start_open(t);
     if (!t->rq.open)
         t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");

@@ -51,6 +51,13 @@ typedef int (*rhc_greet_fn)(void *arg, int fd, const struct rhc_open_result *res
 rhc_tunnel *rhc_tunnel_start_to(rhc_ctx *c, struct rhc_route *route, int fd, const char *label,
                                 const char *dest, rhc_greet_fn greet, void *arg);
 
+/* proxy mode, SOCKS5 UDP ASSOCIATE: a datagram tunnel (Relay-Datagram) to
+ * dest on fd (a socketpair end, closed on failure too); done as for
+ * rhc_tunnel_start. */
+rhc_tunnel *rhc_tunnel_start_dgram_to(rhc_ctx *c, struct rhc_route *route, int fd,
+                                      const char *label, const char *dest, rhc_done_fn done,
+                                      void *arg);
+
 /* serve mode: a tunnel on a session the server already made (the serve leg a
  * listen's answer named), local socket fd (closed on failure too). */
 struct rhc_req;

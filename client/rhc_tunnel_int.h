@@ -169,8 +169,11 @@ struct rhc_tunnel {
         char msg[768];
     } end;
 
+    struct rhc_meter meter;     /* auto: timing this session's transport (rhc_measure.c) */
+
     struct {                    /* proxy mode: the destination and its answer */
         char dest[RH_HOST_MAX + 16];   /* Relay-Destination of the open */
+        int dgram;              /* SOCKS5 UDP: datagrams (Relay-Datagram) */
         rhc_greet_fn fn;        /* tells the local side how the open ended */
         void *arg;
         int done;               /* fn was called */
@@ -253,6 +256,11 @@ int body_seek(void *ud, curl_off_t offset, int origin);
 int down_headers_done(struct rhc_req *r);          /* 0: stop, wrong offset */
 size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud);
 int down_req_go(rhc_tunnel *t, struct rhc_req *r, int64_t now);
+
+/* rhc_measure.c: bytes moved (confirmed up, written down): time them? (May
+ * run in a curl callback: it only records; meter_switch acts, from the loop.) */
+void meter_moved(rhc_tunnel *t);
+void meter_switch(rhc_tunnel *t);
 
 /* rhc_ack.c */
 int64_t alive_every(const rhc_tunnel *t);          /* against the server's idle timeout */

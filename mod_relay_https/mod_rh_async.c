@@ -23,6 +23,10 @@
 #include "mod_rh_async.h"
 
 #define LINGER_MS 2000          /* as event's short lingering close */
+/* event's thread still writes to the connection's state right after the
+ * suspend_connection hook, where the park is armed: its pool may not go
+ * before this much later */
+#define SUSPEND_GRACE_MS 1000
 
 static int g_async_mpm;         /* the MPM runs requests asynchronously (event) */
 
@@ -84,6 +88,7 @@ static void on_suspend(conn_rec *c, request_rec *r)
     if (!p || !p->pending || !c->cs || c->cs->state != CONN_STATE_SUSPENDED)
         return;
     p->pending = 0;
+    p->t_safe = rh_now_ms() + SUSPEND_GRACE_MS;
     c->sbh = NULL;              /* event clears it too: no scoreboard slot of ours */
     rh_reactor_arm(p);
 }
@@ -96,12 +101,14 @@ static void linger(rh_park *p)
     p->state = RH_PARK_LINGER;
     p->r = NULL;
     c->cs->state = CONN_STATE_LINGER;
-    if (ap_start_lingering_close(c)) {
-        rh_reactor_destroy(p);
-        return;
-    }
     rh_park_watch(p, -1, 0, 1, LINGER_MS);
     p->timer.deadline = rh_now_ms() + LINGER_MS;
+    /* closed already (the client is gone): the pool goes at the deadline, in
+     * the reactor, never before p->t_safe */
+    if (ap_start_lingering_close(c)) {
+        p->no_fd = 1;
+        p->timer.deadline = p->t_safe > rh_now_ms() ? p->t_safe : rh_now_ms();
+    }
     rh_reactor_arm(p);
 }
 

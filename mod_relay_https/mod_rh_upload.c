@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <apr_strings.h>
 #include <httpd.h>
@@ -51,7 +52,36 @@ static void scan(rh_upload *u, const unsigned char *p, apr_size_t n)
     }
 }
 
-/* Reads what the client has sent, without waiting: 1 read, 0 nothing yet, -1 broken. */
+/* Counts the frames in the data buckets of u->in and what they hold; drops
+ * the metadata buckets (EOS: the body is whole). -1 on an unreadable bucket. */
+static int scan_brigade(rh_upload *u)
+{
+    apr_bucket *b = APR_BRIGADE_FIRST(u->in);
+
+    while (b != APR_BRIGADE_SENTINEL(u->in)) {
+        apr_bucket *next = APR_BUCKET_NEXT(b);
+        const char *data;
+        apr_size_t len;
+        if (APR_BUCKET_IS_METADATA(b)) {
+            if (APR_BUCKET_IS_EOS(b))
+                u->eos = 1;
+            apr_bucket_delete(b);
+        } else if (apr_bucket_read(b, &data, &len, APR_BLOCK_READ) != APR_SUCCESS) {
+            return -1;
+        } else if (!len) {
+            apr_bucket_delete(b);
+        } else {
+            scan(u, (const unsigned char *)data, len);
+            u->pend_len += len;
+        }
+        b = next;
+    }
+    return 0;
+}
+
+/* Reads what the client has sent, without waiting: 1 read, 0 nothing yet, -1
+ * broken. The bytes stay in the buckets the input filters made: sent to the
+ * core from there (writev), not copied. */
 static int take_input(rh_upload *u)
 {
     request_rec *r = u->r;
@@ -64,29 +94,57 @@ static int take_input(rh_upload *u)
                       "request body ended early (client gone or cut)");
         return -1;
     }
-    if (!APR_BRIGADE_EMPTY(u->in) && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(u->in)))
-        u->eos = 1;
     /* take all of it: a filter may hand more than was asked for */
-    apr_off_t blen = 0;
-    if (apr_brigade_length(u->in, 1, &blen) != APR_SUCCESS)
+    if (scan_brigade(u) != 0)
         return -1;
-    if (!u->pend || (apr_size_t)blen > u->pend_cap) {
-        u->pend_cap = (apr_size_t)blen > RH_UPLOAD_BUF ? (apr_size_t)blen : RH_UPLOAD_BUF;
-        u->pend = apr_palloc(r->pool, u->pend_cap);
-    }
-    apr_size_t len = u->pend_cap;
-    if (apr_brigade_flatten(u->in, u->pend, &len) != APR_SUCCESS)
-        return -1;
-    apr_brigade_cleanup(u->in);
-    u->pend_off = 0;
-    u->pend_len = len;
-    scan(u, (const unsigned char *)u->pend, len);
-    return len > 0 || u->eos;
+    return u->pend_len > 0 || u->eos;
 }
 
 int rh_upload_pending(const rh_upload *u)
 {
-    return u->pend_off < u->pend_len;
+    return u->pend_len > 0;
+}
+
+/* The first n bytes of u->in went to the core: their buckets go. What stays
+ * is set aside: transient buckets (mod_ssl's) point into a buffer that the
+ * next read on the connection reuses. */
+static void sent_front(rh_upload *u, apr_size_t n)
+{
+    apr_bucket *after = NULL;
+
+    if (apr_brigade_partition(u->in, (apr_off_t)n, &after) != APR_SUCCESS)
+        after = APR_BRIGADE_SENTINEL(u->in);
+    while (APR_BRIGADE_FIRST(u->in) != after)
+        apr_bucket_delete(APR_BRIGADE_FIRST(u->in));
+    u->pend_len -= n;
+    for (apr_bucket *b = after; b != APR_BRIGADE_SENTINEL(u->in); b = APR_BUCKET_NEXT(b))
+        apr_bucket_setaside(b, u->r->pool);
+}
+
+/* One sendmsg of the waiting buckets (at most RH_UPLOAD_IOV of them). */
+static ssize_t send_buckets(rh_upload *u)
+{
+    struct iovec iov[RH_UPLOAD_IOV];
+    struct msghdr mh;
+    int n = 0;
+    ssize_t got;
+
+    for (apr_bucket *b = APR_BRIGADE_FIRST(u->in);
+         b != APR_BRIGADE_SENTINEL(u->in) && n < RH_UPLOAD_IOV; b = APR_BUCKET_NEXT(b)) {
+        const char *data;
+        apr_size_t len;
+        if (apr_bucket_read(b, &data, &len, APR_BLOCK_READ) != APR_SUCCESS)
+            return -1;
+        iov[n].iov_base = (void *)data;
+        iov[n++].iov_len = len;
+    }
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = iov;
+    mh.msg_iovlen = (size_t)n;
+    do
+        got = sendmsg(u->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (got < 0 && errno == EINTR);
+    return got;
 }
 
 int rh_upload_move(rh_upload *u)
@@ -105,18 +163,18 @@ int rh_upload_move(rh_upload *u)
             moved = 1;
             continue;
         }
-        ssize_t n = send(u->fd, u->pend + u->pend_off, u->pend_len - u->pend_off,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = send_buckets(u);
         if (n > 0) {
-            u->pend_off += (apr_size_t)n;
+            sent_front(u, (apr_size_t)n);
             moved = 1;
             continue;
         }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return moved;
         /* the core ended the push (its answer says why): nothing more goes */
         u->core_done = 1;
-        u->pend_off = u->pend_len;
+        apr_brigade_cleanup(u->in);
+        u->pend_len = 0;
         return 1;
     }
 }

@@ -13,13 +13,13 @@
 #include <apr_buckets.h>
 
 #define RH_UPLOAD_BUF (64 * 1024)
+#define RH_UPLOAD_IOV 64            /* buckets per sendmsg to the core */
 
 typedef struct rh_upload {
     request_rec *r;
     int fd;                         /* the core's push socket */
-    apr_bucket_brigade *in;
-    char *pend;                     /* read from the client, not yet taken by the core */
-    apr_size_t pend_len, pend_off, pend_cap;
+    apr_bucket_brigade *in;         /* read from the client, not yet taken by the core */
+    apr_size_t pend_len;            /* ... its bytes */
     int eos;                        /* the whole body was read */
     int core_done;                  /* the core took no more (it answered) */
     /* frame progress */

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "rh_dgram.h"
@@ -139,8 +140,15 @@ int rh_dglink_to_stream(rh_dglink *l, int sfd)
 static int send_one(rh_dglink *l, int nfd, const void *d, size_t len,
                     const struct sockaddr *to, socklen_t tolen)
 {
+    struct iovec iov[2] = { { l->pfx, l->pfx_len }, { (void *)d, len } };
+    struct msghdr m;
+    memset(&m, 0, sizeof(m));
+    m.msg_name = (void *)to;
+    m.msg_namelen = to ? tolen : 0;
+    m.msg_iov = l->pfx_len ? iov : iov + 1;
+    m.msg_iovlen = l->pfx_len ? 2 : 1;
     for (int tries = 0; tries < 3; ++tries) {
-        if (sendto(nfd, d, len, MSG_DONTWAIT | MSG_NOSIGNAL, to, to ? tolen : 0) >= 0)
+        if (sendmsg(nfd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
             return 1;
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
             return 0;

@@ -13,6 +13,8 @@
 
 #include "rh_proto.h"
 
+#define RH_DGRAM_PFX_MAX 264   /* a SOCKS5 UDP header with a 255-byte name */
+
 /* The length header of a datagram of len bytes (len <= RH_DGRAM_MAX). */
 static inline void rh_dgram_hdr(unsigned char hdr[RH_DGRAM_HDR], size_t len)
 {
@@ -56,6 +58,9 @@ typedef struct rh_dglink {
     size_t in_len;
     uint64_t from_net, from_stream;   /* datagrams taken from each side */
     uint64_t net_errors;        /* datagrams the net socket refused (dropped) */
+    unsigned char pfx[RH_DGRAM_PFX_MAX];   /* sent in front of each datagram to the net
+                                              (SOCKS5's UDP header), pfx_len bytes */
+    size_t pfx_len;
     unsigned bad_len;           /* RH_DGL_BAD: the length that was out of range */
 } rh_dglink;
 

@@ -7,6 +7,9 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +25,8 @@
 
 #define MAX_EVENTS   256
 #define CLIENTS_MAX_PER_SLOT 4      /* client entries at most, per session slot */
+#define CORE_MMAP_MIN  (8 << 20)    /* smaller blocks come from the heap ... */
+#define CORE_TRIM_MIN  (16 << 20)   /* ... which keeps this much freed at its top */
 
 static int stop_fd = -1;
 uint64_t rh_core_flip_up = UINT64_MAX, rh_core_flip_down = UINT64_MAX;
@@ -202,6 +207,14 @@ static int core_start(core *c, const rh_core_config *cfg)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
 
+#ifdef __GLIBC__
+    /* a session's rings are allocated when bytes come and freed when they
+     * drain, many times a second in a transfer: from the heap, not an mmap and
+     * an munmap (with its TLB shootdown) each time, and some freed heap kept
+     * for the next (docs/BENCHMARKS.md, profiles) */
+    mallopt(M_MMAP_THRESHOLD, CORE_MMAP_MIN);
+    mallopt(M_TRIM_THRESHOLD, CORE_TRIM_MIN);
+#endif
     c->ep = epoll_create1(EPOLL_CLOEXEC);
     stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (c->ep < 0 || stop_fd < 0) {

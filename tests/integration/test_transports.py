@@ -6,6 +6,7 @@ stream push alone."""
 
 import concurrent.futures
 import os
+import signal
 import socket
 import time
 
@@ -13,6 +14,7 @@ import pytest
 
 import harness
 import intermediaries as im
+import pattern
 from harness import Forward, assert_sessions_closed, pump
 
 MB = 1024 * 1024
@@ -173,6 +175,47 @@ def test_http2_duplex_many_tunnels_held_open(apache_factory, mpm, module_so, tar
             assert got == want
         for s in socks:
             s.close()
+
+
+@pytest.mark.rh_timeout(200)
+def test_auto_http2_measures_duplex_against_stream(apache_factory, module_so, targets,
+                                                   client_bin, tls):
+    """auto on HTTP/2 times what it uses: a bulk session times duplex, moves to stream
+    in the middle (the server resends what was in flight: the offset pattern shows no
+    wrong, lost or doubled byte) and times that; -v says what was measured and why,
+    the statistics show the figures, and the next session starts with the pick."""
+    a = _apache(apache_factory, "event", module_so, targets)
+    mark = a.error_log_mark()
+    size = 48 * MB
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"], extra_args=["-v"],
+                 env=im.clean_env()) as fw:
+        res = pattern.pump_pattern("127.0.0.1", fw.port, size, timeout=150)
+        assert res["error"] is None and res["first_bad_offset"] is None, (
+            res, fw.stderr_text()[-4000:])
+        assert res["received"] == size, (res, fw.stderr_text()[-4000:])
+        def text():
+            return "\n".join(fw.lines())
+        assert "auto: duplex moved " in text(), text()[-4000:]
+        assert "transport: duplex -> stream (auto: measuring stream against duplex)" in text()
+        assert harness.wait_for(lambda: "later sessions start with" in text()
+                                or "no duplex figure" in text(), 10), text()[-4000:]
+        picked = "later sessions start with" in text()
+        print("\n".join(l for l in fw.lines() if "auto: " in l and "transport: " not in l))
+        # the next session: from the figures when there was a pick, else measured again
+        n = len(fw.lines())
+        res = pump("127.0.0.1", fw.port, nbytes=64 * 1024, timeout=60)
+        assert res["error"] is None and res["recv_sha"] == res["sent_sha"], res
+        said = [l for l in im.transport_lines(fw.lines()[n:]) if "transport: " in l]
+        assert said, fw.lines()[n:]
+        if picked:
+            assert "auto: measured on this path" in said[0], said
+        # SIGUSR1: the route line carries the figures
+        n = len(fw.lines())
+        fw.proc.send_signal(signal.SIGUSR1)
+        assert harness.wait_for(lambda: any("stats: total:" in l for l in fw.lines()[n:]), 10)
+        route = [l for l in fw.lines()[n:] if "stats: route " in l]
+        assert route and "measured duplex " in route[0], route
+    assert_sessions_closed(a, mark, timeout=15, min_opened=2)
 
 
 def _exchange_then_idle(fw, seconds):

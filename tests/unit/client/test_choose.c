@@ -2,6 +2,7 @@
  * the connection's HTTP version and what the process learned), what is learned,
  * and the fallbacks duplex -> stream -> batch. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -209,6 +210,104 @@ START_TEST(test_fallback_down)
 }
 END_TEST
 
+/* auto's pick from two figures: duplex only when clearly faster. */
+START_TEST(test_rates_pick)
+{
+    struct rhc_rates m;
+    char out[240];
+
+    ck_assert_int_eq(rhc_rates_pick(100e6, 300e6), RHC_XP_STREAM);
+    ck_assert_int_eq(rhc_rates_pick(300e6, 100e6), RHC_XP_DUPLEX);
+    ck_assert_int_eq(rhc_rates_pick(105e6, 100e6), RHC_XP_STREAM);   /* within the edge */
+    memset(&m, 0, sizeof(m));
+    rhc_rates_fmt(&m, out, sizeof(out));
+    ck_assert_str_eq(out, "");
+    m.bps[1][RHC_XP_DUPLEX] = 198e6;
+    m.bps[1][RHC_XP_STREAM] = 412e6;
+    m.pick = RHC_XP_STREAM;
+    rhc_rates_fmt(&m, out, sizeof(out));
+    ck_assert_str_eq(out, "measured duplex down 198 MB/s, stream down 412 MB/s; auto picks stream");
+    /* a pick is forgotten after a while, figures and all */
+    m.at = 1000;
+    rhc_rates_expire(&m, 1000 + RHC_POLICY_RETRY_MS - 1);
+    ck_assert_int_eq(m.pick, RHC_XP_STREAM);
+    rhc_rates_expire(&m, 1000 + RHC_POLICY_RETRY_MS);
+    ck_assert_int_eq(m.pick, RHC_XP_AUTO);
+    ck_assert(m.bps[1][RHC_XP_DUPLEX] == 0);
+}
+END_TEST
+
+/* On HTTP/2, what was measured decides; the reason says so. */
+START_TEST(test_pick_measured)
+{
+    struct rhc_opts o;
+    struct rhc_policy p;
+    enum rhc_transport up, down;
+    int autox;
+    char why[800];
+
+    memset(&o, 0, sizeof(o));
+    rhc_policy_init(&p);
+    p.rates.pick = RHC_XP_STREAM;
+    snprintf(p.rates.why, sizeof(p.rates.why), "auto: measured on this path, down: stream");
+    rhc_choose_pick(&o, &p, CURL_HTTP_VERSION_2_0, &up, &down, &autox, why, sizeof(why));
+    ck_assert_int_eq(up, RHC_XP_STREAM);
+    ck_assert_int_eq(down, RHC_XP_STREAM);
+    ck_assert_str_eq(why, p.rates.why);
+    p.rates.pick = RHC_XP_DUPLEX;
+    rhc_choose_pick(&o, &p, CURL_HTTP_VERSION_2_0, &up, &down, &autox, why, sizeof(why));
+    ck_assert_int_eq(down, RHC_XP_DUPLEX);
+    ck_assert_str_eq(why, p.rates.why);
+    /* a fallback learned since still wins over a figure */
+    p.rates.pick = RHC_XP_STREAM;
+    rhc_policy_note(&p, 0, RHC_XP_BATCH, "held back");
+    rhc_choose_pick(&o, &p, CURL_HTTP_VERSION_2_0, &up, &down, &autox, why, sizeof(why));
+    ck_assert_int_eq(down, RHC_XP_BATCH);
+}
+END_TEST
+
+static void feed_down(rhc_tunnel *t, uint64_t bytes)
+{
+    for (uint64_t n = 0; n < bytes; n += 256 * 1024)
+        stat_down(t, 256 * 1024);
+}
+
+/* A resumable duplex session times its bulk bytes, moves to stream, times
+ * those, and leaves the pick to later sessions; one without resume never moves. */
+START_TEST(test_meter_switch)
+{
+    struct bench b;
+
+    bench_init(&b, RHC_XP_DUPLEX, RHC_XP_DUPLEX);
+    b.t->sess.resume = 1;
+    feed_down(b.t, METER_WARM + METER_BYTES);
+    ck_assert_int_eq(b.t->xp.down, RHC_XP_DUPLEX);      /* the first window opened late */
+    feed_down(b.t, METER_WARM + METER_BYTES);
+    ck_assert_int_eq(b.t->xp.down, RHC_XP_DUPLEX);      /* not in a callback: */
+    ck_assert_int_eq(b.t->meter.switch_due, 1);
+    ck_assert_int_eq(t_deadline(b.t), 0);
+    meter_switch(b.t);                                  /* the loop moves it */
+    ck_assert_int_eq(b.t->xp.down, RHC_XP_STREAM);
+    ck_assert_int_eq(b.t->xp.up, RHC_XP_STREAM);
+    ck_assert_ptr_nonnull(b.t->rq.pull);
+    ck_assert(b.route.pol.rates.bps[1][RHC_XP_DUPLEX] > 0);
+    ck_assert_int_eq(b.route.pol.rates.pick, RHC_XP_AUTO);
+    ck_assert_int_eq(b.route.pol.best_down, RHC_XP_DUPLEX);  /* no fallback learned */
+    feed_down(b.t, 2 * (METER_WARM + METER_BYTES));
+    ck_assert(b.route.pol.rates.bps[1][RHC_XP_STREAM] > 0);
+    ck_assert(b.route.pol.rates.pick == RHC_XP_STREAM || b.route.pol.rates.pick == RHC_XP_DUPLEX);
+    ck_assert_ptr_nonnull(strstr(b.route.pol.rates.why, "measured on this path, down"));
+    ck_assert_int_eq(b.t->meter.done, 1);
+    bench_free(&b);
+
+    bench_init(&b, RHC_XP_DUPLEX, RHC_XP_DUPLEX);
+    feed_down(b.t, 4 * (METER_WARM + METER_BYTES));
+    ck_assert_int_eq(b.t->xp.down, RHC_XP_DUPLEX);
+    ck_assert(b.route.pol.rates.bps[1][RHC_XP_DUPLEX] == 0);
+    bench_free(&b);
+}
+END_TEST
+
 Suite *choose_suite(void)
 {
     Suite *s = suite_create("client transport choice");
@@ -219,6 +318,9 @@ Suite *choose_suite(void)
     tcase_add_test(tc, test_policy_expire);
     tcase_add_test(tc, test_fallback_up);
     tcase_add_test(tc, test_fallback_down);
+    tcase_add_test(tc, test_rates_pick);
+    tcase_add_test(tc, test_pick_measured);
+    tcase_add_test(tc, test_meter_switch);
     suite_add_tcase(s, tc);
     return s;
 }

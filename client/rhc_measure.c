@@ -1,0 +1,155 @@
+/* relay-https client: auto measures the transports on the path (see
+ * rhc_measure.h). A window skips METER_WARM bytes (slow start, the first
+ * requests) and then times METER_BYTES in its busier direction, counting what
+ * the server confirmed up and what reached the local side down. One session of
+ * a route measures at a time. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "rh_util.h"
+#include "rhc_errors.h"
+#include "rhc_measure.h"
+#include "rhc_tunnel_int.h"
+
+static const char *const dir_name[2] = { "up", "down" };
+
+enum rhc_transport rhc_rates_pick(double duplex_bps, double stream_bps)
+{
+    return duplex_bps > stream_bps * METER_EDGE ? RHC_XP_DUPLEX : RHC_XP_STREAM;
+}
+
+void rhc_rates_fmt(const struct rhc_rates *m, char *out, size_t outsz)
+{
+    size_t n = 0;
+
+    out[0] = '\0';
+    for (int d = 0; d < 2; ++d)
+        for (int x = RHC_XP_DUPLEX; x <= RHC_XP_STREAM; ++x) {
+            if (m->bps[d][x] <= 0 || n >= outsz)
+                continue;
+            int k = snprintf(out + n, outsz - n, "%s%s %s %.0f MB/s", n ? ", " : "measured ",
+                             xp_name[x], dir_name[d], m->bps[d][x] / 1e6);
+            if (k > 0)
+                n += (size_t)k;
+        }
+    if (m->pick != RHC_XP_AUTO && n < outsz)
+        snprintf(out + n, outsz - n, "; auto picks %s", xp_name[m->pick]);
+}
+
+static void meter_start(struct rhc_meter *m, enum rhc_transport x, const rhc_tunnel *t)
+{
+    m->xp = x;
+    m->warm = 0;
+    m->up0 = t->stat.bytes.up;
+    m->down0 = t->stat.bytes.down;
+    m->t0 = rh_now_ms();
+}
+
+/* The session's transports are the route's to measure now: auto, both ways on
+ * duplex or stream, the server keeps bytes until acknowledged (the move to
+ * stream resends what was in flight), no other session measuring. */
+static int meter_wanted(rhc_tunnel *t, int64_t now)
+{
+    struct rhc_rates *r = &t->route->pol.rates;
+
+    if (t->meter.done || !t->xp.autox || !t->sess.resume || t->xp.up != t->xp.down ||
+        t->xp.switching || t->up.done || t->down.fin || t->end.code)
+        return 0;
+    if (t->meter.xp != RHC_XP_AUTO && t->meter.xp != t->xp.down && !t->meter.switch_due) {
+        t->meter.xp = RHC_XP_AUTO;          /* a fallback moved it: no fair figure */
+        t->meter.done = 1;
+        return 0;
+    }
+    if (t->meter.xp != RHC_XP_AUTO)
+        return 1;
+    if (t->xp.down != RHC_XP_DUPLEX || r->pick != RHC_XP_AUTO ||
+        now < t->route->pol.measuring_until)
+        return 0;
+    return 1;
+}
+
+/* A window timed its METER_BYTES in direction dir: the figures (the other
+ * direction's too when it carried enough to say), and what follows. */
+static void meter_figure(rhc_tunnel *t, int dir, uint64_t du, uint64_t dd, int64_t ms)
+{
+    struct rhc_rates *r = &t->route->pol.rates;
+    enum rhc_transport x = t->meter.xp;
+    uint64_t bytes = dir ? dd : du, other_way = dir ? du : dd;
+    double per_s = 1000.0 / (double)(ms > 0 ? ms : 1);
+    double bps = (double)bytes * per_s;
+
+    r->bps[dir][x] = bps;
+    if (other_way >= METER_WARM)
+        r->bps[!dir][x] = (double)other_way * per_s;
+    if (x == RHC_XP_DUPLEX) {
+        t_log(t, 1, "auto: duplex moved %" PRIu64 " bytes %s at %.0f MB/s; measuring stream",
+              bytes, dir_name[dir], bps / 1e6);
+        meter_start(&t->meter, RHC_XP_STREAM, t);
+        t->route->pol.measuring_until = rh_now_ms() + 2 * METER_MAX_MS;
+        t->meter.switch_due = 1;    /* from the loop: this may be a curl callback */
+        return;
+    }
+    t->meter.done = 1;
+    t->meter.xp = RHC_XP_AUTO;
+    t->route->pol.measuring_until = 0;
+    double duplex = r->bps[dir][RHC_XP_DUPLEX];
+    if (duplex <= 0) {
+        t_log(t, 1, "auto: stream moved %" PRIu64 " bytes %s at %.0f MB/s; no duplex figure "
+              "of that direction to compare", bytes, dir_name[dir], bps / 1e6);
+        return;
+    }
+    r->pick = rhc_rates_pick(duplex, bps);
+    r->at = rh_now_ms();
+    snprintf(r->why, sizeof(r->why), "auto: measured on this path, %s: stream %.0f MB/s, "
+             "duplex %.0f MB/s", dir_name[dir], bps / 1e6, duplex / 1e6);
+    t_log(t, 1, "%s: later sessions start with %s (this one stays on stream)", r->why,
+          xp_name[r->pick]);
+}
+
+void meter_moved(rhc_tunnel *t)
+{
+    struct rhc_meter *m = &t->meter;
+    int64_t now = rh_now_ms();
+
+    if (!meter_wanted(t, now))
+        return;
+    if (m->xp == RHC_XP_AUTO) {
+        meter_start(m, t->xp.down, t);
+        t->route->pol.measuring_until = now + 2 * METER_MAX_MS;
+        return;
+    }
+    uint64_t du = t->stat.bytes.up - m->up0, dd = t->stat.bytes.down - m->down0;
+    uint64_t most = du > dd ? du : dd;
+    if (!m->warm) {
+        if (most >= METER_WARM) {
+            meter_start(m, m->xp, t);
+            m->warm = 1;
+        } else if (now - m->t0 > METER_MAX_MS) {
+            meter_start(m, m->xp, t);       /* not bulk (yet): a new window */
+        }
+        return;
+    }
+    if (now - m->t0 > METER_MAX_MS) {
+        meter_start(m, m->xp, t);           /* too slow to tell transports apart */
+        t->route->pol.measuring_until = now + 2 * METER_MAX_MS;
+        return;
+    }
+    if (most >= METER_BYTES)
+        meter_figure(t, dd > du, du, dd, now - m->t0);
+}
+
+void meter_switch(rhc_tunnel *t)
+{
+    if (!t->meter.switch_due)
+        return;
+    t->meter.switch_due = 0;
+    switch_to_stream(t, "auto: measuring stream against duplex");
+    meter_start(&t->meter, RHC_XP_STREAM, t);   /* the stream's window starts now */
+}
+
+void rhc_rates_expire(struct rhc_rates *r, int64_t now)
+{
+    if (r->pick != RHC_XP_AUTO && now - r->at >= RHC_POLICY_RETRY_MS)
+        memset(r, 0, sizeof(*r));
+}

@@ -1,0 +1,45 @@
+/* relay-https client: auto measures the transports on the path. A session on
+ * duplex times its first bulk bytes, moves to stream (a deliberate resume: the
+ * server resends what was in flight) and times those; later sessions of the
+ * route start with the faster. What was measured and why the pick shows at -v
+ * and in the statistics. */
+#ifndef RHC_MEASURE_H
+#define RHC_MEASURE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rhc_opts.h"
+
+#define METER_WARM      (1u << 20)     /* bytes a window lets pass before it times */
+#define METER_BYTES     (8u << 20)     /* ... and then times, in its busier direction */
+#define METER_MAX_MS    3000           /* slower than this is not bulk: not a figure */
+#define METER_EDGE      1.10           /* duplex kept only when this much faster */
+
+/* What a route measured (in struct rhc_policy). */
+struct rhc_rates {
+    double bps[2][RHC_XP_BATCH + 1];   /* [0 up, 1 down][transport]: bytes/s, 0: none */
+    enum rhc_transport pick;           /* auto on HTTP/2 starts with it (AUTO: no figure) */
+    char why[200];                     /* the pick, explained */
+    int64_t at;                        /* picked then (re-measured after a while) */
+};
+
+/* One session's window (in struct rhc_tunnel). */
+struct rhc_meter {
+    enum rhc_transport xp;             /* timed now (AUTO: nothing) */
+    int warm;                          /* warm-up passed: t0 and the counts start */
+    int done;                          /* this session measured what it could */
+    int switch_due;                    /* to stream, from the loop (meter_switch) */
+    int64_t t0;
+    uint64_t up0, down0;
+};
+
+/* A pick older than RHC_POLICY_RETRY_MS is forgotten: the path may have changed. */
+void rhc_rates_expire(struct rhc_rates *r, int64_t now);
+/* The figures and the pick of a route, for the statistics ("" when none). */
+void rhc_rates_fmt(const struct rhc_rates *m, char *out, size_t outsz);
+/* The pick from two figures of one direction (pure, for tests): stream unless
+ * duplex was METER_EDGE faster. */
+enum rhc_transport rhc_rates_pick(double duplex_bps, double stream_bps);
+
+#endif
