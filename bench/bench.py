@@ -13,6 +13,10 @@ Measures, in one run on one machine, side by side:
   stream      relay-https --transport stream (HTTP/1.1)
   batch       relay-https --transport batch (HTTP/1.1)
   batch-nginx relay-https --transport batch through the buffering nginx of the proxy tests
+  rendezvous  relay-https forward --transport duplex to a RelayService that a
+              relay-https serve --transport duplex --to TARGET offers (issue #15):
+              both legs through Apache, paired in the relay core
+  rendezvous-stream  the same with --transport stream on both legs
   auto-squid  relay-https with its default transport (auto) through squid (CONNECT), a
               new forward for every figure: what a Syncthing user behind a proxy gets
   socks       relay-https proxy (SOCKS5, --transport duplex: what auto takes on HTTP/2)
@@ -58,16 +62,22 @@ import harness  # noqa: E402
 import intermediaries as im  # noqa: E402
 
 PATHS = ["raw", "tls", "connect", "websocket", "httptunnel",
-         "duplex", "stream", "batch", "batch-nginx", "auto-squid", "socks", "ssh-d"]
-OURS = ("duplex", "stream", "batch", "batch-nginx", "auto-squid", "socks")
+         "duplex", "stream", "batch", "batch-nginx", "auto-squid", "socks", "ssh-d",
+         "rendezvous", "rendezvous-stream"]
+OURS = ("duplex", "stream", "batch", "batch-nginx", "auto-squid", "socks",
+        "rendezvous", "rendezvous-stream")
 # paths whose entry is a SOCKS5 proxy: rhbench connects through it (RHBENCH_SOCKS5)
 SOCKS_PATHS = ("socks", "ssh-d")
+# a rendezvous path and the forward-to-target path it is measured against
+RDV_OF = {"rendezvous": "duplex", "rendezvous-stream": "stream"}
 VARIANTS = ["loopback", "delay"]
-FIGURES = ["up", "down", "multi", "echo", "setup", "idle", "idle-async"]
+FIGURES = ["up", "down", "multi", "echo", "setup", "idle", "idle-async", "serve-idle"]
 # idle tunnels with RelayAsync (issue 17): parked in each child's reactor
 ASYNC_PATHS = ("stream", "batch")
 
 TARGET_NAME = "bench"
+SERVICE_NAME = "benchsvc"   # the rendezvous path's RelayService
+SERVE_IDLE_S = 10           # serve-idle: CPU of an idle relay-https serve over this long
 # a forward takes up to its descriptor limit's worth of tunnels (client/rhc_forward.c):
 # the idle ramp spreads over forwarders
 MAX_TUNNELS_PER_FORWARD = 1000
@@ -80,6 +90,8 @@ IDLE_CAP = {
     "websocket": (300, "websockify forks one Python process per connection"),
     "httptunnel": (1, "hts serves one tunnel at a time"),
     "batch-nginx": (0, "same server cost as batch, plus nginx; not measured"),
+    "rendezvous": (0, "two duplex sessions per tunnel; not measured"),
+    "rendezvous-stream": (0, "two stream sessions per tunnel; not measured"),
     "auto-squid": (0, "duplex or stream, as measured; not measured apart"),
 }
 
@@ -412,6 +424,7 @@ class Bench:
             "ProxyPass /ws/ http://127.0.0.1:%d/ upgrade=websocket" % self.ws_port,
             "<Location /relay>",
             "    RelayIdleTimeout 600",
+            "    RelayService %s" % SERVICE_NAME,
             "</Location>",
             "# the SOCKS5 path: destinations named per connection, the target only",
             "<Location /proxy>",
@@ -575,13 +588,22 @@ class Bench:
             else:
                 up = upstream(self.apache_port, "apache")
                 url = "https://127.0.0.1:%d/relay" % up
-            transport = "batch" if path == "batch-nginx" else path
+            transport = "batch" if path == "batch-nginx" else RDV_OF.get(path, path)
             if path == "auto-squid":
                 extra = proxy           # the defaults: auto, HTTP/2 where ALPN gives it
             else:
                 extra = ["--transport", transport]
                 extra += ["--http2"] if transport == "duplex" else ["--http1.1"]
             nfwd = max(1, -(-tunnels // per_forward))
+            name = TARGET_NAME
+            if path in RDV_OF:
+                # the serve sits next to the server (the delay is the client's path)
+                name = SERVICE_NAME
+                sv = helper([self.client, "serve", "--cacert", self.ca] + extra
+                            + ["--accepts", "16", "--to", "127.0.0.1:%d" % tgt,
+                               "https://127.0.0.1:%d/relay" % self.apache_port, name],
+                            "relay-https-serve-%s" % variant, self.logdir, env=im.clean_env())
+                client.add(sv.pid)
             entries = []
             for i in range(nfwd):
                 entry = harness.free_port()
@@ -590,7 +612,7 @@ class Bench:
                     cmd += ["--cacert", self.ca]
                 # RH_BENCH_CLIENT_ARGS: more options for every forward (-v, say)
                 cmd += extra + os.environ.get("RH_BENCH_CLIENT_ARGS", "").split()
-                cmd += [url, TARGET_NAME]
+                cmd += [url, name]
                 c = helper(cmd, "relay-https-%s-%s-%d" % (path, variant, i), self.logdir,
                            ready_port=entry, env=im.clean_env())
                 client.add(c.pid)
@@ -756,6 +778,29 @@ class Bench:
                                                                 r["mbps"]))
         finally:
             state["stop"]()
+
+    def measure_serve_idle(self):
+        """An idle relay-https serve (its listens waiting, no client): its CPU time
+        (utime + stime of /proc/PID/stat) and the server's over SERVE_IDLE_S."""
+        log("rendezvous / loopback: an idle serve for %d s" % SERVE_IDLE_S)
+        sv = Proc([self.client, "serve", "--cacert", self.ca, "--to",
+                   "127.0.0.1:%d" % self.target.port,
+                   "https://127.0.0.1:%d/relay" % self.apache_port, SERVICE_NAME],
+                  "relay-https-serve-idle", self.logdir, env=im.clean_env())
+        try:
+            time.sleep(2.0)   # its listens are out and waiting
+            server = proc_tree(self.apache_pids())
+            c0, s0 = cpu_seconds([sv.pid]), cpu_seconds(server)
+            time.sleep(SERVE_IDLE_S)
+            c1, s1 = cpu_seconds([sv.pid]), cpu_seconds(server)
+        finally:
+            sv.stop()
+        note = "relay-https serve, 4 listens waiting, no client, %d s" % SERVE_IDLE_S
+        self.record("rendezvous", "loopback", "serve_idle_cpu", c1 - c0, "s", note)
+        self.record("rendezvous", "loopback", "serve_idle_server_cpu", s1 - s0, "s",
+                    "Apache and the relay core meanwhile (the listens' long-polls)")
+        log("rendezvous / loopback: idle serve CPU %.3f s, server %.3f s in %d s"
+            % (c1 - c0, s1 - s0, SERVE_IDLE_S))
 
     def measure_setup(self, path, variant, entry):
         """Connect latency: a new connection through the path until its first byte
@@ -925,6 +970,9 @@ class Bench:
             for path in a.paths:
                 if any(f in a.figures for f in ("up", "down", "multi", "echo")):
                     self.measure_path(path, variant)
+        if ("serve-idle" in a.figures and "loopback" in a.variants
+                and any(p in RDV_OF for p in a.paths)):
+            self.measure_serve_idle()
         if "idle" in a.figures and "loopback" in a.variants:
             for path in a.paths:
                 self.measure_idle(path)
@@ -956,6 +1004,7 @@ COLUMNS = [  # metric, header, format, better
     ("idle_held", "idle tunnels held", "%.0f", "high"),
     ("mem_per_idle", "server KiB/idle tunnel", "%.1f", "low"),
     ("idle_cpu", "server CPU s idle", "%.2f", "low"),
+    ("serve_idle_cpu", "idle serve CPU s", "%.3f", "low"),
 ]
 
 
@@ -1040,6 +1089,16 @@ def targets(rows):
             m = "thr_" + d
             check("auto through squid %s vs CONNECT (%s)" % (d, var),
                   v("auto-squid", var, m), v("connect", var, m), 0.9)
+    for var in ("loopback", "delay"):
+        for rdv, fwd in sorted(RDV_OF.items()):
+            for d in ("up", "down"):
+                m = "thr_" + d
+                check("%s %s throughput vs %s to the target (%s)" % (rdv, d, fwd, var),
+                      v(rdv, var, m), v(fwd, var, m), 0.8)
+    ic = v("rendezvous", "loopback", "serve_idle_cpu")
+    out.append(("an idle relay-https serve's CPU (%d s)" % SERVE_IDLE_S,
+                "-" if ic is None else "%.3f s" % ic, "~0 (< 0.05 s)",
+                None if ic is None else ic < 0.05))
     for t, f in (("stream", 1.2), ("duplex", 1.5), ("batch", 3.0)):
         check("%s echo median vs CONNECT (loopback)" % t, v(t, "loopback", "echo_median"),
               v("connect", "loopback", "echo_median"), f, "le")
