@@ -13,8 +13,16 @@ Measures, in one run on one machine, side by side:
   stream      relay-https --transport stream (HTTP/1.1)
   batch       relay-https --transport batch (HTTP/1.1)
   batch-nginx relay-https --transport batch through the buffering nginx of the proxy tests
+  rendezvous  relay-https forward --transport duplex to a RelayService that a
+              relay-https serve --transport duplex --to TARGET offers (issue #15):
+              both legs through Apache, paired in the relay core
+  rendezvous-stream  the same with --transport stream on both legs
   auto-squid  relay-https with its default transport (auto) through squid (CONNECT), a
               new forward for every figure: what a Syncthing user behind a proxy gets
+  socks       relay-https proxy (SOCKS5, --transport duplex: what auto takes on HTTP/2)
+              to a destination its /proxy location's RelayAllow lists (issue 16)
+  ssh-d       ssh -D (OpenSSH's SOCKS5) whose connection to a loopback sshd goes
+              through the same Apache CONNECT (proxytunnel as ProxyCommand)
 
 each straight on loopback and through the harness's delay proxy (rhbench delay,
 20 ms each way between the client side and the server side). Figures per path:
@@ -54,14 +62,22 @@ import harness  # noqa: E402
 import intermediaries as im  # noqa: E402
 
 PATHS = ["raw", "tls", "connect", "websocket", "httptunnel",
-         "duplex", "stream", "batch", "batch-nginx", "auto-squid"]
-OURS = ("duplex", "stream", "batch", "batch-nginx", "auto-squid")
+         "duplex", "stream", "batch", "batch-nginx", "auto-squid", "socks", "ssh-d",
+         "rendezvous", "rendezvous-stream"]
+OURS = ("duplex", "stream", "batch", "batch-nginx", "auto-squid", "socks",
+        "rendezvous", "rendezvous-stream")
+# paths whose entry is a SOCKS5 proxy: rhbench connects through it (RHBENCH_SOCKS5)
+SOCKS_PATHS = ("socks", "ssh-d")
+# a rendezvous path and the forward-to-target path it is measured against
+RDV_OF = {"rendezvous": "duplex", "rendezvous-stream": "stream"}
 VARIANTS = ["loopback", "delay"]
-FIGURES = ["up", "down", "multi", "echo", "idle", "idle-async"]
+FIGURES = ["up", "down", "multi", "echo", "setup", "idle", "idle-async", "serve-idle"]
 # idle tunnels with RelayAsync (issue 17): parked in each child's reactor
 ASYNC_PATHS = ("stream", "batch")
 
 TARGET_NAME = "bench"
+SERVICE_NAME = "benchsvc"   # the rendezvous path's RelayService
+SERVE_IDLE_S = 10           # serve-idle: CPU of an idle relay-https serve over this long
 # a forward takes up to its descriptor limit's worth of tunnels (client/rhc_forward.c):
 # the idle ramp spreads over forwarders
 MAX_TUNNELS_PER_FORWARD = 1000
@@ -69,9 +85,13 @@ MB = 1000 * 1000
 
 # Idle tunnels: how far each path's ramp goes, and why not further.
 IDLE_CAP = {
+    "socks": (0, "the same sessions as duplex; not measured"),
+    "ssh-d": (0, "one ssh connection multiplexes every channel; not measured"),
     "websocket": (300, "websockify forks one Python process per connection"),
     "httptunnel": (1, "hts serves one tunnel at a time"),
     "batch-nginx": (0, "same server cost as batch, plus nginx; not measured"),
+    "rendezvous": (0, "two duplex sessions per tunnel; not measured"),
+    "rendezvous-stream": (0, "two stream sessions per tunnel; not measured"),
     "auto-squid": (0, "duplex or stream, as measured; not measured apart"),
 }
 
@@ -82,7 +102,8 @@ HTC = "/usr/bin/htc"
 HTS = "/usr/bin/hts"
 GNUPLOT = "/usr/bin/gnuplot"
 PEER_BINS = {"tls": [STUNNEL], "connect": [PROXYTUNNEL], "websocket": [WEBSOCKIFY],
-             "httptunnel": [HTC, HTS], "batch-nginx": [im.NGINX], "auto-squid": [im.SQUID]}
+             "httptunnel": [HTC, HTS], "batch-nginx": [im.NGINX], "auto-squid": [im.SQUID],
+             "ssh-d": ["/usr/sbin/sshd", "/usr/bin/ssh", PROXYTUNNEL]}
 
 # Event MPM settings for thousands of held requests (each open pull or push holds a
 # worker thread; see docs/BENCHMARKS.md).
@@ -105,18 +126,19 @@ H2MinWorkers {h2min}
 """
 
 
-# RelayAsync: few worker threads, parked requests count as event's connections
+# RelayAsync: few worker threads (16 children, so that none holds more descriptors than
+# a process may: two per parked request), parked requests count as event's connections
 # (AsyncRequestWorkerFactor), the relay's budget sized for connections, not threads.
 ASYNC_CONF = """
 <IfModule mpm_event_module>
     ServerLimit 16
     ThreadsPerChild 16
-    MaxRequestWorkers 64
-    StartServers 4
+    MaxRequestWorkers 256
+    StartServers 16
     MinSpareThreads 16
-    MaxSpareThreads 64
+    MaxSpareThreads 256
     MaxConnectionsPerChild 0
-    AsyncRequestWorkerFactor 4000
+    AsyncRequestWorkerFactor 400
 </IfModule>
 RelayAsync On
 RelayMaxWorkers {maxworkers}
@@ -322,6 +344,8 @@ class Bench:
         self.squid = None
         self.websockify = None
         self.target = None
+        self.sshd = None
+        self.socks_dest = None  # set while a SOCKS5 path runs: where rhbench asks to go
         self.helpers = []
         self.rows = []          # dicts: path, variant, metric, value, unit, note
         self.notes = []
@@ -357,6 +381,9 @@ class Bench:
         self.helpers.append(self.target)
         self.ws_port = harness.free_port()
         self.apache_port = harness.free_port()
+        if self.wants("ssh-d"):
+            import sshd as sshmod
+            self.sshd = sshmod.Sshd(os.path.join(self.work, "sshd")).start()
         self.start_apache()
         if self.wants("websocket"):
             self.websockify = Proc([WEBSOCKIFY, "127.0.0.1:%d" % self.ws_port,
@@ -388,13 +415,21 @@ class Bench:
                                h2max=self.args.h2_max_workers, maxmemfree=maxmemfree)),
             "# Apache's own CONNECT path: a TLS forward proxy that may only reach the target",
             "ProxyRequests On",
-            "AllowCONNECT %d" % self.target.port,
+            "AllowCONNECT %d%s" % (self.target.port,
+                                   " %d" % self.sshd.port if self.sshd else ""),
             "<Proxy \"*\">",
             "    Require ip 127.0.0.1",
             "</Proxy>",
             "# the WebSocket path: websockify behind mod_proxy_http",
             "ProxyPass /ws/ http://127.0.0.1:%d/ upgrade=websocket" % self.ws_port,
             "<Location /relay>",
+            "    RelayIdleTimeout 600",
+            "    RelayService %s" % SERVICE_NAME,
+            "</Location>",
+            "# the SOCKS5 path: destinations named per connection, the target only",
+            "<Location /proxy>",
+            "    SetHandler relay-https",
+            "    RelayAllow 127.0.0.1 %d" % self.target.port,
             "    RelayIdleTimeout 600",
             "</Location>",
         ])
@@ -420,6 +455,8 @@ class Bench:
         self.helpers = []
         if self.nginx:
             self.nginx.stop()
+        if self.sshd:
+            self.sshd.stop()
         if self.squid:
             self.squid.stop()
         if self.apache:
@@ -469,6 +506,7 @@ class Bench:
         tgt = self.target.port
         server, client = set(), set()
         self.entries = None
+        self.socks_dest = "127.0.0.1:%d" % tgt if path in SOCKS_PATHS else None
         if path == "raw":
             entry = upstream(tgt, "target")
         elif path == "tls":
@@ -516,6 +554,27 @@ class Bench:
             c = helper([HTC, "-w", "-F", entry, "127.0.0.1:%d" % up],
                        "htc-%s" % variant, self.logdir, ready_port=entry)
             client.add(c.pid)
+        elif path == "socks":
+            up = upstream(self.apache_port, "apache")
+            entry = harness.free_port()
+            c = helper([self.client, "proxy", "-L", "127.0.0.1:%d" % entry, "--cacert", self.ca,
+                        "--transport", "duplex", "--http2",
+                        "https://127.0.0.1:%d/proxy" % up],
+                       "relay-https-proxy-%s" % variant, self.logdir, ready_port=entry,
+                       env=im.clean_env())
+            client.add(c.pid)
+            server |= self.apache_pids()
+        elif path == "ssh-d":
+            up = upstream(self.apache_port, "apache")
+            entry = harness.free_port()
+            pcmd = "%s -E -z -q -p 127.0.0.1:%d -d 127.0.0.1:%d" % (PROXYTUNNEL, up,
+                                                                   self.sshd.port)
+            c = helper(["/usr/bin/ssh"] + self.sshd.ssh_options(port=self.sshd.port)
+                       + ["-N", "-D", "127.0.0.1:%d" % entry, "-o", "ProxyCommand=" + pcmd,
+                          "%s@127.0.0.1" % self.sshd.user],
+                       "ssh-d-%s" % variant, self.logdir, ready_port=entry, timeout=40)
+            client.add(c.pid)
+            server |= self.apache_pids() | {self.sshd.proc.pid}
         elif path in OURS:
             proxy = []
             if path == "batch-nginx":
@@ -529,13 +588,22 @@ class Bench:
             else:
                 up = upstream(self.apache_port, "apache")
                 url = "https://127.0.0.1:%d/relay" % up
-            transport = "batch" if path == "batch-nginx" else path
+            transport = "batch" if path == "batch-nginx" else RDV_OF.get(path, path)
             if path == "auto-squid":
                 extra = proxy           # the defaults: auto, HTTP/2 where ALPN gives it
             else:
                 extra = ["--transport", transport]
                 extra += ["--http2"] if transport == "duplex" else ["--http1.1"]
             nfwd = max(1, -(-tunnels // per_forward))
+            name = TARGET_NAME
+            if path in RDV_OF:
+                # the serve sits next to the server (the delay is the client's path)
+                name = SERVICE_NAME
+                sv = helper([self.client, "serve", "--cacert", self.ca] + extra
+                            + ["--accepts", "16", "--to", "127.0.0.1:%d" % tgt,
+                               "https://127.0.0.1:%d/relay" % self.apache_port, name],
+                            "relay-https-serve-%s" % variant, self.logdir, env=im.clean_env())
+                client.add(sv.pid)
             entries = []
             for i in range(nfwd):
                 entry = harness.free_port()
@@ -544,7 +612,7 @@ class Bench:
                     cmd += ["--cacert", self.ca]
                 # RH_BENCH_CLIENT_ARGS: more options for every forward (-v, say)
                 cmd += extra + os.environ.get("RH_BENCH_CLIENT_ARGS", "").split()
-                cmd += [url, TARGET_NAME]
+                cmd += [url, name]
                 c = helper(cmd, "relay-https-%s-%s-%d" % (path, variant, i), self.logdir,
                            ready_port=entry, env=im.clean_env())
                 client.add(c.pid)
@@ -566,9 +634,13 @@ class Bench:
                           "value": value, "unit": unit, "note": note})
 
     def tool_run(self, args, timeout):
+        env = dict(os.environ)
+        env.pop("RHBENCH_SOCKS5", None)
+        if self.socks_dest:
+            env["RHBENCH_SOCKS5"] = self.socks_dest
         try:
             r = subprocess.run([self.tool] + [str(a) for a in args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, timeout=timeout)
+                               stderr=subprocess.PIPE, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
             return {"error": "timed out after %ss" % timeout}
         kv = parse_kv(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "")
@@ -646,6 +718,8 @@ class Bench:
                 self.record(path, variant, "error", 0, "", "echo check: %s" % w["error"])
                 log("%s / %s: echo check failed: %s" % (path, variant, w["error"]))
                 return
+            if "setup" in a.figures:
+                self.measure_setup(path, variant, fresh())
             if "echo" in a.figures:
                 entry = fresh()
                 n = a.echo_count if variant == "loopback" else a.echo_count_delay
@@ -705,6 +779,47 @@ class Bench:
         finally:
             state["stop"]()
 
+    def measure_serve_idle(self):
+        """An idle relay-https serve (its listens waiting, no client): its CPU time
+        (utime + stime of /proc/PID/stat) and the server's over SERVE_IDLE_S."""
+        log("rendezvous / loopback: an idle serve for %d s" % SERVE_IDLE_S)
+        sv = Proc([self.client, "serve", "--cacert", self.ca, "--to",
+                   "127.0.0.1:%d" % self.target.port,
+                   "https://127.0.0.1:%d/relay" % self.apache_port, SERVICE_NAME],
+                  "relay-https-serve-idle", self.logdir, env=im.clean_env())
+        try:
+            time.sleep(2.0)   # its listens are out and waiting
+            server = proc_tree(self.apache_pids())
+            c0, s0 = cpu_seconds([sv.pid]), cpu_seconds(server)
+            time.sleep(SERVE_IDLE_S)
+            c1, s1 = cpu_seconds([sv.pid]), cpu_seconds(server)
+        finally:
+            sv.stop()
+        note = "relay-https serve, 4 listens waiting, no client, %d s" % SERVE_IDLE_S
+        self.record("rendezvous", "loopback", "serve_idle_cpu", c1 - c0, "s", note)
+        self.record("rendezvous", "loopback", "serve_idle_server_cpu", s1 - s0, "s",
+                    "Apache and the relay core meanwhile (the listens' long-polls)")
+        log("rendezvous / loopback: idle serve CPU %.3f s, server %.3f s in %d s"
+            % (c1 - c0, s1 - s0, SERVE_IDLE_S))
+
+    def measure_setup(self, path, variant, entry):
+        """Connect latency: a new connection through the path until its first byte
+        came back (SOCKS5 handshake and the relay's open included), --setup-count
+        times one after another; median and p90."""
+        ts = []
+        for _ in range(self.args.setup_count):
+            e = self.tool_run(["echo", "127.0.0.1:%d" % entry, 1, 0, 30], 60)
+            if e.get("error") or "setup_us" not in e:
+                self.record(path, variant, "error", 0, "", "setup: %s" % e.get("error"))
+                return
+            ts.append(e["setup_us"] / 1000)
+        ts.sort()
+        self.record(path, variant, "setup_median", ts[len(ts) // 2], "ms",
+                    "new connection to first echo byte, %d in a row" % len(ts))
+        self.record(path, variant, "setup_p90", ts[int(len(ts) * 0.9)], "ms")
+        log("%s / %s: connect latency median %.2f ms p90 %.2f ms" % (
+            path, variant, ts[len(ts) // 2], ts[int(len(ts) * 0.9)]))
+
     def site_latency(self, n=200):
         """The static page beside the relay, n requests on one kept-alive connection
         (curl): (median, p99) in ms, or None."""
@@ -735,7 +850,6 @@ class Bench:
             # a fresh Apache, so that children and threads left by another path do not count
             self.restart_apache()
         log("%s: idle ramp to %d" % (label, n))
-        threads0 = sum(threads_of(x) for x in proc_tree(self.apache_pids()))
         try:
             entry, server, client, stop = self.start_path(path, "loopback", tunnels=n,
                                                           per_forward=per_forward)
@@ -755,6 +869,7 @@ class Bench:
             core0 = pss_kib([core]) if core else 0
             kids = self.apache_children()
             kids0 = pss_kib(kids)
+            threads0 = sum(threads_of(x) for x in stree)
             if path == "connect":
                 args = ["idle", "127.0.0.1:0", n, 1, 30, "connect-tls", "127.0.0.1:%d" % self.apache_port,
                         "127.0.0.1:%d" % self.target.port]
@@ -855,6 +970,9 @@ class Bench:
             for path in a.paths:
                 if any(f in a.figures for f in ("up", "down", "multi", "echo")):
                     self.measure_path(path, variant)
+        if ("serve-idle" in a.figures and "loopback" in a.variants
+                and any(p in RDV_OF for p in a.paths)):
+            self.measure_serve_idle()
         if "idle" in a.figures and "loopback" in a.variants:
             for path in a.paths:
                 self.measure_idle(path)
@@ -879,12 +997,14 @@ COLUMNS = [  # metric, header, format, better
     ("echo_median", "echo median ms", "%.3f", "low"),
     ("echo_p99", "echo p99 ms", "%.3f", "low"),
     ("setup", "setup ms", "%.1f", "low"),
+    ("setup_median", "connect ms", "%.2f", "low"),
     ("req_rtt", "HTTPS request ms", "%.3f", "low"),
     ("server_cpu_per_gb", "server CPU s/GB", "%.2f", "low"),
     ("client_cpu_per_gb", "client CPU s/GB", "%.2f", "low"),
     ("idle_held", "idle tunnels held", "%.0f", "high"),
     ("mem_per_idle", "server KiB/idle tunnel", "%.1f", "low"),
     ("idle_cpu", "server CPU s idle", "%.2f", "low"),
+    ("serve_idle_cpu", "idle serve CPU s", "%.3f", "low"),
 ]
 
 
@@ -969,6 +1089,16 @@ def targets(rows):
             m = "thr_" + d
             check("auto through squid %s vs CONNECT (%s)" % (d, var),
                   v("auto-squid", var, m), v("connect", var, m), 0.9)
+    for var in ("loopback", "delay"):
+        for rdv, fwd in sorted(RDV_OF.items()):
+            for d in ("up", "down"):
+                m = "thr_" + d
+                check("%s %s throughput vs %s to the target (%s)" % (rdv, d, fwd, var),
+                      v(rdv, var, m), v(fwd, var, m), 0.8)
+    ic = v("rendezvous", "loopback", "serve_idle_cpu")
+    out.append(("an idle relay-https serve's CPU (%d s)" % SERVE_IDLE_S,
+                "-" if ic is None else "%.3f s" % ic, "~0 (< 0.05 s)",
+                None if ic is None else ic < 0.05))
     for t, f in (("stream", 1.2), ("duplex", 1.5), ("batch", 3.0)):
         check("%s echo median vs CONNECT (loopback)" % t, v(t, "loopback", "echo_median"),
               v("connect", "loopback", "echo_median"), f, "le")
@@ -1215,6 +1345,8 @@ def parse_args(argv):
                     help="... or about this long, whichever comes first (default 30)")
     ap.add_argument("--streams", type=int, default=100)
     ap.add_argument("--echo-count", type=int, default=2000)
+    ap.add_argument("--setup-count", type=int, default=30,
+                    help="new connections timed one after another (figure setup)")
     ap.add_argument("--echo-count-delay", type=int, default=200)
     ap.add_argument("--idle", type=int, default=5000, help="idle tunnels to ramp up to")
     ap.add_argument("--idle-batch", type=int, default=50)
@@ -1222,8 +1354,9 @@ def parse_args(argv):
                     help="idle tunnels to ramp up to with RelayAsync (stream, batch)")
     ap.add_argument("--idle-async-hold", type=float, default=30.0,
                     help="seconds the RelayAsync idle tunnels are held while CPU is measured")
-    ap.add_argument("--idle-async-forward", type=int, default=250,
-                    help="tunnels per relay-https forward in the RelayAsync ramp")
+    ap.add_argument("--idle-async-forward", type=int, default=320,
+                    help="tunnels per relay-https forward in the RelayAsync ramp (rhbench "
+                         "idle spreads over 64 forwarders at most)")
     ap.add_argument("--idle-hold", type=float, default=10.0)
     ap.add_argument("--idle-settle", type=float, default=3.0)
     ap.add_argument("--idle-timeout", type=float, default=900.0)

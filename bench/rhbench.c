@@ -17,6 +17,10 @@
  *   'U' sink: the server answers 'R', reads count bytes, answers the count (8 bytes)
  *   'D' source: the server answers 'R', waits for one byte (go), sends count bytes
  *   'E' echo: every byte read is sent back, until EOF
+ * With RHBENCH_SOCKS5=HOST:PORT in the environment, thr and echo speak SOCKS5
+ * (no authentication, CONNECT to that IPv4 destination) on every connection
+ * before the target protocol: HOST:PORT on their command line is then the
+ * SOCKS5 proxy (relay-https proxy, ssh -D). echo's setup time includes it.
  * Port 0 for a listener picks a free one; the port is printed on stdout
  * ("PORT n"). Output lines are key=value, for the harness to parse. */
 #define _GNU_SOURCE
@@ -126,11 +130,42 @@ static void nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
+static int write_all(int fd, const void *buf, size_t len);
+static int read_full(int fd, void *buf, size_t len);
+
+/* SOCKS5 CONNECT to dest (HOST:PORT, IPv4) on a connected fd: 0, or -1
+ * (errno EPROTO when the proxy refused). */
+static int socks5_connect(int fd, const char *dest)
+{
+    struct sockaddr_in d;
+    unsigned char rep[10], req[10] = { 5, 1, 0, 1 };
+    const unsigned char greet[3] = { 5, 1, 0 };
+    parse_hostport(dest, &d);
+    memcpy(req + 4, &d.sin_addr, 4);
+    memcpy(req + 8, &d.sin_port, 2);
+    if (write_all(fd, greet, 3) < 0 || read_full(fd, rep, 2) < 0)
+        return -1;
+    if (rep[0] != 5 || rep[1] != 0 || write_all(fd, req, sizeof req) < 0
+        || read_full(fd, rep, 4) < 0)
+        goto refused;
+    if (rep[1] != 0)
+        goto refused;
+    size_t rest = rep[3] == 1 ? 6 : rep[3] == 4 ? 18 : 0;
+    if (!rest || read_full(fd, rep, rest) < 0)
+        goto refused;
+    return 0;
+refused:
+    errno = EPROTO;
+    return -1;
+}
+
 static int connect_to(const struct sockaddr_in *sa)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
-    if (connect(fd, (const struct sockaddr *)sa, sizeof *sa) < 0) {
+    const char *socks = getenv("RHBENCH_SOCKS5");
+    if (connect(fd, (const struct sockaddr *)sa, sizeof *sa) < 0
+        || (socks && *socks && socks5_connect(fd, socks) < 0)) {
         int e = errno;
         close(fd);
         errno = e;

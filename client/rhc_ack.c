@@ -24,11 +24,16 @@ static uint64_t ack_gap(const rhc_tunnel *t)
  * body_read for why not in a body). One at a time: once a quarter of the
  * server's buffer came, or once down is quiet, so that an idle session holds no
  * memory there. */
-/* The server forgets a session not heard from for its idle timeout: whatever
- * keeps an idle session alive comes at least three times as often. */
+/* The server forgets a session not heard from for its idle timeout (a serve
+ * leg: for RH_SERVE_GONE_S): whatever keeps an idle session alive comes at
+ * least three times as often. */
 int64_t alive_every(const rhc_tunnel *t)
 {
-    return t->sess.idle_ms / 3;
+    int64_t e = t->sess.idle_ms / 3;
+    /* a serve leg has less: RH_SERVE_GONE_S without a word means a dead serve */
+    if (t->sess.serve_leg && e > RH_SERVE_GONE_S * 1000 / 3)
+        e = RH_SERVE_GONE_S * 1000 / 3;
+    return e;
 }
 
 /* After a cut the down side goes on with a new request, and a server that

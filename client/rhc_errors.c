@@ -145,6 +145,8 @@ int rhc_http_failure(const struct rhc_opts *o, const struct rhc_req *r, const ch
         kind = "the proxy refused to connect to the server: ";
     else if (code == RHC_EXIT_PROXY)
         kind = "the proxy refused the request: ";
+    else if (r->status == 403 && !strcmp(r->reason, RH_REASON_TOKEN_DEST))
+        kind = "destination not allowed by the server: ";   /* RelayAllow */
     else if (code == RHC_EXIT_AUTH)
         kind = "access refused by the server: ";
     else if (code == RHC_EXIT_NO_TARGET)

@@ -31,6 +31,7 @@ struct assoc {
     struct sockaddr_storage ctrl_peer;   /* datagrams come from its address only */
     struct sockaddr_storage client;      /* where replies go: the latest source */
     socklen_t clen;
+    uint32_t drops;             /* the kernel's count so far */
     struct rhc_dgflows fs;
     char peer[64];
     size_t at, nfds;            /* this round's pollfds: ctrl, ufd, flows */
@@ -147,6 +148,7 @@ int rhc_sudp_associate(struct rhc_sudp *s, struct rhc_route *route, int ctrl, co
         return -1;
     }
     a->ctrl = ctrl;
+    rhc_udp_count_drops(a->ufd);
     snprintf(a->peer, sizeof(a->peer), "%s", peer);
     a->next = s->list;
     s->list = a;
@@ -209,8 +211,8 @@ static void read_client(struct assoc *a)
     for (int i = 0; i < RECV_PER_ROUND; ++i) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
-        ssize_t n = recvfrom(a->ufd, rbuf, sizeof(rbuf), MSG_DONTWAIT, (struct sockaddr *)&ss,
-                             &sl);
+        ssize_t n = rhc_udp_recvfrom(a->ufd, rbuf, sizeof(rbuf), &ss, &sl, a->fs.route,
+                                     &a->drops);
         if (n < 0) {
             if (errno == EINTR)
                 continue;

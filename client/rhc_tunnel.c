@@ -154,8 +154,11 @@ void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
 
     snprintf(what, sizeof(what), "open %.300s/%s", t->route->o->base_url, t->route->o->target);
     /* a connection cut before the answer, in the TLS handshake too (a proxy
-     * that resets it): tried again; a refused certificate is another code */
-    if ((died_unanswered(r, rc) || (!r->hdr_done && rc == CURLE_SSL_CONNECT_ERROR)) &&
+     * that resets it), or under its HTTP/2 stream (an open of a service waits
+     * for its serve, long enough for a cut to land): tried again; a refused
+     * certificate is another code */
+    if ((died_unanswered(r, rc) || (!r->hdr_done && (rc == CURLE_SSL_CONNECT_ERROR ||
+                                                     rc == CURLE_HTTP2_STREAM))) &&
         t->sess.open_retries < OPEN_RETRIES && !t->end.code) {
         /* At worst the server made a session we never hear of; it idles out. */
         t_log(t, 1, "open: %s; trying again on a new connection", req_error(r, rc));
@@ -406,6 +409,7 @@ rhc_tunnel *rhc_tunnel_accept(rhc_ctx *c, struct rhc_route *route, int fd, const
          * the client to another serve) hears its 410 at once, where a duplex
          * may see only a reset stream */
         t->ack.verify = 1;
+        t->sess.serve_leg = 1;
     }
     return t;
 }

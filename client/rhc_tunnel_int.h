@@ -91,6 +91,8 @@ struct rhc_tunnel {
         unsigned h2_resets;     /* duplex streams reset unanswered, in a row */
         unsigned open_retries;
         int64_t rtt_ms;         /* open: from request sent to answer */
+        int serve_leg;          /* serve mode: the server resets it when unheard for
+                                   RH_SERVE_GONE_S (it takes its serve for gone) */
     } sess;
 
     struct {                    /* the requests in flight */

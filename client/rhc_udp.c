@@ -254,11 +254,44 @@ long rhc_dgflows_tick(struct rhc_dgflows *fs, int64_t now)
     return (long)next;
 }
 
+void rhc_udp_count_drops(int fd)
+{
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof(one));
+}
+
+ssize_t rhc_udp_recvfrom(int fd, void *buf, size_t len, struct sockaddr_storage *ss,
+                         socklen_t *sl, struct rhc_route *route, uint32_t *drops)
+{
+    union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(uint32_t))]; } ctl;
+    struct iovec iov = { buf, len };
+    struct msghdr m;
+    memset(&m, 0, sizeof(m));
+    m.msg_name = ss;
+    m.msg_namelen = *sl;
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl.b;
+    m.msg_controllen = sizeof(ctl.b);
+    ssize_t n = recvmsg(fd, &m, MSG_DONTWAIT | MSG_TRUNC);
+    *sl = m.msg_namelen;
+    for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL; c; c = CMSG_NXTHDR(&m, c)) {
+        uint32_t total;
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SO_RXQ_OVFL)
+            continue;
+        memcpy(&total, CMSG_DATA(c), sizeof(total));
+        route->n.dgrams[2] += (uint32_t)(total - *drops);   /* the kernel's drops: up */
+        *drops = total;
+    }
+    return n;
+}
+
 /* ------------------------------------------------------- -L udp: forward */
 
 struct rhc_udp {
     struct rhc_dgflows fs;
     int fd;
+    uint32_t drops;             /* the kernel's count so far */
 };
 
 static unsigned char rbuf[RH_DGRAM_MAX + 1];
@@ -277,6 +310,7 @@ struct rhc_udp *rhc_udp_new(rhc_ctx *c, struct rhc_route *route, int fd)
         return NULL;
     }
     u->fd = fd;
+    rhc_udp_count_drops(fd);
     return u;
 }
 
@@ -303,8 +337,8 @@ static void read_sources(struct rhc_udp *u)
     for (int i = 0; i < RECV_PER_ROUND; ++i) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
-        ssize_t n = recvfrom(u->fd, rbuf, sizeof(rbuf), MSG_DONTWAIT | MSG_TRUNC,
-                             (struct sockaddr *)&ss, &sl);
+        ssize_t n = rhc_udp_recvfrom(u->fd, rbuf, sizeof(rbuf), &ss, &sl, u->fs.route,
+                                     &u->drops);
         if (n < 0) {
             if (errno == EINTR)
                 continue;

@@ -77,6 +77,13 @@ void rhc_dgflows_events(struct rhc_dgflows *fs, const struct pollfd *p, size_t n
  * Call before rhc_dgflows_pollfds. */
 long rhc_dgflows_tick(struct rhc_dgflows *fs, int64_t now);
 
+/* recvfrom on a UDP socket that counts the kernel's drops (SO_RXQ_OVFL, set by
+ * rhc_udp_count_drops): what the kernel dropped since the last call is added
+ * to the route's dropped-up count. */
+void rhc_udp_count_drops(int fd);
+ssize_t rhc_udp_recvfrom(int fd, void *buf, size_t len, struct sockaddr_storage *ss,
+                         socklen_t *sl, struct rhc_route *route, uint32_t *drops);
+
 /* -L udp: forward mode. The route's UDP port (fd bound to it, owned from now
  * on); NULL: out of memory. */
 struct rhc_udp;

@@ -23,6 +23,10 @@
 #include "mod_rh_async.h"
 
 #define LINGER_MS 2000          /* as event's short lingering close */
+/* event's thread still writes to the connection's state right after the
+ * suspend_connection hook, where the park is armed: its pool may not go
+ * before this much later */
+#define SUSPEND_GRACE_MS 1000
 
 static int g_async_mpm;         /* the MPM runs requests asynchronously (event) */
 
@@ -62,6 +66,12 @@ void rh_park_watch(rh_park *p, int fd, short events, int client_in, long timeout
     p->timeout_ms = timeout_ms;
 }
 
+int rh_async_hot(struct rh_watch *w, int fd, short events)
+{
+    struct pollfd pf = { .fd = fd, .events = events, .revents = 0 };
+    return rh_watch_poll(w, &pf, 1, RH_ASYNC_HOT_MS);
+}
+
 int rh_async_suspend(rh_park *p, request_rec *r, rh_step_fn *fn, void *baton)
 {
     if (!p->held)
@@ -84,6 +94,7 @@ static void on_suspend(conn_rec *c, request_rec *r)
     if (!p || !p->pending || !c->cs || c->cs->state != CONN_STATE_SUSPENDED)
         return;
     p->pending = 0;
+    p->t_safe = rh_now_ms() + SUSPEND_GRACE_MS;
     c->sbh = NULL;              /* event clears it too: no scoreboard slot of ours */
     rh_reactor_arm(p);
 }
@@ -96,12 +107,14 @@ static void linger(rh_park *p)
     p->state = RH_PARK_LINGER;
     p->r = NULL;
     c->cs->state = CONN_STATE_LINGER;
-    if (ap_start_lingering_close(c)) {
-        rh_reactor_destroy(p);
-        return;
-    }
     rh_park_watch(p, -1, 0, 1, LINGER_MS);
     p->timer.deadline = rh_now_ms() + LINGER_MS;
+    /* closed already (the client is gone): the pool goes at the deadline, in
+     * the reactor, never before p->t_safe */
+    if (ap_start_lingering_close(c)) {
+        p->no_fd = 1;
+        p->timer.deadline = p->t_safe > rh_now_ms() ? p->t_safe : rh_now_ms();
+    }
     rh_reactor_arm(p);
 }
 
@@ -130,6 +143,14 @@ static apr_status_t flush(rh_park *p)
     return rv;
 }
 
+/* A busy connection's next request comes at once: it is run without parking. */
+static int next_soon(rh_park *p)
+{
+    rh_watch w;
+    rh_watch_init(&w, p->c);
+    return rh_async_hot(&w, p->csock, POLLIN) == RH_WAIT_READY;
+}
+
 /* After a request: keep-alive (the next request when it comes, within
  * KeepAliveTimeout), or close. */
 static void serve(rh_park *p)
@@ -140,7 +161,7 @@ static void serve(rh_park *p)
             || c->cs->state != CONN_STATE_WRITE_COMPLETION || flush(p) != APR_SUCCESS
             || c->aborted)
             break;
-        if (!c->data_in_input_filters) {
+        if (!c->data_in_input_filters && !next_soon(p)) {
             c->cs->state = CONN_STATE_KEEPALIVE;
             p->state = RH_PARK_KEEPALIVE;
             rh_park_watch(p, -1, 0, 1, (long)apr_time_as_msec(c->base_server->keep_alive_timeout));

@@ -22,6 +22,16 @@ void rh_park_watch(rh_park *p, int fd, short events, int client_in, long timeout
  * SUSPENDED, what the handler returns. */
 int rh_async_suspend(rh_park *p, request_rec *r, rh_step_fn *fn, void *baton);
 
+/* A wait parks only after this much quiet: a busy tunnel keeps its thread
+ * (as without RelayAsync) and skips the hop through the reactor and the
+ * MPM's timer queue, whose latency an echo would pay at every step. */
+#define RH_ASYNC_HOT_MS 20
+
+/* Waits on fd for events (the client's input when fd is the client's) for
+ * RH_ASYNC_HOT_MS at most, watching the client and the core: an RH_WAIT_*. */
+struct rh_watch;
+int rh_async_hot(struct rh_watch *w, int fd, short events);
+
 /* The MPM worker's callback: the park's wait ended. */
 void rh_async_run(void *baton);
 

@@ -236,12 +236,16 @@ static void vhost_timeouts(const ap_directive_t *list, check_ctx *cc)
 static void check_async(server_rec *s)
 {
     int async = 0;
-    if (!g_async || ap_mpm_query(AP_MPMQ_IS_ASYNC, &async) != APR_SUCCESS || async)
+    if (!g_async)
+        return;
+    if (ap_mpm_query(AP_MPMQ_IS_ASYNC, &async) != APR_SUCCESS)
+        async = 0;      /* prefork does not know the question */
+    if (async)
         return;
     for (int i = 0; i < g_async->nelts; ++i) {
         const mark *m = &APR_ARRAY_IDX(g_async, i, mark);
         if (m->value)
-            ap_log_error(APLOG_MARK, APLOG_WARNING | APLOG_STARTUP, 0, s, RHLOG(1018)
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RHLOG(3005)
                          "RelayAsync On (%s:%d) has no effect under the %s MPM: relay "
                          "requests wait on a thread or process each; only the event MPM "
                          "parks them", m->d->filename, m->d->line_num, ap_show_mpm());

@@ -460,6 +460,7 @@ const command_rec rh_cmds[] = {
                   "twice that (K, M, G suffixes; default 0: no limit)"),
     AP_INIT_FLAG("RelayAsync", set_async, NULL, RSRC_CONF,
                  "On: on the event MPM, HTTP/1.1 relay requests wait parked in one reactor "
-                 "thread per child, not on a thread each (default Off)"),
+                 "thread per child, not on a thread each (default On; prefork, worker and "
+                 "HTTP/2 always wait on a thread)"),
     { NULL }
 };

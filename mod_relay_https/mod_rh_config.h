@@ -19,7 +19,7 @@
 #define RH_DEFAULT_PUSH_WAIT_S  10
 #define RH_DEFAULT_FRAME_S      10
 #define RH_DEFAULT_WRITE_S      30
-#define RH_DEFAULT_ASYNC        0       /* RelayAsync: parked waits on the event MPM */
+#define RH_DEFAULT_ASYNC        1       /* RelayAsync: parked waits where the MPM allows */
 
 typedef struct rh_target {
     const char *name;

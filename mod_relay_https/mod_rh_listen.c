@@ -83,7 +83,7 @@ int rh_do_service_open(rh_req *q)
     apr_cpystrn(rq.host, "-", sizeof(rq.host));
     rh_open_terms(q, &rq);
     rq.connect_s = RH_SERVICE_WAIT_S;
-    if (rh_core_ask(q, &rq, &rep, (RH_SERVICE_WAIT_S + 5) * 1000) != 0)
+    if (rh_core_ask(q, &rq, &rep, (RH_SERVICE_WAIT_S + 8) * 1000) != 0)
         return rh_core_unavailable(r);
     if (!rep.ok) {
         if (rep.status == HTTP_SERVICE_UNAVAILABLE)

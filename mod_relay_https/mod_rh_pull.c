@@ -169,16 +169,22 @@ static void pull_waited(pull_ctx *pc, int why)
         pull_end(pc);
 }
 
-/* A parked pull's step: what the core has now, then wait again. */
+/* A parked pull's step: what the core has now, then wait again (parked once
+ * the core has been quiet for RH_ASYNC_HOT_MS). */
 static int pull_step(rh_park *p, void *baton, int why)
 {
     pull_ctx *pc = baton;
-    if (why != RH_WAIT_READY) {
-        pull_waited(pc, why);
-        return OK;
+    for (;;) {
+        if (why != RH_WAIT_READY) {
+            pull_waited(pc, why);
+            return OK;
+        }
+        if (pull_move(pc) != PULL_WAIT)
+            return OK;
+        why = rh_async_hot(&pc->q->watch, pc->q->fd, POLLIN);
+        if (why == RH_WAIT_TIMEOUT)
+            break;
     }
-    if (pull_move(pc) != PULL_WAIT)
-        return OK;
     rh_blocks_release(pc->bk);      /* a parked tunnel holds no buffers */
     rh_park_watch(p, pc->q->fd, POLLIN, 0, RH_HEARTBEAT_S * 3 * 1000);
     return SUSPENDED;

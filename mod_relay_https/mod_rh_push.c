@@ -176,39 +176,73 @@ typedef struct push_ctx {
     long t0;
 } push_ctx;
 
+/* The core's answer after a wait on it that ended with why. */
+static int push_answer_after(rh_req *q, int why)
+{
+    char line[RH_IPC_LINE_MAX];
+    int n = why != RH_WAIT_READY ? why
+          : rh_watch_line(&q->watch, q->fd, line, sizeof(line), 1000);
+    return push_answer(q, n, line);
+}
+
 /* The body is through (or broken): the answer, parked if the core is not
- * ready with it. */
+ * ready with it within RH_ASYNC_HOT_MS. */
 static int push_ended(rh_park *p, push_ctx *pc, int up)
 {
     int rv = push_after_body(pc->q, up);
     if (rv != DECLINED)
         return rv;
+    rv = rh_async_hot(&pc->q->watch, pc->q->fd, POLLIN);
+    if (rv != RH_WAIT_TIMEOUT)
+        return push_answer_after(pc->q, rv);
     pc->answer = 1;
     rh_park_watch(p, pc->q->fd, POLLIN, 0, answer_ms(pc->q));
     return SUSPENDED;
+}
+
+/* The body's next wait: RH_ASYNC_HOT_MS on the thread, then parked. An
+ * UP_* result when the body ended meanwhile, else -1 to move again, -2 to park. */
+static int push_hot(push_ctx *pc, struct pollfd *pf, int np)
+{
+    rh_upload *u = &pc->u;
+    int on_client = !rh_upload_pending(u);
+    long t0 = rh_now_ms();
+    int hw = np ? rh_async_hot(&pc->q->watch, pf->fd, pf->events) : RH_WAIT_TIMEOUT;
+    if (on_client && rh_upload_waited(u, rh_now_ms() - t0) != 0) {
+        log_slow(u);
+        return UP_SLOW;
+    }
+    if (hw == RH_WAIT_GONE || hw == RH_WAIT_STUCK)
+        return hw == RH_WAIT_GONE ? UP_CLIENT_GONE : UP_CORE_STUCK;
+    return hw == RH_WAIT_READY ? -1 : -2;
 }
 
 static int push_step(rh_park *p, void *baton, int why)
 {
     push_ctx *pc = baton;
     rh_upload *u = &pc->u;
-    if (pc->answer) {
-        char line[RH_IPC_LINE_MAX];
-        int n = why != RH_WAIT_READY ? why
-              : rh_watch_line(&pc->q->watch, pc->q->fd, line, sizeof(line), 1000);
-        return push_answer(pc->q, n, line);
-    }
+    struct pollfd pf;
+    int np;
+
+    if (pc->answer)
+        return push_answer_after(pc->q, why);
     if (why == RH_WAIT_GONE || why == RH_WAIT_STUCK)
         return push_ended(p, pc, why == RH_WAIT_GONE ? UP_CLIENT_GONE : UP_CORE_STUCK);
     if (pc->on_client && rh_upload_waited(u, rh_now_ms() - pc->t0) != 0) {
         log_slow(u);
         return push_ended(p, pc, UP_SLOW);
     }
-    int m = pump_move(u);
-    if (m >= 0)
-        return push_ended(p, pc, m);
-    struct pollfd pf;
-    int np = rh_upload_pollfd(u, p->csock, &pf);
+    for (;;) {
+        int m = pump_move(u);
+        if (m >= 0)
+            return push_ended(p, pc, m);
+        np = rh_upload_pollfd(u, p->csock, &pf);
+        m = push_hot(pc, &pf, np);
+        if (m >= 0)
+            return push_ended(p, pc, m);
+        if (m == -2)
+            break;
+    }
     pc->on_client = !rh_upload_pending(u);
     pc->t0 = rh_now_ms();
     if (pc->on_client)

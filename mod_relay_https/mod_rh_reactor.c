@@ -46,11 +46,6 @@ int rh_reactor_running(void)
     return g_reactor != NULL;
 }
 
-unsigned rh_reactor_parked(void)
-{
-    return g_reactor ? g_reactor->held : 0;
-}
-
 /* Room in the heap for one more (it only grows: a park holds its slot). */
 static int timers_room(rh_reactor *R)
 {
@@ -69,7 +64,8 @@ static void unwatch(rh_reactor *R, rh_park *p)
 {
     if (p->fd >= 0)
         epoll_ctl(R->ep, EPOLL_CTL_DEL, p->fd, NULL);
-    epoll_ctl(R->ep, EPOLL_CTL_DEL, p->csock, NULL);
+    if (!p->no_fd)
+        epoll_ctl(R->ep, EPOLL_CTL_DEL, p->csock, NULL);
     rh_timers_remove(&R->timers, &p->timer);
     p->armed = 0;
     R->parked--;
@@ -89,7 +85,7 @@ static int watch(rh_reactor *R, rh_park *p)
     }
     ev.events = EPOLLRDHUP | (p->client_in ? EPOLLIN : 0);
     ev.data.ptr = &p->tag[1];
-    if (epoll_ctl(R->ep, EPOLL_CTL_ADD, p->csock, &ev) != 0) {
+    if (!p->no_fd && epoll_ctl(R->ep, EPOLL_CTL_ADD, p->csock, &ev) != 0) {
         if (p->fd >= 0)
             epoll_ctl(R->ep, EPOLL_CTL_DEL, p->fd, NULL);
         return -1;
@@ -115,8 +111,9 @@ void rh_reactor_arm(rh_park *p)
         rh_timers_push(&R->timers, &p->timer);
     p->armed = 1;
     R->parked++;
+    int failed = p->failed;     /* once unlocked, p may be gone */
     apr_thread_mutex_unlock(R->mu);
-    if (p->failed) {
+    if (failed) {
         uint64_t one = 1;   /* wake the reactor now */
         if (write(R->wake, &one, sizeof(one)) < 0) {
             /* the tick picks it up */
@@ -165,8 +162,15 @@ static void ended(rh_reactor *R, rh_park *p, int why, rh_park **ready, rh_park *
 {
     unwatch(R, p);
     if (p->state == RH_PARK_LINGER) {
-        if (why == RH_WAIT_READY && !linger_read(p)) {
-            p->next = *ready;
+        int over = p->no_fd || why != RH_WAIT_READY || linger_read(p);
+        if (over && rh_now_ms() < p->t_safe) {
+            /* too soon after the suspension (event's thread may still be
+             * leaving it): only the deadline is watched until then */
+            p->no_fd = 1;
+            p->timer.deadline = p->t_safe;
+        }
+        if (!over || rh_now_ms() < p->t_safe) {
+            p->next = *ready;       /* re-armed, still lingering */
             *ready = p;
             return;
         }

@@ -49,6 +49,8 @@ struct rh_park {
     int armed;              /* in the reactor (only the reactor's lock changes it) */
     int failed;             /* the reactor could not watch it */
     int held;               /* counted as the module's */
+    int no_fd;              /* closing: only its deadline is watched */
+    long t_safe;            /* its pool may not go before (see on_suspend) */
     int why;
     rh_timer timer;
     struct rh_park_tag tag[2];
@@ -76,8 +78,5 @@ void rh_reactor_arm(rh_park *p);
 
 /* Gives the connection up: closes it and frees its pool (any thread, p not armed). */
 void rh_reactor_destroy(rh_park *p);
-
-/* How many connections this child holds parked (for the status page). */
-unsigned rh_reactor_parked(void);
 
 #endif

@@ -103,14 +103,15 @@
  * RH_SERVICE_WAIT_S for a listen. Pairing is tentative: the client's open is
  * answered only when the serve leg's first request comes within
  * RH_ACCEPT_CLAIM_MS of its listen answer, else (or on a close first) that
- * listen is dropped and the client goes to the next one. A serve leg with no
+ * listen is dropped and the client goes to the next one (with none waiting,
+ * the late serve gets a little longer). A serve leg with no
  * request of it at the server for RH_SERVE_GONE_S is taken for a serve that
  * went away, and both legs are reset. At most RH_LISTEN_MAX listens wait per
  * service */
 #define RH_LISTEN_POLL_S      25
 #define RH_SERVICE_WAIT_S     5
 #define RH_ACCEPT_CLAIM_MS    2000
-#define RH_SERVE_GONE_S       5
+#define RH_SERVE_GONE_S       10
 #define RH_LISTEN_MAX         64
 
 /* Datagrams (PROTOCOL.md, Datagrams): on a udp: target each datagram travels

@@ -96,6 +96,7 @@ struct conn {
     int passed_fd;           /* a descriptor that came with the request line, or -1 */
     rh_ipc_req *rq;          /* rendezvous: a waiting LISTEN or OPEN of a service */
     long pair_deadline;      /* ... answered empty (listen) or 503 (open) at this time */
+    long pair_since;         /* ... open: when it came (bounds its tries, see rh_pair.c) */
     conn *pair_prev, *pair_next;   /* ... in the core's list of its kind */
     uint64_t resolve_id;     /* RESOLVE: its lookup (rh_core_resolve.c) ... */
     long resolve_deadline;   /* ... answered 504 at this time */
@@ -292,6 +293,7 @@ void rh_pair_timers(core *c, long now);
 void rh_pair_session_end(core *c, session *s, int reset, const char *reason);
 void rh_pair_claimed(core *c, session *s);
 void rh_pair_decline(core *c, session *s, const char *why);
+void rh_pair_claim_late(core *c, session *s, long now);
 void rh_pair_watch(session *s, long now);
 
 /* ---- rh_udp.c: udp: targets ---- */

@@ -65,6 +65,14 @@ static void session_count(core *c, const session *s)
                       s->serve_leg ? 0 : s->down_sent);
 }
 
+/* A serve leg alone (rh_pair_watch): when its serve counts as gone, unheard
+ * since it was left alone or since its last request, whichever came later. */
+static long serve_gone_at(const session *s)
+{
+    long from = s->last_heard > s->alone_since ? s->last_heard : s->alone_since;
+    return from + 1000L * RH_SERVE_GONE_S;
+}
+
 long rh_core_session_next_deadline(const session *s)
 {
     long d = s->last_heard + (long)s->idle_s * 1000L;
@@ -76,8 +84,8 @@ long rh_core_session_next_deadline(const session *s)
         d = s->linger_until;
     if (s->unclaimed && s->claim_deadline < d)
         d = s->claim_deadline;
-    if (s->alone_since && s->alone_since + 1000L * RH_SERVE_GONE_S < d)
-        d = s->alone_since + 1000L * RH_SERVE_GONE_S;
+    if (s->alone_since && serve_gone_at(s) < d)
+        d = serve_gone_at(s);
     /* a heartbeat goes only between frames: a pull blocked inside one (its
      * client reads nothing) moves on EPOLLOUT, and a deadline in the past here
      * would spin the loop (rh_core_session_timer could not send the H) */
@@ -353,10 +361,11 @@ void rh_core_session_timer(core *c, session *s, long now)
         return;
     }
     if (s->unclaimed && now >= s->claim_deadline) {
-        rh_pair_decline(c, s, "its serve did not take the connection in time");
-        return;
+        rh_pair_claim_late(c, s, now);
+        if (s->dead)
+            return;
     }
-    if (s->alone_since && now >= s->alone_since + 1000L * RH_SERVE_GONE_S) {
+    if (s->alone_since && now >= serve_gone_at(s)) {
         char why[96];
         snprintf(why, sizeof(why), "its serve went away (no request of the serve leg for %d s)",
                  RH_SERVE_GONE_S);

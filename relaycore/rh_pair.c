@@ -204,7 +204,8 @@ void rh_pair_open(core *c, conn *k, const rh_ipc_req *rq)
     if (keep_request(c, k, rq) != 0)
         return;
     unsigned wait_s = rq->connect_s < RH_SERVICE_WAIT_S ? rq->connect_s : RH_SERVICE_WAIT_S;
-    k->pair_deadline = rh_now_ms() + 1000L * wait_s;
+    k->pair_since = rh_now_ms();
+    k->pair_deadline = k->pair_since + 1000L * wait_s;
     offer(c, k);
 }
 
@@ -246,13 +247,40 @@ void rh_pair_decline(core *c, session *b, const char *why)
     rh_core_session_end(c, b, 1, why);
     if (a)
         rh_core_session_end(c, a, 1, why);
-    if (ko)
-        offer(c, ko);
+    if (!ko)
+        return;
+    /* the time a slow serve took is not the client's wait for a listen: one
+     * more claim time at least, within what its handler waits for an answer */
+    long now = rh_now_ms(), more = now + RH_ACCEPT_CLAIM_MS;
+    long cap = ko->pair_since + 1000L * RH_SERVICE_WAIT_S + 3 * RH_ACCEPT_CLAIM_MS / 2;
+    if (ko->pair_deadline < more)
+        ko->pair_deadline = more < cap ? more : cap;
+    offer(c, ko);
+}
+
+/* A serve leg not taken by its claim deadline: dropped when another listen of
+ * the service waits (its client goes there), else given a little longer, up
+ * to the client's own wait and one claim time more (a loaded serve is slow,
+ * not dead, when it is the only one). */
+void rh_pair_claim_late(core *c, session *b, long now)
+{
+    unsigned n;
+    const session *a = b->peer;
+    const conn *ko = a ? a->opener : NULL;
+    if (ko && !list_find(c->listens, b->target, &n)
+        && now < ko->pair_deadline + RH_ACCEPT_CLAIM_MS) {
+        b->claim_deadline = now + RH_ACCEPT_CLAIM_MS / 4;
+        return;
+    }
+    rh_pair_decline(c, b, "its serve did not take the connection in time");
 }
 
 /* A serve leg taken and not finished with no request of it at the server
  * since alone_since: its serve may have gone (rh_core_session_timer ends it
- * after RH_SERVE_GONE_S). Called whenever the session's requests change. */
+ * when neither a request was attached nor one was heard for RH_SERVE_GONE_S:
+ * a live serve whose leg holds no request, its down half done and its push
+ * parked, sends an ack more often than that). Called whenever the session's
+ * requests change. */
 void rh_pair_watch(session *s, long now)
 {
     if (!s->serve_leg || s->unclaimed || s->finished || s->push || s->pull || s->nwait)

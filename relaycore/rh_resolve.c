@@ -159,7 +159,7 @@ static int add_thread(rh_resolver *r)
 
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&at, 256 * 1024);
+    pthread_attr_setstacksize(&at, 512 * 1024);   /* NSS modules may want more than a little */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(&th, &at, worker, r);

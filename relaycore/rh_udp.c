@@ -38,6 +38,8 @@ struct rh_udp {
     session *s;
     rh_dglink link;
     long last;              /* a datagram went either way */
+    uint32_t kernel_drops;  /* the kernel's count of datagrams its full buffer dropped
+                               before we read them (SO_RXQ_OVFL) */
     unsigned idle_s;
     int stream_eof;         /* the session ended its up side: nothing more to send */
     int closed;             /* our side of the stream is shut: nothing more to read */
@@ -65,14 +67,33 @@ static void shut(rh_udp *u)
     if (u->closed)
         return;
     u->closed = 1;
+    u->link.to_stream.dropped += u->link.to_stream.n;   /* they will never go */
     rh_dgq_clear(&u->link.to_stream);
     shutdown(u->sfd, SHUT_WR);
+}
+
+/* One datagram from the target into rbuf, and the kernel's drop count. */
+static ssize_t recv_counted(rh_udp *u)
+{
+    union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(uint32_t))]; } ctl;
+    struct iovec iov = { rbuf, sizeof(rbuf) };
+    struct msghdr m;
+    memset(&m, 0, sizeof(m));
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl.b;
+    m.msg_controllen = sizeof(ctl.b);
+    ssize_t n = recvmsg(u->nfd, &m, MSG_DONTWAIT | MSG_TRUNC);
+    for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL; c; c = CMSG_NXTHDR(&m, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL)
+            memcpy(&u->kernel_drops, CMSG_DATA(c), sizeof(u->kernel_drops));
+    return n;
 }
 
 static void read_target(rh_udp *u)
 {
     for (int i = 0; i < RECV_PER_EVENT && !u->closed; ++i) {
-        ssize_t n = recv(u->nfd, rbuf, sizeof(rbuf), MSG_DONTWAIT | MSG_TRUNC);
+        ssize_t n = recv_counted(u);
         if (n < 0) {
             if (errno == EINTR || errno == ECONNREFUSED)
                 continue;   /* refused: an ICMP error of an earlier datagram */
@@ -137,6 +158,9 @@ int rh_udp_open(core *c, session *s, const struct sockaddr *sa, socklen_t salen,
     if (!u)
         return -1;
     u->nfd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (u->nfd >= 0)   /* the kernel counts what it drops for us (status: droppedDown) */
+        setsockopt(u->nfd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof(one));
     if (u->nfd < 0 || connect(u->nfd, sa, salen) != 0
         || socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp) != 0) {
         int err = errno;
@@ -171,7 +195,7 @@ static void count(const rh_udp *u, uint64_t out[4])
     out[0] += u->link.from_stream;
     out[1] += u->link.from_net;
     out[2] += u->link.to_net.dropped + u->link.net_errors;
-    out[3] += u->link.to_stream.dropped;
+    out[3] += u->link.to_stream.dropped + u->kernel_drops;
 }
 
 void rh_udp_free(core *c, session *s)

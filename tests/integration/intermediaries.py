@@ -68,6 +68,7 @@ class Daemon:
     """A foreground server process with a generated config in its own directory."""
 
     name = "daemon"
+    host = "127.0.0.1"          # where it listens (a subclass may take another loopback)
 
     def __init__(self, root):
         self.root = os.path.abspath(root)
@@ -82,7 +83,7 @@ class Daemon:
         return [self.stdout_path]
 
     def describe(self):
-        parts = ["%s on 127.0.0.1:%d (config %s)" % (self.name, self.port, self.conf_path)]
+        parts = ["%s on %s:%d (config %s)" % (self.name, self.host, self.port, self.conf_path)]
         for p in self.log_paths():
             parts.append("--- %s ---\n%s" % (p, _tail(p)))
         return "\n".join(parts)
@@ -94,14 +95,14 @@ class Daemon:
                                      stdout=self._out, stderr=subprocess.STDOUT,
                                      cwd=self.root, start_new_session=True)
         harness._register(self.proc)
-        ok = harness.wait_for(lambda: self.proc.poll() is not None or _port_open(self.port),
-                              timeout, interval=0.1)
+        ok = harness.wait_for(lambda: self.proc.poll() is not None
+                              or _port_open(self.port, self.host), timeout, interval=0.1)
         if not ok or self.proc.poll() is not None:
             rc = self.proc.poll()
             self.stop()
-            raise AssertionError("%s did not listen on 127.0.0.1:%d within %ss (exit code %r)\n"
+            raise AssertionError("%s did not listen on %s:%d within %ss (exit code %r)\n"
                                  "--- config ---\n%s\n%s"
-                                 % (self.name, self.port, timeout, rc,
+                                 % (self.name, self.host, self.port, timeout, rc,
                                     harness._read(self.conf_path), self.describe()))
         return self
 

@@ -55,24 +55,24 @@ def _threads(pids):
     return n
 
 
+def _echo_all(socks, tag):
+    """A line through every tunnel (all sent, then all read): each comes back."""
+    for i, s in enumerate(socks):
+        s.sendall(b"%s %05d\n" % (tag, i))
+    for i, s in enumerate(socks):
+        want = b"%s %05d\n" % (tag, i)
+        got = b""
+        while len(got) < len(want):
+            chunk = s.recv(len(want) - len(got))
+            assert chunk, "tunnel %d closed before its echo (%s)" % (i, tag)
+            got += chunk
+        assert got == want, (i, got)
+
+
 def _open_tunnels(port, n):
     """n local connections through the forwarder, each checked with an echo."""
-    socks = []
-    t0 = time.monotonic()
-    for i in range(n):
-        s = socket.create_connection(("127.0.0.1", port), timeout=30)
-        socks.append(s)
-    for i, s in enumerate(socks):
-        msg = b"tunnel %05d\n" % i
-        s.sendall(msg)
-        got = b""
-        while len(got) < len(msg):
-            chunk = s.recv(len(msg) - len(got))
-            assert chunk, "tunnel %d closed before its echo" % i
-            got += chunk
-        assert got == msg, (i, got)
-        if i % 50 == 0:
-            print("echo", i, time.monotonic() - t0)
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(n)]
+    _echo_all(socks, b"tunnel")
     return socks
 
 
@@ -102,16 +102,7 @@ def test_300_idle_tunnels_on_8_threads(async_apache, transport, client_bin, tls)
             held = _threads(_children(a))
             assert _site_ok(a), "the website did not answer with %d tunnels held" % N_TUNNELS
             # every tunnel still carries bytes after the hold, both ways
-            for i, s in enumerate(socks):
-                s.sendall(b"again %05d\n" % i)
-            for i, s in enumerate(socks):
-                want = b"again %05d\n" % i
-                got = b""
-                while len(got) < len(want):
-                    chunk = s.recv(len(want) - len(got))
-                    assert chunk, "tunnel %d closed" % i
-                    got += chunk
-                assert got == want
+            _echo_all(socks, b"again")
             children = _children(a)
         finally:
             for s in socks:
@@ -144,15 +135,7 @@ def test_graceful_restart_with_parked_tunnels_loses_no_byte(async_apache, client
         time.sleep(1.0)
         for t in ts:
             t.join(150)
-        for i, s in enumerate(idle):                # the parked idle ones too
-            s.sendall(b"after %05d\n" % i)
-            want = b"after %05d\n" % i
-            got = b""
-            while len(got) < len(want):
-                chunk = s.recv(len(want) - len(got))
-                assert chunk, "idle tunnel %d closed by the graceful restart" % i
-                got += chunk
-            assert got == want
+        _echo_all(idle, b"after")                   # the parked idle ones too
         for s in idle:
             s.close()
     assert len(results) == 3
@@ -161,3 +144,18 @@ def test_graceful_restart_with_parked_tunnels_loses_no_byte(async_apache, client
     # the old generation's children go once their parked requests are over
     assert harness.wait_for(lambda: not (old & set(_children(a))), 30), \
         "old children still there: %s" % (old & set(_children(a)))
+
+
+@pytest.mark.parametrize("mpm", ["prefork", "event"])
+def test_configtest_says_where_relayasync_cannot_park(apache_factory, module_so, targets, mpm):
+    """RelayAsync On under prefork (or worker) works, as the blocking path, and
+    configtest says so with the directive's place; under event it says nothing."""
+    a = apache_factory.get(mpm, module=module_so, targets=targets, start=False,
+                           extra_conf="RelayAsync On\n# configtest %d" % time.monotonic_ns())
+    r = a.configtest()
+    assert r.returncode == 0, r.stdout
+    if mpm == "prefork":
+        assert "RH3005" in r.stdout and "prefork MPM" in r.stdout, r.stdout
+        assert "%s:" % a.conf_path in r.stdout, r.stdout
+    else:
+        assert "RH3005" not in r.stdout, r.stdout

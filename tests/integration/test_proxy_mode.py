@@ -18,6 +18,7 @@ and the server's log line.
 
 import base64
 import http.server
+import json
 import os
 import re
 import socket
@@ -130,7 +131,9 @@ def env(tmp_path_factory, tls, module_so, client_bin):
     if w6:
         allow.append("RelayAllow ::1 %d" % w6.port)
     conf = ("<Location /proxy>\n    SetHandler relay-https\n    RelayConnectTimeout 5\n    "
-            + "\n    ".join(allow) + "\n</Location>\n")
+            + "\n    ".join(allow) + "\n</Location>\n"
+            "<Location /relay-status>\n    SetHandler relay-https-status\n"
+            "    Require ip 127.0.0.1\n</Location>\n")
     wrap = (["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', hosts]
             if named else None)
     a = harness.Apache(os.path.join(root, "apache"), tls["cert"], tls["key"], mpm="event",
@@ -214,6 +217,12 @@ def socks_connect(port, host, dport, auth=None):
     return s
 
 
+def refused_count(apache):
+    """The status page's count of refused destinations."""
+    r = harness.curl(apache.base_url + "/relay-status?json", method="GET")
+    return json.loads(r.body)["refused"]["destination"]
+
+
 def refused_lines(apache):
     return REFUSED_LOG_RE.findall(apache.error_log_text())
 
@@ -272,6 +281,7 @@ def test_refused_destinations(env, proxy, what, host, key, why):
     w = env[key]
     a = env["apache"]
     before_log = len(refused_lines(a))
+    before_count = refused_count(a)
     before_conns = w.accepted
     dest = "%s:%d" % (host, w.port)
     # SOCKS5: reply 2, "connection not allowed by ruleset"
@@ -291,6 +301,7 @@ def test_refused_destinations(env, proxy, what, host, key, why):
     lines = refused_lines(a)[before_log:]
     assert len(lines) >= 3 and all(d == dest for d, _ in lines), (what, lines)
     assert why in lines[0][1], (what, lines)
+    assert refused_count(a) - before_count == len(lines), (what, refused_count(a), lines)
 
 
 def http_connect(port, dest, extra=""):
@@ -359,10 +370,11 @@ def test_local_login(env):
 def test_handshake_timeout_and_other_protocols(env):
     p = Proxy(env, "--handshake-timeout", "0.5")
     try:
-        s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=30)
         t0 = time.monotonic()
         assert s.recv(100) == b""          # closed, silent client
-        assert time.monotonic() - t0 < 3
+        assert time.monotonic() - t0 < 10, "a silent client was kept %.1f s" % (
+            time.monotonic() - t0)     # 0.5 s asked; loaded machines are slow
         s.close()
         s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
         s.sendall(b"GET http://127.0.0.2/ HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -184,6 +184,25 @@ START_TEST(test_pair_tentative)
 }
 END_TEST
 
+/* The only listen of a service taken late (a loaded serve): with no other
+ * listen to try, the client waits for it a little longer than the claim time. */
+START_TEST(test_pair_claim_late)
+{
+    char a[RH_TOKEN_LEN + 1], b[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    core_start(8, 20);
+    int l1 = listen_wait("svc"), ofd = open_send("svc");
+    token_of(l1, "listen", b);
+    sleep_ms(RH_ACCEPT_CLAIM_MS + 500);
+    req(reply, sizeof(reply), "ACK %s 0\n", b);
+    ASSERT_PREFIX(reply, "OK ");
+    token_of(ofd, "open", a);
+    ck_assert_uint_eq(reg_active(), 2);
+    xclose(l1);
+    xclose(ofd);
+    core_stop();
+}
+END_TEST
+
 /* A serve leg with no request of it for RH_SERVE_GONE_S (its serve died with
  * its connections) is reset, and its client leg hears the reset. */
 START_TEST(test_pair_serve_gone)
@@ -241,6 +260,7 @@ void core_pair_tests(const core_tcases *t)
     tcase_add_test(t->data, test_pair_carries_both_ways);
     tcase_add_test(t->data, test_pair_reset_reaches_peer);
     tcase_add_test(t->data, test_pair_tentative);
+    tcase_add_test(t->data, test_pair_claim_late);
     tcase_add_test(t->timers, test_pair_serve_gone);
     tcase_add_test(t->requests, test_listen_limit);
 }

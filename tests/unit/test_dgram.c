@@ -7,6 +7,7 @@
 
 #include "rh_allow.h"
 #include "rh_dgram.h"
+#include "rh_ipc.h"
 #include "tests.h"
 
 START_TEST(test_queue_drops_oldest)
@@ -150,6 +151,33 @@ START_TEST(test_allow_udp_ports)
 }
 END_TEST
 
+/* OPEN's udp=IDLE_S,QUEUE: parsed, formatted back the same, nonsense refused. */
+START_TEST(test_ipc_open_udp)
+{
+    rh_ipc_req rq;
+    char buf[RH_IPC_LINE_MAX];
+    const char *line = "OPEN dns 127.0.0.1 53 4096 60 5 resume=65536 check=crc32c client=abc "
+                       "owner=00000000000000ff udp=30,16";
+    ck_assert_int_eq(rh_ipc_parse_req(line, &rq), 0);
+    ck_assert_int_eq(rq.udp, 1);
+    ck_assert_uint_eq(rq.udp_idle_s, 30);
+    ck_assert_uint_eq(rq.udp_queue, 16);
+    ck_assert_uint_eq(rq.port, 53);
+    ck_assert_int_gt(rh_ipc_format_req(buf, sizeof(buf), &rq), 0);
+    ck_assert_str_eq(buf, "OPEN dns 127.0.0.1 53 4096 60 5 resume=65536 check=crc32c "
+                          "client=abc owner=00000000000000ff udp=30,16\n");
+    const char *bad[] = {
+        "OPEN dns 127.0.0.1 53 4096 60 5 udp=0,16", "OPEN dns 127.0.0.1 53 4096 60 5 udp=30",
+        "OPEN dns 127.0.0.1 53 4096 60 5 udp=30,0", "OPEN dns 127.0.0.1 53 4096 60 5 udp=,5",
+        "OPEN dns 127.0.0.1 53 4096 60 5 udp=30,16 udp=30,16",
+        "OPEN dns 127.0.0.1 53 4096 60 5 udp=99999999999999999,1",
+        "LISTEN svc 4096 60 25 udp=30,16",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); ++i)
+        ck_assert_msg(rh_ipc_parse_req(bad[i], &rq) != 0, "accepted: %s", bad[i]);
+}
+END_TEST
+
 Suite *dgram_suite(void)
 {
     Suite *s = suite_create("dgram");
@@ -160,6 +188,7 @@ Suite *dgram_suite(void)
     tcase_add_test(tc, test_link_keeps_boundaries);
     tcase_add_test(tc, test_link_partial_and_malformed);
     tcase_add_test(tc, test_allow_udp_ports);
+    tcase_add_test(tc, test_ipc_open_udp);
     suite_add_tcase(s, tc);
     return s;
 }
