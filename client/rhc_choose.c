@@ -117,7 +117,10 @@ void rhc_choose_pick(const struct rhc_opts *o, const struct rhc_policy *p, long 
 
     *autox = o->transport == RHC_XP_AUTO;
     if (*autox) {
-        pick_auto(p, hv, up, down, why, whysz);
+        /* auto's own stream requests ride HTTP/1.1 connections, and a later open
+         * may be sent on one of them: the path still speaks HTTP/2 (duplex asks
+         * for it again through ALPN on a connection of its own) */
+        pick_auto(p, p->h2_seen ? CURL_HTTP_VERSION_2_0 : hv, up, down, why, whysz);
         return;
     }
     *up = o->transport;
@@ -136,6 +139,8 @@ void choose_transport(rhc_tunnel *t, struct rhc_req *open)
     char why[800], pair[64];
 
     curl_easy_getinfo(open->h, CURLINFO_HTTP_VERSION, &hv);
+    if (hv == CURL_HTTP_VERSION_2_0)
+        t->route->pol.h2_seen = 1;
     if (t->route->o->transport == RHC_XP_AUTO &&
         rhc_policy_expire(&t->route->pol, rh_now_ms(), why, sizeof(why)))
         t_log(t, 1, "transport: probing the best again (a fallback holds for %d min; "

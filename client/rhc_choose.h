@@ -33,6 +33,7 @@ struct rhc_policy {
     int64_t moved_at;           /* a transport last moved down then (0: never) */
     struct rhc_rates rates;     /* HTTP/2: duplex and stream timed on this path */
     int64_t measuring_until;    /* a session is timing them (one at a time) */
+    int h2_seen;                /* an open on this route was answered over HTTP/2 */
 };
 
 void rhc_policy_init(struct rhc_policy *p);
@@ -46,7 +47,8 @@ void rhc_policy_note(struct rhc_policy *p, int up, enum rhc_transport x, const c
 int rhc_policy_expire(struct rhc_policy *p, int64_t now, char *was, size_t wassz);
 
 /* The transports of a new session (pure): from --transport, or for auto from the
- * HTTP version its open spoke (hv: CURL_HTTP_VERSION_*) and the policy. Sets
+ * HTTP version its open spoke (hv: CURL_HTTP_VERSION_*; HTTP/2 once any open of
+ * the route spoke it, p->h2_seen) and the policy. Sets
  * *autox and writes the reason into why. */
 void rhc_choose_pick(const struct rhc_opts *o, const struct rhc_policy *p, long hv,
                      enum rhc_transport *up, enum rhc_transport *down, int *autox,

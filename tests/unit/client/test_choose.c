@@ -263,6 +263,15 @@ START_TEST(test_pick_measured)
     rhc_choose_pick(&o, &p, CURL_HTTP_VERSION_2_0, &up, &down, &autox, why, sizeof(why));
     ck_assert_int_eq(down, RHC_XP_DUPLEX);
     ck_assert_str_eq(why, p.rates.why);
+    /* an open that went out on one of auto's HTTP/1.1 stream connections: the
+     * route was seen to speak HTTP/2, so the measured pick still holds */
+    rhc_choose_pick(&o, &p, CURL_HTTP_VERSION_1_1, &up, &down, &autox, why, sizeof(why));
+    ck_assert_int_eq(down, RHC_XP_STREAM);
+    ck_assert_ptr_nonnull(strstr(why, "not HTTP/2"));
+    p.h2_seen = 1;
+    rhc_choose_pick(&o, &p, CURL_HTTP_VERSION_1_1, &up, &down, &autox, why, sizeof(why));
+    ck_assert_int_eq(down, RHC_XP_DUPLEX);
+    ck_assert_str_eq(why, p.rates.why);
     /* a fallback learned since still wins over a figure */
     p.rates.pick = RHC_XP_STREAM;
     rhc_policy_note(&p, 0, RHC_XP_BATCH, "held back");
