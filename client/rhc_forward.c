@@ -21,6 +21,7 @@
 #include "rh_util.h"
 #include "rhc_check.h"
 #include "rhc_forward.h"
+#include "rhc_local.h"
 #include "rhc_route.h"
 #include "rhc_signals.h"
 #include "rhc_stats.h"
@@ -146,16 +147,10 @@ static int accept_some(rhc_ctx *c, struct listener *l)
 
     while (rhc_ctx_tunnels(c) < max_tunnels) {
         struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
-            rhc_err("accept: %s", strerror(errno));
-            return -1;  /* EMFILE, ENFILE, ENOBUFS: retry later, not in a loop */
-        }
+        socklen_t sl;
+        int fd = rhc_accept_local(lfd, &ss, &sl);
+        if (fd < 0)
+            return fd == RHC_ACCEPT_NONE ? 0 : -1;
         int one = 1;
         char peer[64], label[112];
         if (ss.ss_family == AF_UNIX) {

@@ -18,6 +18,7 @@
 
 #include "rh_util.h"
 #include "rhc_errors.h"
+#include "rhc_log.h"
 #include "rhc_local.h"
 #include "rhc_tunnel_int.h"
 
@@ -295,5 +296,21 @@ void t_local_event(rhc_tunnel *t, int fd, short revents)
     if (fd == t->local.out_fd && (revents & (POLLOUT | POLLHUP | POLLERR)) && t_events_out(t)) {
         t->local.out_blocked = 0;
         drain_out(t);
+    }
+}
+
+int rhc_accept_local(int lfd, struct sockaddr_storage *ss, socklen_t *sl)
+{
+    for (;;) {
+        *sl = sizeof(*ss);
+        int fd = accept4(lfd, (struct sockaddr *)ss, sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0)
+            return fd;
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return RHC_ACCEPT_NONE;
+        rhc_err("accept: %s", strerror(errno));
+        return -1;
     }
 }

@@ -5,6 +5,7 @@
 #define RHC_LOCAL_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 
 #include "rhc_tunnel.h"
 
@@ -22,6 +23,12 @@ struct rhc_local {
 };
 
 /* Reads what the local side has into the up buffer. */
+/* One connection from a local listener, non-blocking and close-on-exec (EINTR and
+ * ECONNABORTED are retried): its descriptor, RHC_ACCEPT_NONE when none is waiting,
+ * or -1 after logging (EMFILE, ENFILE, ENOBUFS: retry later, not in a loop). */
+#define RHC_ACCEPT_NONE (-2)
+int rhc_accept_local(int lfd, struct sockaddr_storage *ss, socklen_t *sl);
+
 void up_fill(rhc_tunnel *t);
 /* Hands checked down bytes to the local side (through obuf when non-blocking). */
 void deliver(rhc_tunnel *t, const unsigned char *p, size_t n);

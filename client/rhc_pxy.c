@@ -27,6 +27,7 @@
 #include "rh_util.h"
 #include "rhc_check.h"
 #include "rhc_forward.h"
+#include "rhc_local.h"
 #include "rhc_httpc.h"
 #include "rhc_opts_int.h"
 #include "rhc_pxy.h"
@@ -340,16 +341,10 @@ static int accept_some(struct proxy *p, struct plistener *l, const struct rhc_op
 {
     while (conns(p) < p->max_conns) {
         struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
-            rhc_err("accept: %s", strerror(errno));
-            return -1;
-        }
+        socklen_t sl;
+        int fd = rhc_accept_local(l->fd, &ss, &sl);
+        if (fd < 0)
+            return fd == RHC_ACCEPT_NONE ? 0 : -1;
         struct pconn *pc = calloc(1, sizeof(*pc));
         if (!pc) {
             close(fd);
