@@ -350,6 +350,27 @@ void rh_core_session_update(core *c, session *s)
     }
 }
 
+/* The pull's deadlines: a long-poll that ran out (an empty answer), an owed
+ * A frame, a heartbeat. The session may end on the way (s->dead). */
+static void pull_timer(core *c, session *s, conn *k, long now)
+{
+    if (k->batch) {
+        if (!k->batch_started && now >= batch_due(s, k))
+            rh_core_pull_write(c, s);
+        return;
+    }
+    if (k->a_due && now >= k->a_due) {
+        rh_core_pull_write(c, s);
+        if (s->dead || s->pull != k)
+            return;
+    }
+    if (now >= k->last_write + pull_hb_ms(s, now) && k->frame_left == 0
+        && k->out_len == k->out_off) {
+        rh_core_out_frame(k, RH_FRAME_HEARTBEAT, NULL, 0);
+        rh_core_pull_write(c, s);
+    }
+}
+
 void rh_core_session_timer(core *c, session *s, long now)
 {
     if (s->connecting && now >= s->connect_deadline) {
@@ -399,24 +420,10 @@ void rh_core_session_timer(core *c, session *s, long now)
         rh_core_conn_error(c, k, 409, "push offset %" PRIu64 " not reached in time "
                            "(RelayPushWait) (accepted %" PRIu64 ")", k->want_off, s->up_acc);
     }
-    if (s->pull && s->pull->batch && !s->pull->batch_started
-        && now >= batch_due(s, s->pull)) {
-        rh_core_pull_write(c, s);   /* the long-poll ran out: an empty answer */
-        if (s->dead)
-            return;
-    }
-    if (s->pull && !s->pull->batch && s->pull->a_due && now >= s->pull->a_due) {
-        rh_core_pull_write(c, s);   /* the owed A frame */
-        if (s->dead)
-            return;
-    }
-    if (s->pull && !s->pull->batch && now >= s->pull->last_write + pull_hb_ms(s, now)
-        && s->pull->frame_left == 0 && s->pull->out_len == s->pull->out_off) {
-        rh_core_out_frame(s->pull, RH_FRAME_HEARTBEAT, NULL, 0);
-        rh_core_pull_write(c, s);
-        if (s->dead)
-            return;
-    }
+    if (s->pull)
+        pull_timer(c, s, s->pull, now);
+    if (s->dead)
+        return;
     s->timer.deadline = rh_core_session_next_deadline(s);
     if (s->timer.deadline <= now)
         s->timer.deadline = now + 1000;
