@@ -5,12 +5,14 @@ with 3 cores on every MPM: sessions spread and the status page shows every core;
 a SIGKILLed core is started again and only its own tunnels end (clearly, never
 with a wrong byte) while the others' keep moving; the per-client session limit
 holds across cores; a rendezvous meets in one core; graceful restarts keep every
-core's tunnels."""
+core's tunnels; an upgrade hands every core over and stop ends them all."""
 
 import hashlib
 import json
 import os
+import shutil
 import signal
+import socket
 import threading
 import time
 
@@ -218,3 +220,59 @@ def test_graceful_restart_keeps_every_core(sharded, mpm, client_bin, tls):
     assert log.count("kept across the restart") >= 2, a.error_log_tail(30, mark)
     assert "died" not in log, a.error_log_tail(30, mark)
     assert a.core_pids() == pids, (a.core_pids(), pids)
+
+
+def _core_pid_list(a):
+    return [c["pid"] for c in _status(a)["cores"]]
+
+
+@pytest.mark.rh_timeout(180)
+def test_upgrade_hands_every_core_over_and_stop_ends_all(tmp_path, tls, module_so, targets,
+                                                         client_bin):
+    """A new module file and a graceful restart with 3 cores: 3 new cores serve new
+    sessions, each old core keeps the tunnel it carries (a word still echoes
+    through each) and ends with it; apachectl stop then ends every core."""
+    from test_lifecycle import _alive, _graceful
+    so = str(tmp_path / "mod_relay_https.so")
+    shutil.copy(module_so, so)
+    a = harness.Apache(str(tmp_path / "apache"), tls["cert"], tls["key"], mpm="event",
+                       module=so, targets=targets, extra_conf=CONF)
+    harness.Apache.used.append(a)
+    a.prepare()
+    a.start()
+    try:
+        _wait_cores(a)
+        old = _core_pid_list(a)
+        with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"]) as fw:
+            socks = []
+            for i in range(NCORES):
+                s = socket.create_connection(("127.0.0.1", fw.port), timeout=20)
+                s.sendall(b"before")
+                assert s.recv(100) == b"before"
+                socks.append(s)
+            per = [c["numActiveSessions"] for c in _status(a)["cores"]]
+            assert per == [1] * NCORES, per
+            shutil.copy(module_so, so + ".new")
+            os.rename(so + ".new", so)
+            mark = a.error_log_mark()
+            _graceful(a)
+            assert harness.wait_for(lambda: "RH1016" in a.error_log_text(mark), 10), \
+                a.error_log_tail(20, mark)
+            new = _core_pid_list(a)
+            assert not set(new) & set(old), (old, new)
+            assert all(_alive(p) for p in old), "an old core did not wait for its session"
+            for s in socks:
+                s.sendall(b"after")
+                assert s.recv(100) == b"after"
+            token, _ = open_session(a.relay_url)
+            _close(a, token)
+            for s in socks:
+                s.close()
+        assert harness.wait_for(lambda: not any(_alive(p) for p in old), 30), \
+            a.error_log_tail(20)
+        assert harness.wait_for(lambda: a.error_log_text(mark).count("RH1017") == NCORES, 10), \
+            a.error_log_tail(20)
+        assert all(_alive(p) for p in new)
+    finally:
+        a.stop()
+    assert not any(_alive(p) for p in new), "a core outlived apachectl stop"
