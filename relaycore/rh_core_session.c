@@ -232,7 +232,8 @@ session *rh_core_session_lookup(core *c, conn *k, const char *token)
         rh_core_conn_error(c, k, 400, "malformed session token");
         return NULL;
     }
-    session *s = slot < c->cfg->reg->nslots ? c->by_slot[slot] : NULL;
+    /* the slot field names the shard too: another core's token is unknown here */
+    session *s = rh_registry_local_slot(c->cfg->reg, slot, &slot) == 0 ? c->by_slot[slot] : NULL;
     int ok = s && s->gen == gen;
     if (ok)
         ok = rh_ct_equal(s->secret, secret, RH_SECRET_LEN);
