@@ -106,25 +106,19 @@ class Dnsmasq:
         harness.kill_proc(self.proc)
 
 
-@pytest.fixture(scope="module")
-def udp_echo():
-    e = UdpEcho()
-    yield e
-    e.stop()
+def _udp_target_fixture(name, make):
+    """A module fixture named name: a UDP target made by make(), stopped after."""
+    @pytest.fixture(scope="module", name=name)
+    def fixture():
+        e = make()
+        yield e
+        e.stop()
+    return fixture
 
 
-@pytest.fixture(scope="module")
-def udp_sink():
-    e = UdpEcho(echo=False)
-    yield e
-    e.stop()
-
-
-@pytest.fixture(scope="module")
-def udp_burst():
-    e = UdpBurst()
-    yield e
-    e.stop()
+udp_echo = _udp_target_fixture("udp_echo", UdpEcho)
+udp_sink = _udp_target_fixture("udp_sink", lambda: UdpEcho(echo=False))
+udp_burst = _udp_target_fixture("udp_burst", UdpBurst)
 
 
 @pytest.fixture(scope="module")
