@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 
+#include <apr_allocator.h>
 #include <apr_portable.h>
 #include <ap_mpm.h>
 #include <http_connection.h>
@@ -28,7 +29,51 @@
  * before this much later */
 #define SUSPEND_GRACE_MS 1000
 
+/* blocks given back at most per park (MaxMemFree unset keeps any number) */
+#define GIVE_BACK_MAX 64
+
 static int g_async_mpm;         /* the MPM runs requests asynchronously (event) */
+
+/* Free blocks the connection's allocator still holds: 0 when none. APR has no
+ * getter; its apr_allocator_t (1.x and trunk alike) begins with max_index,
+ * the largest of its free lists in use. Only read, and the loop that uses it
+ * is bounded anyway. */
+static int has_free_blocks(apr_allocator_t *a)
+{
+#if APR_MAJOR_VERSION <= 2
+    return *(const apr_size_t *)(const void *)a != 0;
+#else
+    (void)a;
+    return 1;
+#endif
+}
+
+/* A parked connection keeps no free memory. event gives each connection an
+ * allocator of its own, which keeps the blocks earlier requests freed (up to
+ * MaxMemFree, without limit when it is unset) for the next request; a
+ * connection parked for minutes would hold them for nothing (6 KiB on
+ * average per parked pull, a whole request pool after a long-poll's answer).
+ * With the limit at one page each block taken from the free lists and freed
+ * again goes back to the system; then the limit is event's again. Only on
+ * the thread that runs the connection, and only for an allocator the
+ * connection owns. */
+static void give_back(conn_rec *c)
+{
+    apr_allocator_t *a = apr_pool_allocator_get(c->pool);
+    if (!a || apr_allocator_owner_get(a) != c->pool || !has_free_blocks(a))
+        return;
+    int i;
+    apr_allocator_max_free_set(a, 1);
+    for (i = 0; i < GIVE_BACK_MAX && has_free_blocks(a); ++i) {
+        apr_memnode_t *n = apr_allocator_alloc(a, 1);
+        if (!n)
+            break;
+        apr_allocator_free(a, n);
+    }
+    apr_allocator_max_free_set(a, ap_max_mem_free);
+    ap_log_cerror(APLOG_MARK, APLOG_TRACE2, 0, c, RHLOG(2082)
+                  "park: %d free blocks of the connection given back", i);
+}
 
 rh_park *rh_async_park(request_rec *r)
 {
@@ -82,6 +127,7 @@ int rh_async_suspend(rh_park *p, request_rec *r, rh_step_fn *fn, void *baton)
     p->baton = baton;
     p->state = RH_PARK_REQUEST;
     p->pending = 1;
+    give_back(r->connection);
     return SUSPENDED;
 }
 
@@ -164,6 +210,7 @@ static void serve(rh_park *p)
         if (!c->data_in_input_filters && !next_soon(p)) {
             c->cs->state = CONN_STATE_KEEPALIVE;
             p->state = RH_PARK_KEEPALIVE;
+            give_back(c);       /* the request's pool went to the free lists */
             rh_park_watch(p, -1, 0, 1, (long)apr_time_as_msec(c->base_server->keep_alive_timeout));
             rh_reactor_arm(p);
             return;
@@ -190,6 +237,7 @@ static void run_step(rh_park *p)
         apr_thread_mutex_unlock(mtx);
     if (rv == SUSPENDED) {
         p->pending = 0;
+        give_back(p->c);
         rh_reactor_arm(p);
         return;
     }
