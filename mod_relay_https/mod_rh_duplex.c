@@ -29,6 +29,10 @@ typedef struct {
     int fd_up, up_shut;
     /* down: the core's pull socket to the response */
     int fd_down, down_done;
+    /* 0 after the pull socket was found empty: while the body keeps moving it
+     * is read only every DOWN_EVERY rounds (or when poll says so), not once per
+     * body chunk (an EAGAIN recv for every 16 KiB of an upload) */
+    int down_hot, down_skipped;
     rh_blocks *bk;
     apr_bucket_brigade *out;
 } rh_duplex;
@@ -154,6 +158,8 @@ static int duplex_wait(rh_duplex *d)
     return 0;
 }
 
+#define DOWN_EVERY 4
+
 /* Both ways until both have ended (the pull with F or R, the push answered),
  * then EOS; a tunnel cut short ends without it. */
 static void duplex_run(rh_duplex *d)
@@ -164,9 +170,14 @@ static void duplex_run(rh_duplex *d)
         int up = duplex_up(d);
         if (up < 0)
             return;
-        int down = duplex_down(d);
-        if (down < 0)
-            return;
+        int down = 0;
+        if (d->down_hot || up <= 0 || ++d->down_skipped >= DOWN_EVERY) {
+            d->down_skipped = 0;
+            down = duplex_down(d);
+            if (down < 0)
+                return;
+            d->down_hot = down > 0;
+        }
         if (d->down_done && up_over(d))
             break;
         if (up > 0 || down > 0)
@@ -188,6 +199,7 @@ int rh_do_duplex(rh_req *q)
 
     memset(&d, 0, sizeof(d));
     d.q = q;
+    d.down_hot = 1;
     d.idle_ms = RH_HEARTBEAT_S * 3 * 1000;
     if ((rv = duplex_start(&d, &rep)) != DECLINED) {
         c->keepalive = AP_CONN_CLOSE;

@@ -87,6 +87,8 @@ static void target_event(core *c, session *s, uint32_t events)
         rh_core_open_finish(c, s);
         return;
     }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        s->t_rd = 1;
     rh_core_session_pump(c, s);
 }
 

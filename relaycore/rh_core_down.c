@@ -55,11 +55,17 @@ void rh_core_down_ack(session *s, uint64_t ack)
 
 void rh_core_target_read(core *c, session *s)
 {
+    if (!s->t_rd)
+        return;   /* drained at the last read: epoll tells when bytes come */
     if (!s->down.buf && !s->down_eof) {
         /* allocate the ring only when bytes are there: idle sessions hold none */
         char b;
         ssize_t r = recv(s->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            s->t_rd = 0;
+            return;
+        }
+        if (r < 0 && errno == EINTR)
             return;
         if (r == 0) {
             s->down_eof = 1;   /* FIN and nothing before it: no ring needed */
@@ -89,12 +95,19 @@ void rh_core_target_read(core *c, session *s)
         } else if (n == 2 && iov[0].iov_len + iov[1].iov_len > lim) {
             iov[1].iov_len = lim - iov[0].iov_len;
         }
+        size_t asked = iov[0].iov_len + (n == 2 ? iov[1].iov_len : 0);
         ssize_t r = readv(s->fd, iov, n);
         if (r > 0) {
             rh_ring_commit(&s->down, (size_t)r);
             s->down_rd += (uint64_t)r;
             if (rh_core_rate_limited(c))
                 rh_core_rate_took(c, s, (size_t)r);
+            if ((size_t)r < asked) {
+                /* a stream socket answers short only when it had no more: the
+                 * next read would be EAGAIN, so leave it to epoll */
+                s->t_rd = 0;
+                return;
+            }
             continue;
         }
         if (r == 0) {
@@ -104,8 +117,10 @@ void rh_core_target_read(core *c, session *s)
         }
         if (errno == EINTR)
             continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            s->t_rd = 0;
             return;
+        }
         /* the target reset: deliver what it sent, then tell the client */
         s->down_eof = 1;
         s->down_reset = 1;
@@ -216,20 +231,39 @@ static int batch_next(core *c, session *s, conn *k)
     return PULL_STOP;
 }
 
+/* Whether a stream pull tells the up offset now: in front of a D frame (the
+ * same write), per ACK_UP_BYTES, or once the owed A frame is due. */
+static int ack_now(const session *s, conn *k, size_t have)
+{
+    if (s->up_acc == k->a_sent)
+        return 0;
+    if (have || s->up_acc - k->a_sent >= (s->udp ? ACK_UP_BYTES_UDP : ACK_UP_BYTES))
+        return 1;
+    long now = rh_now_ms();
+    if (!k->a_due) {
+        k->a_due = now + ACK_UP_DELAY_MS;   /* the session timer sends it */
+        return 0;
+    }
+    return now >= k->a_due;
+}
+
 /* A stream pull between frames: tell how far the up direction got, then data,
  * then the target's end. */
 static int stream_next(core *c, session *s, conn *k)
 {
     size_t have = down_unsent(s);
-    if (s->up_acc != k->a_sent && (!have || s->up_acc - k->a_sent >= 65536)) {
+    int acked = ack_now(s, k, have);
+    if (acked) {
         rh_core_out_ack(k, s->up_acc);
         k->a_sent = s->up_acc;
-        return PULL_MORE;
+        k->a_due = 0;
     }
     if (have) {
         pull_frame_start(s, k, have < RH_FRAME_MAX ? have : RH_FRAME_MAX);
         return PULL_MORE;
     }
+    if (acked)
+        return PULL_MORE;
     if (s->down_eof && !s->down_fin_sent) {
         if (s->down_reset)
             rh_core_out_frame(k, RH_FRAME_RESET, s->reason, strlen(s->reason));

@@ -53,6 +53,13 @@ enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY, CK_LISTEN, 
 
 #define PUSH_WAIT_MAX 8     /* pushes queued behind the active one, per session */
 #define CRC_MARKS     32    /* down: CRCs of the last frame ends, for acks at them */
+/* A stream pull with no down bytes to carry tells the up offset (A frame) per
+ * ACK_UP_BYTES accepted, or ACK_UP_DELAY_MS after the first byte it would
+ * confirm: one small TLS record per frame was a fifth of an upload's cost in
+ * the handler and the client. A udp: session's client keeps only 256 KiB. */
+#define ACK_UP_BYTES     (256u * 1024)
+#define ACK_UP_BYTES_UDP (64u * 1024)
+#define ACK_UP_DELAY_MS  2
 #define RH_SERVED_MAX 64    /* services remembered as served once (for the 503's reason) */
 
 typedef struct session session;
@@ -77,6 +84,7 @@ struct conn {
     size_t frame_left;       /* pull: payload of the current D frame still to send */
     long last_write;         /* pull: for heartbeats */
     uint64_t a_sent;         /* pull: up offset last told in an A frame */
+    long a_due;              /* stream pull: an A frame is owed by then; 0: none */
     int check_due;           /* pull, checked: a C frame follows the current D frame */
     uint32_t frame_crc;      /* ... carrying this CRC of the bytes up to its end */
     int batch;               /* pull: a long-poll answered in one piece */
@@ -133,8 +141,11 @@ struct session {
     long linger_until;       /* resumable, finished: freed at this time */
     unsigned connecting:1, up_fin:1, up_shut:1, down_eof:1, down_reset:1,
              down_fin_sent:1, dead:1, reset:1,
-             close_asked:1;  /* the client closed with both directions done: the
+             close_asked:1,  /* the client closed with both directions done: the
                                 target takes what is left, then a clean end */
+             t_rd:1;         /* the target may have bytes: a read is worth a
+                                syscall (epoll said so, or the last read filled
+                                what it asked for); cleared by EAGAIN or a short read */
     char reason[128];
     const char *open_why;    /* a failed connect: RH_REASON_TOKEN_* for the opener */
     conn *push, *pull, *opener;

@@ -111,6 +111,7 @@ session *rh_core_session_new(core *c, conn *k, const rh_ipc_req *rq, rh_client *
     }
     s->fd = -1;
     s->src = SRC_TARGET;
+    s->t_rd = 1;
     s->slot = slot;
     s->gen = gen;
     s->cl = cl;

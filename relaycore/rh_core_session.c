@@ -94,6 +94,8 @@ long rh_core_session_next_deadline(const session *s)
         long hb = pk->last_write + pull_hb_ms(s, rh_now_ms());
         if (hb < d)
             d = hb;
+        if (pk->a_due && pk->a_due < d)
+            d = pk->a_due;
     }
     if (s->pull && s->pull->batch && !s->pull->batch_started && batch_due(s, s->pull) < d)
         d = batch_due(s, s->pull);
@@ -307,7 +309,11 @@ void rh_core_session_update(core *c, session *s)
         /* held back by a rate limit: the timer, not the target, wakes it */
         if (down_wants_read(s) && !held)
             want |= EPOLLIN;
-        if ((rh_ring_len(&s->up) || (s->up_fin && !s->up_shut)) && !held)
+        /* only checked bytes may go: a ring holding just a frame's unchecked
+         * bytes waits for its C frame, not for a writable target (which
+         * would wake the loop for nothing, once per frame) */
+        if ((s->up_acc > s->up_wr || (s->up_fin && !s->up_shut && !rh_ring_len(&s->up)))
+            && !held)
             want |= EPOLLOUT;
     }
     rh_core_arm(c, s->fd, s, &s->ev, want);
@@ -333,14 +339,35 @@ void rh_core_session_update(core *c, session *s)
         if (k->batch)
             w |= k->batch_started ? EPOLLOUT : 0;
         else if (k->out_len > k->out_off || down_unsent(s)
-                 || (s->down_eof && !s->down_fin_sent) || s->up_acc != k->a_sent)
-            w |= EPOLLOUT;
+                 || (s->down_eof && !s->down_fin_sent))
+            w |= EPOLLOUT;   /* an owed A frame waits for its timer (ack_now) */
         rh_core_arm(c, k->fd, k, &k->ev, w);
     }
     long d = rh_core_session_next_deadline(s);
     if (d < s->timer.deadline) {
         s->timer.deadline = d;
         rh_timers_fix(&c->timers, &s->timer);
+    }
+}
+
+/* The pull's deadlines: a long-poll that ran out (an empty answer), an owed
+ * A frame, a heartbeat. The session may end on the way (s->dead). */
+static void pull_timer(core *c, session *s, conn *k, long now)
+{
+    if (k->batch) {
+        if (!k->batch_started && now >= batch_due(s, k))
+            rh_core_pull_write(c, s);
+        return;
+    }
+    if (k->a_due && now >= k->a_due) {
+        rh_core_pull_write(c, s);
+        if (s->dead || s->pull != k)
+            return;
+    }
+    if (now >= k->last_write + pull_hb_ms(s, now) && k->frame_left == 0
+        && k->out_len == k->out_off) {
+        rh_core_out_frame(k, RH_FRAME_HEARTBEAT, NULL, 0);
+        rh_core_pull_write(c, s);
     }
 }
 
@@ -393,19 +420,10 @@ void rh_core_session_timer(core *c, session *s, long now)
         rh_core_conn_error(c, k, 409, "push offset %" PRIu64 " not reached in time "
                            "(RelayPushWait) (accepted %" PRIu64 ")", k->want_off, s->up_acc);
     }
-    if (s->pull && s->pull->batch && !s->pull->batch_started
-        && now >= batch_due(s, s->pull)) {
-        rh_core_pull_write(c, s);   /* the long-poll ran out: an empty answer */
-        if (s->dead)
-            return;
-    }
-    if (s->pull && !s->pull->batch && now >= s->pull->last_write + pull_hb_ms(s, now)
-        && s->pull->frame_left == 0 && s->pull->out_len == s->pull->out_off) {
-        rh_core_out_frame(s->pull, RH_FRAME_HEARTBEAT, NULL, 0);
-        rh_core_pull_write(c, s);
-        if (s->dead)
-            return;
-    }
+    if (s->pull)
+        pull_timer(c, s, s->pull, now);
+    if (s->dead)
+        return;
     s->timer.deadline = rh_core_session_next_deadline(s);
     if (s->timer.deadline <= now)
         s->timer.deadline = now + 1000;
