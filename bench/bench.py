@@ -81,6 +81,9 @@ SERVE_IDLE_S = 10           # serve-idle: CPU of an idle relay-https serve over 
 # a forward takes up to its descriptor limit's worth of tunnels (client/rhc_forward.c):
 # the idle ramp spreads over forwarders
 MAX_TUNNELS_PER_FORWARD = 1000
+# tunnels one rhbench idle (or target) process holds: each is a descriptor, and a
+# process may hold at most RLIMIT_NOFILE (20,000 in the container)
+IDLE_PER_PROC = 8000
 MB = 1000 * 1000
 
 # Idle tunnels: how far each path's ramp goes, and why not further.
@@ -377,7 +380,11 @@ class Bench:
         certdir = os.path.join(self.work, "cert")
         self.ca, self.cert, self.key = harness.make_cert(certdir)
         harness.make_traversable(certdir)
-        self.target = Proc([self.tool, "server", 0], "target", self.logdir, want_port=True)
+        # a process holds at most RLIMIT_NOFILE connections (20,000 here): the target
+        # of an idle ramp runs as several processes on one socket
+        nserv = 1 + max(self.args.idle, self.args.idle_async) // IDLE_PER_PROC
+        self.target = Proc([self.tool, "server", 0, nserv], "target", self.logdir,
+                           want_port=True)
         self.helpers.append(self.target)
         self.ws_port = harness.free_port()
         self.apache_port = harness.free_port()
@@ -466,21 +473,24 @@ class Bench:
     def apache_pids(self):
         return set(self.apache.pids()) if self.apache else set()
 
-    def core_pid(self):
-        """The relay core: the Apache parent's single-threaded child."""
+    def core_pids(self):
+        """The relay cores (RelayCoreProcesses): the Apache parent's single-threaded
+        children."""
         pids = self.apache_pids()
         parent = self.apache.proc.pid if self.apache.proc else None
-        for p in pids:
-            st = _stat(p)
-            if st and int(st[1]) == parent and threads_of(p) == 1:
-                return p
-        return None
+        return sorted(p for p in pids
+                      if (_stat(p) or [0, 0])[1] == str(parent) and threads_of(p) == 1)
+
+    def core_pid(self):
+        """The first relay core."""
+        pids = self.core_pids()
+        return pids[0] if pids else None
 
     def apache_children(self):
-        """The Apache children (not the parent, not the relay core)."""
+        """The Apache children (not the parent, not the relay cores)."""
         parent = self.apache.proc.pid if self.apache and self.apache.proc else None
-        core = self.core_pid()
-        return [p for p in self.apache_pids() if p not in (parent, core)]
+        cores = set(self.core_pids())
+        return [p for p in self.apache_pids() if p != parent and p not in cores]
 
     # ---- a path ----
     def start_path(self, path, variant, tunnels=1, per_forward=MAX_TUNNELS_PER_FORWARD):
@@ -865,37 +875,50 @@ class Bench:
             stree = proc_tree(server)
             pss0 = pss_kib(stree)
             avail0 = mem_available_kib()
-            core = self.core_pid() if path in OURS else None
-            core0 = pss_kib([core]) if core else 0
+            core = self.core_pids() if path in OURS else None
+            core0 = pss_kib(core) if core else 0
             kids = self.apache_children()
             kids0 = pss_kib(kids)
             threads0 = sum(threads_of(x) for x in stree)
-            if path == "connect":
-                args = ["idle", "127.0.0.1:0", n, 1, 30, "connect-tls", "127.0.0.1:%d" % self.apache_port,
-                        "127.0.0.1:%d" % self.target.port]
-            else:
-                ports = self.entries or [entry]
-                args = ["idle", "127.0.0.1:" + ",".join(str(x) for x in ports), n,
-                        a.idle_batch, 30]
+            # several idle processes (a process holds at most RLIMIT_NOFILE tunnels),
+            # each on ports of its own
+            nproc = 1 + (n - 1) // IDLE_PER_PROC
+            ports = self.entries or [entry]
+            nproc = min(nproc, len(ports)) if path != "connect" else nproc
+            procs = []
             t0 = time.monotonic()
-            p = subprocess.Popen([self.tool] + [str(x) for x in args], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 start_new_session=True)
-            harness._register(p)
+            for j in range(nproc):
+                share = n // nproc + (1 if j < n % nproc else 0)
+                if path == "connect":
+                    args = ["idle", "127.0.0.1:0", share, 1, 30, "connect-tls",
+                            "127.0.0.1:%d" % self.apache_port, "127.0.0.1:%d" % self.target.port]
+                else:
+                    args = ["idle", "127.0.0.1:" + ",".join(str(x) for x in ports[j::nproc]),
+                            share, a.idle_batch, 30]
+                p = subprocess.Popen([self.tool] + [str(x) for x in args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+                harness._register(p)
+                procs.append(p)
             try:
-                line = _readline(p.stdout, a.idle_timeout) or ""
+                held, errs = 0, []
+                for p in procs:
+                    line = _readline(p.stdout, a.idle_timeout) or ""
+                    m = re.match(r"HELD (\d+)", line)
+                    held += int(m.group(1)) if m else 0
+                    e = parse_kv(line).get("error", "" if m else "no answer: %r" % line)
+                    if not m:
+                        e += " " + p.stderr.read1(2000).decode("utf-8", "replace").strip()
+                    if e:
+                        errs.append(e)
                 ramp = time.monotonic() - t0
-                m = re.match(r"HELD (\d+)", line)
-                held = int(m.group(1)) if m else 0
-                err = parse_kv(line).get("error", "" if m else "no answer: %r" % line)
-                if not m:
-                    err += " " + p.stderr.read1(2000).decode("utf-8", "replace").strip()
+                err = "; ".join(errs)
                 time.sleep(a.idle_settle)
                 stree = proc_tree(server)
                 ctree = proc_tree(client)
                 pss1 = pss_kib(stree)
                 avail1 = mem_available_kib()
-                core1 = pss_kib([core]) if core else 0
+                core1 = pss_kib(self.core_pids()) if core else 0
                 kids1 = pss_kib(self.apache_children())
                 nthreads = sum(threads_of(x) for x in stree)
                 nprocs = len(stree)
@@ -904,24 +927,28 @@ class Bench:
                 s1, c1 = cpu_seconds(proc_tree(server)), cpu_seconds(proc_tree(client))
                 nthreads1 = sum(threads_of(x) for x in proc_tree(server))
                 site = self.site_latency() if path in OURS else None
-                try:
-                    p.stdin.write(b"check\n")
-                    p.stdin.flush()
-                except OSError:
-                    pass
-                alive_line = _readline(p.stdout, 120) or ""
-                am = re.match(r"ALIVE (\d+)", alive_line)
-                alive = int(am.group(1)) if am else 0
+                for p in procs:
+                    try:
+                        p.stdin.write(b"check\n")
+                        p.stdin.flush()
+                    except OSError:
+                        pass
+                alive = 0
+                for p in procs:
+                    am = re.match(r"ALIVE (\d+)", _readline(p.stdout, 120) or "")
+                    alive += int(am.group(1)) if am else 0
             finally:
-                try:
-                    p.stdin.close()
-                except OSError:
-                    pass
-                try:
-                    p.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    harness.kill_proc(p)
-                harness._unregister(p)
+                for p in procs:
+                    try:
+                        p.stdin.close()
+                    except OSError:
+                        pass
+                for p in procs:
+                    try:
+                        p.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        harness.kill_proc(p)
+                    harness._unregister(p)
             note = "ramp %.1f s; %d alive after %.0f s idle" % (ramp, alive, hold)
             if err:
                 note += "; stopped: %s" % err

@@ -1,6 +1,8 @@
 /* rhbench: the fast helpers of the benchmark harness (bench/bench.py).
  *
- *   rhbench server PORT            target: sink, source and echo on 127.0.0.1:PORT
+ *   rhbench server PORT [PROCS]    target: sink, source and echo on 127.0.0.1:PORT;
+ *                                  PROCS processes accept on it (a process holds
+ *                                  at most its RLIMIT_NOFILE connections)
  *   rhbench thr HOST:PORT up|down BYTES STREAMS TIMEOUT_S
  *                                  throughput through a path (one or many streams)
  *   rhbench echo HOST:PORT COUNT WARMUP TIMEOUT_S
@@ -38,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -306,8 +309,17 @@ out:
 
 static int cmd_server(int argc, char **argv)
 {
-    if (argc < 1) die("usage: server PORT");
+    if (argc < 1) die("usage: server PORT [PROCS]");
     int lfd = listen_on(atoi(argv[0]));
+    raise_nofile();
+    /* idle ramps of 20,000 tunnels: more connections than one process may
+     * hold; the others accept on the same socket and die with this one */
+    for (int i = 1; argc >= 2 && i < atoi(argv[1]); ++i)
+        if (fork() == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() == 1) _exit(0);
+            break;
+        }
     for (;;) {
         int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0) {

@@ -140,8 +140,10 @@ int rh_async_hot(struct rh_watch *w, int fd, short events)
     return rh_watch_poll(w, &pf, 1, RH_ASYNC_HOT_MS);
 }
 
-int rh_async_suspend(rh_park *p, request_rec *r, rh_step_fn *fn, void *baton)
+int rh_async_suspend(rh_park *p, request_rec *r, const struct rh_registry *core,
+                     rh_step_fn *fn, void *baton)
 {
+    p->core = core;
     if (!p->held)
         rh_reactor_hold();      /* the first time: the connection is ours now */
     p->held = 1;

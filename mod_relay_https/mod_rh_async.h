@@ -18,9 +18,12 @@ rh_park *rh_async_park(request_rec *r);
  * timeout_ms (-1: no limit of its own). */
 void rh_park_watch(rh_park *p, int fd, short events, int client_in, long timeout_ms);
 
-/* The handler parks r: fn runs on a worker whenever the wait ends. Returns
- * SUSPENDED, what the handler returns. */
-int rh_async_suspend(rh_park *p, request_rec *r, rh_step_fn *fn, void *baton);
+/* The handler parks r: fn runs on a worker whenever the wait ends; core is
+ * the table of the core it waits on (its beat is watched; NULL: the first).
+ * Returns SUSPENDED, what the handler returns. */
+struct rh_registry;
+int rh_async_suspend(rh_park *p, request_rec *r, const struct rh_registry *core,
+                     rh_step_fn *fn, void *baton);
 
 /* A wait parks only after this much quiet: a busy tunnel keeps its thread
  * (as without RelayAsync) and skips the hop through the reactor and the

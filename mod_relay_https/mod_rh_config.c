@@ -13,6 +13,7 @@
 #include "mod_rh_config.h"
 #include "rh_allow.h"
 #include "rh_registry.h"
+#include "rh_shard.h"
 #include "rh_util.h"
 
 void *rh_create_dir_conf(apr_pool_t *p, char *dir)
@@ -74,6 +75,7 @@ void *rh_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     rh_srv_conf *sc = apr_pcalloc(p, sizeof(*sc));
     sc->max_sessions = add->max_sessions ? add->max_sessions : base->max_sessions;
     sc->socket_path = add->socket_path ? add->socket_path : base->socket_path;
+    sc->core_procs = add->core_procs ? add->core_procs : base->core_procs;
     if (add->max_workers >= 0 || add->max_workers_pct >= 0) {
         sc->max_workers = add->max_workers;
         sc->max_workers_pct = add->max_workers_pct;
@@ -313,6 +315,21 @@ static const char *set_socket(cmd_parms *cmd, void *dummy, const char *arg)
     return NULL;
 }
 
+/* RelayCoreProcesses N|auto (auto: as many as RelayMaxSessions needs under
+ * the descriptor limit, see rh_shard_auto) */
+static const char *set_core_procs(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    const char *err;
+    rh_srv_conf *sc = global_conf(cmd, &err);
+    if (err)
+        return err;
+    if (!ap_cstr_casecmp(arg, "auto")) {
+        sc->core_procs = 0;
+        return NULL;
+    }
+    return set_int(cmd, arg, 1, RH_SHARDS_MAX, &sc->core_procs);
+}
+
 static rh_srv_conf *global_conf(cmd_parms *cmd, const char **err)
 {
     *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
@@ -427,6 +444,10 @@ const command_rec rh_cmds[] = {
                   "seconds a batch pull waits for data before it answers empty (default 25)"),
     AP_INIT_TAKE1("RelayMaxSessions", set_max_sessions, NULL, RSRC_CONF,
                   "size of the shared session table (default 4096)"),
+    AP_INIT_TAKE1("RelayCoreProcesses", set_core_procs, NULL, RSRC_CONF,
+                  "relay core processes sharing the sessions, or auto: enough for "
+                  "RelayMaxSessions at 3 descriptors each under the hard RLIMIT_NOFILE "
+                  "(default auto, at most 64)"),
     AP_INIT_TAKE1("RelaySocket", set_socket, NULL, RSRC_CONF,
                   "path of the relay core's unix socket (default in DefaultRuntimeDir)"),
     AP_INIT_TAKE1("RelayMaxWorkers", set_max_workers, NULL, RSRC_CONF,

@@ -44,6 +44,7 @@ typedef struct rh_dir_conf {
 
 typedef struct rh_srv_conf {
     int max_sessions;            /* 0: unset */
+    int core_procs;              /* RelayCoreProcesses: N; 0: auto (unset) */
     const char *socket_path;
     /* the relay's budget (global; -1: unset, see rh_srv_limits) */
     int max_workers;             /* a number, or a percentage of MaxRequestWorkers ... */

@@ -13,11 +13,50 @@
 #include "mod_rh_daemon.h"
 #include "mod_rh_corelink.h"
 #include "mod_rh_async.h"
+#include "rh_shard.h"
 
 static apr_status_t close_fd(void *data)
 {
     close((int)(long)data);
     return APR_SUCCESS;
+}
+
+/* Per-client limits are counted in one core only: while any is set, a
+ * client's sessions all live in the core its key names. */
+static int per_client_limits(void)
+{
+    rh_limits lim;
+    const rh_registry *reg = rh_daemon_registry(0);
+    if (!reg)
+        return 0;
+    rh_registry_get_limits(reg, &lim);
+    return lim.sessions_per_client || lim.requests_per_client || lim.open_rate;
+}
+
+/* The core that takes a request naming no session (open, listen, check,
+ * resolve): a rendezvous's two sides meet in the core of its service's
+ * name; a client's sessions go to the core of its key while per-client
+ * limits are set, else to the core with the most room. */
+static void choose_core(rh_req *q, const rh_ipc_req *rq)
+{
+    static unsigned turn;
+    unsigned n = rh_daemon_cores(), k = 0;
+    if (n > 1 && (rq->service || rq->op == RH_IPC_LISTEN)) {
+        k = rh_shard_of_key(rq->target, n);
+    } else if (n > 1 && per_client_limits()) {
+        k = rh_shard_of_key(rq->client[0] ? rq->client : rh_client_key(q->r), n);
+    } else if (n > 1) {
+        uint32_t active[RH_SHARDS_MAX], slots[RH_SHARDS_MAX];
+        for (unsigned i = 0; i < n; ++i) {
+            const rh_registry *reg = rh_daemon_registry(i);
+            active[i] = __atomic_load_n(&reg->active, __ATOMIC_RELAXED);
+            slots[i] = reg->nslots;
+        }
+        /* ties from a turn of this child's own: children do not herd */
+        k = rh_shard_least(active, slots, n, (unsigned)getpid() + turn++);
+    }
+    q->shard = (int)k;
+    q->watch.core = rh_daemon_registry(k);
 }
 
 /* Connects to the core and sends the request line: 0, or -errno. */
@@ -28,7 +67,10 @@ static int core_send(rh_req *q, const rh_ipc_req *rq)
     if (n < 0)
         return -EINVAL;
     q->fd = -1;
-    const char *path = q->old_core ? rh_daemon_old_socket() : rh_daemon_socket();
+    if (q->shard < 0)
+        choose_core(q, rq);
+    unsigned k = (unsigned)q->shard;
+    const char *path = q->old_core ? rh_daemon_old_socket(k) : rh_daemon_socket(k);
     int fd = path ? rh_ipc_connect(path, 5000) : -ENOENT;
     if (fd < 0) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, -fd, q->r, RHLOG(2002)
@@ -110,7 +152,7 @@ int rh_core_ask_then(rh_req *q, const rh_ipc_req *rq, int timeout_ms, rh_answer_
     rh_req *qq = apr_pmemdup(q->r->pool, q, sizeof(*q));
     qq->then = then;
     rh_park_watch(p, qq->fd, POLLIN, 0, timeout_ms);
-    return rh_async_suspend(p, q->r, answer_step, qq);
+    return rh_async_suspend(p, q->r, qq->watch.core, answer_step, qq);
 }
 
 int rh_core_unavailable(request_rec *r)
@@ -158,11 +200,18 @@ int rh_check_session(rh_req *q, const char **token)
     *token = apr_table_get(r->headers_in, RH_HDR_SESSION);
     if (!*token)
         return rh_fail(r, HTTP_BAD_REQUEST, "missing Relay-Session header");
-    const rh_registry *reg = rh_daemon_registry(), *old = rh_daemon_old_registry();
+    /* the token names its core (shard); a malformed one is refused by the
+     * first core's check */
+    int k = rh_token_shard(*token);
+    const rh_registry *reg = rh_daemon_registry(k < 0 ? 0 : (unsigned)k);
+    const rh_registry *old = k < 0 ? NULL : rh_daemon_old_registry((unsigned)k);
     int rv = reg ? rh_registry_check(reg, *token, &q->view) : RH_REG_UNKNOWN;
+    q->shard = k < 0 ? 0 : k;
+    q->watch.core = reg;
     if (rv == RH_REG_UNKNOWN && old && rh_registry_check(old, *token, &q->view) == RH_REG_OK) {
         rv = RH_REG_OK;
         q->old_core = 1;   /* opened before an upgrade: its core still has it */
+        q->watch.core = old;
     }
     if (rv == RH_REG_MALFORMED)
         return rh_fail(r, HTTP_BAD_REQUEST, "malformed Relay-Session token");

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -27,137 +28,94 @@
 #include "mod_rh_config.h"
 #include "rh_core.h"
 #include "rh_ipc_client.h"
+#include "rh_shard.h"
 #include "rh_util.h"
 #include "mod_rh_daemon.h"
+#include "mod_rh_corelog.h"
 
-/* What outlives a restart of httpd's configuration: the core process, its
- * socket and the session table stay; only stop ends them. The module is
+/* One core process (a shard, RelayCoreProcesses): its table and socket. */
+typedef struct rh_core_rec {
+    apr_proc_t proc;        /* pid 0 when there is none */
+    apr_shm_t *shm;
+    rh_registry *reg;
+    int listen_fd;
+    char socket[256];
+} rh_core_rec;
+
+/* What outlives a restart of httpd's configuration: the core processes, their
+ * sockets and session tables stay; only stop ends them. The module is
  * unloaded and loaded again on every restart, so this lives in httpd's
  * retained data, and pointers in it never point into the module. */
 typedef struct rh_retained {
     int ready;
-    apr_proc_t proc;        /* the core; pid 0 when there is none */
-    apr_shm_t *shm;
-    rh_registry *reg;
-    uint32_t nslots;
-    int listen_fd;
-    char socket[256];
-    uint64_t module_id;     /* the module file the core was forked from */
+    unsigned n;             /* the cores serving new sessions */
+    uint32_t max_sessions;  /* their slots in all (rh_shard_slots: each one's) */
+    uint64_t module_id;     /* the module file the cores were forked from */
     unsigned handovers;     /* cores started by upgrades: names their sockets */
-    struct {                /* the core before the last upgrade, draining; pid 0: none */
-        apr_proc_t proc;
-        apr_shm_t *shm;
-        rh_registry *reg;
-        int listen_fd;
-        char socket[256];
-    } old;
+    rh_core_rec cur[RH_SHARDS_MAX];
+    unsigned old_n;         /* the cores before the last upgrade, draining */
+    rh_core_rec old[RH_SHARDS_MAX];   /* pid 0: ended */
 } rh_retained;
 
 /* the retained data's name: a new layout gets a new name, so a module never
  * reads another version's */
-#define RETAINED_KEY "mod_relay_https/2"
+#define RETAINED_KEY "mod_relay_https/3"
 /* after an upgrade the old core keeps its sessions at most this long */
 #define DRAIN_MAX_MS (600 * 1000)
 
 static rh_retained *g_ret;
 static server_rec *g_server;
 static apr_pool_t *g_pconf;
-static int g_registered;   /* APR segfaults on unregistering twice */
-static int g_old_registered;
+/* APR segfaults on unregistering twice */
+static int g_registered[RH_SHARDS_MAX];
+static int g_old_registered[RH_SHARDS_MAX];
 
-const char *rh_daemon_socket(void) { return g_ret && g_ret->ready ? g_ret->socket : NULL; }
-const rh_registry *rh_daemon_old_registry(void)
+unsigned rh_daemon_cores(void) { return g_ret && g_ret->ready ? g_ret->n : 0; }
+const char *rh_daemon_socket(unsigned k)
 {
-    return g_ret && g_ret->ready && g_ret->old.proc.pid > 0 ? g_ret->old.reg : NULL;
+    return k < rh_daemon_cores() ? g_ret->cur[k].socket : NULL;
 }
-const char *rh_daemon_old_socket(void)
+const rh_registry *rh_daemon_registry(unsigned k)
 {
-    return g_ret && g_ret->ready && g_ret->old.proc.pid > 0 ? g_ret->old.socket : NULL;
+    return k < rh_daemon_cores() ? g_ret->cur[k].reg : NULL;
 }
-const rh_registry *rh_daemon_registry(void) { return g_ret && g_ret->ready ? g_ret->reg : NULL; }
-rh_stats *rh_daemon_stats(void) { return g_ret && g_ret->ready ? &g_ret->reg->stats : NULL; }
-
-static void core_log(void *ctx, int level, const char *msg)
+static const rh_core_rec *old_core(unsigned k)
 {
-    ap_log_error(APLOG_MARK, level, 0, (server_rec *)ctx, RHLOG(1001) "core: %s", msg);
+    return g_ret && g_ret->ready && k < g_ret->old_n && g_ret->old[k].proc.pid > 0
+           ? &g_ret->old[k] : NULL;
 }
-
-/* In the core, after a restart of httpd: write to the new error log (a rotated
- * log's new file) and log at the new LogLevel. */
-static int core_relog(void *ctx, int fd, int level)
+const rh_registry *rh_daemon_old_registry(unsigned k)
 {
-    server_rec *s = ctx;
-    apr_os_file_t old;
-    if (fd >= 0) {
-        if (s->error_log && apr_os_file_get(&old, s->error_log) == APR_SUCCESS && old >= 0)
-            dup2(fd, old);
-        dup2(fd, STDERR_FILENO);
-        close(fd);
-    }
-    if (level >= APLOG_EMERG && level <= APLOG_TRACE8)
-        ap_set_module_loglevel(g_pconf, &s->log, APLOG_MODULE_INDEX, level);
-    return level >= APLOG_DEBUG ? RH_LOG_DEBUG : RH_LOG_INFO;
+    return old_core(k) ? old_core(k)->reg : NULL;
 }
-
-/* The module's own level in the main server (LogLevel relay_https:LEVEL, or
- * the server's). */
-static int module_log_level(server_rec *s)
+const char *rh_daemon_old_socket(unsigned k)
 {
-    if (s->log.module_levels && s->log.module_levels[APLOG_MODULE_INDEX] != APLOG_NO_MODULE)
-        return s->log.module_levels[APLOG_MODULE_INDEX];
-    return s->log.level;
+    return old_core(k) ? old_core(k)->socket : NULL;
 }
-
-/* In the parent, after a restart that kept the core: hand it the new error
- * log and level (logrotate renames the log and restarts httpd gracefully). */
-static void core_send_logs(server_rec *s)
-{
-    char line[32];
-    int fd = rh_ipc_connect(g_ret->socket, 2000), logfd = -1, rv = -1;
-    apr_os_file_t f;
-    if (fd < 0)
-        goto leave;
-    if (s->error_log && apr_os_file_get(&f, s->error_log) == APR_SUCCESS)
-        logfd = f;
-    int n = snprintf(line, sizeof(line), "LOGS %d\n", module_log_level(s));
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } ctl;
-    struct iovec iov = { line, (size_t)n };
-    struct msghdr msg = { 0 };
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    if (logfd >= 0) {
-        msg.msg_control = ctl.buf;
-        msg.msg_controllen = sizeof(ctl.buf);
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &logfd, sizeof(int));
-    }
-    if (sendmsg(fd, &msg, MSG_NOSIGNAL) != n)
-        goto leave;
-    rv = rh_ipc_read_line(fd, line, sizeof(line), 2000) < 0 || strncmp(line, "OK", 2) ? -1 : 0;
-leave:
-    if (rv != 0)
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RHLOG(1015)
-                     "could not hand the relay core the reopened error log; it writes to "
-                     "the old one until it is restarted");
-    if (fd >= 0)
-        close(fd);
-}
+/* the handlers' counters go to the first table (the status page sums the rest) */
+rh_stats *rh_daemon_stats(void) { return rh_daemon_cores() ? &g_ret->cur[0].reg->stats : NULL; }
 
 static void core_signal(int sig)
 {
     rh_core_request_stop();
 }
 
-/* In the forked process: become the core. Never returns. */
-static void core_main(void)
+/* In a forked core: the other cores' sockets are not its own. */
+static void close_other_sockets(const rh_core_rec *me)
+{
+    for (unsigned i = 0; i < RH_SHARDS_MAX; ++i) {
+        if (&g_ret->cur[i] != me && g_ret->cur[i].listen_fd >= 0 && i < g_ret->n)
+            close(g_ret->cur[i].listen_fd);
+        if (i < g_ret->old_n && g_ret->old[i].listen_fd >= 0)
+            close(g_ret->old[i].listen_fd);
+    }
+}
+
+/* In the forked process: become core k. Never returns. */
+static void core_main(unsigned k)
 {
     rh_core_config cfg;
+    rh_core_rec *me = &g_ret->cur[k];
     int rv;
 
     apr_signal(SIGTERM, core_signal);
@@ -170,6 +128,7 @@ static void core_main(void)
     apr_signal(SIGPIPE, SIG_IGN);
     apr_signal(SIGCHLD, SIG_DFL);
     ap_close_listeners();           /* the core never accepts HTTP */
+    close_other_sockets(me);
 
     if (ap_run_drop_privileges(g_pconf, g_server)) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, g_server,
@@ -181,48 +140,50 @@ static void core_main(void)
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() == 1)
         _exit(0);
-    rh_registry_init(g_ret->reg, g_ret->nslots);
-    g_ret->reg->core_pid = getpid();
-    g_ret->reg->core_started = (int64_t)apr_time_sec(apr_time_now());
+    rh_registry_init(me->reg, me->reg->nslots);
+    me->reg->core_pid = getpid();
+    me->reg->core_started = (int64_t)apr_time_sec(apr_time_now());
 
     memset(&cfg, 0, sizeof(cfg));
-    cfg.listen_fd = g_ret->listen_fd;
-    cfg.reg = g_ret->reg;
+    cfg.listen_fd = me->listen_fd;
+    cfg.reg = me->reg;
     cfg.heartbeat_s = RH_HEARTBEAT_S;
-    cfg.log = core_log;
-    cfg.relog = core_relog;
+    cfg.log = rh_corelog_log;
+    cfg.relog = rh_corelog_relog;
     cfg.log_ctx = g_server;
     cfg.log_level = APLOG_MODULE_IS_LEVEL(g_server, APLOG_MODULE_INDEX, APLOG_DEBUG)
                     ? RH_LOG_DEBUG : RH_LOG_INFO;
     rv = rh_core_run(&cfg);
-    g_ret->reg->core_pid = 0;
+    me->reg->core_pid = 0;
     _exit(rv);
 }
 
 static void core_maint(int reason, void *data, apr_wait_t status);
 
-static void watch_core(void)
+static void watch_core(unsigned k)
 {
     /* registered per generation (pconf): the callback lives in this module */
-    apr_proc_other_child_register(&g_ret->proc, core_maint, &g_ret->proc, NULL, g_pconf);
-    g_registered = 1;
+    apr_proc_other_child_register(&g_ret->cur[k].proc, core_maint, &g_ret->cur[k], NULL,
+                                  g_pconf);
+    g_registered[k] = 1;
 }
 
-static apr_status_t core_fork(void)
+static apr_status_t core_fork(unsigned k)
 {
     apr_proc_t proc;
     apr_status_t rv = apr_proc_fork(&proc, g_pconf);
     if (rv == APR_INCHILD)
-        core_main();
+        core_main(k);
     if (rv != APR_INPARENT) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, g_server,
-                     RHLOG(1003) "cannot fork the relay core");
+                     RHLOG(1003) "cannot fork relay core %u", k);
         return rv;
     }
-    g_ret->proc = proc;
-    watch_core();
+    g_ret->cur[k].proc = proc;
+    watch_core(k);
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, g_server,
-                 RHLOG(1004) "relay core started, pid %d", (int)proc.pid);
+                 RHLOG(1004) "relay core started, pid %d (core %u of %u)", (int)proc.pid, k,
+                 g_ret->n);
     return APR_SUCCESS;
 }
 
@@ -236,15 +197,18 @@ static int server_stopping(void)
     return 0;
 }
 
-/* httpd tells us when the core dies: respawn it unless it failed to start. */
+/* httpd tells us when a core dies: respawn it unless it failed to start. The
+ * other cores and their sessions go on. */
 static void core_maint(int reason, void *data, apr_wait_t status)
 {
+    rh_core_rec *cr = data;
+    unsigned k = (unsigned)(cr - g_ret->cur);
     switch (reason) {
     case APR_OC_REASON_DEATH:
     case APR_OC_REASON_LOST:
         apr_proc_other_child_unregister(data);
-        g_registered = 0;
-        g_ret->proc.pid = 0;
+        g_registered[k] = 0;
+        cr->proc.pid = 0;
         if (server_stopping())
             break;
         if (reason == APR_OC_REASON_DEATH && WIFEXITED(status)
@@ -255,13 +219,13 @@ static void core_maint(int reason, void *data, apr_wait_t status)
             break;
         }
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, g_server, RHLOG(1006)
-                     "relay core died (%s %d); its sessions are lost, starting a new one",
-                     WIFSIGNALED(status) ? "signal" : "exit",
-                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-        core_fork();
+                     "relay core died (%s %d); its sessions are lost, starting a new one "
+                     "(core %u of %u; the others go on)", WIFSIGNALED(status) ? "signal" : "exit",
+                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), k, g_ret->n);
+        core_fork(k);
         break;
     case APR_OC_REASON_UNREGISTER:
-        g_registered = 0;   /* APR's own pool cleanup did it */
+        g_registered[k] = 0;   /* APR's own pool cleanup did it */
         break;
     case APR_OC_REASON_RESTART:
     default:
@@ -269,104 +233,129 @@ static void core_maint(int reason, void *data, apr_wait_t status)
     }
 }
 
-/* The drained (or stopped) old core's socket and table go; with stop set it
+/* A drained (or stopped) old core's socket and table go; with stop set it
  * is asked to end first. Children forked later no longer see it. */
-static void old_core_forget(int stop)
+static void old_core_forget(rh_core_rec *cr, int stop)
 {
-    if (!g_ret || !g_ret->old.reg)
+    if (!cr->reg)
         return;
-    if (stop && g_ret->old.proc.pid > 0) {
-        kill(g_ret->old.proc.pid, SIGTERM);
-        waitpid(g_ret->old.proc.pid, NULL, 0);
+    if (stop && cr->proc.pid > 0) {
+        kill(cr->proc.pid, SIGTERM);
+        waitpid(cr->proc.pid, NULL, 0);
     }
-    g_ret->old.proc.pid = 0;
-    if (g_ret->old.listen_fd >= 0)
-        close(g_ret->old.listen_fd);
-    g_ret->old.listen_fd = -1;
-    unlink(g_ret->old.socket);
-    apr_shm_destroy(g_ret->old.shm);
-    g_ret->old.reg = NULL;
-    g_ret->old.shm = NULL;
+    cr->proc.pid = 0;
+    if (cr->listen_fd >= 0)
+        close(cr->listen_fd);
+    cr->listen_fd = -1;
+    unlink(cr->socket);
+    apr_shm_destroy(cr->shm);
+    cr->reg = NULL;
+    cr->shm = NULL;
 }
 
-/* httpd tells us when the old core ended (its last session, or its deadline). */
+static void old_cores_forget(int stop)
+{
+    for (unsigned k = 0; g_ret && k < g_ret->old_n; ++k)
+        old_core_forget(&g_ret->old[k], stop);
+}
+
+/* httpd tells us when an old core ended (its last session, or its deadline). */
 static void old_core_maint(int reason, void *data, apr_wait_t status)
 {
+    rh_core_rec *cr = data;
+    unsigned k = (unsigned)(cr - g_ret->old);
     if (reason != APR_OC_REASON_DEATH && reason != APR_OC_REASON_LOST) {
         if (reason == APR_OC_REASON_UNREGISTER)
-            g_old_registered = 0;
+            g_old_registered[k] = 0;
         return;
     }
     apr_proc_other_child_unregister(data);
-    g_old_registered = 0;
+    g_old_registered[k] = 0;
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, g_server, RHLOG(1017)
-                 "the relay core replaced by an upgrade (pid %d) has ended",
-                 (int)g_ret->old.proc.pid);
-    old_core_forget(0);
+                 "the relay core %u replaced by an upgrade (pid %d) has ended", k,
+                 (int)cr->proc.pid);
+    old_core_forget(cr, 0);
 }
 
-static void watch_old_core(void)
+static void watch_old_core(unsigned k)
 {
-    apr_proc_other_child_register(&g_ret->old.proc, old_core_maint, &g_ret->old.proc, NULL,
+    apr_proc_other_child_register(&g_ret->old[k].proc, old_core_maint, &g_ret->old[k], NULL,
                                   g_pconf);
-    g_old_registered = 1;
+    g_old_registered[k] = 1;
+}
+
+/* Asks every core to stop, gives them 3 s together to say goodbye to their
+ * sessions, then insists. */
+static void cores_stop(void)
+{
+    int waited = 0, left;
+    for (unsigned k = 0; k < g_ret->n; ++k)
+        if (g_ret->cur[k].proc.pid > 0) {
+            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, g_server, RHLOG(1007)
+                         "stopping relay core %u (pid %d)", k, (int)g_ret->cur[k].proc.pid);
+            kill(g_ret->cur[k].proc.pid, SIGTERM);
+        }
+    do {
+        left = 0;
+        for (unsigned k = 0; k < g_ret->n; ++k) {
+            pid_t pid = g_ret->cur[k].proc.pid;
+            if (pid <= 0 || waitpid(pid, NULL, WNOHANG) != 0) {
+                g_ret->cur[k].proc.pid = 0;
+                continue;
+            }
+            if (waited >= 3000) {
+                kill(pid, SIGKILL);
+                waitpid(pid, NULL, 0);
+                g_ret->cur[k].proc.pid = 0;
+                continue;
+            }
+            ++left;
+        }
+        if (left) {
+            apr_sleep(apr_time_from_msec(10));
+            waited += 10;
+        }
+    } while (left);
 }
 
 /* pconf cleanup: on a restart the core stays (it is found again by the next
  * generation); when httpd exits, the core goes, and its socket with it. */
 static apr_status_t generation_end(void *data)
 {
-    if (g_registered) {
-        apr_proc_other_child_unregister(&g_ret->proc);
-        g_registered = 0;
-    }
-    if (g_old_registered) {
-        apr_proc_other_child_unregister(&g_ret->old.proc);
-        g_old_registered = 0;
+    for (unsigned k = 0; k < RH_SHARDS_MAX; ++k) {
+        if (g_registered[k])
+            apr_proc_other_child_unregister(&g_ret->cur[k]);
+        if (g_old_registered[k])
+            apr_proc_other_child_unregister(&g_ret->old[k]);
+        g_registered[k] = g_old_registered[k] = 0;
     }
     if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_EXITING) {
-        /* a restart: the next generation claims the core again at once, unless
-         * it comes without the module (a2dismod); then the core ends */
-        if (g_ret->ready)
-            rh_registry_claim(g_ret->reg, rh_now_ms() + RH_CLAIM_GRACE_MS);
-        if (g_ret->ready && g_ret->old.proc.pid > 0)
-            rh_registry_claim(g_ret->old.reg, rh_now_ms() + RH_CLAIM_GRACE_MS);
+        /* a restart: the next generation claims the cores again at once, unless
+         * it comes without the module (a2dismod); then the cores end */
+        for (unsigned k = 0; g_ret->ready && k < g_ret->n; ++k)
+            rh_registry_claim(g_ret->cur[k].reg, rh_now_ms() + RH_CLAIM_GRACE_MS);
+        for (unsigned k = 0; g_ret->ready && k < g_ret->old_n; ++k)
+            if (g_ret->old[k].proc.pid > 0)
+                rh_registry_claim(g_ret->old[k].reg, rh_now_ms() + RH_CLAIM_GRACE_MS);
         return APR_SUCCESS;
     }
-    old_core_forget(1);
-    if (g_ret->proc.pid > 0) {
-        pid_t pid = g_ret->proc.pid;
-        int waited = 0;
-        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, g_server, RHLOG(1007)
-                     "stopping the relay core (pid %d)", (int)pid);
-        kill(pid, SIGTERM);
-        /* give it a moment to say goodbye to its sessions, then insist */
-        while (waitpid(pid, NULL, WNOHANG) == 0) {
-            if (waited >= 3000) {
-                kill(pid, SIGKILL);
-                waitpid(pid, NULL, 0);
-                break;
-            }
-            apr_sleep(apr_time_from_msec(10));
-            waited += 10;
-        }
-        g_ret->proc.pid = 0;
+    old_cores_forget(1);
+    cores_stop();
+    for (unsigned k = 0; k < g_ret->n; ++k) {
+        if (g_ret->cur[k].listen_fd >= 0)
+            close(g_ret->cur[k].listen_fd);
+        g_ret->cur[k].listen_fd = -1;
+        unlink(g_ret->cur[k].socket);
     }
-    if (g_ret->listen_fd >= 0) {
-        close(g_ret->listen_fd);
-        g_ret->listen_fd = -1;
-    }
-    unlink(g_ret->socket);
     g_ret->ready = 0;
     return APR_SUCCESS;
 }
 
-static int make_socket(server_rec *s)
+static int make_socket(server_rec *s, const char *path)
 {
     struct sockaddr_un sa;
     mode_t old;
     int fd;
-    const char *path = g_ret->socket;
 
     if (strlen(path) >= sizeof(sa.sun_path)) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, RHLOG(1010)
@@ -399,18 +388,36 @@ fail:
     return -1;
 }
 
-/* The operator's budget goes where the core reads it at every request. */
+/* Core k's part of a global bound shared by n cores: the parts add up to it
+ * (the first cores take the remainder), but none is 0, which means no limit. */
+static uint32_t share(uint32_t v, unsigned n, unsigned k)
+{
+    if (!v || n < 2)
+        return v;
+    uint32_t part = v / n + (k < v % n);
+    return part ? part : 1;
+}
+
+/* The operator's budget goes where the cores read it at every request. The
+ * per-client limits hold whole in each core, since a client's sessions live
+ * in one (rh_shard_for); the global ones are divided. */
 static void publish_limits(const rh_srv_conf *sc, server_rec *s)
 {
     rh_limits lim;
     rh_srv_limits(sc, &lim);
-    rh_registry_set_limits(g_ret->reg, &lim);
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, RHLOG(1014)
                  "relay limits: %u requests in flight (%u per client), %u sessions per "
                  "client, %u opens/s per client, %u listens per client, pushes wait %u s, "
-                 "%u B/s per session, %u B/s in all (0: no limit)", lim.max_workers,
-                 lim.requests_per_client, lim.sessions_per_client, lim.open_rate,
-                 lim.listens_per_client, lim.push_wait_s, lim.rate_session, lim.rate_global);
+                 "%u B/s per session, %u B/s in all (0: no limit), over %u cores",
+                 lim.max_workers, lim.requests_per_client, lim.sessions_per_client,
+                 lim.open_rate, lim.listens_per_client, lim.push_wait_s, lim.rate_session,
+                 lim.rate_global, g_ret->n);
+    for (unsigned k = 0; k < g_ret->n; ++k) {
+        rh_limits part = lim;
+        part.max_workers = share(lim.max_workers, g_ret->n, k);
+        part.rate_global = share(lim.rate_global, g_ret->n, k);
+        rh_registry_set_limits(g_ret->cur[k].reg, &part);
+    }
 }
 
 /* The module file this process runs, as (device, inode, size, mtime): a new
@@ -429,93 +436,142 @@ static uint64_t module_id(void)
     return h ? h : 1;
 }
 
-/* A new table, socket and core: at the first start, and after an upgrade
- * (from: the old table, whose slot generations and figures go on, so that no
- * new token repeats an old session's id). */
-static int core_setup(server_rec *s, const rh_srv_conf *sc, uint32_t nslots, const char *path,
-                      const rh_registry *from)
+/* Core k's socket: the configured path for the first, path-k for the others. */
+static const char *shard_path(apr_pool_t *p, const char *path, unsigned k)
 {
+    return k ? apr_psprintf(p, "%s-%u", path, k) : path;
+}
+
+/* Core k's new table and socket (from: the table it replaces after an upgrade,
+ * whose slot generations and figures go on, so that no new token repeats an
+ * old session's id). */
+static int table_setup(server_rec *s, unsigned k, const char *path, const rh_registry *from)
+{
+    rh_core_rec *cr = &g_ret->cur[k];
+    uint32_t nslots = rh_shard_slots(g_ret->max_sessions, g_ret->n, k);
     /* the table lives in the process pool: restarts keep it */
-    apr_status_t rv = apr_shm_create(&g_ret->shm, rh_registry_size(nslots), NULL,
-                                     s->process->pool);
+    apr_status_t rv = apr_shm_create(&cr->shm, rh_registry_size(nslots), NULL, s->process->pool);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RHLOG(1012)
                      "cannot create the shared session table (%u slots)", nslots);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    g_ret->reg = apr_shm_baseaddr_get(g_ret->shm);
-    g_ret->nslots = nslots;
+    cr->reg = apr_shm_baseaddr_get(cr->shm);
     if (from && from->nslots == nslots)
-        memcpy(g_ret->reg, from, rh_registry_size(nslots));
+        memcpy(cr->reg, from, rh_registry_size(nslots));
     else
-        memset(g_ret->reg, 0, rh_registry_size(nslots));
-    rh_registry_init(g_ret->reg, nslots);
-    rh_registry_claim(g_ret->reg, INT64_MAX);
-    rh_registry_drain(g_ret->reg, 0);
-    publish_limits(sc, s);
-    if (strlen(path) >= sizeof(g_ret->socket)) {
+        memset(cr->reg, 0, rh_registry_size(nslots));
+    rh_registry_init(cr->reg, nslots);
+    cr->reg->shard = k;
+    rh_registry_claim(cr->reg, INT64_MAX);
+    rh_registry_drain(cr->reg, 0);
+    if (strlen(path) >= sizeof(cr->socket)) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, RHLOG(1010)
                      "relay socket path too long: %s (set RelaySocket)", path);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    strcpy(g_ret->socket, path);
-    g_ret->listen_fd = make_socket(s);
-    if (g_ret->listen_fd < 0)
-        return HTTP_INTERNAL_SERVER_ERROR;
-    g_ret->ready = 1;
-    g_ret->module_id = module_id();
-    return core_fork() == APR_SUCCESS ? OK : HTTP_INTERNAL_SERVER_ERROR;
+    strcpy(cr->socket, path);
+    cr->listen_fd = make_socket(s, path);
+    return cr->listen_fd < 0 ? HTTP_INTERNAL_SERVER_ERROR : OK;
 }
 
-/* The module file changed under a running core (an upgrade and a graceful
- * restart): a new core from the new file serves new sessions, the old one
- * keeps its sessions until they end (at most DRAIN_MAX_MS) and takes no new
- * ones; the handlers find a session in either table. */
+/* New tables, sockets and cores: at the first start, and after an upgrade
+ * (from: the old cores, one for one). */
+static int core_setup(server_rec *s, const rh_srv_conf *sc, const char *path,
+                      const rh_core_rec *from, unsigned from_n)
+{
+    for (unsigned k = 0; k < g_ret->n; ++k)
+        g_ret->cur[k].listen_fd = -1;
+    for (unsigned k = 0; k < g_ret->n; ++k) {
+        int rv = table_setup(s, k, shard_path(s->process->pool, path, k),
+                             k < from_n ? from[k].reg : NULL);
+        if (rv != OK)
+            return rv;
+    }
+    publish_limits(sc, s);
+    g_ret->ready = 1;
+    g_ret->module_id = module_id();
+    for (unsigned k = 0; k < g_ret->n; ++k)
+        if (core_fork(k) != APR_SUCCESS)
+            return HTTP_INTERNAL_SERVER_ERROR;
+    return OK;
+}
+
+/* The module file changed under running cores (an upgrade and a graceful
+ * restart): new cores from the new file serve new sessions, the old ones
+ * keep their sessions until they end (at most DRAIN_MAX_MS) and take no new
+ * ones; the handlers find a session in either table of its shard. */
 static int core_handover(server_rec *s, const rh_srv_conf *sc, const char *path)
 {
-    old_core_forget(1);   /* a core two upgrades old goes now */
-    g_ret->old.proc = g_ret->proc;
-    g_ret->old.shm = g_ret->shm;
-    g_ret->old.reg = g_ret->reg;
-    g_ret->old.listen_fd = g_ret->listen_fd;
-    memcpy(g_ret->old.socket, g_ret->socket, sizeof(g_ret->old.socket));
-    rh_registry_drain(g_ret->old.reg, rh_now_ms() + DRAIN_MAX_MS);
-    watch_old_core();
+    unsigned active = 0;
+    old_cores_forget(1);   /* cores two upgrades old go now */
+    memcpy(g_ret->old, g_ret->cur, sizeof(g_ret->old));
+    g_ret->old_n = g_ret->n;
+    for (unsigned k = 0; k < g_ret->old_n; ++k) {
+        rh_registry_drain(g_ret->old[k].reg, rh_now_ms() + DRAIN_MAX_MS);
+        active += g_ret->old[k].reg->active;
+        if (g_ret->old[k].proc.pid > 0)
+            watch_old_core(k);
+    }
     ++g_ret->handovers;
     const char *npath = apr_psprintf(s->process->pool, "%s.%u", path, g_ret->handovers);
-    int rv = core_setup(s, sc, g_ret->nslots, npath, g_ret->old.reg);
+    int rv = core_setup(s, sc, npath, g_ret->old, g_ret->old_n);
     ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, RHLOG(1016)
-                 "the module file changed: a new relay core (pid %d) serves new sessions; "
-                 "the old one (pid %d) keeps its %u sessions until they end (at most %d s)",
-                 (int)g_ret->proc.pid, (int)g_ret->old.proc.pid, g_ret->old.reg->active,
-                 DRAIN_MAX_MS / 1000);
+                 "the module file changed: %u new relay cores (the first pid %d) serve new "
+                 "sessions; the old ones (the first pid %d) keep their %u sessions until "
+                 "they end (at most %d s)", g_ret->n, (int)g_ret->cur[0].proc.pid,
+                 (int)g_ret->old[0].proc.pid, active, DRAIN_MAX_MS / 1000);
     return rv;
 }
 
-/* A restart: the core and its sessions go on, under the new limits, with the
- * new error log; unless the module file changed (core_handover). */
-static int core_keep(server_rec *s, const rh_srv_conf *sc, uint32_t nslots, const char *path)
+/* A restart: the cores and their sessions go on, under the new limits, with
+ * the new error log; unless the module file changed (core_handover). A core
+ * found dead is started again. */
+static int core_keep(server_rec *s, const rh_srv_conf *sc, unsigned n, uint32_t max,
+                     const char *path)
 {
-    rh_registry_claim(g_ret->reg, INT64_MAX);
-    if (g_ret->old.proc.pid > 0 && kill(g_ret->old.proc.pid, 0) == 0) {
-        rh_registry_claim(g_ret->old.reg, INT64_MAX);
-        watch_old_core();
-    }
+    for (unsigned k = 0; k < g_ret->n; ++k)
+        rh_registry_claim(g_ret->cur[k].reg, INT64_MAX);
+    for (unsigned k = 0; k < g_ret->old_n; ++k)
+        if (g_ret->old[k].proc.pid > 0 && kill(g_ret->old[k].proc.pid, 0) == 0) {
+            rh_registry_claim(g_ret->old[k].reg, INT64_MAX);
+            watch_old_core(k);
+        }
     publish_limits(sc, s);
-    if (nslots != g_ret->nslots || strncmp(path, g_ret->socket, strlen(path)) != 0)
+    if (n != g_ret->n || max != g_ret->max_sessions
+        || strncmp(path, g_ret->cur[0].socket, strlen(path)) != 0)
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RHLOG(1013)
-                     "RelayMaxSessions and RelaySocket changes take effect at the "
-                     "next full stop and start, not on a restart");
-    if (g_ret->proc.pid <= 0 || kill(g_ret->proc.pid, 0) != 0)
-        return core_fork() == APR_SUCCESS ? OK : HTTP_INTERNAL_SERVER_ERROR;
+                     "RelayMaxSessions, RelayCoreProcesses and RelaySocket changes take "
+                     "effect at the next full stop and start, not on a restart");
     uint64_t id = module_id();
     if (id && g_ret->module_id && id != g_ret->module_id)
         return core_handover(s, sc, path);
-    watch_core();
-    core_send_logs(s);
+    for (unsigned k = 0; k < g_ret->n; ++k) {
+        rh_core_rec *cr = &g_ret->cur[k];
+        if (cr->proc.pid <= 0 || kill(cr->proc.pid, 0) != 0) {
+            if (core_fork(k) != APR_SUCCESS)
+                return HTTP_INTERNAL_SERVER_ERROR;
+            continue;
+        }
+        watch_core(k);
+        rh_corelog_send(s, cr->socket);
+    }
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, RHLOG(1008)
-                 "relay core (pid %d) kept across the restart", (int)g_ret->proc.pid);
+                 "%u relay cores (the first pid %d) kept across the restart", g_ret->n,
+                 (int)g_ret->cur[0].proc.pid);
     return OK;
+}
+
+/* RelayCoreProcesses, or auto: enough cores for the sessions under the hard
+ * descriptor limit the cores will have (they raise their soft limit to it). */
+static unsigned cores_wanted(const rh_srv_conf *sc, uint32_t max_sessions)
+{
+    struct rlimit rl;
+    if (sc->core_procs > 0)
+        return (unsigned)sc->core_procs;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_max == RLIM_INFINITY)
+        return 1;
+    return rh_shard_auto(max_sessions, (uint64_t)rl.rlim_max);
 }
 
 int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
@@ -529,19 +585,24 @@ int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
 
     g_server = s;
     g_pconf = pconf;
+    rh_corelog_init(pconf);
     g_ret = ap_retained_data_get(RETAINED_KEY);
     if (!g_ret) {
         g_ret = ap_retained_data_create(RETAINED_KEY, sizeof(*g_ret));
         memset(g_ret, 0, sizeof(*g_ret));
-        g_ret->listen_fd = g_ret->old.listen_fd = -1;
     }
-    uint32_t nslots = sc->max_sessions > 0 ? (uint32_t)sc->max_sessions
-                                           : RH_DEFAULT_MAX_SESSIONS;
+    uint32_t max = sc->max_sessions > 0 ? (uint32_t)sc->max_sessions : RH_DEFAULT_MAX_SESSIONS;
+    unsigned n = cores_wanted(sc, max);
     const char *path = sc->socket_path ? sc->socket_path
          : ap_runtime_dir_relative(ptemp, apr_psprintf(ptemp, "relay_https.%ld.sock",
                                                        (long)getpid()));
     apr_pool_cleanup_register(pconf, NULL, generation_end, apr_pool_cleanup_null);
     if (g_ret->ready)
-        return core_keep(s, sc, nslots, path);
-    return core_setup(s, sc, nslots, path, NULL);
+        return core_keep(s, sc, n, max, path);
+    g_ret->n = n;
+    g_ret->max_sessions = max;
+    if (n > 1)
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, RHLOG(1018)
+                     "%u relay core processes, about %u sessions each", n, max / n);
+    return core_setup(s, sc, path, NULL, 0);
 }

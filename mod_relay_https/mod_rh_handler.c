@@ -257,6 +257,7 @@ int rh_handler(request_rec *r)
     memset(&q, 0, sizeof(q));
     q.r = r;
     q.fd = -1;
+    q.shard = -1;
     q.dc = ap_get_module_config(r->per_dir_config, &relay_https_module);
     q.sc = ap_get_module_config(r->server->module_config, &relay_https_module);
     rh_watch_init(&q.watch, r->connection);

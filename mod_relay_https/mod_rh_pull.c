@@ -209,7 +209,8 @@ static int pull_copy(pull_ctx *pc)
     rh_park *p = rh_async_park(pc->q->r);
     if (p) {
         int rv = pull_step(p, pc, RH_WAIT_READY);
-        return rv == SUSPENDED ? rh_async_suspend(p, pc->q->r, pull_step, pc) : rv;
+        return rv == SUSPENDED ? rh_async_suspend(p, pc->q->r, pc->q->watch.core, pull_step, pc)
+                               : rv;
     }
     while (pull_move(pc) == PULL_WAIT) {
         ssize_t n = pull_wait(pc->q, pc->bk);

@@ -266,7 +266,7 @@ static int push_started(rh_req *q, int rv, rh_ipc_reply *rep)
     rh_park *p = rh_async_park(r);
     if (p) {
         rv = push_step(p, pc, RH_WAIT_READY);
-        return rv == SUSPENDED ? rh_async_suspend(p, r, push_step, pc) : rv;
+        return rv == SUSPENDED ? rh_async_suspend(p, r, pc->q->watch.core, push_step, pc) : rv;
     }
     if ((rv = push_after_body(q, pump_body(q, &pc->u))) != DECLINED)
         return rv;

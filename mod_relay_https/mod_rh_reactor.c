@@ -206,17 +206,12 @@ static void on_event(rh_reactor *R, struct epoll_event *ev, rh_park **ready, rh_
     ended(R, p, why_of(p, tag, ev->events), ready, done);
 }
 
-static int core_stuck(void)
-{
-    const rh_registry *reg = rh_daemon_registry();
-    return reg && rh_registry_beat_age(reg, rh_now_ms()) > RH_CORE_STUCK_MS;
-}
-
-/* Deadlines due; with a stopped or stuck core every waiting request hears of
- * it, as a blocking wait would within RH_CORE_STUCK_MS. */
+/* Deadlines due; with a stopped or stuck core every request waiting on it
+ * hears of it, as a blocking wait would within RH_CORE_STUCK_MS; the
+ * requests of the other cores wait on. */
 static void on_time(rh_reactor *R, long now, int tick, rh_park **ready, rh_park **done)
 {
-    int stuck = tick && core_stuck();
+    int stuck = tick && rh_any_core_stuck();
     rh_timer *t;
     while ((t = rh_timers_min(&R->timers)) && t->deadline <= now) {
         rh_park *p = (rh_park *)((char *)t - offsetof(rh_park, timer));
@@ -226,13 +221,13 @@ static void on_time(rh_reactor *R, long now, int tick, rh_park **ready, rh_park 
         return;
     for (size_t i = 0; i < R->timers.len; ) {
         rh_park *p = (rh_park *)((char *)R->timers.heap[i] - offsetof(rh_park, timer));
-        int end = (stuck && p->state == RH_PARK_REQUEST)
-                  || (R->draining && p->state == RH_PARK_KEEPALIVE);
+        int dead = stuck && p->state == RH_PARK_REQUEST && rh_core_stuck(p->core);
+        int end = dead || (R->draining && p->state == RH_PARK_KEEPALIVE);
         if (!end) {
             ++i;
             continue;
         }
-        ended(R, p, stuck ? RH_WAIT_STUCK : RH_WAIT_TIMEOUT, ready, done);
+        ended(R, p, dead ? RH_WAIT_STUCK : RH_WAIT_TIMEOUT, ready, done);
         i = 0;      /* the heap moved */
     }
 }

@@ -52,6 +52,7 @@ struct rh_park {
     int no_fd;              /* closing: only its deadline is watched */
     long t_safe;            /* its pool may not go before (see on_suspend) */
     int why;
+    const struct rh_registry *core;  /* the table of the core it waits on; NULL: the first */
     rh_timer timer;
     struct rh_park_tag tag[2];
     rh_park *next;          /* the reactor's lists */

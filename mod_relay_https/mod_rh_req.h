@@ -22,6 +22,7 @@ typedef struct rh_req {
     const rh_target *target;    /* its configuration; looked up for open only */
     const char *op;
     rh_slot_view view;
+    int shard;              /* the core asked (RelayCoreProcesses); -1 until chosen */
     int old_core;           /* the session lives in the core an upgrade replaced */
     int fd;                 /* to the core */
     /* a parked request (RelayAsync): what follows the core's answer, and the

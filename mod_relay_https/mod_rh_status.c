@@ -18,16 +18,24 @@
 #include "mod_rh_daemon.h"
 #include "mod_rh_status.h"
 #include "rh_registry.h"
+#include "rh_shard.h"
 #include "rh_util.h"
 
 #define KBPS_N 6
 static const int kbps_windows[KBPS_N] = { 10, 60, 300, 900, 1800, 3600 };
 
-/* One snapshot of everything shown, taken once per answer. */
+/* One snapshot of everything shown, taken once per answer: the sum of every
+ * core's table (RelayCoreProcesses), and each core's own state. */
 typedef struct status {
-    const rh_registry *reg;
-    const rh_stats *st;
-    rh_limits lim;
+    unsigned ncores, alive;
+    const rh_registry *regs[RH_SHARDS_MAX];
+    int64_t beat_ms[RH_SHARDS_MAX];
+    uint32_t core_active[RH_SHARDS_MAX];
+    const rh_stats *st;            /* the sum of the cores' figures */
+    rh_stats sum;
+    rh_limits lim;                 /* the global ones: the cores' shares added */
+    uint32_t nslots;
+    uint64_t opened;
     uint32_t active, connecting, held;
     uint32_t serving;              /* serve legs of rendezvous (in active too) */
     uint64_t up, down;
@@ -48,19 +56,33 @@ static int target_index(const rh_stats *st, const char *name)
     return n == RH_STATS_TARGETS ? RH_STATS_TARGETS - 1 : -1;   /* pooled as (other) */
 }
 
-static void take(status *s, const rh_registry *reg)
+static int reg_alive(const rh_registry *reg, int64_t beat_age_ms)
 {
-    memset(s, 0, sizeof(*s));
-    s->reg = reg;
-    s->st = &reg->stats;
-    rh_registry_get_limits(reg, &s->lim);
-    s->held = __atomic_load_n(&s->st->held, __ATOMIC_RELAXED);
-    s->beat_age_ms = rh_registry_beat_age(reg, rh_now_ms());
-    /* closed sessions' bytes here, the live ones' in the one pass below */
-    s->up = __atomic_load_n(&reg->total_up, __ATOMIC_RELAXED);
-    s->down = __atomic_load_n(&reg->total_down, __ATOMIC_RELAXED);
-    for (int i = 0; i < KBPS_N; ++i)
-        s->kbps[i] = rh_stats_rate(s->st, kbps_windows[i]) * 8 / 1000;
+    return reg->core_pid > 0 && beat_age_ms < 3 * RH_CORE_BEAT_MS;
+}
+
+/* One core's table: its sessions, closed sessions' bytes and counts. */
+static void take_core(status *s, unsigned k)
+{
+    const rh_registry *reg = s->regs[k];
+    rh_limits lim;
+    rh_registry_get_limits(reg, &lim);
+    if (k == 0)
+        s->lim = lim;
+    else {
+        s->lim.max_workers += lim.max_workers;
+        s->lim.rate_global += lim.rate_global;
+        rh_stats_add(&s->sum, &reg->stats);
+    }
+    s->beat_ms[k] = rh_registry_beat_age(reg, rh_now_ms());
+    if (s->beat_ms[k] > s->beat_age_ms)
+        s->beat_age_ms = s->beat_ms[k];
+    s->alive += reg_alive(reg, s->beat_ms[k]);
+    s->nslots += reg->nslots;
+    s->opened += __atomic_load_n(&reg->total_opened, __ATOMIC_RELAXED);
+    s->up += __atomic_load_n(&reg->total_up, __ATOMIC_RELAXED);
+    s->down += __atomic_load_n(&reg->total_down, __ATOMIC_RELAXED);
+    uint32_t before = s->active;
     for (uint32_t i = 0; i < reg->nslots; ++i) {
         rh_slot_view v;
         if (rh_registry_view(reg, i, &v) != RH_REG_OK)
@@ -80,11 +102,33 @@ static void take(status *s, const rh_registry *reg)
             s->live_down[t] += v.down_bytes;
         }
     }
+    s->core_active[k] = s->active - before;
 }
 
+/* 0 when the relay is not set up */
+static int take(status *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->ncores = rh_daemon_cores();
+    if (!s->ncores)
+        return 0;
+    for (unsigned k = 0; k < s->ncores; ++k)
+        s->regs[k] = rh_daemon_registry(k);
+    /* the figures first (targets by name), then the tables' sessions */
+    memcpy(&s->sum, &s->regs[0]->stats, sizeof(s->sum));
+    s->st = &s->sum;
+    for (unsigned k = 0; k < s->ncores; ++k)
+        take_core(s, k);
+    s->held = s->sum.held;
+    for (int i = 0; i < KBPS_N; ++i)
+        s->kbps[i] = rh_stats_rate(s->st, kbps_windows[i]) * 8 / 1000;
+    return 1;
+}
+
+/* every core runs */
 static int core_alive(const status *s)
 {
-    return s->reg->core_pid > 0 && s->beat_age_ms < 3 * RH_CORE_BEAT_MS;
+    return s->alive == s->ncores;
 }
 
 /* ---- JSON ---- */
@@ -124,9 +168,26 @@ static void json_options(request_rec *r, const rh_dir_conf *dc, const status *s)
                "\"openRate\": %u, \"pushWait\": %u, \"perSessionRate\": %u, "
                "\"globalRate\": %u},\n",
                rh_dir_idle(dc), rh_dir_poll(dc), rh_dir_connect(dc), RH_HEARTBEAT_S,
-               rh_dir_bufsize(dc), rh_dir_window(dc), s->reg->nslots, s->lim.max_workers,
+               rh_dir_bufsize(dc), rh_dir_window(dc), s->nslots, s->lim.max_workers,
                s->lim.requests_per_client, s->lim.sessions_per_client, s->lim.open_rate,
                s->lim.push_wait_s, s->lim.rate_session, s->lim.rate_global);
+}
+
+/* every core (RelayCoreProcesses): "core" above is their sum, the oldest beat */
+static void json_cores(request_rec *r, const status *s)
+{
+    ap_rputs("  \"cores\": [", r);
+    for (unsigned k = 0; k < s->ncores; ++k) {
+        int64_t age = s->beat_ms[k];
+        ap_rprintf(r, "%s\n    {\"index\": %u, \"running\": %s, \"pid\": %" APR_INT64_T_FMT
+                   ", \"heartbeatAgeMs\": %" APR_INT64_T_FMT ", \"numActiveSessions\": %u, "
+                   "\"maxSessions\": %u}", k ? "," : "", k,
+                   reg_alive(s->regs[k], age) ? "true" : "false",
+                   (apr_int64_t)s->regs[k]->core_pid,
+                   (apr_int64_t)(age > 999999999 ? -1 : age), s->core_active[k],
+                   s->regs[k]->nslots);
+    }
+    ap_rputs("\n  ]\n", r);
 }
 
 static void send_json(request_rec *r, const rh_dir_conf *dc, const status *s)
@@ -145,7 +206,7 @@ static void send_json(request_rec *r, const rh_dir_conf *dc, const status *s)
                s->serving);
     ap_rprintf(r, "  \"numConnectingSessions\": %u,\n", s->connecting);
     ap_rprintf(r, "  \"numConnections\": %u,\n", s->held);
-    ap_rprintf(r, "  \"sessionsOpened\": %" APR_UINT64_T_FMT ",\n", s->reg->total_opened);
+    ap_rprintf(r, "  \"sessionsOpened\": %" APR_UINT64_T_FMT ",\n", s->opened);
     ap_rprintf(r, "  \"bytesProxied\": %" APR_UINT64_T_FMT ",\n", s->up + s->down);
     ap_rprintf(r, "  \"bytesUp\": %" APR_UINT64_T_FMT ",\n", s->up);
     ap_rprintf(r, "  \"bytesDown\": %" APR_UINT64_T_FMT ",\n", s->down);
@@ -168,9 +229,10 @@ static void send_json(request_rec *r, const rh_dir_conf *dc, const status *s)
     json_targets(r, s);
     json_options(r, dc, s);
     ap_rprintf(r, "  \"core\": {\"running\": %s, \"pid\": %" APR_INT64_T_FMT
-               ", \"heartbeatAgeMs\": %" APR_INT64_T_FMT "}\n",
-               core_alive(s) ? "true" : "false", (apr_int64_t)s->reg->core_pid,
+               ", \"heartbeatAgeMs\": %" APR_INT64_T_FMT "},\n",
+               core_alive(s) ? "true" : "false", (apr_int64_t)s->regs[0]->core_pid,
                (apr_int64_t)(s->beat_age_ms > 999999999 ? -1 : s->beat_age_ms));
+    json_cores(r, s);
     ap_rputs("}\n", r);
 }
 
@@ -238,6 +300,22 @@ static void html_counts(request_rec *r, const char *title, const uint64_t *v,
     ap_rputs("</table>\n", r);
 }
 
+/* "running (pid N)"; with several cores each one's pid and sessions */
+static const char *html_cores(apr_pool_t *p, const status *s)
+{
+    if (s->ncores == 1)
+        return core_alive(s) ? apr_psprintf(p, "running (pid %" APR_INT64_T_FMT ")",
+                                            (apr_int64_t)s->regs[0]->core_pid)
+                             : "<span class=\"down\">not running</span>";
+    const char *out = apr_psprintf(p, "%u of %u processes running:", s->alive, s->ncores);
+    for (unsigned k = 0; k < s->ncores; ++k)
+        out = apr_psprintf(p, "%s%s %s%u: pid %" APR_INT64_T_FMT ", %u sessions", out,
+                           k ? "," : "", reg_alive(s->regs[k], s->beat_ms[k])
+                           ? "" : "<span class=\"down\">not running</span> ", k,
+                           (apr_int64_t)s->regs[k]->core_pid, s->core_active[k]);
+    return out;
+}
+
 static void send_html(request_rec *r, const rh_dir_conf *dc, const status *s)
 {
     apr_pool_t *p = r->pool;
@@ -255,16 +333,14 @@ static void send_html(request_rec *r, const rh_dir_conf *dc, const status *s)
              "figcaption{font-size:12px;color:#57606a}.down{color:#cf222e}</style></head><body>\n"
              "<h1>mod_relay_https status</h1>\n<table class=\"summary\">\n", r);
     html_row(r, "version", MOD_RELAY_HTTPS_VERSION);
-    html_row(r, "relay core", core_alive(s)
-             ? apr_psprintf(p, "running (pid %" APR_INT64_T_FMT ")", (apr_int64_t)s->reg->core_pid)
-             : "<span class=\"down\">not running</span>");
+    html_row(r, "relay core", html_cores(p, s));
     html_row(r, "uptime", apr_psprintf(p, "%" APR_INT64_T_FMT " s",
                                       (apr_int64_t)(apr_time_sec(apr_time_now()) - s->st->started)));
     html_row(r, "active sessions", apr_psprintf(p, "%u of %u (%u of them serve legs)", s->active,
-                                                s->reg->nslots, s->serving));
+                                                s->nslots, s->serving));
     html_row(r, "requests in flight", apr_psprintf(p, "%u (budget %u)", s->held,
                                                    s->lim.max_workers));
-    html_row(r, "sessions opened", apr_psprintf(p, "%" APR_UINT64_T_FMT, s->reg->total_opened));
+    html_row(r, "sessions opened", apr_psprintf(p, "%" APR_UINT64_T_FMT, s->opened));
     html_row(r, "bytes proxied", apr_psprintf(p, "%s (up %s, down %s)",
                                               human_bytes(p, s->up + s->down),
                                               human_bytes(p, s->up), human_bytes(p, s->down)));
@@ -326,12 +402,10 @@ int rh_status_handler(request_rec *r)
     }
     if (r->args && *r->args && strcmp(r->args, "json") != 0)
         return refuse(r, HTTP_BAD_REQUEST, "unknown query (use ?json, or none for HTML)");
-    const rh_registry *reg = rh_daemon_registry();
-    if (!reg)
+    status *s = apr_palloc(r->pool, sizeof(*s));
+    if (!take(s))
         return refuse(r, HTTP_SERVICE_UNAVAILABLE, "the relay is not set up");
     const rh_dir_conf *dc = ap_get_module_config(r->per_dir_config, &relay_https_module);
-    status *s = apr_palloc(r->pool, sizeof(*s));
-    take(s, reg);
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     apr_table_mergen(r->headers_out, "Vary", "Accept");
     if (wants_json(r))
@@ -345,18 +419,18 @@ int rh_status_handler(request_rec *r)
 
 static int status_hook(request_rec *r, int flags)
 {
-    const rh_registry *reg = rh_daemon_registry();
-    if (!reg)
-        return OK;
     status *s = apr_palloc(r->pool, sizeof(*s));
-    take(s, reg);
+    if (!take(s))
+        return OK;
     if (flags & AP_STATUS_SHORT) {
+        ap_rprintf(r, "RelayCoreProcesses: %u\nRelayCoreProcessesRunning: %u\n", s->ncores,
+                   s->alive);
         ap_rprintf(r, "RelayCoreRunning: %d\nRelayActiveSessions: %u\nRelayServeLegs: %u\n"
                    "RelayConnections: %u\n"
                    "RelaySessionsOpened: %" APR_UINT64_T_FMT "\nRelayBytesProxied: %"
                    APR_UINT64_T_FMT "\nRelayKbps1m: %.1f\nRelayRefused: %" APR_UINT64_T_FMT
                    "\nRelayIntegrityFailures: %" APR_UINT64_T_FMT "\n", core_alive(s),
-                   s->active, s->serving, s->held, reg->total_opened, s->up + s->down, s->kbps[1],
+                   s->active, s->serving, s->held, s->opened, s->up + s->down, s->kbps[1],
                    s->st->refused[RH_REFUSE_BUSY] + s->st->refused[RH_REFUSE_CLIENT],
                    s->st->integrity);
         return OK;
@@ -367,7 +441,7 @@ static int status_hook(request_rec *r, int flags)
                "<dt>%s proxied, %.1f kbit/s over the last minute</dt>"
                "<dt>%" APR_UINT64_T_FMT " refused (budget or client share), %"
                APR_UINT64_T_FMT " integrity failures</dt></dl>\n",
-               core_alive(s) ? "running" : "not running", s->active, reg->nslots, s->serving,
+               core_alive(s) ? "running" : "not running", s->active, s->nslots, s->serving,
                s->held, human_bytes(r->pool, s->up + s->down), s->kbps[1],
                s->st->refused[RH_REFUSE_BUSY] + s->st->refused[RH_REFUSE_CLIENT],
                s->st->integrity);

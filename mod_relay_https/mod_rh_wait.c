@@ -18,6 +18,7 @@ void rh_watch_init(rh_watch *w, conn_rec *c)
 
     w->c = c;
     w->sock = -1;
+    w->core = NULL;
     /* HTTP/1.1: the connection's own socket shows the peer's close (POLLRDHUP)
      * while a pipelined request only makes it readable. An HTTP/2 stream has
      * no socket of its own: mod_http2 marks it aborted when it is reset. */
@@ -29,10 +30,21 @@ void rh_watch_init(rh_watch *w, conn_rec *c)
         w->sock = (int)sock;
 }
 
-static int core_stuck(void)
+int rh_core_stuck(const rh_registry *reg)
 {
-    const rh_registry *reg = rh_daemon_registry();
+    if (!reg)
+        reg = rh_daemon_registry(0);
     return reg && rh_registry_beat_age(reg, rh_now_ms()) > RH_CORE_STUCK_MS;
+}
+
+int rh_any_core_stuck(void)
+{
+    for (unsigned k = 0; k < rh_daemon_cores(); ++k) {
+        const rh_registry *old = rh_daemon_old_registry(k);
+        if (rh_core_stuck(rh_daemon_registry(k)) || (old && rh_core_stuck(old)))
+            return 1;
+    }
+    return 0;
 }
 
 int rh_watch_gone(rh_watch *w)
@@ -77,7 +89,7 @@ int rh_watch_poll(rh_watch *w, struct pollfd *pf, int npf, int timeout_ms)
         }
         if (ready)
             return RH_WAIT_READY;
-        if (core_stuck())
+        if (rh_core_stuck(w->core))
             return RH_WAIT_STUCK;
         if (deadline >= 0 && rh_now_ms() >= deadline)
             return RH_WAIT_TIMEOUT;

@@ -21,12 +21,21 @@ enum {
     RH_WAIT_STUCK = -2              /* the core is stopped or stuck */
 };
 
+struct rh_registry;
+
 typedef struct rh_watch {
     conn_rec *c;
     int sock;                       /* the client's socket (HTTP/1.1), or -1 */
+    const struct rh_registry *core; /* the table of the core waited on; NULL: the first */
 } rh_watch;
 
 void rh_watch_init(rh_watch *w, conn_rec *c);
+
+/* 1 when the core of table reg (NULL: the first core) has not renewed its
+ * heartbeat for RH_CORE_STUCK_MS: stopped, stuck or dead. */
+int rh_core_stuck(const struct rh_registry *reg);
+/* 1 when any core is (a cheap test before looking at each waiting request). */
+int rh_any_core_stuck(void);
 
 
 /* 1 when the client went away (checked without waiting). */

@@ -274,6 +274,8 @@ static void core_free(core *c)
 /* How long epoll may wait: until the earliest deadline, a beat at most. */
 static int wait_ms(const core *c, long now)
 {
+    if (c->again)
+        return 0;   /* sessions to pump again: look at events, do not wait */
     rh_timer *t = rh_timers_min(&c->timers);
     long d = t ? t->deadline - now : RH_CORE_BEAT_MS;
     if (c->pair_due && c->pair_due - now < d)
@@ -392,6 +394,7 @@ int rh_core_run(const rh_core_config *cfg)
             break;
         }
         dispatch(c, evs, n);
+        rh_core_session_again(c);
         /* dead objects are freed only after the whole batch: later events of the
          * batch may still point at them */
         run_timers(c, rh_now_ms());

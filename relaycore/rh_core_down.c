@@ -232,12 +232,14 @@ static int batch_next(core *c, session *s, conn *k)
 }
 
 /* Whether a stream pull tells the up offset now: in front of a D frame (the
- * same write), per ACK_UP_BYTES, or once the owed A frame is due. */
+ * same write) or of the F/R that ends the response, per ACK_UP_BYTES, or once
+ * the owed A frame is due. Never after the F/R: nothing may follow it. */
 static int ack_now(const session *s, conn *k, size_t have)
 {
-    if (s->up_acc == k->a_sent)
+    if (s->up_acc == k->a_sent || s->down_fin_sent)
         return 0;
-    if (have || s->up_acc - k->a_sent >= (s->udp ? ACK_UP_BYTES_UDP : ACK_UP_BYTES))
+    if (have || s->down_eof
+        || s->up_acc - k->a_sent >= (s->udp ? ACK_UP_BYTES_UDP : ACK_UP_BYTES))
         return 1;
     long now = rh_now_ms();
     if (!k->a_due) {

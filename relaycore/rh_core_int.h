@@ -169,6 +169,8 @@ struct session {
     long alone_since;        /* serve leg: no request of it attached since; 0: one is */
     rh_udp *udp;             /* a udp: target: its shim holds the other end of fd */
     session *next_dead;
+    session *next_again;     /* in the core's again list (rh_core_session_pump) */
+    unsigned again:1;
 };
 
 typedef struct core {
@@ -178,6 +180,8 @@ typedef struct core {
     session **by_slot;
     rh_timers timers;              /* every live or lingering session's */
     session *dead_sessions;
+    session *again;                /* pumps stopped at their bound with bytes moving:
+                                      pumped again next turn, epoll does not wait */
     conn *dead_conns;
     long listen_paused_until;
     int listen_src;
@@ -281,6 +285,7 @@ session *rh_core_session_find(core *c, conn *k, const char *token);
 session *rh_core_session_lookup(core *c, conn *k, const char *token);
 long rh_core_session_next_deadline(const session *s);
 void rh_core_session_pump(core *c, session *s);
+void rh_core_session_again(core *c);
 void rh_core_session_update(core *c, session *s);
 void rh_core_session_timer(core *c, session *s, long now);
 

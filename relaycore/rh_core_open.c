@@ -48,7 +48,7 @@ void rh_core_open_finish(core *c, session *s)
     s->opener = NULL;
     if (k) {
         char tok[RH_TOKEN_LEN + 1];
-        rh_token_format(tok, s->slot, s->gen, s->secret);
+        rh_token_format(tok, rh_registry_pub_slot(c->cfg->reg, s->slot), s->gen, s->secret);
         k->s = NULL;
         rh_core_out_printf(k, "OK %s", tok);
         rh_core_conn_reply_done(c, k);
@@ -120,7 +120,7 @@ session *rh_core_session_new(core *c, conn *k, const rh_ipc_req *rq, rh_client *
     if (rq->owner)
         rh_registry_set_owner(c->cfg->reg, slot, rq->owner);
     memcpy(s->secret, secret, sizeof(secret));
-    rh_sid_format(s->sid, slot, gen);
+    rh_sid_format(s->sid, rh_registry_pub_slot(c->cfg->reg, slot), gen);
     snprintf(s->target, sizeof(s->target), "%s", rq->target);
     /* down: read ahead up to bufsize, plus (resumable) up to window bytes sent
      * and kept until acknowledged: the ring grows only as far as used */

@@ -17,6 +17,7 @@
 #include "rh_core_int.h"
 #include "rh_util.h"
 
+#define PUMP_ROUNDS 4            /* a pump's turns at most, before other sessions' */
 #define FAILED_LINGER_MS 30000  /* a session that failed a check answers 422 this long */
 
 /* A session whose data moved lately is watched closely by its client: its
@@ -124,6 +125,11 @@ static void target_close(core *c, session *s)
 
 void rh_core_session_free(core *c, session *s)
 {
+    for (session **p = &c->again; s->again && *p; p = &(*p)->next_again)
+        if (*p == s) {
+            *p = s->next_again;
+            break;
+        }
     target_close(c, s);
     rh_udp_free(c, s);
     if (s->cl) {
@@ -232,7 +238,8 @@ session *rh_core_session_lookup(core *c, conn *k, const char *token)
         rh_core_conn_error(c, k, 400, "malformed session token");
         return NULL;
     }
-    session *s = slot < c->cfg->reg->nslots ? c->by_slot[slot] : NULL;
+    /* the slot field names the shard too: another core's token is unknown here */
+    session *s = rh_registry_local_slot(c->cfg->reg, slot, &slot) == 0 ? c->by_slot[slot] : NULL;
     int ok = s && s->gen == gen;
     if (ok)
         ok = rh_ct_equal(s->secret, secret, RH_SECRET_LEN);
@@ -258,25 +265,41 @@ session *rh_core_session_find(core *c, conn *k, const char *token)
     return s;
 }
 
-/* Moves whatever can move, then arms epoll for what is waited on. */
+/* One turn of a pump: 1 when bytes moved (or a waiting push may start). */
+static int pump_round(core *c, session *s)
+{
+    uint64_t before = s->up_wr + s->down_rd + s->down_sent + s->up_acc + s->up_rcv;
+    conn *push_before = s->push;
+    if (!s->push && s->nwait)
+        rh_core_push_next(c, s);
+    rh_core_push_process(c, s);
+    if (s->dead)
+        return 0;
+    rh_core_target_write(c, s);
+    if (s->dead)
+        return 0;
+    rh_core_target_read(c, s);
+    rh_core_pull_write(c, s);
+    return before != s->up_wr + s->down_rd + s->down_sent + s->up_acc + s->up_rcv
+           || (push_before && !s->push && s->nwait);
+}
+
+/* Moves whatever can move, then arms epoll for what is waited on. A pump
+ * takes PUMP_ROUNDS turns at most, so one busy session does not hold the
+ * loop; one stopped there with bytes still moving goes on the again list.
+ * epoll cannot bring it back: a push's input buffer may hold bytes the ring
+ * now has room for, with the push's EPOLLIN off (its buffer is full, or its
+ * handler sent all) and the target's EPOLLOUT off (the ring drained). */
 void rh_core_session_pump(core *c, session *s)
 {
-    for (int round = 0; round < 4 && !s->dead && !s->connecting; ++round) {
-        uint64_t before = s->up_wr + s->down_rd + s->down_sent + s->up_acc + s->up_rcv;
-        conn *push_before = s->push;
-        if (!s->push && s->nwait)
-            rh_core_push_next(c, s);
-        rh_core_push_process(c, s);
-        if (s->dead)
+    int moved = 0;
+    for (int round = 0; round < PUMP_ROUNDS && !s->dead && !s->connecting; ++round)
+        if (!(moved = pump_round(c, s)))
             break;
-        rh_core_target_write(c, s);
-        if (s->dead)
-            break;
-        rh_core_target_read(c, s);
-        rh_core_pull_write(c, s);
-        if (before == s->up_wr + s->down_rd + s->down_sent + s->up_acc + s->up_rcv
-            && !(push_before && !s->push && s->nwait))
-            break;
+    if (moved && !s->dead && !s->again) {
+        s->again = 1;
+        s->next_again = c->again;
+        c->again = s;
     }
     if (!s->dead && s->up_shut && s->down_fin_sent && !s->pull && !s->down_reset) {
         if (!s->resumable || s->close_asked)
@@ -297,6 +320,21 @@ void rh_core_session_pump(core *c, session *s)
     }
     if (!s->dead)
         rh_core_session_update(c, s);
+}
+
+/* The sessions whose pump stopped at its bound in the last turn: on they go
+ * (each a bound's worth a turn, so busy sessions share the loop). */
+void rh_core_session_again(core *c)
+{
+    session *list = c->again;
+    c->again = NULL;
+    while (list) {
+        session *s = list;
+        list = s->next_again;
+        s->again = 0;
+        if (!s->dead)
+            rh_core_session_pump(c, s);
+    }
 }
 
 void rh_core_session_update(core *c, session *s)

@@ -114,7 +114,7 @@ static void leg_start(core *c, session *s, int fd, long now, uint32_t state)
 static void answer_token(core *c, conn *k, const session *s)
 {
     char tok[RH_TOKEN_LEN + 1];
-    rh_token_format(tok, s->slot, s->gen, s->secret);
+    rh_token_format(tok, rh_registry_pub_slot(c->cfg->reg, s->slot), s->gen, s->secret);
     rh_core_out_printf(k, "OK %s", tok);
     rh_core_conn_reply_done(c, k);
 }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <time.h>
 #include "rh_registry.h"
+#include "rh_shard.h"
 
 #define RH_REG_MAGIC 0x52485231u  /* "RHR1" */
 #define NIL 0xffffffffu
@@ -232,9 +233,23 @@ static int snapshot(const rh_registry *reg, uint32_t slot, rh_slot *copy)
     return -1;
 }
 
-static void fill_view(rh_slot_view *v, uint32_t slot, const rh_slot *c)
+uint32_t rh_registry_pub_slot(const rh_registry *reg, uint32_t slot)
 {
-    v->slot = slot;
+    return reg->shard << RH_SHARD_SHIFT | slot;
+}
+
+int rh_registry_local_slot(const rh_registry *reg, uint32_t pub, uint32_t *slot)
+{
+    uint32_t local = pub & (RH_SHARD_SLOTS_MAX - 1);
+    if (pub >> RH_SHARD_SHIFT != reg->shard || local >= reg->nslots)
+        return -1;
+    *slot = local;
+    return 0;
+}
+
+static void fill_view(const rh_registry *reg, rh_slot_view *v, uint32_t slot, const rh_slot *c)
+{
+    v->slot = rh_registry_pub_slot(reg, slot);
     v->gen = c->gen;
     v->state = c->state;
     memcpy(v->target, c->target, sizeof(v->target));
@@ -252,7 +267,7 @@ int rh_registry_view(const rh_registry *reg, uint32_t slot, rh_slot_view *view)
         return RH_REG_UNKNOWN;
     if (snapshot(reg, slot, &copy) != 0 || copy.state == RH_SLOT_FREE)
         return RH_REG_UNKNOWN;
-    fill_view(view, slot, &copy);
+    fill_view(reg, view, slot, &copy);
     return RH_REG_OK;
 }
 
@@ -264,7 +279,8 @@ int rh_registry_check(const rh_registry *reg, const char *token, rh_slot_view *v
 
     if (!token || rh_token_parse(token, &slot, &gen, secret) != 0)
         return RH_REG_MALFORMED;
-    if (__atomic_load_n(&reg->magic, __ATOMIC_ACQUIRE) != RH_REG_MAGIC || slot >= reg->nslots)
+    if (__atomic_load_n(&reg->magic, __ATOMIC_ACQUIRE) != RH_REG_MAGIC
+        || rh_registry_local_slot(reg, slot, &slot) != 0)
         return RH_REG_UNKNOWN;
     if (snapshot(reg, slot, &copy) != 0)
         return RH_REG_UNKNOWN;
@@ -275,7 +291,7 @@ int rh_registry_check(const rh_registry *reg, const char *token, rh_slot_view *v
     if (!ok)
         return RH_REG_UNKNOWN;
     if (view)
-        fill_view(view, slot, &copy);
+        fill_view(reg, view, slot, &copy);
     return RH_REG_OK;
 }
 

@@ -48,6 +48,7 @@ typedef struct rh_registry {
     uint32_t nslots;
     uint32_t free_head;  /* core only */
     uint32_t active;     /* sessions in use */
+    uint32_t shard;      /* which core of several (rh_shard.h): the parent's, kept by init */
     int64_t core_pid;
     int64_t core_started;
     int64_t core_beat_ms;   /* CLOCK_MONOTONIC ms, renewed by the core every second */
@@ -118,6 +119,12 @@ int rh_registry_claimed(const rh_registry *reg, int64_t now_ms);
  * sessions until they end or until_ms, takes no new ones, then stops. */
 void rh_registry_drain(rh_registry *reg, int64_t until_ms);
 int64_t rh_registry_draining(const rh_registry *reg);
+
+/* A token's slot field names the shard too (shard << RH_SHARD_SHIFT | slot):
+ * the public slot of a slot of this table, and back (-1: another shard's, or
+ * out of range). Views and session ids carry the public slot. */
+uint32_t rh_registry_pub_slot(const rh_registry *reg, uint32_t slot);
+int rh_registry_local_slot(const rh_registry *reg, uint32_t pub, uint32_t *slot);
 
 /* Token text helpers. out must hold RH_TOKEN_LEN + 1 bytes. */
 void rh_token_format(char *out, uint32_t slot, uint32_t gen,

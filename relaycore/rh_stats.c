@@ -74,6 +74,52 @@ void rh_stats_target_closed(rh_stats *st, const char *name, uint64_t up, uint64_
     __atomic_add_fetch(&t->down, down, __ATOMIC_RELAXED);
 }
 
+static uint64_t ld(const uint64_t *v)
+{
+    return __atomic_load_n(v, __ATOMIC_RELAXED);
+}
+
+static void add_targets(rh_stats *sum, const rh_stats *st)
+{
+    uint32_t n = __atomic_load_n(&st->ntargets, __ATOMIC_ACQUIRE);
+    for (uint32_t i = 0; i < n; ++i) {
+        rh_target_stats *t = target_of(sum, st->targets[i].name);
+        t->opened += ld(&st->targets[i].opened);
+        t->closed += ld(&st->targets[i].closed);
+        t->up += ld(&st->targets[i].up);
+        t->down += ld(&st->targets[i].down);
+    }
+}
+
+void rh_stats_add(rh_stats *sum, const rh_stats *st)
+{
+    int64_t sec = __atomic_load_n(&st->hist_sec, __ATOMIC_ACQUIRE);
+    if (st->started < sum->started)
+        sum->started = st->started;
+    sum->bytes_up += ld(&st->bytes_up);
+    sum->bytes_down += ld(&st->bytes_down);
+    sum->held += __atomic_load_n(&st->held, __ATOMIC_RELAXED);
+    sum->integrity += ld(&st->integrity);
+    sum->resumed += ld(&st->resumed);
+    sum->throttled += ld(&st->throttled);
+    sum->udp_sessions += ld(&st->udp_sessions);
+    for (int i = 0; i < 4; ++i)
+        sum->udp[i] += ld(&st->udp[i]);
+    for (int i = 0; i < RH_XP_N; ++i)
+        sum->requests[i] += ld(&st->requests[i]);
+    for (int i = 0; i < RH_REFUSE_N; ++i)
+        sum->refused[i] += ld(&st->refused[i]);
+    add_targets(sum, st);
+    if (sec < 0)
+        return;     /* never beat: no history to add */
+    /* the cores beat at their own moments: the sum goes as far as the later
+     * of them has written (a second ahead shows in the oldest entry only) */
+    if (sum->hist_sec < 0 || sec < sum->hist_sec)
+        sum->hist_sec = sec;
+    for (int i = 0; i < RH_STATS_HIST; ++i)
+        sum->hist[i] += ld(&st->hist[i]);
+}
+
 void rh_stats_request(rh_stats *st, int xp)
 {
     if (xp >= 0 && xp < RH_XP_N)
@@ -120,6 +166,10 @@ int rh_stats_refusal_of(int status)
 /* Bytes per second between two seconds of the history (end the later). */
 static double rate_between(const rh_stats *st, int64_t start, int64_t end)
 {
+    /* seconds before the clock's start (a machine up for less than the
+     * window) have no entry: reading one would read outside the history */
+    if (end <= 0)
+        return 0;
     uint64_t a = __atomic_load_n(&st->hist[(start < 0 ? 0 : start) % RH_STATS_HIST],
                                  __ATOMIC_RELAXED);
     uint64_t b = __atomic_load_n(&st->hist[end % RH_STATS_HIST], __ATOMIC_RELAXED);

@@ -57,6 +57,11 @@ typedef struct rh_stats {
 
 void rh_stats_init(rh_stats *st, int64_t now_unix);
 
+/* Any process: adds the figures of another core's st to sum (a private copy,
+ * made from the first core's): counts, targets by name, and the history up
+ * to the second both have. */
+void rh_stats_add(rh_stats *sum, const rh_stats *st);
+
 /* The core, at every heartbeat: the totals (closed + live bytes) and the
  * history up to now_sec (seconds without a beat get the same total). */
 void rh_stats_tick(rh_stats *st, int64_t now_sec, uint64_t up, uint64_t down);

@@ -94,6 +94,9 @@ SESSION_CLEAN_END = "closed by both ends"
 
 # The module logs (at debug) the pid of its relay core process when it starts it.
 CORE_STARTED_RE = re.compile(r"\[relay_https:[a-z0-9]+\].*relay core started, pid (\d+)")
+# ... and which of several cores (RelayCoreProcesses) it is
+CORE_INDEX_RE = re.compile(r"\[relay_https:[a-z0-9]+\].*relay core started, pid (\d+) "
+                           r"\(core (\d+) of (\d+)\)")
 
 # The access-log format that shows which child served which session's request.
 RELAY_LOGFORMAT = '%P %{relay-session}n \\"%r\\" %>s'
@@ -517,6 +520,9 @@ class Apache:
             # RH_RELAY_ASYNC=on|off runs the suite with RelayAsync set that way
             if os.environ.get("RH_RELAY_ASYNC"):
                 add("RelayAsync %s" % os.environ["RH_RELAY_ASYNC"])
+            # RH_CORE_PROCESSES=N runs the suite over N relay cores (shards)
+            if os.environ.get("RH_CORE_PROCESSES"):
+                add("RelayCoreProcesses %s" % os.environ["RH_CORE_PROCESSES"])
             add("<Location /relay>")
             add("    SetHandler relay-https")
             for name, addr in self.targets.items():
@@ -696,6 +702,13 @@ class Apache:
         opened = list(dict.fromkeys(m.group(1) for m in SESSION_OPEN_RE.finditer(text)))
         closed = set(m.group(1) for m in SESSION_CLOSED_RE.finditer(text))
         return opened, closed
+
+    def core_pids(self):
+        """{core index: pid} of the relay cores (the last start of each)."""
+        out = {}
+        for pid, k, _ in CORE_INDEX_RE.findall(self.error_log_text()):
+            out[int(k)] = int(pid)
+        return out
 
     def core_pid(self):
         """The pid of the module's relay core (last 'relay core started' line), or None."""

@@ -41,8 +41,8 @@ N_TUNNELS = 300
 
 def _children(a):
     parent = a.proc.pid
-    core = a.core_pid()
-    return [p for p in a.pids() if p not in (parent, core)]
+    cores = set(a.core_pids().values()) | {a.core_pid()}    # RH_CORE_PROCESSES: several
+    return [p for p in a.pids() if p != parent and p not in cores]
 
 
 def _threads(pids):

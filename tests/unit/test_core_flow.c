@@ -402,9 +402,47 @@ START_TEST(test_no_sigpipe)
 }
 END_TEST
 
+/* The flake of test_flow_control_up on a loaded machine, made certain: a push
+ * whose input buffer holds more than a pump's bound can move (a 1 KiB ring, the
+ * target taking only the ring's writev, so each pump turn moves 1 KiB and a
+ * pump stops after 4) must not wait for an epoll event that never comes: its
+ * EPOLLIN is off (the buffer is full) and so is the target's EPOLLOUT (the
+ * ring drained). Before the again list every byte past the first pump's
+ * 4 KiB stayed in the core. */
+START_TEST(test_push_input_moves_past_pump_bound)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    static unsigned char frames[2 * RH_FRAME_HDR + RH_FRAME_MAX], want[RH_FRAME_MAX];
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 1024, 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    ck_assert_int_ge(t, 0);
+    for (size_t i = 0; i < sizeof(want); ++i)
+        want[i] = gen_byte(i);
+    size_t n = frame_put(frames, RH_FRAME_DATA, want, sizeof(want));
+    n += frame_put(frames + n, RH_FRAME_FIN, NULL, 0);
+    target_send_full(port);
+    int push = push_open(tok, 0);
+    send_all(push, frames, n);
+    shutdown(push, SHUT_WR);
+    target_expect_mem(t, want, sizeof(want));
+    unsigned char end[16];
+    size_t got = 0;
+    ck_assert_int_eq(target_read_end(t, IO_MS, end, sizeof(end), &got), 0);
+    ck_assert_uint_eq(got, 0);
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "DONE 65536");
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
 void core_flow_tests(const core_tcases *t)
 {
     tcase_add_test(t->flow, test_flow_control_up);
+    tcase_add_test(t->flow, test_push_input_moves_past_pump_bound);
     tcase_add_test(t->flow, test_flow_control_down);
     tcase_add_test(t->flow, test_idle_sessions_hold_no_buffers);
     tcase_add_test(t->flow, test_fin_only_target_holds_no_buffer);

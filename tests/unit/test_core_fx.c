@@ -190,6 +190,7 @@ void fx_setup(void)
 void fx_teardown(void)
 {
     core_stop_quiet();
+    target_send_full(0);
     signal(SIGPIPE, SIG_IGN);   /* test_no_sigpipe counts them while it runs */
     while (ntracked)
         xclose(tracked[0]);
@@ -210,6 +211,33 @@ long core_cpu_ms(void)
 }
 
 /* ---- targets: loopback TCP sockets driven by the test ------------------------ */
+
+/* send() is wrapped (-Wl,--wrap=send, Makefile.am): while target_send_full()
+ * names a target's port, the core's send() to it finds the socket full
+ * (EAGAIN) and only its writev of the ring gets through, as when the target's
+ * ACKs free room between the two calls. */
+static int send_full_port;
+
+void target_send_full(int port)
+{
+    __atomic_store_n(&send_full_port, port, __ATOMIC_SEQ_CST);
+}
+
+ssize_t __real_send(int fd, const void *buf, size_t len, int flags);
+ssize_t __wrap_send(int fd, const void *buf, size_t len, int flags);
+ssize_t __wrap_send(int fd, const void *buf, size_t len, int flags)
+{
+    int port = __atomic_load_n(&send_full_port, __ATOMIC_SEQ_CST);
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof(sa);
+    if (port && getpeername(fd, (struct sockaddr *)&sa, &sl) == 0
+        && sa.sin_family == AF_INET && ntohs(sa.sin_port) == port) {
+        errno = EAGAIN;
+        return -1;
+    }
+    return __real_send(fd, buf, len, flags);
+}
+
 
 int tcp_listen(int *port, int rcvbuf, int backlog)
 {

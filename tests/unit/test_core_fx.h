@@ -145,6 +145,7 @@ int target_read_end(int fd, int ms, unsigned char *got, size_t cap, size_t *len)
 void target_expect(int fd, const char *want);
 void target_send(int fd, const void *data, size_t len);
 void target_reset(int fd);
+void target_send_full(int port);
 
 /* the handler's side of the core protocol */
 int cx(void);

@@ -23,6 +23,7 @@ int main(void)
     srunner_add_suite(sr, core_suite());
     srunner_add_suite(sr, dgram_suite());
     srunner_add_suite(sr, allow_suite());
+    srunner_add_suite(sr, shard_suite());
     srunner_add_suite(sr, resolve_suite());
 
     srunner_run_all(sr, CK_NORMAL);   /* prints the summary and every failure */

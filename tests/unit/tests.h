@@ -17,6 +17,7 @@ Suite *ipc_suite(void);
 Suite *core_suite(void);
 Suite *dgram_suite(void);
 Suite *allow_suite(void);
+Suite *shard_suite(void);
 Suite *resolve_suite(void);
 
 #endif
