@@ -9,12 +9,17 @@
 #include <string.h>
 #include <sys/epoll.h>
 
+#include <openssl/ssl.h>
+
+#include <apr_allocator.h>
+#include <apr_optional.h>
 #include <apr_portable.h>
 #include <ap_mpm.h>
 #include <http_connection.h>
 #include <http_core.h>
 #include <http_protocol.h>
 #include <http_request.h>
+#include <mod_ssl.h>
 #include <mpm_common.h>
 
 #include "mod_rh_private.h"
@@ -28,7 +33,70 @@
  * before this much later */
 #define SUSPEND_GRACE_MS 1000
 
+/* blocks given back at most per park (MaxMemFree unset keeps any number) */
+#define GIVE_BACK_MAX 64
+
 static int g_async_mpm;         /* the MPM runs requests asynchronously (event) */
+static module *g_ssl_module;    /* mod_ssl, when loaded */
+static APR_OPTIONAL_FN_TYPE(ssl_is_https) *g_is_https;
+
+/* Free blocks the connection's allocator still holds: 0 when none. APR has no
+ * getter; its apr_allocator_t (1.x and trunk alike) begins with max_index,
+ * the largest of its free lists in use. Only read, and the loop that uses it
+ * is bounded anyway. */
+static int has_free_blocks(apr_allocator_t *a)
+{
+#if APR_MAJOR_VERSION <= 2
+    return *(const apr_size_t *)(const void *)a != 0;
+#else
+    (void)a;
+    return 1;
+#endif
+}
+
+/* OpenSSL's read and write buffers (16.7 KiB and more each) are freed while
+ * the connection is parked, when they hold nothing: mod_ssl asks OpenSSL to
+ * do that after every read and write (SSL_MODE_RELEASE_BUFFERS) only when
+ * MaxMemFree is set. The connection's SSL is the first member of mod_ssl's
+ * connection record (SSLConnRec, since httpd 2.0; mod_ssl exports no getter,
+ * and its pre_handshake hook would cost every connection a record of ours),
+ * asked for only where mod_ssl says the connection is TLS. 1 if freed. */
+static int tls_release(conn_rec *c)
+{
+    if (!g_ssl_module || !g_is_https || !g_is_https(c))
+        return 0;
+    SSL **ssl = ap_get_module_config(c->conn_config, g_ssl_module);
+    return ssl && *ssl && SSL_free_buffers(*ssl) == 1;
+}
+
+/* A parked connection keeps no free memory (nor TLS buffers, above). event
+ * gives each connection an allocator of its own, which keeps the blocks
+ * earlier requests freed (up to MaxMemFree, without limit when it is unset)
+ * for the next request; a connection parked for minutes would hold them for
+ * nothing (6 KiB on average per parked pull, a whole request pool after a
+ * long-poll's answer). With the limit at one page each block taken from the
+ * free lists and freed again goes back to the system; then the limit is
+ * event's again. Only on the thread that runs the connection, and only for
+ * an allocator the connection owns. */
+static void give_back(conn_rec *c)
+{
+    apr_allocator_t *a = apr_pool_allocator_get(c->pool);
+    int i = 0, tls = tls_release(c);
+    if (a && apr_allocator_owner_get(a) == c->pool && has_free_blocks(a)) {
+        apr_allocator_max_free_set(a, 1);
+        for (; i < GIVE_BACK_MAX && has_free_blocks(a); ++i) {
+            apr_memnode_t *n = apr_allocator_alloc(a, 1);
+            if (!n)
+                break;
+            apr_allocator_free(a, n);
+        }
+        apr_allocator_max_free_set(a, ap_max_mem_free);
+    }
+    if (i || tls)
+        ap_log_cerror(APLOG_MARK, APLOG_TRACE2, 0, c, RHLOG(2082)
+                      "park: %d free blocks of the connection given back%s", i,
+                      tls ? ", TLS buffers freed" : "");
+}
 
 rh_park *rh_async_park(request_rec *r)
 {
@@ -84,6 +152,7 @@ int rh_async_suspend(rh_park *p, request_rec *r, const struct rh_registry *core,
     p->baton = baton;
     p->state = RH_PARK_REQUEST;
     p->pending = 1;
+    give_back(r->connection);
     return SUSPENDED;
 }
 
@@ -170,6 +239,7 @@ static void serve(rh_park *p)
         if (!c->data_in_input_filters && !next_soon(p)) {
             c->cs->state = CONN_STATE_KEEPALIVE;
             p->state = RH_PARK_KEEPALIVE;
+            give_back(c);       /* the request's pool went to the free lists */
             rh_park_watch(p, -1, 0, 1, (long)apr_time_as_msec(c->base_server->keep_alive_timeout));
             rh_reactor_arm(p);
             return;
@@ -196,6 +266,7 @@ static void run_step(rh_park *p)
         apr_thread_mutex_unlock(mtx);
     if (rv == SUSPENDED) {
         p->pending = 0;
+        give_back(p->c);
         rh_reactor_arm(p);
         return;
     }
@@ -239,6 +310,8 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     if (ap_mpm_query(AP_MPMQ_IS_ASYNC, &async) != APR_SUCCESS)
         async = 0;
     g_async_mpm = async;
+    g_ssl_module = ap_find_linked_module("mod_ssl.c");
+    g_is_https = APR_RETRIEVE_OPTIONAL_FN(ssl_is_https);
     /* any server (virtual host) may ask for it */
     for (server_rec *v = s; v && !rh_srv_async(sc); v = v->next)
         sc = ap_get_module_config(v->module_config, &relay_https_module);

@@ -388,10 +388,14 @@ fail:
     return -1;
 }
 
-/* A global bound shared by n cores: each takes its part (0: no limit). */
-static uint32_t share(uint32_t v, unsigned n)
+/* Core k's part of a global bound shared by n cores: the parts add up to it
+ * (the first cores take the remainder), but none is 0, which means no limit. */
+static uint32_t share(uint32_t v, unsigned n, unsigned k)
 {
-    return v && n > 1 ? (v + n - 1) / n : v;
+    if (!v || n < 2)
+        return v;
+    uint32_t part = v / n + (k < v % n);
+    return part ? part : 1;
 }
 
 /* The operator's budget goes where the cores read it at every request. The
@@ -408,10 +412,12 @@ static void publish_limits(const rh_srv_conf *sc, server_rec *s)
                  lim.max_workers, lim.requests_per_client, lim.sessions_per_client,
                  lim.open_rate, lim.listens_per_client, lim.push_wait_s, lim.rate_session,
                  lim.rate_global, g_ret->n);
-    lim.max_workers = share(lim.max_workers, g_ret->n);
-    lim.rate_global = share(lim.rate_global, g_ret->n);
-    for (unsigned k = 0; k < g_ret->n; ++k)
-        rh_registry_set_limits(g_ret->cur[k].reg, &lim);
+    for (unsigned k = 0; k < g_ret->n; ++k) {
+        rh_limits part = lim;
+        part.max_workers = share(lim.max_workers, g_ret->n, k);
+        part.rate_global = share(lim.rate_global, g_ret->n, k);
+        rh_registry_set_limits(g_ret->cur[k].reg, &part);
+    }
 }
 
 /* The module file this process runs, as (device, inode, size, mtime): a new

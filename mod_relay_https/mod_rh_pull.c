@@ -94,16 +94,24 @@ static ssize_t pull_wait(rh_req *q, rh_blocks *bk)
 }
 
 /* What the core has ready after a read goes out with it, under one flush:
- * fewer, fuller TLS writes when the tunnel is busy, no wait when it is not. */
-static void pull_coalesce(rh_req *q, rh_blocks *bk, apr_bucket_brigade *bb, apr_off_t *remain)
+ * fewer, fuller TLS writes when the tunnel is busy, no wait when it is not.
+ * A read shorter than asked emptied the socket: no read after it, which
+ * would only find nothing (an idle tunnel's heartbeat is one short read).
+ * 1 when the socket was left empty. */
+static int pull_coalesce(rh_req *q, rh_blocks *bk, apr_bucket_brigade *bb, apr_off_t *remain,
+                         ssize_t n, apr_size_t want)
 {
     for (int i = 1; i < PULL_COALESCE && *remain != 0; ++i) {
-        ssize_t m = rh_read_blocks(bk, q->fd, bb, pull_want(*remain), i);
-        if (m <= 0)
-            break;      /* nothing ready (or the end: the next read sees it) */
+        if ((apr_size_t)n < want)
+            return 1;
+        want = pull_want(*remain);
+        n = rh_read_blocks(bk, q->fd, bb, want, i);
+        if (n <= 0)
+            return 0;   /* nothing ready (or the end: the next read sees it) */
         if (*remain > 0)
-            *remain -= m;
+            *remain -= n;
     }
+    return (apr_size_t)n < want;
 }
 
 typedef struct pull_ctx {
@@ -135,7 +143,8 @@ static int pull_move(pull_ctx *pc)
 
     while (pc->remain != 0) {
         /* the core sends at least a heartbeat every RH_HEARTBEAT_S */
-        ssize_t n = rh_read_blocks(pc->bk, q->fd, pc->bb, pull_want(pc->remain), 0);
+        apr_size_t want = pull_want(pc->remain);
+        ssize_t n = rh_read_blocks(pc->bk, q->fd, pc->bb, want, 0);
         if (n == -EAGAIN)
             return PULL_WAIT;
         if (n <= 0) {
@@ -146,7 +155,7 @@ static int pull_move(pull_ctx *pc)
         }
         if (pc->remain > 0)
             pc->remain -= n;
-        pull_coalesce(q, pc->bk, pc->bb, &pc->remain);
+        int empty = pull_coalesce(q, pc->bk, pc->bb, &pc->remain, n, want);
         APR_BRIGADE_INSERT_TAIL(pc->bb, apr_bucket_flush_create(c->bucket_alloc));
         if (ap_pass_brigade(r->output_filters, pc->bb) != APR_SUCCESS || c->aborted) {
             ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2031)
@@ -154,6 +163,8 @@ static int pull_move(pull_ctx *pc)
             return PULL_GONE;
         }
         apr_brigade_cleanup(pc->bb);
+        if (empty && pc->remain != 0)
+            return PULL_WAIT;   /* the wait finds what comes next */
     }
     return pull_end(pc);
 }

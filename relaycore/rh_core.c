@@ -27,6 +27,7 @@
 #define CLIENTS_MAX_PER_SLOT 4      /* client entries at most, per session slot */
 #define CORE_MMAP_MIN  (8 << 20)    /* smaller blocks come from the heap ... */
 #define CORE_TRIM_MIN  (16 << 20)   /* ... which keeps this much freed at its top */
+#define TRIM_MS        10000        /* malloc_trim at most this often, after an end */
 
 static int stop_fd = -1;
 uint64_t rh_core_flip_up = UINT64_MAX, rh_core_flip_down = UINT64_MAX;
@@ -119,8 +120,10 @@ static void accept_all(core *c)
     }
 }
 
-static void reap(core *c)
+/* The sessions and connections that ended are freed; 1 if there were any. */
+static int reap(core *c)
 {
+    int any = c->dead_sessions || c->dead_conns;
     while (c->dead_sessions) {
         session *s = c->dead_sessions;
         c->dead_sessions = s->next_dead;
@@ -133,6 +136,25 @@ static void reap(core *c)
         free(k->rq);
         free(k);
     }
+    return any;
+}
+
+/* Memory freed by ended sessions and requests (a push's 64 KiB input
+ * buffer, drained rings) sits in the middle of glibc's heap, where it stays
+ * resident under the idle sessions that came after it: malloc_trim gives its
+ * pages back (the top's CORE_TRIM_MIN stays, for the next transfer's rings),
+ * at most every TRIM_MS and only after something ended, so an idle core never
+ * wakes for it. */
+static void trim(core *c, long now, int ended)
+{
+    c->trim_due |= ended;
+    if (!c->trim_due || now - c->trimmed < TRIM_MS)
+        return;
+    c->trim_due = 0;
+    c->trimmed = now;
+#ifdef __GLIBC__
+    malloc_trim(CORE_TRIM_MIN);
+#endif
 }
 
 /* The test hook RELAY_HTTPS_TEST_FLIP (rh_core_int.h) */
@@ -379,7 +401,7 @@ int rh_core_run(const rh_core_config *cfg)
         rh_pair_timers(c, rh_now_ms());
         rh_udp_tick(c, rh_now_ms());
         rh_core_resolve_timers(c, rh_now_ms());
-        reap(c);
+        trim(c, now, reap(c));
     }
 
     stop_sessions(c);

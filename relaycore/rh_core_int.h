@@ -209,6 +209,8 @@ typedef struct core {
     conn *resolving;               /* ... the requests waiting for one */
     long resolve_due;              /* ... the earliest of their deadlines; 0: none */
     uint64_t resolve_seq;
+    int trim_due;                  /* sessions or requests ended since the last malloc_trim */
+    long trimmed;                  /* ... which ran then */
 } core;
 
 /* Test only (RELAY_HTTPS_TEST_FLIP=up:N or down:N): flips the byte at that offset

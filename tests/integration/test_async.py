@@ -9,6 +9,7 @@ still answers. A graceful restart with parked tunnels moving a paced pattern
 loses and doubles no byte, and the old children go once their tunnels end."""
 
 import os
+import re
 import signal
 import socket
 import threading
@@ -159,3 +160,48 @@ def test_configtest_says_where_relayasync_cannot_park(apache_factory, module_so,
         assert "%s:" % a.conf_path in r.stdout, r.stdout
     else:
         assert "RH3005" not in r.stdout, r.stdout
+
+
+def _echo_pattern(s, start, end):
+    """Pattern bytes [start, end) through the tunnel s and back, checked."""
+    data = pattern.pattern_bytes(start, end)
+    s.sendall(data)
+    got = bytearray()
+    while len(got) < len(data):
+        chunk = s.recv(min(65536, len(data) - len(got)))
+        assert chunk, "tunnel closed at %d of %d echoed bytes" % (len(got), len(data))
+        got += chunk
+    assert bytes(got) == data, "echo differs from %s" % pattern.fmt_offset(
+        start + next(i for i in range(len(data)) if got[i] != data[i]))
+
+
+@pytest.mark.rh_timeout(120)
+@pytest.mark.parametrize("transport", ["stream", "batch"])
+def test_parked_connection_gives_back_its_free_memory(apache_factory, module_so, targets,
+                                                       client_bin, tls, transport):
+    """A connection that parks keeps no free memory: the blocks its allocator
+    kept from the bytes it moved (and, for a long-poll, from the request that
+    ended) are given back when it parks, OpenSSL's buffers are freed, and the
+    tunnel moves bytes intact after waking, again and again."""
+    a = apache_factory.get("event", module=module_so, targets=targets,
+                           extra_conf=SMALL_EVENT + "LogLevel warn relay_https:trace2\n")
+    mark = a.error_log_mark()
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"], verbose=False,
+                 extra_args=["--http1.1", "--transport", transport]) as fw:
+        s = socket.create_connection(("127.0.0.1", fw.port), timeout=60)
+        try:
+            off = 0
+            for _ in range(3):
+                _echo_pattern(s, off, off + 2 * 1024 * 1024)     # blocks freed ...
+                off += 2 * 1024 * 1024
+                time.sleep(1.0)                                  # ... and parked
+            _echo_pattern(s, off, off + 1000)
+        finally:
+            s.close()
+    log = a.error_log_text(mark)
+    given = [int(m) for m in re.findall(r"park: (\d+) free blocks of the connection given back",
+                                        log)]
+    assert given and max(given) > 0, "no parked connection gave back a block:\n%s" % (
+        a.error_log_tail(40, mark))
+    # no MaxMemFree here: mod_ssl keeps OpenSSL's buffers, the park frees them
+    assert "TLS buffers freed" in log, a.error_log_tail(40, mark)
