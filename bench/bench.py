@@ -235,31 +235,30 @@ def pss_kib(pids):
     return total
 
 
-def threads_of(pid):
+def proc_field(path, key, missing_ok=False):
+    """The number after "key:" in a /proc file such as /proc/meminfo; 0 without
+    one (or, missing_ok, without the file: a process that has ended)."""
     try:
-        with open("/proc/%d/status" % pid) as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("Threads:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1])
     except OSError:
-        pass
+        if not missing_ok:
+            raise
     return 0
+
+
+def threads_of(pid):
+    return proc_field("/proc/%d/status" % pid, "Threads", missing_ok=True)
 
 
 def mem_available_kib():
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1])
-    return 0
+    return proc_field("/proc/meminfo", "MemAvailable")
 
 
 def slab_kib():
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("Slab:"):
-                return int(line.split()[1])
-    return 0
+    return proc_field("/proc/meminfo", "Slab")
 
 
 # --------------------------------------------------------------------------

@@ -154,7 +154,8 @@ int rhc_http_failure(const struct rhc_opts *o, const struct rhc_req *r, const ch
     else if (code == RHC_EXIT_TARGET)
         kind = "the server cannot reach the target: ";
     else if (r->status == RH_STATUS_GONE && from_module)
-        kind = "the server no longer knows this session (it restarted?): ";
+        kind = !strcmp(r->reason, RH_REASON_TOKEN_RESET) ? "the session was reset: "
+               : "the server no longer knows this session (it restarted?): ";
     snprintf(msg, msgsz, "%s: %sHTTP %ld%s%s%s", what, kind, st,
              line[0] ? ": " : "", line, rhc_hint(o, code, st, 0));
     return code;

@@ -56,3 +56,12 @@ int rh_method_not_allowed(request_rec *r, const char *allow)
     return rh_fail(r, HTTP_METHOD_NOT_ALLOWED, "method %s not allowed here (use %s)",
                    r->method, allow);
 }
+
+int rh_post_no_body(request_rec *r)
+{
+    if (r->method_number != M_POST)
+        return rh_method_not_allowed(r, "POST");
+    if (ap_discard_request_body(r) != OK)
+        return rh_fail(r, HTTP_BAD_REQUEST, "unreadable request body");
+    return DECLINED;
+}

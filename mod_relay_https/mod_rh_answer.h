@@ -16,4 +16,8 @@ int rh_fail_as(request_rec *r, int status, int kind, const char *fmt, ...)
 /* 405 with an Allow header. */
 int rh_method_not_allowed(request_rec *r, const char *allow);
 
+/* What requests that carry nothing (open, listen, close, ack) check first:
+ * POST, and a body, if any, read and dropped. DECLINED to go on, else answered. */
+int rh_post_no_body(request_rec *r);
+
 #endif

@@ -170,14 +170,21 @@ static void on_suspend(conn_rec *c, request_rec *r)
     rh_reactor_arm(p);
 }
 
+/* The park and its connection go to their next states together, with no
+ * request of theirs any more; returns the connection. */
+static conn_rec *park_move(rh_park *p, int park_state, conn_state_e conn_state)
+{
+    p->state = park_state;
+    p->r = NULL;
+    p->c->cs->state = conn_state;
+    return p->c;
+}
+
 /* Closing: the response's end goes out, our FIN, then the reactor reads what
  * the client still sends for a moment before the pool goes. */
 static void linger(rh_park *p)
 {
-    conn_rec *c = p->c;
-    p->state = RH_PARK_LINGER;
-    p->r = NULL;
-    c->cs->state = CONN_STATE_LINGER;
+    conn_rec *c = park_move(p, RH_PARK_LINGER, CONN_STATE_LINGER);
     rh_park_watch(p, -1, 0, 1, LINGER_MS);
     p->timer.deadline = rh_now_ms() + LINGER_MS;
     /* closed already (the client is gone): the pool goes at the deadline, in
@@ -193,10 +200,7 @@ static void linger(rh_park *p)
  * the connection may go on, 0: it is parked, -1: the connection closes. */
 static int next_request(rh_park *p)
 {
-    conn_rec *c = p->c;
-    p->state = RH_PARK_IDLE;
-    p->r = NULL;
-    c->cs->state = CONN_STATE_PROCESSING;
+    conn_rec *c = park_move(p, RH_PARK_IDLE, CONN_STATE_PROCESSING);
     ap_run_process_connection(c);
     if (c->cs->state == CONN_STATE_SUSPENDED && p->pending) {
         p->pending = 0;

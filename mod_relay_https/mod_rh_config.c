@@ -262,15 +262,17 @@ static const char *set_int(cmd_parms *cmd, const char *arg, long min, long max, 
     return NULL;
 }
 
-static const char *set_bufsize(cmd_parms *cmd, void *dcv, const char *arg)
-{
-    return set_int(cmd, arg, 4096, 64L * 1024 * 1024, &((rh_dir_conf *)dcv)->bufsize);
-}
-
-static const char *set_window(cmd_parms *cmd, void *dcv, const char *arg)
-{
-    return set_int(cmd, arg, 0, 256L * 1024 * 1024, &((rh_dir_conf *)dcv)->window);
-}
+/* A per-directory number from min to max. */
+#define DIR_INT(fn, field, min, max)                                         \
+    static const char *fn(cmd_parms *cmd, void *dcv, const char *arg)        \
+    {                                                                        \
+        return set_int(cmd, arg, min, max, &((rh_dir_conf *)dcv)->field);    \
+    }
+DIR_INT(set_bufsize, bufsize, 4096, 64L * 1024 * 1024)
+DIR_INT(set_window, window, 0, 256L * 1024 * 1024)
+DIR_INT(set_udp_idle, udp_idle_s, 1, 86400)
+DIR_INT(set_udp_queue, udp_queue, 1, 65536)
+DIR_INT(set_connect, connect_s, 1, 3600)
 
 static const char *set_idle(cmd_parms *cmd, void *dcv, const char *arg)
 {
@@ -278,21 +280,6 @@ static const char *set_idle(cmd_parms *cmd, void *dcv, const char *arg)
     if (!err)
         rh_check_note_timeout(cmd, 1, ((rh_dir_conf *)dcv)->idle_s);
     return err;
-}
-
-static const char *set_udp_idle(cmd_parms *cmd, void *dcv, const char *arg)
-{
-    return set_int(cmd, arg, 1, 86400, &((rh_dir_conf *)dcv)->udp_idle_s);
-}
-
-static const char *set_udp_queue(cmd_parms *cmd, void *dcv, const char *arg)
-{
-    return set_int(cmd, arg, 1, 65536, &((rh_dir_conf *)dcv)->udp_queue);
-}
-
-static const char *set_connect(cmd_parms *cmd, void *dcv, const char *arg)
-{
-    return set_int(cmd, arg, 1, 3600, &((rh_dir_conf *)dcv)->connect_s);
 }
 
 static const char *set_poll(cmd_parms *cmd, void *dcv, const char *arg)

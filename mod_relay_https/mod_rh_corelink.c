@@ -194,6 +194,20 @@ const char *rh_client_key(request_rec *r)
 }
 
 /* The token in Relay-Session, checked against the shared registry. */
+/* A token the registry does not know: 410, with the reason (Relay-Reason:
+ * reset) when the core says its session was reset in the last minute. */
+static int session_gone(rh_req *q, const char *token)
+{
+    rh_ipc_req rq;
+    rh_ipc_reply rep;
+    memset(&rq, 0, sizeof(rq));
+    rq.op = RH_IPC_GONE;
+    apr_cpystrn(rq.token, token, sizeof(rq.token));
+    if (rh_core_ask(q, &rq, &rep, GONE_REPLY_MS) == 0 && !rep.ok && rep.status == HTTP_GONE)
+        return rh_fail_reply(q->r, &rep);
+    return rh_fail(q->r, HTTP_GONE, "unknown or expired session");
+}
+
 int rh_check_session(rh_req *q, const char **token)
 {
     request_rec *r = q->r;
@@ -215,7 +229,9 @@ int rh_check_session(rh_req *q, const char **token)
     }
     if (rv == RH_REG_MALFORMED)
         return rh_fail(r, HTTP_BAD_REQUEST, "malformed Relay-Session token");
-    if (rv != RH_REG_OK || strcmp(q->view.target, q->target_name) != 0)
+    if (rv != RH_REG_OK)
+        return session_gone(q, *token);
+    if (strcmp(q->view.target, q->target_name) != 0)
         return rh_fail(r, HTTP_GONE, "unknown or expired session");
     /* where the location authenticates, a session is its opener's: a token
      * alone, or with another user's credentials, is not enough */

@@ -11,6 +11,7 @@
 #include "rh_ipc_client.h"
 
 #define CORE_REPLY_MS   10000
+#define GONE_REPLY_MS   2000    /* why a session is gone: the core answers at once */
 
 /* Sends one request line and reads the core's answer; q->fd is the connection
  * to the core afterwards (closed with the request's pool). 0, or -errno. */

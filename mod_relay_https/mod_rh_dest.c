@@ -115,10 +115,8 @@ int rh_do_dest_open(rh_req *q)
     rh_ipc_req rq;
     rh_ipc_reply rep;
 
-    if (r->method_number != M_POST)
-        return rh_method_not_allowed(r, "POST");
-    if (ap_discard_request_body(r) != OK)
-        return rh_fail(r, HTTP_BAD_REQUEST, "unreadable request body");
+    if ((rv = rh_post_no_body(r)) != DECLINED)
+        return rv;
     /* datagrams (SOCKS5 UDP ASSOCIATE): only to udp/ ports of the list */
     unsigned udp = rh_req_datagrams(r) ? RH_ALLOW_UDP : 0;
     if ((rv = dest_of(q, host, sizeof(host), &port, &dest)) != DECLINED

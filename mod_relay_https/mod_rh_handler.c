@@ -33,11 +33,10 @@ static int do_open(rh_req *q)
     char *ip;
     rh_ipc_req rq;
     rh_ipc_reply rep;
+    int rv;
 
-    if (r->method_number != M_POST)
-        return rh_method_not_allowed(r, "POST");
-    if (ap_discard_request_body(r) != OK)
-        return rh_fail(r, HTTP_BAD_REQUEST, "unreadable request body");
+    if ((rv = rh_post_no_body(r)) != DECLINED)
+        return rv;
     if (apr_sockaddr_info_get(&sa, q->target->host, APR_UNSPEC, q->target->port, 0,
                               r->pool) != APR_SUCCESS
         || apr_sockaddr_ip_get(&ip, sa) != APR_SUCCESS)
@@ -113,11 +112,8 @@ static int do_control(rh_req *q, rh_ipc_op op)
     rh_ipc_reply rep;
     int rv;
 
-    if (r->method_number != M_POST)
-        return rh_method_not_allowed(r, "POST");
-    if (ap_discard_request_body(r) != OK)
-        return rh_fail(r, HTTP_BAD_REQUEST, "unreadable request body");
-    if ((rv = rh_check_session(q, &token)) != DECLINED)
+    if ((rv = rh_post_no_body(r)) != DECLINED
+        || (rv = rh_check_session(q, &token)) != DECLINED)
         return rv;
     memset(&rq, 0, sizeof(rq));
     rq.op = op;

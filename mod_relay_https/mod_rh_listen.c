@@ -16,16 +16,6 @@
 
 #define LISTEN_GRACE_MS 10000   /* the core answers a listen by its poll time; then this */
 
-/* What both requests check first: POST, no body. DECLINED to go on. */
-static int rendezvous_request(request_rec *r)
-{
-    if (r->method_number != M_POST)
-        return rh_method_not_allowed(r, "POST");
-    if (ap_discard_request_body(r) != OK)
-        return rh_fail(r, HTTP_BAD_REQUEST, "unreadable request body");
-    return DECLINED;
-}
-
 /* The core's answer to a listen: 201 with the serve leg's session, or 204. */
 static int listen_answered(rh_req *q, int rv, rh_ipc_reply *rep)
 {
@@ -53,7 +43,7 @@ int rh_do_listen(rh_req *q)
     if (!q->target->service)
         return rh_fail(r, HTTP_NOT_FOUND, "'%s' is a target, not a service (RelayService)",
                        q->target->name);
-    if ((rv = rendezvous_request(r)) != DECLINED)
+    if ((rv = rh_post_no_body(r)) != DECLINED)
         return rv;
     rq = apr_pcalloc(r->pool, sizeof(*rq));
     rq->op = RH_IPC_LISTEN;
@@ -75,7 +65,7 @@ int rh_do_service_open(rh_req *q)
     rh_ipc_reply rep;
     int rv;
 
-    if ((rv = rendezvous_request(r)) != DECLINED)
+    if ((rv = rh_post_no_body(r)) != DECLINED)
         return rv;
     memset(&rq, 0, sizeof(rq));
     rq.op = RH_IPC_OPEN;

@@ -73,6 +73,10 @@
 #define RH_REASON_TOKEN_RESOLVE "resolve"
 #define RH_REASON_TOKEN_REFUSED "refused"
 #define RH_REASON_TOKEN_UNREACHABLE "unreachable"
+/* on a 410 of a session request: the session was reset (by the target, the
+ * client, a failed check, a malformed datagram...) within the last minute;
+ * the body has the reason for people */
+#define RH_REASON_TOKEN_RESET "reset"
 
 /* ---- statuses with a meaning of their own (see PROTOCOL.md, Errors) ---- */
 #define RH_STATUS_INTEGRITY   422   /* the session failed an end-to-end check */

@@ -219,7 +219,8 @@ static int core_start(core *c, const rh_core_config *cfg)
     rh_core_hb_ms = cfg->heartbeat_s > 0 ? 1000L * cfg->heartbeat_s : 20000;
     read_flip();
     c->by_slot = calloc(cfg->reg->nslots, sizeof(*c->by_slot));
-    if (!c->by_slot || rh_timers_init(&c->timers, cfg->reg->nslots) != 0
+    c->tombs = calloc(TOMB_MAX, sizeof(*c->tombs));
+    if (!c->by_slot || !c->tombs || rh_timers_init(&c->timers, cfg->reg->nslots) != 0
         || rh_clients_init(&c->clients, cfg->reg->nslots,
                            (size_t)CLIENTS_MAX_PER_SLOT * cfg->reg->nslots) != 0)
         return -1;
@@ -267,6 +268,7 @@ static void core_free(core *c)
         stop_fd = -1;
     }
     free(c->by_slot);
+    free(c->tombs);
     rh_timers_free(&c->timers);
     rh_clients_free(&c->clients);
 }

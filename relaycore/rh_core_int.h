@@ -61,10 +61,22 @@ enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY, CK_LISTEN, 
 #define ACK_UP_BYTES_UDP (64u * 1024)
 #define ACK_UP_DELAY_MS  2
 #define RH_SERVED_MAX 64    /* services remembered as served once (for the 503's reason) */
+/* Reset sessions whose reason a late request still hears (410 with it): the
+ * last TOMB_MAX, for TOMB_MS each */
+#define TOMB_MAX 256
+#define TOMB_MS  60000
 
 typedef struct session session;
 typedef struct conn conn;
 typedef struct rh_udp rh_udp;
+
+/* A reset session's reason, kept after the session is gone */
+typedef struct rh_tomb {
+    uint32_t slot, gen;
+    long until;              /* forgotten then; 0: an empty entry */
+    unsigned char secret[RH_SECRET_LEN];
+    char reason[128];
+} rh_tomb;
 
 struct conn {
     int src;                 /* SRC_CONN: first member, epoll's data.ptr */
@@ -180,6 +192,8 @@ typedef struct core {
     session **by_slot;
     rh_timers timers;              /* every live or lingering session's */
     session *dead_sessions;
+    rh_tomb *tombs;                /* TOMB_MAX, a ring: reset sessions' reasons */
+    unsigned tomb_next;
     session *again;                /* pumps stopped at their bound with bytes moving:
                                       pumped again next turn, epoll does not wait */
     conn *dead_conns;
@@ -283,6 +297,7 @@ void rh_core_session_end(core *c, session *s, int reset, const char *reason);
 void rh_core_session_end_reset(core *c, session *s);
 session *rh_core_session_find(core *c, conn *k, const char *token);
 session *rh_core_session_lookup(core *c, conn *k, const char *token);
+void rh_core_session_gone(core *c, conn *k, const char *token);
 long rh_core_session_next_deadline(const session *s);
 void rh_core_session_pump(core *c, session *s);
 void rh_core_session_again(core *c);

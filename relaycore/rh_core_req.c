@@ -316,6 +316,7 @@ static void conn_new_readable(core *c, conn *k)
     case RH_IPC_LOGS:  req_logs(c, k, &rq); break;
     case RH_IPC_LISTEN: rh_pair_listen(c, k, &rq); break;
     case RH_IPC_RESOLVE: rh_core_req_resolve(c, k, &rq); break;
+    case RH_IPC_GONE:  rh_core_session_gone(c, k, rq.token); break;
     default:           rh_core_conn_error(c, k, 400, "unknown core request"); break;
     }
 }

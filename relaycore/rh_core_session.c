@@ -143,6 +143,36 @@ void rh_core_session_free(core *c, session *s)
     free(s);
 }
 
+/* Keeps a reset session's reason for requests that come after it is gone
+ * (the oldest entry makes room); control bytes (a client's R frame may carry
+ * any) would break the reply line. */
+static void tomb_put(core *c, const session *s, const char *reason)
+{
+    rh_tomb *t = &c->tombs[c->tomb_next++ % TOMB_MAX];
+    t->slot = s->slot;
+    t->gen = s->gen;
+    t->until = rh_now_ms() + TOMB_MS;
+    memcpy(t->secret, s->secret, RH_SECRET_LEN);
+    snprintf(t->reason, sizeof(t->reason), "%s", reason);
+    for (char *p = t->reason; *p; ++p)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+}
+
+/* The reason a session reset in the last TOMB_MS, or NULL. */
+static const char *tomb_find(const core *c, uint32_t slot, uint32_t gen,
+                             const unsigned char *secret)
+{
+    long now = rh_now_ms();
+    for (unsigned i = 0; i < TOMB_MAX; ++i) {
+        const rh_tomb *t = &c->tombs[i];
+        if (t->until > now && t->slot == slot && t->gen == gen
+            && rh_ct_equal(t->secret, secret, RH_SECRET_LEN))
+            return t->reason;
+    }
+    return NULL;
+}
+
 /* Ends a session. Attached connections get a last word: the push a DONE or an
  * error, the pull an F (clean) or R frame when it is between frames. */
 void rh_core_session_end(core *c, session *s, int reset, const char *reason)
@@ -153,6 +183,8 @@ void rh_core_session_end(core *c, session *s, int reset, const char *reason)
     s->reset = reset;
     if (reason != s->reason)
         snprintf(s->reason, sizeof(s->reason), "%s", reason);
+    if (reset)
+        tomb_put(c, s, reason);
     rh_core_log(c, reset ? RH_LOG_INFO : RH_LOG_DEBUG,
                 "session %s closed (%s) target=%s up=%" PRIu64 " down=%" PRIu64,
                 s->sid, reason, s->target, s->up_acc, s->down_sent);
@@ -227,10 +259,9 @@ void rh_core_session_end_reset(core *c, session *s)
     rh_core_session_end(c, s, 1, why);
 }
 
-/* The session a request's token names, heard from now; or NULL, and the
- * request has its answer (400 malformed, 410 unknown or expired). A serve
- * leg not yet taken is not taken by this (see rh_core_session_find). */
-session *rh_core_session_lookup(core *c, conn *k, const char *token)
+/* The session a token names, dead or alive; or NULL, and the request has
+ * its answer (400 malformed; 410, with the reason when it was reset lately). */
+static session *session_of_token(core *c, conn *k, const char *token)
 {
     uint32_t slot, gen;
     unsigned char secret[RH_SECRET_LEN];
@@ -239,20 +270,56 @@ session *rh_core_session_lookup(core *c, conn *k, const char *token)
         return NULL;
     }
     /* the slot field names the shard too: another core's token is unknown here */
-    session *s = rh_registry_local_slot(c->cfg->reg, slot, &slot) == 0 ? c->by_slot[slot] : NULL;
-    int ok = s && s->gen == gen;
-    if (ok)
-        ok = rh_ct_equal(s->secret, secret, RH_SECRET_LEN);
-    if (ok && s->dead && s->failed_check) {
+    int here = rh_registry_local_slot(c->cfg->reg, slot, &slot) == 0;
+    session *s = here ? c->by_slot[slot] : NULL;
+    if (s && s->gen == gen && rh_ct_equal(s->secret, secret, RH_SECRET_LEN))
+        return s;
+    const char *why = here ? tomb_find(c, slot, gen, secret) : NULL;
+    if (why)
+        rh_core_conn_error(c, k, RH_STATUS_GONE, "reason=" RH_REASON_TOKEN_RESET
+                           " session reset: %s", why);
+    else
+        rh_core_conn_error(c, k, RH_STATUS_GONE, "unknown or expired session");
+    return NULL;
+}
+
+/* Answers a request for a session that ended: 422 while a failed check
+ * lingers, else 410, with the reason when it was reset. */
+static void session_dead_answer(core *c, conn *k, const session *s)
+{
+    if (s->failed_check)
         rh_core_conn_error(c, k, RH_STATUS_INTEGRITY, "session closed: %s", s->reason);
+    else if (s->reset)
+        rh_core_conn_error(c, k, RH_STATUS_GONE, "reason=" RH_REASON_TOKEN_RESET
+                           " session reset: %s", s->reason);
+    else
+        rh_core_conn_error(c, k, RH_STATUS_GONE, "unknown or expired session");
+}
+
+/* The session a request's token names, heard from now; or NULL, and the
+ * request has its answer (see session_of_token). A serve leg not yet taken
+ * is not taken by this (see rh_core_session_find). */
+session *rh_core_session_lookup(core *c, conn *k, const char *token)
+{
+    session *s = session_of_token(c, k, token);
+    if (s && s->dead) {
+        session_dead_answer(c, k, s);
         return NULL;
     }
-    if (!ok || s->dead) {
-        rh_core_conn_error(c, k, 410, "unknown or expired session");
-        return NULL;
-    }
-    s->last_heard = rh_now_ms();
+    if (s)
+        s->last_heard = rh_now_ms();
     return s;
+}
+
+/* GONE: the handler found no session for the token in the registry; the
+ * answer is 410 either way, with the reason while the core has it. */
+void rh_core_session_gone(core *c, conn *k, const char *token)
+{
+    session *s = session_of_token(c, k, token);
+    if (s && s->dead)
+        session_dead_answer(c, k, s);
+    else if (s)   /* alive here, not in the registry the handler read */
+        rh_core_conn_error(c, k, RH_STATUS_GONE, "unknown or expired session");
 }
 
 /* As rh_core_session_lookup; the first request of a serve leg means its

@@ -150,6 +150,13 @@ static int parse_close(char **w, int n, rh_ipc_req *req)
     return copy_word(req->token, sizeof(req->token), w[1]);
 }
 
+/* GONE token */
+static int parse_gone(char **w, int n, rh_ipc_req *req)
+{
+    req->op = RH_IPC_GONE;
+    return copy_word(req->token, sizeof(req->token), w[1]);
+}
+
 static int parse_stat(char **w, int n, rh_ipc_req *req)
 {
     req->op = RH_IPC_STAT;
@@ -188,6 +195,7 @@ static const struct {
     { "LOGS",  2, 2, parse_logs },
     { "LISTEN", 5, 9, parse_listen },
     { "RESOLVE", 3, 3, parse_resolve },
+    { "GONE",  2, 2, parse_gone },
 };
 
 int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
@@ -270,6 +278,9 @@ int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req)
         break;
     case RH_IPC_CLOSE:
         n = snprintf(buf, len, "CLOSE %s%s\n", req->token, req->integrity ? " integrity" : "");
+        break;
+    case RH_IPC_GONE:
+        n = snprintf(buf, len, "GONE %s\n", req->token);
         break;
     case RH_IPC_STAT:
         n = snprintf(buf, len, "STAT\n");

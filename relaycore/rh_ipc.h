@@ -28,9 +28,11 @@ typedef enum {
                       OK <token> (the serve leg's session) or OK alone (none came) */
     RH_IPC_LOGS,   /* LOGS level: from the httpd parent only, with the error log's
                       descriptor (SCM_RIGHTS) after every restart */
-    RH_IPC_RESOLVE /* RESOLVE name timeout_s: the core looks the name up without
+    RH_IPC_RESOLVE,/* RESOLVE name timeout_s: the core looks the name up without
                       blocking its loop; OK addr [addr...] (at most
                       RH_RESOLVE_ADDRS) or ERR 502/504 reason=resolve */
+    RH_IPC_GONE    /* GONE token: a session the registry does not have; always
+                      ERR 410, with reason=reset and why when it was reset lately */
 } rh_ipc_op;
 
 typedef struct rh_ipc_req {

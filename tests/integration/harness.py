@@ -239,6 +239,13 @@ def make_traversable(path):
         path = os.path.dirname(path)
 
 
+def www_tmpdir(tmp_path_factory, name):
+    """A new temporary directory (a str) that www-data may walk down to."""
+    d = str(tmp_path_factory.mktemp(name))
+    make_traversable(d)
+    return d
+
+
 # --------------------------------------------------------------------------
 # Backends
 # --------------------------------------------------------------------------

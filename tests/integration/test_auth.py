@@ -16,9 +16,7 @@ USER, PASSWORD = "relayuser", "relay-P4ss"
 
 @pytest.fixture(scope="module")
 def creds_dir(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("auth"))
-    harness.make_traversable(d)
-    return d
+    return harness.www_tmpdir(tmp_path_factory, "auth")
 
 
 @pytest.fixture(scope="module")

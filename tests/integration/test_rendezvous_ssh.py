@@ -34,9 +34,7 @@ pytestmark = pytest.mark.skipif(sshmod.missing() is not None,
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("rdv-ssh"))
-    harness.make_traversable(d)
-    return d
+    return harness.www_tmpdir(tmp_path_factory, "rdv-ssh")
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,55 @@ START_TEST(test_push_reset)
 }
 END_TEST
 
+/* A reset session's reason, for the push, reset by the client with it. */
+static void reset_by_client(const char *tok, const char *why)
+{
+    char reply[RH_IPC_LINE_MAX];
+    int push = push_open(tok, 0);
+    send_frame(push, RH_FRAME_RESET, why, strlen(why));
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    ASSERT_PREFIX(reply, "ERR 410 ");
+    xclose(push);
+}
+
+/* A request that comes after its session was reset hears why (reason=reset),
+ * and so does GONE, the handler's question for a token its registry no longer
+ * has; a token with another secret, or a reset older than the last 256, hears
+ * only that the session is gone. */
+START_TEST(test_reset_reason_outlives_session)
+{
+    char first[RH_TOKEN_LEN + 1], tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    const char *said = "ERR 410 reason=" RH_REASON_TOKEN_RESET
+                       " session reset: reset by client: bad datagram";
+    int port;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, first);
+    xclose(tcp_accept(l, IO_MS));
+    reset_by_client(first, "bad datagram");
+    ck_assert(WAIT_FOR(reg_active() == 0, IO_MS));
+    attach_refused(reply, sizeof(reply), "PULL", first, 0, " stream");
+    ck_assert_str_eq(reply, said);
+    req(reply, sizeof(reply), "GONE %s\n", first);
+    ck_assert_str_eq(reply, said);
+    strcpy(tok, first);
+    tok[RH_TOKEN_LEN - 1] = tok[RH_TOKEN_LEN - 1] == '0' ? '1' : '0';   /* the secret */
+    req(reply, sizeof(reply), "GONE %s\n", tok);
+    ck_assert_str_eq(reply, "ERR 410 unknown or expired session");
+    for (int i = 0; i < 256; ++i) {   /* the tombstones are bounded */
+        open_session(port, 65536, 30, tok);
+        xclose(tcp_accept(l, IO_MS));
+        reset_by_client(tok, "again");
+    }
+    req(reply, sizeof(reply), "GONE %s\n", first);
+    ck_assert_str_eq(reply, "ERR 410 unknown or expired session");
+    req(reply, sizeof(reply), "GONE %s\n", tok);
+    ck_assert_str_eq(reply, "ERR 410 reason=reset session reset: reset by client: again");
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
 START_TEST(test_push_bad_frames)
 {
     /* 0: unknown type, 1: E on a push, 2: too long, 3: data after F */
@@ -329,6 +378,7 @@ void core_resets_tests(const core_tcases *t)
     tcase_add_test(t->requests, test_conflicts);
     tcase_add_loop_test(t->requests, test_pull_ack_mismatch, 0, 2);
     tcase_add_test(t->data, test_push_reset);
+    tcase_add_test(t->data, test_reset_reason_outlives_session);
     tcase_add_loop_test(t->data, test_push_bad_frames, 0, 4);
     tcase_add_test(t->data, test_target_reset);
     tcase_add_test(t->data, test_pull_reattach);

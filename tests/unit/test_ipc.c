@@ -114,6 +114,11 @@ START_TEST(test_roundtrip_all_ops)
     roundtrip(&rq);
 
     memset(&rq, 0, sizeof(rq));
+    rq.op = RH_IPC_GONE;
+    strcpy(rq.token, TOK);
+    roundtrip(&rq);
+
+    memset(&rq, 0, sizeof(rq));
     rq.op = RH_IPC_STAT;
     roundtrip(&rq);
 
@@ -162,6 +167,11 @@ START_TEST(test_parse_fields)
     parse_ok("CLOSE " TOK, &rq);
     ck_assert_int_eq(rq.op, RH_IPC_CLOSE);
     ck_assert_str_eq(rq.token, TOK);
+    parse_ok("GONE " TOK, &rq);
+    ck_assert_int_eq(rq.op, RH_IPC_GONE);
+    ck_assert_str_eq(rq.token, TOK);
+    parse_bad("GONE");
+    parse_bad("GONE " TOK " 0");
     parse_ok("STAT", &rq);
     ck_assert_int_eq(rq.op, RH_IPC_STAT);
     parse_ok("LOGS 7", &rq);

@@ -195,6 +195,15 @@ START_TEST(test_fail_messages)
     ck_assert_str_eq(f.t->end.msg, "pull: the server no longer knows this session (it "
                      "restarted?): HTTP 410: " RH_ERROR_PREFIX "gone");
     failing_free(&f);
+    /* reset within the last minute: the server says so, and why */
+    failing_init(&f, REQ_PULL, 410, RH_ERROR_PREFIX "session reset: malformed datagram");
+    snprintf(f.r.reason, sizeof(f.r.reason), "%s", RH_REASON_TOKEN_RESET);
+    fail_http(f.t, &f.r, "pull");
+    ck_assert_int_eq(f.t->end.code, RHC_EXIT_LOST);
+    ck_assert_int_eq(f.t->end.server_gone, 1);
+    ck_assert_str_eq(f.t->end.msg, "pull: the session was reset: HTTP 410: " RH_ERROR_PREFIX
+                     "session reset: malformed datagram");
+    failing_free(&f);
 
     /* the start check fails as an open would */
     failing_init(&f, REQ_CHECK, 404, RH_ERROR_PREFIX "unknown target 'echo'");
