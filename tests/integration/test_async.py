@@ -205,3 +205,26 @@ def test_parked_connection_gives_back_its_free_memory(apache_factory, module_so,
         a.error_log_tail(40, mark))
     # no MaxMemFree here: mod_ssl keeps OpenSSL's buffers, the park frees them
     assert "TLS buffers freed" in log, a.error_log_tail(40, mark)
+
+
+@pytest.mark.rh_timeout(120)
+def test_idle_stream_tunnel_wakes_for_heartbeats_and_moves_bytes(apache_factory, module_so,
+                                                                 targets, client_bin, tls):
+    """An idle stream tunnel's pull wakes for the core's heartbeat (20 s of
+    silence), passes it on and parks again at once; after two heartbeats the
+    tunnel still moves bytes intact."""
+    a = apache_factory.get("event", module=module_so, targets=targets,
+                           extra_conf=SMALL_EVENT + "LogLevel warn relay_https:trace2\n")
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"], verbose=False,
+                 extra_args=["--http1.1", "--transport", "stream"]) as fw:
+        s = socket.create_connection(("127.0.0.1", fw.port), timeout=60)
+        try:
+            _echo_pattern(s, 0, 100000)
+            mark = a.error_log_mark()
+            time.sleep(45)
+            parks = a.error_log_text(mark).count("TLS buffers freed")
+            _echo_pattern(s, 100000, 300000)
+        finally:
+            s.close()
+    # each heartbeat's wake parks again: its park frees the TLS buffers anew
+    assert parks >= 2, a.error_log_tail(40, mark)
