@@ -44,7 +44,12 @@ def sharded(apache_factory, mpm, module_so, targets):
 
 
 def _status(a):
+    # right after a graceful restart the listener may refuse for a moment (curl 7)
+    end = time.monotonic() + 10
     r = curl(a.base_url + "/relay-status?json", method="GET")
+    while r.rc == 7 and time.monotonic() < end:
+        time.sleep(0.2)
+        r = curl(a.base_url + "/relay-status?json", method="GET")
     assert r.status == 200, r
     return json.loads(r.body)
 
