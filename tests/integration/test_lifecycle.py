@@ -159,18 +159,25 @@ def _alive(pid):
         return False
 
 
+def _start_with_module_copy(tmp_path, tls, module_so, targets, extra_conf):
+    """An event-MPM Apache that loads a copy of the module (so an upgrade can
+    replace the file); started. Returns the copy's path and the Apache."""
+    so = str(tmp_path / "mod_relay_https.so")
+    shutil.copy(module_so, so)
+    a = harness.Apache(str(tmp_path / "apache"), tls["cert"], tls["key"], mpm="event",
+                       module=so, targets=targets, extra_conf=extra_conf)
+    harness.Apache.used.append(a)
+    a.prepare()
+    a.start()
+    return so, a
+
+
 @pytest.mark.rh_timeout(120)
 def test_module_replaced_then_graceful(tmp_path, tls, module_so, targets, client_bin):
     """An upgrade (a new module file, then a graceful restart): a new core from
     the new file serves new sessions at once, the old core keeps the tunnel it
     carries until it ends, then exits. Before, the old code ran on for ever."""
-    so = str(tmp_path / "mod_relay_https.so")
-    shutil.copy(module_so, so)
-    a = harness.Apache(str(tmp_path / "apache"), tls["cert"], tls["key"], mpm="event",
-                       module=so, targets=targets, extra_conf=STATUS)
-    harness.Apache.used.append(a)
-    a.prepare()
-    a.start()
+    so, a = _start_with_module_copy(tmp_path, tls, module_so, targets, STATUS)
     try:
         old_core = _core_pid(a)
         with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"]) as fw:

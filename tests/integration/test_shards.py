@@ -237,14 +237,8 @@ def test_upgrade_hands_every_core_over_and_stop_ends_all(tmp_path, tls, module_s
     """A new module file and a graceful restart with 3 cores: 3 new cores serve new
     sessions, each old core keeps the tunnel it carries (a word still echoes
     through each) and ends with it; apachectl stop then ends every core."""
-    from test_lifecycle import _alive, _graceful
-    so = str(tmp_path / "mod_relay_https.so")
-    shutil.copy(module_so, so)
-    a = harness.Apache(str(tmp_path / "apache"), tls["cert"], tls["key"], mpm="event",
-                       module=so, targets=targets, extra_conf=CONF)
-    harness.Apache.used.append(a)
-    a.prepare()
-    a.start()
+    from test_lifecycle import _alive, _graceful, _start_with_module_copy
+    so, a = _start_with_module_copy(tmp_path, tls, module_so, targets, CONF)
     try:
         _wait_cores(a)
         old = _core_pid_list(a)
