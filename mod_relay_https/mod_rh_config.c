@@ -11,6 +11,7 @@
 #include "mod_rh_private.h"
 #include "mod_rh_check.h"
 #include "mod_rh_config.h"
+#include "mod_rh_daemon.h"
 #include "rh_allow.h"
 #include "rh_registry.h"
 #include "rh_shard.h"
@@ -299,6 +300,11 @@ static const char *set_socket(cmd_parms *cmd, void *dummy, const char *arg)
     if (err)
         return err;
     sc->socket_path = ap_runtime_dir_relative(cmd->pool, arg);
+    if (!sc->socket_path || strlen(sc->socket_path) > rh_daemon_socket_path_max())
+        return apr_psprintf(cmd->pool, "RelaySocket: the path %s is too long for a unix "
+                            "socket (at most %" APR_SIZE_T_FMT " characters, so that upgrades and several "
+                            "cores can add a suffix)", sc->socket_path ? sc->socket_path : arg,
+                            rh_daemon_socket_path_max());
     return NULL;
 }
 

@@ -62,6 +62,10 @@ typedef struct rh_retained {
 #define RETAINED_KEY "mod_relay_https/3"
 /* after an upgrade the old core keeps its sessions at most this long */
 #define DRAIN_MAX_MS (600 * 1000)
+/* upgrade sockets are named path.1 .. path.HANDOVER_NAMES in turn */
+#define HANDOVER_NAMES 99
+/* the longest suffix a core's socket adds to the path: ".99-255" */
+#define SOCKET_SUFFIX_MAX 7
 
 static rh_retained *g_ret;
 static server_rec *g_server;
@@ -513,7 +517,9 @@ static int core_handover(server_rec *s, const rh_srv_conf *sc, const char *path)
         if (g_ret->old[k].proc.pid > 0)
             watch_old_core(k);
     }
-    ++g_ret->handovers;
+    /* the suffix stays within SOCKET_SUFFIX_MAX (checked at the first start):
+     * a restart must never fail on a name; two generations live at most */
+    g_ret->handovers = g_ret->handovers % HANDOVER_NAMES + 1;
     const char *npath = apr_psprintf(s->process->pool, "%s.%u", path, g_ret->handovers);
     int rv = core_setup(s, sc, npath, g_ret->old, g_ret->old_n);
     ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, RHLOG(1016)
@@ -574,6 +580,26 @@ static unsigned cores_wanted(const rh_srv_conf *sc, uint32_t max_sessions)
     return rh_shard_auto(max_sessions, (uint64_t)rl.rlim_max);
 }
 
+/* The socket names a restart may derive from path (an upgrade's ".N", core
+ * k's "-k") must fit sockaddr_un: said at the start, since a graceful
+ * restart that fails on it would stop the whole server. */
+size_t rh_daemon_socket_path_max(void)
+{
+    struct sockaddr_un sa;
+    return sizeof(sa.sun_path) - 1 - SOCKET_SUFFIX_MAX;
+}
+
+static int socket_path_fits(server_rec *s, const char *path)
+{
+    if (strlen(path) <= rh_daemon_socket_path_max())
+        return 1;
+    ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, RHLOG(1010)
+                 "relay socket path too long: %s (%" APR_SIZE_T_FMT " characters; at most %" APR_SIZE_T_FMT ", so that "
+                 "upgrades and several cores can add a suffix; set RelaySocket)", path,
+                 strlen(path), rh_daemon_socket_path_max());
+    return 0;
+}
+
 int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                           server_rec *s)
 {
@@ -599,6 +625,8 @@ int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     apr_pool_cleanup_register(pconf, NULL, generation_end, apr_pool_cleanup_null);
     if (g_ret->ready)
         return core_keep(s, sc, n, max, path);
+    if (!socket_path_fits(s, path))
+        return HTTP_INTERNAL_SERVER_ERROR;
     g_ret->n = n;
     g_ret->max_sessions = max;
     if (n > 1)

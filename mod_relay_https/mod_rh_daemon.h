@@ -9,6 +9,10 @@
 int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                           server_rec *s);
 
+/* The longest RelaySocket path: a unix socket's name, less the suffix that
+ * an upgrade or core k adds to it. */
+size_t rh_daemon_socket_path_max(void);
+
 /* For handlers in the children (set before the MPM forks them): how many
  * cores (shards) there are, 0 before they are set up, and core k's socket
  * and table (NULL past the last). */

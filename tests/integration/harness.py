@@ -239,6 +239,23 @@ def make_traversable(path):
         path = os.path.dirname(path)
 
 
+_RUN_BASE = []
+
+
+def short_run_dir(path):
+    """path, or a short directory in /tmp when path is long: the relay's
+    socket lives there and a unix socket's name has at most 107 bytes (a
+    long pytest tmp path made Apache refuse its graceful restart)."""
+    if len(path) <= 48:
+        return path
+    if not _RUN_BASE:
+        base = tempfile.mkdtemp(prefix="rh-run-")
+        os.chmod(base, 0o755)
+        atexit.register(shutil.rmtree, base, True)
+        _RUN_BASE.append(base)
+    return tempfile.mkdtemp(dir=_RUN_BASE[0])
+
+
 def www_tmpdir(tmp_path_factory, name):
     """A new temporary directory (a str) that www-data may walk down to."""
     d = str(tmp_path_factory.mktemp(name))
@@ -417,7 +434,7 @@ class Apache:
         self.access_log = os.path.join(self.root, "logs", "access.log")
         self.common_log = os.path.join(self.root, "logs", "access_common.log")
         self.docroot = os.path.join(self.root, "htdocs")
-        self.run_dir = os.path.join(self.root, "run")
+        self.run_dir = short_run_dir(os.path.join(self.root, "run"))
         self.lock_dir = os.path.join(self.root, "lock")
         self.leftovers = []
         self.exit_code = None
@@ -554,6 +571,8 @@ class Apache:
     def prepare(self, conf_text=None):
         for d in ("conf", "logs", "htdocs", "run", "lock"):
             os.makedirs(os.path.join(self.root, d), exist_ok=True)
+        os.makedirs(self.run_dir, exist_ok=True)
+        os.chmod(self.run_dir, 0o755)
         with open(os.path.join(self.docroot, "index.html"), "w") as f:
             f.write(STATIC_BODY)
         with open(self.conf_path, "w") as f:

@@ -117,3 +117,18 @@ def test_short_idle_keeps_batch_sessions(apache_factory, module_so, targets):
         assert took < 1.9, "a batch poll took %.1f s with RelayIdleTimeout 2" % took
     c = curl(a.idle_url + "/echo/close", headers=["Relay-Session: " + token])
     assert c.status == 204, c
+
+
+def test_relay_socket_too_long_is_refused(apache_factory, module_so, targets):
+    """A RelaySocket that leaves no room for the suffix an upgrade or a second
+    core adds is refused by apache2 -t, not at a graceful restart (which would
+    stop the whole server)."""
+    long_path = "/tmp/" + "s" * 100
+    text, path, r = _configtest(apache_factory, module_so, targets,
+                                "RelaySocket %s" % long_path)
+    assert r.returncode != 0, r.stdout
+    assert "RelaySocket: the path %s is too long" % long_path in r.stdout, r.stdout
+    assert "at most 100 characters" in r.stdout, r.stdout
+    ok = "/tmp/" + "s" * 95
+    text, path, r = _configtest(apache_factory, module_so, targets, "RelaySocket %s" % ok)
+    assert r.returncode == 0, r.stdout
