@@ -1,14 +1,19 @@
 #!/usr/bin/python3
 """Profile one transfer through a tunnel with perf (system-wide, with call graphs).
 
-    bench/profile.py stream|duplex|batch [SECONDS] [up|down]   (as root, or with perf allowed)
+    bench/profile.py stream|duplex|batch|rendezvous-stream [SECONDS] [up|down] [--strace]
+    (as root, or with perf allowed)
 
 Starts a throwaway Apache (event MPM) from the test harness with a discarding
 (up, the default) or sending (down) target, a relay-https forward with the given
 transport, and moves random data through it for SECONDS (default 8) while
-`perf record -a -g` samples the machine.
-Prints the throughput, then the CPU split by process and the top symbols; the
-perf data stays in bench/results/perf-MODE.data for `perf report -i`.
+`perf record -a -g` samples the machine. rendezvous-stream: the forward goes to
+a RelayService that a relay-https serve (stream, next to the target) offers.
+Prints the throughput, the CPU seconds per GB of each process group (relay
+core, Apache's children, the forward, the serve) from /proc, then perf's CPU
+split by process and the top symbols; the perf data stays in
+bench/results/perf-MODE.data for `perf report -i`. --strace: `strace -c -f` of
+every process instead of perf (syscall counts per GB; slows them down).
 RH_BUILD_DIR: the build tree (default: this tree)."""
 
 import os
@@ -26,7 +31,9 @@ import harness  # noqa: E402
 
 MODES = {"stream": ["--transport", "stream", "--http1.1"],
          "duplex": ["--transport", "duplex", "--http2"],
-         "batch": ["--transport", "batch", "--http1.1"]}
+         "batch": ["--transport", "batch", "--http1.1"],
+         "rendezvous-stream": ["--transport", "stream", "--http1.1"]}
+SERVICE = "profsvc"
 
 
 def target_server(way):
@@ -60,12 +67,81 @@ def perf_table(data, sort, n):
     return [l for l in out.splitlines() if "%" in l and not l.startswith("#")][:n]
 
 
+def cpu_s(pid):
+    """utime + stime of a process and its threads, in seconds (0 once it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read().rsplit(")", 1)[1].split()
+        return (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return 0.0
+
+
+def groups(a, fw, sv):
+    """The processes by role: relay core, Apache's children, forward, serve."""
+    core = a.core_pid()
+    g = {"relay core": [core], "apache children": [p for p in a.pids() if p != core
+                                                  and p != a.proc.pid],
+         "forward": [fw.proc.pid]}
+    if sv:
+        g["serve"] = [sv.pid]
+    return g
+
+
+def cpu_table(g):
+    return {k: sum(cpu_s(p) for p in v) for k, v in g.items()}
+
+
+def strace_start(g, out_dir):
+    procs = []
+    for role, pids in g.items():
+        for p in pids:
+            o = os.path.join(out_dir, "strace-%s-%d.txt" % (role.replace(" ", "-"), p))
+            procs.append((role, o, subprocess.Popen(["strace", "-c", "-f", "-o", o, "-p", str(p)],
+                                                    stdout=subprocess.DEVNULL,
+                                                    stderr=subprocess.DEVNULL)))
+    return procs
+
+
+def strace_report(procs, gb):
+    import signal
+    for role, o, pr in procs:
+        pr.send_signal(signal.SIGINT)
+    for role, o, pr in procs:
+        pr.wait()
+    for role, o, pr in procs:
+        with open(o) as f:
+            lines = [l for l in f.read().splitlines() if l.strip()]
+        print("\n%s (%s): syscalls per GB" % (role, os.path.basename(o)))
+        for l in lines[2:12]:
+            f = l.split()
+            if len(f) >= 5 and f[3].isdigit():
+                print("  %-16s %10.0f  (%s)" % (f[-1], int(f[3]) / gb, l.strip()))
+
+
+def start_serve(a, ca, port, extra):
+    """relay-https serve of SERVICE next to the target, ready when it listens."""
+    cmd = [harness.client_path(), "serve", "-v", "--cacert", ca] + extra + [
+        "--accepts", "16", "--to", "127.0.0.1:%d" % port, a.base_url + "/rdvp", SERVICE]
+    log = tempfile.NamedTemporaryFile(prefix="rh-profile-serve-", delete=False)
+    sv = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=log, start_new_session=True)
+    harness._register(sv)
+    ok = harness.wait_for(lambda: sv.poll() is not None
+                          or b"serving " in open(log.name, "rb").read(), 15)
+    if not ok or sv.poll() is not None:
+        raise SystemExit("serve did not start: %s" % open(log.name).read()[-2000:])
+    return sv
+
+
 def main():
-    if len(sys.argv) < 2 or sys.argv[1] not in MODES:
+    use_strace = "--strace" in sys.argv
+    argv = [x for x in sys.argv if x != "--strace"]
+    if len(argv) < 2 or argv[1] not in MODES:
         raise SystemExit(__doc__)
-    mode = sys.argv[1]
-    secs = float(sys.argv[2]) if len(sys.argv) > 2 else 8.0
-    way = sys.argv[3] if len(sys.argv) > 3 else "up"
+    mode = argv[1]
+    secs = float(argv[2]) if len(argv) > 2 else 8.0
+    way = argv[3] if len(argv) > 3 else "up"
     if way not in ("up", "down"):
         raise SystemExit(__doc__)
     out_dir = os.path.join(HERE, "results")
@@ -74,12 +150,20 @@ def main():
     root = tempfile.mkdtemp(prefix="rh-profile-")
     harness.make_traversable(root)
     ca, cert, key = harness.make_cert(root)
+    rdv = mode.startswith("rendezvous")
+    tport = target_server(way)
     a = harness.Apache(root + "/ap", cert, key, mpm="event", module=harness.module_path(),
-                       targets={"sink": "127.0.0.1:%d" % target_server(way)})
+                       targets={"sink": "127.0.0.1:%d" % tport},
+                       extra_conf="<Location /rdvp>\n    SetHandler relay-https\n"
+                       "    RelayService %s\n    RelayIdleTimeout 600\n</Location>" % SERVICE)
     a.prepare()
     a.start()
+    sv = None
     try:
-        with harness.Forward(harness.client_path(), a.relay_url, "sink", cacert=ca,
+        if rdv:
+            sv = start_serve(a, ca, tport, MODES[mode])
+        with harness.Forward(harness.client_path(), a.base_url + "/rdvp" if rdv else a.relay_url,
+                             SERVICE if rdv else "sink", cacert=ca,
                              extra_args=MODES[mode]) as fw:
             s = socket.create_connection(("127.0.0.1", fw.port))
             buf = os.urandom(1 << 20)
@@ -98,13 +182,34 @@ def main():
                     raise SystemExit("tunnel failed: %s\n%s" % (e, fw.stderr_text()[-2000:]))
                 sent += got
                 if perf is None and time.monotonic() - t0 > 1:
-                    perf = subprocess.Popen(["perf", "record", "-a", "-g", "-o", data, "--",
-                                             "sleep", str(secs)],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    g = groups(a, fw, sv)
+                    c0 = cpu_table(g)
+                    if use_strace:
+                        perf = strace_start(g, out_dir)
+                    else:
+                        perf = subprocess.Popen(["perf", "record", "-a", "-g", "-o", data, "--",
+                                                 "sleep", str(secs)],
+                                                stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.DEVNULL)
                     n0, t1 = sent, time.monotonic()
+                if use_strace and perf is not None and time.monotonic() - t1 > secs:
+                    break
             rate = (sent - n0) / (time.monotonic() - t1) / 1e6
-            perf.wait()
+            c1 = cpu_table(g)
+            gb = (sent - n0) / 1e9
+            if not use_strace:
+                perf.wait()
             s.close()
+        print("%s %s: %.0f MB/s, %.2f GB in the window; CPU s/GB by group:" % (
+            mode, way, rate, gb))
+        for k in c0:
+            print("  %-16s %6.2f" % (k, (c1[k] - c0[k]) / gb))
+        print("  %-16s %6.2f  server (core + children); clients %.2f" % (
+            "", sum(c1[k] - c0[k] for k in ("relay core", "apache children")) / gb,
+            sum(c1[k] - c0[k] for k in c0 if k in ("forward", "serve")) / gb))
+        if use_strace:
+            strace_report(perf, gb)
+            return
         roles = {a.core_pid(): "relay core"}
         print("%s %s: %.0f MB/s during the %.0f s sampled" % (mode, "upload" if way == "up" else "download",
                                                             rate, secs))
@@ -120,6 +225,8 @@ def main():
         print("\n".join(perf_table(data, "sym", 14)))
         print("\nperf data: %s" % data)
     finally:
+        if sv:
+            harness.kill_proc(sv)
         a.stop()
 
 

@@ -55,6 +55,8 @@ void rh_core_down_ack(session *s, uint64_t ack)
 
 void rh_core_target_read(core *c, session *s)
 {
+    if (s->peer && s->peer->up_acc > s->peer->up_wr)
+        rh_pair_move(c, s->peer);   /* rendezvous: the socketpair carries only the end */
     if (!s->t_rd)
         return;   /* drained at the last read: epoll tells when bytes come */
     if (!s->down.buf && !s->down_eof) {

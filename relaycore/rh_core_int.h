@@ -172,7 +172,7 @@ struct session {
     long throttle_until;     /* held back by a rate limit until then; 0: not */
     /* rendezvous (rh_pair.c): the client leg and the serve leg of a service are
      * each other's target, through a socketpair */
-    session *peer;
+    session *peer;           /* ... bytes move ring to ring (rh_pair_move) */
     unsigned serve_leg:1,    /* its bytes are the client leg's: counted there */
              peer_reset:1,   /* the peer was reset: our target's EOF is a reset */
              unclaimed:1;    /* serve leg: no request of it came yet (the client
@@ -182,7 +182,11 @@ struct session {
     rh_udp *udp;             /* a udp: target: its shim holds the other end of fd */
     session *next_dead;
     session *next_again;     /* in the core's again list (rh_core_session_pump) */
-    unsigned again:1;
+    unsigned again:1,
+             in_pump:1,      /* rh_core_session_pump runs for it (a peer's pump
+                                that would wake it puts it on the again list) */
+             kick:1;         /* rendezvous: its peer moved bytes to or from it:
+                                it has work no event will announce */
 };
 
 typedef struct core {
@@ -231,6 +235,9 @@ typedef struct core {
  * of every checked session after its CRC was taken, to prove the check catches it. */
 extern uint64_t rh_core_flip_up, rh_core_flip_down;
 extern long rh_core_hb_ms;   /* heartbeat interval, from the config */
+/* Bytes handed from one paired leg to the other without the socketpair (the
+ * tests read it: a rendezvous byte must never cross the socketpair). */
+extern uint64_t rh_core_handoff_bytes;
 
 /* The session a timer of the core's heap is embedded in. */
 static inline session *session_of_timer(rh_timer *t)
@@ -328,6 +335,9 @@ void rh_pair_claimed(core *c, session *s);
 void rh_pair_decline(core *c, session *s, const char *why);
 void rh_pair_claim_late(core *c, session *s, long now);
 void rh_pair_watch(session *s, long now);
+size_t rh_pair_move(core *c, session *from);
+size_t rh_pair_put(core *c, session *from, const unsigned char *data, size_t len);
+int rh_pair_ready(const session *s, long now);
 
 /* ---- rh_udp.c: udp: targets ---- */
 int rh_udp_open(core *c, session *s, const struct sockaddr *sa, socklen_t salen,

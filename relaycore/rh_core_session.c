@@ -357,17 +357,39 @@ static int pump_round(core *c, session *s)
  * epoll cannot bring it back: a push's input buffer may hold bytes the ring
  * now has room for, with the push's EPOLLIN off (its buffer is full, or its
  * handler sent all) and the target's EPOLLOUT off (the ring drained). */
-void rh_core_session_pump(core *c, session *s)
+static void again_add(core *c, session *s)
 {
-    int moved = 0;
-    for (int round = 0; round < PUMP_ROUNDS && !s->dead && !s->connecting; ++round)
-        if (!(moved = pump_round(c, s)))
-            break;
-    if (moved && !s->dead && !s->again) {
+    if (!s->again) {
         s->again = 1;
         s->next_again = c->again;
         c->again = s;
     }
+}
+
+/* Rendezvous: the peer's bytes moved in this pump (its pull has them, or its
+ * push has room): its pump runs now, or next turn when it is the pump that
+ * called this one's (no recursion). */
+static void pump_peer(core *c, session *s)
+{
+    session *p = s->peer;
+    if (!p || !p->kick || p->dead)
+        return;
+    if (p->in_pump)
+        again_add(c, p);
+    else
+        rh_core_session_pump(c, p);
+}
+
+void rh_core_session_pump(core *c, session *s)
+{
+    int moved = 0;
+    s->in_pump = 1;
+    s->kick = 0;
+    for (int round = 0; round < PUMP_ROUNDS && !s->dead && !s->connecting; ++round)
+        if (!(moved = pump_round(c, s)))
+            break;
+    if (moved && !s->dead)
+        again_add(c, s);
     if (!s->dead && s->up_shut && s->down_fin_sent && !s->pull && !s->down_reset) {
         if (!s->resumable || s->close_asked)
             rh_core_session_end(c, s, 0, "closed by both ends");
@@ -387,6 +409,8 @@ void rh_core_session_pump(core *c, session *s)
     }
     if (!s->dead)
         rh_core_session_update(c, s);
+    pump_peer(c, s);
+    s->in_pump = 0;
 }
 
 /* The sessions whose pump stopped at its bound in the last turn: on they go
@@ -417,9 +441,12 @@ void rh_core_session_update(core *c, session *s)
         /* only checked bytes may go: a ring holding just a frame's unchecked
          * bytes waits for its C frame, not for a writable target (which
          * would wake the loop for nothing, once per frame) */
-        if ((s->up_acc > s->up_wr || (s->up_fin && !s->up_shut && !rh_ring_len(&s->up)))
-            && !held)
+        if (((s->up_acc > s->up_wr && !s->peer)
+             || (s->up_fin && !s->up_shut && !rh_ring_len(&s->up))) && !held)
             want |= EPOLLOUT;
+        /* rendezvous: the peer is no socket; a pump moves what can move */
+        if (!s->in_pump && s->peer && rh_pair_ready(s, rh_now_ms()))
+            again_add(c, s);
     }
     rh_core_arm(c, s->fd, s, &s->ev, want);
     session_count(c, s);

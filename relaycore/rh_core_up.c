@@ -22,9 +22,15 @@ static int target_write_direct(core *c, session *s, const unsigned char *data, s
 {
     /* ring empty: hand the bytes straight to the target, ring only the rest */
     size_t done = 0, room = len;
-    if (rh_core_rate_limited(c) && rh_ring_len(&s->up) == 0 && !s->connecting)
+    if (s->peer) {
+        /* rendezvous: into the other leg's down ring, no syscall */
+        if (rh_ring_len(&s->up) == 0)
+            done = rh_pair_put(c, s, data, len);
+        room = 0;
+    }
+    if (room && rh_core_rate_limited(c) && rh_ring_len(&s->up) == 0 && !s->connecting)
         room = rh_core_rate_allow(c, s, len);
-    if (rh_ring_len(&s->up) == 0 && !s->connecting) {
+    if (room && rh_ring_len(&s->up) == 0 && !s->connecting) {
         while (done < room) {
             ssize_t n = send(s->fd, data + done, room - done, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n > 0) {
@@ -228,7 +234,9 @@ void rh_core_push_process(core *c, session *s)
 
 void rh_core_target_write(core *c, session *s)
 {
-    while (s->up_acc > s->up_wr) {
+    if (s->peer)
+        rh_pair_move(c, s);   /* rendezvous: ring to ring; the loop finds nothing */
+    while (s->up_acc > s->up_wr && !s->peer) {
         struct iovec iov[2];
         size_t want = (size_t)(s->up_acc - s->up_wr);
         if (rh_core_rate_limited(c) && !(want = rh_core_rate_allow(c, s, want)))

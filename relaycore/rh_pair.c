@@ -1,12 +1,16 @@
 /* Rendezvous in the relay core (docs/PROTOCOL.md, Rendezvous): a serve's
  * LISTEN waits for a client's OPEN of the same RelayService (or the open
  * waits a little for a listen), and the two become two sessions, the client
- * leg and the serve leg, each the other's target through a socketpair. So
- * every transport, resume, check and limit of an ordinary session applies to
- * both legs unchanged, and flow control runs end to end: a leg's full down
- * ring stops reading the socketpair, which stops the other leg's writes,
- * which stops reading its push. Separate from rh_core_open.c: nothing here
- * connects anywhere. */
+ * leg and the serve leg, each the other's target. So every transport,
+ * resume, check and limit of an ordinary session applies to both legs
+ * unchanged. The bytes go straight from one leg's up ring (or its push's
+ * frame) into the other's down ring (rh_pair_move, rh_pair_put): no syscall,
+ * one copy. A socketpair between the legs stays for the ends only (a FIN is
+ * its shutdown, a leg gone is its close), so the ends keep the meaning an
+ * ordinary target's have. Flow control runs end to end: a leg takes only what
+ * its down ring would read from a target, so a full down ring leaves the
+ * other leg's up ring full, which stops reading its push. Separate from
+ * rh_core_open.c: nothing here connects anywhere. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -20,6 +24,8 @@
 
 #include "rh_core_int.h"
 #include "rh_util.h"
+
+uint64_t rh_core_handoff_bytes;
 
 /* ---- the waiting lists: oldest first, so serves share clients in turn ---- */
 
@@ -98,6 +104,99 @@ static void note_served(core *c, const char *svc)
         return;
     snprintf(c->served[c->nserved % RH_SERVED_MAX], RH_TARGET_MAX, "%s", svc);
     ++c->nserved;
+}
+
+/* ---- the handoff between paired legs: the socketpair's write and read in
+ * one copy ---- */
+
+/* Rate limits apply as they would to a write to the target (from) and a read
+ * from it (to). */
+static size_t move_allow(core *c, session *from, session *to, size_t want)
+{
+    if (!rh_core_rate_limited(c) || !want)
+        return want;
+    want = rh_core_rate_allow(c, from, want);
+    return want ? rh_core_rate_allow(c, to, want) : 0;
+}
+
+/* n bytes went from from's up direction into to's down ring: both pumps have
+ * work (to's pull has bytes, from's up ring has room for its push). */
+static void moved(core *c, session *from, session *to, size_t n)
+{
+    to->down_rd += n;
+    if (rh_core_rate_limited(c)) {
+        rh_core_rate_took(c, from, n);
+        rh_core_rate_took(c, to, n);
+    }
+    from->kick = 1;
+    to->kick = 1;
+    rh_core_handoff_bytes += n;
+}
+
+/* How many bytes to's down ring takes now: what it would read from a target. */
+static size_t take_room(const session *to)
+{
+    if (!down_wants_read(to))
+        return 0;
+    size_t room = to->readahead - down_unsent(to);
+    return room < rh_ring_space(&to->down) ? room : rh_ring_space(&to->down);
+}
+
+/* Checked up bytes [from->up_wr, from->up_acc) go from from's up ring into
+ * its peer's down ring, as far as that takes them. Returns how many. */
+size_t rh_pair_move(core *c, session *from)
+{
+    session *to = from->peer;
+    size_t total = 0;
+    while (to && from->up_acc > from->up_wr) {
+        size_t want = (size_t)(from->up_acc - from->up_wr), room = take_room(to);
+        if (want > room)
+            want = room;
+        if (!(want = move_allow(c, from, to, want)))
+            break;
+        struct iovec iov[2];
+        int n = rh_ring_read_iov(&from->up, iov, want);
+        size_t done = 0;
+        for (int i = 0; i < n; ++i) {
+            size_t k = rh_ring_put(&to->down, iov[i].iov_base, iov[i].iov_len);
+            done += k;
+            if (k < iov[i].iov_len)
+                break;
+        }
+        if (!done)
+            break;   /* out of memory: the next pump tries again */
+        rh_ring_consume(&from->up, done);
+        from->up_wr += done;
+        moved(c, from, to, done);
+        total += done;
+    }
+    return total;
+}
+
+/* A push's data bytes, checked and with from's up ring empty, go straight
+ * into the peer's down ring (not even through from's ring). Returns how many
+ * it took; the caller rings the rest. */
+size_t rh_pair_put(core *c, session *from, const unsigned char *data, size_t len)
+{
+    session *to = from->peer;
+    size_t room = to ? take_room(to) : 0;
+    size_t want = move_allow(c, from, to, len < room ? len : room);
+    size_t done = want ? rh_ring_put(&to->down, data, want) : 0;
+    if (done) {
+        from->up_wr += done;
+        moved(c, from, to, done);
+    }
+    return done;
+}
+
+/* Bytes could move between s and its peer now (in either direction) and
+ * nothing holds them back: s needs a pump even though no event will come. */
+int rh_pair_ready(const session *s, long now)
+{
+    const session *p = s->peer;
+    if (!p || p->dead || rh_core_throttled(s, now) || rh_core_throttled(p, now))
+        return 0;
+    return (p->up_acc > p->up_wr && take_room(s)) || (s->up_acc > s->up_wr && take_room(p));
 }
 
 /* ---- pairing ---- */
