@@ -32,6 +32,9 @@ SSH_HOST = "127.0.0.2"      # no RelayTarget names it: only the serve reaches it
 # faults a connection meets after 1 to 4 s; not the ones that hold a connection
 # silent for long (blackhole, halfdead, stalls): test_faults.py has those
 FAULTS = ("rst", "fin", "delay", "cut_req_headers", "cut_resp_headers")
+# a connection also fails once it carried this many bytes, so that a fast
+# transfer (16 MB can take 1-2 s) meets faults too, not only a slow one
+LIFE_BYTES_MIN, LIFE_BYTES_MAX = 512 * 1024, 6 * MB
 
 pytestmark = pytest.mark.skipif(sshmod.missing() is not None,
                                 reason=sshmod.missing() or "")
@@ -62,7 +65,8 @@ def apache(apache_factory, module_so, targets):
 @pytest.fixture
 def faults(apache):
     seed = int(os.environ.get("RH_FAULT_SEED", random.SystemRandom().randrange(1 << 31)))
-    kw = dict(mode="mix", mix_modes=FAULTS, min_life=1.0, max_life=4.0)
+    kw = dict(mode="mix", mix_modes=FAULTS, min_life=1.0, max_life=4.0,
+              life_bytes=(LIFE_BYTES_MIN, LIFE_BYTES_MAX))
     with FaultProxy(apache.port, seed=seed, **kw) as client_fp, \
          FaultProxy(apache.port, seed=seed + 1, **kw) as serve_fp:
         print("fault proxies: seed %d (replay: RH_FAULT_SEED=%d)" % (seed, seed))
