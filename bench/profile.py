@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Profile one transfer through a tunnel with perf (system-wide, with call graphs).
 
-    bench/profile.py stream|duplex|batch|rendezvous-stream [SECONDS] [up|down] [--strace]
+    bench/profile.py stream|duplex|batch|rendezvous-stream [SECONDS] [up|down] [--strace|--cpu]
     (as root, or with perf allowed)
 
 Starts a throwaway Apache (event MPM) from the test harness with a discarding
@@ -13,7 +13,8 @@ Prints the throughput, the CPU seconds per GB of each process group (relay
 core, Apache's children, the forward, the serve) from /proc, then perf's CPU
 split by process and the top symbols; the perf data stays in
 bench/results/perf-MODE.data for `perf report -i`. --strace: `strace -c -f` of
-every process instead of perf (syscall counts per GB; slows them down).
+every process instead of perf (syscall counts per GB; slows them down);
+--cpu: the CPU split alone, nothing sampling beside it.
 RH_BUILD_DIR: the build tree (default: this tree)."""
 
 import os
@@ -136,7 +137,8 @@ def start_serve(a, ca, port, extra):
 
 def main():
     use_strace = "--strace" in sys.argv
-    argv = [x for x in sys.argv if x != "--strace"]
+    cpu_only = "--cpu" in sys.argv
+    argv = [x for x in sys.argv if x not in ("--strace", "--cpu")]
     if len(argv) < 2 or argv[1] not in MODES:
         raise SystemExit(__doc__)
     mode = argv[1]
@@ -184,7 +186,9 @@ def main():
                 if perf is None and time.monotonic() - t0 > 1:
                     g = groups(a, fw, sv)
                     c0 = cpu_table(g)
-                    if use_strace:
+                    if cpu_only:
+                        perf = []
+                    elif use_strace:
                         perf = strace_start(g, out_dir)
                     else:
                         perf = subprocess.Popen(["perf", "record", "-a", "-g", "-o", data, "--",
@@ -192,12 +196,12 @@ def main():
                                                 stdout=subprocess.DEVNULL,
                                                 stderr=subprocess.DEVNULL)
                     n0, t1 = sent, time.monotonic()
-                if use_strace and perf is not None and time.monotonic() - t1 > secs:
+                if (use_strace or cpu_only) and perf is not None and time.monotonic() - t1 > secs:
                     break
             rate = (sent - n0) / (time.monotonic() - t1) / 1e6
             c1 = cpu_table(g)
             gb = (sent - n0) / 1e9
-            if not use_strace:
+            if not use_strace and not cpu_only:
                 perf.wait()
             s.close()
         print("%s %s: %.0f MB/s, %.2f GB in the window; CPU s/GB by group:" % (
@@ -209,6 +213,7 @@ def main():
             sum(c1[k] - c0[k] for k in c0 if k in ("forward", "serve")) / gb))
         if use_strace:
             strace_report(perf, gb)
+        if use_strace or cpu_only:
             return
         roles = {a.core_pid(): "relay core"}
         print("%s %s: %.0f MB/s during the %.0f s sampled" % (mode, "upload" if way == "up" else "download",

@@ -21,6 +21,7 @@ void rh_upload_init(rh_upload *u, request_rec *r, int core_fd, long frame_ms, lo
     u->r = r;
     u->fd = core_fd;
     u->in = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    u->tmp = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     u->frame_ms = frame_ms;
     u->gap_ms = gap_ms;
 }
@@ -52,13 +53,14 @@ static void scan(rh_upload *u, const unsigned char *p, apr_size_t n)
     }
 }
 
-/* Counts the frames in the data buckets of u->in and what they hold; drops
- * the metadata buckets (EOS: the body is whole). -1 on an unreadable bucket. */
-static int scan_brigade(rh_upload *u)
+/* Counts the frames in the data buckets of bb (a read just made) and what
+ * they hold; drops the metadata buckets (EOS: the body is whole). -1 on an
+ * unreadable bucket. */
+static int scan_brigade(rh_upload *u, apr_bucket_brigade *bb)
 {
-    apr_bucket *b = APR_BRIGADE_FIRST(u->in);
+    apr_bucket *b = APR_BRIGADE_FIRST(bb);
 
-    while (b != APR_BRIGADE_SENTINEL(u->in)) {
+    while (b != APR_BRIGADE_SENTINEL(bb)) {
         apr_bucket *next = APR_BUCKET_NEXT(b);
         const char *data;
         apr_size_t len;
@@ -79,25 +81,39 @@ static int scan_brigade(rh_upload *u)
     return 0;
 }
 
-/* Reads what the client has sent, without waiting: 1 read, 0 nothing yet, -1
- * broken. The bytes stay in the buckets the input filters made: sent to the
- * core from there (writev), not copied. */
+/* Keeps the bytes still waiting for the core: transient buckets (mod_ssl's)
+ * point into a buffer that the next read on the connection reuses. */
+static void set_aside(rh_upload *u, apr_bucket *from)
+{
+    for (apr_bucket *b = from; b != APR_BRIGADE_SENTINEL(u->in); b = APR_BUCKET_NEXT(b))
+        apr_bucket_setaside(b, u->r->pool);
+}
+
+/* Reads what the client has sent, without waiting, behind what waits for
+ * the core: 1 read, 0 nothing yet, -1 broken. The bytes stay in the buckets
+ * the input filters made: sent to the core from there (writev). */
 static int take_input(rh_upload *u)
 {
     request_rec *r = u->r;
-    apr_status_t st = ap_get_brigade(r->input_filters, u->in, AP_MODE_READBYTES,
+    set_aside(u, APR_BRIGADE_FIRST(u->in));
+    apr_status_t st = ap_get_brigade(r->input_filters, u->tmp, AP_MODE_READBYTES,
                                      APR_NONBLOCK_READ, RH_UPLOAD_BUF);
-    if (APR_STATUS_IS_EAGAIN(st))
+    if (APR_STATUS_IS_EAGAIN(st)) {
+        apr_brigade_cleanup(u->tmp);
         return 0;
+    }
     if (st != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, st, r, RHLOG(2020)
                       "request body ended early (client gone or cut)");
         return -1;
     }
     /* take all of it: a filter may hand more than was asked for */
-    if (scan_brigade(u) != 0)
+    apr_size_t before = u->pend_len;
+    int eos = u->eos;
+    if (scan_brigade(u, u->tmp) != 0)
         return -1;
-    return u->pend_len > 0 || u->eos;
+    APR_BRIGADE_CONCAT(u->in, u->tmp);
+    return u->pend_len > before || u->eos > eos;
 }
 
 int rh_upload_pending(const rh_upload *u)
@@ -117,8 +133,7 @@ static void sent_front(rh_upload *u, apr_size_t n)
     while (APR_BRIGADE_FIRST(u->in) != after)
         apr_bucket_delete(APR_BRIGADE_FIRST(u->in));
     u->pend_len -= n;
-    for (apr_bucket *b = after; b != APR_BRIGADE_SENTINEL(u->in); b = APR_BUCKET_NEXT(b))
-        apr_bucket_setaside(b, u->r->pool);
+    set_aside(u, after);
 }
 
 /* One sendmsg of the waiting buckets (at most RH_UPLOAD_IOV of them). */
@@ -147,21 +162,28 @@ static ssize_t send_buckets(rh_upload *u)
     return got;
 }
 
+/* Reads while the client has bytes at once, up to RH_UPLOAD_GATHER, then
+ * sends them to the core in one sendmsg; an empty read is made once per
+ * call (it ends the gathering, and after the send nothing new is expected). */
 int rh_upload_move(rh_upload *u)
 {
-    int moved = 0;
+    int moved = 0, drained = 0;
 
     for (;;) {
-        if (!rh_upload_pending(u)) {
-            if (u->eos || u->core_done)
-                return moved;
+        if (!drained && u->pend_len < RH_UPLOAD_GATHER && !u->eos && !u->core_done) {
             int rv = take_input(u);
             if (rv < 0)
                 return -1;
-            if (rv == 0)
-                return moved;
-            moved = 1;
-            continue;
+            if (rv > 0) {
+                moved = 1;
+                continue;
+            }
+            drained = 1;
+        }
+        if (!rh_upload_pending(u)) {
+            if (!drained && !u->eos && !u->core_done)
+                continue;   /* all sent: read on */
+            return moved;
         }
         ssize_t n = send_buckets(u);
         if (n > 0) {

@@ -14,11 +14,16 @@
 
 #define RH_UPLOAD_BUF (64 * 1024)
 #define RH_UPLOAD_IOV 64            /* buckets per sendmsg to the core */
+/* What is read from the client before it goes to the core, when the client
+ * has that much at once: mod_ssl hands at most 8 KiB per read, and a sendmsg
+ * per 8 KiB was a wake-up, an epoll_wait and a recv of the core each */
+#define RH_UPLOAD_GATHER (64 * 1024)
 
 typedef struct rh_upload {
     request_rec *r;
     int fd;                         /* the core's push socket */
     apr_bucket_brigade *in;         /* read from the client, not yet taken by the core */
+    apr_bucket_brigade *tmp;        /* ... the latest read, before it joins in */
     apr_size_t pend_len;            /* ... its bytes */
     int eos;                        /* the whole body was read */
     int core_done;                  /* the core took no more (it answered) */
