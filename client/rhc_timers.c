@@ -103,6 +103,7 @@ static void timers_silence(rhc_tunnel *t, int64_t now)
             snprintf(dr->errbuf, sizeof(dr->errbuf), "nothing from the server for %" PRId64
                      " ms", ms);
             t->down.fresh = 1;
+            pull_silence_noted(t, now);
             if (dr->kind == REQ_DUPLEX)
                 duplex_done(t, dr, CURLE_OPERATION_TIMEDOUT);   /* as if cut (counts) */
             else {

@@ -46,6 +46,8 @@
 #define BUSY_MARGIN_MS    5000            /* our busy window ends this much before the server's */
 #define BUSY_POLL_DEAD_MS (RH_BUSY_POLL_MS + 2000)  /* busy: a long-poll answers by then */
 #define BUSY_HB_DEAD_MS   (3 * RH_BUSY_HEARTBEAT_MS) /* busy: a stream shows a frame by then */
+#define SILENT_SHIFT_MAX  4               /* each busy-silence resume doubles those, up to x16 ... */
+#define SILENT_FORGET_MS  60000           /* ... until this long passes without one */
 #define UP_DEAD_MS        3000            /* up bytes unconfirmed this long, server alive:
                                              the request carrying them is dead ... */
 #define UP_DEAD_MAX_MS    60000           /* ... (doubling while nothing moves, up to this) */
@@ -147,6 +149,8 @@ struct rhc_tunnel {
         int64_t repull_at;      /* 0, or when to start the next down request */
         int64_t last_rx;
         int64_t last_data;
+        unsigned silent_n;      /* resumes after a silent response, in a row (pull_dead_ms) */
+        int64_t silent_at;      /* the last of them */
     } down;
 
     struct {                    /* resume: acknowledging down bytes */
@@ -286,6 +290,7 @@ void rhc_facts_of(const rhc_tunnel *t, unsigned retries, struct rhc_facts *f);
 void down_again(rhc_tunnel *t, struct rhc_req *r, const char *why);
 void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
 int64_t pull_dead_ms(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now);
+void pull_silence_noted(rhc_tunnel *t, int64_t now);
 
 /* rhc_xp_stream.c */
 int start_spush(rhc_tunnel *t);

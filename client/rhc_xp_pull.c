@@ -208,5 +208,21 @@ int64_t pull_dead_ms(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now)
     if (t->xp.down_seen != t->xp.down || !t->sess.last_busy ||
         now - t->sess.last_busy >= RH_BUSY_WINDOW_MS - BUSY_MARGIN_MS)
         return PULL_DEAD_MS;
-    return dr->batch ? BUSY_POLL_DEAD_MS : BUSY_HB_DEAD_MS;
+    int64_t ms = dr->batch ? BUSY_POLL_DEAD_MS : BUSY_HB_DEAD_MS;
+    /* A server late because its machine is overloaded looks like a black hole;
+     * each resume costs it a new connection, which made thousands of tunnels
+     * resume in a storm. So every resume in a row doubles the wait. */
+    if (t->down.silent_n && now - t->down.silent_at < SILENT_FORGET_MS)
+        ms <<= t->down.silent_n < SILENT_SHIFT_MAX ? t->down.silent_n : SILENT_SHIFT_MAX;
+    return ms < PULL_DEAD_MS ? ms : PULL_DEAD_MS;
+}
+
+/* A response was given up as silent: the next one waits longer (pull_dead_ms). */
+void pull_silence_noted(rhc_tunnel *t, int64_t now)
+{
+    if (now - t->down.silent_at >= SILENT_FORGET_MS)
+        t->down.silent_n = 0;
+    if (t->down.silent_n < SILENT_SHIFT_MAX)
+        ++t->down.silent_n;
+    t->down.silent_at = now;
 }

@@ -1,0 +1,80 @@
+/* client/rhc_xp_pull.c pull_dead_ms: how long a silent down response is given
+ * before the tunnel resumes on a new connection; busy-silence resumes in a row
+ * double it (a late, overloaded server must not get a resume storm). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "rhc_tunnel_int.h"
+#include "client_tests.h"
+
+static rhc_tunnel *busy_tunnel(int64_t now)
+{
+    rhc_tunnel *t = calloc(1, sizeof(*t));
+    ck_assert_ptr_nonnull(t);
+    t->xp.down = t->xp.down_seen = RHC_XP_STREAM;
+    t->sess.last_busy = now - 100;      /* data moved just now */
+    return t;
+}
+
+START_TEST(test_idle_and_busy)
+{
+    struct rhc_req dr;
+    int64_t now = 1000000;
+    rhc_tunnel *t = busy_tunnel(now);
+    memset(&dr, 0, sizeof(dr));
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now), BUSY_HB_DEAD_MS);
+    dr.batch = 1;
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now), BUSY_POLL_DEAD_MS);
+    /* out of the busy window: the old pace */
+    t->sess.last_busy = now - RH_BUSY_WINDOW_MS;
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now), PULL_DEAD_MS);
+    /* a transport not seen answering yet is the probe's business */
+    t->sess.last_busy = now - 100;
+    t->xp.down_seen = RHC_XP_BATCH;
+    dr.batch = 0;
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now), PULL_DEAD_MS);
+    free(t);
+}
+END_TEST
+
+START_TEST(test_resumes_in_a_row_double_the_wait)
+{
+    struct rhc_req dr;
+    int64_t now = 1000000;
+    rhc_tunnel *t = busy_tunnel(now);
+    memset(&dr, 0, sizeof(dr));
+    int64_t want = BUSY_HB_DEAD_MS;
+    for (int i = 1; i <= SILENT_SHIFT_MAX + 2; ++i) {
+        pull_silence_noted(t, now);
+        if (i <= SILENT_SHIFT_MAX)
+            want *= 2;
+        int64_t w = want < PULL_DEAD_MS ? want : PULL_DEAD_MS;
+        ck_assert_msg(pull_dead_ms(t, &dr, now) == w, "after %d resumes: %lld, want %lld", i,
+                      (long long)pull_dead_ms(t, &dr, now), (long long)w);
+        now += 1000;
+        t->sess.last_busy = now - 100;
+    }
+    /* never above the idle pace */
+    ck_assert_int_le(pull_dead_ms(t, &dr, now), PULL_DEAD_MS);
+    /* a minute without one: back to seconds */
+    now += SILENT_FORGET_MS;
+    t->sess.last_busy = now - 100;
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now), BUSY_HB_DEAD_MS);
+    pull_silence_noted(t, now);
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now), 2 * BUSY_HB_DEAD_MS);
+    free(t);
+}
+END_TEST
+
+Suite *liveness_suite(void)
+{
+    Suite *s = suite_create("client liveness");
+    TCase *tc = tcase_create("pull_dead_ms");
+    tcase_add_test(tc, test_idle_and_busy);
+    tcase_add_test(tc, test_resumes_in_a_row_double_the_wait);
+    suite_add_tcase(s, tc);
+    return s;
+}
