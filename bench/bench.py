@@ -510,6 +510,16 @@ class Bench:
         pids = self.core_pids()
         return pids[0] if pids else None
 
+    def cpu_groups(self, idle_procs, client):
+        """The processes of an idle hold by group, for CPU seconds per group: Apache's
+        parent, its children, the relay cores, the relay-https clients and the rhbench
+        idle processes (which hold the tunnels' local ends)."""
+        parent = self.apache.proc.pid if self.apache and self.apache.proc else None
+        return {"apache-parent": [parent] if parent else [],
+                "apache-children": self.apache_children(), "relay-cores": self.core_pids(),
+                "clients": sorted(proc_tree(client)),
+                "rhbench-idle": [p.pid for p in idle_procs]}
+
     def apache_children(self):
         """The Apache children (not the parent, not the relay cores)."""
         parent = self.apache.proc.pid if self.apache and self.apache.proc else None
@@ -953,8 +963,11 @@ class Bench:
                 nthreads = sum(threads_of(x) for x in stree)
                 nprocs = len(stree)
                 s0, c0 = cpu_seconds(stree), cpu_seconds(ctree)
+                groups = self.cpu_groups(procs, client)
+                g0 = {k: cpu_seconds(v) for k, v in groups.items()}
                 time.sleep(hold)
                 s1, c1 = cpu_seconds(proc_tree(server)), cpu_seconds(proc_tree(client))
+                g1 = {k: cpu_seconds(v) for k, v in groups.items()}
                 nthreads1 = sum(threads_of(x) for x in proc_tree(server))
                 site = self.site_latency() if path in OURS else None
                 for p in procs:
@@ -997,6 +1010,9 @@ class Bench:
                             % (hold, held))
                 self.record(label, "loopback", "idle_cpu_pct", (s1 - s0) / hold * 100, "%",
                             "of one core, server, %.0f s hold" % hold)
+                self.record(label, "loopback", "idle_cpu_groups", (s1 - s0), "s",
+                            "CPU seconds over the %.0f s hold: %s" % (hold, ", ".join(
+                                "%s %.2f" % (k, g1[k] - g0[k]) for k in sorted(groups))))
                 self.record(label, "loopback", "idle_threads", nthreads1, "threads",
                             "server threads: %d before the ramp, %d after it, %d at the "
                             "hold's end" % (threads0, nthreads, nthreads1))

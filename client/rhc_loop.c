@@ -142,6 +142,29 @@ int rhc_curl_multiplex_ok(void)
     return v && v->version_num >= H2_MUX_SAFE_CURL;
 }
 
+/* curl's connection cache counts the connections in use too (libcurl 7.88:
+ * Curl_conncache_size), and past CURLMOPT_MAXCONNECTS it closes the oldest
+ * idle one each time a request ends. A fixed 64 made every answered long-poll
+ * of a process holding more than about 64 batch tunnels lose its connection,
+ * so the next poll paid a TLS handshake (17 to 25 % of a server core for 2000
+ * idle batch tunnels, docs/BENCHMARKS.md). So the cache grows with the
+ * tunnels: each holds one connection while idle (its pull, or its long-poll,
+ * kept for the next one) and a few while busy (batch pushes in flight). Held
+ * requests still take fresh connections (down_req_fresh, start_spush). */
+void rhc_ctx_size_cache(rhc_ctx *c)
+{
+    size_t want = CONN_CACHE_MIN + CONN_CACHE_PER_TUNNEL * c->ntunnels;
+    if (want > CONN_CACHE_MAX)
+        want = CONN_CACHE_MAX;
+    if (want == c->cache_size)
+        return;
+    /* shrinking it closes idle connections at once: only well below it */
+    if (want < c->cache_size && want + CONN_CACHE_SLACK > c->cache_size)
+        return;
+    c->cache_size = want;
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)want);
+}
+
 rhc_ctx *rhc_ctx_new(const struct rhc_opts *o)
 {
     rhc_ctx *c = calloc(1, sizeof(*c));
@@ -158,8 +181,7 @@ rhc_ctx *rhc_ctx_new(const struct rhc_opts *o)
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
-    /* Batch sessions keep several connections busy: keep them for reuse. */
-    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, 64L);
+    rhc_ctx_size_cache(c);
     /* mod_http2 works on at most 6 streams of a connection at first and raises
      * that only as streams complete; a duplex stream lasts as long as its
      * tunnel, so a 7th would wait for ever: more go on a new connection. */

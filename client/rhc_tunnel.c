@@ -269,6 +269,7 @@ void t_finish(rhc_tunnel *t)
     if (t->next)
         t->next->prev = t->prev;
     --c->ntunnels;
+    rhc_ctx_size_cache(c);
     if (t->done)
         t->done(t->done_arg, code);
     free(t->local.obuf);
@@ -340,6 +341,7 @@ static rhc_tunnel *tunnel_new(rhc_ctx *c, struct rhc_route *route, int in_fd, in
         c->tunnels->prev = t;
     c->tunnels = t;
     ++c->ntunnels;
+    rhc_ctx_size_cache(c);
     return t;
 }
 

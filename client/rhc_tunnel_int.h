@@ -61,6 +61,10 @@
 #define SWITCH_WAIT_MS    10000           /* an ended duplex body gets this long to be confirmed */
 #define CURL_OUT_HOLD_MS  20              /* see curl_events (rhc_loop.c) */
 #define H2_STREAMS_PER_CONN 6             /* see rhc_ctx_new */
+#define CONN_CACHE_MIN    64              /* curl's connection cache: at least this ... */
+#define CONN_CACHE_PER_TUNNEL 2           /* ... and this many per tunnel (rhc_ctx_size_cache) */
+#define CONN_CACHE_MAX    65536           /* ... (bounded by descriptors anyway) */
+#define CONN_CACHE_SLACK  64              /* shrunk only when this far too large */
 #define H2_MUX_SAFE_CURL  0x080500        /* first libcurl that may multiplex safely (8.5.0) */
 #define H2_RESETS_MAX     4               /* see duplex_done */
 #define OPEN_TIMEOUT_MS   30000
@@ -209,6 +213,7 @@ struct rhc_ctx {
     size_t ncfds, capcfds;
     rhc_tunnel *tunnels;
     size_t ntunnels;
+    size_t cache_size;          /* CURLMOPT_MAXCONNECTS now (rhc_ctx_size_cache) */
     struct rhc_req *closers;
     size_t nclosers;
     struct pollfd *pfds;        /* scratch for poll() */
@@ -243,6 +248,7 @@ static inline struct rhc_req *up_streamer(const rhc_tunnel *t)
 
 /* rhc_loop.c: whether this libcurl may put several streams on one connection */
 int rhc_curl_multiplex_ok(void);
+void rhc_ctx_size_cache(rhc_ctx *c);                /* curl's connection cache for the tunnels */
 
 /* rhc_up.c: the up direction, whatever carries it */
 void up_ack(rhc_tunnel *t, uint64_t x);             /* the server has the bytes below x */

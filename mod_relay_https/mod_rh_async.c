@@ -132,6 +132,12 @@ void rh_park_watch(rh_park *p, int fd, short events, int client_in, long timeout
     p->fd_events = (events & POLLIN ? EPOLLIN : 0) | (events & POLLOUT ? EPOLLOUT : 0);
     p->client_in = client_in;
     p->timeout_ms = timeout_ms;
+    p->quick = NULL;
+}
+
+void rh_park_quick(rh_park *p, rh_quick_fn *quick)
+{
+    p->quick = quick;
 }
 
 int rh_async_hot(struct rh_watch *w, int fd, short events)
@@ -282,6 +288,23 @@ static void run_step(rh_park *p)
     p->state = RH_PARK_IDLE;
     ap_process_request_after_handler(r);    /* logs it and frees r->pool */
     serve(p);
+}
+
+int rh_async_quick(rh_park *p)
+{
+    if (p->state != RH_PARK_REQUEST || p->why != RH_WAIT_READY)
+        return 0;
+    apr_thread_mutex_t *mtx = p->r->invoke_mtx;
+    if (mtx)
+        apr_thread_mutex_lock(mtx);
+    int done = p->quick(p, p->baton);
+    if (mtx)
+        apr_thread_mutex_unlock(mtx);
+    if (!done)
+        return 0;
+    give_back(p->c);
+    rh_reactor_arm(p);
+    return 1;
 }
 
 void rh_async_run(void *baton)

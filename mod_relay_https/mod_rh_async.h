@@ -18,6 +18,16 @@ rh_park *rh_async_park(request_rec *r);
  * timeout_ms (-1: no limit of its own). */
 void rh_park_watch(rh_park *p, int fd, short events, int client_in, long timeout_ms);
 
+/* The wait rh_park_watch set may be ended on the reactor's thread by quick
+ * (see rh_quick_fn) when the descriptor alone woke it; set after
+ * rh_park_watch, which forgets it. */
+void rh_park_quick(rh_park *p, rh_quick_fn *quick);
+
+/* On the reactor's thread: a wake by the descriptor alone, offered to the
+ * park's quick function; when that handled it the park waits again as after
+ * a step that returned SUSPENDED. 1 if handled, 0: a worker runs the step. */
+int rh_async_quick(rh_park *p);
+
 /* The handler parks r: fn runs on a worker whenever the wait ends; core is
  * the table of the core it waits on (its beat is watched; NULL: the first).
  * Returns SUSPENDED, what the handler returns. */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <apr_strings.h>
 #include <http_protocol.h>
@@ -121,6 +122,7 @@ typedef struct pull_ctx {
     apr_bucket_brigade *bb;
     apr_off_t remain;           /* -1: a stream, no end in sight */
     apr_off_t moved;            /* bytes passed on by the last pull_move */
+    int gone;                   /* pull_quick found the client gone */
 } pull_ctx;
 
 enum { PULL_WAIT, PULL_END, PULL_GONE };
@@ -186,11 +188,44 @@ static void pull_waited(pull_ctx *pc, int why)
         pull_end(pc);
 }
 
+/* An idle stream tunnel's heartbeat, on the reactor's thread (rh_quick_fn):
+ * when the core's socket holds an H frame's header and nothing behind it, and
+ * the client's socket has room (the write cannot block the reactor), the
+ * frame goes to the client here: no listener and worker woken, one thread run
+ * instead of four per heartbeat. Anything else goes to a worker (0). */
+static int pull_quick(rh_park *p, void *baton)
+{
+    static const unsigned char hb[RH_FRAME_HDR] = { RH_FRAME_HEARTBEAT, 0, 0, 0 };
+    pull_ctx *pc = baton;
+    unsigned char got[RH_FRAME_HDR + 1];
+    struct pollfd pf = { p->csock, POLLOUT, 0 };
+
+    if (recv(pc->q->fd, got, sizeof(got), MSG_PEEK | MSG_DONTWAIT) != RH_FRAME_HDR
+        || memcmp(got, hb, RH_FRAME_HDR) != 0 || poll(&pf, 1, 0) != 1
+        || pf.revents != POLLOUT || recv(pc->q->fd, got, RH_FRAME_HDR, MSG_DONTWAIT) != RH_FRAME_HDR)
+        return 0;
+    conn_rec *c = pc->q->r->connection;
+    APR_BRIGADE_INSERT_TAIL(pc->bb, apr_bucket_immortal_create((const char *)hb, RH_FRAME_HDR,
+                                                               c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(pc->bb, apr_bucket_flush_create(c->bucket_alloc));
+    int ok = ap_pass_brigade(pc->q->r->output_filters, pc->bb) == APR_SUCCESS && !c->aborted;
+    apr_brigade_cleanup(pc->bb);
+    pc->gone = !ok;             /* the worker ends the request */
+    ap_log_rerror(APLOG_MARK, APLOG_TRACE2, 0, pc->q->r, RHLOG(2090)
+                  "pull: heartbeat passed on by the reactor%s", ok ? "" : ": client gone");
+    return ok;
+}
+
 /* A parked pull's step: what the core has now, then wait again (parked once
  * the core has been quiet for RH_ASYNC_HOT_MS). */
 static int pull_step(rh_park *p, void *baton, int why)
 {
     pull_ctx *pc = baton;
+    if (pc->gone) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, pc->q->r, RHLOG(2031)
+                      "pull: client went away");
+        return OK;
+    }
     for (;;) {
         if (why != RH_WAIT_READY) {
             pull_waited(pc, why);
@@ -208,6 +243,8 @@ static int pull_step(rh_park *p, void *baton, int why)
     }
     rh_blocks_release(pc->bk);      /* a parked tunnel holds no buffers */
     rh_park_watch(p, pc->q->fd, POLLIN, 0, RH_HEARTBEAT_S * 3 * 1000);
+    if (pc->remain < 0)
+        rh_park_quick(p, pull_quick);
     return SUSPENDED;
 }
 

@@ -203,6 +203,7 @@ static void on_event(rh_reactor *R, struct epoll_event *ev, rh_park **ready, rh_
     rh_park *p = tag->p;
     if (!p->armed)
         return;     /* another of its descriptors ended the wait in this round */
+    p->by_fd = !tag->client;
     ended(R, p, why_of(p, tag, ev->events), ready, done);
 }
 
@@ -215,6 +216,7 @@ static void on_time(rh_reactor *R, long now, int tick, rh_park **ready, rh_park 
     rh_timer *t;
     while ((t = rh_timers_min(&R->timers)) && t->deadline <= now) {
         rh_park *p = (rh_park *)((char *)t - offsetof(rh_park, timer));
+        p->by_fd = 0;
         ended(R, p, p->failed ? RH_WAIT_GONE : RH_WAIT_TIMEOUT, ready, done);
     }
     if (!stuck && !(tick && R->draining))
@@ -227,6 +229,7 @@ static void on_time(rh_reactor *R, long now, int tick, rh_park **ready, rh_park 
             ++i;
             continue;
         }
+        p->by_fd = 0;
         ended(R, p, dead ? RH_WAIT_STUCK : RH_WAIT_TIMEOUT, ready, done);
         i = 0;      /* the heap moved */
     }
@@ -257,6 +260,8 @@ static void hand_on(rh_reactor *R, rh_park *ready, rh_park *done)
         rh_park *next = ready->next;
         if (ready->state == RH_PARK_LINGER) {
             rh_reactor_arm(ready);      /* still lingering */
+        } else if (ready->by_fd && ready->quick && rh_async_quick(ready)) {
+            /* done here (a heartbeat), parked again: no worker woken */
         } else if (ap_mpm_register_timed_callback(0, rh_async_run, ready) != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, R->s, RHLOG(2080)
                          "reactor: the MPM took no callback; connection closed");

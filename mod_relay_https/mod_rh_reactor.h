@@ -26,6 +26,13 @@ typedef struct rh_park rh_park;
  * handler's answer (OK, DONE or an HTTP status), which ends the request. */
 typedef int rh_step_fn(rh_park *p, void *baton, int why);
 
+/* A wake by the watched descriptor alone that may be handled on the
+ * reactor's own thread, without the hop to a worker: something short that
+ * cannot block (a stream pull's heartbeat). Runs with the connection to
+ * itself; returns 1 when done (the park waits again as it did), 0 to hand the
+ * wake to a worker as usual. */
+typedef int rh_quick_fn(rh_park *p, void *baton);
+
 enum rh_park_state { RH_PARK_IDLE, RH_PARK_REQUEST, RH_PARK_KEEPALIVE, RH_PARK_LINGER };
 
 struct rh_park_tag {
@@ -43,8 +50,10 @@ struct rh_park {
     int client_in;          /* wake on the client's input too (else on its close) */
     long timeout_ms;        /* -1: none */
     rh_step_fn *fn;
+    rh_quick_fn *quick;     /* NULL: every wake goes to a worker */
     void *baton;
     int state;
+    int by_fd;              /* this wake: the watched descriptor alone */
     int pending;            /* the handler returned SUSPENDED: arm once suspended */
     int armed;              /* in the reactor (only the reactor's lock changes it) */
     int failed;             /* the reactor could not watch it */

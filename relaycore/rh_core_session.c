@@ -19,12 +19,20 @@
 
 #define PUMP_ROUNDS 4            /* a pump's turns at most, before other sessions' */
 #define FAILED_LINGER_MS 30000  /* a session that failed a check answers 422 this long */
+#define HB_GRID_MS 1000          /* idle heartbeats due in the same second go together */
 
-/* A session whose data moved lately is watched closely by its client: its
- * silent stream pull gets a heartbeat every second instead of every hb_ms. */
-static long pull_hb_ms(const session *s, long now)
+/* When a silent stream pull gets its heartbeat. A session whose data moved
+ * lately is watched closely by its client: every second. An idle one every
+ * hb_ms, at the last whole HB_GRID_MS of the monotonic clock before that:
+ * idle heartbeats come 19 to 20 s apart (then 20 s) and those of the same
+ * second go out together, so thousands of idle tunnels wake the core and the
+ * children's reactors once a second, not once per heartbeat. */
+static long pull_hb_at(const session *s, const conn *k, long now)
 {
-    return now - s->last_data < RH_BUSY_WINDOW_MS ? RH_BUSY_HEARTBEAT_MS : rh_core_hb_ms;
+    if (now - s->last_data < RH_BUSY_WINDOW_MS)
+        return k->last_write + RH_BUSY_HEARTBEAT_MS;
+    long at = k->last_write + rh_core_hb_ms;
+    return rh_core_hb_ms >= 2 * HB_GRID_MS ? at - at % HB_GRID_MS : at;
 }
 
 /* The smallest wait worth a wake-up at this rate: a tenth of a second's worth,
@@ -92,7 +100,7 @@ long rh_core_session_next_deadline(const session *s)
      * would spin the loop (rh_core_session_timer could not send the H) */
     const conn *pk = s->pull;
     if (pk && !pk->batch && pk->frame_left == 0 && pk->out_len == pk->out_off) {
-        long hb = pk->last_write + pull_hb_ms(s, rh_now_ms());
+        long hb = pull_hb_at(s, pk, rh_now_ms());
         if (hb < d)
             d = hb;
         if (pk->a_due && pk->a_due < d)
@@ -496,7 +504,7 @@ static void pull_timer(core *c, session *s, conn *k, long now)
         if (s->dead || s->pull != k)
             return;
     }
-    if (now >= k->last_write + pull_hb_ms(s, now) && k->frame_left == 0
+    if (now >= pull_hb_at(s, k, now) && k->frame_left == 0
         && k->out_len == k->out_off) {
         rh_core_out_frame(k, RH_FRAME_HEARTBEAT, NULL, 0);
         rh_core_pull_write(c, s);

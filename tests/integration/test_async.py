@@ -211,8 +211,9 @@ def test_parked_connection_gives_back_its_free_memory(apache_factory, module_so,
 def test_idle_stream_tunnel_wakes_for_heartbeats_and_moves_bytes(apache_factory, module_so,
                                                                  targets, client_bin, tls):
     """An idle stream tunnel's pull wakes for the core's heartbeat (20 s of
-    silence), passes it on and parks again at once; after two heartbeats the
-    tunnel still moves bytes intact."""
+    silence), passes it on and parks again at once, the heartbeat written by the
+    child's reactor itself (no worker woken); after two heartbeats the tunnel
+    still moves bytes intact."""
     a = apache_factory.get("event", module=module_so, targets=targets,
                            extra_conf=SMALL_EVENT + "LogLevel warn relay_https:trace2\n")
     with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"], verbose=False,
@@ -222,9 +223,12 @@ def test_idle_stream_tunnel_wakes_for_heartbeats_and_moves_bytes(apache_factory,
             _echo_pattern(s, 0, 100000)
             mark = a.error_log_mark()
             time.sleep(45)
-            parks = a.error_log_text(mark).count("TLS buffers freed")
+            text = a.error_log_text(mark)
+            parks = text.count("TLS buffers freed")
+            quick = text.count("heartbeat passed on by the reactor")
             _echo_pattern(s, 100000, 300000)
         finally:
             s.close()
     # each heartbeat's wake parks again: its park frees the TLS buffers anew
     assert parks >= 2, a.error_log_tail(40, mark)
+    assert quick >= 2 and "by the reactor: client gone" not in text, a.error_log_tail(40, mark)

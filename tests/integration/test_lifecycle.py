@@ -40,7 +40,6 @@ def _logrotate(a, tmp_path):
     conf.write_text('"%s" {\n    rotate 5\n    missingok\n    nocompress\n'
                     '    postrotate\n        kill -USR1 %d\n    endscript\n}\n'
                     % (a.error_log, a.proc.pid))
-    mark = a.error_log_mark()
     r = subprocess.run([LOGROTATE, "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30)
     assert r.returncode == 0, r.stdout
