@@ -116,6 +116,14 @@ static int take_input(rh_upload *u)
     return u->pend_len > before || u->eos > eos;
 }
 
+int rh_upload_preload(rh_upload *u, apr_bucket_brigade *bb)
+{
+    if (scan_brigade(u, bb) != 0)
+        return -1;
+    APR_BRIGADE_CONCAT(u->in, bb);
+    return 0;
+}
+
 int rh_upload_pending(const rh_upload *u)
 {
     return u->pend_len > 0;
