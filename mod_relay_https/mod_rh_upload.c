@@ -116,6 +116,14 @@ static int take_input(rh_upload *u)
     return u->pend_len > before || u->eos > eos;
 }
 
+int rh_upload_preload(rh_upload *u, apr_bucket_brigade *bb)
+{
+    if (scan_brigade(u, bb) != 0)
+        return -1;
+    APR_BRIGADE_CONCAT(u->in, bb);
+    return 0;
+}
+
 /* Bytes of a frame that has started, fewer than RH_UPLOAD_GATHER: they wait
  * for the rest of it, which is on its way (the client writes whole frames),
  * instead of going to the core on their own. On HTTP/2 a 16 KiB DATA frame
