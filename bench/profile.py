@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Profile one transfer through a tunnel with perf (system-wide, with call graphs).
 
-    bench/profile.py stream|duplex|batch|rendezvous-stream [SECONDS] [up|down] [--strace|--cpu]
+    bench/profile.py stream|duplex|batch|rendezvous-stream [SECONDS] [up|down] [--strace|--syscalls|--cpu]
     (as root, or with perf allowed)
 
 Starts a throwaway Apache (event MPM) from the test harness with a discarding
@@ -14,8 +14,11 @@ core, Apache's children, the forward, the serve) from /proc, then perf's CPU
 split by process and the top symbols; the perf data stays in
 bench/results/perf-MODE.data for `perf report -i`. --strace: `strace -c -f` of
 every process instead of perf (syscall counts per GB; slows them down);
+--syscalls: counts of the common syscalls per GB of each group from perf's
+syscall tracepoints (counting only: they barely slow anything, unlike strace);
 --cpu: the CPU split alone, nothing sampling beside it.
-RH_BUILD_DIR: the build tree (default: this tree)."""
+RH_BUILD_DIR: the build tree (default: this tree). RH_PROFILE_CONF: more server
+configuration (e.g. "H2WindowSize 65535"), appended to the Apache's."""
 
 import os
 import socket
@@ -120,6 +123,35 @@ def strace_report(procs, gb):
                 print("  %-16s %10.0f  (%s)" % (f[-1], int(f[3]) / gb, l.strip()))
 
 
+SYSCALLS = ("poll", "ppoll", "epoll_wait", "read", "readv", "recvfrom", "recvmsg", "write",
+            "writev", "sendto", "sendmsg", "ioctl", "futex", "getsockopt", "clock_gettime")
+
+
+def syscalls_start(g):
+    """perf stat counting the syscalls of SYSCALLS, one per process group."""
+    ev = ",".join("syscalls:sys_enter_" + n for n in SYSCALLS)
+    return [(role, subprocess.Popen(["perf", "stat", "-x", ",", "-e", ev, "-p",
+                                     ",".join(str(p) for p in pids)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+            for role, pids in g.items()]
+
+
+def syscalls_report(procs, gb):
+    import signal
+    for role, pr in procs:
+        pr.send_signal(signal.SIGINT)
+    for role, pr in procs:
+        counts = {}
+        for line in pr.communicate()[1].splitlines():
+            f = line.split(",")
+            if len(f) > 2 and f[0].isdigit() and f[2].startswith("syscalls:sys_enter_"):
+                counts[f[2][len("syscalls:sys_enter_"):]] = int(f[0])
+        print("\n%s: syscalls per GB (%.0f in all)" % (role, sum(counts.values()) / gb))
+        for n, k in sorted(counts.items(), key=lambda x: -x[1]):
+            if k:
+                print("  %-16s %10.0f" % (n, k / gb))
+
+
 def start_serve(a, ca, port, extra):
     """relay-https serve of SERVICE next to the target, ready when it listens."""
     cmd = [harness.client_path(), "serve", "-v", "--cacert", ca] + extra + [
@@ -137,8 +169,9 @@ def start_serve(a, ca, port, extra):
 
 def main():
     use_strace = "--strace" in sys.argv
-    cpu_only = "--cpu" in sys.argv
-    argv = [x for x in sys.argv if x not in ("--strace", "--cpu")]
+    use_sc = "--syscalls" in sys.argv
+    cpu_only = "--cpu" in sys.argv or use_sc
+    argv = [x for x in sys.argv if x not in ("--strace", "--cpu", "--syscalls")]
     if len(argv) < 2 or argv[1] not in MODES:
         raise SystemExit(__doc__)
     mode = argv[1]
@@ -157,7 +190,8 @@ def main():
     a = harness.Apache(root + "/ap", cert, key, mpm="event", module=harness.module_path(),
                        targets={"sink": "127.0.0.1:%d" % tport},
                        extra_conf="<Location /rdvp>\n    SetHandler relay-https\n"
-                       "    RelayService %s\n    RelayIdleTimeout 600\n</Location>" % SERVICE)
+                       "    RelayService %s\n    RelayIdleTimeout 600\n</Location>\n" % SERVICE
+                       + os.environ.get("RH_PROFILE_CONF", "").replace("\\n", "\n"))
     a.prepare()
     a.start()
     sv = None
@@ -186,7 +220,9 @@ def main():
                 if perf is None and time.monotonic() - t0 > 1:
                     g = groups(a, fw, sv)
                     c0 = cpu_table(g)
-                    if cpu_only:
+                    if use_sc:
+                        perf = syscalls_start(g)
+                    elif cpu_only:
                         perf = []
                     elif use_strace:
                         perf = strace_start(g, out_dir)
@@ -213,6 +249,8 @@ def main():
             sum(c1[k] - c0[k] for k in c0 if k in ("forward", "serve")) / gb))
         if use_strace:
             strace_report(perf, gb)
+        if use_sc:
+            syscalls_report(perf, gb)
         if use_strace or cpu_only:
             return
         roles = {a.core_pid(): "relay core"}

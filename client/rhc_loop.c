@@ -9,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <linux/tcp.h>        /* struct tcp_info with tcpi_bytes_sent (glibc's has not) */
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <curl/curl.h>
 
 #include "rh_util.h"
@@ -73,16 +77,24 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
     }
 }
 
-static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+/* The index of curl's socket s in c->cfds, or c->ncfds. */
+static size_t cfd_find(const rhc_ctx *c, curl_socket_t s)
 {
-    rhc_ctx *c = userp;
     size_t i;
 
-    (void)e;
-    (void)socketp;
     for (i = 0; i < c->ncfds; ++i)
         if (c->cfds[i].fd == s)
             break;
+    return i;
+}
+
+static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    rhc_ctx *c = userp;
+    size_t i = cfd_find(c, s);
+
+    (void)e;
+    (void)socketp;
     if (what == CURL_POLL_REMOVE) {
         if (i < c->ncfds)
             c->cfds[i] = c->cfds[--c->ncfds];
@@ -97,8 +109,9 @@ static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socket
             c->cfds = n;
             c->capcfds = cap;
         }
-        c->cfds[c->ncfds++].fd = s;
+        c->cfds[c->ncfds++] = (struct cfd){ .fd = s };
     }
+    c->cfds[i].out_hold = 0;    /* curl says anew what it waits for */
     c->cfds[i].events = (short)(((what & CURL_POLL_IN) ? POLLIN : 0) |
                                 ((what & CURL_POLL_OUT) ? POLLOUT : 0));
     return 0;
@@ -295,6 +308,44 @@ static void poll_tunnels(rhc_ctx *c, size_t *n, long *wait, int64_t now)
     }
 }
 
+/* The bytes the kernel has taken from us on TCP socket fd (sent, or queued
+ * to be): 0 with *n set, -1 when it cannot tell (not TCP, an old kernel). */
+static int sock_wrote(curl_socket_t fd, uint64_t *n)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+
+    memset(&ti, 0, sizeof(ti));
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+        len < offsetof(struct tcp_info, tcpi_bytes_sent) + sizeof(ti.tcpi_bytes_sent))
+        return -1;
+    *n = ti.tcpi_bytes_sent + ti.tcpi_notsent_bytes;
+    return 0;
+}
+
+/* curl had socket fd writable and wrote nothing: an HTTP/2 upload whose
+ * flow-control window is used up. libcurl 7.88 still asks for POLLOUT then, so
+ * every poll() returned at once, round after round, until a WINDOW_UPDATE came
+ * (10 polls per 16 KiB DATA frame, 1.5-2 CPU s/GB of a duplex upload,
+ * docs/BENCHMARKS.md item 13). Such a socket is watched for input only (what
+ * brings the window) until input comes, curl asks anew, or CURL_OUT_HOLD_MS. */
+static void curl_out_check(rhc_ctx *c, curl_socket_t fd, short re)
+{
+    size_t i = cfd_find(c, fd);
+    uint64_t n;
+
+    if (i == c->ncfds)
+        return;
+    struct cfd *cf = &c->cfds[i];
+    if (re != POLLOUT || sock_wrote(fd, &n) != 0) {
+        cf->out_hold = 0;
+        return;
+    }
+    if (n == cf->wrote && (cf->events & POLLOUT))
+        cf->out_hold = rh_now_ms() + CURL_OUT_HOLD_MS;
+    cf->wrote = n;
+}
+
 /* Hands curl the events on its sockets (entries from..n). */
 static void curl_events(rhc_ctx *c, size_t from, size_t n)
 {
@@ -308,6 +359,23 @@ static void curl_events(rhc_ctx *c, size_t from, size_t n)
                     ((re & POLLOUT) ? CURL_CSELECT_OUT : 0) |
                     ((re & POLLERR) ? CURL_CSELECT_ERR : 0);
         curl_multi_socket_action(c->multi, c->pfds[i].fd, flags, &running);
+        curl_out_check(c, c->pfds[i].fd, re);
+    }
+}
+
+/* curl's sockets, POLLOUT left out of those held (curl_out_check). */
+static void poll_curl(rhc_ctx *c, size_t *n, long *wait, int64_t now)
+{
+    for (size_t i = 0; i < c->ncfds; ++i) {
+        struct cfd *cf = &c->cfds[i];
+        if (!cf->events)
+            continue;
+        if (cf->out_hold && now >= cf->out_hold)
+            cf->out_hold = 0;
+        short ev = cf->out_hold ? (short)(cf->events & ~POLLOUT) : cf->events;
+        if (cf->out_hold)
+            wait_until(wait, cf->out_hold, now);
+        add_pfd(c, n, cf->fd, ev, NULL);
     }
 }
 
@@ -348,9 +416,7 @@ int rhc_ctx_step(rhc_ctx *c, struct pollfd *extra, size_t nextra, long max_wait_
     }
     poll_tunnels(c, &n, &wait, now);
     tun_end = n;
-    for (i = 0; i < c->ncfds; ++i)
-        if (c->cfds[i].events)
-            add_pfd(c, &n, c->cfds[i].fd, c->cfds[i].events, NULL);
+    poll_curl(c, &n, &wait, now);
     wait_until(&wait, c->curl_deadline, now);
 
     int rc = poll(c->pfds, (nfds_t)n, (int)(wait > 0x7fffffffL ? 0x7fffffffL : wait));

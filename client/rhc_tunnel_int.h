@@ -59,6 +59,7 @@
 #define SWITCH_GRACE_MIN  100             /* after a pull switch, up bytes wait this long ... */
 #define SWITCH_GRACE_MAX  1000            /* ... (2 round trips, within these bounds) */
 #define SWITCH_WAIT_MS    10000           /* an ended duplex body gets this long to be confirmed */
+#define CURL_OUT_HOLD_MS  20              /* see curl_events (rhc_loop.c) */
 #define H2_STREAMS_PER_CONN 6             /* see rhc_ctx_new */
 #define CONN_CACHE_MIN    64              /* curl's connection cache: at least this ... */
 #define CONN_CACHE_PER_TUNNEL 2           /* ... and this many per tunnel (rhc_ctx_size_cache) */
@@ -198,7 +199,9 @@ struct rhc_tunnel {
 
 struct cfd {
     curl_socket_t fd;
-    short events;
+    short events;               /* what curl asked for */
+    int64_t out_hold;           /* POLLOUT left out until then (0: not), see curl_events */
+    uint64_t wrote;             /* the socket's bytes written, when last looked at */
 };
 
 struct rhc_ctx {

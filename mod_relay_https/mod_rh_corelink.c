@@ -4,6 +4,7 @@
 #include <string.h>
 #include <poll.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include <apr_strings.h>
 #include <http_protocol.h>
@@ -79,7 +80,19 @@ static int core_send(rh_req *q, const rh_ipc_req *rq)
     }
     q->fd = fd;
     apr_pool_cleanup_register(q->r->pool, (void *)(long)fd, close_fd, apr_pool_cleanup_null);
-    int rv = rh_ipc_write_all(fd, line, (size_t)n, 5000);
+    const char *out = line;
+    apr_size_t len = (size_t)n;
+    if (q->trail_len) {
+        /* one write: the core reads the line and what follows it at once */
+        char *both = apr_palloc(q->r->pool, len + q->trail_len);
+        memcpy(both, line, len);
+        memcpy(both + len, q->trail, q->trail_len);
+        out = both;
+        len += q->trail_len;
+    }
+    int rv = rh_ipc_write_all(fd, out, len, 5000);
+    if (rv >= 0 && q->trail_len)
+        shutdown(fd, SHUT_WR);
     if (rv < 0)
         ap_log_rerror(APLOG_MARK, APLOG_ERR, -rv, q->r, RHLOG(2003)
                       "no answer from the relay core");

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <apr_strings.h>
 #include <http_protocol.h>
@@ -30,9 +31,12 @@ typedef struct {
     /* down: the core's pull socket to the response */
     int fd_down, down_done;
     /* 0 after the pull socket was found empty: while the body keeps moving it
-     * is read only every DOWN_EVERY rounds (or when poll says so), not once per
-     * body chunk (an EAGAIN recv for every 16 KiB of an upload) */
-    int down_hot, down_skipped;
+     * is read only when poll said so (down_ready) or after DOWN_EVERY rounds
+     * without a wait,
+     * not once per body chunk (an EAGAIN recv for every 16 KiB of an upload),
+     * nor before each wait (the wait's poll watches it: an ioctl and a recv
+     * per wake of an upload) */
+    int down_hot, down_skipped, down_ready;
     rh_blocks *bk;
     apr_bucket_brigade *out;
 } rh_duplex;
@@ -124,6 +128,14 @@ static int duplex_down(rh_duplex *d)
     return moved;
 }
 
+/* A wake by the client's input inside a frame: the rest of the frame is on
+ * its way in pieces (HTTP/2 DATA frames of 16 KiB, each in two TLS records
+ * from libcurl), and the core can use none of it before the frame is whole.
+ * Sleeping this long before the read lets several pieces come in for it:
+ * mod_http2 then wakes this thread, and hears of the bytes it consumed, once
+ * for them instead of once per piece (docs/BENCHMARKS.md, item 13). */
+#define UP_NAP_NS (200 * 1000L)
+
 /* Nothing moved: sleeps until the client, the core's pull or the core's
  * answer to the push has something, holding no buffers meanwhile. 0 to go on,
  * -1 when the tunnel ends (client gone, core stuck, too slow, idle). */
@@ -155,6 +167,13 @@ static int duplex_wait(rh_duplex *d)
     }
     if (answer < np && (pf[answer].revents & (POLLIN | POLLHUP | POLLERR)))
         d->u.core_done = 1;   /* the core answered the push: the up side is over */
+    if (on_client && (pf[0].revents & POLLIN) && rh_upload_in_frame(&d->u)) {
+        struct timespec nap = { 0, UP_NAP_NS };
+        nanosleep(&nap, NULL);
+    }
+    /* the poll looked at the pull socket: the count of rounds without a look starts again */
+    d->down_ready = !d->down_done && (pf[answer - 1].revents & (POLLIN | POLLHUP | POLLERR));
+    d->down_skipped = 0;
     return 0;
 }
 
@@ -171,8 +190,8 @@ static void duplex_run(rh_duplex *d)
         if (up < 0)
             return;
         int down = 0;
-        if (d->down_hot || up <= 0 || ++d->down_skipped >= DOWN_EVERY) {
-            d->down_skipped = 0;
+        if (d->down_hot || d->down_ready || ++d->down_skipped >= DOWN_EVERY) {
+            d->down_skipped = d->down_ready = 0;
             down = duplex_down(d);
             if (down < 0)
                 return;

@@ -17,6 +17,8 @@
 #include "mod_rh_async.h"
 
 #define CUT_REPLY_MS    2000        /* a cut push waits this long for the core's offset */
+/* A push body up to this size that is here whole goes with the PUSH line */
+#define EARLY_MAX       (16 * 1024)
 
 /* The core's answer to the start of a push: DECLINED when it takes the push,
  * else the request is answered (with the accepted offset on a 409). */
@@ -263,16 +265,56 @@ static int push_started(rh_req *q, int rv, rh_ipc_reply *rep)
     push_ctx *pc = apr_pcalloc(r->pool, sizeof(*pc));
     pc->q = q->then ? q : apr_pmemdup(r->pool, q, sizeof(*q));
     rh_upload_init(&pc->u, r, q->fd, 1000L * rh_srv_frame_s(q->sc), 3000L * RH_HEARTBEAT_S);
+    /* the body went with the PUSH line, or part of it was read before */
+    int early = q->trail_len ? UP_DONE : -1;
+    if (early < 0 && q->ctx && rh_upload_preload(&pc->u, q->ctx) != 0)
+        early = UP_CLIENT_GONE;
     rh_park *p = rh_async_park(r);
     if (p) {
-        rv = push_step(p, pc, RH_WAIT_READY);
+        rv = early >= 0 ? push_ended(p, pc, early) : push_step(p, pc, RH_WAIT_READY);
         return rv == SUSPENDED ? rh_async_suspend(p, r, pc->q->watch.core, push_step, pc) : rv;
     }
-    if ((rv = push_after_body(q, pump_body(q, &pc->u))) != DECLINED)
+    if ((rv = push_after_body(q, early >= 0 ? early : pump_body(q, &pc->u))) != DECLINED)
         return rv;
     char line[RH_IPC_LINE_MAX];
     return push_answer(q, rh_watch_line(&q->watch, q->fd, line, sizeof(line), answer_ms(q)),
                        line);
+}
+
+/* A small push's body as far as it is here already (never waiting for it):
+ * when whole it goes to the core with the PUSH line, which saves an echo in
+ * batch a round trip to the core; else the upload sends it once the core
+ * took the push. */
+static void read_early(rh_req *q, apr_uint64_t body_len)
+{
+    request_rec *r = q->r;
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    apr_bucket_brigade *tmp = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    int eos = 0;
+
+    while (!eos && ap_get_brigade(r->input_filters, tmp, AP_MODE_READBYTES, APR_NONBLOCK_READ,
+                                  RH_UPLOAD_BUF) == APR_SUCCESS && !APR_BRIGADE_EMPTY(tmp)) {
+        for (apr_bucket *b = APR_BRIGADE_FIRST(tmp); b != APR_BRIGADE_SENTINEL(tmp);
+             b = APR_BUCKET_NEXT(b)) {
+            eos |= APR_BUCKET_IS_EOS(b);
+            apr_bucket_setaside(b, r->pool);   /* mod_ssl's are transient */
+        }
+        APR_BRIGADE_CONCAT(bb, tmp);
+    }
+    apr_brigade_cleanup(tmp);   /* what an error or EAGAIN left */
+    q->ctx = bb;
+    apr_off_t got = 0;
+    if (!eos || apr_brigade_length(bb, 1, &got) != APR_SUCCESS || (apr_uint64_t)got != body_len
+        || got == 0)
+        return;
+    apr_size_t n = (apr_size_t)got;
+    char *buf = apr_palloc(r->pool, n);
+    if (apr_brigade_flatten(bb, buf, &n) != APR_SUCCESS || n != (apr_size_t)got)
+        return;
+    q->trail = buf;
+    q->trail_len = n;
+    q->ctx = NULL;
+    apr_brigade_cleanup(bb);
 }
 
 int rh_do_push(rh_req *q)
@@ -298,6 +340,8 @@ int rh_do_push(rh_req *q)
         return rh_fail(r, HTTP_BAD_REQUEST, "missing or malformed Relay-Offset header");
     }
     push_request(q, token, offset, &rq);
+    if (rq.has_len && rq.body_len <= EARLY_MAX)
+        read_early(q, rq.body_len);
     /* a push ahead of others in flight waits for its turn (parked, with RelayAsync) */
     return rh_core_ask_then(q, &rq, answer_ms(q), push_started);
 }

@@ -25,6 +25,10 @@ typedef struct rh_req {
     int shard;              /* the core asked (RelayCoreProcesses); -1 until chosen */
     int old_core;           /* the session lives in the core an upgrade replaced */
     int fd;                 /* to the core */
+    /* bytes sent right behind the request line (a small push's whole body,
+     * docs/ARCHITECTURE.md): the connection to the core is then half-closed */
+    const char *trail;
+    apr_size_t trail_len;
     /* a parked request (RelayAsync): what follows the core's answer, and the
      * endpoint's own state */
     int (*then)(struct rh_req *q, int rv, struct rh_ipc_reply *rep);

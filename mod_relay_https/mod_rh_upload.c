@@ -116,9 +116,28 @@ static int take_input(rh_upload *u)
     return u->pend_len > before || u->eos > eos;
 }
 
+int rh_upload_preload(rh_upload *u, apr_bucket_brigade *bb)
+{
+    if (scan_brigade(u, bb) != 0)
+        return -1;
+    APR_BRIGADE_CONCAT(u->in, bb);
+    return 0;
+}
+
+/* Bytes of a frame that has started, fewer than RH_UPLOAD_GATHER: they wait
+ * for the rest of it, which is on its way (the client writes whole frames),
+ * instead of going to the core on their own. On HTTP/2 a 16 KiB DATA frame
+ * reaches the handler in two pieces (libcurl's frame is 9 bytes longer than a
+ * TLS record): each piece was a sendmsg and a wake of the core. */
+static int holding(const rh_upload *u)
+{
+    return u->pend_len > 0 && u->pend_len < RH_UPLOAD_GATHER && rh_upload_in_frame(u) &&
+           !u->eos && !u->core_done;
+}
+
 int rh_upload_pending(const rh_upload *u)
 {
-    return u->pend_len > 0;
+    return u->pend_len > 0 && !holding(u);
 }
 
 /* The first n bytes of u->in went to the core: their buckets go. What stays
@@ -164,7 +183,8 @@ static ssize_t send_buckets(rh_upload *u)
 
 /* Reads while the client has bytes at once, up to RH_UPLOAD_GATHER, then
  * sends them to the core in one sendmsg; an empty read is made once per
- * call (it ends the gathering, and after the send nothing new is expected). */
+ * call (it ends the gathering, and after the send nothing new is expected),
+ * unless a frame has started (holding). */
 int rh_upload_move(rh_upload *u)
 {
     int moved = 0, drained = 0;
@@ -180,7 +200,7 @@ int rh_upload_move(rh_upload *u)
             }
             drained = 1;
         }
-        if (!rh_upload_pending(u)) {
+        if (!rh_upload_pending(u)) {    /* nothing, or held: read on, or wait */
             if (!drained && !u->eos && !u->core_done)
                 continue;   /* all sent: read on */
             return moved;

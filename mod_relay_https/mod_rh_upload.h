@@ -42,7 +42,12 @@ void rh_upload_init(rh_upload *u, request_rec *r, int core_fd, long frame_ms, lo
  * to wait, -1 when the body broke (client gone, cut, read error). */
 int rh_upload_move(rh_upload *u);
 
-/* 1 while bytes wait for the core (then the wait is on the core, not the client). */
+/* Takes bytes of the body read before the core took the push (set aside
+ * in the request's pool) as the first to send: 0, or -1 on an unreadable bucket. */
+int rh_upload_preload(rh_upload *u, apr_bucket_brigade *bb);
+
+/* 1 while bytes wait for the core (then the wait is on the core, not the
+ * client); not the bytes of a started frame held for the rest of it. */
 int rh_upload_pending(const rh_upload *u);
 
 /* The descriptor to wait on: the client input cfd, or the core's socket while

@@ -282,8 +282,12 @@ static int stream_next(core *c, session *s, conn *k)
 }
 
 /* What is pending for the pull as iovecs: out (a line, frame headers), then
- * the current D frame's payload in the ring. *head is out's part. */
-static inline int pull_iov(const session *s, conn *k, struct iovec iov[3], size_t *head)
+ * the current D frame's payload in the ring, then, when all of it goes, its
+ * C frame (built in cf): the handler gets a frame and its check in one read,
+ * and the client, which holds a frame until its check, gets them in one TLS
+ * record. *head is out's part. */
+static inline int pull_iov(const session *s, conn *k, struct iovec iov[4], size_t *head,
+                           unsigned char cf[CHECK_FRAME])
 {
     int n = 0;
     *head = k->out_len - k->out_off;
@@ -292,13 +296,25 @@ static inline int pull_iov(const session *s, conn *k, struct iovec iov[3], size_
         iov[n].iov_len = *head;
         n++;
     }
-    if (k->frame_left)
-        n += rh_ring_peek_iov(&s->down, iov + n, (size_t)(s->down_sent - s->down_acked),
-                              k->frame_left);
+    if (k->frame_left) {
+        int m = rh_ring_peek_iov(&s->down, iov + n, (size_t)(s->down_sent - s->down_acked),
+                                 k->frame_left);
+        size_t got = 0;
+        for (int i = n; i < n + m; ++i)
+            got += iov[i].iov_len;
+        n += m;
+        if (k->check_due && got == k->frame_left) {
+            iov[n].iov_base = cf;
+            iov[n].iov_len = rh_frame_check(cf, s->down_sent + k->frame_left, k->frame_crc);
+            n++;
+        }
+    }
     return n;
 }
 
-/* w bytes went to the handler: first out's head bytes, then D payload. */
+/* w bytes went to the handler: first out's head bytes, then D payload, then
+ * (of a frame sent whole) its C frame, which down_frame_end puts in out: the
+ * part of it already written is taken off there. */
 static inline void pull_sent(session *s, conn *k, size_t w, size_t head)
 {
     k->last_write = rh_now_ms();
@@ -308,15 +324,23 @@ static inline void pull_sent(session *s, conn *k, size_t w, size_t head)
         k->out_off = k->out_len = 0;
     w -= from_out;
     if (w) {
-        k->frame_left -= w;
-        s->down_sent += w;
+        size_t data = w < k->frame_left ? w : k->frame_left;
+        k->frame_left -= data;
+        s->down_sent += data;
         if (!s->resumable) {
-            rh_ring_consume(&s->down, w);
+            rh_ring_consume(&s->down, data);
             s->down_acked = s->down_sent;
         }
         if (k->check_due && !k->frame_left)
             down_frame_end(s, k);
         s->last_data = k->last_write;
+        w -= data;
+        if (w) {
+            /* out held nothing before down_frame_end: it is that C frame */
+            k->out_off += w;
+            if (k->out_off == k->out_len)
+                k->out_off = k->out_len = 0;
+        }
     }
 }
 
@@ -330,9 +354,10 @@ void rh_core_pull_write(core *c, session *s)
         batch_start(s, k);
     }
     while (k && !s->dead) {
-        struct iovec iov[3];
+        struct iovec iov[4];
+        unsigned char cf[CHECK_FRAME];
         size_t head;
-        int n = pull_iov(s, k, iov, &head);
+        int n = pull_iov(s, k, iov, &head, cf);
         if (n == 0) {
             if ((k->batch ? batch_next(c, s, k) : stream_next(c, s, k)) == PULL_STOP)
                 return;
