@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+import harness
 from attack import Raw, frame, parse_frames, raw_request
 
 ASYNC_CONF = "RelayAsync On\n"
@@ -73,3 +74,27 @@ def test_small_push_body_in_pieces(apache_factory, module_so, targets, mpm, spli
             raise AssertionError("first wrong byte at offset %d: %r, expected %r" %
                                  (i, got[i:i + 16], payload[i:i + 16]))
     assert len(got) == len(payload), "%d bytes back, %d sent" % (len(got), len(payload))
+
+
+@pytest.mark.parametrize("relay_async", [False, True], ids=["blocking", "async"])
+def test_small_push_over_h2(apache_factory, module_so, targets, relay_async):
+    """The same through real curl over HTTP/2 (mod_http2 hands the body on from
+    another thread: whole, in part or not yet when the handler starts)."""
+    a = apache_factory.get("event", module=module_so, targets=targets,
+                           extra_conf=ASYNC_CONF if relay_async else "")
+    for round_ in range(5):
+        tok = _open(a)
+        payload = b"".join(b"%08d" % i for i in range(0, 2000 + 800 * round_, 8))
+        body = frame(b"D", payload[:700]) + frame(b"D", payload[700:]) + frame(b"F")
+        r = harness.curl(a.relay_url + "/echo/push", data=body, extra=["--http2"],
+                         headers=["Relay-Session: " + tok, "Relay-Offset: 0"])
+        assert r.status == 200, (r.status, r.body[:200])
+        assert int(r.headers["relay-offset"]) == len(payload), r.headers
+        got = _pull_all(a, tok, len(payload))
+        assert got == payload, "round %d: %d bytes back of %d, first difference at %d" % (
+            round_, len(got), len(payload),
+            next((i for i, (x, y) in enumerate(zip(got, payload)) if x != y),
+                 min(len(got), len(payload))))
+    with open(a.access_log) as f:
+        h2_pushes = [l for l in f if '"POST /relay/echo/push HTTP/2.0" 200' in l]
+    assert len(h2_pushes) >= 5, "the pushes did not go over HTTP/2"
