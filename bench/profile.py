@@ -124,7 +124,8 @@ def strace_report(procs, gb):
 
 
 SYSCALLS = ("poll", "ppoll", "epoll_wait", "read", "readv", "recvfrom", "recvmsg", "write",
-            "writev", "sendto", "sendmsg", "ioctl", "futex", "getsockopt", "clock_gettime")
+            "writev", "sendto", "sendmsg", "ioctl", "futex", "getsockopt", "clock_gettime",
+            "mmap", "munmap", "madvise")
 
 
 def syscalls_start(g):

@@ -133,7 +133,9 @@ static int duplex_down(rh_duplex *d)
  * from libcurl), and the core can use none of it before the frame is whole.
  * Sleeping this long before the read lets several pieces come in for it:
  * mod_http2 then wakes this thread, and hears of the bytes it consumed, once
- * for them instead of once per piece (docs/BENCHMARKS.md, item 13). */
+ * for them instead of once per piece (docs/BENCHMARKS.md, item 13). Not with
+ * a MaxMemFree that limits the hold (rh_upload_hold_max): the pieces would
+ * then pile up in memory APR gives back at once. */
 #define UP_NAP_NS (200 * 1000L)
 
 /* Nothing moved: sleeps until the client, the core's pull or the core's
@@ -167,7 +169,8 @@ static int duplex_wait(rh_duplex *d)
     }
     if (answer < np && (pf[answer].revents & (POLLIN | POLLHUP | POLLERR)))
         d->u.core_done = 1;   /* the core answered the push: the up side is over */
-    if (on_client && (pf[0].revents & POLLIN) && rh_upload_in_frame(&d->u)) {
+    if (on_client && (pf[0].revents & POLLIN) && rh_upload_mid_data(&d->u) &&
+        rh_upload_hold_max() == RH_UPLOAD_GATHER) {
         struct timespec nap = { 0, UP_NAP_NS };
         nanosleep(&nap, NULL);
     }

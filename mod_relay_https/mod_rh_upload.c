@@ -9,6 +9,7 @@
 #include <apr_strings.h>
 #include <httpd.h>
 #include <http_log.h>
+#include <mpm_common.h>
 #include <util_filter.h>
 
 #include "mod_rh_private.h"
@@ -29,6 +30,12 @@ void rh_upload_init(rh_upload *u, request_rec *r, int core_fd, long frame_ms, lo
 int rh_upload_in_frame(const rh_upload *u)
 {
     return u->hdr_have > 0 || u->remain > 0;
+}
+
+int rh_upload_mid_data(const rh_upload *u)
+{
+    return u->hdr_have == 0 && u->remain > 0 && u->remain <= RH_FRAME_MAX &&
+           u->hdr[0] == RH_FRAME_DATA;
 }
 
 /* Counts the frames in bytes the client sent: a whole one resets the clocks. */
@@ -124,14 +131,20 @@ int rh_upload_preload(rh_upload *u, apr_bucket_brigade *bb)
     return 0;
 }
 
-/* Bytes of a frame that has started, fewer than RH_UPLOAD_GATHER: they wait
- * for the rest of it, which is on its way (the client writes whole frames),
- * instead of going to the core on their own. On HTTP/2 a 16 KiB DATA frame
- * reaches the handler in two pieces (libcurl's frame is 9 bytes longer than a
- * TLS record): each piece was a sendmsg and a wake of the core. */
+apr_size_t rh_upload_hold_max(void)
+{
+    apr_size_t m = ap_max_mem_free ? ap_max_mem_free / 4 : RH_UPLOAD_GATHER;
+    return m < RH_UPLOAD_GATHER ? m : RH_UPLOAD_GATHER;
+}
+
+/* Bytes of a frame that has started, fewer than rh_upload_hold_max(): they
+ * wait for the rest of it, which is on its way (the client writes whole
+ * frames), instead of going to the core on their own. On HTTP/2 a 16 KiB DATA
+ * frame reaches the handler in two pieces (libcurl's frame is 9 bytes longer
+ * than a TLS record): each piece was a sendmsg and a wake of the core. */
 static int holding(const rh_upload *u)
 {
-    return u->pend_len > 0 && u->pend_len < RH_UPLOAD_GATHER && rh_upload_in_frame(u) &&
+    return u->pend_len > 0 && u->pend_len < rh_upload_hold_max() && rh_upload_mid_data(u) &&
            !u->eos && !u->core_done;
 }
 

@@ -60,7 +60,19 @@ long rh_upload_allowance(const rh_upload *u);
 /* Counts ms waited on the client; returns -1 when a limit is now exceeded. */
 int rh_upload_waited(rh_upload *u, long ms);
 
+/* What the bytes of a started frame may wait for the rest of it: 64 KiB
+ * (RH_UPLOAD_GATHER), or a quarter of MaxMemFree when that is lower: past
+ * MaxMemFree APR gives freed memory back at once, and Debian's APR unmaps it,
+ * so holding 64 KiB of buckets with MaxMemFree 64 cost an mmap and a munmap
+ * more per 36 KiB of a duplex upload (docs/BENCHMARKS.md, item 13). */
+apr_size_t rh_upload_hold_max(void);
+
 /* 1 while a frame has started and not arrived whole. */
 int rh_upload_in_frame(const rh_upload *u);
+
+/* 1 inside a D frame of a length the core accepts, its rest still to come:
+ * what is held back for it (anything else goes to the core at once, so that a
+ * bad frame is refused as soon as its header is in). */
+int rh_upload_mid_data(const rh_upload *u);
 
 #endif
