@@ -242,10 +242,14 @@ static void serve(rh_park *p)
             || c->cs->state != CONN_STATE_WRITE_COMPLETION || flush(p) != APR_SUCCESS
             || c->aborted)
             break;
+        /* the ended request's pool went to the free lists: given back, the
+         * next request (a long-poll that parks) starts on untouched memory
+         * instead of the pages its predecessor's answer and log line touched
+         * (the blocks are mmaped: a reused one keeps every page it had) */
+        give_back(c);
         if (!c->data_in_input_filters && !next_soon(p)) {
             c->cs->state = CONN_STATE_KEEPALIVE;
             p->state = RH_PARK_KEEPALIVE;
-            give_back(c);       /* the request's pool went to the free lists */
             rh_park_watch(p, -1, 0, 1, (long)apr_time_as_msec(c->base_server->keep_alive_timeout));
             rh_reactor_arm(p);
             return;

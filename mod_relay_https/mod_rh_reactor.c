@@ -104,7 +104,9 @@ void rh_reactor_arm(rh_park *p)
     rh_reactor *R = g_reactor;
     apr_thread_mutex_lock(R->mu);
     p->failed = 0;
-    if (watch(R, p) != 0)
+    if (p->kept)
+        p->kept = 0;            /* its descriptors stayed in the set (quick_first) */
+    else if (watch(R, p) != 0)
         p->failed = 1;          /* the reactor's next round hands it back */
     if (p->state != RH_PARK_LINGER)   /* a lingering one keeps its deadline */
         p->timer.deadline = p->timeout_ms >= 0 ? rh_now_ms() + p->timeout_ms
@@ -190,6 +192,37 @@ static void ended(rh_reactor *R, rh_park *p, int why, rh_park **ready, rh_park *
     *ready = p;
 }
 
+/* A wake the park's quick function may take (an idle stream pull's
+ * heartbeat): the park leaves the heap but its descriptors stay in the set,
+ * so that waiting again after it costs no epoll_ctl (four a heartbeat).
+ * 1 when taken that way (see hand_one). */
+static int quick_first(rh_reactor *R, rh_park *p, int why, rh_park **ready)
+{
+    if (!p->by_fd || !p->quick || p->state != RH_PARK_REQUEST || why != RH_WAIT_READY)
+        return 0;
+    rh_timers_remove(&R->timers, &p->timer);
+    p->armed = 0;
+    p->kept = 1;
+    R->parked--;
+    p->why = why;
+    p->next = *ready;
+    *ready = p;
+    return 1;
+}
+
+/* A kept park goes to a worker after all: out of the set first, as any
+ * park a worker runs. */
+static void forget_kept(rh_reactor *R, rh_park *p)
+{
+    apr_thread_mutex_lock(R->mu);
+    if (p->fd >= 0)
+        epoll_ctl(R->ep, EPOLL_CTL_DEL, p->fd, NULL);
+    if (!p->no_fd)
+        epoll_ctl(R->ep, EPOLL_CTL_DEL, p->csock, NULL);
+    p->kept = 0;
+    apr_thread_mutex_unlock(R->mu);
+}
+
 static void on_event(rh_reactor *R, struct epoll_event *ev, rh_park **ready, rh_park **done)
 {
     struct rh_park_tag *tag = ev->data.ptr;
@@ -204,7 +237,9 @@ static void on_event(rh_reactor *R, struct epoll_event *ev, rh_park **ready, rh_
     if (!p->armed)
         return;     /* another of its descriptors ended the wait in this round */
     p->by_fd = !tag->client;
-    ended(R, p, why_of(p, tag, ev->events), ready, done);
+    int why = why_of(p, tag, ev->events);
+    if (!quick_first(R, p, why, ready))
+        ended(R, p, why, ready, done);
 }
 
 /* Deadlines due; with a stopped or stuck core every request waiting on it
@@ -248,6 +283,25 @@ static int wait_ms(rh_reactor *R)
     return (int)ms;
 }
 
+/* A ready park: lingering on, handled here (quick), or to a worker. */
+static void hand_one(rh_reactor *R, rh_park *p)
+{
+    if (p->state == RH_PARK_LINGER) {
+        rh_reactor_arm(p);          /* still lingering */
+        return;
+    }
+    if (p->kept) {
+        if (rh_async_quick(p))
+            return;                 /* done here (a heartbeat), waiting again: no worker woken */
+        forget_kept(R, p);
+    }
+    if (ap_mpm_register_timed_callback(0, rh_async_run, p) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, R->s, RHLOG(2080)
+                     "reactor: the MPM took no callback; connection closed");
+        rh_reactor_destroy(p);
+    }
+}
+
 /* Hands the ready ones on (outside the lock: arming takes it). */
 static void hand_on(rh_reactor *R, rh_park *ready, rh_park *done)
 {
@@ -258,15 +312,7 @@ static void hand_on(rh_reactor *R, rh_park *ready, rh_park *done)
     }
     while (ready) {
         rh_park *next = ready->next;
-        if (ready->state == RH_PARK_LINGER) {
-            rh_reactor_arm(ready);      /* still lingering */
-        } else if (ready->by_fd && ready->quick && rh_async_quick(ready)) {
-            /* done here (a heartbeat), parked again: no worker woken */
-        } else if (ap_mpm_register_timed_callback(0, rh_async_run, ready) != APR_SUCCESS) {
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, R->s, RHLOG(2080)
-                         "reactor: the MPM took no callback; connection closed");
-            rh_reactor_destroy(ready);
-        }
+        hand_one(R, ready);
         ready = next;
     }
 }

@@ -54,6 +54,7 @@ struct rh_park {
     void *baton;
     int state;
     int by_fd;              /* this wake: the watched descriptor alone */
+    int kept;               /* out of the heap, its descriptors still in the set (quick) */
     int pending;            /* the handler returned SUSPENDED: arm once suspended */
     int armed;              /* in the reactor (only the reactor's lock changes it) */
     int failed;             /* the reactor could not watch it */
