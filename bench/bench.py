@@ -451,6 +451,8 @@ class Bench:
             "<Proxy \"*\">",
             "    Require ip 127.0.0.1",
             "</Proxy>",
+            "# RH_BENCH_CONF: more server configuration, for experiments",
+            os.environ.get("RH_BENCH_CONF", "").replace("\\n", "\n"),
             "# the WebSocket path: websockify behind mod_proxy_http",
             "ProxyPass /ws/ http://127.0.0.1:%d/ upgrade=websocket" % self.ws_port,
             "<Location /relay>",
