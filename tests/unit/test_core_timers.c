@@ -168,10 +168,43 @@ START_TEST(test_heartbeat)
 }
 END_TEST
 
+/* Idle heartbeats of an interval of 2 s or more are due at the last whole
+ * second of the monotonic clock before the interval runs out, so that those
+ * of many tunnels go out together: never later than the interval, at most a
+ * second earlier, then on the second. */
+START_TEST(test_idle_heartbeats_on_the_second)
+{
+    core_start(8, 2);
+    int port, l = tcp_listen(&port, 0, 8);
+    char tok[RH_TOKEN_LEN + 1];
+    open_session(port, 65536, 30, tok);
+    ck_assert_int_ge(tcp_accept(l, IO_MS), 0);
+    while (now_ms() % 1000 < 500 || now_ms() % 1000 >= 600)
+        sleep_ms(10);           /* the pull starts half-way into a second */
+    frd *pr = pull_start(tok, 0, 0);
+    long prev = now_ms();
+    for (int i = 0; i < 3; ++i) {
+        rh_frame_event ev;
+        ck_assert_int_eq(frd_next(pr, 3500, &ev), 1);
+        long t = now_ms();
+        ck_assert_msg(ev.type == RH_FEV_HEARTBEAT, "event %s", fev_name(ev.type));
+        ck_assert_msg(t - prev >= 900 && t - prev <= 2400, "heartbeat %d after %ld ms (2 s "
+                      "asked, at most a second early)", i, t - prev);
+        ck_assert_msg(t % 1000 < 400, "heartbeat %d at %ld ms past a whole second", i,
+                      t % 1000);
+        prev = t;
+    }
+    frd_free(pr);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
 void core_timers_tests(const core_tcases *t)
 {
     tcase_add_test(t->timers, test_idle_timeout);
     tcase_add_test(t->timers, test_idle_refreshed_by_push);
     tcase_add_test(t->timers, test_idle_not_refreshed_by_target_bytes);
     tcase_add_test(t->timers, test_heartbeat);
+    tcase_add_test(t->timers, test_idle_heartbeats_on_the_second);
 }
