@@ -21,7 +21,7 @@
 /* ... and up to four frames while the bytes come in transient buckets
  * (mod_ssl's), which are copied into the upload's own gather buffer: a bulk
  * upload then costs the core one wake, one recv and one send per 256 KiB
- * (docs/BENCHMARKS.md, item 15) */
+ * (docs/BENCHMARKS.md, item 16) */
 #define RH_UPLOAD_GATHER_BULK (256 * 1024)
 
 /* Where the bytes of transient buckets wait for the core: mod_ssl's point
