@@ -108,8 +108,17 @@ static int wait_loop(struct rhc_ctx *c, int64_t ms)
     }
 }
 
+/* The check's connection was cut before its whole answer: a proxy or path
+ * that dropped it, which a new connection may not meet (a check changes
+ * nothing on the server, so any cut may go again). */
+static int check_cut(const struct rhc_req *r, CURLcode rc)
+{
+    return died_unanswered(r, rc) || (!r->hdr_done && rc == CURLE_SSL_CONNECT_ERROR) ||
+           rc == CURLE_HTTP2_STREAM || rc == CURLE_PARTIAL_FILE || rc == CURLE_RECV_ERROR;
+}
+
 /* One check, with the tries an open gets when its connection dies before the
- * answer. Returns 0 (passed), -1 (signal) or an exit code with msg. */
+ * answer (any cut: check_cut). Returns 0 (passed), -1 (signal) or an exit code with msg. */
 static int check_once(struct rhc_ctx *c, const struct rhc_route *route, char *msg,
                       size_t msgsz)
 {
@@ -128,8 +137,7 @@ static int check_once(struct rhc_ctx *c, const struct rhc_route *route, char *ms
             goto leave;
         }
         struct rhc_req *r = pending.r;
-        if ((died_unanswered(r, pending.rc) ||
-             (!r->hdr_done && pending.rc == CURLE_SSL_CONNECT_ERROR)) && tries < OPEN_RETRIES) {
+        if (check_cut(r, pending.rc) && tries < OPEN_RETRIES) {
             rhc_info("%s: %s; trying again on a new connection", what, req_error(r, pending.rc));
             req_free(r);
             continue;

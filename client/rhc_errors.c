@@ -293,6 +293,12 @@ int64_t backoff_ms(unsigned n)
     return n >= 5 ? 1000 : 50L << n;   /* 50, 100, 200, 400, 800, 1000, ... */
 }
 
+int64_t busy_backoff_ms(unsigned n)
+{
+    int64_t b = backoff_ms(n);
+    return b > BUSY_RETRY_MS ? b : BUSY_RETRY_MS;
+}
+
 /* The request's connection died before any answer came (typically a pooled
  * keep-alive connection the server was closing; curl's own retries may all land
  * on such connections when a busy server drops its idle ones). */

@@ -48,5 +48,10 @@ int cut_before_answer(CURLcode rc);
 int busy_status(long st);                   /* 503 or 429: later may pass */
 const char *busy_why(const struct rhc_req *r, char *buf, size_t len);
 int64_t backoff_ms(unsigned n);
+/* A busy answer's next try: backoff_ms(n), but not before the server's
+ * Retry-After (the module always says 1 s): a refused tunnel that came back
+ * after 50 ms paid a new TLS connection for another refusal. */
+#define BUSY_RETRY_MS 1000
+int64_t busy_backoff_ms(unsigned n);
 
 #endif

@@ -94,7 +94,7 @@ void rhc_classify_spush(const struct rhc_req *r, CURLcode rc, const struct rhc_f
     else if (answered && r->status == 413 && r->acked_any && f->resume && f->can_retry)
         set(o, RHC_OUT_REWIND, RHC_WHY_TOO_LONG, f->acked, again);
     else if (answered && busy_status(r->status) && f->retries < RETRY_MAX)
-        set(o, RHC_OUT_REWIND, RHC_WHY_BUSY, f->acked, again);
+        set(o, RHC_OUT_REWIND, RHC_WHY_BUSY, f->acked, busy_backoff_ms(f->retries));
     else if (answered && r->status == 409 && f->retries < RETRY_MAX)
         spush_refused(r, f, o);
     else if (answered && r->status == 400 && r->have_offset && f->can_retry) {
@@ -156,8 +156,10 @@ static void bpush_first(const struct rhc_req *r, CURLcode rc, const struct rhc_f
             : RHC_WHY_NONE, x, -1);
     } else if (answered && r->status == 409 && r->have_offset)
         bpush_refused(r, o);
-    else if (answered && (r->status == 409 || busy_status(r->status)))
-        set(o, RHC_OUT_RETRY, r->status == 409 ? RHC_WHY_REFUSED : RHC_WHY_BUSY, r->p_off, again);
+    else if (answered && r->status == 409)
+        set(o, RHC_OUT_RETRY, RHC_WHY_REFUSED, r->p_off, again);
+    else if (answered && busy_status(r->status))
+        set(o, RHC_OUT_RETRY, RHC_WHY_BUSY, r->p_off, busy_backoff_ms(f->retries));
     else if (answered && r->status == 400 && r->have_offset) {
         o->ack = r->offset;
         set(o, RHC_OUT_RETRY, RHC_WHY_CUT_ON_WAY, r->p_off, again);

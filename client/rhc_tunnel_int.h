@@ -297,6 +297,7 @@ int unanswered_retry_ok(const rhc_tunnel *t);
 struct rhc_facts;
 void rhc_facts_of(const rhc_tunnel *t, unsigned retries, struct rhc_facts *f);
 void down_again(rhc_tunnel *t, struct rhc_req *r, const char *why);
+void down_busy_again(rhc_tunnel *t, struct rhc_req *r, const char *why);
 void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
 int64_t pull_dead_ms(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now);
 void pull_silence_noted(rhc_tunnel *t, int64_t now);

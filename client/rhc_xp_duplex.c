@@ -83,7 +83,7 @@ static void duplex_again(rhc_tunnel *t, struct rhc_req *r, CURLcode rc,
         busy_why(r, why, sizeof(why));
         if (up_on_it && up_rewind(t, t->up.acked, why) < 0)
             return;
-        down_again(t, r, why);
+        down_busy_again(t, r, why);
         return;
     case RHC_WHY_REFUSED:
         body_line(r, line, sizeof(line));

@@ -109,6 +109,14 @@ void down_again(rhc_tunnel *t, struct rhc_req *r, const char *why)
     t->down.repull_at = rh_now_ms() + backoff_ms(t->down.retries++);
 }
 
+/* ... refused as busy (503, 429): not before the server's Retry-After. */
+void down_busy_again(rhc_tunnel *t, struct rhc_req *r, const char *why)
+{
+    unsigned n = t->down.retries;
+    down_again(t, r, why);
+    t->down.repull_at = rh_now_ms() + busy_backoff_ms(n);
+}
+
 /* The pull ended as it should (E or F): the next one goes on after E. */
 static void pull_ended(rhc_tunnel *t, struct rhc_req *r)
 {
@@ -131,7 +139,7 @@ static void pull_again(rhc_tunnel *t, struct rhc_req *r, CURLcode rc, enum rhc_c
     if (why == RHC_WHY_REFUSED) {
         down_again(t, r, "HTTP 409 (the previous pull is still active)");
     } else if (why == RHC_WHY_BUSY) {
-        down_again(t, r, busy_why(r, buf, sizeof(buf)));
+        down_busy_again(t, r, busy_why(r, buf, sizeof(buf)));
     } else if (why == RHC_WHY_CUT) {
         /* no byte came, so none can be lost: pull again with the same ack (a
          * server that did send some answers 416, never misplaced bytes) */

@@ -98,6 +98,15 @@ static void give_back(conn_rec *c)
                       tls ? ", TLS buffers freed" : "");
 }
 
+int rh_async_may_park(request_rec *r, const rh_srv_conf *sc)
+{
+    conn_rec *c = r->connection;
+    /* what http_core asks before it runs a request the async way; an HTTP/2
+     * stream (c->master) ends broken if its handler suspends */
+    return g_async_mpm && rh_srv_async(sc) && rh_reactor_running() && c->cs && !c->master
+        && !c->clogging_input_filters && !r->main && !r->prev && !rh_reactor_draining();
+}
+
 rh_park *rh_async_park(request_rec *r)
 {
     conn_rec *c = r->connection;
@@ -109,10 +118,7 @@ rh_park *rh_async_park(request_rec *r)
 
     if (p)
         return p;
-    /* what http_core asks before it runs a request the async way; an HTTP/2
-     * stream (c->master) ends broken if its handler suspends */
-    if (!g_async_mpm || !rh_srv_async(sc) || !rh_reactor_running() || !c->cs || c->master
-        || c->clogging_input_filters || r->main || r->prev || rh_reactor_draining())
+    if (!rh_async_may_park(r, sc))
         return NULL;
     if (!(sock = ap_get_conn_socket(c)) || apr_os_sock_get(&fd, sock) != APR_SUCCESS)
         return NULL;

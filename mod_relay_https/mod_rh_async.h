@@ -7,11 +7,14 @@
 
 #include <httpd.h>
 
+#include "mod_rh_config.h"
 #include "mod_rh_reactor.h"
 
 /* The connection's park when r may wait parked (RelayAsync on, the event MPM,
  * HTTP/1.1, the main request), else NULL: the caller waits on its thread. */
 rh_park *rh_async_park(request_rec *r);
+/* 1 when r may park (the conditions above), without taking the park. */
+int rh_async_may_park(request_rec *r, const rh_srv_conf *sc);
 
 /* What the parked request waits for next: fd (-1: none) for events (POLLIN,
  * POLLOUT), the client's close (or its input, with client_in), at most

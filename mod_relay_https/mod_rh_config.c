@@ -65,6 +65,7 @@ void *rh_create_srv_conf(apr_pool_t *p, server_rec *s)
     sc->push_wait_s = sc->frame_s = sc->write_s = -1;
     sc->rate_session = sc->rate_global = -1;
     sc->async = -1;
+    sc->thread_reserve = -1;
     return sc;
 }
 
@@ -94,6 +95,7 @@ void *rh_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(rate_session);
     MERGE_INT(rate_global);
     MERGE_INT(async);
+    MERGE_INT(thread_reserve);
     return sc;
 }
 
@@ -345,6 +347,16 @@ static const char *set_max_workers(cmd_parms *cmd, void *dummy, const char *arg)
     return set_int(cmd, arg, 0, 1000000, &sc->max_workers);
 }
 
+static const char *set_thread_reserve(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    const char *err;
+    rh_srv_conf *sc = global_conf(cmd, &err);
+    (void)dummy;
+    if (err)
+        return err;
+    return set_int(cmd, arg, 0, 100000, &sc->thread_reserve);
+}
+
 static const char *set_async(cmd_parms *cmd, void *dummy, int on)
 {
     const char *err;
@@ -476,5 +488,9 @@ const command_rec rh_cmds[] = {
                  "On: on the event MPM, HTTP/1.1 relay requests wait parked in one reactor "
                  "thread per child, not on a thread each (default On; prefork, worker and "
                  "HTTP/2 always wait on a thread)"),
+    AP_INIT_TAKE1("RelayThreadReserve", set_thread_reserve, NULL, RSRC_CONF,
+                  "threads of each httpd child that relay requests which may wait long "
+                  "(pull, push, duplex, listen) leave free for the site and short requests; "
+                  "503 beyond (default 2; 0: none; threaded MPMs only)"),
     { NULL }
 };

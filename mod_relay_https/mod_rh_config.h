@@ -59,6 +59,7 @@ typedef struct rh_srv_conf {
     long long rate_session;      /* bytes/s per session (RelayRateLimit); -1: unset */
     long long rate_global;       /* bytes/s for all (RelayGlobalRateLimit) */
     int async;                   /* RelayAsync: 1 on, 0 off, -1 unset */
+    int thread_reserve;          /* RelayThreadReserve: threads per child; -1 unset */
 } rh_srv_conf;
 
 extern const command_rec rh_cmds[];

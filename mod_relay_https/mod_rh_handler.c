@@ -12,6 +12,8 @@
 #include "mod_rh_private.h"
 #include "mod_rh_config.h"
 #include "mod_rh_answer.h"
+#include "mod_rh_async.h"
+#include "mod_rh_child.h"
 #include "mod_rh_corelink.h"
 #include "mod_rh_req.h"
 #include "mod_rh_handler.h"
@@ -279,6 +281,22 @@ int rh_map_to_storage(request_rec *r)
     return OK;
 }
 
+/* An endpoint whose request may wait long on its thread (pull, push, duplex,
+ * listen): it runs only while this child has threads to spare for it
+ * (mod_rh_child.h). */
+static int held_call(rh_req *q, int (*fn)(rh_req *q))
+{
+    /* one that parks (RelayAsync) waits on its thread for RH_ASYNC_HOT_MS
+     * at most: not a hold */
+    if (rh_async_may_park(q->r, q->sc))
+        return fn(q);
+    if (!rh_child_enter(q->r, q->sc))
+        return OK;   /* answered 503 */
+    int rv = fn(q);
+    rh_child_leave();
+    return rv;
+}
+
 int rh_handler(request_rec *r)
 {
     rh_req q;
@@ -324,7 +342,7 @@ int rh_handler(request_rec *r)
             return rh_fail(r, HTTP_NOT_FOUND, "unknown target '%s'", target);
         }
         if (!strcmp(op, RH_EP_LISTEN))
-            return rh_do_listen(&q);
+            return held_call(&q, rh_do_listen);
         int rv = datagram_mismatch(&q);
         if (rv != DECLINED)
             return rv;
@@ -334,13 +352,13 @@ int rh_handler(request_rec *r)
     }
     count_request(r, op);
     if (!strcmp(op, RH_EP_PUSH))
-        return rh_do_push(&q);
+        return held_call(&q, rh_do_push);
     if (!strcmp(op, RH_EP_PULL))
-        return rh_do_pull(&q);
+        return held_call(&q, rh_do_pull);
     if (!strcmp(op, RH_EP_CLOSE))
         return do_control(&q, RH_IPC_CLOSE);
     if (!strcmp(op, RH_EP_DUPLEX))
-        return rh_do_duplex(&q);
+        return held_call(&q, rh_do_duplex);
     if (!strcmp(op, RH_EP_ACK))
         return do_control(&q, RH_IPC_ACK);
     return rh_fail(r, HTTP_NOT_FOUND, "no such relay endpoint '%s'", op);

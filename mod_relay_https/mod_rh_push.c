@@ -85,8 +85,8 @@ static int pump_move(rh_upload *u)
             return UP_CLIENT_GONE;
         if (u->core_done || (u->eos && !rh_upload_pending(u)))
             return UP_DONE;
-        if (m == 0)
-            return -1;
+        if (m == 0 || u->drained)
+            return -1;   /* another move now would only read nothing again */
     }
 }
 
@@ -247,10 +247,12 @@ static int push_step(rh_park *p, void *baton, int why)
     }
     pc->on_client = !rh_upload_pending(u);
     pc->t0 = rh_now_ms();
-    if (pc->on_client)
+    if (pc->on_client) {
+        rh_upload_rest(u);
         rh_park_watch(p, -1, 0, 1, np ? rh_upload_allowance(u) : 50);
-    else
+    } else {
         rh_park_watch(p, pf.fd, POLLOUT, 0, -1);
+    }
     return SUSPENDED;
 }
 

@@ -16,6 +16,15 @@
 #include "rh_frame.h"
 #include "mod_rh_upload.h"
 
+static apr_status_t gather_free(void *data)
+{
+    rh_gather *g = data;
+    free(g->buf);
+    g->buf = NULL;
+    g->len = 0;
+    return APR_SUCCESS;
+}
+
 void rh_upload_init(rh_upload *u, request_rec *r, int core_fd, long frame_ms, long gap_ms)
 {
     memset(u, 0, sizeof(*u));
@@ -23,6 +32,14 @@ void rh_upload_init(rh_upload *u, request_rec *r, int core_fd, long frame_ms, lo
     u->fd = core_fd;
     u->in = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     u->tmp = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    u->g = apr_pcalloc(r->pool, sizeof(*u->g));
+    apr_pool_cleanup_register(r->pool, u->g, gather_free, apr_pool_cleanup_null);
+    /* room for a whole gather in the socket (the kernel doubles this, and
+     * caps it at net.core.wmem_max, 208 KiB by default: still 416 KiB), so
+     * that the core gets it in one piece; the default of 208 KiB took a
+     * sendmsg of 256 KiB in part, and the rest went in a second */
+    int sb = RH_UPLOAD_GATHER_BULK;
+    (void)setsockopt(core_fd, SOL_SOCKET, SO_SNDBUF, &sb, sizeof(sb));
     u->frame_ms = frame_ms;
     u->gap_ms = gap_ms;
 }
@@ -88,12 +105,63 @@ static int scan_brigade(rh_upload *u, apr_bucket_brigade *bb)
     return 0;
 }
 
+/* Copies a transient bucket's bytes into the gather buffer, where the bucket
+ * then points (immortal: nothing to free); 0, or -1 when they do not fit. */
+static int gather(rh_gather *g, apr_bucket *b)
+{
+    const char *data;
+    apr_size_t len;
+    if (apr_bucket_read(b, &data, &len, APR_BLOCK_READ) != APR_SUCCESS
+        || len > RH_UPLOAD_GATHER_BULK - g->len
+        || (!g->buf && !(g->buf = malloc(RH_UPLOAD_GATHER_BULK))))
+        return -1;
+    memcpy(g->buf + g->len, data, len);
+    apr_bucket_immortal_make(b, (const char *)g->buf + g->len, len);
+    g->len += len;
+    return 0;
+}
+
 /* Keeps the bytes still waiting for the core: transient buckets (mod_ssl's)
- * point into a buffer that the next read on the connection reuses. */
+ * point into a buffer that the next read on the connection reuses; they go
+ * to the gather buffer while it has room. */
 static void set_aside(rh_upload *u, apr_bucket *from)
 {
     for (apr_bucket *b = from; b != APR_BRIGADE_SENTINEL(u->in); b = APR_BUCKET_NEXT(b))
-        apr_bucket_setaside(b, u->r->pool);
+        if (!APR_BUCKET_IS_TRANSIENT(b) || gather(u->g, b) != 0)
+            apr_bucket_setaside(b, u->r->pool);
+}
+
+/* Nothing waits for the core: the gather buffer is empty again. After a move
+ * that took less than RH_UPLOAD_GATHER (no bulk upload) it goes: a body that
+ * idles between keystrokes holds none. */
+static void gather_idle(rh_upload *u, apr_size_t took)
+{
+    if (u->pend_len)
+        return;
+    u->g->len = 0;
+    if (took < RH_UPLOAD_GATHER)
+        gather_free(u->g);
+}
+
+void rh_upload_rest(rh_upload *u)
+{
+    if (!u->pend_len)
+        gather_free(u->g);
+}
+
+/* 1 while more may be read before the bytes go to the core: up to
+ * RH_UPLOAD_GATHER_BULK while they go to the gather buffer, as long as it has
+ * room for a read of mod_ssl's (AP_IOBUFSIZE: what a send left waits where it
+ * is until the core takes it) or what waits is held for the rest of its frame
+ * (which then is set aside the APR way); else up to RH_UPLOAD_GATHER (the
+ * buckets of other input filters, mod_http2's, stay in the connection's
+ * allocator). */
+static int gather_more(const rh_upload *u)
+{
+    if (!u->g->buf)
+        return u->pend_len < RH_UPLOAD_GATHER;
+    return u->pend_len < RH_UPLOAD_GATHER_BULK
+           && (RH_UPLOAD_GATHER_BULK - u->g->len >= AP_IOBUFSIZE || !rh_upload_pending(u));
 }
 
 /* Reads what the client has sent, without waiting, behind what waits for
@@ -165,6 +233,8 @@ static void sent_front(rh_upload *u, apr_size_t n)
     while (APR_BRIGADE_FIRST(u->in) != after)
         apr_bucket_delete(APR_BRIGADE_FIRST(u->in));
     u->pend_len -= n;
+    if (!u->pend_len)
+        u->g->len = 0;   /* all sent: the gather buffer fills from its start again */
     set_aside(u, after);
 }
 
@@ -194,27 +264,29 @@ static ssize_t send_buckets(rh_upload *u)
     return got;
 }
 
-/* Reads while the client has bytes at once, up to RH_UPLOAD_GATHER, then
- * sends them to the core in one sendmsg; an empty read is made once per
- * call (it ends the gathering, and after the send nothing new is expected),
- * unless a frame has started (holding). */
-int rh_upload_move(rh_upload *u)
+/* Reads while the client has bytes at once, up to gather_more(), then sends
+ * them to the core in one sendmsg; an empty read is made once per call (it
+ * ends the gathering, and after the send nothing new is expected), unless a
+ * frame has started (holding). */
+static int move(rh_upload *u)
 {
-    int moved = 0, drained = 0;
+    int moved = 0;
 
     for (;;) {
-        if (!drained && u->pend_len < RH_UPLOAD_GATHER && !u->eos && !u->core_done) {
+        if (!u->drained && gather_more(u) && !u->eos && !u->core_done) {
+            apr_size_t before = u->pend_len;
             int rv = take_input(u);
             if (rv < 0)
                 return -1;
+            u->took += u->pend_len - before;
             if (rv > 0) {
                 moved = 1;
                 continue;
             }
-            drained = 1;
+            u->drained = 1;
         }
         if (!rh_upload_pending(u)) {    /* nothing, or held: read on, or wait */
-            if (!drained && !u->eos && !u->core_done)
+            if (!u->drained && !u->eos && !u->core_done)
                 continue;   /* all sent: read on */
             return moved;
         }
@@ -232,6 +304,15 @@ int rh_upload_move(rh_upload *u)
         u->pend_len = 0;
         return 1;
     }
+}
+
+int rh_upload_move(rh_upload *u)
+{
+    u->drained = 0;
+    u->took = 0;
+    int rv = move(u);
+    gather_idle(u, u->took);
+    return rv;
 }
 
 int rh_upload_pollfd(const rh_upload *u, int cfd, struct pollfd *pf)

@@ -18,6 +18,22 @@
  * has that much at once: mod_ssl hands at most 8 KiB per read, and a sendmsg
  * per 8 KiB was a wake-up, an epoll_wait and a recv of the core each */
 #define RH_UPLOAD_GATHER (64 * 1024)
+/* ... and up to four frames while the bytes come in transient buckets
+ * (mod_ssl's), which are copied into the upload's own gather buffer: a bulk
+ * upload then costs the core one wake, one recv and one send per 256 KiB
+ * (docs/BENCHMARKS.md, item 16) */
+#define RH_UPLOAD_GATHER_BULK (256 * 1024)
+
+/* Where the bytes of transient buckets wait for the core: mod_ssl's point
+ * into a buffer that its next read reuses. Setting them aside the APR way
+ * copies each into a block of the connection's allocator, which with a low
+ * MaxMemFree is unmapped when freed and mapped again for the next one (two
+ * system calls per 24 KiB of an upload with MaxMemFree 64). malloc'd while
+ * the body moves, freed when it stops (and at the end of the request). */
+typedef struct rh_gather {
+    unsigned char *buf;             /* RH_UPLOAD_GATHER_BULK bytes, or NULL */
+    apr_size_t len;                 /* used; the waiting buckets point into it */
+} rh_gather;
 
 typedef struct rh_upload {
     request_rec *r;
@@ -25,7 +41,11 @@ typedef struct rh_upload {
     apr_bucket_brigade *in;         /* read from the client, not yet taken by the core */
     apr_bucket_brigade *tmp;        /* ... the latest read, before it joins in */
     apr_size_t pend_len;            /* ... its bytes */
+    rh_gather *g;                   /* ... those of transient buckets (pool-owned) */
     int eos;                        /* the whole body was read */
+    int drained;                    /* the last move found no more input: the
+                                       next would only read nothing again */
+    apr_size_t took;                /* bytes the last move read */
     int core_done;                  /* the core took no more (it answered) */
     /* frame progress */
     unsigned hdr_have;
@@ -66,6 +86,11 @@ int rh_upload_waited(rh_upload *u, long ms);
  * so holding 64 KiB of buckets with MaxMemFree 64 cost an mmap and a munmap
  * more per 36 KiB of a duplex upload (docs/BENCHMARKS.md, item 13). */
 apr_size_t rh_upload_hold_max(void);
+
+
+/* The body waits for the client for a while (a parked request): the gather
+ * buffer goes, unless bytes wait in it. */
+void rh_upload_rest(rh_upload *u);
 
 /* 1 while a frame has started and not arrived whole. */
 int rh_upload_in_frame(const rh_upload *u);

@@ -31,6 +31,7 @@
 
 static int stop_fd = -1;
 uint64_t rh_core_flip_up = UINT64_MAX, rh_core_flip_down = UINT64_MAX;
+rh_core_push_count rh_core_push_counts;
 long rh_core_hb_ms = 20000;
 
 void rh_core_request_stop(void)
@@ -157,12 +158,14 @@ static void trim(core *c, long now, int ended)
 #endif
 }
 
-/* The test hook RELAY_HTTPS_TEST_FLIP (rh_core_int.h) */
+/* The test hooks (rh_core_int.h): RELAY_HTTPS_TEST_FLIP read, the push
+ * input counts from 0 */
 static void read_flip(void)
 {
     const char *flip = getenv("RELAY_HTTPS_TEST_FLIP");
     /* a run without the variable flips nothing */
     rh_core_flip_up = rh_core_flip_down = UINT64_MAX;
+    memset(&rh_core_push_counts, 0, sizeof(rh_core_push_counts));
     if (flip && !strncmp(flip, "up:", 3))
         rh_core_flip_up = strtoull(flip + 3, NULL, 10);
     else if (flip && !strncmp(flip, "down:", 5))
@@ -269,6 +272,7 @@ static void core_free(core *c)
     }
     free(c->by_slot);
     free(c->tombs);
+    free(c->push_scratch);
     rh_timers_free(&c->timers);
     rh_clients_free(&c->clients);
 }

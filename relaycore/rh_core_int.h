@@ -44,7 +44,13 @@
 /* The core's internal functions stay inside the module's shared object. */
 #pragma GCC visibility push(hidden)
 
+/* A push's own input buffer: one frame and a header. A push reads into the
+ * core's scratch buffer of PUSH_SCRATCH bytes whenever its own is empty, and
+ * only what the up ring cannot take yet stays in its own (rh_core_up.c,
+ * push_recv): a bulk upload then costs one wake, one recv and one send to the
+ * target per ring's worth, not per frame, and no push holds more. */
 #define PUSH_IN_MAX  (RH_FRAME_MAX + RH_FRAME_HDR)
+#define PUSH_SCRATCH (4 * PUSH_IN_MAX)
 #define OUT_MAX      (RH_IPC_LINE_MAX + 2 * RH_FRAME_HDR + 256)
 
 enum { SRC_LISTEN = 1, SRC_STOP, SRC_CONN, SRC_TARGET, SRC_RESOLVER, SRC_UDP };
@@ -90,6 +96,8 @@ struct conn {
     unsigned char *in;       /* push input, PUSH_IN_MAX */
     size_t in_off, in_len;
     int eof;                 /* push: the handler ended the body */
+    int in_full;             /* push: the last recv got all it asked for (more may
+                                wait: the pump reads on without an epoll round) */
     rh_frame_parser fp;
     unsigned char out[OUT_MAX];
     size_t out_off, out_len;
@@ -232,6 +240,7 @@ typedef struct core {
     uint64_t resolve_seq;
     int trim_due;                  /* sessions or requests ended since the last malloc_trim */
     long trimmed;                  /* ... which ran then */
+    unsigned char *push_scratch;   /* PUSH_SCRATCH: push input read and parsed at once */
 } core;
 
 /* Test only (RELAY_HTTPS_TEST_FLIP=up:N or down:N): flips the byte at that offset
@@ -241,6 +250,15 @@ extern long rh_core_hb_ms;   /* heartbeat interval, from the config */
 /* Bytes handed from one paired leg to the other without the socketpair (the
  * tests read it: a rendezvous byte must never cross the socketpair). */
 extern uint64_t rh_core_handoff_bytes;
+/* The push input path, counted for the tests (reset at every core start):
+ * reads into the scratch buffer that got more than a push's own buffer holds,
+ * reads on without an epoll round that got bytes, and the most bytes one
+ * read left in a push's own buffer (never more than PUSH_IN_MAX). */
+typedef struct rh_core_push_count {
+    uint64_t big_reads, read_on;
+    size_t left_max;
+} rh_core_push_count;
+extern rh_core_push_count rh_core_push_counts;
 
 /* The session a timer of the core's heap is embedded in. */
 static inline session *session_of_timer(rh_timer *t)
@@ -323,6 +341,7 @@ void rh_core_push_detach(session *s);
 void rh_core_push_next(core *c, session *s);
 void rh_core_push_process(core *c, session *s);
 void rh_core_push_event(core *c, conn *k, uint32_t events);
+void rh_core_push_read_on(core *c, session *s);
 void rh_core_target_write(core *c, session *s);
 
 /* ---- rh_core_down.c: target -> ring -> pull frames ---- */

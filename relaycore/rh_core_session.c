@@ -353,6 +353,9 @@ static int pump_round(core *c, session *s)
     rh_core_target_write(c, s);
     if (s->dead)
         return 0;
+    rh_core_push_read_on(c, s);   /* more input, without an epoll round */
+    if (s->dead)
+        return 0;
     rh_core_target_read(c, s);
     rh_core_pull_write(c, s);
     return before != s->up_wr + s->down_rd + s->down_sent + s->up_acc + s->up_rcv

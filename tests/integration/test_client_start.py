@@ -251,3 +251,35 @@ def test_full_restart_ends_live_tunnel_at_once(tmp_path, tls, module_so, targets
             assert fw.proc.poll() is None
     finally:
         a.stop()
+
+
+
+@pytest.mark.rh_timeout(60)
+def test_check_cut_on_the_way_goes_again(apache_factory, module_so, targets, client_bin):
+    """The start-up check whose answer a path cut on the way (a proxy that
+    dropped the connection inside the answer) goes again on a new connection
+    instead of ending the forward with "server unreachable". The fault proxy's
+    seed is the one bench/soak.py found it with: its first connection's answer
+    is cut after 188 bytes (curl: "transfer closed with 37 bytes remaining")."""
+    from faultproxy import FaultProxy
+    plain = harness.free_port()
+    apache_factory.get("event", module=module_so, targets=targets,
+                           extra_conf=im.plain_http_vhost_conf(plain))
+    px = FaultProxy(plain, mode="cut_resp_headers", seed=524283813, min_life=0.5, max_life=3)
+    try:
+        with Forward(client_bin, "http://127.0.0.1:%d/relay" % px.port, "echo",
+                     extra_args=["--transport", "batch", "--http1.1"]) as fw:
+            s = socket.create_connection(("127.0.0.1", fw.port), timeout=20)
+            s.sendall(b"after the cut\n")
+            got = b""
+            while len(got) < 14:
+                chunk = s.recv(64)
+                assert chunk, fw.stderr_text()
+                got += chunk
+            s.close()
+            log = fw.stderr_text()
+    finally:
+        px.stop()
+    assert got == b"after the cut\n"
+    first = [l for l in log.splitlines() if "check " in l]
+    assert first and "trying again on a new connection" in first[0], log

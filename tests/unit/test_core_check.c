@@ -836,6 +836,208 @@ START_TEST(test_integrity_flip_up)
 }
 END_TEST
 
+/* ---- the push input path: a model ------------------------------------------------ */
+
+/* rh_core_int.h: what the core counts of its push input path */
+typedef struct rh_core_push_count {
+    uint64_t big_reads, read_on;
+    size_t left_max;
+} rh_core_push_count;
+extern rh_core_push_count rh_core_push_counts;
+
+#define MODEL_PUSH_IN (RH_FRAME_MAX + RH_FRAME_HDR)   /* a push's own buffer (PUSH_IN_MAX) */
+#define MODEL_ENDS 16
+
+static uint32_t model_rand(uint32_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 17;
+    *x ^= *x << 5;
+    return *x;
+}
+
+/* The client's side of the model: frames made as they are needed (D frames of
+ * 1 to 65536 bytes, each with its C frame when checked, now and then an H
+ * frame, an F at the end), how much of them was written, and the up offset
+ * that the C frames written whole vouch for. */
+typedef struct model_up {
+    int checked;
+    uint32_t rnd;
+    ckup u;
+    unsigned char buf[MODEL_ENDS * (RH_FRAME_HDR + RH_FRAME_MAX + 32)];
+    size_t off, len;          /* buf[off, len): made, not yet written */
+    uint64_t made_at;         /* body bytes made (written and in buf) */
+    uint64_t sent;            /* body bytes written */
+    uint64_t ends[MODEL_ENDS], offs[MODEL_ENDS];   /* C frames not yet written whole */
+    int nends;
+    uint64_t vouched;         /* the up offset the C frames written whole vouch for */
+    uint64_t made, total;     /* up bytes put into D frames, and in all */
+    int fin;                  /* the F frame is made */
+} model_up;
+
+/* More frames into m->buf, behind the bytes not yet written. */
+static void model_make(model_up *m)
+{
+    static unsigned char d[RH_FRAME_MAX];
+    memmove(m->buf, m->buf + m->off, m->len - m->off);
+    m->len -= m->off;
+    m->off = 0;
+    while (!m->fin && m->nends < MODEL_ENDS
+           && m->len + RH_FRAME_HDR + RH_FRAME_MAX + 32 <= sizeof(m->buf)) {
+        uint32_t r = model_rand(&m->rnd);
+        size_t n = r % 4 ? RH_FRAME_MAX - r % 3 : 1 + r % 5000, before = m->len;
+        if (m->made == m->total) {
+            m->len += frame_put(m->buf + m->len, RH_FRAME_FIN, NULL, 0);
+            m->fin = 1;
+        } else {
+            if (n > m->total - m->made)
+                n = (size_t)(m->total - m->made);
+            for (size_t j = 0; j < n; ++j)
+                d[j] = gen_byte(m->made + j);
+            m->made += n;
+            m->len += m->checked ? ck_put(m->buf + m->len, &m->u, d, n)
+                                 : frame_put(m->buf + m->len, RH_FRAME_DATA, d, n);
+        }
+        m->made_at += m->len - before;
+        if (m->checked && !m->fin) {
+            m->ends[m->nends] = m->made_at;
+            m->offs[m->nends++] = m->made;
+        }
+        if (r % 7 == 0 && !m->fin) {
+            m->len += frame_put(m->buf + m->len, RH_FRAME_HEARTBEAT, NULL, 0);
+            m->made_at += RH_FRAME_HDR;
+        }
+    }
+}
+
+/* One write of 1 byte to about 400 KiB, as far as the socket takes it;
+ * returns the bytes written. */
+static size_t model_write(model_up *m, int fd)
+{
+    uint32_t r = model_rand(&m->rnd);
+    size_t want = r % 3 == 0 ? 1 + r % 300 : r % 3 == 1 ? 1 + r % 70000 : 1 + r % 400000;
+    size_t done = 0;
+    while (done < want) {
+        if (m->off == m->len)
+            model_make(m);
+        if (m->off == m->len)
+            break;
+        size_t n = m->len - m->off < want - done ? m->len - m->off : want - done;
+        ssize_t w = send(fd, m->buf + m->off, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            ck_assert_msg(errno == EAGAIN || errno == EWOULDBLOCK, "push write: %s",
+                          strerror(errno));
+            break;
+        }
+        m->off += (size_t)w;
+        m->sent += (uint64_t)w;
+        done += (size_t)w;
+    }
+    while (m->nends && m->ends[0] <= m->sent) {
+        m->vouched = m->offs[0];
+        --m->nends;
+        memmove(m->ends, m->ends + 1, (size_t)m->nends * sizeof(m->ends[0]));
+        memmove(m->offs, m->offs + 1, (size_t)m->nends * sizeof(m->offs[0]));
+    }
+    return done;
+}
+
+/* The target's side: a read of random size; every byte must be the next one,
+ * and (checked) vouched for by a C frame already written. */
+static void model_read(model_up *m, int t, uint64_t *rxl, int all)
+{
+    static unsigned char rx[1 << 18];
+    uint32_t r = model_rand(&m->rnd);
+    size_t want = all ? sizeof(rx) : 1 + r % sizeof(rx);
+    ssize_t n = recv(t, rx, want, MSG_DONTWAIT);
+    ck_assert_msg(n != 0 || (*rxl == m->total && m->fin && m->off == m->len),
+                  "the target saw its end after %llu bytes", (unsigned long long)*rxl);
+    if (n <= 0)
+        return;
+    ssize_t i = 0;
+    while (i < n && rx[i] == gen_byte(*rxl + (uint64_t)i))
+        ++i;
+    ck_assert_msg(i == n, "target byte %llu is wrong", (unsigned long long)(*rxl + (uint64_t)i));
+    *rxl += (uint64_t)n;
+    ck_assert_msg(*rxl <= (m->checked ? m->vouched : m->made), "the target has %llu bytes, "
+                  "only %llu were vouched for", (unsigned long long)*rxl,
+                  (unsigned long long)(m->checked ? m->vouched : m->made));
+}
+
+/* The push input path (rh_core_up.c, push_recv) against a model: frames of
+ * random sizes written in writes of random sizes (1 byte to 400 KiB), with
+ * pauses, while the target reads in random sizes and, four times, not at all
+ * until the push backs up (the ring fills, reads stop at it and leave a tail
+ * in the push's own buffer). The target must get every byte once, in order,
+ * and (checked) none before its C frame; the core must have read more than a
+ * frame at once where the ring has the room, read on without an epoll round,
+ * and never left more in a push's buffer than it holds. _i: ring size and
+ * mode (even: checked). */
+START_TEST(test_push_input_model)
+{
+    static const unsigned bufsizes[] = { 65536, 4096, 262144, 1048576, 1048576, 262144 };
+    static model_up m;
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX], want[64];
+    int port, stalls = 0, sb = 1 << 20;
+    uint64_t rxl = 0;
+
+    memset(&m, 0, sizeof(m));
+    m.checked = _i % 2 == 0;
+    m.rnd = 0x9e3779b9u * (uint32_t)(_i + 1);
+    m.total = 16u << 20;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 65536, 8);
+    if (m.checked)
+        open_checked(port, bufsizes[_i], 30, 0, tok);
+    else
+        open_session(port, bufsizes[_i], 30, tok);
+    int t = tcp_accept(l, IO_MS);
+    ck_assert_int_ge(t, 0);
+    int push = push_open(tok, 0);
+    setsockopt(push, SOL_SOCKET, SO_SNDBUF, &sb, sizeof(sb));
+    long end = now_ms() + 30000, pause_until = 0;
+    int stalled = 0;
+    while (rxl < m.total || m.off < m.len || !m.fin) {
+        ck_assert_msg(now_ms() < end, "stalled: %llu body bytes written, the target has %llu",
+                      (unsigned long long)m.sent, (unsigned long long)rxl);
+        int writing = now_ms() >= pause_until && (m.off < m.len || !m.fin);
+        struct pollfd pf[2] = { { push, writing ? POLLOUT : 0, 0 },
+                                { t, stalled ? 0 : POLLIN, 0 } };
+        poll(pf, 2, 5);
+        size_t w = writing ? model_write(&m, push) : 0;
+        if (stalled && ((writing && !w) || (m.fin && m.off == m.len)))
+            stalled = 0;   /* backed up to the push: the target reads again, all it can */
+        if (!stalled)
+            model_read(&m, t, &rxl, !w);
+        uint32_t r = model_rand(&m.rnd);
+        if (!stalled && stalls < 4 && m.made >= (uint64_t)(stalls + 1) << 21) {
+            stalled = 1;   /* at every 2 MiB made, the first four */
+            ++stalls;
+        } else if (r % 64 == 1) {
+            pause_until = now_ms() + 1 + (long)(r >> 8) % 10;   /* the client idles */
+        }
+    }
+    shutdown(push, SHUT_WR);
+    read_reply(push, reply, sizeof(reply), IO_MS);
+    snprintf(want, sizeof(want), "DONE %llu", (unsigned long long)m.total);
+    ck_assert_str_eq(reply, want);
+    size_t more = 0;
+    ck_assert_int_eq(target_read_end(t, IO_MS, (unsigned char *)want, sizeof(want), &more), 0);
+    ck_assert_uint_eq(more, 0);
+    ck_assert_int_eq(stalls, 4);
+    xclose(push);
+    xclose(t);
+    xclose(l);
+    core_stop();
+    rh_core_push_count pc = rh_core_push_counts;
+    ck_assert_msg(pc.left_max > 0 && pc.left_max <= MODEL_PUSH_IN, "left in a push's buffer: "
+                  "%zu bytes at most", pc.left_max);
+    if (bufsizes[_i] >= 2 * MODEL_PUSH_IN || m.checked)
+        ck_assert_msg(pc.big_reads > 0, "no read of more than a frame (ring %u)", bufsizes[_i]);
+    ck_assert_msg(pc.read_on > 0, "no read on without an epoll round");
+}
+END_TEST
+
 void core_check_tests(const core_tcases *t)
 {
     tcase_add_test(t->integrity, test_integrity_push_roundtrip);
@@ -848,4 +1050,5 @@ void core_check_tests(const core_tcases *t)
     tcase_add_test(t->integrity, test_integrity_close_by_client);
     tcase_add_test(t->integrity, test_integrity_flip_down);
     tcase_add_test(t->integrity, test_integrity_flip_up);
+    tcase_add_loop_test(t->integrity, test_push_input_model, 0, 6);
 }

@@ -6,6 +6,7 @@
 #include <curl/curl.h>
 
 #include "rh_proto.h"
+#include "rhc_errors.h"
 #include "rhc_outcome.h"
 #include "rhc_tunnel_int.h"
 #include "client_tests.h"
@@ -149,7 +150,7 @@ static const struct row spush_rows[] = {
     { "413 without resume", .hdr_done = 1, .status = 413, .acked_any = 1, .no_resume = 1,
       .v = RHC_OUT_FAIL_HTTP },
     { "503 busy", .hdr_done = 1, .status = 503, .retries = 2,
-      .v = RHC_OUT_REWIND, .why = RHC_WHY_BUSY, .from = ACKED, .delay = 200 },
+      .v = RHC_OUT_REWIND, .why = RHC_WHY_BUSY, .from = ACKED, .delay = BUSY_RETRY_MS },
     { "429 too often", .hdr_done = 1, .status = 429, .retries = RETRY_MAX,
       .v = RHC_OUT_FAIL_HTTP },
     { "409 ahead of the body", .hdr_done = 1, .status = 409, .have_offset = 1, .offset = 600,
@@ -224,11 +225,13 @@ static const struct row bpush_rows[] = {
     { "409 without offset", .hdr_done = 1, .status = 409, .p_off = 600, .p_end = 900,
       .v = RHC_OUT_RETRY, .why = RHC_WHY_REFUSED, .from = 600, .delay = 50 },
     { "503", .hdr_done = 1, .status = 503, .p_off = 600, .p_end = 900, .tries = 3,
-      .v = RHC_OUT_RETRY, .why = RHC_WHY_BUSY, .from = 600, .delay = 400 },
+      .v = RHC_OUT_RETRY, .why = RHC_WHY_BUSY, .from = 600, .delay = BUSY_RETRY_MS },
     { "429 after what was confirmed", .hdr_done = 1, .status = 429, .p_off = 400,
-      .p_end = 900, .v = RHC_OUT_RETRY, .why = RHC_WHY_BUSY, .from = ACKED, .delay = 50 },
+      .p_end = 900, .v = RHC_OUT_RETRY, .why = RHC_WHY_BUSY, .from = ACKED,
+      .delay = BUSY_RETRY_MS },
     { "503, all of it confirmed meanwhile", .hdr_done = 1, .status = 503, .p_off = 100,
-      .p_end = 300, .v = RHC_OUT_RETRY, .why = RHC_WHY_BUSY, .from = 300, .delay = 50 },
+      .p_end = 300, .v = RHC_OUT_RETRY, .why = RHC_WHY_BUSY, .from = 300,
+      .delay = BUSY_RETRY_MS },
     { "400: cut on the way", .hdr_done = 1, .status = 400, .have_offset = 1, .offset = 700,
       .p_off = 600, .p_end = 900, .v = RHC_OUT_RETRY, .why = RHC_WHY_CUT_ON_WAY, .from = 700,
       .delay = 50, .ack = 700 },

@@ -1,0 +1,137 @@
+"""RelayThreadReserve: relay requests that wait long never take the last
+threads of an httpd child.
+
+The event MPM serves a kept-alive connection only in the child that accepted
+it. Duplex tunnels (HTTP/2 streams cannot park) each hold a thread of their
+child; once they held all of them, the site's kept-alive connections in that
+child, and the relay's own short requests on pooled connections, waited for
+ever (the event MPM serves a kept-alive connection only in its child, and
+accepts no new one into a child without a free thread) (the bench's duplex ramp stopped at 550-950 tunnels that way, "open:
+timed out after 30 s"). One child of 8 threads here, a reserve of 2: six
+tunnels get in, the others are answered 503 and try again, the site answers
+on its kept-alive connection and on a new one, and a tunnel that ends makes
+room for a waiting one. Without the reserve (RH_TEST_THREAD_RESERVE=0) the
+site's requests time out. (The worker MPM holds a thread for every kept-alive
+connection whatever the relay does: not tested here.)"""
+
+import http.client
+import os
+import re
+import select
+import socket
+import ssl
+import time
+
+import pytest
+
+import harness
+from harness import Forward
+
+RESERVE = int(os.environ.get("RH_TEST_THREAD_RESERVE", "2"))   # 0: see it fail
+ONE_CHILD = """
+<IfModule mpm_event_module>
+    StartServers 1
+    ServerLimit 1
+    ThreadsPerChild 8
+    MaxRequestWorkers 8
+    MinSpareThreads 1
+    MaxSpareThreads 8
+    # the relay's pooled connections must not close the listener (event's
+    # connection limit, ThreadsPerChild + idle threads x this factor)
+    AsyncRequestWorkerFactor 50
+</IfModule>
+<IfModule http2_module>
+    H2MaxWorkers 16
+</IfModule>
+KeepAliveTimeout 60
+RelayThreadReserve %d
+RelayMaxWorkers 0
+""" % RESERVE
+
+LIMIT = 8 - RESERVE
+TRIED = 10
+
+
+def _site_get(conn):
+    """GET / on a kept-alive connection. The event MPM may close idle
+    kept-alive connections when its threads were all busy for a moment (a
+    burst of refused requests); a browser then sends again on a new connection,
+    and so does this, once."""
+    for attempt in (1, 2):
+        try:
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if attempt == 2:
+                raise
+            conn.close()
+
+
+def _echoed(socks, pending, seconds, want=None):
+    """Reads the echoes of the lines sent on socks (None: skipped) until
+    seconds pass or want of them are back: the indexes that got theirs back
+    whole. A tunnel the client gave up (refused too often) just closes."""
+    done, closed = set(), set()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and (want is None or len(done) < want):
+        live = [s for i, s in enumerate(socks)
+                if i not in done and i not in closed and s is not None]
+        if not live:
+            break
+        r, _, _ = select.select(live, [], [], 0.2)
+        for s in r:
+            i = socks.index(s)
+            chunk = s.recv(4096)
+            if not chunk:
+                closed.add(i)
+                continue
+            assert pending[i].startswith(chunk), "tunnel %d: a wrong echo %r" % (i, chunk)
+            pending[i] = pending[i][len(chunk):]
+            if not pending[i]:
+                done.add(i)
+    return done
+
+
+@pytest.mark.rh_timeout(120)
+def test_duplex_tunnels_leave_the_reserve_free(apache_factory, module_so, targets, client_bin,
+                                               tls):
+    a = apache_factory.get("event", module=module_so, targets=targets, extra_conf=ONE_CHILD)
+    ctx = ssl.create_default_context(cafile=tls["ca"])
+    site = http.client.HTTPSConnection("127.0.0.1", a.port, context=ctx, timeout=5)
+    assert _site_get(site) == 200          # kept alive from here on, in the one child
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"],
+                 extra_args=["--transport", "duplex", "--http2"]) as fw:
+        socks = [socket.create_connection(("127.0.0.1", fw.port), timeout=30)
+                 for _ in range(TRIED)]
+        lines = [b"tunnel %02d\n" % i for i in range(TRIED)]
+        for s, line in zip(socks, lines):
+            s.sendall(line)
+        pending = list(lines)
+        first = _echoed(socks, pending, 5.0)
+        # the site answers on its kept-alive connection and on a new one
+        try:
+            st_kept = _site_get(site)
+        except (socket.timeout, OSError) as e:
+            st_kept = "no answer (%s)" % e
+        st_new, _, _ = harness.https_get(a.port, "/", timeout=5, cafile=tls["ca"])
+        assert st_kept == 200, "kept-alive site connection: %s" % st_kept
+        assert st_new == 200, "new site connection: %s" % st_new
+        assert len(first) == LIMIT, ("%d tunnels echoed, the child may give %d: %s"
+                                     % (len(first), LIMIT, fw.stderr_text()[-3000:]))
+        # two tunnels end: two of the waiting ones get their threads
+        for i in sorted(first)[:2]:
+            socks[i].close()
+            socks[i] = None
+        rest = [s if i not in first else None for i, s in enumerate(socks)]
+        later = _echoed(rest, pending, 20.0, want=2)
+        assert len(later) == 2, ("after two tunnels ended %d more echoed: %s"
+                                 % (len(later), fw.stderr_text()[-3000:]))
+        for s in socks:
+            if s is not None:
+                s.close()
+    site.close()
+    log = harness._read(a.relay_log)
+    refused = re.findall(r'"POST /relay/echo/duplex HTTP/2.0" 503', log)
+    assert refused, "no duplex was refused 503:\n" + log[-2000:]
