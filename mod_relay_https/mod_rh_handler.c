@@ -6,6 +6,7 @@
 
 #include <apr_strings.h>
 #include <http_protocol.h>
+#include <http_core.h>
 #include <http_request.h>
 
 #include "mod_rh_private.h"
@@ -234,7 +235,7 @@ static void count_request(request_rec *r, const char *op)
 /* TRACE would echo the request, Relay-Session included: httpd answers it
  * before any handler (map_to_storage), so a relay location refuses it here,
  * where the <Location> configuration is already known. */
-int rh_refuse_trace(request_rec *r)
+static int refuse_trace(request_rec *r)
 {
     const rh_dir_conf *dc;
     if (r->method_number != M_TRACE)
@@ -244,6 +245,41 @@ int rh_refuse_trace(request_rec *r)
         return DECLINED;
     r->allowed = AP_METHOD_BIT << M_GET | AP_METHOD_BIT << M_POST;
     return HTTP_METHOD_NOT_ALLOWED;
+}
+
+/* The <Location> configuration (all httpd has walked at translate_name)
+ * says SetHandler relay-https. A forward proxy's request is mod_proxy's. */
+static int relay_location(request_rec *r)
+{
+    core_dir_config *d = ap_get_core_module_config(r->per_dir_config);
+    const char *err = NULL;
+    if (r->proxyreq || !d || !d->expr_handler)
+        return 0;
+    const char *h = ap_expr_str_exec(r, d->expr_handler, &err);
+    return !err && h && !strcmp(h, RH_HANDLER_NAME);
+}
+
+static const char relay_url_mark[] = "relay-url";
+
+int rh_translate(request_rec *r)
+{
+    int rv = refuse_trace(r);
+    if (rv == DECLINED && relay_location(r))
+        ap_set_module_config(r->request_config, &relay_https_module, (void *)relay_url_mark);
+    return rv;
+}
+
+/* A relay URL names no file: httpd's directory and file walks (a stat per
+ * path segment, an .htaccess open per directory where AllowOverride is not
+ * None) are skipped, as mod_proxy skips them for its URLs; the <Location>
+ * and <If> walks that follow this hook still run, and with them
+ * authentication and authorization. <Directory>, <Files> and .htaccess do
+ * not apply to relay URLs (docs/ARCHITECTURE.md, Security). */
+int rh_map_to_storage(request_rec *r)
+{
+    if (ap_get_module_config(r->request_config, &relay_https_module) != relay_url_mark)
+        return DECLINED;
+    return OK;
 }
 
 /* An endpoint whose request may wait long on its thread (pull, push, duplex,
