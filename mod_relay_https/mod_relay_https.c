@@ -20,7 +20,8 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_check_config(rh_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(rh_daemon_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(rh_handler, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_translate_name(rh_refuse_trace, NULL, NULL, APR_HOOK_FIRST);
+    ap_hook_translate_name(rh_translate, NULL, NULL, APR_HOOK_FIRST);
+    ap_hook_map_to_storage(rh_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     rh_status_register_hooks();
     rh_async_register_hooks();
 }

@@ -23,7 +23,8 @@
 struct rh_blocks {
     apr_bucket_alloc_t *ba;
     int h2;                     /* blocks (HTTP/2), else the transient buffer */
-    char *buf;                  /* HTTP/1.1: PULL_COALESCE reads of PULL_BUF */
+    char *buf;                  /* HTTP/1.1: PULL_COALESCE reads of PULL_BUF ... */
+    apr_size_t small;           /* ... or one of this many bytes (0: not small) */
     char *blk[DOWN_NBLOCKS];
 };
 
@@ -58,13 +59,21 @@ rh_blocks *rh_blocks_make(request_rec *r)
     return bk;
 }
 
+void rh_blocks_size(rh_blocks *bk, apr_off_t total)
+{
+    bk->small = total > 0 && total < PULL_BUF ? (apr_size_t)total : 0;
+}
+
 /* HTTP/1.1: one recv into the slot's part of the buffer, as a transient bucket. */
 static ssize_t read_transient(rh_blocks *bk, int fd, apr_bucket_brigade *bb, apr_size_t max,
                               int slot)
 {
     ssize_t got;
+    /* a small response is read whole by its first read of each flush */
+    if (bk->small && (slot || max > bk->small))
+        return -EAGAIN;
     /* allocated on first use, so that a parked pull can give it back */
-    if (!bk->buf && !(bk->buf = malloc(PULL_BUF * PULL_COALESCE)))
+    if (!bk->buf && !(bk->buf = malloc(bk->small ? bk->small : PULL_BUF * PULL_COALESCE)))
         return -ENOMEM;
     char *at = bk->buf + (apr_size_t)slot * PULL_BUF;
     do

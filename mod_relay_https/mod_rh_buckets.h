@@ -15,6 +15,12 @@ typedef struct rh_blocks rh_blocks;
 /* The buffers of one response, given back with the request's pool at the latest. */
 rh_blocks *rh_blocks_make(request_rec *r);
 
+/* A response of total bytes at most (a batch answer's length): on HTTP/1.1 a
+ * buffer of that size when it is below PULL_BUF, instead of PULL_COALESCE
+ * times PULL_BUF (an empty long-poll's answer is 16 bytes; 256 KiB came from
+ * mmap, page faults and munmap every time). */
+void rh_blocks_size(rh_blocks *bk, apr_off_t total);
+
 /* Gives back the blocks not yet filled: a tunnel that waits holds no buffers. */
 void rh_blocks_free(rh_blocks *bk);
 

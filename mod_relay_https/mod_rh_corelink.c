@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <string.h>
 #include <poll.h>
+#include <pthread.h>
 #include <unistd.h>
 #include <sys/socket.h>
 
@@ -16,10 +17,79 @@
 #include "mod_rh_async.h"
 #include "rh_shard.h"
 
-static apr_status_t close_fd(void *data)
+/* Kept connections to the cores: a batch pull's (PULL ... keep) once the
+ * handler has read the whole answer, for the child's next batch pull to the
+ * same core: no connect, accept and close per long-poll. A connection the
+ * core closed since (a restart) fails its first write and a new one is
+ * made; a request that did not read a whole answer closes its connection. */
+#define KEPT_MAX 4      /* per core, per child: answers that end at once are few */
+
+typedef struct rh_kept {
+    int fd;
+    unsigned shard;
+    const char *path;       /* the core's socket: a kept connection is its */
+    int reuse;              /* the answer was read whole: the connection is clean */
+} rh_kept;
+
+static struct {
+    pthread_mutex_t mu;
+    int n[RH_SHARDS_MAX];
+    int fd[RH_SHARDS_MAX][KEPT_MAX];
+    const char *path[RH_SHARDS_MAX];
+} g_kept = { PTHREAD_MUTEX_INITIALIZER, { 0 }, { { 0 } }, { NULL } };
+
+/* A kept connection to core k at path, or -1. */
+static int kept_take(unsigned k, const char *path)
 {
-    close((int)(long)data);
+    int fd = -1;
+    pthread_mutex_lock(&g_kept.mu);
+    if (g_kept.n[k] > 0 && g_kept.path[k] == path)
+        fd = g_kept.fd[k][--g_kept.n[k]];
+    pthread_mutex_unlock(&g_kept.mu);
+    return fd;
+}
+
+/* The request's pool goes: its connection to the core is kept or closed. */
+static apr_status_t link_done(void *data)
+{
+    rh_kept *kp = data;
+    int fd = kp->fd;
+    if (kp->reuse && kp->shard < RH_SHARDS_MAX) {
+        pthread_mutex_lock(&g_kept.mu);
+        if (g_kept.path[kp->shard] != kp->path) {
+            while (g_kept.n[kp->shard] > 0)
+                close(g_kept.fd[kp->shard][--g_kept.n[kp->shard]]);
+            g_kept.path[kp->shard] = kp->path;
+        }
+        if (g_kept.n[kp->shard] < KEPT_MAX) {
+            g_kept.fd[kp->shard][g_kept.n[kp->shard]++] = fd;
+            fd = -1;
+        }
+        pthread_mutex_unlock(&g_kept.mu);
+    }
+    if (fd >= 0)
+        close(fd);
     return APR_SUCCESS;
+}
+
+void rh_core_keep(rh_req *q)
+{
+    if (q->kept && q->kept->path)   /* asked with keep */
+        q->kept->reuse = 1;
+}
+
+/* The line on a kept connection: its descriptor, or -1 when there is none
+ * (or the core closed it: then the next, or none). */
+static int kept_send(unsigned k, const char *path, const char *line, size_t len)
+{
+    for (;;) {
+        int fd = kept_take(k, path);
+        if (fd < 0)
+            return -1;
+        if (send(fd, line, len, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)len)
+            return fd;
+        close(fd);
+    }
 }
 
 /* Per-client limits are counted in one core only: while any is set, a
@@ -72,14 +142,21 @@ static int core_send(rh_req *q, const rh_ipc_req *rq)
         choose_core(q, rq);
     unsigned k = (unsigned)q->shard;
     const char *path = q->old_core ? rh_daemon_old_socket(k) : rh_daemon_socket(k);
-    int fd = path ? rh_ipc_connect(path, 5000) : -ENOENT;
+    int kept = rq->keep && path ? kept_send(k, path, line, (size_t)n) : -1;
+    int fd = kept >= 0 ? kept : path ? rh_ipc_connect(path, 5000) : -ENOENT;
     if (fd < 0) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, -fd, q->r, RHLOG(2002)
                       "cannot reach the relay core at %s", path ? path : "(none)");
         return fd;
     }
     q->fd = fd;
-    apr_pool_cleanup_register(q->r->pool, (void *)(long)fd, close_fd, apr_pool_cleanup_null);
+    q->kept = apr_pcalloc(q->r->pool, sizeof(*q->kept));
+    q->kept->fd = fd;
+    q->kept->shard = k;
+    q->kept->path = rq->keep ? path : NULL;
+    apr_pool_cleanup_register(q->r->pool, q->kept, link_done, apr_pool_cleanup_null);
+    if (kept >= 0)
+        return 0;
     const char *out = line;
     apr_size_t len = (size_t)n;
     if (q->trail_len) {

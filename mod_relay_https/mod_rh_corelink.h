@@ -17,6 +17,10 @@
  * to the core afterwards (closed with the request's pool). 0, or -errno. */
 int rh_core_ask(rh_req *q, const rh_ipc_req *rq, rh_ipc_reply *rep, int timeout_ms);
 
+/* The core's answer was read whole (a batch pull's, asked with keep): the
+ * connection goes back to the child's kept ones when the request ends. */
+void rh_core_keep(rh_req *q);
+
 /* What is done with the core's answer: rv 0 with *rep, or -errno (no answer). */
 typedef int rh_answer_fn(rh_req *q, int rv, rh_ipc_reply *rep);
 

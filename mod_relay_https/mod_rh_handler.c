@@ -6,6 +6,7 @@
 
 #include <apr_strings.h>
 #include <http_protocol.h>
+#include <http_core.h>
 #include <http_request.h>
 
 #include "mod_rh_private.h"
@@ -13,6 +14,7 @@
 #include "mod_rh_answer.h"
 #include "mod_rh_async.h"
 #include "mod_rh_child.h"
+#include "mod_rh_conn.h"
 #include "mod_rh_corelink.h"
 #include "mod_rh_req.h"
 #include "mod_rh_handler.h"
@@ -233,7 +235,7 @@ static void count_request(request_rec *r, const char *op)
 /* TRACE would echo the request, Relay-Session included: httpd answers it
  * before any handler (map_to_storage), so a relay location refuses it here,
  * where the <Location> configuration is already known. */
-int rh_refuse_trace(request_rec *r)
+static int refuse_trace(request_rec *r)
 {
     const rh_dir_conf *dc;
     if (r->method_number != M_TRACE)
@@ -245,19 +247,60 @@ int rh_refuse_trace(request_rec *r)
     return HTTP_METHOD_NOT_ALLOWED;
 }
 
+/* The <Location> configuration (all httpd has walked at translate_name)
+ * says SetHandler relay-https. A forward proxy's request is mod_proxy's. */
+static int relay_location(request_rec *r)
+{
+    core_dir_config *d = ap_get_core_module_config(r->per_dir_config);
+    const char *err = NULL;
+    if (r->proxyreq || !d || !d->expr_handler)
+        return 0;
+    const char *h = ap_expr_str_exec(r, d->expr_handler, &err);
+    return !err && h && !strcmp(h, RH_HANDLER_NAME);
+}
+
+static const char relay_url_mark[] = "relay-url";
+
+int rh_translate(request_rec *r)
+{
+    int rv = refuse_trace(r);
+    if (rv == DECLINED && relay_location(r))
+        ap_set_module_config(r->request_config, &relay_https_module, (void *)relay_url_mark);
+    return rv;
+}
+
+/* A relay URL names no file: httpd's directory and file walks (a stat per
+ * path segment, an .htaccess open per directory where AllowOverride is not
+ * None) are skipped, as mod_proxy skips them for its URLs; the <Location>
+ * and <If> walks that follow this hook still run, and with them
+ * authentication and authorization. <Directory>, <Files> and .htaccess do
+ * not apply to relay URLs (docs/ARCHITECTURE.md, Security). */
+int rh_map_to_storage(request_rec *r)
+{
+    if (ap_get_module_config(r->request_config, &relay_https_module) != relay_url_mark)
+        return DECLINED;
+    return OK;
+}
+
 /* An endpoint whose request may wait long on its thread (pull, push, duplex,
  * listen): it runs only while this child has threads to spare for it
- * (mod_rh_child.h). */
-static int held_call(rh_req *q, int (*fn)(rh_req *q))
+ * (mod_rh_child.h). One whose body streams (push, duplex) and is answered
+ * while the body may still come lingers on HTTP/2 (rh_h2_linger). */
+static int held_call(rh_req *q, int (*fn)(rh_req *q), int body)
 {
+    int rv;
     /* one that parks (RelayAsync) waits on its thread for RH_ASYNC_HOT_MS
      * at most: not a hold */
     if (rh_async_may_park(q->r, q->sc))
         return fn(q);
-    if (!rh_child_enter(q->r, q->sc))
-        return OK;   /* answered 503 */
-    int rv = fn(q);
-    rh_child_leave();
+    if (!rh_child_enter(q->r, q->sc)) {
+        rv = OK;   /* answered 503 */
+    } else {
+        rv = fn(q);
+        rh_child_leave();
+    }
+    if (body && rv == OK)
+        rh_h2_linger(q->r);
     return rv;
 }
 
@@ -306,7 +349,7 @@ int rh_handler(request_rec *r)
             return rh_fail(r, HTTP_NOT_FOUND, "unknown target '%s'", target);
         }
         if (!strcmp(op, RH_EP_LISTEN))
-            return held_call(&q, rh_do_listen);
+            return held_call(&q, rh_do_listen, 0);
         int rv = datagram_mismatch(&q);
         if (rv != DECLINED)
             return rv;
@@ -316,13 +359,13 @@ int rh_handler(request_rec *r)
     }
     count_request(r, op);
     if (!strcmp(op, RH_EP_PUSH))
-        return held_call(&q, rh_do_push);
+        return held_call(&q, rh_do_push, 1);
     if (!strcmp(op, RH_EP_PULL))
-        return held_call(&q, rh_do_pull);
+        return held_call(&q, rh_do_pull, 0);
     if (!strcmp(op, RH_EP_CLOSE))
         return do_control(&q, RH_IPC_CLOSE);
     if (!strcmp(op, RH_EP_DUPLEX))
-        return held_call(&q, rh_do_duplex);
+        return held_call(&q, rh_do_duplex, 1);
     if (!strcmp(op, RH_EP_ACK))
         return do_control(&q, RH_IPC_ACK);
     return rh_fail(r, HTTP_NOT_FOUND, "no such relay endpoint '%s'", op);

@@ -49,6 +49,9 @@ static int pull_ask(rh_req *q)
     rq.offset = ack;
     apr_cpystrn(rq.mode, batch ? RH_MODE_BATCH : RH_MODE_STREAM, sizeof(rq.mode));
     rq.poll_s = batch ? (unsigned)rh_dir_poll(q->dc) : 0;
+    /* a batch answer has a length: its connection can carry the next poll
+     * (an old core, from before an upgrade, would not know the word) */
+    rq.keep = batch && !q->old_core;
     return rh_core_ask_then(q, &rq, batch ? (rh_dir_poll(q->dc) + 10) * 1000 : CORE_REPLY_MS,
                             pull_answered);
 }
@@ -174,6 +177,8 @@ static int pull_move(pull_ctx *pc)
         if (empty && pc->remain != 0)
             return PULL_WAIT;   /* the wait finds what comes next */
     }
+    if (pc->remain == 0)
+        rh_core_keep(q);        /* all of a batch answer read: the connection is clean */
     return pull_end(pc);
 }
 
@@ -290,6 +295,7 @@ static int pull_answered(rh_req *q, int rv, rh_ipc_reply *rep)
         return rv;
     pc->bb = apr_brigade_create(r->pool, c->bucket_alloc);
     pc->bk = rh_blocks_make(r);
+    rh_blocks_size(pc->bk, pc->remain);
     rh_limit_writes(r, rh_srv_write_s(q->sc));
     if (!batch) {
         /* headers now: the client waits for them before it trusts the stream */

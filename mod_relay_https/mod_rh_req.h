@@ -25,6 +25,7 @@ typedef struct rh_req {
     int shard;              /* the core asked (RelayCoreProcesses); -1 until chosen */
     int old_core;           /* the session lives in the core an upgrade replaced */
     int fd;                 /* to the core */
+    struct rh_kept *kept;   /* ... its fate when the request ends (kept or closed) */
     /* bytes sent right behind the request line (a small push's whole body,
      * docs/ARCHITECTURE.md): the connection to the core is then half-closed */
     const char *trail;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -139,13 +140,43 @@ int rh_core_out_flush(conn *k)
     return 0;
 }
 
-/* A reply-only connection: send what is pending, then close. */
+/* A kept connection after its answer: a new one as accept made it (the
+ * same descriptor, nothing of the last request), waiting for a line. */
+static void conn_renew(core *c, conn *k)
+{
+    int fd = k->fd;
+    uint32_t ev = k->ev;
+    free(k->in);
+    free(k->rq);
+    memset(k, 0, sizeof(*k));
+    k->src = SRC_CONN;
+    k->fd = fd;
+    k->ev = ev;
+    k->passed_fd = -1;
+    k->kind = CK_NEW;
+    rh_core_arm(c, fd, k, &k->ev, EPOLLIN);
+}
+
+void rh_core_conn_replied(core *c, conn *k)
+{
+    if (k->keep && k->passed_fd < 0)
+        conn_renew(c, k);
+    else
+        rh_core_conn_kill(c, k);
+}
+
+/* A reply-only connection: send what is pending, then close (or, kept,
+ * wait for the next request). */
 void rh_core_conn_reply_done(core *c, conn *k)
 {
     conn_unhold(c, k);
     k->kind = CK_REPLY;
     k->s = NULL;
     int rv = rh_core_out_flush(k);
+    if (rv == 0) {
+        rh_core_conn_replied(c, k);
+        return;
+    }
     if (rv != 1) {
         rh_core_conn_kill(c, k);
         return;

@@ -108,6 +108,9 @@ struct conn {
     int check_due;           /* pull, checked: a C frame follows the current D frame */
     uint32_t frame_crc;      /* ... carrying this CRC of the bytes up to its end */
     int batch;               /* pull: a long-poll answered in one piece */
+    int keep;                /* the handler keeps the connection for its next
+                                request line once the answer is out (a batch
+                                pull that asked: `keep`) */
     int batch_started;
     size_t batch_data;       /* pull, batch: D payload still to send in this answer */
     int batch_term;          /* pull, batch: the frame that ends the answer */
@@ -313,6 +316,9 @@ void rh_core_out_frame(conn *k, int type, const void *payload, size_t len);
 void rh_core_out_ack(conn *k, uint64_t off);
 int rh_core_out_flush(conn *k);
 void rh_core_conn_reply_done(core *c, conn *k);
+/* A reply's last bytes went out (rh_core_out_flush returned 0): a kept
+ * connection waits for its next request, any other is closed. */
+void rh_core_conn_replied(core *c, conn *k);
 void rh_core_conn_error(core *c, conn *k, int status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

@@ -155,6 +155,7 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
     s->readahead = batch ? s->down.cap : s->down.cap - s->window;
     if (batch) {
         k->batch = 1;
+        k->keep = rq->keep;
         k->poll_deadline = k->last_write + 1000L * (rq->poll_s ? rq->poll_s : RH_DEFAULT_POLL_S);
     } else {
         /* an H at once lets the client see whether the path buffers responses */
@@ -335,10 +336,14 @@ void rh_core_conn_event(core *c, conn *k, uint32_t events)
             rh_core_session_end(c, s, 1, "opener went away");
         rh_core_conn_kill(c, k);
         return;
-    case CK_REPLY:
-        if (rh_core_out_flush(k) != 1)
+    case CK_REPLY: {
+        int rv = rh_core_out_flush(k);
+        if (rv == 0)
+            rh_core_conn_replied(c, k);
+        else if (rv != 1)
             rh_core_conn_kill(c, k);
         return;
+    }
     case CK_PUSHWAIT:
         /* the handler hung up while waiting: its place is free again */
         if (s)

@@ -122,13 +122,17 @@ static int parse_push(char **w, int n, rh_ipc_req *req)
     return 0;
 }
 
-/* PULL token ack mode [poll_s] */
+/* PULL token ack mode [poll_s] [keep] */
 static int parse_pull(char **w, int n, rh_ipc_req *req)
 {
     req->op = RH_IPC_PULL;
     if (parse_token_offset(w, req) || copy_word(req->mode, sizeof(req->mode), w[3]))
         return -1;
-    if (n == 5 && (parse_uint(w[4], &req->poll_s, 3600) || req->poll_s == 0))
+    if (n > 4 && !strcmp(w[n - 1], "keep")) {
+        req->keep = 1;
+        --n;
+    }
+    if (n > 5 || (n == 5 && (parse_uint(w[4], &req->poll_s, 3600) || req->poll_s == 0)))
         return -1;
     return 0;
 }
@@ -188,7 +192,7 @@ static const struct {
 } req_verbs[] = {
     { "OPEN",  7, REQ_WORDS_MAX, parse_open },
     { "PUSH",  3, 4, parse_push },
-    { "PULL",  4, 5, parse_pull },
+    { "PULL",  4, 6, parse_pull },
     { "ACK",   3, 3, parse_ack },
     { "CLOSE", 2, 3, parse_close },
     { "STAT",  1, 1, parse_stat },
@@ -267,11 +271,12 @@ int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req)
         break;
     case RH_IPC_PULL:
         if (req->poll_s)
-            n = snprintf(buf, len, "PULL %s %" PRIu64 " %s %u\n", req->token, req->offset,
-                         req->mode[0] ? req->mode : RH_MODE_STREAM, req->poll_s);
+            n = snprintf(buf, len, "PULL %s %" PRIu64 " %s %u%s\n", req->token, req->offset,
+                         req->mode[0] ? req->mode : RH_MODE_STREAM, req->poll_s,
+                         req->keep ? " keep" : "");
         else
-            n = snprintf(buf, len, "PULL %s %" PRIu64 " %s\n", req->token, req->offset,
-                         req->mode[0] ? req->mode : RH_MODE_STREAM);
+            n = snprintf(buf, len, "PULL %s %" PRIu64 " %s%s\n", req->token, req->offset,
+                         req->mode[0] ? req->mode : RH_MODE_STREAM, req->keep ? " keep" : "");
         break;
     case RH_IPC_ACK:
         n = snprintf(buf, len, "ACK %s %" PRIu64 "\n", req->token, req->offset);

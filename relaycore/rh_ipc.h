@@ -19,7 +19,9 @@ typedef enum {
                       service, target is a RelayService, ip "-", port 0 and
                       connect_s how long to wait for a serve's listen */
     RH_IPC_PUSH,   /* PUSH token offset [len=N] then frames until EOF; N = body bytes */
-    RH_IPC_PULL,   /* PULL token ack mode [poll_s]  then frames from the core */
+    RH_IPC_PULL,   /* PULL token ack mode [poll_s] [keep]  then frames from the
+                      core; keep (batch): after the answer's last byte the
+                      connection waits for the handler's next request line */
     RH_IPC_CLOSE,  /* CLOSE token [integrity]: the client found a failed check */
     RH_IPC_ACK,    /* ACK token offset: down bytes the client has received */
     RH_IPC_STAT,   /* STAT: one line of counters */
@@ -59,6 +61,7 @@ typedef struct rh_ipc_req {
     uint64_t body_len;  /* push: body bytes (frames) the handler will pass */
     char mode[16];      /* pull: "stream" or "batch" */
     unsigned poll_s;    /* pull, batch; listen: answer empty after this long */
+    int keep;           /* pull, batch: the connection is kept after the answer */
     unsigned log_level; /* logs: httpd's level for the module (APLOG_*) */
     char name[RH_HOST_MAX + 2];   /* resolve: the host name */
     unsigned timeout_s;           /* resolve: answer 504 after this long */

@@ -176,3 +176,51 @@ def test_client_cert_works(apache, client_bin, tls, client_cert, cert_ports, pro
     assert s["rc"] == 0, (s["rc"], s["stderr"])
     assert s["stdout"] == payload, (len(s["stdout"]), s["stderr"])
     assert_sessions_closed(a, mark, timeout=15, min_opened=1)
+
+
+# ---------------------------------------------------------------------------
+# Relay URLs name no file: <Location> applies, <Directory> and .htaccess do not
+# ---------------------------------------------------------------------------
+
+def test_location_auth_applies_directory_and_htaccess_do_not(apache_factory, module_so,
+                                                               targets, htpasswd):
+    """httpd's directory and file walks are skipped for relay URLs
+    (map_to_storage, as mod_proxy does): a <Files> section that denies the
+    path's first segment (what the file walk would test: /relay maps to
+    DOCROOT/relay), or an .htaccess in the document root that httpd cannot
+    even parse, leaves the relay location as its <Location> configures it,
+    Basic auth included; the website's own pages keep both."""
+    conf = "\n".join([
+        "<Directory />", "    AllowOverride All", "</Directory>",
+        '<Files "relay">', "    Require all denied", "</Files>",
+        '<Files "forbidden.html">', "    Require all denied", "</Files>",
+        im.basic_auth_location_conf("/relay-auth", targets, htpasswd),
+    ])
+    a = apache_factory.get("event", module=module_so, targets=targets, extra_conf=conf)
+    r = curl(a.base_url + "/forbidden.html", method="GET")
+    assert r.status == 403, r
+    r = curl(a.relay_url + "/echo/check", method="GET")
+    assert r.status == 200, r
+    htaccess = os.path.join(a.docroot, ".htaccess")
+    with open(htaccess, "w") as f:
+        f.write("NotADirective here\n")
+    os.chmod(htaccess, 0o644)
+    try:
+        r = curl(a.base_url + "/index.html", method="GET")
+        assert r.status == 500, r        # the page's walk reads the .htaccess
+        r = curl(a.relay_url + "/echo/open")
+        assert r.status == 201, r
+        c = curl(a.relay_url + "/echo/close",
+                 headers=["Relay-Session: " + r.header("Relay-Session")])
+        assert c.status == 204, c
+        # the <Location>'s own authentication still holds
+        r = curl(_auth_url(a) + "/echo/open")
+        assert r.status == 401, r
+        r = curl(_auth_url(a) + "/echo/open", extra=["-u", "%s:%s" % (USER, PASSWORD)])
+        assert r.status == 201, r
+        c = curl(_auth_url(a) + "/echo/close",
+                 headers=["Relay-Session: " + r.header("Relay-Session")],
+                 extra=["-u", "%s:%s" % (USER, PASSWORD)])
+        assert c.status == 204, c
+    finally:
+        os.unlink(htaccess)

@@ -40,6 +40,61 @@ START_TEST(test_batch_empty)
 }
 END_TEST
 
+/* A batch pull that asks to keep its connection (PULL ... keep): after the
+ * whole answer the core waits on the same connection for the next request
+ * line, whatever it is; a request without keep ends it as before, and a
+ * kept connection the handler closes is freed (the next ones work). */
+START_TEST(test_batch_kept_connection)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    batch_ans a;
+    int l, t = core_with_session(tok, &l), fd = cx();
+    long t0 = now_ms();
+    batch_finish_kept(batch_send_on(fd, tok, 0, 1, 1), t0, IO_MS, &a);
+    ck_assert_msg(a.ms >= 900 && a.ms < 2000, "empty answer after %ld ms (1 s asked)", a.ms);
+    ck_assert_int_eq(a.term, RH_FRAME_END);
+    ck_assert_int_eq(a.ndata, 0);
+    /* the same connection: the next poll, answered by the target's bytes */
+    batch_send_on(fd, tok, 0, 5, 1);
+    assert_no_reply(fd, 200, "a kept batch pull with nothing to send");
+    t0 = now_ms();
+    target_send(t, "kept", 4);
+    batch_finish_kept(fd, t0, IO_MS, &a);
+    ck_assert_msg(a.ms < 100, "the answer came %ld ms after the target's bytes", a.ms);
+    ck_assert_uint_eq(a.off, 0);
+    ck_assert_uint_eq(a.dlen, 4);
+    ck_assert_mem_eq(batch_data, "kept", 4);
+    /* and once more, answered at once with what the core holds */
+    target_send(t, "again", 5);
+    sleep_ms(100);
+    t0 = now_ms();
+    batch_finish_kept(batch_send_on(fd, tok, 4, 5, 1), t0, IO_MS, &a);
+    ck_assert_uint_eq(a.off, 4);
+    ck_assert_mem_eq(batch_data, "again", 5);
+    /* a request without keep on it is answered, and ends it */
+    send_str(fd, "STAT\n");
+    read_reply(fd, reply, sizeof(reply), IO_MS);
+    ck_assert_msg(!strncmp(reply, "OK active=1 ", 12), "STAT on a kept connection: %s", reply);
+    unsigned char extra[4];
+    ck_assert_int_eq(rh_ipc_read(fd, extra, sizeof(extra), IO_MS), 0);
+    xclose(fd);
+    /* a kept connection its handler drops is freed: many, then the session works */
+    for (int i = 0; i < 50; ++i) {
+        int k = cx();
+        target_send(t, "z", 1);
+        batch_finish_kept(batch_send_on(k, tok, 9 + (uint64_t)i, 5, 1), now_ms(), IO_MS, &a);
+        ck_assert_uint_eq(a.dlen, 1);
+        xclose(k);
+    }
+    batch_pull(tok, 59, 1, IO_MS, &a);
+    ck_assert_int_eq(a.term, RH_FRAME_END);
+    ck_assert(session_alive(tok));
+    xclose(t);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
 /* The long-poll answers as soon as the target sends, without waiting for more;
  * the next one starts where it ended. */
 START_TEST(test_batch_prompt)
@@ -272,6 +327,7 @@ void core_batch_tests(const core_tcases *t)
 {
     tcase_add_test(t->batch, test_batch_empty);
     tcase_add_test(t->batch, test_batch_prompt);
+    tcase_add_test(t->batch, test_batch_kept_connection);
     tcase_add_test(t->batch, test_batch_large_then_fin);
     tcase_add_test(t->batch, test_batch_data_and_fin);
     tcase_add_loop_test(t->batch, test_batch_target_reset, 0, 2);

@@ -388,6 +388,15 @@ void open_session(int port, unsigned bufsize, unsigned idle_s, char tok[RH_TOKEN
     open_session_window(port, bufsize, idle_s, 0, tok);
 }
 
+int core_with_session(char tok[RH_TOKEN_LEN + 1], int *listener)
+{
+    int port;
+    core_start(8, 20);
+    *listener = tcp_listen(&port, 0, 8);
+    open_session(port, 65536, 30, tok);
+    return tcp_accept(*listener, IO_MS);
+}
+
 /* PUSH/PULL: the request line, the OK line; the connection then carries frames. */
 static int attach(const char *verb, const char *tok, uint64_t off, const char *extra)
 {
@@ -649,15 +658,44 @@ unsigned char batch_data[1 << 20];
 /* Sends a batch pull; the answer is read by batch_finish(). */
 int batch_send(const char *tok, uint64_t ack, unsigned poll_s)
 {
+    return batch_send_on(cx(), tok, ack, poll_s, 0);
+}
+
+int batch_send_on(int fd, const char *tok, uint64_t ack, unsigned poll_s, int keep)
+{
     char line[RH_IPC_LINE_MAX];
-    int fd = cx();
-    snprintf(line, sizeof(line), "PULL %s %llu batch %u\n", tok, (unsigned long long)ack,
-             poll_s);
+    snprintf(line, sizeof(line), "PULL %s %llu batch %u%s\n", tok, (unsigned long long)ack,
+             poll_s, keep ? " keep" : "");
     send_str(fd, line);
     return fd;
 }
 
+static void batch_parse(batch_ans *a, size_t len);
+
 void batch_finish(int fd, long t0, int ms, batch_ans *a)
+{
+    size_t len = batch_read(fd, t0, ms, a);
+    /* nothing follows: the core closes the connection after the answer */
+    unsigned char extra[16];
+    ssize_t n = rh_ipc_read(fd, extra, sizeof(extra), IO_MS);
+    ck_assert_msg(n == 0, "batch pull: %s after the %zu announced bytes",
+                  n > 0 ? "more bytes" : "no EOF", len);
+    xclose(fd);
+    batch_parse(a, len);
+}
+
+void batch_finish_kept(int fd, long t0, int ms, batch_ans *a)
+{
+    size_t len = batch_read(fd, t0, ms, a);
+    /* nothing follows, and the core keeps the connection for the next line */
+    unsigned char extra[16];
+    ssize_t n = rh_ipc_read(fd, extra, sizeof(extra), 200);
+    ck_assert_msg(n == -ETIMEDOUT, "kept batch pull: %s after the %zu announced bytes",
+                  n > 0 ? "more bytes" : n == 0 ? "EOF" : "an error", len);
+    batch_parse(a, len);
+}
+
+size_t batch_read(int fd, long t0, int ms, batch_ans *a)
 {
     char line[RH_IPC_LINE_MAX];
     unsigned long long off;
@@ -681,14 +719,13 @@ void batch_finish(int fd, long t0, int ms, batch_ans *a)
                       n == 0 ? "EOF" : strerror((int)-n));
         have += (size_t)n;
     }
-    /* nothing follows: the core closes the connection after the answer */
-    unsigned char extra[16];
-    ssize_t n = rh_ipc_read(fd, extra, sizeof(extra), IO_MS);
-    ck_assert_msg(n == 0, "batch pull: %s after the %zu announced bytes",
-                  n > 0 ? "more bytes" : "no EOF", len);
-    xclose(fd);
+    return len;
+}
 
-    /* the frames: A, D*, then F, R or E ending exactly at len */
+/* The frames of an answer read whole: A, D*, then F, R or E ending exactly
+ * at len. */
+static void batch_parse(batch_ans *a, size_t len)
+{
     size_t at = 0;
     int nth = 0, prev = 0;
     while (at < len) {

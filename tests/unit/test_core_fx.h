@@ -158,6 +158,9 @@ void assert_token(const char *tok);
 void open_session_window(int port, unsigned bufsize, unsigned idle_s, unsigned window,
                          char tok[RH_TOKEN_LEN + 1]);
 void open_session(int port, unsigned bufsize, unsigned idle_s, char tok[RH_TOKEN_LEN + 1]);
+/* A core (8 sessions, 20 s), a target listening (*listener) and a session to it
+ * (buffer 65536, idle 30 s) in tok: the target's side of the session. */
+int core_with_session(char tok[RH_TOKEN_LEN + 1], int *listener);
 int push_open(const char *tok, uint64_t off);
 int push_send_len(const char *tok, uint64_t off, const void *frames, size_t len,
                   size_t body_len);
@@ -181,7 +184,13 @@ void assert_no_reply(int fd, int ms, const char *what);
 
 /* batch pulls */
 int batch_send(const char *tok, uint64_t ack, unsigned poll_s);
+/* ... on a connection of the caller's, with keep: the core keeps it after the answer */
+int batch_send_on(int fd, const char *tok, uint64_t ack, unsigned poll_s, int keep);
 void batch_finish(int fd, long t0, int ms, batch_ans *a);
+/* ... of a kept pull: the connection stays open and holds nothing more */
+void batch_finish_kept(int fd, long t0, int ms, batch_ans *a);
+/* the answer's line and body into batch_body: its length (a->ms, off, len set) */
+size_t batch_read(int fd, long t0, int ms, batch_ans *a);
 void batch_pull(const char *tok, uint64_t ack, unsigned poll_s, int ms, batch_ans *a);
 int session_alive(const char *tok);
 unsigned char gen_byte(uint64_t i);

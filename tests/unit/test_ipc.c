@@ -66,6 +66,8 @@ static void roundtrip(const rh_ipc_req *in)
     ck_assert(out.offset == in->offset);
     if (in->op == RH_IPC_PULL)
         ck_assert_str_eq(out.mode, in->mode[0] ? in->mode : "stream");
+    ck_assert_int_eq(out.keep, in->keep);
+    ck_assert_uint_eq(out.poll_s, in->poll_s);
     int n2 = rh_ipc_format_req(buf2, sizeof(buf2), &out);
     ck_assert_int_eq(n2, n);
     buf[n - 1] = '\n';
@@ -106,6 +108,13 @@ START_TEST(test_roundtrip_all_ops)
     strcpy(rq.mode, "stream");
     roundtrip(&rq);
     rq.mode[0] = '\0';           /* formats as the default mode */
+    roundtrip(&rq);
+    strcpy(rq.mode, "batch");
+    rq.poll_s = 25;
+    roundtrip(&rq);
+    rq.keep = 1;                 /* a batch pull on a kept connection */
+    roundtrip(&rq);
+    rq.poll_s = 0;
     roundtrip(&rq);
 
     memset(&rq, 0, sizeof(rq));
@@ -322,6 +331,9 @@ START_TEST(test_parse_rejects)
     parse_bad("PUSH " TOK " 1 len=4 x");
     parse_bad("PULL " TOK " 1");
     parse_bad("PULL " TOK " 1 stream extra");
+    parse_bad("PULL " TOK " 1 batch 25 keep keep");
+    parse_bad("PULL " TOK " 1 batch keep 25");
+    parse_bad("PULL " TOK " 1 batch 25 extra keep");
     parse_bad("CLOSE");
     parse_bad("CLOSE " TOK " x");
     parse_bad("STAT now");
