@@ -155,8 +155,27 @@ size_t body_cb(char *ptr, size_t size, size_t nmemb, void *ud)
     return len;
 }
 
+/* A curl text line that shows an HTTP/2 request header, "h2h3 [name: value]"
+ * (libcurl 7.88), of a secret header: the length of its "h2h3 [name: "
+ * part, else 0. */
+static size_t h2h3_secret(const char *p, size_t n)
+{
+    static const char pre[] = "h2h3 [";
+    static const char *const names[] = { RH_HDR_SESSION, "authorization",
+                                         "proxy-authorization" };
+    const size_t pl = sizeof(pre) - 1;
+    if (n <= pl || memcmp(p, pre, pl) != 0)
+        return 0;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); ++i) {
+        size_t l = strlen(names[i]);
+        if (n > pl + l + 1 && strncasecmp(p + pl, names[i], l) == 0 && p[pl + l] == ':')
+            return pl + l + 1;
+    }
+    return 0;
+}
+
 /* Masks secrets in -vv traces: the token after its public 16 characters, and
- * credentials. */
+ * credentials, in the headers and in curl's own lines about them. */
 static int debug_cb(CURL *h, curl_infotype type, char *data, size_t size, void *ud)
 {
     struct rhc_req *r = ud;
@@ -187,6 +206,8 @@ static int debug_cb(CURL *h, curl_infotype type, char *data, size_t size, void *
                                  header_is(p, n, "Proxy-Authorization", &v, &vl)))
             rhc_log(2, "%s%s%c %.*s: <masked>", who, *who ? ": " : "", mark,
                     (int)(strchr(p, ':') - p), p);
+        else if (mark == '*' && (vl = h2h3_secret(p, n)) > 0)
+            rhc_log(2, "%s%s%c %.*s <masked>]", who, *who ? ": " : "", mark, (int)vl, p);
         else if (n)
             rhc_log(2, "%s%s%c %.*s", who, *who ? ": " : "", mark, len, p);
         p = nl ? nl + 1 : end;

@@ -1,4 +1,5 @@
 /* The client's connection as a tunnel request needs it (see mod_rh_conn.h). */
+#include <poll.h>
 #include <string.h>
 
 #include <apr_poll.h>
@@ -65,4 +66,36 @@ int rh_client_input_fd(conn_rec *c)
     if (pfd.desc_type == APR_POLL_FILE && apr_os_file_get(&file, pfd.desc.f) == APR_SUCCESS)
         return (int)file;
     return -1;
+}
+
+void rh_h2_linger(request_rec *r)
+{
+    conn_rec *c = r->connection;
+    int cfd = c->master ? rh_client_input_fd(c) : -1;
+    if (cfd < 0 || c->aborted)
+        return;
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, c->bucket_alloc);
+    if (!r->eos_sent) {
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
+        if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || c->aborted)
+            return;
+        apr_brigade_cleanup(bb);
+    }
+    apr_time_t until = apr_time_now() + apr_time_from_msec(RH_H2_LINGER_MS);
+    for (;;) {
+        apr_status_t st = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
+                                         APR_NONBLOCK_READ, 65536);
+        int eos = st == APR_SUCCESS && !APR_BRIGADE_EMPTY(bb) &&
+                  APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(bb));
+        apr_brigade_cleanup(bb);
+        if (eos || (st != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(st)))
+            break;
+        long left = (long)apr_time_as_msec(until - apr_time_now());
+        if (left <= 0)
+            break;
+        struct pollfd pf = { .fd = cfd, .events = POLLIN };
+        if (st != APR_SUCCESS && poll(&pf, 1, (int)left) <= 0)
+            break;
+    }
+    apr_brigade_destroy(bb);
 }

@@ -182,39 +182,6 @@ static int duplex_wait(rh_duplex *d)
 
 #define DOWN_EVERY 4
 
-/* The response is whole but the client still sends its body: as the handler
- * returns, mod_http2 resets the stream (NO_ERROR) to stop the body, and on a
- * loaded machine it did so before it had written the response's last DATA
- * (the R frame of a session a bad frame ended was lost, test_abuse). A client
- * ends its body once it has the response's end: this waits for that, at most
- * DUPLEX_LINGER_MS, dropping what still comes. */
-#define DUPLEX_LINGER_MS 1000
-
-static void duplex_linger(rh_duplex *d)
-{
-    request_rec *r = d->q->r;
-    apr_bucket_brigade *bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
-    long until = rh_now_ms() + DUPLEX_LINGER_MS;
-    int eos = d->u.eos;
-
-    while (!eos && d->cfd >= 0) {
-        apr_status_t st = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
-                                         APR_NONBLOCK_READ, RH_UPLOAD_BUF);
-        if (st == APR_SUCCESS) {
-            eos = !APR_BRIGADE_EMPTY(bb) && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(bb));
-            apr_brigade_cleanup(bb);
-            continue;
-        }
-        apr_brigade_cleanup(bb);
-        long left = until - rh_now_ms();
-        if (!APR_STATUS_IS_EAGAIN(st) || left <= 0)
-            break;
-        struct pollfd pf = { .fd = d->cfd, .events = POLLIN };
-        if (rh_watch_poll(&d->q->watch, &pf, 1, (int)left) != RH_WAIT_READY)
-            break;
-    }
-    apr_brigade_destroy(bb);
-}
 
 /* Both ways until both have ended (the pull with F or R, the push answered),
  * then EOS; a tunnel cut short ends without it. */
@@ -242,8 +209,7 @@ static void duplex_run(rh_duplex *d)
             return;
     }
     APR_BRIGADE_INSERT_TAIL(d->out, apr_bucket_eos_create(r->connection->bucket_alloc));
-    if (ap_pass_brigade(r->output_filters, d->out) == APR_SUCCESS && !r->connection->aborted)
-        duplex_linger(d);
+    ap_pass_brigade(r->output_filters, d->out);
 }
 
 int rh_do_duplex(rh_req *q)

@@ -14,6 +14,7 @@
 #include "mod_rh_answer.h"
 #include "mod_rh_async.h"
 #include "mod_rh_child.h"
+#include "mod_rh_conn.h"
 #include "mod_rh_corelink.h"
 #include "mod_rh_req.h"
 #include "mod_rh_handler.h"
@@ -283,17 +284,23 @@ int rh_map_to_storage(request_rec *r)
 
 /* An endpoint whose request may wait long on its thread (pull, push, duplex,
  * listen): it runs only while this child has threads to spare for it
- * (mod_rh_child.h). */
-static int held_call(rh_req *q, int (*fn)(rh_req *q))
+ * (mod_rh_child.h). One whose body streams (push, duplex) and is answered
+ * while the body may still come lingers on HTTP/2 (rh_h2_linger). */
+static int held_call(rh_req *q, int (*fn)(rh_req *q), int body)
 {
+    int rv;
     /* one that parks (RelayAsync) waits on its thread for RH_ASYNC_HOT_MS
      * at most: not a hold */
     if (rh_async_may_park(q->r, q->sc))
         return fn(q);
-    if (!rh_child_enter(q->r, q->sc))
-        return OK;   /* answered 503 */
-    int rv = fn(q);
-    rh_child_leave();
+    if (!rh_child_enter(q->r, q->sc)) {
+        rv = OK;   /* answered 503 */
+    } else {
+        rv = fn(q);
+        rh_child_leave();
+    }
+    if (body && rv == OK)
+        rh_h2_linger(q->r);
     return rv;
 }
 
@@ -342,7 +349,7 @@ int rh_handler(request_rec *r)
             return rh_fail(r, HTTP_NOT_FOUND, "unknown target '%s'", target);
         }
         if (!strcmp(op, RH_EP_LISTEN))
-            return held_call(&q, rh_do_listen);
+            return held_call(&q, rh_do_listen, 0);
         int rv = datagram_mismatch(&q);
         if (rv != DECLINED)
             return rv;
@@ -352,13 +359,13 @@ int rh_handler(request_rec *r)
     }
     count_request(r, op);
     if (!strcmp(op, RH_EP_PUSH))
-        return held_call(&q, rh_do_push);
+        return held_call(&q, rh_do_push, 1);
     if (!strcmp(op, RH_EP_PULL))
-        return held_call(&q, rh_do_pull);
+        return held_call(&q, rh_do_pull, 0);
     if (!strcmp(op, RH_EP_CLOSE))
         return do_control(&q, RH_IPC_CLOSE);
     if (!strcmp(op, RH_EP_DUPLEX))
-        return held_call(&q, rh_do_duplex);
+        return held_call(&q, rh_do_duplex, 1);
     if (!strcmp(op, RH_EP_ACK))
         return do_control(&q, RH_IPC_ACK);
     return rh_fail(r, HTTP_NOT_FOUND, "no such relay endpoint '%s'", op);

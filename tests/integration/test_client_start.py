@@ -5,6 +5,7 @@ restart of Apache (the relay core with it) ends the tunnels it forgot at
 once, with a clear message, without downgrading auto's transport."""
 
 import os
+import re
 import socket
 import subprocess
 import time
@@ -264,22 +265,39 @@ def test_check_cut_on_the_way_goes_again(apache_factory, module_so, targets, cli
     from faultproxy import FaultProxy
     plain = harness.free_port()
     apache_factory.get("event", module=module_so, targets=targets,
-                           extra_conf=im.plain_http_vhost_conf(plain))
+                       extra_conf=im.plain_http_vhost_conf(plain))
     px = FaultProxy(plain, mode="cut_resp_headers", seed=524283813, min_life=0.5, max_life=3)
     try:
         with Forward(client_bin, "http://127.0.0.1:%d/relay" % px.port, "echo",
                      extra_args=["--transport", "batch", "--http1.1"]) as fw:
-            s = socket.create_connection(("127.0.0.1", fw.port), timeout=20)
-            s.sendall(b"after the cut\n")
-            got = b""
-            while len(got) < 14:
-                chunk = s.recv(64)
-                assert chunk, fw.stderr_text()
-                got += chunk
-            s.close()
+            got = _echo_once(fw.port, b"after the cut\n")
             log = fw.stderr_text()
     finally:
         px.stop()
-    assert got == b"after the cut\n"
+    assert got == b"after the cut\n", log
     first = [l for l in log.splitlines() if "check " in l]
     assert first and "trying again on a new connection" in first[0], log
+
+
+@pytest.mark.rh_timeout(60)
+@pytest.mark.parametrize("http", ["--http2", "--http1.1"])
+def test_debug_trace_masks_token_and_password(apache, client_bin, tls, http):
+    """-vv traces every request, and over HTTP/2 libcurl 7.88 also writes each
+    request header as a line of its own ("h2h3 [relay-session: ...]"): neither
+    shows a session token's secret part or the password; the session's public
+    id still shows."""
+    url = apache.base_url + "/relay-auth"
+    with Forward(client_bin, url, "echo", cacert=tls["ca"], verbose=False,
+                 extra_args=["-vv", "-u", "%s:%s" % (USER, PASSWORD), "--transport",
+                             "duplex" if http == "--http2" else "stream", http]) as fw:
+        assert _echo_once(fw.port, b"masked?\n") == b"masked?\n", fw.stderr_text()
+        assert harness.wait_for(lambda: any("closed cleanly" in l for l in fw.lines()), 15)
+        lines = fw.lines()
+    text = "\n".join(lines)
+    tokens = set(re.findall(r"[0-9a-f]{48}", text))
+    assert not tokens, "whole session tokens in the -vv trace: %s" % sorted(tokens)[:3]
+    assert PASSWORD not in text and "cmVsYXl1c2Vy" not in text, "the credentials show"
+    sids = [l for l in lines if re.search(r"session [0-9a-f]{16} opened", l)]
+    assert sids, text[-2000:]
+    if http == "--http2":
+        assert any("h2h3 [relay-session: <masked>]" in l for l in lines), text[-3000:]
