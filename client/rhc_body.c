@@ -251,6 +251,7 @@ size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
     }
     int64_t now = rh_now_ms();
     t->down.last_rx = now;
+    pull_answered(t, r, now);
     while (off < len) {
         rh_frame_event ev;
         size_t n = rh_frame_parse(&r->parser, (const unsigned char *)ptr + off, len - off,

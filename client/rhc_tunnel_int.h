@@ -301,6 +301,7 @@ void down_busy_again(rhc_tunnel *t, struct rhc_req *r, const char *why);
 void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
 int64_t pull_dead_ms(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now);
 void pull_silence_noted(rhc_tunnel *t, int64_t now);
+void pull_answered(rhc_tunnel *t, const struct rhc_req *r, int64_t now);
 
 /* rhc_xp_stream.c */
 int start_spush(rhc_tunnel *t);

@@ -225,6 +225,18 @@ int64_t pull_dead_ms(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now)
     return ms < PULL_DEAD_MS ? ms : PULL_DEAD_MS;
 }
 
+/* The down response r brought bytes: one that answered within
+ * RH_BUSY_HEARTBEAT_MS of its start shows a prompt server, so the silence that
+ * came before was the path's (a proxy that held one connection), not a late
+ * server's: the resumes in a row are forgotten and the next silence is given
+ * up in seconds again. (A fault proxy that held every connection after a
+ * second or two had doubled the wait to 48 s and more.) */
+void pull_answered(rhc_tunnel *t, const struct rhc_req *r, int64_t now)
+{
+    if (t->down.silent_n && now - r->started < RH_BUSY_HEARTBEAT_MS)
+        t->down.silent_n = 0;
+}
+
 /* A response was given up as silent: the next one waits longer (pull_dead_ms). */
 void pull_silence_noted(rhc_tunnel *t, int64_t now)
 {

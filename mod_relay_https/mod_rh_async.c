@@ -7,7 +7,10 @@
  * event would (ap_run_process_connection), and it is closed here. */
 #include <poll.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <openssl/ssl.h>
 
@@ -37,6 +40,7 @@
 #define GIVE_BACK_MAX 64
 
 static int g_async_mpm;         /* the MPM runs requests asynchronously (event) */
+static long g_page = 4096;      /* the system's page size */
 static module *g_ssl_module;    /* mod_ssl, when loaded */
 static APR_OPTIONAL_FN_TYPE(ssl_is_https) *g_is_https;
 
@@ -67,6 +71,36 @@ static int tls_release(conn_rec *c)
         return 0;
     SSL **ssl = ap_get_module_config(c->conn_config, g_ssl_module);
     return ssl && *ssl && SSL_free_buffers(*ssl) == 1;
+}
+
+/* The pages of a free block but its first (the node's header): given back to
+ * the system, the block kept (MADV_DONTNEED: they come back zeroed when
+ * touched). */
+static void scrub_block(apr_memnode_t *n)
+{
+    uintptr_t pg = (uintptr_t)g_page;
+    uintptr_t from = ((uintptr_t)n + APR_MEMNODE_T_SIZE + pg - 1) & ~(pg - 1);
+    uintptr_t to = (uintptr_t)n->endp & ~(pg - 1);
+    if (to > from)
+        madvise((void *)from, to - from, MADV_DONTNEED);
+}
+
+/* Before the connection's next request: its free blocks stay for it (no
+ * munmap now and mmap in the request, three of each per batch long-poll),
+ * but the pages its last request touched in them go back, so that a
+ * long-poll that follows another parks on untouched memory. Only an
+ * allocator the connection owns. */
+static void scrub(conn_rec *c)
+{
+    apr_allocator_t *a = apr_pool_allocator_get(c->pool);
+    apr_memnode_t *got[GIVE_BACK_MAX];
+    int i, n = 0;
+    if (!a || apr_allocator_owner_get(a) != c->pool)
+        return;
+    while (n < GIVE_BACK_MAX && has_free_blocks(a) && (got[n] = apr_allocator_alloc(a, 1)))
+        scrub_block(got[n++]);
+    for (i = n; i-- > 0; )
+        apr_allocator_free(a, got[i]);
 }
 
 /* A parked connection keeps no free memory (nor TLS buffers, above). event
@@ -248,12 +282,13 @@ static void serve(rh_park *p)
             || c->cs->state != CONN_STATE_WRITE_COMPLETION || flush(p) != APR_SUCCESS
             || c->aborted)
             break;
-        /* the ended request's pool went to the free lists: given back, the
-         * next request (a long-poll that parks) starts on untouched memory
-         * instead of the pages its predecessor's answer and log line touched
+        /* the ended request's pool went to the free lists: scrubbed, the
+         * next request (a long-poll that parks) starts on untouched pages
+         * instead of the ones its predecessor's answer and log line touched
          * (the blocks are mmaped: a reused one keeps every page it had) */
-        give_back(c);
+        scrub(c);
         if (!c->data_in_input_filters && !next_soon(p)) {
+            give_back(c);       /* no request soon: nothing kept for it */
             c->cs->state = CONN_STATE_KEEPALIVE;
             p->state = RH_PARK_KEEPALIVE;
             rh_park_watch(p, -1, 0, 1, (long)apr_time_as_msec(c->base_server->keep_alive_timeout));
@@ -343,6 +378,8 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     if (ap_mpm_query(AP_MPMQ_IS_ASYNC, &async) != APR_SUCCESS)
         async = 0;
     g_async_mpm = async;
+    if (sysconf(_SC_PAGESIZE) > 0)
+        g_page = sysconf(_SC_PAGESIZE);
     g_ssl_module = ap_find_linked_module("mod_ssl.c");
     g_is_https = APR_RETRIEVE_OPTIONAL_FN(ssl_is_https);
     /* any server (virtual host) may ask for it */

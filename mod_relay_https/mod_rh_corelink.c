@@ -235,7 +235,7 @@ int rh_core_ask_then(rh_req *q, const rh_ipc_req *rq, int timeout_ms, rh_answer_
     if (rv != 0)
         return then(q, rv, &rep);
     /* most answers come at once: those are taken without parking */
-    rv = rh_async_hot(&q->watch, q->fd, POLLIN);
+    rv = q->cold ? RH_WAIT_TIMEOUT : rh_async_hot(&q->watch, q->fd, POLLIN);
     if (rv != RH_WAIT_TIMEOUT)
         return then(q, rv == RH_WAIT_READY ? core_reply(q, &rep, 1000) : no_answer(q, rv), &rep);
     /* q lives on the handler's stack: the parked request keeps a copy */

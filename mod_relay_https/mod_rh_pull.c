@@ -20,6 +20,9 @@
 
 static int pull_answered(rh_req *q, int rv, rh_ipc_reply *rep);
 
+/* A batch answer with nothing in it: its A frame and E */
+#define BATCH_EMPTY (RH_FRAME_HDR + 8 + RH_FRAME_HDR)
+
 /* The checks of a pull and its question to the core; pull_answered goes on
  * with the core's answer (a batch pull's wait for it may be parked). */
 static int pull_ask(rh_req *q)
@@ -52,6 +55,10 @@ static int pull_ask(rh_req *q)
     /* a batch answer has a length: its connection can carry the next poll
      * (an old core, from before an upgrade, would not know the word) */
     rq.keep = batch && !q->old_core;
+    /* after an empty answer (nothing came for a poll's time) the next answer
+     * will not come within RH_ASYNC_HOT_MS either: no thread waits for it */
+    rh_park *p = batch ? rh_async_park(r) : NULL;
+    q->cold = p && p->poll_idle;
     return rh_core_ask_then(q, &rq, batch ? (rh_dir_poll(q->dc) + 10) * 1000 : CORE_REPLY_MS,
                             pull_answered);
 }
@@ -293,6 +300,9 @@ static int pull_answered(rh_req *q, int rv, rh_ipc_reply *rep)
     pc->q = q->then ? q : apr_pmemdup(r->pool, q, sizeof(*q));
     if ((rv = pull_headers(r, batch, rep, &pc->remain)) != DECLINED)
         return rv;
+    rh_park *p = batch ? rh_async_park(r) : NULL;
+    if (p)
+        p->poll_idle = pc->remain == BATCH_EMPTY;
     pc->bb = apr_brigade_create(r->pool, c->bucket_alloc);
     pc->bk = rh_blocks_make(r);
     rh_blocks_size(pc->bk, pc->remain);

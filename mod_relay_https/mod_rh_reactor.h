@@ -62,6 +62,8 @@ struct rh_park {
     int no_fd;              /* closing: only its deadline is watched */
     long t_safe;            /* its pool may not go before (see on_suspend) */
     int why;
+    int poll_idle;          /* its last batch long-poll was answered empty: the
+                               next one parks at once (no RH_ASYNC_HOT_MS wait) */
     const struct rh_registry *core;  /* the table of the core it waits on; NULL: the first */
     rh_timer timer;
     struct rh_park_tag tag[2];

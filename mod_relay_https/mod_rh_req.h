@@ -30,6 +30,7 @@ typedef struct rh_req {
      * docs/ARCHITECTURE.md): the connection to the core is then half-closed */
     const char *trail;
     apr_size_t trail_len;
+    int cold;               /* the answer will not come soon: park at once */
     /* a parked request (RelayAsync): what follows the core's answer, and the
      * endpoint's own state */
     int (*then)(struct rh_req *q, int rv, struct rh_ipc_reply *rep);

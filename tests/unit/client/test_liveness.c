@@ -69,12 +69,37 @@ START_TEST(test_resumes_in_a_row_double_the_wait)
 }
 END_TEST
 
+START_TEST(test_a_prompt_answer_forgets_the_resumes)
+{
+    struct rhc_req dr;
+    int64_t now = 1000000;
+    rhc_tunnel *t = busy_tunnel(now);
+    memset(&dr, 0, sizeof(dr));
+    dr.batch = 1;
+    for (int i = 0; i < 3; ++i)
+        pull_silence_noted(t, now);
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now), 8 * BUSY_POLL_DEAD_MS);
+    /* a late answer (the server is slow): the doubling stays */
+    dr.started = now - RH_BUSY_HEARTBEAT_MS - 500;
+    pull_answered(t, &dr, now);
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now), 8 * BUSY_POLL_DEAD_MS);
+    /* an answer right after the request: the path held the last one */
+    dr.started = now - 20;
+    pull_answered(t, &dr, now);
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now), BUSY_POLL_DEAD_MS);
+    pull_silence_noted(t, now);
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now), 2 * BUSY_POLL_DEAD_MS);
+    free(t);
+}
+END_TEST
+
 Suite *liveness_suite(void)
 {
     Suite *s = suite_create("client liveness");
     TCase *tc = tcase_create("pull_dead_ms");
     tcase_add_test(tc, test_idle_and_busy);
     tcase_add_test(tc, test_resumes_in_a_row_double_the_wait);
+    tcase_add_test(tc, test_a_prompt_answer_forgets_the_resumes);
     suite_add_tcase(s, tc);
     return s;
 }
