@@ -47,8 +47,3 @@ void rh_child_leave(void)
 {
     apr_atomic_dec32(&held);
 }
-
-unsigned rh_child_held(void)
-{
-    return apr_atomic_read32(&held);
-}

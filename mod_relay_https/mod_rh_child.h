@@ -27,7 +27,4 @@ int rh_child_limit(const rh_srv_conf *sc);
 int rh_child_enter(request_rec *r, const rh_srv_conf *sc);
 void rh_child_leave(void);
 
-/* Relay requests holding this child's threads now. */
-unsigned rh_child_held(void);
-
 #endif

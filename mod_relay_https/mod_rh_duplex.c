@@ -182,7 +182,6 @@ static int duplex_wait(rh_duplex *d)
 
 #define DOWN_EVERY 4
 
-
 /* Both ways until both have ended (the pull with F or R, the push answered),
  * then EOS; a tunnel cut short ends without it. */
 static void duplex_run(rh_duplex *d)
