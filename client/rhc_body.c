@@ -26,12 +26,13 @@ static size_t emit(char *buf, int type, const void *payload, size_t n)
 }
 
 /* Bodies have limits: httpd's LimitRequestBody is 1 GiB by default, and
- * proxies often set less. A stream push ends well before, and the answer's
- * offset starts the next one (spush_done). */
+ * proxies often set less. A stream push ends well before, at the data offset
+ * fixed when it started (p_end, where the next one starts: spush_ahead), or
+ * at the latest when its frames reach the limit. */
 static void body_limit(rhc_tunnel *t, struct rhc_req *r)
 {
     if (r->kind == REQ_PUSH && !r->end_wanted && !r->p_fin && !r->p_r && !t->push.r_pending &&
-        r->emitted >= t->route->pol.spush_max) {
+        (r->emitted >= t->route->pol.spush_max || t->up.sent >= r->p_end)) {
         r->end_wanted = 1;
         r->refresh = 1;
         t_log(t, 2, "stream push: %" PRIu64 " bytes sent, ending it for a new one", r->emitted);
@@ -111,6 +112,10 @@ size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
 
     if (r->body_ended)
         return 0;
+    if (r == t->rq.spush_next) {
+        r->send_paused = 1;         /* its bytes come after the current body's end */
+        return CURL_READFUNC_PAUSE;
+    }
     body_limit(t, r);
     /* The body ends after R, when given up, or after F. (Acknowledgements of
      * down bytes never ride in a streamed body: behind up bytes that wait for
@@ -118,6 +123,8 @@ size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
      * echo. They go on pulls and ack requests of their own.) */
     if (r->end_wanted || r->p_r || r->p_fin) {
         r->body_ended = 1;
+        if (r->kind == REQ_PUSH)
+            spush_rotate(t, r);
         return 0;
     }
     if (t->end.code && !t->push.r_pending) {
@@ -131,6 +138,8 @@ size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
      * goes up, so that the session can still start over if that response never
      * comes */
     uint64_t have = t->xp.up_hold && !t->push.r_pending ? t->up.sent : up_read_off(t);
+    if (r->kind == REQ_PUSH && have > r->p_end)
+        have = r->p_end;
     if (!t->push.r_pending)
         used += body_data(t, buf + used, room - used, have);
     used += body_end(t, r, buf + used, room - used, have);

@@ -59,8 +59,10 @@ void reqs_free(rhc_tunnel *t)
 {
     req_free(t->rq.pull);
     req_free(t->rq.spush);
+    req_free(t->rq.spush_next);
+    req_free(t->rq.spush_prev);
     req_free(t->rq.duplex);
-    t->rq.pull = t->rq.spush = t->rq.duplex = NULL;
+    t->rq.pull = t->rq.spush = t->rq.spush_next = t->rq.spush_prev = t->rq.duplex = NULL;
     for (int i = 0; i < t->ack.n; ++i)
         req_free(t->ack.req[i]);
     t->ack.n = 0;
@@ -293,6 +295,7 @@ void t_advance(rhc_tunnel *t, int64_t now)
         t->xp.switching = 0;
     spush_refresh(t);
     push_park(t, now);
+    spush_ahead(t, now);
     up_kick(t);
     if (t->sess.resume)
         maybe_ack(t, now);
@@ -322,7 +325,7 @@ static rhc_tunnel *tunnel_new(rhc_ctx *c, struct rhc_route *route, int in_fd, in
     }
     t->ctx = c;
     t->route = route;
-    /* datagrams wait in the udp queue (drop oldest), not seconds behind 16 MiB */
+    /* datagrams wait in the udp queue (drop oldest), not seconds behind 32 MiB */
     rhc_upbuf_init(&t->up, route->o->udp ? UPBUF_UDP_MAX : UPBUF_MAX);
     t->local.kind = kind;
     t->local.in_fd = in_fd;

@@ -24,13 +24,17 @@
 
 #define OBUF_SOFT         (256u * 1024)   /* responses pause while this much waits locally */
 #define OBUF_MAX          (4u * 1024 * 1024) /* hard cap: soft cap + one curl callback */
-#define UPBUF_MAX         (16u * 1024 * 1024) /* up ring bound: bytes in flight, unconfirmed */
+#define UPBUF_MAX         (32u * 1024 * 1024) /* up ring bound: bytes in flight, unconfirmed */
 #define UPBUF_UDP_MAX     (256u * 1024)   /* ... of a -L udp: session */
 #define UPBUF_ROOM_MIN    16384u          /* up ring: counts as full below this room */
 #define UP_AHEAD_MAX      (512u * 1024)   /* local bytes read ahead of the pushes */
 #define BATCH_BODY_MAX    (2048u * 1024)  /* frames in one batch push */
 #define SPUSH_BODY_MAX    (256ull << 20)  /* a stream push body ends after this; a new one goes on */
 #define SPUSH_BODY_MIN    (1ull << 20)    /* ... and after a 413 never below this */
+#define SPUSH_DATA(B)     ((B) - (B) / 64) /* its data bytes: frame heads and checks fit the rest */
+#define SPUSH_AHEAD_MAX   (60ull << 20)   /* the next push is asked for at most this far ahead of
+                                             what the server confirmed (it allows 64 MiB) */
+#define SPUSH_LEAD_RTTS   4               /* ... when its body is this many round trips from its end */
 #define CHECK_FRAME       (RH_FRAME_HDR + RH_FRAME_CHECK_LEN)  /* follows every D frame */
 /* data bytes that fit a push body of B bytes: D frames of RH_FRAME_MAX, each with
  * its C frame, and an F */
@@ -107,6 +111,8 @@ struct rhc_tunnel {
         struct rhc_req *duplex; /* carries down (xp.down duplex), and up until ended */
         struct rhc_req *pull;   /* stream or batch pull */
         struct rhc_req *spush;  /* stream push */
+        struct rhc_req *spush_next; /* the next one, asked for before spush's body ends */
+        struct rhc_req *spush_prev; /* a body that ended for its length, answer to come */
         struct rhc_req *bpush[BATCH_SLOTS];
         int nbpush;
     } rq;
@@ -142,6 +148,7 @@ struct rhc_tunnel {
         int64_t dead_ms;        /* unconfirmed this long: the push is dead (see up_dead_at) */
         unsigned retries;       /* streamed body refused or cut, in a row */
         int64_t spush_at;       /* start the stream push (again) then */
+        uint64_t ahead_skip;    /* no next push asked for ahead at this offset (one failed) */
     } push;
 
     struct {                    /* down: responses -> local */
@@ -306,6 +313,8 @@ void pull_answered(rhc_tunnel *t, const struct rhc_req *r, int64_t now);
 /* rhc_xp_stream.c */
 int start_spush(rhc_tunnel *t);
 void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
+void spush_ahead(rhc_tunnel *t, int64_t now);       /* the next push, before the body's end */
+void spush_rotate(rhc_tunnel *t, struct rhc_req *r); /* r's body ended: the next one goes on */
 
 /* rhc_xp_duplex.c */
 int start_duplex(rhc_tunnel *t);

@@ -14,32 +14,140 @@
 #include "rhc_outcome.h"
 #include "rhc_tunnel_int.h"
 
-int start_spush(rhc_tunnel *t)
+/* A stream push from off, its body ending at a data offset fixed now, so that
+ * the next one can be asked for before it ends (spush_ahead). */
+static struct rhc_req *spush_new(rhc_tunnel *t, uint64_t off)
 {
     struct rhc_req *r = req_new(t->ctx, t->route, t, REQ_PUSH, t->token);
 
-    if (!r || add_header(r, RH_HDR_OFFSET ": %" PRIu64, t->up.sent) < 0 ||
-        req_streamed_body(r) < 0)
-        goto fail;
-    r->p_off = t->up.sent;
+    if (!r || add_header(r, RH_HDR_OFFSET ": %" PRIu64, off) < 0 || req_streamed_body(r) < 0) {
+        req_free(r);
+        return NULL;
+    }
+    r->p_off = off;
+    r->p_end = off + SPUSH_DATA(t->route->pol.spush_max);
     /* A pooled keep-alive connection may be closing just as we reuse it (a
      * busy Apache drops idle ones); curl then resends the request, and a
      * streamed body that has gone out in part would go again. A new
      * connection has no such race. */
     curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
     req_stream_http1(r, t->route->o);
-    if (req_go(r) < 0)
-        goto fail;
+    if (req_go(r) < 0) {
+        req_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+int start_spush(rhc_tunnel *t)
+{
+    struct rhc_req *r = spush_new(t, t->up.sent);
+
+    if (!r) {
+        t_fail(t, RHC_EXIT_ERROR, "push: cannot start a request (out of memory)");
+        return -1;
+    }
     t->rq.spush = r;
     t->push.spush_at = 0;
     t->push.last_emit = rh_now_ms();
     t->push.ack_wait_since = 0;
     t_log(t, 2, "stream push from offset %" PRIu64, t->up.sent);
     return 0;
-fail:
+}
+
+/* How far before its end a body gets its successor asked for: what the body
+ * confirms in SPUSH_LEAD_RTTS round trips (a new connection's TCP and TLS
+ * handshakes, the request's way to the core), at least a MiB, at most what
+ * may be in flight. A slow tunnel so holds the extra request only briefly. */
+static uint64_t spush_lead(const rhc_tunnel *t, const struct rhc_req *r, int64_t now)
+{
+    int64_t ms = now - r->started, rtt = t->sess.rtt_ms > 0 ? t->sess.rtt_ms : 1;
+    uint64_t done = t->up.acked > r->p_off ? t->up.acked - r->p_off : 0;
+    uint64_t lead = ms > 0 ? done / (uint64_t)ms * (uint64_t)(SPUSH_LEAD_RTTS * rtt + 10) : 0;
+
+    return lead < (1u << 20) ? (1u << 20) : lead > UPBUF_MAX ? UPBUF_MAX : lead;
+}
+
+/* A busy body near its end: the next push is asked for now, from the body's
+ * end. The server keeps it waiting, unread, until this body is complete (as
+ * pipelined batch pushes), so the first bytes after the end need no new
+ * connection and no answer first: with a round trip of 40 ms, ending a body
+ * and then starting the next stopped the up direction for 85 ms each
+ * 256 MiB (docs/BENCHMARKS.md, item 17). */
+void spush_ahead(rhc_tunnel *t, int64_t now)
+{
+    struct rhc_req *r = t->rq.spush;
+
+    if (!r || t->rq.spush_next || t->rq.spush_prev || t->xp.up != RHC_XP_STREAM ||
+        r->end_wanted || r->body_ended || r->p_fin || r->p_r || !r->acked_any ||
+        t->xp.switching || t->xp.up_hold || t->up.eof || t->end.code || t->push.r_pending ||
+        t->push.ahead_skip == r->p_end)
+        return;
+    if (r->p_end - t->up.sent > spush_lead(t, r, now) || r->p_end - t->up.acked > SPUSH_AHEAD_MAX)
+        return;
+    t->rq.spush_next = spush_new(t, r->p_end);
+    if (!t->rq.spush_next)
+        t->push.ahead_skip = r->p_end;     /* the usual way then: after the answer */
+    else
+        t_log(t, 2, "stream push from offset %" PRIu64 " asked for ahead", r->p_end);
+}
+
+/* r's body ended (in its read callback). If it ended at its data end, the
+ * push asked for ahead carries on from there and r waits for its answer; its
+ * read callback is unpaused by up_kick. Otherwise the next one is dropped
+ * when r's answer comes. */
+void spush_rotate(rhc_tunnel *t, struct rhc_req *r)
+{
+    struct rhc_req *n = t->rq.spush_next;
+
+    if (!n || r != t->rq.spush || r->p_fin || r->p_r || r->parking || t->xp.switching ||
+        t->up.sent != r->p_end || n->p_off != r->p_end)
+        return;
+    t->rq.spush_prev = r;
+    t->rq.spush = n;
+    t->rq.spush_next = NULL;
+}
+
+/* The push asked for ahead ended before its turn (refused, too far ahead for
+ * an older server, busy, cut): it sent no byte. Its successor goes the usual
+ * way, after the current body's answer. */
+static void spush_next_gone(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
+{
+    t->rq.spush_next = NULL;
+    t->push.ahead_skip = r->p_off;
+    if (r->hdr_done)
+        t_log(t, 2, "stream push asked for ahead at %" PRIu64 ": HTTP %ld", r->p_off, r->status);
+    else
+        t_log(t, 2, "stream push asked for ahead at %" PRIu64 ": %s", r->p_off, req_error(r, rc));
     req_free(r);
-    t_fail(t, RHC_EXIT_ERROR, "push: cannot start a request (out of memory)");
-    return -1;
+}
+
+/* The answer of a body that ended at its data end while the next push went
+ * on. When the server has all of it, or a push other than the next one took
+ * over already, that is all (1). Else the next push can never start on the server (it waits for
+ * bytes that will not come): it is dropped, and r is answered as the
+ * tunnel's push (0): the bytes go again from what the server has. */
+static int spush_prev_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
+{
+    struct rhc_req *cur = t->rq.spush;
+    /* 200 at its end; or 409: the next push came while this one's end was still
+     * on its way and took it over, which the core allows only once it has
+     * every byte of this one (a retry of ours would not be in flight now) */
+    int whole = (r->hdr_done && r->status == 200 && r->have_offset && r->offset >= r->p_end) ||
+                (r->hdr_done && r->status == 409) || t->up.acked >= r->p_end;
+
+    t->rq.spush_prev = NULL;
+    if (whole)
+        up_ack(t, r->p_end);
+    if (whole || !cur || cur->p_off != r->p_end || t->end.code || t->push.r_sent) {
+        req_free(r);
+        return 1;
+    }
+    t_log(t, 1, "push: the body that ended at %" PRIu64 " did not get through whole; its "
+          "successor goes again from what the server has", r->p_end);
+    req_free(cur);
+    t->rq.spush = r;
+    return 0;
 }
 
 /* 200: the body ended; the server has the bytes below o->from. */
@@ -93,7 +201,7 @@ static int64_t spush_again(rhc_tunnel *t, const struct rhc_req *r, CURLcode rc,
     body_line(r, line, sizeof(line));
     up_ack(t, o->ack);
     if (o->why == RHC_WHY_TOO_LONG) {
-        spush_shrink(t, r, o->ack);
+        spush_shrink(t, r, t->up.acked);   /* what A frames confirmed counts too */
         what = "push too long";
     } else if (o->why == RHC_WHY_BUSY) {
         /* busy (503) or at this client's share (429): nothing of this push
@@ -174,6 +282,12 @@ void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     struct rhc_facts f;
     struct rhc_outcome o;
 
+    if (r == t->rq.spush_next) {
+        spush_next_gone(t, r, rc);
+        return;
+    }
+    if (r == t->rq.spush_prev && spush_prev_done(t, r, rc))
+        return;
     t->end.linger_until = 0;        /* nothing more can go out on this push */
     if (t->push.r_sent) {
         if (rc == CURLE_OK)
@@ -183,6 +297,10 @@ void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     if (t->end.code)
         return;
     t->rq.spush = NULL;
+    if (t->rq.spush_next) {     /* it was to follow this body: the usual way now */
+        req_free(t->rq.spush_next);
+        t->rq.spush_next = NULL;
+    }
     if (r->end_wanted)
         t->xp.switching = 0;
     rhc_facts_of(t, t->push.retries, &f);

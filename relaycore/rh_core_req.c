@@ -16,7 +16,9 @@
 #include "rh_core_int.h"
 #include "rh_util.h"
 
-#define PUSH_AHEAD_MAX (32ull << 20) /* a push may start this far beyond the accepted offset */
+#define PUSH_AHEAD_MAX (64ull << 20) /* a push may start this far beyond the accepted offset:
+                                        a stream push asked for before the one it follows
+                                        ends may be 32 MiB in flight + 32 MiB ahead */
 
 static void req_push(core *c, conn *k, const rh_ipc_req *rq)
 {

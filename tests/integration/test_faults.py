@@ -196,6 +196,25 @@ def test_stream_push_beyond_a_body_limit(apache_factory, module_so, targets, cli
     assert text and "up=%d down=%d" % (size, size) in text, a.error_log_tail(20, mark)
 
 
+def test_stream_push_next_asked_for_ahead(apache_factory, module_so, targets, client_bin, tls):
+    """Each stream push ends at a data offset fixed when it starts, and the next one
+    is asked for before that end (it waits on the server until the body before it
+    is complete): with pushes kept under a 4 MB body limit, a 30 MB tunnel goes
+    through a dozen such hand-overs, every byte once, none of them going back."""
+    a = apache_factory.get("event", module=module_so, targets=targets,
+                           extra_conf="<Location /relay>\n    LimitRequestBody 4000000\n"
+                                      "</Location>")
+    size = 30 * MB
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"],
+                 extra_args=["--transport", "stream", "--http1.1", "-vv"]) as fw:
+        res = pump("127.0.0.1", fw.port, nbytes=size, timeout=90)
+        _assert_intact(res, size, fw)
+        lines = fw.lines()
+        ahead = [l for l in lines if "asked for ahead" in l and "from offset" in l]
+        assert len(ahead) >= 5, fw.stderr_text()[-4000:]
+        assert not [l for l in lines if "did not get through whole" in l], fw.stderr_text()
+
+
 def _vm_hwm_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
