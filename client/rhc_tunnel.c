@@ -168,6 +168,10 @@ void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");
         return;
     }
+    if (created_then_cut(r, rc)) {
+        t_log(t, 1, "open: %s after the whole 201; the session stands", req_error(r, rc));
+        rc = CURLE_OK;
+    }
     t->greet.status = r->hdr_done ? r->status : 0;
     snprintf(t->greet.reason, sizeof(t->greet.reason), "%s", r->reason);
     if (r->hdr_done && r->status != 201)

@@ -68,7 +68,7 @@
 #define H2_MUX_SAFE_CURL  0x080500        /* first libcurl that may multiplex safely (8.5.0) */
 #define H2_RESETS_MAX     4               /* see duplex_done */
 #define OPEN_TIMEOUT_MS   30000
-#define OPEN_RETRIES      4               /* an open cut before its answer goes again */
+#define OPEN_RETRIES      8               /* an open cut before its answer goes again */
 #define CLOSE_TIMEOUT_MS  5000
 #define LINGER_MS         5000            /* time for an R frame to leave before teardown */
 #define ACK_IDLE_MS       200             /* resume: acknowledge what came once down is quiet this long */
