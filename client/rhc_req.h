@@ -73,6 +73,7 @@ struct rhc_req {
     int refresh;                /* stream push ended only to learn the server's offset */
     int parking;                /* stream push ended because the tunnel is idle */
     int body_ended;             /* streamed: the read callback said end */
+    int refused_unpaused;       /* streamed: unpaused once after an error answer */
     uint64_t emitted;           /* streamed: body bytes handed to curl */
     int acked_any;              /* streamed: the server confirmed bytes of this body */
     unsigned tries;             /* batch push, close: attempts so far */
