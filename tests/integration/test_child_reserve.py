@@ -184,3 +184,37 @@ def test_refused_duplex_goes_again_at_once(apache_factory, module_so, targets, c
                 s.close()
     log = harness._read(a.relay_log)
     assert re.findall(r'"POST /relay/echo/duplex HTTP/2.0" 503', log), log[-2000:]
+
+
+def _spares_conf(min_spare):
+    # four children of 8 threads at most; each takes 6 tunnels (reserve 2)
+    return """
+<IfModule mpm_event_module>
+    StartServers 1
+    ServerLimit 4
+    ThreadsPerChild 8
+    MaxRequestWorkers 32
+    MinSpareThreads %d
+    MaxSpareThreads 32
+</IfModule>
+RelayThreadReserve 2
+""" % min_spare
+
+
+@pytest.mark.rh_timeout(60)
+def test_min_spare_threads_that_stop_new_children_are_named(apache_factory, module_so,
+                                                            targets):
+    """httpd counts a full child's reserved threads as spare: with MinSpareThreads
+    at most RelayThreadReserve x (children - 1) it starts no more children once
+    that many are full, and every new tunnel gets 503 until one ends (the bench's
+    duplex ramp stopped at 299 tunnels: 10 children x 30, MinSpareThreads 16).
+    The module says so at start; enough spare threads, and it says nothing."""
+    low = apache_factory.get("event", module=module_so, targets=targets,
+                             extra_conf=_spares_conf(4))
+    text = low.error_log_text()
+    assert "RH2101" in text and "MinSpareThreads 4" in text, text[-2000:]
+    assert "MinSpareThreads 8 or more" in text, text[-2000:]
+    low.stop()
+    enough = apache_factory.get("event", module=module_so, targets=targets,
+                                extra_conf=_spares_conf(8))
+    assert "RH2101" not in enough.error_log_text()
