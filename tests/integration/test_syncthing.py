@@ -15,8 +15,9 @@ each other (no TCP listener, no discovery, no NAT traversal).
 
 A file written on each side arrives on the other with the same sha256, and
 a file written after that too (the held connection); with the default
-transport (auto) and with batch (GET/POST only); the devices report relay
-connections; strelaysrv's /status counts the bytes it
+transport (auto) and with batch (GET/POST only), and with the proxy's
+connections to the site cut every few seconds; the devices report relay
+connections that never closed; strelaysrv's /status counts the bytes it
 proxied; squid and the relay saw the tunnels."""
 
 import json
@@ -34,6 +35,7 @@ import pytest
 
 import harness
 import intermediaries as im
+from faultproxy import FaultProxy
 from test_ssh import sha256_file
 
 SYNCTHING = shutil.which("syncthing")
@@ -41,6 +43,8 @@ STRELAYSRV = shutil.which("strelaysrv")
 PROXY_USER, PROXY_PASS = "stproxyuser", "st-proxy-S3cret"
 MB = 1024 * 1024
 SYNC_TIMEOUT = 240
+# faults that end a connection soon (test_faults.py has the silent ones)
+FAULTS = ("rst", "fin", "delay", "cut_req_headers", "cut_resp_headers")
 
 pytestmark = pytest.mark.skipif(not (SYNCTHING and STRELAYSRV),
                                 reason="needs Debian's syncthing and syncthing-relaysrv")
@@ -209,18 +213,36 @@ def relay(workdir):
     r.stop()
 
 
+def peer_drops(dev, peer):
+    """How often dev's log says its connection to peer closed."""
+    return sum(1 for l in harness._read(dev.log).splitlines()
+               if "Connection to %s" % peer.id in l and "closed" in l)
+
+
 @pytest.mark.rh_timeout(600)
-@pytest.mark.parametrize("transport", ["auto", "batch"])
+@pytest.mark.parametrize("transport,cuts", [("auto", False), ("batch", False), ("auto", True)],
+                         ids=["auto", "batch", "auto-cuts"])
 def test_two_syncthing_devices_sync_through_strelaysrv(apache_factory, module_so, targets,
                                                        relay, client_bin, tls, workdir,
-                                                       transport):
+                                                       transport, cuts):
+    """cuts: the proxy's connections to the site pass a fault proxy that resets,
+    closes, delays and cuts them inside their headers every 1-4 s (or 0.5-6 MB):
+    the tunnels resume and Syncthing's connection never notices."""
     apache = apache_factory.get("event", module=module_so,
                                 targets=dict(targets, syncthing="127.0.0.1:%d" % relay.port))
-    squid = im.Squid(os.path.join(workdir, "squid"), connect_ports=[apache.port],
+    fp = None
+    site_port = apache.port
+    if cuts:
+        seed = int(os.environ.get("RH_FAULT_SEED", secrets.randbelow(1 << 31)))
+        fp = FaultProxy(apache.port, seed=seed, mode="mix", mix_modes=FAULTS, min_life=1.0,
+                        max_life=4.0, life_bytes=(512 * 1024, 6 * MB))
+        print("fault proxy seed %d (replay: RH_FAULT_SEED=%d)" % (seed, seed))
+        site_port = fp.port
+    squid = im.Squid(os.path.join(workdir, "squid"), connect_ports=[site_port],
                      auth=(PROXY_USER, PROXY_PASS)).start()
     fwds, devs = [], []
     try:
-        url = apache.base_url + "/relay"
+        url = "https://127.0.0.1:%d/relay" % site_port
         args = ["-x", squid.url, "-U", "%s:%s" % (PROXY_USER, PROXY_PASS),
                 "--transport", transport]
         for host in ("127.0.0.2", "127.0.0.3"):
@@ -262,10 +284,15 @@ def test_two_syncthing_devices_sync_through_strelaysrv(apache_factory, module_so
                      fwds[1].stderr_text(), conns))
         assert ok, "not synced within %d s\n%s" % (SYNC_TIMEOUT, report)
         print("synced both ways through strelaysrv in %.1f s" % took)
-        # the devices are connected to each other through the relay, nothing else
+        # the devices are connected to each other through the relay, nothing else,
+        # and their connection held (through the cuts too)
         for dev, peer in ((a, b), (b, a)):
             c = (conns[dev.name] or {}).get("connections", {}).get(peer.id, {})
             assert c.get("connected") and c.get("type", "").startswith("relay"), report
+            assert peer_drops(dev, peer) == 0, report
+        if fp:
+            print(fp.describe())
+            assert fp.stats()["faults"] > 0, fp.describe()
         # strelaysrv carried the files (both ways: 22 MB and more)
         assert status and status["bytesProxied"] >= 22 * MB, status
         assert status["numActiveSessions"] >= 1, status
@@ -282,7 +309,7 @@ def test_two_syncthing_devices_sync_through_strelaysrv(apache_factory, module_so
         tunnel = "TCP_TUNNEL/200 "
         harness.wait_for(lambda: tunnel in harness._read(squid.access_log), 15, interval=0.2)
         log = harness._read(squid.access_log)
-        assert any(tunnel in l and "CONNECT 127.0.0.1:%d %s " % (apache.port, PROXY_USER) in l
+        assert any(tunnel in l and "CONNECT 127.0.0.1:%d %s " % (site_port, PROXY_USER) in l
                    for l in log.splitlines()), log[-2000:]
     finally:
         for d in devs:
@@ -290,3 +317,5 @@ def test_two_syncthing_devices_sync_through_strelaysrv(apache_factory, module_so
         for f in fwds:
             f.stop()
         squid.stop()
+        if fp:
+            fp.stop()
