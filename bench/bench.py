@@ -117,7 +117,7 @@ EVENT_CONF = """
     ThreadsPerChild 256
     MaxRequestWorkers 12288
     StartServers 2
-    MinSpareThreads 64
+    MinSpareThreads 128
     MaxSpareThreads 12288
     ThreadStackSize {stack}
     MaxConnectionsPerChild 0
@@ -138,7 +138,7 @@ ASYNC_CONF = """
     ThreadsPerChild 16
     MaxRequestWorkers 256
     StartServers 16
-    MinSpareThreads 16
+    MinSpareThreads 32
     MaxSpareThreads 256
     MaxConnectionsPerChild 0
     AsyncRequestWorkerFactor 400

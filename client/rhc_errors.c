@@ -311,6 +311,16 @@ int died_unanswered(const struct rhc_req *r, CURLcode rc)
                             rc == CURLE_GOT_NOTHING || rc == CURLE_HTTP2);
 }
 
+/* A 201 whose whole header block came (the session's token with it) and whose
+ * connection was cut before the empty body's end: over HTTP/2 the END_STREAM
+ * may follow the HEADERS in a frame of its own. The session exists and the
+ * client holds its token, so the open (or a serve's listen) succeeded. */
+int created_then_cut(const struct rhc_req *r, CURLcode rc)
+{
+    return rc != CURLE_OK && r->hdr_done && r->status == 201 && r->have_token &&
+           (transient(rc) || rc == CURLE_HTTP2_STREAM);
+}
+
 /* A push that may be tried again: cut or refused before an answer. */
 int transient(CURLcode rc)
 {

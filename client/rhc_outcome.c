@@ -24,6 +24,17 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
     return a > b ? a : b;
 }
 
+/* A busy answer tried again? A 503 (a full httpd child, the relay's budget)
+ * passes as tunnels end and httpd starts children, and which child a new
+ * connection lands in is not ours to choose (a tunnel of the duplex ramp was
+ * refused 12 times in a row by full children while another had room): a
+ * resumable session goes on while it lives. A 429 (this client's share) and a
+ * session without resume give up after RETRY_MAX. */
+static int busy_again(long st, const struct rhc_facts *f)
+{
+    return busy_status(st) && (f->retries < RETRY_MAX || (st == 503 && f->resume && f->can_retry));
+}
+
 static int is_fin_reason(const struct rhc_req *r)
 {
     return !strcmp(r->reason, RH_REASON_TOKEN_FIN);
@@ -93,7 +104,7 @@ void rhc_classify_spush(const struct rhc_req *r, CURLcode rc, const struct rhc_f
         set(o, RHC_OUT_FALLBACK, answered ? RHC_WHY_BODY_LIMIT : RHC_WHY_BODY_CUT, f->acked, -1);
     else if (answered && r->status == 413 && r->acked_any && f->resume && f->can_retry)
         set(o, RHC_OUT_REWIND, RHC_WHY_TOO_LONG, f->acked, again);
-    else if (answered && busy_status(r->status) && f->retries < RETRY_MAX)
+    else if (answered && busy_again(r->status, f))
         set(o, RHC_OUT_REWIND, RHC_WHY_BUSY, f->acked, busy_backoff_ms(f->retries));
     else if (answered && r->status == 409 && f->retries < RETRY_MAX)
         spush_refused(r, f, o);
@@ -220,7 +231,7 @@ void rhc_classify_duplex(const struct rhc_req *r, CURLcode rc, const struct rhc_
     o->delay = -1;
     if (answered && (st == 501 || st == 404 || st == 405) && !r->got_frame)
         set(o, RHC_OUT_FALLBACK, RHC_WHY_NO_DUPLEX, f->acked, -1);
-    else if (answered && busy_status(st) && f->retries < RETRY_MAX)
+    else if (answered && busy_again(st, f))
         set(o, RHC_OUT_RETRY, RHC_WHY_BUSY, f->acked, -1);
     else if (answered && st == 409 && f->retries < RETRY_MAX) {
         /* the previous request of the session is still active on the server, or
@@ -271,7 +282,7 @@ void rhc_classify_pull(const struct rhc_req *r, CURLcode rc, const struct rhc_fa
         return;
     if (answered && st == 409 && f->retries < RETRY_MAX)
         set(o, RHC_OUT_RETRY, RHC_WHY_REFUSED, f->down_off, -1);
-    else if (answered && busy_status(st) && f->retries < RETRY_MAX)
+    else if (answered && busy_again(st, f))
         set(o, RHC_OUT_RETRY, RHC_WHY_BUSY, f->down_off, -1);
     else if (died_unanswered(r, rc) && f->unanswered_ok)
         set(o, RHC_OUT_RETRY, RHC_WHY_CUT, f->down_off, -1);   /* no byte came */

@@ -43,6 +43,7 @@ struct rhc_req {
     uint64_t buffer;            /* open: Relay-Buffer */
     uint64_t window;            /* open: Relay-Window (bytes kept until acknowledged) */
     uint64_t idle_s;            /* open: Relay-Idle-Timeout */
+    uint64_t poll_s;            /* open: Relay-Poll-Timeout (0: an older server) */
     int proxy_said;             /* the answer has a proxy's marks (X-Squid-Error, Proxy-Status) */
     char token[RH_TOKEN_LEN + 1];  /* Relay-Session of an open answer */
     size_t body_len;
@@ -73,6 +74,7 @@ struct rhc_req {
     int refresh;                /* stream push ended only to learn the server's offset */
     int parking;                /* stream push ended because the tunnel is idle */
     int body_ended;             /* streamed: the read callback said end */
+    int refused_unpaused;       /* streamed: unpaused once after an error answer */
     uint64_t emitted;           /* streamed: body bytes handed to curl */
     int acked_any;              /* streamed: the server confirmed bytes of this body */
     unsigned tries;             /* batch push, close: attempts so far */

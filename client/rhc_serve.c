@@ -267,6 +267,10 @@ static void listen_done(void *arg, struct rhc_req *r, CURLcode rc)
             sv->lst[i] = sv->lst[--sv->n];
             break;
         }
+    if (created_then_cut(r, rc)) {
+        rhc_log(1, "listen: %s after the whole 201; the session stands", req_error(r, rc));
+        rc = CURLE_OK;
+    }
     if (rc == CURLE_OK && r->status == 201 && r->have_token) {
         sv->fails = 0;
         if (accept_one(sv, r))

@@ -67,11 +67,27 @@ int64_t t_deadline(const rhc_tunnel *t)
     return d;
 }
 
+/* A streamed body answered with an error (503 from a full httpd child, say):
+ * libcurl 7.88 stops sending ("HTTP error before end of send") but ends the
+ * transfer only once its send is unpaused, which on a quiet tunnel was the
+ * next heartbeat, 20 s on: the refused duplex waited that long before it could
+ * go again (the duplex ramp's stall, docs/BENCHMARKS.md item 10). */
+static void refused_body_unpause(struct rhc_req *r)
+{
+    if (r && r->send_paused && r->hdr_done && r->status >= 300 && !r->refused_unpaused) {
+        r->refused_unpaused = 1;
+        unpause_send(r);
+    }
+}
+
 /* Requests that are due: a heartbeat on a quiet body, the next down request,
  * the stream push (again). */
 static void timers_requests(rhc_tunnel *t, int64_t now)
 {
     struct rhc_req *sc = up_streamer(t), *dr = down_req(t);
+
+    refused_body_unpause(t->rq.duplex);
+    refused_body_unpause(t->rq.spush);
 
     if (sc && sc->send_paused && !sc->body_ended &&
         now >= t->push.last_emit + hb_every(t)) {

@@ -170,6 +170,10 @@ void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
             t_fail(t, RHC_EXIT_ERROR, "open: cannot start a request (out of memory)");
         return;
     }
+    if (created_then_cut(r, rc)) {
+        t_log(t, 1, "open: %s after the whole 201; the session stands", req_error(r, rc));
+        rc = CURLE_OK;
+    }
     t->greet.status = r->hdr_done ? r->status : 0;
     snprintf(t->greet.reason, sizeof(t->greet.reason), "%s", r->reason);
     if (r->hdr_done && r->status != 201)
@@ -197,6 +201,7 @@ static void open_take(rhc_tunnel *t, struct rhc_req *r)
     t->sid[RH_SID_LEN] = '\0';
     t->sess.resume = r->resume_ok;
     t->sess.idle_ms = 1000 * (int64_t)(r->idle_s ? r->idle_s : 300);
+    t->sess.poll_ms = r->poll_s <= 86400 ? 1000 * (int64_t)r->poll_s : 0;
     t->sess.last_contact = rh_now_ms();
     /* the server keeps what it sent until acknowledged, up to its window (older
      * servers: within Relay-Buffer): acknowledge every quarter of that, or it

@@ -47,3 +47,29 @@ void rh_child_leave(void)
 {
     apr_atomic_dec32(&held);
 }
+
+/* The threaded MPMs start a child while fewer than MinSpareThreads threads are
+ * idle across all children, and a child full of tunnels still shows its
+ * reserve as idle: once MinSpareThreads / reserve children are full, httpd
+ * starts no more, and every new long-waiting relay request gets 503 until a
+ * tunnel ends (the duplex ramp stopped at 299 tunnels that way: 10 children of
+ * 32 threads, MinSpareThreads 16). */
+void rh_child_check_spares(server_rec *s, const rh_srv_conf *sc)
+{
+    int limit = rh_child_limit(sc), threads = 0, spare = 0, daemons = 0;
+
+    if (!limit || ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads) != APR_SUCCESS ||
+        ap_mpm_query(AP_MPMQ_MIN_SPARE_THREADS, &spare) != APR_SUCCESS ||
+        ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &daemons) != APR_SUCCESS)
+        return;
+    int reserve = threads - limit;
+    if (spare <= 0 || daemons < 2 || reserve * (daemons - 1) < spare)
+        return;
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RHLOG(2101) "MinSpareThreads %d: once "
+                 "%d children hold %d relay requests each, httpd starts no more children "
+                 "(it counts their %d reserved threads, RelayThreadReserve, as spare) and "
+                 "new tunnels get 503 until one ends; MinSpareThreads %d or more "
+                 "(RelayThreadReserve x the %d children MaxRequestWorkers allows) lets "
+                 "them all fill", spare, (spare + reserve - 1) / reserve, limit, reserve,
+                 reserve * daemons, daemons);
+}

@@ -27,4 +27,8 @@ int rh_child_limit(const rh_srv_conf *sc);
 int rh_child_enter(request_rec *r, const rh_srv_conf *sc);
 void rh_child_leave(void);
 
+/* Warns when MinSpareThreads would let httpd stop starting children while all
+ * of them are full of tunnels (their reserves count as spare threads). */
+void rh_child_check_spares(server_rec *s, const rh_srv_conf *sc);
+
 #endif

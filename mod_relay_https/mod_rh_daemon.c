@@ -30,6 +30,7 @@
 #include "rh_ipc_client.h"
 #include "rh_shard.h"
 #include "rh_util.h"
+#include "mod_rh_child.h"
 #include "mod_rh_daemon.h"
 #include "mod_rh_corelog.h"
 
@@ -612,6 +613,7 @@ int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     g_server = s;
     g_pconf = pconf;
     rh_corelog_init(pconf);
+    rh_child_check_spares(s, sc);
     g_ret = ap_retained_data_get(RETAINED_KEY);
     if (!g_ret) {
         g_ret = ap_retained_data_create(RETAINED_KEY, sizeof(*g_ret));

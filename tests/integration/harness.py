@@ -870,9 +870,10 @@ class Forward:
     """A running `relay-https forward -L 127.0.0.1:PORT URL TARGET`."""
 
     def __init__(self, client, url, target, cacert=None, insecure=False, verbose=True,
-                 port=None, extra_args=(), ready_timeout=15, env=None):
+                 port=None, extra_args=(), ready_timeout=15, env=None, host="127.0.0.1"):
         self.port = port or free_port()
-        cmd = [client, "forward", "-L", "127.0.0.1:%d" % self.port]
+        self.host = host
+        cmd = [client, "forward", "-L", "%s:%d" % (host, self.port)]
         if cacert:
             cmd += ["--cacert", cacert]
         if insecure:

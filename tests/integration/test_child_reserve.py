@@ -135,3 +135,86 @@ def test_duplex_tunnels_leave_the_reserve_free(apache_factory, module_so, target
     log = harness._read(a.relay_log)
     refused = re.findall(r'"POST /relay/echo/duplex HTTP/2.0" 503', log)
     assert refused, "no duplex was refused 503:\n" + log[-2000:]
+
+
+WAITING = 2
+
+
+@pytest.mark.rh_timeout(120)
+def test_refused_duplex_goes_again_at_once(apache_factory, module_so, targets, client_bin, tls):
+    """A duplex refused 503 (the child is full) while its body had nothing to
+    send goes again after the Retry-After, not after the next heartbeat.
+    libcurl 7.88 stops sending on an error answer but ends the transfer only
+    once its send is unpaused; the client unpaused a quiet body only for its
+    heartbeat, 20 s on, so a tunnel refused once or twice waited 20-40 s for
+    its echo while other children had room (the bench's duplex ramp stopped at
+    90-98 tunnels that way with ThreadsPerChild 32). Here: the child is full,
+    two more tunnels are refused for a few seconds, two tunnels end, and both
+    waiting ones must echo well before a heartbeat could have freed them."""
+    a = apache_factory.get("event", module=module_so, targets=targets, extra_conf=ONE_CHILD)
+    with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"],
+                 extra_args=["--transport", "duplex", "--http2", "-v"]) as fw:
+        socks = [socket.create_connection(("127.0.0.1", fw.port), timeout=30)
+                 for _ in range(LIMIT)]
+        lines = [b"tunnel %02d\n" % i for i in range(LIMIT + WAITING)]
+        for s, line in zip(socks, lines):
+            s.sendall(line)
+        pending = list(lines)
+        first = _echoed(socks, pending, 10.0, want=LIMIT)
+        assert len(first) == LIMIT, ("%d of %d tunnels echoed: %s"
+                                     % (len(first), LIMIT, fw.stderr_text()[-3000:]))
+        for i in range(LIMIT, LIMIT + WAITING):
+            s = socket.create_connection(("127.0.0.1", fw.port), timeout=30)
+            s.sendall(lines[i])
+            socks.append(s)
+        # refused, a few times each (Retry-After: 1)
+        early = _echoed([None] * LIMIT + socks[LIMIT:], pending, 4.0)
+        assert not early, "a tunnel got in while the child was full: %s" % sorted(early)
+        for i in range(WAITING):
+            socks[i].close()
+            socks[i] = None
+        # a heartbeat comes 20 s after the body's last bytes: 10 s tells the two apart
+        later = _echoed([None] * LIMIT + socks[LIMIT:], pending, 10.0, want=WAITING)
+        refusals = [l for l in fw.lines() if "duplex: HTTP 503" in l]
+        assert len(later) == WAITING, (
+            "%d of %d refused tunnels echoed within 10 s of the room freeing (%d refusals "
+            "seen): %s" % (len(later), WAITING, len(refusals), fw.stderr_text()[-3000:]))
+        for s in socks:
+            if s is not None:
+                s.close()
+    log = harness._read(a.relay_log)
+    assert re.findall(r'"POST /relay/echo/duplex HTTP/2.0" 503', log), log[-2000:]
+
+
+def _spares_conf(min_spare):
+    # four children of 8 threads at most; each takes 6 tunnels (reserve 2)
+    return """
+<IfModule mpm_event_module>
+    StartServers 1
+    ServerLimit 4
+    ThreadsPerChild 8
+    MaxRequestWorkers 32
+    MinSpareThreads %d
+    MaxSpareThreads 32
+</IfModule>
+RelayThreadReserve 2
+""" % min_spare
+
+
+@pytest.mark.rh_timeout(60)
+def test_min_spare_threads_that_stop_new_children_are_named(apache_factory, module_so,
+                                                            targets):
+    """httpd counts a full child's reserved threads as spare: with MinSpareThreads
+    at most RelayThreadReserve x (children - 1) it starts no more children once
+    that many are full, and every new tunnel gets 503 until one ends (the bench's
+    duplex ramp stopped at 299 tunnels: 10 children x 30, MinSpareThreads 16).
+    The module says so at start; enough spare threads, and it says nothing."""
+    low = apache_factory.get("event", module=module_so, targets=targets,
+                             extra_conf=_spares_conf(4))
+    text = low.error_log_text()
+    assert "RH2101" in text and "MinSpareThreads 4" in text, text[-2000:]
+    assert "MinSpareThreads 8 or more" in text, text[-2000:]
+    low.stop()
+    enough = apache_factory.get("event", module=module_so, targets=targets,
+                                extra_conf=_spares_conf(8))
+    assert "RH2101" not in enough.error_log_text()

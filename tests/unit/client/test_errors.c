@@ -135,6 +135,27 @@ START_TEST(test_retryable)
 }
 END_TEST
 
+/* An open (or a listen) whose 201 came whole and whose empty body's end was cut
+ * holds a live session: it must not fail nor be tried again. */
+START_TEST(test_created_then_cut)
+{
+    struct rhc_req r;
+
+    memset(&r, 0, sizeof(r));
+    ck_assert(!created_then_cut(&r, CURLE_HTTP2_STREAM));       /* nothing came */
+    r.hdr_done = 1;
+    r.status = 201;
+    ck_assert(!created_then_cut(&r, CURLE_HTTP2_STREAM));       /* no token */
+    r.have_token = 1;
+    ck_assert(created_then_cut(&r, CURLE_HTTP2_STREAM) && created_then_cut(&r, CURLE_RECV_ERROR) &&
+              created_then_cut(&r, CURLE_PARTIAL_FILE) && created_then_cut(&r, CURLE_HTTP2));
+    ck_assert(!created_then_cut(&r, CURLE_OK));                 /* not a cut */
+    ck_assert(!created_then_cut(&r, CURLE_PEER_FAILED_VERIFICATION));
+    r.status = 503;
+    ck_assert(!created_then_cut(&r, CURLE_HTTP2_STREAM));
+}
+END_TEST
+
 /* A tunnel that is only a place for a failure: no requests, no fds. */
 struct failing {
     struct rhc_opts o;
@@ -269,6 +290,7 @@ Suite *errors_suite(void)
     tcase_add_test(tc, test_curl_exit);
     tcase_add_test(tc, test_hints);
     tcase_add_test(tc, test_retryable);
+    tcase_add_test(tc, test_created_then_cut);
     tcase_add_test(tc, test_fail_messages);
     tcase_add_test(tc, test_body_line);
     suite_add_tcase(s, tc);
