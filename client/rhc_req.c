@@ -102,6 +102,8 @@ static int hdr_open(struct rhc_req *r, const char *buf, size_t len)
         rh_parse_u64(v, vl, &r->window);
     else if (header_is(buf, len, RH_HDR_IDLE, &v, &vl))
         rh_parse_u64(v, vl, &r->idle_s);
+    else if (header_is(buf, len, RH_HDR_POLL, &v, &vl))
+        rh_parse_u64(v, vl, &r->poll_s);
     else
         return 0;
     return 1;

@@ -43,6 +43,7 @@ struct rhc_req {
     uint64_t buffer;            /* open: Relay-Buffer */
     uint64_t window;            /* open: Relay-Window (bytes kept until acknowledged) */
     uint64_t idle_s;            /* open: Relay-Idle-Timeout */
+    uint64_t poll_s;            /* open: Relay-Poll-Timeout (0: an older server) */
     int proxy_said;             /* the answer has a proxy's marks (X-Squid-Error, Proxy-Status) */
     char token[RH_TOKEN_LEN + 1];  /* Relay-Session of an open answer */
     size_t body_len;

@@ -199,6 +199,7 @@ static void open_take(rhc_tunnel *t, struct rhc_req *r)
     t->sid[RH_SID_LEN] = '\0';
     t->sess.resume = r->resume_ok;
     t->sess.idle_ms = 1000 * (int64_t)(r->idle_s ? r->idle_s : 300);
+    t->sess.poll_ms = r->poll_s <= 86400 ? 1000 * (int64_t)r->poll_s : 0;
     t->sess.last_contact = rh_now_ms();
     /* the server keeps what it sent until acknowledged, up to its window (older
      * servers: within Relay-Buffer): acknowledge every quarter of that, or it

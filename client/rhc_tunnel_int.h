@@ -43,6 +43,8 @@
 #define BATCH_DATA_MIN    (16u * 1024)    /* smallest push a 413 can make us send */
 #define HEARTBEAT_MS      (RH_HEARTBEAT_S * 1000) /* H frame after this much silence on a body */
 #define PULL_DEAD_MS      (3 * HEARTBEAT_MS) /* three server heartbeats missed = dead */
+#define POLL_LATE_MS      15000           /* an idle long-poll unanswered this long past the
+                                             server's Relay-Poll-Timeout = dead */
 #define BUSY_MARGIN_MS    5000            /* our busy window ends this much before the server's */
 #define BUSY_POLL_DEAD_MS (RH_BUSY_POLL_MS + 2000)  /* busy: a long-poll answers by then */
 #define BUSY_HB_DEAD_MS   (3 * RH_BUSY_HEARTBEAT_MS) /* busy: a stream shows a frame by then */
@@ -93,6 +95,7 @@ struct rhc_tunnel {
     struct {                    /* the session as the server sees it */
         int resume;             /* the server keeps bytes until acknowledged (Resume) */
         int64_t idle_ms;        /* resume: the server keeps the session this long unheard */
+        int64_t poll_ms;        /* an idle long-poll is answered by then (0: not said) */
         int64_t last_contact;   /* a request of the session last got an answer then */
         int64_t last_busy;      /* down bytes came or up bytes were confirmed then */
         unsigned h2_resets;     /* duplex streams reset unanswered, in a row */

@@ -211,18 +211,22 @@ void pull_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
  * the server's: it saw the same data earlier. */
 int64_t pull_dead_ms(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now)
 {
+    /* idle: a stream misses three heartbeats; a long-poll is late past the
+     * server's poll time (announced; shorter or longer than the 60 s) */
+    int64_t idle = dr->batch && t->sess.poll_ms ? t->sess.poll_ms + POLL_LATE_MS : PULL_DEAD_MS;
+
     /* a path that never showed a response of this transport is the probe's
      * business (an intermediary that holds responses, say), not a dead one */
     if (t->xp.down_seen != t->xp.down || !t->sess.last_busy ||
         now - t->sess.last_busy >= RH_BUSY_WINDOW_MS - BUSY_MARGIN_MS)
-        return PULL_DEAD_MS;
+        return idle;
     int64_t ms = dr->batch ? BUSY_POLL_DEAD_MS : BUSY_HB_DEAD_MS;
     /* A server late because its machine is overloaded looks like a black hole;
      * each resume costs it a new connection, which made thousands of tunnels
      * resume in a storm. So every resume in a row doubles the wait. */
     if (t->down.silent_n && now - t->down.silent_at < SILENT_FORGET_MS)
         ms <<= t->down.silent_n < SILENT_SHIFT_MAX ? t->down.silent_n : SILENT_SHIFT_MAX;
-    return ms < PULL_DEAD_MS ? ms : PULL_DEAD_MS;
+    return ms < idle ? ms : idle;
 }
 
 /* The down response r brought bytes: one that answered within

@@ -92,6 +92,7 @@ int rh_open_answer(rh_req *q, const rh_ipc_req *rq, const char *token)
     apr_table_setn(r->headers_out, RH_HDR_BUFFER, apr_itoa(r->pool, rh_dir_bufsize(q->dc)));
     apr_table_setn(r->headers_out, RH_HDR_IDLE, apr_itoa(r->pool, rh_dir_idle(q->dc)));
     apr_table_setn(r->headers_out, RH_HDR_HEARTBEAT, apr_itoa(r->pool, RH_HEARTBEAT_S));
+    apr_table_setn(r->headers_out, RH_HDR_POLL, apr_itoa(r->pool, rh_dir_poll(q->dc)));
     if (rq->resume) {
         apr_table_setn(r->headers_out, RH_HDR_RESUME, RH_RESUME_YES);
         apr_table_setn(r->headers_out, RH_HDR_WINDOW, apr_itoa(r->pool, (int)rq->window));

@@ -17,6 +17,7 @@
 #define RH_HDR_WINDOW         "Relay-Window"       /* open answer: resume window in bytes */
 #define RH_HDR_IDLE           "Relay-Idle-Timeout" /* open answer: seconds */
 #define RH_HDR_HEARTBEAT      "Relay-Heartbeat"    /* open answer: seconds between idle H frames */
+#define RH_HDR_POLL           "Relay-Poll-Timeout" /* open answer: seconds an idle long-poll waits */
 #define RH_HDR_INTEGRITY      "Relay-Integrity"    /* open: RH_INTEGRITY_CRC32C asked / confirmed */
 #define RH_HDR_REASON         "Relay-Reason"       /* a machine-readable why: RH_REASON_* */
 #define RH_HDR_DATAGRAM       "Relay-Datagram"     /* open, check: RH_DATAGRAM_LEN16 = the

@@ -218,6 +218,7 @@ def test_curl_push_pull_roundtrip(relay_apache):
     token, r = open_session(a.relay_url)
     assert r.header("Relay-Buffer") == "262144", r
     assert r.header("Relay-Idle-Timeout") == "300", r
+    assert r.header("Relay-Poll-Timeout") == "25", r     # the default, said to the client
     assert "no-store" in (r.header("Cache-Control") or ""), r
     body = frame(b"D", b"hello relay") + frame(b"F")
     p = curl(a.relay_url + "/echo/push", data=body,
@@ -399,6 +400,7 @@ def test_idle_timeout(relay_apache):
     token, r = open_session(a.idle_url)
     t0 = time.monotonic()
     assert r.header("Relay-Idle-Timeout") == "2", r
+    assert r.header("Relay-Poll-Timeout") == "1", r      # half the idle time when not set
     sid = token[:16]
     closed = harness.wait_for(lambda: sid in a.sessions(mark)[1], 8, interval=0.1)
     elapsed = time.monotonic() - t0

@@ -40,6 +40,36 @@ START_TEST(test_idle_and_busy)
 }
 END_TEST
 
+/* An idle long-poll is late once the server's announced poll time and a margin
+ * passed: sooner than a stream's three heartbeats with the default 25 s, later
+ * with a RelayPollTimeout above 45 s (the server answers only then). */
+START_TEST(test_idle_long_poll_follows_the_announced_poll_time)
+{
+    struct rhc_req dr;
+    int64_t now = 1000000;
+    rhc_tunnel *t = busy_tunnel(now);
+    memset(&dr, 0, sizeof(dr));
+    t->xp.down = t->xp.down_seen = RHC_XP_BATCH;
+    t->sess.last_busy = now - RH_BUSY_WINDOW_MS;
+    dr.batch = 1;
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now), PULL_DEAD_MS);     /* an older server */
+    t->sess.poll_ms = 1000 * RH_DEFAULT_POLL_S;
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now), 1000 * RH_DEFAULT_POLL_S + POLL_LATE_MS);
+    ck_assert_int_lt(pull_dead_ms(t, &dr, now), PULL_DEAD_MS);
+    t->sess.poll_ms = 600000;
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now), 600000 + POLL_LATE_MS);
+    /* busy: seconds, as before */
+    t->sess.last_busy = now - 100;
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now), BUSY_POLL_DEAD_MS);
+    /* a stream pull keeps its heartbeats' pace */
+    dr.batch = 0;
+    t->xp.down = t->xp.down_seen = RHC_XP_STREAM;
+    t->sess.last_busy = now - RH_BUSY_WINDOW_MS;
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now), PULL_DEAD_MS);
+    free(t);
+}
+END_TEST
+
 START_TEST(test_resumes_in_a_row_double_the_wait)
 {
     struct rhc_req dr;
@@ -98,6 +128,7 @@ Suite *liveness_suite(void)
     Suite *s = suite_create("client liveness");
     TCase *tc = tcase_create("pull_dead_ms");
     tcase_add_test(tc, test_idle_and_busy);
+    tcase_add_test(tc, test_idle_long_poll_follows_the_announced_poll_time);
     tcase_add_test(tc, test_resumes_in_a_row_double_the_wait);
     tcase_add_test(tc, test_a_prompt_answer_forgets_the_resumes);
     suite_add_tcase(s, tc);
