@@ -65,8 +65,8 @@ void rh_child_check_spares(server_rec *s, const rh_srv_conf *sc)
     int reserve = threads - limit;
     if (spare <= 0 || daemons < 2 || reserve * (daemons - 1) < spare)
         return;
-    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RHLOG(2101) "MinSpareThreads %d: once "
-                 "%d children hold %d relay requests each, httpd starts no more children "
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, RHLOG(2101) "MinSpareThreads %d: when "
+                 "%d or more children all hold %d relay requests each, httpd starts no more "
                  "(it counts their %d reserved threads, RelayThreadReserve, as spare) and "
                  "new tunnels get 503 until one ends; MinSpareThreads %d or more "
                  "(RelayThreadReserve x the %d children MaxRequestWorkers allows) lets "
