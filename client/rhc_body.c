@@ -31,8 +31,13 @@ static size_t emit(char *buf, int type, const void *payload, size_t n)
  * at the latest when its frames reach the limit. */
 static void body_limit(rhc_tunnel *t, struct rhc_req *r)
 {
+    uint64_t max = t->route->pol.spush_max;
+
+    /* ends while a frame still fits under the limit: body_read never lets the
+     * frames pass it (a body limit of 1,000,000 bytes had got 1,310,660-byte
+     * bodies, refused 413 for ever) */
     if (r->kind == REQ_PUSH && !r->end_wanted && !r->p_fin && !r->p_r && !t->push.r_pending &&
-        (r->emitted >= t->route->pol.spush_max || t->up.sent >= r->p_end)) {
+        (r->emitted + SPUSH_SLACK >= max || t->up.sent >= r->p_end)) {
         r->end_wanted = 1;
         r->refresh = 1;
         t_log(t, 2, "stream push: %" PRIu64 " bytes sent, ending it for a new one", r->emitted);
@@ -133,6 +138,8 @@ size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
     }
     if (!t->push.r_pending)
         up_fill(t);
+    if (r->kind == REQ_PUSH && !t->push.r_pending && room > t->route->pol.spush_max - r->emitted)
+        room = (size_t)(t->route->pol.spush_max - r->emitted);
     used += body_heartbeat(t, buf, room);
     /* held: while the first response of an unproven path is awaited, nothing
      * goes up, so that the session can still start over if that response never

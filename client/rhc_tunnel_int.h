@@ -30,7 +30,8 @@
 #define UP_AHEAD_MAX      (512u * 1024)   /* local bytes read ahead of the pushes */
 #define BATCH_BODY_MAX    (2048u * 1024)  /* frames in one batch push */
 #define SPUSH_BODY_MAX    (256ull << 20)  /* a stream push body ends after this; a new one goes on */
-#define SPUSH_BODY_MIN    (1ull << 20)    /* ... and after a 413 never below this */
+#define SPUSH_BODY_MIN    (64ull << 10)   /* ... and after a 413 never below this */
+#define SPUSH_SLACK       (4u << 10)      /* a push body ends this close to its limit */
 #define SPUSH_DATA(B)     ((B) - (B) / 64) /* its data bytes: frame heads and checks fit the rest */
 #define SPUSH_AHEAD_MAX   (60ull << 20)   /* the next push is asked for at most this far ahead of
                                              what the server confirmed (it allows 64 MiB) */

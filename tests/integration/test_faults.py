@@ -512,3 +512,35 @@ def test_local_rst_reaches_target_as_rst(apache_factory, module_so, targets, cli
         assert tgt.peer_end == "rst", (tgt.peer_end, fw.stderr_text())
         assert tgt.received.hexdigest() == hashlib.sha256(up).hexdigest()
     tgt.stop()
+
+
+@pytest.mark.rh_timeout(300)
+def test_small_body_limit_under_cuts(apache_factory, module_so, targets, client_bin, tls):
+    """A body limit below a MiB (LimitRequestBody 1000000) on the relay, and every
+    fault of the fault proxy: stream pushes shrink below the limit after one 413
+    and end dozens of times in 40 MB (some with their successor asked for ahead)
+    while connections are reset, closed, black-holed, stalled and cut inside their
+    headers. Every byte arrives once, in order (the pump compares hashes; the core
+    counts each direction's bytes). Before, a push's frames could pass its limit
+    by a read (1,310,660-byte bodies against 1,000,000, refused for ever) and
+    pushes never went below 1 MiB: the tunnel failed at the fourth 413."""
+    from faultproxy import FaultProxy
+    a = apache_factory.get("event", module=module_so, targets=targets,
+                           extra_conf="<Location /relay>\n    LimitRequestBody 1000000\n"
+                                      "</Location>")
+    mark = a.error_log_mark()
+    seed = int(os.environ.get("RH_FAULT_SEED", random.SystemRandom().randrange(1 << 31)))
+    size = 40 * MB
+    with FaultProxy(a.port, seed=seed, mode="mix", min_life=1.0, max_life=4.0,
+                    life_bytes=(2 * MB, 12 * MB), hold=20.0) as fp:
+        url = "https://127.0.0.1:%d/relay" % fp.port
+        with Forward(client_bin, url, "echo", cacert=tls["ca"],
+                     extra_args=["--transport", "stream", "--http1.1", "-vv"]) as fw:
+            res = pump("127.0.0.1", fw.port, nbytes=size, timeout=240)
+            _assert_intact(res, size, fw)
+            ahead = [l for l in fw.lines() if "asked for ahead" in l and "from offset" in l]
+            print("seed %d: %d early pushes; %s" % (seed, len(ahead), fp.describe()))
+            assert fp.stats()["faults"] > 0, fp.describe()
+    text = harness.wait_for(lambda: "closed (" in a.error_log_text(mark)
+                            and a.error_log_text(mark), 30)
+    assert text and "up=%d down=%d" % (size, size) in text, a.error_log_tail(20, mark)
