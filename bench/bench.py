@@ -6,6 +6,8 @@ Measures, in one run on one machine, side by side:
   raw         loopback TCP, straight to the target (the limit)
   tls         TLS alone: stunnel4 client -> stunnel4 server -> target
   connect     Apache's CONNECT over TLS (mod_proxy_connect), client side proxytunnel
+  connect-squid  the same reached through squid (proxytunnel -p squid -r Apache -X):
+              what CONNECT gives a user behind that proxy, auto-squid's like-for-like
   websocket   websockify behind Apache (mod_proxy_http upgrade=websocket), client
               side our TCP-to-WebSocket bridge (rhbench wsbridge)
   httptunnel  GNU httptunnel htc -> hts (plain HTTP, no TLS)
@@ -61,7 +63,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 import harness  # noqa: E402
 import intermediaries as im  # noqa: E402
 
-PATHS = ["raw", "tls", "connect", "websocket", "httptunnel",
+PATHS = ["raw", "tls", "connect", "connect-squid", "websocket", "httptunnel",
          "duplex", "stream", "batch", "batch-nginx", "auto-squid", "socks", "ssh-d",
          "rendezvous", "rendezvous-stream"]
 OURS = ("duplex", "stream", "batch", "batch-nginx", "auto-squid", "socks",
@@ -96,6 +98,7 @@ IDLE_CAP = {
     "rendezvous": (0, "two duplex sessions per tunnel; not measured"),
     "rendezvous-stream": (0, "two stream sessions per tunnel; not measured"),
     "auto-squid": (0, "duplex or stream, as measured; not measured apart"),
+    "connect-squid": (0, "the same Apache CONNECT as connect, plus squid; not measured"),
 }
 
 STUNNEL = "/usr/bin/stunnel4"
@@ -106,6 +109,7 @@ HTS = "/usr/bin/hts"
 GNUPLOT = "/usr/bin/gnuplot"
 PEER_BINS = {"tls": [STUNNEL], "connect": [PROXYTUNNEL], "websocket": [WEBSOCKIFY],
              "httptunnel": [HTC, HTS], "batch-nginx": [im.NGINX], "auto-squid": [im.SQUID],
+             "connect-squid": [PROXYTUNNEL, im.SQUID],
              "ssh-d": ["/usr/sbin/sshd", "/usr/bin/ssh", PROXYTUNNEL]}
 
 # Event MPM settings for thousands of held requests (each open pull or push holds a
@@ -424,7 +428,7 @@ class Bench:
         if self.wants("batch-nginx"):
             self.nginx = im.Nginx(os.path.join(self.work, "nginx"), self.apache_port)
             self.nginx.start()
-        if self.wants("auto-squid"):
+        if self.wants("auto-squid") or self.wants("connect-squid"):
             self.squid = im.Squid(os.path.join(self.work, "squid"),
                                   connect_ports=[self.apache_port])
             self.squid.start()
@@ -581,6 +585,17 @@ class Bench:
             c = helper([PROXYTUNNEL, "-a", entry, "-E", "-z", "-q",
                         "-p", "127.0.0.1:%d" % up, "-d", "127.0.0.1:%d" % tgt],
                        "proxytunnel-%s" % variant, self.logdir, ready_port=entry)
+            client.add(c.pid)
+            server |= self.apache_pids()
+        elif path == "connect-squid":
+            # the delay sits between the client and squid, as for auto-squid; squid
+            # CONNECTs to Apache, then TLS to Apache and CONNECT to the target in it
+            sq = upstream(self.squid.port, "squid")
+            entry = harness.free_port()
+            c = helper([PROXYTUNNEL, "-a", entry, "-X", "-z", "-q",
+                        "-p", "127.0.0.1:%d" % sq, "-r", "127.0.0.1:%d" % self.apache_port,
+                        "-d", "127.0.0.1:%d" % tgt],
+                       "proxytunnel-squid-%s" % variant, self.logdir, ready_port=entry)
             client.add(c.pid)
             server |= self.apache_pids()
         elif path == "websocket":
@@ -1166,6 +1181,8 @@ def targets(rows):
             m = "thr_" + d
             check("auto through squid %s vs CONNECT (%s)" % (d, var),
                   v("auto-squid", var, m), v("connect", var, m), 0.9)
+            check("auto through squid %s vs CONNECT through the same squid (%s)" % (d, var),
+                  v("auto-squid", var, m), v("connect-squid", var, m), 0.9)
     for var in ("loopback", "delay"):
         for rdv, fwd in sorted(RDV_OF.items()):
             for d in ("up", "down"):

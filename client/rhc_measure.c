@@ -88,6 +88,19 @@ static int meter_wanted(rhc_tunnel *t, int64_t now)
            !has_figure(r, RHC_XP_DUPLEX);
 }
 
+/* Stream's figure to beat in direction dir (or the other one's, if that is
+ * all stream measured); 0: none. */
+static double stream_figure(const struct rhc_rates *r, int dir)
+{
+    double stream = r->bps[dir][RHC_XP_STREAM];
+    return stream > 0 ? stream : r->bps[!dir][RHC_XP_STREAM];
+}
+
+int rhc_meter_lost(double stream_bps, int64_t us)
+{
+    return stream_bps > 0 && (double)us * stream_bps * METER_EDGE > (double)METER_BYTES * 1e6;
+}
+
 /* A window timed its METER_BYTES in direction dir: the figures (the other
  * direction's too when it carried enough to say), and what follows: after
  * stream's, nothing yet (a later bulk session times duplex); after duplex's,
@@ -111,9 +124,7 @@ static void meter_figure(rhc_tunnel *t, int dir, uint64_t du, uint64_t dd, int64
               "session times duplex against it", bytes, dir_name[dir], bps / 1e6);
         return;
     }
-    double stream = r->bps[dir][RHC_XP_STREAM];
-    if (stream <= 0)        /* stream's figure is of the other direction */
-        stream = r->bps[!dir][RHC_XP_STREAM];
+    double stream = stream_figure(r, dir);
     r->pick = rhc_rates_pick(bps, stream);
     r->at = rh_now_ms();
     snprintf(r->why, sizeof(r->why), "auto: measured on this path, %s: duplex %.0f MB/s, "
@@ -152,7 +163,11 @@ void meter_moved(rhc_tunnel *t)
         t->route->pol.measuring_until = now + 2 * METER_MAX_MS;
         return;
     }
-    if (most >= METER_BYTES)
+    /* a duplex trial that can no longer win ends now: each further
+     * millisecond on the slower transport is the user's */
+    if (most >= METER_BYTES ||
+        (m->xp == RHC_XP_DUPLEX &&
+         rhc_meter_lost(stream_figure(&t->route->pol.rates, dd > du), us)))
         meter_figure(t, dd > du, du, dd, us);
 }
 

@@ -42,5 +42,9 @@ void rhc_rates_fmt(const struct rhc_rates *m, char *out, size_t outsz);
 /* The pick from two figures of one direction (pure, for tests): stream unless
  * duplex was METER_EDGE faster. */
 enum rhc_transport rhc_rates_pick(double duplex_bps, double stream_bps);
+/* Whether a duplex window open us microseconds without its METER_BYTES can no
+ * longer be METER_EDGE faster than stream_bps (pure, for tests): then it ends
+ * at once, with the rate it had, and stream is picked. */
+int rhc_meter_lost(double stream_bps, int64_t us);
 
 #endif

@@ -117,14 +117,19 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
     size_t vl;
     int down = r->t && (r->kind == REQ_PULL || r->kind == REQ_DUPLEX);
 
+    if (down) {
+        /* an answer's first lines show a prompt server as its body does: a
+         * silence after them is the path's (pull_answered) */
+        int64_t now = rh_now_ms();
+        r->t->down.last_rx = now;
+        pull_answered(r->t, r, now);
+    }
     if (len >= 5 && !strncmp(buf, "HTTP/", 5)) {
         hdr_reset(r);
         return len;
     }
     if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n'))
         return hdr_end(r, down) ? len : 0;
-    if (down)
-        r->t->down.last_rx = rh_now_ms();
     if (header_is(buf, len, RH_HDR_OFFSET, &v, &vl)) {
         r->have_offset = rh_parse_u64(v, vl, &r->offset) == 0;
     } else if ((r->kind == REQ_OPEN || r->kind == REQ_LISTEN) && hdr_open(r, buf, len)) {

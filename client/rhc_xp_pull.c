@@ -229,7 +229,7 @@ int64_t pull_dead_ms(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now)
     return ms < idle ? ms : idle;
 }
 
-/* The down response r brought bytes: one that answered within
+/* The down response r brought bytes (a header line or body): one that answered within
  * RH_BUSY_HEARTBEAT_MS of its start shows a prompt server, so the silence that
  * came before was the path's (a proxy that held one connection), not a late
  * server's: the resumes in a row are forgotten and the next silence is given

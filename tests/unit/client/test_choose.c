@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 
@@ -219,6 +220,10 @@ START_TEST(test_rates_pick)
     ck_assert_int_eq(rhc_rates_pick(100e6, 300e6), RHC_XP_STREAM);
     ck_assert_int_eq(rhc_rates_pick(300e6, 100e6), RHC_XP_DUPLEX);
     ck_assert_int_eq(rhc_rates_pick(105e6, 100e6), RHC_XP_STREAM);   /* within the edge */
+    /* 4 MiB beat 300 MB/s by 10 % only within 12.7 ms */
+    ck_assert_int_eq(rhc_meter_lost(300e6, 12000), 0);
+    ck_assert_int_eq(rhc_meter_lost(300e6, 13000), 1);
+    ck_assert_int_eq(rhc_meter_lost(0, 1000000000), 0);             /* nothing to beat */
     memset(&m, 0, sizeof(m));
     rhc_rates_fmt(&m, out, sizeof(out));
     ck_assert_str_eq(out, "");
@@ -305,6 +310,9 @@ START_TEST(test_meter_switch)
 
     bench_init(&b, RHC_XP_DUPLEX, RHC_XP_DUPLEX);     /* the trial */
     b.route.pol.rates = kept;
+    /* stream's in-memory figure is beyond any duplex window's: a slow one
+     * here, so that the window runs its METER_BYTES (the early end below) */
+    b.route.pol.rates.bps[1][RHC_XP_STREAM] = 1e3;
     b.t->sess.resume = 1;
     feed_down(b.t, METER_WARM + METER_BYTES);
     ck_assert_int_eq(b.route.pol.rates.pick, RHC_XP_AUTO);  /* the window opened late */
@@ -323,6 +331,23 @@ START_TEST(test_meter_switch)
     if (pick == RHC_XP_STREAM)
         ck_assert_ptr_nonnull(b.t->rq.pull);
     ck_assert_int_eq(b.route.pol.best_down, RHC_XP_DUPLEX);  /* no fallback learned */
+    bench_free(&b);
+
+    /* a trial that can no longer beat stream's figure ends before its
+     * METER_BYTES, with the rate it had */
+    bench_init(&b, RHC_XP_DUPLEX, RHC_XP_DUPLEX);
+    b.route.pol.rates = kept;
+    b.route.pol.rates.bps[1][RHC_XP_STREAM] = 1e13;        /* lost after 0.4 us */
+    b.t->sess.resume = 1;
+    feed_down(b.t, 2 * METER_WARM);                         /* opened, warmed */
+    ck_assert_int_eq(b.route.pol.rates.pick, RHC_XP_AUTO);
+    struct timespec ms = { 0, 1000000 };
+    nanosleep(&ms, NULL);
+    stat_down(b.t, 256 * 1024);
+    ck_assert_int_eq(b.route.pol.rates.pick, RHC_XP_STREAM);
+    ck_assert(b.route.pol.rates.bps[1][RHC_XP_DUPLEX] > 0);
+    ck_assert(b.route.pol.rates.bps[1][RHC_XP_DUPLEX] < 1e13);
+    ck_assert_int_eq(b.t->meter.switch_due, 1);
     bench_free(&b);
 
     bench_init(&b, RHC_XP_STREAM, RHC_XP_STREAM);
