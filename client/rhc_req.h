@@ -80,6 +80,7 @@ struct rhc_req {
     unsigned tries;             /* batch push, close: attempts so far */
     int integrity;              /* close: tells the server a check failed here */
     int64_t retry_at;           /* batch push: waits (out of the multi) until then */
+    int64_t conf_at;            /* batch push: its data confirmed, its answer not come */
 };
 
 /* auto, no HTTP version asked for: a stream pull or push goes HTTP/1.1. Over

@@ -50,9 +50,12 @@ int64_t t_deadline(const rhc_tunnel *t)
     if (t->push.spush_at)
         min_deadline(&d, t->push.spush_at);
     min_deadline(&d, park_at(t));
-    for (int i = 0; i < t->rq.nbpush; ++i)
+    for (int i = 0; i < t->rq.nbpush; ++i) {
         if (t->rq.bpush[i]->retry_at)
             min_deadline(&d, t->rq.bpush[i]->retry_at);
+        if (t->rq.bpush[i]->conf_at)    /* bpush_drop_held */
+            min_deadline(&d, t->rq.bpush[i]->conf_at + UP_DEAD_MS);
+    }
     min_deadline(&d, stall_deadline(t));
     min_deadline(&d, flush_deadline(t));
     min_deadline(&d, probe_deadline(t));

@@ -299,6 +299,7 @@ int start_bpush(rhc_tunnel *t);
 void bpush_forget(rhc_tunnel *t, struct rhc_req *r);
 void bpush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
 void bpush_resend_due(rhc_tunnel *t, int64_t now);
+void bpush_drop_held(rhc_tunnel *t, int64_t now);
 
 /* rhc_xp_pull.c: pulls, and how the down side tries again */
 int start_pull(rhc_tunnel *t);

@@ -105,6 +105,8 @@ void up_kick(rhc_tunnel *t)
         start_spush(t);
         return;
     }
+    if (t->rq.nbpush)
+        bpush_drop_held(t, rh_now_ms());
     if (t->end.code || t->xp.up != RHC_XP_BATCH || t->xp.switching || t->xp.up_hold)
         return;
     while (!t->up.done && t->rq.nbpush < BATCH_INFLIGHT && up_waiting(t))

@@ -242,3 +242,29 @@ void bpush_resend_due(rhc_tunnel *t, int64_t now)
         req_free(r);
     }
 }
+
+/* A push whose data bytes the server confirmed (an A frame of a pull, the
+ * answer of a later push) while its own answer has not come: that answer
+ * normally follows within a round trip. One still away UP_DEAD_MS later is held
+ * by the path (a proxy that stalls the connection, a black hole): the push is
+ * given up, which frees its slot. Before, BATCH_INFLIGHT such pushes stopped
+ * the up direction until their connections died (never, behind a proxy that
+ * holds them), and up_dead never gave them up: every byte sent was confirmed.
+ * A push with F waits for its answer: only that confirms the F. */
+void bpush_drop_held(rhc_tunnel *t, int64_t now)
+{
+    for (int i = 0; i < t->rq.nbpush; ++i) {
+        struct rhc_req *r = t->rq.bpush[i];
+        if (r->retry_at || r->p_fin || r->p_end > t->up.acked)
+            continue;
+        if (!r->conf_at)
+            r->conf_at = now;
+        if (now - r->conf_at < UP_DEAD_MS)
+            continue;
+        t_log(t, 1, "push %" PRIu64 "..%" PRIu64 ": confirmed %" PRId64 " ms ago, its answer "
+              "never came: given up (its slot goes to the next push)", r->p_off, r->p_end,
+              now - r->conf_at);
+        bpush_forget(t, r);
+        --i;
+    }
+}

@@ -41,6 +41,10 @@ Everything random comes from random.Random(seed) (`.seed` is set even when
 none is given), in accept order: a failing run is replayed from its seed (the
 exact cut bytes also depend on how the kernel chunked the stream).
 
+fire(select=None): every connection open now (or those select() picks) fails
+at once, its mode's failure, for a test that picks the moment and the
+connections (min_life/max_life far away: only those fail).
+
 Counters: stats() (accepted, refused, faults by mode, ends by rst/fin, bytes
 each way); events(): one line per fault (time, connection, mode, bytes so far).
 
@@ -145,6 +149,7 @@ class _Conn:
         self.t0 = time.monotonic()
         self.phase = "live"     # live, armed, stall, delay, blackhole, halfdead, cut, ended
         self.bytes = {UP: 0, DOWN: 0}
+        self.up_run = 0         # bytes up since the last byte down (a request in flight)
         self.threads = 2
         self.closing = threading.Event()
         self.timers = []
@@ -557,6 +562,7 @@ class FaultProxy:
         if ok:
             with conn.lock:
                 conn.bytes[d] += len(data)
+                conn.up_run = conn.up_run + len(data) if d == UP else 0
             with self.lock:
                 self.total_bytes[d] += len(data)
         return ok
@@ -601,6 +607,25 @@ class FaultProxy:
             conns = list(self.conns.values())
         for conn in conns:
             self._cut(conn, "rst", "blackout")
+
+    def fire(self, select=None):
+        """Every connection open now suffers its mode's failure at once, whatever
+        is left of its life (a test's chosen moment: with min_life and max_life
+        far away, only the connections open at the call fail); with select, only
+        those for which select({"id", "up", "down", "up_run"}) is true (up_run:
+        bytes up since the last byte down, a request body in flight, say).
+        Returns how many."""
+        with self.lock:
+            conns = list(self.conns.values())
+        if select is not None:
+            conns = [c for c in conns if select({"id": c.id, "up": c.bytes[UP],
+                                                 "down": c.bytes[DOWN], "up_run": c.up_run})]
+        for conn in conns:
+            if conn.mode == "halfdead":
+                self._timer(conn, 0.0, self._fire, conn)
+            else:
+                self._fire(conn)
+        return len(conns)
 
     def stop(self):
         """Stop accepting, stop faulting, tear every connection down (a

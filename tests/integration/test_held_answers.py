@@ -1,0 +1,118 @@
+"""Answers a path holds back (issue 10: never a hang): a request went through
+whole, the server answered it, and the answer never comes back (a proxy that
+stalls a connection's down direction, a NAT that black-holes it). The bytes it
+carried are confirmed by other requests; the tunnel must go on without its
+answer, every byte once and in order (pattern.py names the first wrong offset).
+
+The fault proxy (faultproxy.py) stalls the down direction of every connection
+open at a moment the test picks (FaultProxy.fire), and a target that stops
+reading after a few MiB (GatedEcho) makes sure the requests in flight then are
+the ones whose answers it holds.
+"""
+
+import socket
+import threading
+import time
+
+import harness
+import intermediaries as im
+from faultproxy import FaultProxy
+from harness import Forward
+from pattern import pump_pattern, summarize
+
+MiB = 1024 * 1024
+
+
+class GatedEcho:
+    """An echo target that stops reading once a connection brought gate_at bytes
+    (reached is set), until release is set; then it echoes everything as usual."""
+
+    def __init__(self, gate_at):
+        self.gate_at = gate_at
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        self.sock = harness.listener()
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        got = 0
+        try:
+            c.settimeout(300)
+            while True:
+                if got >= self.gate_at and not self.release.is_set():
+                    self.reached.set()
+                    self.release.wait(300)
+                data = c.recv(min(65536, self.gate_at - got) if got < self.gate_at else 65536)
+                if not data:
+                    break
+                got += len(data)
+                c.sendall(data)
+            c.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def stop(self):
+        self.release.set()
+        for s in [self.sock] + self.conns:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def test_batch_pushes_confirmed_but_never_answered(apache_factory, module_so, targets,
+                                                   client_bin):
+    """Batch pushes in flight (up to eight) whose connections then stall down:
+    their bodies reach the server, their answers never come back, and a new
+    pull's A frame confirms their bytes. Before, they kept their slots until
+    their connections died (a holding proxy: never; a black hole: TCP
+    keepalive, minutes), and the up direction stood still: nothing was left
+    unconfirmed for the up liveness check to give up. Now a push confirmed
+    without its answer for 3 s is given up, and the rest of the bytes go."""
+    gate = GatedEcho(gate_at=2 * MiB)
+    plain = harness.free_port()
+    a = apache_factory.get("event", module=module_so,
+                           targets=dict(targets, gated="127.0.0.1:%d" % gate.port),
+                           extra_conf=im.plain_http_vhost_conf(plain))
+    size = 24 * MiB
+    res = {}
+    try:
+        with FaultProxy(plain, mode="stall_down", min_life=3600, max_life=3600,
+                        hold=600) as fp:
+            with Forward(client_bin, "http://127.0.0.1:%d/relay" % fp.port, "gated",
+                         extra_args=["--transport", "batch", "--http1.1", "-vv"]) as fw:
+                th = threading.Thread(target=lambda: res.update(
+                    pump_pattern("127.0.0.1", fw.port, size, timeout=60)))
+                th.start()
+                assert gate.reached.wait(30), "the target never got 2 MiB: %s" % res
+                time.sleep(1.5)     # the client fills its push slots meanwhile
+                # the connections that carry a push body (not the pull's, not idle ones)
+                stalled = fp.fire(select=lambda c: c["up_run"] > 65536)
+                gate.release.set()
+                th.join(70)
+                lines = fw.lines()
+                tail = "\n".join(l for l in lines if " > " not in l and " < " not in l
+                                 and ": * " not in l)[-6000:]
+                assert not th.is_alive(), "the pump hung"
+                assert res["first_bad_offset"] is None, "%s\n%s" % (summarize(res), tail)
+                assert res["received"] == size and not res["error"], \
+                    "%s (%d connections stalled)\n%s\n%s" % (summarize(res), stalled,
+                                                             fp.describe(), tail)
+                print("%s; %d connections stalled; %d pushes given up unanswered"
+                      % (summarize(res), stalled,
+                         sum(1 for l in lines if "never came" in l)))
+    finally:
+        gate.stop()
