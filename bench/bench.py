@@ -73,7 +73,8 @@ SOCKS_PATHS = ("socks", "ssh-d")
 # a rendezvous path and the forward-to-target path it is measured against
 RDV_OF = {"rendezvous": "duplex", "rendezvous-stream": "stream"}
 VARIANTS = ["loopback", "delay"]
-FIGURES = ["up", "down", "multi", "echo", "setup", "idle", "idle-async", "serve-idle"]
+FIGURES = ["up", "down", "multi", "echo", "setup", "idle", "idle-async", "serve-idle", "site"]
+SITE_REQUESTS = 400         # figure site: static page requests timed during a bulk download
 # idle tunnels with RelayAsync (issue 17): parked in each child's reactor
 ASYNC_PATHS = ("stream", "batch")
 
@@ -821,6 +822,8 @@ class Bench:
             if moved and client:
                 self.record(path, variant, "client_cpu_per_gb", ccpu / (moved / 1e9), "s/GB",
                             "single-stream up + down")
+            if "site" in a.figures and variant == "loopback" and path != "httptunnel":
+                self.measure_site_bulk(path, variant, fresh())
             if "multi" in a.figures:
                 if path == "httptunnel":
                     self.record(path, variant, "thr_multi", None, "MB/s",
@@ -839,6 +842,40 @@ class Bench:
                                                                 r["mbps"]))
         finally:
             state["stop"]()
+
+    def measure_site_bulk(self, path, variant, entry):
+        """The website beside the relay during a bulk download through the path: the
+        static page's p99 (kept-alive curl, SITE_REQUESTS) while 100 streams pull as
+        fast as they can, against the same on the quiet server (recorded once, as
+        connect's site_p99_quiet). The download is stopped once the page is timed."""
+        if value(self.rows, "connect", "loopback", "site_p99_quiet") is None:
+            q = self.site_latency(SITE_REQUESTS)
+            if q:
+                self.record("connect", "loopback", "site_p99_quiet", q[1], "ms",
+                            "static page, no transfer: median %.2f ms" % q[0])
+        bulk = subprocess.Popen([self.tool, "thr", "127.0.0.1:%d" % entry, "down",
+                                 str(100 * 1000 * MB), str(self.args.streams), "120"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(1.0)                 # every stream connected and moving
+            lo0, t0 = lo_bytes(), time.time()
+            n = 50 if self.args.quick else SITE_REQUESTS
+            site = self.site_latency(n) if bulk.poll() is None else None
+            alive = bulk.poll() is None
+            lo_mbps = (lo_bytes() - lo0) / MB / max(time.time() - t0, 1e-3)
+        finally:
+            bulk.kill()
+            bulk.wait()
+        if not site or not alive:
+            self.record(path, variant, "error", 0, "", "site: %s" % (
+                "the bulk download ended before the page was timed" if site else
+                "no static page figure"))
+            return
+        self.record(path, variant, "site_p99_bulk", site[1], "ms",
+                    "static page during a %d-stream bulk download: median %.2f ms; "
+                    "loopback moved %.0f MB/s meanwhile" % (self.args.streams, site[0], lo_mbps))
+        log("%s / %s: static page during bulk download: median %.2f ms p99 %.2f ms "
+            "(loopback %.0f MB/s)" % (path, variant, site[0], site[1], lo_mbps))
 
     def measure_serve_idle(self):
         """An idle relay-https serve (its listens waiting, no client): its CPU time
@@ -1060,7 +1097,7 @@ class Bench:
         self.start_base()
         for variant in a.variants:
             for path in a.paths:
-                if any(f in a.figures for f in ("up", "down", "multi", "echo")):
+                if any(f in a.figures for f in ("up", "down", "multi", "echo", "site")):
                     self.measure_path(path, variant)
         if ("serve-idle" in a.figures and "loopback" in a.variants
                 and any(p in RDV_OF for p in a.paths)):
@@ -1091,6 +1128,8 @@ COLUMNS = [  # metric, header, format, better
     ("setup", "setup ms", "%.1f", "low"),
     ("setup_median", "connect ms", "%.2f", "low"),
     ("req_rtt", "HTTPS request ms", "%.3f", "low"),
+    ("site_p99_quiet", "site p99 ms, quiet", "%.2f", "low"),
+    ("site_p99_bulk", "site p99 ms, bulk", "%.2f", "low"),
     ("server_cpu_per_gb", "server CPU s/GB", "%.2f", "low"),
     ("client_cpu_per_gb", "client CPU s/GB", "%.2f", "low"),
     ("idle_held", "idle tunnels held", "%.0f", "high"),
@@ -1098,6 +1137,15 @@ COLUMNS = [  # metric, header, format, better
     ("idle_cpu", "server CPU s idle", "%.2f", "low"),
     ("serve_idle_cpu", "idle serve CPU s", "%.3f", "low"),
 ]
+
+
+def lo_bytes():
+    """Bytes sent on the loopback interface so far (all of this machine's)."""
+    try:
+        with open("/sys/class/net/lo/statistics/tx_bytes") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
 
 
 def value(rows, path, variant, metric):
@@ -1189,6 +1237,12 @@ def targets(rows):
                 m = "thr_" + d
                 check("%s %s throughput vs %s to the target (%s)" % (rdv, d, fwd, var),
                       v(rdv, var, m), v(fwd, var, m), 0.8)
+    # the website beside the relay keeps its latency while a tunnel moves bulk data:
+    # no worse than while Apache's own CONNECT proxy moves the same
+    for t in ("stream", "duplex", "batch"):
+        check("static page p99 during a %s bulk download vs during CONNECT's (loopback)" % t,
+              v(t, "loopback", "site_p99_bulk"), v("connect", "loopback", "site_p99_bulk"),
+              1.2, "le")
     ic = v("rendezvous", "loopback", "serve_idle_cpu")
     out.append(("an idle relay-https serve's CPU (%d s)" % SERVE_IDLE_S,
                 "-" if ic is None else "%.3f s" % ic, "~0 (< 0.05 s)",

@@ -115,6 +115,7 @@ size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
     size_t used = 0;
     uint64_t sent_before = t->up.sent;
 
+    t_touch(t);
     if (r->body_ended)
         return 0;
     if (r == t->rq.spush_next) {
@@ -172,6 +173,7 @@ int body_seek(void *ud, curl_off_t offset, int origin)
     struct rhc_req *r = ud;
     rhc_tunnel *t = r->t;
 
+    t_touch(t);
     if (offset != 0 || origin != SEEK_SET)
         return CURL_SEEKFUNC_CANTSEEK;
     if (r->emitted == 0)
@@ -255,6 +257,7 @@ size_t resp_write(char *ptr, size_t size, size_t nmemb, void *ud)
     size_t len = size * nmemb;
     size_t off = 0;
 
+    t_touch(t);
     if (r->status != 200)
         return body_cb(ptr, size, nmemb, ud);
     if (t->end.code)

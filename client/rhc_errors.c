@@ -61,6 +61,7 @@ void t_fail(rhc_tunnel *t, int code, const char *fmt, ...)
 
     if (t->end.code)
         return;
+    t_touch(t);     /* its end comes in the next round */
     t->end.code = code;
     va_start(ap, fmt);
     vsnprintf(t->end.msg, sizeof(t->end.msg), fmt, ap);

@@ -215,6 +215,7 @@ int rhc_stdio_output_read(rhc_tunnel *t)
      * paused goes on, so that the server's end can still come */
     t->local.out_drop = 1;
     t->local.olen = 0;
+    t_touch(t);
     drain_out(t);
     return 0;
 }

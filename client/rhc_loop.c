@@ -1,6 +1,8 @@
-/* relay-https client: the event loop: the multi handle with its socket and
- * timer callbacks, one poll() over curl's sockets, the local fds and the
- * caller's, and the completions that go to their tunnels. */
+/* relay-https client: the event loop: the multi handle with its timer
+ * callback, one poll() over the caller's fds, the polled tunnels' and the
+ * epoll set (curl's sockets, rhc_csock.c; the tunnels' local sockets,
+ * rhc_wake.c), and the completions that go to their tunnels. A round costs
+ * what happened in it: the events, the tunnels touched or due. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
@@ -9,14 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <linux/tcp.h>        /* struct tcp_info with tcpi_bytes_sent (glibc's has not) */
-#include <netinet/in.h>
-#include <sys/socket.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
 #include "rh_util.h"
 #include "rhc_check.h"
+#include "rhc_epoll.h"
 #include "rhc_errors.h"
 #include "rhc_tunnel_int.h"
 
@@ -24,6 +26,8 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
 {
     rhc_tunnel *t = r->t;
 
+    if (t)
+        t_touch(t);
     if (r->kind == REQ_LISTEN) {
         c->listen_done(c->listen_arg, r, rc);
         return;
@@ -75,46 +79,6 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
     case REQ_LISTEN:
         break;
     }
-}
-
-/* The index of curl's socket s in c->cfds, or c->ncfds. */
-static size_t cfd_find(const rhc_ctx *c, curl_socket_t s)
-{
-    size_t i;
-
-    for (i = 0; i < c->ncfds; ++i)
-        if (c->cfds[i].fd == s)
-            break;
-    return i;
-}
-
-static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
-{
-    rhc_ctx *c = userp;
-    size_t i = cfd_find(c, s);
-
-    (void)e;
-    (void)socketp;
-    if (what == CURL_POLL_REMOVE) {
-        if (i < c->ncfds)
-            c->cfds[i] = c->cfds[--c->ncfds];
-        return 0;
-    }
-    if (i == c->ncfds) {
-        if (c->ncfds == c->capcfds) {
-            size_t cap = c->capcfds ? c->capcfds * 2 : 16;
-            struct cfd *n = realloc(c->cfds, cap * sizeof(*n));
-            if (!n)
-                return -1;
-            c->cfds = n;
-            c->capcfds = cap;
-        }
-        c->cfds[c->ncfds++] = (struct cfd){ .fd = s };
-    }
-    c->cfds[i].out_hold = 0;    /* curl says anew what it waits for */
-    c->cfds[i].events = (short)(((what & CURL_POLL_IN) ? POLLIN : 0) |
-                                ((what & CURL_POLL_OUT) ? POLLOUT : 0));
-    return 0;
 }
 
 static int timer_cb(CURLM *m, long timeout_ms, void *userp)
@@ -173,11 +137,16 @@ rhc_ctx *rhc_ctx_new(const struct rhc_opts *o)
         return NULL;
     c->o = o;
     c->curl_deadline = -1;
-    if (!(c->multi = curl_multi_init())) {
+    c->epfd = epoll_create1(EPOLL_CLOEXEC);
+    c->evs = malloc(RHC_EVENTS_MAX * sizeof(*c->evs));
+    if (c->epfd < 0 || !c->evs || !(c->multi = curl_multi_init())) {
+        if (c->epfd >= 0)
+            close(c->epfd);
+        free(c->evs);
         free(c);
         return NULL;
     }
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, csock_cb);
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
@@ -213,10 +182,15 @@ void rhc_ctx_free(rhc_ctx *c)
         req_free(r);
     }
     rhc_ctx_free_routes(c);
-    curl_multi_cleanup(c->multi);
+    curl_multi_cleanup(c->multi);       /* its sockets leave the set (csock_cb) */
     if (c->share)
         curl_share_cleanup(c->share);
-    free(c->cfds);
+    csock_free_all(c);
+    rhc_heap_free(&c->timers);
+    close(c->epfd);
+    free(c->due);
+    free(c->polled);
+    free(c->evs);
     free(c->pfds);
     free(c->powner);
     free(c);
@@ -290,13 +264,13 @@ static void add_pfd(rhc_ctx *c, size_t *n, int fd, short events, rhc_tunnel *own
     c->powner[(*n)++] = owner;
 }
 
-/* The local fds of every tunnel (one entry when in and out are one socket),
- * and the time until the next tunnel deadline. */
-static void poll_tunnels(rhc_ctx *c, size_t *n, long *wait, int64_t now)
+/* The local fds of the polled tunnels (stdio: one entry when in and out are
+ * one file). */
+static void poll_tunnels(rhc_ctx *c, size_t *n)
 {
-    for (rhc_tunnel *t = c->tunnels; t; t = t->next) {
+    for (size_t i = 0; i < c->npolled; ++i) {
+        rhc_tunnel *t = c->polled[i];
         short ein = t_events_in(t), eout = t_events_out(t);
-        wait_until(wait, t_deadline(t), now);
         if (t->local.in_fd == t->local.out_fd && (ein | eout)) {
             add_pfd(c, n, t->local.in_fd, (short)(ein | eout), t);
             continue;
@@ -308,115 +282,61 @@ static void poll_tunnels(rhc_ctx *c, size_t *n, long *wait, int64_t now)
     }
 }
 
-/* The bytes the kernel has taken from us on TCP socket fd (sent, or queued
- * to be): 0 with *n set, -1 when it cannot tell (not TCP, an old kernel). */
-static int sock_wrote(curl_socket_t fd, uint64_t *n)
+/* What the epoll set has: curl's sockets first, then the local sockets (as
+ * the poll() loop had it). Tunnels are only freed in run_due, so the
+ * pointers in the tags are valid here. */
+static int epoll_events(rhc_ctx *c)
 {
-    struct tcp_info ti;
-    socklen_t len = sizeof(ti);
+    int n = epoll_wait(c->epfd, c->evs, RHC_EVENTS_MAX, 0);
 
-    memset(&ti, 0, sizeof(ti));
-    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
-        len < offsetof(struct tcp_info, tcpi_bytes_sent) + sizeof(ti.tcpi_bytes_sent))
-        return -1;
-    *n = ti.tcpi_bytes_sent + ti.tcpi_notsent_bytes;
-    return 0;
+    if (n <= 0)
+        return 0;
+    for (int i = 0; i < n; ++i)
+        if (rhc_ep_is_sock(c->evs[i].data.u64))
+            csock_event(c, rhc_ep_sock_of(c->evs[i].data.u64), rhc_ep_revents(c->evs[i].events));
+    for (int i = 0; i < n; ++i)
+        if (!rhc_ep_is_sock(c->evs[i].data.u64)) {
+            rhc_tunnel *t = (rhc_tunnel *)(uintptr_t)c->evs[i].data.u64;
+            t_touch(t);
+            t_local_event(t, t->local.in_fd, rhc_ep_revents(c->evs[i].events));
+        }
+    return n;
 }
 
-/* curl had socket fd writable and wrote nothing: an HTTP/2 upload whose
- * flow-control window is used up. libcurl 7.88 still asks for POLLOUT then, so
- * every poll() returned at once, round after round, until a WINDOW_UPDATE came
- * (10 polls per 16 KiB DATA frame, 1.5-2 CPU s/GB of a duplex upload,
- * docs/BENCHMARKS.md item 13). Such a socket is watched for input only (what
- * brings the window) until input comes, curl asks anew, or CURL_OUT_HOLD_MS. */
-static void curl_out_check(rhc_ctx *c, curl_socket_t fd, short re)
-{
-    size_t i = cfd_find(c, fd);
-    uint64_t n;
-
-    if (i == c->ncfds)
-        return;
-    struct cfd *cf = &c->cfds[i];
-    if (re != POLLOUT || sock_wrote(fd, &n) != 0) {
-        cf->out_hold = 0;
-        return;
-    }
-    if (n == cf->wrote && (cf->events & POLLOUT))
-        cf->out_hold = rh_now_ms() + CURL_OUT_HOLD_MS;
-    cf->wrote = n;
-}
-
-/* Hands curl the events on its sockets (entries from..n). */
-static void curl_events(rhc_ctx *c, size_t from, size_t n)
-{
-    int running;
-
-    for (size_t i = from; i < n; ++i) {
-        short re = c->pfds[i].revents;
-        if (!re || (re & POLLNVAL))
-            continue;
-        int flags = ((re & (POLLIN | POLLHUP)) ? CURL_CSELECT_IN : 0) |
-                    ((re & POLLOUT) ? CURL_CSELECT_OUT : 0) |
-                    ((re & POLLERR) ? CURL_CSELECT_ERR : 0);
-        curl_multi_socket_action(c->multi, c->pfds[i].fd, flags, &running);
-        curl_out_check(c, c->pfds[i].fd, re);
-    }
-}
-
-/* curl's sockets, POLLOUT left out of those held (curl_out_check). */
-static void poll_curl(rhc_ctx *c, size_t *n, long *wait, int64_t now)
-{
-    for (size_t i = 0; i < c->ncfds; ++i) {
-        struct cfd *cf = &c->cfds[i];
-        if (!cf->events)
-            continue;
-        if (cf->out_hold && now >= cf->out_hold)
-            cf->out_hold = 0;
-        short ev = cf->out_hold ? (short)(cf->events & ~POLLOUT) : cf->events;
-        if (cf->out_hold)
-            wait_until(wait, cf->out_hold, now);
-        add_pfd(c, n, cf->fd, ev, NULL);
-    }
-}
-
-/* After the events: timers, curl's own timer, completions, and every tunnel
- * moved on (freed when over). */
+/* After the events: the tunnels touched or due (their timers), curl's own
+ * timer, completions, and those tunnels moved on (freed when over). */
 static void run_due(rhc_ctx *c)
 {
-    int64_t now = rh_now_ms();
     int running;
 
-    for (rhc_tunnel *t = c->tunnels; t; t = t->next)
-        t_timers(t, now);
+    rhc_wake_timers(c, rh_now_ms());
     /* Unpausing sets curl's timer to 0, so this also runs what was unpaused. */
     if (c->curl_deadline >= 0 && rh_now_ms() >= c->curl_deadline) {
         c->curl_deadline = -1;
         curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     }
     reap(c);
-
-    now = rh_now_ms();
-    for (rhc_tunnel *t = c->tunnels, *next; t; t = next) {
-        next = t->next;
-        t_advance(t, now);
-    }
+    rhc_wake_advance(c, rh_now_ms());
 }
 
 int rhc_ctx_step(rhc_ctx *c, struct pollfd *extra, size_t nextra, long max_wait_ms)
 {
-    size_t n = 0, tun_end, i;
+    size_t n = 0, i;
     int64_t now = rh_now_ms();
     long wait = max_wait_ms;
 
-    if (grow_pfds(c, nextra + 2 * c->ntunnels + c->ncfds + 1) < 0)
+    if (grow_pfds(c, nextra + 2 * c->npolled + 1) < 0)
         return -1;
     for (i = 0; i < nextra; ++i) {
         c->pfds[n] = extra[i];
         c->pfds[n++].revents = 0;
     }
-    poll_tunnels(c, &n, &wait, now);
-    tun_end = n;
-    poll_curl(c, &n, &wait, now);
+    poll_tunnels(c, &n);
+    size_t ep = n;
+    add_pfd(c, &n, c->epfd, POLLIN, NULL);
+    csock_holds_due(c, now);
+    wait_until(&wait, rhc_heap_next(&c->holds), now);
+    wait_until(&wait, rhc_wake_next(c), now);
     wait_until(&wait, c->curl_deadline, now);
 
     int rc = poll(c->pfds, (nfds_t)n, (int)(wait > 0x7fffffffL ? 0x7fffffffL : wait));
@@ -429,12 +349,14 @@ int rhc_ctx_step(rhc_ctx *c, struct pollfd *extra, size_t nextra, long max_wait_
     for (i = 0; i < nextra; ++i)
         extra[i].revents = c->pfds[i].revents;
 
-    curl_events(c, tun_end, n);
+    int nev = c->pfds[ep].revents ? epoll_events(c) : 0;
     /* Tunnels are only freed below, so the owners are still valid here. */
-    for (i = nextra; i < tun_end; ++i)
-        if (c->pfds[i].revents)
+    for (i = nextra; i < ep; ++i)
+        if (c->pfds[i].revents) {
+            t_touch(c->powner[i]);
             t_local_event(c->powner[i], c->pfds[i].fd, c->pfds[i].revents);
+        }
     run_due(c);
     /* Requests started above (a new pull, a close) show up through curl's timer. */
-    return rc < 0 ? 0 : rc;
+    return rc < 0 ? 0 : rc - (c->pfds[ep].revents ? 1 : 0) + nev;
 }

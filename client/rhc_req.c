@@ -117,6 +117,8 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
     size_t vl;
     int down = r->t && (r->kind == REQ_PULL || r->kind == REQ_DUPLEX);
 
+    if (r->t)
+        t_touch(r->t);
     if (down) {
         /* an answer's first lines show a prompt server as its body does: a
          * silence after them is the path's (pull_answered) */
@@ -156,6 +158,8 @@ size_t body_cb(char *ptr, size_t size, size_t nmemb, void *ud)
     size_t room = BODY_MAX - r->body_len;
     size_t n = len < room ? len : room;
 
+    if (r->t)
+        t_touch(r->t);
     memcpy(r->body + r->body_len, ptr, n);
     r->body_len += n;
     r->body[r->body_len] = '\0';

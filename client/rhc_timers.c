@@ -27,6 +27,18 @@ static int64_t hb_every(const rhc_tunnel *t)
     return t->sess.idle_ms > 0 && alive_every(t) < HEARTBEAT_MS ? alive_every(t) : HEARTBEAT_MS;
 }
 
+/* When the down response dr is dead unless a frame comes. The loop looks
+ * only when a deadline comes (rhc_wake.c), and pull_dead_ms shortens once the
+ * last silent resume is forgotten: a look then too. */
+static int64_t down_deadline(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now)
+{
+    int64_t d = dr->recv_paused ? -1 : t->down.last_rx + pull_dead_ms(t, dr, now);
+
+    if (t->down.silent_n && now < t->down.silent_at + SILENT_FORGET_MS)
+        min_deadline(&d, t->down.silent_at + SILENT_FORGET_MS);
+    return d;
+}
+
 /* Next time this tunnel needs a look without any fd event, or -1. */
 int64_t t_deadline(const rhc_tunnel *t)
 {
@@ -42,8 +54,8 @@ int64_t t_deadline(const rhc_tunnel *t)
     if (sc && sc->send_paused && !sc->body_ended)
         min_deadline(&d, t->push.last_emit + hb_every(t));
     int64_t now = rh_now_ms();
-    if (dr && !dr->recv_paused)
-        min_deadline(&d, t->down.last_rx + pull_dead_ms(t, dr, now));
+    if (dr)
+        min_deadline(&d, down_deadline(t, dr, now));
     min_deadline(&d, up_dead_at(t, now));
     if (t->down.repull_at)
         min_deadline(&d, t->down.repull_at);

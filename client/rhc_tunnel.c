@@ -236,6 +236,7 @@ void t_finish(rhc_tunnel *t)
     rhc_ctx *c = t->ctx;
     int code = t->end.code;
 
+    rhc_wake_forget(t);     /* before its socket closes; nothing wakes it now */
     req_free(t->rq.open);
     t->rq.open = NULL;
     reqs_free(t);
@@ -290,8 +291,8 @@ void rhc_tunnel_end_quietly(rhc_tunnel *t)
     t_finish(t);
 }
 
-/* Moves a tunnel on after events; frees it when it is over. */
-void t_advance(rhc_tunnel *t, int64_t now)
+/* Moves a tunnel on after events; frees it when it is over (0). */
+int t_advance(rhc_tunnel *t, int64_t now)
 {
     if (t->local.olen > 0 && !t->local.out_blocked && !t->local.out_err && !t->end.code)
         drain_out(t);
@@ -306,15 +307,18 @@ void t_advance(rhc_tunnel *t, int64_t now)
         maybe_ack(t, now);
     if (t->end.code) {
         if (t->end.linger_until && (t->rq.spush || t->rq.duplex) && now < t->end.linger_until)
-            return;     /* give the R frame its chance */
+            return 1;   /* give the R frame its chance */
         t_finish(t);
-        return;
+        return 0;
     }
     if (t->down.fin && t->local.olen == 0 && !t->local.out_shut)
         shut_output(t);
     if (t->local.out_shut && t->up.done && !t->rq.pull && !t->rq.duplex && !t->rq.spush && !t->rq.nbpush &&
-        !t->rq.open && !t->ack.n)
+        !t->rq.open && !t->ack.n) {
         t_finish(t);
+        return 0;
+    }
+    return 1;
 }
 
 static rhc_tunnel *tunnel_new(rhc_ctx *c, struct rhc_route *route, int in_fd, int out_fd,
@@ -342,6 +346,13 @@ static rhc_tunnel *tunnel_new(rhc_ctx *c, struct rhc_route *route, int in_fd, in
     t->done = done;
     t->done_arg = arg;
     snprintf(t->label, sizeof(t->label), "%s", label ? label : "");
+    if (rhc_wake_add(t) < 0) {
+        if (kind == RHC_LOCAL_SOCKET)
+            close(in_fd);
+        rhc_upbuf_free(&t->up);
+        free(t);
+        return NULL;
+    }
     stat_start(t);
 
     t->next = c->tunnels;

@@ -13,6 +13,7 @@
 #include "rh_frame.h"
 #include "rh_proto.h"
 #include "rh_ring.h"
+#include "rhc_heap.h"
 #include "rhc_choose.h"
 #include "rhc_local.h"
 #include "rhc_opts.h"
@@ -207,30 +208,55 @@ struct rhc_tunnel {
         unsigned resumes;       /* requests taken up again after a cut */
         int64_t started;
     } stat;
+
+    struct {                    /* when the loop looks at it (rhc_wake.c) */
+        struct rhc_heap_node timer; /* t_deadline, in the context's heap */
+        size_t due;             /* 1 + its index in ctx->due: looked at this round */
+        int want;               /* events its local socket has in the epoll set
+                                   (RHC_EP_NONE: not in it) */
+        size_t polled;          /* 1 + its index in ctx->polled: its fds go
+                                   through poll() (stdio) */
+        int gone;               /* being freed: nothing wakes it any more */
+    } wake;
 };
 
-struct cfd {
+struct cfd {                    /* a socket of curl's (rhc_csock.c) */
     curl_socket_t fd;
-    short events;               /* what curl asked for */
-    int64_t out_hold;           /* POLLOUT left out until then (0: not), see curl_events */
+    int events;                 /* what curl asked for (POLLIN, POLLOUT) */
+    int reg;                    /* what the epoll set has (RHC_EP_NONE: not in it) */
+    struct rhc_heap_node hold;  /* in ctx->holds: POLLOUT left out until hold.at,
+                                   see curl_out_check */
     uint64_t wrote;             /* the socket's bytes written, when last looked at */
 };
+
+#define RHC_EVENTS_MAX 256      /* epoll events taken per round */
+
+struct epoll_event;
 
 struct rhc_ctx {
     const struct rhc_opts *o;
     CURLM *multi;
     CURLSH *share;              /* TLS sessions and DNS shared by all requests */
     int64_t curl_deadline;      /* -1: curl has no timer */
-    struct cfd *cfds;           /* sockets curl wants watched */
-    size_t ncfds, capcfds;
+    int epfd;                   /* curl's sockets and the tunnels' local sockets */
+    struct cfd **cfd_of;        /* curl's sockets by descriptor (rhc_csock.c) */
+    size_t ncfd_of;
+    struct rhc_heap holds;      /* ... those with POLLOUT held back */
+    struct rhc_heap timers;     /* the tunnels' deadlines (rhc_wake.c) */
+    rhc_tunnel **due;           /* tunnels to look at this round, NULL: gone */
+    size_t ndue, capdue;
+    rhc_tunnel **polled;        /* tunnels whose local fds go through poll() */
+    size_t npolled, cappolled;
     rhc_tunnel *tunnels;
     size_t ntunnels;
     size_t cache_size;          /* CURLMOPT_MAXCONNECTS now (rhc_ctx_size_cache) */
     struct rhc_req *closers;
     size_t nclosers;
-    struct pollfd *pfds;        /* scratch for poll() */
+    struct pollfd *pfds;        /* scratch for poll(): the caller's fds, the polled
+                                   tunnels' and the epoll set */
     rhc_tunnel **powner;        /* tunnel of each local pollfd */
     size_t cappfds;
+    struct epoll_event *evs;    /* RHC_EVENTS_MAX, scratch for epoll_wait() */
     struct rhc_route *routes;   /* owned, in the order added (rhc_route.c) */
     struct rhc_stats_clock stats;  /* when the statistics were reported (rhc_stats.c) */
     /* serve mode: its listen requests end here (rhc_serve.c owns them) */
@@ -336,7 +362,7 @@ void start_close(rhc_ctx *c, const struct rhc_route *route, const char *token,
 struct rhc_req *start_open(rhc_tunnel *t);
 void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
 void t_finish(rhc_tunnel *t);                       /* reports and frees it */
-void t_advance(rhc_tunnel *t, int64_t now);         /* after events; may finish it */
+int t_advance(rhc_tunnel *t, int64_t now);          /* after events; 0: finished it */
 
 /* rhc_stats.c: the counters of the tunnel and its route */
 void stat_start(rhc_tunnel *t);
@@ -345,6 +371,20 @@ void stat_resume(rhc_tunnel *t);                    /* a request goes again afte
 void stat_up(rhc_tunnel *t, uint64_t n);            /* n more up bytes confirmed */
 void stat_down(rhc_tunnel *t, size_t n);            /* n more down bytes written locally */
 void stat_end(rhc_tunnel *t, int code);
+
+/* rhc_csock.c: curl's sockets in the epoll set */
+int csock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp);
+void csock_event(rhc_ctx *c, curl_socket_t fd, short revents);
+void csock_holds_due(rhc_ctx *c, int64_t now);      /* POLLOUT watched again */
+void csock_free_all(rhc_ctx *c);
+
+/* rhc_wake.c: the tunnels a round looks at */
+void t_touch(rhc_tunnel *t);                        /* something happened to it */
+int rhc_wake_add(rhc_tunnel *t);                    /* a new tunnel (looked at first) */
+void rhc_wake_forget(rhc_tunnel *t);                /* before its local socket closes */
+void rhc_wake_timers(rhc_ctx *c, int64_t now);      /* due deadlines; t_timers */
+void rhc_wake_advance(rhc_ctx *c, int64_t now);     /* t_advance, new deadlines */
+int64_t rhc_wake_next(const rhc_ctx *c);
 
 /* rhc_timers.c */
 int64_t t_deadline(const rhc_tunnel *t);            /* next look without an event, -1 */
