@@ -157,14 +157,9 @@ void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     snprintf(what, sizeof(what), "open %.300s/%s", t->route->o->base_url, t->route->o->target);
     /* a connection cut before the answer, in the TLS handshake too (a proxy
      * that resets it), or under its HTTP/2 stream (an open of a service waits
-     * for its serve, long enough for a cut to land; a FIN there is libcurl
-     * 7.88's "stream was not closed cleanly before end of the underlying
-     * stream", CURLE_PARTIAL_FILE): tried again; a refused certificate is
-     * another code */
-    if ((died_unanswered(r, rc) || (!r->hdr_done && (rc == CURLE_SSL_CONNECT_ERROR ||
-                                                     rc == CURLE_HTTP2_STREAM ||
-                                                     rc == CURLE_PARTIAL_FILE))) &&
-        t->sess.open_retries < OPEN_RETRIES && !t->end.code) {
+     * for its serve, long enough for a cut to land): tried again; a refused
+     * certificate is another code */
+    if (open_cut(r, rc) && t->sess.open_retries < OPEN_RETRIES && !t->end.code) {
         /* At worst the server made a session we never hear of; it idles out. */
         t_log(t, 1, "open: %s; trying again on a new connection", req_error(r, rc));
         req_free(r);
