@@ -111,7 +111,10 @@ void rhc_classify_spush(const struct rhc_req *r, CURLcode rc, const struct rhc_f
     else if (answered && r->status == 400 && r->have_offset && f->can_retry) {
         o->ack = r->offset <= f->read ? r->offset : 0;
         set(o, RHC_OUT_REWIND, RHC_WHY_CUT_ON_WAY, max_u64(o->ack, f->acked), again);
-    } else if (!answered && cut_before_answer(rc) && f->can_retry)
+    } else if (answered && r->status == 408 && f->resume && f->can_retry)
+        /* the server gave up a body the path stalled (RelayFrameTimeout): a cut */
+        set(o, RHC_OUT_REWIND, RHC_WHY_CUT, f->acked, again);
+    else if (!answered && cut_before_answer(rc) && f->can_retry)
         set(o, RHC_OUT_REWIND, RHC_WHY_CUT, f->acked, again);
     else
         set(o, answered ? RHC_OUT_FAIL_HTTP : RHC_OUT_FAIL_CURL, RHC_WHY_NONE, 0, -1);

@@ -216,3 +216,32 @@ def test_open_of_service_cut_by_fin_under_http2(apache_factory, module_so, targe
                 assert res["first_bad_offset"] is None and res["received"] == size and \
                     not res["error"], "%s\n%s\n%s" % (summarize(res), fp.describe(),
                                                       fw.stderr_text())
+
+
+@pytest.mark.rh_timeout(120)
+def test_stream_push_stalled_until_the_server_gives_it_up(apache_factory, module_so, targets,
+                                                          client_bin):
+    """A proxy stops passing a stream push's body on (its up direction stalls,
+    the connection stays): the server gives the body up after RelayFrameTimeout
+    with 408. That is a cut like any other for a resumable session; before, the
+    client took the 408 as a refusal and ended the tunnel with a reset (seen on a
+    serve's leg, whose down direction had finished, so nothing else gave the
+    stalled push up first)."""
+    plain = harness.free_port()
+    a = apache_factory.get("event", module=module_so, targets=targets,
+                           extra_conf=im.plain_http_vhost_conf(plain) + "\nRelayFrameTimeout 1")
+    size = 16 * MiB
+    with FaultProxy(plain, mode="stall_up", min_life=3600, max_life=3600, hold=600) as fp:
+        with Forward(client_bin, "http://127.0.0.1:%d/relay" % fp.port, "echo",
+                     extra_args=["--transport", "stream", "--http1.1"]) as fw:
+            res = {}
+            th = threading.Thread(target=lambda: res.update(
+                pump_pattern("127.0.0.1", fw.port, size, rate=4 * 1000 * 1000, timeout=60)))
+            th.start()
+            time.sleep(1.0)
+            stalled = fp.fire(select=lambda c: c["up_run"] > 65536)  # the push's connection
+            th.join(70)
+            assert not th.is_alive(), "the pump hung"
+            assert res["first_bad_offset"] is None and res["received"] == size and \
+                not res["error"], "%s (%d connections stalled)\n%s" % (
+                    summarize(res), stalled, fw.stderr_text())
