@@ -47,22 +47,33 @@ static int verify_due(const rhc_tunnel *t)
     return t->ack.verify && !t->ack.n;
 }
 
+/* A serve leg waiting on a batch long-poll. The server takes its serve for
+ * gone RH_SERVE_GONE_S after the leg's last request, and the poll's answer may
+ * go into a path that holds it (a stalled or black-holed connection) while
+ * the serve waits up to the poll time and 15 s more to notice: the leg was
+ * reset 10 s in. So while the poll is out an ack goes every alive_every. */
+static int serve_poll(const rhc_tunnel *t, const struct rhc_req *dr)
+{
+    return t->sess.serve_leg && dr && dr->batch && !t->down.fin;
+}
+
 void maybe_ack(rhc_tunnel *t, int64_t now)
 {
     struct rhc_req *dr = down_req(t);
     uint64_t gap = ack_gap(t);
-
+    int poll_keep = serve_poll(t, dr) && now >= t->down.keep_at;
     /* parked, no push heartbeats reach the server: an ack now and then does */
-    int keep = t->push.parked && now >= t->push.park_keep_at;
+    int keep = (t->push.parked && now >= t->push.park_keep_at) || poll_keep;
     int verify = verify_due(t);
 
     if (t->ack.n == ACK_INFLIGHT || t->end.code || now < t->ack.retry_at)
         return;
-    if (!verify && ((!gap && !keep) || !dr || dr->batch))
+    if (!verify && ((!gap && !keep) || !dr || (dr->batch && !poll_keep)))
         return;
     /* on a long path one ack in flight lets the server's window fill in two
-     * round trips, not one: more go out, but only for a full gap each */
-    if (t->ack.n && gap < t->ack.every)
+     * round trips, not one: more go out, but only for a full gap each (a
+     * keep-alive goes anyway: the one in flight may be held by the path) */
+    if (t->ack.n && gap < t->ack.every && !keep)
         return;
     if (!keep && !verify && gap < t->ack.every && now < t->down.last_data + ACK_IDLE_MS)
         return;
@@ -77,7 +88,7 @@ void maybe_ack(rhc_tunnel *t, int64_t now)
         goto fail;
     t->ack.req[t->ack.n++] = r;
     t->ack.sent = t->down.off;
-    t->push.park_keep_at = now + alive_every(t);
+    t->push.park_keep_at = t->down.keep_at = now + alive_every(t);
     t_log(t, 3, "ack %" PRIu64, t->down.off);
     return;
 fail:
@@ -94,9 +105,11 @@ int64_t ack_deadline(const rhc_tunnel *t)
 
     if (verify_due(t))
         return t->ack.retry_at;
-    if (t->ack.n || !dr || dr->batch)
+    if (serve_poll(t, dr) && t->ack.n < ACK_INFLIGHT)
+        d = t->down.keep_at;
+    else if (t->ack.n || !dr || dr->batch)
         return -1;
-    if (ack_gap(t))
+    else if (ack_gap(t))
         d = t->down.last_data + ACK_IDLE_MS;
     else if (t->push.parked)
         d = t->push.park_keep_at;        /* the keep-alive ack */

@@ -168,6 +168,7 @@ struct rhc_tunnel {
         int64_t last_data;
         unsigned silent_n;      /* resumes after a silent response, in a row (pull_dead_ms) */
         int64_t silent_at;      /* the last of them */
+        int64_t keep_at;        /* a serve leg's batch long-poll: its next ack (maybe_ack) */
     } down;
 
     struct {                    /* resume: acknowledging down bytes */

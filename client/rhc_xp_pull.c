@@ -31,6 +31,8 @@ int start_pull(rhc_tunnel *t)
     if (down_req_go(t, r, now) < 0)
         goto fail;
     t->rq.pull = r;
+    if (batch)
+        t->down.keep_at = now + alive_every(t);     /* a serve leg's keep-alive acks */
     t->xp.probe_until = t->xp.autox && !batch ? now + PROBE_FIRST_MS : 0;
     ++t->down.pulls;
     t_log(t, 2, "%s pull from offset %" PRIu64, batch ? "batch" : "stream", t->down.off);

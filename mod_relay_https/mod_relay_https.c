@@ -12,6 +12,7 @@
 #include "mod_rh_config.h"
 #include "mod_rh_daemon.h"
 #include "mod_rh_handler.h"
+#include "mod_rh_nice.h"
 #include "mod_rh_status.h"
 
 static void register_hooks(apr_pool_t *p)
@@ -24,6 +25,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_map_to_storage(rh_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     rh_status_register_hooks();
     rh_async_register_hooks();
+    rh_nice_register_hooks();
 }
 
 AP_DECLARE_MODULE(relay_https) = {

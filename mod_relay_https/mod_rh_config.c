@@ -66,6 +66,7 @@ void *rh_create_srv_conf(apr_pool_t *p, server_rec *s)
     sc->rate_session = sc->rate_global = -1;
     sc->async = -1;
     sc->thread_reserve = -1;
+    sc->nice = -1;
     return sc;
 }
 
@@ -96,6 +97,7 @@ void *rh_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(rate_global);
     MERGE_INT(async);
     MERGE_INT(thread_reserve);
+    MERGE_INT(nice);
     return sc;
 }
 
@@ -347,14 +349,31 @@ static const char *set_max_workers(cmd_parms *cmd, void *dummy, const char *arg)
     return set_int(cmd, arg, 0, 1000000, &sc->max_workers);
 }
 
-static const char *set_thread_reserve(cmd_parms *cmd, void *dummy, const char *arg)
+/* A server-wide integer directive: the field at off of the global config. */
+static const char *set_global_int(cmd_parms *cmd, const char *arg, int lo, int hi, size_t off)
 {
     const char *err;
     rh_srv_conf *sc = global_conf(cmd, &err);
-    (void)dummy;
     if (err)
         return err;
-    return set_int(cmd, arg, 0, 100000, &sc->thread_reserve);
+    return set_int(cmd, arg, lo, hi, (int *)(void *)((char *)sc + off));
+}
+
+static const char *set_thread_reserve(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    (void)dummy;
+    return set_global_int(cmd, arg, 0, 100000, APR_OFFSETOF(rh_srv_conf, thread_reserve));
+}
+
+static const char *set_nice(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    (void)dummy;
+    return set_global_int(cmd, arg, 0, 19, APR_OFFSETOF(rh_srv_conf, nice));
+}
+
+int rh_srv_nice(const rh_srv_conf *sc)
+{
+    return sc->nice >= 0 ? sc->nice : RH_DEFAULT_NICE;
 }
 
 static const char *set_async(cmd_parms *cmd, void *dummy, int on)
@@ -492,5 +511,8 @@ const command_rec rh_cmds[] = {
                   "threads of each httpd child that relay requests which may wait long "
                   "(pull, push, duplex, listen) leave free for the site and short requests; "
                   "503 beyond (default 2; 0: none; threaded MPMs only)"),
+    AP_INIT_TAKE1("RelayNice", set_nice, NULL, RSRC_CONF,
+                  "added to the nice value of relay requests' threads and of the "
+                  "relay cores, so that the site beside them comes first (0-19)"),
     { NULL }
 };

@@ -60,9 +60,13 @@ typedef struct rh_srv_conf {
     long long rate_global;       /* bytes/s for all (RelayGlobalRateLimit) */
     int async;                   /* RelayAsync: 1 on, 0 off, -1 unset */
     int thread_reserve;          /* RelayThreadReserve: threads per child; -1 unset */
+    int nice;                    /* RelayNice: added to the relay's nice value; -1 unset */
 } rh_srv_conf;
 
 extern const command_rec rh_cmds[];
+
+#define RH_DEFAULT_NICE 0        /* RelayNice */
+int rh_srv_nice(const rh_srv_conf *sc);
 
 void *rh_create_dir_conf(apr_pool_t *p, char *dir);
 void *rh_merge_dir_conf(apr_pool_t *p, void *base, void *add);

@@ -32,6 +32,7 @@
 #include "rh_util.h"
 #include "mod_rh_child.h"
 #include "mod_rh_daemon.h"
+#include "mod_rh_nice.h"
 #include "mod_rh_corelog.h"
 
 /* One core process (a shard, RelayCoreProcesses): its table and socket. */
@@ -140,6 +141,8 @@ static void core_main(unsigned k)
                      RHLOG(1002) "relay core could not drop privileges");
         _exit(RH_CORE_EXIT_FATAL);
     }
+    rh_nice_core(g_server, rh_srv_nice(ap_get_module_config(g_server->module_config,
+                                                            &relay_https_module)));
     /* never outlive the httpd parent, whatever way it goes (set after the
      * uid change, which clears it) */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -614,6 +617,7 @@ int rh_daemon_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     g_pconf = pconf;
     rh_corelog_init(pconf);
     rh_child_check_spares(s, sc);
+    rh_nice_parent(s, rh_srv_nice(sc));
     g_ret = ap_retained_data_get(RETAINED_KEY);
     if (!g_ret) {
         g_ret = ap_retained_data_create(RETAINED_KEY, sizeof(*g_ret));

@@ -19,6 +19,7 @@
 #include "mod_rh_req.h"
 #include "mod_rh_handler.h"
 #include "mod_rh_daemon.h"
+#include "mod_rh_nice.h"
 
 /* Every answer of a relay location: never cached, buffered or compressed. */
 static void common_headers(request_rec *r)
@@ -305,13 +306,11 @@ static int held_call(rh_req *q, int (*fn)(rh_req *q), int body)
     return rv;
 }
 
-int rh_handler(request_rec *r)
+static int dispatch(request_rec *r)
 {
     rh_req q;
     const char *target = NULL, *op = NULL;
 
-    if (!r->handler || strcmp(r->handler, RH_HANDLER_NAME) != 0)
-        return DECLINED;
     memset(&q, 0, sizeof(q));
     q.r = r;
     q.fd = -1;
@@ -370,4 +369,15 @@ int rh_handler(request_rec *r)
     if (!strcmp(op, RH_EP_ACK))
         return do_control(&q, RH_IPC_ACK);
     return rh_fail(r, HTTP_NOT_FOUND, "no such relay endpoint '%s'", op);
+}
+
+int rh_handler(request_rec *r)
+{
+    if (!r->handler || strcmp(r->handler, RH_HANDLER_NAME) != 0)
+        return DECLINED;
+    /* the relay's work at the relay's priority (RelayNice), the site's at its own */
+    int niced = rh_nice_enter();
+    int rv = dispatch(r);
+    rh_nice_leave(niced, r);
+    return rv;
 }

@@ -40,7 +40,7 @@ typedef enum {
     RH_FEV_DATA,       /* data bytes: ev->data/ev->len (part of a D frame) */
     RH_FEV_HEARTBEAT,
     RH_FEV_FIN,
-    RH_FEV_RESET,      /* ev->data/ev->len: reason (may be truncated to 255) */
+    RH_FEV_RESET,      /* ev->data/ev->len: reason (truncated to its first 256 bytes) */
     RH_FEV_ACK,        /* ev->offset */
     RH_FEV_END,
     RH_FEV_CHECK,      /* ev->offset, ev->crc: the direction's bytes [0, offset) */

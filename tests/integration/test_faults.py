@@ -240,7 +240,11 @@ def test_memory_bounded_by_configured_buffers(apache_factory, module_so, targets
                                       "</Location>" % window)
     core = a.core_pid()
     base = _vm_hwm_kib(core)
-    bound_kib = (256 * 1024 * 2 + window) * 3 // 2 // 1024 + 4096
+    # a ring grows by doubling (realloc) up to its cap; where glibc serves the
+    # smaller sizes from its heap, the blocks left behind are still resident:
+    # up to twice the rings, plus 4 MiB for everything else (measured: the
+    # stream run peaked at +10.1 to +11.4 MiB of these 13.5)
+    bound_kib = (256 * 1024 * 2 + window) * 2 // 1024 + 4096
     for xp in (["--transport", "stream"], ["--transport", "batch"],
                ["--transport", "duplex", "--http2"]):
         with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"], extra_args=xp) as fw:

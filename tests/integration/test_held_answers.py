@@ -14,11 +14,14 @@ import socket
 import threading
 import time
 
+import pytest
+
 import harness
 import intermediaries as im
 from faultproxy import FaultProxy
 from harness import Forward
-from pattern import pump_pattern, summarize
+from pattern import fmt_offset, pattern_bytes, pump_pattern, summarize
+from test_rendezvous import Serve
 
 MiB = 1024 * 1024
 
@@ -116,3 +119,61 @@ def test_batch_pushes_confirmed_but_never_answered(apache_factory, module_so, ta
                          sum(1 for l in lines if "never came" in l)))
     finally:
         gate.stop()
+
+
+def _echo_chunk(s, start, n, timeout):
+    """Send the pattern's bytes [start, start + n) on s and read n back: None, or
+    what went wrong (the first wrong offset named)."""
+    want = pattern_bytes(start, start + n)
+    s.sendall(want)
+    got = b""
+    s.settimeout(timeout)
+    try:
+        while len(got) < n:
+            d = s.recv(n - len(got))
+            if not d:
+                return "the connection ended after %d of bytes [%d, %d)" % (len(got), start,
+                                                                             start + n)
+            got += d
+    except OSError as e:
+        return "%r after %d of bytes [%d, %d)" % (e, len(got), start, start + n)
+    if got != want:
+        i = next(i for i in range(n) if got[i] != want[i])
+        return "first wrong byte at offset %s" % fmt_offset(start + i)
+    return None
+
+
+@pytest.mark.rh_timeout(180)
+def test_serve_leg_batch_poll_answer_held(apache_factory, module_so, targets, client_bin, tls,
+                                          echo_server):
+    """Rendezvous, the serve's leg on batch through a proxy that then stalls its
+    connections' down direction, while the session is idle: the serve leg's
+    long-poll is answered (bytes from the client) into the stall, and the serve
+    only notices after the idle bound (the poll time and 15 s). The server takes
+    a serve unheard for 10 s for gone; before, it reset both legs 10 s in and
+    the client's connection ended with a reset. Now the serve sends an ack every
+    3.3 s while its poll is out, and the bytes come through once its pull gives
+    the held answer up."""
+    conf = "\n".join(["<Location /rdvh>", "    SetHandler relay-https",
+                      "    RelayService heldsvc", "    RelayIdleTimeout 300", "</Location>"])
+    a = apache_factory.get("event", module=module_so, targets=targets, extra_conf=conf)
+    to = "127.0.0.1:%d" % echo_server.port
+    xp = ["--transport", "batch", "--http1.1"]
+    with FaultProxy(a.port, mode="stall_down", min_life=3600, max_life=3600, hold=600) as fp:
+        with Serve(client_bin, "https://127.0.0.1:%d/rdvh" % fp.port, "heldsvc", to,
+                   cacert=tls["ca"], extra_args=xp + ["-vv"]) as sv, \
+             Forward(client_bin, a.base_url + "/rdvh", "heldsvc", cacert=tls["ca"],
+                     extra_args=xp) as fw:
+            s = socket.create_connection(("127.0.0.1", fw.port), timeout=30)
+            try:
+                err = _echo_chunk(s, 0, 65536, 30)
+                assert err is None, "%s\n%s" % (err, fw.stderr_text())
+                time.sleep(16)          # idle: the server's busy window (15 s) is over
+                stalled = fp.fire()
+                err = _echo_chunk(s, 65536, 65536, 75)
+                text = "\n".join(l for l in sv.lines() if ": > " not in l and ": < " not in l
+                                 and ": * " not in l)[-4000:]
+                assert err is None, "%s (%d serve connections stalled)\n--- forward ---\n%s\n" \
+                    "--- serve ---\n%s" % (err, stalled, fw.stderr_text(), text)
+            finally:
+                s.close()
