@@ -312,6 +312,16 @@ int died_unanswered(const struct rhc_req *r, CURLcode rc)
                             rc == CURLE_GOT_NOTHING || rc == CURLE_HTTP2);
 }
 
+int open_cut(const struct rhc_req *r, CURLcode rc)
+{
+    /* CURLE_PARTIAL_FILE: curl 7.88's "HTTP/2 stream N was not closed cleanly
+     * before end of the underlying stream", an h2 connection that died (a
+     * kept-alive one a proxy had cut) under a stream without its headers */
+    return died_unanswered(r, rc) ||
+           (!r->hdr_done && (rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_HTTP2_STREAM ||
+                             rc == CURLE_PARTIAL_FILE));
+}
+
 /* A 201 whose whole header block came (the session's token with it) and whose
  * connection was cut before the empty body's end: over HTTP/2 the END_STREAM
  * may follow the HEADERS in a frame of its own. The session exists and the

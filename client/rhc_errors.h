@@ -45,6 +45,9 @@ const char *req_error(const struct rhc_req *r, CURLcode rc);
 int transient(CURLcode rc);                 /* a push may be tried again */
 int died_unanswered(const struct rhc_req *r, CURLcode rc);
 int created_then_cut(const struct rhc_req *r, CURLcode rc);   /* 201 whole, body cut */
+/* An open (or listen) whose connection was cut before its answer's headers,
+ * in the TLS handshake or under its HTTP/2 stream too: tried again. */
+int open_cut(const struct rhc_req *r, CURLcode rc);
 int cut_before_answer(CURLcode rc);
 int busy_status(long st);                   /* 503 or 429: later may pass */
 const char *busy_why(const struct rhc_req *r, char *buf, size_t len);

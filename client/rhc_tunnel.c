@@ -159,9 +159,7 @@ void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
      * that resets it), or under its HTTP/2 stream (an open of a service waits
      * for its serve, long enough for a cut to land): tried again; a refused
      * certificate is another code */
-    if ((died_unanswered(r, rc) || (!r->hdr_done && (rc == CURLE_SSL_CONNECT_ERROR ||
-                                                     rc == CURLE_HTTP2_STREAM))) &&
-        t->sess.open_retries < OPEN_RETRIES && !t->end.code) {
+    if (open_cut(r, rc) && t->sess.open_retries < OPEN_RETRIES && !t->end.code) {
         /* At worst the server made a session we never hear of; it idles out. */
         t_log(t, 1, "open: %s; trying again on a new connection", req_error(r, rc));
         req_free(r);

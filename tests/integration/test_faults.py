@@ -54,6 +54,9 @@ def _resumes(fw):
 
 
 def _assert_intact(res, size, fw):
+    if res["error"] is not None or res["received"] != size:
+        # whole, in the captured output: an assertion's message is cut short
+        print("--- client stderr ---\n" + fw.stderr_text())
     assert res["error"] is None, (res, fw.stderr_text())
     assert res["received"] == res["sent"] == size, (res, fw.stderr_text())
     assert res["recv_sha"] == res["sent_sha"], res

@@ -4,6 +4,9 @@ stalls a connection's down direction, a NAT that black-holes it). The bytes it
 carried are confirmed by other requests; the tunnel must go on without its
 answer, every byte once and in order (pattern.py names the first wrong offset).
 
+And an open that waits (for a serve) while its HTTP/2 connection is closed
+under it: it goes again, as after any cut before its answer.
+
 The fault proxy (faultproxy.py) stalls the down direction of every connection
 open at a moment the test picks (FaultProxy.fire), and a target that stops
 reading after a few MiB (GatedEcho) makes sure the requests in flight then are
@@ -177,3 +180,39 @@ def test_serve_leg_batch_poll_answer_held(apache_factory, module_so, targets, cl
                     "--- serve ---\n%s" % (err, stalled, fw.stderr_text(), text)
             finally:
                 s.close()
+
+
+@pytest.mark.rh_timeout(120)
+def test_open_of_service_cut_by_fin_under_http2(apache_factory, module_so, targets, client_bin,
+                                                tls, echo_server):
+    """An open of a service waits for a serve (up to 5 s): long enough for a
+    proxy to close the connection (FIN) under its HTTP/2 stream before any
+    answer. libcurl 7.88 reports that as CURLE_PARTIAL_FILE ("stream was not
+    closed cleanly before end of the underlying stream"), which the open did not
+    count as a cut: the tunnel failed at once ("server unreachable") instead of
+    opening again on a new connection, as it does for every other cut."""
+    conf = "\n".join(["<Location /rdvf>", "    SetHandler relay-https",
+                      "    RelayService finsvc", "    RelayIdleTimeout 300", "</Location>"])
+    a = apache_factory.get("event", module=module_so, targets=targets, extra_conf=conf)
+    to = "127.0.0.1:%d" % echo_server.port
+    xp = ["--transport", "duplex", "--http2"]
+    size = 4 * MiB
+    with FaultProxy(a.port, mode="fin", min_life=3600, max_life=3600) as fp:
+        with Forward(client_bin, "https://127.0.0.1:%d/rdvf" % fp.port, "finsvc",
+                     cacert=tls["ca"], extra_args=xp) as fw:
+            res = {}
+            th = threading.Thread(target=lambda: res.update(
+                pump_pattern("127.0.0.1", fw.port, size, timeout=60)))
+            th.start()
+            # the open waits for a serve: cut its connection (FIN) under it
+            assert harness.wait_for(lambda: any(" open https" in l for l in fw.lines()), 15)
+            time.sleep(0.5)
+            fp.fire()
+            time.sleep(1.5)         # the cut lands (1 s without a byte: between bytes)
+            with Serve(client_bin, a.base_url + "/rdvf", "finsvc", to, cacert=tls["ca"],
+                       extra_args=xp):
+                th.join(70)
+                assert not th.is_alive(), "the pump hung"
+                assert res["first_bad_offset"] is None and res["received"] == size and \
+                    not res["error"], "%s\n%s\n%s" % (summarize(res), fp.describe(),
+                                                      fw.stderr_text())

@@ -125,8 +125,14 @@ START_TEST(test_retryable)
     ck_assert(!cut_before_answer(CURLE_LOGIN_DENIED));
     ck_assert(died_unanswered(&r, CURLE_OK) && died_unanswered(&r, CURLE_HTTP2));
     ck_assert(!died_unanswered(&r, CURLE_HTTP2_STREAM) && !died_unanswered(&r, CURLE_PARTIAL_FILE));
+    /* an open on a kept-alive h2 connection a proxy had cut: curl 7.88 says
+     * "stream N was not closed cleanly" with CURLE_PARTIAL_FILE */
+    ck_assert(open_cut(&r, CURLE_PARTIAL_FILE) && open_cut(&r, CURLE_HTTP2_STREAM) &&
+              open_cut(&r, CURLE_SSL_CONNECT_ERROR) && open_cut(&r, CURLE_RECV_ERROR));
+    ck_assert(!open_cut(&r, CURLE_PEER_FAILED_VERIFICATION));
     r.hdr_done = 1;
     ck_assert(!died_unanswered(&r, CURLE_RECV_ERROR));
+    ck_assert(!open_cut(&r, CURLE_PARTIAL_FILE));
     ck_assert(busy_status(503) && busy_status(429) && !busy_status(502) && !busy_status(409));
     ck_assert_int_eq(backoff_ms(0), 50);
     ck_assert_int_eq(backoff_ms(4), 800);
