@@ -339,7 +339,9 @@ START_TEST(test_meter_switch)
     b.route.pol.rates = kept;
     b.route.pol.rates.bps[1][RHC_XP_STREAM] = 1e13;        /* lost after 0.4 us */
     b.t->sess.resume = 1;
-    feed_down(b.t, 2 * METER_WARM);                         /* opened, warmed */
+    /* opened (first piece), warmed (third): no piece timed yet, which on a
+     * loaded machine would already be a microsecond too slow */
+    feed_down(b.t, METER_WARM + 256 * 1024);
     ck_assert_int_eq(b.route.pol.rates.pick, RHC_XP_AUTO);
     struct timespec ms = { 0, 1000000 };
     nanosleep(&ms, NULL);
