@@ -393,7 +393,10 @@ void rh_core_pull_event(core *c, conn *k, uint32_t events)
             k->s = NULL;
             rh_core_conn_kill(c, k);
             rh_core_log(c, RH_LOG_DEBUG, "session %s: pull detached", s->sid);
-            rh_core_session_update(c, s);
+            if (s->close_asked)
+                rh_core_session_pump(c, s);     /* the clean end waited for it */
+            else
+                rh_core_session_update(c, s);
             return;
         }
     }

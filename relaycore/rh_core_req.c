@@ -195,11 +195,13 @@ static void req_close(core *c, conn *k, const rh_ipc_req *rq)
         rh_core_session_end(c, s, 1, RH_REASON_INTEGRITY " (down bytes, found by the client)");
     } else if (s->finished)
         rh_core_session_end(c, s, 0, "closed by both ends");
-    else if ((s->up_fin || s->push) && s->down_fin_sent && !s->down_reset && !s->pull) {
+    else if ((s->up_fin || s->push) && s->down_fin_sent && !s->down_reset) {
         /* the client has received everything and sent its last push: up bytes
          * the target has not taken yet (a slow target, a rendezvous peer), and
-         * the rest of that push, still go to it; then the session ends cleanly
-         * (a push that never ends leaves it to the idle timeout) */
+         * the rest of that push, still go to it; then the session ends cleanly,
+         * once a pull still attached (a duplex the handler holds) has gone too
+         * (a push that never ends leaves it to the idle timeout). Ending it now
+         * reset a rendezvous peer before it had its last bytes. */
         s->close_asked = 1;
         rh_core_session_pump(c, s);
     } else

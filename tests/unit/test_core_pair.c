@@ -143,6 +143,33 @@ START_TEST(test_pair_carries_both_ways)
 }
 END_TEST
 
+/* A serve that has everything closes right after its last bytes and FIN:
+ * they still reach the client leg, which ends cleanly, not reset. (Here the
+ * stream pull has detached after its F by the time of the close, so this
+ * guards the clean path; the held duplex pull of the chaos soak, which the
+ * close used to reset both legs under, is not reproduced by the fixture.) */
+START_TEST(test_pair_close_with_pull_attached)
+{
+    char a[RH_TOKEN_LEN + 1], b[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int pa, pb;
+    pair_pushes(a, b, &pa, &pb);
+    frd *rb = frd_new(pull_open(b, 0));
+    send_frame(pa, RH_FRAME_FIN, NULL, 0);             /* the client has sent all */
+    ck_assert_int_eq(pull_next_kind(rb), RH_FEV_FIN);  /* ... and the serve has it */
+    send_frame(pb, RH_FRAME_DATA, "the last bytes", 14);
+    send_frame(pb, RH_FRAME_FIN, NULL, 0);
+    req(reply, sizeof(reply), "CLOSE %s\n", b);
+    ck_assert_str_eq(reply, "OK");
+    frd_free(rb);                                       /* the duplex ends after */
+    frd *ra = frd_new(pull_open(a, 0));
+    pull_expect(ra, "the last bytes");
+    ck_assert_int_eq(pull_next_kind(ra), RH_FEV_FIN);
+    ck_assert(!log_has("reset (closed by client)"));
+    frd_free(ra);
+    pair_pushes_end(pa, pb);
+}
+END_TEST
+
 /* A reset of one leg reaches the other as a reset, not a clean end. */
 START_TEST(test_pair_reset_reaches_peer)
 {
@@ -382,6 +409,7 @@ void core_pair_tests(const core_tcases *t)
     tcase_add_test(t->requests, test_unserved_and_empty_listen);
     tcase_add_test(t->data, test_pair_carries_both_ways);
     tcase_add_test(t->data, test_pair_reset_reaches_peer);
+    tcase_add_test(t->data, test_pair_close_with_pull_attached);
     tcase_add_test(t->data, test_pair_tentative);
     tcase_add_test(t->data, test_pair_claim_late);
     tcase_add_test(t->flow, test_pair_handoff_flow);
