@@ -113,8 +113,9 @@ static int wait_loop(struct rhc_ctx *c, int64_t ms)
  * nothing on the server, so any cut may go again). */
 static int check_cut(const struct rhc_req *r, CURLcode rc)
 {
-    return died_unanswered(r, rc) || (!r->hdr_done && rc == CURLE_SSL_CONNECT_ERROR) ||
-           rc == CURLE_HTTP2_STREAM || rc == CURLE_PARTIAL_FILE || rc == CURLE_RECV_ERROR;
+    /* an open's cut, or one after the answer's headers: a check may go again */
+    return open_cut(r, rc) || rc == CURLE_HTTP2_STREAM || rc == CURLE_PARTIAL_FILE ||
+           rc == CURLE_RECV_ERROR;
 }
 
 /* One check, with the tries an open gets when its connection dies before the

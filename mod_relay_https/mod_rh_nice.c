@@ -30,6 +30,14 @@ static rlim_t limit_for(int base)
     return (rlim_t)(20 - base);
 }
 
+/* The process's nice value into *base: 0, or -1 (getpriority may return -1). */
+static int own_nice(int *base)
+{
+    errno = 0;
+    *base = getpriority(PRIO_PROCESS, 0);
+    return errno ? -1 : 0;
+}
+
 static int relay_nice(int base, int nice)
 {
     int v = base + nice;
@@ -39,12 +47,9 @@ static int relay_nice(int base, int nice)
 void rh_nice_parent(server_rec *s, int nice)
 {
     struct rlimit rl;
+    int base;
 
-    if (nice <= 0 || geteuid() != 0 || getrlimit(RLIMIT_NICE, &rl) != 0)
-        return;
-    errno = 0;
-    int base = getpriority(PRIO_PROCESS, 0);
-    if (errno)
+    if (nice <= 0 || geteuid() != 0 || getrlimit(RLIMIT_NICE, &rl) != 0 || own_nice(&base))
         return;
     rlim_t need = limit_for(base);
     if (rl.rlim_cur >= need)
@@ -63,11 +68,7 @@ void rh_nice_child_init(server_rec *s, int nice)
     struct rlimit rl;
 
     g_ok = 0;
-    if (nice <= 0 || getrlimit(RLIMIT_NICE, &rl) != 0)
-        return;
-    errno = 0;
-    g_base = getpriority(PRIO_PROCESS, 0);
-    if (errno)
+    if (nice <= 0 || getrlimit(RLIMIT_NICE, &rl) != 0 || own_nice(&g_base))
         return;
     g_relay = relay_nice(g_base, nice);
     g_ok = g_relay > g_base && (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= limit_for(g_base));
@@ -79,9 +80,8 @@ void rh_nice_child_init(server_rec *s, int nice)
 
 void rh_nice_core(server_rec *s, int nice)
 {
-    errno = 0;
-    int base = getpriority(PRIO_PROCESS, 0);
-    if (nice <= 0 || errno)
+    int base;
+    if (nice <= 0 || own_nice(&base))
         return;
     if (setpriority(PRIO_PROCESS, 0, relay_nice(base, nice)) != 0)
         ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s, RHLOG(1019)
