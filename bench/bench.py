@@ -858,7 +858,7 @@ class Bench:
                                  str(100 * 1000 * MB), str(self.args.streams), "120"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            time.sleep(1.0)                 # every stream connected and moving
+            self.wait_bulk_moving(bulk)
             lo0, t0 = lo_bytes(), time.time()
             n = 50 if self.args.quick else SITE_REQUESTS
             site = self.site_latency(n) if bulk.poll() is None else None
@@ -896,6 +896,25 @@ class Bench:
                 return
         if time.time() - t0 > 1.0:
             log("site: waited %.1f s for the server to be idle" % (time.time() - t0))
+
+    def wait_bulk_moving(self, bulk, limit_s=30.0, floor_mbps=20.0):
+        """Wait until the bulk download moves (loopback above floor_mbps over half
+        a second), at most limit_s: its streams start together once every one is
+        open, and 100 of them through CONNECT took longer than the page's 400
+        requests, which were then timed beside no transfer at all."""
+        time.sleep(1.0)
+        t0 = time.time()
+        while bulk.poll() is None and time.time() - t0 < limit_s:
+            b0 = lo_bytes()
+            time.sleep(0.5)
+            if (lo_bytes() - b0) / MB / 0.5 >= floor_mbps:
+                break
+        else:
+            log("site: the bulk download did not move %.0f MB/s within %.0f s"
+                % (floor_mbps, limit_s))
+            return
+        if time.time() - t0 > 0.6:
+            log("site: the bulk download moved after %.1f s" % (1.0 + time.time() - t0))
 
     def measure_serve_idle(self):
         """An idle relay-https serve (its listens waiting, no client): its CPU time
