@@ -853,6 +853,7 @@ class Bench:
             if q:
                 self.record("connect", "loopback", "site_p99_quiet", q[1], "ms",
                             "static page, no transfer: median %.2f ms" % q[0])
+        self.wait_server_quiet()
         bulk = subprocess.Popen([self.tool, "thr", "127.0.0.1:%d" % entry, "down",
                                  str(100 * 1000 * MB), str(self.args.streams), "120"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -876,6 +877,25 @@ class Bench:
                     "loopback moved %.0f MB/s meanwhile" % (self.args.streams, site[0], lo_mbps))
         log("%s / %s: static page during bulk download: median %.2f ms p99 %.2f ms "
             "(loopback %.0f MB/s)" % (path, variant, site[0], site[1], lo_mbps))
+
+    def wait_server_quiet(self, limit_s=40.0):
+        """Wait until Apache and the relay cores are idle (under 5 % of a core for
+        half a second), at most limit_s: what an earlier figure left running (a
+        CONNECT thread lingering on its target, say) would be timed beside the page."""
+        t0 = time.time()
+        while True:
+            pids = proc_tree(self.apache_pids())
+            c0 = cpu_seconds(pids)
+            time.sleep(0.5)
+            busy = cpu_seconds(pids) - c0
+            if busy < 0.025:
+                break
+            if time.time() - t0 > limit_s:
+                log("site: the server still busy (%.2f s CPU in 0.5 s) after %.0f s"
+                    % (busy, limit_s))
+                return
+        if time.time() - t0 > 1.0:
+            log("site: waited %.1f s for the server to be idle" % (time.time() - t0))
 
     def measure_serve_idle(self):
         """An idle relay-https serve (its listens waiting, no client): its CPU time
