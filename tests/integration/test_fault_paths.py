@@ -9,6 +9,8 @@ failure prints the seed, the first wrong offset and the client's stderr tail.
 bench/soak.py runs the same paths for as long as one likes (--transport
 nginx-front,nginx-back,nginx-restart,socks,udp)."""
 
+import time
+
 import pytest
 
 import faultpaths
@@ -126,3 +128,37 @@ def test_udp_checker_sees_a_misdelivered_datagram():
     bad = bytearray(a.payload(1, 7))
     bad[-1] ^= 1
     assert "corrupted" in a.check(a.hdr + bytes(bad))
+
+
+@pytest.mark.rh_timeout(60)
+def test_waiting_push_refused_with_the_accepted_offset(path_env):
+    """A batch push that waits for its turn while the active one brings more is
+    refused with 409 and Relay-Offset: the session's accepted offset, so the
+    client knows the server has it whole (without it, the client of the
+    nginx-front/refuse soak run sent such a push 14 times and ended the tunnel)."""
+    from attack import Raw, frame
+    from test_abuse import close_sessions, open_session
+    a = path_env["apache"]
+    tok = open_session(a, resume=True)
+    first = Raw(a.port, timeout=10)
+    waiting = Raw(a.port, timeout=10)
+    try:
+        body = frame(b"D", b"0123456789")
+        first.request("POST", "/relay/echo/push", ["Relay-Session: " + tok, "Relay-Offset: 0"],
+                      content_length=len(body))
+        time.sleep(0.3)
+        waiting.request("POST", "/relay/echo/push", ["Relay-Session: " + tok,
+                                                     "Relay-Offset: 3"],
+                        body=frame(b"D", b"3456789"))
+        time.sleep(0.3)
+        first.send(body)
+        r = first.response(timeout=10)
+        assert r.status == 200 and r.header("Relay-Offset") == "10", r
+        r = waiting.response(timeout=10)
+        assert r.status == 409, r
+        assert r.header("Relay-Offset") == "10", (
+            "the refused push was not told the accepted offset: %r" % (r,))
+    finally:
+        first.close()
+        waiting.close()
+        close_sessions(a, [tok])
