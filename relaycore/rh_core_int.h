@@ -340,6 +340,7 @@ void rh_core_session_timer(core *c, session *s, long now);
 void rh_core_push_attach(core *c, session *s, conn *k);
 void rh_core_push_detach(session *s);
 void rh_core_push_next(core *c, session *s);
+void rh_core_push_wait_replace(core *c, session *s, uint64_t off);
 void rh_core_push_process(core *c, session *s);
 void rh_core_push_event(core *c, conn *k, uint32_t events);
 void rh_core_push_read_on(core *c, session *s);

@@ -67,6 +67,7 @@ static void req_push(core *c, conn *k, const rh_ipc_req *rq)
          * short while (it holds an httpd worker) and only if it is near */
         rh_limits lim;
         rh_registry_get_limits(c->cfg->reg, &lim);
+        rh_core_push_wait_replace(c, s, rq->offset);
         if (s->nwait >= PUSH_WAIT_MAX) {
             rh_core_conn_error(c, k, 409, "too many pushes in flight for this session");
             return;

@@ -297,6 +297,25 @@ void rh_core_push_attach(core *c, session *s, conn *k)
 }
 
 /* The active push ended: start the waiting one that continues where it stopped. */
+/* A push at the offset a waiting push starts at is the client's retry of it
+ * (it gave that one up: a path held its body; only one of them can ever be
+ * used): the
+ * waiting one is refused and its place goes. Pushes given up behind a stalled
+ * path otherwise filled the queue until RelayPushWait, and the client's
+ * retries, refused as too many, ended the tunnel (soak: nginx-back/stall_up). */
+void rh_core_push_wait_replace(core *c, session *s, uint64_t off)
+{
+    for (int i = 0; i < s->nwait; ++i) {
+        conn *k = s->push_wait[i];
+        if (k->want_off != off)
+            continue;
+        s->push_wait[i] = s->push_wait[--s->nwait];
+        k->s = NULL;
+        rh_core_conn_error(c, k, 409, "replaced by a newer push of this session");
+        return;
+    }
+}
+
 void rh_core_push_next(core *c, session *s)
 {
     for (int i = 0; i < s->nwait && !s->push; ) {

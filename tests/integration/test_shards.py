@@ -232,10 +232,11 @@ def _core_pid_list(a, n=NCORES, timeout=20):
     core's pid there is 0 until the forked process has started (dropped its
     privileges, set its nice value), which under load comes well after httpd
     logged the fork (RH1004, what _wait_cores waits for; the same window as in
-    test_nice). A list read in it holds a 0, and `_alive(0)` is false: the
-    likely cause of "an old core did not wait for its session" in the full run
-    of 2026-12-06, whose error_log shows the old cores running until the client
-    closed their sessions after the failure."""
+    test_nice). A list read in it holds a 0, and `_alive(0)` is false. "An old
+    core did not wait for its session" (full run of 2026-12-06; not reproduced
+    in 18 runs under load) came while the error_log shows every old core
+    running until the client closed their sessions after the failure: the list
+    held a pid that was no live core, and this is the one way found."""
     got = []
 
     def ready():

@@ -636,6 +636,33 @@ START_TEST(test_push_behind_says_accepted)
 }
 END_TEST
 
+/* A waiting push whose offset a newer push also starts at is the client's
+ * retry of it (it gave it up: a path held its body): the old one is refused,
+ * the new one waits in its place and gets its turn. Before, given-up pushes
+ * filled the queue and the retries were refused as too many (soak 2026-12-06,
+ * nginx-back/stall_up: the tunnel ended). */
+START_TEST(test_waiting_push_replaced_by_its_retry)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int l, t = core_with_session(tok, &l);
+    int a = push_open(tok, 0), w[8];      /* PUSH_WAIT_MAX: the queue full */
+    for (int i = 0; i < 8; ++i)
+        w[i] = push_send(tok, 3 + (uint64_t)i, NULL, 0);
+    assert_no_reply(w[0], 100, "a push ahead of the accepted offset");
+    int again = push_send(tok, 3, NULL, 0);      /* the queue is full */
+    read_reply(w[0], reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "ERR 409 replaced by a newer push of this session");
+    assert_no_reply(again, 100, "the retry, in the place of the push it replaced");
+    send_frame(a, RH_FRAME_DATA, "abc", 3);
+    shutdown(a, SHUT_WR);
+    read_reply(again, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "OK 3");
+    target_expect(t, "abc");
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
 /* PROTOCOL.md push: "A push that waits longer than RelayIdleTimeout is refused
  * with 409" (here the session is kept alive by the active push's heartbeats). */
 START_TEST(test_push_wait_timeout)
@@ -682,4 +709,5 @@ void core_data_tests(const core_tcases *t)
     tcase_add_test(t->data, test_push_wait_hangup);
     tcase_add_test(t->data, test_push_wait_timeout);
     tcase_add_test(t->data, test_push_behind_says_accepted);
+    tcase_add_test(t->data, test_waiting_push_replaced_by_its_retry);
 }
