@@ -853,11 +853,12 @@ class Bench:
             if q:
                 self.record("connect", "loopback", "site_p99_quiet", q[1], "ms",
                             "static page, no transfer: median %.2f ms" % q[0])
+        self.wait_server_quiet()
         bulk = subprocess.Popen([self.tool, "thr", "127.0.0.1:%d" % entry, "down",
                                  str(100 * 1000 * MB), str(self.args.streams), "120"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            time.sleep(1.0)                 # every stream connected and moving
+            self.wait_bulk_moving(bulk)
             lo0, t0 = lo_bytes(), time.time()
             n = 50 if self.args.quick else SITE_REQUESTS
             site = self.site_latency(n) if bulk.poll() is None else None
@@ -876,6 +877,44 @@ class Bench:
                     "loopback moved %.0f MB/s meanwhile" % (self.args.streams, site[0], lo_mbps))
         log("%s / %s: static page during bulk download: median %.2f ms p99 %.2f ms "
             "(loopback %.0f MB/s)" % (path, variant, site[0], site[1], lo_mbps))
+
+    def wait_server_quiet(self, limit_s=40.0):
+        """Wait until Apache and the relay cores are idle (under 5 % of a core for
+        half a second), at most limit_s: what an earlier figure left running (a
+        CONNECT thread lingering on its target, say) would be timed beside the page."""
+        t0 = time.time()
+        while True:
+            pids = proc_tree(self.apache_pids())
+            c0 = cpu_seconds(pids)
+            time.sleep(0.5)
+            busy = cpu_seconds(pids) - c0
+            if busy < 0.025:
+                break
+            if time.time() - t0 > limit_s:
+                log("site: the server still busy (%.2f s CPU in 0.5 s) after %.0f s"
+                    % (busy, limit_s))
+                return
+        if time.time() - t0 > 1.0:
+            log("site: waited %.1f s for the server to be idle" % (time.time() - t0))
+
+    def wait_bulk_moving(self, bulk, limit_s=30.0, floor_mbps=20.0):
+        """Wait until the bulk download moves (loopback above floor_mbps over half
+        a second), at most limit_s: its streams start together once every one is
+        open, and 100 of them through CONNECT took longer than the page's 400
+        requests, which were then timed beside no transfer at all."""
+        time.sleep(1.0)
+        t0 = time.time()
+        while bulk.poll() is None and time.time() - t0 < limit_s:
+            b0 = lo_bytes()
+            time.sleep(0.5)
+            if (lo_bytes() - b0) / MB / 0.5 >= floor_mbps:
+                break
+        else:
+            log("site: the bulk download did not move %.0f MB/s within %.0f s"
+                % (floor_mbps, limit_s))
+            return
+        if time.time() - t0 > 0.6:
+            log("site: the bulk download moved after %.1f s" % (1.0 + time.time() - t0))
 
     def measure_serve_idle(self):
         """An idle relay-https serve (its listens waiting, no client): its CPU time

@@ -250,6 +250,17 @@ static void init_threads(void)
 
 /* ------------------------------------------------------------------ server */
 
+/* A source's client sends nothing after its go byte: an EOF means it is gone.
+ * Apache's CONNECT then half-closes the target and lingers, reading whatever
+ * comes for up to 30 s in 512-byte reads: a source that went on sending kept
+ * Apache's threads busy long after the measurement, under the next path's
+ * figures (docs/BENCHMARKS.md, the website beside a bulk transfer). */
+static int peer_gone(int fd)
+{
+    char c;
+    return recv(fd, &c, 1, MSG_DONTWAIT | MSG_PEEK) == 0;
+}
+
 static void *serve_conn(void *arg)
 {
     int fd = (int)(intptr_t)arg;
@@ -275,7 +286,7 @@ static void *serve_conn(void *arg)
         char go;
         /* ready; the client says go once every stream is ready */
         if (write_all(fd, "R", 1) < 0 || read_full(fd, &go, 1) < 0) goto out;
-        while (sent < count) {
+        while (sent < count && !peer_gone(fd)) {
             size_t off = (size_t)(sent % PAT_LEN), n = PAT_LEN - off;
             if (n > IO_CHUNK) n = IO_CHUNK;
             if (n > count - sent) n = (size_t)(count - sent);

@@ -936,18 +936,23 @@ class Forward:
         self.stop()
 
 
-def pump(host, port, nbytes=None, payload=None, timeout=120, chunk=65536, rate=None):
+def pump(host, port, nbytes=None, payload=None, timeout=120, chunk=65536, rate=None,
+         res=None):
     """Connect, send payload (or nbytes random bytes) while reading concurrently;
     at most `rate` bytes/s when given (so that faults land in the middle).
 
     After sending everything, shut down the write side; read until EOF.
-    Returns dict(sent_sha, recv_sha, sent, received, error, elapsed)."""
+    Returns dict(sent_sha, recv_sha, sent, received, error, elapsed); when `res`
+    is given, it is that dict, filled as the transfer goes ("received" counts
+    live, so another thread can wait for bytes to flow)."""
     if payload is None:
         payload = os.urandom(nbytes)
     start = time.monotonic()
     deadline = start + timeout
-    res = {"sent_sha": hashlib.sha256(payload).hexdigest(), "sent": len(payload),
-           "received": 0, "recv_sha": None, "error": None}
+    if res is None:
+        res = {}
+    res.update({"sent_sha": hashlib.sha256(payload).hexdigest(), "sent": len(payload),
+                "received": 0, "recv_sha": None, "error": None})
     s = socket.create_connection((host, port), timeout=min(timeout, 30))
     s.settimeout(1.0)
     h = hashlib.sha256()
