@@ -325,6 +325,23 @@ static int epoll_events(rhc_ctx *c)
     return total;
 }
 
+/* The events, read again while reading them took long: a stop (SIGSTOP, a
+ * suspended VM) or a starved process in the middle of a drain left the
+ * sockets read before it with bytes that came meanwhile, and the timers
+ * would judge those tunnels by what they had before the stop. */
+static int read_events(rhc_ctx *c)
+{
+    int total = 0;
+
+    for (int k = 0; k < RHC_EVENT_REREADS; ++k) {
+        int64_t t0 = rh_now_ms();
+        total += epoll_events(c);
+        if (rh_now_ms() - t0 < RHC_EVENTS_LATE_MS)
+            break;
+    }
+    return total;
+}
+
 /* After the events: the tunnels touched or due (their timers), curl's own
  * timer, completions, and those tunnels moved on (freed when over). */
 static void run_due(rhc_ctx *c)
@@ -375,7 +392,7 @@ int rhc_ctx_step(rhc_ctx *c, struct pollfd *extra, size_t nextra, long max_wait_
     /* The set is read whatever poll() said of it: a poll() that a stop
      * (SIGSTOP, a suspended VM) outlasted returns 0 without looking, and the
      * timers below would then judge every tunnel whose bytes wait silent. */
-    int nev = epoll_events(c);
+    int nev = read_events(c);
     /* Tunnels are only freed below, so the owners are still valid here. */
     for (i = nextra; i < ep; ++i)
         if (c->pfds[i].revents) {

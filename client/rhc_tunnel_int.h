@@ -231,6 +231,8 @@ struct cfd {                    /* a socket of curl's (rhc_csock.c) */
 
 #define RHC_EVENTS_MAX 256      /* epoll events taken per batch ... */
 #define RHC_EVENT_BATCHES 64    /* ... and batches per round, before the timers */
+#define RHC_EVENTS_LATE_MS 250  /* reading them took this long: read again ... */
+#define RHC_EVENT_REREADS 4     /* ... up to this many times (rhc_loop.c) */
 
 struct epoll_event;
 
