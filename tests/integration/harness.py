@@ -882,20 +882,22 @@ def curl(url, method="POST", headers=(), data=None, max_time=10, extra=(), cacer
 # --------------------------------------------------------------------------
 
 class Forward:
-    """A running `relay-https forward -L 127.0.0.1:PORT URL TARGET`."""
+    """A running `relay-https forward -L 127.0.0.1:PORT URL TARGET` (command
+    "proxy" and target None: `relay-https proxy -L 127.0.0.1:PORT URL`)."""
 
     def __init__(self, client, url, target, cacert=None, insecure=False, verbose=True,
-                 port=None, extra_args=(), ready_timeout=15, env=None, host="127.0.0.1"):
+                 port=None, extra_args=(), ready_timeout=15, env=None, host="127.0.0.1",
+                 command="forward"):
         self.port = port or free_port()
         self.host = host
-        cmd = [client, "forward", "-L", "%s:%d" % (host, self.port)]
+        cmd = [client, command, "-L", "%s:%d" % (host, self.port)]
         if cacert:
             cmd += ["--cacert", cacert]
         if insecure:
             cmd += ["-k"]
         if verbose:
             cmd += ["-v"]
-        cmd += list(extra_args) + [url, target]
+        cmd += list(extra_args) + [url] + ([target] if target is not None else [])
         self.cmd = cmd
         self.stderr_lines = []
         self._lock = threading.Lock()
@@ -904,14 +906,16 @@ class Forward:
         _register(self.proc)
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
+        ready = "listening on" if command == "forward" else "proxy (SOCKS5, HTTP CONNECT) on"
         ok = wait_for(lambda: self.proc.poll() is not None or
-                      any("listening on" in l for l in self.lines()), ready_timeout)
+                      any(ready in l for l in self.lines()), ready_timeout)
         if not ok or self.proc.poll() is not None:
             rc = self.proc.poll()
             self.stop()
-            raise AssertionError("relay-https forward did not say 'listening on' within %ss "
+            raise AssertionError("relay-https %s did not say %r within %ss "
                                  "(exit code %r); cmd=%s; stderr:\n%s"
-                                 % (ready_timeout, rc, " ".join(cmd), self.stderr_text()))
+                                 % (command, ready, ready_timeout, rc, " ".join(cmd),
+                                    self.stderr_text()))
 
     def _read_stderr(self):
         for raw in iter(self.proc.stderr.readline, b""):
