@@ -8,10 +8,20 @@ per run, across transports (stream and batch over plain HTTP, duplex over TLS
 with HTTP/2) and failure modes. Each run's echo is checked byte for byte; a
 failing run prints its seed and the command that replays it.
 
+More paths (tests/integration/faultpaths.py), as "transports": nginx-front,
+nginx-back (batch through a buffering nginx, the fault proxy in front of it or
+behind it), nginx-restart (nginx-front with graceful restarts and killed
+children), socks (4 SOCKS5 connections of `relay-https proxy` at once), udp (3
+SOCKS5 UDP associations at once: datagrams may be lost, never corrupted,
+doubled, reordered or handed to another association; their bytes per run are
+--bytes / 8).
+
     bench/soak.py                      30 minutes, every transport x mode
     bench/soak.py --quick              CI size: each transport x mode once, 8 MiB
     bench/soak.py --seed 123 --transport stream --mode halfdead
                                        replay one run
+    bench/soak.py --transport nginx-front,nginx-back,nginx-restart,socks,udp
+                                       only the paths of faultpaths.py
     make soak SOAK_ARGS='--minutes 120'
 
 The last line is the summary: runs, bytes, cuts (failures the proxy injected),
@@ -39,6 +49,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
 import harness  # noqa: E402
 import intermediaries as im  # noqa: E402
+import faultpaths  # noqa: E402
 from faultproxy import MODES, run_transfer  # noqa: E402
 
 MB = 1000 * 1000
@@ -49,6 +60,8 @@ TRANSPORTS = {
     "batch": (["--transport", "batch", "--http1.1"], "http"),
     "duplex": (["--transport", "duplex", "--http2"], "https"),
 }
+PATHS = faultpaths.PATHS
+UDP_SHARE = 8            # a udp run carries --bytes / UDP_SHARE (datagrams are slow)
 ALL_MODES = MODES + ("mix",)
 STALL_GAP = 5.0          # seconds without an echoed byte that count as a stall
 STALL_FACTOR = 10.0      # a run is stopped after this many times its no-cut time...
@@ -67,8 +80,8 @@ def parse_args(argv):
                          "living 0.3 to 1.5 s")
     ap.add_argument("--seed", type=int, help="replay: this run's seed (with --transport "
                     "and --mode: one run); without them, the soak's master seed")
-    ap.add_argument("--transport", help="comma list of transports (default: %s)"
-                    % ",".join(TRANSPORTS))
+    ap.add_argument("--transport", help="comma list of transports and paths (default: "
+                    "%s)" % ",".join(list(TRANSPORTS) + list(PATHS)))
     ap.add_argument("--mode", help="comma list of failure modes (default: %s)"
                     % ",".join(ALL_MODES))
     ap.add_argument("--runs", type=int, help="stop after this many runs")
@@ -88,10 +101,11 @@ def parse_args(argv):
     ap.add_argument("--keep", action="store_true",
                     help="keep the work directory (kept anyway when a run failed)")
     a = ap.parse_args(argv)
-    a.transports = a.transport.split(",") if a.transport else list(TRANSPORTS)
+    a.transports = (a.transport.split(",") if a.transport
+                    else list(TRANSPORTS) + list(PATHS))
     a.modes = a.mode.split(",") if a.mode else list(ALL_MODES)
     for t in a.transports:
-        if t not in TRANSPORTS:
+        if t not in TRANSPORTS and t not in PATHS:
             ap.error("unknown transport %r" % t)
     for m in a.modes:
         if m not in ALL_MODES + ("none",):
@@ -121,6 +135,7 @@ class Soak:
         os.chmod(self.work, 0o755)
         self.apache = None
         self.echo = None
+        self.udp_echo = None
         self.restarts = 0
 
     def setup(self):
@@ -142,6 +157,7 @@ class Soak:
         self.ca, self.cert, self.key = harness.make_cert(certdir)
         harness.make_traversable(certdir)
         self.echo = harness.EchoServer()
+        self.udp_echo = faultpaths.UdpEcho()
         self.plain_port = harness.free_port()
         self.start_apache()
 
@@ -149,13 +165,17 @@ class Soak:
         root = os.path.join(self.work, "apache-%d" % self.restarts)
         self.apache = harness.Apache(root, self.cert, self.key, mpm="event", module=self.module,
                                      targets={"echo": "127.0.0.1:%d" % self.echo.port},
-                                     extra_conf=im.plain_http_vhost_conf(self.plain_port),
+                                     extra_conf=im.plain_http_vhost_conf(self.plain_port)
+                                     + faultpaths.apache_conf(self.echo.port,
+                                                              self.udp_echo.port),
                                      idle_location=False)
         self.apache.prepare()
         self.apache.start(timeout=60)
 
     def crashes(self):
-        return [l for l in self.apache.error_log_text().splitlines() if CRASH_RE.search(l)]
+        # children the nginx-restart path SIGKILLs itself are no crash
+        return [l for l in self.apache.error_log_text().splitlines()
+                if CRASH_RE.search(l) and "exit signal Killed (9)" not in l]
 
     def stuck(self):
         """error_log lines of requests the relay core did not answer in time"""
@@ -166,6 +186,27 @@ class Soak:
             self.apache.stop()
         if self.echo:
             self.echo.stop()
+        if self.udp_echo:
+            self.udp_echo.stop()
+
+    def path_env(self):
+        return {"client": self.client, "apache": self.apache, "plain_port": self.plain_port,
+                "ca": self.ca, "echo_port": self.echo.port, "udp_port": self.udp_echo.port,
+                "work": self.work}
+
+
+def one_run(soak, args, transport, mode, seed, timeout, max_elapsed):
+    proxy_kw = {"min_life": args.life[0], "max_life": args.life[1]}
+    if transport in PATHS:
+        nbytes = args.bytes // UDP_SHARE if transport == "udp" else args.bytes
+        rate = args.rate // UDP_SHARE if transport == "udp" else args.rate
+        return faultpaths.run_path(transport, soak.path_env(), mode, seed, nbytes, rate,
+                                   timeout, proxy_kw=proxy_kw, max_elapsed=max_elapsed)
+    xargs, scheme = TRANSPORTS[transport]
+    upstream = soak.plain_port if scheme == "http" else soak.apache.port
+    return run_transfer(soak.client, upstream, scheme, xargs, mode, seed, args.bytes,
+                        args.rate, timeout, cacert=soak.ca if scheme == "https" else None,
+                        max_elapsed=max_elapsed, proxy_kw=proxy_kw)
 
 
 def replay_cmd(r, transport, args):
@@ -185,7 +226,8 @@ def main(argv=None):
     combos = [(t, m) for t in args.transports for m in args.modes]
     deadline = time.monotonic() + args.minutes * 60
     tot = {"runs": 0, "bytes": 0, "cuts": 0, "resumes": 0, "wrong": 0, "integrity": 0,
-           "stall_runs": 0, "stalls": 0, "longest_gap": 0.0, "failed": 0, "elapsed": 0.0}
+           "stall_runs": 0, "stalls": 0, "longest_gap": 0.0, "failed": 0, "elapsed": 0.0,
+           "dgrams": [0, 0, 0]}
     per = {}
     failures = []
     print("soak: %s, %d bytes per run at %d B/s (no-cut time %.1f s, stopped after %.0f s), "
@@ -219,12 +261,7 @@ def main(argv=None):
                 soak.restarts += 1
                 soak.start_apache()
                 crashes0 = stuck_seen = 0
-            xargs, scheme = TRANSPORTS[transport]
-            upstream = soak.plain_port if scheme == "http" else soak.apache.port
-            r = run_transfer(soak.client, upstream, scheme, xargs, mode, seed, args.bytes,
-                             args.rate, timeout, cacert=soak.ca if scheme == "https" else None,
-                             max_elapsed=max_elapsed,
-                             proxy_kw={"min_life": args.life[0], "max_life": args.life[1]})
+            r = one_run(soak, args, transport, mode, seed, timeout, max_elapsed)
             tot["runs"] += 1
             tot["bytes"] += r["received"]
             tot["cuts"] += r["stats"]["faults"]
@@ -232,6 +269,8 @@ def main(argv=None):
             tot["elapsed"] += r["elapsed"]
             tot["wrong"] += 1 if r["wrong"] else 0
             tot["integrity"] += 1 if r["integrity"] else 0
+            for i, v in enumerate(r.get("datagrams", (0, 0, 0))):
+                tot["dgrams"][i] += v
             stalls = list(r["stalls"])
             if r["end"] == "timeout" and not stalls:
                 stalls.append((r["received"], round(r["max_gap"], 1)))
@@ -290,6 +329,12 @@ def main(argv=None):
              tot["longest_gap"], tot["failed"],
              ", %d apache crash lines" % len(crashes) if crashes else "",
              ", %d unanswered core requests" % len(stuck) if stuck else ""), flush=True)
+    if tot["dgrams"][0]:
+        print("udp: %d datagrams sent, %d back (%.2f%% lost), %d wrong (corrupted, doubled, "
+              "reordered or mis-delivered)" % (tot["dgrams"][0], tot["dgrams"][1],
+                                               100.0 * (tot["dgrams"][0] - tot["dgrams"][1])
+                                               / tot["dgrams"][0], tot["dgrams"][2]),
+              flush=True)
     if tot["failed"] or crashes or args.keep:
         print("work directory kept: %s" % soak.work)
     else:

@@ -273,6 +273,30 @@ int cut_before_answer(CURLcode rc)
     return rc == CURLE_OK || transient(rc);
 }
 
+/* The module answers 502 and 504 only to an open, and always with its
+ * RH_ERROR_PREFIX line; on a push, pull or duplex they are a gateway's (nginx,
+ * say) that lost its connection to the server, or never got one through (a
+ * graceful restart, a child that died, a reset or a timeout behind it). The
+ * request may have reached the module in part, exactly as when a connection is
+ * cut: the session goes on from the confirmed offsets. */
+int gateway_cut(const struct rhc_req *r)
+{
+    char line[BODY_MAX + 1];
+
+    if (!r->hdr_done || (r->status != 502 && r->status != 504))
+        return 0;
+    body_line(r, line, sizeof(line));
+    return strncmp(line, RH_ERROR_PREFIX, strlen(RH_ERROR_PREFIX)) != 0;
+}
+
+/* A gateway_cut() answer, for the log. */
+const char *gateway_why(const struct rhc_req *r, char *buf, size_t len)
+{
+    snprintf(buf, len, "HTTP %ld from a gateway in front of the server, not from the relay",
+             r->status);
+    return buf;
+}
+
 /* The relay is busy (503) or this client is at its share (429): the same
  * request later may pass (Retry-After). */
 int busy_status(long st)

@@ -49,6 +49,10 @@ int created_then_cut(const struct rhc_req *r, CURLcode rc);   /* 201 whole, body
  * in the TLS handshake or under its HTTP/2 stream too: tried again. */
 int open_cut(const struct rhc_req *r, CURLcode rc);
 int cut_before_answer(CURLcode rc);
+/* A 502 or 504 on a session request without the module's words: a gateway in
+ * front lost the server (a reset, a child that died, a timeout): a cut. */
+int gateway_cut(const struct rhc_req *r);
+const char *gateway_why(const struct rhc_req *r, char *buf, size_t len);
 int busy_status(long st);                   /* 503 or 429: later may pass */
 const char *busy_why(const struct rhc_req *r, char *buf, size_t len);
 int64_t backoff_ms(unsigned n);

@@ -90,11 +90,24 @@ static int spush_body_refused(const struct rhc_req *r, CURLcode rc, const struct
     return rc != CURLE_OK && transient(rc) && f->retries >= 1;
 }
 
+/* An answer that is a cut after all: the server gave up a body the path
+ * stalled (408, RelayFrameTimeout), or a gateway lost the server (gateway_cut).
+ * RHC_WHY_NONE: neither, or no more tries. */
+static enum rhc_cause spush_answer_cut(const struct rhc_req *r, const struct rhc_facts *f)
+{
+    if (!r->hdr_done || !f->resume || !f->can_retry)
+        return RHC_WHY_NONE;
+    if (r->status == 408)
+        return RHC_WHY_CUT;
+    return gateway_cut(r) ? RHC_WHY_GATEWAY : RHC_WHY_NONE;
+}
+
 void rhc_classify_spush(const struct rhc_req *r, CURLcode rc, const struct rhc_facts *f,
                         struct rhc_outcome *o)
 {
     int64_t again = backoff_ms(f->retries);
     int answered = r->hdr_done;
+    enum rhc_cause cut;
 
     memset(o, 0, sizeof(*o));
     o->delay = -1;
@@ -111,9 +124,8 @@ void rhc_classify_spush(const struct rhc_req *r, CURLcode rc, const struct rhc_f
     else if (answered && r->status == 400 && r->have_offset && f->can_retry) {
         o->ack = r->offset <= f->read ? r->offset : 0;
         set(o, RHC_OUT_REWIND, RHC_WHY_CUT_ON_WAY, max_u64(o->ack, f->acked), again);
-    } else if (answered && r->status == 408 && f->resume && f->can_retry)
-        /* the server gave up a body the path stalled (RelayFrameTimeout): a cut */
-        set(o, RHC_OUT_REWIND, RHC_WHY_CUT, f->acked, again);
+    } else if ((cut = spush_answer_cut(r, f)) != RHC_WHY_NONE)
+        set(o, RHC_OUT_REWIND, cut, f->acked, again);
     else if (!answered && cut_before_answer(rc) && f->can_retry)
         set(o, RHC_OUT_REWIND, RHC_WHY_CUT, f->acked, again);
     else
@@ -184,6 +196,8 @@ static void bpush_first(const struct rhc_req *r, CURLcode rc, const struct rhc_f
         set(o, RHC_OUT_RETRY, RHC_WHY_SPLIT, r->p_off, 0);
     } else if (!answered && cut_before_answer(rc))
         set(o, RHC_OUT_RETRY, RHC_WHY_CUT, r->p_off, again);
+    else if (gateway_cut(r))
+        set(o, RHC_OUT_RETRY, RHC_WHY_GATEWAY, r->p_off, again);
     else
         set(o, answered ? RHC_OUT_FAIL_HTTP : RHC_OUT_FAIL_CURL, RHC_WHY_NONE, 0, -1);
 }
@@ -202,7 +216,9 @@ void rhc_classify_bpush(const struct rhc_req *r, CURLcode rc, const struct rhc_f
     uint64_t end = o->split ? r->p_off + o->split : r->p_end;
     if (o->from < acked)
         o->from = acked < end ? acked : end;
-    if (r->hdr_done ? r->tries + 1 >= RETRY_MAX : !f->can_retry) {
+    /* a gateway's 502 is a cut: tried while the session lives, as one */
+    int refused = r->hdr_done && o->why != RHC_WHY_GATEWAY;
+    if (refused ? r->tries + 1 >= RETRY_MAX : !f->can_retry) {
         o->v = RHC_OUT_LOST;
         o->why = RHC_WHY_TOO_MANY;
     }
@@ -243,6 +259,8 @@ void rhc_classify_duplex(const struct rhc_req *r, CURLcode rc, const struct rhc_
         set(o, RHC_OUT_RETRY, RHC_WHY_REFUSED, f->acked, -1);
     } else if (died_unanswered(r, rc) && f->unanswered_ok)
         set(o, RHC_OUT_RETRY, RHC_WHY_CUT, f->acked, -1);
+    else if (gateway_cut(r) && f->resume && f->unanswered_ok)
+        set(o, RHC_OUT_RETRY, RHC_WHY_GATEWAY, f->acked, -1);
     else if (rc == CURLE_HTTP2_STREAM && !answered && f->h2_resets + 1 >= H2_RESETS_MAX) {
         o->h2_reset = 1;
         set(o, RHC_OUT_LOST, RHC_WHY_H2_RESETS, 0, -1);
@@ -289,6 +307,8 @@ void rhc_classify_pull(const struct rhc_req *r, CURLcode rc, const struct rhc_fa
         set(o, RHC_OUT_RETRY, RHC_WHY_BUSY, f->down_off, -1);
     else if (died_unanswered(r, rc) && f->unanswered_ok)
         set(o, RHC_OUT_RETRY, RHC_WHY_CUT, f->down_off, -1);   /* no byte came */
+    else if (gateway_cut(r) && f->resume && f->unanswered_ok)
+        set(o, RHC_OUT_RETRY, RHC_WHY_GATEWAY, f->down_off, -1);
     else if (answered && st == 416 && f->switched_pull)
         set(o, RHC_OUT_LOST, RHC_WHY_LOST_416, 0, -1);
     else if (answered && st != 200)

@@ -47,7 +47,8 @@ enum rhc_cause {
     RHC_WHY_NO_END,     /* response ended without F or E */
     RHC_WHY_SECOND_PULL,/* 409: the given-up pull is still held: start over */
     RHC_WHY_HELD,       /* 409: the given-up pull is held and will stay */
-    RHC_WHY_LOST_416    /* 416: down bytes lost with the given-up pull */
+    RHC_WHY_LOST_416,   /* 416: down bytes lost with the given-up pull */
+    RHC_WHY_GATEWAY     /* 502/504 not from the module: a gateway lost the server */
 };
 
 /* What the tunnel knows when a request ends. */

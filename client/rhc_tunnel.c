@@ -152,16 +152,19 @@ static void open_take(rhc_tunnel *t, struct rhc_req *r);
 
 void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
 {
-    char what[384];
+    char what[384], gw[BODY_MAX + 96];
 
     snprintf(what, sizeof(what), "open %.300s/%s", t->route->o->base_url, t->route->o->target);
     /* a connection cut before the answer, in the TLS handshake too (a proxy
      * that resets it), or under its HTTP/2 stream (an open of a service waits
-     * for its serve, long enough for a cut to land): tried again; a refused
-     * certificate is another code */
-    if (open_cut(r, rc) && t->sess.open_retries < OPEN_RETRIES && !t->end.code) {
+     * for its serve, long enough for a cut to land), or a gateway's 502/504
+     * (it lost the server: gateway_cut): tried again; a refused certificate
+     * is another code */
+    if ((open_cut(r, rc) || gateway_cut(r)) && t->sess.open_retries < OPEN_RETRIES &&
+        !t->end.code) {
         /* At worst the server made a session we never hear of; it idles out. */
-        t_log(t, 1, "open: %s; trying again on a new connection", req_error(r, rc));
+        t_log(t, 1, "open: %s; trying again on a new connection",
+              gateway_cut(r) ? gateway_why(r, gw, sizeof(gw)) : req_error(r, rc));
         req_free(r);
         ++t->sess.open_retries;
         if (!(t->rq.open = start_open(t)))

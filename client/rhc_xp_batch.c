@@ -15,6 +15,7 @@
 #include "rh_util.h"
 #include "rhc_errors.h"
 #include "rhc_outcome.h"
+#include "rhc_gate.h"
 #include "rhc_tunnel_int.h"
 
 /* A complete push of the up bytes [off, end), with F when fin: the frames are
@@ -132,6 +133,7 @@ static void bpush_again(rhc_tunnel *t, struct rhc_req *r, const struct rhc_outco
     if (r->hdr_done && r->status == 409)
         t_log(t, 3, "push %" PRIu64 "..%" PRIu64 ": HTTP 409 (%s), again from %" PRIu64
               " in %" PRId64 " ms", r->p_off, r->p_end, line, o->from, o->delay);
+    rhc_gate_forget(r);
     curl_multi_remove_handle(t->ctx->multi, r->h);
     r->p_off = o->from;
     ++r->tries;
@@ -172,14 +174,16 @@ static void bpush_lost(rhc_tunnel *t, struct rhc_req *r, CURLcode rc,
 static int bpush_before_retry(rhc_tunnel *t, struct rhc_req *r, CURLcode rc,
                               const struct rhc_outcome *o, const char *line)
 {
-    if (o->why == RHC_WHY_CUT_ON_WAY || o->why == RHC_WHY_CUT)
+    char gw[BODY_MAX + 96];
+
+    if (o->why == RHC_WHY_CUT_ON_WAY || o->why == RHC_WHY_CUT || o->why == RHC_WHY_GATEWAY)
         stat_resume(t);
     if (o->why == RHC_WHY_CUT_ON_WAY)
         t_log(t, 1, "push %" PRIu64 "..%" PRIu64 ": cut on the way (%s); sending it again",
               r->p_off, r->p_end, line);
-    else if (o->why == RHC_WHY_CUT)
+    else if (o->why == RHC_WHY_CUT || o->why == RHC_WHY_GATEWAY)
         t_log(t, 1, "push %" PRIu64 "..%" PRIu64 ": %s; sending it again", r->p_off, r->p_end,
-              req_error(r, rc));
+              o->why == RHC_WHY_GATEWAY ? gateway_why(r, gw, sizeof(gw)) : req_error(r, rc));
     return o->split ? bpush_split(t, r, o->split) : 0;
 }
 

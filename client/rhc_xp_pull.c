@@ -150,9 +150,11 @@ static void pull_again(rhc_tunnel *t, struct rhc_req *r, CURLcode rc, enum rhc_c
         stat_resume(t);
         down_again(t, r, req_error(r, rc));
     } else {
-        /* cut: the server kept what it sent; a new pull from what arrived */
+        /* cut (by a gateway too): the server kept what it sent; a new pull
+         * from what arrived */
         t_log(t, 1, "pull: %s; resuming at offset %" PRIu64 " on a new connection",
-              rc != CURLE_OK ? req_error(r, rc) : "response ended early", t->down.off);
+              why == RHC_WHY_GATEWAY ? gateway_why(r, buf, sizeof(buf))
+              : rc != CURLE_OK ? req_error(r, rc) : "response ended early", t->down.off);
         t->down.fresh = 1;
         stat_resume(t);
         down_again(t, r, "cut");
@@ -248,7 +250,9 @@ void pull_silence_noted(rhc_tunnel *t, int64_t now)
 {
     if (now - t->down.silent_at >= SILENT_FORGET_MS)
         t->down.silent_n = 0;
-    if (t->down.silent_n < SILENT_SHIFT_MAX)
-        ++t->down.silent_n;
+    /* said without -v: a tunnel stalled this long must not look fine (item 18) */
+    if (t->down.silent_n < SILENT_SHIFT_MAX && ++t->down.silent_n == SILENT_SHIFT_MAX)
+        t_log(t, 0, "down: the server's responses went silent %d times in a row (the "
+              "server, the path or this client overloaded?); still trying", SILENT_SHIFT_MAX);
     t->down.silent_at = now;
 }

@@ -250,12 +250,16 @@ int rh_core_unavailable(request_rec *r)
     return rh_fail(r, HTTP_SERVICE_UNAVAILABLE, "relay core unavailable, try again");
 }
 
-/* A refusal of the core: its status and message, and its reason token (if
- * any) in Relay-Reason, which is what the client goes by. */
+/* A refusal of the core: its status and message, its reason token (if any)
+ * in Relay-Reason and the session's accepted offset (if it said one) in
+ * Relay-Offset, which is what the client goes by. */
 int rh_fail_reply(request_rec *r, const rh_ipc_reply *rep)
 {
     if (rep->reason[0])
         apr_table_setn(r->headers_out, RH_HDR_REASON, apr_pstrdup(r->pool, rep->reason));
+    if (rep->has_num)
+        apr_table_setn(r->headers_out, RH_HDR_OFFSET,
+                       apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, (apr_uint64_t)rep->num));
     return rh_fail(r, rep->status, "%s", rep->text);
 }
 

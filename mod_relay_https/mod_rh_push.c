@@ -31,7 +31,7 @@ static int push_start_answer(rh_req *q, int rv, rh_ipc_reply *rep)
     }
     if (!rep->ok) {
         r->connection->keepalive = AP_CONN_CLOSE;
-        if (rep->status == HTTP_CONFLICT)
+        if (rep->status == HTTP_CONFLICT && !rep->has_num)   /* else the core's own */
             apr_table_setn(r->headers_out, RH_HDR_OFFSET,
                            apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, q->view.up_bytes));
         return rh_fail_reply(r, rep);

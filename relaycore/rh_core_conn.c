@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,6 +183,16 @@ void rh_core_conn_reply_done(core *c, conn *k)
         return;
     }
     rh_core_arm(c, k->fd, k, &k->ev, EPOLLOUT);
+}
+
+/* A push that starts below what the session has accepted: 409 with the
+ * accepted offset, which the handler passes on as Relay-Offset. The view the
+ * handler had at the request's start may be older: a client that went by it
+ * sent a push the server had whole again and again until it gave up. */
+void rh_core_push_behind(core *c, conn *k, uint64_t offset, uint64_t accepted)
+{
+    rh_core_conn_error(c, k, 409, "offset=%" PRIu64 " push offset %" PRIu64
+                       " is below accepted %" PRIu64, accepted, offset, accepted);
 }
 
 void rh_core_conn_error(core *c, conn *k, int status, const char *fmt, ...)

@@ -319,6 +319,7 @@ void rh_core_conn_reply_done(core *c, conn *k);
 /* A reply's last bytes went out (rh_core_out_flush returned 0): a kept
  * connection waits for its next request, any other is closed. */
 void rh_core_conn_replied(core *c, conn *k);
+void rh_core_push_behind(core *c, conn *k, uint64_t offset, uint64_t accepted);
 void rh_core_conn_error(core *c, conn *k, int status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

@@ -36,8 +36,7 @@ static void req_push(core *c, conn *k, const rh_ipc_req *rq)
          * alive, and what the session already has is dropped from it; a late
          * push that began before the active one must not cut it off */
         if (s->push && rq->offset < s->push->start_off) {
-            rh_core_conn_error(c, k, 409, "push offset %" PRIu64 " is below accepted %" PRIu64,
-                               rq->offset, s->up_acc);
+            rh_core_push_behind(c, k, rq->offset, s->up_acc);
             return;
         }
         if (s->push) {
@@ -60,8 +59,7 @@ static void req_push(core *c, conn *k, const rh_ipc_req *rq)
         return;
     }
     if (rq->offset < s->up_acc) {
-        rh_core_conn_error(c, k, 409, "push offset %" PRIu64 " is below accepted %" PRIu64,
-                           rq->offset, s->up_acc);
+        rh_core_push_behind(c, k, rq->offset, s->up_acc);
         return;
     }
     if (s->push || rq->offset > s->up_acc) {

@@ -308,8 +308,7 @@ void rh_core_push_next(core *c, session *s)
         s->push_wait[i] = s->push_wait[--s->nwait];
         if (k->want_off < s->up_acc) {
             k->s = NULL;
-            rh_core_conn_error(c, k, 409, "push offset %" PRIu64 " is below accepted %" PRIu64,
-                               k->want_off, s->up_acc);
+            rh_core_push_behind(c, k, k->want_off, s->up_acc);
             continue;
         }
         k->start_off = k->want_off;

@@ -326,6 +326,16 @@ int rh_ipc_parse_reply(const char *line, rh_ipc_reply *rep)
             memcpy(rep->reason, msg + 7, n);
             msg += 7 + n + (msg[7 + n] == ' ');
         }
+        if (!strncmp(msg, "offset=", 7)) {
+            /* the up bytes the session has accepted, for Relay-Offset */
+            char *e;
+            errno = 0;
+            rep->num = strtoull(msg + 7, &e, 10);
+            if (errno || e == msg + 7 || (*e != ' ' && *e != '\0'))
+                return -1;
+            rep->has_num = 1;
+            msg = *e ? e + 1 : e;
+        }
         snprintf(rep->text, sizeof(rep->text), "%s", msg);
         return 0;
     } else {

@@ -67,15 +67,18 @@ typedef struct rh_ipc_req {
     unsigned timeout_s;           /* resolve: answer 504 after this long */
 } rh_ipc_req;
 
-/* Replies: "OK <text>", "DONE <offset>", "ERR <status> [reason=<token>] <message>"
- * (the token, one of RH_REASON_TOKEN_*, goes to the client as Relay-Reason). */
+/* Replies: "OK <text>", "DONE <offset>", "ERR <status> [reason=<token>]
+ * [offset=<n>] <message>" (the token, one of RH_REASON_TOKEN_*, goes to the
+ * client as Relay-Reason; the offset, the up bytes the session has accepted,
+ * as Relay-Offset). */
 typedef struct rh_ipc_reply {
     int ok;             /* 1 for OK/DONE */
     int done;           /* 1 for DONE */
     int status;         /* HTTP status for ERR */
     char reason[16];    /* ERR: RH_REASON_TOKEN_* or empty */
     char text[RH_IPC_LINE_MAX];
-    uint64_t num;       /* first number of an OK/DONE, if any */
+    uint64_t num;       /* first number of an OK/DONE, if any; ERR: its offset= */
+    int has_num;        /* ERR: it said offset= */
 } rh_ipc_reply;
 
 int rh_ipc_parse_req(const char *line, rh_ipc_req *req);

@@ -668,14 +668,30 @@ def integrity_lines(lines):
     return [l for l in lines if "integrity" in l.lower()]
 
 
+def _no_transfer(error):
+    return {"sent": 0, "received": 0, "first_bad_offset": None, "shape": None,
+            "detail": "no transfer", "elapsed": 0.0, "error": error, "end": "error",
+            "max_gap": 0.0, "stalls": [], "first_byte": None,
+            "jump_from": None, "jump_to": None}
+
+
 def run_transfer(client_bin, upstream_port, scheme, transport_args, mode, seed, nbytes,
-                 rate, timeout, cacert=None, target="echo", proxy_kw=None, max_elapsed=None):
+                 rate, timeout, cacert=None, target="echo", proxy_kw=None, max_elapsed=None,
+                 via=None, workload=None, command="forward", disturb=None):
     """A relay-https forward to `target` (an echo) through a FaultProxy(mode,
     seed) in front of upstream_port (scheme "http" or "https"), and the offset
     pattern pumped through it (pump_pattern). Every wait is bounded by timeout.
 
+    Other paths (tests/integration/faultpaths.py): via(fp) returns (url,
+    cleanup) when something stands between the client and the proxy, or behind
+    it (nginx); command "proxy" with target None runs `relay-https proxy`;
+    workload(fw) replaces the single pump (several SOCKS connections, UDP) and
+    returns a result of pump_pattern's shape (plus "extra": a line for the
+    report); disturb(stop_event) runs in a thread during the workload (graceful
+    restarts, killed children) and returns a line for the report.
+
     Returns a dict: the pump_pattern() result plus seed, mode, stats, events,
-    client (stderr tail), resumes, integrity (client lines), wrong (a wrong
+    client (stderr tail), lines (all of it), resumes, integrity (client lines), wrong (a wrong
     byte came), problems ([text]), ok, report (one line), message (a failure
     report with the seed, the first wrong offset and shape, the proxy's events
     and the client's stderr tail)."""
@@ -684,36 +700,52 @@ def run_transfer(client_bin, upstream_port, scheme, transport_args, mode, seed, 
 
     out = {"seed": seed, "mode": mode, "nbytes": nbytes, "rate": rate}
     fw = None
+    cleanup = None
+    disturbed = []
     with FaultProxy(upstream_port, mode=mode, seed=seed, **(proxy_kw or {})) as fp:
         url = "%s://127.0.0.1:%d/relay" % (scheme, fp.port)
+        stop = threading.Event()
+        dt = None
         try:
+            if via is not None:
+                url, cleanup = via(fp)
             fw = harness.Forward(client_bin, url, target, cacert=cacert,
-                                 extra_args=transport_args)
-            res = pump_pattern("127.0.0.1", fw.port, nbytes, rate=rate, timeout=timeout)
+                                 extra_args=transport_args, command=command)
+            if disturb is not None:
+                dt = threading.Thread(target=lambda: disturbed.append(disturb(stop)),
+                                      daemon=True)
+                dt.start()
+            if workload is not None:
+                res = workload(fw)
+            else:
+                res = pump_pattern("127.0.0.1", fw.port, nbytes, rate=rate, timeout=timeout)
             time.sleep(0.2)         # the client's last lines about this tunnel
             lines = fw.lines()
         except AssertionError as e:  # the forward did not start
-            res = {"sent": 0, "received": 0, "first_bad_offset": None, "shape": None,
-                   "detail": "no transfer", "elapsed": 0.0, "error": str(e), "end": "error",
-                   "max_gap": 0.0, "stalls": [], "first_byte": None,
-                   "jump_from": None, "jump_to": None}
+            res = _no_transfer(str(e))
             lines = []
         finally:
+            stop.set()
+            if dt is not None:
+                dt.join(30)
             if fw is not None:
                 fw.stop()
+            if cleanup is not None:
+                cleanup()
         out["stats"] = fp.stats()
         out["events"] = fp.events()
         out["proxy"] = fp.describe()
     out.update(res)
     out["cmd"] = " ".join(fw.cmd) if fw is not None else None
     out["client"] = lines[-40:]
+    out["lines"] = lines
     out["resumes"] = len(resume_lines(lines))
     out["integrity"] = integrity_lines(lines)
     out["wrong"] = res["first_bad_offset"] is not None
-    problems = []
+    problems = list(res.get("problems", ()))
     if out["wrong"]:
         problems.append("WRONG BYTE: " + res["detail"])
-    elif res["received"] != nbytes:
+    elif res["received"] != nbytes and not res.get("lossy"):
         problems.append("incomplete: " + res["detail"])
     if res["error"] and not out["wrong"]:
         problems.append("error: %s" % res["error"])
@@ -724,9 +756,10 @@ def run_transfer(client_bin, upstream_port, scheme, transport_args, mode, seed, 
                                                                      max_elapsed))
     out["problems"] = problems
     out["ok"] = not problems
-    out["report"] = "seed=%d mode=%s: %s; %d faults %s, %d resumes" % (
+    extra = [x for x in [res.get("extra")] + disturbed if x]
+    out["report"] = "seed=%d mode=%s: %s; %d faults %s, %d resumes%s" % (
         seed, mode, summarize(res), out["stats"]["faults"], out["stats"]["by_mode"],
-        out["resumes"])
+        out["resumes"], "".join("; " + x for x in extra))
     out["message"] = "\n".join(
         ["%s (replay: RH_FAULT_SEED=%d)" % (" / ".join(problems) or "ok", seed),
          out["report"], out["proxy"], "--- fault proxy events (last 20) ---"]

@@ -179,6 +179,21 @@ def _kill_everything():
             pass
 
 
+def echo_all(socks, tag):
+    """A line through every tunnel of an echo target (all sent, then all read):
+    each comes back."""
+    for i, s in enumerate(socks):
+        s.sendall(b"%s %05d\n" % (tag, i))
+    for i, s in enumerate(socks):
+        want = b"%s %05d\n" % (tag, i)
+        got = b""
+        while len(got) < len(want):
+            chunk = s.recv(len(want) - len(got))
+            assert chunk, "tunnel %d closed before its echo (%s)" % (i, tag)
+            got += chunk
+        assert got == want, (i, got)
+
+
 def wait_for(predicate, timeout, interval=0.05, what="condition"):
     """Poll predicate() until it returns a truthy value; return it, or None on timeout."""
     deadline = time.monotonic() + timeout
@@ -867,20 +882,22 @@ def curl(url, method="POST", headers=(), data=None, max_time=10, extra=(), cacer
 # --------------------------------------------------------------------------
 
 class Forward:
-    """A running `relay-https forward -L 127.0.0.1:PORT URL TARGET`."""
+    """A running `relay-https forward -L 127.0.0.1:PORT URL TARGET` (command
+    "proxy" and target None: `relay-https proxy -L 127.0.0.1:PORT URL`)."""
 
     def __init__(self, client, url, target, cacert=None, insecure=False, verbose=True,
-                 port=None, extra_args=(), ready_timeout=15, env=None, host="127.0.0.1"):
+                 port=None, extra_args=(), ready_timeout=15, env=None, host="127.0.0.1",
+                 command="forward"):
         self.port = port or free_port()
         self.host = host
-        cmd = [client, "forward", "-L", "%s:%d" % (host, self.port)]
+        cmd = [client, command, "-L", "%s:%d" % (host, self.port)]
         if cacert:
             cmd += ["--cacert", cacert]
         if insecure:
             cmd += ["-k"]
         if verbose:
             cmd += ["-v"]
-        cmd += list(extra_args) + [url, target]
+        cmd += list(extra_args) + [url] + ([target] if target is not None else [])
         self.cmd = cmd
         self.stderr_lines = []
         self._lock = threading.Lock()
@@ -889,14 +906,16 @@ class Forward:
         _register(self.proc)
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
+        ready = "listening on" if command == "forward" else "proxy (SOCKS5, HTTP CONNECT) on"
         ok = wait_for(lambda: self.proc.poll() is not None or
-                      any("listening on" in l for l in self.lines()), ready_timeout)
+                      any(ready in l for l in self.lines()), ready_timeout)
         if not ok or self.proc.poll() is not None:
             rc = self.proc.poll()
             self.stop()
-            raise AssertionError("relay-https forward did not say 'listening on' within %ss "
+            raise AssertionError("relay-https %s did not say %r within %ss "
                                  "(exit code %r); cmd=%s; stderr:\n%s"
-                                 % (ready_timeout, rc, " ".join(cmd), self.stderr_text()))
+                                 % (command, ready, ready_timeout, rc, " ".join(cmd),
+                                    self.stderr_text()))
 
     def _read_stderr(self):
         for raw in iter(self.proc.stderr.readline, b""):
@@ -921,18 +940,23 @@ class Forward:
         self.stop()
 
 
-def pump(host, port, nbytes=None, payload=None, timeout=120, chunk=65536, rate=None):
+def pump(host, port, nbytes=None, payload=None, timeout=120, chunk=65536, rate=None,
+         res=None):
     """Connect, send payload (or nbytes random bytes) while reading concurrently;
     at most `rate` bytes/s when given (so that faults land in the middle).
 
     After sending everything, shut down the write side; read until EOF.
-    Returns dict(sent_sha, recv_sha, sent, received, error, elapsed)."""
+    Returns dict(sent_sha, recv_sha, sent, received, error, elapsed); when `res`
+    is given, it is that dict, filled as the transfer goes ("received" counts
+    live, so another thread can wait for bytes to flow)."""
     if payload is None:
         payload = os.urandom(nbytes)
     start = time.monotonic()
     deadline = start + timeout
-    res = {"sent_sha": hashlib.sha256(payload).hexdigest(), "sent": len(payload),
-           "received": 0, "recv_sha": None, "error": None}
+    if res is None:
+        res = {}
+    res.update({"sent_sha": hashlib.sha256(payload).hexdigest(), "sent": len(payload),
+                "received": 0, "recv_sha": None, "error": None})
     s = socket.create_connection((host, port), timeout=min(timeout, 30))
     s.settimeout(1.0)
     h = hashlib.sha256()

@@ -237,9 +237,10 @@ class Nginx(Daemon):
     name = "nginx"
 
     def __init__(self, root, upstream_port, read_timeout=None, send_timeout=None,
-                 ignore_accel_buffering=False, extra_location=""):
+                 ignore_accel_buffering=False, extra_location="", upstream_scheme="https"):
         """A buffering reverse proxy (proxy_buffering on, proxy_request_buffering on)
-        listening on plain HTTP and proxying to https://127.0.0.1:upstream_port.
+        listening on plain HTTP and proxying to https://127.0.0.1:upstream_port
+        (upstream_scheme "http": to a plain HTTP port).
 
         ignore_accel_buffering: also ignore the module's `X-Accel-Buffering: no`, so
         that nginx buffers responses too (a proxy that buffers both directions)."""
@@ -249,6 +250,7 @@ class Nginx(Daemon):
         self.send_timeout = send_timeout
         self.ignore_accel_buffering = ignore_accel_buffering
         self.extra_location = extra_location
+        self.upstream_scheme = upstream_scheme
         self.conf_path = os.path.join(self.root, "nginx.conf")
         self.error_log = os.path.join(self.root, "error.log")
         self.access_log = os.path.join(self.root, "access.log")
@@ -285,7 +287,7 @@ class Nginx(Daemon):
         add("    server {")
         add("        listen 127.0.0.1:%d;" % self.port)
         add("        location / {")
-        add("            proxy_pass https://apache;")
+        add("            proxy_pass %s://apache;" % self.upstream_scheme)
         add("            proxy_http_version 1.1;")
         add('            proxy_set_header Connection "";')
         add("            proxy_set_header Host $http_host;")

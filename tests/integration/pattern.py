@@ -200,7 +200,7 @@ class PatternChecker:
 # ---------------------------------------------------------------------------
 
 def pump_pattern(host, port, nbytes, rate=None, timeout=120, chunk=65536, stall_gap=5.0,
-                 connect=None):
+                 connect=None, start_offset=0):
     """Connect to host:port, send the pattern's first nbytes (at most `rate`
     bytes/s when given, paced from the start) while another thread reads the
     echo and checks it; shut the write side down after the last byte, read to
@@ -212,10 +212,13 @@ def pump_pattern(host, port, nbytes, rate=None, timeout=120, chunk=65536, stall_
     end ("fin", "rst", "timeout", "error"), max_gap (longest time, in s,
     without a received byte while the echo was behind), stalls (gaps longer
     than stall_gap s: [(at_offset, seconds)]), first_byte (s to the first echoed byte).
-    connect: makes the connection instead (a SOCKS5 handshake first, say)."""
+    connect: makes the connection instead (a SOCKS5 handshake first, say).
+    start_offset: the stream's bytes are the pattern's from there on (a multiple
+    of 8), so that connections carried side by side each have bytes of their own
+    and a byte handed to the wrong one shows as a jump into another's range."""
     start = time.monotonic()
     deadline = start + timeout
-    checker = PatternChecker(total=nbytes)
+    checker = PatternChecker(total=nbytes, start=start_offset)
     res = {"sent": 0, "received": 0, "first_bad_offset": None, "shape": None,
            "detail": None, "jump_from": None, "jump_to": None, "elapsed": None,
            "error": None, "end": None, "max_gap": 0.0, "stalls": [], "first_byte": None}
@@ -244,7 +247,8 @@ def pump_pattern(host, port, nbytes, rate=None, timeout=120, chunk=65536, stall_
                     time.sleep(min(0.05, off / rate - (now - start)))
                     continue
                 if buf_off >= len(buf):
-                    buf = pattern_bytes(off, min(nbytes, off + chunk))
+                    buf = pattern_bytes(start_offset + off,
+                                        start_offset + min(nbytes, off + chunk))
                     buf_off = 0
                 try:
                     n = s.send(memoryview(buf)[buf_off:])

@@ -35,15 +35,21 @@ def _closed(a, mark):
 
 
 def _transfer(fw_port, payload, result, timeout, rate=None):
-    result.update(pump("127.0.0.1", fw_port, payload=payload, timeout=timeout, rate=rate))
+    pump("127.0.0.1", fw_port, payload=payload, timeout=timeout, rate=rate, res=result)
 
 
 def _start_transfer(fw, size, rate, timeout):
-    """A paced echo transfer of size random bytes in a thread: (thread, payload, result)."""
+    """A paced echo transfer of size random bytes in a thread: (thread, payload,
+    result), returned once its first echoed bytes are back, so that a fault the
+    caller causes next lands in an open session (on a loaded machine the
+    session's open alone took seconds, and a core killed before it tested
+    nothing)."""
     payload = os.urandom(size)
     res = {}
     t = threading.Thread(target=_transfer, args=(fw.port, payload, res, timeout, rate))
     t.start()
+    assert harness.wait_for(lambda: res.get("received", 0) > 0 or not t.is_alive(), 60), \
+        "no echoed byte within 60 s: %s\n%s" % (res, fw.stderr_text())
     return t, payload, res
 
 
@@ -139,11 +145,14 @@ def test_five_graceful_restarts_during_transfer(relay_apache, mpm, client_bin, t
     mark = a.error_log_mark()
     size = 60 * MB
     with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"]) as fw:
-        t, payload, res = _start_transfer(fw, size, 15 * MB, 200)
-        for _ in range(5):
+        t, payload, res = _start_transfer(fw, size, 6 * MB, 200)
+        for i in range(5):
             time.sleep(0.6)
             assert t.is_alive(), "transfer ended before the restarts: %s" % res
             a.proc.send_signal(signal.SIGUSR1)      # apachectl -k graceful
+            # one at a time: httpd folds a restart asked for during another
+            assert harness.wait_for(lambda: a.error_log_text(mark).count(
+                "kept across the restart") > i, 30), a.error_log_tail(20, mark)
         t.join(210)
         assert not t.is_alive(), "transfer hung across graceful restarts"
         _assert_intact(res, size, fw)

@@ -194,8 +194,10 @@ def test_serve_stopped_midway(apache, tls, client_bin, echo_server):
             results = [None] * n
 
             def one(i):
-                # ~4 s of traffic each, so the stop lands in the middle
-                results[i] = pump("127.0.0.1", fw.port, nbytes=2 * MB, timeout=90,
+                # ~6 s of traffic each, so the stop lands in the middle (with
+                # 4 s, a loaded machine once let one of the stopped serve's
+                # connections finish before its SIGTERM was acted on)
+                results[i] = pump("127.0.0.1", fw.port, nbytes=3 * MB, timeout=90,
                                   rate=512 * 1024)
 
             ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]

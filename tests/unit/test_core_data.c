@@ -611,6 +611,31 @@ START_TEST(test_push_wait_hangup)
 }
 END_TEST
 
+/* A push whose turn passed while it waited (the active one brought more) is
+ * refused with the session's accepted offset (offset=, the handler's
+ * Relay-Offset): the client learns that the server has it whole. Without it
+ * the handler said the offset of its view at the request's start, older, and a
+ * client that went by that sent the push again until it gave up (soak 2026-12-06,
+ * nginx-front/refuse). */
+START_TEST(test_push_behind_says_accepted)
+{
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    rh_ipc_reply rep;
+    int l, t = core_with_session(tok, &l);
+    int a = push_open(tok, 0), w = push_send(tok, 3, NULL, 0);
+    assert_no_reply(w, 100, "a push ahead of the accepted offset");
+    send_frame(a, RH_FRAME_DATA, "0123456789", 10);
+    shutdown(a, SHUT_WR);
+    read_reply(w, reply, sizeof(reply), IO_MS);
+    ck_assert_str_eq(reply, "ERR 409 offset=10 push offset 3 is below accepted 10");
+    ck_assert_int_eq(rh_ipc_parse_reply(reply, &rep), 0);
+    ck_assert(rep.status == 409 && rep.has_num && rep.num == 10);
+    target_expect(t, "0123456789");
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
 /* PROTOCOL.md push: "A push that waits longer than RelayIdleTimeout is refused
  * with 409" (here the session is kept alive by the active push's heartbeats). */
 START_TEST(test_push_wait_timeout)
@@ -656,4 +681,5 @@ void core_data_tests(const core_tcases *t)
     tcase_add_loop_test(t->data, test_push_queue_limit_and_reset, 0, 2);
     tcase_add_test(t->data, test_push_wait_hangup);
     tcase_add_test(t->data, test_push_wait_timeout);
+    tcase_add_test(t->data, test_push_behind_says_accepted);
 }

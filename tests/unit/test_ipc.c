@@ -438,6 +438,19 @@ START_TEST(test_reply_parse)
     ck_assert_int_eq(rh_ipc_parse_reply("ERR 409 a push is already active", &rep), 0);
     ck_assert_str_eq(rep.reason, "");
     ck_assert_int_ne(rh_ipc_parse_reply("ERR 409 reason= x", &rep), 0);
+    /* the accepted offset for Relay-Offset comes off too, after a reason */
+    ck_assert_int_eq(rh_ipc_parse_reply("ERR 409 offset=123 push offset 5 is below accepted 123",
+                                        &rep), 0);
+    ck_assert(rep.status == 409 && rep.has_num && rep.num == 123);
+    ck_assert_str_eq(rep.text, "push offset 5 is below accepted 123");
+    ck_assert_int_eq(rh_ipc_parse_reply("ERR 409 reason=" RH_REASON_TOKEN_FIN " offset=7 x",
+                                        &rep), 0);
+    ck_assert(rep.has_num && rep.num == 7 && !strcmp(rep.reason, RH_REASON_TOKEN_FIN));
+    ck_assert_str_eq(rep.text, "x");
+    ck_assert_int_eq(rh_ipc_parse_reply("ERR 409 a push is already active", &rep), 0);
+    ck_assert(!rep.has_num);
+    ck_assert_int_ne(rh_ipc_parse_reply("ERR 409 offset= x", &rep), 0);
+    ck_assert_int_ne(rh_ipc_parse_reply("ERR 409 offset=12x y", &rep), 0);
     ck_assert_int_ne(rh_ipc_parse_reply("ERR 409 reason=abcdefghijklmnopqrstuvwxyz x", &rep), 0);
 
     ck_assert_int_eq(rh_ipc_parse_reply("ERR 502", &rep), 0);

@@ -141,6 +141,33 @@ START_TEST(test_retryable)
 }
 END_TEST
 
+/* A 502 or 504 without the module's line is a gateway's that lost the server:
+ * a cut; the module's own (open: the target refused) and other statuses are not. */
+START_TEST(test_gateway_cut)
+{
+    struct rhc_req r;
+    static const char page[] = "<html>\r\n<head><title>502 Bad Gateway</title>";
+    static const char mine[] = RH_ERROR_PREFIX "cannot connect to target 'echo'";
+
+    memset(&r, 0, sizeof(r));
+    r.status = 502;
+    ck_assert(!gateway_cut(&r));                      /* no answer yet */
+    r.hdr_done = 1;
+    ck_assert(gateway_cut(&r));                       /* no body at all */
+    memcpy(r.body, page, sizeof(page));
+    r.body_len = sizeof(page) - 1;
+    ck_assert(gateway_cut(&r));
+    r.status = 504;
+    ck_assert(gateway_cut(&r));
+    r.status = 503;
+    ck_assert(!gateway_cut(&r));                      /* busy: its own rule */
+    r.status = 502;
+    memcpy(r.body, mine, sizeof(mine));
+    r.body_len = sizeof(mine) - 1;
+    ck_assert(!gateway_cut(&r));
+}
+END_TEST
+
 /* An open (or a listen) whose 201 came whole and whose empty body's end was cut
  * holds a live session: it must not fail nor be tried again. */
 START_TEST(test_created_then_cut)
@@ -298,6 +325,7 @@ Suite *errors_suite(void)
     tcase_add_test(tc, test_hints);
     tcase_add_test(tc, test_retryable);
     tcase_add_test(tc, test_created_then_cut);
+    tcase_add_test(tc, test_gateway_cut);
     tcase_add_test(tc, test_fail_messages);
     tcase_add_test(tc, test_body_line);
     suite_add_tcase(s, tc);

@@ -25,6 +25,7 @@ struct row {
     size_t p_len;
     int p_fin, parking, refresh, end_wanted, acked_any, got_frame, saw_end, saw_fin;
     unsigned tries;
+    const char *body;       /* the answer's body (an error text) */
     /* facts */
     unsigned retries, h2_resets, restarts;
     int no_retry, no_resume, no_unanswered, autox, eof, switched, hold, nothing_sent, slots_full;
@@ -41,6 +42,8 @@ struct row {
 #define SENT  800       /* ... handed to pushes */
 #define ACKED 500       /* ... confirmed */
 #define NONE  (-1)
+#define GATEWAY_PAGE "<html>\r\n<head><title>502 Bad Gateway</title></head>"
+#define MODULE_LINE RH_ERROR_PREFIX "the target reset the connection"
 
 static void make(const struct row *w, struct rhc_req *r, struct rhc_facts *f)
 {
@@ -63,6 +66,10 @@ static void make(const struct row *w, struct rhc_req *r, struct rhc_facts *f)
     r->saw_end = w->saw_end;
     r->saw_fin = w->saw_fin;
     r->tries = w->tries;
+    if (w->body) {
+        r->body_len = strlen(w->body);
+        memcpy(r->body, w->body, r->body_len + 1);
+    }
 
     memset(f, 0, sizeof(*f));
     f->read = READ;
@@ -185,6 +192,14 @@ static const struct row spush_rows[] = {
     { "cut, no more tries", .rc = CURLE_RECV_ERROR, .no_retry = 1, .v = RHC_OUT_FAIL_CURL },
     { "unresolvable", .rc = CURLE_COULDNT_RESOLVE_HOST, .v = RHC_OUT_FAIL_CURL },
     { "500", .hdr_done = 1, .status = 500, .v = RHC_OUT_FAIL_HTTP },
+    { "502 of a gateway: a cut", .hdr_done = 1, .status = 502, .body = GATEWAY_PAGE,
+      .v = RHC_OUT_REWIND, .why = RHC_WHY_GATEWAY, .from = ACKED, .delay = 50 },
+    { "504 of a gateway, no body", .hdr_done = 1, .status = 504, .retries = 2,
+      .v = RHC_OUT_REWIND, .why = RHC_WHY_GATEWAY, .from = ACKED, .delay = 200 },
+    { "502 of a gateway, no resume", .hdr_done = 1, .status = 502, .body = GATEWAY_PAGE,
+      .no_resume = 1, .v = RHC_OUT_FAIL_HTTP },
+    { "502 of the module", .hdr_done = 1, .status = 502, .body = MODULE_LINE,
+      .v = RHC_OUT_FAIL_HTTP },
 };
 
 START_TEST(test_spush)
@@ -254,6 +269,17 @@ static const struct row bpush_rows[] = {
       .v = RHC_OUT_FAIL_CURL },
     { "404", .hdr_done = 1, .status = 404, .p_off = 600, .p_end = 900,
       .v = RHC_OUT_FAIL_HTTP },
+    { "502 of a gateway: a cut", .hdr_done = 1, .status = 502, .body = GATEWAY_PAGE,
+      .p_off = 600, .p_end = 900, .v = RHC_OUT_RETRY, .why = RHC_WHY_GATEWAY, .from = 600,
+      .delay = 50 },
+    { "504 of a gateway, past RETRY_MAX: a cut is tried while the session lives",
+      .hdr_done = 1, .status = 504, .p_off = 600, .p_end = 900, .tries = RETRY_MAX + 3,
+      .v = RHC_OUT_RETRY, .why = RHC_WHY_GATEWAY, .from = 600, .delay = 1000 },
+    { "502 of a gateway, no more tries", .hdr_done = 1, .status = 502, .p_off = 600,
+      .p_end = 900, .no_retry = 1, .v = RHC_OUT_LOST, .why = RHC_WHY_TOO_MANY, .from = 600,
+      .delay = 50 },
+    { "502 of the module", .hdr_done = 1, .status = 502, .body = MODULE_LINE, .p_off = 600,
+      .p_end = 900, .v = RHC_OUT_FAIL_HTTP },
 };
 
 START_TEST(test_bpush)
@@ -312,6 +338,12 @@ static const struct row duplex_rows[] = {
     { "h2 reset: resumed", .rc = CURLE_HTTP2_STREAM, .v = RHC_OUT_RETRY,
       .why = RHC_WHY_RESUME, .delay = NONE, .h2_reset = 1 },
     { "500", .hdr_done = 1, .status = 500, .v = RHC_OUT_FAIL_HTTP },
+    { "502 of a gateway: resumed", .hdr_done = 1, .status = 502, .body = GATEWAY_PAGE,
+      .v = RHC_OUT_RETRY, .why = RHC_WHY_GATEWAY, .from = ACKED, .delay = NONE },
+    { "502 of a gateway, no more tries", .hdr_done = 1, .status = 502, .no_unanswered = 1,
+      .v = RHC_OUT_FAIL_HTTP },
+    { "502 of the module", .hdr_done = 1, .status = 502, .body = MODULE_LINE,
+      .v = RHC_OUT_FAIL_HTTP },
     { "E", .hdr_done = 1, .status = 200, .saw_end = 1, .v = RHC_OUT_OK, .why = RHC_WHY_NONE,
       .delay = NONE },
     { "F, then cut", .hdr_done = 1, .status = 200, .saw_fin = 1, .rc = CURLE_RECV_ERROR,
@@ -369,6 +401,12 @@ static const struct row pull_rows[] = {
       .v = RHC_OUT_LOST, .why = RHC_WHY_NO_END, .delay = NONE },
     { "cut, no resume", .hdr_done = 1, .status = 200, .rc = CURLE_RECV_ERROR,
       .no_resume = 1, .v = RHC_OUT_FAIL_CURL },
+    { "504 of a gateway: resumed", .hdr_done = 1, .status = 504, .body = GATEWAY_PAGE,
+      .v = RHC_OUT_RETRY, .why = RHC_WHY_GATEWAY, .delay = NONE },
+    { "502 of a gateway, no resume", .hdr_done = 1, .status = 502, .no_resume = 1,
+      .v = RHC_OUT_FAIL_HTTP },
+    { "502 of the module", .hdr_done = 1, .status = 502, .body = MODULE_LINE,
+      .v = RHC_OUT_FAIL_HTTP },
 };
 
 START_TEST(test_pull)
