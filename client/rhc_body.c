@@ -15,6 +15,7 @@
 #include "rh_frame.h"
 #include "rh_util.h"
 #include "rhc_errors.h"
+#include "rhc_gate.h"
 #include "rhc_tunnel_int.h"
 
 static size_t emit(char *buf, int type, const void *payload, size_t n)
@@ -115,6 +116,7 @@ size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
     size_t used = 0;
     uint64_t sent_before = t->up.sent;
 
+    rhc_gate_connected(r);      /* curl asks for the body: its connection is up */
     t_touch(t);
     if (r->body_ended)
         return 0;

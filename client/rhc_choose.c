@@ -301,7 +301,7 @@ int64_t probe_deadline(const rhc_tunnel *t)
 
     /* a resumed session the server has not confirmed yet (see maybe_ack): a
      * silent response may be a restarted server, no intermediary's doing */
-    if (!t->xp.autox || !t->xp.probe_until || !dr || dr->got_frame || dr->batch ||
+    if (!t->xp.autox || !t->xp.probe_until || !dr || dr->got_frame || dr->batch || req_waiting(dr) ||
         (dr->hdr_done && dr->status != 200) || t->ack.verify)
         return -1;
     /* no response headers yet: the request may just wait for a free server

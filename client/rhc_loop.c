@@ -20,12 +20,14 @@
 #include "rhc_check.h"
 #include "rhc_epoll.h"
 #include "rhc_errors.h"
+#include "rhc_gate.h"
 #include "rhc_tunnel_int.h"
 
 static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
 {
     rhc_tunnel *t = r->t;
 
+    rhc_gate_forget(r);         /* ended: no longer connecting */
     if (t)
         t_touch(t);
     if (r->kind == REQ_LISTEN) {
@@ -282,10 +284,10 @@ static void poll_tunnels(rhc_ctx *c, size_t *n)
     }
 }
 
-/* What the epoll set has: curl's sockets first, then the local sockets (as
- * the poll() loop had it). Tunnels are only freed in run_due, so the
- * pointers in the tags are valid here. */
-static int epoll_events(rhc_ctx *c)
+/* One batch of what the epoll set has: curl's sockets first, then the local
+ * sockets (as the poll() loop had it). Tunnels are only freed in run_due, so
+ * the pointers in the tags are valid here. */
+static int epoll_batch(rhc_ctx *c)
 {
     int n = epoll_wait(c->epfd, c->evs, RHC_EVENTS_MAX, 0);
 
@@ -303,6 +305,43 @@ static int epoll_events(rhc_ctx *c)
     return n;
 }
 
+/* Everything ready, batch after batch, before any timer runs: a tunnel's
+ * silence is judged only after what already waits in its socket was read.
+ * With one batch a round, a client running late (thousands of busy tunnels,
+ * a loaded machine: heartbeats waiting in 1000 sockets) judged the tunnels
+ * beyond the first RHC_EVENTS_MAX silent, resumed them on new connections,
+ * which made it later still: the resume storm of docs/BENCHMARKS.md item 18.
+ * (epoll hands out ready descriptors in turn, so each batch is new ones.) */
+static int epoll_events(rhc_ctx *c)
+{
+    int total = 0;
+
+    for (int b = 0; b < RHC_EVENT_BATCHES; ++b) {
+        int n = epoll_batch(c);
+        total += n;
+        if (n < RHC_EVENTS_MAX)
+            break;
+    }
+    return total;
+}
+
+/* The events, read again while reading them took long: a stop (SIGSTOP, a
+ * suspended VM) or a starved process in the middle of a drain left the
+ * sockets read before it with bytes that came meanwhile, and the timers
+ * would judge those tunnels by what they had before the stop. */
+static int read_events(rhc_ctx *c)
+{
+    int total = 0;
+
+    for (int k = 0; k < RHC_EVENT_REREADS; ++k) {
+        int64_t t0 = rh_now_ms();
+        total += epoll_events(c);
+        if (rh_now_ms() - t0 < RHC_EVENTS_LATE_MS)
+            break;
+    }
+    return total;
+}
+
 /* After the events: the tunnels touched or due (their timers), curl's own
  * timer, completions, and those tunnels moved on (freed when over). */
 static void run_due(rhc_ctx *c)
@@ -316,6 +355,7 @@ static void run_due(rhc_ctx *c)
         curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     }
     reap(c);
+    rhc_gate_release(c);        /* connections done or given up: the next go */
     rhc_wake_advance(c, rh_now_ms());
 }
 
@@ -349,7 +389,10 @@ int rhc_ctx_step(rhc_ctx *c, struct pollfd *extra, size_t nextra, long max_wait_
     for (i = 0; i < nextra; ++i)
         extra[i].revents = c->pfds[i].revents;
 
-    int nev = c->pfds[ep].revents ? epoll_events(c) : 0;
+    /* The set is read whatever poll() said of it: a poll() that a stop
+     * (SIGSTOP, a suspended VM) outlasted returns 0 without looking, and the
+     * timers below would then judge every tunnel whose bytes wait silent. */
+    int nev = read_events(c);
     /* Tunnels are only freed below, so the owners are still valid here. */
     for (i = nextra; i < ep; ++i)
         if (c->pfds[i].revents) {

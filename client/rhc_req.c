@@ -15,6 +15,7 @@
 #include "rh_proto.h"
 #include "rh_util.h"
 #include "rhc_errors.h"
+#include "rhc_gate.h"
 #include "rhc_req.h"
 #include "rhc_tunnel_int.h"
 
@@ -117,6 +118,7 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
     size_t vl;
     int down = r->t && (r->kind == REQ_PULL || r->kind == REQ_DUPLEX);
 
+    rhc_gate_connected(r);      /* an answer: its connection is up */
     if (r->t)
         t_touch(r->t);
     if (down) {
@@ -231,6 +233,7 @@ void req_free(struct rhc_req *r)
     if (!r)
         return;
     if (r->h) {
+        rhc_gate_forget(r);
         curl_multi_remove_handle(r->ctx->multi, r->h);
         curl_easy_cleanup(r->h);
     }
@@ -322,6 +325,7 @@ struct rhc_req *req_new(rhc_ctx *c, const struct rhc_route *route, rhc_tunnel *t
     CURL *h = r->h;
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_PRIVATE, r);
+    rhc_gate_set(r);
     curl_easy_setopt(h, CURLOPT_SHARE, c->share);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_USERAGENT, RHC_USER_AGENT);
@@ -418,9 +422,7 @@ int req_streamed_body(struct rhc_req *r)
 int req_go(struct rhc_req *r)
 {
     curl_easy_setopt(r->h, CURLOPT_HTTPHEADER, r->hdrs);
-    if (curl_multi_add_handle(r->ctx->multi, r->h) != CURLM_OK)
-        return -1;
-    return 0;
+    return rhc_gate_go(r);
 }
 
 /* Pausing one direction of a request keeps the other as it is. */

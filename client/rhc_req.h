@@ -22,6 +22,8 @@ enum req_kind { REQ_OPEN, REQ_PULL, REQ_PUSH, REQ_DUPLEX, REQ_CLOSE, REQ_ACK, RE
                 REQ_LISTEN };
 extern const char *const kind_name[];   /* endpoint of each kind */
 
+enum { GATE_NONE, GATE_WAITING, GATE_CONNECTING };  /* rhc_req.gate (rhc_gate.c) */
+
 struct rhc_req {
     enum req_kind kind;
     CURL *h;
@@ -50,6 +52,8 @@ struct rhc_req {
     char body[BODY_MAX + 1];    /* start of an error body */
     char errbuf[CURL_ERROR_SIZE];
     int64_t started;
+    int gate;                   /* GATE_*: waiting its turn, or connecting (rhc_gate.c) */
+    struct rhc_req *gate_prev, *gate_next;  /* ... in line */
 
     /* pull, duplex: the response is a frame stream */
     int batch;                  /* pull with Relay-Mode: batch */
@@ -102,6 +106,13 @@ int req_streamed_body(struct rhc_req *r);
 int req_go(struct rhc_req *r);          /* into the multi handle */
 void unpause_send(struct rhc_req *r);
 void unpause_recv(struct rhc_req *r);
+
+/* r waits its turn for a connection, out of the multi (rhc_gate.c): nothing
+ * can be judged of the server by it yet. */
+static inline int req_waiting(const struct rhc_req *r)
+{
+    return r && r->gate == GATE_WAITING;
+}
 
 /* The write callback of requests whose body is only read for error text. */
 size_t body_cb(char *ptr, size_t size, size_t nmemb, void *ud);

@@ -229,7 +229,10 @@ struct cfd {                    /* a socket of curl's (rhc_csock.c) */
     uint64_t wrote;             /* the socket's bytes written, when last looked at */
 };
 
-#define RHC_EVENTS_MAX 256      /* epoll events taken per round */
+#define RHC_EVENTS_MAX 256      /* epoll events taken per batch ... */
+#define RHC_EVENT_BATCHES 64    /* ... and batches per round, before the timers */
+#define RHC_EVENTS_LATE_MS 250  /* reading them took this long: read again ... */
+#define RHC_EVENT_REREADS 4     /* ... up to this many times (rhc_loop.c) */
 
 struct epoll_event;
 
@@ -252,6 +255,8 @@ struct rhc_ctx {
     size_t cache_size;          /* CURLMOPT_MAXCONNECTS now (rhc_ctx_size_cache) */
     struct rhc_req *closers;
     size_t nclosers;
+    struct rhc_req *gate_head, *gate_tail;  /* requests waiting to connect (rhc_gate.c) */
+    size_t ngated, nconnecting;
     struct pollfd *pfds;        /* scratch for poll(): the caller's fds, the polled
                                    tunnels' and the epoll set */
     rhc_tunnel **powner;        /* tunnel of each local pollfd */

@@ -12,6 +12,7 @@
 
 #include "rh_util.h"
 #include "rhc_errors.h"
+#include "rhc_gate.h"
 #include "rhc_tunnel_int.h"
 
 /* The server confirmed the up bytes below x. */
@@ -144,7 +145,7 @@ void spush_refresh(rhc_tunnel *t)
 int64_t park_at(const rhc_tunnel *t)
 {
     const struct rhc_req *sc = t->rq.spush;
-    if (!sc || t->xp.up != RHC_XP_STREAM || !sc->send_paused || sc->end_wanted ||
+    if (!sc || t->xp.up != RHC_XP_STREAM || !sc->send_paused || sc->end_wanted || req_waiting(sc) ||
         !t->sess.resume || sc->body_ended || sc->p_fin || sc->p_r || t->xp.switching || t->xp.up_hold ||
         t->up.eof || t->push.r_pending || t->end.code || t->up.acked != t->up.sent ||
         up_read_off(t) != t->up.sent || t->xp.probe_until || t->route->o->park_ms <= 0)
@@ -206,6 +207,7 @@ int64_t up_dead_at(const rhc_tunnel *t, int64_t now)
 
     if (!t->sess.resume || !t->push.ack_wait_since || t->up.sent <= t->up.acked || t->xp.switching ||
         t->end.code || !dr || t->xp.down_seen != t->xp.down || dr->recv_paused ||
+        req_waiting(dr) || req_waiting(up_streamer(t)) ||
         now - t->down.last_rx >= pull_dead_ms(t, dr, now))
         return -1;
     return t->push.ack_wait_since + (t->push.dead_ms ? t->push.dead_ms : UP_DEAD_MS);
@@ -221,9 +223,15 @@ void up_dead(rhc_tunnel *t, int64_t now)
     t_log(t, 1, "up bytes from %" PRIu64 " not confirmed for %" PRId64 " ms while the server "
           "answers: giving up the request that carries them", t->up.acked, ms);
     t->push.ack_wait_since = now;
+    int64_t was = t->push.dead_ms;
     t->push.dead_ms = 2 * (t->push.dead_ms ? t->push.dead_ms : UP_DEAD_MS);
     if (t->push.dead_ms > UP_DEAD_MAX_MS)
         t->push.dead_ms = UP_DEAD_MAX_MS;
+    /* said without -v once it lasts: a stalled tunnel must not look fine (item 18) */
+    if (was < UP_DEAD_MAX_MS && t->push.dead_ms == UP_DEAD_MAX_MS)
+        t_log(t, 0, "up bytes from %" PRIu64 " still not confirmed after %" PRId64 " s more "
+              "while the server answers (the target takes nothing, or the server, the path or "
+              "this client is overloaded); still trying", t->up.acked, ms / 1000);
     if (sc) {   /* a body still going, or one that ended and waits for its answer */
         snprintf(sc->errbuf, sizeof(sc->errbuf), "up bytes not confirmed for %" PRId64 " ms",
                  ms);
@@ -240,6 +248,7 @@ void up_dead(rhc_tunnel *t, int64_t now)
         if (r->retry_at)
             continue;
         /* it waits out of the multi; t_timers sends it again (a new connection) */
+        rhc_gate_forget(r);
         curl_multi_remove_handle(t->ctx->multi, r->h);
         if (r->p_off < t->up.acked)
             r->p_off = t->up.acked < r->p_end ? t->up.acked : r->p_end;

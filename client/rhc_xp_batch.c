@@ -15,6 +15,7 @@
 #include "rh_util.h"
 #include "rhc_errors.h"
 #include "rhc_outcome.h"
+#include "rhc_gate.h"
 #include "rhc_tunnel_int.h"
 
 /* A complete push of the up bytes [off, end), with F when fin: the frames are
@@ -132,6 +133,7 @@ static void bpush_again(rhc_tunnel *t, struct rhc_req *r, const struct rhc_outco
     if (r->hdr_done && r->status == 409)
         t_log(t, 3, "push %" PRIu64 "..%" PRIu64 ": HTTP 409 (%s), again from %" PRIu64
               " in %" PRId64 " ms", r->p_off, r->p_end, line, o->from, o->delay);
+    rhc_gate_forget(r);
     curl_multi_remove_handle(t->ctx->multi, r->h);
     r->p_off = o->from;
     ++r->tries;

@@ -250,7 +250,9 @@ void pull_silence_noted(rhc_tunnel *t, int64_t now)
 {
     if (now - t->down.silent_at >= SILENT_FORGET_MS)
         t->down.silent_n = 0;
-    if (t->down.silent_n < SILENT_SHIFT_MAX)
-        ++t->down.silent_n;
+    /* said without -v: a tunnel stalled this long must not look fine (item 18) */
+    if (t->down.silent_n < SILENT_SHIFT_MAX && ++t->down.silent_n == SILENT_SHIFT_MAX)
+        t_log(t, 0, "down: the server's responses went silent %d times in a row (the "
+              "server, the path or this client overloaded?); still trying", SILENT_SHIFT_MAX);
     t->down.silent_at = now;
 }

@@ -179,6 +179,21 @@ def _kill_everything():
             pass
 
 
+def echo_all(socks, tag):
+    """A line through every tunnel of an echo target (all sent, then all read):
+    each comes back."""
+    for i, s in enumerate(socks):
+        s.sendall(b"%s %05d\n" % (tag, i))
+    for i, s in enumerate(socks):
+        want = b"%s %05d\n" % (tag, i)
+        got = b""
+        while len(got) < len(want):
+            chunk = s.recv(len(want) - len(got))
+            assert chunk, "tunnel %d closed before its echo (%s)" % (i, tag)
+            got += chunk
+        assert got == want, (i, got)
+
+
 def wait_for(predicate, timeout, interval=0.05, what="condition"):
     """Poll predicate() until it returns a truthy value; return it, or None on timeout."""
     deadline = time.monotonic() + timeout

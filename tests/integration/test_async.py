@@ -56,24 +56,10 @@ def _threads(pids):
     return n
 
 
-def _echo_all(socks, tag):
-    """A line through every tunnel (all sent, then all read): each comes back."""
-    for i, s in enumerate(socks):
-        s.sendall(b"%s %05d\n" % (tag, i))
-    for i, s in enumerate(socks):
-        want = b"%s %05d\n" % (tag, i)
-        got = b""
-        while len(got) < len(want):
-            chunk = s.recv(len(want) - len(got))
-            assert chunk, "tunnel %d closed before its echo (%s)" % (i, tag)
-            got += chunk
-        assert got == want, (i, got)
-
-
 def _open_tunnels(port, n):
     """n local connections through the forwarder, each checked with an echo."""
     socks = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(n)]
-    _echo_all(socks, b"tunnel")
+    harness.echo_all(socks, b"tunnel")
     return socks
 
 
@@ -103,7 +89,7 @@ def test_300_idle_tunnels_on_8_threads(async_apache, transport, client_bin, tls)
             held = _threads(_children(a))
             assert _site_ok(a), "the website did not answer with %d tunnels held" % N_TUNNELS
             # every tunnel still carries bytes after the hold, both ways
-            _echo_all(socks, b"again")
+            harness.echo_all(socks, b"again")
             children = _children(a)
         finally:
             for s in socks:
@@ -136,7 +122,7 @@ def test_graceful_restart_with_parked_tunnels_loses_no_byte(async_apache, client
         time.sleep(1.0)
         for t in ts:
             t.join(150)
-        _echo_all(idle, b"after")                   # the parked idle ones too
+        harness.echo_all(idle, b"after")                   # the parked idle ones too
         for s in idle:
             s.close()
     assert len(results) == 3
