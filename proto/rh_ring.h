@@ -1,7 +1,8 @@
 /* Bounded byte ring for one direction of a session. The memory is allocated on
  * first use, grows (doubling) as the bytes stored need it, up to the bound, and
  * is released when the ring drains: an idle session holds none, and a bound set
- * for long fat paths costs only the sessions that fill it. */
+ * for long fat paths costs only the sessions that fill it. A growth to 1 MiB or
+ * more faults its new pages in at once (one madvise, not a fault per page). */
 #ifndef RH_RING_H
 #define RH_RING_H
 

@@ -25,7 +25,7 @@
 
 #define MAX_EVENTS   256
 #define CLIENTS_MAX_PER_SLOT 4      /* client entries at most, per session slot */
-#define CORE_MMAP_MIN  (8 << 20)    /* smaller blocks come from the heap ... */
+#define CORE_MMAP_MIN  (1 << 20)    /* smaller blocks come from the heap ... */
 #define CORE_TRIM_MIN  (16 << 20)   /* ... which keeps this much freed at its top */
 #define TRIM_MS        10000        /* malloc_trim at most this often, after an end */
 
@@ -237,9 +237,13 @@ static int core_start(core *c, const rh_core_config *cfg)
 
 #ifdef __GLIBC__
     /* a session's rings are allocated when bytes come and freed when they
-     * drain, many times a second in a transfer: from the heap, not an mmap and
-     * an munmap (with its TLB shootdown) each time, and some freed heap kept
-     * for the next (docs/BENCHMARKS.md, profiles) */
+     * drain, many times a second in a transfer: rings up to 512 KiB (those
+     * of RelayBufferSize, 256 KiB by default) come from the heap, not an mmap
+     * and an munmap (with its TLB shootdown) each time, and some freed heap is
+     * kept for the next. A resume window's down ring (up to 16 MiB) is mmapped from
+     * 1 MiB: realloc grows it by mremap, with no copy, and its free gives the
+     * pages back at once (a fixed threshold also stops glibc from raising it
+     * after the first such free; docs/BENCHMARKS.md, the rings' warm-up) */
     mallopt(M_MMAP_THRESHOLD, CORE_MMAP_MIN);
     mallopt(M_TRIM_THRESHOLD, CORE_TRIM_MIN);
 #endif

@@ -1,7 +1,12 @@
 /* Bounded ring: lazy allocation, wrap-around, bounds, and a randomized model test. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "tests.h"
 #include "rh_ring.h"
 
@@ -437,6 +442,77 @@ START_TEST(test_growth)
 }
 END_TEST
 
+/* 1 when the kernel prefaults by MADV_POPULATE_WRITE (Linux 5.14 and later). */
+static int can_populate(void)
+{
+#ifdef MADV_POPULATE_WRITE
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    void *p = mmap(NULL, pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int ok = p != MAP_FAILED && madvise(p, pg, MADV_POPULATE_WRITE) == 0;
+    if (p != MAP_FAILED)
+        munmap(p, pg);
+    return ok;
+#else
+    return 0;
+#endif
+}
+
+/* Pages of [from, to) in buf not resident, or -1 if mincore fails. */
+static long pages_out(const unsigned char *buf, size_t from, size_t to)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)buf + from + pg - 1) & ~(uintptr_t)(pg - 1);
+    uintptr_t hi = ((uintptr_t)buf + to) & ~(uintptr_t)(pg - 1);
+    size_t n = (hi - lo) / pg;
+    unsigned char *vec = malloc(n ? n : 1);
+    long out = 0;
+    if (!vec || mincore((void *)lo, hi - lo, vec) != 0)
+        out = -1;
+    for (size_t i = 0; out >= 0 && i < n; ++i)
+        out += !(vec[i] & 1);
+    free(vec);
+    return out;
+}
+
+/* Growth to 1 MiB and more prefaults the new part (rh_ring.c, ring_prefault):
+ * the bytes stored, wrapped or not, come through intact, and the new part is
+ * resident before anything is written to it. */
+START_TEST(test_large_growth_prefaults)
+{
+    rh_ring r;
+    struct iovec iov[2];
+    size_t half = 512u * 1024, pos = 0, kept = 0;
+    unsigned char *chunk = malloc(half), *out = malloc(4u << 20);
+    ck_assert_ptr_nonnull(chunk);
+    ck_assert_ptr_nonnull(out);
+
+    rh_ring_init_first(&r, 4u << 20, half);
+    for (int round = 0; round < 6; ++round) {
+        for (size_t i = 0; i < half; ++i)
+            chunk[i] = (unsigned char)((pos + i) * 131 >> 3);
+        size_t before = r.size;
+        ck_assert_uint_eq(rh_ring_put(&r, chunk, half / 2 + 4096), half / 2 + 4096);
+        pos += half / 2 + 4096;
+        kept += half / 2 + 4096;
+        if (round == 1)
+            rh_ring_consume(&r, half / 4), kept -= half / 4;   /* the next growth wraps */
+        if (r.size > before && r.size >= (1u << 20) && can_populate()) {
+            /* what rh_ring_write_iov offers now was prefaulted, not written */
+            ck_assert_int_ge(rh_ring_write_iov(&r, iov), 1);
+            ck_assert_int_eq(pages_out(r.buf, 0, r.size), 0);
+        }
+    }
+    ck_assert_uint_eq(r.size, 4u << 20);
+    ck_assert_uint_eq(rh_ring_len(&r), kept);
+    ck_assert_uint_eq(rh_ring_copy_out(&r, 0, out, kept), kept);
+    for (size_t i = 0; i < kept; ++i)
+        REQUIRE(out[i] == (unsigned char)((pos - kept + i) * 131 >> 3), "byte %zu", i);
+    rh_ring_release(&r);
+    free(chunk);
+    free(out);
+}
+END_TEST
+
 Suite *ring_suite(void)
 {
     Suite *s = suite_create("ring");
@@ -451,6 +527,7 @@ Suite *ring_suite(void)
     tcase_add_test(tc, test_consume_zero_releases_unused);
     tcase_add_test(tc, test_init_first);
     tcase_add_test(tc, test_offset_window);
+    tcase_add_test(tc, test_large_growth_prefaults);
     tcase_add_loop_test(tc, test_random_model, 0, 4);
     tcase_add_loop_test(tc, test_growth, 0, 2);
     suite_add_tcase(s, tc);
