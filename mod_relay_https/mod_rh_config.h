@@ -65,7 +65,7 @@ typedef struct rh_srv_conf {
 
 extern const command_rec rh_cmds[];
 
-#define RH_DEFAULT_NICE 0        /* RelayNice */
+#define RH_DEFAULT_NICE 5        /* RelayNice */
 int rh_srv_nice(const rh_srv_conf *sc);
 
 void *rh_create_dir_conf(apr_pool_t *p, char *dir);
