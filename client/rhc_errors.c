@@ -289,14 +289,6 @@ int gateway_cut(const struct rhc_req *r)
     return strncmp(line, RH_ERROR_PREFIX, strlen(RH_ERROR_PREFIX)) != 0;
 }
 
-/* A gateway_cut() answer, for the log. */
-const char *gateway_why(const struct rhc_req *r, char *buf, size_t len)
-{
-    snprintf(buf, len, "HTTP %ld from a gateway in front of the server, not from the relay",
-             r->status);
-    return buf;
-}
-
 /* The relay is busy (503) or this client is at its share (429): the same
  * request later may pass (Retry-After). */
 int busy_status(long st)
@@ -377,5 +369,10 @@ int transient(CURLcode rc)
 
 const char *req_error(const struct rhc_req *r, CURLcode rc)
 {
+    /* curl took a gateway's 502/504 for a fine answer: say what it was */
+    if (gateway_cut(r))
+        return r->status == 502
+            ? "HTTP 502 from a gateway in front of the server, not from the relay"
+            : "HTTP 504 from a gateway in front of the server, not from the relay";
     return r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
 }

@@ -52,7 +52,6 @@ int cut_before_answer(CURLcode rc);
 /* A 502 or 504 on a session request without the module's words: a gateway in
  * front lost the server (a reset, a child that died, a timeout): a cut. */
 int gateway_cut(const struct rhc_req *r);
-const char *gateway_why(const struct rhc_req *r, char *buf, size_t len);
 int busy_status(long st);                   /* 503 or 429: later may pass */
 const char *busy_why(const struct rhc_req *r, char *buf, size_t len);
 int64_t backoff_ms(unsigned n);

@@ -152,7 +152,7 @@ static void open_take(rhc_tunnel *t, struct rhc_req *r);
 
 void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
 {
-    char what[384], gw[BODY_MAX + 96];
+    char what[384];
 
     snprintf(what, sizeof(what), "open %.300s/%s", t->route->o->base_url, t->route->o->target);
     /* a connection cut before the answer, in the TLS handshake too (a proxy
@@ -163,8 +163,7 @@ void open_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     if ((open_cut(r, rc) || gateway_cut(r)) && t->sess.open_retries < OPEN_RETRIES &&
         !t->end.code) {
         /* At worst the server made a session we never hear of; it idles out. */
-        t_log(t, 1, "open: %s; trying again on a new connection",
-              gateway_cut(r) ? gateway_why(r, gw, sizeof(gw)) : req_error(r, rc));
+        t_log(t, 1, "open: %s; trying again on a new connection", req_error(r, rc));
         req_free(r);
         ++t->sess.open_retries;
         if (!(t->rq.open = start_open(t)))

@@ -174,8 +174,6 @@ static void bpush_lost(rhc_tunnel *t, struct rhc_req *r, CURLcode rc,
 static int bpush_before_retry(rhc_tunnel *t, struct rhc_req *r, CURLcode rc,
                               const struct rhc_outcome *o, const char *line)
 {
-    char gw[BODY_MAX + 96];
-
     if (o->why == RHC_WHY_CUT_ON_WAY || o->why == RHC_WHY_CUT || o->why == RHC_WHY_GATEWAY)
         stat_resume(t);
     if (o->why == RHC_WHY_CUT_ON_WAY)
@@ -183,7 +181,7 @@ static int bpush_before_retry(rhc_tunnel *t, struct rhc_req *r, CURLcode rc,
               r->p_off, r->p_end, line);
     else if (o->why == RHC_WHY_CUT || o->why == RHC_WHY_GATEWAY)
         t_log(t, 1, "push %" PRIu64 "..%" PRIu64 ": %s; sending it again", r->p_off, r->p_end,
-              o->why == RHC_WHY_GATEWAY ? gateway_why(r, gw, sizeof(gw)) : req_error(r, rc));
+              req_error(r, rc));
     return o->split ? bpush_split(t, r, o->split) : 0;
 }
 

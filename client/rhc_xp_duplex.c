@@ -100,8 +100,8 @@ static void duplex_again(rhc_tunnel *t, struct rhc_req *r, CURLcode rc,
         /* cut (by a gateway too): both directions go on from what the server
          * confirmed / we got */
         t_log(t, 1, "duplex: %s; resuming on a new connection",
-              o->why == RHC_WHY_GATEWAY ? gateway_why(r, why, sizeof(why))
-              : rc != CURLE_OK ? req_error(r, rc) : "response ended early");
+              o->why == RHC_WHY_GATEWAY || rc != CURLE_OK ? req_error(r, rc)
+              : "response ended early");
         if (up_on_it && up_rewind(t, t->up.acked, "duplex cut") < 0)
             return;
         t->down.fresh = 1;

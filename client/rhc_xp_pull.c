@@ -153,8 +153,8 @@ static void pull_again(rhc_tunnel *t, struct rhc_req *r, CURLcode rc, enum rhc_c
         /* cut (by a gateway too): the server kept what it sent; a new pull
          * from what arrived */
         t_log(t, 1, "pull: %s; resuming at offset %" PRIu64 " on a new connection",
-              why == RHC_WHY_GATEWAY ? gateway_why(r, buf, sizeof(buf))
-              : rc != CURLE_OK ? req_error(r, rc) : "response ended early", t->down.off);
+              why == RHC_WHY_GATEWAY || rc != CURLE_OK ? req_error(r, rc)
+              : "response ended early", t->down.off);
         t->down.fresh = 1;
         stat_resume(t);
         down_again(t, r, "cut");

@@ -218,8 +218,7 @@ static int64_t spush_again(rhc_tunnel *t, const struct rhc_req *r, CURLcode rc,
     } else {
         /* cut (by a gateway too): nothing is sure beyond what the server confirmed */
         t_log(t, 1, "push: %s; going on from offset %" PRIu64 " on a new connection",
-              o->why == RHC_WHY_GATEWAY ? gateway_why(r, why, sizeof(why)) : req_error(r, rc),
-              t->up.acked);
+              req_error(r, rc), t->up.acked);
         stat_resume(t);
     }
     if (up_rewind(t, o->from, what) == 0)
