@@ -164,6 +164,8 @@ size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
     if (t->up.sent > t->up.acked && !t->push.ack_wait_since)
         t->push.ack_wait_since = now;
     r->emitted += used;
+    if (t->local.in_dry && up_read_off(t) == t->up.sent && !t->push.r_pending)
+        csock_kick_later(t->ctx, r);     /* nothing more for now: pause it soon */
     return used;
 }
 

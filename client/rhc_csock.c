@@ -42,6 +42,8 @@ static void cfd_sync(rhc_ctx *c, struct cfd *cf)
     cf->reg = want;
 }
 
+static void cfd_later(rhc_ctx *c, struct cfd *cf);
+
 static struct cfd *cfd_add(rhc_ctx *c, curl_socket_t s)
 {
     if (s < 0)
@@ -75,13 +77,28 @@ static void cfd_drop(rhc_ctx *c, struct cfd *cf)
     free(cf);
 }
 
+/* The socket a request's transfer last said it waits on (libcurl 7.88 tells
+ * CURLINFO_ACTIVESOCKET only after a transfer), for csock_kick_later. */
+static void req_sock_seen(CURL *e, curl_socket_t s, int what)
+{
+    char *priv = NULL;
+
+    if (!e || curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv) != CURLE_OK || !priv)
+        return;
+    struct rhc_req *r = (struct rhc_req *)priv;
+    if (what != CURL_POLL_REMOVE)
+        r->sock = s;
+    else if (r->sock == s)
+        r->sock = CURL_SOCKET_BAD;
+}
+
 int csock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
     rhc_ctx *c = userp;
     struct cfd *cf = cfd_get(c, s);
 
-    (void)e;
     (void)socketp;
+    req_sock_seen(e, s, what);
     if (what == CURL_POLL_REMOVE) {
         if (cf)
             cfd_drop(c, cf);
@@ -92,8 +109,64 @@ int csock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
     rhc_heap_remove(&c->holds, &cf->hold);      /* curl says anew what it waits for */
     cf->events = (short)(((what & CURL_POLL_IN) ? POLLIN : 0) |
                          ((what & CURL_POLL_OUT) ? POLLOUT : 0));
-    cfd_sync(c, cf);
+    cfd_later(c, cf);
     return 0;
+}
+
+/* The set is told before the loop waits (csock_flush), not at every change:
+ * an unpaused body asks for POLLOUT and, once it has sent what it had, for
+ * POLLIN again, in the same round (two epoll_ctl per stream echo). A removed
+ * socket leaves at once: curl closes it next. */
+static void cfd_later(rhc_ctx *c, struct cfd *cf)
+{
+    if (cf->dirty)
+        return;
+    if (c->ndirty == c->capdirty) {
+        size_t n = c->capdirty ? 2 * c->capdirty : 64;
+        curl_socket_t *v = realloc(c->dirty, n * sizeof(*v));
+        if (!v) {
+            cfd_sync(c, cf);
+            return;
+        }
+        c->dirty = v;
+        c->capdirty = n;
+    }
+    cf->dirty = 1;
+    c->dirty[c->ndirty++] = cf->fd;
+}
+
+void csock_flush(rhc_ctx *c)
+{
+    for (size_t i = 0; i < c->ndirty; ++i) {
+        struct cfd *cf = cfd_get(c, c->dirty[i]);
+        if (cf && cf->dirty) {
+            cf->dirty = 0;
+            cfd_sync(c, cf);
+        }
+    }
+    c->ndirty = 0;
+}
+
+/* A body's read callback handed curl the last bytes it has (the local socket
+ * read dry): once curl has sent them, it is asked to write again at once, so
+ * that the callback pauses the body now, instead of after another round whose
+ * poll() returns for POLLOUT alone. Whatever curl could not send yet stays
+ * its own: it then keeps POLLOUT, as it would have. */
+void csock_kick_later(rhc_ctx *c, const struct rhc_req *r)
+{
+    if (c->nkicks < RHC_KICKS_MAX && r->sock != CURL_SOCKET_BAD)
+        c->kicks[c->nkicks++] = r->sock;
+}
+
+void csock_kicks(rhc_ctx *c)
+{
+    int running;
+
+    while (c->nkicks) {
+        curl_socket_t s = c->kicks[--c->nkicks];
+        if (cfd_get(c, s))
+            curl_multi_socket_action(c->multi, s, CURL_CSELECT_OUT, &running);
+    }
 }
 
 /* The bytes the kernel has taken from us on TCP socket fd (sent, or queued
@@ -148,6 +221,7 @@ void csock_event(rhc_ctx *c, curl_socket_t fd, short re)
                 ((re & POLLERR) ? CURL_CSELECT_ERR : 0);
     curl_multi_socket_action(c->multi, fd, flags, &running);
     curl_out_check(c, fd, re);
+    csock_kicks(c);
 }
 
 /* Holds over by now: POLLOUT is watched again. */
@@ -168,5 +242,9 @@ void csock_free_all(rhc_ctx *c)
     free(c->cfd_of);
     c->cfd_of = NULL;
     c->ncfd_of = 0;
+    free(c->dirty);
+    c->dirty = NULL;
+    c->ndirty = c->capdirty = 0;
+    c->nkicks = 0;
     rhc_heap_free(&c->holds);
 }

@@ -238,7 +238,7 @@ void up_fill(rhc_tunnel *t)
          * bytes are never dropped, a cut may need them again. */
         if (!rh_ring_space(&t->up.ring))
             break;
-        if (!t->local.in_nb && !fd_ready(t->local.in_fd, POLLIN))
+        if (t->local.in_nb ? t->local.in_dry : !fd_ready(t->local.in_fd, POLLIN))
             break;
         struct iovec iov[2];
         int niov = rh_ring_write_iov(&t->up.ring, iov);   /* grows the ring as used */
@@ -252,8 +252,12 @@ void up_fill(rhc_tunnel *t)
             rh_ring_consume(&t->up.ring, 0);   /* frees a buffer that took nothing */
         if (n > 0) {
             rh_ring_commit(&t->up.ring, (size_t)n);
-            if (!t->local.in_nb || (size_t)n < room)
-                break;      /* short read: nothing more for now */
+            if (!t->local.in_nb)
+                break;
+            if ((size_t)n < room) {     /* short read: nothing more for now */
+                t->local.in_dry = 1;
+                break;
+            }
             continue;
         }
         if (n == 0) {
@@ -263,7 +267,9 @@ void up_fill(rhc_tunnel *t)
         }
         if (errno == EINTR)
             continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            t->local.in_dry = 1;
+        else
             local_abort(t, t->local.kind == RHC_LOCAL_STDIO ? "read from stdin"
                                                       : "read from local connection", errno);
         break;
@@ -292,6 +298,8 @@ short t_events_out(const rhc_tunnel *t)
 
 void t_local_event(rhc_tunnel *t, int fd, short revents)
 {
+    if (fd == t->local.in_fd && (revents & (POLLIN | POLLHUP | POLLERR)))
+        t->local.in_dry = 0;
     if (fd == t->local.in_fd && (revents & (POLLIN | POLLHUP | POLLERR)) && t_events_in(t))
         up_fill(t);     /* t_advance hands the bytes on */
     if (fd == t->local.out_fd && (revents & (POLLOUT | POLLHUP | POLLERR)) && t_events_out(t)) {

@@ -13,6 +13,8 @@ struct rhc_local {
     enum rhc_local_kind kind;
     int in_fd, out_fd;
     int in_nb, out_nb;          /* fd is non-blocking: read/write until EAGAIN */
+    int in_dry;                 /* in_nb: the last read drained the socket; not read
+                                   again before the loop says it is readable */
     int out_shut;               /* local output closed after F */
     int out_drop;               /* stdio: nobody reads stdout any more: down bytes
                                    are dropped (rhc_stdio_output_read) */

@@ -295,6 +295,7 @@ struct rhc_req *req_new(rhc_ctx *c, const struct rhc_route *route, rhc_tunnel *t
     if (!r)
         return NULL;
     r->kind = kind;
+    r->sock = CURL_SOCKET_BAD;
     r->ctx = c;
     r->route = route;
     r->t = t;

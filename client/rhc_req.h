@@ -27,6 +27,8 @@ enum { GATE_NONE, GATE_WAITING, GATE_CONNECTING };  /* rhc_req.gate (rhc_gate.c)
 struct rhc_req {
     enum req_kind kind;
     CURL *h;
+    curl_socket_t sock;         /* the socket curl last said it waits on, or
+                                   CURL_SOCKET_BAD (rhc_csock.c) */
     struct curl_slist *hdrs;
     rhc_ctx *ctx;
     rhc_tunnel *t;              /* NULL for a detached close */

@@ -227,7 +227,10 @@ struct cfd {                    /* a socket of curl's (rhc_csock.c) */
     struct rhc_heap_node hold;  /* in ctx->holds: POLLOUT left out until hold.at,
                                    see curl_out_check */
     uint64_t wrote;             /* the socket's bytes written, when last looked at */
+    int dirty;                  /* events changed since the set was last told */
 };
+
+#define RHC_KICKS_MAX 16        /* bodies told at once that they have no more */
 
 #define RHC_EVENTS_MAX 256      /* epoll events taken per batch ... */
 #define RHC_EVENT_BATCHES 64    /* ... and batches per round, before the timers */
@@ -245,6 +248,11 @@ struct rhc_ctx {
     struct cfd **cfd_of;        /* curl's sockets by descriptor (rhc_csock.c) */
     size_t ncfd_of;
     struct rhc_heap holds;      /* ... those with POLLOUT held back */
+    curl_socket_t *dirty;       /* ... those whose events changed this round */
+    size_t ndirty, capdirty;
+    curl_socket_t kicks[RHC_KICKS_MAX]; /* sockets of bodies that handed curl all they
+                                   had (csock_kicks) */
+    size_t nkicks;
     struct rhc_heap timers;     /* the tunnels' deadlines (rhc_wake.c) */
     rhc_tunnel **due;           /* tunnels to look at this round, NULL: gone */
     size_t ndue, capdue;
@@ -381,6 +389,9 @@ void stat_end(rhc_tunnel *t, int code);
 int csock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp);
 void csock_event(rhc_ctx *c, curl_socket_t fd, short revents);
 void csock_holds_due(rhc_ctx *c, int64_t now);      /* POLLOUT watched again */
+void csock_flush(rhc_ctx *c);                       /* the set told what changed */
+void csock_kick_later(rhc_ctx *c, const struct rhc_req *r); /* a body handed curl all */
+void csock_kicks(rhc_ctx *c);                       /* ... so curl pauses it now */
 void csock_free_all(rhc_ctx *c);
 
 /* rhc_wake.c: the tunnels a round looks at */

@@ -181,6 +181,18 @@ static const char *tomb_find(const core *c, uint32_t slot, uint32_t gen,
     return NULL;
 }
 
+/* A push of a session that ends now, reset: 422 after a failed check, else
+ * 410 naming the reset, so that a client hearing it on a push before its
+ * pull's R frame says why the session ended, not that it is unknown. */
+static void reset_answer(core *c, conn *k, const session *s, const char *reason)
+{
+    if (s->failed_check)
+        rh_core_conn_error(c, k, RH_STATUS_INTEGRITY, "session closed: %s", reason);
+    else
+        rh_core_conn_error(c, k, RH_STATUS_GONE, "reason=" RH_REASON_TOKEN_RESET
+                           " session reset: %s", reason);
+}
+
 /* Ends a session. Attached connections get a last word: the push a DONE or an
  * error, the pull an F (clean) or R frame when it is between frames. */
 void rh_core_session_end(core *c, session *s, int reset, const char *reason)
@@ -211,8 +223,7 @@ void rh_core_session_end(core *c, session *s, int reset, const char *reason)
         s->push = NULL;
         k->s = NULL;
         if (reset)
-            rh_core_conn_error(c, k, s->failed_check ? RH_STATUS_INTEGRITY : 410,
-                               "session closed: %s", reason);
+            reset_answer(c, k, s, reason);
         else {
             rh_core_out_printf(k, "DONE %" PRIu64, s->up_acc);
             rh_core_conn_reply_done(c, k);
@@ -221,8 +232,7 @@ void rh_core_session_end(core *c, session *s, int reset, const char *reason)
     for (int i = 0; i < s->nwait; ++i) {
         conn *k = s->push_wait[i];
         k->s = NULL;
-        rh_core_conn_error(c, k, s->failed_check ? RH_STATUS_INTEGRITY : 410,
-                           "session closed: %s", reason);
+        reset_answer(c, k, s, reason);
     }
     s->nwait = 0;
     if (s->pull) {
@@ -295,11 +305,8 @@ static session *session_of_token(core *c, conn *k, const char *token)
  * lingers, else 410, with the reason when it was reset. */
 static void session_dead_answer(core *c, conn *k, const session *s)
 {
-    if (s->failed_check)
-        rh_core_conn_error(c, k, RH_STATUS_INTEGRITY, "session closed: %s", s->reason);
-    else if (s->reset)
-        rh_core_conn_error(c, k, RH_STATUS_GONE, "reason=" RH_REASON_TOKEN_RESET
-                           " session reset: %s", s->reason);
+    if (s->failed_check || s->reset)
+        reset_answer(c, k, s, s->reason);
     else
         rh_core_conn_error(c, k, RH_STATUS_GONE, "unknown or expired session");
 }

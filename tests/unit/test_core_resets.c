@@ -18,7 +18,8 @@ START_TEST(test_push_reset)
     target_expect(t, "abc");
     send_frame(push, RH_FRAME_RESET, "client abort", 12);
     read_reply(push, reply, sizeof(reply), IO_MS);
-    ASSERT_PREFIX(reply, "ERR 410 ");
+    /* named a reset: a client that hears this before its pull's R says why */
+    ASSERT_PREFIX(reply, "ERR 410 reason=" RH_REASON_TOKEN_RESET " session reset: ");
     ck_assert_msg(strstr(reply, "client abort") != NULL, "reply: %s", reply);
     rh_frame_event ev;
     frd_expect(pr, RH_FEV_RESET, &ev);
@@ -41,7 +42,7 @@ static void reset_by_client(const char *tok, const char *why)
     int push = push_open(tok, 0);
     send_frame(push, RH_FRAME_RESET, why, strlen(why));
     read_reply(push, reply, sizeof(reply), IO_MS);
-    ASSERT_PREFIX(reply, "ERR 410 ");
+    ASSERT_PREFIX(reply, "ERR 410 reason=" RH_REASON_TOKEN_RESET " ");
     xclose(push);
 }
 
