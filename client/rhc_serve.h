@@ -9,7 +9,7 @@
 #include "rhc_tunnel.h"
 
 #define RHC_ACCEPTS_DEFAULT 4     /* listens kept waiting */
-#define RHC_ACCEPTS_MAX     64    /* the server's own cap per service (RH_LISTEN_MAX) */
+#define RHC_ACCEPTS_MAX     RH_LISTEN_MAX   /* the server's own cap per service */
 
 /* Serves until a signal (RHC_EXIT_OK), or until the server refuses the
  * listen for good (401/403: RHC_EXIT_AUTH, 404: RHC_EXIT_NO_TARGET). */

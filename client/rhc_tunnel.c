@@ -200,13 +200,14 @@ static void open_take(rhc_tunnel *t, struct rhc_req *r)
     memcpy(t->sid, r->token, RH_SID_LEN);
     t->sid[RH_SID_LEN] = '\0';
     t->sess.resume = r->resume_ok;
-    t->sess.idle_ms = 1000 * (int64_t)(r->idle_s ? r->idle_s : 300);
+    t->sess.idle_ms = 1000 * (int64_t)(r->idle_s ? r->idle_s : RH_DEFAULT_IDLE_S);
     t->sess.poll_ms = r->poll_s <= 86400 ? 1000 * (int64_t)r->poll_s : 0;
     t->sess.last_contact = rh_now_ms();
     /* the server keeps what it sent until acknowledged, up to its window (older
      * servers: within Relay-Buffer): acknowledge every quarter of that, or it
      * stops reading the target */
-    uint64_t keep = r->window >= 16384 ? r->window : r->buffer >= 16384 ? r->buffer : 262144;
+    uint64_t keep = r->window >= 16384 ? r->window
+                  : r->buffer >= 16384 ? r->buffer : RH_DEFAULT_BUFSIZE;
     t->ack.every = keep / 4;
     /* but no less often than every ACK_MAX_GAP: on a fast short path that keeps
      * the server's memory down; on a long one the acks (ACK_INFLIGHT in

@@ -33,7 +33,7 @@ int rhc_dgflows_init(struct rhc_dgflows *fs, rhc_ctx *c, struct rhc_route *route
     fs->c = c;
     fs->route = route;
     fs->nfd = nfd;
-    fs->idle_s = o->udp_idle_s ? o->udp_idle_s : RHC_UDP_IDLE_S;
+    fs->idle_s = o->udp_idle_s ? o->udp_idle_s : RH_UDP_IDLE_S;
     fs->queue = o->udp_queue ? o->udp_queue : RH_UDP_QUEUE;
     return 0;
 }

@@ -18,7 +18,6 @@
 #include "rhc_opts.h"
 #include "rhc_tunnel.h"
 
-#define RHC_UDP_IDLE_S   60     /* --udp-idle default */
 #define RHC_UDP_FLOWS    64     /* --udp-flows default */
 #define RHC_UDP_QUEUE_BYTES (256u * 1024)   /* bytes waiting per flow and direction */
 

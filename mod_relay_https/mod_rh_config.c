@@ -513,6 +513,6 @@ const command_rec rh_cmds[] = {
                   "503 beyond (default 2; 0: none; threaded MPMs only)"),
     AP_INIT_TAKE1("RelayNice", set_nice, NULL, RSRC_CONF,
                   "added to the nice value of relay requests' threads and of the "
-                  "relay cores, so that the site beside them comes first (0-19)"),
+                  "relay cores, so that the site beside them comes first (0-19; default 5; 0: off)"),
     { NULL }
 };
