@@ -12,6 +12,7 @@
 #include "mod_rh_config.h"
 #include "mod_rh_daemon.h"
 #include "mod_rh_handler.h"
+#include "mod_rh_keepfree.h"
 #include "mod_rh_nice.h"
 #include "mod_rh_status.h"
 
@@ -26,6 +27,7 @@ static void register_hooks(apr_pool_t *p)
     rh_status_register_hooks();
     rh_async_register_hooks();
     rh_nice_register_hooks();
+    rh_keepfree_register_hooks();
 }
 
 AP_DECLARE_MODULE(relay_https) = {

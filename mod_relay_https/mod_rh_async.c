@@ -29,6 +29,7 @@
 #include "mod_rh_config.h"
 #include "mod_rh_wait.h"
 #include "mod_rh_async.h"
+#include "mod_rh_keepfree.h"
 
 #define LINGER_MS 2000          /* as event's short lingering close */
 /* event's thread still writes to the connection's state right after the
@@ -43,20 +44,6 @@ static int g_async_mpm;         /* the MPM runs requests asynchronously (event) 
 static long g_page = 4096;      /* the system's page size */
 static module *g_ssl_module;    /* mod_ssl, when loaded */
 static APR_OPTIONAL_FN_TYPE(ssl_is_https) *g_is_https;
-
-/* Free blocks the connection's allocator still holds: 0 when none. APR has no
- * getter; its apr_allocator_t (1.x and trunk alike) begins with max_index,
- * the largest of its free lists in use. Only read, and the loop that uses it
- * is bounded anyway. */
-static int has_free_blocks(apr_allocator_t *a)
-{
-#if APR_MAJOR_VERSION <= 2
-    return *(const apr_size_t *)(const void *)a != 0;
-#else
-    (void)a;
-    return 1;
-#endif
-}
 
 /* OpenSSL's read and write buffers (16.7 KiB and more each) are freed while
  * the connection is parked, when they hold nothing: mod_ssl asks OpenSSL to
@@ -97,7 +84,7 @@ static void scrub(conn_rec *c)
     int i, n = 0;
     if (!a || apr_allocator_owner_get(a) != c->pool)
         return;
-    while (n < GIVE_BACK_MAX && has_free_blocks(a) && (got[n] = apr_allocator_alloc(a, 1)))
+    while (n < GIVE_BACK_MAX && rh_keepfree_has_free(a) && (got[n] = apr_allocator_alloc(a, 1)))
         scrub_block(got[n++]);
     for (i = n; i-- > 0; )
         apr_allocator_free(a, got[i]);
@@ -116,16 +103,8 @@ static void give_back(conn_rec *c)
 {
     apr_allocator_t *a = apr_pool_allocator_get(c->pool);
     int i = 0, tls = tls_release(c);
-    if (a && apr_allocator_owner_get(a) == c->pool && has_free_blocks(a)) {
-        apr_allocator_max_free_set(a, 1);
-        for (; i < GIVE_BACK_MAX && has_free_blocks(a); ++i) {
-            apr_memnode_t *n = apr_allocator_alloc(a, 1);
-            if (!n)
-                break;
-            apr_allocator_free(a, n);
-        }
-        apr_allocator_max_free_set(a, ap_max_mem_free);
-    }
+    if (a && apr_allocator_owner_get(a) == c->pool && rh_keepfree_has_free(a))
+        i = rh_keepfree_drain(a, GIVE_BACK_MAX);
     if (i || tls)
         ap_log_cerror(APLOG_MARK, APLOG_TRACE2, 0, c, RHLOG(2082)
                       "park: %d free blocks of the connection given back%s", i,

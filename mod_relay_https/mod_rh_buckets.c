@@ -16,8 +16,10 @@
  * readv. mod_http2 sets every bucket aside and copies it into the connection's
  * own: a 64 KiB block per read on both sides is what MaxMemFree makes APR unmap
  * when freed and fault in again on the next read, and that halved duplex
- * throughput. Blocks of this size stay on the allocators' free lists. Blocks not
- * filled wait for the next read. HTTP/1.1 writes what it is given at once (each
+ * throughput. The blocks are malloc'd, not APR's: with MaxMemFree 64 the
+ * stream's allocator (mod_http2's, which the handler does not own) unmapped
+ * even 8000-byte blocks, one mmap and munmap per block of a download, while
+ * malloc keeps them for the next read. Blocks not filled wait for the next read. HTTP/1.1 writes what it is given at once (each
  * read ends in a flush): there one reused buffer, in transient buckets, makes
  * fewer and fuller TLS records. */
 struct rh_blocks {
@@ -32,7 +34,7 @@ void rh_blocks_free(rh_blocks *bk)
 {
     for (int i = 0; i < DOWN_NBLOCKS; ++i)
         if (bk->blk[i]) {
-            apr_bucket_free(bk->blk[i]);
+            free(bk->blk[i]);
             bk->blk[i] = NULL;
         }
 }
@@ -110,12 +112,14 @@ static ssize_t read_heap(rh_blocks *bk, int fd, apr_bucket_brigade *bb, apr_size
     if (avail > 0 && (apr_size_t)avail < max)
         max = (apr_size_t)avail;
     while (n < DOWN_NBLOCKS && want < max) {
-        if (!bk->blk[n])
-            bk->blk[n] = apr_bucket_alloc(DOWN_BLOCK, bk->ba);
+        if (!bk->blk[n] && !(bk->blk[n] = malloc(DOWN_BLOCK)))
+            break;
         iov[n].iov_base = bk->blk[n];
         iov[n].iov_len = max - want < DOWN_BLOCK ? max - want : DOWN_BLOCK;
         want += iov[n++].iov_len;
     }
+    if (!n)
+        return -ENOMEM;
     memset(&mh, 0, sizeof(mh));
     mh.msg_iov = iov;
     mh.msg_iovlen = (size_t)n;
@@ -126,7 +130,7 @@ static ssize_t read_heap(rh_blocks *bk, int fd, apr_bucket_brigade *bb, apr_size
         return got < 0 ? -errno : 0;
     for (apr_size_t left = (apr_size_t)got; left; ++used) {
         apr_size_t l = left < iov[used].iov_len ? left : iov[used].iov_len;
-        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_heap_create(bk->blk[used], l, apr_bucket_free,
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_heap_create(bk->blk[used], l, free,
                                                            bk->ba));
         left -= l;
     }

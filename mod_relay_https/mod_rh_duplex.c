@@ -17,6 +17,7 @@
 #include "mod_rh_buckets.h"
 #include "mod_rh_conn.h"
 #include "mod_rh_corelink.h"
+#include "mod_rh_keepfree.h"
 #include "mod_rh_upload.h"
 #include "mod_rh_req.h"
 
@@ -133,9 +134,9 @@ static int duplex_down(rh_duplex *d)
  * from libcurl), and the core can use none of it before the frame is whole.
  * Sleeping this long before the read lets several pieces come in for it:
  * mod_http2 then wakes this thread, and hears of the bytes it consumed, once
- * for them instead of once per piece (docs/BENCHMARKS.md, item 13). Not with
- * a MaxMemFree that limits the hold (rh_upload_hold_max): the pieces would
- * then pile up in memory APR gives back at once. */
+ * for them instead of once per piece (docs/BENCHMARKS.md, item 13). Not when
+ * what the connection keeps freed limits the hold (rh_upload_hold_max): the
+ * pieces would then pile up in memory APR gives back at once. */
 #define UP_NAP_NS (200 * 1000L)
 
 /* Nothing moved: sleeps until the client, the core's pull or the core's
@@ -170,7 +171,7 @@ static int duplex_wait(rh_duplex *d)
     if (answer < np && (pf[answer].revents & (POLLIN | POLLHUP | POLLERR)))
         d->u.core_done = 1;   /* the core answered the push: the up side is over */
     if (on_client && (pf[0].revents & POLLIN) && rh_upload_mid_data(&d->u) &&
-        rh_upload_hold_max() == RH_UPLOAD_GATHER) {
+        rh_upload_hold_max(&d->u) == RH_UPLOAD_GATHER) {
         struct timespec nap = { 0, UP_NAP_NS };
         nanosleep(&nap, NULL);
     }
@@ -236,6 +237,7 @@ int rh_do_duplex(rh_req *q)
     d.out = apr_brigade_create(r->pool, c->bucket_alloc);
     d.bk = rh_blocks_make(r);
     rh_upload_init(&d.u, r, d.fd_up, 1000L * rh_srv_frame_s(q->sc), 3000L * RH_HEARTBEAT_S);
+    d.u.mem_free = rh_keepfree_begin(r);
     rh_limit_writes(r, rh_srv_write_s(q->sc));
     APR_BRIGADE_INSERT_TAIL(d.out, apr_bucket_flush_create(c->bucket_alloc));
     if (ap_pass_brigade(r->output_filters, d.out) != APR_SUCCESS || c->aborted)

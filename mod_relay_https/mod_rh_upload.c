@@ -42,6 +42,7 @@ void rh_upload_init(rh_upload *u, request_rec *r, int core_fd, long frame_ms, lo
     (void)setsockopt(core_fd, SOL_SOCKET, SO_SNDBUF, &sb, sizeof(sb));
     u->frame_ms = frame_ms;
     u->gap_ms = gap_ms;
+    u->mem_free = ap_max_mem_free;
 }
 
 int rh_upload_in_frame(const rh_upload *u)
@@ -199,20 +200,20 @@ int rh_upload_preload(rh_upload *u, apr_bucket_brigade *bb)
     return 0;
 }
 
-apr_size_t rh_upload_hold_max(void)
+apr_size_t rh_upload_hold_max(const rh_upload *u)
 {
-    apr_size_t m = ap_max_mem_free ? ap_max_mem_free / 4 : RH_UPLOAD_GATHER;
+    apr_size_t m = u->mem_free ? u->mem_free / 4 : RH_UPLOAD_GATHER;
     return m < RH_UPLOAD_GATHER ? m : RH_UPLOAD_GATHER;
 }
 
-/* Bytes of a frame that has started, fewer than rh_upload_hold_max(): they
+/* Bytes of a frame that has started, fewer than rh_upload_hold_max(u): they
  * wait for the rest of it, which is on its way (the client writes whole
  * frames), instead of going to the core on their own. On HTTP/2 a 16 KiB DATA
  * frame reaches the handler in two pieces (libcurl's frame is 9 bytes longer
  * than a TLS record): each piece was a sendmsg and a wake of the core. */
 static int holding(const rh_upload *u)
 {
-    return u->pend_len > 0 && u->pend_len < rh_upload_hold_max() && rh_upload_mid_data(u) &&
+    return u->pend_len > 0 && u->pend_len < rh_upload_hold_max(u) && rh_upload_mid_data(u) &&
            !u->eos && !u->core_done;
 }
 

@@ -54,6 +54,9 @@ typedef struct rh_upload {
     long frame_waited;              /* ms waited on the client inside the current frame */
     long gap_waited;                /* ms waited on the client since the last whole frame */
     long frame_ms, gap_ms;          /* the limits */
+    apr_size_t mem_free;            /* what the connection's allocator keeps
+                                       freed: MaxMemFree, or a duplex's lift
+                                       (mod_rh_keepfree.h); 0: no limit */
 } rh_upload;
 
 void rh_upload_init(rh_upload *u, request_rec *r, int core_fd, long frame_ms, long gap_ms);
@@ -81,11 +84,12 @@ long rh_upload_allowance(const rh_upload *u);
 int rh_upload_waited(rh_upload *u, long ms);
 
 /* What the bytes of a started frame may wait for the rest of it: 64 KiB
- * (RH_UPLOAD_GATHER), or a quarter of MaxMemFree when that is lower: past
- * MaxMemFree APR gives freed memory back at once, and Debian's APR unmaps it,
- * so holding 64 KiB of buckets with MaxMemFree 64 cost an mmap and a munmap
- * more per 36 KiB of a duplex upload (docs/BENCHMARKS.md, item 13). */
-apr_size_t rh_upload_hold_max(void);
+ * (RH_UPLOAD_GATHER), or a quarter of what the connection keeps freed
+ * (u->mem_free) when that is lower: past it APR gives freed memory back at
+ * once, and Debian's APR unmaps it, so holding 64 KiB of buckets with
+ * MaxMemFree 64 cost an mmap and a munmap more per 36 KiB of a duplex upload
+ * (docs/BENCHMARKS.md, item 13). */
+apr_size_t rh_upload_hold_max(const rh_upload *u);
 
 
 /* The body waits for the client for a while (a parked request): the gather
