@@ -138,4 +138,17 @@
 #define RH_BUSY_HEARTBEAT_MS  1000
 #define RH_BUSY_POLL_MS       1000
 
+/* watch (PROTOCOL.md, watch; planned): one long-poll for many idle sessions.
+ * The body has at most RH_WATCH_MAX lines "<token> <ack>\n" of at most
+ * RH_WATCH_LINE_MAX bytes each; the answer names ready sessions by id with
+ * RH_WATCH_DATA or RH_WATCH_GONE. A client re-sends a grown set at most once
+ * per RH_WATCH_JOIN_MS. */
+#define RH_EP_WATCH           "watch"
+#define RH_WATCH_MAX          4096
+#define RH_WATCH_LINE_MAX     (RH_TOKEN_LEN + 1 + 20 + 1)
+#define RH_WATCH_BODY_MAX     (RH_WATCH_MAX * RH_WATCH_LINE_MAX)
+#define RH_WATCH_DATA         "data"
+#define RH_WATCH_GONE         "gone"
+#define RH_WATCH_JOIN_MS      1000
+
 #endif
