@@ -90,6 +90,15 @@ static int spush_body_refused(const struct rhc_req *r, CURLcode rc, const struct
     return rc != CURLE_OK && transient(rc) && f->retries >= 1;
 }
 
+/* A 413 on a streamed body: shorter bodies can pass when bytes of this one
+ * got through, or when it carried more than the shortest body we send (its
+ * confirmations may have been lost with a cut pull: the 413 alone then says
+ * the limit lies below what was sent). */
+static int spush_shrinkable(const struct rhc_req *r)
+{
+    return r->acked_any || r->emitted > SPUSH_BODY_MIN;
+}
+
 /* An answer that is a cut after all: the server gave up a body the path
  * stalled (408, RelayFrameTimeout), or a gateway lost the server (gateway_cut).
  * RHC_WHY_NONE: neither, or no more tries. */
@@ -115,7 +124,7 @@ void rhc_classify_spush(const struct rhc_req *r, CURLcode rc, const struct rhc_f
         spush_answered(r, f, o);
     else if (spush_body_refused(r, rc, f))
         set(o, RHC_OUT_FALLBACK, answered ? RHC_WHY_BODY_LIMIT : RHC_WHY_BODY_CUT, f->acked, -1);
-    else if (answered && r->status == 413 && r->acked_any && f->resume && f->can_retry)
+    else if (answered && r->status == 413 && spush_shrinkable(r) && f->resume && f->can_retry)
         set(o, RHC_OUT_REWIND, RHC_WHY_TOO_LONG, f->acked, again);
     else if (answered && busy_again(r->status, f))
         set(o, RHC_OUT_REWIND, RHC_WHY_BUSY, f->acked, busy_backoff_ms(f->retries));

@@ -21,7 +21,7 @@ struct row {
     int have_offset;
     uint64_t offset;
     int reason_fin;
-    uint64_t p_off, p_end;
+    uint64_t p_off, p_end, emitted;
     size_t p_len;
     int p_fin, parking, refresh, end_wanted, acked_any, got_frame, saw_end, saw_fin;
     unsigned tries;
@@ -57,6 +57,7 @@ static void make(const struct row *w, struct rhc_req *r, struct rhc_facts *f)
     r->p_off = w->p_off;
     r->p_end = w->p_end;
     r->p_len = w->p_len;
+    r->emitted = w->emitted;
     r->p_fin = w->p_fin;
     r->parking = w->parking;
     r->refresh = w->refresh;
@@ -152,6 +153,11 @@ static const struct row spush_rows[] = {
       .acked_any = 1, .v = RHC_OUT_REWIND, .why = RHC_WHY_CUT, .from = ACKED, .delay = 100 },
     { "413 after bytes went through", .hdr_done = 1, .status = 413, .acked_any = 1,
       .v = RHC_OUT_REWIND, .why = RHC_WHY_TOO_LONG, .from = ACKED, .delay = 50 },
+    { "413 before any confirmation, a long body: shorter", .hdr_done = 1, .status = 413,
+      .emitted = 2 << 20, .v = RHC_OUT_REWIND, .why = RHC_WHY_TOO_LONG, .from = ACKED,
+      .delay = 50 },
+    { "413 before any confirmation, a shortest body", .hdr_done = 1, .status = 413,
+      .emitted = 64 << 10, .v = RHC_OUT_FAIL_HTTP },
     { "413 after bytes, no more tries", .hdr_done = 1, .status = 413, .acked_any = 1,
       .no_retry = 1, .v = RHC_OUT_FAIL_HTTP },
     { "413 without resume", .hdr_done = 1, .status = 413, .acked_any = 1, .no_resume = 1,
