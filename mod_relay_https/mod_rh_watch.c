@@ -2,8 +2,9 @@
  * sessions of a client. The body (at most RH_WATCH_MAX lines "<token> <ack>")
  * is read whole and checked line by line here; its entries go to the cores
  * their tokens name (WATCH, rh_core_watch.h), and the first core that answers
- * answers the request: the ids of the sessions that are ready or gone. The
- * wait holds the request's thread (one watch per forwarder: a few threads). */
+ * answers the request: the ids of the sessions that are ready or gone. A
+ * watch of one core's sessions parks its wait (RelayAsync); else the wait
+ * holds the request's thread (one watch per forwarder: a few threads). */
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 
 #include "mod_rh_private.h"
 #include "mod_rh_answer.h"
+#include "mod_rh_async.h"
 #include "mod_rh_child.h"
 #include "mod_rh_conn.h"
 #include "mod_rh_corelink.h"
@@ -36,8 +38,9 @@ typedef struct watch_part {
 
 typedef struct watch_req {
     rh_req *q;
-    unsigned nparts;              /* cores asked */
     watch_part part[RH_SHARDS_MAX];
+    struct pollfd pf[RH_SHARDS_MAX];   /* the sockets of the cores asked */
+    unsigned npf;
     unsigned n;                   /* entries */
     const char *local;            /* sessions of a core an upgrade replaced: "data" */
     apr_size_t local_len;
@@ -231,8 +234,8 @@ static int answer(request_rec *r, const char *body, apr_size_t len)
 }
 
 /* The answer of a core whose socket became readable, appended to the body
- * (*len, at most ANSWER_MAX): 0; or an HTTP status for the request (its
- * refusal answered), or -1 for a core that failed (503). */
+ * (*len, at most ANSWER_MAX): 0; 1 when the request is answered (the core's
+ * refusal, or the client went away); -1 for a core that failed (503). */
 static int core_answer(watch_req *wr, int fd, char *body, apr_size_t *len)
 {
     rh_req *q = wr->q;
@@ -240,9 +243,11 @@ static int core_answer(watch_req *wr, int fd, char *body, apr_size_t *len)
     rh_ipc_reply rep;
     int rv = rh_watch_line(&q->watch, fd, line, sizeof(line), 1000);
     if (rv <= 0 || rh_ipc_parse_reply(line, &rep) != 0)
-        return rv == RH_WAIT_GONE ? OK : -1;
-    if (!rep.ok)
-        return rh_fail_reply(q->r, &rep);
+        return rv == RH_WAIT_GONE ? 1 : -1;
+    if (!rep.ok) {
+        rh_fail_reply(q->r, &rep);
+        return 1;
+    }
     if (rep.num > ANSWER_MAX - *len)
         return -1;
     apr_size_t got = 0;
@@ -256,11 +261,7 @@ static int core_answer(watch_req *wr, int fd, char *body, apr_size_t *len)
     return 0;
 }
 
-/* Every core asked; the first that answers answers the request, with what
- * the others answer within ANSWER_GRACE_MS (sessions ready or gone at once in
- * several cores come in one answer); the other connections close with the
- * request, which ends their cores' watches. */
-#define ANSWER_GRACE_MS 20
+#define ANSWER_GRACE_MS 20   /* other cores' answers joined to the first's */
 
 /* rh_watch_poll for up to RH_SHARDS_MAX sockets (it takes 7): the cores'
  * sockets (fd -1: skipped) and the client's, in slices that look at the
@@ -290,40 +291,47 @@ static int poll_cores(rh_watch *w, struct pollfd *pf, unsigned n, int timeout_ms
     }
 }
 
-static int wait_cores(watch_req *wr)
+/* Asks every core that has entries: 0, or an answered request (503). */
+static int ask_cores(watch_req *wr)
 {
     rh_req *q = wr->q;
-    request_rec *r = q->r;
-    struct pollfd pf[RH_SHARDS_MAX];
-    unsigned n = 0;
     for (unsigned k = 0; k < rh_daemon_cores(); ++k) {
         if (!wr->part[k].n)
             continue;
         if (ask_core(wr, k) != 0)
-            return rh_core_unavailable(r);
-        if (!n)
+            return rh_core_unavailable(q->r);
+        if (!wr->npf)
             q->watch.core = rh_daemon_registry(k);
-        pf[n].fd = wr->part[k].fd;
-        pf[n].events = POLLIN;
-        pf[n++].revents = 0;
+        wr->pf[wr->npf++] = (struct pollfd){ .fd = wr->part[k].fd, .events = POLLIN };
     }
+    return 0;
+}
+
+/* The wait for the cores ended (rv, an RH_WAIT_*; READY with pf's revents):
+ * the first core's answer, with what the others answer within
+ * ANSWER_GRACE_MS (sessions ready or gone at once in several cores come in
+ * one answer), answers the request; the other connections close with it,
+ * which ends their cores' watches. */
+static int collect(watch_req *wr, int rv)
+{
+    rh_req *q = wr->q;
+    request_rec *r = q->r;
     char *body = apr_palloc(r->pool, ANSWER_MAX);
     apr_size_t len = 0;
     unsigned answered = 0;
-    int rv = poll_cores(&q->watch, pf, n, (rh_dir_poll(q->dc) + 10) * 1000);
     while (rv == RH_WAIT_READY) {
-        for (unsigned i = 0; i < n; ++i) {
-            if (!pf[i].revents || pf[i].fd < 0)
+        for (unsigned i = 0; i < wr->npf; ++i) {
+            if (!wr->pf[i].revents || wr->pf[i].fd < 0)
                 continue;
-            int st = core_answer(wr, pf[i].fd, body, &len);
+            int st = core_answer(wr, wr->pf[i].fd, body, &len);
             if (st != 0)
-                return st < 0 ? rh_core_unavailable(r) : st;
-            pf[i].fd = -1;   /* poll skips it */
+                return st < 0 ? rh_core_unavailable(r) : OK;
+            wr->pf[i].fd = -1;   /* poll skips it */
             ++answered;
         }
-        if (answered == n)
+        if (answered == wr->npf)
             break;
-        rv = poll_cores(&q->watch, pf, n, ANSWER_GRACE_MS);
+        rv = poll_cores(&q->watch, wr->pf, wr->npf, ANSWER_GRACE_MS);
     }
     if (rv == RH_WAIT_GONE)
         return OK;   /* the client went away */
@@ -331,14 +339,47 @@ static int wait_cores(watch_req *wr)
         return rh_core_unavailable(r);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, RHLOG(2301)
                   "watch of %u sessions answered by %u of %u cores (%" APR_SIZE_T_FMT
-                  " bytes)", wr->n, answered, n, len);
+                  " bytes)", wr->n, answered, wr->npf, len);
     return answer(r, body, len);
+}
+
+/* A parked watch's wait ended (RelayAsync): its one core answered, or not. */
+static int watch_step(rh_park *p, void *baton, int why)
+{
+    watch_req *wr = baton;
+    (void)p;
+    wr->pf[0].revents = why == RH_WAIT_READY ? POLLIN : 0;
+    return collect(wr, why);
+}
+
+/* The wait on the cores' answers. A watch to one core parks where the
+ * request may (RelayAsync: no thread held while it waits); else, or to
+ * several cores, it waits on its thread, while the child has threads to
+ * spare (rh_child_enter). */
+static int wait_cores(watch_req *wr)
+{
+    rh_req *q = wr->q;
+    request_rec *r = q->r;
+    int timeout_ms = (rh_dir_poll(q->dc) + 10) * 1000, rv;
+    rh_park *p = rh_async_park(r);
+    if (p && wr->npf == 1) {
+        /* an answer at once (a session was ready) is taken without parking */
+        rv = rh_async_hot(&q->watch, wr->pf[0].fd, POLLIN);
+        if (rv != RH_WAIT_TIMEOUT)
+            return watch_step(p, wr, rv);
+        rh_park_watch(p, wr->pf[0].fd, POLLIN, 0, timeout_ms);
+        return rh_async_suspend(p, r, q->watch.core, watch_step, wr);
+    }
+    if (!rh_child_enter(r, q->sc))
+        return OK;   /* answered 503 */
+    rv = collect(wr, poll_cores(&q->watch, wr->pf, wr->npf, timeout_ms));
+    rh_child_leave();
+    return rv;
 }
 
 int rh_do_watch(rh_req *q)
 {
     request_rec *r = q->r;
-    watch_req wr;
     char *body = NULL;
     apr_size_t len = 0;
     int rv;
@@ -347,16 +388,14 @@ int rh_do_watch(rh_req *q)
         return rh_method_not_allowed(r, "POST");
     if ((rv = read_body(r, &body, &len)) != DECLINED)
         return rv;
-    memset(&wr, 0, sizeof(wr));
-    wr.q = q;
-    if ((rv = split_lines(&wr, body, len)) != DECLINED)
+    /* it may outlive the handler's stack (parked): in the request's pool */
+    watch_req *wr = apr_pcalloc(r->pool, sizeof(*wr));
+    wr->q = apr_pmemdup(r->pool, q, sizeof(*q));
+    if ((rv = split_lines(wr, body, len)) != DECLINED)
         return rv;
-    if (wr.local_len)
-        return answer(r, wr.local, wr.local_len);
-    /* the wait holds this thread: only while the child has threads to spare */
-    if (!rh_child_enter(r, q->sc))
-        return OK;   /* answered 503 */
-    rv = wait_cores(&wr);
-    rh_child_leave();
-    return rv;
+    if (wr->local_len)
+        return answer(r, wr->local, wr->local_len);
+    if ((rv = ask_cores(wr)) != 0)
+        return rv;
+    return wait_cores(wr);
 }

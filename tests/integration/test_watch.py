@@ -14,6 +14,7 @@ import time
 import pytest
 
 import harness
+import test_async
 
 POLL_S = 2          # RelayPollTimeout of the watch location
 WATCH_MAX = 4096    # RH_WATCH_MAX
@@ -43,13 +44,13 @@ def target():
     t.stop()
 
 
-def _conf(port):
+def _conf(port, base="/wrelay", poll_s=POLL_S):
     return ("LogLevel warn relay_https:trace8\n"
-            "<Location /wrelay>\n"
+            "<Location %s>\n"
             "    SetHandler relay-https\n"
             "    RelayTarget w 127.0.0.1:%d\n"
             "    RelayPollTimeout %d\n"
-            "</Location>\n" % (port, POLL_S))
+            "</Location>\n" % (base, port, poll_s))
 
 
 def _apache(apache_factory, mpm, module_so, target):
@@ -60,9 +61,9 @@ def _proto_args(proto):
     return ["--http2"] if proto == "h2" else ["--http1.1"]
 
 
-def _open(a, target, tls, proto="h1"):
+def _open(a, target, tls, proto="h1", base="/wrelay"):
     """A session opened with curl: (token, the target's side of it)."""
-    r = harness.curl(a.base_url + "/wrelay/w/open", headers=["Relay-Version: 1"],
+    r = harness.curl(a.base_url + base + "/w/open", headers=["Relay-Version: 1"],
                      cacert=tls["ca"], extra=_proto_args(proto))
     assert r.status == 201, r
     tok = r.header("Relay-Session")
@@ -70,10 +71,10 @@ def _open(a, target, tls, proto="h1"):
     return tok, target.accept()
 
 
-def _watch(a, tls, body, proto="h1", method="POST", max_time=POLL_S + 10):
+def _watch(a, tls, body, proto="h1", method="POST", max_time=POLL_S + 10, base="/wrelay"):
     """One watch with curl: (result, seconds it took)."""
     t0 = time.monotonic()
-    r = harness.curl(a.base_url + "/wrelay/w/watch", method=method,
+    r = harness.curl(a.base_url + base + "/w/watch", method=method,
                      headers=["Relay-Version: 1", "Content-Type: text/plain"],
                      data=body if method == "POST" else None, cacert=tls["ca"],
                      max_time=max_time, extra=_proto_args(proto))
@@ -232,3 +233,63 @@ def test_watch_refusals(apache_factory, module_so, target, tls, proto):
         _no_token_logged(a, [ta])
     finally:
         ca.close()
+
+
+# two children of 4 threads, RelayAsync On, RelayMaxWorkers 4000
+SMALL_EVENT = test_async.SMALL_EVENT
+N_PARKED = 30
+
+
+@pytest.mark.rh_timeout(120)
+def test_watches_parked_hold_no_thread(apache_factory, module_so, target, tls):
+    """RelayAsync on the event MPM: 30 waiting watches (one session each) on
+    two children of 4 threads, which keep 2 each free for the site
+    (RelayThreadReserve): a watch waiting on its thread would be refused
+    (503) from the fifth on. Parked, all wait, the site answers, and each
+    answers when its target sends."""
+    a = apache_factory.get("event", module=module_so,
+                           extra_conf=SMALL_EVENT + _conf(target.port, "/wlong", 20))
+    opened = [_open(a, target, tls, base="/wlong") for _ in range(N_PARKED)]
+    try:
+        ws = [Later(a, tls, _lines((tok, 0)), max_time=40, base="/wlong") for tok, _ in opened]
+        time.sleep(2.0)
+        early = [w.res for w in ws if w.done()]
+        assert not early, "%d of %d watches answered early: %s" % (len(early), N_PARKED,
+                                                                   early[:3])
+        st, _, _ = harness.https_get(a.port, "/", timeout=5)
+        assert st == 200, "the website did not answer with %d watches waiting" % N_PARKED
+        for _, c in opened:
+            c.sendall(b"!")
+        for (tok, _), w in zip(opened, ws):
+            r, _ = w.wait(10)
+            assert r.status == 200 and r.body == ("%s data\n" % _sid(tok)).encode(), r
+    finally:
+        for _, c in opened:
+            c.close()
+
+
+@pytest.mark.rh_timeout(90)
+@pytest.mark.parametrize("async_", ["On", "Off"])
+def test_watch_refused_by_the_core(apache_factory, module_so, target, tls, async_):
+    """A waiting watch holds a worker of RelayMaxWorkers, as a long-poll: with
+    2, a third waiting watch is refused 503 (Retry-After), parked or not, and
+    the two others still answer."""
+    a = apache_factory.get("event", module=module_so,
+                           extra_conf="RelayMaxWorkers 2\nRelayAsync %s\n" % async_
+                           + _conf(target.port, "/wlong", 20))
+    opened = [_open(a, target, tls, base="/wlong") for _ in range(3)]
+    try:
+        ws = [Later(a, tls, _lines((tok, 0)), max_time=40, base="/wlong")
+              for tok, _ in opened[:2]]
+        time.sleep(1.0)
+        r, dt = _watch(a, tls, _lines((opened[2][0], 0)), base="/wlong")
+        assert r.status == 503 and r.header("Retry-After"), r
+        assert b"RelayMaxWorkers" in r.body and dt < 2, (r, dt)
+        assert not any(w.done() for w in ws)
+        for (tok, c), w in zip(opened, ws):
+            c.sendall(b"!")
+            r, _ = w.wait(10)
+            assert r.status == 200 and r.body == ("%s data\n" % _sid(tok)).encode(), r
+    finally:
+        for _, c in opened:
+            c.close()
