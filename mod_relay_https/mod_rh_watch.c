@@ -26,7 +26,6 @@
 #include "rh_shard.h"
 
 #define ANSWER_LINE  (RH_SID_LEN + 1 + 4 + 1)      /* "<sid> data\n" */
-#define ANSWER_MAX   (RH_WATCH_MAX * ANSWER_LINE)
 
 /* The entries of one core: its lines, as the client sent them */
 typedef struct watch_part {
@@ -44,6 +43,7 @@ typedef struct watch_req {
     unsigned n;                   /* entries */
     const char *local;            /* sessions of a core an upgrade replaced: "data" */
     apr_size_t local_len;
+    apr_size_t answer_cap;        /* the cores' answers, at most */
 } watch_req;
 
 static apr_status_t close_fd(void *data)
@@ -68,7 +68,9 @@ static int too_large(request_rec *r)
 }
 
 /* The whole body, at most RH_WATCH_BODY_MAX bytes: DECLINED with *body and
- * *len, else the request is answered (400, 413). */
+ * *len, else the request is answered (400, 413). Its buffer is as long as
+ * Content-Length says, or grows by doubling (a chunked body): a watch of a
+ * few sessions takes a few KiB of the request's pool, not the bound. */
 static int read_body(request_rec *r, char **body, apr_size_t *len)
 {
     int rv = ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK);
@@ -76,11 +78,20 @@ static int read_body(request_rec *r, char **body, apr_size_t *len)
         return rv;
     if (r->remaining > RH_WATCH_BODY_MAX)
         return too_large(r);
-    char *buf = apr_palloc(r->pool, RH_WATCH_BODY_MAX + 1);
-    apr_size_t got = 0;
+    apr_size_t cap = r->remaining > 0 ? (apr_size_t)r->remaining + 1 : 16384, got = 0;
+    char *buf = apr_palloc(r->pool, cap + 1);
     if (ap_should_client_block(r))
         for (;;) {
-            long n = ap_get_client_block(r, buf + got, RH_WATCH_BODY_MAX + 1 - got);
+            if (got == cap) {
+                if (cap > RH_WATCH_BODY_MAX)
+                    return too_large(r);
+                apr_size_t more = cap * 2 > RH_WATCH_BODY_MAX ? RH_WATCH_BODY_MAX + 1 : cap * 2;
+                char *nb = apr_palloc(r->pool, more + 1);
+                memcpy(nb, buf, got);
+                buf = nb;
+                cap = more;
+            }
+            long n = ap_get_client_block(r, buf + got, cap - got);
             if (n < 0) {
                 r->connection->keepalive = AP_CONN_CLOSE;
                 return rh_fail(r, HTTP_BAD_REQUEST, "unreadable request body");
@@ -88,9 +99,9 @@ static int read_body(request_rec *r, char **body, apr_size_t *len)
             if (n == 0)
                 break;
             got += (apr_size_t)n;
-            if (got > RH_WATCH_BODY_MAX)
-                return too_large(r);
         }
+    if (got > RH_WATCH_BODY_MAX)
+        return too_large(r);
     buf[got] = '\0';
     *body = buf;
     *len = got;
@@ -139,9 +150,14 @@ static int split_lines(watch_req *wr, const char *body, apr_size_t len)
     unsigned ncores = rh_daemon_cores(), k;
     apr_hash_t *seen = apr_hash_make(r->pool);
     const char *p = body, *end = body + len;
-    const char **lines = apr_pcalloc(r->pool, RH_WATCH_MAX * sizeof(*lines));
-    unsigned char *core_of = apr_palloc(r->pool, RH_WATCH_MAX);
-    char *local = apr_palloc(r->pool, ANSWER_MAX);
+    /* sized by the lines there are (at most one past the bound: refused) */
+    unsigned most = 1;
+    for (const char *q = body; most <= RH_WATCH_MAX && (q = memchr(q, '\n', (apr_size_t)(end - q)));
+         ++q)
+        ++most;
+    const char **lines = apr_pcalloc(r->pool, most * sizeof(*lines));
+    unsigned char *core_of = apr_palloc(r->pool, most);
+    char *local = apr_palloc(r->pool, (apr_size_t)most * ANSWER_LINE + 1);
 
     if (len == 0)
         return rh_fail(r, HTTP_BAD_REQUEST, "an empty watch: one line \"<token> <ack>\" "
@@ -234,7 +250,7 @@ static int answer(request_rec *r, const char *body, apr_size_t len)
 }
 
 /* The answer of a core whose socket became readable, appended to the body
- * (*len, at most ANSWER_MAX): 0; 1 when the request is answered (the core's
+ * (*len, at most answer_cap): 0; 1 when the request is answered (the core's
  * refusal, or the client went away); -1 for a core that failed (503). */
 static int core_answer(watch_req *wr, int fd, char *body, apr_size_t *len)
 {
@@ -248,7 +264,7 @@ static int core_answer(watch_req *wr, int fd, char *body, apr_size_t *len)
         rh_fail_reply(q->r, &rep);
         return 1;
     }
-    if (rep.num > ANSWER_MAX - *len)
+    if (rep.num > wr->answer_cap - *len)
         return -1;
     apr_size_t got = 0;
     while (got < rep.num) {
@@ -316,7 +332,9 @@ static int collect(watch_req *wr, int rv)
 {
     rh_req *q = wr->q;
     request_rec *r = q->r;
-    char *body = apr_palloc(r->pool, ANSWER_MAX);
+    /* the cores name each session once at most */
+    wr->answer_cap = (apr_size_t)wr->n * ANSWER_LINE;
+    char *body = apr_palloc(r->pool, wr->answer_cap + 1);
     apr_size_t len = 0;
     unsigned answered = 0;
     while (rv == RH_WAIT_READY) {

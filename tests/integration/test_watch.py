@@ -17,6 +17,7 @@ import harness
 import test_async
 
 POLL_S = 2          # RelayPollTimeout of the watch location
+LONG_S = 20         # ... and of the one whose watches must not time out
 WATCH_MAX = 4096    # RH_WATCH_MAX
 LINE_MAX = 48 + 1 + 20 + 1   # RH_WATCH_LINE_MAX
 
@@ -44,13 +45,16 @@ def target():
     t.stop()
 
 
-def _conf(port, base="/wrelay", poll_s=POLL_S):
-    return ("LogLevel warn relay_https:trace8\n"
-            "<Location %s>\n"
-            "    SetHandler relay-https\n"
-            "    RelayTarget w 127.0.0.1:%d\n"
-            "    RelayPollTimeout %d\n"
-            "</Location>\n" % (base, port, poll_s))
+def _conf(port):
+    """/wrelay: a short poll timeout (POLL_S); /wlong: 20 s, for waits that
+    must not end by it."""
+    loc = ("<Location %s>\n"
+           "    SetHandler relay-https\n"
+           "    RelayTarget w 127.0.0.1:%d\n"
+           "    RelayPollTimeout %d\n"
+           "</Location>\n")
+    return ("LogLevel warn relay_https:trace8\n" + loc % ("/wrelay", port, POLL_S)
+            + loc % ("/wlong", port, LONG_S))
 
 
 def _apache(apache_factory, mpm, module_so, target):
@@ -71,11 +75,13 @@ def _open(a, target, tls, proto="h1", base="/wrelay"):
     return tok, target.accept()
 
 
-def _watch(a, tls, body, proto="h1", method="POST", max_time=POLL_S + 10, base="/wrelay"):
+def _watch(a, tls, body, proto="h1", method="POST", max_time=POLL_S + 10, base="/wrelay",
+           chunked=False):
     """One watch with curl: (result, seconds it took)."""
     t0 = time.monotonic()
     r = harness.curl(a.base_url + base + "/w/watch", method=method,
-                     headers=["Relay-Version: 1", "Content-Type: text/plain"],
+                     headers=["Relay-Version: 1", "Content-Type: text/plain"]
+                     + (["Transfer-Encoding: chunked"] if chunked else []),
                      data=body if method == "POST" else None, cacert=tls["ca"],
                      max_time=max_time, extra=_proto_args(proto))
     return r, time.monotonic() - t0
@@ -137,7 +143,7 @@ def test_watch_answers(apache_factory, mpm, proto, module_so, target, tls):
         assert r.header("Cache-Control") == "no-store", r
         assert r.header("Content-Length") == "0" or proto == "h2", r
         # the target sends while the watch waits: its session is named at once
-        w = Later(a, tls, _lines((ta, 0), (tb, 0)), proto)
+        w = Later(a, tls, _lines((ta, 0), (tb, 0)), proto, max_time=40, base="/wlong")
         time.sleep(0.5)
         assert not w.done(), w.res
         t0 = time.monotonic()
@@ -168,13 +174,13 @@ def test_watch_supersede_and_gone(apache_factory, module_so, target, tls):
     a = _apache(apache_factory, "event", module_so, target)
     (ta, ca), (tb, cb) = _open(a, target, tls), _open(a, target, tls)
     try:
-        w1 = Later(a, tls, _lines((ta, 0), (tb, 0)), max_time=30)
+        w1 = Later(a, tls, _lines((ta, 0), (tb, 0)), max_time=40, base="/wlong")
         time.sleep(0.7)
         # a newer watch of both takes them: the older answers at once, empty
-        w2 = Later(a, tls, _lines((ta, 0), (tb, 0)), max_time=30)
-        r1, dt1 = w1.wait(5)
+        w2 = Later(a, tls, _lines((ta, 0), (tb, 0)), max_time=40, base="/wlong")
+        r1, dt1 = w1.wait(10)
         assert r1.status == 200 and r1.body == b"", r1
-        assert dt1 < POLL_S + 0.5, dt1
+        assert dt1 < LONG_S - 5, dt1
         time.sleep(0.3)
         assert not w2.done(), w2.res
         ca.sendall(b"x")
@@ -221,10 +227,18 @@ def test_watch_refusals(apache_factory, module_so, target, tls, proto):
             r, _ = _watch(a, tls, body, proto)
             assert r.status == status, (says, r)
             assert says.encode() in r.body, (says, r)
+        if proto == "h1":
+            # a chunked body (no Content-Length): read as it comes, bounded the same
+            r, _ = _watch(a, tls, _lines((ta, 0)) * 2, chunked=True)
+            assert r.status == 400 and b"listed twice" in r.body, r
+            r, _ = _watch(a, tls, b"x" * (WATCH_MAX * LINE_MAX + 1), chunked=True)
+            assert r.status == 413, r
+            r, dt = _watch(a, tls, _lines((ta, 0)) + _lines(("0" * 48, 0)), chunked=True)
+            assert r.status == 200 and r.body == b"0000000000000000 gone\n", r
         r, _ = _watch(a, tls, None, proto, method="GET")
         assert r.status == 405 and r.header("Allow") == "POST", r
         # none of them watched anything: a watch of the session still waits
-        w = Later(a, tls, _lines((ta, 0)), proto)
+        w = Later(a, tls, _lines((ta, 0)), proto, max_time=40, base="/wlong")
         time.sleep(0.5)
         assert not w.done(), w.res
         ca.sendall(b"y")
@@ -248,7 +262,7 @@ def test_watches_parked_hold_no_thread(apache_factory, module_so, target, tls):
     (503) from the fifth on. Parked, all wait, the site answers, and each
     answers when its target sends."""
     a = apache_factory.get("event", module=module_so,
-                           extra_conf=SMALL_EVENT + _conf(target.port, "/wlong", 20))
+                           extra_conf=SMALL_EVENT + _conf(target.port))
     opened = [_open(a, target, tls, base="/wlong") for _ in range(N_PARKED)]
     try:
         ws = [Later(a, tls, _lines((tok, 0)), max_time=40, base="/wlong") for tok, _ in opened]
@@ -276,7 +290,7 @@ def test_watch_refused_by_the_core(apache_factory, module_so, target, tls, async
     the two others still answer."""
     a = apache_factory.get("event", module=module_so,
                            extra_conf="RelayMaxWorkers 2\nRelayAsync %s\n" % async_
-                           + _conf(target.port, "/wlong", 20))
+                           + _conf(target.port))
     opened = [_open(a, target, tls, base="/wlong") for _ in range(3)]
     try:
         ws = [Later(a, tls, _lines((tok, 0)), max_time=40, base="/wlong")
