@@ -1,7 +1,7 @@
 /* The relay-https handler: splits the URI into target and endpoint, checks
  * what every endpoint shares (protocol version, target name) and dispatches.
- * Open, check and the control endpoints (ack, close) are answered here; push, pull
- * and duplex have files of their own. Also the refusal of TRACE. */
+ * Open, check and the control endpoints (ack, close) are answered here; push, pull,
+ * duplex and watch have files of their own. Also the refusal of TRACE. */
 #include <string.h>
 
 #include <apr_strings.h>
@@ -368,6 +368,8 @@ static int dispatch(request_rec *r)
         return held_call(&q, rh_do_duplex, 1);
     if (!strcmp(op, RH_EP_ACK))
         return do_control(&q, RH_IPC_ACK);
+    if (!strcmp(op, RH_EP_WATCH))
+        return rh_do_watch(&q);
     return rh_fail(r, HTTP_NOT_FOUND, "no such relay endpoint '%s'", op);
 }
 

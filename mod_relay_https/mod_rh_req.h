@@ -73,4 +73,7 @@ int rh_do_pull(rh_req *q);
 /* mod_rh_duplex.c: push and pull in one request. */
 int rh_do_duplex(rh_req *q);
 
+/* mod_rh_watch.c: one long-poll for many idle sessions. */
+int rh_do_watch(rh_req *q);
+
 #endif

@@ -138,7 +138,7 @@
 #define RH_BUSY_HEARTBEAT_MS  1000
 #define RH_BUSY_POLL_MS       1000
 
-/* watch (PROTOCOL.md, watch; planned): one long-poll for many idle sessions.
+/* watch (PROTOCOL.md, watch): one long-poll for many idle sessions.
  * The body has at most RH_WATCH_MAX lines "<token> <ack>\n" of at most
  * RH_WATCH_LINE_MAX bytes each; the answer names ready sessions by id with
  * RH_WATCH_DATA or RH_WATCH_GONE. A client re-sends a grown set at most once

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "rh_core_int.h"
+#include "rh_core_watch.h"
 #include "rh_util.h"
 
 #define MAX_EVENTS   256
@@ -135,6 +136,7 @@ static int reap(core *c)
         c->dead_conns = k->next_dead;
         free(k->in);
         free(k->rq);
+        free(k->big);
         free(k);
     }
     return any;
@@ -292,6 +294,8 @@ static int wait_ms(const core *c, long now)
         d = c->pair_due - now;   /* a rendezvous wait ends */
     if (c->resolve_due && c->resolve_due - now < d)
         d = c->resolve_due - now;   /* a name lookup times out */
+    if (c->watch_due && c->watch_due - now < d)
+        d = c->watch_due - now;     /* a watch answers empty */
     return d < 0 ? 0 : (d > RH_CORE_BEAT_MS ? RH_CORE_BEAT_MS : (int)d);
 }
 
@@ -371,6 +375,7 @@ static void stop_sessions(core *c)
             c->dead_sessions = s;
         }
     }
+    rh_core_watch_stop(c);
     reap(c);
 }
 
@@ -411,6 +416,7 @@ int rh_core_run(const rh_core_config *cfg)
         rh_pair_timers(c, rh_now_ms());
         rh_udp_tick(c, rh_now_ms());
         rh_core_resolve_timers(c, rh_now_ms());
+        rh_core_watch_timers(c, rh_now_ms());
         trim(c, now, reap(c));
     }
 

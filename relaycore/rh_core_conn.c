@@ -120,25 +120,32 @@ void rh_core_out_ack(conn *k, uint64_t off)
     rh_core_out_frame(k, RH_FRAME_ACK, a, 8);
 }
 
-/* Writes what is pending in out; returns 0 when all is written, 1 when the socket
- * is full, -1 on error. */
-int rh_core_out_flush(conn *k)
+/* Sends buf[*off, len) without blocking: 0 when all is sent, 1 when the
+ * socket is full, -1 on error. */
+static int send_pending(int fd, const unsigned char *buf, size_t *off, size_t len)
 {
-    while (k->out_off < k->out_len) {
-        ssize_t n = send(k->fd, k->out + k->out_off, k->out_len - k->out_off,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (*off < len) {
+        ssize_t n = send(fd, buf + *off, len - *off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
-            k->out_off += (size_t)n;
+            *off += (size_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return 1;
-        return -1;
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 1 : -1;
     }
-    k->out_off = k->out_len = 0;
     return 0;
+}
+
+/* Writes what is pending in out, then in big (a long answer); returns 0 when
+ * all is written, 1 when the socket is full, -1 on error. */
+int rh_core_out_flush(conn *k)
+{
+    int rv = send_pending(k->fd, k->out, &k->out_off, k->out_len);
+    if (rv != 0)
+        return rv;
+    k->out_off = k->out_len = 0;
+    return send_pending(k->fd, k->big, &k->big_off, k->big_len);
 }
 
 /* A kept connection after its answer: a new one as accept made it (the
@@ -149,6 +156,7 @@ static void conn_renew(core *c, conn *k)
     uint32_t ev = k->ev;
     free(k->in);
     free(k->rq);
+    free(k->big);
     memset(k, 0, sizeof(*k));
     k->src = SRC_CONN;
     k->fd = fd;

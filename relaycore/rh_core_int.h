@@ -12,6 +12,7 @@
  *   rh_core_down.c     down: target -> ring -> pull frames
  *   rh_core_open.c     OPEN: limits, the new session, the connect to the target
  *   rh_core_req.c      the other requests, and the request line itself
+ *   rh_core_watch.c    WATCH: one long-poll for many idle sessions
  *   rh_udp.c           udp: targets: datagrams <-> the session's stream
  *
  * Every session has a target socket and two bounded rings: up (client -> target)
@@ -55,7 +56,7 @@
 
 enum { SRC_LISTEN = 1, SRC_STOP, SRC_CONN, SRC_TARGET, SRC_RESOLVER, SRC_UDP };
 enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY, CK_LISTEN, CK_SVCWAIT,
-       CK_RESOLVE };
+       CK_RESOLVE, CK_WATCH };
 
 #define PUSH_WAIT_MAX 8     /* pushes queued behind the active one, per session */
 #define CRC_MARKS     32    /* down: CRCs of the last frame ends, for acks at them */
@@ -75,6 +76,7 @@ enum { CK_NEW = 0, CK_OPEN, CK_PUSH, CK_PUSHWAIT, CK_PULL, CK_REPLY, CK_LISTEN, 
 typedef struct session session;
 typedef struct conn conn;
 typedef struct rh_udp rh_udp;
+typedef struct rh_core_watch rh_core_watch;
 
 /* A reset session's reason, kept after the session is gone */
 typedef struct rh_tomb {
@@ -133,6 +135,9 @@ struct conn {
     long resolve_deadline;   /* ... answered 504 at this time */
     char resolve_name[RH_HOST_MAX + 2];
     conn *res_next;          /* ... in the core's list of waiting lookups */
+    rh_core_watch *watch;    /* WATCH: its state (rh_core_watch.c) */
+    unsigned char *big;      /* a reply longer than out (a watch's answer), sent after out */
+    size_t big_len, big_off;
     conn *next_dead;
 };
 
@@ -198,6 +203,10 @@ struct session {
                                 that would wake it puts it on the again list) */
              kick:1;         /* rendezvous: its peer moved bytes to or from it:
                                 it has work no event will announce */
+    rh_core_watch *watch;    /* the waiting watch it is in (at most one), or NULL:
+                                its idle timeout does not run meanwhile */
+    unsigned watch_i;        /* ... its entry there */
+    uint32_t watch_mark;     /* the last watch that listed it (repeats) */
 };
 
 typedef struct core {
@@ -241,6 +250,11 @@ typedef struct core {
     int trim_due;                  /* sessions or requests ended since the last malloc_trim */
     long trimmed;                  /* ... which ran then */
     unsigned char *push_scratch;   /* PUSH_SCRATCH: push input read and parsed at once */
+    rh_core_watch *watches;        /* WATCH requests reading or waiting (rh_core_watch.c) */
+    long watch_due;                /* ... the earliest of their deadlines; 0: none */
+    uint32_t watch_serial;         /* ... the last one's number */
+    unsigned watch_waiting;        /* ... waiting now, and the sessions they hold */
+    unsigned watch_sessions;
 } core;
 
 /* Test only (RELAY_HTTPS_TEST_FLIP=up:N or down:N): flips the byte at that offset

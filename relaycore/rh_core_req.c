@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "rh_core_int.h"
+#include "rh_core_watch.h"
 #include "rh_util.h"
 
 #define PUSH_AHEAD_MAX (64ull << 20) /* a push may start this far beyond the accepted offset:
@@ -321,6 +322,8 @@ static void conn_new_readable(core *c, conn *k)
     case RH_IPC_LISTEN: rh_pair_listen(c, k, &rq); break;
     case RH_IPC_RESOLVE: rh_core_req_resolve(c, k, &rq); break;
     case RH_IPC_GONE:  rh_core_session_gone(c, k, rq.token); break;
+    case RH_IPC_WATCH: rh_core_watch_req(c, k, &rq, k->line + ll + 1, k->line_len - ll - 1);
+                       break;
     default:           rh_core_conn_error(c, k, 400, "unknown core request"); break;
     }
 }
@@ -370,6 +373,9 @@ void rh_core_conn_event(core *c, conn *k, uint32_t events)
         return;
     case CK_PULL:
         rh_core_pull_event(c, k, events);
+        return;
+    case CK_WATCH:
+        rh_core_watch_event(c, k, events);
         return;
     }
 }

@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "rh_core_int.h"
+#include "rh_core_watch.h"
 #include "rh_util.h"
 
 #define PUMP_ROUNDS 4            /* a pump's turns at most, before other sessions' */
@@ -84,7 +86,8 @@ static long serve_gone_at(const session *s)
 
 long rh_core_session_next_deadline(const session *s)
 {
-    long d = s->last_heard + (long)s->idle_s * 1000L;
+    /* a watched session is in use: no idle timeout (rh_core_watch.c) */
+    long d = s->watch ? LONG_MAX : s->last_heard + (long)s->idle_s * 1000L;
     if (s->throttle_until && s->throttle_until < d)
         d = s->throttle_until;
     if (s->connecting && s->connect_deadline < d)
@@ -138,6 +141,7 @@ void rh_core_session_free(core *c, session *s)
             *p = s->next_again;
             break;
         }
+    rh_core_watch_check(c, s);   /* dead: a watch still holding it answers */
     target_close(c, s);
     rh_udp_free(c, s);
     if (s->cl) {
@@ -209,6 +213,7 @@ void rh_core_session_end(core *c, session *s, int reset, const char *reason)
                 "session %s closed (%s) target=%s up=%" PRIu64 " down=%" PRIu64,
                 s->sid, reason, s->target, s->up_acc, s->down_sent);
     rh_pair_session_end(c, s, reset, reason);
+    rh_core_watch_check(c, s);   /* a watch that has it answers now */
     if (s->opener) {
         conn *k = s->opener;
         s->opener = NULL;
@@ -427,6 +432,8 @@ void rh_core_session_pump(core *c, session *s)
     }
     if (!s->dead)
         rh_core_session_update(c, s);
+    if (s->watch)
+        rh_core_watch_check(c, s);   /* down bytes came, or the end */
     pump_peer(c, s);
     s->in_pump = 0;
 }
@@ -555,7 +562,7 @@ void rh_core_session_timer(core *c, session *s, long now)
         if (s->dead)
             return;
     }
-    if (now >= s->last_heard + (long)s->idle_s * 1000L) {
+    if (!s->watch && now >= s->last_heard + (long)s->idle_s * 1000L) {
         rh_core_session_end(c, s, 1, "idle timeout");
         return;
     }

@@ -182,6 +182,17 @@ static int parse_resolve(char **w, int n, rh_ipc_req *req)
         || parse_uint(w[2], &req->timeout_s, 3600) || req->timeout_s == 0 ? -1 : 0;
 }
 
+/* WATCH target count poll_s [owner=HEX64] */
+static int parse_watch(char **w, int n, rh_ipc_req *req)
+{
+    req->op = RH_IPC_WATCH;
+    if (copy_word(req->target, sizeof(req->target), w[1])
+        || parse_uint(w[2], &req->count, RH_WATCH_MAX) || req->count == 0
+        || parse_uint(w[3], &req->poll_s, 3600) || req->poll_s == 0)
+        return -1;
+    return n == 5 && (strncmp(w[4], "owner=", 6) || parse_open_option(w[4], req)) ? -1 : 0;
+}
+
 #define REQ_WORDS_MAX 13
 
 /* the request verbs, with how many words (the verb included) each takes */
@@ -200,6 +211,7 @@ static const struct {
     { "LISTEN", 5, 9, parse_listen },
     { "RESOLVE", 3, 3, parse_resolve },
     { "GONE",  2, 2, parse_gone },
+    { "WATCH", 4, 5, parse_watch },
 };
 
 int rh_ipc_parse_req(const char *line, rh_ipc_req *req)
@@ -295,6 +307,13 @@ int rh_ipc_format_req(char *buf, size_t len, const rh_ipc_req *req)
         break;
     case RH_IPC_RESOLVE:
         n = snprintf(buf, len, "RESOLVE %s %u\n", req->name, req->timeout_s);
+        break;
+    case RH_IPC_WATCH:
+        if (req->owner)
+            n = snprintf(buf, len, "WATCH %s %u %u owner=%016" PRIx64 "\n", req->target,
+                         req->count, req->poll_s, req->owner);
+        else
+            n = snprintf(buf, len, "WATCH %s %u %u\n", req->target, req->count, req->poll_s);
         break;
     default:
         return -1;

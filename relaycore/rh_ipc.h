@@ -33,8 +33,12 @@ typedef enum {
     RH_IPC_RESOLVE,/* RESOLVE name timeout_s: the core looks the name up without
                       blocking its loop; OK addr [addr...] (at most
                       RH_RESOLVE_ADDRS) or ERR 502/504 reason=resolve */
-    RH_IPC_GONE    /* GONE token: a session the registry does not have; always
+    RH_IPC_GONE,   /* GONE token: a session the registry does not have; always
                       ERR 410, with reason=reset and why when it was reset lately */
+    RH_IPC_WATCH   /* WATCH target count poll_s [owner=HEX64], then count lines
+                      "token ack": OK <length> once a session is ready (or
+                      poll_s ran out), then length bytes "sid data|gone" lines
+                      (rh_core_watch.h) */
 } rh_ipc_op;
 
 typedef struct rh_ipc_req {
@@ -65,6 +69,7 @@ typedef struct rh_ipc_req {
     unsigned log_level; /* logs: httpd's level for the module (APLOG_*) */
     char name[RH_HOST_MAX + 2];   /* resolve: the host name */
     unsigned timeout_s;           /* resolve: answer 504 after this long */
+    unsigned count;               /* watch: entry lines after the request line */
 } rh_ipc_req;
 
 /* Replies: "OK <text>", "DONE <offset>", "ERR <status> [reason=<token>]

@@ -32,6 +32,7 @@ Suite *core_suite(void)
     core_flow_tests(&t);
     core_check_tests(&t);
     core_pair_tests(&t);
+    core_watch_tests(&t);
 
     suite_add_tcase(s, t.requests);
     suite_add_tcase(s, t.data);

@@ -214,5 +214,6 @@ void core_timers_tests(const core_tcases *t);
 void core_flow_tests(const core_tcases *t);
 void core_check_tests(const core_tcases *t);
 void core_pair_tests(const core_tcases *t);
+void core_watch_tests(const core_tcases *t);
 
 #endif

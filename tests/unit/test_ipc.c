@@ -314,6 +314,30 @@ START_TEST(test_rendezvous_lines)
 }
 END_TEST
 
+/* WATCH: target, count, poll_s and an owner; count within 1..RH_WATCH_MAX */
+START_TEST(test_watch_lines)
+{
+    rh_ipc_req rq;
+    char buf[RH_IPC_LINE_MAX];
+    parse_ok("WATCH t1 3 25 owner=1f", &rq);
+    ck_assert_int_eq(rq.op, RH_IPC_WATCH);
+    ck_assert_str_eq(rq.target, "t1");
+    ck_assert(rq.count == 3 && rq.poll_s == 25 && rq.owner == 0x1f);
+    ck_assert_int_gt(rh_ipc_format_req(buf, sizeof(buf), &rq), 0);
+    ck_assert_str_eq(buf, "WATCH t1 3 25 owner=000000000000001f\n");
+    parse_ok("WATCH t1 4096 1", &rq);
+    ck_assert(rq.count == RH_WATCH_MAX && rq.owner == 0);
+    ck_assert_int_gt(rh_ipc_format_req(buf, sizeof(buf), &rq), 0);
+    ck_assert_str_eq(buf, "WATCH t1 4096 1\n");
+    parse_bad("WATCH t1 0 25");
+    parse_bad("WATCH t1 4097 25");
+    parse_bad("WATCH t1 3 0");
+    parse_bad("WATCH t1 3");
+    parse_bad("WATCH t1 3 25 client=ab");
+    parse_bad("WATCH t1 3 25 owner=1f keep");
+}
+END_TEST
+
 START_TEST(test_parse_rejects)
 {
     parse_bad("");
@@ -763,6 +787,7 @@ Suite *ipc_suite(void)
     tcase_add_test(tc, test_open_options);
     tcase_add_test(tc, test_parse_rejects);
     tcase_add_test(tc, test_rendezvous_lines);
+    tcase_add_test(tc, test_watch_lines);
     tcase_add_test(tc, test_format_errors);
     tcase_add_test(tc, test_reply_parse);
     suite_add_tcase(s, tc);
