@@ -282,6 +282,7 @@ void restart_session(rhc_tunnel *t, const char *why)
     t->xp.probe_until = t->xp.up_fallback_at = t->xp.hold_until = 0;
     t->xp.up_fallback_why = NULL;
     t->push.pads = 0;
+    t->push.pad_from = 0;
     t->down.repull_at = t->push.spush_at = 0;
     t->xp.up_hold = 0;
     t->xp.switched_pull = 0;

@@ -183,7 +183,8 @@ static void timers_up(rhc_tunnel *t, int64_t now)
          * costs FLUSH_MAX x FLUSH_PAD bytes. */
         t->push.hb_pending = 1;
         t->push.hb_pad = FLUSH_PAD;
-        ++t->push.pads;
+        if (!t->push.pads++)
+            t->push.pad_from = t->push.ack_wait_since;
         t->push.ack_wait_since = now;
         t_log(t, 2, "up bytes from %" PRIu64 " not confirmed for %d s: padded heartbeat",
               t->up.acked, ACK_STALL_MS / 1000);

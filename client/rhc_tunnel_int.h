@@ -145,6 +145,7 @@ struct rhc_tunnel {
         int hb_pending;
         size_t hb_pad;          /* the pending H carries this much padding */
         unsigned pads;          /* padded H frames sent since the last confirmation */
+        int64_t pad_from;       /* ack_wait_since when the first of them went (up_dead_at) */
         int64_t last_emit;      /* a streamed body last gave curl bytes then */
         int64_t last_data;      /* when up data last went into a streamed body */
         int parked;             /* no stream push until there is something to send */

@@ -33,6 +33,7 @@ void up_ack(rhc_tunnel *t, uint64_t x)
                              "intermediary holds small request body chunks";
     }
     t->push.pads = 0;
+    t->push.pad_from = 0;
     if (sc && x > sc->p_off)
         sc->acked_any = 1;      /* this body streams: bytes of it got through */
     /* the buffer keeps a body that still streams contiguous (rhc_upbuf_confirm) */
@@ -210,7 +211,14 @@ int64_t up_dead_at(const rhc_tunnel *t, int64_t now)
         req_waiting(dr) || req_waiting(up_streamer(t)) ||
         now - t->down.last_rx >= pull_dead_ms(t, dr, now))
         return -1;
-    return t->push.ack_wait_since + (t->push.dead_ms ? t->push.dead_ms : UP_DEAD_MS);
+    int64_t dead = t->push.dead_ms ? t->push.dead_ms : UP_DEAD_MS;
+    int64_t at = t->push.ack_wait_since + dead;
+    /* each padded heartbeat restarts the wait (a buffering intermediary gets
+     * its chance), but together they put it off by ACK_STALL_MS at most: on a
+     * dead connection three of them had stalled a tunnel for 15 to 21 s */
+    if (t->push.pad_from && at > t->push.pad_from + dead + ACK_STALL_MS)
+        at = t->push.pad_from + dead + ACK_STALL_MS;
+    return at;
 }
 
 /* The requests carrying unconfirmed up bytes went silent: they go again from
@@ -223,6 +231,7 @@ void up_dead(rhc_tunnel *t, int64_t now)
     t_log(t, 1, "up bytes from %" PRIu64 " not confirmed for %" PRId64 " ms while the server "
           "answers: giving up the request that carries them", t->up.acked, ms);
     t->push.ack_wait_since = now;
+    t->push.pad_from = 0;       /* a new request: its own stall */
     int64_t was = t->push.dead_ms;
     t->push.dead_ms = 2 * (t->push.dead_ms ? t->push.dead_ms : UP_DEAD_MS);
     if (t->push.dead_ms > UP_DEAD_MAX_MS)

@@ -221,8 +221,12 @@ int64_t pull_dead_ms(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now)
 
     /* a path that never showed a response of this transport is the probe's
      * business (an intermediary that holds responses, say), not a dead one */
+    /* a long-poll is answered within RH_BUSY_POLL_MS of its start if the
+     * server was busy then: judged by its start, not by now (our busy window
+     * may end while it waits, and a black hole then cost the idle 40 s) */
+    int64_t at = dr->batch && dr->started ? dr->started : now;
     if (t->xp.down_seen != t->xp.down || !t->sess.last_busy ||
-        now - t->sess.last_busy >= RH_BUSY_WINDOW_MS - BUSY_MARGIN_MS)
+        at - t->sess.last_busy >= RH_BUSY_WINDOW_MS - BUSY_MARGIN_MS)
         return idle;
     int64_t ms = dr->batch ? BUSY_POLL_DEAD_MS : BUSY_HB_DEAD_MS;
     /* A server late because its machine is overloaded looks like a black hole;

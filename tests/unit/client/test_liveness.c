@@ -31,6 +31,14 @@ START_TEST(test_idle_and_busy)
     /* out of the busy window: the old pace */
     t->sess.last_busy = now - RH_BUSY_WINDOW_MS;
     ck_assert_int_eq(pull_dead_ms(t, &dr, now), PULL_DEAD_MS);
+    /* a long-poll started while busy is judged by its start: the server
+     * answers it within a second of that, however late our window ends */
+    dr.started = now - 2000;
+    t->sess.last_busy = dr.started - 100;
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now + RH_BUSY_WINDOW_MS), BUSY_POLL_DEAD_MS);
+    dr.started = now + RH_BUSY_WINDOW_MS - 10;     /* ... one started after it: idle */
+    ck_assert_int_eq(pull_dead_ms(t, &dr, now + RH_BUSY_WINDOW_MS), PULL_DEAD_MS);
+    dr.started = 0;
     /* a transport not seen answering yet is the probe's business */
     t->sess.last_busy = now - 100;
     t->xp.down_seen = RHC_XP_BATCH;
@@ -123,6 +131,44 @@ START_TEST(test_a_prompt_answer_forgets_the_resumes)
 }
 END_TEST
 
+/* up_dead_at: unconfirmed up bytes on a push while the down response is alive.
+ * Padded heartbeats (an intermediary holding a partly filled buffer) restart
+ * the wait, but all of them together put it off by ACK_STALL_MS at most. */
+START_TEST(test_pads_put_up_dead_off_once)
+{
+    struct rhc_req dr, sp;
+    int64_t now = 1000000;
+    rhc_tunnel *t = busy_tunnel(now);
+    memset(&dr, 0, sizeof(dr));
+    memset(&sp, 0, sizeof(sp));
+    t->rq.pull = &dr;
+    t->rq.spush = &sp;
+    t->xp.up = RHC_XP_STREAM;
+    t->sess.resume = 1;
+    t->up.sent = 5000;
+    t->up.acked = 1000;
+    t->down.last_rx = now;
+    t->push.ack_wait_since = now;
+    t->push.dead_ms = 2 * UP_DEAD_MS;           /* doubled by an earlier stall */
+    ck_assert_int_eq(up_dead_at(t, now), now + 2 * UP_DEAD_MS);
+    /* three padded heartbeats, ACK_STALL_MS apart, each restarting the wait */
+    for (int i = 1; i <= FLUSH_MAX; ++i) {
+        int64_t at = now + i * ACK_STALL_MS;
+        if (!t->push.pads++)
+            t->push.pad_from = t->push.ack_wait_since;
+        t->push.ack_wait_since = at;
+        t->down.last_rx = at;
+    }
+    ck_assert_int_eq(up_dead_at(t, now + FLUSH_MAX * ACK_STALL_MS),
+                     now + 2 * UP_DEAD_MS + ACK_STALL_MS);
+    /* without pads the restarted wait counts whole */
+    t->push.pad_from = 0;
+    ck_assert_int_eq(up_dead_at(t, now + FLUSH_MAX * ACK_STALL_MS),
+                     now + FLUSH_MAX * ACK_STALL_MS + 2 * UP_DEAD_MS);
+    free(t);
+}
+END_TEST
+
 Suite *liveness_suite(void)
 {
     Suite *s = suite_create("client liveness");
@@ -131,6 +177,7 @@ Suite *liveness_suite(void)
     tcase_add_test(tc, test_idle_long_poll_follows_the_announced_poll_time);
     tcase_add_test(tc, test_resumes_in_a_row_double_the_wait);
     tcase_add_test(tc, test_a_prompt_answer_forgets_the_resumes);
+    tcase_add_test(tc, test_pads_put_up_dead_off_once);
     suite_add_tcase(s, tc);
     return s;
 }
