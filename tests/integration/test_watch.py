@@ -307,3 +307,41 @@ def test_watch_refused_by_the_core(apache_factory, module_so, target, tls, async
     finally:
         for _, c in opened:
             c.close()
+
+
+@pytest.mark.rh_timeout(90)
+def test_watch_under_basic_auth(apache_factory, module_so, target, tls, tmp_path_factory):
+    """The same Apache authentication as every endpoint: 401 without
+    credentials; and where the location authenticates, a session is its
+    opener's: another user's watch hears it gone, its opener's waits."""
+    import intermediaries as im
+    d = harness.www_tmpdir(tmp_path_factory, "watch-auth")
+    pw = im.write_htpasswd(os.path.join(d, "htpasswd"), {"alice": "a-P4ss", "bob": "b-P4ss"})
+    conf = im.basic_auth_location_conf("/wauth", {"w": "127.0.0.1:%d" % target.port}, pw)
+    a = apache_factory.get("event", module=module_so, extra_conf=_conf(target.port) + conf)
+    alice, bob = ["-u", "alice:a-P4ss"], ["-u", "bob:b-P4ss"]
+    r = harness.curl(a.base_url + "/wauth/w/open", headers=["Relay-Version: 1"],
+                     cacert=tls["ca"], extra=alice)
+    assert r.status == 201, r
+    tok = r.header("Relay-Session")
+    c = target.accept()
+    try:
+        url = a.base_url + "/wauth/w/watch"
+        body = _lines((tok, 0))
+        r = harness.curl(url, headers=["Relay-Version: 1"], data=body, cacert=tls["ca"])
+        assert r.status == 401, r
+        r = harness.curl(url, headers=["Relay-Version: 1"], data=body, cacert=tls["ca"],
+                         extra=bob)
+        assert r.status == 200 and r.body == ("%s gone\n" % _sid(tok)).encode(), r
+        out = {}
+        th = threading.Thread(target=lambda: out.update(r=harness.curl(
+            url, headers=["Relay-Version: 1"], data=body, cacert=tls["ca"], extra=alice,
+            max_time=30)), daemon=True)
+        th.start()
+        time.sleep(1.0)
+        assert "r" not in out, out
+        c.sendall(b"a")
+        th.join(10)
+        assert out["r"].status == 200 and out["r"].body == ("%s data\n" % _sid(tok)).encode(), out
+    finally:
+        c.close()
