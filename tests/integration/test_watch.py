@@ -115,6 +115,14 @@ def _sid(tok):
     return tok[:16]
 
 
+def _wake(tok, c, w):
+    """The target of session tok (its side c) sends a byte: watch w answers,
+    naming it."""
+    c.sendall(b"!")
+    r, _ = w.wait(10)
+    assert r.status == 200 and r.body == ("%s data\n" % _sid(tok)).encode(), r
+
+
 def _no_token_logged(a, tokens):
     logs = glob.glob(os.path.join(a.root, "logs", "*"))
     for path in logs:
@@ -301,9 +309,7 @@ def test_watch_refused_by_the_core(apache_factory, module_so, target, tls, async
         assert b"RelayMaxWorkers" in r.body and dt < 2, (r, dt)
         assert not any(w.done() for w in ws)
         for (tok, c), w in zip(opened, ws):
-            c.sendall(b"!")
-            r, _ = w.wait(10)
-            assert r.status == 200 and r.body == ("%s data\n" % _sid(tok)).encode(), r
+            _wake(tok, c, w)
     finally:
         for _, c in opened:
             c.close()
@@ -345,3 +351,32 @@ def test_watch_under_basic_auth(apache_factory, module_so, target, tls, tmp_path
         assert out["r"].status == 200 and out["r"].body == ("%s data\n" % _sid(tok)).encode(), out
     finally:
         c.close()
+
+
+@pytest.mark.rh_timeout(120)
+def test_watches_across_two_cores_parked(apache_factory, module_so, target, tls):
+    """RelayCoreProcesses 2: watches of one session in each core (their
+    tokens name the core) park too, on the two cores' sockets at once: 12 of
+    them wait on two children of 4 threads (4 may wait on a thread), and each
+    answers for whichever of its cores has data."""
+    a = apache_factory.get("event", module=module_so,
+                           extra_conf=SMALL_EVENT + "RelayCoreProcesses 2\n" + _conf(target.port))
+    opened = [_open(a, target, tls, base="/wlong") for _ in range(30)]
+    by_core = {}
+    for tok, c in opened:
+        by_core.setdefault(tok[:2], []).append((tok, c))
+    assert len(by_core) == 2, sorted(by_core)
+    pairs = list(zip(*by_core.values()))[:12]
+    assert len(pairs) >= 8, {k: len(v) for k, v in by_core.items()}
+    try:
+        ws = [Later(a, tls, _lines((x[0], 0), (y[0], 0)), max_time=40, base="/wlong")
+              for x, y in pairs]
+        time.sleep(2.0)
+        early = [w.res for w in ws if w.done()]
+        assert not early, "%d of %d watches answered early: %s" % (len(early), len(ws), early[:3])
+        for i, (pair, w) in enumerate(zip(pairs, ws)):
+            tok, c = pair[i % 2]
+            _wake(tok, c, w)
+    finally:
+        for _, c in opened:
+            c.close()
