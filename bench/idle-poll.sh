@@ -8,9 +8,12 @@
 # Runs the idle-async figure with 2000 batch tunnels (BUILD: RH_BUILD_DIR) and measures
 # from 35 s (count) or 40 s (strace) after the ramp's start; the long-polls in each
 # window are counted in the access log. Results go to OUT/result.txt. As root.
+# RH_IDLE_FROM=S and RH_IDLE_SETTLE=S move the window's start and the hold
+# (a steady state of watching tunnels: RH_IDLE_FROM=150 RH_IDLE_SETTLE=200).
 set -u
 B=$1; O=$2; MODE=${3:-count}
 SETTLE=60; [ "$MODE" = strace ] && SETTLE=120
+SETTLE=${RH_IDLE_SETTLE:-$SETTLE}   # the bench holds the tunnels this long
 rm -rf "$O"; mkdir -p "$O/tmp"
 here=$(cd "$(dirname "$0")" && pwd)
 RH_BUILD_DIR=$B "$here/run.sh" --paths batch --variants loopback --figures idle-async \
@@ -20,7 +23,8 @@ BP=$!
 until grep -q 'idle ramp to' "$O/bench.log" 2>/dev/null; do
   sleep 1; kill -0 $BP 2>/dev/null || { echo "bench ended early: $O/bench.log"; exit 1; }
 done
-if [ "$MODE" = strace ]; then sleep 40; else sleep 35; fi
+FROM=35; [ "$MODE" = strace ] && FROM=40
+sleep ${RH_IDLE_FROM:-$FROM}         # the window starts this long after the ramp's
 par=""
 for p in $(pgrep -x apache2); do
   case "$(tr '\0' ' ' < /proc/$p/cmdline)" in
