@@ -34,6 +34,10 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
         c->listen_done(c->listen_arg, r, rc);
         return;
     }
+    if (r->kind == REQ_WATCH) {
+        watch_done(c, r, rc);
+        return;
+    }
     if (r->kind == REQ_CHECK) {     /* the start check waits for it */
         rhc_check_done(r, rc);
         return;
@@ -79,6 +83,7 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
     case REQ_CLOSE:
     case REQ_CHECK:
     case REQ_LISTEN:
+    case REQ_WATCH:
         break;
     }
 }
@@ -359,6 +364,7 @@ static int curl_due(rhc_ctx *c)
 static void run_due(rhc_ctx *c)
 {
     rhc_wake_timers(c, rh_now_ms());
+    rhc_watch_timers(c, rh_now_ms());     /* watches due (joins, after a failure) */
     /* Unpausing sets curl's timer to 0, so this also runs what was unpaused. */
     curl_due(c);
     reap(c);
@@ -392,6 +398,7 @@ int rhc_ctx_step(rhc_ctx *c, struct pollfd *extra, size_t nextra, long max_wait_
     csock_holds_due(c, now);
     wait_until(&wait, rhc_heap_next(&c->holds), now);
     wait_until(&wait, rhc_wake_next(c), now);
+    wait_until(&wait, rhc_watch_next(c), now);
     wait_until(&wait, c->curl_deadline, now);
     csock_flush(c);
 

@@ -437,6 +437,10 @@ static const struct opt_def opt_defs[] = {
       NULL,
       "do not ask the server to keep sent bytes until acknowledged: a cut connection then ends "
       "the tunnel (default: every cut is resumed)" },
+    { "no-watch",        no_argument,       OPT_NO_WATCH, set_int_flag, F(no_watch), 1, 0,
+      NULL,
+      "every idle batch tunnel long-polls on its own (default: the idle batch tunnels of a "
+      "-L wait in one watch request; a server without it is noticed, they long-poll then)" },
     { "idle-push",       required_argument, OPT_IDLE_PUSH, set_idle_push, 0, 0, 0,
       "SECONDS",
       "end a stream push after this long with nothing to send (the next bytes start a new "
@@ -512,7 +516,8 @@ typedef char opt_defs_fit[N_OPTS <= RHC_OPTS_MAX ? 1 : -1] __attribute__((unused
 
 /* --help's order (and relay-https(1)'s), by topic: each row's val, once. */
 static const int help_order[] = {
-    'L', 'K', OPT_URL, OPT_TARGET, OPT_TRANSPORT, OPT_NO_RESUME, OPT_IDLE_PUSH,
+    'L', 'K', OPT_URL, OPT_TARGET, OPT_TRANSPORT, OPT_NO_RESUME, OPT_NO_WATCH,
+    OPT_IDLE_PUSH,
     OPT_RETRY_START, OPT_UDP_IDLE, OPT_UDP_QUEUE, OPT_UDP_FLOWS,
     'u', OPT_NETRC, OPT_NETRC_FILE, OPT_TO, OPT_ACCEPTS,
     OPT_LOCAL_USER, OPT_MAX_CONNS, OPT_HANDSHAKE, OPT_AUTH,

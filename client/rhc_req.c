@@ -20,7 +20,8 @@
 #include "rhc_tunnel_int.h"
 
 const char *const kind_name[] = { RH_EP_OPEN, RH_EP_PULL, RH_EP_PUSH, RH_EP_DUPLEX,
-                                   RH_EP_CLOSE, RH_EP_ACK, RH_EP_CHECK, RH_EP_LISTEN };
+                                   RH_EP_CLOSE, RH_EP_ACK, RH_EP_CHECK, RH_EP_LISTEN,
+                                   RH_EP_WATCH };
 
 static int header_is(const char *line, size_t len, const char *name, const char **val,
                      size_t *vlen)
@@ -241,6 +242,7 @@ void req_free(struct rhc_req *r)
     curl_slist_free_all(r->hdrs);
     free(r->p_body);
     free(r->pend);
+    free(r->w_ans);
     free(r);
 }
 

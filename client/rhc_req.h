@@ -17,9 +17,9 @@
 #define BODY_MAX          200             /* bytes of an error body kept for messages */
 
 /* REQ_LISTEN: serve mode's long-poll for a client (rhc_serve.c); its answer
- * has an open's headers */
+ * has an open's headers. REQ_WATCH: a route's watch (rhc_xp_watch.c). */
 enum req_kind { REQ_OPEN, REQ_PULL, REQ_PUSH, REQ_DUPLEX, REQ_CLOSE, REQ_ACK, REQ_CHECK,
-                REQ_LISTEN };
+                REQ_LISTEN, REQ_WATCH };
 extern const char *const kind_name[];   /* endpoint of each kind */
 
 enum { GATE_NONE, GATE_WAITING, GATE_CONNECTING };  /* rhc_req.gate (rhc_gate.c) */
@@ -90,6 +90,12 @@ struct rhc_req {
     int integrity;              /* close: tells the server a check failed here */
     int64_t retry_at;           /* batch push: waits (out of the multi) until then */
     int64_t conf_at;            /* batch push: its data confirmed, its answer not come */
+
+    /* watch: its group (p_body holds the request body) and its answer */
+    struct rhc_wslot *w_slot;
+    char *w_ans;
+    size_t w_len, w_cap;
+    int w_over;                 /* the answer was longer than any can be */
 };
 
 /* auto, no HTTP version asked for: a stream pull or push goes HTTP/1.1. Over

@@ -23,6 +23,10 @@ struct rhc_route *rhc_ctx_add_route(rhc_ctx *c, const struct rhc_opts *o, const 
     if (!r)
         return NULL;
     rhc_route_init(r, o, name);
+    if (rhc_watch_init(r) < 0) {
+        free(r);
+        return NULL;
+    }
     while (*at)
         at = &(*at)->next;
     *at = r;
@@ -43,6 +47,7 @@ void rhc_ctx_free_routes(rhc_ctx *c)
     while (c->routes) {
         struct rhc_route *r = c->routes;
         c->routes = r->next;
+        rhc_watch_free(r);
         free(r);
     }
 }

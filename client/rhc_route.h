@@ -29,6 +29,8 @@ struct rhc_counters {
     uint64_t resumes;           /* requests taken up again after a cut */
     uint64_t sessions[RHC_XP_BATCH + 1];  /* by the transport first chosen (down side) */
     uint64_t dgrams[4];         /* -L udp: datagrams up, down, dropped up, dropped down */
+    uint64_t watched;           /* idle batch tunnels waiting in a watch now ... */
+    uint64_t watches;           /* ... and watch requests sent (rhc_xp_watch.c) */
 };
 
 struct rhc_route {
@@ -38,6 +40,8 @@ struct rhc_route {
     struct rhc_counters n;
     struct rhc_route *next;     /* the context's list */
     struct rhc_ratelog fails;   /* failed opens, for one line a while (rhc_check.h) */
+    struct rhc_watch *watch;    /* its idle batch tunnels' watch (rhc_xp_watch.c); NULL:
+                                   none (--no-watch, serve) */
 };
 
 void rhc_route_init(struct rhc_route *r, const struct rhc_opts *o, const char *name);

@@ -56,9 +56,12 @@ void rhc_fmt_counters(const struct rhc_counters *n, int64_t ms, char *out, size_
              xp_name[RHC_XP_BATCH], n->sessions[RHC_XP_BATCH]);
     if ((n->dgrams[0] || n->dgrams[1] || n->dgrams[2] || n->dgrams[3])
         && at > 0 && (size_t)at < outsz)
-        snprintf(out + at, outsz - (size_t)at, "; datagrams up %" PRIu64 ", down %" PRIu64
-                 ", dropped up %" PRIu64 ", dropped down %" PRIu64, n->dgrams[0], n->dgrams[1],
-                 n->dgrams[2], n->dgrams[3]);
+        at += snprintf(out + at, outsz - (size_t)at, "; datagrams up %" PRIu64 ", down %"
+                       PRIu64 ", dropped up %" PRIu64 ", dropped down %" PRIu64, n->dgrams[0],
+                       n->dgrams[1], n->dgrams[2], n->dgrams[3]);
+    if (n->watches && at > 0 && (size_t)at < outsz)
+        snprintf(out + at, outsz - (size_t)at, "; watched %" PRIu64 " (watches sent %" PRIu64
+                 ")", n->watched, n->watches);
 }
 
 void rhc_counters_add(struct rhc_counters *a, const struct rhc_counters *b)
@@ -72,6 +75,8 @@ void rhc_counters_add(struct rhc_counters *a, const struct rhc_counters *b)
     a->failed += b->failed;
     a->lost += b->lost;
     a->resumes += b->resumes;
+    a->watched += b->watched;
+    a->watches += b->watches;
     for (int i = 0; i <= RHC_XP_BATCH; ++i)
         a->sessions[i] += b->sessions[i];
     for (int i = 0; i < 4; ++i)
@@ -117,14 +122,14 @@ void rhc_json_counters(FILE *f, const struct rhc_counters *n, int64_t ms)
             ", \"rate_up\": %.0f, \"rate_down\": %.0f, \"sessions\": {\"%s\": %" PRIu64
             ", \"%s\": %" PRIu64 ", \"%s\": %" PRIu64 "}, \"datagrams\": {\"up\": %" PRIu64
             ", \"down\": %" PRIu64 ", \"dropped_up\": %" PRIu64 ", \"dropped_down\": %" PRIu64
-            "}",
+            "}, \"watched\": %" PRIu64 ", \"watches\": %" PRIu64,
             n->open_now, n->opened, n->failed, n->lost, n->resumes, n->bytes.up, n->bytes.down,
             rhc_rate(n->bytes.up, n->bytes.up_last, ms),
             rhc_rate(n->bytes.down, n->bytes.down_last, ms),
             xp_name[RHC_XP_DUPLEX], n->sessions[RHC_XP_DUPLEX],
             xp_name[RHC_XP_STREAM], n->sessions[RHC_XP_STREAM],
             xp_name[RHC_XP_BATCH], n->sessions[RHC_XP_BATCH], n->dgrams[0], n->dgrams[1],
-            n->dgrams[2], n->dgrams[3]);
+            n->dgrams[2], n->dgrams[3], n->watched, n->watches);
 }
 
 void rhc_fmt_iso(int64_t wall_ms, char *out, size_t outsz)

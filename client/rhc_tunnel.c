@@ -238,6 +238,7 @@ void t_finish(rhc_tunnel *t)
     int code = t->end.code;
 
     rhc_wake_forget(t);     /* before its socket closes; nothing wakes it now */
+    watch_leave(t);
     req_free(t->rq.open);
     t->rq.open = NULL;
     reqs_free(t);
@@ -304,6 +305,7 @@ int t_advance(rhc_tunnel *t, int64_t now)
     spush_refresh(t);
     push_park(t, now);
     spush_ahead(t, now);
+    watch_local_sent(t);    /* bytes to send: polls again (before they go) */
     up_kick(t);
     if (t->sess.resume)
         maybe_ack(t, now);

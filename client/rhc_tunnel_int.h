@@ -22,6 +22,7 @@
 #include "rhc_stats.h"
 #include "rhc_tunnel.h"
 #include "rhc_upbuf.h"
+#include "rhc_watch.h"
 
 #define OBUF_SOFT         (256u * 1024)   /* responses pause while this much waits locally */
 #define OBUF_MAX          (4u * 1024 * 1024) /* hard cap: soft cap + one curl callback */
@@ -93,6 +94,36 @@
 #define ACK_INFLIGHT      6               /* resume: ack requests in flight at once */
 #define IDLE_MARGIN_MS    5000            /* resume: stop trying this long before the server forgets */
 #define RETRY_MAX         12              /* tries of a refused or cut push / pull in a row */
+
+#define WATCH_GROUPS_MAX  16    /* groups of a route (RH_WATCH_MAX tunnels each); more
+                                   tunnels long-poll */
+#define WATCH_OLD_MAX     8     /* superseded watches waiting for their empty answer */
+#define WATCH_CUTS_MAX    3     /* a watch cut this often in a row: its tunnels poll */
+#define WATCH_FAILS_MAX   4     /* failed watches in a row: the route stops watching */
+/* A watch, and the pull of a tunnel that leaves one, take a pooled connection
+ * only when it was in use this recently: the others idled past a server's
+ * keep-alive (Apache's KeepAliveTimeout is 5 s), and libcurl 7.88 tried the
+ * closed ones in turn ("Send failure: Broken pipe") before a new one. */
+#define WATCH_CONN_MAXAGE_S 2
+
+/* a watch group of a route and its requests (rhc_xp_watch.c) */
+struct rhc_wslot {
+    struct rhc_wgroup g;
+    struct rhc_route *route;
+    struct rhc_req *cur;        /* the group's watch in flight */
+    struct rhc_req *old[WATCH_OLD_MAX]; /* superseded ones, their answer to come */
+    int nold;
+    unsigned cuts;              /* watches cut before an answer, in a row */
+    int64_t poll_ms;            /* the longest poll time of its members' sessions */
+};
+
+/* a route's watch (rhc_xp_watch.c) */
+struct rhc_watch {
+    int off;                    /* the route does not watch (any more) */
+    unsigned fails;             /* watches answered wrongly, in a row */
+    struct rhc_wslot *slot[WATCH_GROUPS_MAX];
+    int nslot;
+};
 
 struct rhc_tunnel {
     rhc_ctx *ctx;
@@ -232,6 +263,13 @@ struct rhc_tunnel {
                                    through poll() (stdio) */
         int gone;               /* being freed: nothing wakes it any more */
     } wake;
+
+    struct {                    /* idle batch: waiting in its route's watch (rhc_xp_watch.c) */
+        struct rhc_wslot *slot; /* its group; NULL: not watched */
+        size_t idx;             /* its place there */
+        uint64_t up_mark;       /* up bytes read when its last long-poll started */
+        int woke;               /* it left the watch: its next pull takes no old connection */
+    } watch;
 };
 
 struct cfd {                    /* a socket of curl's (rhc_csock.c) */
@@ -376,6 +414,17 @@ void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
 void spush_ahead(rhc_tunnel *t, int64_t now);       /* the next push, before the body's end */
 void spush_rotate(rhc_tunnel *t, struct rhc_req *r); /* r's body ended: the next one goes on */
 struct rhc_req *spush_new(rhc_tunnel *t, uint64_t off); /* started, not the tunnel's yet */
+
+/* rhc_xp_watch.c: the watch of a route's idle batch tunnels */
+int rhc_watch_init(struct rhc_route *route);       /* rhc_ctx_add_route; -1: no memory */
+void rhc_watch_free(struct rhc_route *route);
+int watch_may_join(const rhc_tunnel *t, const struct rhc_req *r, int64_t now);
+int watch_join(rhc_tunnel *t, const struct rhc_req *r, int64_t now); /* 1: joined */
+void watch_leave(rhc_tunnel *t);
+void watch_local_sent(rhc_tunnel *t);               /* local bytes: leaves and polls */
+void watch_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc);
+int64_t rhc_watch_next(const rhc_ctx *c);           /* when a watch is due, or -1 */
+void rhc_watch_timers(rhc_ctx *c, int64_t now);
 
 /* rhc_xp_duplex.c */
 int start_duplex(rhc_tunnel *t);

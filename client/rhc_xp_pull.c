@@ -20,6 +20,7 @@ int start_pull(rhc_tunnel *t)
     struct rhc_req *r = req_new(t->ctx, t->route, t, REQ_PULL, t->token);
     int64_t now = rh_now_ms();
 
+    watch_leave(t);             /* a pull takes over from the watch */
     if (!r || add_header(r, RH_HDR_ACK ": %" PRIu64, t->down.off) < 0 ||
         add_header(r, "Content-Type:") < 0 ||
         (batch && add_header(r, RH_HDR_MODE ": " RH_MODE_BATCH) < 0))
@@ -27,10 +28,14 @@ int start_pull(rhc_tunnel *t)
     r->batch = batch;
     if (!batch)
         req_stream_http1(r, t->route->o);
+    if (t->watch.woke)          /* out of a watch: only a connection used just now */
+        curl_easy_setopt(r->h, CURLOPT_MAXAGE_CONN, (long)WATCH_CONN_MAXAGE_S);
+    t->watch.woke = 0;
     req_empty_body(r);
     if (down_req_go(t, r, now) < 0)
         goto fail;
     t->rq.pull = r;
+    t->watch.up_mark = up_read_off(t);
     if (batch)
         t->down.keep_at = now + alive_every(t);     /* a serve leg's keep-alive acks */
     t->xp.probe_until = t->xp.autox && !batch ? now + PROBE_FIRST_MS : 0;
@@ -119,13 +124,16 @@ void down_busy_again(rhc_tunnel *t, struct rhc_req *r, const char *why)
     t->down.repull_at = rh_now_ms() + busy_backoff_ms(n);
 }
 
-/* The pull ended as it should (E or F): the next one goes on after E. */
+/* The pull ended as it should (E or F): the next one goes on after E, or an
+ * idle batch tunnel waits in its route's watch. */
 static void pull_ended(rhc_tunnel *t, struct rhc_req *r)
 {
     int again = r->saw_end;
 
     t->down.retries = 0;
     t->rq.pull = NULL;
+    if (again && watch_join(t, r, rh_now_ms()))
+        again = 0;
     req_free(r);
     if (again) {
         t_log(t, 3, "pull ended (E) at offset %" PRIu64 ", pulling again", t->down.off);

@@ -2,12 +2,13 @@
  * sessions of a client. The body (at most RH_WATCH_MAX lines "<token> <ack>")
  * is read whole and checked line by line here; its entries go to the cores
  * their tokens name (WATCH, rh_core_watch.h), and the first core that answers
- * answers the request: the ids of the sessions that are ready or gone. A
- * watch of one core's sessions parks its wait (RelayAsync); else the wait
- * holds the request's thread (one watch per forwarder: a few threads). */
+ * answers the request: the ids of the sessions that are ready or gone. The
+ * wait parks where the request may (RelayAsync); else it holds the request's
+ * thread (one watch per forwarder: a few threads). */
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <apr_hash.h>
@@ -361,31 +362,53 @@ static int collect(watch_req *wr, int rv)
     return answer(r, body, len);
 }
 
-/* A parked watch's wait ended (RelayAsync): its one core answered, or not. */
+/* A parked watch's wait ended (RelayAsync): a core answered (which: a look
+ * at their sockets without waiting), or not. */
 static int watch_step(rh_park *p, void *baton, int why)
 {
     watch_req *wr = baton;
     (void)p;
-    wr->pf[0].revents = why == RH_WAIT_READY ? POLLIN : 0;
+    if (why == RH_WAIT_READY)
+        why = poll_cores(&wr->q->watch, wr->pf, wr->npf, 100);
     return collect(wr, why);
 }
 
-/* The wait on the cores' answers. A watch to one core parks where the
- * request may (RelayAsync: no thread held while it waits); else, or to
- * several cores, it waits on its thread, while the child has threads to
- * spare (rh_child_enter). */
+/* What a parked watch waits on: its one core's socket, or an epoll set of
+ * the cores' sockets (readable when one of them is: the reactor watches one
+ * descriptor per request), closed with the request. -1: none could be made. */
+static int wait_fd(watch_req *wr)
+{
+    if (wr->npf == 1)
+        return wr->pf[0].fd;
+    int *efd = apr_palloc(wr->q->r->pool, sizeof(*efd));
+    *efd = epoll_create1(EPOLL_CLOEXEC);
+    if (*efd < 0)
+        return -1;
+    apr_pool_cleanup_register(wr->q->r->pool, efd, close_fd, apr_pool_cleanup_null);
+    for (unsigned i = 0; i < wr->npf; ++i) {
+        struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
+        if (epoll_ctl(*efd, EPOLL_CTL_ADD, wr->pf[i].fd, &ev) != 0)
+            return -1;
+    }
+    return *efd;
+}
+
+/* The wait on the cores' answers: parked where the request may (RelayAsync,
+ * the event MPM, HTTP/1.1: no thread held while it waits), else on its
+ * thread while the child has threads to spare (rh_child_enter). */
 static int wait_cores(watch_req *wr)
 {
     rh_req *q = wr->q;
     request_rec *r = q->r;
     int timeout_ms = (rh_dir_poll(q->dc) + 10) * 1000, rv;
     rh_park *p = rh_async_park(r);
-    if (p && wr->npf == 1) {
+    int fd = p ? wait_fd(wr) : -1;
+    if (fd >= 0) {
         /* an answer at once (a session was ready) is taken without parking */
-        rv = rh_async_hot(&q->watch, wr->pf[0].fd, POLLIN);
+        rv = rh_async_hot(&q->watch, fd, POLLIN);
         if (rv != RH_WAIT_TIMEOUT)
             return watch_step(p, wr, rv);
-        rh_park_watch(p, wr->pf[0].fd, POLLIN, 0, timeout_ms);
+        rh_park_watch(p, fd, POLLIN, 0, timeout_ms);
         return rh_async_suspend(p, r, q->watch.core, watch_step, wr);
     }
     if (!rh_child_enter(r, q->sc))

@@ -115,6 +115,14 @@ def _sid(tok):
     return tok[:16]
 
 
+def _wake(tok, c, w):
+    """The target of session tok (its side c) sends a byte: watch w answers,
+    naming it."""
+    c.sendall(b"!")
+    r, _ = w.wait(10)
+    assert r.status == 200 and r.body == ("%s data\n" % _sid(tok)).encode(), r
+
+
 def _no_token_logged(a, tokens):
     logs = glob.glob(os.path.join(a.root, "logs", "*"))
     for path in logs:
@@ -301,9 +309,74 @@ def test_watch_refused_by_the_core(apache_factory, module_so, target, tls, async
         assert b"RelayMaxWorkers" in r.body and dt < 2, (r, dt)
         assert not any(w.done() for w in ws)
         for (tok, c), w in zip(opened, ws):
-            c.sendall(b"!")
-            r, _ = w.wait(10)
-            assert r.status == 200 and r.body == ("%s data\n" % _sid(tok)).encode(), r
+            _wake(tok, c, w)
+    finally:
+        for _, c in opened:
+            c.close()
+
+
+@pytest.mark.rh_timeout(90)
+def test_watch_under_basic_auth(apache_factory, module_so, target, tls, tmp_path_factory):
+    """The same Apache authentication as every endpoint: 401 without
+    credentials; and where the location authenticates, a session is its
+    opener's: another user's watch hears it gone, its opener's waits."""
+    import intermediaries as im
+    d = harness.www_tmpdir(tmp_path_factory, "watch-auth")
+    pw = im.write_htpasswd(os.path.join(d, "htpasswd"), {"alice": "a-P4ss", "bob": "b-P4ss"})
+    conf = im.basic_auth_location_conf("/wauth", {"w": "127.0.0.1:%d" % target.port}, pw)
+    a = apache_factory.get("event", module=module_so, extra_conf=_conf(target.port) + conf)
+    alice, bob = ["-u", "alice:a-P4ss"], ["-u", "bob:b-P4ss"]
+    r = harness.curl(a.base_url + "/wauth/w/open", headers=["Relay-Version: 1"],
+                     cacert=tls["ca"], extra=alice)
+    assert r.status == 201, r
+    tok = r.header("Relay-Session")
+    c = target.accept()
+    try:
+        url = a.base_url + "/wauth/w/watch"
+        body = _lines((tok, 0))
+        r = harness.curl(url, headers=["Relay-Version: 1"], data=body, cacert=tls["ca"])
+        assert r.status == 401, r
+        r = harness.curl(url, headers=["Relay-Version: 1"], data=body, cacert=tls["ca"],
+                         extra=bob)
+        assert r.status == 200 and r.body == ("%s gone\n" % _sid(tok)).encode(), r
+        out = {}
+        th = threading.Thread(target=lambda: out.update(r=harness.curl(
+            url, headers=["Relay-Version: 1"], data=body, cacert=tls["ca"], extra=alice,
+            max_time=30)), daemon=True)
+        th.start()
+        time.sleep(1.0)
+        assert "r" not in out, out
+        c.sendall(b"a")
+        th.join(10)
+        assert out["r"].status == 200 and out["r"].body == ("%s data\n" % _sid(tok)).encode(), out
+    finally:
+        c.close()
+
+
+@pytest.mark.rh_timeout(120)
+def test_watches_across_two_cores_parked(apache_factory, module_so, target, tls):
+    """RelayCoreProcesses 2: watches of one session in each core (their
+    tokens name the core) park too, on the two cores' sockets at once: 12 of
+    them wait on two children of 4 threads (4 may wait on a thread), and each
+    answers for whichever of its cores has data."""
+    a = apache_factory.get("event", module=module_so,
+                           extra_conf=SMALL_EVENT + "RelayCoreProcesses 2\n" + _conf(target.port))
+    opened = [_open(a, target, tls, base="/wlong") for _ in range(30)]
+    by_core = {}
+    for tok, c in opened:
+        by_core.setdefault(tok[:2], []).append((tok, c))
+    assert len(by_core) == 2, sorted(by_core)
+    pairs = list(zip(*by_core.values()))[:12]
+    assert len(pairs) >= 8, {k: len(v) for k, v in by_core.items()}
+    try:
+        ws = [Later(a, tls, _lines((x[0], 0), (y[0], 0)), max_time=40, base="/wlong")
+              for x, y in pairs]
+        time.sleep(2.0)
+        early = [w.res for w in ws if w.done()]
+        assert not early, "%d of %d watches answered early: %s" % (len(early), len(ws), early[:3])
+        for i, (pair, w) in enumerate(zip(pairs, ws)):
+            tok, c = pair[i % 2]
+            _wake(tok, c, w)
     finally:
         for _, c in opened:
             c.close()

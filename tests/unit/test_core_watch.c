@@ -341,76 +341,106 @@ START_TEST(test_watch_refused)
 }
 END_TEST
 
-/* Model-based: random watches over 5 sessions and random target bytes; a
- * model says which watch holds each session. After every step, exactly the
- * watches the model says answered have answered, with the sessions it names,
- * and the others wait. */
+/* Model-based: random watches over 5 sessions, random target bytes and
+ * target resets; a model says which watch holds each session and which
+ * sessions are gone. After every step, exactly the watches the model says
+ * answered have answered, naming what it says, and the others wait. */
 #define MB_SESS 5
-#define MB_WATCH 24
-START_TEST(test_watch_model)
-{
-    char toks[MB_SESS][RH_TOKEN_LEN + 1], body[WATCH_BODY_MAX + 1];
+#define MB_WATCH 40
+typedef struct mb_model {
+    char toks[MB_SESS][RH_TOKEN_LEN + 1];
     int t[MB_SESS], fds[MB_WATCH];
     int holder[MB_SESS];          /* the watch that has the session; -1: none */
     int live[MB_WATCH];           /* sessions each watch still has */
-    uint64_t sent[MB_SESS] = { 0 };
-    unsigned seed = 17;
-    int nw = 0;
-    int l = sessions(MB_SESS, 60, toks, t);
-    for (int i = 0; i < MB_SESS; ++i)
-        holder[i] = -1;
-    for (int step = 0; step < 60; ++step) {
-        seed = seed * 1103515245u + 12345u;
-        if ((seed >> 16) % 3 != 0 && nw < MB_WATCH) {
-            /* a new watch of a random non-empty subset, each at its current ack */
-            char sub[MB_SESS][RH_TOKEN_LEN + 1];
-            uint64_t acks[MB_SESS];
-            int idx[MB_SESS], n = 0;
-            unsigned mask = ((seed >> 8) % ((1u << MB_SESS) - 1)) + 1;
-            for (int i = 0; i < MB_SESS; ++i)
-                if (mask & (1u << i)) {
-                    strcpy(sub[n], toks[i]);
-                    acks[n] = sent[i];
-                    idx[n++] = i;
-                }
-            int w = nw++;
-            fds[w] = watch_send(sub, acks, n, 30);
-            live[w] = n;
-            int emptied[MB_WATCH], ne = 0;
-            for (int j = 0; j < n; ++j) {
-                int old = holder[idx[j]];
-                if (old >= 0 && --live[old] == 0)
-                    emptied[ne++] = old;
-                holder[idx[j]] = w;
-            }
-            for (int j = 0; j < ne; ++j) {
-                watch_read(fds[emptied[j]], now_ms(), IO_MS, body);
-                ck_assert_msg(body[0] == 0, "step %d: emptied watch %d named %s", step,
-                              emptied[j], body);
-                fds[emptied[j]] = -1;
-            }
-        } else {
-            /* the target of a random session sends a byte */
-            int i = (int)((seed >> 8) % MB_SESS);
-            target_send(t[i], "z", 1);
-            ++sent[i];
-            int w = holder[i];
-            if (w >= 0) {
-                watch_read(fds[w], now_ms(), IO_MS, body);
-                ck_assert_str_eq(body, line_of(toks[i], "data"));
-                fds[w] = -1;
-                for (int j = 0; j < MB_SESS; ++j)
-                    if (holder[j] == w)
-                        holder[j] = -1;
-            }
-        }
-        for (int w = 0; w < nw; ++w)
-            if (fds[w] >= 0)
-                assert_no_reply(fds[w], 2, "a watch the model says waits");
+    int dead[MB_SESS];            /* reset by its target (freed unless it holds bytes) */
+    uint64_t sent[MB_SESS];
+    int nw, step;
+} mb_model;
+
+/* Watch w answers: its body is want; it lets all its sessions go */
+static void mb_answered(mb_model *m, int w, const char *want)
+{
+    char body[WATCH_BODY_MAX + 1];
+    watch_read(m->fds[w], now_ms(), IO_MS, body);
+    ck_assert_msg(!strcmp(body, want), "step %d: watch %d named \"%s\", the model \"%s\"",
+                  m->step, w, body, want);
+    m->fds[w] = -1;
+    for (int j = 0; j < MB_SESS; ++j)
+        if (m->holder[j] == w)
+            m->holder[j] = -1;
+}
+
+/* A new watch of the sessions in mask, each at its current ack */
+static void mb_watch(mb_model *m, unsigned mask)
+{
+    char sub[MB_SESS][RH_TOKEN_LEN + 1], now[256] = "";
+    uint64_t acks[MB_SESS];
+    int n = 0, w = m->nw++, emptied[MB_WATCH], ne = 0;
+    m->live[w] = 0;
+    for (int i = 0; i < MB_SESS; ++i) {
+        if (!(mask & (1u << i)))
+            continue;
+        strcpy(sub[n], m->toks[i]);
+        acks[n++] = m->sent[i];
+        /* reset: gone once the core freed it, ready while it still holds
+         * bytes for a pull (the R comes after them) */
+        if (m->dead[i])
+            strcat(now, line_of(m->toks[i], m->sent[i] ? "data" : "gone"));
+        if (m->dead[i] && !m->sent[i])
+            continue;
+        int old = m->holder[i];
+        if (old >= 0 && --m->live[old] == 0)
+            emptied[ne++] = old;
+        m->holder[i] = w;
+        ++m->live[w];
     }
-    for (int w = 0; w < nw; ++w)
-        if (fds[w] >= 0)
-            xclose(fds[w]);
+    m->fds[w] = watch_send(sub, acks, n, 30);
+    for (int j = 0; j < ne; ++j)
+        mb_answered(m, emptied[j], "");
+    if (now[0])
+        mb_answered(m, w, now);    /* at once, and it took its sessions all the same */
+}
+
+/* The target of session i sends a byte, or resets: its watch names it */
+static void mb_target(mb_model *m, int i, int reset)
+{
+    if (m->dead[i])
+        return;
+    if (reset) {
+        target_reset(m->t[i]);
+        m->dead[i] = 1;
+    } else {
+        target_send(m->t[i], "z", 1);
+        ++m->sent[i];
+    }
+    if (m->holder[i] >= 0)
+        mb_answered(m, m->holder[i], line_of(m->toks[i], "data"));
+}
+
+START_TEST(test_watch_model)
+{
+    static mb_model m;
+    unsigned seed = 17 + (unsigned)_i;
+    memset(&m, 0, sizeof(m));
+    int l = sessions(MB_SESS, 60, m.toks, m.t);
+    for (int i = 0; i < MB_SESS; ++i)
+        m.holder[i] = -1;
+    for (m.step = 0; m.step < 80; ++m.step) {
+        seed = seed * 1103515245u + 12345u;
+        unsigned r = (seed >> 16) % 20;
+        if (r < 12 && m.nw < MB_WATCH)
+            mb_watch(&m, ((seed >> 8) % ((1u << MB_SESS) - 1)) + 1);
+        else
+            mb_target(&m, (int)((seed >> 8) % MB_SESS), r == 19);
+        if (r == 19)   /* a reset ends the session: its end reaches the core */
+            sleep_ms(50);
+        for (int w = 0; w < m.nw; ++w)
+            if (m.fds[w] >= 0)
+                assert_no_reply(m.fds[w], 2, "a watch the model says waits");
+    }
+    for (int w = 0; w < m.nw; ++w)
+        if (m.fds[w] >= 0)
+            xclose(m.fds[w]);
     xclose(l);
     core_stop();
 }
@@ -426,5 +456,5 @@ void core_watch_tests(const core_tcases *t)
     tcase_add_test(t->batch, test_watch_handler_gone);
     tcase_add_test(t->timers, test_watch_idle);
     tcase_add_test(t->batch, test_watch_refused);
-    tcase_add_test(t->batch, test_watch_model);
+    tcase_add_loop_test(t->batch, test_watch_model, 0, 3);
 }

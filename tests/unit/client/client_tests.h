@@ -18,6 +18,7 @@ Suite *help_suite(void);
 Suite *liveness_suite(void);   /* tests/unit/client/test_liveness.c */
 Suite *heap_suite(void);        /* tests/unit/client/test_heap.c */
 Suite *gate_suite(void);        /* tests/unit/client/test_gate.c */
+Suite *watch_suite(void);       /* tests/unit/client/test_watch.c */
 Suite *socks_suite(void);       /* tests/unit/client/test_socks.c */        /* tests/unit/client/test_help.c */
 
 #endif

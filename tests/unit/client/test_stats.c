@@ -74,6 +74,11 @@ START_TEST(test_counters_text)
     /* cut short, still a string */
     rhc_fmt_counters(&n, 2000, out, 20);
     ck_assert_uint_eq(strlen(out), 19);
+    /* a route that watched: how many tunnels wait in its watches */
+    n.watched = 150;
+    n.watches = 7;
+    rhc_fmt_counters(&n, 2000, out, sizeof(out));
+    ck_assert_ptr_nonnull(strstr(out, "batch 1; watched 150 (watches sent 7)"));
 }
 END_TEST
 
@@ -91,8 +96,13 @@ START_TEST(test_counters_add)
     ck_assert_uint_eq(a.open_now, 2);
     ck_assert_uint_eq(a.lost, 2);
     ck_assert_uint_eq(a.resumes, 4);
-    ck_assert_uint_eq(a.sessions[RHC_XP_DUPLEX], 4);
-    ck_assert_uint_eq(a.sessions[RHC_XP_BATCH], 2);
+    a.watched = b.watched = 3;
+    b.watches = 2;
+    rhc_counters_add(&a, &b);
+    ck_assert_uint_eq(a.watched, 6);
+    ck_assert_uint_eq(a.watches, 2);
+    ck_assert_uint_eq(a.sessions[RHC_XP_DUPLEX], 6);
+    ck_assert_uint_eq(a.sessions[RHC_XP_BATCH], 3);
 }
 END_TEST
 
@@ -111,7 +121,7 @@ START_TEST(test_json_counters)
                      "\"bytes_down\": 4096, \"rate_up\": 1048576, \"rate_down\": 4096, "
                      "\"sessions\": {\"duplex\": 2, \"stream\": 0, \"batch\": 1}, "
                      "\"datagrams\": {\"up\": 0, \"down\": 0, \"dropped_up\": 0, "
-                     "\"dropped_down\": 0}");
+                     "\"dropped_down\": 0}, \"watched\": 0, \"watches\": 0");
     free(buf);
 }
 END_TEST
