@@ -655,7 +655,9 @@ class Bench:
                 extra = proxy           # the defaults: auto, HTTP/2 where ALPN gives it
             else:
                 extra = ["--transport", transport]
-                extra += ["--http2"] if transport == "duplex" else ["--http1.1"]
+                # duplex asks for HTTP/2 itself (ALPN); no version given, so
+                # that its bulk uploads may go on an HTTP/1.1 stream push
+                extra += [] if transport == "duplex" else ["--http1.1"]
             nfwd = max(1, -(-tunnels // per_forward))
             name = TARGET_NAME
             if path in RDV_OF:

@@ -34,7 +34,7 @@ os.environ.setdefault("RH_BUILD_DIR", os.path.abspath(os.path.join(HERE, "..")))
 import harness  # noqa: E402
 
 MODES = {"stream": ["--transport", "stream", "--http1.1"],
-         "duplex": ["--transport", "duplex", "--http2"],
+         "duplex": ["--transport", "duplex"],
          "batch": ["--transport", "batch", "--http1.1"],
          "rendezvous-stream": ["--transport", "stream", "--http1.1"]}
 SERVICE = "profsvc"

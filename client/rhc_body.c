@@ -97,8 +97,10 @@ static size_t body_end(rhc_tunnel *t, struct rhc_req *r, char *buf, size_t room,
         r->p_r = 1;
         return emit(buf, RH_FRAME_RESET, why, sizeof(why) - 1);
     }
+    /* a duplex whose body hands up to a push: the push carries the F (or the
+     * split is given up first: duplex_split) */
     if (!t->up.eof || t->up.sent != up_read_off(t) || t->up.fin_sent ||
-        room < RH_FRAME_HDR || t->xp.up_hold)
+        room < RH_FRAME_HDR || t->xp.up_hold || r->split_at)
         return 0;
     t->up.fin_sent = 1;
     r->p_fin = 1;
@@ -135,6 +137,10 @@ size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
             spush_rotate(t, r);
         return 0;
     }
+    if (r->split_at && t->up.sent >= r->split_at && duplex_split_turn(t, r)) {
+        r->body_ended = 1;          /* a duplex's up side goes on in a stream push */
+        return 0;
+    }
     if (t->end.code && !t->push.r_pending) {
         r->send_paused = 1;         /* tearing down: stay quiet */
         return CURL_READFUNC_PAUSE;
@@ -150,6 +156,8 @@ size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
     uint64_t have = t->xp.up_hold && !t->push.r_pending ? t->up.sent : up_read_off(t);
     if (r->kind == REQ_PUSH && have > r->p_end)
         have = r->p_end;
+    if (r->split_at && have > r->split_at)
+        have = r->split_at;
     if (!t->push.r_pending)
         used += body_data(t, buf + used, room - used, have);
     used += body_end(t, r, buf + used, room - used, have);

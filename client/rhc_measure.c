@@ -88,6 +88,11 @@ static int meter_wanted(rhc_tunnel *t, int64_t now)
            !has_figure(r, RHC_XP_DUPLEX);
 }
 
+int meter_pending(rhc_tunnel *t)
+{
+    return t->meter.xp != RHC_XP_AUTO || (!t->meter.done && meter_wanted(t, rh_now_ms()));
+}
+
 /* Stream's figure to beat in direction dir (or the other one's, if that is
  * all stream measured); 0: none. */
 static double stream_figure(const struct rhc_rates *r, int dir)
@@ -130,8 +135,10 @@ static void meter_figure(rhc_tunnel *t, int dir, uint64_t du, uint64_t dd, int64
     snprintf(r->why, sizeof(r->why), "auto: measured on this path, %s: duplex %.0f MB/s, "
              "stream %.0f MB/s", dir_name[dir], bps / 1e6, stream / 1e6);
     t_log(t, 1, "%s: %s from now on", r->why, xp_name[r->pick]);
-    if (r->pick == RHC_XP_STREAM)
+    if (r->pick == RHC_XP_STREAM) {
         t->meter.switch_due = 1;    /* from the loop: this may be a curl callback */
+        t->meter.switch_up = !dir;
+    }
 }
 
 void meter_moved(rhc_tunnel *t)
@@ -171,11 +178,35 @@ void meter_moved(rhc_tunnel *t)
         meter_figure(t, dd > du, du, dd, us);
 }
 
+/* Whether what the duplex has in flight up reaches the server at the rate
+ * measured within SWITCH_GRACE_MIN: else (a slow duplex that took 16 MiB
+ * into buffers along the path, as through squid and 40 ms round trips) the
+ * whole move, which sends those bytes again on stream, is the faster. */
+static int split_drain_ok(const rhc_tunnel *t)
+{
+    double bps = t->route->pol.rates.bps[0][RHC_XP_DUPLEX];
+    uint64_t flight = t->up.sent - t->up.acked;
+
+    return bps > 0 && (double)flight * 1000.0 / bps < SWITCH_GRACE_MIN;
+}
+
+/* Stream won: the session moves to it, as after a cut. Won on an upload, the
+ * duplex hands its up side to a stream push instead (duplex_split), which
+ * needs no new request for down and no pause for up, when what it has in
+ * flight drains soon enough. */
 void meter_switch(rhc_tunnel *t)
 {
     if (!t->meter.switch_due)
         return;
     t->meter.switch_due = 0;
+    if (t->meter.switch_up && t->xp.up == RHC_XP_DUPLEX && t->rq.duplex && duplex_split_may(t) &&
+        split_drain_ok(t)) {
+        t_log(t, 1, "transport: duplex -> stream (auto: stream measured faster on this path): "
+              "the upload goes on a stream push now, down on stream from its next request");
+        t->xp.split_now = 1;
+        duplex_split(t, rh_now_ms());
+        return;
+    }
     switch_to_stream(t, "auto: stream measured faster on this path");
 }
 

@@ -31,6 +31,7 @@ struct rhc_meter {
     int warm;                          /* warm-up passed: t0 and the counts start */
     int done;                          /* this session measured what it could */
     int switch_due;                    /* to stream, from the loop (meter_switch) */
+    int switch_up;                     /* ... after a figure up: the upload splits */
     int64_t t0_us;                     /* the window's start (CLOCK_MONOTONIC) */
     uint64_t up0, down0;
 };

@@ -65,6 +65,7 @@ static int hdr_end(struct rhc_req *r, int down)
         return 1;
     r->status = code;
     r->hdr_done = 1;
+    r->hdr_at = rh_now_ms();
     if (r->t && code >= 200 && code < 300) {
         r->t->sess.last_contact = rh_now_ms();   /* the server heard from the session */
         r->t->sess.h2_resets = 0;

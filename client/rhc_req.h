@@ -38,6 +38,7 @@ struct rhc_req {
     char sid[RH_SID_LEN + 1];      /* ... and its public id */
     long status;                /* final HTTP status once its headers ended */
     int hdr_done;
+    int64_t hdr_at;             /* ... then (a round trip after the start, or more) */
     int have_offset;
     char reason[16];            /* Relay-Reason of the answer (RH_REASON_TOKEN_*) */
     uint64_t offset;            /* Relay-Offset of the answer */
@@ -71,6 +72,8 @@ struct rhc_req {
     int streamed;               /* body made by the read callback as we go */
     uint64_t p_off;             /* Relay-Offset sent */
     uint64_t p_end;             /* batch: end of its data */
+    uint64_t split_at;          /* duplex: its body ends here, a stream push goes on
+                                   from here (duplex_split); 0: not split */
     int p_fin;                  /* batch: ends with F; streamed: F emitted */
     int p_r;                    /* streamed: R emitted */
     unsigned char *p_body;      /* batch: the frames */

@@ -301,6 +301,7 @@ int t_advance(rhc_tunnel *t, int64_t now)
     /* an ended duplex body: its bytes are confirmed once A frames say so */
     if (t->xp.switching && t->rq.duplex && t->rq.duplex->body_ended && t->up.acked >= t->up.sent)
         t->xp.switching = 0;
+    duplex_split(t, now);
     spush_refresh(t);
     push_park(t, now);
     spush_ahead(t, now);

@@ -68,6 +68,14 @@
 #define SWITCH_GRACE_MIN  100             /* after a pull switch, up bytes wait this long ... */
 #define SWITCH_GRACE_MAX  1000            /* ... (2 round trips, within these bounds) */
 #define SWITCH_WAIT_MS    10000           /* an ended duplex body gets this long to be confirmed */
+#define SPLIT_BULK        (2u << 20)      /* a duplex body that carries this much up ... */
+#define SPLIT_MS          1000            /* ... within this long hands the up side to a stream push */
+#define SPLIT_LEAD_MIN    (1u << 20)      /* ... after at least this much more on the duplex (the
+                                             push connects meanwhile) ... */
+#define SPLIT_LEAD_MAX    (8u << 20)      /* ... and at most this much: what it carries in ... */
+#define SPLIT_LEAD_RTTS   2               /* ... this many round trips (TCP and TLS) + 10 ms */
+#define SPLIT_AGAIN_MS    10000           /* a push for a split that failed: the next try waits */
+#define SPLIT_RATE_MIN    (256u << 10)    /* auto's split (split_now): bytes that tell the rate */
 #define CURL_OUT_HOLD_MS  20              /* see curl_events (rhc_loop.c) */
 #define H2_STREAMS_PER_CONN 6             /* see rhc_ctx_new */
 #define CONN_CACHE_MIN    64              /* curl's connection cache: at least this ... */
@@ -167,6 +175,11 @@ struct rhc_tunnel {
         int switched_pull;      /* a stream pull was given up: a 416 then means why */
         enum rhc_transport down_seen; /* a response of this down transport showed a
                                    frame: on it, silence now means a dead connection */
+        int64_t split_since;    /* duplex: up bytes counted from then ... */
+        uint64_t split_from;    /* ... and this offset, to tell a bulk upload (duplex_split) */
+        uint64_t split_acked;   /* ... and what the server had confirmed then */
+        int64_t split_again_at; /* no split before then (one failed) */
+        int split_now;          /* auto: an upload is not timed on duplex, it splits */
     } xp;
 
     /* up: local -> ring -> pushes */
@@ -364,6 +377,7 @@ int down_req_go(rhc_tunnel *t, struct rhc_req *r, int64_t now);
  * run in a curl callback: it only records; meter_switch acts, from the loop.) */
 void meter_moved(rhc_tunnel *t);
 void meter_switch(rhc_tunnel *t);
+int meter_pending(rhc_tunnel *t);                   /* this session is (to be) timed */
 
 /* rhc_ack.c */
 int64_t alive_every(const rhc_tunnel *t);          /* against the server's idle timeout */
@@ -399,6 +413,7 @@ int start_spush(rhc_tunnel *t);
 void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
 void spush_ahead(rhc_tunnel *t, int64_t now);       /* the next push, before the body's end */
 void spush_rotate(rhc_tunnel *t, struct rhc_req *r); /* r's body ended: the next one goes on */
+struct rhc_req *spush_new(rhc_tunnel *t, uint64_t off); /* started, not the tunnel's yet */
 
 /* rhc_xp_watch.c: the watch of a route's idle batch tunnels */
 int rhc_watch_init(struct rhc_route *route);       /* rhc_ctx_add_route; -1: no memory */
@@ -414,6 +429,9 @@ void rhc_watch_timers(rhc_ctx *c, int64_t now);
 /* rhc_xp_duplex.c */
 int start_duplex(rhc_tunnel *t);
 void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
+void duplex_split(rhc_tunnel *t, int64_t now);      /* a bulk upload moves to a stream push */
+int duplex_split_may(const rhc_tunnel *t);          /* this tunnel's duplex may split */
+int duplex_split_turn(rhc_tunnel *t, struct rhc_req *r); /* r's body reached split_at */
 
 /* rhc_tunnel.c: a tunnel's life */
 void reqs_free(rhc_tunnel *t);                      /* every request but the open */

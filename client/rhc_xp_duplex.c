@@ -46,6 +46,150 @@ fail:
     return -1;
 }
 
+/* A bulk upload leaves the duplex for a stream push (HTTP/1.1): mod_http2
+ * sets a request body's window itself (at most 2 MiB, 52 MB/s over a 40 ms
+ * round trip) and copies its bytes between threads, so a duplex uploads at
+ * 0.5-0.6 x CONNECT on loopback and under 0.1 x on a long path, where a
+ * stream push does 1.0 x (docs/BENCHMARKS.md, "Duplex up on a stream push").
+ * The duplex keeps carrying down. The push is asked for now at an offset the
+ * duplex body ends at a little later (split_at: what it carries in a few round
+ * trips, while the push's connection is made); the server keeps the push
+ * waiting, unread, until the duplex's push part has ended there, as it does
+ * for pipelined stream pushes. Only resumable sessions split (the server
+ * keeps up bytes until confirmed), not while auto times the duplex, and only
+ * when the push may ask for HTTP/1.1 (no HTTP version given). */
+int duplex_split_may(const rhc_tunnel *t)
+{
+    return t->sess.resume && !t->route->o->http_version;
+}
+
+static int split_ok(rhc_tunnel *t, const struct rhc_req *r, int64_t now)
+{
+    return r && t->xp.up == RHC_XP_DUPLEX && t->xp.down == RHC_XP_DUPLEX &&
+           duplex_split_may(t) && r->hdr_done && r->status == 200 && r->got_frame &&
+           !r->split_at && !r->end_wanted && !r->body_ended && !r->p_fin && !r->p_r &&
+           !t->rq.spush && !t->rq.spush_next && !t->xp.switching && !t->xp.up_hold &&
+           (!t->up.eof || up_read_off(t) >= t->up.sent + SPLIT_LEAD_MIN) &&
+           !t->end.code && !t->push.r_pending && !t->meter.switch_due &&
+           now >= t->xp.split_again_at && !meter_pending(t);
+}
+
+/* The split is given up before the body reached split_at: the duplex goes on
+ * carrying up. */
+static void split_cancel(rhc_tunnel *t, struct rhc_req *r, const char *why)
+{
+    t_log(t, 2, "duplex: up stays on the duplex (%s)", why);
+    r->split_at = 0;
+    t->xp.split_again_at = rh_now_ms() + SPLIT_AGAIN_MS;
+    if (r->send_paused)
+        unpause_send(r);
+}
+
+/* How much more the duplex body carries: what the server confirmed of it in
+ * SPLIT_LEAD_RTTS round trips + 10 ms (the push's TCP and TLS handshakes) at
+ * the rate of the window (ms long). Confirmed, not sent: sent bytes may wait
+ * in buffers along the path (16 MiB in the delay proxy), and every byte the
+ * body carries reaches the server at the duplex's pace before the push may go
+ * on. */
+static uint64_t split_lead(const rhc_tunnel *t, const struct rhc_req *r, int64_t ms)
+{
+    /* the round trip: the open's, or the duplex's answer (at least one) */
+    int64_t rtt = r->hdr_at - r->started;
+    if (rtt < t->sess.rtt_ms)
+        rtt = t->sess.rtt_ms;
+    if (rtt < 1)
+        rtt = 1;
+    uint64_t done = t->up.acked - t->xp.split_acked;
+    uint64_t lead = done / (uint64_t)(ms > 0 ? ms : 1) * (uint64_t)(SPLIT_LEAD_RTTS * rtt + 10);
+    lead = lead < SPLIT_LEAD_MIN ? SPLIT_LEAD_MIN : lead > SPLIT_LEAD_MAX ? SPLIT_LEAD_MAX : lead;
+    if (t->up.eof && lead > up_read_off(t) - t->up.sent)
+        lead = up_read_off(t) - t->up.sent;     /* the body must reach it: the rest is known */
+    return lead;
+}
+
+void duplex_split(rhc_tunnel *t, int64_t now)
+{
+    struct rhc_req *r = t->rq.duplex;
+
+    if (r && r->split_at && !r->body_ended && t->rq.spush_next &&
+        ((t->up.eof && up_read_off(t) < r->split_at) || t->push.r_pending || t->end.code)) {
+        req_free(t->rq.spush_next);     /* the body ends before split_at: with F or R */
+        t->rq.spush_next = NULL;
+        split_cancel(t, r, "the local side ended");
+        return;
+    }
+    if (!split_ok(t, r, now))
+        return;
+    if (now - t->xp.split_since > SPLIT_MS || t->up.sent < t->xp.split_from ||
+        t->xp.split_from < r->p_off || t->up.acked < t->xp.split_acked) {
+        t->xp.split_since = now;        /* a new window */
+        t->xp.split_from = t->up.sent;
+        t->xp.split_acked = t->up.acked;
+        return;
+    }
+    uint64_t moved = t->up.sent - t->xp.split_from;
+    if (moved < (t->xp.split_now ? SPLIT_RATE_MIN : SPLIT_BULK))
+        return;
+    int64_t ms = now - t->xp.split_since;
+    struct rhc_req *n = spush_new(t, t->up.sent + split_lead(t, r, ms));
+    if (!n) {
+        t->xp.split_again_at = now + SPLIT_AGAIN_MS;
+        return;
+    }
+    t->rq.spush_next = n;
+    t->xp.split_now = 0;
+    r->split_at = n->p_off;
+    t_log(t, 1, "duplex: bulk upload (%" PRIu64 " bytes in %" PRId64 " ms): up moves to a "
+          "stream push at offset %" PRIu64 ", down stays on the duplex", moved, ms, r->split_at);
+}
+
+/* From the duplex's read callback: its body has reached split_at. 1: the push
+ * asked for takes the up side over and the body ends; 0: no push (it failed
+ * meanwhile), the body goes on. */
+int duplex_split_turn(rhc_tunnel *t, struct rhc_req *r)
+{
+    struct rhc_req *n = t->rq.spush_next;
+
+    if (!n || n->p_off != r->split_at || t->up.sent != r->split_at) {
+        r->split_at = 0;
+        return 0;
+    }
+    t->rq.spush = n;
+    t->rq.spush_next = NULL;
+    t->xp.up = RHC_XP_STREAM;
+    t->push.last_emit = rh_now_ms();
+    t_log(t, 2, "duplex body ended at %" PRIu64 ": the stream push goes on", r->split_at);
+    return 1;
+}
+
+/* The duplex whose body handed up to a push ended: a push asked for but not
+ * turned to is dropped; a push that took over waits on the server for the
+ * duplex's unconfirmed bytes, which may never have arrived: it goes again from
+ * what the server confirmed (the server drops what it has twice). */
+static void split_ended(rhc_tunnel *t, struct rhc_req *r)
+{
+    struct rhc_req *n = t->rq.spush_next, *p = t->rq.spush;
+
+    if (n && n->p_off == r->split_at && !r->body_ended) {
+        req_free(n);
+        t->rq.spush_next = NULL;
+        return;
+    }
+    if (!r->body_ended || !p || p->p_off != r->split_at || t->up.acked >= r->split_at ||
+        t->xp.up != RHC_XP_STREAM)
+        return;
+    t_log(t, 1, "duplex: ended before its last up bytes were confirmed; the stream push goes "
+          "again from offset %" PRIu64, t->up.acked);
+    req_free(p);
+    t->rq.spush = NULL;
+    if (t->rq.spush_next) {
+        req_free(t->rq.spush_next);
+        t->rq.spush_next = NULL;
+    }
+    if (up_rewind(t, t->up.acked, "duplex ended") == 0)
+        start_spush(t);
+}
+
 /* A server or path without duplex: nothing of this request counted. */
 static void duplex_refused(rhc_tunnel *t, struct rhc_req *r, int up_on_it)
 {
@@ -146,6 +290,8 @@ void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     }
     if (t->end.code)
         return;
+    if (r->split_at)
+        split_ended(t, r);
     rhc_facts_of(t, t->down.retries, &f);
     rhc_classify_duplex(r, rc, &f, &o);
     /* A stream reset with no answer while the connection lives: the server

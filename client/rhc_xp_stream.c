@@ -15,9 +15,12 @@
 #include "rhc_tunnel_int.h"
 
 /* A stream push from off, its body ending at a data offset fixed now, so that
- * the next one can be asked for before it ends (spush_ahead). */
-static struct rhc_req *spush_new(rhc_tunnel *t, uint64_t off)
+ * the next one can be asked for before it ends (spush_ahead). Over HTTP/1.1
+ * for auto and for duplex (whose bulk uploads leave HTTP/2 for it:
+ * duplex_split) unless an HTTP version was asked for. */
+struct rhc_req *spush_new(rhc_tunnel *t, uint64_t off)
 {
+    const struct rhc_opts *o = t->route->o;
     struct rhc_req *r = req_new(t->ctx, t->route, t, REQ_PUSH, t->token);
 
     if (!r || add_header(r, RH_HDR_OFFSET ": %" PRIu64, off) < 0 || req_streamed_body(r) < 0) {
@@ -31,7 +34,10 @@ static struct rhc_req *spush_new(rhc_tunnel *t, uint64_t off)
      * streamed body that has gone out in part would go again. A new
      * connection has no such race. */
     curl_easy_setopt(r->h, CURLOPT_FRESH_CONNECT, 1L);
-    req_stream_http1(r, t->route->o);
+    if (o->transport == RHC_XP_DUPLEX && !o->http_version)
+        curl_easy_setopt(r->h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    else
+        req_stream_http1(r, o);
     if (req_go(r) < 0) {
         req_free(r);
         return NULL;
@@ -113,7 +119,15 @@ void spush_rotate(rhc_tunnel *t, struct rhc_req *r)
  * way, after the current body's answer. */
 static void spush_next_gone(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
 {
+    struct rhc_req *d = t->rq.duplex;
+
     t->rq.spush_next = NULL;
+    if (d && d->split_at == r->p_off && !d->body_ended) {
+        /* it was to take a duplex's upload over: the duplex goes on with it */
+        d->split_at = 0;
+        t->xp.split_again_at = rh_now_ms() + SPLIT_AGAIN_MS;
+        unpause_send(d);
+    }
     t->push.ahead_skip = r->p_off;
     if (r->hdr_done)
         t_log(t, 2, "stream push asked for ahead at %" PRIu64 ": HTTP %ld", r->p_off, r->status);

@@ -327,6 +327,8 @@ static inline void pull_sent(session *s, conn *k, size_t w, size_t head)
         size_t data = w < k->frame_left ? w : k->frame_left;
         k->frame_left -= data;
         s->down_sent += data;
+        if (s->down_sent > s->down_sent_max)
+            s->down_sent_max = s->down_sent;
         if (!s->resumable) {
             rh_ring_consume(&s->down, data);
             s->down_acked = s->down_sent;

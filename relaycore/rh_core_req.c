@@ -109,9 +109,13 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
         return;
     }
     if (s->resumable) {
-        if (rq->offset < s->down_acked || rq->offset > s->down_sent) {
+        /* up to the most ever sent, not down_sent: a pull a proxy held took the
+         * session over with its old ack and rewound down_sent; the client's
+         * next pull acks what it got before (416 here had ended the tunnel) */
+        uint64_t high = s->down_sent > s->down_sent_max ? s->down_sent : s->down_sent_max;
+        if (rq->offset < s->down_acked || rq->offset > high) {
             rh_core_conn_error(c, k, 416, "ack %" PRIu64 " is outside the bytes kept (%" PRIu64
-                               " to %" PRIu64 ")", rq->offset, s->down_acked, s->down_sent);
+                               " to %" PRIu64 ")", rq->offset, s->down_acked, high);
             return;
         }
         /* resume: a new pull replaces one the server may still think is alive,
@@ -125,6 +129,8 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
             rh_core_log(c, RH_LOG_DEBUG, "session %s: pull taken over at %" PRIu64, s->sid,
                         rq->offset);
         }
+        if (rq->offset > s->down_sent)
+            s->down_sent = rq->offset;   /* the ring holds them: never consumed */
         rh_core_down_ack(s, rq->offset);
         s->down_sent = rq->offset;   /* == down_acked now */
         s->down_crc_sent = s->down_crc_acked;
@@ -216,11 +222,13 @@ static void req_ack(core *c, conn *k, const rh_ipc_req *rq)
     session *s = rh_core_session_find(c, k, rq->token);
     if (!s)
         return;
-    if (rq->offset > s->down_sent) {
+    uint64_t high = s->down_sent > s->down_sent_max ? s->down_sent : s->down_sent_max;
+    if (rq->offset > high) {
         rh_core_conn_error(c, k, 416, "ack %" PRIu64 " is beyond the bytes sent (%" PRIu64 ")",
-                           rq->offset, s->down_sent);
+                           rq->offset, high);
         return;
     }
+    /* beyond down_sent (a late pull rewound it): kept, freed by the next pull */
     rh_core_down_ack(s, rq->offset);
     rh_core_out_printf(k, "OK %" PRIu64, s->down_acked);
     rh_core_conn_reply_done(c, k);

@@ -76,6 +76,8 @@ TRANSPORTS = [
     ("stream", ["--transport", "stream", "--http1.1"]),
     ("batch", ["--transport", "batch", "--http1.1"]),
     ("duplex", ["--transport", "duplex", "--http2"]),
+    # a bulk upload leaves the duplex for an HTTP/1.1 stream push (duplex_split)
+    ("duplex-split", ["--transport", "duplex"]),
 ]
 
 

@@ -61,6 +61,9 @@ TRANSPORTS = {
     "stream": (["--transport", "stream", "--http1.1"], "http"),
     "batch": (["--transport", "batch", "--http1.1"], "http"),
     "duplex": (["--transport", "duplex", "--http2"], "https"),
+    # no HTTP version given: a bulk upload leaves the duplex for an HTTP/1.1
+    # stream push while down stays on the duplex (duplex_split)
+    "duplex-split": (["--transport", "duplex"], "https"),
 }
 ALL = ("none",) + MODES + ("mix",)
 

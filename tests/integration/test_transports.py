@@ -121,6 +121,44 @@ def test_http2_duplex_20mb(apache_factory, mpm, module_so, targets, client_bin, 
 
 
 @pytest.mark.rh_timeout(240)
+@pytest.mark.parametrize("mpm", ["event"])
+def test_duplex_bulk_upload_moves_to_a_stream_push(apache_factory, mpm, module_so, targets,
+                                                   client_bin, tls):
+    """--transport duplex, no HTTP version given: a bulk upload leaves the duplex
+    for a stream push over HTTP/1.1 at an offset the duplex body ends at, while
+    down stays on the duplex (duplex_split); 30 MB each way intact. With --http2
+    the upload stays on the duplex."""
+    a = _apache(apache_factory, mpm, module_so, targets)
+    size = 30 * MB
+    for args, split in ((["--transport", "duplex", "-v"], True),
+                        (["--transport", "duplex", "--http2", "-v"], False)):
+        mark = a.error_log_mark()
+        with open(a.access_log, "rb") as f:
+            f.seek(0, 2)
+            acc_start = f.tell()
+        with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"], extra_args=args,
+                     env=im.clean_env()) as fw:
+            res = pump("127.0.0.1", fw.port, nbytes=size, timeout=180)
+            assert res["error"] is None, (res, fw.stderr_text())
+            assert res["received"] == res["sent"] == size, (res, fw.stderr_text())
+            assert res["recv_sha"] == res["sent_sha"], res
+            assert_sessions_closed(a, mark, timeout=15, min_opened=1)
+            log = "\n".join(fw.lines())
+        assert ("up moves to a stream push" in log) == split, (args, log[-3000:])
+
+        def lines():
+            with open(a.access_log, "r", errors="replace") as f:
+                f.seek(acc_start)
+                got = f.read()
+            return got if '/relay/echo/duplex HTTP/2.0" 200 ' in got else None
+        acc = harness.wait_for(lines, 10, interval=0.2)
+        assert acc, harness._read(a.access_log)[-3000:]
+        assert ('"POST /relay/echo/push HTTP/1.1" 200 ' in acc) == split, (args, acc[-3000:])
+        assert "/relay/echo/pull " not in acc, acc[-3000:]
+        print("%s: 30 MB each way in %.2f s" % (" ".join(args), res["elapsed"]))
+
+
+@pytest.mark.rh_timeout(240)
 @pytest.mark.parametrize("mpm", ["event", "worker"])
 def test_http2_parallel_echoes_intact(apache_factory, mpm, module_so, targets, client_bin,
                                       tls):

@@ -1,4 +1,5 @@
 /* Relay core tests: batch pulls (long-polls answered in one piece). */
+#include <inttypes.h>
 #include "test_core_fx.h"
 
 /* ---- tests: batch pulls ------------------------------------------------------------- */
@@ -323,10 +324,64 @@ START_TEST(test_batch_conflicts_and_close)
 }
 END_TEST
 
+/* A pull that a proxy held comes late with an old ack: it takes the session
+ * over and rewinds what was sent (the core writes what its socket takes, to a
+ * request its client gave up). The client's next pull acks everything it got
+ * before and must go on from there: it was answered 416 "outside the bytes
+ * kept", which ended the tunnel (bench/soak.py batch/delay). */
+START_TEST(test_batch_late_pull_does_not_strand_the_client)
+{
+    static unsigned char big[800 * 1024];
+    char tok[RH_TOKEN_LEN + 1], reply[RH_IPC_LINE_MAX];
+    int port;
+    batch_ans a;
+    core_start(8, 20);
+    int l = tcp_listen(&port, 0, 8);
+    open_session_window(port, 65536, 30, 4u << 20, tok);
+    int t = tcp_accept(l, IO_MS);
+    for (size_t i = 0; i < sizeof(big); ++i)
+        big[i] = gen_byte(i);
+    target_send(t, big, 1);
+    batch_pull(tok, 0, 5, IO_MS, &a);        /* a batch pull: the core reads ahead */
+    ck_assert_uint_eq(a.dlen, 1);
+    target_send(t, big + 1, sizeof(big) - 1);
+    sleep_ms(300);
+    batch_pull(tok, 1, 5, IO_MS, &a);        /* the rest in one answer */
+    ck_assert_uint_eq(a.dlen, sizeof(big) - 1);
+    ck_assert_mem_eq(batch_data, big + 1, a.dlen);
+    uint64_t got = sizeof(big);
+    /* the same request again, late (its ack is still what the core has): read by
+     * nobody, so the core sends what the socket takes of 800 KiB */
+    int late = batch_send(tok, 1, 5);
+    sleep_ms(200);
+    target_send(t, "tail", 4);
+    sleep_ms(100);
+    batch_pull(tok, got, 5, IO_MS, &a);
+    ck_assert_uint_eq(a.off, got);
+    ck_assert_uint_eq(a.dlen, 4);
+    ck_assert_mem_eq(batch_data, "tail", 4);
+    /* and an ack request beyond a rewound offset is no error either */
+    int late2 = batch_send(tok, got, 5);
+    sleep_ms(100);
+    req(reply, sizeof(reply), "ACK %s %" PRIu64 "\n", tok, got + 4);
+    ASSERT_PREFIX(reply, "OK ");
+    batch_pull(tok, got + 4, 1, IO_MS, &a);
+    ck_assert_uint_eq(a.off, got + 4);
+    ck_assert_uint_eq(a.dlen, 0);
+    ck_assert(session_alive(tok));
+    xclose(late);
+    xclose(late2);
+    xclose(t);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
 void core_batch_tests(const core_tcases *t)
 {
     tcase_add_test(t->batch, test_batch_empty);
     tcase_add_test(t->batch, test_batch_prompt);
+    tcase_add_test(t->batch, test_batch_late_pull_does_not_strand_the_client);
     tcase_add_test(t->batch, test_batch_kept_connection);
     tcase_add_test(t->batch, test_batch_large_then_fin);
     tcase_add_test(t->batch, test_batch_data_and_fin);
