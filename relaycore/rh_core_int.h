@@ -152,8 +152,9 @@ struct session {
     rh_ring up, down;
     uint64_t up_acc, up_wr, down_rd, down_sent;
     uint64_t down_acked;     /* resumable: the down ring starts at this offset */
-    uint64_t down_sent_max;  /* resumable: the most ever sent; a pull's ack may be up
-                                to it (a late pull with an old ack rewinds down_sent) */
+    uint64_t down_sent_max;  /* the most ever sent (>= down_sent: it grows where down_sent
+                                does); a pull's ack may be up to it (a late pull with an
+                                old ack rewinds down_sent) */
     size_t readahead;        /* down bytes read from the target and not yet sent, at most */
     size_t window;           /* sent bytes kept until acknowledged, at most (0: not resumable) */
     unsigned resumable:1, finished:1;

@@ -112,10 +112,9 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
         /* up to the most ever sent, not down_sent: a pull a proxy held took the
          * session over with its old ack and rewound down_sent; the client's
          * next pull acks what it got before (416 here had ended the tunnel) */
-        uint64_t high = s->down_sent > s->down_sent_max ? s->down_sent : s->down_sent_max;
-        if (rq->offset < s->down_acked || rq->offset > high) {
+        if (rq->offset < s->down_acked || rq->offset > s->down_sent_max) {
             rh_core_conn_error(c, k, 416, "ack %" PRIu64 " is outside the bytes kept (%" PRIu64
-                               " to %" PRIu64 ")", rq->offset, s->down_acked, high);
+                               " to %" PRIu64 ")", rq->offset, s->down_acked, s->down_sent_max);
             return;
         }
         /* resume: a new pull replaces one the server may still think is alive,
@@ -222,10 +221,9 @@ static void req_ack(core *c, conn *k, const rh_ipc_req *rq)
     session *s = rh_core_session_find(c, k, rq->token);
     if (!s)
         return;
-    uint64_t high = s->down_sent > s->down_sent_max ? s->down_sent : s->down_sent_max;
-    if (rq->offset > high) {
+    if (rq->offset > s->down_sent_max) {
         rh_core_conn_error(c, k, 416, "ack %" PRIu64 " is beyond the bytes sent (%" PRIu64 ")",
-                           rq->offset, high);
+                           rq->offset, s->down_sent_max);
         return;
     }
     /* beyond down_sent (a late pull rewound it): kept, freed by the next pull */
