@@ -152,6 +152,38 @@ START_TEST(test_watch_ready_later)
 }
 END_TEST
 
+/* An idle stream tunnel of relay-https gives its stream pull up and joins a
+ * watch (client/rhc_xp_watch.c, watch_idle); the handler of that pull may not
+ * have noticed yet, so the core still pumps into it. The target's bytes go
+ * there, nobody reads them, and the watch must still name the session (it
+ * compares the listed ack with what the core read, not with what it sent);
+ * the next pull, from that ack, gets them again (resume). */
+START_TEST(test_watch_beside_a_given_up_stream_pull)
+{
+    char tok[1][RH_TOKEN_LEN + 1], body[WATCH_BODY_MAX + 1];
+    int port;
+    core_start(16, 20);
+    int l = tcp_listen(&port, 0, 16);
+    open_session_window(port, 65536, 30, 1 << 20, tok[0]);
+    int t = tcp_accept(l, IO_MS);
+    frd *old = pull_start(tok[0], 0, 0);        /* the given-up pull: never read again */
+    int fd = watch_send(tok, (uint64_t[]){ 0 }, 1, 10);
+    assert_no_reply(fd, 200, "a watch of an idle session");
+    long t0 = now_ms();
+    target_send(t, "late", 4);
+    long dt = watch_read(fd, t0, IO_MS, body);
+    ck_assert_msg(dt < 500, "the watch answered %ld ms after the target's bytes", dt);
+    ck_assert_str_eq(body, line_of(tok[0], "data"));
+    frd *r = pull_start(tok[0], 0, 0);          /* takes over from the old one */
+    frd_expect_data(r, "late");
+    frd_free(r);
+    frd_free(old);
+    xclose(t);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
 /* A newer watch takes the sessions it lists from an older one; the older
  * answers (empty) once it has none left, not before. */
 START_TEST(test_watch_supersede)
@@ -451,6 +483,7 @@ void core_watch_tests(const core_tcases *t)
     tcase_add_test(t->batch, test_watch_ready_at_once);
     tcase_add_test(t->batch, test_watch_ready_later);
     tcase_add_test(t->batch, test_watch_supersede);
+    tcase_add_test(t->batch, test_watch_beside_a_given_up_stream_pull);
     tcase_add_loop_test(t->batch, test_watch_session_end, 0, 3);
     tcase_add_test(t->batch, test_watch_timeout_and_busy);
     tcase_add_test(t->batch, test_watch_handler_gone);
