@@ -337,7 +337,11 @@ def test_watch_under_basic_auth(apache_factory, module_so, target, tls, tmp_path
     try:
         url = a.base_url + "/wauth/w/watch"
         body = _lines((tok, 0))
-        r = harness.curl(url, headers=["Relay-Version: 1"], data=body, cacert=tls["ca"])
+        # HTTP/1.1: over HTTP/2 Apache answers 401 before it reads the body and
+        # resets the stream, and curl 7.88 then may report "Stream error in
+        # the HTTP/2 framing layer" instead of the 401 (a CI run did)
+        r = harness.curl(url, headers=["Relay-Version: 1"], data=body, cacert=tls["ca"],
+                         extra=["--http1.1"])
         assert r.status == 401, r
         r = harness.curl(url, headers=["Relay-Version: 1"], data=body, cacert=tls["ca"],
                          extra=bob)
