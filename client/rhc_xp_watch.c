@@ -133,8 +133,9 @@ static int idle_shape(const rhc_tunnel *t, const struct rhc_req *dr)
     if (t->up.acked != t->up.sent || t->up.sent != up_read_off(t) || t->rq.nbpush ||
         t->rq.spush || t->rq.spush_next || t->rq.spush_prev || t->push.spush_at)
         return 0;
-    if (t->xp.down == RHC_XP_STREAM)
-        return t->xp.up != RHC_XP_DUPLEX && !t->rq.duplex;
+    if (t->xp.down == RHC_XP_STREAM)    /* a parked push starts again on local bytes */
+        return (t->xp.up == RHC_XP_STREAM ? t->push.parked : t->xp.up == RHC_XP_BATCH) &&
+               !t->rq.duplex;
     return t->xp.down == RHC_XP_DUPLEX && t->xp.up == RHC_XP_DUPLEX && dr == t->rq.duplex &&
            dr->send_paused && !dr->split_at && !dr->p_fin && !dr->p_r;
 }
@@ -198,6 +199,9 @@ static void watch_wake(rhc_tunnel *t, const char *why)
     t_touch(t);
     t->down.repull_at = 0;
     t->watch.woke = 1;          /* its pooled connections idled: see start_pull */
+    /* the server's idle clock starts again as it lets the watch go: no
+     * keep-alive ack of a parked push is due yet (one per woken tunnel) */
+    t->push.park_keep_at = rh_now_ms() + alive_every(t);
     start_down(t);
 }
 
