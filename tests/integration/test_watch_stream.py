@@ -190,3 +190,31 @@ def test_worker_mpm_and_the_first_bytes_after_joining(apache_factory, module_so,
         _local_sends(socks)
         for s in socks:
             s.close()
+
+
+FAULTS = [("stream", "rst"), ("stream", "blackhole"), ("duplex", "rst")]
+
+
+@pytest.mark.rh_timeout(300)
+@pytest.mark.parametrize("xp,mode", FAULTS, ids=["%s-%s" % f for f in FAULTS])
+def test_faults_while_watched_lose_no_byte(apache, target, client_bin, tls, xp, mode):
+    """Every connection of the forward fails at once (reset; or a black hole:
+    nothing passes, nothing ends) while its idle stream or duplex tunnels wait
+    in the watch, and the target writes right then: the watch goes again, and
+    every tunnel gets the bytes intact; local bytes after it go up and back."""
+    from faultproxy import FaultProxy
+    a = apache
+    n = 16
+    with FaultProxy(a.port, mode=mode, min_life=3600, max_life=3600, hold=600) as fp:
+        url = "https://127.0.0.1:%d/ws" % fp.port
+        with Forward(client_bin, url, "echo", cacert=tls["ca"], env=im.clean_env(),
+                     extra_args=["--transport", xp, "--idle-push", str(IDLE_PUSH_S)]) as fw:
+            socks = [socket.create_connection(("127.0.0.1", fw.port), timeout=60)
+                     for _ in range(n)]
+            harness.echo_all(socks, b"hello")
+            _wait_watched(a, fw, n)
+            assert fp.fire() >= 1
+            _target_sends(target, socks, nbytes=128 * 1024, timeout=90)
+            _local_sends(socks)
+            for s in socks:
+                s.close()
