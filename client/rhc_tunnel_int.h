@@ -362,6 +362,7 @@ void up_kick(rhc_tunnel *t);                        /* wake a body, start batch 
 void spush_refresh(rhc_tunnel *t);
 int64_t park_at(const rhc_tunnel *t);
 void push_park(rhc_tunnel *t, int64_t now);
+void park_unstick(rhc_tunnel *t);                   /* a parking push's answer is not waited for */
 int64_t stall_deadline(const rhc_tunnel *t);
 int64_t flush_deadline(const rhc_tunnel *t);
 int64_t up_dead_at(const rhc_tunnel *t, int64_t now);

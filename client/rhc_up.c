@@ -165,6 +165,26 @@ void push_park(rhc_tunnel *t, int64_t now)
     unpause_send(t->rq.spush);
 }
 
+/* A push ended to park whose answer does not come (a path that took its last
+ * chunk and went silent): every byte of it was confirmed, so its answer would
+ * tell nothing, and once local bytes wait it is not waited for: the push
+ * counts as parked and up_kick starts the next one (which replaces, on the
+ * server, a push it may still think active: docs/PROTOCOL.md, Resume). In a
+ * fault test such a push held the up direction a minute. */
+void park_unstick(rhc_tunnel *t)
+{
+    struct rhc_req *r = t->rq.spush;
+
+    if (!r || !r->parking || !r->body_ended || r->p_fin || r->p_r || t->up.acked != t->up.sent ||
+        up_read_off(t) == t->up.sent || t->end.code || t->rq.spush_next || t->rq.spush_prev)
+        return;
+    t_log(t, 2, "stream push ended to park: its answer is not waited for (bytes to send)");
+    t->rq.spush = NULL;
+    req_free(r);
+    t->push.parked = 1;
+    t->push.park_keep_at = rh_now_ms() + alive_every(t);
+}
+
 /* auto: when pushed bytes count as stuck in an intermediary, or -1. Judged only
  * while the body has had no byte confirmed at all (an intermediary that buffers
  * whole bodies; a slow target shows progress first), while the down response

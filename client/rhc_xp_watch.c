@@ -118,19 +118,27 @@ int watch_join(rhc_tunnel *t, const struct rhc_req *r, int64_t now)
  * given-up response is sent again on the next one (and the watch, which
  * compares the ack it lists with what the server read, names the session at
  * once). The shape, without the clock: */
+static int idle_session(const rhc_tunnel *t)
+{
+    return t->sess.resume && t->sess.poll_ms > 0 && !t->sess.serve_leg && !t->end.code &&
+           !t->down.fin && !t->up.eof && !t->push.r_pending && !t->local.olen &&
+           !t->xp.switching && !t->xp.up_hold && t->xp.down_seen == t->xp.down &&
+           !t->meter.switch_due;   /* (auto's timing may run: a slow window starts again) */
+}
+
+/* every byte confirmed both ways, no request of the up side or of acks */
+static int idle_settled(const rhc_tunnel *t)
+{
+    return !t->ack.n && !t->ack.verify && t->ack.conf == t->down.off &&
+           t->ack.sent == t->down.off && t->up.acked == t->up.sent &&
+           t->up.sent == up_read_off(t) && !t->rq.nbpush && !t->rq.spush &&
+           !t->rq.spush_next && !t->rq.spush_prev && !t->push.spush_at;
+}
+
 static int idle_shape(const rhc_tunnel *t, const struct rhc_req *dr)
 {
-    if (!t->sess.resume || t->sess.poll_ms <= 0 || t->sess.serve_leg || t->end.code ||
-        t->down.fin || t->up.eof || t->push.r_pending || t->local.olen ||
-        t->xp.switching || t->xp.up_hold || t->xp.down_seen != t->xp.down || t->meter.switch_due)
-        return 0;   /* (auto's timing may run: a window this slow starts again, rhc_measure.c) */
-    if (!dr->hdr_done || dr->status != 200 || !dr->got_frame || dr->recv_paused ||
-        dr->saw_end || dr->saw_fin)
-        return 0;
-    if (t->ack.n || t->ack.verify || t->ack.conf != t->down.off || t->ack.sent != t->down.off)
-        return 0;
-    if (t->up.acked != t->up.sent || t->up.sent != up_read_off(t) || t->rq.nbpush ||
-        t->rq.spush || t->rq.spush_next || t->rq.spush_prev || t->push.spush_at)
+    if (!idle_session(t) || !idle_settled(t) || !dr->hdr_done || dr->status != 200 ||
+        !dr->got_frame || dr->recv_paused || dr->saw_end || dr->saw_fin)
         return 0;
     if (t->xp.up == RHC_XP_DUPLEX)      /* its body carries up: open, quiet, staying */
         return t->xp.down == RHC_XP_DUPLEX && dr == t->rq.duplex && dr->send_paused &&

@@ -253,3 +253,71 @@ def test_duplex_after_a_bulk_upload_waits_in_the_watch(apache, target, client_bi
         _local_sends(socks)
         for s in socks:
             s.close()
+
+
+def _cycles(port, seconds, seed, out):
+    """One tunnel: pattern bytes up in bursts of 1-64 KiB, each echo checked as
+    it comes (the first wrong offset named), quiet gaps of 0-2.5 s between
+    (past --idle-push 1 s the tunnel joins the watch, and the next burst wakes
+    it), until `seconds` have passed."""
+    import random
+    from pattern import PatternChecker, pattern_bytes
+    rng = random.Random(seed)
+    chk = PatternChecker()
+    off = 0
+    end = time.monotonic() + seconds
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=60)
+        while time.monotonic() < end and chk.ok:
+            k = rng.randint(1, 64 << 10)
+            s.sendall(pattern_bytes(off, off + k))
+            got = harness.read_until(s, k, time.monotonic() + 60)
+            chk.feed(got)
+            off += k
+            if len(got) < k:
+                out["error"] = "%d of %d echoed at offset %d" % (len(got), k, off - k)
+                break
+            time.sleep(rng.choice((0, 0, 0.2, 1.5, 2.5)))
+        s.close()
+    except OSError as e:
+        out["error"] = "offset %d: %s" % (off, e)
+    out["bytes"] = off
+    if not chk.ok:
+        out["error"] = "first wrong byte at offset %d (%s)" % (chk.first_bad, chk.shape)
+
+
+@pytest.mark.rh_timeout(240)
+@pytest.mark.parametrize("xp", ["stream", "duplex"])
+def test_idle_and_wake_cycles_under_faults(apache, client_bin, tls, xp):
+    """Bursts and quiet gaps past --idle-push through a fault proxy that cuts
+    every connection after 0.5-3 s (reset, FIN, black hole, half-dead, cuts
+    inside headers): tunnels go into the watch and out again many times,
+    while their pulls, pushes, duplexes and watches are cut; every byte of
+    every tunnel's echo is checked against the offset pattern, and every
+    burst must come back within 60 s. (It found a push ended to park whose
+    answer a black hole took: the up direction waited a minute for it,
+    park_unstick.)"""
+    import threading
+    from faultproxy import FaultProxy
+    a = apache
+    n = 4
+    with FaultProxy(a.port, mode="mix", seed=1234 + len(xp),
+                    mix_modes=("rst", "fin", "blackhole", "halfdead", "cut_req_headers",
+                               "cut_resp_headers")) as fp:
+        url = "https://127.0.0.1:%d/ws" % fp.port
+        with Forward(client_bin, url, "echo", cacert=tls["ca"], env=im.clean_env(),
+                     extra_args=["--transport", xp, "--idle-push", "1", "-v"]) as fw:
+            outs = [{} for _ in range(n)]
+            ths = [threading.Thread(target=_cycles, args=(fw.port, 20, 77 + i, outs[i]))
+                   for i in range(n)]
+            for th in ths:
+                th.start()
+            for th in ths:
+                th.join(200)
+            joins = sum("waits in the watch (no " in l for l in fw.lines())
+            wakes = sum("leaves the watch" in l for l in fw.lines())
+            print("%s: %d tunnels, bytes %s, %d joins, %d wakes, faults %s"
+                  % (xp, n, [o.get("bytes") for o in outs], joins, wakes, fp.stats()))
+            bad = [(i, o["error"]) for i, o in enumerate(outs) if o.get("error")]
+            assert not bad, "%s (seed %d)\n%s" % (bad, fp.seed, fw.stderr_text())
+            assert joins >= n and wakes >= n, (joins, wakes, fw.stderr_text())
