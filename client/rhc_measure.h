@@ -1,9 +1,10 @@
 /* relay-https client: auto measures the transports on the path. On HTTP/2 a
- * route's first bulk session uses stream and times it; a later bulk session
- * starts on duplex and times that: if duplex was not clearly faster, it moves
- * to stream (a deliberate resume: the server resends what was in flight) and
- * so do the sessions after it. What was measured and why shows at -v and in
- * the statistics. */
+ * route's first bulk session uses stream and times it; a later session starts
+ * on duplex and times its download (its upload goes on a stream push from its
+ * first 64 KiB: duplex_split_early): if duplex was not clearly faster, it
+ * moves to stream (a deliberate resume: the server resends what was in
+ * flight) and so do the sessions after it. What was measured and why shows
+ * at -v and in the statistics. */
 #ifndef RHC_MEASURE_H
 #define RHC_MEASURE_H
 
@@ -31,7 +32,6 @@ struct rhc_meter {
     int warm;                          /* warm-up passed: t0 and the counts start */
     int done;                          /* this session measured what it could */
     int switch_due;                    /* to stream, from the loop (meter_switch) */
-    int switch_up;                     /* ... after a figure up: the upload splits */
     int64_t t0_us;                     /* the window's start (CLOCK_MONOTONIC) */
     uint64_t up0, down0;
 };
