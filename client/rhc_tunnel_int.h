@@ -75,9 +75,10 @@
 #define SPLIT_LEAD_MAX    (8u << 20)      /* ... and at most this much: what it carries in ... */
 #define SPLIT_LEAD_RTTS   2               /* ... this many round trips (TCP and TLS) + 10 ms */
 #define SPLIT_AGAIN_MS    10000           /* a push for a split that failed: the next try waits */
-#define SPLIT_EARLY       (64u << 10)     /* auto's trial: its duplex body carries this much up
-                                             (an HTTP/2 stream's first window), then a stream
-                                             push asked for at its start (duplex_split_early) */
+#define SPLIT_EARLY       (32u << 10)     /* auto's trial: its duplex body carries this much up
+                                             (with its frames, within an HTTP/2 stream's first
+                                             window of 64 KiB), then a stream push asked for
+                                             at its start (duplex_split_early) */
 #define SPLIT_EARLY_MS    5000            /* ... dropped unused after this (RelayPushWait: 10 s) */
 #define CURL_OUT_HOLD_MS  20              /* see curl_events (rhc_loop.c) */
 #define H2_STREAMS_PER_CONN 6             /* see rhc_ctx_new */

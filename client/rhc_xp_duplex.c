@@ -152,7 +152,7 @@ void duplex_split(rhc_tunnel *t, int64_t now)
 
 /* auto's trial of duplex (meter_claim) times its download only, so its upload
  * goes on a stream push from the start: the push is asked for now, beside the
- * duplex, at the offset where the duplex body's first HTTP/2 window ends
+ * duplex, at an offset within the duplex body's first HTTP/2 window
  * (SPLIT_EARLY), and both connections are made at once. Through a CONNECT
  * proxy and 40 ms round trips the trial's upload otherwise went at the
  * duplex's pace (mod_http2's stream window: 15-25 MB/s) until a split push

@@ -190,9 +190,9 @@ def test_squid_auto_trial_uploads_on_a_stream_push(apache, squid, client_bin, tl
     """auto through squid (CONNECT; HTTP/2 by ALPN): the route's first bulk session
     times stream; the next one is the duplex trial, which times its download only: its
     upload goes on an HTTP/1.1 stream push asked for beside the duplex, from the end
-    of the duplex body's first 64 KiB (before, the upload went at the duplex's pace,
+    of the duplex body's first 32 KiB (before, the upload went at the duplex's pace,
     mod_http2's stream window, until the trial ended and a push had its connection).
-    The server sees that push at offset 65536; every byte arrives in order."""
+    The server sees that push at offset 32768; every byte arrives in order."""
     a = apache
 
     def second(fw):
@@ -203,9 +203,9 @@ def test_squid_auto_trial_uploads_on_a_stream_push(apache, squid, client_bin, tl
     lines, offsets = _auto_trial_session(a, squid, client_bin, tls, second)
     text = "\n".join(l for l in lines if not re.search(r": [*<>] |: \* ", l))
     assert "transport: duplex (auto: HTTP/2, stream timed on this path" in text, text[-3000:]
-    assert "up goes on a stream push from offset 65536" in text, text[-3000:]
-    pushes = [l for l in offsets if '/relay/echo/push HTTP/1.1" 200 offset=65536' in l]
-    assert pushes, "no push from offset 65536:\n%s" % "\n".join(offsets[-20:])
+    assert "up goes on a stream push from offset 32768" in text, text[-3000:]
+    pushes = [l for l in offsets if '/relay/echo/push HTTP/1.1" 200 offset=32768' in l]
+    assert pushes, "no push from offset 32768:\n%s" % "\n".join(offsets[-20:])
     assert [l for l in offsets if '/relay/echo/duplex HTTP/2.0" 200 offset=0' in l], offsets
     # duplex is timed on the download, never on the upload
     assert "auto: measured on this path, up:" not in text, text[-3000:]
@@ -213,7 +213,7 @@ def test_squid_auto_trial_uploads_on_a_stream_push(apache, squid, client_bin, tl
 
 @pytest.mark.rh_timeout(200)
 def test_squid_auto_trial_push_unused_the_duplex_goes_on(apache, squid, client_bin, tls):
-    """The trial's push waits on the server for the duplex body's first 64 KiB; a
+    """The trial's push waits on the server for the duplex body's first 32 KiB; a
     session that sends less in 5 s drops it (before the server's RelayPushWait, 10 s,
     would refuse it: a 409 that the client, its body paused, saw only when the duplex
     body turned to that push), and its up bytes go on on the duplex, in order, a bulk
@@ -242,10 +242,10 @@ def test_squid_auto_trial_push_unused_the_duplex_goes_on(apache, squid, client_b
     # the client's own lines, not curl's (-v -v)
     text = "\n".join(l for l in lines if not re.search(r": [*<>] |: \* ", l))
     assert got.get("ok"), (got.get("why"), text[-3000:])
-    assert "up goes on a stream push from offset 65536" in text, text[-3000:]
+    assert "up goes on a stream push from offset 32768" in text, text[-3000:]
     assert "up stays on the duplex (the push asked for beside it went unused)" in text, \
         text[-3000:]
-    refused = [l for l in offsets if '/relay/echo/push HTTP/1.1" 409 offset=65536' in l]
+    refused = [l for l in offsets if '/relay/echo/push HTTP/1.1" 409 offset=32768' in l]
     assert not refused, "\n".join(offsets[-20:])
     assert "push refused" not in text, text[-3000:]
 

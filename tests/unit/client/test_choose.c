@@ -224,6 +224,14 @@ START_TEST(test_rates_pick)
     ck_assert_int_eq(rhc_meter_lost(300e6, 12000), 0);
     ck_assert_int_eq(rhc_meter_lost(300e6, 13000), 1);
     ck_assert_int_eq(rhc_meter_lost(0, 1000000000), 0);             /* nothing to beat */
+    /* a session that stream beat leaves its duplex once staying lost what the move
+     * costs: 150 ms here; at 200 MB/s against stream's 250 it loses 0.2 s a second */
+    ck_assert_int_eq(rhc_meter_move_due(250e6, 150000, 700000, 140000000), 0);
+    ck_assert_int_eq(rhc_meter_move_due(250e6, 150000, 760000, 152000000), 1);
+    ck_assert_int_eq(rhc_meter_move_due(250e6, 150000, 149000, 0), 0);  /* idle: its cost */
+    ck_assert_int_eq(rhc_meter_move_due(250e6, 150000, 150000, 0), 1);
+    ck_assert_int_eq(rhc_meter_move_due(250e6, 0, 0, 0), 1);           /* a free move: now */
+    ck_assert_int_eq(rhc_meter_move_due(0, 150000, 0, 0), 1);          /* no figure: now */
     memset(&m, 0, sizeof(m));
     rhc_rates_fmt(&m, out, sizeof(out));
     ck_assert_str_eq(out, "");
