@@ -16,6 +16,7 @@
 #define METER_WARM      (512u << 10)   /* bytes a window lets pass before it times */
 #define METER_BYTES     (4u << 20)     /* ... and then times, in its busier direction */
 #define METER_MAX_MS    3000           /* slower than this is not bulk: not a figure */
+#define METER_RTTS      2              /* a window spans this many round trips at least */
 #define METER_EDGE      1.10           /* duplex kept only when this much faster */
 #define METER_MOVE_MAX_MS 2000         /* a move to stream is taken to cost at most this */
 
