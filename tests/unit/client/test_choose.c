@@ -308,8 +308,16 @@ START_TEST(test_meter_switch)
 
     bench_init(&b, RHC_XP_STREAM, RHC_XP_STREAM);
     b.t->sess.resume = 1;
+    /* a window spans two round trips (30 ms each here) at least: bytes that
+     * came in less time time the path's buffers, not its rate */
     feed_down(b.t, 2 * (METER_WARM + METER_BYTES));
+    ck_assert(b.route.pol.rates.bps[1][RHC_XP_STREAM] == 0);
+    struct timespec rtts = { 0, 61000000 };
+    nanosleep(&rtts, NULL);
+    stat_down(b.t, 256 * 1024);
     ck_assert(b.route.pol.rates.bps[1][RHC_XP_STREAM] > 0);
+    ck_assert(b.route.pol.rates.bps[1][RHC_XP_STREAM] < (double)(2 * (METER_WARM + METER_BYTES))
+              / 0.061);
     ck_assert_int_eq(b.route.pol.rates.pick, RHC_XP_AUTO);
     ck_assert_int_eq(b.t->xp.down, RHC_XP_STREAM);
     ck_assert_int_eq(b.t->meter.done, 1);
@@ -322,6 +330,7 @@ START_TEST(test_meter_switch)
      * here, so that the window runs its METER_BYTES (the early end below) */
     b.route.pol.rates.bps[1][RHC_XP_STREAM] = 1e3;
     b.t->sess.resume = 1;
+    b.t->sess.rtt_ms = 0;                                   /* an instant path */
     feed_down(b.t, METER_WARM + METER_BYTES);
     ck_assert_int_eq(b.route.pol.rates.pick, RHC_XP_AUTO);  /* the window opened late */
     feed_down(b.t, METER_WARM + METER_BYTES);
@@ -347,6 +356,7 @@ START_TEST(test_meter_switch)
     b.route.pol.rates = kept;
     b.route.pol.rates.bps[1][RHC_XP_STREAM] = 1e13;        /* lost after 0.4 us */
     b.t->sess.resume = 1;
+    b.t->sess.rtt_ms = 0;
     /* opened (first piece), warmed (third): no piece timed yet, which on a
      * loaded machine would already be a microsecond too slow */
     feed_down(b.t, METER_WARM + 256 * 1024);
