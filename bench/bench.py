@@ -1071,10 +1071,14 @@ class Bench:
                         p.stdin.flush()
                     except OSError:
                         pass
-                alive = 0
+                alive, later, all_s = 0, 0, 0.0
                 for p in procs:
-                    am = re.match(r"ALIVE (\d+)", _readline(p.stdout, 120) or "")
+                    line = _readline(p.stdout, 240) or ""
+                    am = re.match(r"ALIVE (\d+)", line)
                     alive += int(am.group(1)) if am else 0
+                    kv = parse_kv(line)
+                    later += int(kv.get("later", 0))
+                    all_s = max(all_s, float(kv.get("all_seconds", 0)))
             finally:
                 for p in procs:
                     try:
@@ -1088,6 +1092,8 @@ class Bench:
                         harness.kill_proc(p)
                     harness._unregister(p)
             note = "ramp %.1f s; %d alive after %.0f s idle" % (ramp, alive, hold)
+            if later:
+                note += " (%d more answered later, all within %.0f s)" % (later, all_s)
             if nice is not None:
                 note += "; client sessions at autogroup nice %d" % nice
             if err:

@@ -439,13 +439,15 @@ static const struct opt_def opt_defs[] = {
       "the tunnel (default: every cut is resumed)" },
     { "no-watch",        no_argument,       OPT_NO_WATCH, set_int_flag, F(no_watch), 1, 0,
       NULL,
-      "every idle batch tunnel long-polls on its own (default: the idle batch tunnels of a "
-      "-L wait in one watch request; a server without it is noticed, they long-poll then)" },
+      "idle tunnels wait on their own: a batch tunnel long-polls, a stream or duplex tunnel "
+      "keeps its down request (default: the idle tunnels of a -L wait in one watch request; "
+      "a server without it is noticed, they wait on their own then)" },
     { "idle-push",       required_argument, OPT_IDLE_PUSH, set_idle_push, 0, 0, 0,
       "SECONDS",
       "end a stream push after this long with nothing to send (the next bytes start a new "
-      "one), so an idle tunnel holds one request on the server, not two; 0 keeps it open "
-      "(default 60)" },
+      "one), so an idle tunnel holds one request on the server, not two; a stream or duplex "
+      "tunnel quiet this long both ways then waits in the watch (no request of its own); "
+      "0 keeps its requests open (default 60)" },
     { "auth",            required_argument, OPT_AUTH, set_auth, 0, 0, 0,
       "METHOD", "basic (default: sent at once), digest or any (digest and any use HTTP/1.1)" },
     { "proxy-auth",      required_argument, OPT_PROXY_AUTH, set_proxy_auth, 0, 0, 0,

@@ -66,7 +66,7 @@ struct rhc_opts {
     const char *user, *proxy, *proxy_user, *proxy_cacert;
     int insecure, proxy_insecure;
     int no_resume;              /* --no-resume: sessions are not opened resumable */
-    int no_watch;               /* --no-watch: idle batch tunnels long-poll each */
+    int no_watch;               /* --no-watch: idle tunnels wait on their own */
     long park_ms;               /* --idle-push: end an idle stream push after this (0: never) */
     int verbose;
     long connect_timeout_ms;

@@ -29,7 +29,7 @@ struct rhc_counters {
     uint64_t resumes;           /* requests taken up again after a cut */
     uint64_t sessions[RHC_XP_BATCH + 1];  /* by the transport first chosen (down side) */
     uint64_t dgrams[4];         /* -L udp: datagrams up, down, dropped up, dropped down */
-    uint64_t watched;           /* idle batch tunnels waiting in a watch now ... */
+    uint64_t watched;           /* idle tunnels waiting in a watch now ... */
     uint64_t watches;           /* ... and watch requests sent (rhc_xp_watch.c) */
 };
 
@@ -40,7 +40,7 @@ struct rhc_route {
     struct rhc_counters n;
     struct rhc_route *next;     /* the context's list */
     struct rhc_ratelog fails;   /* failed opens, for one line a while (rhc_check.h) */
-    struct rhc_watch *watch;    /* its idle batch tunnels' watch (rhc_xp_watch.c); NULL:
+    struct rhc_watch *watch;    /* its idle tunnels' watch (rhc_xp_watch.c); NULL:
                                    none (--no-watch, serve) */
 };
 

@@ -63,6 +63,7 @@ int64_t t_deadline(const rhc_tunnel *t)
     if (t->push.spush_at)
         min_deadline(&d, t->push.spush_at);
     min_deadline(&d, park_at(t));
+    min_deadline(&d, watch_idle_at(t));
     for (int i = 0; i < t->rq.nbpush; ++i) {
         if (t->rq.bpush[i]->retry_at)
             min_deadline(&d, t->rq.bpush[i]->retry_at);

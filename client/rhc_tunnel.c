@@ -307,6 +307,7 @@ int t_advance(rhc_tunnel *t, int64_t now)
     duplex_split(t, now);
     spush_refresh(t);
     push_park(t, now);
+    watch_idle(t, now);     /* may give the down request up */
     spush_ahead(t, now);
     watch_local_sent(t);    /* bytes to send: polls again (before they go) */
     up_kick(t);

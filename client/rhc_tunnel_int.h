@@ -269,11 +269,12 @@ struct rhc_tunnel {
         int gone;               /* being freed: nothing wakes it any more */
     } wake;
 
-    struct {                    /* idle batch: waiting in its route's watch (rhc_xp_watch.c) */
+    struct {                    /* idle: waiting in its route's watch (rhc_xp_watch.c) */
         struct rhc_wslot *slot; /* its group; NULL: not watched */
         size_t idx;             /* its place there */
         uint64_t up_mark;       /* up bytes read when its last long-poll started */
         int woke;               /* it left the watch: its next pull takes no old connection */
+        int64_t idle_retry;     /* an idle stream or duplex tunnel could not join then */
     } watch;
 };
 
@@ -420,12 +421,14 @@ void spush_ahead(rhc_tunnel *t, int64_t now);       /* the next push, before the
 void spush_rotate(rhc_tunnel *t, struct rhc_req *r); /* r's body ended: the next one goes on */
 struct rhc_req *spush_new(rhc_tunnel *t, uint64_t off); /* started, not the tunnel's yet */
 
-/* rhc_xp_watch.c: the watch of a route's idle batch tunnels */
+/* rhc_xp_watch.c: the watch of a route's idle tunnels */
 int rhc_watch_init(struct rhc_route *route);       /* rhc_ctx_add_route; -1: no memory */
 void rhc_watch_free(struct rhc_route *route);
 int watch_may_join(const rhc_tunnel *t, const struct rhc_req *r, int64_t now);
 int watch_join(rhc_tunnel *t, const struct rhc_req *r, int64_t now); /* 1: joined */
 void watch_leave(rhc_tunnel *t);
+int64_t watch_idle_at(const rhc_tunnel *t);         /* an idle stream or duplex tunnel joins then */
+void watch_idle(rhc_tunnel *t, int64_t now);        /* ... if it is now */
 void watch_local_sent(rhc_tunnel *t);               /* local bytes: leaves and polls */
 void watch_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc);
 int64_t rhc_watch_next(const rhc_ctx *c);           /* when a watch is due, or -1 */

@@ -149,7 +149,7 @@ int64_t park_at(const rhc_tunnel *t)
     if (!sc || t->xp.up != RHC_XP_STREAM || !sc->send_paused || sc->end_wanted || req_waiting(sc) ||
         !t->sess.resume || sc->body_ended || sc->p_fin || sc->p_r || t->xp.switching || t->xp.up_hold ||
         t->up.eof || t->push.r_pending || t->end.code || t->up.acked != t->up.sent ||
-        up_read_off(t) != t->up.sent || t->xp.probe_until || t->route->o->park_ms <= 0)
+        up_read_off(t) != t->up.sent || probe_deadline(t) >= 0 || t->route->o->park_ms <= 0)
         return -1;
     int64_t since = t->push.last_data > sc->started ? t->push.last_data : sc->started;
     return since + t->route->o->park_ms;

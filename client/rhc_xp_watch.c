@@ -1,4 +1,4 @@
-/* relay-https client: the watch of a route's idle batch tunnels (docs/PROTOCOL.md,
+/* relay-https client: the watch of a route's idle tunnels (docs/PROTOCOL.md,
  * watch). A batch tunnel whose long-poll came back empty after the whole poll
  * time, with nothing sent up meanwhile, stops polling and joins a watch group
  * of its route (rhc_watch.c: the set and its clock); each group has at most
@@ -81,21 +81,99 @@ static struct rhc_wslot *slot_with_room(struct rhc_watch *w, struct rhc_route *r
     return s;
 }
 
+/* The tunnel enters a group of its route's watch with the down bytes it has;
+ * 0, or -1 (every group full, or no memory: it goes on as it was). */
+static int watch_enter(rhc_tunnel *t, const char *what)
+{
+    struct rhc_wslot *s = slot_with_room(t->route->watch, t->route);
+    size_t idx;
+
+    if (!s || rhc_wgroup_join(&s->g, t, &idx) < 0)
+        return -1;
+    t->watch.slot = s;
+    t->watch.idx = idx;
+    t->watch.up_mark = up_read_off(t);
+    ++t->route->n.watched;
+    if (t->sess.poll_ms > s->poll_ms)
+        s->poll_ms = t->sess.poll_ms;
+    t_log(t, 2, "idle: waits in the watch (no %s) from offset %" PRIu64, what, t->down.off);
+    return 0;
+}
+
 int watch_join(rhc_tunnel *t, const struct rhc_req *r, int64_t now)
 {
     if (!watch_may_join(t, r, now))
         return 0;
-    struct rhc_wslot *s = slot_with_room(t->route->watch, t->route);
-    size_t idx;
-    if (!s || rhc_wgroup_join(&s->g, t, &idx) < 0)
+    return watch_enter(t, "long-poll") == 0;
+}
+
+/* An idle stream or duplex tunnel (issue 17): its down response is open, with
+ * a server heartbeat every 20 s on a TLS connection, and its push parked
+ * (--idle-push); at 20,000 tunnels the heartbeats alone cost the server more
+ * than the watch of all of them. So once both directions have been quiet for
+ * --idle-push, every byte confirmed both ways, it gives its down request up
+ * and waits in the watch as an idle batch tunnel does; the watch wakes it
+ * with a new down request of its own transport. Only resumable sessions: the
+ * server keeps what it sent until acknowledged, so a byte it wrote into the
+ * given-up response is sent again on the next one (and the watch, which
+ * compares the ack it lists with what the server read, names the session at
+ * once). The shape, without the clock: */
+static int idle_shape(const rhc_tunnel *t, const struct rhc_req *dr)
+{
+    if (!t->sess.resume || t->sess.poll_ms <= 0 || t->sess.serve_leg || t->end.code ||
+        t->down.fin || t->up.eof || t->push.r_pending || t->local.olen ||
+        t->xp.switching || t->xp.up_hold || t->xp.down_seen != t->xp.down || t->meter.switch_due)
+        return 0;   /* (auto's timing may run: a window this slow starts again, rhc_measure.c) */
+    if (!dr->hdr_done || dr->status != 200 || !dr->got_frame || dr->recv_paused ||
+        dr->end_wanted || dr->body_ended || dr->saw_end || dr->saw_fin)
         return 0;
-    t->watch.slot = s;
-    t->watch.idx = idx;
-    ++t->route->n.watched;
-    if (t->sess.poll_ms > s->poll_ms)
-        s->poll_ms = t->sess.poll_ms;
-    t_log(t, 2, "idle: waits in the watch (no long-poll) from offset %" PRIu64, t->down.off);
-    return 1;
+    if (t->ack.n || t->ack.verify || t->ack.conf != t->down.off || t->ack.sent != t->down.off)
+        return 0;
+    if (t->up.acked != t->up.sent || t->up.sent != up_read_off(t) || t->rq.nbpush ||
+        t->rq.spush || t->rq.spush_next || t->rq.spush_prev || t->push.spush_at)
+        return 0;
+    if (t->xp.down == RHC_XP_STREAM)    /* a parked push starts again on local bytes */
+        return (t->xp.up == RHC_XP_STREAM ? t->push.parked : t->xp.up == RHC_XP_BATCH) &&
+               !t->rq.duplex;
+    return t->xp.down == RHC_XP_DUPLEX && t->xp.up == RHC_XP_DUPLEX && dr == t->rq.duplex &&
+           dr->send_paused && !dr->split_at && !dr->p_fin && !dr->p_r;
+}
+
+static int64_t max3(int64_t a, int64_t b, int64_t c)
+{
+    int64_t m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
+int64_t watch_idle_at(const rhc_tunnel *t)
+{
+    const struct rhc_watch *w = t->route->watch;
+    const struct rhc_req *dr = down_req(t);
+    int64_t quiet = t->route->o->park_ms;
+
+    if (!w || w->off || t->watch.slot || !dr || dr->batch || quiet <= 0 || !idle_shape(t, dr))
+        return -1;
+    /* quiet since the last byte either way, the response's start, a refused try */
+    int64_t since = max3(t->sess.last_busy, t->push.last_data, dr->started);
+    return max3(since, t->watch.idle_retry, t->down.last_data) + quiet;
+}
+
+void watch_idle(rhc_tunnel *t, int64_t now)
+{
+    int64_t at = watch_idle_at(t);
+    struct rhc_req *dr = down_req(t);
+
+    if (at < 0 || now < at)
+        return;
+    if (watch_enter(t, dr->kind == REQ_DUPLEX ? "duplex" : "stream pull") < 0) {
+        t->watch.idle_retry = now;      /* stays as it is; a try again later */
+        return;
+    }
+    if (dr == t->rq.duplex)
+        t->rq.duplex = NULL;
+    else
+        t->rq.pull = NULL;
+    req_free(dr);               /* the server sees the connection (or h2 stream) go */
 }
 
 void watch_leave(rhc_tunnel *t)
@@ -120,6 +198,9 @@ static void watch_wake(rhc_tunnel *t, const char *why)
     t_touch(t);
     t->down.repull_at = 0;
     t->watch.woke = 1;          /* its pooled connections idled: see start_pull */
+    /* the server's idle clock starts again as it lets the watch go: no
+     * keep-alive ack of a parked push is due yet (one per woken tunnel) */
+    t->push.park_keep_at = rh_now_ms() + alive_every(t);
     start_down(t);
 }
 
@@ -239,7 +320,7 @@ static void route_off(struct rhc_route *route, const char *why)
     struct rhc_watch *w = route->watch;
 
     w->off = 1;
-    wlog(route, 1, "%s: idle batch tunnels long-poll", why);
+    wlog(route, 1, "%s: idle tunnels wait on their own", why);
     for (int i = 0; i < w->nslot; ++i)
         slot_release(w->slot[i], why);
 }

@@ -98,6 +98,15 @@ const char *rh_daemon_old_socket(unsigned k)
 {
     return old_core(k) ? old_core(k)->socket : NULL;
 }
+/* A table's extension, judged by its memory's real size: none if an older module made it */
+static rh_registry_ext *core_ext(const rh_core_rec *cr)
+{
+    return cr->shm ? rh_registry_ext_of(cr->reg, apr_shm_size_get(cr->shm)) : NULL;
+}
+const rh_registry_ext *rh_daemon_ext(unsigned k)
+{
+    return k < rh_daemon_cores() ? core_ext(&g_ret->cur[k]) : NULL;
+}
 /* the handlers' counters go to the first table (the status page sums the rest) */
 rh_stats *rh_daemon_stats(void) { return rh_daemon_cores() ? &g_ret->cur[0].reg->stats : NULL; }
 
@@ -155,6 +164,7 @@ static void core_main(unsigned k)
     memset(&cfg, 0, sizeof(cfg));
     cfg.listen_fd = me->listen_fd;
     cfg.reg = me->reg;
+    cfg.ext = core_ext(me);
     cfg.heartbeat_s = RH_HEARTBEAT_S;
     cfg.log = rh_corelog_log;
     cfg.relog = rh_corelog_relog;
@@ -378,12 +388,9 @@ static int make_socket(server_rec *s, const char *path)
     if (fd < 0)
         goto fail;
     old = umask(0077);   /* only httpd's own user may talk to the core */
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        umask(old);
-        goto fail;
-    }
+    int bound = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
     umask(old);
-    if (listen(fd, SOMAXCONN) != 0)
+    if (bound != 0 || listen(fd, SOMAXCONN) != 0)
         goto fail;
     if (geteuid() == 0 && chown(path, ap_unixd_config.user_id, -1) != 0)
         goto fail;
@@ -450,26 +457,27 @@ static const char *shard_path(apr_pool_t *p, const char *path, unsigned k)
     return k ? apr_psprintf(p, "%s-%u", path, k) : path;
 }
 
-/* Core k's new table and socket (from: the table it replaces after an upgrade,
- * whose slot generations and figures go on, so that no new token repeats an
- * old session's id). */
-static int table_setup(server_rec *s, unsigned k, const char *path, const rh_registry *from)
+/* Core k's new table and socket (old: the core it replaces after an upgrade,
+ * whose slot generations and figures go on: no new token repeats an old id). */
+static int table_setup(server_rec *s, unsigned k, const char *path, const rh_core_rec *old)
 {
     rh_core_rec *cr = &g_ret->cur[k];
     uint32_t nslots = rh_shard_slots(g_ret->max_sessions, g_ret->n, k);
     /* the table lives in the process pool: restarts keep it */
-    apr_status_t rv = apr_shm_create(&cr->shm, rh_registry_size(nslots), NULL, s->process->pool);
+    apr_status_t rv = apr_shm_create(&cr->shm, rh_registry_ext_size(nslots), NULL,
+                                     s->process->pool);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, RHLOG(1012)
                      "cannot create the shared session table (%u slots)", nslots);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     cr->reg = apr_shm_baseaddr_get(cr->shm);
-    if (from && from->nslots == nslots)
-        memcpy(cr->reg, from, rh_registry_size(nslots));
+    if (old && old->reg->nslots == nslots)   /* not the extension, which it may lack */
+        memcpy(cr->reg, old->reg, rh_registry_size(nslots));
     else
         memset(cr->reg, 0, rh_registry_size(nslots));
     rh_registry_init(cr->reg, nslots);
+    rh_registry_ext_init(cr->reg, apr_shm_size_get(cr->shm), old ? core_ext(old) : NULL);
     cr->reg->shard = k;
     rh_registry_claim(cr->reg, INT64_MAX);
     rh_registry_drain(cr->reg, 0);
@@ -492,7 +500,7 @@ static int core_setup(server_rec *s, const rh_srv_conf *sc, const char *path,
         g_ret->cur[k].listen_fd = -1;
     for (unsigned k = 0; k < g_ret->n; ++k) {
         int rv = table_setup(s, k, shard_path(s->process->pool, path, k),
-                             k < from_n ? from[k].reg : NULL);
+                             k < from_n ? &from[k] : NULL);
         if (rv != OK)
             return rv;
     }

@@ -23,6 +23,9 @@ const rh_registry *rh_daemon_registry(unsigned k);
  * socket (NULL when there is no such core). */
 const rh_registry *rh_daemon_old_registry(unsigned k);
 const char *rh_daemon_old_socket(unsigned k);
+/* Core k's table's extension (the watch's figures), or NULL: none (a table
+ * an older module made), or past the last core. */
+const rh_registry_ext *rh_daemon_ext(unsigned k);
 /* The counters in the registry, for the handlers' atomic adds; NULL before the
  * core is set up. */
 rh_stats *rh_daemon_stats(void);

@@ -33,6 +33,8 @@ typedef struct status {
     uint32_t core_active[RH_SHARDS_MAX];
     const rh_stats *st;            /* the sum of the cores' figures */
     rh_stats sum;
+    int watch_known;               /* every core's table has the watch's figures */
+    rh_watch_stats watch;          /* ... their sum */
     rh_limits lim;                 /* the global ones: the cores' shares added */
     uint32_t nslots;
     uint64_t opened;
@@ -117,8 +119,17 @@ static int take(status *s)
     /* the figures first (targets by name), then the tables' sessions */
     memcpy(&s->sum, &s->regs[0]->stats, sizeof(s->sum));
     s->st = &s->sum;
-    for (unsigned k = 0; k < s->ncores; ++k)
+    s->watch_known = 1;
+    for (unsigned k = 0; k < s->ncores; ++k) {
         take_core(s, k);
+        /* a table an older module made has no watch figures: none are shown
+         * rather than a part (docs/ARCHITECTURE.md, *The shared-memory registry*) */
+        const rh_registry_ext *x = rh_daemon_ext(k);
+        if (x)
+            rh_stats_watch_add(&s->watch, &x->watch);
+        else
+            s->watch_known = 0;
+    }
     s->held = s->sum.held;
     for (int i = 0; i < KBPS_N; ++i)
         s->kbps[i] = rh_stats_rate(s->st, kbps_windows[i]) * 8 / 1000;
@@ -226,6 +237,13 @@ static void send_json(request_rec *r, const rh_dir_conf *dc, const status *s)
                APR_UINT64_T_FMT ", \"datagramsDown\": %" APR_UINT64_T_FMT ", \"droppedUp\": %"
                APR_UINT64_T_FMT ", \"droppedDown\": %" APR_UINT64_T_FMT "},\n",
                s->st->udp_sessions, s->st->udp[0], s->st->udp[1], s->st->udp[2], s->st->udp[3]);
+    if (s->watch_known)
+        ap_rprintf(r, "  \"watch\": {\"sessions\": %" APR_UINT64_T_FMT ", \"waiting\": %"
+                   APR_UINT64_T_FMT ", \"answeredData\": %" APR_UINT64_T_FMT
+                   ", \"answeredGone\": %" APR_UINT64_T_FMT ", \"answeredEmpty\": %"
+                   APR_UINT64_T_FMT "},\n", s->watch.sessions, s->watch.waiting,
+                   s->watch.answered[RH_WATCH_ANS_DATA], s->watch.answered[RH_WATCH_ANS_GONE],
+                   s->watch.answered[RH_WATCH_ANS_EMPTY]);
     json_targets(r, s);
     json_options(r, dc, s);
     ap_rprintf(r, "  \"core\": {\"running\": %s, \"pid\": %" APR_INT64_T_FMT
@@ -353,6 +371,14 @@ static void send_html(request_rec *r, const rh_dir_conf *dc, const status *s)
              apr_psprintf(p, "%" APR_UINT64_T_FMT ", %" APR_UINT64_T_FMT " %" APR_UINT64_T_FMT
                           ", %" APR_UINT64_T_FMT " %" APR_UINT64_T_FMT, s->st->udp_sessions,
                           s->st->udp[0], s->st->udp[1], s->st->udp[2], s->st->udp[3]));
+    if (s->watch_known)
+        html_row(r, "watches (sessions watched, waiting; answered: data, gone, empty)",
+                 apr_psprintf(p, "%" APR_UINT64_T_FMT ", %" APR_UINT64_T_FMT "; %"
+                              APR_UINT64_T_FMT ", %" APR_UINT64_T_FMT ", %" APR_UINT64_T_FMT,
+                              s->watch.sessions, s->watch.waiting,
+                              s->watch.answered[RH_WATCH_ANS_DATA],
+                              s->watch.answered[RH_WATCH_ANS_GONE],
+                              s->watch.answered[RH_WATCH_ANS_EMPTY]));
     html_row(r, "rate limits (per session, all)",
              s->lim.rate_session || s->lim.rate_global
              ? apr_psprintf(p, "%u B/s, %u B/s (0: none); held back %" APR_UINT64_T_FMT
@@ -433,6 +459,15 @@ static int status_hook(request_rec *r, int flags)
                    s->active, s->serving, s->held, s->opened, s->up + s->down, s->kbps[1],
                    s->st->refused[RH_REFUSE_BUSY] + s->st->refused[RH_REFUSE_CLIENT],
                    s->st->integrity);
+        if (s->watch_known)
+            ap_rprintf(r, "RelayWatchSessions: %" APR_UINT64_T_FMT "\nRelayWatchesWaiting: %"
+                       APR_UINT64_T_FMT "\nRelayWatchesAnsweredData: %" APR_UINT64_T_FMT
+                       "\nRelayWatchesAnsweredGone: %" APR_UINT64_T_FMT
+                       "\nRelayWatchesAnsweredEmpty: %" APR_UINT64_T_FMT "\n",
+                       s->watch.sessions, s->watch.waiting,
+                       s->watch.answered[RH_WATCH_ANS_DATA],
+                       s->watch.answered[RH_WATCH_ANS_GONE],
+                       s->watch.answered[RH_WATCH_ANS_EMPTY]);
         return OK;
     }
     ap_rprintf(r, "<hr /><h2>mod_relay_https</h2>\n<dl><dt>relay core: %s</dt>"
@@ -440,11 +475,18 @@ static int status_hook(request_rec *r, int flags)
                "flight</dt>"
                "<dt>%s proxied, %.1f kbit/s over the last minute</dt>"
                "<dt>%" APR_UINT64_T_FMT " refused (budget or client share), %"
-               APR_UINT64_T_FMT " integrity failures</dt></dl>\n",
+               APR_UINT64_T_FMT " integrity failures</dt>\n",
                core_alive(s) ? "running" : "not running", s->active, s->nslots, s->serving,
                s->held, human_bytes(r->pool, s->up + s->down), s->kbps[1],
                s->st->refused[RH_REFUSE_BUSY] + s->st->refused[RH_REFUSE_CLIENT],
                s->st->integrity);
+    if (s->watch_known)
+        ap_rprintf(r, "<dt>%" APR_UINT64_T_FMT " sessions in %" APR_UINT64_T_FMT " waiting "
+                   "watches; watches answered: %" APR_UINT64_T_FMT " with data, %"
+                   APR_UINT64_T_FMT " gone, %" APR_UINT64_T_FMT " empty</dt>\n",
+                   s->watch.sessions, s->watch.waiting, s->watch.answered[RH_WATCH_ANS_DATA],
+                   s->watch.answered[RH_WATCH_ANS_GONE], s->watch.answered[RH_WATCH_ANS_EMPTY]);
+    ap_rputs("</dl>\n", r);
     return OK;
 }
 

@@ -397,6 +397,8 @@ int rh_core_run(const rh_core_config *cfg)
          * a second, whatever else it waits for */
         rh_registry_get_limits(cfg->reg, &c->lim);
         rh_registry_publish(cfg->reg, c->held, c->integrity_failures);
+        if (cfg->ext)
+            rh_stats_watch_now(&cfg->ext->watch, c->watch_sessions, c->watch_waiting);
         rh_registry_beat(cfg->reg, now);
         if (orphaned(c, now) || drained(c, now))
             break;

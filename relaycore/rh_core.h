@@ -21,6 +21,7 @@ typedef int rh_core_relog_fn(void *ctx, int fd, int httpd_level);
 typedef struct rh_core_config {
     int listen_fd;          /* bound and listening AF_UNIX stream socket */
     rh_registry *reg;       /* formatted registry in shared memory */
+    rh_registry_ext *ext;   /* its extension (the watch's figures); NULL: none */
     int heartbeat_s;        /* H frame on a pull idle this long */
     rh_core_log_fn *log;
     void *log_ctx;

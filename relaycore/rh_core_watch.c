@@ -90,6 +90,19 @@ static void watch_free(core *c, rh_core_watch *w)
     free(w);
 }
 
+/* The status page's class of an answer (RH_WATCH_ANS_*): a ready session
+ * outweighs a gone one, and no line is empty. */
+static int answer_class(const rh_core_watch *w)
+{
+    int cls = RH_WATCH_ANS_EMPTY;
+    for (unsigned i = 0; i < w->want; ++i)
+        if (w->e[i].state == W_DATA)
+            return RH_WATCH_ANS_DATA;
+        else if (w->e[i].state == W_GONE)
+            cls = RH_WATCH_ANS_GONE;
+    return cls;
+}
+
 /* The answer: the ready and gone sessions by id, then the connection ends. */
 static void watch_answer(core *c, rh_core_watch *w)
 {
@@ -104,6 +117,8 @@ static void watch_answer(core *c, rh_core_watch *w)
             len += (size_t)sprintf(body + len, "%s %s\n", w->e[i].sid,
                                    w->e[i].state == W_DATA ? RH_WATCH_DATA : RH_WATCH_GONE);
     rh_core_log(c, RH_LOG_DEBUG, "watch of %u sessions answered: %u ready", w->want, n);
+    if (c->cfg->ext)
+        rh_stats_watch_answered(&c->cfg->ext->watch, answer_class(w));
     watch_free(c, w);
     if (!body) {
         rh_core_conn_error(c, k, 503, "out of memory for a watch's answer");

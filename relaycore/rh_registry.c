@@ -7,11 +7,51 @@
 #include "rh_shard.h"
 
 #define RH_REG_MAGIC 0x52485231u  /* "RHR1" */
+#define RH_REG_EXT_MAGIC 0x52485831u  /* "RHX1": rh_registry_ext */
 #define NIL 0xffffffffu
 
 size_t rh_registry_size(uint32_t nslots)
 {
     return sizeof(rh_registry) + (size_t)nslots * sizeof(rh_slot);
+}
+
+/* the extension starts at the first 8-byte boundary behind the slots */
+static size_t ext_offset(uint32_t nslots)
+{
+    return (rh_registry_size(nslots) + 7) & ~(size_t)7;
+}
+
+size_t rh_registry_ext_size(uint32_t nslots)
+{
+    return ext_offset(nslots) + sizeof(rh_registry_ext);
+}
+
+rh_registry_ext *rh_registry_ext_of(const rh_registry *reg, size_t mem_size)
+{
+    if (!reg || mem_size < sizeof(rh_registry)
+        || __atomic_load_n(&reg->magic, __ATOMIC_ACQUIRE) != RH_REG_MAGIC
+        || reg->nslots > RH_SHARD_SLOTS_MAX || mem_size < rh_registry_ext_size(reg->nslots))
+        return NULL;
+    rh_registry_ext *x = (rh_registry_ext *)((char *)(uintptr_t)reg + ext_offset(reg->nslots));
+    if (x->magic != RH_REG_EXT_MAGIC || x->size < sizeof(*x)
+        || x->size > mem_size - ext_offset(reg->nslots))
+        return NULL;
+    return x;
+}
+
+rh_registry_ext *rh_registry_ext_init(rh_registry *reg, size_t mem_size,
+                                      const rh_registry_ext *from)
+{
+    if (mem_size < rh_registry_ext_size(reg->nslots))
+        return NULL;
+    rh_registry_ext *x = (rh_registry_ext *)((char *)reg + ext_offset(reg->nslots));
+    memset(x, 0, sizeof(*x));
+    if (from)
+        for (int i = 0; i < RH_WATCH_ANS_N; ++i)
+            x->watch.answered[i] = from->watch.answered[i];
+    x->size = sizeof(*x);
+    x->magic = RH_REG_EXT_MAGIC;
+    return rh_registry_ext_of(reg, mem_size);
 }
 
 rh_registry *rh_registry_init(void *mem, uint32_t nslots)

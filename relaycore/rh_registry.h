@@ -63,6 +63,22 @@ typedef struct rh_registry {
     rh_slot slots[];
 } rh_registry;
 
+/* What a newer module adds to a core's table, behind its slots. The header,
+ * rh_stats and the slots above are read by both sides of an upgrade (the old
+ * core drains in its table while the new module's children look its
+ * sessions up there, and the new parent copies it), so they never change
+ * place; new figures go here instead. Only the parent that sizes the shared
+ * memory knows whether this part exists: a reader passes the memory's real
+ * size, and a table made by an older module (or an extension of another
+ * kind) yields none, so its figures are not shown rather than misread.
+ * Later additions go at the end of the struct: a field is there when size
+ * covers it. */
+typedef struct rh_registry_ext {
+    uint32_t magic;
+    uint32_t size;          /* sizeof(rh_registry_ext) of the module that made it */
+    rh_watch_stats watch;
+} rh_registry_ext;
+
 /* A consistent copy of one slot, as a reader sees it. */
 typedef struct rh_slot_view {
     uint32_t slot, gen, state;
@@ -75,9 +91,19 @@ typedef struct rh_slot_view {
 enum { RH_REG_OK = 0, RH_REG_MALFORMED = -1, RH_REG_UNKNOWN = -2, RH_REG_FULL = -3 };
 
 size_t rh_registry_size(uint32_t nslots);
+/* The size of a table with its extension: what the parent allocates. */
+size_t rh_registry_ext_size(uint32_t nslots);
 /* Formats mem as an empty registry. Keeps slot generations if mem already held a
  * registry of the same size, so tokens of an earlier core never match again. */
 rh_registry *rh_registry_init(void *mem, uint32_t nslots);
+
+/* The extension of a formatted registry in mem_size bytes of memory, or NULL
+ * (none: mem_size does not hold it, or it is of another kind or older).
+ * Formatting one (the parent, after rh_registry_init) keeps the totals of
+ * from (the table it replaces; NULL: none) and zeroes the rest. */
+rh_registry_ext *rh_registry_ext_of(const rh_registry *reg, size_t mem_size);
+rh_registry_ext *rh_registry_ext_init(rh_registry *reg, size_t mem_size,
+                                      const rh_registry_ext *from);
 
 /* Core side. */
 int rh_registry_alloc(rh_registry *reg, const char *target,

@@ -120,6 +120,26 @@ void rh_stats_add(rh_stats *sum, const rh_stats *st)
         sum->hist[i] += ld(&st->hist[i]);
 }
 
+void rh_stats_watch_add(rh_watch_stats *sum, const rh_watch_stats *w)
+{
+    sum->sessions += ld(&w->sessions);
+    sum->waiting += ld(&w->waiting);
+    for (int i = 0; i < RH_WATCH_ANS_N; ++i)
+        sum->answered[i] += ld(&w->answered[i]);
+}
+
+void rh_stats_watch_now(rh_watch_stats *w, uint64_t sessions, uint64_t waiting)
+{
+    __atomic_store_n(&w->sessions, sessions, __ATOMIC_RELAXED);
+    __atomic_store_n(&w->waiting, waiting, __ATOMIC_RELAXED);
+}
+
+void rh_stats_watch_answered(rh_watch_stats *w, int cls)
+{
+    if (cls >= 0 && cls < RH_WATCH_ANS_N)
+        __atomic_add_fetch(&w->answered[cls], 1, __ATOMIC_RELAXED);
+}
+
 void rh_stats_request(rh_stats *st, int xp)
 {
     if (xp >= 0 && xp < RH_XP_N)

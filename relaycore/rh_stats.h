@@ -55,12 +55,33 @@ typedef struct rh_stats {
     rh_target_stats targets[RH_STATS_TARGETS];
 } rh_stats;
 
+/* The watch's figures (docs/PROTOCOL.md, watch), written by the core. Not
+ * in rh_stats: that sits before the slots in the registry, whose layout an
+ * upgrade's old core shares with the new module; these live in the table's
+ * extension behind the slots (rh_registry_ext), which only a module that
+ * knows them sizes. A watch's answer counts in one class: data when it
+ * names a ready session, else gone when it names an unknown one, else empty
+ * (its deadline came, or a newer watch took all its sessions). */
+enum { RH_WATCH_ANS_DATA = 0, RH_WATCH_ANS_GONE, RH_WATCH_ANS_EMPTY, RH_WATCH_ANS_N };
+typedef struct rh_watch_stats {
+    uint64_t sessions;          /* sessions in a waiting watch now */
+    uint64_t waiting;           /* watches waiting now (one per core a request asked) */
+    uint64_t answered[RH_WATCH_ANS_N];   /* watches answered, by class */
+} rh_watch_stats;
+
 void rh_stats_init(rh_stats *st, int64_t now_unix);
 
 /* Any process: adds the figures of another core's st to sum (a private copy,
  * made from the first core's): counts, targets by name, and the history up
  * to the second both have. */
 void rh_stats_add(rh_stats *sum, const rh_stats *st);
+
+/* Any process: adds another core's watch figures to sum (a private copy). */
+void rh_stats_watch_add(rh_watch_stats *sum, const rh_watch_stats *w);
+/* The core: its watches and the sessions they hold now (at every turn of its
+ * loop), and one answered watch of class cls (RH_WATCH_ANS_*). */
+void rh_stats_watch_now(rh_watch_stats *w, uint64_t sessions, uint64_t waiting);
+void rh_stats_watch_answered(rh_watch_stats *w, int cls);
 
 /* The core, at every heartbeat: the totals (closed + live bytes) and the
  * history up to now_sec (seconds without a beat get the same total). */

@@ -940,6 +940,19 @@ class Forward:
         self.stop()
 
 
+def read_until(s, n, deadline):
+    """Up to n bytes from socket s, until time.monotonic() passes deadline or
+    the peer ends; fewer when it ends or times out (socket.timeout raised)."""
+    got = bytearray()
+    while len(got) < n:
+        s.settimeout(max(0.1, deadline - time.monotonic()))
+        chunk = s.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return bytes(got)
+
+
 def pump(host, port, nbytes=None, payload=None, timeout=120, chunk=65536, rate=None,
          res=None):
     """Connect, send payload (or nbytes random bytes) while reading concurrently;

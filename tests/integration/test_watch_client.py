@@ -103,17 +103,6 @@ def _open(port, n):
     return socks
 
 
-def _read_exact(s, n, deadline):
-    got = bytearray()
-    while len(got) < n:
-        s.settimeout(max(0.1, deadline - time.monotonic()))
-        chunk = s.recv(n - len(got))
-        if not chunk:
-            break
-        got += chunk
-    return bytes(got)
-
-
 def _target_sends(target, socks, nbytes=65536, timeout=30):
     """The target writes nbytes (the same random bytes) on each of its
     connections at once; every tunnel gets them intact. Returns the latencies."""
@@ -131,7 +120,7 @@ def _target_sends(target, socks, nbytes=65536, timeout=30):
     deadline = t0 + timeout
 
     def reader(i, s):
-        got = _read_exact(s, nbytes, deadline)
+        got = harness.read_until(s, nbytes, deadline)
         if got == payload:
             lat[i] = time.monotonic() - t0
 
@@ -154,7 +143,7 @@ def _local_sends(socks, nbytes=4096, timeout=30):
         s.sendall(p)
     deadline = t0 + timeout
     for i, (s, p) in enumerate(zip(socks, payloads)):
-        assert _read_exact(s, nbytes, deadline) == p, "tunnel %d: echo after idle" % i
+        assert harness.read_until(s, nbytes, deadline) == p, "tunnel %d: echo after idle" % i
     return time.monotonic() - t0
 
 

@@ -94,13 +94,17 @@ void core_start(uint32_t nslots, int heartbeat_s)
     ck_assert_int_eq(bind(CF.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     ck_assert_int_eq(listen(CF.lfd, 128), 0);
 
-    void *mem = calloc(1, rh_registry_size(nslots));
+    /* as the module makes it: with the extension behind the slots */
+    void *mem = calloc(1, rh_registry_ext_size(nslots));
     ck_assert_ptr_nonnull(mem);
     CF.reg = rh_registry_init(mem, nslots);
+    CF.ext = rh_registry_ext_init(CF.reg, rh_registry_ext_size(nslots), NULL);
+    ck_assert_ptr_nonnull(CF.ext);
 
     memset(&CF.cfg, 0, sizeof(CF.cfg));
     CF.cfg.listen_fd = CF.lfd;
     CF.cfg.reg = CF.reg;
+    CF.cfg.ext = CF.ext;
     CF.cfg.heartbeat_s = heartbeat_s;
     CF.cfg.log = core_log;
     CF.cfg.log_ctx = &CF;
@@ -197,6 +201,7 @@ void fx_teardown(void)
     frd_free_all();
     free(CF.reg);
     CF.reg = NULL;
+    CF.ext = NULL;
     pthread_mutex_destroy(&CF.mu);
 }
 

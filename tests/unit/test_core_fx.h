@@ -56,6 +56,7 @@ typedef struct core_fx {
     char path[128];
     int lfd;
     rh_registry *reg;
+    rh_registry_ext *ext;   /* behind reg's slots */
     rh_core_config cfg;
     pthread_t th;
     int thread_created;

@@ -152,6 +152,38 @@ START_TEST(test_watch_ready_later)
 }
 END_TEST
 
+/* An idle stream tunnel of relay-https gives its stream pull up and joins a
+ * watch (client/rhc_xp_watch.c, watch_idle); the handler of that pull may not
+ * have noticed yet, so the core still pumps into it. The target's bytes go
+ * there, nobody reads them, and the watch must still name the session (it
+ * compares the listed ack with what the core read, not with what it sent);
+ * the next pull, from that ack, gets them again (resume). */
+START_TEST(test_watch_beside_a_given_up_stream_pull)
+{
+    char tok[1][RH_TOKEN_LEN + 1], body[WATCH_BODY_MAX + 1];
+    int port;
+    core_start(16, 20);
+    int l = tcp_listen(&port, 0, 16);
+    open_session_window(port, 65536, 30, 1 << 20, tok[0]);
+    int t = tcp_accept(l, IO_MS);
+    frd *old = pull_start(tok[0], 0, 0);        /* the given-up pull: never read again */
+    int fd = watch_send(tok, (uint64_t[]){ 0 }, 1, 10);
+    assert_no_reply(fd, 200, "a watch of an idle session");
+    long t0 = now_ms();
+    target_send(t, "late", 4);
+    long dt = watch_read(fd, t0, IO_MS, body);
+    ck_assert_msg(dt < 500, "the watch answered %ld ms after the target's bytes", dt);
+    ck_assert_str_eq(body, line_of(tok[0], "data"));
+    frd *r = pull_start(tok[0], 0, 0);          /* takes over from the old one */
+    frd_expect_data(r, "late");
+    frd_free(r);
+    frd_free(old);
+    xclose(t);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
 /* A newer watch takes the sessions it lists from an older one; the older
  * answers (empty) once it has none left, not before. */
 START_TEST(test_watch_supersede)
@@ -341,6 +373,64 @@ START_TEST(test_watch_refused)
 }
 END_TEST
 
+/* The status figures in the table's extension: sessions in a waiting watch
+ * and watches waiting, published at the core's next turn, and the answers
+ * by class (data, gone, empty); a hang-up is no answer. */
+static uint64_t wfig(int i)
+{
+    const rh_watch_stats *w = &CF.ext->watch;
+    return __atomic_load_n(i < 0 ? &w->sessions : i == RH_WATCH_ANS_N ? &w->waiting
+                           : &w->answered[i], __ATOMIC_RELAXED);
+}
+#define W_SESS (-1)
+#define W_WAITING RH_WATCH_ANS_N
+#define FIGS(s, wt, d, g, e) (wfig(W_SESS) == (s) && wfig(W_WAITING) == (wt)                \
+                              && wfig(RH_WATCH_ANS_DATA) == (d)                            \
+                              && wfig(RH_WATCH_ANS_GONE) == (g)                            \
+                              && wfig(RH_WATCH_ANS_EMPTY) == (e))
+#define ASSERT_FIGS(s, wt, d, g, e)                                                          \
+    ck_assert_msg(WAIT_FOR(FIGS(s, wt, d, g, e), IO_MS),                                     \
+                  "watch figures: %llu sessions, %llu waiting, answered %llu %llu %llu; "    \
+                  "want %d %d, %d %d %d", (unsigned long long)wfig(W_SESS),                  \
+                  (unsigned long long)wfig(W_WAITING),                                       \
+                  (unsigned long long)wfig(RH_WATCH_ANS_DATA),                               \
+                  (unsigned long long)wfig(RH_WATCH_ANS_GONE),                               \
+                  (unsigned long long)wfig(RH_WATCH_ANS_EMPTY), s, wt, d, g, e)
+
+START_TEST(test_watch_figures)
+{
+    char toks[3][RH_TOKEN_LEN + 1], body[WATCH_BODY_MAX + 1];
+    char two[2][RH_TOKEN_LEN + 1];
+    int t[3];
+    int l = sessions(3, 30, toks, t);
+    ASSERT_FIGS(0, 0, 0, 0, 0);
+    int w1 = watch_send(toks, NULL, 3, 10);
+    ASSERT_FIGS(3, 1, 0, 0, 0);
+    wake_named(t[1], "x", w1, toks[1]);
+    ASSERT_FIGS(0, 0, 1, 0, 0);
+    /* an unknown token beside an idle session: answered at once, gone */
+    snprintf(two[0], sizeof(two[0]), "%s", toks[0]);
+    memcpy(two[1], "0000000f00000063", RH_SID_LEN);   /* a slot nobody has */
+    memcpy(two[1] + RH_SID_LEN, toks[0] + RH_SID_LEN, RH_TOKEN_LEN - RH_SID_LEN + 1);
+    watch_read(watch_send(two, NULL, 2, 10), now_ms(), IO_MS, body);
+    ck_assert_str_eq(body, line_of(two[1], "gone"));
+    ASSERT_FIGS(0, 0, 1, 1, 0);
+    /* a newer watch takes all the sessions of a waiting one: that one is empty */
+    uint64_t acks[3] = { 0, 1, 0 };
+    int w2 = watch_send(toks, acks, 3, 10);
+    ASSERT_FIGS(3, 1, 1, 1, 0);
+    int w3 = watch_send(toks, acks, 3, 10);
+    watch_read(w2, now_ms(), IO_MS, body);
+    ck_assert_str_eq(body, "");
+    ASSERT_FIGS(3, 1, 1, 1, 1);
+    /* the handler hangs up: nothing waits, nothing was answered */
+    xclose(w3);
+    ASSERT_FIGS(0, 0, 1, 1, 1);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
 /* Model-based: random watches over 5 sessions, random target bytes and
  * target resets; a model says which watch holds each session and which
  * sessions are gone. After every step, exactly the watches the model says
@@ -451,10 +541,12 @@ void core_watch_tests(const core_tcases *t)
     tcase_add_test(t->batch, test_watch_ready_at_once);
     tcase_add_test(t->batch, test_watch_ready_later);
     tcase_add_test(t->batch, test_watch_supersede);
+    tcase_add_test(t->batch, test_watch_beside_a_given_up_stream_pull);
     tcase_add_loop_test(t->batch, test_watch_session_end, 0, 3);
     tcase_add_test(t->batch, test_watch_timeout_and_busy);
     tcase_add_test(t->batch, test_watch_handler_gone);
     tcase_add_test(t->timers, test_watch_idle);
     tcase_add_test(t->batch, test_watch_refused);
+    tcase_add_test(t->batch, test_watch_figures);
     tcase_add_loop_test(t->batch, test_watch_model, 0, 3);
 }

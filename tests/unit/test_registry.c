@@ -1,5 +1,6 @@
 /* Session registry: allocation, tokens, generations, views and re-init. */
 #include <ctype.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -396,6 +397,92 @@ START_TEST(test_reinit_keeps_generations)
 }
 END_TEST
 
+/* The part an upgrade's old core and the new module both read never moves:
+ * the header, rh_stats and the slots stay where this build's predecessors
+ * put them (new figures go to rh_registry_ext, behind the slots). The
+ * numbers are those of x86-64 and other LP64 targets. */
+START_TEST(test_layout_frozen)
+{
+#if defined(__LP64__)
+    ck_assert_uint_eq(offsetof(rh_registry, stats), 128);
+    ck_assert_uint_eq(offsetof(rh_registry, slots), 32216);
+    ck_assert_uint_eq(sizeof(rh_slot), 128);
+#endif
+    /* the extension starts behind the last slot, 8-aligned */
+    ck_assert_uint_ge(rh_registry_ext_size(5), rh_registry_size(5) + sizeof(rh_registry_ext));
+    ck_assert_uint_lt(rh_registry_ext_size(5),
+                      rh_registry_size(5) + sizeof(rh_registry_ext) + 8);
+}
+END_TEST
+
+/* The extension exists only where the memory holds it and it says so: a
+ * table an older module made (no room behind its slots), one not formatted,
+ * one whose extension is of another kind or claims more than the memory,
+ * has none. An upgrade's copy keeps the sessions' tokens and the answered
+ * totals; the figures of now start at 0. */
+START_TEST(test_extension_found_only_when_there)
+{
+    const uint32_t n = 4;
+    size_t old_size = rh_registry_size(n), new_size = rh_registry_ext_size(n);
+    rh_registry *old = new_reg(n);
+    ck_assert_ptr_null(rh_registry_ext_of(old, old_size));
+    ck_assert_ptr_null(rh_registry_ext_init(old, old_size, NULL));
+    unsigned char sec[RH_SECRET_LEN] = { 9, 8, 7 };
+    uint32_t slot, gen;
+    char tok[RH_TOKEN_LEN + 1];
+    ck_assert_int_eq(rh_registry_alloc(old, "x", sec, &slot, &gen), RH_REG_OK);
+    rh_registry_set_state(old, slot, RH_SLOT_OPEN);
+    rh_token_format(tok, slot, gen, sec);
+
+    /* a new module's table, beside the old one: the old one's sessions read the same */
+    void *mem = calloc(1, new_size);
+    ck_assert_ptr_nonnull(mem);
+    ck_assert_ptr_null(rh_registry_ext_of(mem, new_size));       /* not formatted */
+    memcpy(mem, old, old_size);
+    rh_registry *reg = mem;
+    ck_assert_ptr_null(rh_registry_ext_of(reg, new_size));       /* no extension yet */
+    rh_registry_ext *x = rh_registry_ext_init(reg, new_size, NULL);
+    ck_assert_ptr_nonnull(x);
+    ck_assert_ptr_eq(rh_registry_ext_of(reg, new_size), x);
+    ck_assert_ptr_null(rh_registry_ext_of(reg, new_size - 1));
+    ck_assert_ptr_null(rh_registry_ext_of(reg, old_size));
+    rh_slot_view v;
+    ck_assert_int_eq(rh_registry_check(reg, tok, &v), RH_REG_OK);
+    ck_assert_int_eq(rh_registry_check(old, tok, &v), RH_REG_OK);
+    ck_assert_uint_eq(x->watch.sessions, 0);
+
+    /* counting in the extension touches nothing an older module reads */
+    unsigned char before[sizeof(rh_registry) + 4 * sizeof(rh_slot)];
+    memcpy(before, reg, old_size);
+    rh_stats_watch_now(&x->watch, 3, 1);
+    rh_stats_watch_answered(&x->watch, RH_WATCH_ANS_DATA);
+    ck_assert_mem_eq(before, reg, old_size);
+
+    /* an upgrade's copy: totals go on, the figures of now do not */
+    void *mem2 = calloc(1, new_size);
+    memcpy(mem2, reg, old_size);
+    rh_registry *r2 = rh_registry_init(mem2, n);
+    rh_registry_ext *x2 = rh_registry_ext_init(r2, new_size, x);
+    ck_assert_ptr_nonnull(x2);
+    ck_assert_uint_eq(x2->watch.answered[RH_WATCH_ANS_DATA], 1);
+    ck_assert_uint_eq(x2->watch.sessions, 0);
+    ck_assert_uint_eq(x2->watch.waiting, 0);
+
+    /* another kind, or a size beyond the memory: none */
+    x->magic ^= 1;
+    ck_assert_ptr_null(rh_registry_ext_of(reg, new_size));
+    x->magic ^= 1;
+    x->size = (uint32_t)sizeof(*x) + 8;
+    ck_assert_ptr_null(rh_registry_ext_of(reg, new_size));
+    ck_assert_ptr_eq(rh_registry_ext_of(reg, new_size + 8), x);   /* a newer, longer one */
+    x->size = 4;
+    ck_assert_ptr_null(rh_registry_ext_of(reg, new_size));
+    free(mem2);
+    free(mem);
+    free(old);
+}
+END_TEST
+
 START_TEST(test_ct_equal)
 {
     unsigned char a[32], b[32];
@@ -434,6 +521,8 @@ Suite *registry_suite(void)
     tcase_add_test(tc, test_seqlock_busy_slot_not_read);
     tcase_add_test(tc, test_reinit_keeps_generations);
     tcase_add_test(tc, test_ct_equal);
+    tcase_add_test(tc, test_layout_frozen);
+    tcase_add_test(tc, test_extension_found_only_when_there);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -113,6 +113,37 @@ START_TEST(test_targets_and_counters)
 }
 END_TEST
 
+/* The watch's figures of several cores add up (the status page's sum), read
+ * as the cores write them; the answered classes stay apart and an unknown
+ * class counts nowhere. */
+START_TEST(test_watch_figures_add)
+{
+    rh_watch_stats a, b, sum;
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    rh_stats_watch_now(&a, 20000, 1);
+    rh_stats_watch_answered(&a, RH_WATCH_ANS_DATA);
+    rh_stats_watch_answered(&a, RH_WATCH_ANS_DATA);
+    rh_stats_watch_answered(&a, RH_WATCH_ANS_EMPTY);
+    rh_stats_watch_answered(&a, RH_WATCH_ANS_N);    /* ignored */
+    rh_stats_watch_answered(&a, -1);
+    rh_stats_watch_now(&b, 7, 2);
+    rh_stats_watch_answered(&b, RH_WATCH_ANS_GONE);
+    rh_stats_watch_answered(&b, RH_WATCH_ANS_EMPTY);
+    rh_stats_watch_now(&b, 5, 3);                    /* now: replaces, not adds */
+    memcpy(&sum, &a, sizeof(sum));
+    rh_stats_watch_add(&sum, &b);
+    ck_assert_uint_eq(sum.sessions, 20005);
+    ck_assert_uint_eq(sum.waiting, 4);
+    ck_assert_uint_eq(sum.answered[RH_WATCH_ANS_DATA], 2);
+    ck_assert_uint_eq(sum.answered[RH_WATCH_ANS_GONE], 1);
+    ck_assert_uint_eq(sum.answered[RH_WATCH_ANS_EMPTY], 2);
+    /* the sources are untouched */
+    ck_assert_uint_eq(a.sessions, 20000);
+    ck_assert_uint_eq(b.answered[RH_WATCH_ANS_EMPTY], 1);
+}
+END_TEST
+
 Suite *stats_suite(void)
 {
     Suite *s = suite_create("stats");
@@ -121,6 +152,7 @@ Suite *stats_suite(void)
     tcase_add_test(tc, test_gap_between_beats);
     tcase_add_test(tc, test_history_wraps);
     tcase_add_test(tc, test_targets_and_counters);
+    tcase_add_test(tc, test_watch_figures_add);
     suite_add_tcase(s, tc);
     return s;
 }

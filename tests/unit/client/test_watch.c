@@ -344,6 +344,131 @@ START_TEST(test_join_when)
 }
 END_TEST
 
+/* ---- which idle stream and duplex tunnels give their down request up ---- */
+
+struct ifix {
+    struct rhc_opts o;
+    struct rhc_route route;
+    rhc_tunnel t;
+    struct rhc_req r;           /* its stream pull, or its duplex */
+    int64_t now;
+};
+
+static void ifix_init(struct ifix *f, enum rhc_transport x)
+{
+    memset(f, 0, sizeof(*f));
+    f->o.park_ms = 60000;
+    rhc_route_init(&f->route, &f->o, "test");
+    ck_assert_int_eq(rhc_watch_init(&f->route), 0);
+    f->t.route = &f->route;
+    rhc_upbuf_init(&f->t.up, 65536);
+    f->now = 10000000;
+    f->t.xp.down = f->t.xp.up = f->t.xp.down_seen = x;
+    f->t.sess.resume = 1;
+    f->t.sess.poll_ms = 25000;
+    f->t.sess.last_busy = f->now - 90000;
+    f->t.down.off = f->t.ack.sent = f->t.ack.conf = 7;
+    f->r.hdr_done = 1;
+    f->r.status = 200;
+    f->r.got_frame = 1;
+    f->r.started = f->now - 80000;
+    if (x == RHC_XP_DUPLEX) {
+        f->r.kind = REQ_DUPLEX;
+        f->r.send_paused = 1;
+        f->t.rq.duplex = &f->r;
+    } else {
+        f->r.kind = REQ_PULL;
+        f->t.rq.pull = &f->r;
+        f->t.push.parked = 1;
+    }
+}
+
+/* One thing that keeps an idle tunnel out of the watch, by number; 0: none left. */
+static int ifix_spoil(struct ifix *f, int k)
+{
+    static struct rhc_req other;
+    switch (k) {
+    case 1: f->t.sess.resume = 0; return 1;         /* nothing is sent again after a cut */
+    case 2: f->t.sess.poll_ms = 0; return 1;
+    case 3: f->t.sess.serve_leg = 1; return 1;
+    case 4: f->t.end.code = 1; return 1;
+    case 5: f->t.down.fin = 1; return 1;
+    case 6: f->t.up.eof = 1; return 1;
+    case 7: f->t.push.r_pending = 1; return 1;
+    case 8: f->t.local.olen = 1; return 1;          /* down bytes to deliver */
+    case 9: f->t.xp.switching = 1; return 1;
+    case 10: f->t.xp.up_hold = 1; return 1;
+    case 11: f->t.xp.down_seen = RHC_XP_BATCH; return 1;   /* not proven on this path */
+    case 12: f->t.meter.switch_due = 1; return 1;
+    case 13: f->r.got_frame = 0; return 1;
+    case 14: f->r.recv_paused = 1; return 1;
+    case 15: f->r.status = 503; return 1;
+    case 16: f->r.end_wanted = 1; return 1;
+    case 17: f->t.ack.n = 1; return 1;              /* an ack in flight */
+    case 18: f->t.ack.verify = 1; return 1;
+    case 19: f->t.ack.conf = 6; return 1;           /* the server may keep bytes */
+    case 20: f->t.up.sent = 3; return 1;            /* sent, not confirmed */
+    case 21: rh_ring_put(&f->t.up.ring, "abc", 3); return 1;    /* read, not sent */
+    case 22: f->t.rq.nbpush = 1; return 1;
+    case 23: f->t.rq.spush = &other; return 1;
+    case 24: f->t.push.spush_at = f->now; return 1;
+    case 25: f->route.watch->off = 1; return 1;     /* the server has no watch */
+    case 26: f->o.park_ms = 0; return 1;            /* --idle-push 0 */
+    case 27: f->r.batch = 1; return 1;              /* a long-poll joins when it ends */
+    case 28:                                        /* stream up, push not parked */
+        if (f->t.xp.down != RHC_XP_STREAM)
+            f->r.split_at = 5;                      /* duplex: its upload moves */
+        else
+            f->t.push.parked = 0;
+        return 1;
+    case 29: f->r.hdr_done = 0; return 1;
+    default: return 0;
+    }
+}
+
+START_TEST(test_idle_when)
+{
+    struct ifix *f = calloc(1, sizeof(*f));
+    ck_assert_ptr_nonnull(f);
+    enum rhc_transport xs[] = { RHC_XP_STREAM, RHC_XP_DUPLEX };
+    for (int x = 0; x < 2; ++x) {
+        ifix_init(f, xs[x]);
+        /* quiet since the response started: --idle-push after it */
+        ck_assert_int_eq(watch_idle_at(&f->t), f->r.started + 60000);
+        f->t.push.last_data = f->now - 5000;        /* then bytes went up */
+        ck_assert_int_eq(watch_idle_at(&f->t), f->now - 5000 + 60000);
+        f->t.down.last_data = f->now - 1000;        /* and down */
+        ck_assert_int_eq(watch_idle_at(&f->t), f->now - 1000 + 60000);
+        f->t.watch.idle_retry = f->now;             /* a join that failed */
+        ck_assert_int_eq(watch_idle_at(&f->t), f->now + 60000);
+        rhc_upbuf_free(&f->t.up);
+        rhc_watch_free(&f->route);
+        for (int k = 1;; ++k) {
+            ifix_init(f, xs[x]);
+            ck_assert_int_ge(watch_idle_at(&f->t), 0);
+            int more = ifix_spoil(f, k);
+            if (more)
+                ck_assert_msg(watch_idle_at(&f->t) == -1, "transport %d, case %d joins",
+                              (int)xs[x], k);
+            rhc_upbuf_free(&f->t.up);
+            rhc_watch_free(&f->route);
+            if (!more)
+                break;
+        }
+    }
+    /* a stream down with batch pushes: no push to park */
+    ifix_init(f, RHC_XP_STREAM);
+    f->t.xp.up = RHC_XP_BATCH;
+    f->t.push.parked = 0;
+    ck_assert_int_ge(watch_idle_at(&f->t), 0);
+    f->t.xp.up = RHC_XP_DUPLEX;                     /* an up side on a duplex */
+    ck_assert_int_eq(watch_idle_at(&f->t), -1);
+    rhc_upbuf_free(&f->t.up);
+    rhc_watch_free(&f->route);
+    free(f);
+}
+END_TEST
+
 Suite *watch_suite(void)
 {
     Suite *s = suite_create("watch");
@@ -354,6 +479,7 @@ Suite *watch_suite(void)
     tcase_add_test(tc, test_group_model);
     tcase_add_test(tc, test_group_bound);
     tcase_add_test(tc, test_join_when);
+    tcase_add_test(tc, test_idle_when);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     return s;

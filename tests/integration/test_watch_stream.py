@@ -1,0 +1,220 @@
+"""Idle stream and duplex tunnels wait in the watch (issue 17; docs/PROTOCOL.md,
+watch; ARCHITECTURE.md, the client's watch).
+
+An idle stream tunnel held a stream pull on the server (a TLS connection with
+a heartbeat every 20 s) and, until --idle-push parked it, a push. Now, once
+both directions are quiet for --idle-push with every byte confirmed, the
+tunnel gives its down request up and joins its route's watch, as an idle batch
+tunnel does. Checked with the real client and the server's own count of the
+requests it holds (the status page's numConnections): N idle tunnels of each
+transport go from N held requests to the watch's one, make no pulls, pushes,
+acks or duplexes while idle, and bytes either way after the idle time arrive
+intact; the target's bytes also while the server still holds the given-up
+response (written into a connection nobody reads: sent again from the ack).
+"""
+
+import json
+import os
+import socket
+import time
+
+import pytest
+
+import harness
+import intermediaries as im
+from harness import Forward, curl
+
+POLL_S = 3
+IDLE_PUSH_S = 2
+N = 30
+
+
+@pytest.fixture(scope="module")
+def target():
+    srv = harness.EchoServer()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def _conf(target):
+    return ("<Location /ws>\n    SetHandler relay-https\n    RelayTarget echo 127.0.0.1:%d\n"
+            "    RelayPollTimeout %d\n    RelayIdleTimeout 120\n</Location>\n"
+            "<Location /relay-status>\n    SetHandler relay-https-status\n"
+            "    Require ip 127.0.0.1\n</Location>\n" % (target.port, POLL_S))
+
+
+@pytest.fixture(scope="module")
+def _apache(apache_factory, module_so, targets, _conf):
+    return apache_factory.get("event", module=module_so, targets=targets, extra_conf=_conf)
+
+
+@pytest.fixture
+def apache(apache_factory, module_so, targets, _conf, _apache):
+    a = apache_factory.get("event", module=module_so, targets=targets, extra_conf=_conf)
+    assert a is _apache
+    return a
+
+
+def _held(a):
+    """The requests the relay core holds (the status page's numConnections,
+    brought up to date at the core's 1 s beat)."""
+    r = curl(a.base_url + "/relay-status?json", method="GET")
+    assert r.status == 200, r
+    return json.loads(r.body)["numConnections"]
+
+
+def _requests(a):
+    counts = {}
+    for _, _, line, _status in a.relay_log_entries():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].startswith("/ws/"):
+            ep = parts[1].rsplit("/", 1)[-1]
+            counts[ep] = counts.get(ep, 0) + 1
+    return counts
+
+
+def _wait_watched(a, fw, n, timeout=45):
+    """The server holds (almost) none of the tunnels' requests any more: the
+    watch and maybe a request not yet noticed as gone. Returns the count."""
+    deadline = time.monotonic() + timeout
+    held = _held(a)
+    while held > 3 and time.monotonic() < deadline:
+        time.sleep(1)
+        held = _held(a)
+    assert held <= 3, ("%d idle tunnels: the server still holds %d requests after %d s "
+                       "(before: one pull or duplex each)\nclient -v:\n%s"
+                       % (n, held, timeout, fw.stderr_text()[-6000:]))
+    return held
+
+
+def _quiet_window(a, seconds=2 * POLL_S):
+    # an HTTP/2 request is logged when its stream is cleaned up, which may come
+    # a watch or two later: the last requests before joining settle first
+    time.sleep(POLL_S)
+    before = _requests(a)
+    time.sleep(seconds)
+    after = _requests(a)
+    diff = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    busy = {k: v for k, v in diff.items() if k != "watch" and v}
+    assert not busy, "idle watched tunnels made requests: %s\n%s" % (diff, "\n".join(
+        "%s %s" % (l, st) for _, _, l, st in a.relay_log_entries()[-20:]))
+    return diff
+
+
+def _target_sends(target, socks, nbytes=65536, timeout=30):
+    payload = os.urandom(nbytes)
+    with target.lock:
+        conns = list(target.conns)
+    assert len(conns) >= len(socks), (len(conns), len(socks))
+    for c in conns:
+        try:
+            c.sendall(payload)
+        except OSError:
+            pass        # a connection of a tunnel that ended before this test
+    deadline = time.monotonic() + timeout
+    for i, s in enumerate(socks):
+        got = harness.read_until(s, nbytes, deadline)
+        assert got == payload, "tunnel %d: %d of the target's %d bytes after idle" % (
+            i, len(got), nbytes)
+
+
+def _local_sends(socks, nbytes=4096, timeout=30):
+    payloads = [os.urandom(nbytes) for _ in socks]
+    for s, p in zip(socks, payloads):
+        s.sendall(p)
+    deadline = time.monotonic() + timeout
+    for i, (s, p) in enumerate(zip(socks, payloads)):
+        assert harness.read_until(s, nbytes, deadline) == p, "tunnel %d: echo after idle" % i
+
+
+TRANSPORTS = [
+    ("stream", ["--transport", "stream"]),
+    ("duplex", ["--transport", "duplex"]),
+    ("auto", []),
+]
+
+
+@pytest.mark.rh_timeout(240)
+@pytest.mark.parametrize("name,args", TRANSPORTS, ids=[t[0] for t in TRANSPORTS])
+def test_idle_tunnels_wait_in_the_watch(apache, target, client_bin, tls, name, args):
+    a = apache
+    with Forward(client_bin, a.base_url + "/ws", "echo", cacert=tls["ca"], env=im.clean_env(),
+                 extra_args=args + ["--idle-push", str(IDLE_PUSH_S)]) as fw:
+        socks = [socket.create_connection(("127.0.0.1", fw.port), timeout=60)
+                 for _ in range(N)]
+        harness.echo_all(socks, b"hello")
+        busy = _held(a)
+        held = _wait_watched(a, fw, N)
+        window = _quiet_window(a)
+        assert window.get("watch", 0) >= 1, window
+        print("%s: %d tunnels; the server held %d requests with data moving, %d once idle; "
+              "a quiet window: %s" % (name, N, busy, held, window))
+        _target_sends(target, socks)
+        # idle again, then the local side speaks first
+        _wait_watched(a, fw, N)
+        _local_sends(socks)
+        # and once more, the target's bytes just after the tunnels joined (the
+        # given-up responses may still be held by the server: their bytes go
+        # into connections nobody reads, and come again from the ack)
+        _wait_watched(a, fw, N)
+        _target_sends(target, socks)
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.rh_timeout(180)
+def test_worker_mpm_and_the_first_bytes_after_joining(apache_factory, module_so, targets,
+                                                     _conf, target, client_bin, tls):
+    """The worker MPM waits with a thread per request (no reactor): the given-up
+    pulls end there too, and the target's bytes right after the tunnels joined
+    (whether or not the server has noticed yet: the core pumps into a pull until
+    its handler hears the client went; tests/unit test_watch_beside_a_given_up_
+    stream_pull covers that order) reach every tunnel intact."""
+    a = apache_factory.get("worker", module=module_so, targets=targets, extra_conf=_conf)
+    n = 12
+    with Forward(client_bin, a.base_url + "/ws", "echo", cacert=tls["ca"], env=im.clean_env(),
+                 extra_args=["--transport", "stream", "--idle-push", str(IDLE_PUSH_S),
+                             "-v"]) as fw:
+        socks = [socket.create_connection(("127.0.0.1", fw.port), timeout=60)
+                 for _ in range(n)]
+        harness.echo_all(socks, b"hello")
+        joined = lambda: sum("waits in the watch (no stream pull)" in l for l in fw.lines())
+        assert harness.wait_for(lambda: joined() >= n, 30), (
+            "%d of %d tunnels joined the watch\n%s" % (joined(), n, fw.stderr_text()))
+        held = _held(a)
+        _target_sends(target, socks, nbytes=256 * 1024)
+        print("worker: %d tunnels joined; the server held %d requests when the target "
+              "wrote" % (n, held))
+        _wait_watched(a, fw, n)
+        _local_sends(socks)
+        for s in socks:
+            s.close()
+
+
+FAULTS = [("stream", "rst"), ("stream", "blackhole"), ("duplex", "rst")]
+
+
+@pytest.mark.rh_timeout(300)
+@pytest.mark.parametrize("xp,mode", FAULTS, ids=["%s-%s" % f for f in FAULTS])
+def test_faults_while_watched_lose_no_byte(apache, target, client_bin, tls, xp, mode):
+    """Every connection of the forward fails at once (reset; or a black hole:
+    nothing passes, nothing ends) while its idle stream or duplex tunnels wait
+    in the watch, and the target writes right then: the watch goes again, and
+    every tunnel gets the bytes intact; local bytes after it go up and back."""
+    from faultproxy import FaultProxy
+    a = apache
+    n = 16
+    with FaultProxy(a.port, mode=mode, min_life=3600, max_life=3600, hold=600) as fp:
+        url = "https://127.0.0.1:%d/ws" % fp.port
+        with Forward(client_bin, url, "echo", cacert=tls["ca"], env=im.clean_env(),
+                     extra_args=["--transport", xp, "--idle-push", str(IDLE_PUSH_S)]) as fw:
+            socks = [socket.create_connection(("127.0.0.1", fw.port), timeout=60)
+                     for _ in range(n)]
+            harness.echo_all(socks, b"hello")
+            _wait_watched(a, fw, n)
+            assert fp.fire() >= 1
+            _target_sends(target, socks, nbytes=128 * 1024, timeout=90)
+            _local_sends(socks)
+            for s in socks:
+                s.close()
