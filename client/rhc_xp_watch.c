@@ -125,18 +125,21 @@ static int idle_shape(const rhc_tunnel *t, const struct rhc_req *dr)
         t->xp.switching || t->xp.up_hold || t->xp.down_seen != t->xp.down || t->meter.switch_due)
         return 0;   /* (auto's timing may run: a window this slow starts again, rhc_measure.c) */
     if (!dr->hdr_done || dr->status != 200 || !dr->got_frame || dr->recv_paused ||
-        dr->end_wanted || dr->body_ended || dr->saw_end || dr->saw_fin)
+        dr->saw_end || dr->saw_fin)
         return 0;
     if (t->ack.n || t->ack.verify || t->ack.conf != t->down.off || t->ack.sent != t->down.off)
         return 0;
     if (t->up.acked != t->up.sent || t->up.sent != up_read_off(t) || t->rq.nbpush ||
         t->rq.spush || t->rq.spush_next || t->rq.spush_prev || t->push.spush_at)
         return 0;
-    if (t->xp.down == RHC_XP_STREAM)    /* a parked push starts again on local bytes */
-        return (t->xp.up == RHC_XP_STREAM ? t->push.parked : t->xp.up == RHC_XP_BATCH) &&
-               !t->rq.duplex;
-    return t->xp.down == RHC_XP_DUPLEX && t->xp.up == RHC_XP_DUPLEX && dr == t->rq.duplex &&
-           dr->send_paused && !dr->split_at && !dr->p_fin && !dr->p_r;
+    if (t->xp.up == RHC_XP_DUPLEX)      /* its body carries up: open, quiet, staying */
+        return t->xp.down == RHC_XP_DUPLEX && dr == t->rq.duplex && dr->send_paused &&
+               !dr->end_wanted && !dr->body_ended && !dr->split_at && !dr->p_fin && !dr->p_r;
+    /* down alone (a stream pull; or a duplex whose upload went to pushes, or to
+     * batch, its body ended): a parked push starts again on local bytes */
+    if (dr->kind == REQ_DUPLEX && !dr->body_ended)
+        return 0;
+    return t->xp.up == RHC_XP_STREAM ? t->push.parked : t->xp.up == RHC_XP_BATCH;
 }
 
 static int64_t max3(int64_t a, int64_t b, int64_t c)

@@ -218,3 +218,38 @@ def test_faults_while_watched_lose_no_byte(apache, target, client_bin, tls, xp, 
             _local_sends(socks)
             for s in socks:
                 s.close()
+
+
+@pytest.mark.rh_timeout(180)
+def test_duplex_after_a_bulk_upload_waits_in_the_watch(apache, target, client_bin, tls):
+    """A duplex tunnel's bulk upload moves to a stream push (duplex_split): the
+    duplex then carries down alone, its body ended. Idle after it, the tunnel
+    joins the watch too, and bytes both ways after the idle time arrive."""
+    import threading
+    a = apache
+    n = 3
+    nbytes = 24 << 20
+    with Forward(client_bin, a.base_url + "/ws", "echo", cacert=tls["ca"], env=im.clean_env(),
+                 extra_args=["--transport", "duplex", "--idle-push", str(IDLE_PUSH_S),
+                             "-v"]) as fw:
+        socks = [socket.create_connection(("127.0.0.1", fw.port), timeout=60)
+                 for _ in range(n)]
+        payload = os.urandom(nbytes)
+        senders = [threading.Thread(target=s.sendall, args=(payload,)) for s in socks]
+        for th in senders:
+            th.start()
+        deadline = time.monotonic() + 90
+        for i, s in enumerate(socks):
+            got = harness.read_until(s, nbytes, deadline)
+            assert got == payload, "tunnel %d: %d of %d bytes echoed" % (i, len(got), nbytes)
+        for th in senders:
+            th.join(10)
+        assert any("the stream push goes on" in l for l in fw.lines()), (
+            "no upload moved to a stream push:\n" + fw.stderr_text())
+        joined = lambda: sum("waits in the watch (no duplex)" in l for l in fw.lines())
+        assert harness.wait_for(lambda: joined() >= n, 30), (
+            "%d of %d tunnels joined the watch\n%s" % (joined(), n, fw.stderr_text()))
+        _target_sends(target, socks)
+        _local_sends(socks)
+        for s in socks:
+            s.close()

@@ -403,7 +403,12 @@ static int ifix_spoil(struct ifix *f, int k)
     case 13: f->r.got_frame = 0; return 1;
     case 14: f->r.recv_paused = 1; return 1;
     case 15: f->r.status = 503; return 1;
-    case 16: f->r.end_wanted = 1; return 1;
+    case 16:                                        /* a duplex body ending */
+        if (f->t.xp.down == RHC_XP_DUPLEX)
+            f->r.end_wanted = 1;
+        else
+            f->r.saw_end = 1;                       /* a pull that ended (E) */
+        return 1;
     case 17: f->t.ack.n = 1; return 1;              /* an ack in flight */
     case 18: f->t.ack.verify = 1; return 1;
     case 19: f->t.ack.conf = 6; return 1;           /* the server may keep bytes */
@@ -456,6 +461,21 @@ START_TEST(test_idle_when)
                 break;
         }
     }
+    /* a duplex whose upload went to a stream push (duplex_split) or to batch
+     * pushes: it carries down alone, its body ended */
+    ifix_init(f, RHC_XP_DUPLEX);
+    f->t.xp.up = RHC_XP_STREAM;
+    f->r.body_ended = f->r.end_wanted = 1;
+    f->r.send_paused = 0;
+    ck_assert_int_eq(watch_idle_at(&f->t), -1);     /* its push not parked */
+    f->t.push.parked = 1;
+    ck_assert_int_ge(watch_idle_at(&f->t), 0);
+    f->t.xp.up = RHC_XP_BATCH;
+    ck_assert_int_ge(watch_idle_at(&f->t), 0);
+    f->r.body_ended = 0;                            /* still ending: not yet */
+    ck_assert_int_eq(watch_idle_at(&f->t), -1);
+    rhc_upbuf_free(&f->t.up);
+    rhc_watch_free(&f->route);
     /* a stream down with batch pushes: no push to park */
     ifix_init(f, RHC_XP_STREAM);
     f->t.xp.up = RHC_XP_BATCH;
