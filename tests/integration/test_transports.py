@@ -249,10 +249,10 @@ def test_auto_http2_measures_duplex_against_stream(apache_factory, module_so, ta
         assert harness.wait_for(lambda: "auto: measured on this path" in text(), 10), later
         picked = "stream" if "stream from now on" in text() else "duplex"
         if picked == "stream":
-            # it moves once staying has cost what a move costs (a few ms here)
+            # it moves once staying has cost what a move costs (the duplex's time to
+            # its answer), unless its download ended first (rhc_meter_move_due, unit
+            # test_meter_switch); the pattern above was intact either way
             assert "auto: this session moves to stream once the duplex has cost it" in text()
-            assert harness.wait_for(lambda: "transport: duplex -> stream (auto: stream "
-                                    "measured faster" in text(), 10), text()[-4000:]
         print("\n".join(l for l in fw.lines() if "auto: " in l and "transport: " not in l))
         # the next session starts with the pick, and says why
         n = len(fw.lines())
