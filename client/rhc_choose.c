@@ -155,7 +155,8 @@ void choose_transport(rhc_tunnel *t, struct rhc_req *open)
     t->xp.up_hold = t->xp.autox && t->xp.down != RHC_XP_BATCH && !t->route->pol.proven[t->xp.down] &&
                  !t->xp.restarts && !t->sess.resume;
     if (t->xp.down == RHC_XP_DUPLEX) {
-        start_duplex(t);
+        if (start_duplex(t) == 0 && meter_claim(t))
+            duplex_split_early(t);
         return;
     }
     if (start_pull(t) == 0 && t->xp.up == RHC_XP_STREAM)
@@ -204,6 +205,10 @@ static void duplex_to_stream(rhc_tunnel *t, const char *why)
 {
     int up_on_it = t->xp.up == RHC_XP_DUPLEX;
 
+    if (t->rq.duplex && t->rq.duplex->split_at) {
+        duplex_split_drop(t, t->rq.duplex);     /* a push to follow its body goes too */
+        up_on_it = t->xp.up == RHC_XP_DUPLEX;
+    }
     if (t->xp.switching) {
         /* its ended body goes with it: batch pushes go on from what was confirmed */
         t->xp.switching = 0;

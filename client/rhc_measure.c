@@ -1,8 +1,9 @@
 /* relay-https client: auto measures the transports on the path (see
  * rhc_measure.h). A window skips METER_WARM bytes (slow start, the first
- * requests) and then times METER_BYTES in its busier direction, counting what
- * the server confirmed up and what reached the local side down. One session of
- * a route measures at a time. */
+ * requests) and then times METER_BYTES, and METER_RTTS round trips at least,
+ * in its busier direction (a duplex: down), counting what the server confirmed
+ * up and what reached the local side down. One session of a route measures at
+ * a time. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -62,15 +63,24 @@ static int has_figure(const struct rhc_rates *r, enum rhc_transport x)
     return r->bps[0][x] > 0 || r->bps[1][x] > 0;
 }
 
-/* The session's transports are the route's to measure now: auto, both ways on
- * one transport, the server keeps bytes until acknowledged (a move to stream
- * resends what was in flight), no pick yet, no other session measuring; on
- * stream while it has no figure, on duplex (the trial) once stream has one. */
+/* Both ways on one transport, or a duplex whose upload went on a stream push
+ * (duplex_split): a duplex window times down only. */
+static int meter_xp_ok(const rhc_tunnel *t)
+{
+    return t->xp.up == t->xp.down ||
+           (t->xp.down == RHC_XP_DUPLEX && t->xp.up == RHC_XP_STREAM);
+}
+
+/* The session's transports are the route's to measure now: auto, one transport
+ * (see meter_xp_ok), the server keeps bytes until acknowledged (a move to
+ * stream resends what was in flight), no pick yet, no other session
+ * measuring; on stream while it has no figure, on duplex (the trial) once
+ * stream has one. */
 static int meter_wanted(rhc_tunnel *t, int64_t now)
 {
     struct rhc_rates *r = &t->route->pol.rates;
 
-    if (t->meter.done || !t->xp.autox || !t->sess.resume || t->xp.up != t->xp.down ||
+    if (t->meter.done || !t->xp.autox || !t->sess.resume || !meter_xp_ok(t) ||
         t->xp.switching || t->up.done || t->down.fin || t->end.code)
         return 0;
     if (t->meter.xp != RHC_XP_AUTO && t->meter.xp != t->xp.down) {
@@ -88,9 +98,15 @@ static int meter_wanted(rhc_tunnel *t, int64_t now)
            !has_figure(r, RHC_XP_DUPLEX);
 }
 
-int meter_pending(rhc_tunnel *t)
+int meter_claim(rhc_tunnel *t)
 {
-    return t->meter.xp != RHC_XP_AUTO || (!t->meter.done && meter_wanted(t, rh_now_ms()));
+    int64_t now = rh_now_ms();
+
+    if (t->xp.down != RHC_XP_DUPLEX || t->meter.xp != RHC_XP_AUTO || !meter_wanted(t, now))
+        return 0;
+    meter_start(&t->meter, RHC_XP_DUPLEX, t);
+    t->route->pol.measuring_until = now + 2 * METER_MAX_MS;
+    return 1;
 }
 
 /* Stream's figure to beat in direction dir (or the other one's, if that is
@@ -106,6 +122,32 @@ int rhc_meter_lost(double stream_bps, int64_t us)
     return stream_bps > 0 && (double)us * stream_bps * METER_EDGE > (double)METER_BYTES * 1e6;
 }
 
+int rhc_meter_move_due(double stream_bps, int64_t move_us, int64_t us, uint64_t bytes)
+{
+    return stream_bps <= 0 || (double)us - (double)bytes * 1e6 / stream_bps >= (double)move_us;
+}
+
+/* This session leaves its duplex for stream once staying has cost what the
+ * move costs (rhc_meter_move_due), from the loop (this may be a curl
+ * callback). The move's cost is what the duplex took from its start to its
+ * answer: a new request on a new connection, through the same path. Through
+ * squid and 40 ms round trips that is 120-160 ms in which nothing comes down,
+ * more than a 100 MB download at 250 MB/s loses on the duplex. */
+static void meter_move_later(rhc_tunnel *t)
+{
+    struct rhc_meter *m = &t->meter;
+    const struct rhc_req *d = t->rq.duplex;
+
+    m->switch_due = 1;
+    m->fig_us = now_us();
+    m->fig_down = t->stat.bytes.down;
+    m->move_us = d && d->hdr_done && d->hdr_at > d->started ? (d->hdr_at - d->started) * 1000 : 0;
+    if (m->move_us > METER_MOVE_MAX_MS * 1000L)
+        m->move_us = METER_MOVE_MAX_MS * 1000L;
+    t_log(t, 1, "auto: this session moves to stream once the duplex has cost it %" PRId64
+          " ms (what a new request takes here)", m->move_us / 1000);
+}
+
 /* A window timed its METER_BYTES in direction dir: the figures (the other
  * direction's too when it carried enough to say), and what follows: after
  * stream's, nothing yet (a later bulk session times duplex); after duplex's,
@@ -119,7 +161,7 @@ static void meter_figure(rhc_tunnel *t, int dir, uint64_t du, uint64_t dd, int64
     double bps = (double)bytes * per_s;
 
     r->bps[dir][x] = bps;
-    if (other_way >= METER_WARM)
+    if (other_way >= METER_WARM && x == RHC_XP_STREAM)
         r->bps[!dir][x] = (double)other_way * per_s;
     t->meter.done = 1;
     t->meter.xp = RHC_XP_AUTO;
@@ -135,10 +177,15 @@ static void meter_figure(rhc_tunnel *t, int dir, uint64_t du, uint64_t dd, int64
     snprintf(r->why, sizeof(r->why), "auto: measured on this path, %s: duplex %.0f MB/s, "
              "stream %.0f MB/s", dir_name[dir], bps / 1e6, stream / 1e6);
     t_log(t, 1, "%s: %s from now on", r->why, xp_name[r->pick]);
-    if (r->pick == RHC_XP_STREAM) {
-        t->meter.switch_due = 1;    /* from the loop: this may be a curl callback */
-        t->meter.switch_up = !dir;
-    }
+    if (r->pick == RHC_XP_STREAM)
+        meter_move_later(t);
+}
+
+static int64_t meter_min_us(const rhc_tunnel *t)
+{
+    int64_t ms = METER_RTTS * t->sess.rtt_ms;
+
+    return (ms < METER_MAX_MS / 2 ? ms : METER_MAX_MS / 2) * 1000;
 }
 
 void meter_moved(rhc_tunnel *t)
@@ -153,8 +200,11 @@ void meter_moved(rhc_tunnel *t)
         t->route->pol.measuring_until = now + 2 * METER_MAX_MS;
         return;
     }
+    /* a duplex is timed down only: its bulk uploads go on stream pushes
+     * whatever auto picks (duplex_split), so its up rate is never used */
+    int down_only = m->xp == RHC_XP_DUPLEX;
     uint64_t du = t->stat.bytes.up - m->up0, dd = t->stat.bytes.down - m->down0;
-    uint64_t most = du > dd ? du : dd;
+    uint64_t most = down_only || dd > du ? dd : du;
     if (!m->warm) {
         if (most >= METER_WARM) {
             meter_start(m, m->xp, t);
@@ -170,43 +220,31 @@ void meter_moved(rhc_tunnel *t)
         t->route->pol.measuring_until = now + 2 * METER_MAX_MS;
         return;
     }
-    /* a duplex trial that can no longer win ends now: each further
-     * millisecond on the slower transport is the user's */
+    /* A window spans METER_RTTS round trips at least: a shorter one times the
+     * path's buffers, not its rate (through a 20 ms delay proxy stream took
+     * 4 MiB in 10 ms, "402 MB/s", where it goes on at half that). A duplex
+     * trial that can no longer win ends then. */
+    if (us < meter_min_us(t))
+        return;
     if (most >= METER_BYTES ||
-        (m->xp == RHC_XP_DUPLEX &&
-         rhc_meter_lost(stream_figure(&t->route->pol.rates, dd > du), us)))
-        meter_figure(t, dd > du, du, dd, us);
+        (down_only && rhc_meter_lost(stream_figure(&t->route->pol.rates, 1), us)))
+        meter_figure(t, down_only || dd > du, du, dd, us);
 }
 
-/* Whether what the duplex has in flight up reaches the server at the rate
- * measured within SWITCH_GRACE_MIN: else (a slow duplex that took 16 MiB
- * into buffers along the path, as through squid and 40 ms round trips) the
- * whole move, which sends those bytes again on stream, is the faster. */
-static int split_drain_ok(const rhc_tunnel *t)
-{
-    double bps = t->route->pol.rates.bps[0][RHC_XP_DUPLEX];
-    uint64_t flight = t->up.sent - t->up.acked;
-
-    return bps > 0 && (double)flight * 1000.0 / bps < SWITCH_GRACE_MIN;
-}
-
-/* Stream won: the session moves to it, as after a cut. Won on an upload, the
- * duplex hands its up side to a stream push instead (duplex_split), which
- * needs no new request for down and no pause for up, when what it has in
- * flight drains soon enough. */
+/* Stream won (down: a duplex is timed down only): the session moves to it, as
+ * after a cut, once staying has cost what the move costs; an upload already on
+ * a stream push stays there. */
 void meter_switch(rhc_tunnel *t)
 {
-    if (!t->meter.switch_due)
+    struct rhc_meter *m = &t->meter;
+
+    if (!m->switch_due)
         return;
-    t->meter.switch_due = 0;
-    if (t->meter.switch_up && t->xp.up == RHC_XP_DUPLEX && t->rq.duplex && duplex_split_may(t) &&
-        split_drain_ok(t)) {
-        t_log(t, 1, "transport: duplex -> stream (auto: stream measured faster on this path): "
-              "the upload goes on a stream push now, down on stream from its next request");
-        t->xp.split_now = 1;
-        duplex_split(t, rh_now_ms());
+    if (t->xp.down == RHC_XP_DUPLEX &&
+        !rhc_meter_move_due(stream_figure(&t->route->pol.rates, 1), m->move_us,
+                            now_us() - m->fig_us, t->stat.bytes.down - m->fig_down))
         return;
-    }
+    m->switch_due = 0;
     switch_to_stream(t, "auto: stream measured faster on this path");
 }
 

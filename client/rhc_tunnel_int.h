@@ -75,7 +75,11 @@
 #define SPLIT_LEAD_MAX    (8u << 20)      /* ... and at most this much: what it carries in ... */
 #define SPLIT_LEAD_RTTS   2               /* ... this many round trips (TCP and TLS) + 10 ms */
 #define SPLIT_AGAIN_MS    10000           /* a push for a split that failed: the next try waits */
-#define SPLIT_RATE_MIN    (256u << 10)    /* auto's split (split_now): bytes that tell the rate */
+#define SPLIT_EARLY       (32u << 10)     /* auto's trial: its duplex body carries this much up
+                                             (with its frames, within an HTTP/2 stream's first
+                                             window of 64 KiB), then a stream push asked for
+                                             at its start (duplex_split_early) */
+#define SPLIT_EARLY_MS    5000            /* ... dropped unused after this (RelayPushWait: 10 s) */
 #define CURL_OUT_HOLD_MS  20              /* see curl_events (rhc_loop.c) */
 #define H2_STREAMS_PER_CONN 6             /* see rhc_ctx_new */
 #define CONN_CACHE_MIN    64              /* curl's connection cache: at least this ... */
@@ -179,7 +183,8 @@ struct rhc_tunnel {
         uint64_t split_from;    /* ... and this offset, to tell a bulk upload (duplex_split) */
         uint64_t split_acked;   /* ... and what the server had confirmed then */
         int64_t split_again_at; /* no split before then (one failed) */
-        int split_now;          /* auto: an upload is not timed on duplex, it splits */
+        int split_early;        /* the split push is auto's trial's (duplex_split_early) */
+        int64_t split_early_at; /* ... asked for then */
     } xp;
 
     /* up: local -> ring -> pushes */
@@ -379,7 +384,7 @@ int down_req_go(rhc_tunnel *t, struct rhc_req *r, int64_t now);
  * run in a curl callback: it only records; meter_switch acts, from the loop.) */
 void meter_moved(rhc_tunnel *t);
 void meter_switch(rhc_tunnel *t);
-int meter_pending(rhc_tunnel *t);                   /* this session is (to be) timed */
+int meter_claim(rhc_tunnel *t);     /* 1: this new duplex session is the route's trial */
 
 /* rhc_ack.c */
 int64_t alive_every(const rhc_tunnel *t);          /* against the server's idle timeout */
@@ -436,6 +441,8 @@ void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
 void duplex_split(rhc_tunnel *t, int64_t now);      /* a bulk upload moves to a stream push */
 int duplex_split_may(const rhc_tunnel *t);          /* this tunnel's duplex may split */
 int duplex_split_turn(rhc_tunnel *t, struct rhc_req *r); /* r's body reached split_at */
+void duplex_split_early(rhc_tunnel *t);             /* auto's trial: up on a push at once */
+void duplex_split_drop(rhc_tunnel *t, struct rhc_req *r); /* r is given up: its split too */
 
 /* rhc_tunnel.c: a tunnel's life */
 void reqs_free(rhc_tunnel *t);                      /* every request but the open */

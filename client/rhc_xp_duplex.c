@@ -74,16 +74,19 @@ static int split_ok(rhc_tunnel *t, const struct rhc_req *r, int64_t now)
            !t->rq.spush && !t->rq.spush_next && !t->xp.switching && !t->xp.up_hold &&
            (!t->up.eof || up_read_off(t) >= t->up.sent + SPLIT_LEAD_MIN) &&
            !t->end.code && !t->push.r_pending && !t->meter.switch_due &&
-           now >= t->xp.split_again_at && !meter_pending(t);
+           now >= t->xp.split_again_at;
 }
 
 /* The split is given up before the body reached split_at: the duplex goes on
  * carrying up. */
-static void split_cancel(rhc_tunnel *t, struct rhc_req *r, const char *why)
+static void split_cancel(rhc_tunnel *t, struct rhc_req *r, const char *why, int64_t again_ms)
 {
     t_log(t, 2, "duplex: up stays on the duplex (%s)", why);
+    req_free(t->rq.spush_next);
+    t->rq.spush_next = NULL;
+    t->xp.split_early = 0;
     r->split_at = 0;
-    t->xp.split_again_at = rh_now_ms() + SPLIT_AGAIN_MS;
+    t->xp.split_again_at = rh_now_ms() + again_ms;
     if (r->send_paused)
         unpause_send(r);
 }
@@ -114,12 +117,17 @@ void duplex_split(rhc_tunnel *t, int64_t now)
 {
     struct rhc_req *r = t->rq.duplex;
 
-    if (r && r->split_at && !r->body_ended && t->rq.spush_next &&
-        ((t->up.eof && up_read_off(t) < r->split_at) || t->push.r_pending || t->end.code)) {
-        req_free(t->rq.spush_next);     /* the body ends before split_at: with F or R */
-        t->rq.spush_next = NULL;
-        split_cancel(t, r, "the local side ended");
-        return;
+    if (r && r->split_at && !r->body_ended && t->rq.spush_next) {
+        if ((t->up.eof && up_read_off(t) < r->split_at) || t->push.r_pending || t->end.code) {
+            split_cancel(t, r, "the local side ended", SPLIT_AGAIN_MS);    /* with F or R */
+            return;
+        }
+        /* the trial's push, unused: dropped before the server refuses it
+         * (RelayPushWait), whose 409 a paused body would show only at its turn */
+        if (t->xp.split_early && now - t->xp.split_early_at >= SPLIT_EARLY_MS) {
+            split_cancel(t, r, "the push asked for beside it went unused", 0);
+            return;
+        }
     }
     if (!split_ok(t, r, now))
         return;
@@ -131,7 +139,7 @@ void duplex_split(rhc_tunnel *t, int64_t now)
         return;
     }
     uint64_t moved = t->up.sent - t->xp.split_from;
-    if (moved < (t->xp.split_now ? SPLIT_RATE_MIN : SPLIT_BULK))
+    if (moved < SPLIT_BULK)
         return;
     int64_t ms = now - t->xp.split_since;
     struct rhc_req *n = spush_new(t, t->up.sent + split_lead(t, r, ms));
@@ -140,10 +148,36 @@ void duplex_split(rhc_tunnel *t, int64_t now)
         return;
     }
     t->rq.spush_next = n;
-    t->xp.split_now = 0;
     r->split_at = n->p_off;
     t_log(t, 1, "duplex: bulk upload (%" PRIu64 " bytes in %" PRId64 " ms): up moves to a "
           "stream push at offset %" PRIu64 ", down stays on the duplex", moved, ms, r->split_at);
+}
+
+/* auto's trial of duplex (meter_claim) times its download only, so its upload
+ * goes on a stream push from the start: the push is asked for now, beside the
+ * duplex, at an offset within the duplex body's first HTTP/2 window
+ * (SPLIT_EARLY), and both connections are made at once. Through a CONNECT
+ * proxy and 40 ms round trips the trial's upload otherwise went at the
+ * duplex's pace (mod_http2's stream window: 15-25 MB/s) until a split push
+ * had its new connection, 200-500 ms of a 100 MB upload (docs/BENCHMARKS.md,
+ * auto through squid). A session that does not send that much within
+ * SPLIT_EARLY_MS drops the push (duplex_split): the duplex goes on with its
+ * upload, and a later bulk upload splits as usual. */
+void duplex_split_early(rhc_tunnel *t)
+{
+    struct rhc_req *r = t->rq.duplex, *n;
+
+    if (!r || r->split_at || t->rq.spush || t->rq.spush_next || !duplex_split_may(t) ||
+        t->xp.up != RHC_XP_DUPLEX || t->up.eof)
+        return;
+    if (!(n = spush_new(t, t->up.sent + SPLIT_EARLY)))
+        return;                     /* the usual split then */
+    t->rq.spush_next = n;
+    r->split_at = n->p_off;
+    t->xp.split_early = 1;
+    t->xp.split_early_at = rh_now_ms();
+    t_log(t, 1, "auto: duplex is timed on its download; up goes on a stream push from "
+          "offset %" PRIu64, r->split_at);
 }
 
 /* From the duplex's read callback: its body has reached split_at. 1: the push
@@ -159,23 +193,26 @@ int duplex_split_turn(rhc_tunnel *t, struct rhc_req *r)
     }
     t->rq.spush = n;
     t->rq.spush_next = NULL;
+    t->xp.split_early = 0;
     t->xp.up = RHC_XP_STREAM;
     t->push.last_emit = rh_now_ms();
     t_log(t, 2, "duplex body ended at %" PRIu64 ": the stream push goes on", r->split_at);
     return 1;
 }
 
-/* The duplex whose body handed up to a push ended: a push asked for but not
- * turned to is dropped; a push that took over waits on the server for the
+/* The duplex whose body hands up to a push ended, or is given up (a move to
+ * stream): a push asked for but not turned to is dropped; a push that took over waits on the server for the
  * duplex's unconfirmed bytes, which may never have arrived: it goes again from
  * what the server confirmed (the server drops what it has twice). */
-static void split_ended(rhc_tunnel *t, struct rhc_req *r)
+void duplex_split_drop(rhc_tunnel *t, struct rhc_req *r)
 {
     struct rhc_req *n = t->rq.spush_next, *p = t->rq.spush;
 
     if (n && n->p_off == r->split_at && !r->body_ended) {
         req_free(n);
         t->rq.spush_next = NULL;
+        t->xp.split_early = 0;
+        r->split_at = 0;
         return;
     }
     if (!r->body_ended || !p || p->p_off != r->split_at || t->up.acked >= r->split_at ||
@@ -294,7 +331,7 @@ void duplex_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     if (t->end.code)
         return;
     if (r->split_at)
-        split_ended(t, r);
+        duplex_split_drop(t, r);
     rhc_facts_of(t, t->down.retries, &f);
     rhc_classify_duplex(r, rc, &f, &o);
     /* A stream reset with no answer while the connection lives: the server

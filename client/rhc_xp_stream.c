@@ -128,6 +128,7 @@ static void spush_next_gone(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         t->xp.split_again_at = rh_now_ms() + SPLIT_AGAIN_MS;
         unpause_send(d);
     }
+    t->xp.split_early = 0;
     t->push.ahead_skip = r->p_off;
     if (r->hdr_done)
         t_log(t, 2, "stream push asked for ahead at %" PRIu64 ": HTTP %ld", r->p_off, r->status);

@@ -11,6 +11,7 @@ real intermediaries, each started here on loopback from a generated configuratio
 
 import hashlib
 import os
+import re
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ import pytest
 
 import harness
 import intermediaries as im
+import pattern
 from harness import Forward, assert_sessions_closed, pump, run_stdio
 
 MB = 1024 * 1024
@@ -35,9 +37,15 @@ def plain_port():
     return harness.free_port()
 
 
+# every relay request with its Relay-Offset (where a push starts)
+OFFSET_LOG = "relay_offset.log"
+OFFSET_LOG_CONF = ('LogFormat "%%{relay-session}n \\"%%r\\" %%>s offset=%%{Relay-Offset}i" '
+                   'relayoffset\nCustomLog "logs/%s" relayoffset' % OFFSET_LOG)
+
+
 @pytest.fixture(scope="module")
 def _apache_conf(plain_port):
-    return im.mode_log_conf() + "\n" + im.plain_http_vhost_conf(plain_port)
+    return "\n".join([im.mode_log_conf(), OFFSET_LOG_CONF, im.plain_http_vhost_conf(plain_port)])
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +159,101 @@ def test_squid_connect_5mb_each_way(apache, squid, client_bin, tls):
                       "not use the proxy\n%s" % (a.port, squid.describe()))
     print("squid CONNECT: 5 MB each way in %.2f s (%d CONNECTs)" % (res["elapsed"],
                                                                     len(connects)))
+
+
+def _offset_lines(a):
+    try:
+        with open(os.path.join(a.root, "logs", OFFSET_LOG), errors="replace") as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
+def _auto_trial_session(a, squid, client_bin, tls, second):
+    """A forward with auto through squid (-v -v): a first bulk session times stream,
+    then second(fw) runs the route's next session, the duplex trial. Returns the
+    client's lines of that session and the length of the server's Relay-Offset log
+    before it."""
+    with _forward(client_bin, a.relay_url, tls, "--proxy", squid.url, "-v") as fw:
+        res = pattern.pump_pattern("127.0.0.1", fw.port, 8 * MB, timeout=120)
+        assert res["error"] is None and res["first_bad_offset"] is None, \
+            (res, fw.stderr_text())
+        assert harness.wait_for(lambda: any("auto: stream moved " in l for l in fw.lines()),
+                                10), fw.stderr_text()
+        n, n_off = len(fw.lines()), len(_offset_lines(a))
+        second(fw)
+        time.sleep(0.5)             # the session's last lines and requests
+        return fw.lines()[n:], n_off
+
+
+@pytest.mark.rh_timeout(200)
+def test_squid_auto_trial_uploads_on_a_stream_push(apache, squid, client_bin, tls):
+    """auto through squid (CONNECT; HTTP/2 by ALPN): the route's first bulk session
+    times stream; the next one is the duplex trial, which times its download only: its
+    upload goes on an HTTP/1.1 stream push asked for beside the duplex, from the end
+    of the duplex body's first 32 KiB (before, the upload went at the duplex's pace,
+    mod_http2's stream window, until the trial ended and a push had its connection).
+    The server sees that push at offset 32768; every byte arrives in order."""
+    a = apache
+
+    def second(fw):
+        res = pattern.pump_pattern("127.0.0.1", fw.port, 24 * MB, timeout=150)
+        assert res["error"] is None and res["first_bad_offset"] is None, \
+            (res, fw.stderr_text())
+        assert res["received"] == 24 * MB, (res, fw.stderr_text())
+    lines, n_off = _auto_trial_session(a, squid, client_bin, tls, second)
+    text = "\n".join(l for l in lines if not re.search(r": [*<>] |: \* ", l))
+    assert "transport: duplex (auto: HTTP/2, stream timed on this path" in text, text[-3000:]
+    assert "up goes on a stream push from offset 32768" in text, text[-3000:]
+    # an HTTP/2 request is logged when its stream is cleaned up, maybe later
+    want = ('/relay/echo/push HTTP/1.1" 200 offset=32768',
+            '/relay/echo/duplex HTTP/2.0" 200 offset=0')
+    logged = harness.wait_for(lambda: all(any(w in l for l in _offset_lines(a)[n_off:])
+                                          for w in want), 15)
+    assert logged, "no push from offset 32768 beside the duplex:\n%s" % "\n".join(
+        _offset_lines(a)[n_off:][-20:])
+    # duplex is timed on the download, never on the upload
+    assert "auto: measured on this path, up:" not in text, text[-3000:]
+
+
+@pytest.mark.rh_timeout(200)
+def test_squid_auto_trial_push_unused_the_duplex_goes_on(apache, squid, client_bin, tls):
+    """The trial's push waits on the server for the duplex body's first 32 KiB; a
+    session that sends less in 5 s drops it (before the server's RelayPushWait, 10 s,
+    would refuse it: a 409 that the client, its body paused, saw only when the duplex
+    body turned to that push), and its up bytes go on on the duplex, in order, a bulk
+    upload after them too. The server never refused the push."""
+    a = apache
+    got = {}
+
+    def second(fw):
+        s = socket.create_connection(("127.0.0.1", fw.port), timeout=30)
+        try:
+            t_end = time.monotonic() + 12
+            i = 0
+            while time.monotonic() < t_end:
+                msg = b"line %05d\n" % i
+                back, why = im.exchange(s, msg, timeout=20)
+                assert back == msg, (why, fw.stderr_text())
+                i += 1
+                time.sleep(0.2)
+            big = os.urandom(8 * MB)
+            back, why = im.exchange(s, big, timeout=60)
+            got["ok"] = back == big
+            got["why"] = why
+        finally:
+            s.close()
+    lines, n_off = _auto_trial_session(a, squid, client_bin, tls, second)
+    offsets = _offset_lines(a)[n_off:]
+    # the client's own lines, not curl's (-v -v)
+    text = "\n".join(l for l in lines if not re.search(r": [*<>] |: \* ", l))
+    assert got.get("ok"), (got.get("why"), text[-3000:])
+    assert "up goes on a stream push from offset 32768" in text, text[-3000:]
+    assert "up stays on the duplex (the push asked for beside it went unused)" in text, \
+        text[-3000:]
+    refused = [l for l in offsets if '/relay/echo/push HTTP/1.1" 409 offset=32768' in l]
+    assert not refused, "\n".join(offsets[-20:])
+    assert "push refused" not in text, text[-3000:]
 
 
 @pytest.mark.rh_timeout(90)

@@ -224,6 +224,14 @@ START_TEST(test_rates_pick)
     ck_assert_int_eq(rhc_meter_lost(300e6, 12000), 0);
     ck_assert_int_eq(rhc_meter_lost(300e6, 13000), 1);
     ck_assert_int_eq(rhc_meter_lost(0, 1000000000), 0);             /* nothing to beat */
+    /* a session that stream beat leaves its duplex once staying lost what the move
+     * costs: 150 ms here; at 200 MB/s against stream's 250 it loses 0.2 s a second */
+    ck_assert_int_eq(rhc_meter_move_due(250e6, 150000, 700000, 140000000), 0);
+    ck_assert_int_eq(rhc_meter_move_due(250e6, 150000, 760000, 152000000), 1);
+    ck_assert_int_eq(rhc_meter_move_due(250e6, 150000, 149000, 0), 0);  /* idle: its cost */
+    ck_assert_int_eq(rhc_meter_move_due(250e6, 150000, 150000, 0), 1);
+    ck_assert_int_eq(rhc_meter_move_due(250e6, 0, 0, 0), 1);           /* a free move: now */
+    ck_assert_int_eq(rhc_meter_move_due(0, 150000, 0, 0), 1);          /* no figure: now */
     memset(&m, 0, sizeof(m));
     rhc_rates_fmt(&m, out, sizeof(out));
     ck_assert_str_eq(out, "");
@@ -300,8 +308,16 @@ START_TEST(test_meter_switch)
 
     bench_init(&b, RHC_XP_STREAM, RHC_XP_STREAM);
     b.t->sess.resume = 1;
+    /* a window spans two round trips (30 ms each here) at least: bytes that
+     * came in less time time the path's buffers, not its rate */
     feed_down(b.t, 2 * (METER_WARM + METER_BYTES));
+    ck_assert(b.route.pol.rates.bps[1][RHC_XP_STREAM] == 0);
+    struct timespec rtts = { 0, 61000000 };
+    nanosleep(&rtts, NULL);
+    stat_down(b.t, 256 * 1024);
     ck_assert(b.route.pol.rates.bps[1][RHC_XP_STREAM] > 0);
+    ck_assert(b.route.pol.rates.bps[1][RHC_XP_STREAM] < (double)(2 * (METER_WARM + METER_BYTES))
+              / 0.061);
     ck_assert_int_eq(b.route.pol.rates.pick, RHC_XP_AUTO);
     ck_assert_int_eq(b.t->xp.down, RHC_XP_STREAM);
     ck_assert_int_eq(b.t->meter.done, 1);
@@ -314,6 +330,7 @@ START_TEST(test_meter_switch)
      * here, so that the window runs its METER_BYTES (the early end below) */
     b.route.pol.rates.bps[1][RHC_XP_STREAM] = 1e3;
     b.t->sess.resume = 1;
+    b.t->sess.rtt_ms = 0;                                   /* an instant path */
     feed_down(b.t, METER_WARM + METER_BYTES);
     ck_assert_int_eq(b.route.pol.rates.pick, RHC_XP_AUTO);  /* the window opened late */
     feed_down(b.t, METER_WARM + METER_BYTES);
@@ -339,6 +356,7 @@ START_TEST(test_meter_switch)
     b.route.pol.rates = kept;
     b.route.pol.rates.bps[1][RHC_XP_STREAM] = 1e13;        /* lost after 0.4 us */
     b.t->sess.resume = 1;
+    b.t->sess.rtt_ms = 0;
     /* opened (first piece), warmed (third): no piece timed yet, which on a
      * loaded machine would already be a microsecond too slow */
     feed_down(b.t, METER_WARM + 256 * 1024);
