@@ -248,6 +248,24 @@ void meter_switch(rhc_tunnel *t)
     switch_to_stream(t, "auto: stream measured faster on this path");
 }
 
+/* When meter_switch moves the session (rh_now_ms's clock): at once, or when
+ * staying has cost what the move costs if no byte comes meanwhile (bytes
+ * that come put it later, and wake the loop anyway); -1: no move due. The
+ * loop looked at a deferred tunnel every round until then. */
+int64_t meter_switch_at(const rhc_tunnel *t)
+{
+    const struct rhc_meter *m = &t->meter;
+
+    if (!m->switch_due)
+        return -1;
+    double bps = stream_figure(&t->route->pol.rates, 1);
+    if (t->xp.down != RHC_XP_DUPLEX || bps <= 0)
+        return 0;
+    double us = (double)m->fig_us + (double)m->move_us +
+                (double)(t->stat.bytes.down - m->fig_down) * 1e6 / bps;
+    return (int64_t)(us / 1000.0) + 1;
+}
+
 void rhc_rates_expire(struct rhc_rates *r, int64_t now)
 {
     if (r->pick != RHC_XP_AUTO && now - r->at >= RHC_POLICY_RETRY_MS)

@@ -50,7 +50,7 @@ int64_t t_deadline(const rhc_tunnel *t)
         return t->end.linger_until && (t->rq.spush || t->rq.duplex) ? t->end.linger_until : 0;
     if (t->local.olen > 0 && !t->local.out_blocked && !t->local.out_err)
         return 0;           /* output to flush (normally done in the same round) */
-    if (t->meter.switch_due)
+    if (t->meter.switch_due && meter_switch_at(t) <= rh_now_ms())
         return 0;           /* auto moves to stream (rhc_measure.c) */
     if (sc && sc->send_paused && !sc->body_ended)
         min_deadline(&d, t->push.last_emit + hb_every(t));
@@ -81,6 +81,7 @@ int64_t t_deadline(const rhc_tunnel *t)
         min_deadline(&d, t->xp.up_fallback_at);
     if (t->xp.hold_until)
         min_deadline(&d, t->xp.hold_until);
+    min_deadline(&d, meter_switch_at(t));   /* a deferred move */
     return d;
 }
 

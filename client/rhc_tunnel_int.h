@@ -384,6 +384,7 @@ int down_req_go(rhc_tunnel *t, struct rhc_req *r, int64_t now);
  * run in a curl callback: it only records; meter_switch acts, from the loop.) */
 void meter_moved(rhc_tunnel *t);
 void meter_switch(rhc_tunnel *t);
+int64_t meter_switch_at(const rhc_tunnel *t);        /* when it acts; -1: nothing due */
 int meter_claim(rhc_tunnel *t);     /* 1: this new duplex session is the route's trial */
 
 /* rhc_ack.c */

@@ -340,8 +340,8 @@ START_TEST(test_meter_switch)
     ck_assert_ptr_nonnull(strstr(b.route.pol.rates.why, "measured on this path, down"));
     ck_assert_int_eq(b.t->xp.down, RHC_XP_DUPLEX);          /* not in a callback: */
     ck_assert_int_eq(b.t->meter.switch_due, pick == RHC_XP_STREAM);
-    if (pick == RHC_XP_STREAM)
-        ck_assert_int_eq(t_deadline(b.t), 0);
+    if (pick == RHC_XP_STREAM)      /* looked at when the move is due, not later */
+        ck_assert_int_le(t_deadline(b.t), meter_switch_at(b.t));
     meter_switch(b.t);                                      /* the loop moves it */
     ck_assert_int_eq(b.t->xp.down, pick);
     ck_assert_int_eq(b.t->xp.up, pick);
@@ -368,6 +368,21 @@ START_TEST(test_meter_switch)
     ck_assert(b.route.pol.rates.bps[1][RHC_XP_DUPLEX] > 0);
     ck_assert(b.route.pol.rates.bps[1][RHC_XP_DUPLEX] < 1e13);
     ck_assert_int_eq(b.t->meter.switch_due, 1);
+    bench_free(&b);
+
+    /* a deferred move: due once staying cost the move's time, more for the
+     * bytes that came meanwhile at stream's rate (the loop's deadline) */
+    bench_init(&b, RHC_XP_DUPLEX, RHC_XP_DUPLEX);
+    ck_assert_int_eq(meter_switch_at(b.t), -1);
+    b.t->meter.switch_due = 1;
+    ck_assert_int_eq(meter_switch_at(b.t), 0);              /* no figure: at once */
+    b.route.pol.rates.bps[1][RHC_XP_STREAM] = 1e6;
+    b.t->meter.fig_us = 5000000000;
+    b.t->meter.move_us = 150000;
+    b.t->meter.fig_down = b.t->stat.bytes.down;
+    b.t->stat.bytes.down += 100000;                         /* 0.1 s at 1 MB/s */
+    ck_assert_int_eq(meter_switch_at(b.t), 5000000 + 150 + 100 + 1);
+    b.t->meter.switch_due = 0;
     bench_free(&b);
 
     bench_init(&b, RHC_XP_STREAM, RHC_XP_STREAM);
