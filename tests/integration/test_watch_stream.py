@@ -88,7 +88,7 @@ def _wait_watched(a, fw, n, timeout=45):
     return held
 
 
-def _quiet_window(a, seconds=2 * POLL_S):
+def _quiet_window(a, seconds=POLL_S + 1):
     # an HTTP/2 request is logged when its stream is cleaned up, which may come
     # a watch or two later: the last requests before joining settle first
     time.sleep(POLL_S)
@@ -308,7 +308,7 @@ def test_idle_and_wake_cycles_under_faults(apache, client_bin, tls, xp):
         with Forward(client_bin, url, "echo", cacert=tls["ca"], env=im.clean_env(),
                      extra_args=["--transport", xp, "--idle-push", "1", "-v"]) as fw:
             outs = [{} for _ in range(n)]
-            ths = [threading.Thread(target=_cycles, args=(fw.port, 20, 77 + i, outs[i]))
+            ths = [threading.Thread(target=_cycles, args=(fw.port, 12, 77 + i, outs[i]))
                    for i in range(n)]
             for th in ths:
                 th.start()
