@@ -431,6 +431,7 @@ int watch_join(rhc_tunnel *t, const struct rhc_req *r, int64_t now); /* 1: joine
 void watch_leave(rhc_tunnel *t);
 int64_t watch_idle_at(const rhc_tunnel *t);         /* an idle stream or duplex tunnel joins then */
 void watch_idle(rhc_tunnel *t, int64_t now);        /* ... if it is now */
+void watch_woke_conn(rhc_tunnel *t, struct rhc_req *r); /* its next down request's connection */
 void watch_local_sent(rhc_tunnel *t);               /* local bytes: leaves and polls */
 void watch_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc);
 int64_t rhc_watch_next(const rhc_ctx *c);           /* when a watch is due, or -1 */

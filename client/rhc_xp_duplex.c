@@ -30,9 +30,7 @@ int start_duplex(rhc_tunnel *t)
         req_streamed_body(r) < 0)
         goto fail;
     r->p_off = t->up.sent;
-    if (t->watch.woke)          /* out of a watch: only a connection used just now */
-        curl_easy_setopt(r->h, CURLOPT_MAXAGE_CONN, (long)WATCH_CONN_MAXAGE_S);
-    t->watch.woke = 0;
+    watch_woke_conn(t, r);      /* out of a watch: only a connection used just now */
     if (down_req_go(t, r, now) < 0)
         goto fail;
     t->rq.duplex = r;

@@ -28,9 +28,7 @@ int start_pull(rhc_tunnel *t)
     r->batch = batch;
     if (!batch)
         req_stream_http1(r, t->route->o);
-    if (t->watch.woke)          /* out of a watch: only a connection used just now */
-        curl_easy_setopt(r->h, CURLOPT_MAXAGE_CONN, (long)WATCH_CONN_MAXAGE_S);
-    t->watch.woke = 0;
+    watch_woke_conn(t, r);      /* out of a watch: only a connection used just now */
     req_empty_body(r);
     if (down_req_go(t, r, now) < 0)
         goto fail;

@@ -208,11 +208,21 @@ static void watch_wake(rhc_tunnel *t, const char *why)
     t_log(t, 2, "leaves the watch (%s): pulls again", why);
     t_touch(t);
     t->down.repull_at = 0;
-    t->watch.woke = 1;          /* its pooled connections idled: see start_pull */
+    t->watch.woke = 1;          /* its pooled connections idled: watch_woke_conn */
     /* the server's idle clock starts again as it lets the watch go: no
      * keep-alive ack of a parked push is due yet (one per woken tunnel) */
     t->push.park_keep_at = rh_now_ms() + alive_every(t);
     start_down(t);
+}
+
+/* The first down request after the watch let the tunnel go: the tunnel's
+ * pooled connections idled past the server's keep-alive, so it takes only a
+ * connection used in the last WATCH_CONN_MAXAGE_S. */
+void watch_woke_conn(rhc_tunnel *t, struct rhc_req *r)
+{
+    if (t->watch.woke)
+        curl_easy_setopt(r->h, CURLOPT_MAXAGE_CONN, (long)WATCH_CONN_MAXAGE_S);
+    t->watch.woke = 0;
 }
 
 void watch_local_sent(rhc_tunnel *t)
