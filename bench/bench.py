@@ -1079,6 +1079,11 @@ class Bench:
                     kv = parse_kv(line)
                     later += int(kv.get("later", 0))
                     all_s = max(all_s, float(kv.get("all_seconds", 0)))
+                    if int(kv.get("closed", 0)) or int(kv.get("silent", 0)):
+                        log("%s: no answer from %s closed and %s silent tunnels (entry "
+                            "port:c|s, first ones): %s" % (label, int(kv.get("closed", 0)),
+                                                            int(kv.get("silent", 0)),
+                                                            kv.get("lost")))
             finally:
                 for p in procs:
                     try:
