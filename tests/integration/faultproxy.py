@@ -633,6 +633,9 @@ class FaultProxy:
         or a FIN arrives, as they would in the real thing)."""
         self._stopped = True
         self.faulting = False
+        # close() alone does not wake a thread blocked in accept() (Linux): the
+        # join below waited out its 2 s after every proxy; shutdown() wakes it
+        _quiet(self.sock.shutdown, socket.SHUT_RDWR)
         _quiet(self.sock.close)
         with self.lock:
             conns = list(self.conns.values())
