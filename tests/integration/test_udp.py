@@ -536,5 +536,5 @@ def test_server_drops_oldest_toward_a_slow_client(apache_factory, module_so, udp
     print("burst of 20000: the client got %d, the server dropped %d" % (len(got), dropped))
     assert got and got == sorted(got), got[:20]   # what arrives keeps its order
     # every datagram is accounted for: delivered, or dropped and counted (the
-    # queue's drops and the kernel's, SO_RXQ_OVFL), but for a few in flight
+    # queue's drops and the kernel's, SO_MEMINFO), but for a few in flight
     assert len(got) + dropped >= 19000, (len(got), dropped)
