@@ -32,7 +32,8 @@ status 1 if any run failed. With udp, a line more: datagrams sent and back, and
 where a full receive buffer dropped some (/proc/net/udp's drop counts of the
 client's association sockets, the echo's, the relay core's sockets to the echo,
 the checker's own), so a loss of the relay shows apart from one of the echo.
-A failed run's whole client stderr goes to the work directory (client-runN.log).
+A failed run's whole client stderr goes to the work directory (client-runN.log;
+every run's with --keep).
 
 RH_BUILD_DIR: the build tree with the module and the client (default: this
 tree); both are copied first, so a rebuild during the soak does not change them.
@@ -107,7 +108,8 @@ def parse_args(argv):
                          "already): e.g. --client-args='-v --stats 1'")
     ap.add_argument("--tmpdir", default=None, help="where the work directory goes")
     ap.add_argument("--keep", action="store_true",
-                    help="keep the work directory (kept anyway when a run failed)")
+                    help="keep the work directory (kept anyway when a run failed) and "
+                         "every run's client stderr in it (client-runN.log)")
     a = ap.parse_args(argv)
     a.transports = (a.transport.split(",") if a.transport
                     else list(TRANSPORTS) + list(PATHS))
@@ -308,7 +310,7 @@ def main(argv=None):
                 print("    udp: " + r["detail"], flush=True)
             if not r["ok"] and (args.verbose or len(failures) <= 3):
                 print("\n".join("    " + l for l in r["message"].splitlines()), flush=True)
-            if not r["ok"]:
+            if not r["ok"] or args.keep:
                 # the client's whole stderr, for what came before the report's tail
                 with open(os.path.join(soak.work, "client-run%d.log" % tot["runs"]), "w") as f:
                     f.write("\n".join(r["lines"]) + "\n")
