@@ -633,6 +633,9 @@ class FaultProxy:
         or a FIN arrives, as they would in the real thing)."""
         self._stopped = True
         self.faulting = False
+        # close() alone does not wake a thread blocked in accept() (Linux): the
+        # join below waited out its 2 s after every proxy; shutdown() wakes it
+        _quiet(self.sock.shutdown, socket.SHUT_RDWR)
         _quiet(self.sock.close)
         with self.lock:
             conns = list(self.conns.values())
@@ -661,7 +664,8 @@ RESUME_MARKS = ("resum", "trying again", "going on from", "sending it again")
 
 
 def resume_lines(lines):
-    return [l for l in lines if any(m in l for m in RESUME_MARKS)]
+    # --stats lines say "resumes N": not a resume
+    return [l for l in lines if any(m in l for m in RESUME_MARKS) and " stats: " not in l]
 
 
 def integrity_lines(lines):
