@@ -976,7 +976,7 @@ class Bench:
         return ts[len(ts) // 2] * 1000, ts[min(len(ts) - 1, int(len(ts) * 0.99))] * 1000
 
     def measure_idle(self, path, n=None, label=None, hold=None,
-                     per_forward=MAX_TUNNELS_PER_FORWARD):
+                     per_forward=MAX_TUNNELS_PER_FORWARD, settle=None):
         a = self.args
         cap, why = IDLE_CAP.get(path, (a.idle, ""))
         label = label or path
@@ -1048,7 +1048,7 @@ class Bench:
                         errs.append(e)
                 ramp = time.monotonic() - t0
                 err = "; ".join(errs)
-                time.sleep(a.idle_settle)
+                time.sleep(a.idle_settle if settle is None else settle)
                 stree = proc_tree(server)
                 ctree = proc_tree(client)
                 pss1 = pss_kib(stree)
@@ -1079,6 +1079,11 @@ class Bench:
                     kv = parse_kv(line)
                     later += int(kv.get("later", 0))
                     all_s = max(all_s, float(kv.get("all_seconds", 0)))
+                    if int(kv.get("closed", 0)) or int(kv.get("silent", 0)):
+                        log("%s: no answer from %s closed and %s silent tunnels (entry "
+                            "port:c|s, first ones): %s" % (label, int(kv.get("closed", 0)),
+                                                            int(kv.get("silent", 0)),
+                                                            kv.get("lost")))
             finally:
                 for p in procs:
                     try:
@@ -1091,9 +1096,14 @@ class Bench:
                     except subprocess.TimeoutExpired:
                         harness.kill_proc(p)
                     harness._unregister(p)
-            note = "ramp %.1f s; %d alive after %.0f s idle" % (ramp, alive, hold)
+            # held: every tunnel that answered the check after the hold. The check
+            # wakes all of them at once (each a TLS handshake or two): how many
+            # answered within its first 30 s is said too, a figure of the wake
+            note = "ramp %.1f s; %d alive after %.0f s idle" % (ramp, alive + later, hold)
             if later:
-                note += " (%d more answered later, all within %.0f s)" % (later, all_s)
+                note += " (%d answered within 30 s of all waking at once, the other %d " \
+                        "within %.0f s)" % (alive, later, all_s)
+            alive += later
             if nice is not None:
                 note += "; client sessions at autogroup nice %d" % nice
             if err:
@@ -1157,7 +1167,8 @@ class Bench:
             for path in a.paths:
                 if path in ASYNC_PATHS:
                     self.measure_idle(path, n=a.idle_async, label=path + "-async",
-                                      hold=a.idle_async_hold, per_forward=a.idle_async_forward)
+                                      hold=a.idle_async_hold, per_forward=a.idle_async_forward,
+                                      settle=a.idle_async_settle)
             self.async_conf = False
         self.elapsed = time.time() - started
 
@@ -1552,6 +1563,10 @@ def parse_args(argv):
     ap.add_argument("--idle-async-forward", type=int, default=320,
                     help="tunnels per relay-https forward in the RelayAsync ramp (rhbench "
                          "idle spreads over 64 forwarders at most)")
+    ap.add_argument("--idle-async-settle", type=float, default=80.0,
+                    help="seconds between the RelayAsync ramp's end and the hold: the "
+                         "client's watch takes an idle stream tunnel 60 s (--idle-push) "
+                         "after its last byte, so the hold measures them waiting there")
     ap.add_argument("--idle-hold", type=float, default=10.0)
     ap.add_argument("--idle-settle", type=float, default=3.0)
     ap.add_argument("--idle-timeout", type=float, default=900.0)
@@ -1604,6 +1619,7 @@ def parse_args(argv):
         a.idle_async_hold = min(a.idle_async_hold, 1)
         a.idle_hold = min(a.idle_hold, 1)
         a.idle_settle = min(a.idle_settle, 0.5)
+        a.idle_async_settle = min(a.idle_async_settle, 0.5)
     return a
 
 

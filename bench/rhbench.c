@@ -727,9 +727,24 @@ static int cmd_idle(int argc, char **argv)
         /* the rest get IDLE_LATE_S more: a tunnel that wakes slowly (thousands
          * of TLS handshakes at once) is told apart from a lost one */
         int late = alive < held ? wait_echoes(c, held, ok, IDLE_LATE_S) : 0;
+        /* the ones that never answered: closed by the forwarder, or silent; and on
+         * which entry port (each port is one forwarder), so that its log can be read */
+        int closed = 0, silent = 0;
+        char where[512] = "";
+        size_t wl = 0;
+        for (int i = 0; i < held; i++) {
+            if (ok[i] == 1) continue;
+            if (ok[i] == 2) closed++;
+            else silent++;
+            struct sockaddr_in peer;
+            socklen_t pl = sizeof peer;
+            if (wl < sizeof where - 40 && getpeername(c[i].fd, (struct sockaddr *)&peer, &pl) == 0)
+                wl += (size_t)snprintf(where + wl, sizeof where - wl, "%s%d:%c", wl ? "," : "",
+                                       ntohs(peer.sin_port), ok[i] == 2 ? 'c' : 's');
+        }
         free(ok);
-        printf("ALIVE %d of %d seconds=%.3f later=%d all_seconds=%.3f\n", alive, held, in_time,
-               late, now_s() - t1);
+        printf("ALIVE %d of %d seconds=%.3f later=%d all_seconds=%.3f closed=%d silent=%d"
+               " lost=\"%s\"\n", alive, held, in_time, late, now_s() - t1, closed, silent, where);
         fflush(stdout);
     }
     for (int i = 0; i < held; i++) {

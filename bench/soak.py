@@ -28,7 +28,12 @@ The last line is the summary: runs, bytes, cuts (failures the proxy injected),
 resumes (the client's lines about going on after a cut), integrity failures
 (wrong bytes found by the pattern checker; sessions the client ended with an
 integrity error), stalls (the echo stood still > 5 s, or a run hung). Exit
-status 1 if any run failed.
+status 1 if any run failed. With udp, a line more: datagrams sent and back, and
+where a full receive buffer dropped some (/proc/net/udp's drop counts of the
+client's association sockets, the echo's, the relay core's sockets to the echo,
+the checker's own), so a loss of the relay shows apart from one of the echo.
+A failed run's whole client stderr goes to the work directory (client-runN.log;
+every run's with --keep).
 
 RH_BUILD_DIR: the build tree with the module and the client (default: this
 tree); both are copied first, so a rebuild during the soak does not change them.
@@ -38,6 +43,7 @@ import argparse
 import os
 import random
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -96,10 +102,14 @@ def parse_args(argv):
                          "%g s)" % (STALL_FACTOR, STALL_FLOOR))
     ap.add_argument("--stop-on-failure", action="store_true", help="stop at the first failure")
     ap.add_argument("--verbose", action="store_true", help="print every failure in full "
-                    "(default: the first 3)")
+                    "(default: the first 3), and each udp run's datagram figures")
+    ap.add_argument("--client-args", default="",
+                    help="more options for relay-https, one string (it runs with -v "
+                         "already): e.g. --client-args='-v --stats 1'")
     ap.add_argument("--tmpdir", default=None, help="where the work directory goes")
     ap.add_argument("--keep", action="store_true",
-                    help="keep the work directory (kept anyway when a run failed)")
+                    help="keep the work directory (kept anyway when a run failed) and "
+                         "every run's client stderr in it (client-runN.log)")
     a = ap.parse_args(argv)
     a.transports = (a.transport.split(",") if a.transport
                     else list(TRANSPORTS) + list(PATHS))
@@ -110,6 +120,7 @@ def parse_args(argv):
     for m in a.modes:
         if m not in ALL_MODES + ("none",):
             ap.error("unknown mode %r" % m)
+    a.client_args = shlex.split(a.client_args)
     if a.bytes is None:
         a.bytes = 8 * MiB if a.quick else 32 * MiB
     if a.life is None:
@@ -201,8 +212,10 @@ def one_run(soak, args, transport, mode, seed, timeout, max_elapsed):
         nbytes = args.bytes // UDP_SHARE if transport == "udp" else args.bytes
         rate = args.rate // UDP_SHARE if transport == "udp" else args.rate
         return faultpaths.run_path(transport, soak.path_env(), mode, seed, nbytes, rate,
-                                   timeout, proxy_kw=proxy_kw, max_elapsed=max_elapsed)
+                                   timeout, proxy_kw=proxy_kw, max_elapsed=max_elapsed,
+                                   client_args=args.client_args)
     xargs, scheme = TRANSPORTS[transport]
+    xargs = xargs + args.client_args
     upstream = soak.plain_port if scheme == "http" else soak.apache.port
     return run_transfer(soak.client, upstream, scheme, xargs, mode, seed, args.bytes,
                         args.rate, timeout, cacert=soak.ca if scheme == "https" else None,
@@ -227,7 +240,7 @@ def main(argv=None):
     deadline = time.monotonic() + args.minutes * 60
     tot = {"runs": 0, "bytes": 0, "cuts": 0, "resumes": 0, "wrong": 0, "integrity": 0,
            "stall_runs": 0, "stalls": 0, "longest_gap": 0.0, "failed": 0, "elapsed": 0.0,
-           "dgrams": [0, 0, 0]}
+           "dgrams": [0, 0, 0], "kdrops": dict.fromkeys(faultpaths.UdpDrops.WHERE, 0)}
     per = {}
     failures = []
     print("soak: %s, %d bytes per run at %d B/s (no-cut time %.1f s, stopped after %.0f s), "
@@ -271,6 +284,8 @@ def main(argv=None):
             tot["integrity"] += 1 if r["integrity"] else 0
             for i, v in enumerate(r.get("datagrams", (0, 0, 0))):
                 tot["dgrams"][i] += v
+            for k, v in r.get("kernel_drops", {}).items():
+                tot["kdrops"][k] += v
             stalls = list(r["stalls"])
             if r["end"] == "timeout" and not stalls:
                 stalls.append((r["received"], round(r["max_gap"], 1)))
@@ -291,8 +306,14 @@ def main(argv=None):
                      "" if r["ok"] else ": %s\n    replay: %s"
                      % (" / ".join(r["problems"]), replay_cmd(r, transport, args))),
                   flush=True)
+            if r["ok"] and args.verbose and "datagrams" in r:
+                print("    udp: " + r["detail"], flush=True)
             if not r["ok"] and (args.verbose or len(failures) <= 3):
                 print("\n".join("    " + l for l in r["message"].splitlines()), flush=True)
+            if not r["ok"] or args.keep:
+                # the client's whole stderr, for what came before the report's tail
+                with open(os.path.join(soak.work, "client-run%d.log" % tot["runs"]), "w") as f:
+                    f.write("\n".join(r["lines"]) + "\n")
             cur = soak.stuck()
             new, stuck_seen = cur[stuck_seen:], len(cur)
             if new:
@@ -331,9 +352,10 @@ def main(argv=None):
              ", %d unanswered core requests" % len(stuck) if stuck else ""), flush=True)
     if tot["dgrams"][0]:
         print("udp: %d datagrams sent, %d back (%.2f%% lost), %d wrong (corrupted, doubled, "
-              "reordered or mis-delivered)" % (tot["dgrams"][0], tot["dgrams"][1],
-                                               100.0 * (tot["dgrams"][0] - tot["dgrams"][1])
-                                               / tot["dgrams"][0], tot["dgrams"][2]),
+              "reordered or mis-delivered); full receive buffers dropped %s"
+              % (tot["dgrams"][0], tot["dgrams"][1],
+                 100.0 * (tot["dgrams"][0] - tot["dgrams"][1]) / tot["dgrams"][0],
+                 tot["dgrams"][2], ", ".join("%s %d" % kv for kv in tot["kdrops"].items())),
               flush=True)
     if tot["failed"] or crashes or args.keep:
         print("work directory kept: %s" % soak.work)

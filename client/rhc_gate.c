@@ -7,6 +7,7 @@
 #include "rh_util.h"
 #include "rhc_errors.h"
 #include "rhc_gate.h"
+#include "rhc_log.h"
 #include "rhc_tunnel_int.h"
 
 static void unlink_waiting(rhc_ctx *c, struct rhc_req *r)
@@ -32,11 +33,16 @@ static int start(struct rhc_req *r)
     return 0;
 }
 
+size_t rhc_gate_cap(const rhc_ctx *c)
+{
+    return CONNECTING_MAX - c->gate_cut;
+}
+
 int rhc_gate_go(struct rhc_req *r)
 {
     rhc_ctx *c = r->ctx;
 
-    if (c->nconnecting < CONNECTING_MAX && !c->gate_head)
+    if (c->nconnecting < rhc_gate_cap(c) && !c->gate_head)
         return start(r);
     r->gate = GATE_WAITING;
     r->gate_prev = c->gate_tail;
@@ -49,33 +55,19 @@ int rhc_gate_go(struct rhc_req *r)
     return 0;
 }
 
-void rhc_gate_connected(struct rhc_req *r)
-{
-    if (r->gate == GATE_CONNECTING) {
-        r->gate = GATE_NONE;
-        --r->ctx->nconnecting;
-    }
-}
-
-void rhc_gate_forget(struct rhc_req *r)
-{
-    if (r->gate == GATE_WAITING)
-        unlink_waiting(r->ctx, r);
-    rhc_gate_connected(r);
-    r->gate = GATE_NONE;
-}
-
-/* A request that waited starts now: the tunnel's clocks that judge the
- * server (silence, unconfirmed bytes, the probe) start with it, since the
- * server could not answer what was not asked yet. */
-static void started_late(struct rhc_req *r, int64_t now)
+/* The tunnel's clocks that judge the server by r (silence, unconfirmed
+ * bytes, the probe) start now, waited ms late: the server could not answer
+ * what was not asked yet, nor read from a connection not up yet. */
+static void clocks_start(struct rhc_req *r, int64_t now, int64_t waited)
 {
     rhc_tunnel *t = r->t;
-    int64_t waited = now - r->started;
 
-    r->started = now;
     if (!t)
         return;
+    if (waited <= 0) {
+        t_touch(t);
+        return;
+    }
     if (r == down_req(t)) {
         if (t->down.last_rx < now)
             t->down.last_rx = now;
@@ -87,11 +79,76 @@ static void started_late(struct rhc_req *r, int64_t now)
     t_touch(t);
 }
 
+static void uncount(struct rhc_req *r)
+{
+    if (r->gate == GATE_CONNECTING) {
+        r->gate = GATE_NONE;
+        --r->ctx->nconnecting;
+    }
+}
+
+void rhc_gate_connected(struct rhc_req *r)
+{
+    rhc_ctx *c = r->ctx;
+
+    if (r->gate != GATE_CONNECTING)
+        return;
+    uncount(r);
+    /* additive increase: one more per CONNECTING_MAX connections up */
+    if (c->gate_cut && ++c->gate_ups >= CONNECTING_MAX) {
+        --c->gate_cut;
+        c->gate_ups = 0;
+    }
+    int64_t now = rh_now_ms();
+    if (now > r->started)       /* a pooled connection: nothing was late */
+        clocks_start(r, now, now - r->started);
+}
+
+/* A request that timed out before its connection was up: the server does not
+ * keep up with the connects in flight, so fewer go at once (halved, once for
+ * the requests started before the last cut: they were in flight under the old
+ * bound). Refusals and resets are no such sign: a server down refuses at once. */
+void rhc_gate_ended(struct rhc_req *r, CURLcode rc)
+{
+    rhc_ctx *c = r->ctx;
+
+    if (r->gate != GATE_CONNECTING || rc != CURLE_OPERATION_TIMEDOUT ||
+        r->started < c->gate_cut_at)
+        return;
+    size_t cap = rhc_gate_cap(c) / 2;
+    if (cap < CONNECTING_MIN)
+        cap = CONNECTING_MIN;
+    if (cap < rhc_gate_cap(c))
+        rhc_info("connections: one timed out before it was up (%s): at most %zu "
+                 "connecting at once, from %zu", r->errbuf[0] ? r->errbuf : "timeout", cap,
+                 rhc_gate_cap(c));
+    c->gate_cut = CONNECTING_MAX - cap;
+    c->gate_ups = 0;
+    c->gate_cut_at = rh_now_ms();
+}
+
+void rhc_gate_forget(struct rhc_req *r)
+{
+    if (r->gate == GATE_WAITING)
+        unlink_waiting(r->ctx, r);
+    uncount(r);
+    r->gate = GATE_NONE;
+}
+
+/* A request that waited starts now. */
+static void started_late(struct rhc_req *r, int64_t now)
+{
+    int64_t waited = now - r->started;
+
+    r->started = now;
+    clocks_start(r, now, waited);
+}
+
 void rhc_gate_release(rhc_ctx *c)
 {
     int64_t now = rh_now_ms();
 
-    while (c->gate_head && c->nconnecting < CONNECTING_MAX) {
+    while (c->gate_head && c->nconnecting < rhc_gate_cap(c)) {
         struct rhc_req *r = c->gate_head;
         unlink_waiting(c, r);
         r->gate = GATE_NONE;

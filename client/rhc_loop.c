@@ -27,6 +27,7 @@ static void on_done(rhc_ctx *c, struct rhc_req *r, CURLcode rc)
 {
     rhc_tunnel *t = r->t;
 
+    rhc_gate_ended(r, rc);      /* a connect that timed out: fewer at once */
     rhc_gate_forget(r);         /* ended: no longer connecting */
     if (t)
         t_touch(t);

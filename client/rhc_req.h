@@ -118,11 +118,12 @@ int req_go(struct rhc_req *r);          /* into the multi handle */
 void unpause_send(struct rhc_req *r);
 void unpause_recv(struct rhc_req *r);
 
-/* r waits its turn for a connection, out of the multi (rhc_gate.c): nothing
- * can be judged of the server by it yet. */
+/* r waits its turn for a connection, out of the multi, or its connection is
+ * not up yet (rhc_gate.c): nothing can be judged of the server by it yet
+ * (curl's connect timeout judges the connection). */
 static inline int req_waiting(const struct rhc_req *r)
 {
-    return r && r->gate == GATE_WAITING;
+    return r && (r->gate == GATE_WAITING || r->gate == GATE_CONNECTING);
 }
 
 /* The write callback of requests whose body is only read for error text. */

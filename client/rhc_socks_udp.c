@@ -148,7 +148,7 @@ int rhc_sudp_associate(struct rhc_sudp *s, struct rhc_route *route, int ctrl, co
         return -1;
     }
     a->ctrl = ctrl;
-    rhc_udp_count_drops(a->ufd);
+    rhc_udp_sockopts(a->ufd);
     snprintf(a->peer, sizeof(a->peer), "%s", peer);
     a->next = s->list;
     s->list = a;

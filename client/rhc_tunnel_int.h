@@ -323,6 +323,9 @@ struct rhc_ctx {
     size_t nclosers;
     struct rhc_req *gate_head, *gate_tail;  /* requests waiting to connect (rhc_gate.c) */
     size_t ngated, nconnecting;
+    size_t gate_cut;            /* the gate's bound is CONNECTING_MAX less this */
+    size_t gate_ups;            /* connections up since the bound last rose */
+    int64_t gate_cut_at;        /* the bound was last cut then */
     struct pollfd *pfds;        /* scratch for poll(): the caller's fds, the polled
                                    tunnels' and the epoll set */
     rhc_tunnel **powner;        /* tunnel of each local pollfd */

@@ -254,10 +254,12 @@ long rhc_dgflows_tick(struct rhc_dgflows *fs, int64_t now)
     return (long)next;
 }
 
-void rhc_udp_count_drops(int fd)
+void rhc_udp_sockopts(int fd)
 {
-    int one = 1;
+    int one = 1, rcvbuf = RH_UDP_RCVBUF;
     setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof(one));
+    /* room for what senders send while the loop is busy elsewhere */
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 }
 
 ssize_t rhc_udp_recvfrom(int fd, void *buf, size_t len, struct sockaddr_storage *ss,
@@ -310,7 +312,7 @@ struct rhc_udp *rhc_udp_new(rhc_ctx *c, struct rhc_route *route, int fd)
         return NULL;
     }
     u->fd = fd;
-    rhc_udp_count_drops(fd);
+    rhc_udp_sockopts(fd);
     return u;
 }
 

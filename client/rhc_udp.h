@@ -77,9 +77,9 @@ void rhc_dgflows_events(struct rhc_dgflows *fs, const struct pollfd *p, size_t n
 long rhc_dgflows_tick(struct rhc_dgflows *fs, int64_t now);
 
 /* recvfrom on a UDP socket that counts the kernel's drops (SO_RXQ_OVFL, set by
- * rhc_udp_count_drops): what the kernel dropped since the last call is added
- * to the route's dropped-up count. */
-void rhc_udp_count_drops(int fd);
+ * rhc_udp_sockopts, with a receive buffer of RH_UDP_RCVBUF): what the kernel
+ * dropped since the last call is added to the route's dropped-up count. */
+void rhc_udp_sockopts(int fd);
 ssize_t rhc_udp_recvfrom(int fd, void *buf, size_t len, struct sockaddr_storage *ss,
                          socklen_t *sl, struct rhc_route *route, uint32_t *drops);
 

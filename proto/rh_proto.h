@@ -129,6 +129,12 @@
 #define RH_DGRAM_MAX          65507
 #define RH_UDP_IDLE_S         60
 #define RH_UDP_QUEUE          256
+/* SO_RCVBUF of the UDP sockets that face a target or the client's own
+ * senders: the kernel's default (208 KiB) holds about 90 datagrams of 700
+ * bytes, less than a cut's backlog that the relay sends on at once and the
+ * target answers at once; the kernel doubles it and caps it at
+ * net.core.rmem_max */
+#define RH_UDP_RCVBUF         (1024 * 1024)
 
 /* Liveness (PROTOCOL.md, Liveness): for RH_BUSY_WINDOW_MS after data moved, the
  * server heartbeats a silent stream pull every RH_BUSY_HEARTBEAT_MS and answers a

@@ -17,6 +17,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <linux/sock_diag.h>
 
 #include "rh_core_int.h"
 #include "rh_dgram.h"
@@ -39,7 +40,7 @@ struct rh_udp {
     rh_dglink link;
     long last;              /* a datagram went either way */
     uint32_t kernel_drops;  /* the kernel's count of datagrams its full buffer dropped
-                               before we read them (SO_RXQ_OVFL) */
+                               before we read them (SO_MEMINFO) */
     unsigned idle_s;
     int stream_eof;         /* the session ended its up side: nothing more to send */
     int closed;             /* our side of the stream is shut: nothing more to read */
@@ -62,38 +63,34 @@ static void arm(core *c, rh_udp *u)
 
 /* Nothing more goes to the session: what is queued is dropped, the stream
  * sees our FIN (the client's tunnel ends cleanly). */
-static void shut(rh_udp *u)
+static void shut(core *c, rh_udp *u, const char *why)
 {
     if (u->closed)
         return;
+    rh_core_log(c, RH_LOG_DEBUG, "session %s udp: nothing more to the client (%s; %u "
+                "datagrams queued for it dropped)", u->s->sid, why, (unsigned)u->link.to_stream.n);
     u->closed = 1;
     u->link.to_stream.dropped += u->link.to_stream.n;   /* they will never go */
     rh_dgq_clear(&u->link.to_stream);
     shutdown(u->sfd, SHUT_WR);
 }
 
-/* One datagram from the target into rbuf, and the kernel's drop count. */
-static ssize_t recv_counted(rh_udp *u)
+/* The kernel's count of datagrams it dropped at our full buffer, as it is now
+ * (SO_RXQ_OVFL tells it only with a datagram queued after the drops: a
+ * burst's lost tail, with nothing behind it, went uncounted). */
+static void sync_kernel_drops(rh_udp *u)
 {
-    union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(uint32_t))]; } ctl;
-    struct iovec iov = { rbuf, sizeof(rbuf) };
-    struct msghdr m;
-    memset(&m, 0, sizeof(m));
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = ctl.b;
-    m.msg_controllen = sizeof(ctl.b);
-    ssize_t n = recvmsg(u->nfd, &m, MSG_DONTWAIT | MSG_TRUNC);
-    for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL; c; c = CMSG_NXTHDR(&m, c))
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL)
-            memcpy(&u->kernel_drops, CMSG_DATA(c), sizeof(u->kernel_drops));
-    return n;
+    uint32_t mi[SK_MEMINFO_VARS];
+    socklen_t len = sizeof(mi);
+    if (getsockopt(u->nfd, SOL_SOCKET, SO_MEMINFO, mi, &len) == 0
+        && len > SK_MEMINFO_DROPS * sizeof(mi[0]))
+        u->kernel_drops = mi[SK_MEMINFO_DROPS];
 }
 
 static void read_target(rh_udp *u)
 {
     for (int i = 0; i < RECV_PER_EVENT && !u->closed; ++i) {
-        ssize_t n = recv_counted(u);
+        ssize_t n = recv(u->nfd, rbuf, sizeof(rbuf), MSG_DONTWAIT | MSG_TRUNC);
         if (n < 0) {
             if (errno == EINTR || errno == ECONNREFUSED)
                 continue;   /* refused: an ICMP error of an earlier datagram */
@@ -120,7 +117,7 @@ static void read_stream(core *c, rh_udp *u)
         rh_core_session_end(c, u->s, 1, why);
     } else if (rc != RH_DGL_OK) {
         u->stream_eof = 1;   /* the client is done sending: so are we */
-        shut(u);
+        shut(c, u, rc == RH_DGL_EOF ? "the client ended its side" : strerror(errno));
     }
 }
 
@@ -142,7 +139,7 @@ void rh_udp_event(core *c, void *end_ptr, uint32_t events)
     if (u->s->dead)
         return;
     if (!u->closed && rh_dglink_to_stream(&u->link, u->sfd) != RH_DGL_OK)
-        shut(u);
+        shut(c, u, strerror(errno));
     if (u->link.from_net + u->link.from_stream != before)
         u->last = rh_now_ms();
     arm(c, u);
@@ -158,9 +155,9 @@ int rh_udp_open(core *c, session *s, const struct sockaddr *sa, socklen_t salen,
     if (!u)
         return -1;
     u->nfd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (u->nfd >= 0)   /* the kernel counts what it drops for us (status: droppedDown) */
-        setsockopt(u->nfd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof(one));
+    int rcvbuf = RH_UDP_RCVBUF;
+    if (u->nfd >= 0)   /* room for a burst the target answers at once */
+        setsockopt(u->nfd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     if (u->nfd < 0 || connect(u->nfd, sa, salen) != 0
         || socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp) != 0) {
         int err = errno;
@@ -190,8 +187,9 @@ int rh_udp_open(core *c, session *s, const struct sockaddr *sa, socklen_t salen,
 }
 
 /* Drops of each direction, as the status page counts them. */
-static void count(const rh_udp *u, uint64_t out[4])
+static void count(rh_udp *u, uint64_t out[4])
 {
+    sync_kernel_drops(u);
     out[0] += u->link.from_stream;
     out[1] += u->link.from_net;
     out[2] += u->link.to_net.dropped + u->link.net_errors;
@@ -238,7 +236,7 @@ void rh_udp_tick(core *c, long now)
         if (!u->closed && !u->s->dead && now - u->last >= 1000L * u->idle_s) {
             rh_core_log(c, RH_LOG_DEBUG, "session %s udp idle for %us: ending", u->s->sid,
                         u->idle_s);
-            shut(u);
+            shut(c, u, "idle");
             arm(c, u);
         }
     }

@@ -300,6 +300,74 @@ class _Assoc:
                 pass
 
 
+class UdpDrops:
+    """Where datagrams died in a kernel's full receive buffer: samples
+    /proc/net/udp (every socket's drop count) every `every` s while a udp run
+    goes and keeps each socket's largest count, by where it stands: "client"
+    (the associations' sockets of `relay-https proxy`: up), "echo" (the UDP
+    echo: up), "core" (the relay core's sockets connected to the echo: down),
+    "ours" (the checker's sockets: down). A socket that closes between two
+    looks loses its last drops from the figure: a lower bound."""
+
+    WHERE = ("client", "echo", "core", "ours")
+
+    def __init__(self, echo_port, every=0.05):
+        self.echo_port = echo_port
+        self.client, self.ours = set(), set()
+        self.every = every
+        self.seen = {}              # inode -> (where, drops)
+        self.stop_ev = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _where(self, lport, rport):
+        if lport == self.echo_port:
+            return "echo"
+        if rport == self.echo_port:
+            return "core"
+        if lport in self.client:
+            return "client"
+        if lport in self.ours:
+            return "ours"
+        return None
+
+    def look(self):
+        try:
+            with open("/proc/net/udp") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            return
+        for row in rows:
+            col = row.split()
+            if len(col) < 13:
+                continue
+            where = self._where(int(col[1].split(":")[1], 16), int(col[2].split(":")[1], 16))
+            if where is not None:
+                key = (col[9], col[1], col[2])     # inode, and its ends
+                drops = int(col[12])
+                if drops >= self.seen.get(key, (where, 0))[1]:
+                    self.seen[key] = (where, drops)
+
+    def _loop(self):
+        while not self.stop_ev.wait(self.every):
+            self.look()
+
+    def start(self):
+        self.look()
+        self.base = dict(self.seen)   # the echo's drops before this run
+        self.thread.start()
+
+    def stop(self):
+        self.stop_ev.set()
+        self.thread.join(2)
+        self.look()
+
+    def totals(self):
+        out = dict.fromkeys(self.WHERE, 0)
+        for key, (where, drops) in self.seen.items():
+            out[where] += drops - self.base.get(key, (where, 0))[1]
+        return out
+
+
 def udp_workload(echo_port, nbytes, rate, timeout, seed, assocs=UDP_ASSOCS, quiet=15.0):
     """workload(fw) for run_transfer: `assocs` UDP associations at once, each
     sending datagrams of 0 to 1400 bytes (nbytes and rate shared out, at most
@@ -312,6 +380,7 @@ def udp_workload(echo_port, nbytes, rate, timeout, seed, assocs=UDP_ASSOCS, quie
         start = time.monotonic()
         deadline = start + timeout
         rng = random.Random(seed)
+        drops = UdpDrops(echo_port)
         try:
             al = [_Assoc(i, fw.port, echo_port, nbytes // assocs, max(1, rate // assocs),
                          deadline, random.Random(rng.getrandbits(64))) for i in range(assocs)]
@@ -320,6 +389,10 @@ def udp_workload(echo_port, nbytes, rate, timeout, seed, assocs=UDP_ASSOCS, quie
                     "detail": "no association", "jump_from": None, "jump_to": None,
                     "elapsed": 0.0, "error": "associate: %r" % (e,), "end": "error",
                     "max_gap": 0.0, "stalls": [], "lossy": True}
+        for a in al:
+            drops.client.add(a.relay[1])
+            drops.ours.add(a.u.getsockname()[1])
+        drops.start()
         ts = []
         for a in al:
             ts.append(threading.Thread(target=a.send_loop, daemon=True))
@@ -328,8 +401,10 @@ def udp_workload(echo_port, nbytes, rate, timeout, seed, assocs=UDP_ASSOCS, quie
             t.start()
         for t in ts:
             t.join(timeout + 10)
+        drops.stop()
         for a in al:
             a.close()
+        kd = drops.totals()
         res = {"sent": sum(a.sent_bytes for a in al),
                "received": sum(a.got_bytes for a in al), "first_bad_offset": None,
                "shape": None, "jump_from": None, "jump_to": None,
@@ -351,12 +426,16 @@ def udp_workload(echo_port, nbytes, rate, timeout, seed, assocs=UDP_ASSOCS, quie
                     % (a.idx, a.last, len(a.sizes)))
         if bad and not wrong:
             res["error"] = "; ".join("#%d %s" % (i, w) for i, _, w in bad[:3])
-        res["detail"] = ("%d of %d datagrams back (%.2f%% lost), %d wrong%s"
-                         % (got, sent, 100.0 * (sent - got) / max(1, sent), len(wrong),
+        res["detail"] = ("%d of %d datagrams back (%.2f%% lost; full receive buffers "
+                         "dropped %s), %d wrong%s"
+                         % (got, sent, 100.0 * (sent - got) / max(1, sent),
+                            ", ".join("%s %d" % (w, kd[w]) for w in UdpDrops.WHERE),
+                            len(wrong),
                             (": " + "; ".join("#%d %s" % (i, w) for i, _, w in wrong[:3]))
                             if wrong else ""))
         res["extra"] = "udp: " + res["detail"]
         res["datagrams"] = (sent, got, len(wrong))
+        res["kernel_drops"] = kd
         return res
     return work
 
@@ -365,19 +444,22 @@ def udp_workload(echo_port, nbytes, rate, timeout, seed, assocs=UDP_ASSOCS, quie
 # one run of a path
 # ---------------------------------------------------------------------------
 
-def run_path(path, env, mode, seed, nbytes, rate, timeout, proxy_kw=None, max_elapsed=None):
+def run_path(path, env, mode, seed, nbytes, rate, timeout, proxy_kw=None, max_elapsed=None,
+             client_args=()):
     """One run of `path` (PATHS) with the FaultProxy in `mode`. env: client (the
     binary), apache (harness.Apache with apache_conf() and a plain vhost),
     plain_port, ca, echo_port (TCP echo), udp_port (UDP echo), work (a
-    directory for nginx). Returns run_transfer()'s result."""
+    directory for nginx); client_args: more options for the client (-v, --stats
+    1). Returns run_transfer()'s result."""
     kw = dict(proxy_kw=proxy_kw, max_elapsed=max_elapsed)
+    batch, stream = BATCH + list(client_args), STREAM + list(client_args)
     a = env["apache"]
     if path in ("nginx-front", "nginx-restart"):
         ng = im.Nginx(os.path.join(env["work"], "nginx-%d" % seed), a.port,
                       ignore_accel_buffering=True)
         ng.start()
         try:
-            return run_transfer(env["client"], ng.port, "http", BATCH, mode, seed, nbytes,
+            return run_transfer(env["client"], ng.port, "http", batch, mode, seed, nbytes,
                                 rate, timeout,
                                 disturb=(restarts_and_kills(a, seed)
                                          if path == "nginx-restart" else None), **kw)
@@ -389,16 +471,16 @@ def run_path(path, env, mode, seed, nbytes, rate, timeout, proxy_kw=None, max_el
                           upstream_scheme="http")
             ng.start()
             return ng.url + "/relay", ng.stop
-        return run_transfer(env["client"], env["plain_port"], "http", BATCH, mode, seed,
+        return run_transfer(env["client"], env["plain_port"], "http", batch, mode, seed,
                             nbytes, rate, timeout, via=via, **kw)
     if path == "socks":
-        return run_transfer(env["client"], env["plain_port"], "http", STREAM, mode, seed,
+        return run_transfer(env["client"], env["plain_port"], "http", stream, mode, seed,
                             nbytes, rate, timeout, target=None, command="proxy",
                             via=lambda fp: ("http://127.0.0.1:%d/px" % fp.port, None),
                             workload=socks_workload(env["echo_port"], nbytes, rate, timeout),
                             **kw)
     if path == "udp":
-        return run_transfer(env["client"], env["plain_port"], "http", STREAM, mode, seed,
+        return run_transfer(env["client"], env["plain_port"], "http", stream, mode, seed,
                             nbytes, rate, timeout, target=None, command="proxy",
                             via=lambda fp: ("http://127.0.0.1:%d/px" % fp.port, None),
                             workload=udp_workload(env["udp_port"], nbytes, rate, timeout,

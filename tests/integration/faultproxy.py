@@ -664,7 +664,8 @@ RESUME_MARKS = ("resum", "trying again", "going on from", "sending it again")
 
 
 def resume_lines(lines):
-    return [l for l in lines if any(m in l for m in RESUME_MARKS)]
+    # --stats lines say "resumes N": not a resume
+    return [l for l in lines if any(m in l for m in RESUME_MARKS) and " stats: " not in l]
 
 
 def integrity_lines(lines):

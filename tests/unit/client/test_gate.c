@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 
 #include "client_tests.h"
+#include "rh_util.h"
 #include "rhc_gate.h"
 #include "rhc_req.h"
 #include "rhc_tunnel_int.h"
@@ -129,6 +130,62 @@ START_TEST(gate_lets_none_overtake_the_line)
 }
 END_TEST
 
+/* Connects that time out halve the bound, once per round (requests started
+ * before the last cut do not cut again), down to CONNECTING_MIN; refusals do
+ * not cut; CONNECTING_MAX connections up raise it by one. */
+START_TEST(gate_adapts_to_connect_timeouts)
+{
+    int64_t later = rh_now_ms() + 60000;
+
+    for (int i = 0; i < NREQ; ++i)
+        rhc_gate_go(&req[i]);
+    ck_assert_uint_eq(rhc_gate_cap(&ctx), CONNECTING_MAX);
+    rhc_gate_ended(&req[0], CURLE_COULDNT_CONNECT);         /* refused: no sign */
+    ck_assert_uint_eq(rhc_gate_cap(&ctx), CONNECTING_MAX);
+    rhc_gate_ended(&req[CONNECTING_MAX], CURLE_OPERATION_TIMEDOUT); /* waiting: none */
+    ck_assert_uint_eq(rhc_gate_cap(&ctx), CONNECTING_MAX);
+    rhc_gate_ended(&req[0], CURLE_OPERATION_TIMEDOUT);
+    ck_assert_uint_eq(rhc_gate_cap(&ctx), CONNECTING_MAX / 2);
+    rhc_gate_ended(&req[1], CURLE_OPERATION_TIMEDOUT);      /* the same round */
+    ck_assert_uint_eq(rhc_gate_cap(&ctx), CONNECTING_MAX / 2);
+    for (int i = 0; i < CONNECTING_MAX; ++i)
+        rhc_gate_forget(&req[i]);
+    rhc_gate_release(&ctx);
+    ck_assert_uint_eq(ctx.nconnecting, CONNECTING_MAX / 2);
+    ck_assert_int_eq(req[CONNECTING_MAX + CONNECTING_MAX / 2].gate, GATE_WAITING);
+    /* later rounds: halved each time, never under the floor */
+    size_t want = CONNECTING_MAX / 2;
+    for (int k = 0; k < 6; ++k) {
+        struct rhc_req *r = &req[CONNECTING_MAX + k];
+        r->started = later + k;
+        rhc_gate_ended(r, CURLE_OPERATION_TIMEDOUT);
+        want = want / 2 < CONNECTING_MIN ? CONNECTING_MIN : want / 2;
+        ck_assert_uint_eq(rhc_gate_cap(&ctx), want);
+        rhc_gate_forget(r);
+    }
+    ck_assert_uint_eq(rhc_gate_cap(&ctx), CONNECTING_MIN);
+    /* connections up raise it again, by one per CONNECTING_MAX */
+    rhc_gate_release(&ctx);
+    size_t ups = 0;
+    for (int i = 0; ups < CONNECTING_MAX + 1; i = (i + 1) % NREQ) {
+        if (req[i].gate != GATE_CONNECTING)
+            continue;
+        rhc_gate_connected(&req[i]);
+        ++ups;
+        curl_multi_remove_handle(ctx.multi, req[i].h);
+        ck_assert_int_eq(rhc_gate_go(&req[i]), 0);  /* in line again, for the next round */
+        rhc_gate_release(&ctx);
+    }
+    ck_assert_uint_eq(rhc_gate_cap(&ctx), CONNECTING_MIN + 1);
+    /* those in flight when it was cut are not stopped; what starts keeps to it */
+    for (int i = 0; i < NREQ; ++i)
+        if (req[i].gate == GATE_CONNECTING)
+            rhc_gate_forget(&req[i]);
+    rhc_gate_release(&ctx);
+    ck_assert_uint_eq(ctx.nconnecting, CONNECTING_MIN + 1);
+}
+END_TEST
+
 Suite *gate_suite(void)
 {
     Suite *s = suite_create("gate");
@@ -137,6 +194,7 @@ Suite *gate_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, gate_caps_connecting_and_keeps_order);
     tcase_add_test(tc, gate_lets_none_overtake_the_line);
+    tcase_add_test(tc, gate_adapts_to_connect_timeouts);
     suite_add_tcase(s, tc);
     return s;
 }

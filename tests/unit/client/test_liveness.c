@@ -7,6 +7,8 @@
 
 #include <curl/curl.h>
 
+#include "rh_util.h"
+#include "rhc_gate.h"
 #include "rhc_tunnel_int.h"
 #include "client_tests.h"
 
@@ -169,6 +171,45 @@ START_TEST(test_pads_put_up_dead_off_once)
 }
 END_TEST
 
+/* A push whose connection is not up yet is not judged by its unconfirmed
+ * bytes (curl's connect timeout judges it: on a server busy with thousands of
+ * handshakes a push took seconds to connect, and was given up 3 s after it
+ * was started, handshake and all, again and again); once up, its wait starts
+ * then. */
+START_TEST(test_a_push_still_connecting_is_not_dead)
+{
+    struct rhc_req dr, sp;
+    rhc_ctx c;
+    int64_t now = rh_now_ms();
+    rhc_tunnel *t = busy_tunnel(now);
+    memset(&dr, 0, sizeof(dr));
+    memset(&sp, 0, sizeof(sp));
+    memset(&c, 0, sizeof(c));
+    t->ctx = &c;
+    t->rq.pull = &dr;
+    t->rq.spush = &sp;
+    sp.t = t;
+    sp.ctx = &c;
+    t->xp.up = RHC_XP_STREAM;
+    t->sess.resume = 1;
+    t->up.sent = 18;
+    t->up.acked = 17;
+    t->down.last_rx = now;
+    t->push.ack_wait_since = now - 10000;       /* sent with the push, 10 s ago */
+    sp.started = now - 10000;
+    sp.gate = GATE_CONNECTING;
+    c.nconnecting = 1;
+    ck_assert_int_eq(up_dead_at(t, now), -1);
+    rhc_gate_connected(&sp);                    /* up now, 10 s after its start */
+    ck_assert_int_eq(sp.gate, GATE_NONE);
+    ck_assert_uint_eq(c.nconnecting, 0);
+    ck_assert_int_ge(t->push.ack_wait_since, now);
+    ck_assert_int_ge(up_dead_at(t, now), now + UP_DEAD_MS);
+    free(c.due);
+    free(t);
+}
+END_TEST
+
 Suite *liveness_suite(void)
 {
     Suite *s = suite_create("client liveness");
@@ -178,6 +219,7 @@ Suite *liveness_suite(void)
     tcase_add_test(tc, test_resumes_in_a_row_double_the_wait);
     tcase_add_test(tc, test_a_prompt_answer_forgets_the_resumes);
     tcase_add_test(tc, test_pads_put_up_dead_off_once);
+    tcase_add_test(tc, test_a_push_still_connecting_is_not_dead);
     suite_add_tcase(s, tc);
     return s;
 }
