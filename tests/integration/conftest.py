@@ -199,3 +199,21 @@ def mpm(request):
 def relay_apache(apache_factory, mpm, module_so, targets):
     """A running apache (the parametrized MPM) with the module under /relay and /idle."""
     return apache_factory.get(mpm, module=module_so, targets=targets)
+
+
+# One Apache (event MPM) shared by the tests of a module: the module defines a
+# module-scoped fixture `module_apache_conf` (its extra configuration).
+@pytest.fixture(scope="module")
+def _module_apache(apache_factory, module_so, targets, module_apache_conf):
+    return apache_factory.get("event", module=module_so, targets=targets,
+                              extra_conf=module_apache_conf)
+
+
+@pytest.fixture
+def module_apache(apache_factory, module_so, targets, module_apache_conf, _module_apache):
+    """The module's shared Apache, registered again for each test (so that a
+    failure shows its error_log); one that died is not replaced unnoticed."""
+    a = apache_factory.get("event", module=module_so, targets=targets,
+                           extra_conf=module_apache_conf)
+    assert a is _module_apache, "the module's apache is not the one it started (it died?)"
+    return a

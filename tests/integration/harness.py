@@ -10,6 +10,7 @@ registered so that it is killed at teardown (and at interpreter exit).
 import atexit
 import hashlib
 import http.client
+import json
 import os
 import re
 import shutil
@@ -951,6 +952,89 @@ def read_until(s, n, deadline):
             break
         got += chunk
     return bytes(got)
+
+
+STATUS_LOCATION = ("<Location /relay-status>\n    SetHandler relay-https-status\n"
+                   "    Require ip 127.0.0.1\n</Location>\n")
+
+
+def relay_held(a):
+    """The requests the relay core of apache a holds (its STATUS_LOCATION page's
+    numConnections, brought up to date at the core's 1 s beat)."""
+    r = curl(a.base_url + "/relay-status?json", method="GET")
+    assert r.status == 200, r
+    return json.loads(r.body)["numConnections"]
+
+
+def wait_held_at_most(a, limit, timeout, samples=1):
+    """Waits until relay_held(a) <= limit in `samples` readings in a row (1 s
+    apart: the page changes at the core's beat), at most timeout seconds.
+    Returns the last reading (above limit: it timed out)."""
+    deadline = time.monotonic() + timeout
+    held, run = relay_held(a), 0
+    while True:
+        run = run + 1 if held <= limit else 0
+        if run >= samples or time.monotonic() >= deadline:
+            return held if run >= samples else max(held, limit + 1)
+        time.sleep(1)
+        held = relay_held(a)
+
+
+def open_tunnels(port, n, tag=b"hello"):
+    """n local connections to a forward of an echo target, each checked with an echo."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(n)]
+    echo_all(socks, tag)
+    return socks
+
+
+def target_sends(target, socks, nbytes=65536, timeout=30):
+    """The EchoServer target writes nbytes (the same random bytes) on each of its
+    connections at once; every tunnel of socks must get them intact (read side
+    by side, so that no tunnel waits for another). Returns the latencies."""
+    payload = os.urandom(nbytes)
+    with target.lock:
+        conns = list(target.conns)
+    assert len(conns) >= len(socks), (len(conns), len(socks))
+    lat, got_n = [None] * len(socks), [0] * len(socks)
+    t0 = time.monotonic()
+    for c in conns:
+        try:
+            c.sendall(payload)
+        except OSError:
+            pass        # a connection of a tunnel that ended before this test
+    deadline = t0 + timeout
+
+    def reader(i, s):
+        try:
+            got = read_until(s, nbytes, deadline)
+        except OSError:
+            return
+        got_n[i] = len(got)
+        if got == payload:
+            lat[i] = time.monotonic() - t0
+
+    threads = [threading.Thread(target=reader, args=(i, s)) for i, s in enumerate(socks)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout + 5)
+    bad = ["tunnel %d: %d bytes" % (i, got_n[i]) for i, v in enumerate(lat) if v is None]
+    assert not bad, "%d of %d tunnels did not get the target's %d bytes intact: %s" % (
+        len(bad), len(socks), nbytes, ", ".join(bad[:10]))
+    return lat
+
+
+def local_sends(socks, nbytes=4096, timeout=30):
+    """Each tunnel to an echo target sends nbytes up; every echo comes back
+    intact. Returns the seconds until the last one."""
+    t0 = time.monotonic()
+    payloads = [os.urandom(nbytes) for _ in socks]
+    for s, p in zip(socks, payloads):
+        s.sendall(p)
+    deadline = t0 + timeout
+    for i, (s, p) in enumerate(zip(socks, payloads)):
+        assert read_until(s, nbytes, deadline) == p, "tunnel %d: no intact echo" % i
+    return time.monotonic() - t0
 
 
 def pump(host, port, nbytes=None, payload=None, timeout=120, chunk=65536, rate=None,

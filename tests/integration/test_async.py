@@ -56,13 +56,6 @@ def _threads(pids):
     return n
 
 
-def _open_tunnels(port, n):
-    """n local connections through the forwarder, each checked with an echo."""
-    socks = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(n)]
-    harness.echo_all(socks, b"tunnel")
-    return socks
-
-
 def _site_ok(a):
     st, _, _ = harness.https_get(a.port, "/", timeout=5)
     return st == 200
@@ -83,7 +76,7 @@ def test_300_idle_tunnels_on_8_threads(async_apache, transport, client_bin, tls)
     before = _threads(_children(a))
     with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"], verbose=False,
                  extra_args=["--http1.1", "--transport", transport]) as fw:
-        socks = _open_tunnels(fw.port, N_TUNNELS)
+        socks = harness.open_tunnels(fw.port, N_TUNNELS, b"tunnel")
         try:
             time.sleep(2.0)
             held = _threads(_children(a))
@@ -108,7 +101,7 @@ def test_graceful_restart_with_parked_tunnels_loses_no_byte(async_apache, client
     results = []
     with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"], verbose=False,
                  extra_args=["--http1.1", "--transport", "stream"]) as fw:
-        idle = _open_tunnels(fw.port, 50)
+        idle = harness.open_tunnels(fw.port, 50, b"tunnel")
         old = set(_children(a))
 
         def run():
@@ -196,10 +189,10 @@ def test_parked_connection_gives_back_its_free_memory(apache_factory, module_so,
 @pytest.mark.rh_timeout(120)
 def test_idle_stream_tunnel_wakes_for_heartbeats_and_moves_bytes(apache_factory, module_so,
                                                                  targets, client_bin, tls):
-    """An idle stream tunnel's pull wakes for the core's heartbeat (20 s of
-    silence), passes it on and parks again at once, the heartbeat written by the
-    child's reactor itself (no worker woken); after two heartbeats the tunnel
-    still moves bytes intact."""
+    """An idle stream tunnel's pull wakes for the core's heartbeats (every 1 s
+    in the 15 s busy window, then after 20 s of silence), passes each on and
+    parks again at once, the heartbeat written by the child's reactor itself (no
+    worker woken); after the first idle one the tunnel still moves bytes intact."""
     a = apache_factory.get("event", module=module_so, targets=targets,
                            extra_conf=SMALL_EVENT + "LogLevel warn relay_https:trace2\n")
     with Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"], verbose=False,
@@ -208,7 +201,12 @@ def test_idle_stream_tunnel_wakes_for_heartbeats_and_moves_bytes(apache_factory,
         try:
             _echo_pattern(s, 0, 100000)
             mark = a.error_log_mark()
-            time.sleep(45)
+            beats = lambda: a.error_log_text(mark).count("heartbeat passed on by the reactor")
+            time.sleep(18)                          # past the busy window's heartbeats
+            busy = beats()
+            # the first heartbeat of the idle session, 20 s after the busy window's last
+            idle = harness.wait_for(lambda: beats() > busy, 25, interval=0.5)
+            time.sleep(0.5)                         # its park
             text = a.error_log_text(mark)
             parks = text.count("TLS buffers freed")
             quick = text.count("heartbeat passed on by the reactor")
@@ -218,3 +216,5 @@ def test_idle_stream_tunnel_wakes_for_heartbeats_and_moves_bytes(apache_factory,
     # each heartbeat's wake parks again: its park frees the TLS buffers anew
     assert parks >= 2, a.error_log_tail(40, mark)
     assert quick >= 2 and "by the reactor: client gone" not in text, a.error_log_tail(40, mark)
+    assert idle, "no heartbeat after the busy window's %d:\n%s" % (busy,
+                                                                  a.error_log_tail(40, mark))

@@ -156,9 +156,11 @@ def test_serve_leg_batch_poll_answer_held(apache_factory, module_so, targets, cl
     a serve unheard for 10 s for gone; before, it reset both legs 10 s in and
     the client's connection ended with a reset. Now the serve sends an ack every
     3.3 s while its poll is out, and the bytes come through once its pull gives
-    the held answer up."""
+    the held answer up. (RelayPollTimeout 5: the serve gives up after 20 s, still
+    twice the 10 s, instead of the default's 40 s.)"""
     conf = "\n".join(["<Location /rdvh>", "    SetHandler relay-https",
-                      "    RelayService heldsvc", "    RelayIdleTimeout 300", "</Location>"])
+                      "    RelayService heldsvc", "    RelayIdleTimeout 300",
+                      "    RelayPollTimeout 5", "</Location>"])
     a = apache_factory.get("event", module=module_so, targets=targets, extra_conf=conf)
     to = "127.0.0.1:%d" % echo_server.port
     xp = ["--transport", "batch", "--http1.1"]

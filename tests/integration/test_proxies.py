@@ -44,23 +44,8 @@ OFFSET_LOG_CONF = ('LogFormat "%%{relay-session}n \\"%%r\\" %%>s offset=%%{Relay
 
 
 @pytest.fixture(scope="module")
-def _apache_conf(plain_port):
+def module_apache_conf(plain_port):
     return "\n".join([im.mode_log_conf(), OFFSET_LOG_CONF, im.plain_http_vhost_conf(plain_port)])
-
-
-@pytest.fixture(scope="module")
-def _apache(apache_factory, module_so, targets, _apache_conf):
-    return apache_factory.get("event", module=module_so, targets=targets,
-                              extra_conf=_apache_conf)
-
-
-@pytest.fixture
-def apache(apache_factory, module_so, targets, _apache_conf, _apache):
-    """The shared Apache (re-registered per test, so failures show its error_log)."""
-    a = apache_factory.get("event", module=module_so, targets=targets,
-                           extra_conf=_apache_conf)
-    assert a is _apache
-    return a
 
 
 @pytest.fixture(scope="module")
@@ -76,45 +61,45 @@ def _started(daemon):
 
 
 @pytest.fixture(scope="module")
-def squid(workdir, _apache):
-    s = _started(im.Squid(os.path.join(workdir, "squid"), connect_ports=[_apache.port]))
+def squid(workdir, _module_apache):
+    s = _started(im.Squid(os.path.join(workdir, "squid"), connect_ports=[_module_apache.port]))
     yield s
     s.stop()
 
 
 @pytest.fixture(scope="module")
-def squid_auth(workdir, _apache):
-    s = _started(im.Squid(os.path.join(workdir, "squid-auth"), connect_ports=[_apache.port],
+def squid_auth(workdir, _module_apache):
+    s = _started(im.Squid(os.path.join(workdir, "squid-auth"), connect_ports=[_module_apache.port],
                           auth=(PROXY_USER, PROXY_PASS)))
     yield s
     s.stop()
 
 
 @pytest.fixture(scope="module")
-def nginx_ignoring_accel(workdir, _apache):
+def nginx_ignoring_accel(workdir, _module_apache):
     """nginx that also ignores the module's `X-Accel-Buffering: no` (proxy_ignore_headers):
     request bodies are buffered whole; responses go through nginx's proxy buffers."""
-    n = _started(im.Nginx(os.path.join(workdir, "nginx-ignore-accel"), _apache.port,
+    n = _started(im.Nginx(os.path.join(workdir, "nginx-ignore-accel"), _module_apache.port,
                           ignore_accel_buffering=True))
     yield n
     n.stop()
 
 
 @pytest.fixture(scope="module")
-def nginx_stock(workdir, _apache):
+def nginx_stock(workdir, _module_apache):
     """nginx with proxy_buffering on and proxy_request_buffering on, which honours the
     module's X-Accel-Buffering: no (responses stream, request bodies are buffered whole)."""
-    n = _started(im.Nginx(os.path.join(workdir, "nginx-stock"), _apache.port))
+    n = _started(im.Nginx(os.path.join(workdir, "nginx-stock"), _module_apache.port))
     yield n
     n.stop()
 
 
 @pytest.fixture(scope="module")
-def haproxy_holding(workdir, _apache):
+def haproxy_holding(workdir, _module_apache):
     """haproxy holding every response until its body is complete (up to 30 s:
     `http-response wait-for-body`), like a proxy that scans whole responses.
     `option http-no-delay` so that haproxy's own send coalescing does not add 200 ms."""
-    h = _started(im.HAProxy(os.path.join(workdir, "haproxy-holding"), _apache.port,
+    h = _started(im.HAProxy(os.path.join(workdir, "haproxy-holding"), _module_apache.port,
                             timeout_s=60, hold_responses_s=30, no_delay=True))
     yield h
     h.stop()
@@ -144,9 +129,9 @@ def _new_lines(lines, start):
 # ---------------------------------------------------------------------------
 
 @pytest.mark.rh_timeout(150)
-def test_squid_connect_5mb_each_way(apache, squid, client_bin, tls):
+def test_squid_connect_5mb_each_way(module_apache, squid, client_bin, tls):
     """--proxy http://squid: the client reaches Apache's TLS port over CONNECT."""
-    a = apache
+    a = module_apache
     mark = a.error_log_mark()
     n_log = len(squid.access_lines())
     with _forward(client_bin, a.relay_url, tls, "--proxy", squid.url) as fw:
@@ -187,14 +172,14 @@ def _auto_trial_session(a, squid, client_bin, tls, second):
 
 
 @pytest.mark.rh_timeout(200)
-def test_squid_auto_trial_uploads_on_a_stream_push(apache, squid, client_bin, tls):
+def test_squid_auto_trial_uploads_on_a_stream_push(module_apache, squid, client_bin, tls):
     """auto through squid (CONNECT; HTTP/2 by ALPN): the route's first bulk session
     times stream; the next one is the duplex trial, which times its download only: its
     upload goes on an HTTP/1.1 stream push asked for beside the duplex, from the end
     of the duplex body's first 32 KiB (before, the upload went at the duplex's pace,
     mod_http2's stream window, until the trial ended and a push had its connection).
     The server sees that push at offset 32768; every byte arrives in order."""
-    a = apache
+    a = module_apache
 
     def second(fw):
         res = pattern.pump_pattern("127.0.0.1", fw.port, 24 * MB, timeout=150)
@@ -217,13 +202,13 @@ def test_squid_auto_trial_uploads_on_a_stream_push(apache, squid, client_bin, tl
 
 
 @pytest.mark.rh_timeout(200)
-def test_squid_auto_trial_push_unused_the_duplex_goes_on(apache, squid, client_bin, tls):
+def test_squid_auto_trial_push_unused_the_duplex_goes_on(module_apache, squid, client_bin, tls):
     """The trial's push waits on the server for the duplex body's first 32 KiB; a
     session that sends less in 5 s drops it (before the server's RelayPushWait, 10 s,
     would refuse it: a 409 that the client, its body paused, saw only when the duplex
     body turned to that push), and its up bytes go on on the duplex, in order, a bulk
     upload after them too. The server never refused the push."""
-    a = apache
+    a = module_apache
     got = {}
 
     def second(fw):
@@ -257,9 +242,9 @@ def test_squid_auto_trial_push_unused_the_duplex_goes_on(apache, squid, client_b
 
 
 @pytest.mark.rh_timeout(90)
-def test_squid_proxy_auth_missing_exit_6(apache, squid_auth, client_bin, tls):
+def test_squid_proxy_auth_missing_exit_6(module_apache, squid_auth, client_bin, tls):
     """The proxy wants Basic auth and the client has none: exit code 6, clear message."""
-    a = apache
+    a = module_apache
     mark = a.error_log_mark()
     s = run_stdio(client_bin, a.relay_url, "echo", b"hello\n", cacert=tls["ca"], timeout=60,
                   extra_args=["--proxy", squid_auth.url], env=im.clean_env())
@@ -275,8 +260,8 @@ def test_squid_proxy_auth_missing_exit_6(apache, squid_auth, client_bin, tls):
 
 
 @pytest.mark.rh_timeout(90)
-def test_squid_proxy_auth_wrong_password_exit_6(apache, squid_auth, client_bin, tls):
-    s = run_stdio(client_bin, apache.relay_url, "echo", b"hello\n", cacert=tls["ca"],
+def test_squid_proxy_auth_wrong_password_exit_6(module_apache, squid_auth, client_bin, tls):
+    s = run_stdio(client_bin, module_apache.relay_url, "echo", b"hello\n", cacert=tls["ca"],
                   timeout=60, env=im.clean_env(),
                   extra_args=["--proxy", squid_auth.url,
                               "--proxy-user", "%s:wrong" % PROXY_USER])
@@ -286,9 +271,9 @@ def test_squid_proxy_auth_wrong_password_exit_6(apache, squid_auth, client_bin, 
 
 
 @pytest.mark.rh_timeout(150)
-def test_squid_proxy_auth_5mb_each_way(apache, squid_auth, client_bin, tls):
+def test_squid_proxy_auth_5mb_each_way(module_apache, squid_auth, client_bin, tls):
     """With --proxy-user the same proxy lets the tunnel through."""
-    a = apache
+    a = module_apache
     mark = a.error_log_mark()
     n_log = len(squid_auth.access_lines())
     with _forward(client_bin, a.relay_url, tls, "--proxy", squid_auth.url,
@@ -304,9 +289,9 @@ def test_squid_proxy_auth_5mb_each_way(apache, squid_auth, client_bin, tls):
 
 
 @pytest.mark.rh_timeout(150)
-def test_squid_via_https_proxy_env(apache, squid, client_bin, tls):
+def test_squid_via_https_proxy_env(module_apache, squid, client_bin, tls):
     """No --proxy: the https_proxy environment variable picks the proxy."""
-    a = apache
+    a = module_apache
     mark = a.error_log_mark()
     n_log = len(squid.access_lines())
     env = im.clean_env(https_proxy=squid.url)
@@ -321,10 +306,10 @@ def test_squid_via_https_proxy_env(apache, squid, client_bin, tls):
 
 
 @pytest.mark.rh_timeout(90)
-def test_squid_proxy_auth_via_env_missing_exit_6(apache, squid_auth, client_bin, tls):
+def test_squid_proxy_auth_via_env_missing_exit_6(module_apache, squid_auth, client_bin, tls):
     """HTTPS_PROXY (upper case) is honoured too, and the 407 still maps to exit 6."""
     env = im.clean_env(HTTPS_PROXY=squid_auth.url)
-    s = run_stdio(client_bin, apache.relay_url, "echo", b"hello\n", cacert=tls["ca"],
+    s = run_stdio(client_bin, module_apache.relay_url, "echo", b"hello\n", cacert=tls["ca"],
                   timeout=60, env=env)
     assert not s["timed_out"], s
     assert s["rc"] == 6, (s["rc"], s["stderr"])
@@ -335,10 +320,10 @@ def test_squid_proxy_auth_via_env_missing_exit_6(apache, squid_auth, client_bin,
 # ---------------------------------------------------------------------------
 
 @pytest.mark.rh_timeout(180)
-def test_squid_plain_http_proxy_5mb_each_way(apache, squid, client_bin, plain_port):
+def test_squid_plain_http_proxy_5mb_each_way(module_apache, squid, client_bin, plain_port):
     """http://APACHE/relay through squid: every request goes through the proxy as an
     HTTP request (absolute URI), as through a TLS-inspecting proxy."""
-    a = apache
+    a = module_apache
     mark = a.error_log_mark()
     n_log = len(squid.access_lines())
     url = "http://127.0.0.1:%d/relay" % plain_port
@@ -404,20 +389,20 @@ def _auto_through(apache, proxy, label, client_bin):
 
 @pytest.mark.rh_timeout(300)
 @pytest.mark.parametrize("which", ["stock", "ignores-x-accel-buffering"])
-def test_nginx_buffering_auto_transport(request, apache, which, client_bin):
+def test_nginx_buffering_auto_transport(request, module_apache, which, client_bin):
     """nginx as a buffering reverse proxy (proxy_buffering on, proxy_request_buffering on,
     default timeouts and client_max_body_size) in front of Apache's TLS port."""
     nginx = request.getfixturevalue("nginx_stock" if which == "stock"
                                     else "nginx_ignoring_accel")
-    _auto_through(apache, nginx, "nginx (%s)" % which, client_bin)
+    _auto_through(module_apache, nginx, "nginx (%s)" % which, client_bin)
 
 
 @pytest.mark.rh_timeout(120)
-def test_batch_pushes_fit_nginx_body_limit(apache, nginx_stock, client_bin):
+def test_batch_pushes_fit_nginx_body_limit(module_apache, nginx_stock, client_bin):
     """Batch pushes carry 2 MiB bodies; nginx's default client_max_body_size (1m) answers
     413. The client must split them without losing a byte and go on with bodies of
     exactly 1 MiB (the power of two below what failed), not halve again and again."""
-    a = apache
+    a = module_apache
     mark = a.error_log_mark()
     with _forward(client_bin, nginx_stock.url + "/relay", {"ca": None}, "--transport",
                   "batch", cacert=False) as fw:
@@ -435,10 +420,10 @@ def test_batch_pushes_fit_nginx_body_limit(apache, nginx_stock, client_bin):
 
 
 @pytest.mark.rh_timeout(300)
-def test_response_holding_proxy_auto_transport(apache, haproxy_holding, client_bin):
+def test_response_holding_proxy_auto_transport(module_apache, haproxy_holding, client_bin):
     """A proxy that holds responses until they are complete (haproxy wait-for-body):
     streamed pulls never arrive, batch long-polls do."""
-    _auto_through(apache, haproxy_holding, "haproxy holding responses", client_bin)
+    _auto_through(module_apache, haproxy_holding, "haproxy holding responses", client_bin)
 
 
 # ---------------------------------------------------------------------------
@@ -450,11 +435,11 @@ IDLE_S = 120
 
 @pytest.mark.slow
 @pytest.mark.rh_timeout(IDLE_S + 120)
-def test_idle_2min_through_30s_cutting_intermediaries(apache, client_bin, workdir):
+def test_idle_2min_through_30s_cutting_intermediaries(module_apache, client_bin, workdir):
     """haproxy (timeout client/server 30s) and nginx (proxy_read/send_timeout 30s), side
     by side: a tunnel through each carries data, stays idle for 2 minutes (4 x the cut),
     then carries data again on the same local TCP connection, with the same client."""
-    a = apache
+    a = module_apache
     mark = a.error_log_mark()
     ha = im.HAProxy(os.path.join(workdir, "haproxy-30s"), a.port, timeout_s=30)
     ng = im.Nginx(os.path.join(workdir, "nginx-30s"), a.port, read_timeout=30,

@@ -13,7 +13,6 @@ intact; the target's bytes also while the server still holds the given-up
 response (written into a connection nobody reads: sent again from the ack).
 """
 
-import json
 import os
 import socket
 import time
@@ -22,7 +21,7 @@ import pytest
 
 import harness
 import intermediaries as im
-from harness import Forward, curl
+from harness import Forward
 
 POLL_S = 3
 IDLE_PUSH_S = 2
@@ -37,31 +36,10 @@ def target():
 
 
 @pytest.fixture(scope="module")
-def _conf(target):
+def module_apache_conf(target):
     return ("<Location /ws>\n    SetHandler relay-https\n    RelayTarget echo 127.0.0.1:%d\n"
             "    RelayPollTimeout %d\n    RelayIdleTimeout 120\n</Location>\n"
-            "<Location /relay-status>\n    SetHandler relay-https-status\n"
-            "    Require ip 127.0.0.1\n</Location>\n" % (target.port, POLL_S))
-
-
-@pytest.fixture(scope="module")
-def _apache(apache_factory, module_so, targets, _conf):
-    return apache_factory.get("event", module=module_so, targets=targets, extra_conf=_conf)
-
-
-@pytest.fixture
-def apache(apache_factory, module_so, targets, _conf, _apache):
-    a = apache_factory.get("event", module=module_so, targets=targets, extra_conf=_conf)
-    assert a is _apache
-    return a
-
-
-def _held(a):
-    """The requests the relay core holds (the status page's numConnections,
-    brought up to date at the core's 1 s beat)."""
-    r = curl(a.base_url + "/relay-status?json", method="GET")
-    assert r.status == 200, r
-    return json.loads(r.body)["numConnections"]
+            % (target.port, POLL_S) + harness.STATUS_LOCATION)
 
 
 def _requests(a):
@@ -77,11 +55,7 @@ def _requests(a):
 def _wait_watched(a, fw, n, timeout=45):
     """The server holds (almost) none of the tunnels' requests any more: the
     watch and maybe a request not yet noticed as gone. Returns the count."""
-    deadline = time.monotonic() + timeout
-    held = _held(a)
-    while held > 3 and time.monotonic() < deadline:
-        time.sleep(1)
-        held = _held(a)
+    held = harness.wait_held_at_most(a, 3, timeout)
     assert held <= 3, ("%d idle tunnels: the server still holds %d requests after %d s "
                        "(before: one pull or duplex each)\nclient -v:\n%s"
                        % (n, held, timeout, fw.stderr_text()[-6000:]))
@@ -102,32 +76,6 @@ def _quiet_window(a, seconds=POLL_S + 1):
     return diff
 
 
-def _target_sends(target, socks, nbytes=65536, timeout=30):
-    payload = os.urandom(nbytes)
-    with target.lock:
-        conns = list(target.conns)
-    assert len(conns) >= len(socks), (len(conns), len(socks))
-    for c in conns:
-        try:
-            c.sendall(payload)
-        except OSError:
-            pass        # a connection of a tunnel that ended before this test
-    deadline = time.monotonic() + timeout
-    for i, s in enumerate(socks):
-        got = harness.read_until(s, nbytes, deadline)
-        assert got == payload, "tunnel %d: %d of the target's %d bytes after idle" % (
-            i, len(got), nbytes)
-
-
-def _local_sends(socks, nbytes=4096, timeout=30):
-    payloads = [os.urandom(nbytes) for _ in socks]
-    for s, p in zip(socks, payloads):
-        s.sendall(p)
-    deadline = time.monotonic() + timeout
-    for i, (s, p) in enumerate(zip(socks, payloads)):
-        assert harness.read_until(s, nbytes, deadline) == p, "tunnel %d: echo after idle" % i
-
-
 TRANSPORTS = [
     ("stream", ["--transport", "stream"]),
     ("duplex", ["--transport", "duplex"]),
@@ -137,57 +85,55 @@ TRANSPORTS = [
 
 @pytest.mark.rh_timeout(240)
 @pytest.mark.parametrize("name,args", TRANSPORTS, ids=[t[0] for t in TRANSPORTS])
-def test_idle_tunnels_wait_in_the_watch(apache, target, client_bin, tls, name, args):
-    a = apache
+def test_idle_tunnels_wait_in_the_watch(module_apache, target, client_bin, tls, name, args):
+    a = module_apache
     with Forward(client_bin, a.base_url + "/ws", "echo", cacert=tls["ca"], env=im.clean_env(),
                  extra_args=args + ["--idle-push", str(IDLE_PUSH_S)]) as fw:
-        socks = [socket.create_connection(("127.0.0.1", fw.port), timeout=60)
-                 for _ in range(N)]
-        harness.echo_all(socks, b"hello")
-        busy = _held(a)
+        socks = harness.open_tunnels(fw.port, N)
+        busy = harness.relay_held(a)
         held = _wait_watched(a, fw, N)
         window = _quiet_window(a)
         assert window.get("watch", 0) >= 1, window
         print("%s: %d tunnels; the server held %d requests with data moving, %d once idle; "
               "a quiet window: %s" % (name, N, busy, held, window))
-        _target_sends(target, socks)
+        harness.target_sends(target, socks)
         # idle again, then the local side speaks first
         _wait_watched(a, fw, N)
-        _local_sends(socks)
+        harness.local_sends(socks)
         # and once more, the target's bytes just after the tunnels joined (the
         # given-up responses may still be held by the server: their bytes go
         # into connections nobody reads, and come again from the ack)
         _wait_watched(a, fw, N)
-        _target_sends(target, socks)
+        harness.target_sends(target, socks)
         for s in socks:
             s.close()
 
 
 @pytest.mark.rh_timeout(180)
 def test_worker_mpm_and_the_first_bytes_after_joining(apache_factory, module_so, targets,
-                                                     _conf, target, client_bin, tls):
+                                                     module_apache_conf, target, client_bin,
+                                                     tls):
     """The worker MPM waits with a thread per request (no reactor): the given-up
     pulls end there too, and the target's bytes right after the tunnels joined
     (whether or not the server has noticed yet: the core pumps into a pull until
     its handler hears the client went; tests/unit test_watch_beside_a_given_up_
     stream_pull covers that order) reach every tunnel intact."""
-    a = apache_factory.get("worker", module=module_so, targets=targets, extra_conf=_conf)
+    a = apache_factory.get("worker", module=module_so, targets=targets,
+                           extra_conf=module_apache_conf)
     n = 12
     with Forward(client_bin, a.base_url + "/ws", "echo", cacert=tls["ca"], env=im.clean_env(),
                  extra_args=["--transport", "stream", "--idle-push", str(IDLE_PUSH_S),
                              "-v"]) as fw:
-        socks = [socket.create_connection(("127.0.0.1", fw.port), timeout=60)
-                 for _ in range(n)]
-        harness.echo_all(socks, b"hello")
+        socks = harness.open_tunnels(fw.port, n)
         joined = lambda: sum("waits in the watch (no stream pull)" in l for l in fw.lines())
         assert harness.wait_for(lambda: joined() >= n, 30), (
             "%d of %d tunnels joined the watch\n%s" % (joined(), n, fw.stderr_text()))
-        held = _held(a)
-        _target_sends(target, socks, nbytes=256 * 1024)
+        held = harness.relay_held(a)
+        harness.target_sends(target, socks, nbytes=256 * 1024)
         print("worker: %d tunnels joined; the server held %d requests when the target "
               "wrote" % (n, held))
         _wait_watched(a, fw, n)
-        _local_sends(socks)
+        harness.local_sends(socks)
         for s in socks:
             s.close()
 
@@ -197,36 +143,34 @@ FAULTS = [("stream", "rst"), ("stream", "blackhole"), ("duplex", "rst")]
 
 @pytest.mark.rh_timeout(300)
 @pytest.mark.parametrize("xp,mode", FAULTS, ids=["%s-%s" % f for f in FAULTS])
-def test_faults_while_watched_lose_no_byte(apache, target, client_bin, tls, xp, mode):
+def test_faults_while_watched_lose_no_byte(module_apache, target, client_bin, tls, xp, mode):
     """Every connection of the forward fails at once (reset; or a black hole:
     nothing passes, nothing ends) while its idle stream or duplex tunnels wait
     in the watch, and the target writes right then: the watch goes again, and
     every tunnel gets the bytes intact; local bytes after it go up and back."""
     from faultproxy import FaultProxy
-    a = apache
+    a = module_apache
     n = 16
     with FaultProxy(a.port, mode=mode, min_life=3600, max_life=3600, hold=600) as fp:
         url = "https://127.0.0.1:%d/ws" % fp.port
         with Forward(client_bin, url, "echo", cacert=tls["ca"], env=im.clean_env(),
                      extra_args=["--transport", xp, "--idle-push", str(IDLE_PUSH_S)]) as fw:
-            socks = [socket.create_connection(("127.0.0.1", fw.port), timeout=60)
-                     for _ in range(n)]
-            harness.echo_all(socks, b"hello")
+            socks = harness.open_tunnels(fw.port, n)
             _wait_watched(a, fw, n)
             assert fp.fire() >= 1
-            _target_sends(target, socks, nbytes=128 * 1024, timeout=90)
-            _local_sends(socks)
+            harness.target_sends(target, socks, nbytes=128 * 1024, timeout=90)
+            harness.local_sends(socks)
             for s in socks:
                 s.close()
 
 
 @pytest.mark.rh_timeout(180)
-def test_duplex_after_a_bulk_upload_waits_in_the_watch(apache, target, client_bin, tls):
+def test_duplex_after_a_bulk_upload_waits_in_the_watch(module_apache, target, client_bin, tls):
     """A duplex tunnel's bulk upload moves to a stream push (duplex_split): the
     duplex then carries down alone, its body ended. Idle after it, the tunnel
     joins the watch too, and bytes both ways after the idle time arrive."""
     import threading
-    a = apache
+    a = module_apache
     n = 3
     nbytes = 24 << 20
     with Forward(client_bin, a.base_url + "/ws", "echo", cacert=tls["ca"], env=im.clean_env(),
@@ -249,8 +193,8 @@ def test_duplex_after_a_bulk_upload_waits_in_the_watch(apache, target, client_bi
         joined = lambda: sum("waits in the watch (no duplex)" in l for l in fw.lines())
         assert harness.wait_for(lambda: joined() >= n, 30), (
             "%d of %d tunnels joined the watch\n%s" % (joined(), n, fw.stderr_text()))
-        _target_sends(target, socks)
-        _local_sends(socks)
+        harness.target_sends(target, socks)
+        harness.local_sends(socks)
         for s in socks:
             s.close()
 
@@ -288,7 +232,7 @@ def _cycles(port, seconds, seed, out):
 
 @pytest.mark.rh_timeout(240)
 @pytest.mark.parametrize("xp", ["stream", "duplex"])
-def test_idle_and_wake_cycles_under_faults(apache, client_bin, tls, xp):
+def test_idle_and_wake_cycles_under_faults(module_apache, client_bin, tls, xp):
     """Bursts and quiet gaps past --idle-push through a fault proxy that cuts
     every connection after 0.5-3 s (reset, FIN, black hole, half-dead, cuts
     inside headers): tunnels go into the watch and out again many times,
@@ -299,7 +243,7 @@ def test_idle_and_wake_cycles_under_faults(apache, client_bin, tls, xp):
     park_unstick.)"""
     import threading
     from faultproxy import FaultProxy
-    a = apache
+    a = module_apache
     n = 4
     with FaultProxy(a.port, mode="mix", seed=1234 + len(xp),
                     mix_modes=("rst", "fin", "blackhole", "halfdead", "cut_req_headers",
