@@ -77,6 +77,26 @@ static void cfd_drop(rhc_ctx *c, struct cfd *cf)
     free(cf);
 }
 
+/* A stream push whose body is paused (nothing to send) while its answer is to
+ * come: libcurl 7.88 watches its socket for the answer, and when it reads the
+ * end there (a FIN from the server or a proxy) it stops watching but keeps the
+ * transfer, which would fail only at its next write, and a keystroke after
+ * such a cut waited for the watchdog of unconfirmed bytes (3 s). curl letting
+ * go of the socket of such a push says it: the push goes again (up_closed). */
+static void peer_eof_seen(struct rhc_req *r, curl_socket_t s)
+{
+    char b;
+
+    if (r->kind != REQ_PUSH || !r->streamed || r->hdr_done || r->body_ended ||
+        !r->send_paused || !r->t || s == CURL_SOCKET_BAD)
+        return;
+    ssize_t n = recv(s, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        r->peer_eof = 1;
+        t_touch(r->t);
+    }
+}
+
 /* The socket a request's transfer last said it waits on (libcurl 7.88 tells
  * CURLINFO_ACTIVESOCKET only after a transfer), for csock_kick_later. */
 static void req_sock_seen(CURL *e, curl_socket_t s, int what)
@@ -86,10 +106,13 @@ static void req_sock_seen(CURL *e, curl_socket_t s, int what)
     if (!e || curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv) != CURLE_OK || !priv)
         return;
     struct rhc_req *r = (struct rhc_req *)priv;
-    if (what != CURL_POLL_REMOVE)
+    if (what != CURL_POLL_REMOVE) {
         r->sock = s;
-    else if (r->sock == s)
+        return;
+    }
+    if (r->sock == s)
         r->sock = CURL_SOCKET_BAD;
+    peer_eof_seen(r, s);
 }
 
 int csock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)

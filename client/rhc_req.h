@@ -87,6 +87,8 @@ struct rhc_req {
     uint64_t emitted;           /* streamed: body bytes handed to curl */
     int acked_any;              /* streamed: the server confirmed bytes of this body */
     uint64_t a_sent;            /* stream push: the last A frame its body carried (0: none) */
+    int peer_eof;               /* stream push: curl let go of its socket before the
+                                   answer, which the peer had closed (rhc_csock.c) */
     unsigned tries;             /* batch push, close: attempts so far */
     int integrity;              /* close: tells the server a check failed here */
     int64_t retry_at;           /* batch push: waits (out of the multi) until then */

@@ -166,6 +166,8 @@ static void timers_up(rhc_tunnel *t, int64_t now)
     struct rhc_req *sc = up_streamer(t);
     int64_t d;
 
+    if (up_closed(t))
+        return;
     if ((d = up_dead_at(t, now)) >= 0 && now >= d)
         up_dead(t, now);
     if (t->end.code)

@@ -383,6 +383,7 @@ int64_t stall_deadline(const rhc_tunnel *t);
 int64_t flush_deadline(const rhc_tunnel *t);
 int64_t up_dead_at(const rhc_tunnel *t, int64_t now);
 void up_dead(rhc_tunnel *t, int64_t now);
+int up_closed(rhc_tunnel *t);
 
 /* rhc_body.c: the curl callbacks of frame streams */
 size_t body_read(char *buf, size_t size, size_t nitems, void *ud);

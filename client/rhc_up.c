@@ -243,6 +243,24 @@ int64_t up_dead_at(const rhc_tunnel *t, int64_t now)
     return at;
 }
 
+/* The stream push's connection was closed before its answer (peer_eof_seen):
+ * with bytes to send or unconfirmed it goes again now, from what the server
+ * confirmed; an idle one waits for bytes (nothing is lost meanwhile). */
+int up_closed(rhc_tunnel *t)
+{
+    struct rhc_req *sc = t->rq.spush;
+
+    if (!sc || !sc->peer_eof || sc->hdr_done || t->end.code || !t->sess.resume ||
+        (t->up.sent == t->up.acked && up_read_off(t) == t->up.sent))
+        return 0;
+    t_log(t, 1, "push: its connection was closed before the answer; going on from offset %"
+          PRIu64 " on a new connection", t->up.acked);
+    snprintf(sc->errbuf, sizeof(sc->errbuf), "connection closed before the answer");
+    t->push.ack_wait_since = rh_now_ms();
+    spush_done(t, sc, CURLE_RECV_ERROR);    /* as if cut */
+    return 1;
+}
+
 /* The requests carrying unconfirmed up bytes went silent: they go again from
  * what the server confirmed, on new connections. */
 void up_dead(rhc_tunnel *t, int64_t now)

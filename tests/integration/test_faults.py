@@ -562,3 +562,37 @@ def test_small_body_limit_under_cuts(apache_factory, module_so, targets, client_
     text = harness.wait_for(lambda: "closed (" in a.error_log_text(mark)
                             and a.error_log_text(mark), 30)
     assert text and "up=%d down=%d" % (size, size) in text, a.error_log_tail(20, mark)
+
+
+@pytest.mark.rh_timeout(90)
+def test_push_closed_by_a_fin_goes_again_at_once(apache_factory, module_so, targets,
+                                                 client_bin, tls):
+    """A proxy (or the server) that closes an idle push's connection with a FIN:
+    libcurl, whose body is paused, reads the end and stops watching the socket,
+    and would notice only at a write that fails; a keystroke after the cut
+    waited for the 3 s watchdog of unconfirmed up bytes. Now the client sees
+    curl let go of an open push and sends it again at once: five cuts, five
+    echoes, each well within the watchdog's 3 s."""
+    from faultproxy import FaultProxy
+    a = apache_factory.get("event", module=module_so, targets=targets)
+    with FaultProxy(a.port, mode="fin", min_life=1e6, max_life=1e6, hold=20.0) as fp:
+        url = "https://127.0.0.1:%d/relay" % fp.port
+        with Forward(client_bin, url, "echo", cacert=tls["ca"],
+                     extra_args=["--transport", "stream", "--http1.1", "-v"]) as fw:
+            s = socket.create_connection(("127.0.0.1", fw.port), timeout=30)
+            try:
+                times = []
+                for i in range(5):
+                    s.sendall(b"k")
+                    assert s.recv(1) == b"k"
+                    time.sleep(0.5)             # the push idle, its body paused
+                    fp.fire()                   # a FIN to every connection
+                    time.sleep(0.5)             # the pull resumed on its own
+                    t0 = time.monotonic()
+                    s.sendall(b"x")
+                    assert s.recv(1) == b"x", "echo %d after the cut" % i
+                    times.append(time.monotonic() - t0)
+            finally:
+                s.close()
+            print("echo after a FIN on the push: %s s" % ", ".join("%.2f" % x for x in times))
+            assert max(times) < 2.0, (times, fw.stderr_text())
