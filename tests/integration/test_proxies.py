@@ -238,7 +238,9 @@ def test_squid_auto_trial_push_unused_the_duplex_goes_on(module_apache, squid, c
         text[-3000:]
     refused = [l for l in offsets if '/relay/echo/push HTTP/1.1" 409 offset=32768' in l]
     assert not refused, "\n".join(offsets[-20:])
-    assert "push refused" not in text, text[-3000:]
+    # the trial's push was never refused (a push that goes again after auto moved
+    # the session to stream may meet a 409 "below accepted": resume as designed)
+    assert "push offset 32768 " not in text, text[-3000:]
 
 
 @pytest.mark.rh_timeout(90)
