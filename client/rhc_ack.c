@@ -9,6 +9,7 @@
 
 #include <curl/curl.h>
 
+#include "rh_frame.h"
 #include "rh_util.h"
 #include "rhc_errors.h"
 #include "rhc_tunnel_int.h"
@@ -57,10 +58,54 @@ static int serve_poll(const rhc_tunnel *t, const struct rhc_req *dr)
     return t->sess.serve_leg && dr && dr->batch && !t->down.fin;
 }
 
+/* The quiet ack (down went quiet with less than a full gap unacknowledged)
+ * rides in the open stream push as an A frame instead of a request of its own,
+ * when nothing can hold it there: every up byte sent is confirmed and none
+ * waits, so the server reads the frame at once (an A behind up bytes that
+ * wait for the target could stall an echo). An idle interactive tunnel thus
+ * costs the server no request per burst, and a tunnel woken from the watch
+ * two new connections instead of three. A bulk download's acks (a full gap)
+ * stay requests: a path that holds small body chunks would hold them and the
+ * server's window would fill. The push's answer confirms it (ack_push_done). */
+int ack_by_push(const rhc_tunnel *t, uint64_t gap)
+{
+    const struct rhc_req *sc = t->rq.spush;
+
+    return sc && t->xp.up == RHC_XP_STREAM && gap && gap < t->ack.every && !t->ack.n &&
+           sc->gate == GATE_NONE && sc->streamed && !sc->end_wanted && !sc->body_ended &&
+           !sc->p_fin && !sc->p_r && !t->rq.spush_next && !t->push.r_pending &&
+           !t->push.pads && !t->xp.switching && !t->xp.up_hold &&
+           t->up.acked == t->up.sent && up_read_off(t) == t->up.sent;
+}
+
+static void ack_in_push(rhc_tunnel *t)
+{
+    t->push.a_pending = 1;
+    t->push.a_off = t->down.off;
+    t->ack.sent = t->down.off;
+    unpause_send(t->rq.spush);
+    t_log(t, 3, "ack %" PRIu64 " in the push", t->down.off);
+}
+
+static void ack_push_orphan(rhc_tunnel *t)
+{
+    t->push.a_pending = 0;
+    t->ack.sent = t->ack.conf;
+}
+
+/* The gap, after an A frame left pending with no push to carry it any more
+ * went back to the request path. */
+static uint64_t ack_gap_now(rhc_tunnel *t)
+{
+    if (t->push.a_pending && (!t->rq.spush || t->xp.up != RHC_XP_STREAM))
+        ack_push_orphan(t);
+    return ack_gap(t);
+}
+
 void maybe_ack(rhc_tunnel *t, int64_t now)
 {
     struct rhc_req *dr = down_req(t);
-    uint64_t gap = ack_gap(t);
+    uint64_t gap = ack_gap_now(t);
     int poll_keep = serve_poll(t, dr) && now >= t->down.keep_at;
     /* parked, no push heartbeats reach the server: an ack now and then does */
     int keep = (t->push.parked && now >= t->push.park_keep_at) || poll_keep;
@@ -77,6 +122,10 @@ void maybe_ack(rhc_tunnel *t, int64_t now)
         return;
     if (!keep && !verify && gap < t->ack.every && now < t->down.last_data + ACK_IDLE_MS)
         return;
+    if (!verify && !keep && ack_by_push(t, gap)) {
+        ack_in_push(t);
+        return;
+    }
     struct rhc_req *r = req_new(t->ctx, t->route, t, REQ_ACK, t->token);
     if (!r || add_header(r, RH_HDR_ACK ": %" PRIu64, t->down.off) < 0 ||
         add_header(r, "Content-Type:") < 0)
@@ -157,4 +206,35 @@ void ack_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         t->ack.retry_at = rh_now_ms() + backoff_ms(t->ack.fails++);
     }
     req_free(r);
+}
+
+/* The pending A frame, into a stream push body (body_read). */
+size_t ack_frame(rhc_tunnel *t, struct rhc_req *r, char *buf, size_t room)
+{
+    if (!t->push.a_pending || r->kind != REQ_PUSH || room < RH_FRAME_HDR + 8)
+        return 0;
+    unsigned char off[8];
+    rh_put_u64(off, t->push.a_off);
+    rh_frame_hdr((unsigned char *)buf, RH_FRAME_ACK, 8);
+    memcpy(buf + RH_FRAME_HDR, off, 8);
+    t->push.a_pending = 0;
+    r->a_sent = t->push.a_off;
+    return RH_FRAME_HDR + 8;
+}
+
+/* A stream push ended: its answer confirms the A frames it carried (the
+ * server reads a body's frames in order); without one they may be lost, and
+ * what they said goes again (an ack request, or the next pull's Relay-Ack). */
+void ack_push_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
+{
+    int answered = rc == CURLE_OK && r->hdr_done && r->status == 200;
+
+    if (r->kind != REQ_PUSH)
+        return;
+    if (answered && r->a_sent > t->ack.conf)
+        t->ack.conf = r->a_sent;
+    if (r == t->rq.spush && t->push.a_pending)      /* never left: no room, or cut */
+        ack_push_orphan(t);
+    if (!answered && r->a_sent > t->ack.conf)
+        t->ack.sent = t->ack.conf;
 }

@@ -128,9 +128,9 @@ size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
     }
     body_limit(t, r);
     /* The body ends after R, when given up, or after F. (Acknowledgements of
-     * down bytes never ride in a streamed body: behind up bytes that wait for
-     * the target, which waits for down bytes to leave, they would stall an
-     * echo. They go on pulls and ack requests of their own.) */
+     * down bytes ride in a streamed body only when nothing is ahead of them:
+     * behind up bytes that wait for the target, which waits for down bytes to
+     * leave, they would stall an echo; see ack_by_push.) */
     if (r->end_wanted || r->p_r || r->p_fin) {
         r->body_ended = 1;
         if (r->kind == REQ_PUSH)
@@ -150,6 +150,7 @@ size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
     if (r->kind == REQ_PUSH && !t->push.r_pending && room > t->route->pol.spush_max - r->emitted)
         room = (size_t)(t->route->pol.spush_max - r->emitted);
     used += body_heartbeat(t, buf, room);
+    used += ack_frame(t, r, buf + used, room - used);
     /* held: while the first response of an unproven path is awaited, nothing
      * goes up, so that the session can still start over if that response never
      * comes */

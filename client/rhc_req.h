@@ -86,6 +86,7 @@ struct rhc_req {
     int refused_unpaused;       /* streamed: unpaused once after an error answer */
     uint64_t emitted;           /* streamed: body bytes handed to curl */
     int acked_any;              /* streamed: the server confirmed bytes of this body */
+    uint64_t a_sent;            /* stream push: the last A frame its body carried (0: none) */
     unsigned tries;             /* batch push, close: attempts so far */
     int integrity;              /* close: tells the server a check failed here */
     int64_t retry_at;           /* batch push: waits (out of the multi) until then */
@@ -118,12 +119,18 @@ int req_go(struct rhc_req *r);          /* into the multi handle */
 void unpause_send(struct rhc_req *r);
 void unpause_recv(struct rhc_req *r);
 
-/* r waits its turn for a connection, out of the multi, or its connection is
- * not up yet (rhc_gate.c): nothing can be judged of the server by it yet
- * (curl's connect timeout judges the connection). */
+/* r waits its turn for a connection, out of the multi (rhc_gate.c): nothing
+ * can be judged of the server by it yet. */
 static inline int req_waiting(const struct rhc_req *r)
 {
-    return r && (r->gate == GATE_WAITING || r->gate == GATE_CONNECTING);
+    return r && r->gate == GATE_WAITING;
+}
+
+/* r's connection is not up yet: the tunnel gives it CONNECT_DEAD_MS at least
+ * before it calls it dead (its clocks start again once it is up). */
+static inline int req_connecting(const struct rhc_req *r)
+{
+    return r && r->gate == GATE_CONNECTING;
 }
 
 /* The write callback of requests whose body is only read for error text. */

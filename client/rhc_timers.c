@@ -30,10 +30,18 @@ static int64_t hb_every(const rhc_tunnel *t)
 /* When the down response dr is dead unless a frame comes. The loop looks
  * only when a deadline comes (rhc_wake.c), and pull_dead_ms shortens once the
  * last silent resume is forgotten: a look then too. */
+static int64_t silent_at(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now)
+{
+    int64_t at = t->down.last_rx + pull_dead_ms(t, dr, now);
+
+    if (req_connecting(dr) && at < dr->started + CONNECT_DEAD_MS)
+        at = dr->started + CONNECT_DEAD_MS;
+    return at;
+}
+
 static int64_t down_deadline(const rhc_tunnel *t, const struct rhc_req *dr, int64_t now)
 {
-    int64_t d = dr->recv_paused || req_waiting(dr) ? -1
-                : t->down.last_rx + pull_dead_ms(t, dr, now);
+    int64_t d = dr->recv_paused || req_waiting(dr) ? -1 : silent_at(t, dr, now);
 
     if (t->down.silent_n && now < t->down.silent_at + SILENT_FORGET_MS)
         min_deadline(&d, t->down.silent_at + SILENT_FORGET_MS);
@@ -128,8 +136,7 @@ static void timers_silence(rhc_tunnel *t, int64_t now)
 {
     struct rhc_req *dr = down_req(t);
 
-    if (dr && !dr->recv_paused && !req_waiting(dr) &&
-        now >= t->down.last_rx + pull_dead_ms(t, dr, now)) {
+    if (dr && !dr->recv_paused && !req_waiting(dr) && now >= silent_at(t, dr, now)) {
         int64_t ms = now - t->down.last_rx;
         if (t->sess.resume && retry_ok(t, t->down.retries)) {
             /* a path that went silent (no RST): a new request, the server resends */

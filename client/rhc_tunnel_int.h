@@ -59,6 +59,12 @@
 #define SILENT_FORGET_MS  60000           /* ... until this long passes without one */
 #define UP_DEAD_MS        3000            /* up bytes unconfirmed this long, server alive:
                                              the request carrying them is dead ... */
+/* A request whose connection is not up yet is called dead this long after its
+ * start at the earliest: on a server busy with thousands of handshakes a
+ * connection took seconds (given up at 3 s, each try was a handshake for
+ * nothing), while a path that black-holes a new connection must still be
+ * left in seconds, not at curl's connect timeout (15 s). */
+#define CONNECT_DEAD_MS   8000
 #define UP_DEAD_MAX_MS    60000           /* ... (doubling while nothing moves, up to this) */
 #define PROBE_FIRST_MS    2000            /* auto: a stream response shows its first frame by then */
 #define ACK_STALL_MS      3000            /* auto: pushed bytes acknowledged by then */
@@ -204,6 +210,8 @@ struct rhc_tunnel {
         unsigned retries;       /* streamed body refused or cut, in a row */
         int64_t spush_at;       /* start the stream push (again) then */
         uint64_t ahead_skip;    /* no next push asked for ahead at this offset (one failed) */
+        int a_pending;          /* an A frame (ack of a_off) is to go in the push body */
+        uint64_t a_off;
     } push;
 
     struct {                    /* down: responses -> local */
@@ -395,6 +403,9 @@ int64_t alive_every(const rhc_tunnel *t);          /* against the server's idle 
 void maybe_ack(rhc_tunnel *t, int64_t now);
 int64_t ack_deadline(const rhc_tunnel *t);
 void ack_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
+int ack_by_push(const rhc_tunnel *t, uint64_t gap);
+size_t ack_frame(rhc_tunnel *t, struct rhc_req *r, char *buf, size_t room);
+void ack_push_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc);
 
 /* rhc_xp_batch.c */
 struct rhc_req *bpush_new(rhc_tunnel *t, uint64_t off, uint64_t end, int fin,

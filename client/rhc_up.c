@@ -232,6 +232,8 @@ int64_t up_dead_at(const rhc_tunnel *t, int64_t now)
         now - t->down.last_rx >= pull_dead_ms(t, dr, now))
         return -1;
     int64_t dead = t->push.dead_ms ? t->push.dead_ms : UP_DEAD_MS;
+    if (req_connecting(up_streamer(t)) && dead < CONNECT_DEAD_MS)
+        dead = CONNECT_DEAD_MS;
     int64_t at = t->push.ack_wait_since + dead;
     /* each padded heartbeat restarts the wait (a buffering intermediary gets
      * its chance), but together they put it off by ACK_STALL_MS at most: on a

@@ -297,6 +297,8 @@ void spush_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
     struct rhc_facts f;
     struct rhc_outcome o;
 
+    ack_push_done(t, r, rc);
+
     if (r == t->rq.spush_next) {
         spush_next_gone(t, r, rc);
         return;

@@ -119,3 +119,41 @@ def test_small_writes_between_bulk(apache_factory, module_so, targets, client_bi
                 assert bytes(got) == data, (k, size)
         finally:
             s.close()
+
+
+@pytest.mark.rh_timeout(90)
+def test_quiet_acks_ride_in_the_push(apache_factory, module_so, targets, client_bin, tls):
+    """A stream tunnel acknowledges down bytes once down is quiet (200 ms), so
+    that the server frees what it keeps for a resume. That ack was a request of
+    its own after every burst: an interactive session cost the server a request
+    per keystroke echo, and a tunnel woken from the watch a third TLS
+    connection. Now, while its push is open with every up byte confirmed, the
+    ack is an A frame in the push body (docs/PROTOCOL.md, Resume). The server
+    keeps at most RelayBufferSize + RelayResumeWindow (16 + 4 KiB here)
+    unacknowledged:
+    twelve 3 KiB echoes pass only if it read those frames, and no ack request
+    is made."""
+    conf = ("<Location /ackp>\n    SetHandler relay-https\n"
+            "    RelayTarget echo %s\n    RelayBufferSize 16384\n"
+            "    RelayResumeWindow 4096\n</Location>\n" % targets["echo"])
+    a = apache_factory.get("event", module=module_so, targets=targets, extra_conf=conf)
+    url = a.base_url + "/ackp"
+    with Forward(client_bin, url, "echo", cacert=tls["ca"], verbose=False,
+                 extra_args=["--transport", "stream", "--http1.1"]) as fw:
+        s = socket.create_connection(("127.0.0.1", fw.port), timeout=30)
+        try:
+            assert _echo(s, b"w") == b"w"
+            time.sleep(0.5)         # its first ack, the push's connection up
+            sid = [e[1] for e in a.relay_log_entries() if "/ackp/echo/open" in e[2]][-1]
+            before = sum(1 for e in a.relay_log_entries()
+                         if e[1] == sid and e[2].split()[1].endswith("/ack"))
+            s.settimeout(5)
+            for i in range(12):
+                data = bytes([65 + i % 26]) * 3072
+                assert _echo(s, data) == data, "echo %d" % i
+                time.sleep(0.3)     # quiet: the ack goes
+        finally:
+            s.close()
+    acks = sum(1 for e in a.relay_log_entries()
+               if e[1] == sid and e[2].split()[1].endswith("/ack"))
+    assert acks - before == 0, "%d ack requests for 12 quiet bursts" % (acks - before)

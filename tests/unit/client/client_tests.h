@@ -19,6 +19,7 @@ Suite *liveness_suite(void);   /* tests/unit/client/test_liveness.c */
 Suite *heap_suite(void);        /* tests/unit/client/test_heap.c */
 Suite *gate_suite(void);        /* tests/unit/client/test_gate.c */
 Suite *watch_suite(void);       /* tests/unit/client/test_watch.c */
+Suite *ack_suite(void);         /* tests/unit/client/test_ack.c */
 Suite *socks_suite(void);       /* tests/unit/client/test_socks.c */        /* tests/unit/client/test_help.c */
 
 #endif

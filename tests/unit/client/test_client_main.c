@@ -25,6 +25,7 @@ int main(void)
     srunner_add_suite(sr, heap_suite());
     srunner_add_suite(sr, gate_suite());
     srunner_add_suite(sr, watch_suite());
+    srunner_add_suite(sr, ack_suite());
 
     srunner_run_all(sr, CK_NORMAL);   /* prints the summary and every failure */
     int failed = srunner_ntests_failed(sr);

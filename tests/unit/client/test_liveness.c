@@ -171,11 +171,11 @@ START_TEST(test_pads_put_up_dead_off_once)
 }
 END_TEST
 
-/* A push whose connection is not up yet is not judged by its unconfirmed
- * bytes (curl's connect timeout judges it: on a server busy with thousands of
- * handshakes a push took seconds to connect, and was given up 3 s after it
- * was started, handshake and all, again and again); once up, its wait starts
- * then. */
+/* A push whose connection is not up yet gets CONNECT_DEAD_MS from its start
+ * before its unconfirmed bytes call it dead (on a server busy with thousands
+ * of handshakes a push took seconds to connect, and was given up 3 s after it
+ * started, handshake and all, again and again), but no more (a black-holed
+ * connect is left in seconds); once up, its 3 s start then. */
 START_TEST(test_a_push_still_connecting_is_not_dead)
 {
     struct rhc_req dr, sp;
@@ -195,12 +195,15 @@ START_TEST(test_a_push_still_connecting_is_not_dead)
     t->up.sent = 18;
     t->up.acked = 17;
     t->down.last_rx = now;
-    t->push.ack_wait_since = now - 10000;       /* sent with the push, 10 s ago */
-    sp.started = now - 10000;
+    t->push.ack_wait_since = now - 5000;        /* sent with the push, 5 s ago */
+    sp.started = now - 5000;
     sp.gate = GATE_CONNECTING;
     c.nconnecting = 1;
-    ck_assert_int_eq(up_dead_at(t, now), -1);
-    rhc_gate_connected(&sp);                    /* up now, 10 s after its start */
+    ck_assert_int_eq(up_dead_at(t, now), now - 5000 + CONNECT_DEAD_MS);
+    sp.gate = GATE_NONE;                        /* judged as before once up ... */
+    ck_assert_int_eq(up_dead_at(t, now), now - 5000 + UP_DEAD_MS);
+    sp.gate = GATE_CONNECTING;
+    rhc_gate_connected(&sp);                    /* ... but its clock starts then */
     ck_assert_int_eq(sp.gate, GATE_NONE);
     ck_assert_uint_eq(c.nconnecting, 0);
     ck_assert_int_ge(t->push.ack_wait_since, now);
