@@ -56,7 +56,7 @@ def module_apache_conf(target, plain_port):
     return ("LoadModule rewrite_module /usr/lib/apache2/modules/mod_rewrite.so\n"
             "RewriteEngine On\n"
             "RewriteRule \"^/old/[^/]+/watch$\" - [R=404]\n"
-            + _location("/wr", target.port) + _location("/old", target.port)
+            + "".join(_location(p, target.port) for p in ("/wr", "/wn", "/wb", "/old"))
             + harness.STATUS_LOCATION + im.plain_http_vhost_conf(plain_port))
 
 
@@ -86,31 +86,28 @@ def _diff(after, before):
     return {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
 
 
-def _window(a, path):
-    before, _ = _requests(a, path)
+def _windows(a, paths):
+    """{path: {endpoint: count}} of the requests of a window of WINDOW_S."""
+    before = {p: _requests(a, p)[0] for p in paths}
     time.sleep(WINDOW_S)
-    after, statuses = _requests(a, path)
-    return _diff(after, before), statuses
+    return {p: _diff(_requests(a, p)[0], before[p]) for p in paths}
 
 
-def _idle_then_window(a, path):
-    """Waits the time idle tunnels take to join the watch (whether they do or
-    not), then counts a window's requests."""
-    time.sleep(IDLE_WAIT_S)
-    return _window(a, path)
-
-
-def _joined_then_window(a, path, fw, n):
-    """Waits until the server holds (almost) none of the n idle tunnels'
-    requests (before the watch: a pull each, always), lets the requests of the
-    joining settle (HTTP/2 logs a request when its stream is cleaned up, which
-    may come a watch later), then counts a window's requests."""
-    held = harness.wait_held_at_most(a, 3, IDLE_WAIT_S + 15, samples=2)
-    assert held <= 3, ("%d idle tunnels: the server still holds %d requests after %d s "
-                       "(before the watch: a pull each)\nclient -v:\n%s"
-                       % (n, held, IDLE_WAIT_S + 15, fw.stderr_text()))
+def _joined_then_windows(a, routes):
+    """routes: [(path, forward, n idle tunnels)]. Waits until the server holds
+    (almost) none of the tunnels' requests (before the watch: a pull each,
+    always; after it: a watch per forward), lets the requests of the joining
+    settle (HTTP/2 logs a request when its stream is cleaned up, which may come
+    a watch later), then counts a window's requests per path."""
+    limit = 2 + len(routes)
+    held = harness.wait_held_at_most(a, limit, IDLE_WAIT_S + 15, samples=2)
+    assert held <= limit, ("%d idle tunnels: the server still holds %d requests after %d s "
+                           "(before the watch: a pull each)\n%s"
+                           % (sum(n for _, _, n in routes), held, IDLE_WAIT_S + 15,
+                              "\n".join("client -v (%s):\n%s" % (p, fw.stderr_text())
+                                        for p, fw, _ in routes)))
     time.sleep(POLL_S)
-    return _window(a, path)
+    return _windows(a, [p for p, _, _ in routes])
 
 
 def _report(what, n, window, lat):
@@ -134,16 +131,20 @@ def _check_watched(fw, window, n):
     assert window.get("watch", 0) <= WINDOW_S // POLL_S + 6, window
 
 
-def _watched_round(a, fw, target, n, what):
-    """n tunnels idle into the watch; then the target's bytes and local bytes move."""
-    socks = harness.open_tunnels(fw.port, n)
-    window, _ = _joined_then_window(a, "/wr", fw, n)
-    _check_watched(fw, window, n)
-    lat = harness.target_sends(target, socks)
-    _report(what, n, window, lat)
+def _watched_round(a, routes, target, n):
+    """routes: [(path, forward, what)]; n tunnels each idle into the watch, side
+    by side; then the target's bytes and local bytes move."""
+    socks = {p: harness.open_tunnels(fw.port, n) for p, fw, _ in routes}
+    windows = _joined_then_windows(a, [(p, fw, n) for p, fw, _ in routes])
+    for p, fw, _ in routes:
+        _check_watched(fw, windows[p], n)
+    every = [s for p, _, _ in routes for s in socks[p]]
+    lat = harness.target_sends(target, every)
+    for i, (p, _, what) in enumerate(routes):
+        _report(what, n, windows[p], lat[i * n:(i + 1) * n])
     assert max(lat) < 10, lat
-    harness.local_sends(socks)
-    _close(socks)
+    harness.local_sends(every)
+    _close(every)
 
 
 def _close(socks):
@@ -157,14 +158,15 @@ def test_idle_batch_tunnels_wait_in_one_watch(module_apache, target, client_bin,
     a = module_apache
     with _forward(client_bin, a.base_url + "/wr", tls) as fw:
         socks = harness.open_tunnels(fw.port, n)
-        window, statuses = _joined_then_window(a, "/wr", fw, n)
+        window = _joined_then_windows(a, [("/wr", fw, n)])["/wr"]
         _check_watched(fw, window, n)
+        _, statuses = _requests(a, "/wr")
         assert set(statuses) <= {200}, statuses
         lat = harness.target_sends(target, socks)
         _report("watch", n, window, lat)
         assert max(lat) < 10, lat
         # and the tunnels go back to the watch, then local bytes go up
-        window, _ = _joined_then_window(a, "/wr", fw, n)
+        window = _joined_then_windows(a, [("/wr", fw, n)])["/wr"]
         _check_watched(fw, window, n)
         up = harness.local_sends(socks)
         print("local bytes after idle: every echo back in %.3f s" % up)
@@ -182,10 +184,8 @@ def test_without_the_watch_tunnels_long_poll(module_apache, target, client_bin, 
             _forward(client_bin, a.base_url + "/wr", tls, "--no-watch") as fw_nw:
         socks_old = harness.open_tunnels(fw_old.port, n_old)
         socks_nw = harness.open_tunnels(fw_nw.port, n_nw)
-        time.sleep(IDLE_WAIT_S)
-        before = {p: _requests(a, p)[0] for p in ("/old", "/wr")}
-        time.sleep(WINDOW_S)
-        window = {p: _diff(_requests(a, p)[0], before[p]) for p in ("/old", "/wr")}
+        time.sleep(IDLE_WAIT_S)         # what joining the watch would take
+        window = _windows(a, ("/old", "/wr"))
         _, statuses = _requests(a, "/old")
         assert statuses and set(statuses) == {404} and len(statuses) <= 2, (
             "the client tried no watch, or went on after the 404: %s" % statuses)
@@ -201,59 +201,61 @@ def test_without_the_watch_tunnels_long_poll(module_apache, target, client_bin, 
 
 
 @pytest.mark.rh_timeout(240)
-def test_watch_through_squid_connect(module_apache, target, client_bin, tls, workdir):
+def test_watch_through_squid_and_buffering_nginx(module_apache, target, client_bin, tls,
+                                                 workdir, plain_port):
+    """Side by side, in the same idle time: tunnels through squid (CONNECT) to
+    /wr, and through an nginx to /wn that buffers request bodies and (ignoring
+    X-Accel-Buffering) responses: there a watch is a complete request and a
+    complete answer, as a long-poll."""
     n = 40
     a = module_apache
     squid = im.Squid(os.path.join(workdir, "squid"), connect_ports=[a.port])
-    squid.start()
+    ng = im.Nginx(os.path.join(workdir, "nginx"), plain_port, upstream_scheme="http",
+                  ignore_accel_buffering=True)
     try:
-        with _forward(client_bin, a.base_url + "/wr", tls, "--proxy", squid.url) as fw:
-            _watched_round(a, fw, target, n, "watch through squid")
+        squid.start()
+        ng.start()
+        with _forward(client_bin, a.base_url + "/wr", tls, "--proxy", squid.url) as fw_sq, \
+                Forward(client_bin, ng.url + "/wn", "echo", env=im.clean_env(),
+                        extra_args=["--transport", "batch"]) as fw_ng:
+            _watched_round(a, [("/wr", fw_sq, "watch through squid"),
+                               ("/wn", fw_ng, "watch through nginx (buffering)")], target, n)
         assert any("CONNECT" in l for l in squid.access_lines()), squid.describe()
     finally:
+        ng.stop()
         squid.stop()
 
 
-@pytest.mark.rh_timeout(240)
-def test_watch_through_buffering_nginx(module_apache, target, client_bin, tls, workdir,
-                                       plain_port):
-    """nginx buffers request bodies and (ignoring X-Accel-Buffering) responses:
-    a watch is a complete request and a complete answer, as a long-poll."""
-    n = 40
-    a = module_apache
-    ng = im.Nginx(os.path.join(workdir, "nginx"), plain_port, upstream_scheme="http",
-                  ignore_accel_buffering=True)
-    ng.start()
-    try:
-        with Forward(client_bin, ng.url + "/wr", "echo", env=im.clean_env(),
-                     extra_args=["--transport", "batch"]) as fw:
-            _watched_round(a, fw, target, n, "watch through nginx (buffering)")
-    finally:
-        ng.stop()
-
-
 @pytest.mark.rh_timeout(300)
-@pytest.mark.parametrize("mode", ["rst", "blackhole"])
-def test_cut_or_dead_watch_loses_no_wake(module_apache, target, client_bin, tls, mode):
-    """Every connection of the forward fails at once while its tunnels wait in
-    the watch (reset; or a black hole: nothing passes, nothing ends), and the
-    target writes right then: the watch is sent again (at once after a reset,
-    15 s past the poll time when silent), and every tunnel gets its bytes."""
+def test_cut_or_dead_watch_loses_no_wake(module_apache, target, client_bin, tls):
+    """Side by side, each forward through its own fault proxy: every connection
+    of a forward fails at once while its tunnels wait in the watch (/wr: reset;
+    /wb: a black hole, nothing passes, nothing ends), and the target writes right
+    then: the watch is sent again (at once after a reset, 15 s past the poll time
+    when silent), and every tunnel gets its bytes."""
     from faultproxy import FaultProxy
     n = 30
     a = module_apache
-    with FaultProxy(a.port, mode=mode, min_life=3600, max_life=3600, hold=600) as fp:
-        url = "https://127.0.0.1:%d/wr" % fp.port
-        with _forward(client_bin, url, tls) as fw:
-            socks = harness.open_tunnels(fw.port, n)
-            window, _ = _joined_then_window(a, "/wr", fw, n)
-            _check_watched(fw, window, n)
-            before, _ = _requests(a, "/wr")
-            assert fp.fire() >= 1
-            lat = harness.target_sends(target, socks, timeout=90)
-            after, _ = _requests(a, "/wr")
-            _report("watch, every connection failed (%s)" % mode, n, window, lat)
-            assert _diff(after, before).get("watch", 0) >= 1, (before, after)
-            assert max(lat) < (10 if mode == "rst" else 75), lat
-            harness.local_sends(socks)
-            _close(socks)
+    modes = (("/wr", "rst", 10), ("/wb", "blackhole", 75))
+    with FaultProxy(a.port, mode="rst", min_life=3600, max_life=3600, hold=600) as fp_rst, \
+            FaultProxy(a.port, mode="blackhole", min_life=3600, max_life=3600,
+                       hold=600) as fp_bh, \
+            _forward(client_bin, "https://127.0.0.1:%d/wr" % fp_rst.port, tls) as fw_rst, \
+            _forward(client_bin, "https://127.0.0.1:%d/wb" % fp_bh.port, tls) as fw_bh:
+        fws = {"/wr": fw_rst, "/wb": fw_bh}
+        socks = {p: harness.open_tunnels(fw.port, n) for p, fw in fws.items()}
+        windows = _joined_then_windows(a, [(p, fw, n) for p, fw in fws.items()])
+        for p, fw in fws.items():
+            _check_watched(fw, windows[p], n)
+        before = {p: _requests(a, p)[0] for p in fws}
+        assert fp_rst.fire() >= 1 and fp_bh.fire() >= 1
+        every = socks["/wr"] + socks["/wb"]
+        lat = harness.target_sends(target, every, timeout=90)
+        for i, (p, mode, bound) in enumerate(modes):
+            after, _ = _requests(a, p)
+            mine = lat[i * n:(i + 1) * n]
+            _report("watch, every connection failed (%s)" % mode, n, windows[p], mine)
+            assert _diff(after, before[p]).get("watch", 0) >= 1, (mode, before[p], after)
+            assert max(mine) < bound, (mode, mine)
+        harness.local_sends(every)
+        _close(every)
