@@ -9,7 +9,6 @@
 
 #include <curl/curl.h>
 
-#include "rh_frame.h"
 #include "rh_util.h"
 #include "rhc_errors.h"
 #include "rhc_tunnel_int.h"
@@ -206,20 +205,6 @@ void ack_done(rhc_tunnel *t, struct rhc_req *r, CURLcode rc)
         t->ack.retry_at = rh_now_ms() + backoff_ms(t->ack.fails++);
     }
     req_free(r);
-}
-
-/* The pending A frame, into a stream push body (body_read). */
-size_t ack_frame(rhc_tunnel *t, struct rhc_req *r, char *buf, size_t room)
-{
-    if (!t->push.a_pending || r->kind != REQ_PUSH || room < RH_FRAME_HDR + 8)
-        return 0;
-    unsigned char off[8];
-    rh_put_u64(off, t->push.a_off);
-    rh_frame_hdr((unsigned char *)buf, RH_FRAME_ACK, 8);
-    memcpy(buf + RH_FRAME_HDR, off, 8);
-    t->push.a_pending = 0;
-    r->a_sent = t->push.a_off;
-    return RH_FRAME_HDR + 8;
 }
 
 /* A stream push ended: its answer confirms the A frames it carried (the

@@ -58,6 +58,19 @@ static size_t body_heartbeat(rhc_tunnel *t, char *buf, size_t room)
     return RH_FRAME_HDR + pad;
 }
 
+/* The pending A frame (the quiet ack, ack_by_push), into a stream push body. */
+size_t ack_frame(rhc_tunnel *t, struct rhc_req *r, char *buf, size_t room)
+{
+    unsigned char off[8];
+
+    if (!t->push.a_pending || r->kind != REQ_PUSH || room < RH_FRAME_HDR + sizeof(off))
+        return 0;
+    rh_put_u64(off, t->push.a_off);
+    t->push.a_pending = 0;
+    r->a_sent = t->push.a_off;
+    return emit(buf, RH_FRAME_ACK, off, sizeof(off));
+}
+
 /* D frames of the up bytes up to have, every one followed by its C frame
  * (docs/PROTOCOL.md, Integrity), straight from the ring into buf. */
 static size_t body_data(rhc_tunnel *t, char *buf, size_t room, uint64_t have)
