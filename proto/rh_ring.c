@@ -10,6 +10,7 @@
 
 #define RING_FIRST (64u * 1024)   /* first allocation, by default */
 #define RING_PREFAULT_MIN (1u << 20)  /* growth to this size and more is prefaulted */
+#define RING_MAP_MIN (1u << 20)       /* and grows in place in a mapping of the bound */
 
 void rh_ring_init(rh_ring *r, size_t cap)
 {
@@ -24,12 +25,17 @@ void rh_ring_init_first(rh_ring *r, size_t cap, size_t first)
     r->size = 0;
     r->head = 0;
     r->len = 0;
+    r->mapped = 0;
 }
 
 void rh_ring_release(rh_ring *r)
 {
-    free(r->buf);
+    if (r->mapped)
+        munmap(r->buf, r->mapped);
+    else
+        free(r->buf);
     r->buf = NULL;
+    r->mapped = 0;
     r->size = 0;
     r->head = 0;
     r->len = 0;
@@ -57,15 +63,41 @@ static void ring_prefault(unsigned char *buf, size_t from, size_t to)
 #endif
 }
 
-/* Grows the buffer to nsize in place where the allocator can (realloc: large
- * blocks are remapped, not copied, and never held twice). When the bytes wrap,
- * the older segment (head to the old end) moves to the new end, so they stay
- * in order with the free space between the two segments. */
+/* The buffer of a ring about to hold 1 MiB or more: a mapping the size of the
+ * bound, reserved but not committed (MAP_NORESERVE; a page costs memory once
+ * touched), with the bytes so far copied in at the same offsets. Later growth
+ * only widens the part in use: no realloc moves the bytes or remaps pages that
+ * were already touched to new addresses, which in a virtual machine costs an
+ * exit per page at its first access after the move (a bulk transfer's first
+ * tens of MB, docs/BENCHMARKS.md). NULL when the kernel refuses the mapping:
+ * the caller grows the heap block as before. */
+static unsigned char *ring_map(rh_ring *r, size_t osize)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t len = (r->cap + page - 1) / page * page;
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    if (r->buf) {
+        memcpy(m, r->buf, osize);
+        free(r->buf);
+    }
+    r->mapped = len;
+    return m;
+}
+
+/* Grows the buffer to nsize: in place in its mapping, or by realloc below 1
+ * MiB (or when no mapping could be had). When the bytes wrap, the older
+ * segment (head to the old end) moves to the new end, so they stay in order
+ * with the free space between the two segments. */
 static int ring_resize(rh_ring *r, size_t nsize)
 {
     size_t osize = r->size;
-    unsigned char *nb = realloc(r->buf, nsize);
-    if (!nb)
+    unsigned char *nb = r->buf;
+    if (!r->mapped && nsize >= RING_MAP_MIN)
+        nb = ring_map(r, osize);
+    if (!r->mapped && !(nb = realloc(r->buf, nsize)))
         return -1;
     r->buf = nb;
     r->size = nsize;

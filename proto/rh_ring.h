@@ -2,7 +2,9 @@
  * first use, grows (doubling) as the bytes stored need it, up to the bound, and
  * is released when the ring drains: an idle session holds none, and a bound set
  * for long fat paths costs only the sessions that fill it. A growth to 1 MiB or
- * more faults its new pages in at once (one madvise, not a fault per page). */
+ * more moves the bytes once into a mapping the size of the bound, where the
+ * ring then grows in place, and faults its new pages in at once (one madvise,
+ * not a fault per page). */
 #ifndef RH_RING_H
 #define RH_RING_H
 
@@ -16,6 +18,7 @@ typedef struct rh_ring {
     size_t size;   /* bytes allocated (<= cap) */
     size_t head;   /* index of the oldest byte */
     size_t len;    /* bytes stored */
+    size_t mapped; /* length of buf's own mapping (0: buf is from malloc) */
 } rh_ring;
 
 void rh_ring_init(rh_ring *r, size_t cap);

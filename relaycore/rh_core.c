@@ -242,10 +242,10 @@ static int core_start(core *c, const rh_core_config *cfg)
      * drain, many times a second in a transfer: rings up to 512 KiB (those
      * of RelayBufferSize, 256 KiB by default) come from the heap, not an mmap
      * and an munmap (with its TLB shootdown) each time, and some freed heap is
-     * kept for the next. A resume window's down ring (up to 16 MiB) is mmapped from
-     * 1 MiB: realloc grows it by mremap, with no copy, and its free gives the
-     * pages back at once (a fixed threshold also stops glibc from raising it
-     * after the first such free; docs/BENCHMARKS.md, the rings' warm-up) */
+     * kept for the next. A ring of 1 MiB or more (a resume window's down ring,
+     * up to 16 MiB) has its own mapping and grows in place there (rh_ring.c).
+     * A fixed threshold also stops glibc from raising it after the first large
+     * free (docs/BENCHMARKS.md, the rings' warm-up) */
     mallopt(M_MMAP_THRESHOLD, CORE_MMAP_MIN);
     mallopt(M_TRIM_THRESHOLD, CORE_TRIM_MIN);
 #endif

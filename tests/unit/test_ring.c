@@ -513,6 +513,58 @@ START_TEST(test_large_growth_prefaults)
 }
 END_TEST
 
+/* From 1 MiB a ring lives in a mapping the size of its bound (rh_ring.c,
+ * ring_map) and grows there in place: the buffer's address stays the same
+ * from then on, bytes wrapped across each growth come out in order, and
+ * release gives the mapping back. */
+START_TEST(test_grows_in_place_from_1mib)
+{
+    const size_t cap = (8u << 20) + 100;   /* not a whole number of pages */
+    rh_ring r;
+    unsigned char *chunk = malloc(256u * 1024), *out = malloc(cap);
+    size_t pos = 0, kept = 0;
+    const unsigned char *at = NULL;
+
+    ck_assert_ptr_nonnull(chunk);
+    ck_assert_ptr_nonnull(out);
+    rh_ring_init(&r, cap);
+    for (int round = 0; round < 40 && rh_ring_space(&r); ++round) {
+        for (size_t i = 0; i < 256u * 1024; ++i)
+            chunk[i] = (unsigned char)((pos + i) * 2654435761u >> 24);
+        size_t got = rh_ring_put(&r, chunk, 256u * 1024);
+        pos += got;
+        kept += got;
+        if (round % 3 == 1) {   /* make the next growths wrap */
+            rh_ring_consume(&r, 64u * 1024);
+            kept -= 64u * 1024;
+        }
+        if (r.size < (1u << 20)) {
+            ck_assert_uint_eq(r.mapped, 0);
+        } else {
+            ck_assert_uint_ge(r.mapped, cap);
+            if (!at)
+                at = r.buf;
+            ck_assert_ptr_eq(r.buf, at);
+        }
+    }
+    ck_assert_uint_eq(r.size, cap);
+    ck_assert_ptr_eq(r.buf, at);
+    ck_assert_uint_eq(rh_ring_copy_out(&r, 0, out, kept), kept);
+    for (size_t i = 0; i < kept; ++i)
+        REQUIRE(out[i] == (unsigned char)((pos - kept + i) * 2654435761u >> 24),
+                "byte %zu of %zu", i, kept);
+    rh_ring_consume(&r, kept);
+    ck_assert_ptr_null(r.buf);
+    ck_assert_uint_eq(r.mapped, 0);
+    /* a drained ring starts again from the heap */
+    ck_assert_uint_eq(rh_ring_put(&r, "abc", 3), 3);
+    ck_assert_uint_eq(r.mapped, 0);
+    rh_ring_release(&r);
+    free(chunk);
+    free(out);
+}
+END_TEST
+
 Suite *ring_suite(void)
 {
     Suite *s = suite_create("ring");
@@ -528,6 +580,7 @@ Suite *ring_suite(void)
     tcase_add_test(tc, test_init_first);
     tcase_add_test(tc, test_offset_window);
     tcase_add_test(tc, test_large_growth_prefaults);
+    tcase_add_test(tc, test_grows_in_place_from_1mib);
     tcase_add_loop_test(tc, test_random_model, 0, 4);
     tcase_add_loop_test(tc, test_growth, 0, 2);
     suite_add_tcase(s, tc);
