@@ -114,8 +114,9 @@ PEER_BINS = {"tls": [STUNNEL], "connect": [PROXYTUNNEL], "websocket": [WEBSOCKIF
              "ssh-d": ["/usr/sbin/sshd", "/usr/bin/ssh", PROXYTUNNEL]}
 
 # Event MPM settings for thousands of held requests (each open pull or push holds a
-# worker thread; see docs/BENCHMARKS.md).
+# worker thread; see docs/BENCHMARKS.md); the listen queue as in ASYNC_CONF.
 EVENT_CONF = """
+ListenBacklog 4096
 <IfModule mpm_event_module>
     ServerLimit 48
     ThreadLimit 256
@@ -137,7 +138,11 @@ H2MinWorkers {h2min}
 # RelayAsync: few worker threads (16 children, so that none holds more descriptors than
 # a process may: two per parked request), parked requests count as event's connections
 # (AsyncRequestWorkerFactor), the relay's budget sized for connections, not threads.
+# ListenBacklog: thousands of tunnels waking at once connect at once; Apache's
+# default queue (511) overflowed by 9,000 connects in a 20,000-tunnel wake, each a
+# SYN sent again a second or more later (docs/BENCHMARKS.md).
 ASYNC_CONF = """
+ListenBacklog 4096
 <IfModule mpm_event_module>
     ServerLimit 16
     ThreadsPerChild 16
@@ -1065,6 +1070,10 @@ class Bench:
                 g1 = {k: cpu_seconds(v) for k, v in groups.items()}
                 nthreads1 = sum(threads_of(x) for x in proc_tree(server))
                 site = self.site_latency() if path in OURS else None
+                # RH_BENCH_WAKE_CMD: a shell command started as every tunnel wakes
+                # (a profiler: perf record -a -g -o FILE -- sleep 30)
+                if os.environ.get("RH_BENCH_WAKE_CMD"):
+                    subprocess.Popen(os.environ["RH_BENCH_WAKE_CMD"], shell=True)
                 for p in procs:
                     try:
                         p.stdin.write(b"check\n")

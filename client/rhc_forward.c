@@ -235,7 +235,7 @@ static int start_listener(rhc_ctx *c, struct listener *l, size_t n)
             rhc_err("out of memory");
             return -1;
         }
-    } else if (listen(l->fd, 128) != 0) {
+    } else if (listen(l->fd, RHC_LISTEN_BACKLOG) != 0) {
         rhc_err("listen %s: %s", l->bound, strerror(errno));
         return -1;
     }

@@ -29,6 +29,12 @@ struct rhc_local {
  * ECONNABORTED are retried): its descriptor, RHC_ACCEPT_NONE when none is waiting,
  * or -1 after logging (EMFILE, ENFILE, ENOBUFS: retry later, not in a loop). */
 #define RHC_ACCEPT_NONE (-2)
+/* A local listener's queue of connections not yet accepted. A burst (a browser
+ * opening its pages through the SOCKS proxy, thousands of tunnels at once)
+ * waits there while the loop does a round of TLS handshakes; what overflows is
+ * dropped by the kernel and costs the application a SYN sent again a second or
+ * more later. The kernel caps it at net.core.somaxconn. */
+#define RHC_LISTEN_BACKLOG 4096
 int rhc_accept_local(int lfd, struct sockaddr_storage *ss, socklen_t *sl);
 
 void up_fill(rhc_tunnel *t);

@@ -411,7 +411,7 @@ static int start(struct proxy *p, const struct rhc_cmd *cmd)
             return crc < 0 ? RHC_EXIT_OK : crc;
     }
     for (size_t i = 0; i < p->nls; ++i) {
-        if (listen(p->ls[i].fd, 128) != 0) {
+        if (listen(p->ls[i].fd, RHC_LISTEN_BACKLOG) != 0) {
             rhc_err("listen %s: %s", p->ls[i].bound, strerror(errno));
             return RHC_EXIT_LOCAL;
         }

@@ -2,10 +2,14 @@
 server at start (GET BASE/TARGET/check) and exits with the documented code
 instead of listening for nothing; --retry-start keeps trying; and a full
 restart of Apache (the relay core with it) ends the tunnels it forgot at
-once, with a clear message, without downgrading auto's transport."""
+once, with a clear message, without downgrading auto's transport. A burst of
+local connections waits in the listener's queue while the client is busy
+instead of having its SYNs dropped."""
 
 import os
 import re
+import select
+import signal
 import socket
 import subprocess
 import time
@@ -301,3 +305,59 @@ def test_debug_trace_masks_token_and_password(apache, client_bin, tls, http):
     assert sids, text[-2000:]
     if http == "--http2":
         assert any("h2h3 [relay-session: <masked>]" in l for l in lines), text[-3000:]
+
+
+def _somaxconn():
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 4096
+
+
+def test_burst_of_local_connections_waits_in_the_listen_queue(apache, client_bin, tls):
+    """Connections that come while the client's loop is busy (here: stopped)
+    complete in the kernel and wait to be accepted (RHC_LISTEN_BACKLOG 4096,
+    capped by net.core.somaxconn). With a queue of 128 the kernel dropped the
+    rest, each connect waiting a SYN sent again a second or more later: what a
+    wake of thousands of tunnels, or a browser through the proxy, met."""
+    n = min(300, _somaxconn() - 10)     # more than a queue of 128 holds (129)
+    assert n > 129, "net.core.somaxconn too small for this test"
+    keep = (0, 1, n // 2, n - 2, n - 1)
+    with Forward(client_bin, apache.relay_url, "echo", cacert=tls["ca"],
+                 env=im.clean_env()) as fw:
+        socks = []
+        os.kill(fw.proc.pid, signal.SIGSTOP)
+        try:
+            for _ in range(n):
+                s = socket.socket()
+                s.setblocking(False)
+                s.connect_ex(("127.0.0.1", fw.port))
+                socks.append(s)
+            pending, deadline = set(socks), time.monotonic() + 1.0
+            while pending and time.monotonic() < deadline:
+                _, w, _ = select.select([], list(pending), [], 0.1)
+                pending -= {s for s in w if not s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)}
+            # the rest end before the client sees them: the tunnels checked
+            # below then stay within the test server's RelayMaxWorkers (250)
+            for i, s in enumerate(socks):
+                if i not in keep:
+                    s.close()
+        finally:
+            os.kill(fw.proc.pid, signal.SIGCONT)
+        try:
+            assert not pending, "%d of %d local connects did not complete within 1 s while " \
+                "the client was busy: its listen queue dropped them" % (len(pending), n)
+            for i in keep:      # each is served once the client goes on
+                s = socks[i]
+                s.setblocking(True)
+                tag = b"burst %d\n" % i
+                s.sendall(tag)
+                try:
+                    got = harness.read_until(s, len(tag), time.monotonic() + 30)
+                except socket.timeout:
+                    got = None
+                assert got == tag, (i, got, fw.stderr_text())
+        finally:
+            for s in socks:
+                s.close()
