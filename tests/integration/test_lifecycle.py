@@ -15,8 +15,7 @@ import harness
 from harness import Forward, curl
 
 LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
-STATUS = ("<Location /relay-status>\n    SetHandler relay-https-status\n"
-          "    Require ip 127.0.0.1\n</Location>")
+STATUS = harness.STATUS_LOCATION
 
 
 def _core_pid(a):

@@ -131,9 +131,7 @@ def env(tmp_path_factory, tls, module_so, client_bin):
     if w6:
         allow.append("RelayAllow ::1 %d" % w6.port)
     conf = ("<Location /proxy>\n    SetHandler relay-https\n    RelayConnectTimeout 5\n    "
-            + "\n    ".join(allow) + "\n</Location>\n"
-            "<Location /relay-status>\n    SetHandler relay-https-status\n"
-            "    Require ip 127.0.0.1\n</Location>\n")
+            + "\n    ".join(allow) + "\n</Location>\n" + harness.STATUS_LOCATION)
     wrap = (["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', hosts]
             if named else None)
     a = harness.Apache(os.path.join(root, "apache"), tls["cert"], tls["key"], mpm="event",

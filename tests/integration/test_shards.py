@@ -27,10 +27,7 @@ MB = 1024 * 1024
 NCORES = 3
 CONF = "\n".join([
     "RelayCoreProcesses %d" % NCORES,
-    "<Location /relay-status>",
-    "    SetHandler relay-https-status",
-    "    Require ip 127.0.0.1",
-    "</Location>",
+    harness.STATUS_LOCATION,
     "<Location /rdv>",
     "    SetHandler relay-https",
     "    RelayService shardsvc",

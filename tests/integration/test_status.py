@@ -13,8 +13,7 @@ import pytest
 import harness
 from harness import Forward, curl
 
-STATUS_LOCATION = ("<Location /relay-status>\n    SetHandler relay-https-status\n"
-                   "    Require ip 127.0.0.1\n</Location>")
+STATUS_LOCATION = harness.STATUS_LOCATION
 
 
 @pytest.fixture

@@ -26,8 +26,7 @@ from pattern import PatternChecker, pattern_bytes
 
 DNS_NAME, DNS_ADDR = "relay.test", "192.0.2.7"
 WILD_ADDR = "198.51.100.9"
-STATUS_LOCATION = ("<Location /relay-status>\n    SetHandler relay-https-status\n"
-                   "    Require ip 127.0.0.1\n</Location>")
+STATUS_LOCATION = harness.STATUS_LOCATION
 
 
 class UdpEcho:

@@ -389,8 +389,7 @@ def test_watches_across_two_cores_parked(apache_factory, module_so, target, tls)
             c.close()
 
 
-STATUS_CONF = ("<Location /relay-status>\n    SetHandler relay-https-status\n"
-               "    Require ip 127.0.0.1\n</Location>\n")
+STATUS_CONF = harness.STATUS_LOCATION
 N_STATUS = 5
 
 
