@@ -94,10 +94,10 @@ static unsigned char *ring_map(rh_ring *r, size_t osize)
 static int ring_resize(rh_ring *r, size_t nsize)
 {
     size_t osize = r->size;
-    unsigned char *nb = r->buf;
-    if (!r->mapped && nsize >= RING_MAP_MIN)
+    unsigned char *nb = r->mapped ? r->buf : NULL;
+    if (!nb && nsize >= RING_MAP_MIN)
         nb = ring_map(r, osize);
-    if (!r->mapped && !(nb = realloc(r->buf, nsize)))
+    if (!nb && !(nb = realloc(r->buf, nsize)))
         return -1;
     r->buf = nb;
     r->size = nsize;

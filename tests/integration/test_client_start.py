@@ -334,10 +334,18 @@ def test_burst_of_local_connections_waits_in_the_listen_queue(apache, client_bin
                 s.setblocking(False)
                 s.connect_ex(("127.0.0.1", fw.port))
                 socks.append(s)
-            pending, deadline = set(socks), time.monotonic() + 1.0
-            while pending and time.monotonic() < deadline:
-                _, w, _ = select.select([], list(pending), [], 0.1)
-                pending -= {s for s in w if not s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)}
+            # poll, not select: no FD_SETSIZE bound on the descriptors
+            waiting = {s.fileno(): s for s in socks}
+            poller = select.poll()
+            for fd in waiting:
+                poller.register(fd, select.POLLOUT)
+            deadline = time.monotonic() + 1.0
+            while waiting and time.monotonic() < deadline:
+                for fd, _ in poller.poll(100):
+                    poller.unregister(fd)       # done, or failed: then it stays pending
+                    if not waiting[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                        del waiting[fd]
+            pending = set(waiting.values())
             # the rest end before the client sees them: the tunnels checked
             # below then stay within the test server's RelayMaxWorkers (250)
             for i, s in enumerate(socks):
