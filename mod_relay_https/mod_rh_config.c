@@ -1,5 +1,6 @@
 /* The directives (RelayTarget, timeouts, the budget) and their per-location and
  * per-server configuration, merged the httpd way; defaults from rh_proto.h. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +64,7 @@ void *rh_create_srv_conf(apr_pool_t *p, server_rec *s)
     sc->sessions_per_client = sc->requests_per_client = sc->open_rate = -1;
     sc->listens_per_client = -1;
     sc->push_wait_s = sc->frame_s = sc->write_s = -1;
-    sc->rate_session = sc->rate_global = -1;
+    sc->rate_session = sc->rate_global = sc->resume_memory = -1;
     sc->async = -1;
     sc->thread_reserve = -1;
     sc->nice = -1;
@@ -95,6 +96,7 @@ void *rh_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(write_s);
     MERGE_INT(rate_session);
     MERGE_INT(rate_global);
+    MERGE_INT(resume_memory);
     MERGE_INT(async);
     MERGE_INT(thread_reserve);
     MERGE_INT(nice);
@@ -130,6 +132,11 @@ void rh_srv_limits(const rh_srv_conf *sc, rh_limits *out)
                                             : RH_DEFAULT_PUSH_WAIT_S;
     out->rate_session = sc->rate_session > 0 ? (uint32_t)sc->rate_session : 0;
     out->rate_global = sc->rate_global > 0 ? (uint32_t)sc->rate_global : 0;
+}
+
+uint64_t rh_srv_resume_memory(const rh_srv_conf *sc)
+{
+    return (uint64_t)(sc->resume_memory >= 0 ? sc->resume_memory : RH_DEFAULT_RESUME_MEMORY);
 }
 
 int rh_srv_frame_s(const rh_srv_conf *sc)
@@ -388,28 +395,42 @@ static const char *set_async(cmd_parms *cmd, void *dummy, int on)
     return NULL;
 }
 
-/* A rate in bytes per second, with an optional K, M or G (binary multiples),
- * as strelaysrv's -per-session-rate and -global-rate; 0: no limit. */
-static const char *set_rate(cmd_parms *cmd, const char *arg, long long *out)
+/* A count of bytes with an optional K, M, G or T (binary multiples), at most
+ * max; what says what it is in the error. */
+static const char *parse_bytes(cmd_parms *cmd, const char *arg, long long max,
+                               const char *what, long long *out)
 {
+    static const char units[] = "KMGT";
     char *end;
     errno = 0;
     long long v = strtoll(arg, &end, 10);
     long long mult = 1;
-    if (*end == 'K' || *end == 'k')
-        mult = 1024;
-    else if (*end == 'M' || *end == 'm')
-        mult = 1024 * 1024;
-    else if (*end == 'G' || *end == 'g')
-        mult = 1024 * 1024 * 1024;
-    if (mult > 1)
+    const char *u = *end ? strchr(units, toupper((unsigned char)*end)) : NULL;
+    if (u) {
+        mult = 1LL << (10 * (int)(u - units + 1));
         ++end;
-    if (errno || end == arg || *end || v < 0 || v > 4294967295LL / mult)
-        return apr_psprintf(cmd->pool, "%s: '%s' is not a rate in bytes per second "
-                            "(e.g. 1048576 or 1M; 0: no limit; at most 4G-1)",
-                            cmd->directive->directive, arg);
+    }
+    if (errno || end == arg || *end || v < 0 || v > max / mult)
+        return apr_psprintf(cmd->pool, "%s: '%s' is not %s", cmd->directive->directive, arg,
+                            what);
     *out = v * mult;
     return NULL;
+}
+
+/* A rate in bytes per second, as strelaysrv's -per-session-rate and
+ * -global-rate; 0: no limit. */
+static const char *set_rate(cmd_parms *cmd, const char *arg, long long *out)
+{
+    return parse_bytes(cmd, arg, 4294967295LL, "a rate in bytes per second (e.g. 1048576 or "
+                       "1M; 0: no limit; at most 4G-1)", out);
+}
+
+static const char *set_resume_memory(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    const char *err;
+    rh_srv_conf *sc = global_conf(cmd, &err);
+    return err ? err : parse_bytes(cmd, arg, 1LL << 50, "a size in bytes (e.g. 512M or "
+                                   "2G; 0: no bound; at most 1024T)", &sc->resume_memory);
 }
 
 #define GLOBAL_RATE(fn, field)                                               \
@@ -503,6 +524,10 @@ const command_rec rh_cmds[] = {
     AP_INIT_TAKE1("RelayGlobalRateLimit", set_rate_global, NULL, RSRC_CONF,
                   "bytes per second all sessions together may move, with a burst of "
                   "twice that (K, M, G suffixes; default 0: no limit)"),
+    AP_INIT_TAKE1("RelayResumeMemory", set_resume_memory, NULL, RSRC_CONF,
+                  "bytes the resume windows of all sessions may hold together, half of "
+                  "that for one client; a session waits for room beyond (K, M, G, T "
+                  "suffixes; default 1G; 0: no bound)"),
     AP_INIT_FLAG("RelayAsync", set_async, NULL, RSRC_CONF,
                  "On: on the event MPM, HTTP/1.1 relay requests wait parked in one reactor "
                  "thread per child, not on a thread each (default On; prefork, worker and "

@@ -14,6 +14,7 @@
 #define RH_DEFAULT_MAX_SESSIONS 4096
 #define RH_DEFAULT_WORKERS_PCT  40      /* of MaxRequestWorkers: most stay the site's */
 #define RH_DEFAULT_SESS_PER_CLIENT 256
+#define RH_DEFAULT_RESUME_MEMORY (1024LL * 1024 * 1024)   /* RelayResumeMemory: 1 GiB */
 #define RH_DEFAULT_OPEN_RATE    20      /* per second and client, burst twice that */
 #define RH_DEFAULT_LISTENS_PER_CLIENT 32   /* a serve keeps 4 by default (--accepts) */
 #define RH_DEFAULT_PUSH_WAIT_S  10
@@ -58,6 +59,7 @@ typedef struct rh_srv_conf {
     int write_s;                 /* a response the client does not read is cut after */
     long long rate_session;      /* bytes/s per session (RelayRateLimit); -1: unset */
     long long rate_global;       /* bytes/s for all (RelayGlobalRateLimit) */
+    long long resume_memory;     /* RelayResumeMemory: bytes; -1: unset */
     int async;                   /* RelayAsync: 1 on, 0 off, -1 unset */
     int thread_reserve;          /* RelayThreadReserve: threads per child; -1 unset */
     int nice;                    /* RelayNice: added to the relay's nice value; -1 unset */
@@ -84,6 +86,9 @@ int rh_dir_poll(const rh_dir_conf *dc);
 /* The limits in force (defaults filled in); the MPM must be configured. */
 void rh_srv_limits(const rh_srv_conf *sc, rh_limits *out);
 int rh_srv_frame_s(const rh_srv_conf *sc);
+/* RelayResumeMemory in force: bytes resume windows may hold in all (0: no bound);
+ * one client may hold half of it. */
+uint64_t rh_srv_resume_memory(const rh_srv_conf *sc);
 int rh_srv_write_s(const rh_srv_conf *sc);
 /* RelayAsync in force: waits parked in the reactor where the MPM allows it. */
 int rh_srv_async(const rh_srv_conf *sc);

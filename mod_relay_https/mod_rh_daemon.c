@@ -403,16 +403,6 @@ fail:
     return -1;
 }
 
-/* Core k's part of a global bound shared by n cores: the parts add up to it
- * (the first cores take the remainder), but none is 0, which means no limit. */
-static uint32_t share(uint32_t v, unsigned n, unsigned k)
-{
-    if (!v || n < 2)
-        return v;
-    uint32_t part = v / n + (k < v % n);
-    return part ? part : 1;
-}
-
 /* The operator's budget goes where the cores read it at every request. The
  * per-client limits hold whole in each core, since a client's sessions live
  * in one (rh_shard_for); the global ones are divided. */
@@ -420,18 +410,23 @@ static void publish_limits(const rh_srv_conf *sc, server_rec *s)
 {
     rh_limits lim;
     rh_srv_limits(sc, &lim);
+    uint64_t resume = rh_srv_resume_memory(sc);
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, RHLOG(1014)
                  "relay limits: %u requests in flight (%u per client), %u sessions per "
                  "client, %u opens/s per client, %u listens per client, pushes wait %u s, "
-                 "%u B/s per session, %u B/s in all (0: no limit), over %u cores",
+                 "%u B/s per session, %u B/s in all, resume windows hold %" APR_UINT64_T_FMT
+                 " bytes (0: no limit), over %u cores",
                  lim.max_workers, lim.requests_per_client, lim.sessions_per_client,
                  lim.open_rate, lim.listens_per_client, lim.push_wait_s, lim.rate_session,
-                 lim.rate_global, g_ret->n);
+                 lim.rate_global, resume, g_ret->n);
     for (unsigned k = 0; k < g_ret->n; ++k) {
         rh_limits part = lim;
-        part.max_workers = share(lim.max_workers, g_ret->n, k);
-        part.rate_global = share(lim.rate_global, g_ret->n, k);
+        part.max_workers = (uint32_t)rh_shard_part(lim.max_workers, g_ret->n, k);
+        part.rate_global = (uint32_t)rh_shard_part(lim.rate_global, g_ret->n, k);
         rh_registry_set_limits(g_ret->cur[k].reg, &part);
+        /* a client's windows are in one core: its half is whole in each */
+        rh_registry_set_resume(core_ext(&g_ret->cur[k]), rh_shard_part(resume, g_ret->n, k),
+                               resume / 2 ? resume / 2 : resume);
     }
 }
 

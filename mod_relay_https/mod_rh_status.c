@@ -35,6 +35,8 @@ typedef struct status {
     rh_stats sum;
     int watch_known;               /* every core's table has the watch's figures */
     rh_watch_stats watch;          /* ... their sum */
+    int resume_known;              /* every core's table has RelayResumeMemory's */
+    uint64_t resume_held, resume_bound, resume_waits;   /* ... their sums */
     rh_limits lim;                 /* the global ones: the cores' shares added */
     uint32_t nslots;
     uint64_t opened;
@@ -129,6 +131,14 @@ static int take(status *s)
             rh_stats_watch_add(&s->watch, &x->watch);
         else
             s->watch_known = 0;
+        if (k == 0)
+            s->resume_known = 1;
+        if (rh_registry_ext_has_resume(x)) {
+            s->resume_held += __atomic_load_n(&x->resume_held, __ATOMIC_RELAXED);
+            s->resume_bound += __atomic_load_n(&x->resume_bound, __ATOMIC_RELAXED);
+            s->resume_waits += __atomic_load_n(&x->resume_waits, __ATOMIC_RELAXED);
+        } else
+            s->resume_known = 0;
     }
     s->held = s->sum.held;
     for (int i = 0; i < KBPS_N; ++i)
@@ -244,6 +254,10 @@ static void send_json(request_rec *r, const rh_dir_conf *dc, const status *s)
                    APR_UINT64_T_FMT "},\n", s->watch.sessions, s->watch.waiting,
                    s->watch.answered[RH_WATCH_ANS_DATA], s->watch.answered[RH_WATCH_ANS_GONE],
                    s->watch.answered[RH_WATCH_ANS_EMPTY]);
+    if (s->resume_known)
+        ap_rprintf(r, "  \"resumeMemory\": {\"held\": %" APR_UINT64_T_FMT ", \"bound\": %"
+                   APR_UINT64_T_FMT ", \"waits\": %" APR_UINT64_T_FMT "},\n",
+                   s->resume_held, s->resume_bound, s->resume_waits);
     json_targets(r, s);
     json_options(r, dc, s);
     ap_rprintf(r, "  \"core\": {\"running\": %s, \"pid\": %" APR_INT64_T_FMT
@@ -379,6 +393,11 @@ static void send_html(request_rec *r, const rh_dir_conf *dc, const status *s)
                               s->watch.answered[RH_WATCH_ANS_DATA],
                               s->watch.answered[RH_WATCH_ANS_GONE],
                               s->watch.answered[RH_WATCH_ANS_EMPTY]));
+    if (s->resume_known)
+        html_row(r, "resume windows (bytes held, bound; sessions waited for room)",
+                 apr_psprintf(p, "%" APR_UINT64_T_FMT ", %" APR_UINT64_T_FMT " (0: none); %"
+                              APR_UINT64_T_FMT, s->resume_held, s->resume_bound,
+                              s->resume_waits));
     html_row(r, "rate limits (per session, all)",
              s->lim.rate_session || s->lim.rate_global
              ? apr_psprintf(p, "%u B/s, %u B/s (0: none); held back %" APR_UINT64_T_FMT
@@ -468,6 +487,10 @@ static int status_hook(request_rec *r, int flags)
                        s->watch.answered[RH_WATCH_ANS_DATA],
                        s->watch.answered[RH_WATCH_ANS_GONE],
                        s->watch.answered[RH_WATCH_ANS_EMPTY]);
+        if (s->resume_known)
+            ap_rprintf(r, "RelayResumeHeld: %" APR_UINT64_T_FMT "\nRelayResumeBound: %"
+                       APR_UINT64_T_FMT "\nRelayResumeWaits: %" APR_UINT64_T_FMT "\n",
+                       s->resume_held, s->resume_bound, s->resume_waits);
         return OK;
     }
     ap_rprintf(r, "<hr /><h2>mod_relay_https</h2>\n<dl><dt>relay core: %s</dt>"

@@ -7,6 +7,7 @@
 #define RH_CLIENTS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define RH_CLIENT_KEY_MAX 32        /* key text, NUL included */
 #define RH_CLIENT_IDLE_MS 2000      /* an unused entry is forgotten after this */
@@ -15,6 +16,7 @@ typedef struct rh_client {
     char key[RH_CLIENT_KEY_MAX];
     unsigned sessions;              /* sessions it opened that are alive */
     unsigned held;                  /* its requests the core holds now */
+    uint64_t resume_held;           /* bytes its resume windows hold (RelayResumeMemory) */
     double tokens;                  /* open rate: token bucket ... */
     long stamp_ms;                  /* ... last refilled then */
     long idle_since;                /* unused (no session, no request) since, or 0 */

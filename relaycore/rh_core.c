@@ -396,6 +396,7 @@ int rh_core_run(const rh_core_config *cfg)
         /* the beat tells httpd's children that the core is alive: one wake-up
          * a second, whatever else it waits for */
         rh_registry_get_limits(cfg->reg, &c->lim);
+        rh_core_mem_turn(c);
         rh_registry_publish(cfg->reg, c->held, c->integrity_failures);
         if (cfg->ext)
             rh_stats_watch_now(&cfg->ext->watch, c->watch_sessions, c->watch_waiting);

@@ -42,7 +42,7 @@ static uint32_t down_crc_at(const session *s, uint64_t off)
     return down_crc_range(s, s->down_crc_acked, s->down_acked, (size_t)(off - s->down_acked));
 }
 
-void rh_core_down_ack(session *s, uint64_t ack)
+void rh_core_down_ack(core *c, session *s, uint64_t ack)
 {
     if (!s->resumable || ack <= s->down_acked || ack > s->down_sent)
         return;
@@ -50,6 +50,7 @@ void rh_core_down_ack(session *s, uint64_t ack)
         s->down_crc_acked = down_crc_at(s, ack);
     rh_ring_consume(&s->down, (size_t)(ack - s->down_acked));
     s->down_acked = ack;
+    rh_core_mem_sync(c, s);
 }
 
 
@@ -91,6 +92,8 @@ void rh_core_target_read(core *c, session *s)
         size_t lim = s->readahead - down_unsent(s);
         if (rh_core_rate_limited(c) && !(lim = rh_core_rate_allow(c, s, lim)))
             return;
+        if (!(lim = rh_core_mem_allow(c, s, lim)))
+            return;
         if (iov[0].iov_len >= lim) {
             iov[0].iov_len = lim;
             n = 1;
@@ -102,6 +105,7 @@ void rh_core_target_read(core *c, session *s)
         if (r > 0) {
             rh_ring_commit(&s->down, (size_t)r);
             s->down_rd += (uint64_t)r;
+            rh_core_mem_sync(c, s);
             if (rh_core_rate_limited(c))
                 rh_core_rate_took(c, s, (size_t)r);
             if ((size_t)r < asked) {

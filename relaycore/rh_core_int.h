@@ -13,6 +13,7 @@
  *   rh_core_open.c     OPEN: limits, the new session, the connect to the target
  *   rh_core_req.c      the other requests, and the request line itself
  *   rh_core_watch.c    WATCH: one long-poll for many idle sessions
+ *   rh_core_mem.c      RelayResumeMemory: resume windows' bytes, bounded
  *   rh_udp.c           udp: targets: datagrams <-> the session's stream
  *
  * Every session has a target socket and two bounded rings: up (client -> target)
@@ -206,6 +207,9 @@ struct session {
                                 that would wake it puts it on the again list) */
              kick:1;         /* rendezvous: its peer moved bytes to or from it:
                                 it has work no event will announce */
+    size_t mem;              /* down ring bytes counted in RelayResumeMemory (rh_core_mem.c) */
+    unsigned mem_wait:1;     /* ... waits for room, in the core's mem_waiters */
+    session *mem_next;
     rh_core_watch *watch;    /* the waiting watch it is in (at most one), or NULL:
                                 its idle timeout does not run meanwhile */
     unsigned watch_i;        /* ... its entry there */
@@ -258,6 +262,11 @@ typedef struct core {
     uint32_t watch_serial;         /* ... the last one's number */
     unsigned watch_waiting;        /* ... waiting now, and the sessions they hold */
     unsigned watch_sessions;
+    uint64_t mem_bound, mem_client_bound;   /* RelayResumeMemory (0: none; rh_core_mem.c) */
+    uint64_t mem_held;             /* ... resume windows' bytes held now */
+    uint64_t mem_waits;            /* ... times a session waited for room */
+    session *mem_waiters;          /* ... the sessions waiting now */
+    int mem_freed;                 /* ... bytes were freed since the last turn */
 } core;
 
 /* Test only (RELAY_HTTPS_TEST_FLIP=up:N or down:N): flips the byte at that offset
@@ -294,7 +303,8 @@ static inline size_t down_unsent(const session *s)
 /* The target may be read: room in the ring, and not too far ahead of the pull. */
 static inline int down_wants_read(const session *s)
 {
-    return !s->down_eof && rh_ring_space(&s->down) && down_unsent(s) < s->readahead;
+    return !s->down_eof && !s->mem_wait && rh_ring_space(&s->down)
+           && down_unsent(s) < s->readahead;
 }
 
 /* When a waiting long-poll answers empty: its poll time, or soon while the
@@ -350,6 +360,8 @@ void rh_core_session_gone(core *c, conn *k, const char *token);
 long rh_core_session_next_deadline(const session *s);
 void rh_core_session_pump(core *c, session *s);
 void rh_core_session_again(core *c);
+/* s is pumped next turn (epoll does not wait meanwhile). */
+void rh_core_session_again_add(core *c, session *s);
 void rh_core_session_update(core *c, session *s);
 void rh_core_session_timer(core *c, session *s, long now);
 
@@ -364,10 +376,20 @@ void rh_core_push_read_on(core *c, session *s);
 void rh_core_target_write(core *c, session *s);
 
 /* ---- rh_core_down.c: target -> ring -> pull frames ---- */
-void rh_core_down_ack(session *s, uint64_t ack);
+void rh_core_down_ack(core *c, session *s, uint64_t ack);
 void rh_core_target_read(core *c, session *s);
 void rh_core_pull_write(core *c, session *s);
 void rh_core_pull_event(core *c, conn *k, uint32_t events);
+
+/* ---- rh_core_mem.c: RelayResumeMemory ---- */
+/* How many of want bytes s's down ring may take now (the room below its
+ * read-ahead, then what the bounds leave); 0: s waits for room. */
+size_t rh_core_mem_allow(core *c, session *s, size_t want);
+/* After s's down ring grew or shrank: the counts follow. */
+void rh_core_mem_sync(core *c, session *s);
+/* s's ring is released: its bytes no longer count, and it waits no more. */
+void rh_core_mem_forget(core *c, session *s);
+void rh_core_mem_turn(core *c);
 
 /* ---- rh_pair.c: rendezvous ---- */
 void rh_pair_open(core *c, conn *k, const rh_ipc_req *rq);

@@ -130,7 +130,7 @@ static void req_pull(core *c, conn *k, const rh_ipc_req *rq)
         }
         if (rq->offset > s->down_sent)
             s->down_sent = rq->offset;   /* the ring holds them: never consumed */
-        rh_core_down_ack(s, rq->offset);
+        rh_core_down_ack(c, s, rq->offset);
         s->down_sent = rq->offset;   /* == down_acked now */
         s->down_crc_sent = s->down_crc_acked;
         s->down_crc_off = s->down_sent;
@@ -227,7 +227,7 @@ static void req_ack(core *c, conn *k, const rh_ipc_req *rq)
         return;
     }
     /* beyond down_sent (a late pull rewound it): kept, freed by the next pull */
-    rh_core_down_ack(s, rq->offset);
+    rh_core_down_ack(c, s, rq->offset);
     rh_core_out_printf(k, "OK %" PRIu64, s->down_acked);
     rh_core_conn_reply_done(c, k);
     rh_core_session_pump(c, s);   /* freed room may let the target be read again */

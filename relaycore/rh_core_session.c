@@ -132,6 +132,7 @@ static void target_close(core *c, session *s)
     }
     rh_ring_release(&s->up);
     rh_ring_release(&s->down);
+    rh_core_mem_forget(c, s);
 }
 
 void rh_core_session_free(core *c, session *s)
@@ -380,7 +381,7 @@ static int pump_round(core *c, session *s)
  * epoll cannot bring it back: a push's input buffer may hold bytes the ring
  * now has room for, with the push's EPOLLIN off (its buffer is full, or its
  * handler sent all) and the target's EPOLLOUT off (the ring drained). */
-static void again_add(core *c, session *s)
+void rh_core_session_again_add(core *c, session *s)
 {
     if (!s->again) {
         s->again = 1;
@@ -398,7 +399,7 @@ static void pump_peer(core *c, session *s)
     if (!p || !p->kick || p->dead)
         return;
     if (p->in_pump)
-        again_add(c, p);
+        rh_core_session_again_add(c, p);
     else
         rh_core_session_pump(c, p);
 }
@@ -412,7 +413,7 @@ void rh_core_session_pump(core *c, session *s)
         if (!(moved = pump_round(c, s)))
             break;
     if (moved && !s->dead)
-        again_add(c, s);
+        rh_core_session_again_add(c, s);
     if (!s->dead && s->up_shut && s->down_fin_sent && !s->pull && !s->down_reset) {
         if (!s->resumable || s->close_asked)
             rh_core_session_end(c, s, 0, "closed by both ends");
@@ -471,7 +472,7 @@ void rh_core_session_update(core *c, session *s)
             want |= EPOLLOUT;
         /* rendezvous: the peer is no socket; a pump moves what can move */
         if (!s->in_pump && s->peer && rh_pair_ready(s, rh_now_ms()))
-            again_add(c, s);
+            rh_core_session_again_add(c, s);
     }
     rh_core_arm(c, s->fd, s, &s->ev, want);
     session_count(c, s);

@@ -184,7 +184,7 @@ static int push_frame(core *c, session *s, conn *k, rh_frame_event *ev)
         s->up_fin = 1;   /* again after a retry: no harm */
         return 0;
     case RH_FEV_ACK:
-        rh_core_down_ack(s, ev->offset);
+        rh_core_down_ack(c, s, ev->offset);
         return 0;
     case RH_FEV_RESET: {
         char why[160];

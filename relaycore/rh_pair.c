@@ -124,6 +124,7 @@ static size_t move_allow(core *c, session *from, session *to, size_t want)
 static void moved(core *c, session *from, session *to, size_t n)
 {
     to->down_rd += n;
+    rh_core_mem_sync(c, to);
     if (rh_core_rate_limited(c)) {
         rh_core_rate_took(c, from, n);
         rh_core_rate_took(c, to, n);
@@ -134,12 +135,19 @@ static void moved(core *c, session *from, session *to, size_t n)
 }
 
 /* How many bytes to's down ring takes now: what it would read from a target. */
-static size_t take_room(const session *to)
+static size_t room_of(const session *to)
 {
     if (!down_wants_read(to))
         return 0;
     size_t room = to->readahead - down_unsent(to);
     return room < rh_ring_space(&to->down) ? room : rh_ring_space(&to->down);
+}
+
+/* The same within RelayResumeMemory (none: to waits for room). */
+static size_t take_room(core *c, session *to)
+{
+    size_t room = room_of(to);
+    return room ? rh_core_mem_allow(c, to, room) : 0;
 }
 
 /* Checked up bytes [from->up_wr, from->up_acc) go from from's up ring into
@@ -149,7 +157,7 @@ size_t rh_pair_move(core *c, session *from)
     session *to = from->peer;
     size_t total = 0;
     while (to && from->up_acc > from->up_wr) {
-        size_t want = (size_t)(from->up_acc - from->up_wr), room = take_room(to);
+        size_t want = (size_t)(from->up_acc - from->up_wr), room = take_room(c, to);
         if (want > room)
             want = room;
         if (!(want = move_allow(c, from, to, want)))
@@ -179,7 +187,7 @@ size_t rh_pair_move(core *c, session *from)
 size_t rh_pair_put(core *c, session *from, const unsigned char *data, size_t len)
 {
     session *to = from->peer;
-    size_t room = to ? take_room(to) : 0;
+    size_t room = to ? take_room(c, to) : 0;
     size_t want = move_allow(c, from, to, len < room ? len : room);
     size_t done = want ? rh_ring_put(&to->down, data, want) : 0;
     if (done) {
@@ -196,7 +204,7 @@ int rh_pair_ready(const session *s, long now)
     const session *p = s->peer;
     if (!p || p->dead || rh_core_throttled(s, now) || rh_core_throttled(p, now))
         return 0;
-    return (p->up_acc > p->up_wr && take_room(s)) || (s->up_acc > s->up_wr && take_room(p));
+    return (p->up_acc > p->up_wr && room_of(s)) || (s->up_acc > s->up_wr && room_of(p));
 }
 
 /* ---- pairing ---- */

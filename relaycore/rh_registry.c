@@ -1,5 +1,6 @@
 /* Single writer (the core), many readers (httpd children): each slot is guarded by
  * a sequence counter so a reader never acts on a half-written slot. */
+#include <stddef.h>
 #include <string.h>
 #include <stdio.h>
 #include <time.h>
@@ -33,7 +34,8 @@ rh_registry_ext *rh_registry_ext_of(const rh_registry *reg, size_t mem_size)
         || reg->nslots > RH_SHARD_SLOTS_MAX || mem_size < rh_registry_ext_size(reg->nslots))
         return NULL;
     rh_registry_ext *x = (rh_registry_ext *)((char *)(uintptr_t)reg + ext_offset(reg->nslots));
-    if (x->magic != RH_REG_EXT_MAGIC || x->size < sizeof(*x)
+    /* an older module's extension is shorter: its fields are all there */
+    if (x->magic != RH_REG_EXT_MAGIC || x->size < offsetof(rh_registry_ext, resume_bound)
         || x->size > mem_size - ext_offset(reg->nslots))
         return NULL;
     return x;
@@ -52,6 +54,27 @@ rh_registry_ext *rh_registry_ext_init(rh_registry *reg, size_t mem_size,
     x->size = sizeof(*x);
     x->magic = RH_REG_EXT_MAGIC;
     return rh_registry_ext_of(reg, mem_size);
+}
+
+int rh_registry_ext_has_resume(const rh_registry_ext *x)
+{
+    return x && x->size >= offsetof(rh_registry_ext, resume_waits) + sizeof(x->resume_waits);
+}
+
+void rh_registry_set_resume(rh_registry_ext *x, uint64_t bound, uint64_t client_bound)
+{
+    if (!rh_registry_ext_has_resume(x))
+        return;
+    __atomic_store_n(&x->resume_bound, bound, __ATOMIC_RELAXED);
+    __atomic_store_n(&x->resume_client_bound, client_bound, __ATOMIC_RELAXED);
+}
+
+void rh_registry_resume_now(rh_registry_ext *x, uint64_t held, uint64_t waits)
+{
+    if (!rh_registry_ext_has_resume(x))
+        return;
+    __atomic_store_n(&x->resume_held, held, __ATOMIC_RELAXED);
+    __atomic_store_n(&x->resume_waits, waits, __ATOMIC_RELAXED);
 }
 
 rh_registry *rh_registry_init(void *mem, uint32_t nslots)

@@ -77,6 +77,13 @@ typedef struct rh_registry_ext {
     uint32_t magic;
     uint32_t size;          /* sizeof(rh_registry_ext) of the module that made it */
     rh_watch_stats watch;
+    /* RelayResumeMemory (0: no bound): written by the parent, read by the core
+     * at every loop turn; bytes of resume windows the core holds now, and how
+     * often a session had to wait for room, written by the core */
+    uint64_t resume_bound;         /* this core's share of the relay's bound */
+    uint64_t resume_client_bound;  /* what one client may hold in it */
+    uint64_t resume_held;
+    uint64_t resume_waits;
 } rh_registry_ext;
 
 /* A consistent copy of one slot, as a reader sees it. */
@@ -104,6 +111,12 @@ rh_registry *rh_registry_init(void *mem, uint32_t nslots);
 rh_registry_ext *rh_registry_ext_of(const rh_registry *reg, size_t mem_size);
 rh_registry_ext *rh_registry_ext_init(rh_registry *reg, size_t mem_size,
                                       const rh_registry_ext *from);
+/* The extension holds the resume memory fields (a table of an older module,
+ * still draining, may not: its core bounds nothing and shows nothing). */
+int rh_registry_ext_has_resume(const rh_registry_ext *x);
+/* Parent: the bounds (atomic per field). Core: its figures. */
+void rh_registry_set_resume(rh_registry_ext *x, uint64_t bound, uint64_t client_bound);
+void rh_registry_resume_now(rh_registry_ext *x, uint64_t held, uint64_t waits);
 
 /* Core side. */
 int rh_registry_alloc(rh_registry *reg, const char *target,

@@ -19,6 +19,14 @@ uint32_t rh_shard_slots(uint32_t max_sessions, unsigned n, unsigned k)
     return per < 1 ? 1 : per >= RH_SHARD_SLOTS_MAX ? RH_SHARD_SLOTS_MAX - 1 : per;
 }
 
+uint64_t rh_shard_part(uint64_t v, unsigned n, unsigned k)
+{
+    if (!v || n < 2)
+        return v;
+    uint64_t part = v / n + (k < v % n);
+    return part ? part : 1;
+}
+
 unsigned rh_shard_of_key(const char *key, unsigned n)
 {
     /* FNV-1a, then a final mix: client keys are themselves hashes */

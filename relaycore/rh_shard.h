@@ -21,6 +21,10 @@ unsigned rh_shard_auto(uint32_t max_sessions, uint64_t hard_nofile);
  * max_sessions exactly (the first ones take the remainder), at least 1 each. */
 uint32_t rh_shard_slots(uint32_t max_sessions, unsigned n, unsigned k);
 
+/* Core k's part of a global bound v shared by n cores: the parts add up to v
+ * (the first cores take the remainder), but none is 0, which means no limit. */
+uint64_t rh_shard_part(uint64_t v, unsigned n, unsigned k);
+
 /* A key's shard (a client's key, a service's name): the same key, the same
  * shard, so whatever is counted per key is counted in one core. */
 unsigned rh_shard_of_key(const char *key, unsigned n);

@@ -26,6 +26,7 @@ Deselect with -m "not abuse".
 
 import base64
 import collections
+import json
 import os
 import re
 import signal
@@ -650,6 +651,87 @@ def test_unread_stream_pulls_cut(fresh, flood, mpm):
         for c in conns:
             c.close()
         close_sessions(a, tokens, target="flood")
+
+
+RESUME_MEMORY = 4 << 20     # RelayResumeMemory in the test below (one client: half)
+HOG_SESSIONS = 4
+
+
+def _status_json(a):
+    r = harness.curl(a.base_url + "/relay-status?json", method="GET")
+    assert r.status == 200, r
+    return json.loads(r.body)
+
+
+@pytest.mark.rh_timeout(120)
+def test_unacknowledged_windows_held_to_resume_memory(fresh, client_bin, tls):
+    """A client opens resumable sessions to a target that floods, reads its pulls
+    as fast as they come and never acknowledges: without a bound each session
+    would keep a whole window (4 x 16 MiB). With RelayResumeMemory 4M the core
+    holds at most that, this client at most half of it (its pulls carry no more
+    than that plus each session's read-ahead), the status page says so, and
+    another client's resumable tunnel still moves 4 MiB both ways, intact."""
+    a = fresh("event", "RelayResumeMemory %d\n%s" % (RESUME_MEMORY, harness.STATUS_LOCATION))
+    hog = src_ip(9, 0)
+    tokens = [open_session(a, target="flood", source=hog, resume=True)
+              for _ in range(HOG_SESSIONS)]
+    got = [0] * HOG_SESSIONS
+    conns, readers, stop = [], [], threading.Event()
+
+    def drain(i, c):
+        c.sock.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                b = c.sock.recv(1 << 16)
+            except (OSError, ValueError):
+                if stop.is_set():
+                    return
+                continue
+            if not b:
+                return
+            got[i] += len(b)
+    try:
+        for i, t in enumerate(tokens):
+            c = Raw(a.port, source=hog, timeout=10)
+            c.request("GET", "/relay/flood/pull", ["Relay-Session: " + t, "Relay-Ack: 0"])
+            conns.append(c)
+            readers.append(threading.Thread(target=drain, args=(i, c), daemon=True))
+            readers[-1].start()
+        # the pulls carry what the windows may keep, then stay quiet
+        last, quiet_since = -1, time.monotonic()
+        deadline = time.monotonic() + 20
+        while time.monotonic() - quiet_since < 2.0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            if sum(got) != last:
+                last, quiet_since = sum(got), time.monotonic()
+        bufsize = 256 << 10          # RelayBufferSize's default: each ring's read-ahead
+        most = RESUME_MEMORY // 2 + HOG_SESSIONS * bufsize + (256 << 10)
+        assert sum(got) <= most, (
+            "the client that never acknowledges got %d bytes on %d pulls (its half of "
+            "RelayResumeMemory %d and the read-ahead allow %d)"
+            % (sum(got), HOG_SESSIONS, RESUME_MEMORY, most))
+        assert sum(got) >= RESUME_MEMORY // 4, "the pulls carried only %d bytes" % sum(got)
+        assert harness.wait_for(lambda: _status_json(a).get("resumeMemory", {})
+                                .get("waits", 0) > 0, 5, what="resumeMemory.waits > 0")
+        rm = _status_json(a)["resumeMemory"]
+        assert rm["bound"] == RESUME_MEMORY and 0 < rm["held"] <= RESUME_MEMORY // 2, rm
+
+        # another client still has room: 4 MiB echoed through a resumable tunnel
+        with harness.Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"]) as fw:
+            res = harness.pump("127.0.0.1", fw.port, nbytes=4 << 20, timeout=60)
+        assert res["error"] is None and res["received"] == res["sent"] \
+            and res["recv_sha"] == res["sent_sha"], res
+    finally:
+        stop.set()
+        for th in readers:   # an SSL socket is not closed under its reader
+            th.join(5)
+        for c in conns:
+            c.close()
+        closed = close_sessions(a, tokens, target="flood")
+    # the windows count no more once their sessions are gone
+    assert harness.wait_for(lambda: _status_json(a)["resumeMemory"]["held"] == 0, 10,
+                            what="resumeMemory.held back to 0"), (
+        _status_json(a)["resumeMemory"], closed)
 
 
 # ---------------------------------------------------------------------------

@@ -88,3 +88,21 @@ def test_bad_rates_refused_at_configtest(apache_factory, module_so, targets):
             f.write(a.config_text())
         r = a.configtest(path)
         assert r.returncode != 0 and "RelayRateLimit" in r.stdout, (bad, r.stdout)
+
+
+def test_resume_memory_sizes_at_configtest(apache_factory, module_so, targets):
+    """RelayResumeMemory takes K, M, G, T (binary) and refuses anything else."""
+    for value, ok in (("512M", True), ("2g", True), ("1T", True), ("0", True),
+                      ("lots", False), ("-1", False), ("10X", False), ("2048T", False)):
+        a = apache_factory.get("event", module=module_so, targets=targets, start=False,
+                               extra_conf="RelayResumeMemory %s\n# %s"
+                               % (value, time.monotonic_ns()))
+        path = os.path.join(a.root, "conf", "resume.conf")
+        with open(path, "w") as f:
+            f.write(a.config_text())
+        r = a.configtest(path)
+        if ok:
+            assert r.returncode == 0, (value, r.stdout)
+        else:
+            assert r.returncode != 0 and "RelayResumeMemory" in r.stdout \
+                and "not a size in bytes" in r.stdout, (value, r.stdout)

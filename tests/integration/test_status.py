@@ -48,6 +48,10 @@ def test_json_vocabulary(status_apache):
         assert isinstance(d["options"].get(opt), int), (opt, d["options"])
     assert d["core"]["running"] is True, d
     assert d["options"]["maxSessions"] == 1024, d["options"]   # the harness' RelayMaxSessions
+    # RelayResumeMemory's default, 1 GiB, in one core; nothing held while idle
+    rm = d.get("resumeMemory")
+    assert isinstance(rm, dict) and rm.get("bound") == 1 << 30 and rm.get("held") == 0 \
+        and isinstance(rm.get("waits"), int), d
 
 
 @pytest.mark.rh_timeout(90)
@@ -121,7 +125,8 @@ def test_mod_status_section(status_apache):
     assert r.status == 200, r
     lines = dict(l.split(": ", 1) for l in r.body.decode().splitlines() if ": " in l)
     for k in ("RelayCoreRunning", "RelayActiveSessions", "RelayConnections",
-              "RelayBytesProxied", "RelaySessionsOpened"):
+              "RelayBytesProxied", "RelaySessionsOpened", "RelayResumeHeld",
+              "RelayResumeBound", "RelayResumeWaits"):
         assert k in lines, (k, r.body[-800:])
     assert lines["RelayCoreRunning"] == "1", lines
     r = _get(a, "/server-status", method="GET")

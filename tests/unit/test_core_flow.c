@@ -439,6 +439,98 @@ START_TEST(test_push_input_moves_past_pump_bound)
 }
 END_TEST
 
+/* RelayResumeMemory: pulls that read and never acknowledge make each session
+ * keep what it sent; the core's bound (_i 0) or the client's (_i 1) stops the
+ * targets' reads once the windows hold that much together, not a window per
+ * session. An ack frees room and the bytes go on, in order. */
+#define MEM_SESSIONS 3
+typedef struct mem_leg {
+    int t, pull;
+    frd *r;
+    uint64_t wrote, got;
+} mem_leg;
+
+/* Writes each target's pattern and reads each pull until nothing moved for
+ * quiet_ms; the bytes the pulls carried in all. */
+static uint64_t mem_move(mem_leg *g, int quiet_ms)
+{
+    unsigned char buf[16384];
+    long last = now_ms(), end = last + 15000;
+    while (now_ms() - last < quiet_ms) {
+        ck_assert_msg(now_ms() < end, "the pulls never went quiet");
+        for (int i = 0; i < MEM_SESSIONS; ++i) {
+            for (size_t j = 0; j < sizeof(buf); ++j)
+                buf[j] = gen_byte(g[i].wrote + j);
+            ssize_t n = send(g[i].t, buf, sizeof(buf), MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n > 0)
+                g[i].wrote += (uint64_t)n;
+            rh_frame_event ev;
+            while (frd_next(g[i].r, 5, &ev) == 1) {
+                if (ev.type != RH_FEV_DATA)
+                    continue;
+                for (size_t j = 0; j < ev.len; ++j)
+                    if (ev.data[j] != gen_byte(g[i].got + j))
+                        ck_abort_msg("session %d: byte %llu differs", i,
+                                     (unsigned long long)(g[i].got + j));
+                g[i].got += ev.len;
+                last = now_ms();
+            }
+        }
+    }
+    uint64_t all = 0;
+    for (int i = 0; i < MEM_SESSIONS; ++i)
+        all += g[i].got;
+    return all;
+}
+
+START_TEST(test_resume_memory_bound)
+{
+    const uint64_t bound = 1u << 20, window = 4u << 20, bufsize = 65536;
+    mem_leg g[MEM_SESSIONS];
+    char tok[MEM_SESSIONS][RH_TOKEN_LEN + 1], reply[256];
+    int port;
+    core_start(8, 20);
+    ck_assert(rh_registry_ext_has_resume(CF.ext));
+    rh_registry_set_resume(CF.ext, _i == 0 ? bound : 0, _i == 1 ? bound : 0);
+    int l = tcp_listen(&port, 0, 8);
+    for (int i = 0; i < MEM_SESSIONS; ++i) {
+        open_session_window(port, (unsigned)bufsize, 30, (unsigned)window, tok[i]);
+        g[i].t = tcp_accept(l, IO_MS);
+        g[i].pull = pull_open(tok[i], 0);
+        g[i].r = frd_new(g[i].pull);
+        g[i].wrote = g[i].got = 0;
+    }
+    uint64_t got = mem_move(g, 400);
+    /* each ring may hold its read-ahead beyond the bound */
+    ck_assert_msg(got <= bound + MEM_SESSIONS * bufsize, "%llu bytes kept unacknowledged "
+                  "(bound %llu)", (unsigned long long)got, (unsigned long long)bound);
+    ck_assert_msg(got >= bound / 2, "only %llu bytes went", (unsigned long long)got);
+    ck_assert(WAIT_FOR(CF.ext->resume_held > 0 && CF.ext->resume_waits > 0, 2000));
+    ck_assert_uint_le(CF.ext->resume_held, bound);
+
+    /* the first session acknowledges all it got: its room goes on */
+    uint64_t before = g[1].got + g[2].got, first = g[0].got;
+    req(reply, sizeof(reply), "ACK %s %llu\n", tok[0], (unsigned long long)first);
+    ASSERT_PREFIX(reply, "OK ");
+    got = mem_move(g, 400);
+    ck_assert_msg(g[0].got + g[1].got + g[2].got > first + before, "nothing moved after "
+                  "the ack (%llu)", (unsigned long long)got);
+    ck_assert_uint_le(CF.ext->resume_held, bound);
+
+    /* the sessions end: their windows count no more */
+    for (int i = 0; i < MEM_SESSIONS; ++i) {
+        req(reply, sizeof(reply), "CLOSE %s\n", tok[i]);
+        frd_free(g[i].r);
+        xclose(g[i].pull);
+        xclose(g[i].t);
+    }
+    ck_assert_msg(WAIT_FOR(CF.ext->resume_held == 0, 3000), "%llu bytes still counted",
+                  (unsigned long long)CF.ext->resume_held);
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
 void core_flow_tests(const core_tcases *t)
 {
     tcase_add_test(t->flow, test_flow_control_up);
@@ -451,4 +543,5 @@ void core_flow_tests(const core_tcases *t)
     tcase_add_test(t->flow, test_no_busy_loop_push_gone_while_blocked);
     tcase_add_test(t->flow, test_no_busy_loop_pull_blocked_mid_frame);
     tcase_add_test(t->flow, test_no_sigpipe);
+    tcase_add_loop_test(t->flow, test_resume_memory_bound, 0, 2);
 }

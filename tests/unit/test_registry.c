@@ -477,6 +477,20 @@ START_TEST(test_extension_found_only_when_there)
     ck_assert_ptr_eq(rh_registry_ext_of(reg, new_size + 8), x);   /* a newer, longer one */
     x->size = 4;
     ck_assert_ptr_null(rh_registry_ext_of(reg, new_size));
+    /* an older module's, before RelayResumeMemory: found, without those fields,
+     * and setting them writes nothing beyond it */
+    x->size = (uint32_t)offsetof(rh_registry_ext, resume_bound);
+    ck_assert_ptr_eq(rh_registry_ext_of(reg, new_size), x);
+    ck_assert(!rh_registry_ext_has_resume(x));
+    rh_registry_set_resume(x, 5, 6);
+    rh_registry_resume_now(x, 7, 8);
+    ck_assert_uint_eq(x->resume_bound + x->resume_client_bound + x->resume_held
+                      + x->resume_waits, 0);
+    x->size = (uint32_t)sizeof(*x);
+    ck_assert(rh_registry_ext_has_resume(x));
+    rh_registry_set_resume(x, 5, 6);
+    ck_assert_uint_eq(x->resume_bound, 5);
+    ck_assert_uint_eq(x->resume_client_bound, 6);
     free(mem2);
     free(mem);
     free(old);

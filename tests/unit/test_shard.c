@@ -32,6 +32,23 @@ START_TEST(auto_fits_the_descriptor_limit)
 }
 END_TEST
 
+/* a global bound's parts add up to it, none is 0 (no limit), and 64 bits hold */
+START_TEST(parts_add_up)
+{
+    const uint64_t vs[] = { 0, 1, 7, 1000, 1ull << 40, (1ull << 50) + 3 };
+    for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); ++i)
+        for (unsigned n = 1; n <= 5; ++n) {
+            uint64_t sum = 0;
+            for (unsigned k = 0; k < n; ++k) {
+                uint64_t p = rh_shard_part(vs[i], n, k);
+                ck_assert(vs[i] == 0 ? p == 0 : p >= 1);
+                sum += p;
+            }
+            ck_assert(vs[i] < n ? sum == (vs[i] ? n : 0) : sum == vs[i]);
+        }
+}
+END_TEST
+
 START_TEST(keys_spread_and_stay)
 {
     unsigned count[3] = { 0 };
@@ -136,6 +153,7 @@ Suite *shard_suite(void)
     Suite *s = suite_create("shard");
     TCase *tc = tcase_create("shard");
     tcase_add_test(tc, auto_fits_the_descriptor_limit);
+    tcase_add_test(tc, parts_add_up);
     tcase_add_test(tc, keys_spread_and_stay);
     tcase_add_test(tc, least_loaded_for_its_slots);
     tcase_add_test(tc, token_names_its_shard);
