@@ -517,6 +517,12 @@ START_TEST(test_resume_memory_bound)
                   "the ack (%llu)", (unsigned long long)got);
     ck_assert_uint_le(CF.ext->resume_held, bound);
 
+    /* a graceful restart lifts the bound: the waiters go on, each to its window */
+    rh_registry_set_resume(CF.ext, 0, 0);
+    got = mem_move(g, 1500);   /* the core reads it at its next turn: 1 s at most */
+    ck_assert_msg(got >= MEM_SESSIONS * window, "%llu bytes after the bound went (each "
+                  "window %llu)", (unsigned long long)got, (unsigned long long)window);
+
     /* the sessions end: their windows count no more */
     for (int i = 0; i < MEM_SESSIONS; ++i) {
         req(reply, sizeof(reply), "CLOSE %s\n", tok[i]);

@@ -404,6 +404,51 @@ START_TEST(test_pair_handoff_resume)
 }
 END_TEST
 
+/* RelayResumeMemory through the handoff: a serve leg whose pull reads and never
+ * acknowledges holds no more than the bound beyond its read-ahead (4096), not
+ * its window (65536); the client leg's push waits meanwhile. An ack frees room
+ * and the rest comes in order. */
+START_TEST(test_pair_handoff_resume_memory)
+{
+    const uint64_t bound = 48u << 10;
+    char a[RH_TOKEN_LEN + 1], b[RH_TOKEN_LEN + 1];
+    int pa, pb;
+    pair_pushes(a, b, &pa, &pb);
+    rh_registry_set_resume(CF.ext, bound, 0);
+    sleep_ms(1100);   /* read at the core's next turn: 1 s at most */
+    psend ps = { .fd = pa, .seed = 5, .limit = UINT64_MAX };
+    frd *rb = frd_new(pull_open(b, 0));
+    uint64_t rx = 0, acked = 0;
+    long last = now_ms(), end = last + 10000;
+    while (now_ms() - last < 400) {
+        ck_assert(now_ms() < end);
+        psend_pump(&ps);
+        rh_frame_event ev;
+        while (frd_next(rb, 20, &ev) == 1)
+            if (ev.type == RH_FEV_DATA) {
+                for (size_t i = 0; i < ev.len; ++i)
+                    if (ev.data[i] != gen_byte(rx + i))
+                        ck_abort_msg("byte %llu differs", (unsigned long long)(rx + i));
+                rx += ev.len;
+                last = now_ms();
+            }
+    }
+    ck_assert_msg(rx <= bound + 4096 && rx >= bound, "%llu bytes unacknowledged (bound "
+                  "%llu, read-ahead 4096)", (unsigned long long)rx, (unsigned long long)bound);
+    ck_assert(WAIT_FOR(CF.ext->resume_waits > 0 && CF.ext->resume_held <= bound, 2000));
+
+    unsigned char off[8];
+    rh_put_u64(off, rx);
+    send_frame(pb, RH_FRAME_ACK, off, sizeof(off));
+    acked = rx;
+    ps.limit = ps.queued + (1u << 20);
+    relay_gen(&ps, rb, pb, &rx, &acked, ps.limit);
+    ck_assert_uint_le(CF.ext->resume_held, bound);
+    frd_free(rb);
+    pair_pushes_end(pa, pb);
+}
+END_TEST
+
 void core_pair_tests(const core_tcases *t)
 {
     tcase_add_test(t->requests, test_unserved_and_empty_listen);
@@ -414,6 +459,7 @@ void core_pair_tests(const core_tcases *t)
     tcase_add_test(t->data, test_pair_claim_late);
     tcase_add_test(t->flow, test_pair_handoff_flow);
     tcase_add_test(t->data, test_pair_handoff_resume);
+    tcase_add_test(t->flow, test_pair_handoff_resume_memory);
     tcase_add_test(t->timers, test_pair_serve_gone);
     tcase_add_test(t->requests, test_listen_limit);
 }
