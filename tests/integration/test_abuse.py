@@ -734,6 +734,60 @@ def test_unacknowledged_windows_held_to_resume_memory(fresh, client_bin, tls):
         _status_json(a)["resumeMemory"], closed)
 
 
+@pytest.mark.rh_timeout(150)
+@pytest.mark.parametrize("transport", ["stream", "batch", "duplex"])
+def test_resume_memory_far_below_windows_still_delivers(fresh, client_bin, tls, transport):
+    """RelayResumeMemory 1M (a client: 512 KiB) against 16 MiB windows: three
+    tunnels of one client echo 6 MiB each at once through the real client. The
+    sessions wait for room again and again (the status counts it), and the
+    client's acks (as bytes come, and when down goes quiet) keep them going:
+    every byte arrives, in order, none twice, and nothing hangs."""
+    a = fresh("event", "RelayResumeMemory 1M\n" + harness.STATUS_LOCATION)
+    before = _status_json(a)["resumeMemory"]["waits"]
+    n, size = 3, 6 << 20
+    with harness.Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"],
+                         extra_args=["--transport", transport]) as fw:
+        out = run_threads(lambda i: harness.pump("127.0.0.1", fw.port, nbytes=size,
+                                                 timeout=100),
+                          [(i,) for i in range(n)], timeout=110)
+    for i, res in enumerate(out):
+        assert isinstance(res, dict) and res["error"] is None \
+            and res["received"] == size and res["recv_sha"] == res["sent_sha"], (i, res)
+    rm = _status_json(a)["resumeMemory"]
+    assert rm["bound"] == 1 << 20 and rm["waits"] > before, rm
+    assert harness.wait_for(lambda: _status_json(a)["resumeMemory"]["held"] == 0, 10), \
+        _status_json(a)["resumeMemory"]
+
+
+@pytest.mark.rh_timeout(200)
+def test_resume_memory_bound_under_cuts(fresh, client_bin, tls):
+    """The same bound while a chaos proxy cuts every connection after 0.5 to 3 s
+    (RST or FIN): three stream tunnels echo 12 MiB each (paced, so that cuts
+    land mid-transfer) and resume from kept bytes while their sessions wait for
+    room: every byte arrives once and in order."""
+    from chaos import ChaosProxy
+    a = fresh("event", "RelayResumeMemory 1M\n" + harness.STATUS_LOCATION)
+    before = _status_json(a)["resumeMemory"]["waits"]
+    n, size = 3, 12 << 20
+    with ChaosProxy(a.port, seed=1717) as chaos:
+        url = "https://127.0.0.1:%d/relay" % chaos.port
+        with harness.Forward(client_bin, url, "echo", cacert=tls["ca"],
+                             extra_args=["--transport", "stream", "--http1.1"]) as fw:
+            out = run_threads(lambda i: harness.pump("127.0.0.1", fw.port, nbytes=size,
+                                                     timeout=150, rate=3 << 20),
+                              [(i,) for i in range(n)], timeout=160)
+            stats = chaos.stats()
+    for i, res in enumerate(out):
+        assert isinstance(res, dict) and res["error"] is None \
+            and res["received"] == size and res["recv_sha"] == res["sent_sha"], (
+                i, res, fw.stderr_text()[-3000:])
+    assert stats["cuts"] >= 3 and stats["cut_bytes"] > 0, stats
+    rm = _status_json(a)["resumeMemory"]
+    assert rm["waits"] > before, rm
+    assert harness.wait_for(lambda: _status_json(a)["resumeMemory"]["held"] == 0, 15), \
+        _status_json(a)["resumeMemory"]
+
+
 # ---------------------------------------------------------------------------
 # 5. A stopped relay core
 # ---------------------------------------------------------------------------
