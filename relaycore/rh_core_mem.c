@@ -5,7 +5,7 @@
  * its read-ahead (cap - window: what an unresumable session may hold too)
  * counts. A session that may not grow its ring waits, without an event armed,
  * on the core's list; memory freed (an ack, a session's end, a raised bound)
- * wakes the waiters while the core has room. */
+ * wakes the waiters that have room then. */
 #include "rh_core_int.h"
 
 static size_t ring_base(const session *s)
@@ -80,9 +80,17 @@ void rh_core_mem_forget(core *c, session *s)
     s->mem_wait = 0;
 }
 
-/* Once per loop turn: the bounds in force, the figures out, and the waiters
- * woken when memory was freed (each pumps next; one still without room waits
- * again, until the next free: no turn spins on them). */
+/* s may grow now: the core has room, and so has its client. */
+static int has_room(const core *c, const session *s)
+{
+    return room_below(c->mem_held, c->mem_bound)
+           && (!s->cl || room_below(s->cl->resume_held, c->mem_client_bound));
+}
+
+/* Once per loop turn: the bounds in force, the figures out, and, when memory
+ * was freed, the waiters that have room now woken (each pumps next). One whose
+ * client is at its half stays on the list: a client holding many sessions at
+ * its bound costs the others' acks a pass over the list, not a pump each. */
 void rh_core_mem_turn(core *c)
 {
     rh_registry_ext *x = c->cfg->ext;
@@ -98,11 +106,18 @@ void rh_core_mem_turn(core *c)
     if (!c->mem_freed)
         return;
     c->mem_freed = 0;
-    while (c->mem_waiters && room_below(c->mem_held, c->mem_bound)) {
-        session *s = c->mem_waiters;
-        c->mem_waiters = s->mem_next;
+    session **p = &c->mem_waiters;
+    while (*p && room_below(c->mem_held, c->mem_bound)) {
+        session *s = *p;
+        if (!s->dead && !has_room(c, s)) {
+            p = &s->mem_next;
+            continue;
+        }
+        *p = s->mem_next;
         s->mem_wait = 0;
         s->mem_next = NULL;
+        if (s->dead)
+            continue;   /* ended, not yet freed: nothing to pump */
         s->t_rd = 1;   /* no EPOLLIN was armed while it waited */
         rh_core_session_again_add(c, s);
         if (s->peer && !s->peer->dead)

@@ -537,6 +537,86 @@ START_TEST(test_resume_memory_bound)
 }
 END_TEST
 
+/* A client at its half of RelayResumeMemory with sessions waiting is not woken
+ * by another client's acks: each wake would be a pump and a new wait (counted
+ * in resume_waits) per waiting session per ack, an amplification a hostile
+ * client could make as large as its session count. */
+START_TEST(test_resume_memory_other_client_acks)
+{
+    const unsigned window = 1u << 20, cbound = 256u << 10;
+    mem_leg g[MEM_SESSIONS];
+    char tok[MEM_SESSIONS][RH_TOKEN_LEN + 1], good[RH_TOKEN_LEN + 1], reply[256];
+    int port;
+    core_start(8, 20);
+    rh_registry_set_resume(CF.ext, 0, cbound);
+    int l = tcp_listen(&port, 0, 8);
+    for (int i = 0; i < MEM_SESSIONS; ++i) {
+        req(reply, sizeof(reply), "OPEN t1 127.0.0.1 %d 4096 30 5 resume=%u client=hog\n",
+            port, window);
+        ASSERT_PREFIX(reply, "OK ");
+        snprintf(tok[i], sizeof(tok[i]), "%.48s", reply + 3);
+        g[i].t = tcp_accept(l, IO_MS);
+        g[i].pull = pull_open(tok[i], 0);
+        g[i].r = frd_new(g[i].pull);
+        g[i].wrote = g[i].got = 0;
+    }
+    uint64_t hog = mem_move(g, 400);
+    ck_assert_msg(hog <= cbound + MEM_SESSIONS * 4096, "the hog got %llu bytes",
+                  (unsigned long long)hog);
+    ck_assert(WAIT_FOR(CF.ext->resume_waits >= MEM_SESSIONS, 2000));
+    sleep_ms(1100);
+    uint64_t w0 = CF.ext->resume_waits;
+
+    /* the other client moves 2 MiB, acknowledging every 32 KiB: 64 frees (the
+     * old wake-all made the hog's 3 sessions wait again about 200 times) */
+    req(reply, sizeof(reply), "OPEN t1 127.0.0.1 %d 4096 30 5 resume=65536 client=good\n",
+        port);   /* a window below its half: it never waits itself */
+    ASSERT_PREFIX(reply, "OK ");
+    snprintf(good, sizeof(good), "%.48s", reply + 3);
+    int t = tcp_accept(l, IO_MS);
+    frd *r = frd_new(pull_open(good, 0));
+    uint64_t got = 0, acked = 0, wrote = 0;
+    long end = now_ms() + 15000;
+    unsigned char buf[8192];
+    while (got < (2u << 20)) {
+        ck_assert_msg(now_ms() < end, "stalled at %llu", (unsigned long long)got);
+        if (wrote < (2u << 20)) {
+            for (size_t j = 0; j < sizeof(buf); ++j)
+                buf[j] = gen_byte(wrote + j);
+            ssize_t n = send(t, buf, sizeof(buf), MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n > 0)
+                wrote += (uint64_t)n;
+        }
+        rh_frame_event ev;
+        if (frd_next(r, 5, &ev) == 1 && ev.type == RH_FEV_DATA) {
+            for (size_t j = 0; j < ev.len; ++j)
+                if (ev.data[j] != gen_byte(got + j))
+                    ck_abort_msg("byte %llu differs", (unsigned long long)(got + j));
+            got += ev.len;
+        }
+        if (got - acked >= 32768) {
+            req(reply, sizeof(reply), "ACK %s %llu\n", good, (unsigned long long)got);
+            ASSERT_PREFIX(reply, "OK ");
+            acked = got;
+        }
+    }
+    sleep_ms(1100);
+    uint64_t woken = CF.ext->resume_waits - w0;
+    ck_assert_msg(woken < 8, "the hog's sessions waited again %llu times during the "
+                  "other client's 64 acks", (unsigned long long)woken);
+    ck_assert_uint_le(mem_move(g, 200), hog);   /* and the hog got no more */
+    frd_free(r);
+    xclose(t);
+    for (int i = 0; i < MEM_SESSIONS; ++i) {
+        frd_free(g[i].r);
+        xclose(g[i].pull);
+        xclose(g[i].t);
+    }
+    xclose(l);
+    core_stop();
+}
+END_TEST
+
 void core_flow_tests(const core_tcases *t)
 {
     tcase_add_test(t->flow, test_flow_control_up);
@@ -550,4 +630,5 @@ void core_flow_tests(const core_tcases *t)
     tcase_add_test(t->flow, test_no_busy_loop_pull_blocked_mid_frame);
     tcase_add_test(t->flow, test_no_sigpipe);
     tcase_add_loop_test(t->flow, test_resume_memory_bound, 0, 2);
+    tcase_add_test(t->flow, test_resume_memory_other_client_acks);
 }
