@@ -209,7 +209,7 @@ struct session {
                                 it has work no event will announce */
     size_t mem;              /* down ring bytes counted in RelayResumeMemory (rh_core_mem.c) */
     unsigned mem_wait:1;     /* ... waits for room, in the core's mem_waiters */
-    session *mem_next;
+    session *mem_next, *mem_prev;
     rh_core_watch *watch;    /* the waiting watch it is in (at most one), or NULL:
                                 its idle timeout does not run meanwhile */
     unsigned watch_i;        /* ... its entry there */
@@ -265,7 +265,7 @@ typedef struct core {
     uint64_t mem_bound, mem_client_bound;   /* RelayResumeMemory (0: none; rh_core_mem.c) */
     uint64_t mem_held;             /* ... resume windows' bytes held now */
     uint64_t mem_waits;            /* ... times a session waited for room */
-    session *mem_waiters;          /* ... the sessions waiting now */
+    session *mem_waiters, *mem_waiters_tail;   /* ... the sessions waiting now, oldest first */
     int mem_freed;                 /* ... bytes were freed since the last turn */
 } core;
 

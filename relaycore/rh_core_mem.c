@@ -8,6 +8,10 @@
  * wakes the waiters that have room then. */
 #include "rh_core_int.h"
 
+/* What a woken session is reckoned to take of the core's room: a read-ahead's
+ * worth (RH_DEFAULT_BUFSIZE), what one pump round reads from a target. */
+#define MEM_WAKE_QUANTUM RH_DEFAULT_BUFSIZE
+
 static size_t ring_base(const session *s)
 {
     return s->down.cap - s->window;
@@ -16,6 +20,34 @@ static size_t ring_base(const session *s)
 static uint64_t room_below(uint64_t held, uint64_t bound)
 {
     return !bound ? UINT64_MAX : held < bound ? bound - held : 0;
+}
+
+/* The waiters in the order they came (a wake goes to the longest waiting first). */
+static void wait_add(core *c, session *s)
+{
+    s->mem_wait = 1;
+    s->mem_next = NULL;
+    s->mem_prev = c->mem_waiters_tail;
+    if (s->mem_prev)
+        s->mem_prev->mem_next = s;
+    else
+        c->mem_waiters = s;
+    c->mem_waiters_tail = s;
+    ++c->mem_waits;
+}
+
+static void wait_del(core *c, session *s)
+{
+    if (s->mem_prev)
+        s->mem_prev->mem_next = s->mem_next;
+    else
+        c->mem_waiters = s->mem_next;
+    if (s->mem_next)
+        s->mem_next->mem_prev = s->mem_prev;
+    else
+        c->mem_waiters_tail = s->mem_prev;
+    s->mem_next = s->mem_prev = NULL;
+    s->mem_wait = 0;
 }
 
 size_t rh_core_mem_allow(core *c, session *s, size_t want)
@@ -32,13 +64,8 @@ size_t rh_core_mem_allow(core *c, session *s, size_t want)
     size_t extra = want - free_below;
     if (extra > room)
         extra = (size_t)room;
-    if (!free_below && !extra && !s->mem_wait) {
-        /* none at all: wait on the list (down_wants_read says no meanwhile) */
-        s->mem_wait = 1;
-        s->mem_next = c->mem_waiters;
-        c->mem_waiters = s;
-        ++c->mem_waits;
-    }
+    if (!free_below && !extra && !s->mem_wait)
+        wait_add(c, s);   /* none at all: down_wants_read says no meanwhile */
     return free_below + extra;
 }
 
@@ -70,14 +97,8 @@ void rh_core_mem_sync(core *c, session *s)
 void rh_core_mem_forget(core *c, session *s)
 {
     account(c, s, 0);
-    if (!s->mem_wait)
-        return;
-    for (session **p = &c->mem_waiters; *p; p = &(*p)->mem_next)
-        if (*p == s) {
-            *p = s->mem_next;
-            break;
-        }
-    s->mem_wait = 0;
+    if (s->mem_wait)
+        wait_del(c, s);
 }
 
 /* s may grow now: the core has room, and so has its client. */
@@ -88,9 +109,12 @@ static int has_room(const core *c, const session *s)
 }
 
 /* Once per loop turn: the bounds in force, the figures out, and, when memory
- * was freed, the waiters that have room now woken (each pumps next). One whose
- * client is at its half stays on the list: a client holding many sessions at
- * its bound costs the others' acks a pass over the list, not a pump each. */
+ * was freed, the waiters that have room now woken, oldest first (each pumps
+ * next). One whose client is at its half stays on the list: a client holding
+ * many sessions at its bound costs the others' acks a pass over the list, not
+ * a pump each. Each wake is reckoned to take MEM_WAKE_QUANTUM of the core's
+ * room; when that is used up the rest wait for the next turn, so a full core
+ * with thousands waiting pumps about as many as can move, not all of them. */
 void rh_core_mem_turn(core *c)
 {
     rh_registry_ext *x = c->cfg->ext;
@@ -106,21 +130,24 @@ void rh_core_mem_turn(core *c)
     if (!c->mem_freed)
         return;
     c->mem_freed = 0;
-    session **p = &c->mem_waiters;
-    while (*p && room_below(c->mem_held, c->mem_bound)) {
-        session *s = *p;
-        if (!s->dead && !has_room(c, s)) {
-            p = &s->mem_next;
-            continue;
+    uint64_t budget = room_below(c->mem_held, c->mem_bound);
+    session *s = c->mem_waiters;
+    int woke = 0;
+    while (s && budget) {
+        session *next = s->mem_next;
+        if (s->dead || has_room(c, s)) {
+            wait_del(c, s);
+            if (!s->dead) {   /* ended, not yet freed: nothing to pump */
+                s->t_rd = 1;  /* no EPOLLIN was armed while it waited */
+                rh_core_session_again_add(c, s);
+                if (s->peer && !s->peer->dead)
+                    rh_core_session_again_add(c, s->peer);   /* its pump fills this ring */
+                budget -= budget < MEM_WAKE_QUANTUM ? budget : MEM_WAKE_QUANTUM;
+                woke = 1;
+            }
         }
-        *p = s->mem_next;
-        s->mem_wait = 0;
-        s->mem_next = NULL;
-        if (s->dead)
-            continue;   /* ended, not yet freed: nothing to pump */
-        s->t_rd = 1;   /* no EPOLLIN was armed while it waited */
-        rh_core_session_again_add(c, s);
-        if (s->peer && !s->peer->dead)
-            rh_core_session_again_add(c, s->peer);   /* its pump fills this ring */
+        s = next;
     }
+    if (s && woke)
+        c->mem_freed = 1;   /* the budget ran out: the rest next turn, if room is left */
 }
