@@ -6,6 +6,8 @@
  * counts. A session that may not grow its ring waits, without an event armed,
  * on the core's list; memory freed (an ack, a session's end, a raised bound)
  * wakes the waiters that have room then. */
+#include <inttypes.h>
+
 #include "rh_core_int.h"
 
 /* What a woken session is reckoned to take of the core's room: a read-ahead's
@@ -25,6 +27,11 @@ static uint64_t room_below(uint64_t held, uint64_t bound)
 /* The waiters in the order they came (a wake goes to the longest waiting first). */
 static void wait_add(core *c, session *s)
 {
+    if (!c->mem_waiters)   /* the first to wait says why; the status counts the rest */
+        rh_core_log(c, RH_LOG_DEBUG, "session %s waits for room: resume windows hold %"
+                    PRIu64 " of %" PRIu64 ", its client's %" PRIu64 " of %" PRIu64
+                    " (RelayResumeMemory; 0: no bound)", s->sid, c->mem_held, c->mem_bound,
+                    s->cl ? s->cl->resume_held : 0, c->mem_client_bound);
     s->mem_wait = 1;
     s->mem_next = NULL;
     s->mem_prev = c->mem_waiters_tail;

@@ -715,6 +715,10 @@ def test_unacknowledged_windows_held_to_resume_memory(fresh, client_bin, tls):
                                 .get("waits", 0) > 0, 5, what="resumeMemory.waits > 0")
         rm = _status_json(a)["resumeMemory"]
         assert rm["bound"] == RESUME_MEMORY and 0 < rm["held"] <= RESUME_MEMORY // 2, rm
+        # LogLevel relay_https:debug says why the first session waited
+        assert re.search(r"session [0-9a-f]{16} waits for room: resume windows hold \d+ of "
+                         r"%d, its client's \d+ of %d" % (RESUME_MEMORY, RESUME_MEMORY // 2),
+                         a.error_log_text()), a.error_log_tail(20)
 
         # another client still has room: 4 MiB echoed through a resumable tunnel
         with harness.Forward(client_bin, a.relay_url, "echo", cacert=tls["ca"]) as fw:
