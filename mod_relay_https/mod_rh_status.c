@@ -121,7 +121,7 @@ static int take(status *s)
     /* the figures first (targets by name), then the tables' sessions */
     memcpy(&s->sum, &s->regs[0]->stats, sizeof(s->sum));
     s->st = &s->sum;
-    s->watch_known = 1;
+    s->watch_known = s->resume_known = 1;
     for (unsigned k = 0; k < s->ncores; ++k) {
         take_core(s, k);
         /* a table an older module made has no watch figures: none are shown
@@ -131,8 +131,6 @@ static int take(status *s)
             rh_stats_watch_add(&s->watch, &x->watch);
         else
             s->watch_known = 0;
-        if (k == 0)
-            s->resume_known = 1;
         if (rh_registry_ext_has_resume(x)) {
             s->resume_held += __atomic_load_n(&x->resume_held, __ATOMIC_RELAXED);
             s->resume_bound += __atomic_load_n(&x->resume_bound, __ATOMIC_RELAXED);

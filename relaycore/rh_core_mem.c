@@ -57,17 +57,21 @@ static void wait_del(core *c, session *s)
     s->mem_wait = 0;
 }
 
+/* What s may still count: the core's room, within its client's. */
+static uint64_t room_for(const core *c, const session *s)
+{
+    uint64_t room = room_below(c->mem_held, c->mem_bound);
+    uint64_t cr = s->cl ? room_below(s->cl->resume_held, c->mem_client_bound) : UINT64_MAX;
+    return cr < room ? cr : room;
+}
+
 size_t rh_core_mem_allow(core *c, session *s, size_t want)
 {
     size_t len = rh_ring_len(&s->down), base = ring_base(s);
     size_t free_below = base > len ? base - len : 0;
     if (want <= free_below || !s->window)
         return want;
-    uint64_t room = room_below(c->mem_held, c->mem_bound);
-    if (s->cl) {
-        uint64_t cr = room_below(s->cl->resume_held, c->mem_client_bound);
-        room = cr < room ? cr : room;
-    }
+    uint64_t room = room_for(c, s);
     size_t extra = want - free_below;
     if (extra > room)
         extra = (size_t)room;
@@ -108,13 +112,6 @@ void rh_core_mem_forget(core *c, session *s)
         wait_del(c, s);
 }
 
-/* s may grow now: the core has room, and so has its client. */
-static int has_room(const core *c, const session *s)
-{
-    return room_below(c->mem_held, c->mem_bound)
-           && (!s->cl || room_below(s->cl->resume_held, c->mem_client_bound));
-}
-
 /* Once per loop turn: the bounds in force, the figures out, and, when memory
  * was freed, the waiters that have room now woken, oldest first (each pumps
  * next). One whose client is at its half stays on the list: a client holding
@@ -142,7 +139,7 @@ void rh_core_mem_turn(core *c)
     int woke = 0;
     while (s && budget) {
         session *next = s->mem_next;
-        if (s->dead || has_room(c, s)) {
+        if (s->dead || room_for(c, s)) {
             wait_del(c, s);
             if (!s->dead) {   /* ended, not yet freed: nothing to pump */
                 s->t_rd = 1;  /* no EPOLLIN was armed while it waited */
